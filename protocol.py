@@ -1,0 +1,481 @@
+"""The MQTT protocol between the ESP32 benches, banc.py and ui.py (contract §2 and §3).
+
+This is the only module that knows topic names, QoS levels and payload formats.
+Everything here is pure (no I/O) except `make_client`, which builds a paho client
+configured from `utils.get_settings()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Iterable, Optional, Union
+
+Payload = Union[bytes, bytearray, str]
+
+# --------------------------------------------------------------------------- phases
+
+PHASES: tuple[int, ...] = (1, 2, 3, 4, 5)
+STEP_FINISHED = 5
+STEP_STOP = 9
+VALID_STEPS: frozenset[int] = frozenset((*PHASES, STEP_STOP))
+
+PHASE_NAMES: dict[int, str] = {
+    1: "Ri / diffusion",
+    2: "Charge",
+    3: "Décharge",
+    4: "Recharge stockage",
+    5: "Terminé",
+    STEP_STOP: "Arrêt",
+}
+
+COMMAND_END = "end"
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+NURSE_COUNT = 6
+
+MAX_PAYLOAD_BYTES = 512
+MAX_SECURITY_CHARS = 200
+
+# --------------------------------------------------------------------------- topics
+
+# Topic kinds, the suffix after "bancX/".
+KIND_STEP = "step"
+KIND_BMS = "bms/data"
+KIND_SECURITY = "security"
+KIND_RI = "ri/results"
+KIND_COMMAND = "command"
+KIND_ESP_STATUS = "esp/status"
+KIND_BANC_STATUS = "banc/status"
+KIND_NURSE = "nurse"  # bancX/nJ
+
+QOS: dict[str, int] = {
+    KIND_STEP: 1,
+    KIND_BMS: 1,
+    KIND_SECURITY: 1,
+    KIND_RI: 1,
+    KIND_NURSE: 0,
+    KIND_COMMAND: 1,
+    KIND_ESP_STATUS: 1,
+    KIND_BANC_STATUS: 1,
+}
+RETAINED: frozenset[str] = frozenset((KIND_ESP_STATUS, KIND_BANC_STATUS))
+
+_TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|security|ri/results|command|esp/status|banc/status|n([1-6]))$")
+
+
+def banc_id(banc: Union[int, str]) -> str:
+    """Return the canonical lowercase bench id ("banc3") for 3, "3", "banc3" or "Banc3"."""
+    if isinstance(banc, bool):
+        raise ValueError(f"invalid bench: {banc!r}")
+    if isinstance(banc, int):
+        number = banc
+    else:
+        text = str(banc).strip().lower()
+        if text.startswith("banc"):
+            text = text[4:]
+        if not text.isdigit() or text.startswith("0"):
+            raise ValueError(f"invalid bench: {banc!r}")
+        number = int(text)
+    if number < 1:
+        raise ValueError(f"invalid bench: {banc!r}")
+    return f"banc{number}"
+
+
+@dataclass(frozen=True)
+class BancTopics:
+    """All topic names of one bench."""
+
+    banc: str
+
+    @property
+    def step(self) -> str:
+        return f"{self.banc}/{KIND_STEP}"
+
+    @property
+    def bms_data(self) -> str:
+        return f"{self.banc}/{KIND_BMS}"
+
+    @property
+    def security(self) -> str:
+        return f"{self.banc}/{KIND_SECURITY}"
+
+    @property
+    def ri_results(self) -> str:
+        return f"{self.banc}/{KIND_RI}"
+
+    @property
+    def command(self) -> str:
+        return f"{self.banc}/{KIND_COMMAND}"
+
+    @property
+    def esp_status(self) -> str:
+        return f"{self.banc}/{KIND_ESP_STATUS}"
+
+    @property
+    def banc_status(self) -> str:
+        return f"{self.banc}/{KIND_BANC_STATUS}"
+
+    def nurse(self, index: int) -> str:
+        """Topic of nurse battery `index` (1..6)."""
+        if not 1 <= index <= NURSE_COUNT:
+            raise ValueError(f"nurse index out of range: {index}")
+        return f"{self.banc}/n{index}"
+
+    @property
+    def nurses(self) -> tuple[str, ...]:
+        return tuple(self.nurse(j) for j in range(1, NURSE_COUNT + 1))
+
+
+def topics(banc: Union[int, str]) -> BancTopics:
+    """Return the topics of bench `banc` (number or name)."""
+    return BancTopics(banc_id(banc))
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A parsed topic: bench number, kind (one of KIND_*) and nurse index for KIND_NURSE."""
+
+    banc_number: int
+    kind: str
+    nurse_index: Optional[int] = None
+
+    @property
+    def banc(self) -> str:
+        return f"banc{self.banc_number}"
+
+
+def parse_topic(topic: str) -> Optional[TopicInfo]:
+    """Parse a bench topic; None when it is not one of ours."""
+    match = _TOPIC_RE.match(topic)
+    if not match:
+        return None
+    number = int(match.group(1))
+    if match.group(3):
+        return TopicInfo(number, KIND_NURSE, int(match.group(3)))
+    return TopicInfo(number, match.group(2))
+
+
+def qos_for(topic: str) -> int:
+    """QoS of a bench topic (contract §2)."""
+    info = parse_topic(topic)
+    if info is None:
+        raise ValueError(f"not a bench topic: {topic!r}")
+    return QOS[info.kind]
+
+
+def retained_for(topic: str) -> bool:
+    """Whether messages on this bench topic are retained (contract §2)."""
+    info = parse_topic(topic)
+    if info is None:
+        raise ValueError(f"not a bench topic: {topic!r}")
+    return info.kind in RETAINED
+
+
+def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
+    """(topic, qos) pairs banc.py subscribes to."""
+    t = topics(banc)
+    return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.ri_results, QOS[KIND_RI])]
+
+
+def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:
+    """(topic, qos) pairs the kiosk subscribes to, for benches 1..num_bancs."""
+    subs: list[tuple[str, int]] = []
+    for n in range(1, num_bancs + 1):
+        t = topics(n)
+        subs += [
+            (t.step, QOS[KIND_STEP]),
+            (t.bms_data, QOS[KIND_BMS]),
+            (t.security, QOS[KIND_SECURITY]),
+            (t.ri_results, QOS[KIND_RI]),
+            (t.esp_status, QOS[KIND_ESP_STATUS]),
+            (t.banc_status, QOS[KIND_BANC_STATUS]),
+        ]
+        subs += [(topic, QOS[KIND_NURSE]) for topic in t.nurses]
+    return subs
+
+
+def esp_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
+    """(topic, qos) pairs an ESP32 (or the simulator) subscribes to."""
+    t = topics(banc)
+    return [(t.command, QOS[KIND_COMMAND])]
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+class PayloadError(ValueError):
+    """A payload that does not follow the contract; str(err) is the reason."""
+
+
+def _text(payload: Payload) -> str:
+    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload too large ({len(raw)} bytes > {MAX_PAYLOAD_BYTES})")
+    try:
+        return raw.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise PayloadError("payload is not ASCII text") from exc
+
+
+def _int_field(text: str, name: str) -> int:
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise PayloadError(f"{name}: not an integer: {text[:20]!r}")
+    return int(text)
+
+
+def _float_field(text: str, name: str) -> float:
+    t = text.strip()
+    # float() accepts "nan", "inf", "1_000" and "0x..."-like oddities; a BMS sends plain decimals.
+    if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", t):
+        raise PayloadError(f"{name}: not a finite number: {t[:20]!r}")
+    value = float(t)
+    if not math.isfinite(value):
+        raise PayloadError(f"{name}: not a finite number: {t[:20]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BmsLine:
+    """One BMS measurement (contract §3), in field order."""
+
+    seq: int
+    voltage_v: float
+    current_a: float
+    soc_pct: float
+    temperature_c: float
+    capacity_ah: float
+    energy_wh: float
+    cell_min_mv: float
+    cell_max_mv: float
+    balancing: int
+
+    @property
+    def cell_spread_mv(self) -> float:
+        """Difference between the highest and the lowest cell, mV."""
+        return self.cell_max_mv - self.cell_min_mv
+
+    def as_row(self) -> list[Any]:
+        """Values in field order, as they go into data.csv."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+BMS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BmsLine))
+
+# Physically possible ranges: wider than a healthy 16S LFP pack on purpose, so that an
+# abnormal but real reading (an over-temperature, a deep discharge) is recorded and
+# alarmed on rather than thrown away. Only impossible values are rejected.
+BMS_RANGES: dict[str, tuple[float, float]] = {
+    "seq": (0, 2**32 - 1),
+    "voltage_v": (0.0, 80.0),
+    "current_a": (-500.0, 500.0),
+    "soc_pct": (0.0, 100.0),
+    "temperature_c": (-40.0, 150.0),
+    "capacity_ah": (0.0, 10_000.0),
+    "energy_wh": (0.0, 1_000_000.0),
+    "cell_min_mv": (0.0, 5_000.0),
+    "cell_max_mv": (0.0, 5_000.0),
+    "balancing": (0, 1),
+}
+
+
+def parse_bms_line(payload: Payload) -> BmsLine:
+    """Parse and validate a BMS line; raise PayloadError with the reason."""
+    text = _text(payload)
+    parts = text.split(",")
+    if len(parts) != len(BMS_FIELDS):
+        raise PayloadError(f"expected {len(BMS_FIELDS)} fields, got {len(parts)}")
+    values: dict[str, Any] = {}
+    for name, part in zip(BMS_FIELDS, parts):
+        if name in ("seq", "balancing"):
+            values[name] = _int_field(part, name)
+        else:
+            values[name] = _float_field(part, name)
+        low, high = BMS_RANGES[name]
+        if not low <= values[name] <= high:
+            raise PayloadError(f"{name} out of range: {values[name]} not in [{low}, {high}]")
+    if values["cell_min_mv"] > values["cell_max_mv"]:
+        raise PayloadError("cell_min_mv greater than cell_max_mv")
+    return BmsLine(**values)
+
+
+def _fmt(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return "0" + text[2:] if text.startswith("-0") and float(text) == 0 else text
+
+
+def encode_bms_line(line: BmsLine) -> str:
+    """Encode a BmsLine as the ESP sends it."""
+    return ",".join(
+        (
+            str(int(line.seq)),
+            _fmt(line.voltage_v, 3),
+            _fmt(line.current_a, 3),
+            _fmt(line.soc_pct, 1),
+            _fmt(line.temperature_c, 1),
+            _fmt(line.capacity_ah, 3),
+            _fmt(line.energy_wh, 1),
+            str(int(round(line.cell_min_mv))),
+            str(int(round(line.cell_max_mv))),
+            str(int(line.balancing)),
+        )
+    )
+
+
+def parse_step(payload: Payload) -> int:
+    """Parse a step payload: 1..5 or 9."""
+    text = _text(payload)
+    step = _int_field(text, "step") if text else None
+    if step not in VALID_STEPS:
+        raise PayloadError(f"invalid step: {text[:20]!r}")
+    return step
+
+
+def encode_step(step: int) -> str:
+    """Encode a step number."""
+    if step not in VALID_STEPS:
+        raise ValueError(f"invalid step: {step}")
+    return str(step)
+
+
+RI_KEYS: tuple[str, ...] = ("ri_discharge", "ri_charge", "diffusion_discharge", "diffusion_charge")
+RI_MAX_OHM = 10.0  # a whole 16S pack above 10 ohm is a broken connection, not a battery
+
+
+def parse_ri_results(payload: Payload) -> dict[str, float]:
+    """Parse a Ri/diffusion JSON object; return the present keys (and temperature_c)."""
+    text = _text(payload)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PayloadError(f"invalid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise PayloadError("JSON is not an object")
+    unknown = set(data) - set(RI_KEYS) - {"temperature_c"}
+    if unknown:
+        raise PayloadError(f"unknown keys: {', '.join(sorted(map(str, unknown)))[:80]}")
+    result: dict[str, float] = {}
+    for key in RI_KEYS:
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PayloadError(f"{key}: not a finite number")
+        if not 0 < value <= RI_MAX_OHM:
+            raise PayloadError(f"{key} out of range: {value}")
+        result[key] = float(value)
+    if not result:
+        raise PayloadError("no Ri or diffusion value")
+    if "temperature_c" in data:
+        temp = data["temperature_c"]
+        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp):
+            raise PayloadError("temperature_c: not a finite number")
+        low, high = BMS_RANGES["temperature_c"]
+        if not low <= temp <= high:
+            raise PayloadError(f"temperature_c out of range: {temp}")
+        result["temperature_c"] = float(temp)
+    return result
+
+
+def encode_ri_results(values: dict[str, float]) -> str:
+    """Encode Ri/diffusion results as JSON."""
+    return json.dumps({k: float(v) for k, v in values.items() if k in RI_KEYS or k == "temperature_c"})
+
+
+def parse_nurse_soc(payload: Payload) -> int:
+    """Parse a nurse battery SOC: integer 0..100."""
+    text = _text(payload)
+    value = _int_field(text, "nurse soc")
+    if not 0 <= value <= 100:
+        raise PayloadError(f"nurse soc out of range: {value}")
+    return value
+
+
+def parse_command(payload: Payload) -> Union[int, str]:
+    """Parse a command: a phase 1..5 (start/resume) or "end"."""
+    text = _text(payload)
+    if text == COMMAND_END:
+        return COMMAND_END
+    step = _int_field(text, "command") if text else None
+    if step not in PHASES:
+        raise PayloadError(f"invalid command: {text[:20]!r}")
+    return step
+
+
+def encode_command(command: Union[int, str]) -> str:
+    """Encode a command (phase number or "end")."""
+    if command == COMMAND_END:
+        return COMMAND_END
+    if command not in PHASES:
+        raise ValueError(f"invalid command: {command!r}")
+    return str(command)
+
+
+def parse_status(payload: Payload) -> str:
+    """Parse an online/offline status."""
+    text = _text(payload)
+    if text not in (STATUS_ONLINE, STATUS_OFFLINE):
+        raise PayloadError(f"invalid status: {text[:20]!r}")
+    return text
+
+
+def parse_security(payload: Payload) -> str:
+    """Decode a security alert: UTF-8 text, cut to MAX_SECURITY_CHARS."""
+    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    text = raw[: MAX_SECURITY_CHARS * 4].decode("utf-8", errors="replace").strip()
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text[:MAX_SECURITY_CHARS] or "(alerte vide)"
+
+
+def encode_security(message: str) -> str:
+    """Encode a security alert, cut to MAX_SECURITY_CHARS characters."""
+    return " ".join(message.split())[:MAX_SECURITY_CHARS]
+
+
+# --------------------------------------------------------------------------- client
+
+
+def make_client(client_id: str, *, persistent: bool = False, will: Optional[tuple[str, str]] = None):
+    """Build a paho-mqtt 2.x client (MQTT 3.1.1) with the configured credentials.
+
+    `persistent` asks the broker to keep the session (subscriptions and queued QoS 1
+    messages) while the client is away; `will` is a (topic, payload) last will, sent
+    with that topic's QoS and retain flag.
+    """
+    import paho.mqtt.client as mqtt  # local import: the pure codecs above need no paho
+
+    from utils import get_settings
+
+    settings = get_settings()
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=not persistent,
+        protocol=mqtt.MQTTv311,
+    )
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    if will is not None:
+        will_topic, will_payload = will
+        client.will_set(will_topic, will_payload, qos=qos_for(will_topic), retain=retained_for(will_topic))
+    # Reconnect forever with a capped backoff; loop_forever/loop_start handle it.
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # Keep many QoS 1 messages in flight so a backlog drains quickly after a restart.
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def publish(client, topic: str, payload: str):
+    """Publish with the topic's contract QoS and retain flag."""
+    return client.publish(topic, payload, qos=qos_for(topic), retain=retained_for(topic))
+
+
+def subscribe_all(client, subscriptions: Iterable[tuple[str, int]]):
+    """Subscribe to a list of (topic, qos) pairs in one SUBSCRIBE."""
+    subs = list(subscriptions)
+    if subs:
+        return client.subscribe(subs)
+    return None

@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated BANC_HOME, a real Mosquitto broker, an Xvfb display."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+if str(REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(REPO_DIR))
+
+import utils  # noqa: E402
+from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
+
+
+@pytest.fixture
+def banc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh BANC_HOME for this test, with the settings cache reloaded."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for key in [k for k in __import__("os").environ if k.startswith("BANC_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("BANC_HOME", str(home))
+    utils.reload_settings()
+    yield home
+    monkeypatch.undo()
+    utils.reload_settings()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private Mosquitto on a free loopback port, stopped after the test."""
+    instance = MosquittoBroker(tmp_path / "broker")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def mqtt_env(banc_home: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """BANC_HOME + broker settings in this process, and the environment for child processes."""
+    for key, value in broker.env().items():
+        monkeypatch.setenv(key, value)
+    utils.reload_settings()
+    return project_env(banc_home, broker)
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator[str]:
+    """A private Xvfb display for GUI tests (":N")."""
+    server = Xvfb(1920, 1080).start()
+    yield server.display or ""
+    server.stop()

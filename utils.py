@@ -1,0 +1,1021 @@
+"""Shared helpers of the LFP test benches: settings, logging, state files, business rules.
+
+Every environment variable of the contract is read here (`get_settings`), and so is
+every static configuration file. Functions named in the seed's table keep their names.
+Time-dependent functions take `now` as an argument so they can be tested with a fixed clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import csv
+import errno
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+from zoneinfo import ZoneInfo
+
+import protocol
+
+SOFTWARE_VERSION = "1.0.0"
+
+NUM_BANCS = 4
+"""Default number of benches; `BANC_NUM_BANCS` overrides it. Nothing else needs editing."""
+
+SERIAL_PATTERN = r"^RW-[A-Za-z0-9]{4,32}$"
+_SERIAL_RE = re.compile(SERIAL_PATTERN)
+
+PROJECT_DIR = Path(__file__).resolve().parent
+LOCAL_TZ = ZoneInfo("Europe/Paris")
+
+BANCS_CONFIG_FILE = "bancs_config.json"
+TEST_CONFIG_FILE = "config.json"
+DATA_CSV_FILE = "data.csv"
+REJECTED_CSV_FILE = "rejected.csv"
+CHARGE_PROFILE_FILE = "charge_profile.csv"
+TEMP_COEFFS_FILE = "temperature_coefficients.json"
+LOG_FILE = "logs.log"
+
+DATA_CSV_HEADER: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
+REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
+
+STATUS_AVAILABLE = "available"
+STATUS_OCCUPIED = "occupied"
+
+TEST_RUNNING = "running"
+TEST_STOPPED = "stopped"
+TEST_FINISHED = "finished"
+
+BUSINESS_HOURS_BEFORE_RETEST = 48.0
+
+logger = logging.getLogger("banc.utils")
+
+
+# =========================================================================== settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process configuration from the contract's environment variables."""
+
+    home: Path
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_username: Optional[str]
+    mqtt_password: Optional[str]
+    num_bancs: int
+    bms_timeout_s: float
+    scan_timeout_s: float
+
+
+class SettingsError(ValueError):
+    """An environment variable holds an unusable value."""
+
+
+def _env_number(env: dict[str, str], name: str, default: float, cast: Callable[[str], Any], low: float) -> Any:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < low:
+        raise SettingsError(f"{name}={raw!r} must be at least {low}")
+    return value
+
+
+def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
+    """Read the contract's environment variables (the only place that reads os.environ)."""
+    env = dict(os.environ if environ is None else environ)
+    home = Path(env.get("BANC_HOME") or PROJECT_DIR).expanduser().resolve()
+    return Settings(
+        home=home,
+        mqtt_host=env.get("BANC_MQTT_HOST") or "localhost",
+        mqtt_port=_env_number(env, "BANC_MQTT_PORT", 1883, int, 1),
+        mqtt_username=env.get("BANC_MQTT_USERNAME") or None,
+        mqtt_password=env.get("BANC_MQTT_PASSWORD") or None,
+        num_bancs=_env_number(env, "BANC_NUM_BANCS", NUM_BANCS, int, 1),
+        bms_timeout_s=_env_number(env, "BANC_BMS_TIMEOUT_S", 30.0, float, 0.1),
+        scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S", 15.0, float, 0.1),
+    )
+
+
+_settings: Optional[Settings] = None
+_settings_lock = threading.Lock()
+
+
+def get_settings() -> Settings:
+    """Return the settings, read once per process."""
+    global _settings
+    with _settings_lock:
+        if _settings is None:
+            _settings = load_settings()
+        return _settings
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and static files (tests change the environment)."""
+    global _settings
+    with _settings_lock:
+        _settings = None
+    _load_charge_profile.cache_clear()
+    _load_temp_coeffs.cache_clear()
+    return get_settings()
+
+
+def home_dir() -> Path:
+    """Folder of the mutable state (BANC_HOME)."""
+    return get_settings().home
+
+
+def data_dir() -> Path:
+    """The data/ folder in BANC_HOME."""
+    return home_dir() / "data"
+
+
+def bancs_config_path() -> Path:
+    """Path of bancs_config.json in BANC_HOME."""
+    return home_dir() / BANCS_CONFIG_FILE
+
+
+def static_file(name: str) -> Path:
+    """A static file: from BANC_HOME when present there, else from the project folder."""
+    in_home = home_dir() / name
+    return in_home if in_home.exists() else PROJECT_DIR / name
+
+
+# =========================================================================== logging
+
+_logging_configured = False
+
+
+class _FlushingWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """Appends whole lines with O_APPEND; reopens the file after logrotate moves it.
+
+    Several processes append to logs.log. Each record is written by one write() on a
+    file opened with O_APPEND, so lines from different processes never interleave.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except Exception:  # a full disk must not take the process down with it
+            self.handleError(record)
+
+
+def setup_logging(process_name: str, level: int = logging.INFO, log_file: Optional[Path] = None) -> None:
+    """Configure the root logger once: console + logs.log in BANC_HOME, process name and pid in each line."""
+    global _logging_configured
+    if _logging_configured:
+        return
+    _logging_configured = True
+    fmt = logging.Formatter(
+        f"%(asctime)s %(levelname)-7s {process_name}[%(process)d] %(name)s: %(message)s"
+    )
+    root = logging.getLogger()
+    root.setLevel(level)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    path = log_file or (home_dir() / LOG_FILE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = _FlushingWatchedFileHandler(path, encoding="utf-8", delay=True)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    except OSError as exc:
+        root.error("cannot open log file %s: %s (console only)", path, exc)
+    logging.raiseExceptions = False  # a logging failure (disk full) is reported once on stderr, never raised
+
+
+def log(message: str, level: str = "info", logger: str = "banc") -> None:
+    """The seed's log(): log `message` at `level` ("debug", "info", "warning", "error", "critical")."""
+    logging.getLogger(logger).log(getattr(logging, level.upper(), logging.INFO), message)
+
+
+# =========================================================================== atomic files
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` + ".lock" (a separate file, so the data file can be replaced)."""
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
+    """Write JSON atomically: temp file in the same folder, flush, fsync, os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            if fsync:
+                os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file (raises OSError / ValueError)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _quarantine(path: Path, reason: str) -> Optional[Path]:
+    """Move a corrupt file aside (kept for inspection, never deleted)."""
+    stamp = datetime.now(LOCAL_TZ).strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        logger.error("cannot move corrupt %s aside: %s", path, exc)
+        return None
+    logger.error("%s was corrupt (%s); kept as %s and recreated", path, reason, target.name)
+    return target
+
+
+# =========================================================================== benches and serials
+
+
+def normalize_banc(banc: Union[int, str]) -> str:
+    """Canonical bench id "bancN"; ValueError when not a bench of this installation."""
+    name = protocol.banc_id(banc)
+    if banc_number(name) > get_settings().num_bancs:
+        raise ValueError(f"no such bench: {banc!r} (this installation has {get_settings().num_bancs})")
+    return name
+
+
+def banc_number(banc: Union[int, str]) -> int:
+    """Bench number of "bancN" (any case) or N."""
+    return int(protocol.banc_id(banc)[4:])
+
+
+def is_valid_banc(banc: Any) -> bool:
+    """True when `banc` names a bench of this installation (bancN, case-insensitive)."""
+    if not isinstance(banc, (int, str)) or (isinstance(banc, str) and not re.fullmatch(r"(?i)\s*banc[0-9]+\s*", banc)):
+        return False
+    try:
+        normalize_banc(banc)
+    except ValueError:
+        return False
+    return True
+
+
+def is_valid_serial(serial: Any) -> bool:
+    """True when `serial` matches SERIAL_PATTERN (never a path, topic or command trick)."""
+    return isinstance(serial, str) and _SERIAL_RE.fullmatch(serial) is not None
+
+
+def all_bancs() -> list[str]:
+    """Bench ids of this installation: banc1..bancN."""
+    return [f"banc{n}" for n in range(1, get_settings().num_bancs + 1)]
+
+
+# =========================================================================== bancs_config.json
+
+
+def _default_entry(number: int) -> dict[str, Any]:
+    return {"name": f"Banc{number}", "status": STATUS_AVAILABLE, "serial-pending": None, "current_step": None}
+
+
+def create_default_config(num_bancs: Optional[int] = None) -> dict[str, Any]:
+    """Write and return a bancs_config.json with every bench available."""
+    count = num_bancs or get_settings().num_bancs
+    config = {"bancs": [_default_entry(n) for n in range(1, count + 1)]}
+    atomic_write_json(bancs_config_path(), config)
+    logger.info("created %s with %d benches", bancs_config_path(), count)
+    return config
+
+
+def _valid_bancs_config(data: Any) -> bool:
+    if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
+        return False
+    for entry in data["bancs"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            return False
+        if entry.get("status") not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+            return False
+    return True
+
+
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """Make sure every bench 1..N has exactly one entry (added when the count grew)."""
+    by_number: dict[int, dict[str, Any]] = {}
+    for entry in config["bancs"]:
+        try:
+            by_number.setdefault(banc_number(entry["name"]), entry)
+        except ValueError:
+            continue
+    count = get_settings().num_bancs
+    bancs = [by_number.get(n) or _default_entry(n) for n in range(1, count + 1)]
+    # Entries above the configured count are kept: a bench taken out of service may still hold a test.
+    bancs += [by_number[n] for n in sorted(by_number) if n > count]
+    return {**config, "bancs": bancs}
+
+
+def _load_bancs_config_unlocked() -> dict[str, Any]:
+    path = bancs_config_path()
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return create_default_config()
+    except (OSError, ValueError) as exc:
+        _quarantine(path, str(exc))
+        return create_default_config()
+    if not _valid_bancs_config(data):
+        _quarantine(path, "unexpected structure")
+        return create_default_config()
+    return _normalized(data)
+
+
+def load_bancs_config() -> dict[str, Any]:
+    """Load bancs_config.json; create it when missing, move it aside and recreate it when corrupt."""
+    with file_lock(bancs_config_path()):
+        return _load_bancs_config_unlocked()
+
+
+def save_bancs_config(config: dict[str, Any]) -> None:
+    """Save bancs_config.json atomically (under its lock)."""
+    if not _valid_bancs_config(config):
+        raise ValueError("refusing to save an invalid bancs_config")
+    with file_lock(bancs_config_path()):
+        atomic_write_json(bancs_config_path(), config)
+
+
+@contextlib.contextmanager
+def _modify_bancs_config() -> Iterator[dict[str, Any]]:
+    """Locked read-modify-write of bancs_config.json; the yielded dict is saved on exit."""
+    with file_lock(bancs_config_path()):
+        config = _load_bancs_config_unlocked()
+        yield config
+        atomic_write_json(bancs_config_path(), config)
+
+
+def _entry(config: dict[str, Any], banc: Union[int, str]) -> dict[str, Any]:
+    number = banc_number(banc)
+    for entry in config["bancs"]:
+        if banc_number(entry["name"]) == number:
+            return entry
+    raise ValueError(f"no such bench: {banc!r}")
+
+
+def get_banc_info(banc: Union[int, str]) -> dict[str, Any]:
+    """Entry of one bench in bancs_config.json (a copy)."""
+    return dict(_entry(load_bancs_config(), normalize_banc(banc)))
+
+
+def get_banc_for_serial(serial: str, config: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """Bench id ("bancN") whose serial-pending is `serial` (case-insensitive), or None."""
+    config = config or load_bancs_config()
+    for entry in config["bancs"]:
+        pending = entry.get("serial-pending")
+        if entry.get("status") == STATUS_OCCUPIED and isinstance(pending, str) and pending.upper() == serial.upper():
+            return protocol.banc_id(entry["name"])
+    return None
+
+
+def set_banc_status(
+    banc: Union[int, str], status: str, serial: Optional[str] = None, current_step: Optional[int] = None
+) -> dict[str, Any]:
+    """Set status/serial/step of one bench in bancs_config.json; return the new entry."""
+    banc = normalize_banc(banc)
+    if status not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+        raise ValueError(f"invalid status: {status!r}")
+    if serial is not None and not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    with _modify_bancs_config() as config:
+        entry = _entry(config, banc)
+        entry["status"] = status
+        entry["serial-pending"] = serial if status == STATUS_OCCUPIED else None
+        entry["current_step"] = current_step if status == STATUS_OCCUPIED else None
+        return dict(entry)
+
+
+def update_bancs_config_current_step(banc: Union[int, str], step: int) -> None:
+    """Update only current_step of one bench in bancs_config.json."""
+    banc = normalize_banc(banc)
+    with _modify_bancs_config() as config:
+        _entry(config, banc)["current_step"] = step
+
+
+def reset_banc_config(banc: Union[int, str]) -> None:
+    """Make one bench available again in bancs_config.json."""
+    set_banc_status(banc, STATUS_AVAILABLE)
+
+
+# =========================================================================== test folders
+
+
+_FOLDER_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})-(RW-[A-Za-z0-9]{4,32})(?:-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class BatteryFolder:
+    """A test folder data/bancN/DDMMYYYY-SERIAL[-K] and what its config.json says."""
+
+    path: Path
+    banc: str
+    serial: str
+    day: date
+    index: int
+    config: Optional[dict[str, Any]]
+
+    @property
+    def finished(self) -> bool:
+        """True when the test reached step 5."""
+        cfg = self.config or {}
+        return cfg.get("status") == TEST_FINISHED or cfg.get("current_step") == protocol.STEP_FINISHED
+
+    @property
+    def last_activity(self) -> Optional[datetime]:
+        """End time of a finished test, else its last update."""
+        cfg = self.config or {}
+        for key in ("end_time", "timestamp_last_update", "first_handle"):
+            parsed = parse_time(cfg.get(key))
+            if parsed is not None:
+                return parsed
+        return None
+
+    @property
+    def sort_key(self) -> tuple:
+        cfg = self.config or {}
+        first = parse_time(cfg.get("first_handle"))
+        return (self.day, self.index, first.timestamp() if first else 0.0)
+
+
+def battery_folder_name(serial: str, day: date, index: int = 1) -> str:
+    """Folder name DDMMYYYY-SERIAL (with -K for the K-th test of the same battery the same day)."""
+    if not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    base = f"{day:%d%m%Y}-{serial}"
+    return base if index == 1 else f"{base}-{index}"
+
+
+def list_test_folders(serial: Optional[str] = None, banc: Optional[Union[int, str]] = None) -> list[BatteryFolder]:
+    """Every test folder (of a serial, of a bench), oldest first."""
+    root = data_dir()
+    bancs = [protocol.banc_id(banc)] if banc is not None else None
+    found: list[BatteryFolder] = []
+    if not root.is_dir():
+        return found
+    for banc_dir in sorted(root.iterdir()):
+        if not banc_dir.is_dir() or not re.fullmatch(r"banc[1-9][0-9]*", banc_dir.name):
+            continue
+        if bancs is not None and banc_dir.name not in bancs:
+            continue
+        for folder in banc_dir.iterdir():
+            match = _FOLDER_RE.match(folder.name)
+            if not match or not folder.is_dir():
+                continue
+            if serial is not None and match.group(4).upper() != serial.upper():
+                continue
+            try:
+                day = date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
+            except ValueError:
+                continue
+            config: Optional[dict[str, Any]]
+            try:
+                config = read_json(folder / TEST_CONFIG_FILE)
+                if not isinstance(config, dict):
+                    config = None
+            except (OSError, ValueError):
+                config = None
+            found.append(
+                BatteryFolder(folder, banc_dir.name, match.group(4), day, int(match.group(5) or 1), config)
+            )
+    found.sort(key=lambda f: f.sort_key)
+    return found
+
+
+def find_battery_folder(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[Path]:
+    """Most recent test folder of a battery (on any bench, or on `banc`), or None."""
+    if not is_valid_serial(serial):
+        return None
+    folders = list_test_folders(serial, banc)
+    return folders[-1].path if folders else None
+
+
+def latest_test(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[BatteryFolder]:
+    """Most recent BatteryFolder of a battery, or None."""
+    if not is_valid_serial(serial):
+        return None
+    folders = list_test_folders(serial, banc)
+    return folders[-1] if folders else None
+
+
+def find_or_create_test_folder(banc: Union[int, str], serial: str, now: datetime) -> tuple[Path, bool]:
+    """Folder for a test of `serial` on `banc`: its unfinished one (resume), else a new one.
+
+    Returns (path, resumed).
+    """
+    banc = normalize_banc(banc)
+    if not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    latest = latest_test(serial, banc)
+    if latest is not None and not latest.finished:
+        return latest.path, True
+    day = now.astimezone(LOCAL_TZ).date()
+    parent = data_dir() / banc
+    index = 1
+    while (parent / battery_folder_name(serial, day, index)).exists():
+        index += 1
+    path = parent / battery_folder_name(serial, day, index)
+    path.mkdir(parents=True, exist_ok=False)
+    _fsync_dir(parent)
+    return path, False
+
+
+def now_local() -> datetime:
+    """Current time, timezone-aware in Europe/Paris."""
+    return datetime.now(LOCAL_TZ)
+
+
+def iso(moment: datetime, millis: bool = False) -> str:
+    """ISO 8601 with UTC offset (milliseconds optional)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.isoformat(timespec="milliseconds" if millis else "seconds")
+
+
+def parse_time(text: Any) -> Optional[datetime]:
+    """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+
+
+def _new_test_config(banc: str, serial: str, now: datetime) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "battery_serial": serial,
+        "banc": banc,
+        "current_step": 1,
+        "first_handle": iso(now),
+        "timestamp_last_update": iso(now),
+        "status": TEST_RUNNING,
+        "end_time": None,
+        "capacity_ah": None,
+        "capacity_wh": None,
+    }
+    for key in protocol.RI_KEYS:
+        config[f"{key}_average"] = None
+        config[f"{key}_count"] = 0
+    config.update(
+        {
+            "ri_temperature_c": None,
+            "rows_count": 0,
+            "rejected_count": 0,
+            "duplicate_count": 0,
+            "seq_gap_count": 0,
+            "software_version": SOFTWARE_VERSION,
+        }
+    )
+    return config
+
+
+def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> dict[str, Any]:
+    """Load the test's config.json, or create it (step 1); a corrupt one is kept aside and rebuilt."""
+    banc = normalize_banc(banc)
+    path = Path(folder) / TEST_CONFIG_FILE
+    with file_lock(path):
+        try:
+            config = read_json(path)
+            if isinstance(config, dict) and config.get("battery_serial") == serial:
+                defaults = _new_test_config(banc, serial, now)
+                return {**defaults, **config}
+            _quarantine(path, "not this test's config")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            _quarantine(path, str(exc))
+        config = _new_test_config(banc, serial, now)
+        atomic_write_json(path, config)
+        return config
+
+
+def read_test_config(folder: Path) -> Optional[dict[str, Any]]:
+    """config.json of a test folder, or None when missing or unreadable."""
+    try:
+        config = read_json(Path(folder) / TEST_CONFIG_FILE)
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], fsync: bool = True) -> dict[str, Any]:
+    path = Path(folder) / TEST_CONFIG_FILE
+    with file_lock(path):
+        try:
+            config = read_json(path)
+            if not isinstance(config, dict):
+                raise ValueError("not an object")
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"unreadable {path}: {exc}") from exc
+        change(config)
+        atomic_write_json(path, config, fsync=fsync)
+        return config
+
+
+def create_data_csv(folder: Path) -> Path:
+    """Create data.csv with its header if it does not exist; return its path."""
+    path = Path(folder) / DATA_CSV_FILE
+    if not path.exists() or path.stat().st_size == 0:
+        with open(path, "w", newline="", encoding="ascii") as fh:
+            csv.writer(fh, lineterminator="\n").writerow(DATA_CSV_HEADER)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(path.parent)
+    return path
+
+
+def update_config(folder: Path, step: int, now: datetime) -> dict[str, Any]:
+    """Record a new step in the test's config.json and in bancs_config.json."""
+    if step not in protocol.PHASES:
+        raise ValueError(f"invalid step for update_config: {step}")
+
+    def change(config: dict[str, Any]) -> None:
+        config["current_step"] = step
+        config["timestamp_last_update"] = iso(now)
+        if step == protocol.STEP_FINISHED:
+            config["status"] = TEST_FINISHED
+            config["end_time"] = iso(now)
+        else:
+            config["status"] = TEST_RUNNING
+
+    config = _modify_test_config(folder, change)
+    update_bancs_config_current_step(config["banc"], step)
+    return config
+
+
+def update_config_bms(
+    folder: Path, capacity_ah: float, capacity_wh: float, now: datetime, counters: Optional[dict[str, int]] = None,
+    fsync: bool = True,
+) -> dict[str, Any]:
+    """Record capacity, energy, the update time (and banc.py's counters) in config.json."""
+
+    def change(config: dict[str, Any]) -> None:
+        config["capacity_ah"] = round(float(capacity_ah), 4)
+        config["capacity_wh"] = round(float(capacity_wh), 3)
+        config["timestamp_last_update"] = iso(now)
+        for key, value in (counters or {}).items():
+            config[key] = int(value)
+
+    return _modify_test_config(folder, change, fsync=fsync)
+
+
+def update_config_ri_results(folder: Path, results: dict[str, float], now: datetime) -> dict[str, Any]:
+    """Fold Ri/diffusion values into the running means <key>_average / <key>_count of config.json."""
+
+    def change(config: dict[str, Any]) -> None:
+        for key in protocol.RI_KEYS:
+            if key not in results:
+                continue
+            count = int(config.get(f"{key}_count") or 0)
+            mean = config.get(f"{key}_average")
+            mean, count = running_mean(mean if isinstance(mean, (int, float)) else None, count, results[key])
+            config[f"{key}_average"] = mean
+            config[f"{key}_count"] = count
+        if "temperature_c" in results:
+            config["ri_temperature_c"] = results["temperature_c"]
+        config["timestamp_last_update"] = iso(now)
+
+    return _modify_test_config(folder, change)
+
+
+def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float, int]:
+    """Fold `value` into a mean of `count` values; return (new mean, new count)."""
+    if mean is None or count <= 0:
+        return float(value), 1
+    count += 1
+    return mean + (value - mean) / count, count
+
+
+# =========================================================================== processes
+
+RUN_DIR = "run"
+
+
+def banc_lock_path(banc: Union[int, str]) -> Path:
+    """Lock file banc.py holds for its whole life (run/bancN.lock in BANC_HOME); it contains the pid."""
+    return home_dir() / RUN_DIR / f"{protocol.banc_id(banc)}.lock"
+
+
+def acquire_banc_lock(banc: Union[int, str]) -> Optional[int]:
+    """Take the bench's lifetime lock and write our pid in it; return the fd, or None if held."""
+    path = banc_lock_path(banc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _is_banc_cmdline(cmdline: list[str], banc: str) -> bool:
+    for i, arg in enumerate(cmdline):
+        if os.path.basename(arg) == "banc.py":
+            rest = cmdline[i + 1 : i + 2]
+            return bool(rest) and rest[0].lower() == banc
+    return False
+
+
+def is_banc_running(banc: Union[int, str]) -> bool:
+    """True when a live `banc.py bancN` process of this BANC_HOME runs (psutil)."""
+    return banc_process_pid(banc) is not None
+
+
+def banc_process_pid(banc: Union[int, str]) -> Optional[int]:
+    """Pid of the live `banc.py bancN` process of this BANC_HOME, or None.
+
+    The pid comes from the bench's lock file (so two installations on one machine do not
+    see each other's tests) and must be a live, non-zombie process whose command line is
+    `... banc.py bancN ...`; a recycled pid or a stale file is not taken for a test.
+    """
+    import psutil  # local import: the business rules above do not need it
+
+    banc = protocol.banc_id(banc)
+    path = banc_lock_path(banc)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass  # held: a banc.py is (or was just) running; verify the pid below
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None  # nobody holds the lock
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit():
+        return None
+    try:
+        proc = psutil.Process(int(text))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if not _is_banc_cmdline(proc.cmdline(), banc):
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return proc.pid
+
+
+# =========================================================================== business hours
+
+
+@lru_cache(maxsize=64)
+def _french_holidays(year: int) -> frozenset[date]:
+    import holidays  # local import: only needed for business-hour rules
+
+    return frozenset(holidays.France(years=year).keys())
+
+
+def is_business_day(day: date) -> bool:
+    """Monday to Friday and not a French public holiday."""
+    return day.weekday() < 5 and day not in _french_holidays(day.year)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=LOCAL_TZ)
+
+
+def business_hours_between(start: datetime, end: datetime) -> float:
+    """Business hours elapsed from `start` to `end` (real elapsed time inside business days, Paris time)."""
+    start, end = _aware(start), _aware(end)
+    if end <= start:
+        return 0.0
+    total_s = 0.0
+    day = start.astimezone(LOCAL_TZ).date()
+    last = end.astimezone(LOCAL_TZ).date()
+    while day <= last:
+        if is_business_day(day):
+            lo = max(start, _day_start(day))
+            hi = min(end, _day_start(day + timedelta(days=1)))
+            if hi > lo:
+                total_s += (hi - lo).total_seconds()
+        day += timedelta(days=1)
+    return total_s / 3600.0
+
+
+def add_business_hours(start: datetime, hours: float) -> datetime:
+    """The moment `hours` business hours after `start` (skipping weekends and French holidays)."""
+    if hours < 0:
+        raise ValueError("hours must be >= 0")
+    moment = _aware(start).astimezone(LOCAL_TZ)
+    remaining_s = hours * 3600.0
+    day = moment.date()
+    while True:
+        day_end = _day_start(day + timedelta(days=1))
+        if is_business_day(day):
+            lo = max(moment, _day_start(day))
+            available_s = (day_end - lo).total_seconds()
+            if remaining_s <= available_s:
+                return (lo.astimezone(ZoneInfo("UTC")) + timedelta(seconds=remaining_s)).astimezone(LOCAL_TZ)
+            remaining_s -= available_s
+        day += timedelta(days=1)
+
+
+def is_past_business_hours(since: datetime, now: datetime, hours: float = BUSINESS_HOURS_BEFORE_RETEST) -> bool:
+    """True when at least `hours` business hours have passed from `since` to `now`."""
+    return business_hours_between(since, now) >= hours - 1e-9
+
+
+# =========================================================================== static files
+
+
+class ConfigFileError(ValueError):
+    """A static configuration file is malformed; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A piecewise-linear curve y(x), x strictly increasing, clamped at both ends."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+    def __call__(self, x: float) -> float:
+        if x <= self.xs[0]:
+            return self.ys[0]
+        if x >= self.xs[-1]:
+            return self.ys[-1]
+        i = bisect.bisect_right(self.xs, x)
+        x0, x1, y0, y1 = self.xs[i - 1], self.xs[i], self.ys[i - 1], self.ys[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not finite")
+    return value
+
+
+@lru_cache(maxsize=1)
+def _load_charge_profile() -> Curve:
+    """Load charge_profile.csv: pack voltage (V) -> remaining phase-2 time (s)."""
+    path = static_file(CHARGE_PROFILE_FILE)
+    xs: list[float] = []
+    ys: list[float] = []
+    header_seen = False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                parts = [p.strip() for p in text.split(",")]
+                if not header_seen:
+                    if parts != ["voltage_v", "remaining_s"]:
+                        raise ConfigFileError(f"{path}:{lineno}: expected header 'voltage_v,remaining_s'")
+                    header_seen = True
+                    continue
+                if len(parts) != 2:
+                    raise ConfigFileError(f"{path}:{lineno}: expected 2 fields, got {len(parts)}")
+                try:
+                    voltage, remaining = _finite(parts[0]), _finite(parts[1])
+                except ValueError:
+                    raise ConfigFileError(f"{path}:{lineno}: not a number: {text!r}") from None
+                if xs and voltage <= xs[-1]:
+                    raise ConfigFileError(f"{path}:{lineno}: voltage must increase ({voltage} after {xs[-1]})")
+                if remaining < 0 or (ys and remaining > ys[-1]):
+                    raise ConfigFileError(f"{path}:{lineno}: remaining time must be >= 0 and not increase")
+                xs.append(voltage)
+                ys.append(remaining)
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from exc
+    if len(xs) < 2:
+        raise ConfigFileError(f"{path}: at least 2 points are needed")
+    return Curve(tuple(xs), tuple(ys))
+
+
+@lru_cache(maxsize=1)
+def _load_temp_coeffs() -> Curve:
+    """Load temperature_coefficients.json: temperature (°C) -> multiplier to 25 °C."""
+    path = static_file(TEMP_COEFFS_FILE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", "?")
+        raise ConfigFileError(f"{path}:{line}: invalid JSON: {getattr(exc, 'msg', exc)}") from exc
+    points = data.get("coefficients") if isinstance(data, dict) else None
+    if not isinstance(points, list) or len(points) < 2:
+        raise ConfigFileError(f"{path}: 'coefficients' must be a list of at least 2 points")
+    xs: list[float] = []
+    ys: list[float] = []
+    lines = text.splitlines()
+    for i, point in enumerate(points):
+        t, k = (point.get("temperature_c"), point.get("multiplier")) if isinstance(point, dict) else (None, None)
+        where = _json_line_of(lines, "temperature_c", i)
+        if isinstance(t, bool) or isinstance(k, bool) or not isinstance(t, (int, float)) or not isinstance(k, (int, float)):
+            raise ConfigFileError(f"{path}:{where}: point {i + 1} needs numeric temperature_c and multiplier")
+        if not (k > 0 and k == k and k != float("inf")):
+            raise ConfigFileError(f"{path}:{where}: point {i + 1}: multiplier must be > 0")
+        if xs and t <= xs[-1]:
+            raise ConfigFileError(f"{path}:{where}: point {i + 1}: temperature must increase")
+        xs.append(float(t))
+        ys.append(float(k))
+    return Curve(tuple(xs), tuple(ys))
+
+
+def _json_line_of(lines: list[str], key: str, occurrence: int) -> int | str:
+    seen = -1
+    for lineno, line in enumerate(lines, 1):
+        if f'"{key}"' in line:
+            seen += 1
+            if seen == occurrence:
+                return lineno
+    return "?"
+
+
+def get_charge_duration(voltage_v: float) -> float:
+    """Estimated remaining phase-2 (charge) time in seconds at this pack voltage."""
+    return _load_charge_profile()(float(voltage_v))
+
+
+def get_temperature_coefficient(temperature_c: float) -> float:
+    """Multiplier that brings a resistance measured at `temperature_c` to 25 °C."""
+    return _load_temp_coeffs()(float(temperature_c))
+
+
+def correct_to_25c(resistance_ohm: float, temperature_c: Optional[float]) -> float:
+    """A resistance measured at `temperature_c` brought to 25 °C (unchanged when the temperature is unknown)."""
+    if temperature_c is None:
+        return resistance_ohm
+    return resistance_ohm * get_temperature_coefficient(temperature_c)
+
+
+# =========================================================================== disk
+
+
+def disk_free_bytes(path: Optional[Path] = None) -> int:
+    """Free bytes on the file system of `path` (BANC_HOME by default)."""
+    return shutil.disk_usage(path or home_dir()).free
