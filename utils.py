@@ -80,6 +80,7 @@ class Settings:
     num_bancs: int
     bms_timeout_s: float
     scan_timeout_s: float
+    notify_socket: Optional[str] = None  # systemd's NOTIFY_SOCKET, set when run as a Type=notify unit
 
 
 class SettingsError(ValueError):
@@ -112,6 +113,7 @@ def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
         num_bancs=_env_number(env, "BANC_NUM_BANCS", NUM_BANCS, int, 1),
         bms_timeout_s=_env_number(env, "BANC_BMS_TIMEOUT_S", 30.0, float, 0.1),
         scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S", 15.0, float, 0.1),
+        notify_socket=env.get("NOTIFY_SOCKET") or None,
     )
 
 
@@ -1011,6 +1013,28 @@ def correct_to_25c(resistance_ohm: float, temperature_c: Optional[float]) -> flo
     if temperature_c is None:
         return resistance_ohm
     return resistance_ohm * get_temperature_coefficient(temperature_c)
+
+
+# =========================================================================== systemd
+
+
+def sd_notify(state: str) -> bool:
+    """Send a systemd notification ("READY=1", "WATCHDOG=1"...); False when not run by systemd."""
+    import socket
+
+    address = get_settings().notify_socket
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract socket namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        return True
+    except OSError as exc:
+        logger.warning("sd_notify(%s) failed: %s", state, exc)
+        return False
 
 
 # =========================================================================== disk
