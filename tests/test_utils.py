@@ -1,0 +1,693 @@
+"""Tests of utils.py: settings, state files, test folders, business hours, static files, processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import protocol
+import utils
+from utils import LOCAL_TZ
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def paris(*args: int) -> datetime:
+    return datetime(*args, tzinfo=LOCAL_TZ)
+
+
+# =========================================================================== settings
+
+
+def test_settings_defaults(tmp_path: Path) -> None:
+    settings = utils.load_settings({})
+    assert settings.home == utils.PROJECT_DIR
+    assert (settings.mqtt_host, settings.mqtt_port) == ("localhost", 1883)
+    assert settings.mqtt_username is None and settings.mqtt_password is None
+    assert settings.num_bancs == utils.NUM_BANCS == 4
+    assert (settings.bms_timeout_s, settings.scan_timeout_s) == (30.0, 15.0)
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    settings = utils.load_settings(
+        {
+            "BANC_HOME": str(tmp_path),
+            "BANC_MQTT_HOST": "pi.local",
+            "BANC_MQTT_PORT": "8883",
+            "BANC_MQTT_USERNAME": "pi-banc",
+            "BANC_MQTT_PASSWORD": "s3cret",
+            "BANC_NUM_BANCS": "6",
+            "BANC_BMS_TIMEOUT_S": "2.5",
+            "BANC_SCAN_TIMEOUT_S": "20",
+        }
+    )
+    assert settings.home == tmp_path.resolve()
+    assert (settings.mqtt_host, settings.mqtt_port) == ("pi.local", 8883)
+    assert (settings.mqtt_username, settings.mqtt_password) == ("pi-banc", "s3cret")
+    assert (settings.num_bancs, settings.bms_timeout_s, settings.scan_timeout_s) == (6, 2.5, 20.0)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("BANC_MQTT_PORT", "abc"), ("BANC_MQTT_PORT", "0"), ("BANC_NUM_BANCS", "0"), ("BANC_NUM_BANCS", "2.5"),
+     ("BANC_BMS_TIMEOUT_S", "-1"), ("BANC_SCAN_TIMEOUT_S", "soon")],
+)
+def test_settings_reject_bad_values(name: str, value: str) -> None:
+    with pytest.raises(utils.SettingsError, match=name):
+        utils.load_settings({name: value})
+
+
+def test_only_utils_reads_the_environment() -> None:
+    offenders = []
+    for path in REPO_DIR.glob("*.py"):
+        if path.name == "utils.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "os.environ" in text or "os.getenv" in text:
+            offenders.append(path.name)
+    assert offenders == []
+
+
+# =========================================================================== benches and serials
+
+
+@pytest.mark.parametrize(
+    "serial, valid",
+    [
+        ("RW-48v29155551", True),
+        ("RW-ABCD", True),
+        ("RW-" + "a" * 32, True),
+        ("RW-ABC", False),  # too short
+        ("RW-" + "a" * 33, False),  # too long
+        ("RW-" + "a" * 197, False),  # 200 characters
+        ("RW-../x", False),
+        ("RW-a/b", False),
+        ("RW-ab/../../etc", False),
+        ("RW-AB CD", False),
+        (" RW-ABCD", False),
+        ("RW-ABCD ", False),
+        ("RW-ABCD\n", False),
+        ("RW-ABCD\x00", False),
+        ("RW-ABCD#", False),
+        ("RW-ABCD+", False),
+        ("RW-ABC\u0661", False),  # a non-ASCII digit
+        ("rw-ABCD", False),
+        ("XX-ABCD", False),
+        ("", False),
+        (None, False),
+        (12345678, False),
+    ],
+)
+def test_serial_validation(serial: object, valid: bool) -> None:
+    assert utils.is_valid_serial(serial) is valid
+
+
+@pytest.mark.parametrize(
+    "banc, expected",
+    [("banc1", "banc1"), ("Banc2", "banc2"), ("BANC4", "banc4"), (3, "banc3"), (" banc1 ", "banc1")],
+)
+def test_normalize_banc(banc_home: Path, banc: object, expected: str) -> None:
+    assert utils.normalize_banc(banc) == expected
+    assert utils.is_valid_banc(banc)
+
+
+@pytest.mark.parametrize("banc", ["banc0", "banc5", "banc01", "banc-1", "bancX", "banc1/../x", "", "1", 0, None, 2.0, True])
+def test_invalid_bancs(banc_home: Path, banc: object) -> None:
+    assert not utils.is_valid_banc(banc)
+
+
+def test_num_bancs_from_environment(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BANC_NUM_BANCS", "6")
+    utils.reload_settings()
+    assert utils.all_bancs() == [f"banc{n}" for n in range(1, 7)]
+    assert utils.is_valid_banc("banc6") and not utils.is_valid_banc("banc7")
+
+
+# =========================================================================== bancs_config.json
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_missing_bancs_config_is_created(banc_home: Path) -> None:
+    config = utils.load_bancs_config()
+    assert config == _read(banc_home / "bancs_config.json")
+    assert [e["name"] for e in config["bancs"]] == ["Banc1", "Banc2", "Banc3", "Banc4"]
+    assert all(e["status"] == "available" and e["serial-pending"] is None and e["current_step"] is None for e in config["bancs"])
+
+
+def test_create_default_config_with_count(banc_home: Path) -> None:
+    config = utils.create_default_config(6)
+    assert len(config["bancs"]) == 6
+    assert _read(banc_home / "bancs_config.json") == config
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", "", "[]", '{"bancs": 3}', '{"bancs": [{"name": "Banc1", "status": "weird"}]}', "\x00\x00\x00"],
+)
+def test_corrupt_bancs_config_is_kept_aside_and_recreated(
+    banc_home: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    (banc_home / "bancs_config.json").write_text(content, encoding="utf-8")
+    with caplog.at_level(logging.ERROR):
+        config = utils.load_bancs_config()
+    assert len(config["bancs"]) == 4
+    kept = list(banc_home.glob("bancs_config.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == content
+    assert _read(banc_home / "bancs_config.json") == config
+    assert any("corrupt" in r.message for r in caplog.records)
+
+
+def test_bench_count_growth_keeps_existing_state(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    utils.set_banc_status("banc2", "occupied", "RW-GROW0001", 3)
+    monkeypatch.setenv("BANC_NUM_BANCS", "6")
+    utils.reload_settings()
+    config = utils.load_bancs_config()
+    assert [e["name"] for e in config["bancs"]] == [f"Banc{n}" for n in range(1, 7)]
+    assert config["bancs"][1]["serial-pending"] == "RW-GROW0001"
+
+
+def test_set_get_and_reset_banc(banc_home: Path) -> None:
+    entry = utils.set_banc_status("Banc3", "occupied", "RW-ABCD1234", 2)
+    assert entry == {"name": "Banc3", "status": "occupied", "serial-pending": "RW-ABCD1234", "current_step": 2}
+    assert utils.get_banc_info("banc3") == entry
+    assert utils.get_banc_for_serial("RW-ABCD1234") == "banc3"
+    assert utils.get_banc_for_serial("rw-abcd1234") == "banc3"
+    assert utils.get_banc_for_serial("RW-OTHER123") is None
+    utils.update_bancs_config_current_step("banc3", 4)
+    assert utils.get_banc_info("banc3")["current_step"] == 4
+    utils.reset_banc_config("banc3")
+    assert utils.get_banc_info("banc3") == {"name": "Banc3", "status": "available", "serial-pending": None, "current_step": None}
+    assert utils.get_banc_for_serial("RW-ABCD1234") is None
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [(("banc9", "occupied", "RW-ABCD1234"), "no such bench"), (("banc1", "busy"), "invalid status"),
+     (("banc1", "occupied", "RW-../x"), "invalid serial")],
+)
+def test_set_banc_status_rejects_bad_input(banc_home: Path, args: tuple, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        utils.set_banc_status(*args)
+
+
+def test_save_bancs_config_refuses_invalid(banc_home: Path) -> None:
+    utils.load_bancs_config()
+    with pytest.raises(ValueError):
+        utils.save_bancs_config({"bancs": "nope"})
+    assert len(utils.load_bancs_config()["bancs"]) == 4
+
+
+def test_save_and_load_roundtrip(banc_home: Path) -> None:
+    config = utils.load_bancs_config()
+    config["bancs"][0].update({"status": "occupied", "serial-pending": "RW-SAVE0001", "current_step": 1})
+    utils.save_bancs_config(config)
+    assert utils.load_bancs_config() == config
+
+
+# =========================================================================== atomic writes
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    utils.atomic_write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        utils.atomic_write_json(path, {"a": object()})
+    assert _read(path) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
+
+
+def test_file_lock_excludes_other_processes(tmp_path: Path) -> None:
+    target = tmp_path / "shared.json"
+    script = textwrap.dedent(
+        f"""
+        import sys, time; sys.path.insert(0, {str(REPO_DIR)!r})
+        import utils
+        from pathlib import Path
+        start = time.monotonic()
+        with utils.file_lock(Path({str(target)!r})):
+            print(round(time.monotonic() - start, 3))
+        """
+    )
+    with utils.file_lock(target):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.8)
+        assert child.poll() is None  # still waiting for our lock
+    out, _ = child.communicate(timeout=10)
+    assert float(out) >= 0.5
+
+
+# =========================================================================== test folders and per-test config
+
+
+NOW = paris(2026, 11, 24, 10, 30)
+
+
+def test_find_or_create_test_folder_new_then_resume(banc_home: Path) -> None:
+    folder, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    assert (folder, resumed) == (banc_home / "data" / "banc1" / "24112026-RW-ABCD1234", False)
+    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    again, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(days=1))
+    assert (again, resumed) == (folder, True)
+    assert utils.find_battery_folder("RW-ABCD1234") == folder
+    assert utils.find_battery_folder("RW-ABCD1234", "banc2") is None
+
+
+def test_finished_battery_gets_a_new_folder(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    utils.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
+    utils.update_config(folder, 5, NOW + timedelta(hours=5))
+    same_day, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
+    assert not resumed and same_day.name == "24112026-RW-ABCD1234-2"
+    # a folder whose test never wrote its config (crash right after creation) is resumed, not duplicated
+    assert utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=7)) == (same_day, True)
+    utils.load_or_create_config(same_day, "banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
+    utils.update_config(same_day, 5, NOW + timedelta(hours=8))
+    later, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
+    assert not resumed and later.name == "01122026-RW-ABCD1234"
+    utils.load_or_create_config(later, "banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
+    assert utils.find_battery_folder("RW-ABCD1234") == later
+    latest = utils.latest_test("RW-ABCD1234")
+    assert latest is not None and latest.path == later and not latest.finished
+
+
+def test_find_battery_folder_ignores_strangers(banc_home: Path) -> None:
+    for name in ("notes", "24112026-RW-../x", "99999999-RW-ABCD1234", "24112026-XX-ABCD1234"):
+        (banc_home / "data" / "banc1" / name).mkdir(parents=True, exist_ok=True)
+    (banc_home / "data" / "misc").mkdir()
+    assert utils.find_battery_folder("RW-ABCD1234") is None
+    assert utils.find_battery_folder("RW-../x") is None
+    assert utils.list_test_folders() == []
+
+
+def test_find_battery_folder_across_benches_picks_latest(banc_home: Path) -> None:
+    old = banc_home / "data" / "banc2" / "01102026-RW-MOVE0001"
+    new = banc_home / "data" / "banc4" / "03112026-RW-MOVE0001"
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+    assert utils.find_battery_folder("RW-MOVE0001") == new
+
+
+def test_load_or_create_config_contents(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc2", "RW-48v29155551", NOW)
+    config = utils.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW)
+    seed_keys = {
+        "battery_serial", "banc", "current_step", "first_handle", "timestamp_last_update", "capacity_ah",
+        "capacity_wh", "ri_discharge_average", "ri_charge_average", "diffusion_discharge_average",
+        "diffusion_charge_average",
+    }
+    assert seed_keys <= set(config)
+    assert config["battery_serial"] == "RW-48v29155551" and config["banc"] == "banc2"
+    assert config["current_step"] == 1 and config["status"] == "running"
+    assert config["first_handle"] == "2026-11-24T10:30:00+01:00"
+    assert utils.read_test_config(folder) == config
+    # loading again returns the stored file, not a new one
+    utils.update_config_bms(folder, 12.5, 640.0, NOW + timedelta(minutes=1))
+    assert utils.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW + timedelta(hours=1))["capacity_ah"] == 12.5
+
+
+def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    (folder / "config.json").write_text('{"battery_serial": "RW-ABCD12', encoding="utf-8")
+    config = utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    assert config["current_step"] == 1
+    assert len(list(folder.glob("config.json.corrupt-*"))) == 1
+
+
+def test_create_data_csv_header_once(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    path = utils.create_data_csv(folder)
+    header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing\n"
+    assert path.read_text() == header
+    with open(path, "a") as fh:
+        fh.write("row\n")
+    utils.create_data_csv(folder)
+    assert path.read_text() == header + "row\n"
+
+
+def test_update_config_updates_both_files(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    utils.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
+    config = utils.update_config(folder, 3, NOW + timedelta(hours=2))
+    assert config["current_step"] == 3 and config["status"] == "running"
+    assert config["timestamp_last_update"] == "2026-11-24T12:30:00+01:00"
+    assert utils.get_banc_info("banc1")["current_step"] == 3
+    config = utils.update_config(folder, 5, NOW + timedelta(hours=4))
+    assert config["status"] == "finished" and config["end_time"] == "2026-11-24T14:30:00+01:00"
+    with pytest.raises(ValueError):
+        utils.update_config(folder, 9, NOW)
+
+
+def test_update_config_bms_and_counters(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    config = utils.update_config_bms(folder, 95.81234, 4905.4321, NOW, {"rows_count": 1000, "rejected_count": 2})
+    assert (config["capacity_ah"], config["capacity_wh"]) == (95.8123, 4905.432)
+    assert (config["rows_count"], config["rejected_count"]) == (1000, 2)
+
+
+def test_update_config_ri_results_running_means(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    pulses = [
+        {"ri_discharge": 0.010, "diffusion_discharge": 0.004, "temperature_c": 24.0},
+        {"ri_discharge": 0.012, "ri_charge": 0.009},
+        {"ri_discharge": 0.014, "diffusion_charge": 0.005, "temperature_c": 26.0},
+    ]
+    for pulse in pulses:
+        config = utils.update_config_ri_results(folder, pulse, NOW)
+    assert config["ri_discharge_average"] == pytest.approx(0.012)
+    assert config["ri_discharge_count"] == 3
+    assert (config["ri_charge_average"], config["ri_charge_count"]) == (pytest.approx(0.009), 1)
+    assert (config["diffusion_discharge_average"], config["diffusion_discharge_count"]) == (pytest.approx(0.004), 1)
+    assert (config["diffusion_charge_average"], config["diffusion_charge_count"]) == (pytest.approx(0.005), 1)
+    assert config["ri_temperature_c"] == 26.0
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [([5.0], 5.0), ([1.0, 2.0, 3.0, 4.0], 2.5), ([0.001] * 1000, 0.001), ([1e-3, 3e-3], 2e-3)],
+)
+def test_running_mean(values: list[float], expected: float) -> None:
+    mean, count = None, 0
+    for value in values:
+        mean, count = utils.running_mean(mean, count, value)
+    assert count == len(values)
+    assert mean == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "moment, millis, expected",
+    [
+        (paris(2026, 11, 24, 10, 30, 5), False, "2026-11-24T10:30:05+01:00"),
+        (paris(2026, 7, 1, 8, 0, 0), False, "2026-07-01T08:00:00+02:00"),
+        (datetime(2026, 7, 1, 8, 0, 0, 123456, tzinfo=LOCAL_TZ), True, "2026-07-01T08:00:00.123+02:00"),
+    ],
+)
+def test_iso_has_offset(moment: datetime, millis: bool, expected: str) -> None:
+    assert utils.iso(moment, millis) == expected
+    assert utils.parse_time(expected) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def test_parse_time_tolerates_junk() -> None:
+    assert utils.parse_time("not a time") is None
+    assert utils.parse_time(None) is None
+    assert utils.parse_time("2026-11-24T10:30:00") == paris(2026, 11, 24, 10, 30)
+
+
+# =========================================================================== business hours
+
+# 2026: Armistice Wed 11 Nov, Christmas Fri 25 Dec; 2027: New Year Fri 1 Jan, Easter Monday 29 Mar.
+# DST in France: Sun 29 Mar 2026 (+1 h), Sun 25 Oct 2026 (-1 h), Sun 28 Mar 2027.
+BUSINESS_CASES = [
+    # (start, end, business hours)
+    (paris(2026, 11, 24, 10), paris(2026, 11, 24, 12), 2.0),  # same day
+    (paris(2026, 11, 23, 12), paris(2026, 11, 25, 12), 48.0),  # Mon -> Wed, plain
+    (paris(2026, 11, 20, 12), paris(2026, 11, 23, 12), 24.0),  # Fri -> Mon: weekend skipped
+    (paris(2026, 11, 20, 12), paris(2026, 11, 24, 12), 48.0),  # Fri -> Tue: exactly 48 h
+    (paris(2026, 11, 21, 10), paris(2026, 11, 22, 20), 0.0),  # inside a weekend
+    (paris(2026, 11, 21, 10), paris(2026, 11, 23, 10), 10.0),  # Sat -> Mon
+    (paris(2026, 11, 10, 12), paris(2026, 11, 12, 12), 24.0),  # Tue -> Thu over Armistice (Wed)
+    (paris(2026, 12, 24, 0), paris(2026, 12, 29, 0), 48.0),  # Christmas Fri + weekend
+    (paris(2026, 12, 31, 12), paris(2027, 1, 4, 12), 24.0),  # New Year Fri + weekend, year change
+    (paris(2027, 3, 26, 12), paris(2027, 3, 31, 12), 48.0),  # weekend + Easter Monday + DST change
+    (paris(2026, 10, 23, 12), paris(2026, 10, 27, 12), 48.0),  # DST end weekend (real time: 97 h)
+    (paris(2026, 3, 27, 12), paris(2026, 3, 31, 12), 48.0),  # DST start weekend (real time: 95 h)
+    (paris(2026, 11, 24, 12), paris(2026, 11, 24, 11), 0.0),  # end before start
+]
+
+
+@pytest.mark.parametrize("start, end, hours", BUSINESS_CASES)
+def test_business_hours_between(start: datetime, end: datetime, hours: float) -> None:
+    assert utils.business_hours_between(start, end) == pytest.approx(hours)
+
+
+@pytest.mark.parametrize("start, end, hours", [c for c in BUSINESS_CASES if c[2] > 0])
+def test_add_business_hours_is_the_inverse(start: datetime, end: datetime, hours: float) -> None:
+    result = utils.add_business_hours(start, hours)
+    assert utils.business_hours_between(start, result) == pytest.approx(hours)
+    # the earliest such moment: when the span ends on a non-business day, the sum stops before it
+    assert result <= end
+
+
+@pytest.mark.parametrize(
+    "start, hours, expected",
+    [
+        (paris(2026, 11, 24, 12), 48, paris(2026, 11, 26, 12)),  # Tue + 48 h = Thu
+        (paris(2026, 11, 20, 12), 48, paris(2026, 11, 24, 12)),  # Fri + 48 h = Tue
+        (paris(2026, 11, 21, 15), 1, paris(2026, 11, 23, 1)),  # from a Saturday
+        (paris(2026, 10, 23, 12), 48, paris(2026, 10, 27, 12)),  # over the DST end: wall clock kept
+        (paris(2026, 11, 10, 12), 24, paris(2026, 11, 12, 12)),  # over Armistice
+        (paris(2026, 11, 24, 12), 0, paris(2026, 11, 24, 12)),
+    ],
+)
+def test_add_business_hours(start: datetime, hours: float, expected: datetime) -> None:
+    assert utils.add_business_hours(start, hours) == expected
+
+
+@pytest.mark.parametrize(
+    "now, past",
+    [
+        (paris(2026, 11, 24, 12), True),  # exactly 48 business hours
+        (paris(2026, 11, 24, 12) - timedelta(seconds=1), False),
+        (paris(2026, 11, 23, 23, 59), False),
+        (paris(2026, 11, 25, 9), True),
+    ],
+)
+def test_is_past_business_hours_boundary(now: datetime, past: bool) -> None:
+    assert utils.is_past_business_hours(paris(2026, 11, 20, 12), now) is past
+
+
+def test_business_hours_accept_naive_and_utc_times() -> None:
+    from zoneinfo import ZoneInfo
+
+    naive = datetime(2026, 11, 20, 12)
+    utc = paris(2026, 11, 24, 12).astimezone(ZoneInfo("UTC"))
+    assert utils.business_hours_between(naive, utc) == pytest.approx(48.0)
+    with pytest.raises(ValueError):
+        utils.add_business_hours(naive, -1)
+
+
+@pytest.mark.parametrize(
+    "day, business",
+    [(date(2026, 11, 24), True), (date(2026, 11, 21), False), (date(2026, 11, 22), False),
+     (date(2026, 11, 11), False), (date(2026, 7, 14), False), (date(2026, 5, 14), False), (date(2026, 5, 25), False),
+     (date(2026, 12, 24), True)],
+)
+def test_is_business_day(day: date, business: bool) -> None:
+    assert utils.is_business_day(day) is business
+
+
+# =========================================================================== static files
+
+
+@pytest.mark.parametrize(
+    "voltage_v, remaining_s",
+    [
+        (40.0, 8100.0),  # first point
+        (58.4, 900.0),  # last point
+        (53.3, 5000.0),  # a point
+        (53.2, 5400.0),  # between 53.1 (5800) and 53.3 (5000)
+        (55.0, 1350.0),  # between 54.6 (1500) and 55.4 (1200)
+        (30.0, 8100.0),  # below: clamped
+        (60.0, 900.0),  # above: clamped
+    ],
+)
+def test_get_charge_duration(banc_home: Path, voltage_v: float, remaining_s: float) -> None:
+    assert utils.get_charge_duration(voltage_v) == pytest.approx(remaining_s)
+
+
+def test_charge_profile_is_monotonic(banc_home: Path) -> None:
+    voltages = [40 + i * 0.05 for i in range(400)]
+    durations = [utils.get_charge_duration(v) for v in voltages]
+    assert all(a >= b for a, b in zip(durations, durations[1:]))
+
+
+@pytest.mark.parametrize(
+    "temperature_c, multiplier",
+    [(25.0, 1.0), (-20.0, 0.1008), (60.0, 3.8812), (-40.0, 0.1008), (80.0, 3.8812)],
+)
+def test_get_temperature_coefficient(banc_home: Path, temperature_c: float, multiplier: float) -> None:
+    assert utils.get_temperature_coefficient(temperature_c) == pytest.approx(multiplier, rel=1e-4)
+
+
+def test_temperature_coefficients_follow_arrhenius(banc_home: Path) -> None:
+    import math
+
+    data = json.loads((REPO_DIR / "temperature_coefficients.json").read_text())
+    ea, r = data["activation_energy_j_per_mol"], data["gas_constant_j_per_mol_k"]
+    assert 30000 <= ea <= 35000
+    for t in (-12.5, 0.0, 17.0, 32.5, 47.0):  # between points: interpolation stays within 1 % of the law
+        law = math.exp(-(ea / r) * (1 / (t + 273.15) - 1 / 298.15))
+        assert utils.get_temperature_coefficient(t) == pytest.approx(law, rel=0.01)
+    # a colder measurement reads a higher resistance, brought down to 25 °C
+    assert utils.correct_to_25c(0.020, 10.0) < 0.020 < utils.correct_to_25c(0.020, 40.0)
+    assert utils.correct_to_25c(0.020, None) == 0.020
+
+
+def test_static_files_are_loaded_lazily_and_from_home(banc_home: Path) -> None:
+    assert utils._load_charge_profile.cache_info().currsize == 0
+    assert utils._load_temp_coeffs.cache_info().currsize == 0
+    (banc_home / "charge_profile.csv").write_text("voltage_v,remaining_s\n40,100\n60,0\n")
+    assert utils.get_charge_duration(50) == pytest.approx(50)
+    assert utils._load_charge_profile.cache_info().currsize == 1
+    assert utils._load_temp_coeffs.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        ("voltage,remaining\n40,100\n", ":1:"),
+        ("# comment\nvoltage_v,remaining_s\n40,100\n41,abc\n", ":4:"),
+        ("voltage_v,remaining_s\n40,100\n39,50\n", ":3:"),
+        ("voltage_v,remaining_s\n40,100\n41,200\n", ":3:"),
+        ("voltage_v,remaining_s\n40,100,3\n", ":2:"),
+        ("voltage_v,remaining_s\n40,nan\n", ":2:"),
+        ("voltage_v,remaining_s\n40,100\n", "at least 2"),
+    ],
+)
+def test_malformed_charge_profile_names_file_and_line(banc_home: Path, content: str, where: str) -> None:
+    (banc_home / "charge_profile.csv").write_text(content)
+    with pytest.raises(utils.ConfigFileError) as err:
+        utils.get_charge_duration(50)
+    assert "charge_profile.csv" in str(err.value) and where in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        ('{\n  "coefficients": [\n    {"temperature_c": 0, "multiplier": 0.5},\n  ]\n}\n', ":4:"),
+        ('{"coefficients": [{"temperature_c": 0, "multiplier": 1}]}', "at least 2"),
+        ('{\n"coefficients": [\n{"temperature_c": 0, "multiplier": 1},\n{"temperature_c": -5, "multiplier": 1}\n]}', ":4:"),
+        ('{\n"coefficients": [\n{"temperature_c": 0, "multiplier": 1},\n{"temperature_c": 5, "multiplier": -1}\n]}', ":4:"),
+        ('{\n"coefficients": [\n{"temperature_c": 0, "multiplier": 1},\n{"temperature_c": "hot", "multiplier": 2}\n]}', ":4:"),
+    ],
+)
+def test_malformed_temperature_coefficients_name_file_and_line(banc_home: Path, content: str, where: str) -> None:
+    (banc_home / "temperature_coefficients.json").write_text(content)
+    with pytest.raises(utils.ConfigFileError) as err:
+        utils.get_temperature_coefficient(20)
+    assert "temperature_coefficients.json" in str(err.value) and where in str(err.value)
+
+
+# =========================================================================== logging
+
+
+def test_logging_from_several_processes_keeps_whole_lines(banc_home: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys; sys.path.insert(0, {str(REPO_DIR)!r})
+        import logging, utils
+        utils.setup_logging(sys.argv[1])
+        for i in range(300):
+            utils.log("message %d %s" % (i, "x" * 200), "warning")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env["BANC_HOME"] = str(banc_home)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, f"proc{n}"], env=env, stderr=subprocess.DEVNULL)
+        for n in range(4)
+    ]
+    for proc in procs:
+        assert proc.wait(30) == 0
+    lines = (banc_home / "logs.log").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1200
+    for n in range(4):
+        mine = [line for line in lines if f" proc{n}[" in line]
+        assert len(mine) == 300
+        assert all(line.endswith("x" * 200) and "WARNING" in line for line in mine)
+
+
+# =========================================================================== processes
+
+
+FAKE_BANC = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import utils
+fd = utils.acquire_banc_lock(sys.argv[1])
+print("locked" if fd is not None else "busy", flush=True)
+time.sleep(60)
+"""
+
+
+def _start_fake(tmp_path: Path, home: Path, script_name: str, banc: str) -> subprocess.Popen:
+    script = tmp_path / script_name
+    script.write_text(FAKE_BANC.format(repo=str(REPO_DIR)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env["BANC_HOME"] = str(home)
+    proc = subprocess.Popen([sys.executable, str(script), banc, "RW-FAKE0001"], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.first_line = proc.stdout.readline().strip()  # type: ignore[attr-defined]
+    return proc
+
+
+def test_is_banc_running(banc_home: Path, tmp_path: Path) -> None:
+    assert not utils.is_banc_running("banc1")
+    proc = _start_fake(tmp_path, banc_home, "banc.py", "banc1")
+    try:
+        assert proc.first_line == "locked"  # type: ignore[attr-defined]
+        assert utils.is_banc_running("banc1") and utils.is_banc_running("Banc1")
+        assert utils.banc_process_pid("banc1") == proc.pid
+        assert not utils.is_banc_running("banc2")
+        assert utils.acquire_banc_lock("banc1") is None  # a second banc.py for banc1 is refused
+        # another installation (another BANC_HOME) does not see it
+        other = tmp_path / "other-home"
+        other.mkdir()
+        script = f"import sys; sys.path.insert(0, {str(REPO_DIR)!r}); import utils; print(utils.is_banc_running('banc1'))"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+        env["BANC_HOME"] = str(other)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "False"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not utils.is_banc_running("banc1")  # killed: the kernel released the lock
+
+
+def test_is_banc_running_ignores_other_programs(banc_home: Path, tmp_path: Path) -> None:
+    proc = _start_fake(tmp_path, banc_home, "notbanc.py", "banc1")
+    try:
+        assert proc.first_line == "locked"  # type: ignore[attr-defined]
+        assert not utils.is_banc_running("banc1")  # the lock holder is not banc.py
+    finally:
+        proc.kill()
+        proc.wait()
+    # a stale pid file pointing at a live process that is not banc.py
+    utils.banc_lock_path("banc2").write_text(f"{os.getpid()}\n")
+    assert not utils.is_banc_running("banc2")
+
+
+def test_sd_notify_without_systemd(banc_home: Path) -> None:
+    assert utils.sd_notify("WATCHDOG=1") is False
+
+
+def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        utils.reload_settings()
+        assert utils.sd_notify("READY=1") is True
+        server.settimeout(2)
+        assert server.recv(64) == b"READY=1"
+
+
+def test_protocol_and_utils_agree_on_csv_header() -> None:
+    assert utils.DATA_CSV_HEADER[2:] == protocol.BMS_FIELDS
