@@ -1,0 +1,390 @@
+"""The operator's scan workflow (seed §2): bench -> serial -> same bench, plus the special scans.
+
+A pure state machine: it never touches files, processes, MQTT or widgets. Everything it
+needs to know about the world comes from the injected `ScanLookups` and the `now`
+argument; it answers each scan with a `Decision` (what to do, and the French message
+to show the operator). `ui.handle_prompt` drives it and performs the side effects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+from typing import Callable, Optional
+
+import protocol
+import utils
+
+SCAN_END = "end"
+SCAN_RESET = "reset"
+SCAN_GRAPH = "graph"
+
+_BANC_RE = re.compile(r"(?i)^banc([0-9]+)$")
+MAX_ECHO_CHARS = 40  # a garbage scan is echoed back to the operator, cut to this length
+
+
+class Action(str, Enum):
+    """What the kiosk must do after a scan."""
+
+    NONE = "none"  # only show the message (or nothing when it is empty)
+    START = "start"  # set_banc_status + reset the panel + spawn banc.py
+    END = "end"  # publish "end" on every bench's command topic
+    RESET = "reset"  # clear the bench in bancs_config.json
+    GRAPH = "graph"  # open the charts of a test (serial or bench)
+
+
+class Level(str, Enum):
+    """How the message is shown."""
+
+    INFO = "info"
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+class Stage(str, Enum):
+    """Where the workflow is."""
+
+    IDLE = "idle"
+    WAIT_SERIAL = "wait_serial"
+    WAIT_CONFIRM = "wait_confirm"
+    WAIT_RESET_BANC = "wait_reset_banc"
+    WAIT_GRAPH_TARGET = "wait_graph_target"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one scan."""
+
+    action: Action
+    message: str
+    level: Level = Level.INFO
+    banc: Optional[str] = None
+    serial: Optional[str] = None
+    start_step: Optional[int] = None
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class BancInfo:
+    """A bench's entry in bancs_config.json, as the workflow needs it."""
+
+    occupied: bool
+    serial_pending: Optional[str] = None
+    current_step: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PreviousTest:
+    """The most recent test folder of a battery."""
+
+    banc: str
+    finished: bool
+    last_activity: Optional[datetime]  # end time of a finished test, else its last update
+    current_step: Optional[int] = None
+    first_day: Optional[date] = None
+
+
+@dataclass(frozen=True)
+class ScanLookups:
+    """The I/O the workflow needs, injected (ui.py passes utils-backed functions, tests pass tables)."""
+
+    is_banc_running: Callable[[str], bool]
+    banc_info: Callable[[str], BancInfo]
+    banc_for_serial: Callable[[str], Optional[str]]
+    latest_test: Callable[[str], Optional[PreviousTest]]
+
+
+def banc_label(banc: str) -> str:
+    """"banc3" -> "banc 3" as the operator reads it."""
+    return f"banc {utils.banc_number(banc)}"
+
+
+def _echo(text: str) -> str:
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return clean if len(clean) <= MAX_ECHO_CHARS else clean[: MAX_ECHO_CHARS - 1] + "…"
+
+
+def _fmt_time(moment: datetime) -> str:
+    return moment.astimezone(utils.LOCAL_TZ).strftime("%d/%m à %H:%M")
+
+
+def _resume_step(step: Optional[int]) -> int:
+    """Phase to resume at: the recorded one when it is a running phase, else 1."""
+    return step if isinstance(step, int) and 1 <= step < protocol.STEP_FINISHED else 1
+
+
+@dataclass
+class ScanWorkflow:
+    """Seed §2 as a state machine. Call `handle(text, now)` per scan and `tick(now)` about once a second."""
+
+    num_bancs: int
+    timeout_s: float
+    lookups: ScanLookups
+    stage: Stage = Stage.IDLE
+    banc: Optional[str] = None
+    serial: Optional[str] = None
+    started_at: Optional[datetime] = None
+    start_step: Optional[int] = None
+    resume: bool = False
+    occupied: bool = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def parse_banc(self, text: str) -> Optional[str]:
+        """"bancN" (any case) -> "bancN" when it looks like a bench name (even an unknown number), else None."""
+        match = _BANC_RE.match(text)
+        if not match or match.group(1).startswith("0"):
+            return None
+        return f"banc{int(match.group(1))}"
+
+    def _known(self, banc: str) -> bool:
+        return 1 <= utils.banc_number(banc) <= self.num_bancs
+
+    def _unknown_banc(self, banc: str) -> Decision:
+        self._clear()
+        return Decision(
+            Action.NONE,
+            f"Banc inconnu : « {banc} ». Cette installation a {self.num_bancs} bancs (banc1 à banc{self.num_bancs}).",
+            Level.ERROR,
+        )
+
+    def _clear(self) -> None:
+        self.stage = Stage.IDLE
+        self.banc = self.serial = None
+        self.started_at = None
+        self.start_step = None
+        self.resume = self.occupied = False
+
+    def _refuse(self, message: str) -> Decision:
+        """A refusal: the sequence is abandoned, the operator starts again from the bench."""
+        self._clear()
+        return Decision(Action.NONE, message, Level.ERROR)
+
+    def expired(self, now: datetime) -> bool:
+        """True when a pending sequence is older than the scan timeout."""
+        if self.stage is Stage.IDLE or self.started_at is None:
+            return False
+        return (now - self.started_at).total_seconds() > self.timeout_s
+
+    def remaining_s(self, now: datetime) -> Optional[float]:
+        """Seconds left before the pending sequence expires (None when idle)."""
+        if self.stage is Stage.IDLE or self.started_at is None:
+            return None
+        return max(0.0, self.timeout_s - (now - self.started_at).total_seconds())
+
+    def prompt(self) -> str:
+        """What the operator is expected to scan next."""
+        if self.stage is Stage.WAIT_SERIAL and self.banc:
+            return f"{banc_label(self.banc).capitalize()} : scannez le numéro de série"
+        if self.stage is Stage.WAIT_CONFIRM and self.banc:
+            return f"Rescannez {self.banc} pour confirmer ({self.serial})"
+        if self.stage is Stage.WAIT_RESET_BANC:
+            return "Reset : scannez le banc à libérer"
+        if self.stage is Stage.WAIT_GRAPH_TARGET:
+            return "Graphiques : scannez un numéro de série ou un banc"
+        return "Scannez un banc pour lancer un test"
+
+    # ------------------------------------------------------------------ entry points
+
+    def tick(self, now: datetime) -> Optional[Decision]:
+        """Abandon a sequence whose timeout has passed; return the message to show once, else None."""
+        if not self.expired(now):
+            return None
+        stage, banc = self.stage, self.banc
+        self._clear()
+        if stage is Stage.WAIT_CONFIRM and banc:
+            text = f"Délai de {self.timeout_s:g} s dépassé : {banc} non confirmé, test non lancé. Recommencez par le banc."
+        else:
+            text = f"Délai de {self.timeout_s:g} s dépassé : scan annulé. Recommencez par le banc."
+        return Decision(Action.NONE, text, Level.ERROR)
+
+    def begin_graph(self, now: datetime) -> Decision:
+        """Same as scanning `graph` (the kiosk's Graphiques button)."""
+        return self.handle(SCAN_GRAPH, now)
+
+    def cancel(self) -> Decision:
+        """Abandon any pending sequence."""
+        self._clear()
+        return Decision(Action.NONE, self.prompt(), Level.INFO)
+
+    def handle(self, text: str, now: datetime) -> Decision:
+        """Process one scan (the text typed by the scanner before Enter)."""
+        text = (text or "").strip()
+        if not text:
+            return Decision(Action.NONE, "")
+        word = text.lower()
+        if word == SCAN_END:
+            self._clear()
+            return Decision(Action.END, "Fin de journée : « end » envoyé à tous les bancs.", Level.SUCCESS)
+        if word == SCAN_RESET:
+            self._clear()
+            self.stage, self.started_at = Stage.WAIT_RESET_BANC, now
+            return Decision(Action.NONE, "Reset : scannez le banc à libérer.", Level.INFO)
+        if word == SCAN_GRAPH:
+            self._clear()
+            self.stage, self.started_at = Stage.WAIT_GRAPH_TARGET, now
+            return Decision(Action.NONE, "Graphiques : scannez un numéro de série ou un banc.", Level.INFO)
+
+        if self.stage is Stage.WAIT_CONFIRM and self.expired(now):
+            banc = self.banc
+            return self._refuse(
+                f"Délai de {self.timeout_s:g} s dépassé : {banc} non confirmé, test non lancé. Recommencez par le banc."
+            )
+        expired_before = self.expired(now)
+        if expired_before:
+            self._clear()  # a stale bench/reset/graph scan: this scan starts afresh
+
+        if self.stage is Stage.IDLE:
+            return self._idle(text, now, expired_before)
+        if self.stage is Stage.WAIT_SERIAL:
+            return self._wait_serial(text, now)
+        if self.stage is Stage.WAIT_CONFIRM:
+            return self._wait_confirm(text, now)
+        if self.stage is Stage.WAIT_RESET_BANC:
+            return self._wait_reset(text)
+        return self._wait_graph(text)
+
+    # ------------------------------------------------------------------ stages
+
+    def _idle(self, text: str, now: datetime, after_timeout: bool = False) -> Decision:
+        banc = self.parse_banc(text)
+        if banc is None:
+            if utils.is_valid_serial(text):
+                prefix = f"Délai de {self.timeout_s:g} s dépassé. " if after_timeout else ""
+                return self._refuse(f"{prefix}Scannez d'abord le banc, puis le numéro de série {text}.")
+            return self._refuse(f"Code non reconnu : « {_echo(text)} ». Scannez un banc (ex. banc1).")
+        if not self._known(banc):
+            return self._unknown_banc(banc)
+        if self.lookups.is_banc_running(banc):
+            return self._refuse(f"{banc_label(banc).capitalize()} : un test est déjà en cours (banc.py tourne).")
+        info = self.lookups.banc_info(banc)
+        self.stage, self.banc, self.started_at = Stage.WAIT_SERIAL, banc, now
+        # An occupied entry without a usable serial is a damaged state file: treat the bench as free.
+        self.occupied = info.occupied and utils.is_valid_serial(info.serial_pending)
+        if self.occupied:
+            self.serial = info.serial_pending
+            self.start_step = _resume_step(info.current_step)
+            return Decision(
+                Action.NONE,
+                f"{banc_label(banc).capitalize()} occupé par {info.serial_pending} (test interrompu) : "
+                f"scannez ce numéro de série pour reprendre.",
+                Level.INFO,
+                banc=banc,
+            )
+        return Decision(
+            Action.NONE, f"{banc_label(banc).capitalize()} libre : scannez le numéro de série de la batterie.",
+            Level.INFO, banc=banc,
+        )
+
+    def _wait_serial(self, text: str, now: datetime) -> Decision:
+        assert self.banc is not None
+        banc = self.parse_banc(text)
+        if banc is not None:
+            if banc == self.banc:
+                return Decision(Action.NONE, f"En attente du numéro de série pour le {banc_label(banc)}.", Level.INFO)
+            self._clear()  # another bench: the operator changed their mind, start over with it
+            return self._idle(text, now)
+        if not utils.is_valid_serial(text):
+            # A misread serial keeps the bench selected (the timer keeps running): just rescan it.
+            return Decision(
+                Action.NONE,
+                f"Numéro de série invalide : « {_echo(text)} ». Format attendu : RW- suivi de 4 à 32 lettres ou chiffres.",
+                Level.ERROR,
+                banc=self.banc,
+            )
+        serial = text
+        other = self.lookups.banc_for_serial(serial)
+        if other is not None and other != self.banc:
+            return self._refuse(f"{serial} est déjà sur le {banc_label(other)} : un seul banc par batterie.")
+        if self.occupied:
+            pending = self.serial or ""
+            if serial.upper() != pending.upper():
+                return self._refuse(
+                    f"Le {banc_label(self.banc)} attend {pending} (test interrompu), pas {serial}. "
+                    f"Scannez reset puis {self.banc} pour libérer le banc."
+                )
+            self.serial = pending  # keep the spelling already on disk
+            self.resume = True
+            self.stage = Stage.WAIT_CONFIRM
+            return Decision(
+                Action.NONE,
+                f"Reprise de {pending} à la phase {self.start_step}/5 : rescannez {self.banc} pour confirmer.",
+                Level.INFO, banc=self.banc, serial=pending,
+            )
+        return self._free_banc_serial(serial, now)
+
+    def _free_banc_serial(self, serial: str, now: datetime) -> Decision:
+        assert self.banc is not None
+        previous = self.lookups.latest_test(serial)
+        note = "nouveau test"
+        self.start_step, self.resume = 1, False
+        if previous is not None and previous.finished:
+            ended = previous.last_activity
+            if ended is not None and not utils.is_past_business_hours(ended, now):
+                allowed = utils.add_business_hours(ended, utils.BUSINESS_HOURS_BEFORE_RETEST)
+                return self._refuse(
+                    f"{serial} : dernier test terminé le {_fmt_time(ended)}, il y a moins de 48 h ouvrées. "
+                    f"Nouveau test possible à partir du {_fmt_time(allowed)}."
+                )
+            note = "nouveau test (dernier test terminé il y a plus de 48 h ouvrées)"
+        elif previous is not None and previous.banc == self.banc:
+            self.start_step, self.resume = _resume_step(previous.current_step), True
+            note = f"reprise du test inachevé à la phase {self.start_step}/5"
+        elif previous is not None:
+            note = f"nouveau test (le test inachevé du {banc_label(previous.banc)} ne sera pas repris)"
+        self.serial = serial
+        self.stage = Stage.WAIT_CONFIRM
+        return Decision(
+            Action.NONE, f"{serial} : {note}. Rescannez {self.banc} pour confirmer.", Level.INFO,
+            banc=self.banc, serial=serial,
+        )
+
+    def _wait_confirm(self, text: str, now: datetime) -> Decision:
+        assert self.banc is not None and self.serial is not None
+        banc = self.parse_banc(text)
+        if banc is None:
+            if self.serial and text.upper() == self.serial.upper():
+                return Decision(Action.NONE, f"Rescannez {self.banc} pour confirmer le test de {self.serial}.", Level.INFO)
+            return self._refuse(
+                f"Confirmation attendue : rescannez {self.banc} (reçu « {_echo(text)} »). Test non lancé, recommencez."
+            )
+        if banc != self.banc:
+            return self._refuse(f"Confirmation attendue : {self.banc}, reçu {banc}. Test non lancé, recommencez.")
+        if self.lookups.is_banc_running(banc):
+            return self._refuse(f"{banc_label(banc).capitalize()} : un test vient de démarrer (banc.py tourne déjà).")
+        decision = Decision(
+            Action.START,
+            f"Test {'repris' if self.resume else 'lancé'} sur le {banc_label(banc)} : {self.serial}"
+            f" (phase {self.start_step}/5).",
+            Level.SUCCESS,
+            banc=banc, serial=self.serial, start_step=self.start_step, resume=self.resume,
+        )
+        self._clear()
+        return decision
+
+    def _wait_reset(self, text: str) -> Decision:
+        banc = self.parse_banc(text)
+        if banc is None:
+            return self._refuse(f"Reset : scannez un banc (reçu « {_echo(text)} »). Reset annulé.")
+        if not self._known(banc):
+            return self._unknown_banc(banc)
+        if self.lookups.is_banc_running(banc):
+            return self._refuse(
+                f"Reset refusé : un test tourne sur le {banc_label(banc)}. Scannez end (fin de journée) d'abord."
+            )
+        self._clear()
+        return Decision(Action.RESET, f"{banc_label(banc).capitalize()} libéré (reset).", Level.SUCCESS, banc=banc)
+
+    def _wait_graph(self, text: str) -> Decision:
+        banc = self.parse_banc(text)
+        if banc is not None:
+            if not self._known(banc):
+                return self._unknown_banc(banc)
+            self._clear()
+            return Decision(Action.GRAPH, f"Graphiques du {banc_label(banc)}.", Level.INFO, banc=banc)
+        if utils.is_valid_serial(text):
+            self._clear()
+            return Decision(Action.GRAPH, f"Graphiques de {text}.", Level.INFO, serial=text)
+        return self._refuse(f"Graphiques : scannez un numéro de série ou un banc (reçu « {_echo(text)} »).")

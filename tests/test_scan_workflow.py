@@ -1,0 +1,208 @@
+"""Pure tests of the scan state machine (seed §2): every branch, injected lookups and clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional
+
+import pytest
+
+from scan_workflow import Action, BancInfo, Decision, Level, PreviousTest, ScanLookups, ScanWorkflow, Stage
+from utils import LOCAL_TZ
+
+# Wednesday 11 June 2025, 10:00 Paris: an ordinary business day.
+T0 = datetime(2025, 6, 11, 10, 0, tzinfo=LOCAL_TZ)
+TIMEOUT_S = 15.0
+SERIAL = "RW-ABCD1234"
+OTHER = "RW-ZZZZ9999"
+
+
+@dataclass
+class World:
+    """What the lookups see: running banc.py, bancs_config entries, latest test folders."""
+
+    running: set[str] = field(default_factory=set)
+    bancs: dict[str, BancInfo] = field(default_factory=dict)
+    tests: dict[str, PreviousTest] = field(default_factory=dict)
+
+    def lookups(self) -> ScanLookups:
+        def banc_for_serial(serial: str) -> Optional[str]:
+            for banc, info in self.bancs.items():
+                if info.occupied and (info.serial_pending or "").upper() == serial.upper():
+                    return banc
+            return None
+
+        return ScanLookups(
+            is_banc_running=lambda banc: banc in self.running,
+            banc_info=lambda banc: self.bancs.get(banc, BancInfo(False)),
+            banc_for_serial=banc_for_serial,
+            latest_test=lambda serial: self.tests.get(serial),
+        )
+
+
+def run(world: World, scans: list[tuple[float, str]]) -> tuple[list[Decision], ScanWorkflow]:
+    """Feed scans (seconds after T0, text); a text "!run bancN" makes that bench's banc.py appear."""
+    flow = ScanWorkflow(num_bancs=4, timeout_s=TIMEOUT_S, lookups=world.lookups())
+    decisions = []
+    for offset_s, text in scans:
+        if text.startswith("!run "):
+            world.running.add(text[5:])
+            continue
+        decisions.append(flow.handle(text, T0 + timedelta(seconds=offset_s)))
+    return decisions, flow
+
+
+def finished(banc: str, ended: datetime) -> PreviousTest:
+    return PreviousTest(banc=banc, finished=True, last_activity=ended, current_step=5)
+
+
+def unfinished(banc: str, step: int) -> PreviousTest:
+    return PreviousTest(banc=banc, finished=False, last_activity=T0 - timedelta(hours=20), current_step=step)
+
+
+FREE = World
+OCC1 = lambda **kw: World(bancs={"banc1": BancInfo(True, SERIAL, 3)}, **kw)  # noqa: E731
+
+# (id, world factory, scans, expected action, level, message fragment, final stage)
+CASES = [
+    ("new test", FREE, [(0, "banc1"), (3, SERIAL), (6, "banc1")], Action.START, Level.SUCCESS, "lancé sur le banc 1", Stage.IDLE),
+    ("case and spaces", FREE, [(0, " BANC1 "), (3, SERIAL + "\r"), (6, "Banc1")], Action.START, Level.SUCCESS, SERIAL, Stage.IDLE),
+    ("empty scan ignored", FREE, [(0, "  ")], Action.NONE, Level.INFO, "", Stage.IDLE),
+    ("garbage", FREE, [(0, "hello")], Action.NONE, Level.ERROR, "Code non reconnu", Stage.IDLE),
+    ("garbage echo cut", FREE, [(0, "x" * 300)], Action.NONE, Level.ERROR, "…", Stage.IDLE),
+    ("serial first", FREE, [(0, SERIAL)], Action.NONE, Level.ERROR, "Scannez d'abord le banc", Stage.IDLE),
+    ("unknown bench", FREE, [(0, "banc9")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
+    ("banc0 is garbage", FREE, [(0, "banc0")], Action.NONE, Level.ERROR, "Code non reconnu", Stage.IDLE),
+    ("banc01 is garbage", FREE, [(0, "banc01")], Action.NONE, Level.ERROR, "Code non reconnu", Stage.IDLE),
+    ("bench already running", lambda: World(running={"banc1"}), [(0, "banc1")], Action.NONE, Level.ERROR, "déjà en cours", Stage.IDLE),
+    ("free bench asks serial", FREE, [(0, "banc2")], Action.NONE, Level.INFO, "libre", Stage.WAIT_SERIAL),
+    ("occupied bench asks its serial", OCC1, [(0, "banc1")], Action.NONE, Level.INFO, f"occupé par {SERIAL}", Stage.WAIT_SERIAL),
+    ("invalid serial keeps bench", FREE, [(0, "banc1"), (2, "RW-1")], Action.NONE, Level.ERROR, "invalide", Stage.WAIT_SERIAL),
+    ("invalid then valid serial", FREE, [(0, "banc1"), (2, "RW-1"), (4, SERIAL), (6, "banc1")], Action.START, Level.SUCCESS, SERIAL, Stage.IDLE),
+    ("serial injection refused", FREE, [(0, "banc1"), (2, "RW-AB/../x")], Action.NONE, Level.ERROR, "invalide", Stage.WAIT_SERIAL),
+    ("serial on another bench", lambda: World(bancs={"banc2": BancInfo(True, SERIAL, 2)}), [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "déjà sur le banc 2", Stage.IDLE),
+    ("same bench rescanned while waiting serial", FREE, [(0, "banc1"), (2, "banc1")], Action.NONE, Level.INFO, "En attente du numéro", Stage.WAIT_SERIAL),
+    ("other bench restarts the sequence", FREE, [(0, "banc1"), (2, "banc2")], Action.NONE, Level.INFO, "Banc 2 libre", Stage.WAIT_SERIAL),
+    ("other bench running while waiting serial", lambda: World(running={"banc2"}), [(0, "banc1"), (2, "banc2")], Action.NONE, Level.ERROR, "déjà en cours", Stage.IDLE),
+    # 48 business hours: ended Thursday 12/06 10:00; the weekend does not count.
+    ("retest too early", lambda: World(tests={SERIAL: finished("banc3", datetime(2025, 6, 12, 10, tzinfo=LOCAL_TZ))}),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "moins de 48 h ouvrées", Stage.IDLE),
+    ("retest too early names the date", lambda: World(tests={SERIAL: finished("banc3", T0 - timedelta(hours=30))}),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "à partir du 12/06 à 04:00", Stage.IDLE),
+    ("retest after 48 business hours", lambda: World(tests={SERIAL: finished("banc1", T0 - timedelta(days=7))}),
+     [(0, "banc1"), (2, SERIAL), (4, "banc1")], Action.START, Level.SUCCESS, "lancé", Stage.IDLE),
+    ("finished test without end time", lambda: World(tests={SERIAL: finished("banc1", None)}),  # type: ignore[arg-type]
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.INFO, "Rescannez banc1", Stage.WAIT_CONFIRM),
+    ("unfinished test on this bench resumes", lambda: World(tests={SERIAL: unfinished("banc1", 3)}),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.INFO, "reprise du test inachevé à la phase 3/5", Stage.WAIT_CONFIRM),
+    ("unfinished test elsewhere: new test", lambda: World(tests={SERIAL: unfinished("banc2", 3)}),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.INFO, "ne sera pas repris", Stage.WAIT_CONFIRM),
+    ("occupied bench, its serial", OCC1, [(0, "banc1"), (2, SERIAL), (4, "banc1")], Action.START, Level.SUCCESS, "repris", Stage.IDLE),
+    ("occupied bench, wrong serial", OCC1, [(0, "banc1"), (2, OTHER)], Action.NONE, Level.ERROR, f"attend {SERIAL}", Stage.IDLE),
+    ("occupied bench, bad state file", lambda: World(bancs={"banc1": BancInfo(True, None, 3)}),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.INFO, "nouveau test", Stage.WAIT_CONFIRM),
+    ("confirm within timeout", FREE, [(0, "banc1"), (5, SERIAL), (15, "banc1")], Action.START, Level.SUCCESS, "lancé", Stage.IDLE),
+    ("confirm after timeout", FREE, [(0, "banc1"), (5, SERIAL), (15.5, "banc1")], Action.NONE, Level.ERROR, "Délai de 15 s dépassé", Stage.IDLE),
+    ("confirm other bench", FREE, [(0, "banc1"), (2, SERIAL), (4, "banc2")], Action.NONE, Level.ERROR, "Confirmation attendue : banc1, reçu banc2", Stage.IDLE),
+    ("confirm re-checks running", FREE, [(0, "banc1"), (2, SERIAL), (3, "!run banc1"), (4, "banc1")], Action.NONE, Level.ERROR, "banc.py tourne déjà", Stage.IDLE),
+    ("serial rescanned while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, SERIAL)], Action.NONE, Level.INFO, "Rescannez banc1", Stage.WAIT_CONFIRM),
+    ("garbage while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, "oops")], Action.NONE, Level.ERROR, "Confirmation attendue", Stage.IDLE),
+    ("stale bench scan then new bench", FREE, [(0, "banc1"), (20, "banc2")], Action.NONE, Level.INFO, "Banc 2 libre", Stage.WAIT_SERIAL),
+    ("stale bench scan then serial", FREE, [(0, "banc1"), (20, SERIAL)], Action.NONE, Level.ERROR, "Délai de 15 s dépassé. Scannez d'abord", Stage.IDLE),
+    ("end", FREE, [(0, "end")], Action.END, Level.SUCCESS, "end", Stage.IDLE),
+    ("END cancels a sequence", FREE, [(0, "banc1"), (2, SERIAL), (3, "END")], Action.END, Level.SUCCESS, "tous les bancs", Stage.IDLE),
+    ("reset asks bench", FREE, [(0, "reset")], Action.NONE, Level.INFO, "scannez le banc à libérer", Stage.WAIT_RESET_BANC),
+    ("reset bench", OCC1, [(0, "reset"), (2, "banc1")], Action.RESET, Level.SUCCESS, "libéré", Stage.IDLE),
+    ("reset refused while running", lambda: World(running={"banc1"}), [(0, "reset"), (2, "banc1")], Action.NONE, Level.ERROR, "Reset refusé", Stage.IDLE),
+    ("reset unknown bench", FREE, [(0, "reset"), (2, "banc7")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
+    ("reset garbage", FREE, [(0, "reset"), (2, SERIAL)], Action.NONE, Level.ERROR, "Reset annulé", Stage.IDLE),
+    ("stale reset then bench starts a test", FREE, [(0, "reset"), (30, "banc1")], Action.NONE, Level.INFO, "libre", Stage.WAIT_SERIAL),
+    ("graph asks target", FREE, [(0, "graph")], Action.NONE, Level.INFO, "Graphiques", Stage.WAIT_GRAPH_TARGET),
+    ("graph of a serial", FREE, [(0, "graph"), (2, SERIAL)], Action.GRAPH, Level.INFO, SERIAL, Stage.IDLE),
+    ("graph of a bench", FREE, [(0, "GRAPH"), (2, "banc3")], Action.GRAPH, Level.INFO, "banc 3", Stage.IDLE),
+    ("graph of an unknown bench", FREE, [(0, "graph"), (2, "banc12")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
+    ("graph garbage", FREE, [(0, "graph"), (2, "???")], Action.NONE, Level.ERROR, "Graphiques", Stage.IDLE),
+]
+
+
+@pytest.mark.parametrize(
+    "world_factory,scans,action,level,fragment,stage",
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_scan_sequences(world_factory, scans, action, level, fragment, stage) -> None:
+    decisions, flow = run(world_factory(), scans)
+    last = decisions[-1]
+    assert last.action is action, last
+    assert last.level is level, last
+    assert fragment in last.message, last.message
+    assert flow.stage is stage
+    # Only the confirming scan may start a test, and only one decision per sequence does.
+    assert sum(d.action is Action.START for d in decisions) == (1 if action is Action.START else 0)
+
+
+@pytest.mark.parametrize(
+    "world_factory,scans,banc,serial,start_step,resume",
+    [
+        (FREE, [(0, "banc1"), (2, SERIAL), (4, "banc1")], "banc1", SERIAL, 1, False),
+        (lambda: World(tests={SERIAL: unfinished("banc2", 4)}), [(0, "banc2"), (2, SERIAL), (4, "banc2")], "banc2", SERIAL, 4, True),
+        (lambda: World(bancs={"banc4": BancInfo(True, "RW-Mixed01", 2)}), [(0, "banc4"), (2, "RW-MIXED01"), (4, "banc4")], "banc4", "RW-Mixed01", 2, True),
+        (lambda: World(bancs={"banc1": BancInfo(True, SERIAL, None)}), [(0, "banc1"), (2, SERIAL), (4, "banc1")], "banc1", SERIAL, 1, True),
+        (lambda: World(bancs={"banc1": BancInfo(True, SERIAL, 5)}), [(0, "banc1"), (2, SERIAL), (4, "banc1")], "banc1", SERIAL, 1, True),
+    ],
+    ids=["new", "resume unfinished folder", "resume keeps stored spelling", "unknown step", "finished step"],
+)
+def test_start_decision_fields(world_factory, scans, banc, serial, start_step, resume) -> None:
+    decisions, _ = run(world_factory(), scans)
+    start = decisions[-1]
+    assert (start.action, start.banc, start.serial, start.start_step, start.resume) == (
+        Action.START, banc, serial, start_step, resume,
+    )
+
+
+@pytest.mark.parametrize(
+    "first_scans,tick_at_s,expect_message",
+    [
+        ([(0, "banc1")], 10, None),
+        ([(0, "banc1")], 15, None),
+        ([(0, "banc1")], 15.1, "scan annulé"),
+        ([(0, "banc1"), (3, SERIAL)], 16, "banc1 non confirmé"),
+        ([(0, "graph")], 16, "scan annulé"),
+        ([], 100, None),
+    ],
+)
+def test_tick_expires_pending_sequence_once(first_scans, tick_at_s, expect_message) -> None:
+    _, flow = run(World(), first_scans)
+    decision = flow.tick(T0 + timedelta(seconds=tick_at_s))
+    if expect_message is None:
+        assert decision is None
+    else:
+        assert decision is not None and decision.level is Level.ERROR and expect_message in decision.message
+        assert flow.stage is Stage.IDLE
+        assert flow.tick(T0 + timedelta(seconds=tick_at_s + 1)) is None
+
+
+def test_business_hours_boundary_on_monday() -> None:
+    """Ended Thursday 10:00: Monday 09:00 is 47 business hours later (refused), 11:00 is 49 (allowed)."""
+    ended = datetime(2025, 6, 12, 10, tzinfo=LOCAL_TZ)
+    world = World(tests={SERIAL: finished("banc1", ended)})
+    flow = ScanWorkflow(4, TIMEOUT_S, world.lookups())
+    monday_9 = datetime(2025, 6, 16, 9, tzinfo=LOCAL_TZ)
+    flow.handle("banc1", monday_9)
+    assert flow.handle(SERIAL, monday_9).level is Level.ERROR
+    monday_11 = datetime(2025, 6, 16, 11, tzinfo=LOCAL_TZ)
+    flow.handle("banc1", monday_11)
+    assert flow.handle(SERIAL, monday_11).level is Level.INFO
+    assert flow.handle("banc1", monday_11).action is Action.START
+
+
+def test_prompt_follows_stage() -> None:
+    flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
+    assert "Scannez un banc" in flow.prompt()
+    flow.handle("banc2", T0)
+    assert "numéro de série" in flow.prompt() and flow.remaining_s(T0 + timedelta(seconds=5)) == 10
+    flow.handle(SERIAL, T0)
+    assert "Rescannez banc2" in flow.prompt()
+    flow.cancel()
+    assert flow.stage is Stage.IDLE and flow.remaining_s(T0) is None
