@@ -716,6 +716,16 @@ def update_config_bms(
     return _modify_test_config(folder, change, fsync=fsync)
 
 
+def update_config_counters(folder: Path, counters: dict[str, int], fsync: bool = True) -> dict[str, Any]:
+    """Record banc.py's counters (rows, rejects, duplicates...) in config.json, nothing else."""
+
+    def change(config: dict[str, Any]) -> None:
+        for key, value in counters.items():
+            config[key] = int(value)
+
+    return _modify_test_config(folder, change, fsync=fsync)
+
+
 def update_config_ri_results(folder: Path, results: dict[str, float], now: datetime) -> dict[str, Any]:
     """Fold Ri/diffusion values into the running means <key>_average / <key>_count of config.json."""
 
