@@ -1,0 +1,599 @@
+"""Shared harness of the bench/ scripts: processes, /proc readers, data.csv checks, statistics.
+
+Every script starts its own Mosquitto (tests.support.MosquittoBroker) on a free port and
+its own BANC_HOME under bench/out/, measures real processes through /proc, and prints
+figures as ratios against a baseline measured in the same run. Nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+if str(REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(REPO_DIR))
+
+import protocol  # noqa: E402
+from tests.support import MosquittoBroker, Xvfb, free_port, project_env, wait_for_port  # noqa: E402,F401
+
+BENCH_DIR = REPO_DIR / "bench"
+OUT_DIR = BENCH_DIR / "out"
+VENV_PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+SERIAL_PREFIX = "RW-BENCH"
+
+
+# =========================================================================== /proc readers
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    """What /proc says about one process at one instant."""
+
+    pid: int
+    t_s: float  # time.monotonic() of the sample
+    cpu_s: float  # utime + stime
+    rss_kb: int  # VmRSS
+    hwm_kb: int  # VmHWM (peak RSS)
+    pss_kb: int  # Pss from smaps_rollup (shared pages divided among their users)
+    write_bytes: int  # bytes this process caused to be sent to the block layer (page dirtying)
+    wchar: int  # bytes passed to write()-like syscalls
+    syscw: int  # number of write()-like syscalls
+    read_bytes: int
+
+
+def read_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def read_status_kb(pid: int) -> dict[str, int]:
+    """The Vm*/Rss* lines of /proc/PID/status, in kB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def read_io(pid: int) -> dict[str, int]:
+    """/proc/PID/io as a dict (rchar, wchar, syscr, syscw, read_bytes, write_bytes, ...)."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        values[key] = int(rest)
+    return values
+
+
+def read_pss_kb(pid: int) -> int:
+    """Proportional set size (kB) from /proc/PID/smaps_rollup; 0 when unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def sample(pid: int) -> ProcSample:
+    """Take one ProcSample of a live process."""
+    status = read_status_kb(pid)
+    io = read_io(pid)
+    return ProcSample(
+        pid=pid,
+        t_s=time.monotonic(),
+        cpu_s=read_cpu_s(pid),
+        rss_kb=status.get("VmRSS", 0),
+        hwm_kb=status.get("VmHWM", 0),
+        pss_kb=read_pss_kb(pid),
+        write_bytes=io.get("write_bytes", 0),
+        wchar=io.get("wchar", 0),
+        syscw=io.get("syscw", 0),
+        read_bytes=io.get("read_bytes", 0),
+    )
+
+
+def try_sample(pid: int) -> Optional[ProcSample]:
+    """sample() or None when the process is gone."""
+    try:
+        return sample(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Delta:
+    """Difference between two samples of the same process."""
+
+    wall_s: float
+    cpu_s: float
+    write_bytes: int
+    wchar: int
+    syscw: int
+    rss_kb: int  # at the end
+    hwm_kb: int  # at the end
+    pss_kb: int  # at the end
+
+
+def delta(before: ProcSample, after: ProcSample) -> Delta:
+    """What a process consumed between two samples."""
+    return Delta(
+        wall_s=after.t_s - before.t_s,
+        cpu_s=after.cpu_s - before.cpu_s,
+        write_bytes=after.write_bytes - before.write_bytes,
+        wchar=after.wchar - before.wchar,
+        syscw=after.syscw - before.syscw,
+        rss_kb=after.rss_kb,
+        hwm_kb=after.hwm_kb,
+        pss_kb=after.pss_kb,
+    )
+
+
+def imported_modules(pid: int) -> list[str]:
+    """Shared objects mapped by a process (to spot a GUI or plotting library in banc.py)."""
+    found: set[str] = set()
+    try:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and (".so" in parts[5]):
+                found.add(parts[5])
+    except OSError:
+        pass
+    return sorted(found)
+
+
+GUI_LIBRARY_MARKERS = ("libtk", "libtcl", "_tkinter", "matplotlib", "PIL", "libX11", "customtkinter", "numpy")
+
+
+def gui_libraries(pid: int) -> list[str]:
+    """Mapped shared objects that belong to GUI/plotting stacks (should be empty for banc.py)."""
+    return [path for path in imported_modules(pid) if any(marker in path for marker in GUI_LIBRARY_MARKERS)]
+
+
+# =========================================================================== statistics
+
+
+def median(values: Iterable[float]) -> float:
+    """Median (NaN for no value)."""
+    data = [v for v in values if v is not None]
+    return statistics.median(data) if data else float("nan")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a list; NaN when empty."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    rank = max(1, min(len(data), int(round(pct / 100.0 * len(data) + 0.5))))
+    return data[rank - 1]
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """A number for a results table."""
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        return f"{value:,.{digits}f}".replace(",", " ")
+    if isinstance(value, int):
+        return f"{value:,}".replace(",", " ")
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    """Met / missed marker for a target line."""
+    return "MET" if ok else "MISSED"
+
+
+# =========================================================================== machine
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel, load: the context of a figure."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "loadavg_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+# =========================================================================== folders and output
+
+
+def fresh_dir(name: str) -> Path:
+    """An empty folder bench/out/<name> (on the real disk, so write_bytes means something)."""
+    path = OUT_DIR / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def save_json(name: str, data: Any) -> Path:
+    """Write bench/out/<name>.json and return its path."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj)}")
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Argument parser with the options every bench script has."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="short run (a smoke check, figures are rough)")
+    return parser
+
+
+# =========================================================================== processes
+
+
+class ProcessGroup:
+    """Child processes started by a bench script; all of them are stopped on exit, even on error."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: Sequence[str], env: Optional[dict[str, str]] = None, log_path: Optional[Path] = None,
+              cwd: Optional[Path] = None) -> subprocess.Popen:
+        """Start a process in its own session, output to log_path (or discarded)."""
+        out: Any = subprocess.DEVNULL
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(
+                list(args), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(cwd or REPO_DIR),
+                start_new_session=True,
+            )
+        finally:
+            if log_path is not None:
+                out.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, timeout_s: float = 5.0) -> Optional[int]:
+        """SIGTERM, then SIGKILL after timeout_s; return the exit code."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        """kill -9, as a crash would."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            try:
+                self.stop(proc, 3.0)
+            except Exception:  # cleanup must go on whatever happens to one process
+                pass
+        self.procs.clear()
+
+    def __enter__(self) -> "ProcessGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+class Cleanup:
+    """Brokers, Xvfb and process groups to stop at the end of a script (LIFO)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add(self, item: Any) -> Any:
+        self.items.append(item)
+        return item
+
+    def __enter__(self) -> "Cleanup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for item in reversed(self.items):
+            try:
+                if hasattr(item, "stop_all"):
+                    item.stop_all()
+                else:
+                    item.stop()
+            except Exception:  # cleanup must go on
+                pass
+
+
+def start_broker(name: str) -> MosquittoBroker:
+    """A private Mosquitto with its persistence under bench/out/<name>/broker."""
+    broker = MosquittoBroker(OUT_DIR / name / "broker")
+    broker.start()
+    return broker
+
+
+def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) -> dict[str, str]:
+    """Environment of a project process (banc.py, ui.py) for this bench run."""
+    return project_env(home, broker, BANC_NUM_BANCS=str(num_bancs), **extra)
+
+
+def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> None:
+    """Point utils (in this process) at a bench BANC_HOME, as the kiosk process would see it."""
+    import utils
+
+    for key in [k for k in os.environ if k.startswith("BANC_")]:
+        del os.environ[key]
+    os.environ["BANC_HOME"] = str(home)
+    os.environ["BANC_NUM_BANCS"] = str(num_bancs)
+    if broker is not None:
+        os.environ.update(broker.env())
+    utils.reload_settings()
+
+
+def serial_for(banc_number: int, run: int = 0) -> str:
+    """A valid serial for bench n (utils.SERIAL_PATTERN)."""
+    return f"{SERIAL_PREFIX}{run:02d}B{banc_number:02d}"
+
+
+def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, serials: dict[int, str]) -> None:
+    """Mark benches occupied with their serial in bancs_config.json, as the kiosk does before it starts banc.py."""
+    import utils
+
+    use_home(home, broker, num_bancs)
+    for number, serial in serials.items():
+        utils.set_banc_status(number, utils.STATUS_OCCUPIED, serial, 1)
+
+
+def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,
+               serial: str) -> subprocess.Popen:
+    """Start `banc.py bancN SERIAL` exactly as the kiosk does (same command line, env from the contract)."""
+    env = banc_env(home, broker, num_bancs)
+    log_path = home / "proc" / f"banc{number}.log"
+    return group.start([PYTHON, str(REPO_DIR / "banc.py"), f"banc{number}", serial], env=env, log_path=log_path)
+
+
+# =========================================================================== MQTT watcher
+
+
+class StatusWatcher:
+    """A paho client in this process that follows the retained banc/status and esp/status topics."""
+
+    def __init__(self, broker: MosquittoBroker, bancs: Iterable[int], client_id: str = "bench_watcher") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.status: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=True)
+        subs: list[tuple[str, int]] = []
+        for n in bancs:
+            t = protocol.topics(n)
+            subs += [(t.banc_status, 1), (t.esp_status, 1)]
+        self.subs = subs
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            client.subscribe(self.subs)
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            with self.changed:
+                self.status[msg.topic] = msg.payload.decode(errors="replace")
+                self.changed.notify_all()
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def wait_banc(self, number: int, value: str, timeout_s: float = 20.0) -> bool:
+        """Wait until bancN/banc/status is `value`."""
+        topic = protocol.topics(number).banc_status
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while self.status.get(topic) != value:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.5))
+        return True
+
+    def forget(self, number: int) -> None:
+        """Forget the last status of a bench (to wait for the next 'online')."""
+        with self.lock:
+            self.status.pop(protocol.topics(number).banc_status, None)
+
+    def publish(self, topic: str, payload: str) -> None:
+        """Publish with the contract's QoS (e.g. a step command in a scenario)."""
+        protocol.publish(self.client, topic, payload).wait_for_publish(10)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+# =========================================================================== data.csv checks
+
+
+def data_csv_paths(home: Path, number: int) -> list[Path]:
+    """Every data.csv of bench n in a BANC_HOME (one per test folder)."""
+    return sorted((home / "data" / f"banc{number}").glob("*/data.csv"))
+
+
+def count_rows_fast(path: Path) -> int:
+    """Data rows in a CSV (lines minus the header), without parsing."""
+    try:
+        with open(path, "rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return 0
+    return max(0, lines - 1)
+
+
+@dataclass
+class CsvCheck:
+    """data.csv of one bench compared with the seqs the publisher had acknowledged by the broker."""
+
+    rows: int = 0
+    expected: int = 0
+    lost: int = 0  # acknowledged seqs missing from data.csv
+    duplicated: int = 0  # extra rows whose seq was already recorded
+    unexpected: int = 0  # rows with a seq never published (should never happen)
+    lost_seqs: list[int] = field(default_factory=list)
+    duplicated_seqs: list[int] = field(default_factory=list)
+    row_bytes_avg: float = 0.0
+    first_ts: Optional[str] = None
+    last_ts: Optional[str] = None
+    file_bytes: int = 0
+
+
+def read_csv_seqs(paths: Iterable[Path]) -> tuple[list[int], list[str], int]:
+    """(seqs, timestamps, data bytes without headers) of the rows of some data.csv files, in file order."""
+    seqs: list[int] = []
+    stamps: list[str] = []
+    data_bytes = 0
+    for path in paths:
+        with open(path, newline="", encoding="ascii", errors="replace") as fh:
+            header = fh.readline()
+            data_bytes -= len(header.encode())
+            reader = csv.reader(fh)
+            for row in reader:
+                if len(row) < 3:
+                    continue
+                try:
+                    seqs.append(int(row[2]))
+                    stamps.append(row[0])
+                except ValueError:
+                    continue
+        data_bytes += path.stat().st_size
+    return seqs, stamps, data_bytes
+
+
+def check_csv(paths: Iterable[Path], expected: Iterable[int]) -> CsvCheck:
+    """Count lost / duplicated / unexpected rows of data.csv against the expected seqs."""
+    paths = list(paths)
+    seqs, stamps, data_bytes = read_csv_seqs(paths)
+    expected_set = set(expected)
+    seen: dict[int, int] = {}
+    for seq in seqs:
+        seen[seq] = seen.get(seq, 0) + 1
+    lost = sorted(expected_set - set(seen))
+    dup = sorted(s for s, c in seen.items() if c > 1)
+    check = CsvCheck(
+        rows=len(seqs),
+        expected=len(expected_set),
+        lost=len(lost),
+        duplicated=sum(c - 1 for c in seen.values() if c > 1),
+        unexpected=sum(c for s, c in seen.items() if s not in expected_set),
+        lost_seqs=lost[:50],
+        duplicated_seqs=dup[:50],
+        row_bytes_avg=(data_bytes / len(seqs)) if seqs else 0.0,
+        first_ts=stamps[0] if stamps else None,
+        last_ts=stamps[-1] if stamps else None,
+        file_bytes=sum(p.stat().st_size for p in paths),
+    )
+    return check
+
+
+def csv_receipt_span_s(paths: Iterable[Path]) -> tuple[int, float]:
+    """(rows, seconds between the first and the last row's receipt timestamp) of data.csv files."""
+    from datetime import datetime
+
+    _, stamps, _ = read_csv_seqs(paths)
+    if len(stamps) < 2:
+        return len(stamps), 0.0
+    first = datetime.fromisoformat(stamps[0])
+    last = datetime.fromisoformat(stamps[-1])
+    return len(stamps), (last - first).total_seconds()
+
+
+def wait_rows(paths_fn: Any, wanted: int, timeout_s: float, poll_s: float = 0.1,
+              proc: Optional[subprocess.Popen] = None) -> int:
+    """Poll until the data.csv files returned by paths_fn() hold `wanted` rows; return the last count."""
+    deadline = time.monotonic() + timeout_s
+    rows = 0
+    while time.monotonic() < deadline:
+        rows = sum(count_rows_fast(p) for p in paths_fn())
+        if rows >= wanted:
+            return rows
+        if proc is not None and proc.poll() is not None:
+            return rows
+        time.sleep(poll_s)
+    return rows
+
+
+# =========================================================================== publisher logs
+
+
+def read_publisher_log(path: Path) -> tuple[set[int], set[int]]:
+    """(published seqs, broker-acknowledged seqs) from an esp_sim.py log file."""
+    published: set[int] = set()
+    acked: set[int] = set()
+    if not path.exists():
+        return published, acked
+    for line in path.read_text().splitlines():
+        kind, _, value = line.partition(" ")
+        if not value.strip().isdigit():
+            continue
+        if kind == "P":
+            published.add(int(value))
+        elif kind == "A":
+            acked.add(int(value))
+    return published, acked
+
+
+def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """Print (and return) a Markdown table."""
+    lines = [f"\n### {title}\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
