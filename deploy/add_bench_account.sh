@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# banc-lfp — create (or change the password of) the MQTT account of a bench's ESP32,
+# then make mosquitto re-read its password file. The ACL needs no change: its line
+# "pattern readwrite %u/#" already confines account bancN to the bancN/ topics.
+#
+#   sudo deploy/add_bench_account.sh banc5             # new random password
+#   sudo deploy/add_bench_account.sh banc5 MOTDEPASSE  # a given password (8+ chars)
+#
+# The password is recorded in /etc/banc-lfp/bench-accounts.txt (root only) for
+# flashing the ESP32; it is never printed. An existing account keeps its password.
+set -euo pipefail
+
+DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/lib.sh
+. "$DEPLOY_DIR/lib.sh"
+
+usage() {
+  cat <<'USAGE'
+Usage : sudo deploy/add_bench_account.sh [options] bancN [MOT_DE_PASSE]
+
+  --no-reload     ne pas recharger mosquitto (install.sh le redémarre lui-même)
+  --dry-run       afficher chaque action sans rien faire
+  --root DOSSIER  écrire sous DOSSIER (essai), sans systemctl
+USAGE
+}
+
+RELOAD=1
+args=()
+while (($#)); do
+  case $1 in
+    --no-reload) RELOAD=0; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --root) [ $# -ge 2 ] || die "--root attend un dossier"; ROOT=$(mkdir -p "$2" && cd "$2" && pwd); shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    -*) usage >&2; die "option inconnue : $1" ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+((${#args[@]} >= 1 && ${#args[@]} <= 2)) || { usage >&2; exit 2; }
+if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(id -u)" -ne 0 ]; then
+  die "à lancer avec sudo"
+fi
+command -v mosquitto_passwd >/dev/null 2>&1 || ((DRY_RUN)) || die "mosquitto_passwd absent (apt-get install mosquitto)"
+
+name=$(printf '%s' "${args[0]}" | tr 'A-Z' 'a-z')
+ensure_dir "$ETC_DIR" 0700 root:root
+ensure_bench_account "$name" "${args[1]:-}"
+secure_passwd_file
+if ((ACCOUNTS_CHANGED)); then
+  ((RELOAD)) && reload_mosquitto
+  say "compte $name prêt ; son mot de passe (à flasher dans l'ESP32) : sudo grep '^$name ' $BENCH_CREDS"
+else
+  say "compte $name déjà présent, inchangé"
+fi

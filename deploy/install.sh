@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# banc-lfp — install the test bench software on a Raspberry Pi (Raspberry Pi OS / Debian):
+# apt packages, the project's virtualenv, a locked-down Mosquitto (accounts + ACL), the
+# kiosk's systemd unit, the rotation of logs.log, the desktop (autologin, X11, no
+# screen blanking). Idempotent: run it again after a change, it only redoes what differs.
+#
+#   sudo deploy/install.sh --user pi --lan-ip 192.168.1.10 [--bancs 4] [...]
+#
+# --dry-run prints every action without doing anything; --root DIR writes every file
+# under DIR instead of / and skips what would change the machine itself (apt,
+# systemctl, chown, raspi-config), printing it instead. The tests use both.
+set -euo pipefail
+
+DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/lib.sh
+. "$DEPLOY_DIR/lib.sh"
+
+# What the kiosk and the scripts need; a superset of scripts/setup.sh's APT_PACKAGES, so
+# that setup.sh, run afterwards as the kiosk user, finds nothing left to install as root.
+APT_PACKAGES=(mosquitto mosquitto-clients python3 python3-venv python3-tk xvfb xdotool x11-utils logrotate)
+OLD_SEED_UNIT=/etc/systemd/system/banc_test_ui.service
+
+usage() {
+  cat <<'EOF'
+Usage : sudo deploy/install.sh --user UTILISATEUR [options]
+
+  --user NOM         compte Linux qui fait tourner le kiosque (obligatoire, ex. pi)
+  --group NOM        son groupe (défaut : le groupe principal de l'utilisateur)
+  --project DOSSIER  dossier du projet (défaut : le dossier parent de deploy/)
+  --home DOSSIER     BANC_HOME, l'état modifiable (défaut : le dossier du projet)
+  --bancs N          nombre de bancs (défaut : 4) ; un compte MQTT par banc
+  --lan-ip IP        adresse IPv4 fixe du Pi sur le réseau des bancs (défaut : la
+                     première adresse de « hostname -I »)
+  --port PORT        port MQTT (défaut : 1883)
+  --pi-account NOM   compte MQTT du Pi (défaut : pi-banc)
+  --display D        écran X du kiosque (défaut : :0)
+  --xauthority F     fichier Xauthority (défaut : ~UTILISATEUR/.Xauthority)
+  --no-desktop       ne pas toucher au bureau (connexion auto, X11, veille écran)
+  --no-start         activer le kiosque au démarrage sans le (re)lancer maintenant
+  --dry-run          afficher chaque action sans rien faire
+  --root DOSSIER     tout écrire sous DOSSIER (essai), sans apt/systemctl/chown
+  -h, --help         cette aide
+EOF
+}
+
+USER_NAME=${SUDO_USER:-}
+GROUP_NAME=""
+PROJECT=$(cd "$DEPLOY_DIR/.." && pwd)
+BANC_HOME_DIR=""
+BANCS=4
+LAN_IP=""
+PORT=1883
+PI_ACCOUNT=pi-banc
+DISPLAY_NAME=:0
+XAUTH=""
+DESKTOP=1
+START=1
+
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 attend une valeur (voir --help)"; }
+while (($#)); do
+  case $1 in
+    --user) need_value "$@"; USER_NAME=$2; shift 2 ;;
+    --group) need_value "$@"; GROUP_NAME=$2; shift 2 ;;
+    --project) need_value "$@"; PROJECT=$2; shift 2 ;;
+    --home) need_value "$@"; BANC_HOME_DIR=$2; shift 2 ;;
+    --bancs) need_value "$@"; BANCS=$2; shift 2 ;;
+    --lan-ip) need_value "$@"; LAN_IP=$2; shift 2 ;;
+    --port) need_value "$@"; PORT=$2; shift 2 ;;
+    --pi-account) need_value "$@"; PI_ACCOUNT=$2; shift 2 ;;
+    --display) need_value "$@"; DISPLAY_NAME=$2; shift 2 ;;
+    --xauthority) need_value "$@"; XAUTH=$2; shift 2 ;;
+    --no-desktop) DESKTOP=0; shift ;;
+    --no-start) START=0; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --root) need_value "$@"; ROOT=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "option inconnue : $1" ;;
+  esac
+done
+
+# ------------------------------------------------------------------ checks
+
+[ -n "$ROOT" ] && ROOT=$(mkdir -p "$ROOT" && cd "$ROOT" && pwd)
+if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(id -u)" -ne 0 ]; then
+  die "à lancer avec sudo (ou essayer avec --dry-run / --root DOSSIER)"
+fi
+[ -n "$USER_NAME" ] || die "--user est obligatoire (le compte qui fait tourner le kiosque, ex. pi)"
+[[ $USER_NAME =~ ^[a-z_][a-z0-9_-]*$ ]] || die "nom d'utilisateur invalide : $USER_NAME"
+if id "$USER_NAME" >/dev/null 2>&1; then
+  [ -n "$GROUP_NAME" ] || GROUP_NAME=$(id -gn "$USER_NAME")
+  USER_HOME=$(getent passwd "$USER_NAME" | cut -d: -f6)
+elif [ -n "$ROOT" ] || ((DRY_RUN)); then
+  warn "l'utilisateur $USER_NAME n'existe pas sur cette machine (essai seulement)"
+  [ -n "$GROUP_NAME" ] || GROUP_NAME=$USER_NAME
+  USER_HOME=/home/$USER_NAME
+else
+  die "l'utilisateur $USER_NAME n'existe pas"
+fi
+[[ $GROUP_NAME =~ ^[a-z_][a-z0-9_-]*$ ]] || die "nom de groupe invalide : $GROUP_NAME"
+
+# Paths go into systemd units and config files unquoted: keep them plain.
+check_path() {
+  [[ $2 =~ ^/[A-Za-z0-9._/+-]*$ ]] || die "$1 doit être un chemin absolu sans espace ni caractère spécial : '$2'"
+}
+PROJECT=${PROJECT%/}
+check_path --project "$PROJECT"
+[ -f "$PROJECT/utils.py" ] && [ -f "$PROJECT/requirements.txt" ] || die "$PROJECT n'est pas le dossier du projet (utils.py, requirements.txt)"
+BANC_HOME_DIR=${BANC_HOME_DIR:-$PROJECT}
+BANC_HOME_DIR=${BANC_HOME_DIR%/}
+check_path --home "$BANC_HOME_DIR"
+XAUTH=${XAUTH:-$USER_HOME/.Xauthority}
+check_path --xauthority "$XAUTH"
+[[ $DISPLAY_NAME =~ ^[A-Za-z0-9.-]*:[0-9]+(\.[0-9]+)?$ ]] || die "--display invalide : $DISPLAY_NAME"
+[[ $BANCS =~ ^[1-9][0-9]?$ ]] || die "--bancs doit être un entier de 1 à 99 : $BANCS"
+[[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT <= 65535)) || die "--port invalide : $PORT"
+[[ $PI_ACCOUNT =~ ^[A-Za-z0-9_-]+$ ]] || die "--pi-account invalide : $PI_ACCOUNT"
+valid_bench_name "$PI_ACCOUNT" && die "--pi-account ne peut pas être un nom de banc : $PI_ACCOUNT"
+
+if [ -z "$LAN_IP" ]; then
+  LAN_IP=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -n 1 || true)
+  [ -n "$LAN_IP" ] || die "adresse LAN introuvable : donnez --lan-ip"
+  warn "adresse LAN détectée : $LAN_IP — elle doit être fixe (réservation DHCP ou IP statique), les ESP32 s'y connectent"
+fi
+ip_ok=1
+IFS=. read -r -a ip_parts <<<"$LAN_IP"
+[[ $LAN_IP =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || ip_ok=0
+for part in "${ip_parts[@]}"; do ((10#$part <= 255)) || ip_ok=0; done
+((ip_ok)) || die "--lan-ip n'est pas une adresse IPv4 : $LAN_IP"
+[ "$LAN_IP" != 127.0.0.1 ] || die "--lan-ip 127.0.0.1 : c'est déjà l'écoute locale ; donnez l'adresse du Pi sur le réseau des bancs"
+
+MODE_LABEL="machine réelle"
+((DRY_RUN)) && MODE_LABEL="essai à blanc (--dry-run) : rien n'est modifié"
+[ -n "$ROOT" ] && ((!DRY_RUN)) && MODE_LABEL="racine d'essai $ROOT (--root) : rien hors de ce dossier"
+say "banc-lfp : installation ($MODE_LABEL)"
+say "  utilisateur $USER_NAME:$GROUP_NAME, projet $PROJECT, BANC_HOME $BANC_HOME_DIR"
+say "  $BANCS bancs, MQTT $LAN_IP:$PORT + 127.0.0.1:$PORT, compte du Pi $PI_ACCOUNT"
+
+# ------------------------------------------------------------------ 1. apt packages
+
+say ""
+say "== 1. Paquets apt"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sys_run apt-get update -q
+  sys_run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  note "paquets apt installés : ${missing[*]}"
+else
+  say "déjà installés : ${APT_PACKAGES[*]}"
+  note "paquets apt : déjà installés"
+fi
+
+# ------------------------------------------------------------------ 2. virtualenv
+
+say ""
+say "== 2. Environnement Python ($PROJECT/.venv, en tant que $USER_NAME)"
+# scripts/setup.sh knows how to build the venv (Debian's python3 for Tk, requirements
+# hash stamp); run it as the kiosk user so that .venv belongs to that user.
+sys_run runuser -u "$USER_NAME" -- bash "$PROJECT/scripts/setup.sh"
+note "environnement Python : $PROJECT/.venv (scripts/setup.sh)"
+ensure_dir "$BANC_HOME_DIR" 0755 "$USER_NAME:$GROUP_NAME"
+
+# ------------------------------------------------------------------ 3. Mosquitto
+
+say ""
+say "== 3. Mosquitto (comptes, ACL, écoute $LAN_IP:$PORT et 127.0.0.1:$PORT)"
+MOSQ_CHANGED=0
+
+# A listener or allow_anonymous left in the main file or in another conf.d file (the old
+# manual instructions added "listener 1883" + "allow_anonymous true") would reopen the
+# broker to anybody: comment them out (main file, saved once) or set the file aside.
+OPEN_DIRECTIVES='^[[:space:]]*(listener|port|bind_address|bind_interface|allow_anonymous|password_file|acl_file|per_listener_settings)([[:space:]]|$)'
+main_conf=$(target "$MOSQ_MAIN_CONF")
+if [ -f "$main_conf" ]; then
+  new_main=$(sed -E "s/($OPEN_DIRECTIVES.*)/# banc-lfp : désactivé -> \\1/" "$main_conf")
+  if ! grep -Eq "^[[:space:]]*include_dir[[:space:]]+$MOSQ_CONF_DIR/?[[:space:]]*$" "$main_conf"; then
+    new_main+=$'\n'"include_dir $MOSQ_CONF_DIR"
+  fi
+  if [ "$new_main" != "$(<"$main_conf")" ] && [ ! -e "$main_conf.banc-lfp.orig" ]; then
+    file_run cp -p "$main_conf" "$main_conf.banc-lfp.orig"
+  fi
+  printf '%s\n' "$new_main" | install_content "$MOSQ_MAIN_CONF" 0644 root:root
+  MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
+else
+  warn "$MOSQ_MAIN_CONF absent (mosquitto pas encore installé ?) : seul $MOSQ_CONF sera écrit"
+fi
+if [ -d "$(target "$MOSQ_CONF_DIR")" ]; then
+  for other in "$(target "$MOSQ_CONF_DIR")"/*.conf; do
+    [ -f "$other" ] || continue
+    [ "$other" = "$(target "$MOSQ_CONF")" ] && continue
+    if grep -Eq "$OPEN_DIRECTIVES" "$other"; then
+      file_run mv "$other" "$other.disabled-by-banc-lfp"
+      warn "$other mis de côté (.disabled-by-banc-lfp) : il ouvrait une écoute ou l'accès anonyme"
+      MOSQ_CHANGED=1
+    fi
+  done
+fi
+
+render "$DEPLOY_DIR/mosquitto.conf" PORT "$PORT" LAN_IP "$LAN_IP" \
+  PASSWORD_FILE "$MOSQ_PASSWD" ACL_FILE "$MOSQ_ACL" |
+  install_content "$MOSQ_CONF" 0644 root:root
+MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
+render "$DEPLOY_DIR/mosquitto.acl" PI_ACCOUNT "$PI_ACCOUNT" |
+  install_content "$MOSQ_ACL" 0640 root:mosquitto
+MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
+
+# The Pi's account: its password lives in banc.env (the units read it from there).
+ensure_dir "$ETC_DIR" 0700 root:root
+pi_password=""
+if [ -f "$(target "$ENV_FILE")" ]; then
+  pi_password=$(sed -n 's/^BANC_MQTT_PASSWORD=//p' "$(target "$ENV_FILE")" | head -n 1)
+fi
+pi_force=0
+if [ -z "$pi_password" ]; then
+  pi_password=$(gen_password)
+  pi_force=1
+fi
+ensure_mqtt_account "$PI_ACCOUNT" "$pi_password" "$pi_force"
+for n in $(seq 1 "$BANCS"); do
+  ensure_bench_account "banc$n"
+done
+secure_passwd_file
+((ACCOUNTS_CHANGED)) && MOSQ_CHANGED=1
+note "comptes MQTT : $PI_ACCOUNT (le Pi) et banc1…banc$BANCS (mots de passe des ESP32 : $BENCH_CREDS)"
+
+install_content "$MOSQ_DROPIN" 0644 root:root <"$DEPLOY_DIR/mosquitto-override.conf"
+DROPIN_CHANGED=$CHANGED
+
+# ------------------------------------------------------------------ 4. kiosk unit
+
+say ""
+say "== 4. Service du kiosque ($KIOSK_UNIT_NAME)"
+render "$DEPLOY_DIR/banc.env.in" HOME "$BANC_HOME_DIR" PORT "$PORT" PI_ACCOUNT "$PI_ACCOUNT" \
+  PI_PASSWORD "$pi_password" BANCS "$BANCS" |
+  install_content "$ENV_FILE" 0600 root:root
+KIOSK_CHANGED=$CHANGED
+render "$DEPLOY_DIR/banc-lfp-kiosk.service.in" USER "$USER_NAME" GROUP "$GROUP_NAME" \
+  PROJECT "$PROJECT" ENV_FILE "$ENV_FILE" DISPLAY "$DISPLAY_NAME" XAUTHORITY "$XAUTH" |
+  install_content "$KIOSK_UNIT" 0644 root:root
+UNIT_CHANGED=$CHANGED
+KIOSK_CHANGED=$((KIOSK_CHANGED | UNIT_CHANGED))
+
+# ------------------------------------------------------------------ 5. log rotation
+
+say ""
+say "== 5. Rotation de $BANC_HOME_DIR/logs.log"
+render "$DEPLOY_DIR/logrotate.conf.in" HOME "$BANC_HOME_DIR" USER "$USER_NAME" GROUP "$GROUP_NAME" |
+  install_content "$LOGROTATE_CONF" 0644 root:root
+
+# ------------------------------------------------------------------ 6. services
+
+say ""
+say "== 6. Services"
+if ((DROPIN_CHANGED | UNIT_CHANGED)); then
+  sys_run systemctl daemon-reload
+fi
+sys_run systemctl enable mosquitto.service
+if ((MOSQ_CHANGED | DROPIN_CHANGED)); then
+  # restart, not reload: the listeners are only opened at start.
+  sys_run systemctl restart mosquitto.service
+  note "mosquitto redémarré avec la nouvelle configuration"
+else
+  sys_run systemctl start mosquitto.service
+fi
+if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! systemctl is-active --quiet mosquitto.service; then
+  die "mosquitto ne démarre pas : voir « journalctl -u mosquitto -n 50 »"
+fi
+
+sys_run systemctl enable "$KIOSK_UNIT_NAME"
+old_seed_active=0
+if [ -e "$(target "$OLD_SEED_UNIT")" ]; then
+  # Disabled, not stopped: stopping it would kill the tests its UI started.
+  sys_run systemctl disable "$(basename "$OLD_SEED_UNIT")"
+  warn "ancien service $(basename "$OLD_SEED_UNIT") désactivé ; il tourne jusqu'au prochain redémarrage du Pi"
+  if [ -z "$ROOT" ] && ((!DRY_RUN)) && systemctl is-active --quiet "$(basename "$OLD_SEED_UNIT")"; then
+    old_seed_active=1
+  fi
+fi
+if ((!START)); then
+  note "kiosque activé au démarrage, non lancé (--no-start)"
+elif ((old_seed_active)); then
+  note "kiosque activé, lancé au prochain redémarrage (l'ancien kiosque tourne encore)"
+else
+  # --no-block: the kiosk needs the desktop session; do not wait for its first frame.
+  # A restart leaves the running tests alone (KillMode=process in the unit).
+  if ((KIOSK_CHANGED)); then
+    sys_run systemctl --no-block restart "$KIOSK_UNIT_NAME"
+    note "kiosque (re)lancé : $KIOSK_UNIT_NAME (les tests en cours continuent)"
+  else
+    sys_run systemctl --no-block start "$KIOSK_UNIT_NAME"
+    note "kiosque : $KIOSK_UNIT_NAME activé et lancé"
+  fi
+fi
+
+# ------------------------------------------------------------------ 7. desktop
+
+say ""
+say "== 7. Bureau (démarrage sur le kiosque)"
+if ((!DESKTOP)); then
+  say "ignoré (--no-desktop)"
+elif [ -z "$ROOT" ] && ((!DRY_RUN)) && ! command -v raspi-config >/dev/null 2>&1; then
+  warn "raspi-config absent : configurez vous-même la connexion automatique de $USER_NAME au bureau (X11)"
+else
+  # Autologin of the kiosk user into the desktop (B4), an X11 session (W1: DISPLAY and
+  # XAUTHORITY as in the unit) and no screen blanking (1 = disabled).
+  SHOWN="env SUDO_USER=$USER_NAME raspi-config nonint do_boot_behaviour B4" \
+    sys_run env SUDO_USER="$USER_NAME" raspi-config nonint do_boot_behaviour B4 || warn "raspi-config do_boot_behaviour a échoué"
+  sys_run raspi-config nonint do_wayland W1 || warn "raspi-config do_wayland a échoué (choisir X11 à la main)"
+  sys_run raspi-config nonint do_blanking 1 || warn "raspi-config do_blanking a échoué"
+  note "bureau : connexion automatique de $USER_NAME, session X11, écran jamais en veille (effectif au redémarrage)"
+fi
+
+print_summary
+cat <<EOF
+
+Vérifier :
+  systemctl status mosquitto $KIOSK_UNIT_NAME
+  journalctl -u $KIOSK_UNIT_NAME -f
+  sudo sh -c '. $ENV_FILE && mosquitto_sub -h 127.0.0.1 -p $PORT -u \$BANC_MQTT_USERNAME -P \$BANC_MQTT_PASSWORD -t "banc1/#" -v'
+Mots de passe des ESP32 : sudo cat $BENCH_CREDS ; un banc de plus : sudo $DEPLOY_DIR/add_bench_account.sh bancN
+EOF

@@ -1,0 +1,572 @@
+"""deploy/: install.sh in a throwaway root, the locked-down broker it configures, the units.
+
+The broker tests run the real Mosquitto with the configuration install.sh produced
+(only the /etc paths are moved into the throwaway root), on a free port, with both
+listeners: 127.0.0.1 (loopback) and 127.0.0.2 standing in for the Pi's LAN address.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import protocol
+import utils
+from tests.support import REPO_DIR, MosquittoBroker, free_port, mosquitto_binary
+
+DEPLOY = REPO_DIR / "deploy"
+INSTALL = DEPLOY / "install.sh"
+ADD_BENCH = DEPLOY / "add_bench_account.sh"
+LAN_IP = "127.0.0.2"  # any 127/8 address is local on Linux: a second, "LAN" listener
+PI_ACCOUNT = "pi-banc"
+TIMEOUT_S = 5.0
+
+# Debian's stock /etc/mosquitto/mosquitto.conf, plus what the seed's manual steps (or a
+# hurried technician) may have left open.
+DEBIAN_MAIN_CONF = """pid_file /run/mosquitto/mosquitto.pid
+persistence true
+persistence_location /var/lib/mosquitto/
+log_dest file /var/log/mosquitto/mosquitto.log
+include_dir /etc/mosquitto/conf.d
+listener 1883
+allow_anonymous true
+"""
+OPEN_CONF_D = "listener 1883 0.0.0.0\nallow_anonymous true\n"
+
+
+def run_script(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a deploy script with bash; fail with its output when `check` and it fails."""
+    proc = subprocess.run(
+        ["bash", str(script), *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script.name} {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under root: relative path -> (sha256, mode)."""
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode & 0o777)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def credentials(root: Path) -> dict[str, str]:
+    """Bench account -> password, from the bench-accounts file install.sh wrote."""
+    lines = (root / "etc/banc-lfp/bench-accounts.txt").read_text().splitlines()
+    return dict(line.split()[:2] for line in lines if line and not line.startswith("#"))
+
+
+def env_file(root: Path) -> dict[str, str]:
+    """KEY=VALUE pairs of banc.env."""
+    lines = (root / "etc/banc-lfp/banc.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def unit_entries(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A systemd unit file as section -> [(key, value)], keeping repeated keys."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+            sections.setdefault(current, [])
+            continue
+        key, _, value = line.partition("=")
+        sections[current].append((key.strip(), value.strip()))
+    return sections
+
+
+def one(entries: list[tuple[str, str]], key: str) -> str:
+    values = [v for k, v in entries if k == key]
+    assert len(values) == 1, f"{key}: {values}"
+    return values[0]
+
+
+@dataclass
+class Installed:
+    root: Path
+    home: Path
+    port: int
+    user: str
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess
+    after_first: dict[str, tuple[str, int]]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """install.sh run twice into a throwaway root that starts with an open Mosquitto setup."""
+    base = tmp_path_factory.mktemp("deploy")
+    root, home = base / "root", base / "home"
+    (root / "etc/mosquitto/conf.d").mkdir(parents=True)
+    (root / "etc/mosquitto/mosquitto.conf").write_text(DEBIAN_MAIN_CONF)
+    (root / "etc/mosquitto/conf.d/local.conf").write_text(OPEN_CONF_D)
+    port, user = free_port(), getpass.getuser()
+    args = ("--root", str(root), "--user", user, "--project", str(REPO_DIR), "--home", str(home),
+            "--bancs", "2", "--lan-ip", LAN_IP, "--port", str(port))
+    first = run_script(INSTALL, *args)
+    after_first = snapshot(root)
+    second = run_script(INSTALL, *args)
+    return Installed(root, home, port, user, first, second, after_first)
+
+
+# ============================================================ install.sh
+
+
+def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None:
+    root = installed.root
+    expected = {
+        "etc/mosquitto/conf.d/banc-lfp.conf": 0o644,
+        "etc/mosquitto/banc-lfp.acl": 0o640,
+        "etc/mosquitto/banc-lfp.passwd": 0o600,
+        "etc/banc-lfp/banc.env": 0o600,
+        "etc/banc-lfp/bench-accounts.txt": 0o600,
+        "etc/systemd/system/banc-lfp-kiosk.service": 0o644,
+        "etc/systemd/system/mosquitto.service.d/banc-lfp.conf": 0o644,
+        "etc/logrotate.d/banc-lfp": 0o644,
+    }
+    for rel, mode in expected.items():
+        path = root / rel
+        assert path.is_file(), rel
+        assert path.stat().st_mode & 0o777 == mode, rel
+        assert not re.search(r"@[A-Z_]+@", path.read_text()), f"placeholder left in {rel}"
+    assert (root / str(installed.home).lstrip("/")).is_dir()  # BANC_HOME, inside the throwaway root
+
+    env = env_file(root)
+    assert env["BANC_HOME"] == str(installed.home)
+    assert env["BANC_MQTT_HOST"] == "127.0.0.1"
+    assert env["BANC_MQTT_PORT"] == str(installed.port)
+    assert env["BANC_MQTT_USERNAME"] == PI_ACCOUNT
+    assert env["BANC_NUM_BANCS"] == "2"
+    assert re.fullmatch(r"[A-Za-z0-9]{20,}", env["BANC_MQTT_PASSWORD"])
+    # The contract's settings parse from it exactly as the kiosk will see them.
+    settings = utils.load_settings(env)
+    assert (settings.mqtt_username, settings.mqtt_port, settings.num_bancs) == (PI_ACCOUNT, installed.port, 2)
+
+    creds = credentials(root)
+    assert sorted(creds) == ["banc1", "banc2"]
+    assert len(set(creds.values()) | {env["BANC_MQTT_PASSWORD"]}) == 3  # all different
+    accounts = [line.split(":")[0] for line in (root / "etc/mosquitto/banc-lfp.passwd").read_text().splitlines()]
+    assert sorted(accounts) == ["banc1", "banc2", PI_ACCOUNT]
+
+    conf = (root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
+    assert f"listener {installed.port} 127.0.0.1\n" in conf
+    assert f"listener {installed.port} {LAN_IP}\n" in conf
+    rotate = (root / "etc/logrotate.d/banc-lfp").read_text()
+    assert f"{installed.home}/logs.log {{" in rotate
+    assert "copytruncate" not in re.sub(r"#.*", "", rotate)
+
+
+def test_install_closes_what_was_left_open(installed: Installed) -> None:
+    """A listener / allow_anonymous outside our file would reopen the broker: neutralised."""
+    main = (installed.root / "etc/mosquitto/mosquitto.conf").read_text()
+    active = [line for line in main.splitlines() if line and not line.startswith("#")]
+    assert "allow_anonymous true" not in active and "listener 1883" not in active
+    assert "include_dir /etc/mosquitto/conf.d" in active
+    assert (installed.root / "etc/mosquitto/mosquitto.conf.banc-lfp.orig").read_text() == DEBIAN_MAIN_CONF
+    conf_d = sorted(p.name for p in (installed.root / "etc/mosquitto/conf.d").iterdir())
+    assert conf_d == ["banc-lfp.conf", "local.conf.disabled-by-banc-lfp"]
+
+
+def test_install_prints_machine_actions_and_never_a_password(installed: Installed) -> None:
+    out = installed.first.stdout
+    for action in (
+        f"[--root] non exécuté : runuser -u {installed.user} -- bash {REPO_DIR}/scripts/setup.sh",
+        "[--root] non exécuté : systemctl daemon-reload",
+        "[--root] non exécuté : systemctl restart mosquitto.service",
+        "[--root] non exécuté : systemctl enable banc-lfp-kiosk.service",
+        "[--root] non exécuté : systemctl --no-block restart banc-lfp-kiosk.service",
+        "raspi-config nonint do_boot_behaviour B4",
+        "mosquitto_passwd -b /etc/mosquitto/banc-lfp.passwd banc2 ********",
+        "=== Résumé ===",
+    ):
+        assert action in out, action
+    secrets = [env_file(installed.root)["BANC_MQTT_PASSWORD"], *credentials(installed.root).values()]
+    for run in (installed.first, installed.second):
+        for secret in secrets:
+            assert secret not in run.stdout + run.stderr
+
+
+def test_install_is_idempotent(installed: Installed) -> None:
+    """The second run changes no byte and restarts nothing."""
+    assert snapshot(installed.root) == installed.after_first
+    out = installed.second.stdout
+    assert "créé :" not in out and "mis à jour :" not in out and "mosquitto_passwd" not in out
+    assert "systemctl restart mosquitto.service" not in out
+    assert "systemctl --no-block start banc-lfp-kiosk.service" in out
+    assert out.count("inchangé :") == 7  # every file but the password and accounts files
+
+
+def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    proc = run_script(INSTALL, "--dry-run", "--root", str(root), "--user", "pi", "--lan-ip", "192.168.1.10")
+    assert list(root.rglob("*")) == []
+    for action in (
+        "[dry-run] écrire /etc/banc-lfp/banc.env (mode 0600, root:root)",
+        "[dry-run] écrire /etc/systemd/system/banc-lfp-kiosk.service",
+        "[dry-run] mosquitto_passwd -b /etc/mosquitto/banc-lfp.passwd banc4 ********",
+        "[dry-run] systemctl enable banc-lfp-kiosk.service",
+        "[dry-run] runuser -u pi -- bash",
+    ):
+        assert action in proc.stdout, action
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lan-ip", "10.0.0.1"], "--user est obligatoire"),
+        (["--user", "pi", "--lan-ip", "300.1.1.1"], "pas une adresse IPv4"),
+        (["--user", "pi", "--lan-ip", "127.0.0.1"], "écoute locale"),
+        (["--user", "pi", "--lan-ip", "10.0.0.1", "--bancs", "0"], "--bancs"),
+        (["--user", "pi", "--lan-ip", "10.0.0.1", "--project", "/tmp/a b"], "chemin absolu"),
+        (["--user", "pi", "--lan-ip", "10.0.0.1", "--pi-account", "banc1"], "nom de banc"),
+        (["--user", "pi", "--frobnicate"], "option inconnue"),
+    ],
+)
+def test_install_rejects_bad_parameters(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_script(INSTALL, "--dry-run", "--root", str(tmp_path / "r"), *args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_install_apt_list_covers_setup_sh() -> None:
+    """setup.sh, run afterwards as the kiosk user, must find nothing to install as root."""
+
+    def packages(path: Path) -> set[str]:
+        match = re.search(r"^APT_PACKAGES=\(([^)]*)\)", path.read_text(), re.M)
+        assert match, path
+        return set(match.group(1).split())
+
+    assert packages(REPO_DIR / "scripts/setup.sh") <= packages(INSTALL)
+
+
+def test_add_bench_account(installed: Installed, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(installed.root, root, symlinks=True)
+    before = credentials(root)
+    proc = run_script(ADD_BENCH, "--root", str(root), "Banc3")
+    assert "[--root] non exécuté : systemctl reload mosquitto.service" in proc.stdout
+    creds = credentials(root)
+    assert sorted(creds) == ["banc1", "banc2", "banc3"] and creds["banc1"] == before["banc1"]
+    assert creds["banc3"] not in proc.stdout
+    passwd = (root / "etc/mosquitto/banc-lfp.passwd").read_text()
+    assert passwd.count("banc3:") == 1 and (root / "etc/mosquitto/banc-lfp.passwd").stat().st_mode & 0o777 == 0o600
+
+    again = run_script(ADD_BENCH, "--root", str(root), "banc3")
+    assert "déjà présent, inchangé" in again.stdout and "reload" not in again.stdout
+    assert credentials(root) == creds
+
+    changed = run_script(ADD_BENCH, "--root", str(root), "banc3", "Nouveau-mdp-42")
+    assert credentials(root)["banc3"] == "Nouveau-mdp-42"
+    assert "systemctl reload mosquitto.service" in changed.stdout
+
+    for bad in (["banc0"], ["pi-banc"], ["banc4", "court"]):
+        proc = run_script(ADD_BENCH, "--root", str(root), *bad, check=False)
+        assert proc.returncode != 0 and "ERREUR" in proc.stderr, bad
+
+
+# ============================================================ the broker
+
+
+class DeployedBroker(MosquittoBroker):
+    """Mosquitto running the configuration install.sh wrote, moved into the throwaway root."""
+
+    def __init__(self, installed: Installed, workdir: Path, extra_conf: str = "") -> None:
+        super().__init__(workdir, installed.port)
+        conf = (installed.root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
+        conf = conf.replace(" /etc/mosquitto/", f" {installed.root}/etc/mosquitto/")
+        # What Debian's main mosquitto.conf provides on the Pi; and as root, mosquitto
+        # would drop to the mosquitto user, which cannot read the throwaway root.
+        self.conf_text = "\n".join(
+            [conf, f"persistence_location {self.workdir}/", "log_dest stderr", f"user {getpass.getuser()}", extra_conf, ""]
+        )
+
+    def write_conf(self) -> None:
+        self.conf_path.write_text(self.conf_text)
+
+
+class Probe:
+    """A paho-mqtt 2.x client that records its CONNACK, its SUBACKs and what it receives."""
+
+    def __init__(self, port: int, username: Optional[str] = None, password: Optional[str] = None,
+                 host: str = "127.0.0.1") -> None:
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.host, self.port = host, port
+        self.connack: Optional[mqtt.ReasonCode] = None
+        self.connack_event = threading.Event()
+        self.started = False
+        self.subacks: dict[int, list] = {}
+        self.suback_event = threading.Condition()
+        self.messages: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload.decode()))
+
+    def _on_connect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        if self.connack is None:
+            self.connack = reason_code
+            self.connack_event.set()
+
+    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties) -> None:
+        with self.suback_event:
+            self.subacks[mid] = list(reason_codes)
+            self.suback_event.notify_all()
+
+    def connect(self) -> bool:
+        """Connect; True when the broker accepted the credentials."""
+        self.client.connect(self.host, self.port, keepalive=30)
+        # Loop by hand until the CONNACK: a background loop would sit in its reconnect
+        # back-off after a refusal, and stopping it would wait for that.
+        for _ in range(int(TIMEOUT_S / 0.05)):
+            if self.connack_event.is_set():
+                break
+            self.client.loop(timeout=0.05)
+        assert self.connack is not None, "no CONNACK"
+        if self.connack.is_failure:
+            self.client.disconnect()
+            return False
+        self.client.loop_start()
+        self.started = True
+        return True
+
+    def subscribe(self, topic: str) -> bool:
+        """Subscribe with QoS 1; True when the broker granted it."""
+        _, mid = self.client.subscribe(topic, qos=1)
+        with self.suback_event:
+            assert self.suback_event.wait_for(lambda: mid in self.subacks, TIMEOUT_S), "no SUBACK"
+        return not self.subacks[mid][0].is_failure
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(TIMEOUT_S)
+
+    def receive_until(self, topic: str) -> list[tuple[str, str]]:
+        """Every message received up to and including the first one on `topic`."""
+        received = []
+        while True:
+            item = self.messages.get(timeout=TIMEOUT_S)
+            received.append(item)
+            if item[0] == topic:
+                return received
+
+    def close(self) -> None:
+        if self.started:
+            self.started = False
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+@pytest.fixture
+def deployed_broker(installed: Installed, tmp_path: Path) -> Iterator[DeployedBroker]:
+    broker = DeployedBroker(installed, tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def probes() -> Iterator[list[Probe]]:
+    """Clients to close after the test, whatever happens."""
+    made: list[Probe] = []
+    yield made
+    for probe in made:
+        probe.close()
+
+
+def test_broker_refuses_anonymous_and_wrong_passwords(installed: Installed, deployed_broker: DeployedBroker) -> None:
+    creds = credentials(installed.root)
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    for host in ("127.0.0.1", LAN_IP):  # both listeners, same rules
+        assert not Probe(installed.port, host=host).connect()
+        assert not Probe(installed.port, "banc1", "wrong-password", host=host).connect()
+        assert not Probe(installed.port, "banc1", creds["banc2"], host=host).connect()
+        assert not Probe(installed.port, "banc9", creds["banc1"], host=host).connect()
+        assert not Probe(installed.port, PI_ACCOUNT, "", host=host).connect()
+        for user, password in ((PI_ACCOUNT, pi_password), ("banc1", creds["banc1"])):
+            probe = Probe(installed.port, user, password, host=host)
+            assert probe.connect(), (host, user)
+            probe.close()
+
+
+def test_bench_account_is_confined_to_its_own_topics(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe]
+) -> None:
+    creds = credentials(installed.root)
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    banc1, banc2 = protocol.topics(1), protocol.topics(2)
+
+    pi = Probe(installed.port, PI_ACCOUNT, pi_password)
+    bench1 = Probe(installed.port, "banc1", creds["banc1"], host=LAN_IP)
+    bench2 = Probe(installed.port, "banc2", creds["banc2"], host=LAN_IP)
+    probes.extend([pi, bench1, bench2])
+    assert pi.connect() and bench1.connect() and bench2.connect()
+    assert pi.subscribe("#")  # the Pi's account reads everything
+
+    # Reading: Mosquitto acknowledges any subscription, then checks the ACL on every
+    # message it would deliver; what counts is what reaches bench 1 (checked below).
+    for topic in (banc1.command, banc2.command, "#"):
+        bench1.subscribe(topic)
+    assert bench2.subscribe(banc2.command)
+
+    # Publishing: what bench 1 sends to banc2/... is dropped by the broker. The message it
+    # sends next on its own topic is the barrier: the Pi receives messages in order, so
+    # had the first one been let through, it would have arrived before.
+    bench1.publish(banc2.bms_data, "1,52.0,0,50,25,0,0,3250,3260,0")
+    bench1.publish(banc2.step, "9")
+    bench1.publish(banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0")
+    assert pi.receive_until(banc1.bms_data) == [(banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0")]
+
+    # The Pi's account publishes anywhere: bench 2 gets its command; bench 1, although
+    # subscribed to banc2/command and to #, gets nothing of bench 2, only its own.
+    pi.publish(banc2.command, "1")
+    pi.publish(banc2.security, "alerte")
+    pi.publish(banc1.command, "end")
+    assert bench2.receive_until(banc2.command) == [(banc2.command, "1")]
+    assert bench1.receive_until(banc1.command) == [
+        (banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0"),  # its own publication, through "#"
+        (banc1.command, "end"),
+    ]
+    assert pi.receive_until(banc1.command) == [(banc2.command, "1"), (banc2.security, "alerte"), (banc1.command, "end")]
+
+
+def test_bridge_example_forwards_every_bench_under_the_site_prefix(
+    installed: Installed, tmp_path: Path, probes: list[Probe]
+) -> None:
+    """deploy/bridge-central.conf.example, pointed at a local 'central' broker, works as documented."""
+    central = MosquittoBroker(tmp_path / "central")
+    central.start()
+    bridge_lines = []
+    for line in (DEPLOY / "bridge-central.conf.example").read_text().splitlines():
+        key = line.split(" ", 1)[0]
+        if key in ("bridge_cafile", "bridge_insecure", "remote_username", "remote_password"):
+            continue  # the test's central broker is plain TCP and anonymous
+        if key == "address":
+            line = f"address 127.0.0.1:{central.port}"
+        bridge_lines.append(line)
+    pi_broker = DeployedBroker(installed, tmp_path / "pi", extra_conf="\n".join(bridge_lines))
+    try:
+        pi_broker.start()
+        watcher = Probe(central.port)
+        probes.append(watcher)
+        assert watcher.connect() and watcher.subscribe("site1/#")
+        watcher.receive_until("site1/bridge/state")  # the bridge is up
+        bench2 = Probe(installed.port, "banc2", credentials(installed.root)["banc2"], host=LAN_IP)
+        probes.append(bench2)
+        assert bench2.connect()
+        bench2.publish(protocol.topics(2).bms_data, "3,51.9,-10,48,26,1.2,62.1,3240,3255,0")
+        forwarded = "site1/" + protocol.topics(2).bms_data
+        assert watcher.receive_until(forwarded)[-1] == (forwarded, "3,51.9,-10,48,26,1.2,62.1,3240,3255,0")
+    finally:
+        for probe in probes:  # before the brokers go, or they would wait to reconnect
+            probe.close()
+        pi_broker.stop()
+        central.stop()
+
+
+# ============================================================ systemd units
+
+
+def test_kiosk_unit_keys(installed: Installed) -> None:
+    unit = unit_entries(installed.root / "etc/systemd/system/banc-lfp-kiosk.service")
+    service = unit["Service"]
+    assert "graphical.target" in one(unit["Unit"], "After").split()
+    assert one(unit["Install"], "WantedBy") == "graphical.target"
+    assert one(service, "Type") == "notify"
+    assert one(service, "NotifyAccess") == "main"
+    assert int(one(service, "WatchdogSec")) >= 10
+    assert one(service, "Restart") == "on-failure"
+    assert int(one(service, "RestartSec")) > 0
+    assert one(service, "User") == installed.user
+    assert one(service, "WorkingDirectory") == str(REPO_DIR)
+    assert one(service, "EnvironmentFile") == "/etc/banc-lfp/banc.env"
+    assert one(service, "ExecStart") == f"{REPO_DIR}/.venv/bin/python {REPO_DIR}/ui.py"
+    environment = dict(v.split("=", 1) for k, v in service if k == "Environment")
+    assert environment["DISPLAY"] == ":0"
+    assert environment["XAUTHORITY"].endswith("/.Xauthority")
+    # Stopping, restarting or watchdog-aborting the UI signals ui.py only: the banc.py
+    # processes it started (same cgroup) keep running their tests.
+    assert one(service, "KillMode") == "process"
+    assert one(service, "OOMPolicy") == "continue"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_units_pass_systemd_analyze_verify(installed: Installed, tmp_path: Path) -> None:
+    """systemd's own parser accepts every line of the kiosk unit and of the mosquitto drop-in."""
+    kiosk = installed.root / "etc/systemd/system/banc-lfp-kiosk.service"
+    if not (REPO_DIR / ".venv/bin/python").exists():
+        pytest.skip("no .venv: ExecStart would point at a missing interpreter")
+    # The drop-in is verified on Debian's mosquitto.service (or a stand-in), next to it.
+    mosquitto_unit = tmp_path / "mosquitto.service"
+    stock = Path("/lib/systemd/system/mosquitto.service")
+    mosquitto_unit.write_text(
+        stock.read_text() if stock.exists()
+        else f"[Unit]\nDescription=Mosquitto\n[Service]\nType=notify\nExecStart={mosquitto_binary()} -c /etc/mosquitto/mosquitto.conf\n"
+    )
+    (tmp_path / "mosquitto.service.d").mkdir()
+    shutil.copy(installed.root / "etc/systemd/system/mosquitto.service.d/banc-lfp.conf", tmp_path / "mosquitto.service.d")
+    for unit in (kiosk, mosquitto_unit):
+        proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        complaints = [line for line in (proc.stdout + proc.stderr).splitlines() if str(unit.parent) in line]
+        assert proc.returncode == 0 and complaints == [], proc.stdout + proc.stderr
+
+
+def test_systemd_analyze_verify_catches_a_bad_kill_mode(installed: Installed, tmp_path: Path) -> None:
+    """The check above can fail: a misspelt KillMode is reported (systemd would ignore it)."""
+    if shutil.which("systemd-analyze") is None or not (REPO_DIR / ".venv/bin/python").exists():
+        pytest.skip("systemd-analyze or .venv missing")
+    text = (installed.root / "etc/systemd/system/banc-lfp-kiosk.service").read_text()
+    broken = tmp_path / "banc-lfp-kiosk.service"
+    broken.write_text(text.replace("KillMode=process", "KillMode=proces"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True, timeout=60)
+    assert "kill mode" in (proc.stdout + proc.stderr).lower()
+
+
+# ============================================================ log rotation
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None and not Path("/usr/sbin/logrotate").exists(),
+                    reason="logrotate not installed")
+def test_logrotate_rotates_logs_while_the_handler_keeps_writing(installed: Installed, tmp_path: Path) -> None:
+    """No copytruncate: utils' WatchedFileHandler reopens logs.log after logrotate moved it."""
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    installed.home.mkdir(exist_ok=True)  # install.sh created it inside the throwaway root
+    log_path = installed.home / "logs.log"
+    handler = utils._FlushingWatchedFileHandler(log_path, encoding="utf-8")
+    logger = logging.getLogger("test_deploy.logrotate")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("before rotation")
+        proc = subprocess.run(
+            [logrotate, "--force", "--state", str(tmp_path / "state"), str(installed.root / "etc/logrotate.d/banc-lfp")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        logger.warning("after rotation")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert (installed.home / "logs.log.1").read_text() == "before rotation\n"
+    assert log_path.read_text() == "after rotation\n"
+    assert log_path.stat().st_mode & 0o777 == 0o644
+    os.remove(installed.home / "logs.log.1")
