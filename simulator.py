@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""Simulated ESP32 benches: a physical 16S LFP model behind the real MQTT protocol.
+
+    python simulator.py [--bancs 1,2] [--speed 100] [--capacity-ah 100] [--ri-ohm 0.02]
+                        [--fault bms-silence|garbage|disconnect|over-temperature|reboot]
+
+Each bench is its own MQTT client (client id `esp32_sim_bancN`, birth `online` / last
+will `offline` retained on bancN/esp/status), exactly like one ESP32 per bench. The
+physics and the firmware's test sequence live in `battery_model.py` (pure, unit tested);
+this file only moves messages and paces the simulated clock: physics steps of `--dt`
+simulated seconds, one BMS line per simulated second, `--speed` simulated seconds per
+real second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import protocol
+import utils
+from battery_model import (
+    BenchFirmware,
+    Event,
+    PackParams,
+    RiMeasured,
+    SecurityAlert,
+    SequenceParams,
+    StepChanged,
+)
+
+logger = logging.getLogger("simulator")
+
+FAULTS: tuple[str, ...] = ("bms-silence", "garbage", "disconnect", "over-temperature", "reboot")
+KEEPALIVE_S = 15
+MIN_OFFLINE_REAL_S = 0.5  # a dropped link stays down at least this long, so the broker and observers see it
+REBOOT_S = 5.0  # simulated boot time of the ESP32 after a reset
+OUTBOX_SIZE = 100  # steps/alerts/results kept while the broker is unreachable
+OVERHEAT_RATE_K_PER_S = 0.1  # heating of the over-temperature fault (blocked fan + hot spot)
+
+# Payloads a broken ESP or a noisy link could produce; none of them parses (contract §3).
+GARBAGE_BMS_PAYLOADS: tuple[bytes, ...] = (
+    b"1,2,3",  # wrong field count
+    b"hello world",
+    b"12,nan,1.0,50.0,25.0,0.0,0.0,3300,3310,0",  # NaN
+    b"12,inf,1.0,50.0,25.0,0.0,0.0,3300,3310,0",
+    b"12,999.000,1.0,50.0,25.0,0.0,0.0,3300,3310,0",  # voltage out of range
+    b"12,52.000,1.0,150.0,25.0,0.0,0.0,3300,3310,0",  # soc out of range
+    b"12,52.000,1.0,50.0,25.0,0.0,0.0,3400,3300,0",  # cell min > cell max
+    b"12,52,000,1.0,50.0,25.0,0.0,0.0,3300,3310,0",  # decimal comma
+    b"x,52.000,1.0,50.0,25.0,0.0,0.0,3300,3310,0",  # seq not a number
+    b"12,52.000,1.0,50.0,25.0,0.0,0.0,3300,3310,2",  # balancing not 0/1
+    b"\xff\xfe\x00\x01binary",  # not ASCII
+    b"9" * 600,  # longer than 512 bytes
+    b"",
+)
+GARBAGE_RI_PAYLOADS: tuple[bytes, ...] = (
+    b"not json",
+    b'{"ri_discharge": -0.02}',
+    b'{"ri_charge": "0.02"}',
+    b'{"ri_discharge": 1e400}',
+    b"[0.02, 0.03]",
+    b'{"resistance": 0.02}',
+)
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """One fault, injected once per selected bench, `at_s` simulated seconds after its test started."""
+
+    mode: str
+    at_s: float
+    duration_s: float
+    bancs: frozenset[int]
+
+
+class SimulatedEsp:
+    """One bench's ESP32: a BenchFirmware and its own MQTT connection (owned by the main thread)."""
+
+    def __init__(
+        self,
+        number: int,
+        firmware: BenchFirmware,
+        host: str,
+        port: int,
+        inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]",
+        speed: float,
+        substeps: int,
+        fault: Optional[FaultPlan] = None,
+    ) -> None:
+        self.number = number
+        self.topics = protocol.topics(number)
+        self.firmware = firmware
+        self.host, self.port = host, port
+        self.inbox = inbox
+        self.speed = speed
+        self.substeps = substeps
+        self.dt_s = 1.0 / substeps
+        self.fault = fault
+        self.client: Any = None
+        self.link_up = False  # as last reported by the network thread, handled in the main thread
+        self.outbox: collections.deque[tuple[str, str]] = collections.deque(maxlen=OUTBOX_SIZE)
+        self.reconnect_at: Optional[float] = None  # monotonic time of a scheduled reconnect
+        self.test_started_s: Optional[float] = None
+        self.fault_state = "pending"  # pending -> active -> done
+        self.fault_started_s = 0.0
+        self.garbage_index = 0
+        self.nurse_published: list[Optional[int]] = [None] * protocol.NURSE_COUNT
+        self.lines_published = 0
+
+    @property
+    def name(self) -> str:
+        return self.topics.banc
+
+    # ----------------------------------------------------------------- connection (network thread side)
+
+    def connect(self) -> None:
+        """Create a fresh MQTT client and connect in the background (retries until the broker answers)."""
+        client = protocol.make_client(f"esp32_sim_{self.name}", will=(self.topics.esp_status, protocol.STATUS_OFFLINE))
+
+        def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+            try:
+                if reason_code.is_failure:
+                    logger.warning("%s: broker refused the connection: %s", self.name, reason_code)
+                    return
+                protocol.subscribe_all(c, protocol.esp_subscriptions(self.name))
+                protocol.publish(c, self.topics.esp_status, protocol.STATUS_ONLINE)
+                self.inbox.put((self, "link", (c, True)))
+            except Exception:  # a callback must never raise into paho's thread
+                logger.exception("%s: on_connect failed", self.name)
+
+        def on_disconnect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+            self.inbox.put((self, "link", (c, False)))
+
+        def on_message(c: Any, userdata: Any, message: Any) -> None:
+            self.inbox.put((self, "command", (c, bytes(message.payload))))
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        self.client = client
+        client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
+        client.loop_start()
+
+    def drop_connection(self) -> None:
+        """Lose the link abruptly (no DISCONNECT packet): the broker publishes our last will."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        client.loop_stop()
+        sock = client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._set_link(False)
+
+    def close(self) -> None:
+        """Clean shutdown of the simulator: say offline, then disconnect."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            if client.is_connected():
+                info = protocol.publish(client, self.topics.esp_status, protocol.STATUS_OFFLINE)
+                info.wait_for_publish(timeout=2.0)
+            client.disconnect()
+        except (RuntimeError, ValueError, OSError) as exc:
+            logger.warning("%s: unclean disconnect: %s", self.name, exc)
+        client.loop_stop()
+
+    # ----------------------------------------------------------------- main thread
+
+    def handle(self, kind: str, payload: Any) -> None:
+        """An item from the network thread: link change or command."""
+        client, data = payload
+        if client is not self.client:
+            return  # from a client we already dropped
+        if kind == "link":
+            self._set_link(bool(data))
+        elif kind == "command":
+            self._on_command(data)
+
+    def _set_link(self, up: bool) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        self.firmware.set_connected(up)
+        if up:
+            logger.info("%s: connected to %s:%s", self.name, self.host, self.port)
+            self.nurse_published = [None] * protocol.NURSE_COUNT
+            self._publish_events(self.firmware.take_pending())
+            while self.outbox and self.link_up:
+                topic, text = self.outbox.popleft()
+                self._send(topic, text)
+            self._publish_nurses()
+        else:
+            logger.warning("%s: broker connection lost", self.name)
+
+    def _on_command(self, raw: bytes) -> None:
+        try:
+            command = protocol.parse_command(raw)
+        except protocol.PayloadError as exc:
+            logger.warning("%s: ignored command %r: %s", self.name, raw[:40], exc)
+            return
+        logger.info("%s: command %s (state %s, phase %s)", self.name, command, self.firmware.state, self.firmware.phase)
+        if command != protocol.COMMAND_END and self.test_started_s is None:
+            self.test_started_s = self.firmware.clock_s
+        self._publish_events(self.firmware.handle_command(command))
+
+    def _send(self, topic: str, text: str | bytes) -> bool:
+        """Publish now if the link is up; False when it is not (a real ESP cannot either)."""
+        client = self.client
+        if client is None or not self.link_up or not client.is_connected():
+            return False
+        result = protocol.publish(client, topic, text)
+        return result.rc == 0
+
+    def _publish_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, StepChanged):
+                topic, text = self.topics.step, protocol.encode_step(event.step)
+                logger.info("%s: step %s", self.name, event.step)
+            elif isinstance(event, RiMeasured):
+                topic, text = self.topics.ri_results, protocol.encode_ri_results(event.values)
+                logger.info("%s: Ri results %s", self.name, text)
+            elif isinstance(event, SecurityAlert):
+                topic, text = self.topics.security, protocol.encode_security(event.message)
+                logger.warning("%s: security: %s", self.name, event.message)
+            else:
+                continue
+            if not self._send(topic, text):
+                self.outbox.append((topic, text))  # kept for the reconnection
+
+    def _publish_nurses(self) -> None:
+        for j, soc in enumerate(self.firmware.nurses.soc_pct(), start=1):
+            soc = min(max(soc, 0), 100)
+            if soc != self.nurse_published[j - 1] and self._send(self.topics.nurse(j), str(soc)):
+                self.nurse_published[j - 1] = soc
+
+    def tick_second(self, now_real: float) -> None:
+        """One simulated second: physics substeps, faults, then one BMS line."""
+        if self.reconnect_at is not None and now_real >= self.reconnect_at:
+            self.reconnect_at = None
+            logger.info("%s: reconnecting", self.name)
+            self.connect()
+        events: list[Event] = []
+        for _ in range(self.substeps):
+            events += self.firmware.advance(self.dt_s)
+        self._publish_events(events)
+        silent = self._run_fault(now_real)
+        if self.firmware.engaged:
+            line = self.firmware.measure()  # seq counts every measurement, sent or lost
+            if not silent and self._send(self.topics.bms_data, protocol.encode_bms_line(line)):
+                self.lines_published += 1
+                if self._fault_active("garbage"):
+                    self._send_garbage()
+        self._publish_nurses()
+
+    # ----------------------------------------------------------------- faults
+
+    def _fault_active(self, mode: str) -> bool:
+        return self.fault is not None and self.fault.mode == mode and self.fault_state == "active"
+
+    def _run_fault(self, now_real: float) -> bool:
+        """Start/stop the configured fault; True when this second's BMS line must not be sent."""
+        fault = self.fault
+        if fault is None or self.test_started_s is None or self.fault_state == "done":
+            return False
+        clock = self.firmware.clock_s
+        if self.fault_state == "pending":
+            if clock - self.test_started_s < fault.at_s:
+                return False
+            self.fault_state = "active"
+            self.fault_started_s = clock
+            logger.warning("%s: injecting fault %s at t=%.0f s", self.name, fault.mode, clock - self.test_started_s)
+            if fault.mode == "disconnect":
+                self.drop_connection()
+                self.reconnect_at = now_real + max(fault.duration_s / self.speed, MIN_OFFLINE_REAL_S)
+            elif fault.mode == "reboot":
+                self.drop_connection()
+                self.firmware.reboot()
+                self.reconnect_at = now_real + max(REBOOT_S / self.speed, MIN_OFFLINE_REAL_S)
+                self.fault_state = "done"
+            elif fault.mode == "over-temperature":
+                heat_capacity = float(self.firmware.pack.params.heat_capacity_j_per_k)
+                self.firmware.extra_heat_w = heat_capacity * OVERHEAT_RATE_K_PER_S
+        elif self.fault_state == "active":
+            if fault.mode == "over-temperature":
+                if not self.firmware.engaged:  # the protection tripped: the hot spot is gone with the current
+                    self.firmware.extra_heat_w = 0.0
+                    self.fault_state = "done"
+            elif fault.mode == "disconnect":
+                if self.reconnect_at is None:
+                    self.fault_state = "done"
+            elif clock - self.fault_started_s >= fault.duration_s:
+                self.fault_state = "done"
+                logger.warning("%s: fault %s over", self.name, fault.mode)
+                return False
+        return self._fault_active("bms-silence")
+
+    def _send_garbage(self) -> None:
+        """During the garbage fault: a malformed BMS payload every 3rd line, a bad Ri result every 10th."""
+        k = self.lines_published
+        if k % 3 == 0:
+            payload = GARBAGE_BMS_PAYLOADS[self.garbage_index % len(GARBAGE_BMS_PAYLOADS)]
+            self.garbage_index += 1
+            self._send_raw(self.topics.bms_data, payload)
+        if k % 10 == 0:
+            self._send_raw(self.topics.ri_results, GARBAGE_RI_PAYLOADS[(k // 10) % len(GARBAGE_RI_PAYLOADS)])
+
+    def _send_raw(self, topic: str, payload: bytes) -> None:
+        client = self.client
+        if client is not None and client.is_connected():
+            client.publish(topic, payload, qos=protocol.qos_for(topic))
+
+
+class Simulator:
+    """All simulated benches on one simulated clock, paced against the real one."""
+
+    def __init__(self, benches: list[SimulatedEsp], inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]",
+                 speed: float) -> None:
+        self.benches = benches
+        self.inbox = inbox
+        self.speed = speed
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Run until stop_event is set: simulated second k happens at real time t0 + k / speed."""
+        for bench in self.benches:
+            bench.connect()
+        start = time.monotonic()
+        second = 0
+        lag_warned = False
+        while not self.stop_event.is_set():
+            due = start + (second + 1) / self.speed
+            self._drain(due)
+            if self.stop_event.is_set():
+                break
+            second += 1
+            now = time.monotonic()
+            for bench in self.benches:
+                bench.tick_second(now)
+            if not lag_warned and now - due > 10.0:
+                lag_warned = True
+                logger.warning("the simulation runs %.0f s behind real time: the machine is too slow for --speed %g",
+                               now - due, self.speed)
+
+    def _drain(self, due: float) -> None:
+        """Handle network events until the real time `due` (at least the ones already waiting)."""
+        while True:
+            remaining = due - time.monotonic()
+            try:
+                if remaining > 0 and not self.stop_event.is_set():
+                    bench, kind, payload = self.inbox.get(timeout=min(remaining, 0.2))
+                else:
+                    bench, kind, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                if time.monotonic() >= due or self.stop_event.is_set():
+                    return
+                continue
+            try:
+                bench.handle(kind, payload)
+            except Exception:  # one bad event must not stop every bench
+                logger.exception("%s: error while handling %s", bench.name, kind)
+
+    def close(self) -> None:
+        """Disconnect every bench cleanly."""
+        for bench in self.benches:
+            bench.close()
+
+
+# =========================================================================== command line
+
+
+def _bench_list(text: str, num_bancs: int) -> list[int]:
+    numbers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        number = utils.banc_number(part)  # accepts "2", "banc2", "Banc2"
+        if number > num_bancs:
+            raise ValueError(f"no bench {number} (this installation has {num_bancs})")
+        if number not in numbers:
+            numbers.append(number)
+    if not numbers:
+        raise ValueError("empty bench list")
+    return numbers
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+        return value
+
+    return parse
+
+
+def build_parser(settings: utils.Settings) -> argparse.ArgumentParser:
+    """Command-line options (defaults from utils.get_settings())."""
+    parser = argparse.ArgumentParser(
+        prog="simulator.py",
+        description="ESP32 simulés : un modèle physique de batterie LFP 16S par banc, sur le protocole MQTT réel.",
+    )
+    parser.add_argument("--bancs", default=None, help="bancs simulés, ex. 1,2 (défaut : tous)")
+    parser.add_argument("--speed", type=_positive(float), default=1.0,
+                        help="secondes simulées par seconde réelle (défaut 1 ; 1000 = un test complet en ~20 s)")
+    parser.add_argument("--capacity-ah", type=_positive(float), default=100.0, help="capacité nominale (Ah)")
+    parser.add_argument("--ri-ohm", type=_positive(float), default=None,
+                        help="résistance ohmique du pack à 25 °C (défaut 2.0/capacité)")
+    parser.add_argument("--diffusion-ohm", type=_positive(float), default=None,
+                        help="résistance de diffusion (RC) du pack à 25 °C (défaut 0.4 x Ri)")
+    parser.add_argument("--seed", type=int, default=1, help="graine : même graine, même simulation")
+    parser.add_argument("--host", default=settings.mqtt_host, help=f"broker MQTT (défaut {settings.mqtt_host})")
+    parser.add_argument("--port", type=int, default=settings.mqtt_port, help=f"port MQTT (défaut {settings.mqtt_port})")
+    parser.add_argument("--ambient-c", type=float, default=25.0, help="température ambiante (°C)")
+    parser.add_argument("--initial-soc-pct", type=float, default=30.0, help="SOC des batteries à l'arrivée (%%)")
+    parser.add_argument("--imbalance-pct", type=float, default=0.3, help="écart-type du SOC initial des cellules")
+    parser.add_argument("--weak-cell", nargs="?", const="all", default=None, metavar="BANCS",
+                        help="une cellule faible (80 %% de capacité, 2x la résistance) ; seule : tous les bancs")
+    parser.add_argument("--charge-current-a", type=_positive(float), default=None, help="courant de charge (défaut 0.5 C)")
+    parser.add_argument("--discharge-current-a", type=_positive(float), default=None,
+                        help="courant de décharge (défaut 0.5 C)")
+    parser.add_argument("--storage-soc-pct", type=float, default=50.0, help="SOC de stockage de la phase 4 (%%)")
+    parser.add_argument("--dt", type=_positive(float), default=0.5,
+                        help="pas d'intégration simulé (s), un diviseur de 1 (défaut 0.5)")
+    parser.add_argument("--safe-timeout-s", type=_positive(float), default=30.0,
+                        help="broker perdu depuis ce temps simulé : courant coupé (défaut 30)")
+    parser.add_argument("--fault", choices=FAULTS, default=None, help="panne à injecter")
+    parser.add_argument("--fault-at", type=float, default=60.0,
+                        help="secondes simulées après le début du test avant la panne (défaut 60)")
+    parser.add_argument("--fault-duration", type=_positive(float), default=60.0,
+                        help="durée simulée de la panne (bms-silence, garbage, disconnect ; défaut 60)")
+    parser.add_argument("--fault-bancs", default=None, help="bancs touchés par la panne (défaut : tous)")
+    return parser
+
+
+def make_firmware(number: int, args: argparse.Namespace, weak: bool, connected: bool = False) -> BenchFirmware:
+    """The firmware and battery of bench `number` from the command-line options."""
+    pack = PackParams(
+        capacity_ah=args.capacity_ah,
+        ri_ohm=args.ri_ohm,
+        diffusion_ohm=args.diffusion_ohm,
+        ambient_c=args.ambient_c,
+        initial_soc_pct=args.initial_soc_pct,
+        imbalance_pct=args.imbalance_pct,
+        weak_cell=weak,
+        seed=args.seed * 100 + number,
+    )
+    sequence = SequenceParams(
+        charge_current_a=args.charge_current_a,
+        discharge_current_a=args.discharge_current_a,
+        storage_soc_pct=args.storage_soc_pct,
+        safe_timeout_s=args.safe_timeout_s,
+    )
+    return BenchFirmware(pack, sequence, connected=connected)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: run the simulated benches until SIGINT/SIGTERM."""
+    try:
+        settings = utils.get_settings()
+    except utils.SettingsError as exc:
+        print(f"simulator.py: {exc}", file=sys.stderr)
+        return 2
+    parser = build_parser(settings)
+    args = parser.parse_args(argv)
+    try:
+        numbers = _bench_list(args.bancs, settings.num_bancs) if args.bancs else list(range(1, settings.num_bancs + 1))
+        weak = (
+            set(numbers) if args.weak_cell == "all"
+            else set(_bench_list(args.weak_cell, settings.num_bancs)) if args.weak_cell else set()
+        )
+        fault_bancs = set(_bench_list(args.fault_bancs, settings.num_bancs)) if args.fault_bancs else set(numbers)
+        if not 0 <= args.storage_soc_pct <= 100 or not 0 <= args.initial_soc_pct <= 100:
+            raise ValueError("SOC values must be within 0..100")
+        substeps = round(1.0 / args.dt)
+        if substeps < 1 or abs(substeps * args.dt - 1.0) > 1e-9:
+            raise ValueError("--dt must divide one second (1, 0.5, 0.25, 0.2, 0.1...)")
+        firmwares = {n: make_firmware(n, args, n in weak) for n in numbers}
+    except ValueError as exc:
+        parser.error(str(exc))
+    utils.setup_logging("simulator")
+    fault = FaultPlan(args.fault, args.fault_at, args.fault_duration, frozenset(fault_bancs)) if args.fault else None
+    inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]" = queue.Queue()
+    benches = [
+        SimulatedEsp(n, firmwares[n], args.host, args.port, inbox, args.speed, substeps,
+                     fault if fault and n in fault.bancs else None)
+        for n in numbers
+    ]
+    simulator = Simulator(benches, inbox, args.speed)
+
+    def request_stop(signum: int, frame: Any) -> None:
+        simulator.stop_event.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logger.info(
+        "simulating %s at x%g (capacity %.1f Ah, Ri %.4f ohm, seed %d%s) on %s:%s",
+        ", ".join(b.name for b in benches), args.speed, args.capacity_ah,
+        float(benches[0].firmware.pack_params.ri_ohm), args.seed,
+        f", fault {fault.mode} at {fault.at_s:g} s" if fault else "", args.host, args.port,
+    )
+    try:
+        simulator.run()
+    finally:
+        simulator.close()
+        logger.info("simulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
