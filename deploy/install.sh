@@ -158,7 +158,10 @@ say ""
 say "== 2. Environnement Python ($PROJECT/.venv, en tant que $USER_NAME)"
 # scripts/setup.sh knows how to build the venv (Debian's python3 for Tk, requirements
 # hash stamp); run it as the kiosk user so that .venv belongs to that user.
-sys_run runuser -u "$USER_NAME" -- bash "$PROJECT/scripts/setup.sh"
+if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! runuser -u "$USER_NAME" -- test -w "$PROJECT"; then
+  die "$USER_NAME ne peut pas écrire dans $PROJECT : sudo chown -R $USER_NAME:$GROUP_NAME $PROJECT"
+fi
+sys_run runuser -u "$USER_NAME" -- env HOME="$USER_HOME" bash "$PROJECT/scripts/setup.sh"
 note "environnement Python : $PROJECT/.venv (scripts/setup.sh)"
 ensure_dir "$BANC_HOME_DIR" 0755 "$USER_NAME:$GROUP_NAME"
 

@@ -190,7 +190,8 @@ def test_install_closes_what_was_left_open(installed: Installed) -> None:
 def test_install_prints_machine_actions_and_never_a_password(installed: Installed) -> None:
     out = installed.first.stdout
     for action in (
-        f"[--root] non exécuté : runuser -u {installed.user} -- bash {REPO_DIR}/scripts/setup.sh",
+        f"[--root] non exécuté : runuser -u {installed.user} -- env HOME={Path('~' + installed.user).expanduser()} "
+        f"bash {REPO_DIR}/scripts/setup.sh",
         "[--root] non exécuté : systemctl daemon-reload",
         "[--root] non exécuté : systemctl restart mosquitto.service",
         "[--root] non exécuté : systemctl enable banc-lfp-kiosk.service",
@@ -225,7 +226,7 @@ def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
         "[dry-run] écrire /etc/systemd/system/banc-lfp-kiosk.service",
         "[dry-run] mosquitto_passwd -b /etc/mosquitto/banc-lfp.passwd banc4 ********",
         "[dry-run] systemctl enable banc-lfp-kiosk.service",
-        "[dry-run] runuser -u pi -- bash",
+        "[dry-run] runuser -u pi -- env HOME=",
     ):
         assert action in proc.stdout, action
 
