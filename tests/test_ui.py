@@ -1,0 +1,193 @@
+"""Pure tests of the kiosk's display logic (no window): grid, scaling, estimates, colours, coalescing."""
+
+from __future__ import annotations
+
+import pytest
+
+import protocol
+import ui
+import ui_components as uic
+from ui import Inbound
+
+
+def bms(**changes: float) -> protocol.BmsLine:
+    values = dict(seq=1, voltage_v=52.3, current_a=-50.0, soc_pct=60.0, temperature_c=25.0, capacity_ah=40.0,
+                  energy_wh=2000.0, cell_min_mv=3265, cell_max_mv=3281, balancing=0)
+    values.update(changes)
+    return protocol.BmsLine(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "num_bancs,shape",
+    [(1, (1, 1)), (2, (2, 1)), (3, (2, 2)), (4, (2, 2)), (5, (3, 2)), (6, (3, 2)), (9, (3, 3)), (10, (4, 3)), (16, (4, 4)),
+     (20, (4, 5))],
+)
+def test_grid_adapts_to_the_number_of_benches(num_bancs: int, shape: tuple[int, int]) -> None:
+    assert ui.grid_shape(num_bancs) == shape
+
+
+@pytest.mark.parametrize(
+    "size,num_bancs,low,high",
+    [((800, 480), 4, 0.85, 1.0), ((1280, 800), 4, 1.4, 1.8), ((1920, 1080), 4, 2.0, 2.4), ((1920, 1080), 16, 0.9, 1.2),
+     ((320, 200), 16, ui.MIN_SCALE, ui.MIN_SCALE), ((8000, 8000), 1, ui.MAX_SCALE, ui.MAX_SCALE)],
+)
+def test_font_scale_follows_panel_size(size: tuple[int, int], num_bancs: int, low: float, high: float) -> None:
+    assert low <= ui.font_scale(*size, num_bancs) <= high
+
+
+def _charge_profile(voltage_v: float) -> float:
+    return 1000.0 + (58.4 - voltage_v) * 100
+
+
+@pytest.mark.parametrize(
+    "step,line,elapsed_s,expected",
+    [
+        (1, bms(), 60.0, ui.PHASE1_DURATION_S - 60),
+        (1, bms(), 10_000.0, 0.0),
+        (1, bms(), None, None),
+        (2, bms(voltage_v=54.4), 5.0, 1400.0),
+        # 40 Ah out for 40 % of SOC: 60 % left = 60 Ah at 50 A = 4320 s.
+        (3, bms(current_a=-50.0, soc_pct=60.0, capacity_ah=40.0), 5.0, 4320.0),
+        # Nothing measured yet: nominal 100 Ah x 90 % at 45 A = 7200 s.
+        (3, bms(current_a=-45.0, soc_pct=90.0, capacity_ah=0.0), 5.0, 7200.0),
+        (3, bms(current_a=0.1), 5.0, None),
+        # Storage at 50 %: from 10 % with the measured 98 Ah, at 49 A: 0.4 x 98 / 49 h = 2880 s.
+        (4, bms(current_a=49.0, soc_pct=10.0, capacity_ah=98.0), 5.0, 2880.0),
+        (4, bms(current_a=20.0, soc_pct=55.0, capacity_ah=98.0), 5.0, 0.0),
+        (4, bms(current_a=0.0), 5.0, None),
+        (5, bms(), 5.0, 0.0),
+        (9, bms(), 5.0, None),
+        (None, bms(), None, None),
+    ],
+)
+def test_time_left_estimates(step, line, elapsed_s, expected) -> None:
+    result = ui.estimate_time_left_s(step, line, elapsed_s, _charge_profile)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
+
+
+def test_ri_view_corrects_only_diffusion_to_25c() -> None:
+    config = {"ri_discharge_average": 0.012, "ri_charge_average": 0.011, "diffusion_discharge_average": 0.004,
+              "diffusion_charge_average": 0.005, "ri_temperature_c": 35.0}
+    seen = []
+
+    def correct(value: float, temperature: float) -> float:
+        seen.append(temperature)
+        return value * 2
+
+    view = ui.ri_view_from_config(config, correct)
+    assert (view.ri_discharge, view.ri_charge) == (0.012, 0.011)
+    assert (view.diffusion_discharge, view.diffusion_charge) == (0.008, 0.010)
+    assert seen == [35.0, 35.0]
+
+
+@pytest.mark.parametrize("bad", [None, "0.01", float("nan"), -0.01, 0, True])
+def test_ri_view_ignores_unusable_values(bad) -> None:
+    view = ui.ri_view_from_config({"ri_discharge_average": bad, "diffusion_charge_average": bad}, lambda v, t: v)
+    assert view.ri_discharge is None and view.diffusion_charge is None
+
+
+def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
+    import utils
+
+    view = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}, utils.correct_to_25c)
+    assert view.diffusion_discharge == pytest.approx(0.004, rel=1e-3)
+    cold = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}, utils.correct_to_25c)
+    assert cold.diffusion_discharge == pytest.approx(0.004 * utils.get_temperature_coefficient(5.0))
+    assert cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
+
+
+@pytest.mark.parametrize(
+    "args,text,kind",
+    [
+        ((False, None, None, False, False), "Libre", uic.STATUS_FREE),
+        ((True, "RW-AB12", 3, True, False), "Occupé - RW-AB12 - Phase 3/5", uic.STATUS_BUSY),
+        ((True, "RW-AB12", None, True, False), "Occupé - RW-AB12", uic.STATUS_BUSY),
+        ((True, "RW-AB12", 2, False, True), "Interrompu - RW-AB12 - scannez pour reprendre", uic.STATUS_INTERRUPTED),
+        ((True, "RW-AB12", 5, False, False), "Terminé - RW-AB12 - scannez reset", uic.STATUS_DONE),
+        ((False, None, None, True, False), "Occupé (banc.py sans état)", uic.STATUS_BUSY),
+        ((False, None, None, False, False, "RW-AB12", 5), "Libre - RW-AB12 terminé", uic.STATUS_DONE),
+    ],
+)
+def test_status_display(args, text, kind) -> None:
+    assert ui.status_display(*args) == (text, kind)
+
+
+def test_coalesce_keeps_latest_bms_and_nurse_in_order() -> None:
+    batch = [
+        Inbound("bms/data", "banc1", b"a"),
+        Inbound("step", "banc1", b"2"),
+        Inbound("bms/data", "banc2", b"x"),
+        Inbound("bms/data", "banc1", b"b"),
+        Inbound("nurse", "banc1", b"10", 1),
+        Inbound("nurse", "banc1", b"20", 2),
+        Inbound("nurse", "banc1", b"11", 1),
+        Inbound("security", "banc1", b"!"),
+        Inbound("bms/data", "banc1", b"c"),
+        Inbound("step", "banc1", b"3"),
+    ]
+    assert ui.coalesce(batch) == [
+        Inbound("step", "banc1", b"2"),
+        Inbound("bms/data", "banc2", b"x"),
+        Inbound("nurse", "banc1", b"20", 2),
+        Inbound("nurse", "banc1", b"11", 1),
+        Inbound("security", "banc1", b"!"),
+        Inbound("bms/data", "banc1", b"c"),
+        Inbound("step", "banc1", b"3"),
+    ]
+
+
+def test_coalesce_160_messages_per_tick_to_one_per_bench() -> None:
+    batch = [Inbound("bms/data", f"banc{b}", str(i).encode()) for i in range(10) for b in range(1, 17)]
+    kept = ui.coalesce(batch)
+    assert len(kept) == 16 and {item.payload for item in kept} == {b"9"}
+
+
+@pytest.mark.parametrize(
+    "thresholds,value,level",
+    [
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 39.9, uic.LEVEL_ALARM),
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 44.0, uic.LEVEL_WARN),
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 52.0, uic.LEVEL_OK),
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 58.4, uic.LEVEL_OK),  # end of charge, held in CV: normal
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 58.8, uic.LEVEL_WARN),
+        (uic.PACK_VOLTAGE_THRESHOLDS_V, 59.5, uic.LEVEL_ALARM),
+        (uic.CURRENT_ABS_THRESHOLDS_A, 50.0, uic.LEVEL_OK),
+        (uic.CURRENT_ABS_THRESHOLDS_A, 70.0, uic.LEVEL_WARN),
+        (uic.CURRENT_ABS_THRESHOLDS_A, 120.0, uic.LEVEL_ALARM),
+        (uic.TEMPERATURE_THRESHOLDS_C, -1.0, uic.LEVEL_ALARM),
+        (uic.TEMPERATURE_THRESHOLDS_C, 5.0, uic.LEVEL_WARN),
+        (uic.TEMPERATURE_THRESHOLDS_C, 25.0, uic.LEVEL_OK),
+        (uic.TEMPERATURE_THRESHOLDS_C, 50.0, uic.LEVEL_WARN),
+        (uic.TEMPERATURE_THRESHOLDS_C, 60.0, uic.LEVEL_ALARM),
+        (uic.CELL_SPREAD_THRESHOLDS_MV, 16.0, uic.LEVEL_OK),
+        (uic.CELL_SPREAD_THRESHOLDS_MV, 60.0, uic.LEVEL_WARN),
+        (uic.CELL_SPREAD_THRESHOLDS_MV, 150.0, uic.LEVEL_ALARM),
+        (uic.SOC_THRESHOLDS_PCT, 10.0, uic.LEVEL_ALARM),
+        (uic.SOC_THRESHOLDS_PCT, 30.0, uic.LEVEL_WARN),
+        (uic.SOC_THRESHOLDS_PCT, 80.0, uic.LEVEL_OK),
+    ],
+)
+def test_colour_thresholds(thresholds: uic.Thresholds, value: float, level: str) -> None:
+    assert thresholds.level(value) == level
+    assert uic.level_color(thresholds, value) == uic.LEVEL_COLORS[level]
+
+
+@pytest.mark.parametrize(
+    "seconds,text",
+    [(None, "--:--:--"), (-1, "--:--:--"), (float("nan"), "--:--:--"), (0, "00:00:00"), (59.6, "00:01:00"),
+     (3725, "01:02:05"), (1e9, "99:59:59")],
+)
+def test_format_duration(seconds, text) -> None:
+    assert uic.format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "step,text",
+    [(1, "Phase 1/5 : Ri / diffusion"), (3, "Phase 3/5 : Décharge"), (5, "Phase 5/5 : Terminé"),
+     (9, "Arrêt fin de journée"), (None, "Phase -/5")],
+)
+def test_get_phase_message(step, text) -> None:
+    assert uic.get_phase_message(step) == text

@@ -1,0 +1,685 @@
+"""Reusable widgets of the kiosk: bench panel, SOC gauge, 5-segment phase bar, nurse bars, scan bar.
+
+Components are CTkFrame subclasses that take data and callbacks; they never import paho
+nor start processes. The pure helpers at the top (thresholds, formatting, phase messages)
+are tested without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import tkinter as tk
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import customtkinter as ctk
+
+import protocol
+
+# =========================================================================== colours
+
+BG_APP = "#121416"
+BG_PANEL = "#1f2327"
+BG_SCANBAR = "#181b1e"
+TEXT = "#e8eaed"
+MUTED = "#9aa0a6"
+COLOR_OK = "#66bb6a"
+COLOR_WARN = "#ffa726"
+COLOR_ALARM = "#ef5350"
+COLOR_INFO = "#64b5f6"
+COLOR_UNKNOWN = "#5f6368"
+SEGMENT_EMPTY = "#3a3f44"
+ALERT_BG = "#c62828"
+
+# One colour per phase (1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished).
+PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
+
+LEVEL_OK, LEVEL_WARN, LEVEL_ALARM = "ok", "warn", "alarm"
+LEVEL_COLORS = {LEVEL_OK: COLOR_OK, LEVEL_WARN: COLOR_WARN, LEVEL_ALARM: COLOR_ALARM}
+
+# Operator message levels (scan_workflow.Level values) -> text colour.
+MESSAGE_COLORS = {"info": TEXT, "success": COLOR_OK, "error": COLOR_ALARM}
+
+# Bench status kinds -> colour of the status text.
+STATUS_FREE, STATUS_BUSY, STATUS_INTERRUPTED, STATUS_DONE = "free", "busy", "interrupted", "done"
+STATUS_COLORS = {STATUS_FREE: MUTED, STATUS_BUSY: COLOR_INFO, STATUS_INTERRUPTED: COLOR_WARN, STATUS_DONE: COLOR_OK}
+
+
+# =========================================================================== thresholds
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Colour limits of one measurement: below alarm_low or above alarm_high is an alarm, etc."""
+
+    alarm_low: Optional[float] = None
+    warn_low: Optional[float] = None
+    warn_high: Optional[float] = None
+    alarm_high: Optional[float] = None
+
+    def level(self, value: float) -> str:
+        """LEVEL_OK, LEVEL_WARN or LEVEL_ALARM for `value`."""
+        if (self.alarm_low is not None and value < self.alarm_low) or (
+            self.alarm_high is not None and value > self.alarm_high
+        ):
+            return LEVEL_ALARM
+        if (self.warn_low is not None and value < self.warn_low) or (
+            self.warn_high is not None and value > self.warn_high
+        ):
+            return LEVEL_WARN
+        return LEVEL_OK
+
+
+# 16S LFP pack (3.2 V nominal per cell). 2.5 V/cell = 40.0 V is the discharge cut-off,
+# 2.8 V/cell = 44.8 V is close to it; 3.65 V/cell = 58.4 V is the end-of-charge voltage
+# held during CV, so warn only just above it and alarm at 3.70 V/cell = 59.2 V.
+PACK_VOLTAGE_THRESHOLDS_V = Thresholds(alarm_low=40.0, warn_low=44.8, warn_high=58.5, alarm_high=59.2)
+# |current| for a 100 Ah pack: 0.6 C is above the 0.5 C test currents, 1 C is the BMS limit.
+CURRENT_ABS_THRESHOLDS_A = Thresholds(warn_high=60.0, alarm_high=100.0)
+# LFP: charge allowed 0..45 °C, discharge up to 60 °C; warn 10 °C inside those limits.
+TEMPERATURE_THRESHOLDS_C = Thresholds(alarm_low=0.0, warn_low=10.0, warn_high=45.0, alarm_high=55.0)
+# Spread between the highest and lowest cell: < 50 mV is a healthy, balanced LFP pack.
+CELL_SPREAD_THRESHOLDS_MV = Thresholds(warn_high=50.0, alarm_high=100.0)
+# SOC is not an alarm (phase 3 empties the pack on purpose): colour only, like a fuel gauge.
+SOC_THRESHOLDS_PCT = Thresholds(alarm_low=20.0, warn_low=50.0)
+
+
+def level_color(thresholds: Thresholds, value: Optional[float]) -> str:
+    """Text colour of a measurement (grey when unknown)."""
+    if value is None:
+        return MUTED
+    return LEVEL_COLORS[thresholds.level(value)]
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """Seconds -> "HH:MM:SS" ("--:--:--" when unknown)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--:--:--"
+    total = min(int(round(seconds)), 99 * 3600 + 59 * 60 + 59)
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def get_phase_message(step: Optional[int]) -> str:
+    """Phase label text: "Phase 3/5 : Décharge"."""
+    if step in protocol.PHASES:
+        return f"Phase {step}/5 : {protocol.PHASE_NAMES[step]}"
+    if step == protocol.STEP_STOP:
+        return "Arrêt fin de journée"
+    return "Phase -/5"
+
+
+def format_milliohm(value_ohm: Optional[float]) -> str:
+    """Ohms -> "1.23" milliohms ("—" when unknown)."""
+    if value_ohm is None or not math.isfinite(value_ohm):
+        return "—"
+    return f"{value_ohm * 1000:.2f}"
+
+
+# =========================================================================== fonts
+
+
+FONT_BASE_SIZES: dict[str, int] = {
+    "title": 16,
+    "status": 12,
+    "phase": 12,
+    "value": 14,
+    "name": 10,
+    "small": 10,
+    "alert": 13,
+    "scan": 15,
+    "message": 14,
+}
+MIN_FONT_PX = 8
+
+
+class Fonts:
+    """Shared CTkFont objects; `rescale` resizes every widget using them at once."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._fonts: dict[str, ctk.CTkFont] = {}
+        for name, size in FONT_BASE_SIZES.items():
+            weight = "bold" if name in ("title", "value", "alert") else "normal"
+            self._fonts[name] = ctk.CTkFont(size=self.px(size), weight=weight)
+
+    def px(self, base: int) -> int:
+        """Pixel size of a base size at the current scale."""
+        return max(MIN_FONT_PX, int(round(base * self.scale)))
+
+    def __getitem__(self, name: str) -> ctk.CTkFont:
+        return self._fonts[name]
+
+    def rescale(self, scale: float) -> bool:
+        """Change the scale; True when the sizes changed."""
+        if abs(scale - self.scale) < 0.02:
+            return False
+        self.scale = scale
+        for name, font in self._fonts.items():
+            font.configure(size=self.px(FONT_BASE_SIZES[name]))
+        return True
+
+    def canvas_font(self, base: int, bold: bool = False) -> tuple:
+        """A Tk font tuple for canvas text (negative size = pixels)."""
+        return ("TkDefaultFont", -self.px(base), "bold") if bold else ("TkDefaultFont", -self.px(base))
+
+
+class _CachedLabels:
+    """Skip Tk reconfiguration when a label's text and colour did not change (16 benches x 10 Hz)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[str, Optional[str]]] = {}
+
+    def set(self, label: ctk.CTkLabel, text: str, color: Optional[str] = None) -> None:
+        key = id(label)
+        if self._cache.get(key) == (text, color):
+            return
+        self._cache[key] = (text, color)
+        if color is None:
+            label.configure(text=text)
+        else:
+            label.configure(text=text, text_color=color)
+
+
+# =========================================================================== phase bar
+
+SEG_PENDING, SEG_RUNNING, SEG_DONE, SEG_STOPPED = "pending", "running", "done", "stopped"
+ANIMATION_PERIOD_S = 2.0
+
+
+class PhaseBar(ctk.CTkFrame):
+    """Five coloured segments: done phases full, the running one animated, the rest grey."""
+
+    def __init__(self, master: Any, fonts: Fonts, height: int = 14) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=0, height=height)
+        self.fonts = fonts
+        self.canvas = tk.Canvas(self, height=height, bg=BG_PANEL, highlightthickness=0, bd=0)
+        self.canvas.pack(fill="both", expand=True)
+        self.states: list[str] = [SEG_PENDING] * 5
+        self.fraction = 0.0  # animated fill of the running segment
+        self._seg_boxes: list[tuple[float, float, float, float]] = []
+        self.canvas.bind("<Configure>", lambda _e: self.redraw())
+
+    @property
+    def running(self) -> Optional[int]:
+        """Phase (1..5) whose segment is animated, or None."""
+        for i, state in enumerate(self.states):
+            if state == SEG_RUNNING:
+                return i + 1
+        return None
+
+    def set_states(self, states: list[str]) -> None:
+        """Set all five segment states at once."""
+        if states != self.states:
+            self.states = list(states)
+            self.redraw()
+
+    def animate(self, now_s: float) -> None:
+        """Advance the animation of the running segment (called by the app's animation tick)."""
+        if self.running is None:
+            return
+        self.fraction = (now_s % ANIMATION_PERIOD_S) / ANIMATION_PERIOD_S
+        self._draw_fill()
+
+    def redraw(self) -> None:
+        """Draw the five segments for the current size and states."""
+        c = self.canvas
+        c.delete("all")
+        width, height = max(c.winfo_width(), 50), max(c.winfo_height(), 6)
+        gap = max(3, width // 100)
+        seg_w = (width - 4 * gap) / 5
+        self._seg_boxes = []
+        for i, state in enumerate(self.states):
+            x0 = i * (seg_w + gap)
+            box = (x0, 1, x0 + seg_w, height - 1)
+            self._seg_boxes.append(box)
+            color = PHASE_COLORS[i + 1]
+            fill = color if state in (SEG_DONE, SEG_STOPPED) else SEGMENT_EMPTY
+            c.create_rectangle(*box, fill=fill, outline="")
+            if state == SEG_STOPPED:  # stopped at end of day: hatched to tell it from a finished phase
+                c.create_rectangle(*box, fill=SEGMENT_EMPTY, outline="", stipple="gray50")
+            if state == SEG_RUNNING:
+                c.create_rectangle(box[0], box[1], box[0], box[3], fill=color, outline="", tags="fill")
+                c.create_rectangle(*box, outline=color, width=2)
+        self._draw_fill()
+
+    def _draw_fill(self) -> None:
+        running = self.running
+        if running is None or len(self._seg_boxes) < running:
+            return
+        x0, y0, x1, y1 = self._seg_boxes[running - 1]
+        self.canvas.coords("fill", x0, y0, x0 + (x1 - x0) * self.fraction, y1)
+
+
+# =========================================================================== SOC gauge
+
+
+class SocGauge(ctk.CTkFrame):
+    """A vertical battery gauge filled to the SOC, coloured like a fuel gauge, with the value in it."""
+
+    def __init__(self, master: Any, fonts: Fonts, width: int = 52) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=0, width=width)
+        self.fonts = fonts
+        self.canvas = tk.Canvas(self, width=width, bg=BG_PANEL, highlightthickness=0, bd=0)
+        self.canvas.pack(fill="both", expand=True)
+        self.soc_pct: Optional[float] = None
+        self.canvas.bind("<Configure>", lambda _e: self.redraw())
+
+    def set_soc(self, soc_pct: Optional[float]) -> None:
+        """Show a new SOC (None: unknown)."""
+        rounded = None if soc_pct is None else round(soc_pct)
+        if rounded != (None if self.soc_pct is None else round(self.soc_pct)):
+            self.soc_pct = soc_pct
+            self.redraw()
+        self.soc_pct = soc_pct
+
+    @property
+    def text(self) -> str:
+        """The value drawn in the gauge."""
+        return "--%" if self.soc_pct is None else f"{self.soc_pct:.0f}%"
+
+    def redraw(self) -> None:
+        """Draw the battery outline, fill and value."""
+        c = self.canvas
+        c.delete("all")
+        width, height = max(c.winfo_width(), 20), max(c.winfo_height(), 30)
+        nub_h = max(3, height // 18)
+        body = (3, nub_h + 1, width - 3, height - 2)
+        c.create_rectangle(width * 0.35, 1, width * 0.65, nub_h + 1, fill=MUTED, outline="")
+        c.create_rectangle(*body, outline=MUTED, width=2)
+        if self.soc_pct is not None:
+            inner_h = body[3] - body[1] - 4
+            top = body[3] - 2 - inner_h * max(0.0, min(100.0, self.soc_pct)) / 100.0
+            color = level_color(SOC_THRESHOLDS_PCT, self.soc_pct)
+            c.create_rectangle(body[0] + 3, top, body[2] - 3, body[3] - 3, fill=color, outline="")
+        c.create_text(
+            width / 2, (body[1] + body[3]) / 2, text=self.text, fill=TEXT,
+            font=self.fonts.canvas_font(12, bold=True),
+        )
+
+
+# =========================================================================== nurse bars
+
+
+class NurseBars(ctk.CTkFrame):
+    """Six small bars: state of charge of the nurse batteries that absorb the discharge."""
+
+    def __init__(self, master: Any, fonts: Fonts, width: int = 84) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=0, width=width)
+        self.fonts = fonts
+        self.canvas = tk.Canvas(self, width=width, bg=BG_PANEL, highlightthickness=0, bd=0)
+        self.canvas.pack(fill="both", expand=True)
+        self.values: list[Optional[int]] = [None] * protocol.NURSE_COUNT
+        self.canvas.bind("<Configure>", lambda _e: self.redraw())
+
+    def set(self, index: int, soc_pct: Optional[int]) -> None:
+        """Set nurse `index` (1..6)."""
+        if self.values[index - 1] != soc_pct:
+            self.values[index - 1] = soc_pct
+            self.redraw()
+
+    def clear(self) -> None:
+        """Forget every nurse value."""
+        self.values = [None] * protocol.NURSE_COUNT
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the title, the six bars and their values."""
+        c = self.canvas
+        c.delete("all")
+        width, height = max(c.winfo_width(), 30), max(c.winfo_height(), 30)
+        small = self.fonts.px(FONT_BASE_SIZES["small"])
+        tiny = max(MIN_FONT_PX - 1, small - 2)
+        c.create_text(width / 2, 1, text="Nourrices", fill=MUTED, anchor="n", font=("TkDefaultFont", -tiny))
+        top, bottom = small + 4, height - tiny - 3
+        n = protocol.NURSE_COUNT
+        slot = width / n
+        bar_w = max(4.0, slot * 0.62)
+        for i, value in enumerate(self.values):
+            x = slot * i + (slot - bar_w) / 2
+            c.create_rectangle(x, top, x + bar_w, bottom, fill=SEGMENT_EMPTY, outline="")
+            if value is not None:
+                y = bottom - (bottom - top) * max(0, min(100, value)) / 100.0
+                c.create_rectangle(x, y, x + bar_w, bottom, fill=COLOR_INFO, outline="")
+            label = "–" if value is None else str(value)
+            c.create_text(x + bar_w / 2, height - 1, text=label, fill=MUTED, anchor="s", font=("TkDefaultFont", -tiny))
+
+
+# =========================================================================== link indicator
+
+
+class LinkPill(ctk.CTkLabel):
+    """A small coloured tag: green online, red offline, grey unknown."""
+
+    def __init__(self, master: Any, text: str, fonts: Fonts) -> None:
+        super().__init__(master, text=text, font=fonts["small"], fg_color=COLOR_UNKNOWN, text_color="#ffffff",
+                         corner_radius=6, width=10, padx=4)
+        self.online: Optional[bool] = None
+
+    def set_online(self, online: Optional[bool]) -> None:
+        """Colour for online (True), offline (False) or unknown (None)."""
+        if online is self.online:
+            return
+        self.online = online
+        color = COLOR_UNKNOWN if online is None else ("#2e7d32" if online else ALERT_BG)
+        self.configure(fg_color=color)
+
+
+# =========================================================================== bench panel
+
+MEASURES: tuple[tuple[str, str], ...] = (
+    ("voltage", "Tension"),
+    ("current", "Courant"),
+    ("soc", "SOC"),
+    ("temperature", "Temp."),
+    ("capacity", "Capacité"),
+    ("energy", "Énergie"),
+    ("balance", "Écart cell."),
+    ("balancing", "Équilibrage"),
+)
+
+
+@dataclass(frozen=True)
+class RiView:
+    """Ri and diffusion of a test, ohms, diffusion already brought to 25 °C."""
+
+    ri_discharge: Optional[float] = None
+    ri_charge: Optional[float] = None
+    diffusion_discharge: Optional[float] = None
+    diffusion_charge: Optional[float] = None
+
+
+class BancPanel(ctk.CTkFrame):
+    """Everything about one bench: status, phase bar, measures, SOC gauge, Ri/diffusion, nurses, alert."""
+
+    def __init__(
+        self, master: Any, banc: str, fonts: Fonts, on_title_click: Optional[Callable[[str], None]] = None
+    ) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=10)
+        self.banc = banc
+        self.fonts = fonts
+        self.labels = _CachedLabels()
+        self.current_step: Optional[int] = None
+        self.widgets: dict[str, Any] = {}
+
+        self.grid_columnconfigure(1, weight=1)
+        self.grid_rowconfigure(3, weight=1)
+        pad = 6
+
+        header = ctk.CTkFrame(self, fg_color="transparent")
+        header.grid(row=0, column=0, columnspan=3, sticky="ew", padx=pad, pady=(pad, 0))
+        header.grid_columnconfigure(1, weight=1)
+        title = ctk.CTkLabel(header, text=f"Banc {banc[4:]}", font=fonts["title"], text_color=TEXT)
+        title.grid(row=0, column=0, sticky="w")
+        if on_title_click is not None:
+            title.bind("<Button-1>", lambda _e: on_title_click(banc))
+        status = ctk.CTkLabel(header, text="Libre", font=fonts["status"], text_color=MUTED, anchor="w")
+        status.grid(row=0, column=1, sticky="ew", padx=(8, 4))
+        esp = LinkPill(header, "ESP", fonts)
+        esp.grid(row=0, column=2, padx=2)
+        proc = LinkPill(header, "banc", fonts)
+        proc.grid(row=0, column=3, padx=(2, 0))
+
+        phase_bar = PhaseBar(self, fonts)
+        phase_bar.grid(row=1, column=0, columnspan=3, sticky="ew", padx=pad, pady=(4, 2))
+
+        phase_row = ctk.CTkFrame(self, fg_color="transparent")
+        phase_row.grid(row=2, column=0, columnspan=3, sticky="ew", padx=pad)
+        phase_row.grid_columnconfigure(0, weight=1)
+        phase = ctk.CTkLabel(phase_row, text=get_phase_message(None), font=fonts["phase"], text_color=TEXT, anchor="w")
+        phase.grid(row=0, column=0, sticky="ew")
+        time_left = ctk.CTkLabel(phase_row, text="--:--:--", font=fonts["phase"], text_color=TEXT, anchor="e")
+        time_left.grid(row=0, column=1, sticky="e")
+
+        gauge = SocGauge(self, fonts)
+        gauge.grid(row=3, column=0, sticky="ns", padx=(pad, 2), pady=2)
+
+        measures = ctk.CTkFrame(self, fg_color="transparent")
+        measures.grid(row=3, column=1, sticky="nsew", padx=4, pady=2)
+        for col in (1, 3):
+            measures.grid_columnconfigure(col, weight=1)
+        for i, (key, name) in enumerate(MEASURES):
+            row, col = divmod(i, 2)
+            measures.grid_rowconfigure(row, weight=1)
+            ctk.CTkLabel(measures, text=name, font=fonts["name"], text_color=MUTED, anchor="w").grid(
+                row=row, column=col * 2, sticky="w", padx=(0, 3)
+            )
+            value = ctk.CTkLabel(measures, text="—", font=fonts["value"], text_color=MUTED, anchor="w")
+            value.grid(row=row, column=col * 2 + 1, sticky="w", padx=(0, 6))
+            self.widgets[key] = value
+
+        nurses = NurseBars(self, fonts)
+        nurses.grid(row=3, column=2, sticky="ns", padx=(2, pad), pady=2)
+
+        ri_row = ctk.CTkFrame(self, fg_color="transparent")
+        ri_row.grid(row=4, column=0, columnspan=3, sticky="ew", padx=pad, pady=(0, pad))
+        ri_row.grid_columnconfigure((0, 1), weight=1, uniform="ri")
+        ri = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w")
+        ri.grid(row=0, column=0, sticky="w")
+        diffusion = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w")
+        diffusion.grid(row=0, column=1, sticky="w")
+
+        alert = ctk.CTkLabel(self, text="", font=fonts["alert"], fg_color=ALERT_BG, text_color="#ffffff",
+                             corner_radius=8, wraplength=300, justify="center")
+        alert.bind("<Button-1>", lambda _e: self.hide_overlay_labels())  # touch to acknowledge
+
+        self.widgets.update(
+            title=title, status=status, esp=esp, banc_process=proc, phase_bar=phase_bar, phase=phase,
+            time_left=time_left, soc_gauge=gauge, progress_bar_nurse=nurses, ri=ri, diffusion=diffusion,
+            security=alert,
+        )
+        self.update_ri_diffusion_widgets(None)
+        self.bind("<Configure>", self._on_resize)
+
+    # ------------------------------------------------------------------ layout
+
+    def _on_resize(self, event: tk.Event) -> None:
+        self.widgets["security"].configure(wraplength=max(120, int(event.width * 0.85)))
+
+    # ------------------------------------------------------------------ status and links
+
+    def set_status(self, text: str, kind: str) -> None:
+        """Header status ("Libre", "Occupé - SERIAL - Phase X/5", "Interrompu…")."""
+        self.labels.set(self.widgets["status"], text, STATUS_COLORS.get(kind, MUTED))
+
+    def set_links(self, esp_online: Optional[bool], banc_online: Optional[bool]) -> None:
+        """ESP and banc.py online/offline indicators."""
+        self.widgets["esp"].set_online(esp_online)
+        self.widgets["banc_process"].set_online(banc_online)
+
+    # ------------------------------------------------------------------ measures
+
+    def update_banc_data(self, line: protocol.BmsLine, time_left_s: Optional[float]) -> None:
+        """Show one BMS line: every measure with its colour, the SOC gauge and the time left."""
+        set_ = self.labels.set
+        w = self.widgets
+        set_(w["voltage"], f"{line.voltage_v:.2f} V", level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v))
+        set_(w["current"], f"{line.current_a:.1f} A", level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)))
+        set_(w["soc"], f"{line.soc_pct:.0f} %", level_color(SOC_THRESHOLDS_PCT, line.soc_pct))
+        set_(w["temperature"], f"{line.temperature_c:.1f} °C", level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c))
+        set_(w["capacity"], f"{line.capacity_ah:.2f} Ah", TEXT)
+        set_(w["energy"], f"{line.energy_wh:.0f} Wh", TEXT)
+        spread = line.cell_spread_mv
+        set_(w["balance"], f"{spread:.0f} mV", level_color(CELL_SPREAD_THRESHOLDS_MV, spread))
+        set_(w["balancing"], "actif" if line.balancing else "non", COLOR_INFO if line.balancing else MUTED)
+        w["soc_gauge"].set_soc(line.soc_pct)
+        # The seed: the phase label follows the BMS only while the UI's step is a running phase.
+        if self.current_step in protocol.PHASES:
+            set_(w["phase"], get_phase_message(self.current_step))
+            self.set_time_left(time_left_s)
+
+    def set_time_left(self, seconds: Optional[float]) -> None:
+        """Time left of the current phase."""
+        self.labels.set(self.widgets["time_left"], format_duration(seconds))
+
+    def update_nurse(self, index: int, soc_pct: int) -> None:
+        """Nurse battery `index` (1..6) state of charge."""
+        self.widgets["progress_bar_nurse"].set(index, soc_pct)
+
+    def update_ri_diffusion_widgets(self, ri: Optional[RiView]) -> None:
+        """Ri (discharge/charge) and diffusion at 25 °C, milliohms."""
+        ri = ri or RiView()
+        self.labels.set(
+            self.widgets["ri"], f"Ri d/c : {format_milliohm(ri.ri_discharge)} / {format_milliohm(ri.ri_charge)} mΩ"
+        )
+        self.labels.set(
+            self.widgets["diffusion"],
+            f"Diff. 25 °C d/c : {format_milliohm(ri.diffusion_discharge)} / {format_milliohm(ri.diffusion_charge)} mΩ",
+        )
+
+    # ------------------------------------------------------------------ phases
+
+    def _segments_for(self, step: int, running: bool) -> list[str]:
+        states = []
+        for phase in protocol.PHASES:
+            if phase < step or (phase == step and (not running or step == protocol.STEP_FINISHED)):
+                states.append(SEG_DONE)
+            elif phase == step:
+                states.append(SEG_RUNNING)
+            else:
+                states.append(SEG_PENDING)
+        return states
+
+    def animate_phase_segment(self, step: int) -> None:
+        """Animate the running phase's segment (the previous ones are shown finished)."""
+        self.widgets["phase_bar"].set_states(self._segments_for(step, running=True))
+
+    def finalize_previous_phase(self, step: int) -> None:
+        """Stop the animation: phases up to `step` shown full, the later ones empty."""
+        self.widgets["phase_bar"].set_states(self._segments_for(step, running=False))
+
+    def set_step(self, step: int) -> None:
+        """A new step 1..5 from the bench (seed §4): phase bar, label, alert hidden."""
+        previous = self.current_step
+        self.current_step = step
+        self.hide_overlay_labels()
+        if previous in protocol.PHASES and previous < step:
+            self.finalize_previous_phase(previous)
+        if step == protocol.STEP_FINISHED:
+            self.finalize_previous_phase(step)  # every segment full
+            self.set_time_left(0)
+        else:
+            self.animate_phase_segment(step)
+        self.labels.set(self.widgets["phase"], get_phase_message(step))
+
+    def stop_phase(self, previous_step: Optional[int]) -> None:
+        """Step 9 (seed §4): stop the animation, time left 00:00:00, the label keeps the step reached."""
+        self.current_step = protocol.STEP_STOP
+        if previous_step in protocol.PHASES:
+            states = self._segments_for(previous_step, running=False)
+            if previous_step != protocol.STEP_FINISHED:
+                states[previous_step - 1] = SEG_STOPPED
+            self.widgets["phase_bar"].set_states(states)
+            self.labels.set(self.widgets["phase"], f"{get_phase_message(previous_step)} (arrêt)")
+        else:
+            self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
+            self.labels.set(self.widgets["phase"], get_phase_message(protocol.STEP_STOP))
+        self.set_time_left(0)
+
+    def show_step_quietly(self, step: Optional[int]) -> None:
+        """Show a step known from the state file (UI start) without touching the alert."""
+        if step in protocol.PHASES:
+            self.current_step = step
+            if step == protocol.STEP_FINISHED:
+                self.finalize_previous_phase(step)
+            else:
+                self.animate_phase_segment(step)
+            self.labels.set(self.widgets["phase"], get_phase_message(step))
+
+    def tick_animation(self, now_s: float) -> None:
+        """Advance the running segment's animation."""
+        self.widgets["phase_bar"].animate(now_s)
+
+    # ------------------------------------------------------------------ alert and reset
+
+    def update_banc_security(self, message: str) -> None:
+        """Red alert over the panel until the next step (or a touch)."""
+        alert = self.widgets["security"]
+        alert.configure(text=f"⚠ {message}")
+        alert.place(relx=0.5, rely=0.58, anchor="center", relwidth=0.94)
+        alert.lift()
+
+    @property
+    def security_visible(self) -> bool:
+        """True while the red alert is shown."""
+        return bool(self.widgets["security"].winfo_ismapped() or self.widgets["security"].place_info())
+
+    def hide_overlay_labels(self) -> None:
+        """Hide the security alert."""
+        self.widgets["security"].place_forget()
+
+    def reset(self) -> None:
+        """Blank panel for a new test: no step, no measures, bars empty."""
+        self.current_step = None
+        self.hide_overlay_labels()
+        self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
+        self.labels.set(self.widgets["phase"], get_phase_message(None))
+        self.set_time_left(None)
+        for key, _name in MEASURES:
+            self.labels.set(self.widgets[key], "—", MUTED)
+        self.widgets["soc_gauge"].set_soc(None)
+        self.widgets["progress_bar_nurse"].clear()
+        self.update_ri_diffusion_widgets(None)
+
+
+# =========================================================================== scan bar
+
+
+class ScanBar(ctk.CTkFrame):
+    """The scanner's entry (always focused), the operator message, the charts button, the broker state."""
+
+    def __init__(
+        self, master: Any, fonts: Fonts, on_scan: Callable[[str], None], on_graph: Callable[[], None]
+    ) -> None:
+        super().__init__(master, fg_color=BG_SCANBAR, corner_radius=0)
+        self.labels = _CachedLabels()
+        self._on_scan = on_scan
+        self.grid_columnconfigure(1, weight=1)
+        self.entry = ctk.CTkEntry(self, font=fonts["scan"], width=170, placeholder_text="Scan…")
+        self.entry.grid(row=0, column=0, padx=(6, 6), pady=6, sticky="ns")
+        self.entry.bind("<Return>", self._submit)
+        self.entry.bind("<KP_Enter>", self._submit)
+        self.message = ctk.CTkLabel(self, text="", font=fonts["message"], text_color=TEXT, anchor="w",
+                                    justify="left", wraplength=400)
+        self.message.grid(row=0, column=1, sticky="ew", padx=4)
+        self.graph_button = ctk.CTkButton(self, text="Graphiques", font=fonts["status"], width=100,
+                                          command=on_graph)
+        self.graph_button.grid(row=0, column=2, padx=4, pady=6, sticky="ns")
+        self.broker = ctk.CTkLabel(self, text="Broker…", font=fonts["status"], corner_radius=6, padx=6,
+                                   fg_color=COLOR_UNKNOWN, text_color="#ffffff")
+        self.broker.grid(row=0, column=3, padx=(4, 6), pady=6, sticky="ns")
+        self.broker_connected: Optional[bool] = None
+        self.bind("<Configure>", self._on_resize)
+
+    def _on_resize(self, event: tk.Event) -> None:
+        # The message gets what the entry, button and broker tag leave.
+        used = self.entry.winfo_width() + self.graph_button.winfo_width() + self.broker.winfo_width() + 40
+        self.message.configure(wraplength=max(150, event.width - used))
+
+    def _submit(self, _event: Optional[tk.Event] = None) -> str:
+        text = self.entry.get()
+        self.entry.delete(0, "end")
+        self._on_scan(text)
+        return "break"
+
+    def show_message(self, text: str, level: str = "info") -> None:
+        """Show the operator message with the colour of its level."""
+        self.labels.set(self.message, text, MESSAGE_COLORS.get(level, TEXT))
+
+    @property
+    def message_text(self) -> str:
+        """The message currently shown."""
+        return str(self.message.cget("text"))
+
+    def set_broker(self, connected: bool) -> None:
+        """Broker connected (green) or disconnected (red, visible)."""
+        if connected is self.broker_connected:
+            return
+        self.broker_connected = connected
+        if connected:
+            self.broker.configure(text="Broker connecté", fg_color="#2e7d32")
+        else:
+            self.broker.configure(text="Broker déconnecté", fg_color=ALERT_BG)
+
+    def focus_entry(self) -> None:
+        """Give the keyboard focus to the entry (the scanner types there)."""
+        self.entry.focus_set()
