@@ -260,15 +260,19 @@ if ((DROPIN_CHANGED | UNIT_CHANGED)); then
   sys_run systemctl daemon-reload
 fi
 sys_run systemctl enable mosquitto.service
+MOSQ_FAILED="mosquitto ne démarre pas : voir « journalctl -u mosquitto -n 50 »"
+if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! ip -4 -o addr show 2>/dev/null | grep -q " inet $LAN_IP/"; then
+  MOSQ_FAILED="$MOSQ_FAILED ; $LAN_IP n'est pas (encore) une adresse de ce Pi, mosquitto réessaie toutes les 5 s"
+fi
 if ((MOSQ_CHANGED | DROPIN_CHANGED)); then
   # restart, not reload: the listeners are only opened at start.
-  sys_run systemctl restart mosquitto.service
+  sys_run systemctl restart mosquitto.service || die "$MOSQ_FAILED"
   note "mosquitto redémarré avec la nouvelle configuration"
 else
-  sys_run systemctl start mosquitto.service
+  sys_run systemctl start mosquitto.service || die "$MOSQ_FAILED"
 fi
 if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! systemctl is-active --quiet mosquitto.service; then
-  die "mosquitto ne démarre pas : voir « journalctl -u mosquitto -n 50 »"
+  die "$MOSQ_FAILED"
 fi
 
 sys_run systemctl enable "$KIOSK_UNIT_NAME"
