@@ -1047,6 +1047,19 @@ def sd_notify(state: str) -> bool:
         return False
 
 
+SYSTEMD_NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def child_environment() -> dict[str, str]:
+    """Environment for a child process (a banc.py started by the kiosk): ours without systemd's notify variables.
+
+    The kiosk unit only accepts notifications from ui.py (NotifyAccess=main): a child that
+    inherited NOTIFY_SOCKET would have every READY/WATCHDOG it sends refused by systemd,
+    with a warning in the journal each time.
+    """
+    return {key: value for key, value in os.environ.items() if key not in SYSTEMD_NOTIFY_VARIABLES}
+
+
 # =========================================================================== disk
 
 

@@ -571,3 +571,17 @@ def test_logrotate_rotates_logs_while_the_handler_keeps_writing(installed: Insta
     assert log_path.read_text() == "after rotation\n"
     assert log_path.stat().st_mode & 0o777 == 0o644
     os.remove(installed.home / "logs.log.1")
+
+
+# ============================================================ children of the kiosk unit
+
+
+def test_child_environment_drops_systemd_notify_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A banc.py started by the kiosk must not inherit ui.py's notify socket (NotifyAccess=main)."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1234")
+    monkeypatch.setenv("BANC_MQTT_USERNAME", PI_ACCOUNT)
+    env = utils.child_environment()
+    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(env)
+    assert env["BANC_MQTT_USERNAME"] == PI_ACCOUNT and env["PATH"] == os.environ["PATH"]
