@@ -111,14 +111,14 @@ class BancRun:
         return self.proc
 
     def stop(self) -> Optional[int]:
-        """End-of-day stop (step 9): banc.py closes data.csv and exits 0; SIGTERM if it does not."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.watcher.publish(protocol.topics(BANC).step, protocol.encode_step(protocol.STEP_STOP))
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            return self.group.stop(self.proc)
+        """SIGTERM: banc.py writes everything, closes data.csv and exits 0, keeping its session.
+
+        (Step 9 would also end it, but banc.py then unsubscribes so that nothing is queued
+        for a test stopped for the day; the backlog measurement needs the session kept.)
+        """
+        if self.proc is None:
+            return None
+        return self.group.stop(self.proc, 20.0)
 
     def csv_paths(self) -> list[Path]:
         return data_csv_paths(self.home, BANC)
@@ -245,10 +245,7 @@ def live(subject: str, run_dir: Path, count: int) -> dict[str, Any]:
             out_text, _ = proc.communicate(timeout=600)
             broker_after = sample(broker.proc.pid)
             state = json.loads(out_text.strip().splitlines()[-1])
-            after = common.ProcSample(
-                pid=proc.pid, t_s=time.monotonic(), cpu_s=state["cpu_s"], rss_kb=state.get("VmRSS", 0),
-                hwm_kb=state.get("VmHWM", 0), pss_kb=0, write_bytes=state.get("write_bytes", 0),
-                wchar=state.get("wchar", 0), syscw=state.get("syscw", 0), read_bytes=state.get("read_bytes", 0))
+            after = common.sample_from_report(proc.pid, state)
             result["received"] = state["count"]
             span = (state["last_t"] or 0) - (state["first_t"] or 0)
         else:

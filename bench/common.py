@@ -573,21 +573,28 @@ def wait_rows(paths_fn: Any, wanted: int, timeout_s: float, poll_s: float = 0.1,
 # =========================================================================== publisher logs
 
 
-def read_publisher_log(path: Path) -> tuple[set[int], set[int]]:
-    """(published seqs, broker-acknowledged seqs) from an esp_sim.py log file."""
-    published: set[int] = set()
-    acked: set[int] = set()
+def read_publisher_times(path: Path) -> tuple[dict[int, float], dict[int, float]]:
+    """({seq: publish time}, {seq: broker-acknowledgement time}) from an esp_publisher.py log."""
+    published: dict[int, float] = {}
+    acked: dict[int, float] = {}
     if not path.exists():
         return published, acked
     for line in path.read_text().splitlines():
-        kind, _, value = line.partition(" ")
-        if not value.strip().isdigit():
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
             continue
-        if kind == "P":
-            published.add(int(value))
-        elif kind == "A":
-            acked.add(int(value))
+        stamp = float(parts[2]) if len(parts) > 2 else 0.0
+        if parts[0] == "P":
+            published.setdefault(int(parts[1]), stamp)
+        elif parts[0] == "A":
+            acked.setdefault(int(parts[1]), stamp)
     return published, acked
+
+
+def read_publisher_log(path: Path) -> tuple[set[int], set[int]]:
+    """(published seqs, broker-acknowledged seqs) from an esp_publisher.py log."""
+    published, acked = read_publisher_times(path)
+    return set(published), set(acked)
 
 
 def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -597,3 +604,119 @@ def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]
     text = "\n".join(lines)
     print(text, flush=True)
     return text
+
+
+# =========================================================================== publisher process
+
+
+def publisher_args(bancs: str, rate: float, log_dir: Path, count: int = 0, duration_s: float = 0.0,
+                   prefix: str = "bench_esp", extra: Sequence[str] = ()) -> list[str]:
+    """Command line of bench/esp_publisher.py."""
+    args = [PYTHON, str(BENCH_DIR / "esp_publisher.py"), "--bancs", bancs, "--rate", str(rate),
+            "--log-dir", str(log_dir), "--prefix", prefix]
+    if count:
+        args += ["--count", str(count)]
+    if duration_s:
+        args += ["--duration", str(duration_s)]
+    return args + list(extra)
+
+
+def start_capturing(group: ProcessGroup, args: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a process whose stdout (a JSON summary) is captured; stderr goes to the console."""
+    proc = subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=str(REPO_DIR))
+    group.procs.append(proc)
+    return proc
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of a process's output, parsed as JSON."""
+    lines = [line for line in (text or "").strip().splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON summary in output: {text[-500:]!r}")
+    return json.loads(lines[-1])
+
+
+def sample_from_report(pid: int, state: dict[str, Any]) -> ProcSample:
+    """A ProcSample built from the /proc figures count_sub.py prints at its exit."""
+    return ProcSample(
+        pid=pid, t_s=time.monotonic(), cpu_s=state["cpu_s"], rss_kb=state.get("VmRSS", 0),
+        hwm_kb=state.get("VmHWM", 0), pss_kb=0, write_bytes=state.get("write_bytes", 0),
+        wchar=state.get("wchar", 0), syscw=state.get("syscw", 0), read_bytes=state.get("read_bytes", 0),
+    )
+
+
+# =========================================================================== kiosk (ui.py) with the probe
+
+UI_TITLE = "Bancs de test LFP"
+
+
+def start_ui(group: ProcessGroup, display: str, home: Path, broker: MosquittoBroker, num_bancs: int,
+             probe_out: Path, ui_args: Sequence[str] = ()) -> subprocess.Popen:
+    """Start the real kiosk (`ui.py`, full screen unless ui_args say otherwise) with bench/ui_probe.py."""
+    env = banc_env(home, broker, num_bancs, DISPLAY=display)
+    log_path = home / "proc" / "ui.log"
+    return group.start([PYTHON, str(BENCH_DIR / "ui_probe.py"), str(probe_out), *ui_args], env=env,
+                       log_path=log_path)
+
+
+def read_probe(path: Path) -> list[dict[str, Any]]:
+    """Records written so far by bench/ui_probe.py (a torn last line is skipped)."""
+    records = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return records
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def wait_probe_event(path: Path, event: str, timeout_s: float, proc: Optional[subprocess.Popen] = None,
+                     after_t: float = 0.0) -> Optional[dict[str, Any]]:
+    """Wait for a probe record of kind `event` (written after `after_t`, epoch s)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for record in read_probe(path):
+            if record.get("event") == event and record.get("t", 0) >= after_t:
+                return record
+        if proc is not None and proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def probe_lags(path: Path, t_from: float, t_to: float) -> list[float]:
+    """Lag samples (ms) the probe flushed between two epoch times."""
+    lags: list[float] = []
+    for record in read_probe(path):
+        if record.get("event") == "lags" and t_from <= record.get("t", 0) <= t_to:
+            lags += record["lags_ms"]
+    return lags
+
+
+def window_visible(display: str, title: str = UI_TITLE) -> bool:
+    """True when a viewable window with this title exists on the X display (xdotool)."""
+    try:
+        done = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title],
+                              env={**os.environ, "DISPLAY": display}, capture_output=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def screenshot(display: str, path: Path) -> Optional[Path]:
+    """Save a PNG of the whole X display (Pillow); None when Pillow cannot grab."""
+    try:
+        from PIL import ImageGrab
+
+        image = ImageGrab.grab(xdisplay=display)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        return path
+    except Exception as exc:  # a screenshot is a nice-to-have, never a reason to fail a run
+        print(f"screenshot failed: {exc}")
+        return None

@@ -6,8 +6,8 @@ Lines are encoded with protocol.encode_bms_line, seq +1 per message from --start
 A message the broker has not acknowledged (PUBACK) is kept by paho and sent again after a
 reconnect, as the ESP firmware does, so a broker restart loses nothing on this side.
 
-Every published seq is logged as "P seq" and every broker-acknowledged seq as "A seq" in
-<log-dir>/pub_bancN.txt, so a run can be checked against data.csv afterwards. The broker
+Every published seq is logged as "P seq epoch_s" and every broker-acknowledged seq as
+"A seq epoch_s" in <log-dir>/pub_bancN.txt, so a run can be checked against data.csv afterwards. The broker
 address comes from the environment (utils.get_settings), like any project process.
 
     python bench/esp_publisher.py --bancs 1-16 --rate 10 --duration 60 --log-dir OUT
@@ -108,7 +108,7 @@ class EspBench:
     def _acked(self, seq: int) -> None:
         self.acked += 1
         self.last_ack_t = time.time()
-        self.log.write(f"A {seq}\n")
+        self.log.write(f"A {seq} {self.last_ack_t:.3f}\n")
         self.acked_cond.notify_all()
 
     def publish_next(self) -> None:
@@ -122,10 +122,11 @@ class EspBench:
                     self.acked_cond.wait(1.0)
         info = protocol.publish(self.client, self.topics.bms_data, payload)
         with self.lock:
+            now = time.time()
             if self.first_pub_t is None:
-                self.first_pub_t = time.time()
+                self.first_pub_t = now
             self.published += 1
-            self.log.write(f"P {seq}\n")
+            self.log.write(f"P {seq} {now:.3f}\n")
             if info.mid in self.early_acks:
                 self.early_acks.discard(info.mid)
                 self._acked(seq)

@@ -1,0 +1,238 @@
+"""16 banc.py + 16 simulated benches at 10 messages/s each: total CPU, memory, disk writes, no loss.
+
+Two phases on one private Mosquitto, same load (bench/esp_publisher.py, one ESP-like QoS 1
+client per bench, 10 lines/s each, spread over the period):
+  - baseline: 16 bare paho subscribers (bench/count_sub.py) that only count;
+  - banc: 16 real `banc.py bancN SERIAL` processes (BANC_NUM_BANCS=16), as the kiosk starts them.
+CPU (utime+stime), RSS/PSS and /proc/PID/io are read on every process before and after the
+load, plus the broker; data.csv of every bench is checked against the seqs the broker
+acknowledged to the publisher (lost / duplicated rows).
+
+    .venv/bin/python bench/bench_scale.py [--quick] [--duration S] [--bancs 16] [--rate 10]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+from bench.common import (  # noqa: E402
+    PYTHON, REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, check_csv, count_rows_fast, data_csv_paths, fmt,
+    read_publisher_log, sample, try_sample, verdict,
+)
+import protocol  # noqa: E402
+
+
+def sum_deltas(befores: list[common.ProcSample], afters: list[common.ProcSample]) -> dict[str, Any]:
+    """Totals over a set of processes between two sample sets."""
+    deltas = [common.delta(b, a) for b, a in zip(befores, afters)]
+    return {
+        "processes": len(deltas),
+        "cpu_s": sum(d.cpu_s for d in deltas),
+        "write_bytes": sum(d.write_bytes for d in deltas),
+        "wchar": sum(d.wchar for d in deltas),
+        "syscw": sum(d.syscw for d in deltas),
+        "rss_kb_sum": sum(d.rss_kb for d in deltas),
+        "pss_kb_sum": sum(d.pss_kb for d in deltas),
+        "hwm_kb_max": max((d.hwm_kb for d in deltas), default=0),
+        "rss_kb_max": max((d.rss_kb for d in deltas), default=0),
+    }
+
+
+def baseline_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dict[str, Any]:
+    """16 counting paho subscribers under the same load."""
+    home = run_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    with Cleanup() as cleanup:
+        broker = cleanup.add(common.MosquittoBroker(run_dir / "broker").start())
+        group = cleanup.add(ProcessGroup())
+        env = common.banc_env(home, broker, bancs)
+        per_bench = int(rate * duration_s)
+        subs = []
+        for n in range(1, bancs + 1):
+            args = [PYTHON, str(REPO_DIR / "bench" / "count_sub.py"), "--banc", str(n), "--client-id",
+                    f"bench_count_sub_{n}"]
+            subprocess.run(args + ["--setup"], env=env, check=True, timeout=30, capture_output=True)
+            subs.append(common.start_capturing(group, args + ["--count", str(per_bench), "--idle-s", "60"], env))
+        time.sleep(2.0)
+        befores = [sample(p.pid) for p in subs]
+        broker_before = sample(broker.proc.pid)
+        t0 = time.monotonic()
+        pub = common.start_capturing(group, common.publisher_args(f"1-{bancs}", rate, run_dir / "pub",
+                                                                  count=per_bench), env)
+        pub_out, _ = pub.communicate(timeout=duration_s * 3 + 120)
+        afters = []
+        received = 0
+        for proc in subs:
+            out, _ = proc.communicate(timeout=120)
+            state = common.last_json(out)
+            received += state["count"]
+            afters.append(common.sample_from_report(proc.pid, state))
+        wall_s = time.monotonic() - t0
+        broker_after = sample(broker.proc.pid)
+        publisher = common.last_json(pub_out)
+        total = sum_deltas(befores, afters)
+        return {
+            "wall_s": wall_s, "messages": bancs * per_bench, "received": received, "subscribers": total,
+            "broker": sum_deltas([broker_before], [broker_after]), "publisher_all_acked": publisher["all_acked"],
+        }
+
+
+def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dict[str, Any]:
+    """16 banc.py under the load; then every data.csv checked against the acknowledged seqs."""
+    home = run_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    with Cleanup() as cleanup:
+        broker = cleanup.add(common.MosquittoBroker(run_dir / "broker").start())
+        group = cleanup.add(ProcessGroup())
+        watcher = cleanup.add(StatusWatcher(broker, range(1, bancs + 1)))
+        env = common.banc_env(home, broker, bancs)
+        serials = {n: common.serial_for(n) for n in range(1, bancs + 1)}
+        common.occupy_bancs(home, broker, bancs, serials)
+        t_start = time.monotonic()
+        procs = {n: common.start_banc(group, home, broker, bancs, n, serials[n]) for n in serials}
+        for n in serials:
+            if not watcher.wait_banc(n, protocol.STATUS_ONLINE, 60):
+                log = (home / "proc" / f"banc{n}.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"banc{n} did not come online: {log}")
+        startup_s = time.monotonic() - t_start
+        time.sleep(2.0)
+        # Idle cost: 16 banc.py waiting, no message.
+        idle_before = [sample(p.pid) for p in procs.values()]
+        time.sleep(5.0)
+        idle_after = [sample(p.pid) for p in procs.values()]
+        idle = sum_deltas(idle_before, idle_after)
+        idle["wall_s"] = idle_after[0].t_s - idle_before[0].t_s
+
+        befores = [sample(p.pid) for p in procs.values()]
+        broker_before = sample(broker.proc.pid)
+        t0 = time.monotonic()
+        per_bench = int(rate * duration_s)
+        pub = common.start_capturing(group, common.publisher_args(f"1-{bancs}", rate, run_dir / "pub",
+                                                                  count=per_bench), env)
+        timeline = []
+        while pub.poll() is None:
+            time.sleep(min(10.0, max(1.0, duration_s / 20)))
+            now = [try_sample(p.pid) for p in procs.values()]
+            alive = [s for s in now if s is not None]
+            timeline.append({"t_s": round(time.monotonic() - t0, 1), "alive": len(alive),
+                             "rss_mb_sum": round(sum(s.rss_kb for s in alive) / 1024, 1),
+                             "cpu_s_sum": round(sum(s.cpu_s for s in alive), 2)})
+        pub_out, _ = pub.communicate()
+        publisher = common.last_json(pub_out)
+        wanted = bancs * per_bench
+        deadline = time.monotonic() + 60
+        rows = 0
+        while time.monotonic() < deadline:
+            rows = sum(count_rows_fast(p) for n in serials for p in data_csv_paths(home, n))
+            if rows >= wanted:
+                break
+            time.sleep(0.2)
+        wall_s = time.monotonic() - t0
+        afters = [try_sample(p.pid) for p in procs.values()]
+        broker_after = sample(broker.proc.pid)
+        dead = [n for n, s in zip(procs, afters) if s is None]
+        if dead:
+            raise RuntimeError(f"banc.py died during the run: {dead}")
+        total = sum_deltas(befores, afters)  # type: ignore[arg-type]
+        gui = common.gui_libraries(next(iter(procs.values())).pid)
+        for n in serials:
+            watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
+        exit_codes = {}
+        for n, proc in procs.items():
+            try:
+                exit_codes[n] = proc.wait(20)
+            except subprocess.TimeoutExpired:
+                exit_codes[n] = group.stop(proc)
+        checks = {}
+        for n in serials:
+            _, acked = read_publisher_log(run_dir / "pub" / f"pub_banc{n}.txt")
+            checks[n] = check_csv(data_csv_paths(home, n), acked)
+        return {
+            "wall_s": wall_s, "startup_s": startup_s, "messages": wanted, "rows": rows, "bancs": total,
+            "idle": idle, "broker": sum_deltas([broker_before], [broker_after]), "timeline": timeline,
+            "publisher_all_acked": publisher["all_acked"], "checks": checks, "exit_codes": exit_codes,
+            "gui_libraries": gui,
+        }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run both phases and print the figures."""
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, help="seconds of load per phase (default 180 / 60 baseline; 15 quick)")
+    parser.add_argument("--bancs", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=10.0, help="messages/s per bench")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    duration = args.duration or (15.0 if args.quick else 180.0)
+    base_duration = min(duration, 60.0)
+    if not (REPO_DIR / "banc.py").exists():
+        print("banc.py is not there yet: nothing to measure")
+        return 1
+    info = common.machine_info()
+    print(f"bench_scale: {args.bancs} benches x {args.rate} msg/s, {duration} s; machine {info}", flush=True)
+    out = common.fresh_dir("scale")
+    base: Optional[dict[str, Any]] = None
+    if not args.skip_baseline:
+        base = baseline_phase(out / "baseline", args.bancs, args.rate, base_duration)
+        print(f"  baseline: {base['received']}/{base['messages']} received, "
+              f"CPU {base['subscribers']['cpu_s']:.2f} s", flush=True)
+    banc = banc_phase(out / "banc", args.bancs, args.rate, duration)
+    checks = banc["checks"]
+    lost = sum(c.lost for c in checks.values())
+    dup = sum(c.duplicated for c in checks.values())
+    msgs = banc["messages"]
+    b = banc["bancs"]
+    rows = []
+
+    def line(name: str, cpu_s: float, n_msgs: int, wall_s: float, rss_kb: float, pss_kb: float, hwm_kb: float,
+             wb: float, wchar: float) -> tuple[str, ...]:
+        return (name, fmt(cpu_s, 2), fmt(cpu_s / wall_s * 100, 1), fmt(cpu_s / n_msgs * 1e6, 0),
+                fmt(rss_kb / 1024, 0), fmt(pss_kb / 1024, 0), fmt(hwm_kb / 1024, 1), fmt(wb / n_msgs, 0),
+                fmt(wchar / n_msgs, 0))
+
+    rows.append(line(f"{args.bancs} banc.py", b["cpu_s"], msgs, banc["wall_s"], b["rss_kb_sum"], b["pss_kb_sum"],
+                     b["hwm_kb_max"], b["write_bytes"], b["wchar"]))
+    rows.append(line("broker (banc phase)", banc["broker"]["cpu_s"], msgs, banc["wall_s"],
+                     banc["broker"]["rss_kb_sum"], banc["broker"]["pss_kb_sum"], banc["broker"]["hwm_kb_max"],
+                     banc["broker"]["write_bytes"], banc["broker"]["wchar"]))
+    if base:
+        s = base["subscribers"]
+        rows.append(line(f"{args.bancs} bare paho subscribers", s["cpu_s"], base["messages"], base["wall_s"],
+                         s["rss_kb_sum"], 0, s["hwm_kb_max"], s["write_bytes"], s["wchar"]))
+    common.print_table(f"{args.bancs} benches x {args.rate:g} msg/s for {duration:g} s", rows,
+                       ("processes", "CPU s", "% of one core", "CPU us/msg", "RSS MB (sum)", "PSS MB (sum)",
+                        "peak RSS MB (max one)", "write_bytes B/msg", "wchar B/msg"))
+    idle = banc["idle"]
+    print(f"\nIdle (no message): {args.bancs} banc.py use {idle['cpu_s'] / idle['wall_s'] * 100:.2f} % of one core")
+    print(f"Start-up: {args.bancs} banc.py online in {banc['startup_s']:.1f} s")
+    print(f"RSS over time (sum of {args.bancs}): "
+          + ", ".join(f"{p['t_s']:g}s={p['rss_mb_sum']}MB" for p in banc["timeline"]))
+    row_bytes = common.median(c.row_bytes_avg for c in checks.values())
+    verdicts = [
+        f"no loss: {banc['rows']} rows for {msgs} acknowledged lines, lost {lost}, duplicated {dup} -> "
+        f"{verdict(lost == 0 and dup == 0)}",
+        f"CPU per message at 10 msg/s: {b['cpu_s'] / msgs * 1e6:.0f} us -> {verdict(b['cpu_s'] / msgs * 1e6 <= 100)}",
+        f"disk: write_bytes {b['write_bytes'] / msgs:.0f} B/row vs CSV row {row_bytes:.0f} B "
+        f"= {b['write_bytes'] / msgs / row_bytes:.1f}x -> {verdict(b['write_bytes'] / msgs <= 2 * row_bytes)}",
+        f"RSS <= 30 MB each: max peak {b['hwm_kb_max'] / 1024:.1f} MB -> {verdict(b['hwm_kb_max'] / 1024 <= 30)}",
+    ]
+    if base:
+        ratio = b["cpu_s"] / max(base["subscribers"]["cpu_s"] * msgs / base["messages"], 1e-9)
+        verdicts.append(f"CPU vs bare paho subscribers at the same load: {ratio:.1f}x")
+    print("\nTargets:")
+    for v in verdicts:
+        print("  " + v)
+    common.save_json("scale", {"machine": info, "bancs": args.bancs, "rate": args.rate, "duration_s": duration,
+                               "baseline": base, "banc": banc, "verdicts": verdicts})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Event-loop probe injected into the real kiosk process (ui.py run unchanged, as __main__).
+
+    python bench/ui_probe.py OUT.jsonl [ui.py arguments...]
+
+Before running ui.py, this wraps tkinter.Tk.__init__ (CustomTkinter's CTk is a Tk) so that,
+as soon as the application's root window exists, a probe of ours joins its event loop:
+  - lag: an after(TICK_MS) callback re-arms itself and measures how late it fires against
+    its schedule; the lags are appended to OUT.jsonl every second (the process may be killed);
+  - first frame: the first time the root window is mapped, an after_idle callback runs once
+    Tk has processed the drawing queued so far; its time, against the process start time
+    (/proc, via psutil), is written as {"first_frame_s": ...}.
+Nothing in ui.py is changed or replaced: the probe only adds one timer to the real app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import time
+import tkinter
+from pathlib import Path
+from typing import Any
+
+TICK_MS = 10
+FLUSH_S = 1.0
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def process_start_epoch() -> float:
+    """When this process was created (epoch seconds), from /proc/self/stat."""
+    try:
+        import psutil
+
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:  # psutil missing: fall back to the probe's own start
+        return time.time()
+
+
+class Probe:
+    """The lag timer and first-frame detector attached to one Tk root."""
+
+    def __init__(self, root: tkinter.Tk, out_path: Path) -> None:
+        self.root = root
+        self.out = open(out_path, "a", buffering=1)
+        self.start_epoch = process_start_epoch()
+        self.lags_ms: list[float] = []
+        self.first_frame_done = False
+        self.last_flush = time.perf_counter()
+        self.expected = time.perf_counter() + TICK_MS / 1000.0
+        self.write({"event": "root_created", "t": time.time(), "since_start_s": time.time() - self.start_epoch,
+                    "pid": os.getpid()})
+        root.after(TICK_MS, self.tick)
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.out.write(json.dumps(record) + "\n")
+        except (OSError, ValueError):
+            pass
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.lags_ms.append(max(0.0, (now - self.expected) * 1000.0))
+        if not self.first_frame_done:
+            try:
+                mapped = bool(self.root.winfo_ismapped())
+            except tkinter.TclError:
+                mapped = False
+            if mapped:
+                self.first_frame_done = True
+                self.root.after_idle(self.first_frame)
+        if now - self.last_flush >= FLUSH_S:
+            self.write({"event": "lags", "t": time.time(), "lags_ms": [round(v, 2) for v in self.lags_ms]})
+            self.lags_ms = []
+            self.last_flush = now
+        # Re-arm relative to now: each sample is the lateness of one after(TICK_MS).
+        self.expected = time.perf_counter() + TICK_MS / 1000.0
+        self.root.after(TICK_MS, self.tick)
+
+    def first_frame(self) -> None:
+        now = time.time()
+        self.write({"event": "first_frame", "t": now, "first_frame_s": now - self.start_epoch,
+                    "width": self.root.winfo_width(), "height": self.root.winfo_height()})
+
+
+def install(out_path: Path) -> None:
+    """Wrap tkinter.Tk.__init__ so the first root window gets a Probe."""
+    original_init = tkinter.Tk.__init__
+    state = {"installed": False}
+
+    def patched_init(self: tkinter.Tk, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        if not state["installed"]:
+            state["installed"] = True
+            self._bench_probe = Probe(self, out_path)  # type: ignore[attr-defined]
+
+    tkinter.Tk.__init__ = patched_init  # type: ignore[method-assign]
+
+
+def main() -> None:
+    """Install the probe, then run ui.py as the kiosk would be run."""
+    out_path = Path(sys.argv[1])
+    ui_args = sys.argv[2:]
+    install(out_path)
+    # As `python ui.py` would see it: the project folder first, not bench/.
+    sys.path[0] = str(REPO_DIR)
+    sys.argv = [str(REPO_DIR / "ui.py"), *ui_args]
+    runpy.run_path(str(REPO_DIR / "ui.py"), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
