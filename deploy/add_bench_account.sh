@@ -18,7 +18,7 @@ usage() {
   cat <<'USAGE'
 Usage : sudo deploy/add_bench_account.sh [options] bancN [MOT_DE_PASSE]
 
-  --no-reload     ne pas recharger mosquitto (install.sh le redémarre lui-même)
+  --no-reload     ne pas recharger mosquitto maintenant (plusieurs comptes à la suite)
   --dry-run       afficher chaque action sans rien faire
   --root DOSSIER  écrire sous DOSSIER (essai), sans systemctl
 USAGE

@@ -96,6 +96,7 @@ def unit_entries(path: Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def one(entries: list[tuple[str, str]], key: str) -> str:
+    """The value of a key that must appear exactly once."""
     values = [v for k, v in entries if k == key]
     assert len(values) == 1, f"{key}: {values}"
     return values[0]
