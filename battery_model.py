@@ -172,16 +172,20 @@ class Cell:
     v_rc: float = 0.0
     balancing: bool = False
     bled_ah: float = 0.0
+    ocv_v: float = 0.0  # open-circuit voltage, kept in step with charge_ah by set_charge
+
+    def __post_init__(self) -> None:
+        self.set_charge(self.charge_ah)
+
+    def set_charge(self, charge_ah: float) -> None:
+        """Set the stored charge (Ah) and refresh the open-circuit voltage."""
+        self.charge_ah = charge_ah
+        self.ocv_v = cell_ocv(charge_ah / self.capacity_ah)
 
     @property
     def soc(self) -> float:
         """State of charge, fraction (may leave 0..1 slightly when abused)."""
         return self.charge_ah / self.capacity_ah
-
-    @property
-    def ocv_v(self) -> float:
-        """Open-circuit voltage, V."""
-        return cell_ocv(self.soc)
 
     @property
     def chemical_energy_j(self) -> float:
@@ -217,7 +221,7 @@ class LfpPack:
             soc = params.initial_soc_pct / 100.0 + rng.gauss(0.0, params.imbalance_pct / 100.0)
             soc = min(max(soc, 0.0), 1.0)
             self.cells.append(Cell(capacity, capacity * soc, r0, r1, params.diffusion_tau_s / r1))
-        self.temperature_c = params.ambient_c
+        self.temperature_c = params.ambient_c  # also sets resistance_factor
         self.current_a = 0.0
         # Bookkeeping for conservation checks.
         self.heat_j = 0.0
@@ -228,9 +232,14 @@ class LfpPack:
     # ----------------------------------------------------------------- observations
 
     @property
-    def resistance_factor(self) -> float:
-        """R(T)/R(25 °C) at the pack's present temperature."""
-        return arrhenius_factor(self.temperature_c, self.params.activation_energy_j_per_mol)
+    def temperature_c(self) -> float:
+        """Pack temperature, °C."""
+        return self._temperature_c
+
+    @temperature_c.setter
+    def temperature_c(self, value: float) -> None:
+        self._temperature_c = value
+        self.resistance_factor = arrhenius_factor(value, self.params.activation_energy_j_per_mol)
 
     def cell_voltages(self, current_a: Optional[float] = None) -> list[float]:
         """Terminal voltage of each cell with `current_a` flowing (default: the present current), V.
@@ -332,12 +341,10 @@ class LfpPack:
             c.v_rc = v1
             bleed = bleed_a if c.balancing else 0.0
             # The bleed resistor sits across the cell: its energy comes from the cell's chemistry.
-            q0 = c.charge_ah
-            c.charge_ah = q0 + (current_a - bleed) * dt_s / 3600.0
+            ocv0 = c.ocv_v
+            c.set_charge(c.charge_ah + (current_a - bleed) * dt_s / 3600.0)
             if bleed:
-                s0, s1 = q0 / c.capacity_ah, (q0 + current_a * dt_s / 3600.0) / c.capacity_ah
-                mean_ocv = (cell_ocv(s0) + cell_ocv(s1)) / 2
-                heat_j += mean_ocv * bleed * dt_s
+                heat_j += (ocv0 + c.ocv_v) / 2 * bleed * dt_s
                 c.bled_ah += bleed * dt_s / 3600.0
             heat_j += current_a * current_a * r0 * dt_s + rc_heat_j
         self.heat_j += heat_j
@@ -551,7 +558,7 @@ class BenchFirmware:
         self.seq = 0
         self.state = IDLE
         self.phase = 0
-        self.current_a = 0.0
+        self._open_relay()
         self.capacity_ah = self.nvs.capacity_ah
         self.energy_wh = self.nvs.energy_wh
         self._phase_clock_s = 0.0
@@ -636,8 +643,13 @@ class BenchFirmware:
         self.nvs = _Nvs()
         self.capacity_ah = self.energy_wh = 0.0
 
-    def _stop(self) -> None:
+    def _open_relay(self) -> None:
+        """Current off now (the next physics step starts from zero current)."""
         self.current_a = 0.0
+        self.pack.current_a = 0.0
+
+    def _stop(self) -> None:
+        self._open_relay()
         self._pulse = None
         if self.state == RUNNING:
             self.state = STOPPED
