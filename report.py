@@ -1,0 +1,1366 @@
+"""Charts, summary and Battery Data Format export of one test (contract §1, §4, §5).
+
+    python report.py TEST_FOLDER [--png FILE] [--bdf FILE]
+
+Without an option it prints a plain-text summary. The core (loading `data.csv`, the
+summary, coulomb counting, decimation, BDF columns) is pure numpy and never imports
+matplotlib or customtkinter; plotting imports them lazily. `show_charts(master, folder)`
+opens the same figure in a kiosk window (CustomTkinter + FigureCanvasTkAgg), loading the
+data in a worker thread so that the kiosk never freezes on a long test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import logging
+import math
+import os
+import queue
+import re
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+import protocol
+import utils
+
+logger = logging.getLogger("banc.report")
+
+CAPACITY_FLAG_PCT = 2.0
+"""Our coulomb count and the ESP's capacity_ah differing by more than this is flagged."""
+
+DISCHARGE_PHASE = 3
+MIN_GAP_S = 30.0
+"""Default shortest silence taken for a stop (the shell passes BANC_BMS_TIMEOUT_S)."""
+GAP_MEDIAN_FACTOR = 10.0
+"""A silence of more than this many typical sampling intervals is also a stop."""
+
+PNG_SIZE_IN = (16.0, 10.0)
+PNG_DPI = 100
+DISPLAY_BUCKETS = 1600
+"""Min/max buckets per series for display: about one per horizontal pixel."""
+
+_CHUNK_BYTES = 1 << 20  # parse data.csv by slices: cache-friendly, and other threads run between slices
+_TS_WIDTH = 40  # bytes kept per timestamp field; the canonical form has 29
+_MAX_LINE_NOTES = 5
+_MAX_DISPLAY_RUNS = 2000
+
+NUMERIC_COLUMNS: tuple[str, ...] = utils.DATA_CSV_HEADER[1:]
+_HEADER_BYTES = ",".join(utils.DATA_CSV_HEADER).encode("ascii")
+_ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
+
+PHASE_COLORS: dict[int, str] = {1: "#8e44ad", 2: "#27ae60", 3: "#e67e22", 4: "#2980b9", 5: "#7f8c8d"}
+STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté"}
+RESISTANCE_LABELS: dict[str, str] = {
+    "ri_discharge": "Ri décharge",
+    "ri_charge": "Ri charge",
+    "diffusion_discharge": "Diffusion décharge",
+    "diffusion_charge": "Diffusion charge",
+}
+
+# Battery Data Alliance column labels (BDF ontology 1.3.0): label -> machine-readable name.
+BDF_LABELS: dict[str, str] = {
+    "Test Time / s": "test_time_second",
+    "Unix Time / s": "unix_time_second",
+    "Voltage / V": "voltage_volt",
+    "Current / A": "current_ampere",
+    "Step Count / 1": "step_count",
+    "Step ID": "step_id",
+    "Temperature T1 / degC": "temperature_t1_celsius",
+    "Charging Capacity / Ah": "charging_capacity_ah",
+    "Discharging Capacity / Ah": "discharging_capacity_ah",
+    "Charging Energy / Wh": "charging_energy_wh",
+    "Discharging Energy / Wh": "discharging_energy_wh",
+}
+BDF_HEADER: tuple[str, ...] = tuple(BDF_LABELS)
+_BDF_ROW_FORMAT = "%.3f,%.3f,%.4f,%.4f,%d,%d,%.2f,%.6f,%.6f,%.4f,%.4f"
+_BDF_CHUNK_ROWS = 100_000
+
+
+class ReportError(ValueError):
+    """The test folder cannot be reported on (missing folder, no data.csv, wrong header)."""
+
+
+# =========================================================================== loading data.csv
+
+
+@dataclass
+class TestData:
+    """The rows of a data.csv as numpy arrays (file order), and what was skipped."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    unix_s: np.ndarray
+    columns: dict[str, np.ndarray]
+    skipped_lines: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return int(self.unix_s.shape[0])
+
+    @property
+    def step(self) -> np.ndarray:
+        """Phase of each row as integers."""
+        return self.columns["step"].astype(np.int64)
+
+
+_TS_DIGITS: tuple[tuple[int, int], ...] = (
+    (0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23), (24, 26), (27, 29)
+)  # year, month, day, hour, minute, second, millisecond, offset hours, offset minutes
+_TS_SEPARATORS: tuple[tuple[int, bytes], ...] = (
+    (4, b"-"), (7, b"-"), (10, b"T"), (13, b":"), (16, b":"), (19, b"."), (26, b":")
+)
+_TS_WEIGHTS = np.zeros((_TS_WIDTH, len(_TS_DIGITS)), dtype=np.float32)
+for _col, (_a, _b) in enumerate(_TS_DIGITS):
+    for _k in range(_a, _b):
+        _TS_WEIGHTS[_k, _col] = 10 ** (_b - 1 - _k)
+_TS_DIGIT_POSITIONS = np.array([k for a, b in _TS_DIGITS for k in range(a, b)])
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (vectorized, H. Hinnant's algorithm)."""
+    year = year - (month <= 2)
+    era = np.floor_divide(year, 400)
+    yoe = year - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _parse_one_timestamp(raw: bytes) -> float:
+    text = raw.decode("ascii", errors="strict").strip()
+    if len(text) >= _TS_WIDTH:
+        raise ValueError("timestamp too long")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=utils.LOCAL_TZ)
+    return moment.timestamp()
+
+
+def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unix seconds of ISO 8601 byte strings, and a mask of the ones that parsed.
+
+    The canonical form `YYYY-MM-DDTHH:MM:SS.mmm+HH:MM` is decoded with array arithmetic;
+    anything else goes through `datetime.fromisoformat` (naive times are Paris time).
+    """
+    stamps = np.ascontiguousarray(stamps, dtype=f"S{_TS_WIDTH}")
+    count = stamps.shape[0]
+    if count == 0:
+        return np.zeros(0), np.ones(0, dtype=bool)
+    raw = stamps.view(np.uint8).reshape(count, _TS_WIDTH)
+    canonical = (raw[:, 28] != 0) & (raw[:, 29] == 0) & ((raw[:, 23] == ord("+")) | (raw[:, 23] == ord("-")))
+    for position, char in _TS_SEPARATORS:
+        canonical &= raw[:, position] == char[0]
+    digits = raw[:, _TS_DIGIT_POSITIONS]
+    canonical &= ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    values = (raw.astype(np.float32) - ord("0")) @ _TS_WEIGHTS  # exact: every field < 2**24
+    year, month, day, hour, minute, second, milli, off_h, off_m = values.astype(np.int64).T
+    sign = np.where(raw[:, 23] == ord("+"), 1, -1)
+    canonical &= (
+        (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hour <= 23)
+        & (minute <= 59) & (second <= 60) & (off_h <= 23) & (off_m <= 59)
+    )
+    seconds = (
+        _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+        - sign * (off_h * 3600 + off_m * 60)
+    )
+    unix = seconds + milli / 1000.0
+    valid = canonical.copy()
+    for index in np.flatnonzero(~canonical):
+        try:
+            unix[index] = _parse_one_timestamp(bytes(stamps[index]))
+            valid[index] = True
+        except (ValueError, UnicodeDecodeError, OverflowError):
+            valid[index] = False
+    return unix, valid
+
+
+def _parse_line(line: bytes) -> Optional[tuple[Any, ...]]:
+    """One data.csv line as a row of _ROW_DTYPE, or None when it is not a valid row."""
+    parts = line.split(b",")
+    if len(parts) != len(utils.DATA_CSV_HEADER):
+        return None
+    try:
+        return (parts[0].strip(),) + tuple(float(part) for part in parts[1:])
+    except ValueError:
+        return None
+
+
+def _parse_slice(text: bytes) -> np.ndarray:
+    """Rows of a slice of complete lines: numpy's C parser, or line by line when a line is bad.
+
+    A bad line becomes a row of NaN (dropped later as invalid), so row k is still line k of
+    the slice and the notes can give exact line numbers.
+    """
+    try:
+        return np.atleast_1d(np.loadtxt(io.BytesIO(text), delimiter=",", dtype=_ROW_DTYPE, comments=None, ndmin=1))
+    except ValueError:
+        pass
+    rows = []
+    for line in text.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        parsed = _parse_line(line)
+        rows.append(parsed if parsed is not None else (b"",) + (math.nan,) * len(NUMERIC_COLUMNS))
+    return np.array(rows, dtype=_ROW_DTYPE)
+
+
+def parse_data_csv(raw: bytes) -> TestData:
+    """Parse the bytes of a data.csv (pure): header checked, torn last line and bad lines skipped with a note."""
+    notes: list[str] = []
+    header_end = raw.find(b"\n")
+    header = (raw if header_end < 0 else raw[:header_end]).rstrip(b"\r").lstrip(b"\xef\xbb\xbf")
+    if header != _HEADER_BYTES:
+        if not header.strip():
+            raise ReportError("data.csv est vide (pas d'en-tête)")
+        raise ReportError(
+            "data.csv : en-tête inattendu "
+            f"({header[:80].decode('ascii', 'replace')!r}, attendu {_HEADER_BYTES.decode()!r})"
+        )
+    body_start = len(raw) if header_end < 0 else header_end + 1
+    body_end = raw.rfind(b"\n") + 1
+    skipped = 0
+    if body_end < body_start:
+        body_end = body_start
+    if body_end < len(raw) and raw[body_end:].strip():
+        # Without its newline a line may be cut anywhere (even inside a number): never trust it.
+        skipped += 1
+        notes.append("dernière ligne incomplète ignorée (écriture en cours ou arrêt brutal)")
+
+    if raw.find(b"\r", body_start, body_end) >= 0 or raw.find(b"\n\n", body_start, body_end) >= 0:
+        # Unusual line endings or blank lines: normalise once so that rows map to line numbers.
+        lines = [line.rstrip(b"\r") for line in raw[body_start:body_end].split(b"\n")]
+        line_numbers_all = [i + 2 for i, line in enumerate(lines) if line]
+        body = b"\n".join(line for line in lines if line) + b"\n"
+        line_numbers = np.array(line_numbers_all, dtype=np.int64)
+    else:
+        body = raw[body_start:body_end] if body_end > body_start else b""
+        line_numbers = None
+
+    stamps: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in NUMERIC_COLUMNS}
+    start = 0
+    while start < len(body):
+        end = body.find(b"\n", min(start + _CHUNK_BYTES, len(body) - 1)) + 1 or len(body)
+        # Slice by slice: each slice's columns are extracted while its rows are still in the CPU cache.
+        rows = _parse_slice(body[start:end])
+        unix_part, valid_part = parse_iso_timestamps(rows["timestamp"])
+        for name in NUMERIC_COLUMNS:
+            column = np.ascontiguousarray(rows[name])
+            valid_part &= np.isfinite(column)
+            parts[name].append(column)
+        stamps.append(unix_part)
+        valids.append(valid_part)
+        start = end
+    unix = np.concatenate(stamps) if stamps else np.zeros(0)
+    valid = np.concatenate(valids) if valids else np.zeros(0, dtype=bool)
+    all_columns = {name: np.concatenate(parts[name]) if stamps else np.zeros(0) for name in NUMERIC_COLUMNS}
+    if line_numbers is None:
+        line_numbers = np.arange(2, unix.size + 2, dtype=np.int64)
+
+    bad = np.flatnonzero(~valid)
+    if bad.size:
+        skipped += int(bad.size)
+        shown = ", ".join(str(int(line_numbers[i])) for i in bad[:_MAX_LINE_NOTES])
+        more = f" (et {bad.size - _MAX_LINE_NOTES} autres)" if bad.size > _MAX_LINE_NOTES else ""
+        notes.append(f"{bad.size} ligne(s) illisible(s) ignorée(s) : ligne {shown}{more}")
+    columns = {name: column[valid] for name, column in all_columns.items()} if bad.size else all_columns
+    if bad.size:
+        unix = unix[valid]
+    if unix.size > 1 and np.any(np.diff(unix) < 0):
+        notes.append(f"horodatage non croissant {int(np.sum(np.diff(unix) < 0))} fois (horloge remise à l'heure ?)")
+    return TestData(unix_s=unix, columns=columns, skipped_lines=skipped, notes=notes)
+
+
+def load_test_data(folder: Path) -> TestData:
+    """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv)."""
+    path = Path(folder) / utils.DATA_CSV_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ReportError(f"{path} n'existe pas") from None
+    except OSError as exc:
+        raise ReportError(f"{path} illisible : {exc}") from exc
+    return parse_data_csv(raw)
+
+
+# =========================================================================== pure computations
+
+
+def stop_gap_s(unix_s: np.ndarray, min_gap_s: float = MIN_GAP_S) -> float:
+    """Shortest silence between two rows taken for a stop: max(min_gap_s, 10 x the median interval)."""
+    if unix_s.size < 3:
+        return float(min_gap_s)
+    steps = np.diff(unix_s)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return float(min_gap_s)
+    return float(max(min_gap_s, GAP_MEDIAN_FACTOR * float(np.median(steps))))
+
+
+def continuous_intervals(unix_s: np.ndarray, gap_s: float) -> np.ndarray:
+    """Mask of the intervals between consecutive rows that are measured time (0 < dt <= gap_s)."""
+    dt = np.diff(unix_s)
+    return (dt > 0) & (dt <= gap_s)
+
+
+def split_trapezoid(y: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoid areas of the positive and of the negative part (as magnitudes) of y, per interval.
+
+    y is linear between samples; an interval where y changes sign is split at its zero,
+    so a charge/discharge transition is attributed exactly.
+    """
+    a, b = y[:-1], y[1:]
+    positive = np.where((a >= 0) & (b >= 0), (a + b) * 0.5, 0.0)
+    negative = np.where((a <= 0) & (b <= 0), -(a + b) * 0.5, 0.0)
+    crossing = (a * b) < 0
+    if np.any(crossing):
+        ac, bc = a[crossing], b[crossing]
+        span = np.abs(ac) + np.abs(bc)
+        pos_part = np.where(ac > 0, ac * ac, bc * bc) / (2 * span)
+        neg_part = np.where(ac < 0, ac * ac, bc * bc) / (2 * span)
+        positive[crossing] = pos_part
+        negative[crossing] = neg_part
+    return positive * dt, negative * dt
+
+
+@dataclass(frozen=True)
+class CoulombCount:
+    """Cumulative capacities and energies per row (coulomb counting over receipt timestamps)."""
+
+    charge_ah: np.ndarray
+    discharge_ah: np.ndarray
+    charge_wh: np.ndarray
+    discharge_wh: np.ndarray
+    discharge_increments_ah: np.ndarray  # per interval (len n-1), for phase sums
+    discharge_increments_wh: np.ndarray
+
+
+def coulomb_count(data: TestData, gap_s: float) -> CoulombCount:
+    """Integrate current (Ah) and power (Wh) by the trapezoidal rule; stops (gaps) add nothing."""
+    n = len(data)
+    if n < 2:
+        zeros = np.zeros(n)
+        return CoulombCount(zeros, zeros, zeros, zeros, np.zeros(0), np.zeros(0))
+    dt = np.diff(data.unix_s)
+    dt = np.where(continuous_intervals(data.unix_s, gap_s), dt, 0.0)
+    current = data["current_a"]
+    power = current * data["voltage_v"]
+    charge_as, discharge_as = split_trapezoid(current, dt)
+    charge_ws, discharge_ws = split_trapezoid(power, dt)
+
+    def cumulative(increments: np.ndarray, scale: float) -> np.ndarray:
+        out = np.empty(n)
+        out[0] = 0.0
+        np.cumsum(increments / scale, out=out[1:])
+        return out
+
+    return CoulombCount(
+        charge_ah=cumulative(charge_as, 3600.0),
+        discharge_ah=cumulative(discharge_as, 3600.0),
+        charge_wh=cumulative(charge_ws, 3600.0),
+        discharge_wh=cumulative(discharge_ws, 3600.0),
+        discharge_increments_ah=discharge_as / 3600.0,
+        discharge_increments_wh=discharge_ws / 3600.0,
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of rows in one phase without a stop: rows i0..i1, shaded from t0_s to t1_s."""
+
+    step: int
+    i0: int
+    i1: int
+    t0_s: float
+    t1_s: float
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A silence longer than the stop threshold between two rows (end-of-day stop or interruption)."""
+
+    t0_s: float
+    t1_s: float
+    step_before: int
+    step_after: int
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the silence in seconds."""
+        return self.t1_s - self.t0_s
+
+
+def find_segments(unix_s: np.ndarray, step: np.ndarray, gap_s: float) -> tuple[list[Segment], list[Stop]]:
+    """Split the rows into phase segments and stops (a stop is any silence longer than gap_s)."""
+    n = unix_s.size
+    if n == 0:
+        return [], []
+    dt = np.diff(unix_s)
+    is_gap = dt > gap_s
+    breaks = np.flatnonzero((step[1:] != step[:-1]) | is_gap | (dt < 0))
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [n - 1]))
+    segments = []
+    for i0, i1 in zip(starts.tolist(), ends.tolist()):
+        continuous_next = i1 + 1 < n and 0 <= dt[i1] <= gap_s
+        t1 = unix_s[i1 + 1] if continuous_next else unix_s[i1]
+        segments.append(Segment(int(step[i0]), i0, i1, float(unix_s[i0]), float(t1)))
+    stops = [
+        Stop(float(unix_s[i]), float(unix_s[i + 1]), int(step[i]), int(step[i + 1]))
+        for i in np.flatnonzero(is_gap).tolist()
+    ]
+    return segments, stops
+
+
+@dataclass(frozen=True)
+class Resistance:
+    """One Ri/diffusion result: mean as measured and brought to 25 °C."""
+
+    key: str
+    label: str
+    raw_ohm: Optional[float]
+    at_25c_ohm: Optional[float]
+    count: int
+
+
+@dataclass
+class Summary:
+    """Everything the text summary, the chart panel and the BDF metadata show."""
+
+    serial: str
+    banc: str
+    status: str
+    current_step: Optional[int]
+    first_handle: Optional[datetime]
+    end_time: Optional[datetime]
+    first_row_s: Optional[float]
+    last_row_s: Optional[float]
+    rows: int
+    skipped_lines: int
+    rejected_count: Optional[int]
+    gap_s: float
+    phase_active_s: dict[int, float]
+    segments: list[Segment]
+    stops: list[Stop]
+    esp_capacity_ah: Optional[float]
+    esp_capacity_wh: Optional[float]
+    counted_capacity_ah: Optional[float]
+    counted_energy_wh: Optional[float]
+    capacity_diff_pct: Optional[float]
+    capacity_flag: bool
+    total_charge_ah: float
+    total_discharge_ah: float
+    resistances: list[Resistance]
+    ri_temperature_c: Optional[float]
+    voltage_range_v: Optional[tuple[float, float]]
+    temperature_range_c: Optional[tuple[float, float]]
+    max_cell_spread_mv: Optional[float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stopped_s(self) -> float:
+        """Total length of the stops."""
+        return float(sum(stop.duration_s for stop in self.stops))
+
+    @property
+    def wall_s(self) -> float:
+        """Time from the first to the last row."""
+        if self.first_row_s is None or self.last_row_s is None:
+            return 0.0
+        return self.last_row_s - self.first_row_s
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    return int(number) if number is not None else 0
+
+
+_FOLDER_RE = re.compile(r"^\d{8}-(?P<serial>RW-[A-Za-z0-9]{4,32})(?:-\d+)?$")
+
+
+def identity_from_folder(folder: Path) -> tuple[str, str]:
+    """Serial and bench guessed from data/bancN/DDMMYYYY-SERIAL (for a folder without config.json)."""
+    folder = Path(folder)
+    match = _FOLDER_RE.match(folder.name)
+    serial = match.group("serial") if match else folder.name
+    banc = folder.parent.name.lower() if re.fullmatch(r"(?i)banc[0-9]+", folder.parent.name) else "?"
+    return serial, banc
+
+
+def compute_summary(
+    data: TestData, config: dict[str, Any], gap_s: float, correct: Callable[[float, Optional[float]], float],
+    folder: Optional[Path] = None,
+) -> Summary:
+    """Summary of a test from its rows and its config.json (pure: `correct` brings an Ri to 25 °C)."""
+    notes = list(data.notes)
+    serial, banc = identity_from_folder(folder) if folder is not None else ("?", "?")
+    serial = str(config.get("battery_serial") or serial)
+    banc = str(config.get("banc") or banc)
+    n = len(data)
+    step = data.step
+    segments, stops = find_segments(data.unix_s, step, gap_s)
+
+    phase_active_s: dict[int, float] = {}
+    counted_ah = counted_wh = None
+    total_charge = total_discharge = 0.0
+    if n >= 2:
+        dt = np.diff(data.unix_s)
+        continuous = continuous_intervals(data.unix_s, gap_s)
+        for phase in np.unique(step).tolist():
+            phase_active_s[int(phase)] = float(dt[continuous & (step[:-1] == phase)].sum())
+        count = coulomb_count(data, gap_s)
+        total_charge = float(count.charge_ah[-1])
+        total_discharge = float(count.discharge_ah[-1])
+        in_discharge = (step[:-1] == DISCHARGE_PHASE) & (step[1:] == DISCHARGE_PHASE)
+        if in_discharge.any():
+            counted_ah = float(count.discharge_increments_ah[in_discharge].sum())
+            counted_wh = float(count.discharge_increments_wh[in_discharge].sum())
+    elif n == 1:
+        phase_active_s[int(step[0])] = 0.0
+
+    esp_ah = _number(config.get("capacity_ah"))
+    esp_wh = _number(config.get("capacity_wh"))
+    if esp_ah is None and n:
+        esp_ah = float(np.max(data["capacity_ah"]))  # config.json without it: the ESP's last word in data.csv
+        esp_wh = float(np.max(data["energy_wh"]))
+    diff_pct = None
+    if counted_ah is not None and esp_ah:
+        diff_pct = (counted_ah - esp_ah) / esp_ah * 100.0
+    flag = diff_pct is not None and abs(diff_pct) > CAPACITY_FLAG_PCT
+
+    ri_temperature = _number(config.get("ri_temperature_c"))
+    resistances = []
+    for key in protocol.RI_KEYS:
+        raw = _number(config.get(f"{key}_average"))
+        at_25 = None
+        if raw is not None:
+            try:
+                at_25 = correct(raw, ri_temperature)
+            except (ValueError, OSError) as exc:  # a broken temperature_coefficients.json: say so, keep the raw value
+                notes.append(f"correction à 25 °C impossible : {exc}")
+        resistances.append(Resistance(key, RESISTANCE_LABELS.get(key, key), raw, at_25, _count(config.get(f"{key}_count"))))
+
+    rejected = config.get("rejected_count")
+    spread = data["cell_max_mv"] - data["cell_min_mv"] if n else None
+    return Summary(
+        serial=serial,
+        banc=banc,
+        status=str(config.get("status") or "?"),
+        current_step=_count(config.get("current_step")) or None,
+        first_handle=utils.parse_time(config.get("first_handle")),
+        end_time=utils.parse_time(config.get("end_time")),
+        first_row_s=float(data.unix_s[0]) if n else None,
+        last_row_s=float(data.unix_s[-1]) if n else None,
+        rows=n,
+        skipped_lines=data.skipped_lines,
+        rejected_count=_count(rejected) if _number(rejected) is not None else None,
+        gap_s=gap_s,
+        phase_active_s=phase_active_s,
+        segments=segments,
+        stops=stops,
+        esp_capacity_ah=esp_ah,
+        esp_capacity_wh=esp_wh,
+        counted_capacity_ah=counted_ah,
+        counted_energy_wh=counted_wh,
+        capacity_diff_pct=diff_pct,
+        capacity_flag=flag,
+        total_charge_ah=total_charge,
+        total_discharge_ah=total_discharge,
+        resistances=resistances,
+        ri_temperature_c=ri_temperature,
+        voltage_range_v=(float(data["voltage_v"].min()), float(data["voltage_v"].max())) if n else None,
+        temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
+        max_cell_spread_mv=float(spread.max()) if n else None,
+        notes=notes,
+    )
+
+
+# =========================================================================== text
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: "2 j 03 h 12 min", "3 h 05 min", "4 min 07 s", "12 s"."""
+    seconds = max(0.0, float(seconds))
+    total = int(round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} j {hours:02d} h {minutes:02d} min"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{total} s"
+
+
+def format_time(moment: Optional[float | datetime]) -> str:
+    """Paris time dd/mm/yyyy HH:MM:SS of a unix time or datetime ("—" when unknown)."""
+    if moment is None:
+        return "—"
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc)
+    return moment.astimezone(utils.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def _fmt(value: Optional[float], pattern: str, unit: str = "") -> str:
+    return "—" if value is None else f"{pattern.format(value)}{unit}"
+
+
+def _milliohm(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value * 1000:.2f}"
+
+
+def phase_name(step: int) -> str:
+    """French name of a phase ("Charge"...), or "phase N" for an unexpected value."""
+    return protocol.PHASE_NAMES.get(step, f"phase {step}")
+
+
+def capacity_flag_text(summary: Summary) -> str:
+    """The warning line shown when the coulomb count and the ESP differ by more than 2 %."""
+    return (
+        f"ATTENTION : écart de {summary.capacity_diff_pct:+.2f} % (> {CAPACITY_FLAG_PCT:g} %) entre le comptage "
+        "coulométrique et la capacité de l'ESP"
+    )
+
+
+def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
+    """The plain-text summary printed by `report.py TEST_FOLDER`."""
+    status = STATUS_LABELS.get(summary.status, summary.status)
+    lines = [f"Test {summary.serial} — {summary.banc} — {status}"]
+    if folder is not None:
+        lines.append(f"Dossier : {folder}")
+    lines.append(f"Début (config.json) : {format_time(summary.first_handle)}")
+    lines.append(f"Première mesure     : {format_time(summary.first_row_s)}")
+    lines.append(f"Dernière mesure     : {format_time(summary.last_row_s)}")
+    if summary.end_time is not None:
+        lines.append(f"Fin (phase 5)       : {format_time(summary.end_time)}")
+    lines.append(
+        f"Durée totale        : {format_duration(summary.wall_s)}, dont arrêts {format_duration(summary.stopped_s)}"
+    )
+    skipped = f" ({summary.skipped_lines} ligne(s) ignorée(s))" if summary.skipped_lines else ""
+    lines.append(f"Mesures             : {summary.rows} ligne(s){skipped}")
+    if summary.rejected_count is not None:
+        lines.append(f"Messages rejetés    : {summary.rejected_count}")
+    lines.append("")
+    lines.append("Durée par phase (hors arrêts)")
+    if not summary.phase_active_s:
+        lines.append("  aucune mesure")
+    for phase in sorted(summary.phase_active_s):
+        lines.append(f"  {phase} {phase_name(phase):<20} {format_duration(summary.phase_active_s[phase])}")
+    lines.append(f"Arrêts (silences > {summary.gap_s:g} s) : {len(summary.stops)}")
+    for stop in summary.stops:
+        lines.append(
+            f"  {format_time(stop.t0_s)} -> {format_time(stop.t1_s)} ({format_duration(stop.duration_s)}), "
+            f"phase {stop.step_before} -> {stop.step_after}"
+        )
+    lines.append("")
+    lines.append("Capacité (décharge, phase 3)")
+    lines.append(
+        f"  ESP (config.json)          : {_fmt(summary.esp_capacity_ah, '{:.3f}', ' Ah')}   "
+        f"{_fmt(summary.esp_capacity_wh, '{:.1f}', ' Wh')}"
+    )
+    lines.append(
+        f"  Comptage coulométrique     : {_fmt(summary.counted_capacity_ah, '{:.3f}', ' Ah')}   "
+        f"{_fmt(summary.counted_energy_wh, '{:.1f}', ' Wh')}"
+    )
+    lines.append(f"  Écart                      : {_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %')}")
+    if summary.capacity_flag:
+        lines.append(f"  {capacity_flag_text(summary)}")
+    lines.append(
+        f"  Sur tout le test           : {summary.total_charge_ah:.3f} Ah chargés, "
+        f"{summary.total_discharge_ah:.3f} Ah déchargés"
+    )
+    lines.append("")
+    temperature = "inconnue" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:g} °C"
+    lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [mesure à {temperature}]")
+    for item in summary.resistances:
+        lines.append(f"  {item.label:<20} {_milliohm(item.raw_ohm):>8} {_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
+    lines.append("")
+    if summary.voltage_range_v:
+        lines.append(f"Tension             : {summary.voltage_range_v[0]:.2f} à {summary.voltage_range_v[1]:.2f} V")
+    if summary.temperature_range_c:
+        lines.append(
+            f"Température         : {summary.temperature_range_c[0]:.1f} à {summary.temperature_range_c[1]:.1f} °C"
+        )
+    if summary.max_cell_spread_mv is not None:
+        lines.append(f"Écart cellules max  : {summary.max_cell_spread_mv:.0f} mV")
+    if summary.notes:
+        lines.append("")
+        lines.append("Remarques")
+        lines.extend(f"  - {note}" for note in summary.notes)
+    return "\n".join(lines) + "\n"
+
+
+def panel_lines(summary: Summary) -> list[tuple[str, str]]:
+    """(text, colour) lines of the results panel beside the charts."""
+    red, black, grey = "#c0392b", "#222222", "#555555"
+    out: list[tuple[str, str]] = [("Résultats", black)]
+    out.append((f"Capacité ESP    {_fmt(summary.esp_capacity_ah, '{:8.2f}', ' Ah')}"
+                f" {_fmt(summary.esp_capacity_wh, '{:7.0f}', ' Wh')}", black))
+    out.append((f"Comptage ph. 3  {_fmt(summary.counted_capacity_ah, '{:8.2f}', ' Ah')}"
+                f" {_fmt(summary.counted_energy_wh, '{:7.0f}', ' Wh')}", black))
+    out.append((f"Écart           {_fmt(summary.capacity_diff_pct, '{:+8.2f}', ' %')}",
+                red if summary.capacity_flag else black))
+    if summary.capacity_flag:
+        out.append((f"ÉCART > {CAPACITY_FLAG_PCT:g} % : à vérifier", red))
+    out.append(("", black))
+    out.append(("mΩ              mesurée  à 25 °C", grey))
+    for item in summary.resistances:
+        out.append((f"{item.label:<18}{_milliohm(item.raw_ohm):>7}  {_milliohm(item.at_25c_ohm):>7}", black))
+    temperature = "—" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:.1f} °C"
+    out.append((f"T mesure Ri     {temperature}", grey))
+    out.append(("", black))
+    out.append(("Durée par phase (hors arrêts)", black))
+    for phase in sorted(summary.phase_active_s):
+        out.append((f"{phase} {phase_name(phase):<18}{format_duration(summary.phase_active_s[phase])}",
+                    PHASE_COLORS.get(phase, black)))
+    out.append((f"Arrêts : {len(summary.stops)} ({format_duration(summary.stopped_s)})", grey))
+    out.append((f"Durée totale : {format_duration(summary.wall_s)}", grey))
+    skipped = f", {summary.skipped_lines} ignorée(s)" if summary.skipped_lines else ""
+    out.append((f"Mesures : {summary.rows}{skipped}", grey))
+    if summary.rejected_count:
+        out.append((f"Messages rejetés : {summary.rejected_count}", grey))
+    if summary.max_cell_spread_mv is not None:
+        out.append((f"Écart cellules max : {summary.max_cell_spread_mv:.0f} mV", grey))
+    return out
+
+
+# =========================================================================== display decimation
+
+
+def _runs(unix_s: np.ndarray, gap_s: float) -> list[tuple[int, int]]:
+    """Index ranges [start, stop) of the rows between stops (lines are broken at stops)."""
+    n = unix_s.size
+    if n == 0:
+        return []
+    dt = np.diff(unix_s)
+    cuts = (np.flatnonzero((dt > gap_s) | (dt < 0)) + 1).tolist()
+    if len(cuts) > _MAX_DISPLAY_RUNS:
+        return [(0, n)]  # pathological flapping: one line rather than thousands of tiny ones
+    bounds = [0] + cuts + [n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def minmax_indices(y: np.ndarray, start: int, stop: int, bucket: int) -> np.ndarray:
+    """Indices in [start, stop) keeping the min and the max of every bucket of rows, in order."""
+    length = stop - start
+    if length <= 2 * bucket or bucket <= 1:
+        return np.arange(start, stop)
+    full = length // bucket
+    block = y[start:start + full * bucket].reshape(full, bucket)
+    offsets = start + np.arange(full) * bucket
+    picks = [offsets + block.argmin(axis=1), offsets + block.argmax(axis=1), np.array([start, stop - 1])]
+    tail = start + full * bucket
+    if tail < stop:
+        rest = y[tail:stop]
+        picks.append(np.array([tail + int(rest.argmin()), tail + int(rest.argmax())]))
+    return np.unique(np.concatenate(picks))
+
+
+def decimate(x: np.ndarray, y: np.ndarray, runs: Sequence[tuple[int, int]], buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max envelope of y(x) for display (spikes survive), NaN between runs so lines break at stops."""
+    n = x.size
+    if n == 0:
+        return x, y
+    bucket = max(1, int(math.ceil(n / max(1, buckets))))
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for start, stop in runs:
+        idx = minmax_indices(y, start, stop, bucket)
+        xs.append(x[idx])
+        ys.append(y[idx])
+        xs.append(np.array([np.nan]))
+        ys.append(np.array([np.nan]))
+    return np.concatenate(xs[:-1]), np.concatenate(ys[:-1])
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """Display abscissa: seconds of test time since the first row, each stop shortened to a narrow band.
+
+    A test stopped every night (or a weekend) would otherwise be mostly empty hatching;
+    the mapping is piecewise linear with slope 1 outside the stops, so charts keep their shape.
+    """
+
+    knots_unix: np.ndarray
+    knots_x: np.ndarray
+
+    def to_x(self, unix_s: Any) -> np.ndarray:
+        """Display abscissa of unix times."""
+        return np.interp(unix_s, self.knots_unix, self.knots_x)
+
+    def to_unix(self, x: Any) -> np.ndarray:
+        """Unix times of display abscissae."""
+        return np.interp(x, self.knots_x, self.knots_unix)
+
+    @property
+    def width(self) -> float:
+        """Length of the axis in display seconds."""
+        return float(self.knots_x[-1])
+
+
+STOP_BAND_FRACTION = 0.04
+"""A stop is drawn at most this wide, as a fraction of the measured (non-stop) time."""
+
+
+def time_axis(first_s: float, last_s: float, stops: Sequence[Stop]) -> TimeAxis:
+    """The display axis of a test from its first to its last row, stops shortened."""
+    stopped = sum(max(0.0, s.duration_s) for s in stops)
+    active = max(last_s - first_s - stopped, 1.0)
+    band = STOP_BAND_FRACTION * active
+    knots_unix, knots_x = [first_s], [0.0]
+    for stop in stops:
+        if stop.t0_s < knots_unix[-1] or stop.t1_s <= stop.t0_s:
+            continue  # clock set back: keep the mapping monotonic, draw this stop unshortened
+        knots_x.append(knots_x[-1] + stop.t0_s - knots_unix[-1])
+        knots_unix.append(stop.t0_s)
+        knots_x.append(knots_x[-1] + min(stop.duration_s, band))
+        knots_unix.append(stop.t1_s)
+    end = max(last_s, knots_unix[-1] + 1.0)
+    knots_x.append(knots_x[-1] + end - knots_unix[-1])
+    knots_unix.append(end)
+    return TimeAxis(np.array(knots_unix), np.array(knots_x))
+
+
+_TICK_STEPS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400)
+
+
+def time_ticks(axis: TimeAxis, stops: Sequence[Stop], max_ticks: int = 9) -> list[tuple[float, str]]:
+    """Ticks at round Paris wall-clock times outside the stops: (display x, label), the date shown when it changes."""
+    first, last = float(axis.knots_unix[0]), float(axis.knots_unix[-1])
+    step = next((s for s in _TICK_STEPS_S if axis.width / s <= max_ticks), _TICK_STEPS_S[-1])
+    start = datetime.fromtimestamp(first, tz=utils.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    if step >= 86400:
+        start -= timedelta(days=start.weekday()) if step == 7 * 86400 else timedelta(0)
+    ticks: list[tuple[float, str]] = []
+    previous_day = None
+    candidates = int((last - start.timestamp()) // step) + 2
+    for k in range(candidates):
+        moment = start + timedelta(seconds=k * step)  # wall-clock arithmetic: ticks stay round across DST
+        unix = moment.timestamp()
+        if unix < first or unix > last or any(s.t0_s < unix < s.t1_s for s in stops):
+            continue
+        x = float(axis.to_x(unix))
+        if ticks and x - ticks[-1][0] < 0.6 * step:
+            continue  # just after a shortened stop: would overlap the previous label
+        day = moment.date()
+        label = moment.strftime("%H:%M") if day == previous_day else moment.strftime("%d/%m\n%H:%M")
+        previous_day = day
+        ticks.append((x, label))
+    return ticks
+
+
+@dataclass
+class PlotData:
+    """What the figure draws: decimated series on the display axis, its ticks, and the summary."""
+
+    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    summary: Summary
+    axis: Optional[TimeAxis]
+    ticks: list[tuple[float, str]]
+    folder: Optional[Path] = None
+
+
+PLOT_SERIES: tuple[tuple[str, str, str], ...] = (
+    ("voltage_v", "Tension (V)", "#1f3a93"),
+    ("current_a", "Courant (A)", "#c0392b"),
+    ("soc_pct", "SOC (%)", "#16a085"),
+    ("temperature_c", "Température (°C)", "#d35400"),
+    ("cell_spread_mv", "Écart cellules (mV)", "#6c3483"),
+)
+
+
+def prepare_plot_data(data: TestData, summary: Summary, buckets: int = DISPLAY_BUCKETS,
+                      folder: Optional[Path] = None) -> PlotData:
+    """Decimate every plotted series and place it on the display axis (pure numpy; fine in a worker thread)."""
+    if len(data) == 0:
+        empty = (np.zeros(0), np.zeros(0))
+        return PlotData({name: empty for name, _l, _c in PLOT_SERIES}, summary, None, [], folder)
+    axis = time_axis(float(data.unix_s[0]), float(data.unix_s[-1]), summary.stops)
+    runs = _runs(data.unix_s, summary.gap_s)
+    series = {}
+    for name, _label, _color in PLOT_SERIES:
+        y = data["cell_max_mv"] - data["cell_min_mv"] if name == "cell_spread_mv" else data[name]
+        x, y_shown = decimate(data.unix_s, y, runs, buckets)
+        x_shown = axis.to_x(x)
+        x_shown[np.isnan(x)] = np.nan  # keep the line breaks at stops
+        series[name] = (x_shown, y_shown)
+    return PlotData(series, summary, axis, time_ticks(axis, summary.stops), folder)
+
+
+# =========================================================================== the figure (matplotlib, lazy)
+
+
+def draw_figure(figure: Any, plot: PlotData) -> None:
+    """Draw the charts and the results panel on a matplotlib Figure (Agg or TkAgg)."""
+    from matplotlib.patches import Patch
+
+    summary = plot.summary
+    figure.clear()
+    figure.set_facecolor("white")
+    grid = figure.add_gridspec(len(PLOT_SERIES), 2, width_ratios=(3.3, 1.0), hspace=0.12, wspace=0.04,
+                               left=0.06, right=0.99, top=0.93, bottom=0.08)
+    status = STATUS_LABELS.get(summary.status, summary.status)
+    figure.suptitle(
+        f"{summary.serial} — {summary.banc} — {status} — "
+        f"{format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}",
+        fontsize=14, fontweight="bold",
+    )
+    axes = []
+    for row, (name, label, color) in enumerate(PLOT_SERIES):
+        ax = figure.add_subplot(grid[row, 0], sharex=axes[0] if axes else None)
+        axes.append(ax)
+        x, y = plot.series[name]
+        ax.plot(x, y, color=color, linewidth=0.9)
+        ax.set_ylabel(label, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        if name == "current_a":
+            ax.axhline(0.0, color="#555555", linewidth=0.6)
+        if row < len(PLOT_SERIES) - 1:
+            ax.tick_params(labelbottom=False)
+    if plot.axis is None:
+        axes[0].text(0.5, 0.5, "Aucune mesure dans data.csv", transform=axes[0].transAxes,
+                     ha="center", va="center", fontsize=14)
+    else:
+        _shade_phases(axes, summary, plot.axis)
+        axes[-1].set_xticks([x for x, _ in plot.ticks], [label for _, label in plot.ticks])
+        note = ", arrêts raccourcis" if summary.stops else ""
+        axes[-1].set_xlabel(f"Heure de Paris (réception des mesures{note})", fontsize=9)
+        pad = max(plot.axis.width * 0.005, 1.0)
+        axes[-1].set_xlim(-pad, plot.axis.width + pad)
+
+    panel = figure.add_subplot(grid[:, 1])
+    panel.axis("off")
+    lines = panel_lines(summary)
+    step_y = min(0.034, 0.8 / max(1, len(lines)))
+    for i, (text, color) in enumerate(lines):
+        panel.text(0.03, 0.995 - i * step_y, text, transform=panel.transAxes, va="top", ha="left",
+                   family="monospace", fontsize=9.5 if i else 12, color=color,
+                   fontweight="bold" if i == 0 or color == "#c0392b" else "normal")
+    handles = [Patch(facecolor=PHASE_COLORS[p], alpha=0.35, label=f"{p} {phase_name(p)}") for p in protocol.PHASES]
+    handles.append(Patch(facecolor="white", edgecolor="#666666", hatch="///", label="Arrêt"))
+    panel.legend(handles=handles, loc="lower left", fontsize=9, frameon=False, title="Phases", title_fontsize=9)
+
+
+def _shade_phases(axes: list[Any], summary: Summary, axis: TimeAxis) -> None:
+    """Shade each phase segment, hatch each stop, label both on the top chart."""
+    import matplotlib.transforms as mtransforms
+
+    span = max(axis.width, 1e-9)
+    top = axes[0]
+    label_transform = mtransforms.blended_transform_factory(top.transData, top.transAxes)
+    labelled_until = -math.inf
+    for segment in summary.segments:
+        color = PHASE_COLORS.get(segment.step, "#bbbbbb")
+        x0, x1 = (float(v) for v in axis.to_x([segment.t0_s, segment.t1_s]))
+        for ax in axes:
+            ax.axvspan(x0, x1, color=color, alpha=0.13, linewidth=0)
+        middle = (x0 + x1) / 2
+        if (x1 - x0) / span > 0.012 and middle > labelled_until:
+            top.text(middle, 1.02, str(segment.step), transform=label_transform, ha="center", va="bottom",
+                     fontsize=10, fontweight="bold", color=color)
+            labelled_until = middle + span * 0.015
+    for stop in summary.stops:
+        x0, x1 = (float(v) for v in axis.to_x([stop.t0_s, stop.t1_s]))
+        for ax in axes:
+            ax.axvspan(x0, x1, facecolor="none", edgecolor="#888888", hatch="///", linewidth=0)
+            ax.axvline(x0, color="#666666", linewidth=0.7, linestyle="--")
+            ax.axvline(x1, color="#666666", linewidth=0.7, linestyle="--")
+        if (x1 - x0) / span > 0.008:
+            top.text((x0 + x1) / 2, 0.5, f"Arrêt {format_duration(stop.duration_s)}", transform=label_transform,
+                     rotation=90, ha="center", va="center", fontsize=8, color="#333333",
+                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5})
+
+
+def _atomic_output(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a binary file through a temporary file in the same folder, fsync, os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+
+
+def render_png(plot: PlotData, path: Path) -> None:
+    """Render the figure to a PNG file with the Agg backend (atomic write)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=PNG_SIZE_IN, dpi=PNG_DPI)
+    FigureCanvasAgg(figure)
+    draw_figure(figure, plot)
+    _atomic_output(Path(path), lambda fh: figure.savefig(fh, format="png", dpi=PNG_DPI))
+
+
+# =========================================================================== Battery Data Format
+
+
+def bdf_metadata_path(bdf_path: Path) -> Path:
+    """Sidecar of a BDF file: x.bdf.csv, x.csv, x.bdf and x all give x.bdf.metadata.json."""
+    name = Path(bdf_path).name
+    for suffix in (".csv", ".bdf"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return Path(bdf_path).with_name(f"{name}.bdf.metadata.json")
+
+
+def bdf_step_count(step: np.ndarray) -> np.ndarray:
+    """BDF "Step Count": 1, then +1 at every change of phase (a resume in the same phase is the same step)."""
+    if step.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    changes = np.concatenate(([0], (step[1:] != step[:-1]).astype(np.int64)))
+    return 1 + np.cumsum(changes)
+
+
+def bdf_columns(data: TestData, gap_s: float) -> dict[str, np.ndarray]:
+    """The BDF columns (label -> array), one value per data row; capacities and energies by coulomb counting."""
+    count = coulomb_count(data, gap_s)
+    step = data.step
+    start = data.unix_s[0] if len(data) else 0.0
+    return {
+        "Test Time / s": data.unix_s - start,
+        "Unix Time / s": data.unix_s,
+        "Voltage / V": data["voltage_v"],
+        "Current / A": data["current_a"],
+        "Step Count / 1": bdf_step_count(step),
+        "Step ID": step,
+        "Temperature T1 / degC": data["temperature_c"],
+        "Charging Capacity / Ah": count.charge_ah,
+        "Discharging Capacity / Ah": count.discharge_ah,
+        "Charging Energy / Wh": count.charge_wh,
+        "Discharging Energy / Wh": count.discharge_wh,
+    }
+
+
+def _json_time(moment: Optional[float | datetime]) -> Optional[str]:
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc).astimezone(utils.LOCAL_TZ)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, source: Optional[Path]) -> dict[str, Any]:
+    """The sidecar's content: identity of the battery and test, results, and how the columns were made."""
+    return {
+        "format": "Battery Data Format (BDF), CSV",
+        "data_file": Path(bdf_path).name,
+        "data_file_sha256": sha256,
+        "rows": rows,
+        "columns": [{"label": label, "machine_readable_name": BDF_LABELS[label]} for label in BDF_HEADER],
+        "battery_serial": summary.serial,
+        "bench": summary.banc,
+        "start_time": _json_time(summary.first_handle) or _json_time(summary.first_row_s),
+        "first_row_time": _json_time(summary.first_row_s),
+        "last_row_time": _json_time(summary.last_row_s),
+        "end_time": _json_time(summary.end_time),
+        "status": summary.status,
+        "results": {
+            "capacity_ah_esp": summary.esp_capacity_ah,
+            "capacity_wh_esp": summary.esp_capacity_wh,
+            "capacity_ah_coulomb_counting_phase3": summary.counted_capacity_ah,
+            "energy_wh_coulomb_counting_phase3": summary.counted_energy_wh,
+            "capacity_difference_pct": summary.capacity_diff_pct,
+            "capacity_difference_flag": summary.capacity_flag,
+            "ri_temperature_c": summary.ri_temperature_c,
+            **{f"{r.key}_ohm": r.raw_ohm for r in summary.resistances},
+            **{f"{r.key}_25c_ohm": r.at_25c_ohm for r in summary.resistances},
+            **{f"{r.key}_count": r.count for r in summary.resistances},
+            "phase_duration_s": {str(k): v for k, v in sorted(summary.phase_active_s.items())},
+            "stops": [
+                {"start": _json_time(s.t0_s), "end": _json_time(s.t1_s), "phase_before": s.step_before,
+                 "phase_after": s.step_after}
+                for s in summary.stops
+            ],
+        },
+        "conventions": {
+            "current_sign": "positive = charging the battery under test",
+            "time_source": "time of receipt of each BMS message by banc.py",
+            "step_id": "phase of the test: 1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished",
+            "step_count": "1, +1 at each change of phase (a resume after a stop keeps its step)",
+            "capacity_energy": (
+                "cumulative, trapezoidal integration of current (and voltage x current) over time, split at zero "
+                f"crossings; silences longer than {summary.gap_s:g} s (stops) are not integrated"
+            ),
+        },
+        "source": {"data_csv": str(source) if source else None, "skipped_lines": summary.skipped_lines},
+        "software": {"name": "banc-lfp report.py", "version": utils.SOFTWARE_VERSION},
+        "generated_at": utils.now_local().isoformat(timespec="seconds"),
+    }
+
+
+def write_bdf(path: Path, data: TestData, summary: Summary, source: Optional[Path] = None) -> Path:
+    """Write the BDF CSV and its metadata sidecar (both atomically); return the sidecar path."""
+    columns = bdf_columns(data, summary.gap_s)
+    values = [columns[label] for label in BDF_HEADER]
+    digest = hashlib.sha256()
+
+    def write(fh: Any) -> None:
+        head = (",".join(BDF_HEADER) + "\n").encode("utf-8")
+        digest.update(head)
+        fh.write(head)
+        for start in range(0, len(data), _BDF_CHUNK_ROWS):
+            stop = start + _BDF_CHUNK_ROWS
+            lists = [column[start:stop].tolist() for column in values]
+            chunk = ("\n".join([_BDF_ROW_FORMAT % row for row in zip(*lists)]) + "\n").encode("ascii")
+            digest.update(chunk)
+            fh.write(chunk)
+
+    _atomic_output(Path(path), write)
+    sidecar = bdf_metadata_path(path)
+    utils.atomic_write_json(sidecar, bdf_metadata(summary, path, len(data), digest.hexdigest(), source))
+    return sidecar
+
+
+# =========================================================================== shell: one test folder
+
+
+@dataclass
+class Report:
+    """A loaded test: folder, rows, config.json and summary."""
+
+    folder: Path
+    data: TestData
+    config: dict[str, Any]
+    summary: Summary
+
+
+def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
+    """Load a test folder (data.csv, config.json tolerantly) and compute its summary."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} n'est pas un dossier de test")
+    data = load_test_data(folder)
+    config = utils.read_test_config(folder)
+    if config is None:
+        data.notes.append("config.json absent ou illisible : résultats de l'ESP inconnus")
+        config = {}
+    if config.get("rejected_count") is None and (folder / utils.REJECTED_CSV_FILE).exists():
+        try:
+            with open(folder / utils.REJECTED_CSV_FILE, "rb") as fh:
+                config = {**config, "rejected_count": max(0, sum(1 for _ in fh) - 1)}
+        except OSError:
+            pass
+    if min_gap_s is None:
+        min_gap_s = utils.get_settings().bms_timeout_s
+    gap = stop_gap_s(data.unix_s, min_gap_s)
+    summary = compute_summary(data, config, gap, utils.correct_to_25c, folder=folder)
+    return Report(folder=folder, data=data, config=config, summary=summary)
+
+
+# =========================================================================== kiosk chart window
+
+
+def show_charts(master: Any, test_folder: Path) -> Any:
+    """Open the charts of a test in a kiosk window (non-blocking); returns the CTkToplevel."""
+    return _chart_window_class()(master, Path(test_folder))
+
+
+_CHART_WINDOW_CLASS: Optional[type] = None
+
+
+def _chart_window_class() -> type:
+    """Build the ChartWindow class on first use (customtkinter is imported only then)."""
+    global _CHART_WINDOW_CLASS
+    if _CHART_WINDOW_CLASS is not None:
+        return _CHART_WINDOW_CLASS
+    import customtkinter as ctk
+
+    class ChartWindow(ctk.CTkToplevel):
+        """Full-screen chart view of one test: data loaded in a thread, drawn on the Tk thread."""
+
+        POLL_MS = 50
+
+        def __init__(self, master: Any, folder: Path) -> None:
+            super().__init__(master)
+            self.folder = folder
+            self.canvas: Any = None
+            self.figure: Any = None
+            self._results: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+            self._closed = False
+            self._loading = False
+            serial, banc = identity_from_folder(folder)
+            self.title(f"Graphiques — {serial}")
+            width, height = self.winfo_screenwidth(), self.winfo_screenheight()
+            self.geometry(f"{width}x{height}+0+0")
+            self.protocol("WM_DELETE_WINDOW", self.close)
+            self.bind("<Escape>", lambda _event: self.close())
+
+            bar = ctk.CTkFrame(self, fg_color="transparent")
+            bar.pack(side="top", fill="x", padx=12, pady=(10, 4))
+            self.title_label = ctk.CTkLabel(bar, text=f"{serial} — {banc}", font=ctk.CTkFont(size=24, weight="bold"))
+            self.title_label.pack(side="left")
+            self.close_button = ctk.CTkButton(bar, text="Fermer", width=200, height=64,
+                                              font=ctk.CTkFont(size=26, weight="bold"), command=self.close)
+            self.close_button.pack(side="right")
+            self.refresh_button = ctk.CTkButton(bar, text="Actualiser", width=180, height=64,
+                                                font=ctk.CTkFont(size=22), command=self.reload)
+            self.refresh_button.pack(side="right", padx=12)
+            self.body = ctk.CTkFrame(self, fg_color="white")
+            self.body.pack(side="top", fill="both", expand=True, padx=8, pady=(0, 8))
+            self.status_label = ctk.CTkLabel(self.body, text="Chargement des données…", text_color="#333333",
+                                             font=ctk.CTkFont(size=22))
+            self.status_label.place(relx=0.5, rely=0.5, anchor="center")
+            self.after(10, self._raise)
+            self.reload()
+
+        def _raise(self) -> None:
+            if self._closed:
+                return
+            self.lift()
+            self.focus_force()
+
+        @property
+        def loading(self) -> bool:
+            """True while a worker thread is loading the data."""
+            return self._loading
+
+        def reload(self) -> None:
+            """Load (again) the test's data in a worker thread; the figure is redrawn when it is ready."""
+            if self._loading or self._closed:
+                return
+            self._loading = True
+            self.refresh_button.configure(state="disabled")
+            buckets = max(400, min(DISPLAY_BUCKETS, self.winfo_screenwidth()))
+            threading.Thread(target=self._load, args=(buckets,), name="report-load", daemon=True).start()
+            self.after(self.POLL_MS, self._poll)
+
+        def _load(self, buckets: int) -> None:
+            # Worker thread: files and numpy only, never a widget.
+            try:
+                report = load_report(self.folder)
+                plot = prepare_plot_data(report.data, report.summary, buckets=buckets, folder=self.folder)
+                from matplotlib.figure import Figure
+
+                figure = Figure(figsize=PNG_SIZE_IN, dpi=PNG_DPI)
+                draw_figure(figure, plot)  # artists built here; the Tk thread only rasterises
+                self._results.put(("ok", figure))
+            except ReportError as exc:
+                self._results.put(("error", str(exc)))
+            except Exception as exc:  # shown to the operator rather than lost in a dead thread
+                logger.exception("chart loading failed for %s", self.folder)
+                self._results.put(("error", f"erreur inattendue : {exc}"))
+
+        def _poll(self) -> None:
+            if self._closed:
+                return
+            try:
+                kind, value = self._results.get_nowait()
+            except queue.Empty:
+                self.after(self.POLL_MS, self._poll)
+                return
+            self._loading = False
+            self.refresh_button.configure(state="normal")
+            if kind == "ok":
+                self._show_figure(value)
+            else:
+                self.status_label.configure(text=f"Impossible d'afficher ce test :\n{value}", text_color="#c0392b")
+                self.status_label.lift()
+
+        def _show_figure(self, figure: Any) -> None:
+            from matplotlib.backends.backend_tkagg import FigureCanvasTkAgg
+
+            if self.canvas is not None:
+                self.canvas.get_tk_widget().destroy()
+            self.figure = figure
+            self.canvas = FigureCanvasTkAgg(figure, master=self.body)
+            self.canvas.get_tk_widget().pack(fill="both", expand=True)
+            self.status_label.place_forget()
+            self.canvas.draw_idle()
+
+        def close(self) -> None:
+            """Close the window (the loading thread's result, if any, is dropped)."""
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self.canvas is not None:
+                    self.canvas.get_tk_widget().destroy()
+            finally:
+                self.destroy()
+
+    _CHART_WINDOW_CLASS = ChartWindow
+    return ChartWindow
+
+
+# =========================================================================== command line
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`report.py TEST_FOLDER [--png FILE] [--bdf FILE]`: summary on stdout, or the chart / the BDF export."""
+    parser = argparse.ArgumentParser(
+        prog="report.py",
+        description="Graphiques, résumé et export Battery Data Format d'un test (dossier data/bancN/JJMMAAAA-SERIAL).",
+    )
+    parser.add_argument("test_folder", type=Path, help="dossier du test (contient data.csv et config.json)")
+    parser.add_argument("--png", type=Path, metavar="FILE", help="écrire les graphiques dans ce fichier PNG")
+    parser.add_argument("--bdf", type=Path, metavar="FILE",
+                        help="écrire l'export Battery Data Format (CSV) et son FILE.bdf.metadata.json")
+    args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError):
+            pass
+    utils.setup_logging("report", level=logging.WARNING)
+
+    try:
+        report = load_report(args.test_folder)
+    except ReportError as exc:
+        print(f"report.py : {exc}", file=sys.stderr)
+        return 2
+    for note in report.summary.notes:
+        logger.warning("%s: %s", args.test_folder, note)
+    if args.png is None and args.bdf is None:
+        sys.stdout.write(format_summary(report.summary, args.test_folder))
+        return 0
+    try:
+        if args.png is not None:
+            render_png(prepare_plot_data(report.data, report.summary, folder=report.folder), args.png)
+            print(f"PNG écrit : {args.png}")
+        if args.bdf is not None:
+            sidecar = write_bdf(args.bdf, report.data, report.summary, source=report.folder / utils.DATA_CSV_FILE)
+            print(f"BDF écrit : {args.bdf} ({len(report.data)} lignes), métadonnées : {sidecar}")
+    except OSError as exc:
+        print(f"report.py : écriture impossible : {exc}", file=sys.stderr)
+        return 1
+    if report.summary.capacity_flag:
+        print(capacity_flag_text(report.summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

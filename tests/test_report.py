@@ -1,0 +1,570 @@
+"""report.py: loading data.csv, summary, coulomb counting, PNG, BDF export, kiosk chart window.
+
+Test folders are written here in the exact contract format (§4) by `write_synthetic_test`,
+which bench/bench_report.py also uses to build its large files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+
+import report
+import utils
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+SERIAL = "RW-TEST0001"
+
+# --------------------------------------------------------------------------- synthetic test folders
+
+PHASE_SHARES = ((1, 0.05), (2, 0.30), (3, 0.40), (4, 0.20), (5, 0.05))
+DISCHARGE_BASE_A = 25.0
+DISCHARGE_RIPPLE_A = 5.0
+DISCHARGE_PERIOD_S = 600.0
+
+
+def discharge_current_a(t_in_phase_s: np.ndarray) -> np.ndarray:
+    """The known phase-3 profile: -(25 + 5 sin(2πt/600)) A."""
+    return -(DISCHARGE_BASE_A + DISCHARGE_RIPPLE_A * np.sin(2 * np.pi * t_in_phase_s / DISCHARGE_PERIOD_S))
+
+
+def discharge_integral_as(t0_s: float, t1_s: float) -> float:
+    """Exact ∫ |i| dt of the phase-3 profile from t0 to t1 (ampere-seconds)."""
+    w = 2 * math.pi / DISCHARGE_PERIOD_S
+    return DISCHARGE_BASE_A * (t1_s - t0_s) + DISCHARGE_RIPPLE_A / w * (math.cos(w * t0_s) - math.cos(w * t1_s))
+
+
+@dataclass
+class Synthetic:
+    """A test folder written by write_synthetic_test and what its data should give."""
+
+    folder: Path
+    rows: int
+    expected_discharge_ah: float
+    stop_s: float
+    unix_s: np.ndarray
+
+
+def write_synthetic_test(
+    root: Path,
+    rows: int = 6000,
+    *,
+    interval_s: float = 1.0,
+    stop_s: float = 14 * 3600.0,
+    esp_error: float = 0.0,
+    start: datetime = datetime(2024, 3, 4, 8, 0, tzinfo=utils.LOCAL_TZ),
+    banc: str = "banc1",
+    serial: str = SERIAL,
+    finished: bool = True,
+    jitter_s: float = 0.05,
+    seed: int = 1,
+) -> Synthetic:
+    """Write data/bancN/DDMMYYYY-SERIAL/{data.csv,config.json} with phases 1-5 and a stop inside phase 3.
+
+    Phase 3 follows `discharge_current_a`; its exact capacity is returned. config.json's
+    capacity_ah is that capacity times (1 + esp_error).
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "data" / banc / f"{start:%d%m%Y}-{serial}"
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = [max(4, int(rows * share)) for _phase, share in PHASE_SHARES]
+    counts[2] += rows - sum(counts)
+    step = np.concatenate([np.full(c, phase) for (phase, _s), c in zip(PHASE_SHARES, counts)])
+    n = step.size
+    nominal = np.arange(n) * interval_s
+    stop_at = counts[0] + counts[1] + counts[2] // 2  # first row after the stop
+    nominal[stop_at:] += stop_s
+    unix = start.timestamp() + nominal + rng.uniform(0.0, jitter_s, n)
+
+    current = np.zeros(n)
+    p1 = step == 1
+    t1 = unix[p1] - unix[p1][0]
+    current[p1] = np.where((t1 % 60) < 10, -20.0, np.where((t1 % 60) < 20, 20.0, 0.0))
+    current[step == 2] = 50.0
+    p3 = np.flatnonzero(step == 3)
+    t3_start = unix[p3[0]]
+    # The profile is a function of the time spent discharging: it pauses during the stop.
+    t3 = unix[p3] - t3_start - np.where(p3 >= stop_at, unix[stop_at] - unix[stop_at - 1], 0.0)
+    current[p3] = discharge_current_a(t3)
+    current[step == 4] = 20.0
+    first, last = p3[0], p3[-1]
+    expected_as = discharge_integral_as(t3[0], t3[stop_at - first - 1]) + discharge_integral_as(
+        t3[stop_at - first], t3[last - first]
+    )
+    expected_ah = expected_as / 3600.0
+
+    dt = np.diff(unix, prepend=unix[0])
+    dt[stop_at] = 0.0
+    esp_ah = np.where(step == 3, -current, 0.0) * dt / 3600.0
+    esp_ah = np.cumsum(esp_ah)
+    esp_ah[step < 3] = 0.0
+    esp_ah[step > 3] = esp_ah[last]
+    soc = np.clip(50.0 + np.cumsum(current * dt) / 3600.0 / 1.2, 0.0, 100.0)
+    voltage = 48.0 + 6.0 * soc / 100.0 + 0.01 * current
+    temperature = 24.0 + 3.0 * np.sin(np.arange(n) / 900.0)
+    cell_min = np.round(3000 + 300 * soc / 100.0)
+    cell_max = cell_min + 10 + np.round(20 * (soc / 100.0) ** 4)
+    balancing = (cell_max - cell_min > 25).astype(int)
+
+    moments = [datetime.fromtimestamp(t, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds") for t in unix.tolist()]
+    fmt = "{},{},{},{:.3f},{:.3f},{:.1f},{:.1f},{:.4f},{:.1f},{:.0f},{:.0f},{}".format
+    body = "\n".join(
+        map(fmt, moments, step.tolist(), range(n), voltage.tolist(), current.tolist(), soc.tolist(),
+            temperature.tolist(), esp_ah.tolist(), (esp_ah * 51.2).tolist(), cell_min.tolist(), cell_max.tolist(),
+            balancing.tolist())
+    )
+    (folder / utils.DATA_CSV_FILE).write_text(",".join(utils.DATA_CSV_HEADER) + "\n" + body + "\n", encoding="ascii")
+
+    end = datetime.fromtimestamp(unix[-1], tz=utils.LOCAL_TZ)
+    config = {
+        "battery_serial": serial,
+        "banc": banc,
+        "current_step": 5 if finished else 3,
+        "first_handle": start.isoformat(timespec="seconds"),
+        "timestamp_last_update": end.isoformat(timespec="seconds"),
+        "status": utils.TEST_FINISHED if finished else utils.TEST_RUNNING,
+        "end_time": end.isoformat(timespec="seconds") if finished else None,
+        "capacity_ah": round(expected_ah * (1 + esp_error), 4),
+        "capacity_wh": round(expected_ah * (1 + esp_error) * 51.2, 3),
+        "ri_discharge_average": 0.012,
+        "ri_discharge_count": 3,
+        "ri_charge_average": 0.011,
+        "ri_charge_count": 3,
+        "diffusion_discharge_average": 0.004,
+        "diffusion_discharge_count": 2,
+        "diffusion_charge_average": None,
+        "diffusion_charge_count": 0,
+        "ri_temperature_c": 15.0,
+        "rows_count": n,
+        "rejected_count": 2,
+        "software_version": utils.SOFTWARE_VERSION,
+    }
+    utils.atomic_write_json(folder / utils.TEST_CONFIG_FILE, config)
+    return Synthetic(folder=folder, rows=n, expected_discharge_ah=expected_ah, stop_s=stop_s, unix_s=unix)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
+    """One finished synthetic test (6000 rows, a 14 h stop in phase 3), ESP capacity exact."""
+    return write_synthetic_test(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def loaded(synthetic: Synthetic) -> report.Report:
+    """The synthetic test loaded by report.py (default stop threshold 30 s)."""
+    return report.load_report(synthetic.folder, min_gap_s=30.0)
+
+
+def run_report(*args: str, home: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Run `python report.py ...` as the operator would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env["BANC_HOME"] = str(home or REPO_DIR)
+    return subprocess.run(
+        [sys.executable, str(REPO_DIR / "report.py"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+# --------------------------------------------------------------------------- pure: timestamps, integration
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-03-04T08:00:00.000+01:00",
+        "2024-07-14T23:59:59.999+02:00",
+        "2024-02-29T12:30:15.250+00:00",
+        "1999-12-31T23:59:60.000-05:30",  # leap second spelling: numerically the next second
+        "2031-10-26T02:30:00.001+01:00",
+        "2024-03-04T08:00:00+01:00",  # not canonical: the slow path
+        "2024-03-04T07:00:00.5Z",
+        "2024-03-04T08:00:00.123456+01:00",
+        "2024-03-04 08:00:00.000+01:00",
+    ],
+)
+def test_timestamps_match_fromisoformat(text: str) -> None:
+    unix, valid = report.parse_iso_timestamps(np.array([text.encode()]))
+    assert valid.tolist() == [True]
+    if text.startswith("1999-12-31T23:59:60"):
+        expected = datetime.fromisoformat("2000-01-01T00:00:00.000-05:30").timestamp()
+    else:
+        expected = datetime.fromisoformat(text).timestamp()
+    assert unix[0] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "garbage", "2024-13-04T08:00:00.000+01:00", "2024-03-04T25:00:00.000+01:00", "2024-03-04T08:0x:00.000+01:00",
+     "2024-03-04T08:00:00.000+01:00" + "0" * 20],
+)
+def test_bad_timestamps_are_invalid(text: str) -> None:
+    _unix, valid = report.parse_iso_timestamps(np.array([text.encode()], dtype="S80"))
+    assert valid.tolist() == [False]
+
+
+def test_naive_timestamp_is_paris_time() -> None:
+    unix, valid = report.parse_iso_timestamps(np.array([b"2024-07-01T12:00:00"]))
+    assert valid[0] and unix[0] == datetime(2024, 7, 1, 12, tzinfo=utils.LOCAL_TZ).timestamp()
+
+
+@pytest.mark.parametrize(
+    "y, dt, positive, negative",
+    [
+        ([2.0, 2.0], [10.0], 20.0, 0.0),
+        ([-3.0, -1.0], [2.0], 0.0, 4.0),
+        ([2.0, -2.0], [4.0], 2.0, 2.0),  # crosses zero in the middle
+        ([3.0, -1.0], [4.0], 4.5, 0.5),  # zero at 3/4 of the interval
+        ([0.0, 0.0], [5.0], 0.0, 0.0),
+        ([1.0, 1.0, -1.0], [1.0, 0.0], 1.0, 0.0),  # a zero-length interval adds nothing
+    ],
+)
+def test_split_trapezoid(y: list[float], dt: list[float], positive: float, negative: float) -> None:
+    pos, neg = report.split_trapezoid(np.array(y), np.array(dt))
+    assert pos.sum() == pytest.approx(positive)
+    assert neg.sum() == pytest.approx(negative)
+    assert (pos - neg).sum() == pytest.approx(float(np.sum((np.array(y[:-1]) + np.array(y[1:])) / 2 * np.array(dt))))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("x.bdf.csv", "x.bdf.metadata.json"),
+        ("x.csv", "x.bdf.metadata.json"),
+        ("x.bdf", "x.bdf.metadata.json"),
+        ("x", "x.bdf.metadata.json"),
+        ("RW-AB12.BDF.CSV", "RW-AB12.bdf.metadata.json"),
+    ],
+)
+def test_bdf_metadata_path(tmp_path: Path, name: str, expected: str) -> None:
+    assert report.bdf_metadata_path(tmp_path / name) == tmp_path / expected
+
+
+@pytest.mark.parametrize(
+    "steps, expected",
+    [([1, 1, 2, 2, 3, 3, 3, 4, 5], [1, 1, 2, 2, 3, 3, 3, 4, 5]), ([2, 2, 3, 2, 3], [1, 1, 2, 3, 4]), ([], [])],
+)
+def test_bdf_step_count_increases_at_each_phase_change(steps: list[int], expected: list[int]) -> None:
+    assert report.bdf_step_count(np.array(steps, dtype=np.int64)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0 s"), (59.6, "1 min 00 s"), (3725, "1 h 02 min"), (2 * 86400 + 3 * 3600 + 12 * 60, "2 j 03 h 12 min")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert report.format_duration(seconds) == text
+
+
+def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
+    n = 1_000_000
+    x = np.arange(n, dtype=float)
+    x[600_000:] += 50_000.0  # a stop
+    y = np.sin(x / 5000.0)
+    y[123_457] = 40.0
+    y[777_777] = -40.0
+    runs = report._runs(x, gap_s=30.0)
+    assert runs == [(0, 600_000), (600_000, n)]
+    xd, yd = report.decimate(x, y, runs, buckets=1000)
+    assert xd.size < 5000
+    assert np.nanmax(yd) == 40.0 and np.nanmin(yd) == -40.0
+    breaks = np.flatnonzero(np.isnan(yd))
+    assert breaks.size == 1 and xd[breaks[0] - 1] < 600_000 <= xd[breaks[0] + 1] - 50_000
+    assert np.all(np.diff(xd[~np.isnan(xd)]) > 0)
+
+
+# --------------------------------------------------------------------------- loading data.csv
+
+HEADER = ",".join(utils.DATA_CSV_HEADER)
+ROW = "2024-03-04T08:00:0{s}.000+01:00,3,{s},52.100,-10.000,50.0,25.0,1.000,51.2,3250,3270,0"
+
+
+def rows_text(count: int) -> str:
+    return "\n".join(ROW.format(s=i) for i in range(count)) + "\n"
+
+
+def test_torn_last_line_is_skipped_with_a_note() -> None:
+    data = report.parse_data_csv((HEADER + "\n" + rows_text(3) + "2024-03-04T08:00:03.000+01:00,3,3,52.1").encode())
+    assert len(data) == 3
+    assert data.skipped_lines == 1
+    assert any("incomplète" in note for note in data.notes)
+
+
+def test_last_line_without_newline_is_never_trusted() -> None:
+    # Complete-looking, but a crash could have cut "3270" to "32": the newline is the proof.
+    data = report.parse_data_csv((HEADER + "\n" + rows_text(3) + ROW.format(s=3)).encode())
+    assert len(data) == 3 and data.skipped_lines == 1
+
+
+def test_bad_lines_in_the_middle_are_skipped_with_their_line_numbers() -> None:
+    lines = rows_text(6).splitlines()
+    lines[1] = lines[1][:30]  # a torn line followed by more rows (crash then resume)
+    lines[3] = lines[3].replace("52.100", "abc")
+    lines[4] = lines[4].replace("-10.000", "nan")
+    data = report.parse_data_csv((HEADER + "\n" + "\n".join(lines) + "\n").encode())
+    assert len(data) == 3
+    assert data.skipped_lines == 3
+    assert data["seq"].tolist() == [0.0, 2.0, 5.0]
+    assert any("ligne 3, 5, 6" in note for note in data.notes)
+
+
+def test_crlf_and_blank_lines_are_accepted() -> None:
+    text = HEADER + "\r\n" + rows_text(2).replace("\n", "\r\n") + "\r\n" + ROW.format(s=2) + "\r\n"
+    data = report.parse_data_csv(text.encode())
+    assert len(data) == 3 and data.skipped_lines == 0
+
+
+def test_header_only_gives_no_rows() -> None:
+    data = report.parse_data_csv((HEADER + "\n").encode())
+    assert len(data) == 0 and data.notes == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"a,b,c\n1,2,3\n", (HEADER.replace("soc_pct", "soc") + "\n").encode()])
+def test_wrong_header_is_a_report_error(raw: bytes) -> None:
+    with pytest.raises(report.ReportError):
+        report.parse_data_csv(raw)
+
+
+def test_loader_matches_the_csv_module(synthetic: Synthetic) -> None:
+    data = report.load_test_data(synthetic.folder)
+    with open(synthetic.folder / utils.DATA_CSV_FILE, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(data) == len(rows) == synthetic.rows
+    for name in ("voltage_v", "current_a", "cell_min_mv", "step"):
+        assert data[name].tolist() == [float(row[name]) for row in rows]
+    expected = [datetime.fromisoformat(row["timestamp"]).timestamp() for row in rows]
+    assert np.max(np.abs(data.unix_s - np.array(expected))) < 1e-6
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def test_coulomb_count_matches_the_known_profile(loaded: report.Report, synthetic: Synthetic) -> None:
+    counted = loaded.summary.counted_capacity_ah
+    assert counted == pytest.approx(synthetic.expected_discharge_ah, rel=1e-3)
+    assert loaded.summary.capacity_diff_pct is not None and abs(loaded.summary.capacity_diff_pct) < 0.1
+    assert loaded.summary.capacity_flag is False
+
+
+def test_stop_and_phases_are_found(loaded: report.Report, synthetic: Synthetic) -> None:
+    summary = loaded.summary
+    assert len(summary.stops) == 1
+    stop = summary.stops[0]
+    assert (stop.step_before, stop.step_after) == (3, 3)
+    assert stop.duration_s == pytest.approx(synthetic.stop_s, abs=2.0)
+    assert [s.step for s in summary.segments] == [1, 2, 3, 3, 4, 5]
+    assert sorted(summary.phase_active_s) == [1, 2, 3, 4, 5]
+    # Active time excludes the stop: about one second per row.
+    assert sum(summary.phase_active_s.values()) == pytest.approx(synthetic.rows, rel=0.01)
+    assert summary.wall_s == pytest.approx(synthetic.rows + synthetic.stop_s, rel=0.01)
+
+
+def test_resistances_are_corrected_to_25c(loaded: report.Report) -> None:
+    by_key = {r.key: r for r in loaded.summary.resistances}
+    factor = utils.get_temperature_coefficient(15.0)
+    assert factor != 1.0
+    assert by_key["ri_discharge"].raw_ohm == 0.012
+    assert by_key["ri_discharge"].at_25c_ohm == pytest.approx(0.012 * factor)
+    assert by_key["diffusion_charge"].raw_ohm is None and by_key["diffusion_charge"].at_25c_ohm is None
+
+
+@pytest.mark.parametrize("esp_error, flagged", [(0.05, True), (-0.03, True), (0.015, False), (0.0, False)])
+def test_capacity_difference_flag(tmp_path: Path, esp_error: float, flagged: bool) -> None:
+    folder = write_synthetic_test(tmp_path, rows=800, esp_error=esp_error).folder
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    text = report.format_summary(loaded.summary, folder)
+    assert loaded.summary.capacity_flag is flagged
+    assert ("ATTENTION : écart" in text) is flagged
+    assert loaded.summary.capacity_diff_pct == pytest.approx(-esp_error / (1 + esp_error) * 100, abs=0.1)
+
+
+def test_summary_without_config_json(tmp_path: Path) -> None:
+    folder = write_synthetic_test(tmp_path, rows=500).folder
+    (folder / utils.TEST_CONFIG_FILE).write_text("{ torn", encoding="utf-8")
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    assert loaded.summary.serial == SERIAL and loaded.summary.banc == "banc1"
+    assert loaded.summary.esp_capacity_ah == pytest.approx(loaded.summary.counted_capacity_ah, rel=0.01)
+    assert any("config.json" in note for note in loaded.summary.notes)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_summary(synthetic: Synthetic) -> None:
+    result = run_report(str(synthetic.folder))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"Test {SERIAL} — banc1 — terminé" in out
+    assert "Arrêts (silences > 30 s) : 1" in out
+    assert "Comptage coulométrique" in out and f"{synthetic.expected_discharge_ah:.2f}" in out
+    assert "ATTENTION" not in out
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "no_data"])
+def test_cli_bad_folder_exits_2(tmp_path: Path, what: str) -> None:
+    target = tmp_path / "x"
+    if what == "file":
+        target.write_text("not a folder")
+    elif what == "no_data":
+        target.mkdir()
+    result = run_report(str(target), "--bdf", str(tmp_path / "out.bdf.csv"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("report.py : ") and result.stdout == ""
+    assert not (tmp_path / "out.bdf.csv").exists()
+
+
+def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
+    from PIL import Image, ImageStat
+
+    png, bdf = tmp_path / "chart.png", tmp_path / "export.bdf.csv"
+    result = run_report(str(synthetic.folder), "--png", str(png), "--bdf", str(bdf))
+    assert result.returncode == 0, result.stderr
+    assert png.stat().st_size > 50_000
+    with Image.open(png) as image:
+        assert image.size == (1600, 1000)
+        stddev = ImageStat.Stat(image.convert("L")).stddev[0]
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert stddev > 15  # not a blank page
+    assert colors is None or len(colors) > 500
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    with open(bdf, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == list(report.BDF_HEADER)
+    for label in ("Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Step Count / 1",
+                  "Temperature T1 / degC", "Charging Capacity / Ah", "Discharging Capacity / Ah"):
+        assert label in rows[0]
+    assert len(rows) - 1 == synthetic.rows
+    col = {label: i for i, label in enumerate(rows[0])}
+    assert float(rows[1][col["Test Time / s"]]) == 0.0
+    discharged = float(rows[-1][col["Discharging Capacity / Ah"]])
+    charged = float(rows[-1][col["Charging Capacity / Ah"]])
+    assert discharged > synthetic.expected_discharge_ah  # phase 1 pulses discharge too
+    assert charged > 0
+    assert [int(r[col["Step ID"]]) for r in rows[1:]][:: synthetic.rows // 7][:3] == [1, 2, 2]
+    unix = [float(r[col["Unix Time / s"]]) for r in rows[1:]]
+    assert unix == pytest.approx(synthetic.unix_s.tolist(), abs=1e-3)
+
+    meta = json.loads(report.bdf_metadata_path(bdf).read_text(encoding="utf-8"))
+    assert meta["battery_serial"] == SERIAL and meta["bench"] == "banc1"
+    assert meta["software"]["version"] == utils.SOFTWARE_VERSION
+    assert meta["rows"] == synthetic.rows
+    assert meta["start_time"].startswith("2024-03-04T08:00:00")
+    assert meta["results"]["capacity_ah_coulomb_counting_phase3"] == pytest.approx(
+        synthetic.expected_discharge_ah, rel=1e-3
+    )
+    assert [c["label"] for c in meta["columns"]] == list(report.BDF_HEADER)
+
+
+def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
+    syn = write_synthetic_test(tmp_path, rows=700, finished=False)
+    with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
+        fh.write("2024-03-05T09:00:00.000+01:00,3,99999,51.0")  # banc.py was writing this line
+    bdf = tmp_path / "running.csv"
+    result = run_report(str(syn.folder), "--bdf", str(bdf))
+    assert result.returncode == 0, result.stderr
+    assert "incomplète" in result.stderr  # logged as a warning
+    with open(bdf, newline="") as fh:
+        assert sum(1 for _ in fh) == syn.rows + 1
+    assert (tmp_path / "running.bdf.metadata.json").exists()
+    summary = run_report(str(syn.folder))
+    assert "en cours" in summary.stdout and "dernière ligne incomplète ignorée" in summary.stdout
+
+
+def test_png_of_an_empty_test(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "banc2" / "04032024-RW-EMPTY01"
+    folder.mkdir(parents=True)
+    utils.create_data_csv(folder)
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    assert loaded.summary.rows == 0 and loaded.summary.counted_capacity_ah is None
+    assert "aucune mesure" in report.format_summary(loaded.summary)
+    png = tmp_path / "empty.png"
+    report.render_png(report.prepare_plot_data(loaded.data, loaded.summary), png)
+    assert png.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- kiosk chart window
+
+
+def destroy_root(root: Any) -> None:
+    """Destroy a Tk root without "invalid command name" noise from its pending after() callbacks."""
+    for pending in root.tk.call("after", "info"):
+        root.after_cancel(pending)
+    root.destroy()
+
+
+@pytest.mark.gui
+def test_show_charts_opens_draws_and_closes(
+    synthetic: Synthetic, xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    import customtkinter as ctk
+
+    root = ctk.CTk()
+    try:
+        root.geometry("800x600")
+        ticks: list[float] = []
+
+        def heartbeat() -> None:  # the kiosk's own after() loop must keep running while data loads
+            ticks.append(time.monotonic())
+            root.after(20, heartbeat)
+
+        heartbeat()
+        window = report.show_charts(root, synthetic.folder)
+        deadline = time.monotonic() + 30
+        while window.canvas is None and time.monotonic() < deadline:
+            root.update()
+            time.sleep(0.01)
+        assert window.canvas is not None, window.status_label.cget("text")
+        for _ in range(20):
+            root.update()
+            time.sleep(0.01)
+        assert len(ticks) > 5
+        widget = window.canvas.get_tk_widget()
+        assert widget.winfo_ismapped() and widget.winfo_width() > 400
+        assert window.close_button.cget("text") == "Fermer"
+        if os.environ.get("REPORT_SCREENSHOT"):
+            from PIL import ImageGrab
+
+            ImageGrab.grab(xdisplay=xvfb_display).save(os.environ["REPORT_SCREENSHOT"])
+        window.close_button.invoke()
+        root.update()
+        assert not window.winfo_exists()
+        assert root.winfo_exists()
+    finally:
+        destroy_root(root)
+
+
+@pytest.mark.gui
+def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    import customtkinter as ctk
+
+    root = ctk.CTk()
+    try:
+        window = report.show_charts(root, tmp_path / "nothing-here")
+        deadline = time.monotonic() + 10
+        while window.loading and time.monotonic() < deadline:
+            root.update()
+            time.sleep(0.01)
+        root.update()
+        assert window.canvas is None
+        assert "Impossible d'afficher" in window.status_label.cget("text")
+        window.close()
+        root.update()
+        assert not window.winfo_exists()
+    finally:
+        destroy_root(root)
