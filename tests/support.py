@@ -75,6 +75,9 @@ class MosquittoBroker:
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
+                    # Started as root, mosquitto drops to the "mosquitto" user and can then no
+                    # longer write its persistence file in our private folder: stay root.
+                    "user root" if os.geteuid() == 0 else "",
                     self.extra_conf,
                     "",
                 ]
