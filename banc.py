@@ -1,0 +1,1128 @@
+#!/usr/bin/env python3
+"""banc.py — one process per running test: records one bench's data and results (seed §3).
+
+Usage: python banc.py bancN SERIAL
+
+Exit codes:
+  0  the test reached step 5 (finished), step 9 (stopped for the day), or SIGTERM/SIGINT
+     (the test stays unfinished and is resumed by the next start)
+  1  unexpected failure at start (test folder or files cannot be created)
+  2  invalid bench, serial or setting (one line on stderr, nothing created on disk)
+  3  another banc.py already runs for this bench (nothing written)
+  4  the bench holds another battery's unfinished test in bancs_config.json
+
+Threads: paho's network thread runs the message callbacks (every row is written and
+handed to the OS there, before paho acknowledges the QoS 1 message); the main thread
+runs a 0.2 s tick for the watchdog, fsync, config.json saves, write retries and shutdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import protocol
+import utils
+
+logger = logging.getLogger("banc")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_BENCH_BUSY = 4
+
+TICK_S = 0.2
+# A row reaches the OS (page cache) before its message is acknowledged, so killing the
+# process loses nothing. Only a power cut can lose what the kernel has not written yet:
+# an fsync at most every second bounds that to about one second of data (one BMS line at
+# the ESP's 1 Hz), without the per-row fsync that would cap the ingest rate and wear an SD card.
+FSYNC_INTERVAL_S = 1.0
+# config.json holds a summary (capacity, energy, counters) that data.csv also holds row by
+# row, and banc.py recomputes it from data.csv when it resumes. Rewriting it (atomically,
+# with two fsyncs, ~0.8 kB) for every row would write ten times more than the row itself.
+# It is saved at most every 30 s, and at once on a step change, a Ri result and at exit.
+SUMMARY_SAVE_INTERVAL_S = 30.0
+WRITE_RETRY_INTERVAL_S = 1.0
+# Rows kept in memory while the disk refuses them (about two days of 1 Hz rows); beyond
+# that new rows are dropped and counted rather than letting the Pi run out of memory.
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+REJECT_PAYLOAD_MAX_CHARS = 200
+KEEPALIVE_S = 20
+# After (re)starting, the broker first delivers what was queued while banc.py was down
+# (possibly a newer step). The start step is announced once that backlog has drained:
+# after this much quiet, or at the latest ANNOUNCE_MAX_WAIT_S after connecting.
+ANNOUNCE_QUIET_S = 0.3
+ANNOUNCE_MAX_WAIT_S = 3.0
+SHUTDOWN_MQTT_TIMEOUT_S = 3.0
+# A redelivered (DUP) message whose seq is at most this far behind the last accepted one
+# was already written before a crash; further back, or without DUP, it is an ESP reboot.
+SEQ_REDELIVERY_WINDOW = 1000
+REJECT_LOG_PER_MINUTE = 10
+
+_ERRNO_FR = {
+    errno.ENOSPC: "disque plein",
+    errno.EDQUOT: "quota disque dépassé",
+    errno.EROFS: "disque en lecture seule",
+    errno.EACCES: "permission refusée",
+    errno.EPERM: "opération non permise",
+    errno.EFBIG: "fichier trop gros",
+    errno.EIO: "erreur d'entrée/sortie",
+    errno.ENOENT: "fichier disparu",
+}
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """Short French description of a file error for an operator alert."""
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_FR:
+        return _ERRNO_FR[exc.errno]
+    return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:60]
+
+
+# =========================================================================== pure helpers
+
+SEQ_FIRST = "first"
+SEQ_NEXT = "next"
+SEQ_GAP = "gap"
+SEQ_RESTART = "restart"
+SEQ_DUPLICATE = "duplicate"
+
+
+class SeqTracker:
+    """Classifies each BMS line by its seq against the last accepted one (contract §3)."""
+
+    def __init__(self, last: Optional[int] = None, window: int = SEQ_REDELIVERY_WINDOW) -> None:
+        self.last = last
+        self.window = window
+
+    def classify(self, seq: int, redelivered: bool = False) -> str:
+        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one."""
+        last = self.last
+        if last is None:
+            verdict = SEQ_FIRST
+        elif seq == last:
+            return SEQ_DUPLICATE
+        elif seq == last + 1:
+            verdict = SEQ_NEXT
+        elif seq > last:
+            verdict = SEQ_GAP
+        elif redelivered and last - seq <= self.window:
+            # The broker re-sent (DUP flag) a message banc.py wrote but had not acknowledged.
+            return SEQ_DUPLICATE
+        else:
+            # Lower seq without DUP: the ESP rebooted (seq restarts at 0) — not a gap.
+            verdict = SEQ_RESTART
+        self.last = seq
+        return verdict
+
+
+class AlertLatch:
+    """Remembers which alert conditions are raised, so each is published once per episode."""
+
+    def __init__(self) -> None:
+        self._raised: set[str] = set()
+
+    def raise_(self, key: str) -> bool:
+        """Mark `key` raised; True only when it was not already."""
+        if key in self._raised:
+            return False
+        self._raised.add(key)
+        return True
+
+    def clear(self, key: str) -> bool:
+        """Mark `key` cleared; True only when it was raised."""
+        if key in self._raised:
+            self._raised.discard(key)
+            return True
+        return False
+
+    def is_raised(self, key: str) -> bool:
+        """Whether `key` is currently raised."""
+        return key in self._raised
+
+
+class RateLimiter:
+    """At most `per_minute` events allowed per minute; counts the suppressed ones."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window_start: Optional[float] = None
+        self.count = 0
+
+    def allow(self, now: float) -> tuple[bool, int]:
+        """(whether to log this event, number suppressed in the window that just ended)."""
+        suppressed = 0
+        if self.window_start is None or now - self.window_start >= 60.0:
+            suppressed = max(0, self.count - self.per_minute)
+            self.window_start, self.count = now, 0
+        self.count += 1
+        return self.count <= self.per_minute, suppressed
+
+
+class BmsWatchdog:
+    """BMS silence detector: one alert per silence, one recovery note when data returns."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.last_data: Optional[float] = None
+        self.silence_since: Optional[float] = None  # set while an alert is raised
+
+    def feed(self, now: float) -> Optional[float]:
+        """Record BMS data at `now`; return the silence length (s) when it ends an alerted silence."""
+        silence = None if self.silence_since is None else now - self.silence_since
+        self.silence_since = None
+        self.last_data = now
+        return silence
+
+    def check(self, now: float, connected_since: Optional[float]) -> Optional[float]:
+        """Return the silence length (s) when an alert is due now, else None.
+
+        Silence counts from the last data or the last (re)connection, whichever is later:
+        while the broker is unreachable nobody can hear the BMS, and that is not its fault.
+        """
+        if connected_since is None or self.silence_since is not None:
+            return None
+        since = connected_since if self.last_data is None else max(self.last_data, connected_since)
+        if now - since >= self.timeout_s:
+            self.silence_since = since
+            return now - since
+        return None
+
+
+def bms_fields_text(payload: bytes) -> str:
+    """The validated BMS payload as it goes into data.csv: ASCII, whitespace removed."""
+    return "".join(payload.decode("ascii").split())
+
+
+def format_data_row(timestamp: str, step: int, fields_text: str) -> bytes:
+    """One data.csv row (timestamp, step, then the 10 BMS fields), newline included."""
+    return f"{timestamp},{step},{fields_text}\n".encode("ascii")
+
+
+def safe_text(raw: bytes | str, max_chars: int = REJECT_PAYLOAD_MAX_CHARS) -> str:
+    """Printable one-line rendering of untrusted bytes: escapes, cut to `max_chars` (+ size note)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    # surrogateescape maps each invalid byte to U+DC80..U+DCFF, escaped back as \\xNN below.
+    text = data[: max_chars * 4].decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    length = 0
+    for ch in text:
+        if ch == "\\":
+            piece = "\\\\"
+        elif ch.isprintable():
+            piece = ch
+        else:
+            code = ord(ch)
+            if 0xDC80 <= code <= 0xDCFF:
+                code -= 0xDC00
+            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+        if length + len(piece) > max_chars:
+            out.append(f"…({len(data)} octets)")
+            break
+        out.append(piece)
+        length += len(piece)
+    return "".join(out)
+
+
+def format_rejected_row(timestamp: str, topic: str, reason: str, payload: bytes) -> bytes:
+    """One rejected.csv row; every field is made safe so a hostile payload cannot break the file."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(
+        [timestamp, safe_text(topic, 100), safe_text(reason, 200), safe_text(payload)]
+    )
+    return buf.getvalue().encode("utf-8")
+
+
+@dataclass
+class CsvScan:
+    """What scan_csv found in a CSV file written by banc.py."""
+
+    size: int = 0
+    lines: int = 0  # complete lines, header included
+    valid_size: int = 0  # bytes up to and including the last newline
+    torn: bytes = b""  # bytes after the last newline: a row cut by a power loss
+    tail_lines: list[bytes] = field(default_factory=list)  # last complete lines, oldest first
+
+
+def scan_csv(path: Path, tail_bytes: int = 64 * 1024, chunk_bytes: int = 1 << 20) -> CsvScan:
+    """Count the complete lines of a CSV file and return its last lines and torn tail (missing file: empty)."""
+    scan = CsvScan()
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return scan
+    with fh:
+        tail = b""
+        offset = 0
+        last_nl = -1
+        while True:
+            chunk = fh.read(chunk_bytes)
+            if not chunk:
+                break
+            scan.lines += chunk.count(b"\n")
+            pos = chunk.rfind(b"\n")
+            if pos >= 0:
+                last_nl = offset + pos
+            offset += len(chunk)
+            tail = (tail + chunk)[-tail_bytes:]
+    scan.size = offset
+    scan.valid_size = last_nl + 1
+    torn_len = scan.size - scan.valid_size
+    scan.torn = tail[len(tail) - torn_len :] if torn_len else b""
+    body = tail[: len(tail) - torn_len] if torn_len else tail
+    lines = body.split(b"\n")[:-1]
+    if scan.valid_size > len(body):
+        lines = lines[1:]  # the first line of the tail window may be cut
+    scan.tail_lines = lines[-8:]
+    return scan
+
+
+@dataclass(frozen=True)
+class LastRow:
+    """What banc.py needs from the last row of data.csv to resume."""
+
+    seq: int
+    capacity_ah: float
+    energy_wh: float
+
+
+def last_data_row(lines: Sequence[bytes]) -> Optional[LastRow]:
+    """The last parseable data row among `lines` (oldest first), or None (header or garbage only)."""
+    for raw in reversed(lines):
+        parts = raw.decode("ascii", errors="replace").strip().split(",")
+        if len(parts) != len(utils.DATA_CSV_HEADER):
+            continue
+        try:
+            return LastRow(int(parts[2]), float(parts[7]), float(parts[8]))
+        except ValueError:
+            continue
+    return None
+
+
+# =========================================================================== files
+
+
+class AppendFile:
+    """Append-only file written with os.write on an O_APPEND descriptor.
+
+    append() hands the bytes to the OS before returning (no user-space buffer to lose in a
+    kill). When the OS refuses them (disk full, read-only, EFBIG...), they are kept in
+    memory, in order, behind anything already waiting; flush_pending() retries. A partial
+    write keeps exactly the unwritten remainder, so nothing is written twice or reordered.
+    """
+
+    def __init__(self, path: Path, header: Sequence[str], writer: Callable[[int, bytes], int] = os.write,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
+        self.path = Path(path)
+        self.header_line = (",".join(header) + "\n").encode("ascii")
+        self.fd: Optional[int] = None
+        self._write = writer
+        self._pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.max_pending_bytes = max_pending_bytes
+        self.dropped_rows = 0
+        self.dirty = False
+        self.error: Optional[OSError] = None
+
+    def open(self) -> None:
+        """Open for appending; write the header when the file is new or empty (raises OSError)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size == 0:
+                self._write_all(fd, self.header_line)
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def _write_all(self, fd: int, data: bytes) -> int:
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                n = self._write(fd, view[written:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "write returned 0")
+                written += n
+        except OSError as exc:
+            exc.written = written  # type: ignore[attr-defined]
+            raise
+        return written
+
+    @property
+    def failing(self) -> bool:
+        """True while some bytes wait in memory."""
+        return bool(self._pending)
+
+    @property
+    def pending_rows(self) -> int:
+        """Complete lines waiting in memory."""
+        return sum(chunk.count(b"\n") for chunk in self._pending)
+
+    def append(self, data: bytes) -> bool:
+        """Append one row; False when it was kept in memory (or dropped when memory is full)."""
+        if self._pending or self.fd is None:
+            if self.pending_bytes + len(data) > self.max_pending_bytes:
+                self.dropped_rows += 1
+                return False
+            self._pending.append(data)
+            self.pending_bytes += len(data)
+            return False
+        n = 0
+        try:
+            n = self._write(self.fd, data)
+            if n < len(data):  # a short write: the disk is filling up; the next write says why
+                n += self._write_all(self.fd, data[n:])
+        except OSError as exc:
+            n += getattr(exc, "written", 0)
+            self.error = exc
+        if n > 0:
+            self.dirty = True
+        if n < len(data):
+            rest = data[n:]
+            self._pending.append(rest)
+            self.pending_bytes += len(rest)
+            return False
+        return True
+
+    def flush_pending(self) -> bool:
+        """Try to write what waits in memory; True when nothing waits any more."""
+        if not self._pending or self.fd is None:
+            return not self._pending
+        data = b"".join(self._pending)
+        try:
+            written = self._write_all(self.fd, data)
+            self.error = None
+        except OSError as exc:
+            written = getattr(exc, "written", 0)
+            self.error = exc
+        if written:
+            self.dirty = True
+        rest = data[written:]
+        self._pending = [rest] if rest else []
+        self.pending_bytes = len(rest)
+        return not rest
+
+    def dup_for_sync(self) -> Optional[int]:
+        """A duplicate descriptor to fsync outside the caller's lock (None when clean); clears dirty."""
+        if self.fd is None or not self.dirty:
+            return None
+        self.dirty = False
+        return os.dup(self.fd)
+
+    def close(self) -> int:
+        """Last write attempt, fsync and close; return the number of bytes that could not be written."""
+        self.flush_pending()
+        if self.fd is not None:
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                logger.error("fsync of %s failed: %s", self.path.name, exc)
+            os.close(self.fd)
+            self.fd = None
+        return self.pending_bytes
+
+
+def _fsync_fd(fd: int, name: str) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        logger.error("fsync of %s failed: %s", name, exc)
+    finally:
+        os.close(fd)
+
+
+def _read_counter(config: dict[str, Any], key: str) -> int:
+    value = config.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+# =========================================================================== recorder
+
+COUNTER_KEYS = ("rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count")
+
+
+class Recorder:
+    """One test's records: data.csv, rejected.csv and config.json, fed by the MQTT callbacks.
+
+    `alert` publishes a French text on bancN/security; `clock` gives the wall time of
+    receipt and `mono` the monotonic time (both injectable).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        banc: str,
+        serial: str,
+        step: int,
+        alert: Callable[[str], None],
+        clock: Callable[[], datetime] = utils.now_local,
+        mono: Callable[[], float] = time.monotonic,
+        writer: Callable[[int, bytes], int] = os.write,
+    ) -> None:
+        self.folder = Path(folder)
+        self.banc = banc
+        self.serial = serial
+        self.step = step
+        self.alert = alert
+        self.clock = clock
+        self.mono = mono
+        self.topics = protocol.topics(banc)
+        self.lock = threading.Lock()  # guards the files and counters (MQTT thread vs main tick)
+        self.config_lock = threading.RLock()  # one config.json writer at a time in this process
+        self.seq = SeqTracker()
+        self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
+        self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
+        self.counters = dict.fromkeys(COUNTER_KEYS, 0)
+        self.capacity_ah: Optional[float] = None
+        self.energy_wh: Optional[float] = None
+        self.last_row_time: Optional[datetime] = None
+        self.summary_dirty = False
+        self.last_summary_save = mono()
+        self.last_fsync = mono()
+        self.next_retry = 0.0
+        self.pending_step: Optional[int] = None
+        self.pending_ri: list[dict[str, float]] = []
+        self.ended: Optional[int] = None  # 5 or 9 once received: nothing more is recorded
+        self.ignored_after_end = 0
+        self.last_message = mono()
+        self.latch = AlertLatch()
+        self.watchdog = BmsWatchdog(utils.get_settings().bms_timeout_s)
+        self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+        self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+
+    # ------------------------------------------------------------------ start
+
+    def open(self, config: dict[str, Any]) -> None:
+        """Repair a torn tail, open the CSV files and restore seq and counters (raises OSError)."""
+        for key in COUNTER_KEYS:
+            self.counters[key] = _read_counter(config, key)
+        for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(self, key, float(value))
+        torn_data = self._repair(self.data)
+        torn_rejected = self._repair(self.rejected)
+        self.data.open()
+        self.rejected.open()
+        data_scan = scan_csv(self.data.path)
+        self.counters["rows_count"] = max(0, data_scan.lines - 1)
+        self.counters["rejected_count"] = max(0, scan_csv(self.rejected.path).lines - 1)
+        last = last_data_row(data_scan.tail_lines)
+        if last is not None:
+            self.seq.last = last.seq
+            if self.step not in (protocol.STEP_FINISHED, protocol.STEP_STOP) and (
+                self.capacity_ah != last.capacity_ah or self.energy_wh != last.energy_wh
+            ):
+                self.capacity_ah, self.energy_wh = last.capacity_ah, last.energy_wh
+                self.summary_dirty = True
+        now = self.clock()
+        if torn_data:
+            self.reject(now, self.topics.bms_data, "ligne incomplète en fin de data.csv (arrêt brutal)", torn_data)
+        if torn_rejected:
+            logger.warning("torn line removed from rejected.csv: %s", safe_text(torn_rejected))
+        if self.counters != {k: _read_counter(config, k) for k in COUNTER_KEYS}:
+            self.summary_dirty = True
+        logger.info(
+            "data.csv: %d rows, last seq %s; rejected.csv: %d rows",
+            self.counters["rows_count"], self.seq.last, self.counters["rejected_count"],
+        )
+
+    @staticmethod
+    def _repair(target: AppendFile) -> bytes:
+        """Cut a torn last line (power loss mid-write) so appends start on a fresh line; return it."""
+        scan = scan_csv(target.path)
+        if not scan.torn:
+            return b""
+        os.truncate(target.path, scan.valid_size)
+        logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
+        return scan.torn
+
+    # ------------------------------------------------------------------ messages
+
+    def handle_bms(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
+        now = self.clock()
+        try:
+            protocol.parse_bms_line(payload)  # validation only: the row keeps the ESP's own text
+        except protocol.PayloadError as exc:
+            self.reject(now, self.topics.bms_data, str(exc), payload)
+            return
+        fields_text = bms_fields_text(payload)
+        parts = fields_text.split(",")
+        seq = int(parts[0])
+        with self.lock:
+            if self.ended is not None:
+                self.ignored_after_end += 1
+                return
+            mono_now = self.mono()
+            self.last_message = mono_now
+            recovered = self.watchdog.feed(mono_now)
+            previous_seq = self.seq.last
+            verdict = self.seq.classify(seq, redelivered)
+            if verdict == SEQ_DUPLICATE:
+                self.counters["duplicate_count"] += 1
+                self.summary_dirty = True
+            else:
+                if verdict == SEQ_GAP:
+                    self.counters["seq_gap_count"] += 1
+                elif verdict == SEQ_RESTART:
+                    self.counters["seq_restart_count"] += 1
+                was_failing = self.data.failing
+                dropped_before = self.data.dropped_rows
+                row = format_data_row(utils.iso(now, millis=True), self.step, fields_text)
+                self.data.append(row)
+                dropped = self.data.dropped_rows > dropped_before
+                if not dropped:
+                    self.counters["rows_count"] += 1
+                if self.step not in (protocol.STEP_FINISHED, protocol.STEP_STOP):
+                    self.capacity_ah = float(parts[5])
+                    self.energy_wh = float(parts[6])
+                self.last_row_time = now
+                self.summary_dirty = True
+                newly_failing = self.data.failing and not was_failing
+                log_it, suppressed = (
+                    self.anomaly_log.allow(mono_now) if verdict in (SEQ_GAP, SEQ_RESTART) else (False, 0)
+                )
+        if recovered is not None:
+            logger.info("BMS data back after %.1f s", recovered)
+            self.alert(f"Données BMS rétablies après {recovered:.0f} s de silence")
+        if verdict == SEQ_DUPLICATE:
+            return
+        if suppressed:
+            logger.info("%d more seq anomalies in the last minute", suppressed)
+        if log_it:
+            logger.info("seq %d after %s: %s", seq, previous_seq, "ESP restart" if verdict == SEQ_RESTART else "gap")
+        if newly_failing:
+            self._file_failed(self.data)
+        if dropped and self.latch.raise_("dropped:data.csv"):
+            logger.error("memory buffer full: BMS rows are being dropped")
+            self.alert("Mémoire tampon pleine : des mesures BMS sont perdues, libérer le disque")
+
+    def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject."""
+        now = self.clock()
+        try:
+            step = protocol.parse_step(payload)
+        except protocol.PayloadError as exc:
+            self.reject(now, self.topics.step, str(exc), payload)
+            return
+        with self.lock:
+            if self.ended is not None:
+                self.ignored_after_end += 1
+                return
+            self.last_message = self.mono()
+            previous = self.step
+            if step == protocol.STEP_STOP:
+                self.ended = step
+            else:
+                self.step = step
+                self.pending_step = step
+                if step == protocol.STEP_FINISHED:
+                    self.ended = step
+        if step == protocol.STEP_STOP:
+            logger.info("step 9: stop for the day at step %d (step and bench status left as they are)", previous)
+            return
+        if step < previous:
+            logger.warning("step %d after step %d (the ESP went back)", step, previous)
+        else:
+            logger.info("step %d (was %d)", step, previous)
+        # The step is written before this callback returns, hence before the broker gets
+        # its acknowledgement: a crash right after cannot lose a phase change.
+        self._write_step(now)
+        self.save_summary(force=True)
+
+    def handle_ri(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/ri/results message: fold the values into config.json's running means."""
+        now = self.clock()
+        try:
+            results = protocol.parse_ri_results(payload)
+        except protocol.PayloadError as exc:
+            self.reject(now, self.topics.ri_results, str(exc), payload)
+            return
+        with self.lock:
+            if self.ended is not None:
+                self.ignored_after_end += 1
+                return
+            self.last_message = self.mono()
+        logger.info("Ri results at step %d: %s", self.step, results)
+        with self.config_lock:
+            self.pending_ri.append(results)
+            self._write_ri(now)
+
+    def reject(self, now: datetime, topic: str, reason: str, payload: bytes) -> None:
+        """Record a refused message in rejected.csv and count it."""
+        row = format_rejected_row(now.isoformat(timespec="milliseconds"), topic, reason, payload)
+        with self.lock:
+            if self.ended is not None:
+                self.ignored_after_end += 1
+                return
+            self.last_message = self.mono()
+            was_failing = self.rejected.failing
+            self.rejected.append(row)
+            self.counters["rejected_count"] += 1
+            self.summary_dirty = True
+            newly_failing = self.rejected.failing and not was_failing
+            log_it, suppressed = self.reject_log.allow(self.mono())
+        if suppressed:
+            logger.warning("%d more rejected messages in the last minute", suppressed)
+        if log_it:
+            logger.warning("rejected on %s: %s (%s)", topic, safe_text(reason, 120), safe_text(payload, 60))
+        if newly_failing:
+            self._file_failed(self.rejected)
+
+    # ------------------------------------------------------------------ config.json
+
+    def _config_failed(self, what: str, exc: BaseException) -> None:
+        if self.latch.raise_("config"):
+            logger.error("config.json: %s not saved: %s (retrying every second)", what, exc)
+            self.alert(f"Écriture impossible dans config.json ({describe_os_error(exc)}) : nouvel essai chaque seconde")
+
+    def _config_ok(self) -> None:
+        if self.latch.clear("config"):
+            logger.info("config.json writable again")
+            self.alert("Écriture dans config.json rétablie")
+
+    def _rebuild_config(self, exc: BaseException, now: datetime) -> None:
+        """config.json vanished or is unreadable: rebuild it from what this process knows."""
+        if not isinstance(exc, (FileNotFoundError, ValueError)):
+            return  # a disk problem: retrying is the cure
+        try:
+            # Moves an unreadable file aside (kept for inspection) and writes a fresh one.
+            utils.load_or_create_config(self.folder, self.banc, self.serial, now)
+        except (OSError, ValueError) as again:
+            logger.error("config.json cannot be rebuilt: %s", again)
+            return
+        logger.error("config.json rebuilt (%s); step, counters and capacity restored", exc)
+        with self.lock:
+            if self.pending_step is None:
+                self.pending_step = self.step
+            self.summary_dirty = True
+
+    def _write_step(self, now: datetime) -> bool:
+        """Write the pending step to config.json and bancs_config.json (5 also frees the bench)."""
+        with self.config_lock:
+            with self.lock:
+                step = self.pending_step
+            if step is None:
+                return True
+            try:
+                utils.update_config(self.folder, step, now)
+                if step == protocol.STEP_FINISHED:
+                    utils.reset_banc_config(self.banc)
+            except (OSError, ValueError) as exc:
+                self._config_failed(f"step {step}", exc)
+                self._rebuild_config(exc, now)
+                return False
+            with self.lock:
+                if self.pending_step == step:  # a newer step may have arrived meanwhile
+                    self.pending_step = None
+            self._config_ok()
+            return True
+
+    def _write_ri(self, now: datetime) -> bool:
+        """Fold the pending Ri results, in arrival order, into config.json."""
+        with self.config_lock:
+            while self.pending_ri:
+                try:
+                    utils.update_config_ri_results(self.folder, self.pending_ri[0], now)
+                except (OSError, ValueError) as exc:
+                    self._config_failed("Ri results", exc)
+                    self._rebuild_config(exc, now)
+                    return False
+                self.pending_ri.pop(0)
+            self._config_ok()
+            return True
+
+    def save_summary(self, force: bool = False) -> bool:
+        """Save capacity, energy and counters in config.json when due (or `force`); True when saved or clean."""
+        with self.config_lock:
+            with self.lock:
+                if not self.summary_dirty:
+                    return True
+                if not force and self.mono() - self.last_summary_save < SUMMARY_SAVE_INTERVAL_S:
+                    return True
+                counters = dict(self.counters)
+                capacity_ah, energy_wh, when = self.capacity_ah, self.energy_wh, self.last_row_time
+                self.summary_dirty = False
+                self.last_summary_save = self.mono()
+            try:
+                if capacity_ah is not None and energy_wh is not None and when is not None:
+                    utils.update_config_bms(self.folder, capacity_ah, energy_wh, when, counters)
+                else:
+                    utils.update_config_counters(self.folder, counters)
+            except (OSError, ValueError) as exc:
+                with self.lock:
+                    self.summary_dirty = True
+                self._config_failed("summary", exc)
+                self._rebuild_config(exc, self.clock())
+                return False
+            self._config_ok()
+            return True
+
+    # ------------------------------------------------------------------ files
+
+    def _file_failed(self, target: AppendFile) -> None:
+        """First failure of an episode: log and alert once."""
+        exc = target.error
+        if self.latch.raise_(f"file:{target.path.name}"):
+            logger.error("%s: write failed (%s); rows kept in memory, retrying every second", target.path.name, exc)
+            self.alert(
+                f"Écriture impossible dans {target.path.name} ({describe_os_error(exc) if exc else 'écriture partielle'}) : "
+                "mesures gardées en mémoire, nouvel essai chaque seconde"
+            )
+
+    def _retry_files(self) -> None:
+        for target in (self.data, self.rejected):
+            with self.lock:
+                if not target.failing:
+                    continue
+                rows = target.pending_rows
+                ok = target.flush_pending()
+                dropped = target.dropped_rows
+            key = f"file:{target.path.name}"
+            if ok:
+                logger.info("%s writable again: %d rows caught up", target.path.name, rows)
+                if self.latch.clear(key):
+                    note = f"Écriture dans {target.path.name} rétablie : {rows} lignes rattrapées"
+                    if dropped:
+                        note += f", {dropped} perdues (mémoire pleine)"
+                    self.alert(note)
+                self.latch.clear(f"dropped:{target.path.name}")
+            else:
+                self._file_failed(target)
+
+    def sync(self) -> None:
+        """fsync the CSV files that changed since the last fsync (outside the lock)."""
+        with self.lock:
+            fds = [(f.dup_for_sync(), f.path.name) for f in (self.data, self.rejected)]
+        for fd, name in fds:
+            if fd is not None:
+                _fsync_fd(fd, name)
+        self.last_fsync = self.mono()
+
+    def tick(self, connected_since: Optional[float]) -> None:
+        """Periodic work (main thread): watchdog, write retries, fsync, config.json saves."""
+        now = self.mono()
+        with self.lock:
+            silence = None if self.ended is not None else self.watchdog.check(now, connected_since)
+        if silence is not None:
+            timeout = self.watchdog.timeout_s
+            logger.warning("no BMS data for %.1f s", silence)
+            self.alert(f"Aucune donnée BMS depuis {timeout:g} s : vérifier l'ESP32, le BMS et leur liaison")
+        if now >= self.next_retry:
+            self.next_retry = now + WRITE_RETRY_INTERVAL_S
+            self._retry_files()
+            if self.pending_step is not None:
+                self._write_step(self.clock())
+            if self.pending_ri:
+                self._write_ri(self.clock())
+            if self.latch.is_raised("config"):
+                self.save_summary(force=True)
+        if now - self.last_fsync >= FSYNC_INTERVAL_S:
+            self.sync()
+        self.save_summary()
+
+    def all_written(self) -> bool:
+        """True when nothing waits in memory (rows, step, Ri results, summary)."""
+        with self.lock:
+            files_ok = not self.data.failing and not self.rejected.failing
+            summary_ok = not self.summary_dirty
+        return files_ok and summary_ok and self.pending_step is None and not self.pending_ri
+
+    def flush_all(self) -> bool:
+        """One attempt to write everything that waits; True when all is on disk (fsynced)."""
+        self._retry_files()
+        if self.pending_step is not None:
+            self._write_step(self.clock())
+        if self.pending_ri:
+            self._write_ri(self.clock())
+        self.save_summary(force=True)
+        self.sync()
+        return self.all_written()
+
+    def close(self) -> int:
+        """Close both CSV files; return the bytes that could not be written."""
+        with self.lock:
+            self.ended = self.ended or protocol.STEP_STOP
+            lost = self.data.close() + self.rejected.close()
+        return lost
+
+
+# =========================================================================== process
+
+
+def discard_stale_session(client_id: str, timeout_s: float = 3.0) -> bool:
+    """Connect once with a clean session under `client_id`, dropping what the broker queued for it.
+
+    Used before a NEW test: a bench's session may still hold messages of an older test
+    whose banc.py died; they must not land in the new test's data.csv.
+    """
+    settings = utils.get_settings()
+    client = protocol.make_client(client_id, persistent=False)
+    done = threading.Event()
+    client.on_connect = lambda *args: done.set()
+    try:
+        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
+    except OSError as exc:
+        logger.warning("broker unreachable, stale session not checked: %s", exc)
+        return False
+    client.loop_start()
+    ok = done.wait(timeout_s)
+    client.disconnect()
+    client.loop_stop()
+    return ok
+
+
+class BancProcess:
+    """The running banc.py: MQTT client, callbacks, main tick loop and shutdown."""
+
+    def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool) -> None:
+        self.banc = banc
+        self.serial = serial
+        self.folder = folder
+        self.resumed = resumed
+        self.topics = protocol.topics(banc)
+        self.client_id = f"banc_script_{banc}"
+        self.recorder = Recorder(folder, banc, serial, step, self.send_alert)
+        self.client = protocol.make_client(self.client_id, persistent=True, will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_unsubscribe = self._on_unsubscribe
+        self.handlers: dict[str, Callable[[bytes, bool], None]] = {
+            self.topics.bms_data: self.recorder.handle_bms,
+            self.topics.step: self.recorder.handle_step,
+            self.topics.ri_results: self.recorder.handle_ri,
+        }
+        self.connected_since: Optional[float] = None
+        self.announced = False
+        self.unsubscribed = threading.Event()
+        self.stop_signal: Optional[int] = None
+
+    # ------------------------------------------------------------------ MQTT callbacks (never raise)
+
+    def send_alert(self, text: str) -> None:
+        """Publish a security alert (queued by paho while the broker is away)."""
+        try:
+            protocol.publish(self.client, self.topics.security, protocol.encode_security(text))
+        except Exception:  # an alert must never take the process down
+            logger.exception("security alert not published: %s", text)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        try:
+            if reason_code.is_failure:
+                logger.error("broker refused the connection: %s", reason_code)
+                return
+            # Re-subscribe on every connection: a broker that lost its state forgets them.
+            protocol.subscribe_all(client, protocol.banc_process_subscriptions(self.banc))
+            protocol.publish(client, self.topics.banc_status, protocol.STATUS_ONLINE)
+            self.connected_since = time.monotonic()
+            logger.info("connected to the broker (session present: %s)", flags.session_present)
+        except Exception:
+            logger.exception("on_connect failed")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        try:
+            self.connected_since = None
+            if reason_code.is_failure:
+                logger.warning("broker connection lost (%s); reconnecting", reason_code)
+        except Exception:
+            logger.exception("on_disconnect failed")
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            handler = self.handlers.get(message.topic)
+            if handler is None:
+                logger.warning("message on unexpected topic %s ignored", safe_text(message.topic, 100))
+                return
+            handler(message.payload, bool(message.dup))
+        except Exception:
+            logger.exception("message on %s not processed", safe_text(message.topic, 100))
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.unsubscribed.set()
+
+    # ------------------------------------------------------------------ main loop
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the handler may interrupt the main thread anywhere, even inside a lock.
+        self.stop_signal = signum
+
+    def _maybe_announce(self) -> None:
+        if self.announced or self.connected_since is None:
+            return
+        now = time.monotonic()
+        quiet = now - max(self.recorder.last_message, self.connected_since) >= ANNOUNCE_QUIET_S
+        if quiet or now - self.connected_since >= ANNOUNCE_MAX_WAIT_S:
+            step = self.recorder.step
+            if step in protocol.PHASES and self.recorder.ended is None:
+                protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
+                logger.info("announced step %d on %s", step, self.topics.command)
+            self.announced = True
+
+    def run(self) -> int:
+        """Connect, serve until step 5/9 or a signal, shut down; return the exit code."""
+        settings = utils.get_settings()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if not self.resumed:
+            discard_stale_session(self.client_id)
+        self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
+        self.client.loop_start()  # paho's thread: first connection retried, reconnects with backoff
+        utils.sd_notify("READY=1")
+        while True:
+            time.sleep(TICK_S)
+            if self.stop_signal is not None:
+                return self._shutdown_on_signal()
+            if self.recorder.ended is not None:
+                return self._finish(self.recorder.ended)
+            try:
+                self._maybe_announce()
+                self.recorder.tick(self.connected_since)
+            except Exception:
+                logger.exception("periodic work failed")
+            utils.sd_notify("WATCHDOG=1")
+
+    def _publish_offline(self) -> None:
+        if self.connected_since is None:
+            return
+        try:
+            info = protocol.publish(self.client, self.topics.banc_status, protocol.STATUS_OFFLINE)
+            _wait_published(info, SHUTDOWN_MQTT_TIMEOUT_S)
+        except Exception:
+            logger.exception("offline status not published")
+
+    def _finish(self, step: int) -> int:
+        """Step 5 or 9: write everything, close the files, leave the broker; exit code 0."""
+        logger.info("test %s at step %d", "finished" if step == protocol.STEP_FINISHED else "stopped", self.recorder.step)
+        while not self.recorder.flush_all():
+            # The disk refuses data that was acknowledged: keep trying (alerts are out).
+            if self.stop_signal is not None:
+                break
+            time.sleep(WRITE_RETRY_INTERVAL_S)
+        lost = self.recorder.close()
+        if self.recorder.ignored_after_end:
+            logger.info("%d messages after the end ignored", self.recorder.ignored_after_end)
+        self._publish_offline()
+        # The test is over: stop the broker queueing this bench's messages for a session
+        # nobody will read (after 9 they would land in the next day's rows, timed wrongly).
+        if self.connected_since is not None:
+            self.unsubscribed.clear()
+            self.client.unsubscribe([topic for topic, _ in protocol.banc_process_subscriptions(self.banc)])
+            self.unsubscribed.wait(SHUTDOWN_MQTT_TIMEOUT_S)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if lost:
+            logger.error("%d bytes of data could not be written", lost)
+            return EXIT_ERROR
+        return EXIT_OK
+
+    def _shutdown_on_signal(self) -> int:
+        """SIGTERM/SIGINT: not a test end; close cleanly, keep the session for the restart."""
+        logger.info("signal %d: closing (the test stays resumable at step %d)", self.stop_signal, self.recorder.step)
+        self._publish_offline()
+        self.client.disconnect()
+        self.client.loop_stop()  # joins paho's thread: no callback runs after this line
+        for _ in range(3):
+            if self.recorder.flush_all():
+                break
+            time.sleep(0.5)
+        lost = self.recorder.close()
+        if lost:
+            logger.error("%d bytes of data could not be written before exit", lost)
+            return EXIT_ERROR
+        return EXIT_OK
+
+
+def _wait_published(info: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if info.is_published():
+                return True
+        except (ValueError, RuntimeError):
+            return False
+        time.sleep(0.01)
+    return False
+
+
+# =========================================================================== entry point
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"banc.py: {message}", file=sys.stderr)
+    return code
+
+
+def validate_args(argv: Sequence[str]) -> tuple[Optional[tuple[str, str]], str]:
+    """((banc, serial), "") for valid arguments, else (None, one-line reason)."""
+    if len(argv) != 2:
+        return None, "usage: banc.py bancN SERIAL"
+    banc_arg, serial = argv
+    if not utils.is_valid_banc(banc_arg):
+        return None, f"banc invalide: {safe_text(banc_arg, 40)!s} (attendu banc1..banc{utils.get_settings().num_bancs})"
+    if not utils.is_valid_serial(serial):
+        return None, f"numéro de série invalide: {safe_text(serial, 40)!s} (motif {utils.SERIAL_PATTERN})"
+    return (utils.normalize_banc(banc_arg), serial), ""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one test: `banc.py bancN SERIAL`; return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        utils.get_settings()
+    except utils.SettingsError as exc:
+        return _fail(f"réglage invalide: {exc}", EXIT_USAGE)
+    valid, reason = validate_args(args)
+    if valid is None:
+        return _fail(reason, EXIT_USAGE)
+    banc, serial = valid
+    try:
+        lock_fd = utils.acquire_banc_lock(banc)
+    except OSError as exc:
+        return _fail(f"verrou {utils.banc_lock_path(banc)} impossible: {exc}", EXIT_ERROR)
+    if lock_fd is None:
+        return _fail(f"un banc.py tourne déjà pour {banc}", EXIT_ALREADY_RUNNING)
+
+    utils.setup_logging("banc.py")
+    try:
+        info = utils.get_banc_info(banc)
+        pending = info.get("serial-pending")
+        if info.get("status") == utils.STATUS_OCCUPIED and isinstance(pending, str) and pending.upper() != serial.upper():
+            logger.error("%s holds the unfinished test of %s; refusing %s", banc, pending, serial)
+            return _fail(f"{banc} est occupé par {safe_text(pending, 40)}", EXIT_BENCH_BUSY)
+        now = utils.now_local()
+        folder, resumed = utils.find_or_create_test_folder(banc, serial, now)
+        config = utils.load_or_create_config(folder, banc, serial, now)
+        step = config.get("current_step")
+        if step not in protocol.PHASES or step == protocol.STEP_FINISHED:
+            logger.warning("config.json step %r unusable; starting at step 1", step)
+            step = 1
+        utils.create_data_csv(folder)
+        process = BancProcess(banc, serial, folder, step, resumed)
+        process.recorder.open(config)
+        utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, step)
+    except (OSError, ValueError) as exc:
+        logger.exception("cannot start the test of %s on %s", serial, banc)
+        return _fail(f"démarrage impossible: {exc}", EXIT_ERROR)
+    logger.info("%s %s on %s, folder %s, step %d", "resuming" if resumed else "starting", serial, banc, folder, step)
+    code = process.run()
+    logger.info("exit %d", code)
+    os.close(lock_fd)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
