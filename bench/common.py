@@ -8,8 +8,10 @@ figures as ratios against a baseline measured in the same run. Nothing here is m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 if str(REPO_DIR) not in sys.path:
@@ -184,7 +186,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     data = sorted(values)
     if not data:
         return float("nan")
-    rank = max(1, min(len(data), int(round(pct / 100.0 * len(data) + 0.5))))
+    rank = max(1, min(len(data), math.ceil(pct / 100.0 * len(data) - 1e-9)))
     return data[rank - 1]
 
 
@@ -365,17 +367,25 @@ def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) 
     return project_env(home, broker, BANC_NUM_BANCS=str(num_bancs), **extra)
 
 
-def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> None:
-    """Point utils (in this process) at a bench BANC_HOME, as the kiosk process would see it."""
+@contextlib.contextmanager
+def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> Iterator[None]:
+    """Point utils (in this process) at a bench BANC_HOME for a moment; the environment is restored after."""
     import utils
 
-    for key in [k for k in os.environ if k.startswith("BANC_")]:
-        del os.environ[key]
-    os.environ["BANC_HOME"] = str(home)
-    os.environ["BANC_NUM_BANCS"] = str(num_bancs)
-    if broker is not None:
-        os.environ.update(broker.env())
-    utils.reload_settings()
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith("BANC_")]:
+            del os.environ[key]
+        os.environ["BANC_HOME"] = str(home)
+        os.environ["BANC_NUM_BANCS"] = str(num_bancs)
+        if broker is not None:
+            os.environ.update(broker.env())
+        utils.reload_settings()
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        utils.reload_settings()
 
 
 def serial_for(banc_number: int, run: int = 0) -> str:
@@ -387,9 +397,9 @@ def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, 
     """Mark benches occupied with their serial in bancs_config.json, as the kiosk does before it starts banc.py."""
     import utils
 
-    use_home(home, broker, num_bancs)
-    for number, serial in serials.items():
-        utils.set_banc_status(number, utils.STATUS_OCCUPIED, serial, 1)
+    with use_home(home, broker, num_bancs):
+        for number, serial in serials.items():
+            utils.set_banc_status(number, utils.STATUS_OCCUPIED, serial, 1)
 
 
 def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,
@@ -410,6 +420,7 @@ class StatusWatcher:
         import paho.mqtt.client as mqtt
 
         self.status: dict[str, str] = {}
+        self.live_t: dict[tuple[str, str], float] = {}  # (topic, value) -> time of the last non-retained message
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -425,7 +436,10 @@ class StatusWatcher:
 
         def on_message(client: Any, userdata: Any, msg: Any) -> None:
             with self.changed:
-                self.status[msg.topic] = msg.payload.decode(errors="replace")
+                value = msg.payload.decode(errors="replace")
+                self.status[msg.topic] = value
+                if not msg.retain:  # published now, not replayed from the broker's retained store
+                    self.live_t[(msg.topic, value)] = time.time()
                 self.changed.notify_all()
 
         self.client.on_connect = on_connect
@@ -440,6 +454,18 @@ class StatusWatcher:
         deadline = time.monotonic() + timeout_s
         with self.changed:
             while self.status.get(topic) != value:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.5))
+        return True
+
+    def wait_live(self, number: int, value: str, after_t: float, timeout_s: float = 60.0) -> bool:
+        """Wait until bancN/banc/status is published (not replayed as retained) with `value` after `after_t`."""
+        key = (protocol.topics(number).banc_status, value)
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while self.live_t.get(key, 0.0) < after_t:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -1,0 +1,99 @@
+"""Smoke test of bench/: the row accounting (pure, table-driven) and a tiny real fault run.
+
+No timing is asserted here; the figures live in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import utils
+from bench import bench_faults
+from bench.common import check_csv, percentile, read_publisher_times
+from bench.bench_faults import FaultEvent, attribute, schedule
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def write_data_csv(path: Path, seqs: list[int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(utils.DATA_CSV_HEADER)]
+    for seq in seqs:
+        lines.append(f"2026-01-05T10:00:00.000+01:00,3,{seq},51.2,-12.4,80.0,24.5,1.0,50.0,3250,3270,0")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, expected, lost, duplicated, unexpected",
+    [
+        ([0, 1, 2, 3], range(4), 0, 0, 0),
+        ([0, 1, 3], range(4), 1, 0, 0),  # seq 2 missing
+        ([0, 1, 1, 2, 3], range(4), 0, 1, 0),  # seq 1 written twice
+        ([0, 0, 0, 3], range(4), 2, 2, 0),  # both at once
+        ([0, 1, 2, 3, 99], range(4), 0, 0, 1),  # a row nobody published
+        ([], range(3), 3, 0, 0),
+    ],
+)
+def test_check_csv_counts_lost_and_duplicated_rows(tmp_path: Path, rows, expected, lost, duplicated, unexpected):
+    path = write_data_csv(tmp_path / "data.csv", rows)
+    check = check_csv([path], expected)
+    assert (check.lost, check.duplicated, check.unexpected, check.rows) == (lost, duplicated, unexpected, len(rows))
+
+
+def test_check_csv_spans_resumed_test_folders(tmp_path: Path):
+    first = write_data_csv(tmp_path / "a" / "data.csv", [0, 1, 2])
+    second = write_data_csv(tmp_path / "b" / "data.csv", [2, 3])
+    check = check_csv([first, second], range(5))
+    assert (check.lost, check.duplicated, check.lost_seqs, check.duplicated_seqs) == (1, 1, [4], [2])
+
+
+def test_publisher_log_keeps_published_and_acknowledged_apart(tmp_path: Path):
+    log = tmp_path / "pub_banc1.txt"
+    log.write_text("P 0 10.0\nA 0 10.1\nP 1 10.2\nP 2 10.3\nA 2 10.4\nP 1 11.0\ngarbage\n")
+    published, acked = read_publisher_times(log)
+    assert published == {0: 10.0, 1: 10.2, 2: 10.3}
+    assert acked == {0: 10.1, 2: 10.4}
+
+
+def test_losses_are_attributed_to_the_fault_they_happened_in():
+    events = [FaultEvent("broker", "mosquitto", killed_t=100.0, restarted_t=102.0, recovered_t=103.0),
+              FaultEvent("banc", "banc1", killed_t=200.0, restarted_t=203.0, recovered_t=204.0)]
+    pub_times = {1: 50.0, 2: 101.0, 3: 104.5, 4: 199.0, 5: 300.0}
+    assert attribute([1, 2, 3, 4, 5], pub_times, events, margin_s=2.0) == {
+        "no fault": 2, "broker:mosquitto": 2, "banc:banc1": 1,
+    }
+
+
+@pytest.mark.parametrize("faults, cycles, duration, first, count", [
+    (("broker", "banc", "ui"), 1, 40.0, 10.0, 3),
+    (("banc",), 3, 40.0, 10.0, 3),
+])
+def test_faults_are_spread_over_the_run(faults, cycles, duration, first, count):
+    plan = schedule(faults, cycles, duration)
+    assert len(plan) == count and plan[0][0] == first and plan[-1][0] < duration
+
+
+@pytest.mark.parametrize("values, pct, expected", [
+    ([5.0], 99, 5.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.0), (list(range(1, 101)), 99, 99), ([], 50, None),
+])
+def test_percentile_nearest_rank(values, pct, expected):
+    result = percentile(values, pct)
+    assert (result != result) if expected is None else result == expected
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
+def test_tiny_fault_run_counts_every_row(tmp_path: Path):
+    """Broker and banc.py killed with SIGKILL during a short run: every acknowledged line is in data.csv once."""
+    result = bench_faults.run_faults(tmp_path, bancs=1, rate=20.0, duration_s=8.0, cycles=1,
+                                     faults=("broker", "banc"), use_ui=False, down_s=1.0, verbose=False)
+    check = result.checks[1]
+    assert [e.kind for e in result.events] == ["broker", "banc"]
+    assert result.published == result.acked > 100
+    assert check.unexpected == 0
+    assert check.rows - check.duplicated + check.lost == check.expected
+    assert (result.lost, result.duplicated) == (0, 0), result.attributed
+    assert result.banc_exit_codes == {1: 0}
