@@ -1,0 +1,329 @@
+"""simulator.py as a process against a real Mosquitto: the ESP32 side of the protocol and fault injection."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import protocol
+import simulator
+from tests.support import REPO_DIR, MosquittoBroker
+
+T = protocol.topics(1)
+
+
+class Observer:
+    """A real MQTT client recording everything on banc1/# (what ui.py would see)."""
+
+    def __init__(self, broker: MosquittoBroker, client_id: str = "test_observer", persistent: bool = False) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+        self.client = protocol.make_client(client_id, persistent=persistent)
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
+        self.connected = threading.Event()
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            client.subscribe("banc1/#", qos=1)
+            self.connected.set()
+
+        def on_message(client, userdata, message):
+            with self.lock:
+                self.messages.append((message.topic, bytes(message.payload)))
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect(broker.host, broker.port, keepalive=5)
+        self.client.loop_start()
+        assert self.connected.wait(5)
+
+    def snapshot(self) -> list[tuple[str, bytes]]:
+        with self.lock:
+            return list(self.messages)
+
+    def on(self, topic: str, since: int = 0) -> list[bytes]:
+        """Payloads received on `topic` from message index `since`."""
+        return [p for t, p in self.snapshot()[since:] if t == topic]
+
+    def wait_for(self, predicate: Callable[[list[tuple[str, bytes]]], bool], timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self.snapshot()):
+                return
+            time.sleep(0.02)
+        tail = [(t, p[:60]) for t, p in self.snapshot()[-15:] if t != T.bms_data]
+        raise AssertionError(f"timed out; last non-BMS messages: {tail}")
+
+    def wait_payload(self, topic: str, payload: bytes, since: int = 0, timeout_s: float = 10.0) -> int:
+        """Wait for `payload` on `topic`; return the index of that message."""
+        found: list[int] = []
+
+        def check(messages: list[tuple[str, bytes]]) -> bool:
+            for i in range(since, len(messages)):
+                if messages[i] == (topic, payload):
+                    found.append(i)
+                    return True
+            return False
+
+        self.wait_for(check, timeout_s)
+        return found[0]
+
+    def bms_lines(self, since: int = 0) -> list[protocol.BmsLine]:
+        lines = []
+        for payload in self.on(T.bms_data, since):
+            with contextlib.suppress(protocol.PayloadError):
+                lines.append(protocol.parse_bms_line(payload))
+        return lines
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def run_simulator(env: dict[str, str], tmp_path: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """simulator.py as a child process, always stopped at the end."""
+    log = open(tmp_path / f"simulator-{time.monotonic_ns()}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_DIR / "simulator.py"), "--bancs", "1", *args],
+        cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+
+
+@pytest.fixture
+def observer(mqtt_env: dict[str, str], broker: MosquittoBroker) -> Iterator[Observer]:
+    obs = Observer(broker)
+    yield obs
+    obs.close()
+
+
+def seqs(lines: list[protocol.BmsLine]) -> list[int]:
+    return [line.seq for line in lines]
+
+
+def consecutive(values: list[int]) -> bool:
+    return all(b == a + 1 for a, b in zip(values, values[1:]))
+
+
+def start_test(obs: Observer, command: str = "1", since: int = 0) -> int:
+    """Wait until the ESP is online, send a command, wait for its step; return the step's message index."""
+    obs.wait_payload(T.esp_status, b"online")
+    since = len(obs.snapshot())
+    obs.publish(T.command, command)
+    return obs.wait_payload(T.step, command.encode(), since)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_esp_side_of_the_protocol(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--capacity-ah", "20", "--seed", "3") as proc:
+        observer.wait_payload(T.esp_status, b"online")
+        # Nurse SOCs are published at connection, QoS 0 integers.
+        observer.wait_for(lambda m: all(observer.on(t) for t in T.nurses))
+        assert all(0 <= protocol.parse_nurse_soc(observer.on(t)[0]) <= 100 for t in T.nurses)
+        # Idle until a command: no BMS line, no step.
+        time.sleep(0.3)
+        assert observer.on(T.bms_data) == [] and observer.on(T.step) == []
+
+        step1 = start_test(observer, "1")
+        observer.wait_for(lambda m: len(observer.on(T.ri_results, step1)) >= 2)  # pulses at 120 s and 270 s
+        lines = observer.bms_lines(step1)
+        raw = observer.on(T.bms_data, step1)
+        assert len(lines) == len(raw) > 100  # every line parses
+        assert seqs(lines)[0] == 0 and consecutive(seqs(lines))
+        assert any(line.current_a < -5 for line in lines) and any(line.current_a > 5 for line in lines)
+        assert all(40.0 <= line.voltage_v <= 58.4 and line.capacity_ah == 0 for line in lines)
+        results = [protocol.parse_ri_results(p) for p in observer.on(T.ri_results, step1)]
+        assert "ri_discharge" in results[0] and "ri_charge" in results[1]
+        assert results[0]["ri_discharge"] == pytest.approx(2.0 / 20, rel=0.05)  # default Ri = 2.0 ohm.Ah / capacity
+        assert "temperature_c" in results[0]
+
+        # end: current off, 9 on step, no more BMS lines.
+        since = len(observer.snapshot())
+        observer.publish(T.command, "end")
+        stop = observer.wait_payload(T.step, b"9", since)
+        last_seq = observer.bms_lines()[-1].seq
+        time.sleep(0.5)
+        assert observer.on(T.bms_data, stop + 1) == []
+
+        # A new command resumes: seq goes on (no reboot), the phase restarts.
+        again = start_test(observer, "2")
+        observer.wait_for(lambda m: len(observer.bms_lines(again)) >= 5)
+        resumed = observer.bms_lines(again)
+        assert resumed[0].seq == last_seq + 1 and consecutive(seqs(resumed))
+        assert resumed[-1].current_a > 5  # charging
+
+        # A clean stop says offline.
+        since = len(observer.snapshot())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        observer.wait_payload(T.esp_status, b"offline", since)
+
+
+def test_last_will_when_killed(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "10") as proc:
+        observer.wait_payload(T.esp_status, b"online")
+        since = len(observer.snapshot())
+        proc.kill()
+        proc.wait(5)
+        observer.wait_payload(T.esp_status, b"offline", since)  # the broker sends the last will
+
+
+def test_broker_loss_leads_to_safe_state_and_resume_on_command(
+    mqtt_env: dict[str, str], broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    # A persistent observer: what the ESP publishes right after the broker restarts is kept for it.
+    obs = Observer(broker, "test_observer_persistent", persistent=True)
+    try:
+        with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--capacity-ah", "20"):
+            step = start_test(obs, "2")
+            obs.wait_for(lambda m: len(obs.bms_lines(step)) >= 20)
+            broker.stop()  # the broker goes away for > 30 simulated seconds
+            time.sleep(1.0)
+            broker.start()
+            obs.wait_for(lambda m: any(p == b"9" for p in obs.on(T.step, step + 1)), timeout_s=15)
+            alerts = [protocol.parse_security(p) for p in obs.on(T.security, step)]
+            assert any("MQTT" in a and "courant coupé" in a for a in alerts)
+            stop = obs.wait_payload(T.step, b"9", step + 1)
+            time.sleep(0.5)
+            assert obs.on(T.bms_data, stop + 1) == []  # safe state: nothing runs until a command
+            again = start_test(obs, "2")
+            obs.wait_for(lambda m: len(obs.bms_lines(again)) >= 3)
+            assert obs.bms_lines(again)[-1].current_a > 5
+    finally:
+        obs.close()
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def test_fault_garbage(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    args = ("--speed", "100", "--fault", "garbage", "--fault-at", "10", "--fault-duration", "100")
+    with run_simulator(mqtt_env, tmp_path, *args):
+        step = start_test(observer, "1")
+        observer.wait_for(lambda m: len(observer.bms_lines(step)) >= 150)
+    raw = observer.on(T.bms_data, step)
+    bad = []
+    for payload in raw:
+        with contextlib.suppress(protocol.PayloadError):
+            protocol.parse_bms_line(payload)
+            continue
+        bad.append(payload)
+    assert len(bad) >= 20
+    assert set(bad) <= set(simulator.GARBAGE_BMS_PAYLOADS)
+    assert consecutive(seqs(observer.bms_lines(step)))  # valid lines are untouched
+    bad_ri = [p for p in observer.on(T.ri_results, step) if p in simulator.GARBAGE_RI_PAYLOADS]
+    assert bad_ri
+    for payload in bad_ri:
+        with pytest.raises(protocol.PayloadError):
+            protocol.parse_ri_results(payload)
+
+
+def test_every_garbage_payload_is_rejected_by_the_contract() -> None:
+    for payload in simulator.GARBAGE_BMS_PAYLOADS:
+        with pytest.raises(protocol.PayloadError):
+            protocol.parse_bms_line(payload)
+    for payload in simulator.GARBAGE_RI_PAYLOADS:
+        with pytest.raises(protocol.PayloadError):
+            protocol.parse_ri_results(payload)
+
+
+def test_fault_reboot_restarts_seq(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--fault", "reboot", "--fault-at", "50"):
+        step = start_test(observer, "2")
+        offline = observer.wait_payload(T.esp_status, b"offline", step)  # the last will: no clean disconnect
+        before = observer.bms_lines(step)
+        assert seqs(before)[0] == 0 and seqs(before)[-1] >= 40
+        observer.wait_payload(T.esp_status, b"online", offline)
+        observer.wait_payload(T.step, b"9", offline)
+        alerts = [protocol.parse_security(p) for p in observer.on(T.security, offline)]
+        assert any("redémarré" in a for a in alerts)
+        again = start_test(observer, "2")
+        observer.wait_for(lambda m: len(observer.bms_lines(again)) >= 3)
+        assert seqs(observer.bms_lines(again))[:3] == [0, 1, 2]
+
+
+def test_fault_disconnect_then_safe_state(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    args = ("--speed", "100", "--fault", "disconnect", "--fault-at", "20", "--fault-duration", "100")
+    with run_simulator(mqtt_env, tmp_path, *args):
+        step = start_test(observer, "2")
+        offline = observer.wait_payload(T.esp_status, b"offline", step)
+        observer.wait_payload(T.esp_status, b"online", offline)
+        observer.wait_payload(T.step, b"9", offline)
+        alerts = [protocol.parse_security(p) for p in observer.on(T.security, offline)]
+        assert any("MQTT" in a for a in alerts)
+        lines = observer.bms_lines(step)
+        assert 15 <= len(lines) <= 25 and consecutive(seqs(lines))
+
+
+def test_fault_bms_silence(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    args = ("--speed", "100", "--fault", "bms-silence", "--fault-at", "20", "--fault-duration", "60")
+    with run_simulator(mqtt_env, tmp_path, *args):
+        step = start_test(observer, "2")
+        observer.wait_for(lambda m: len(observer.bms_lines(step)) >= 60)
+        lines = observer.bms_lines(step)
+        assert observer.on(T.esp_status, step) == []  # the ESP stayed connected
+        assert observer.on(T.step, step + 1) == []  # and the test went on
+    numbers = seqs(lines)
+    gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    assert len(gaps) == 1 and 55 <= gaps[0][1] - gaps[0][0] <= 65  # ~60 s silent, the seq shows it
+
+
+def test_fault_over_temperature(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "200", "--fault", "over-temperature", "--fault-at", "10"):
+        step = start_test(observer, "2")
+        stop = observer.wait_payload(T.step, b"9", step, timeout_s=15)
+        alerts = [protocol.parse_security(p) for p in observer.on(T.security, step)]
+        assert any("Surchauffe" in a for a in alerts)
+        lines = observer.bms_lines(step)
+        assert lines[-1].temperature_c >= 54.5 and lines[0].temperature_c < 30
+        time.sleep(0.3)
+        assert observer.on(T.bms_data, stop + 1) == []
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bancs", "9"], ["--bancs", "x"], ["--dt", "0.3"], ["--speed", "0"], ["--fault", "meteor"],
+     ["--storage-soc-pct", "120"]],
+)
+def test_bad_options_exit_2(banc_home: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        simulator.main(args)
+    assert exc.value.code == 2
+    assert "simulator.py" in capsys.readouterr().err
+
+
+def test_options_build_the_configured_benches(banc_home: Path) -> None:
+    parser = simulator.build_parser(__import__("utils").get_settings())
+    args = parser.parse_args(["--capacity-ah", "50", "--ri-ohm", "0.03", "--ambient-c", "18", "--weak-cell", "2"])
+    assert args.weak_cell == "2"
+    fw = simulator.make_firmware(2, args, weak=True)
+    assert fw.pack.params.capacity_ah == 50 and fw.pack.ohmic_resistance_ohm > 0.03  # weak cell adds resistance
+    assert fw.pack.temperature_c == 18
+    healthy = simulator.make_firmware(1, args, weak=False)
+    assert healthy.pack.params.ri_ohm == 0.03 and healthy.pack.params.seed != fw.pack.params.seed
