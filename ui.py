@@ -64,8 +64,8 @@ NOMINAL_CAPACITY_AH = 100.0  # the 16S packs tested here (charge_profile.csv ass
 STORAGE_SOC_PCT = 50.0  # phase 4 recharges to the storage level
 MIN_CURRENT_FOR_ESTIMATE_A = 0.5  # below this the pack is at rest: no meaningful estimate
 
-# Layout: a panel is designed for 400 x 215 px; fonts scale with the real panel size.
-PANEL_DESIGN_W, PANEL_DESIGN_H = 400.0, 215.0
+# Layout: a panel is designed for 420 x 230 px; fonts scale with the real panel size.
+PANEL_DESIGN_W, PANEL_DESIGN_H = 420.0, 230.0
 SCAN_BAR_DESIGN_H = 56.0
 MIN_SCALE, MAX_SCALE = 0.7, 2.4
 
@@ -354,6 +354,8 @@ class App(ctk.CTk):
         self.workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s, real_lookups())
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._stop_requested = False
+        self._closed = False
+        self._after_ids: dict[str, str] = {}
         self._ready_sent = False
         self._pending_rescale: Optional[str] = None
         self.stats = {"messages": 0, "applied": 0, "ticks": 0}
@@ -379,13 +381,19 @@ class App(ctk.CTk):
         if start_mqtt:
             self.mqtt.start()
 
-        self.after(DRAIN_INTERVAL_MS, self.drain_queue)
-        self.after(ANIMATION_INTERVAL_MS, self._animate)
-        self.after(REFRESH_INTERVAL_MS, self._refresh_loop)
-        self.after(WORKFLOW_TICK_MS, self._workflow_tick)
-        self.after(FOCUS_CHECK_MS, self._focus_loop)
-        self.after(50, self._first_frame)
+        self._schedule(DRAIN_INTERVAL_MS, self.drain_queue)
+        self._schedule(ANIMATION_INTERVAL_MS, self._animate)
+        self._schedule(REFRESH_INTERVAL_MS, self._refresh_loop)
+        self._schedule(WORKFLOW_TICK_MS, self._workflow_tick)
+        self._schedule(FOCUS_CHECK_MS, self._focus_loop)
+        self._schedule(50, self._first_frame)
         self.focus_entry()
+
+    def _schedule(self, delay_ms: int, callback: Callable[[], None]) -> None:
+        """after() for the periodic loops, remembered so that shutdown can cancel them."""
+        if self._closed:
+            return
+        self._after_ids[callback.__name__] = self.after(delay_ms, callback)
 
     # ------------------------------------------------------------------ layout
 
@@ -447,10 +455,15 @@ class App(ctk.CTk):
                 self.scan_bar.entry._entry.focus_force()
             except tk.TclError:
                 pass
-        self.after(FOCUS_CHECK_MS, self._focus_loop)
+        self._schedule(FOCUS_CHECK_MS, self._focus_loop)
 
     def _first_frame(self) -> None:
         self.update_idletasks()
+        try:
+            # Without a window manager nobody gives the new window the keyboard: take it.
+            self.scan_bar.entry._entry.focus_force()
+        except tk.TclError:
+            pass
         if not self._ready_sent:
             self._ready_sent = True
             utils.sd_notify("READY=1")
@@ -461,7 +474,7 @@ class App(ctk.CTk):
     def _watchdog(self) -> None:
         # Sent from the Tk loop on purpose: if the loop freezes, systemd restarts the kiosk.
         utils.sd_notify("WATCHDOG=1")
-        self.after(WATCHDOG_INTERVAL_MS, self._watchdog)
+        self._schedule(WATCHDOG_INTERVAL_MS, self._watchdog)
 
     # ------------------------------------------------------------------ scans
 
@@ -681,7 +694,7 @@ class App(ctk.CTk):
             self.refresh_bancs()
         except Exception:
             log.exception("refresh")
-        self.after(REFRESH_INTERVAL_MS, self._refresh_loop)
+        self._schedule(REFRESH_INTERVAL_MS, self._refresh_loop)
 
     def reap_children(self) -> None:
         """Collect exited banc.py children (no zombies); report an early failure on screen."""
@@ -734,7 +747,7 @@ class App(ctk.CTk):
                     self.stats["applied"] += 1
                 except Exception:
                     log.exception("message %s for %s", item.kind, item.banc)
-        self.after(DRAIN_INTERVAL_MS if self.inbox.empty() else 1, self.drain_queue)
+        self._schedule(DRAIN_INTERVAL_MS if self.inbox.empty() else 1, self.drain_queue)
 
     def _bad_payload(self, banc: str, kind: str, exc: Exception, payload: Any) -> None:
         # Rate-limited: a bench spewing garbage at 10 Hz must not flood logs.log.
@@ -835,13 +848,13 @@ class App(ctk.CTk):
         now = time.monotonic()
         for panel in self.panels.values():
             panel.tick_animation(now)
-        self.after(ANIMATION_INTERVAL_MS, self._animate)
+        self._schedule(ANIMATION_INTERVAL_MS, self._animate)
 
     def _workflow_tick(self) -> None:
         decision = self.workflow.tick(utils.now_local())
         if decision is not None:
             self.scan_bar.show_message(decision.message, decision.level.value)
-        self.after(WORKFLOW_TICK_MS, self._workflow_tick)
+        self._schedule(WORKFLOW_TICK_MS, self._workflow_tick)
 
     def request_stop(self, *_args: Any) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""
@@ -849,7 +862,17 @@ class App(ctk.CTk):
 
     def shutdown(self) -> None:
         """Close the kiosk; running banc.py processes are left alone (their own session)."""
+        if self._closed:
+            return
         log.info("kiosk closing")
+        self._closed = True
+        for after_id in self._after_ids.values():
+            try:
+                self.after_cancel(after_id)
+            except tk.TclError:
+                pass
+        if self._pending_rescale is not None:
+            self.after_cancel(self._pending_rescale)
         self.mqtt.stop()
         try:
             self.destroy()

@@ -123,7 +123,7 @@ FONT_BASE_SIZES: dict[str, int] = {
     "status": 12,
     "phase": 12,
     "value": 14,
-    "name": 10,
+    "name": 11,
     "small": 10,
     "alert": 13,
     "scan": 15,
@@ -256,10 +256,13 @@ class PhaseBar(ctk.CTkFrame):
 class SocGauge(ctk.CTkFrame):
     """A vertical battery gauge filled to the SOC, coloured like a fuel gauge, with the value in it."""
 
-    def __init__(self, master: Any, fonts: Fonts, width: int = 52) -> None:
-        super().__init__(master, fg_color=BG_PANEL, corner_radius=0, width=width)
+    BASE_WIDTH = 44
+
+    def __init__(self, master: Any, fonts: Fonts) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=0)
         self.fonts = fonts
-        self.canvas = tk.Canvas(self, width=width, bg=BG_PANEL, highlightthickness=0, bd=0)
+        self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
+                                highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
         self.soc_pct: Optional[float] = None
         self.canvas.bind("<Configure>", lambda _e: self.redraw())
@@ -280,6 +283,7 @@ class SocGauge(ctk.CTkFrame):
     def redraw(self) -> None:
         """Draw the battery outline, fill and value."""
         c = self.canvas
+        _fit_width(c, self.fonts.px(self.BASE_WIDTH))
         c.delete("all")
         width, height = max(c.winfo_width(), 20), max(c.winfo_height(), 30)
         nub_h = max(3, height // 18)
@@ -297,16 +301,25 @@ class SocGauge(ctk.CTkFrame):
         )
 
 
+def _fit_width(canvas: tk.Canvas, width_px: int) -> None:
+    """Request a new canvas width after a font rescale (the grid then resizes it)."""
+    if int(canvas.cget("width")) != width_px:
+        canvas.configure(width=width_px)
+
+
 # =========================================================================== nurse bars
 
 
 class NurseBars(ctk.CTkFrame):
     """Six small bars: state of charge of the nurse batteries that absorb the discharge."""
 
-    def __init__(self, master: Any, fonts: Fonts, width: int = 84) -> None:
-        super().__init__(master, fg_color=BG_PANEL, corner_radius=0, width=width)
+    BASE_WIDTH = 66
+
+    def __init__(self, master: Any, fonts: Fonts) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=0)
         self.fonts = fonts
-        self.canvas = tk.Canvas(self, width=width, bg=BG_PANEL, highlightthickness=0, bd=0)
+        self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
+                                highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
         self.values: list[Optional[int]] = [None] * protocol.NURSE_COUNT
         self.canvas.bind("<Configure>", lambda _e: self.redraw())
@@ -325,12 +338,15 @@ class NurseBars(ctk.CTkFrame):
     def redraw(self) -> None:
         """Draw the title, the six bars and their values."""
         c = self.canvas
+        _fit_width(c, self.fonts.px(self.BASE_WIDTH))
         c.delete("all")
         width, height = max(c.winfo_width(), 30), max(c.winfo_height(), 30)
         small = self.fonts.px(FONT_BASE_SIZES["small"])
-        tiny = max(MIN_FONT_PX - 1, small - 2)
+        # The value under each bar must fit its slot ("100" in about 1.9 em).
+        tiny = int(max(MIN_FONT_PX - 2, min(small - 1, width / protocol.NURSE_COUNT / 1.7)))
         c.create_text(width / 2, 1, text="Nourrices", fill=MUTED, anchor="n", font=("TkDefaultFont", -tiny))
-        top, bottom = small + 4, height - tiny - 3
+        top = small + 4
+        bottom = height - tiny - 3 if tiny >= MIN_FONT_PX - 1 else height - 2
         n = protocol.NURSE_COUNT
         slot = width / n
         bar_w = max(4.0, slot * 0.62)
@@ -340,8 +356,10 @@ class NurseBars(ctk.CTkFrame):
             if value is not None:
                 y = bottom - (bottom - top) * max(0, min(100, value)) / 100.0
                 c.create_rectangle(x, y, x + bar_w, bottom, fill=COLOR_INFO, outline="")
-            label = "–" if value is None else str(value)
-            c.create_text(x + bar_w / 2, height - 1, text=label, fill=MUTED, anchor="s", font=("TkDefaultFont", -tiny))
+            if tiny >= MIN_FONT_PX - 1:  # below that the numbers are unreadable: the bars alone tell
+                label = "–" if value is None else str(value)
+                c.create_text(x + bar_w / 2, height - 1, text=label, fill=MUTED, anchor="s",
+                              font=("TkDefaultFont", -tiny))
 
 
 # =========================================================================== link indicator
@@ -351,8 +369,8 @@ class LinkPill(ctk.CTkLabel):
     """A small coloured tag: green online, red offline, grey unknown."""
 
     def __init__(self, master: Any, text: str, fonts: Fonts) -> None:
-        super().__init__(master, text=text, font=fonts["small"], fg_color=COLOR_UNKNOWN, text_color="#ffffff",
-                         corner_radius=6, width=10, padx=4)
+        super().__init__(master, text=text, font=fonts["status"], fg_color=COLOR_UNKNOWN, text_color="#ffffff",
+                         corner_radius=6, width=10, height=1, padx=4)
         self.online: Optional[bool] = None
 
     def set_online(self, online: Optional[bool]) -> None:
@@ -374,7 +392,7 @@ MEASURES: tuple[tuple[str, str], ...] = (
     ("capacity", "Capacité"),
     ("energy", "Énergie"),
     ("balance", "Écart cell."),
-    ("balancing", "Équilibrage"),
+    ("balancing", "Équil."),
 )
 
 
@@ -402,60 +420,64 @@ class BancPanel(ctk.CTkFrame):
         self.widgets: dict[str, Any] = {}
 
         self.grid_columnconfigure(1, weight=1)
-        self.grid_rowconfigure(3, weight=1)
+        self.grid_rowconfigure(4, weight=1)
         pad = 6
 
         header = ctk.CTkFrame(self, fg_color="transparent")
         header.grid(row=0, column=0, columnspan=3, sticky="ew", padx=pad, pady=(pad, 0))
         header.grid_columnconfigure(1, weight=1)
-        title = ctk.CTkLabel(header, text=f"Banc {banc[4:]}", font=fonts["title"], text_color=TEXT)
+        title = ctk.CTkLabel(header, text=f"Banc {banc[4:]}", font=fonts["title"], text_color=TEXT, height=1)
         title.grid(row=0, column=0, sticky="w")
         if on_title_click is not None:
             title.bind("<Button-1>", lambda _e: on_title_click(banc))
-        status = ctk.CTkLabel(header, text="Libre", font=fonts["status"], text_color=MUTED, anchor="w")
-        status.grid(row=0, column=1, sticky="ew", padx=(8, 4))
         esp = LinkPill(header, "ESP", fonts)
         esp.grid(row=0, column=2, padx=2)
         proc = LinkPill(header, "banc", fonts)
         proc.grid(row=0, column=3, padx=(2, 0))
+        # The status has a line of its own: "Interrompu - <35-character serial> - scannez pour reprendre" must fit.
+        status = ctk.CTkLabel(self, text="Libre", font=fonts["status"], text_color=MUTED, anchor="w", height=1)
+        status.grid(row=1, column=0, columnspan=3, sticky="ew", padx=pad)
 
         phase_bar = PhaseBar(self, fonts)
-        phase_bar.grid(row=1, column=0, columnspan=3, sticky="ew", padx=pad, pady=(4, 2))
+        phase_bar.grid(row=2, column=0, columnspan=3, sticky="ew", padx=pad, pady=(3, 2))
 
         phase_row = ctk.CTkFrame(self, fg_color="transparent")
-        phase_row.grid(row=2, column=0, columnspan=3, sticky="ew", padx=pad)
+        phase_row.grid(row=3, column=0, columnspan=3, sticky="ew", padx=pad)
         phase_row.grid_columnconfigure(0, weight=1)
-        phase = ctk.CTkLabel(phase_row, text=get_phase_message(None), font=fonts["phase"], text_color=TEXT, anchor="w")
+        phase = ctk.CTkLabel(phase_row, text=get_phase_message(None), font=fonts["phase"], text_color=TEXT,
+                             anchor="w", height=1)
         phase.grid(row=0, column=0, sticky="ew")
-        time_left = ctk.CTkLabel(phase_row, text="--:--:--", font=fonts["phase"], text_color=TEXT, anchor="e")
+        time_left = ctk.CTkLabel(phase_row, text="--:--:--", font=fonts["phase"], text_color=TEXT, anchor="e",
+                                 height=1)
         time_left.grid(row=0, column=1, sticky="e")
 
         gauge = SocGauge(self, fonts)
-        gauge.grid(row=3, column=0, sticky="ns", padx=(pad, 2), pady=2)
+        gauge.grid(row=4, column=0, sticky="ns", padx=(pad, 2), pady=2)
 
         measures = ctk.CTkFrame(self, fg_color="transparent")
-        measures.grid(row=3, column=1, sticky="nsew", padx=4, pady=2)
-        for col in (1, 3):
-            measures.grid_columnconfigure(col, weight=1)
+        measures.grid(row=4, column=1, sticky="nsew", padx=4, pady=2)
+        # Names and values each in a uniform group: the right half always starts mid-frame.
+        measures.grid_columnconfigure((0, 2), weight=0, uniform="name")
+        measures.grid_columnconfigure((1, 3), weight=1, uniform="value")
         for i, (key, name) in enumerate(MEASURES):
             row, col = divmod(i, 2)
             measures.grid_rowconfigure(row, weight=1)
-            ctk.CTkLabel(measures, text=name, font=fonts["name"], text_color=MUTED, anchor="w").grid(
+            ctk.CTkLabel(measures, text=name, font=fonts["name"], text_color=MUTED, anchor="w", height=1).grid(
                 row=row, column=col * 2, sticky="w", padx=(0, 3)
             )
-            value = ctk.CTkLabel(measures, text="—", font=fonts["value"], text_color=MUTED, anchor="w")
-            value.grid(row=row, column=col * 2 + 1, sticky="w", padx=(0, 6))
+            value = ctk.CTkLabel(measures, text="—", font=fonts["value"], text_color=MUTED, anchor="w", height=1)
+            value.grid(row=row, column=col * 2 + 1, sticky="w", padx=(0, 4))
             self.widgets[key] = value
 
         nurses = NurseBars(self, fonts)
-        nurses.grid(row=3, column=2, sticky="ns", padx=(2, pad), pady=2)
+        nurses.grid(row=4, column=2, sticky="ns", padx=(2, pad), pady=2)
 
         ri_row = ctk.CTkFrame(self, fg_color="transparent")
-        ri_row.grid(row=4, column=0, columnspan=3, sticky="ew", padx=pad, pady=(0, pad))
+        ri_row.grid(row=5, column=0, columnspan=3, sticky="ew", padx=pad, pady=(0, pad - 2))
         ri_row.grid_columnconfigure((0, 1), weight=1, uniform="ri")
-        ri = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w")
+        ri = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
         ri.grid(row=0, column=0, sticky="w")
-        diffusion = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w")
+        diffusion = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
         diffusion.grid(row=0, column=1, sticky="w")
 
         alert = ctk.CTkLabel(self, text="", font=fonts["alert"], fg_color=ALERT_BG, text_color="#ffffff",

@@ -28,7 +28,7 @@ def test_grid_adapts_to_the_number_of_benches(num_bancs: int, shape: tuple[int, 
 
 @pytest.mark.parametrize(
     "size,num_bancs,low,high",
-    [((800, 480), 4, 0.85, 1.0), ((1280, 800), 4, 1.4, 1.8), ((1920, 1080), 4, 2.0, 2.4), ((1920, 1080), 16, 0.9, 1.2),
+    [((800, 480), 4, 0.85, 1.0), ((1280, 800), 4, 1.4, 1.8), ((1920, 1080), 4, 1.9, 2.4), ((1920, 1080), 16, 0.9, 1.2),
      ((320, 200), 16, ui.MIN_SCALE, ui.MIN_SCALE), ((8000, 8000), 1, ui.MAX_SCALE, ui.MAX_SCALE)],
 )
 def test_font_scale_follows_panel_size(size: tuple[int, int], num_bancs: int, low: float, high: float) -> None:

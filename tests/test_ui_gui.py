@@ -1,0 +1,492 @@
+"""The real kiosk in a real window (Xvfb) with a real Mosquitto and the real banc.py.
+
+Scans are typed like the barcode scanner does: keystrokes + Return sent to the X server
+with xdotool. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tkinter as tk
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import psutil
+import pytest
+
+import protocol
+import ui
+import ui_components as uic
+import utils
+from tests.support import REPO_DIR, MosquittoBroker
+
+pytestmark = pytest.mark.gui
+
+ARTIFACTS = REPO_DIR / "tests" / "artifacts"
+WINDOW_TITLE = "Bancs de test LFP"
+
+
+# =========================================================================== helpers
+
+
+def pump_until(app: ui.App, condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
+    """Run the Tk loop until `condition()` is true."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app.update()
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timeout ({timeout_s} s) waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+def pump(app: ui.App, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.update()
+        time.sleep(0.01)
+
+
+def xdotool(*args: str, app: Optional[ui.App] = None, timeout_s: float = 15.0) -> str:
+    """Run xdotool on the test display (pumping the in-process app meanwhile)."""
+    proc = subprocess.Popen(["xdotool", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"xdotool {args} timed out")
+        if app is not None:
+            app.update()
+        time.sleep(0.01)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, f"xdotool {args}: {err}"
+    return out
+
+
+def type_scan(text: str, app: Optional[ui.App] = None) -> None:
+    """What the barcode scanner does: type the code, then Return."""
+    xdotool("type", "--delay", "3", text, app=app)
+    xdotool("key", "Return", app=app)
+    if app is not None:
+        pump(app, 0.05)
+
+
+def screenshot(display: str, app: ui.App, name: str) -> Path:
+    """Save the app's window as tests/artifacts/<name>."""
+    from PIL import ImageGrab
+
+    app.update()
+    x, y, w, h = app.winfo_rootx(), app.winfo_rooty(), app.winfo_width(), app.winfo_height()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=display).save(path)
+    return path
+
+
+def text_of(panel: uic.BancPanel, key: str) -> str:
+    return str(panel.widgets[key].cget("text"))
+
+
+def color_of(panel: uic.BancPanel, key: str) -> str:
+    return str(panel.widgets[key].cget("text_color"))
+
+
+class Esp:
+    """The test plays the ESP32s: a paho client publishing with the contract's QoS, recording commands."""
+
+    def __init__(self, client_id: str = "test_esp") -> None:
+        self.commands: list[tuple[str, str]] = []
+        self.client = protocol.make_client(client_id)
+        self.client.on_message = lambda _c, _u, msg: self.commands.append((msg.topic, msg.payload.decode()))
+        self.client.on_connect = lambda c, *_a: protocol.subscribe_all(
+            c, [(protocol.topics(n).command, 1) for n in range(1, utils.get_settings().num_bancs + 1)]
+        )
+        settings = utils.get_settings()
+        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: str) -> None:
+        protocol.publish(self.client, topic, payload).wait_for_publish(5)
+
+    def bms(self, banc: str, seq: int, voltage_v: float = 52.31, current_a: float = -12.4, soc_pct: float = 67.5,
+            temperature_c: float = 24.8, capacity_ah: float = 45.123, energy_wh: float = 2301.5,
+            cell_min_mv: int = 3265, cell_max_mv: int = 3281, balancing: int = 0) -> None:
+        line = protocol.BmsLine(seq, voltage_v, current_a, soc_pct, temperature_c, capacity_ah, energy_wh,
+                                cell_min_mv, cell_max_mv, balancing)
+        self.send(protocol.topics(banc).bms_data, protocol.encode_bms_line(line))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def stop_pid(pid: int, timeout_s: float = 5.0) -> None:
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        proc.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def stop_bancs() -> None:
+    """Stop every banc.py of this BANC_HOME (they run in their own session, so nobody else will)."""
+    for banc in utils.all_bancs():
+        pid = utils.banc_process_pid(banc)
+        if pid is not None:
+            stop_pid(pid)
+
+
+@pytest.fixture
+def kiosk(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ui.App]]:
+    """Factory of in-process kiosks on the Xvfb display; everything they started is stopped after the test."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    apps: list[ui.App] = []
+
+    def make(geometry: str = "1280x800+0+0") -> ui.App:
+        app = ui.App(windowed=True, geometry=geometry)
+        apps.append(app)
+        pump_until(app, lambda: app.winfo_ismapped(), what="window mapped")
+        # The scanner types into whatever has the keyboard focus: wait until the kiosk took it.
+        pump_until(app, lambda: app.focus_get() is app.scan_bar.entry._entry, what="entry focused")
+        return app
+
+    try:
+        yield make
+    finally:
+        for app in apps:
+            for proc, _started in app.children_procs.values():
+                if proc.poll() is None:
+                    stop_pid(proc.pid)
+                proc.wait(5)
+            try:
+                app.shutdown()
+            except Exception:
+                pass
+        stop_bancs()
+
+
+@pytest.fixture
+def esp(mqtt_env: dict[str, str]) -> Iterator[Esp]:
+    client = Esp()
+    yield client
+    client.close()
+
+
+def wait_file(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timeout waiting for {what}")
+        time.sleep(0.02)
+
+
+# =========================================================================== tests
+
+
+def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_display: str) -> None:
+    app = kiosk("1280x800+0+0")
+    panel = app.panels["banc1"]
+    pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
+    assert text_of(panel, "status") == "Libre"
+
+    # --- banc1, serial, banc1 typed like the scanner: banc.py starts in its own session.
+    type_scan("banc1", app)
+    assert "Banc 1 libre" in app.scan_bar.message_text
+    type_scan("RW-GUI00001", app)
+    assert "Rescannez banc1" in app.scan_bar.message_text
+    type_scan("banc1", app)
+    assert "Test lancé sur le banc 1" in app.scan_bar.message_text
+    pump_until(app, lambda: utils.is_banc_running("banc1"), what="banc.py running")
+    proc, _ = app.children_procs["banc1"]
+    assert proc.args == [sys.executable, str(ui.BANC_SCRIPT), "banc1", "RW-GUI00001"]
+    assert os.getsid(proc.pid) == proc.pid  # own session: survives a restart of the kiosk
+    info = utils.get_banc_info("banc1")
+    assert (info["status"], info["serial-pending"]) == (utils.STATUS_OCCUPIED, "RW-GUI00001")
+    pump_until(app, lambda: text_of(panel, "status") == "Occupé - RW-GUI00001 - Phase 1/5", what="occupied")
+    pump_until(app, lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
+
+    # --- refusals while it runs.
+    type_scan("banc1", app)
+    assert "déjà en cours" in app.scan_bar.message_text
+    assert color_of_message(app) == uic.COLOR_ALARM
+    type_scan("reset", app)
+    type_scan("banc1", app)
+    assert "Reset refusé" in app.scan_bar.message_text
+    assert utils.get_banc_info("banc1")["status"] == utils.STATUS_OCCUPIED
+
+    # --- phase 1: Ri results go to banc.py; the panel reads them from config.json at step 2.
+    t = protocol.topics("banc1")
+    esp.send(t.esp_status, "online")
+    esp.send(t.step, "1")
+    esp.send(t.ri_results, protocol.encode_ri_results(
+        {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
+         "temperature_c": 25.0}))
+    folder = utils.latest_test("RW-GUI00001", "banc1").path
+    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
+              what="banc.py records the Ri results")
+    esp.send(t.step, "2")
+    for seq in range(1, 4):
+        esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0, soc_pct=67.5, temperature_c=24.8,
+                capacity_ah=0.0, energy_wh=0.0, balancing=1)
+    pump_until(app, lambda: text_of(panel, "voltage") == "53.10 V", what="BMS line shown")
+    assert text_of(panel, "current") == "48.0 A"
+    assert text_of(panel, "soc") == "68 %"
+    assert text_of(panel, "temperature") == "24.8 °C"
+    assert text_of(panel, "capacity") == "0.00 Ah"
+    assert text_of(panel, "balance") == "16 mV"
+    assert text_of(panel, "balancing") == "actif"
+    assert panel.widgets["soc_gauge"].text == "68%"
+    assert color_of(panel, "voltage") == uic.COLOR_OK
+    assert text_of(panel, "phase") == "Phase 2/5 : Charge"
+    assert text_of(panel, "time_left") == uic.format_duration(utils.get_charge_duration(53.1))
+    assert text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ"
+    assert text_of(panel, "diffusion") == "Diff. 25 °C d/c : 4.00 / 5.00 mΩ"
+    assert panel.widgets["esp"].online is True and panel.widgets["banc_process"].online is True
+    assert panel.widgets["phase_bar"].states == ["done", "running", "pending", "pending", "pending"]
+
+    # --- colours, nurses, security alert hidden by the next step.
+    esp.bms("banc1", 4, temperature_c=58.0, cell_min_mv=3200, cell_max_mv=3330, current_a=-49.0)
+    for j in range(1, 7):
+        esp.send(t.nurse(j), str(10 * j))
+    esp.send(t.security, "Timeout BMS : aucune donnée depuis 30 s")
+    pump_until(app, lambda: panel.security_visible, what="security alert")
+    assert "Timeout BMS" in text_of(panel, "security")
+    assert color_of(panel, "temperature") == uic.COLOR_ALARM
+    assert color_of(panel, "balance") == uic.COLOR_ALARM
+    assert panel.widgets["progress_bar_nurse"].values == [10, 20, 30, 40, 50, 60]
+    assert app.nurse_soc["banc1"] == [10, 20, 30, 40, 50, 60]
+    esp.send(t.step, "3")
+    pump_until(app, lambda: not panel.security_visible, what="alert hidden by the next step")
+    esp.bms("banc1", 5, voltage_v=51.9, current_a=-50.0, soc_pct=60.0, capacity_ah=40.0, energy_wh=2050.0)
+    pump_until(app, lambda: text_of(panel, "capacity") == "40.00 Ah", what="phase 3 line")
+    assert text_of(panel, "energy") == "2050 Wh"
+    assert text_of(panel, "time_left") == "01:12:00"  # 60 Ah left at 50 A
+    assert panel.widgets["phase_bar"].states == ["done", "done", "running", "pending", "pending"]
+    assert text_of(panel, "status") == "Occupé - RW-GUI00001 - Phase 3/5"
+    esp.send(t.security, "Température haute")
+    pump_until(app, lambda: panel.security_visible, what="second alert")
+    screenshot(xvfb_display, app, "kiosk_1280x800_running.png")
+
+    # --- graph then the bench: the report's charts, or a clear message.
+    type_scan("graph", app)
+    assert "Graphiques" in app.scan_bar.message_text
+    before = {str(w) for w in app.winfo_children()}
+    type_scan("banc1", app)
+    report = _report_module()
+    if report is not None and callable(getattr(report, "show_charts", None)):
+        pump_until(app, lambda: any(str(w) not in before and isinstance(w, tk.Toplevel)
+                                    for w in app.winfo_children()), what=f"charts window ({app.scan_bar.message_text})")
+        pump(app, 1.5)  # the report draws its charts after opening the window
+        for w in app.winfo_children():
+            if str(w) not in before and isinstance(w, tk.Toplevel):
+                w.destroy()
+    else:
+        assert "Graphiques non disponibles" in app.scan_bar.message_text
+    pump(app, 1.1)
+    assert app.focus_get() is app.scan_bar.entry._entry  # the scanner's keystrokes still land in the entry
+
+    # --- end reaches every bench's command topic.
+    type_scan("end", app)
+    assert "« end » envoyé aux 4 bancs" in app.scan_bar.message_text
+    wanted = {(protocol.topics(n).command, "end") for n in range(1, 5)}
+    pump_until(app, lambda: wanted <= set(esp.commands), what="end on every command topic")
+
+    # --- the ESP answers 9: phase bar stopped, time left 00:00:00, label keeps phase 3; banc.py exits.
+    esp.send(t.step, "9")
+    pump_until(app, lambda: text_of(panel, "time_left") == "00:00:00", what="step 9")
+    assert text_of(panel, "phase") == "Phase 3/5 : Décharge (arrêt)"
+    assert panel.widgets["phase_bar"].states == ["done", "done", "stopped", "pending", "pending"]
+    assert proc.wait(10) == 0
+    pump_until(app, lambda: text_of(panel, "status") == "Interrompu - RW-GUI00001 - scannez pour reprendre",
+               timeout_s=5, what="interrupted state")
+    assert "banc1" not in app.children_procs  # reaped: no zombie
+
+    # --- resume by scanning: the same folder, the phase reached.
+    type_scan("banc1", app)
+    assert "occupé par RW-GUI00001" in app.scan_bar.message_text
+    type_scan("RW-GUI00001", app)
+    type_scan("banc1", app)
+    assert "Test repris sur le banc 1 : RW-GUI00001 (phase 3/5)" in app.scan_bar.message_text
+    pump_until(app, lambda: ("banc1/command", "3") in esp.commands, what="resumed at step 3")
+    assert utils.latest_test("RW-GUI00001", "banc1").path == folder
+
+
+def color_of_message(app: ui.App) -> str:
+    return str(app.scan_bar.message.cget("text_color"))
+
+
+def _report_module():
+    try:
+        import report
+    except Exception:
+        return None
+    return report
+
+
+def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: MosquittoBroker,
+                                                      xvfb_display: str) -> None:
+    # banc2 holds an interrupted test (banc.py not running, test unfinished).
+    now = utils.now_local()
+    folder, _ = utils.find_or_create_test_folder("banc2", "RW-STOP0002", now)
+    utils.load_or_create_config(folder, "banc2", "RW-STOP0002", now)
+    utils.update_config(folder, 4, now)
+    utils.set_banc_status("banc2", utils.STATUS_OCCUPIED, "RW-STOP0002", 4)
+
+    app = kiosk("800x480+0+0")
+    pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
+    p1, p2, p3, p4 = (app.panels[f"banc{n}"] for n in range(1, 5))
+    assert text_of(p2, "status") == "Interrompu - RW-STOP0002 - scannez pour reprendre"
+    assert p2.widgets["phase_bar"].states == ["done", "done", "done", "stopped", "pending"]
+
+    # --- every refusal is a red French message; nothing is written.
+    for scans, fragment in [
+        (["banc9"], "Banc inconnu"),
+        (["hello"], "Code non reconnu"),
+        (["RW-ABCD1234"], "Scannez d'abord le banc"),
+        (["banc3", "RW-12"], "Numéro de série invalide"),
+        (["banc3", "RW-STOP0002"], "RW-STOP0002 est déjà sur le banc 2"),
+        (["banc2", "RW-OTHER0003"], "Le banc 2 attend RW-STOP0002"),
+        (["banc3", "RW-ABCD1234", "banc4"], "Confirmation attendue : banc3, reçu banc4"),
+    ]:
+        for text in scans:
+            type_scan(text, app)
+        assert fragment in app.scan_bar.message_text, (scans, app.scan_bar.message_text)
+        assert color_of_message(app) == uic.COLOR_ALARM
+    assert utils.get_banc_info("banc3")["status"] == utils.STATUS_AVAILABLE
+    assert not any(utils.is_banc_running(b) for b in utils.all_bancs())
+
+    # --- malformed payloads are ignored, the kiosk goes on.
+    t1 = protocol.topics("banc1")
+    for topic, payload in [(t1.bms_data, "1,2,3"), (t1.bms_data, "x" * 600), (t1.step, "7"), (t1.nurse(1), "150"),
+                           (t1.esp_status, "maybe"), (t1.bms_data, "1,nan,1,1,1,1,1,1,1,0")]:
+        esp.send(topic, payload)
+    esp.send(t1.step, "3")
+    pump_until(app, lambda: text_of(p1, "phase") == "Phase 3/5 : Décharge", what="good step after bad ones")
+    assert text_of(p1, "voltage") == "—" and p1.widgets["progress_bar_nurse"].values[0] is None
+
+    # --- a realistic screen at 800x480, then look at it.
+    esp.send(t1.esp_status, "online")
+    esp.bms("banc1", 1, voltage_v=51.2, current_a=-50.0, soc_pct=55.0, temperature_c=27.3, capacity_ah=44.6,
+            energy_wh=2290.0)
+    for j, soc in enumerate((35, 36, 34, 37, 33, 35), start=1):
+        esp.send(t1.nurse(j), str(soc))
+    t3 = protocol.topics("banc3")
+    esp.send(t3.esp_status, "online")
+    esp.send(t3.step, "1")
+    esp.send(t3.step, "2")
+    esp.bms("banc3", 7, voltage_v=57.9, current_a=49.8, soc_pct=96.0, temperature_c=46.2, capacity_ah=0.0,
+            energy_wh=0.0, cell_min_mv=3600, cell_max_mv=3668, balancing=1)
+    t4 = protocol.topics("banc4")
+    esp.send(t4.esp_status, "offline")
+    esp.send(t4.security, "Timeout BMS : aucune donnée du banc 4 depuis 30 s")
+    pump_until(app, lambda: p4.security_visible and text_of(p3, "voltage") == "57.90 V"
+               and text_of(p1, "voltage") == "51.20 V", what="800x480 data")
+    assert color_of(p3, "temperature") == uic.COLOR_WARN and color_of(p3, "balance") == uic.COLOR_WARN
+    assert p4.widgets["esp"].online is False
+    pump(app, 0.3)
+    screenshot(xvfb_display, app, "kiosk_800x480.png")
+
+    # --- broker lost: visible state, `end` refused clearly; back when the broker returns.
+    broker.kill()
+    pump_until(app, lambda: app.scan_bar.broker_connected is False, what="broker disconnected")
+    assert str(app.scan_bar.broker.cget("text")) == "Broker déconnecté"
+    type_scan("end", app)
+    assert "Broker déconnecté : « end » non envoyé" in app.scan_bar.message_text
+    broker.start()
+    pump_until(app, lambda: app.scan_bar.broker_connected, timeout_s=20, what="broker reconnected")
+
+
+def test_graph_without_report_says_so(kiosk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report module without show_charts (or absent): a clear message, no crash."""
+    import types
+
+    now = utils.now_local()
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-GRAPH001", now)
+    utils.load_or_create_config(folder, "banc1", "RW-GRAPH001", now)
+    monkeypatch.setitem(sys.modules, "report", types.ModuleType("report"))
+    app = kiosk("1280x800+0+0")
+    type_scan("graph", app)
+    type_scan("RW-GRAPH001", app)
+    assert "Graphiques non disponibles" in app.scan_bar.message_text
+    type_scan("graph", app)
+    type_scan("RW-NONE0001", app)
+    assert "Aucun test trouvé pour RW-NONE0001" in app.scan_bar.message_text
+
+
+def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
+    monkeypatch.setenv("BANC_NUM_BANCS", "16")
+    utils.reload_settings()
+    app = kiosk("1920x1080+0+0")
+    assert len(app.panels) == 16
+    assert app.panels["banc16"].grid_info()["row"] == 3 and app.panels["banc16"].grid_info()["column"] == 3
+    assert app.scan_bar.grid_info()["columnspan"] == 4
+    pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
+    # 16 benches x 20 lines as fast as the broker takes them: every panel ends on its last line.
+    for seq in range(20):
+        for n in range(1, 17):
+            line = protocol.BmsLine(seq, 50.0 + n / 10, -10.0, 50.0, 25.0, 1.0, 50.0, 3300, 3310, 0)
+            esp.client.publish(protocol.topics(n).bms_data, protocol.encode_bms_line(line), qos=1)
+    pump_until(app, lambda: all(text_of(app.panels[f"banc{n}"], "voltage") == f"{50.0 + n / 10:.2f} V"
+                                for n in range(1, 17)), timeout_s=15, what="16 panels updated")
+    pump_until(app, lambda: app.inbox.empty(), what="queue drained")
+    assert app.stats["messages"] >= 320
+    screenshot(xvfb_display, app, "kiosk_1920x1080_16_bancs.png")
+
+
+def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_env: dict[str, str],
+                                                        xvfb_display: str) -> None:
+    env = dict(mqtt_env, DISPLAY=xvfb_display)
+    first = subprocess.Popen(
+        [sys.executable, str(REPO_DIR / "ui.py"), "--windowed", "--geometry", "1280x800+0+0"],
+        cwd=str(REPO_DIR), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        window = xdotool("search", "--sync", "--onlyvisible", "--name", WINDOW_TITLE).split()[0]
+        xdotool("windowfocus", "--sync", window)
+        time.sleep(0.3)
+        for text in ("banc1", "RW-KILL0001", "banc1"):
+            type_scan(text)
+        wait_file(lambda: utils.is_banc_running("banc1"), what="banc.py started by the first kiosk")
+        # Subscribed once it announces its start step (before that, what the ESP sends is not queued for it).
+        wait_file(lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
+        banc_pid = utils.banc_process_pid("banc1")
+        assert banc_pid is not None
+        first.send_signal(signal.SIGKILL)
+        first.wait(5)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(5)
+
+    # The kiosk is gone; the bench goes on and banc.py records it.
+    t = protocol.topics("banc1")
+    folder = utils.latest_test("RW-KILL0001", "banc1").path
+    esp.send(t.step, "1")
+    esp.send(t.step, "2")
+    esp.send(t.step, "3")
+    for seq in range(1, 4):
+        esp.bms("banc1", seq, voltage_v=52.0, current_a=-50.0, soc_pct=70.0, capacity_ah=30.0, energy_wh=1560.0)
+    wait_file(lambda: len((folder / utils.DATA_CSV_FILE).read_text().splitlines()) >= 4, what="rows in data.csv")
+    assert utils.banc_process_pid("banc1") == banc_pid
+    wait_file(lambda: utils.get_banc_info("banc1")["current_step"] == 3, what="step 3 in bancs_config.json")
+
+    # A new kiosk: the bench occupied, phase 3, and live data.
+    app = kiosk("1280x800+0+0")
+    panel = app.panels["banc1"]
+    assert text_of(panel, "status") == "Occupé - RW-KILL0001 - Phase 3/5"
+    assert panel.widgets["phase_bar"].states == ["done", "done", "running", "pending", "pending"]
+    pump_until(app, lambda: panel.widgets["banc_process"].online is True, what="banc.py online (retained)")
+    esp.bms("banc1", 4, voltage_v=51.7, current_a=-50.0, soc_pct=65.0, capacity_ah=35.0, energy_wh=1800.0)
+    pump_until(app, lambda: text_of(panel, "voltage") == "51.70 V", what="live data after the restart")
+    assert text_of(panel, "capacity") == "35.00 Ah"
+    assert utils.banc_process_pid("banc1") == banc_pid
+    screenshot(xvfb_display, app, "kiosk_1280x800_after_restart.png")
