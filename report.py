@@ -713,33 +713,42 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+PANEL_RED, PANEL_TEXT, PANEL_GREY = "#c0392b", "#222222", "#555555"
+_SHORT_PHASE = {4: "Recharge stock."}
+_SHORT_RESISTANCE = {"diffusion_discharge": "Diff. décharge", "diffusion_charge": "Diff. charge"}
+
+
 def panel_lines(summary: Summary) -> list[tuple[str, str]]:
-    """(text, colour) lines of the results panel beside the charts."""
-    red, black, grey = "#c0392b", "#222222", "#555555"
+    """(text, colour) lines of the results panel beside the charts (at most ~29 characters each)."""
+    red, black, grey = PANEL_RED, PANEL_TEXT, PANEL_GREY
     out: list[tuple[str, str]] = [("Résultats", black)]
-    out.append((f"Capacité ESP    {_fmt(summary.esp_capacity_ah, '{:8.2f}', ' Ah')}"
-                f" {_fmt(summary.esp_capacity_wh, '{:7.0f}', ' Wh')}", black))
-    out.append((f"Comptage ph. 3  {_fmt(summary.counted_capacity_ah, '{:8.2f}', ' Ah')}"
-                f" {_fmt(summary.counted_energy_wh, '{:7.0f}', ' Wh')}", black))
-    out.append((f"Écart           {_fmt(summary.capacity_diff_pct, '{:+8.2f}', ' %')}",
+    out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
+    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:8.2f}')}{_fmt(summary.esp_capacity_wh, '{:8.0f}')}",
+                black))
+    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, '{:8.2f}')}"
+                f"{_fmt(summary.counted_energy_wh, '{:8.0f}')}", black))
+    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, '{:+8.2f}', ' %')}",
                 red if summary.capacity_flag else black))
     if summary.capacity_flag:
         out.append((f"ÉCART > {CAPACITY_FLAG_PCT:g} % : à vérifier", red))
     out.append(("", black))
-    out.append(("mΩ              mesurée  à 25 °C", grey))
+    out.append((f"{'Résist. (mΩ)':<14}{'mes.':>6}{'25 °C':>7}", grey))
     for item in summary.resistances:
-        out.append((f"{item.label:<18}{_milliohm(item.raw_ohm):>7}  {_milliohm(item.at_25c_ohm):>7}", black))
+        label = _SHORT_RESISTANCE.get(item.key, item.label)
+        out.append((f"{label:<14}{_milliohm(item.raw_ohm):>6}{_milliohm(item.at_25c_ohm):>7}", black))
     temperature = "—" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:.1f} °C"
-    out.append((f"T mesure Ri     {temperature}", grey))
+    out.append((f"{'T mesure Ri':<14}{temperature:>13}", grey))
     out.append(("", black))
-    out.append(("Durée par phase (hors arrêts)", black))
+    out.append(("Durées (hors arrêts)", black))
     for phase in sorted(summary.phase_active_s):
-        out.append((f"{phase} {phase_name(phase):<18}{format_duration(summary.phase_active_s[phase])}",
+        name = _SHORT_PHASE.get(phase, phase_name(phase))
+        out.append((f"{phase} {name:<15}{format_duration(summary.phase_active_s[phase]):>11}",
                     PHASE_COLORS.get(phase, black)))
     out.append((f"Arrêts : {len(summary.stops)} ({format_duration(summary.stopped_s)})", grey))
-    out.append((f"Durée totale : {format_duration(summary.wall_s)}", grey))
-    skipped = f", {summary.skipped_lines} ignorée(s)" if summary.skipped_lines else ""
-    out.append((f"Mesures : {summary.rows}{skipped}", grey))
+    out.append((f"Total : {format_duration(summary.wall_s)}", grey))
+    out.append((f"Mesures : {summary.rows}", grey))
+    if summary.skipped_lines:
+        out.append((f"Lignes ignorées : {summary.skipped_lines}", red))
     if summary.rejected_count:
         out.append((f"Messages rejetés : {summary.rejected_count}", grey))
     if summary.max_cell_spread_mv is not None:
@@ -890,6 +899,10 @@ PLOT_SERIES: tuple[tuple[str, str, str], ...] = (
     ("temperature_c", "Température (°C)", "#d35400"),
     ("cell_spread_mv", "Écart cellules (mV)", "#6c3483"),
 )
+SHORT_LABELS: dict[str, str] = {
+    "voltage_v": "U (V)", "current_a": "I (A)", "soc_pct": "SOC (%)", "temperature_c": "T (°C)",
+    "cell_spread_mv": "ΔU cell. (mV)",
+}
 
 
 def prepare_plot_data(data: TestData, summary: Summary, buckets: int = DISPLAY_BUCKETS,
@@ -913,64 +926,131 @@ def prepare_plot_data(data: TestData, summary: Summary, buckets: int = DISPLAY_B
 # =========================================================================== the figure (matplotlib, lazy)
 
 
-def draw_figure(figure: Any, plot: PlotData) -> None:
-    """Draw the charts and the results panel on a matplotlib Figure (Agg or TkAgg)."""
-    from matplotlib.patches import Patch
+@dataclass(frozen=True)
+class FigureLayout:
+    """Font sizes (points) and margins (figure fractions) fitted to a figure's size in pixels.
 
+    The same figure goes to a 1600x1000 PNG and to a kiosk screen that may be 1024x600:
+    text is sized in pixels against the room available, never below a legible floor.
+    """
+
+    tick_pt: float
+    label_pt: float
+    title_pt: float
+    panel_pt: float
+    panel_line_pt: float
+    panel_fraction: float
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+
+def figure_layout(width_px: float, height_px: float, dpi: float, panel_rows: int, panel_chars: int) -> FigureLayout:
+    """Fit fonts and margins to a figure of width_px x height_px (pure)."""
+    width_px, height_px = max(width_px, 200.0), max(height_px, 150.0)
+    pt = 72.0 / dpi  # points per pixel
+    tick_px = float(np.clip(width_px / 135.0, 10.0, 11.5))
+    label_px = tick_px + 1.0
+    title_px = float(np.clip(width_px / 80.0, 13.0, 19.5))
+    panel_px = float(np.clip(0.86 * height_px / ((max(panel_rows, 1) + 1) * 1.5), 9.5, 14.5))
+    panel_width_px = 0.61 * panel_px * (panel_chars + 3)
+    top_px = 1.5 * title_px + 1.6 * (tick_px + 2) + 6
+    bottom_px = 2.6 * tick_px + 1.6 * label_px + 12
+    left_px = 4.2 * tick_px + 1.8 * label_px + 10
+    return FigureLayout(
+        tick_pt=tick_px * pt,
+        label_pt=label_px * pt,
+        title_pt=title_px * pt,
+        panel_pt=panel_px * pt,
+        panel_line_pt=1.5 * panel_px * pt,
+        panel_fraction=float(np.clip(panel_width_px / width_px, 0.14, 0.34)),
+        left=left_px / width_px,
+        right=0.995,
+        top=1.0 - top_px / height_px,
+        bottom=bottom_px / height_px,
+    )
+
+
+def draw_figure(figure: Any, plot: PlotData) -> None:
+    """Draw the charts and the results panel on a matplotlib Figure (Agg or TkAgg), fitted to its size."""
     summary = plot.summary
+    lines = panel_lines(summary)
+    width_in, height_in = figure.get_size_inches()
+    layout = figure_layout(width_in * figure.dpi, height_in * figure.dpi, figure.dpi, len(lines),
+                           max(len(text) for text, _ in lines))
     figure.clear()
     figure.set_facecolor("white")
-    grid = figure.add_gridspec(len(PLOT_SERIES), 2, width_ratios=(3.3, 1.0), hspace=0.12, wspace=0.04,
-                               left=0.06, right=0.99, top=0.93, bottom=0.08)
+    chart_right = layout.right - layout.panel_fraction
+    grid = figure.add_gridspec(len(PLOT_SERIES), 1, hspace=0.12, left=layout.left, right=chart_right,
+                               top=layout.top, bottom=layout.bottom)
     status = STATUS_LABELS.get(summary.status, summary.status)
     figure.suptitle(
         f"{summary.serial} — {summary.banc} — {status} — "
         f"{format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}",
-        fontsize=14, fontweight="bold",
+        fontsize=layout.title_pt, fontweight="bold",
     )
     axes = []
+    axes_height_pt = (layout.top - layout.bottom) * height_in * 72.0 / (len(PLOT_SERIES) + 0.5)
     for row, (name, label, color) in enumerate(PLOT_SERIES):
         ax = figure.add_subplot(grid[row, 0], sharex=axes[0] if axes else None)
         axes.append(ax)
         x, y = plot.series[name]
         ax.plot(x, y, color=color, linewidth=0.9)
-        ax.set_ylabel(label, fontsize=9)
-        ax.tick_params(labelsize=8)
+        if 0.62 * layout.label_pt * len(label) > axes_height_pt:
+            label = SHORT_LABELS[name]  # a small screen: the full label would run into its neighbours
+        ax.set_ylabel(label, fontsize=layout.label_pt)
+        ax.tick_params(labelsize=layout.tick_pt)
+        ax.yaxis.set_major_locator(_y_locator())
         ax.grid(True, alpha=0.3)
         if name == "current_a":
             ax.axhline(0.0, color="#555555", linewidth=0.6)
         if row < len(PLOT_SERIES) - 1:
             ax.tick_params(labelbottom=False)
+    figure.align_ylabels(axes)
     if plot.axis is None:
         axes[0].text(0.5, 0.5, "Aucune mesure dans data.csv", transform=axes[0].transAxes,
-                     ha="center", va="center", fontsize=14)
+                     ha="center", va="center", fontsize=layout.title_pt)
     else:
-        _shade_phases(axes, summary, plot.axis)
+        _shade_phases(figure, axes, summary, plot.axis, layout)
         axes[-1].set_xticks([x for x, _ in plot.ticks], [label for _, label in plot.ticks])
         note = ", arrêts raccourcis" if summary.stops else ""
-        axes[-1].set_xlabel(f"Heure de Paris (réception des mesures{note})", fontsize=9)
+        axes[-1].set_xlabel(f"Heure de Paris (réception des mesures{note})", fontsize=layout.label_pt)
         pad = max(plot.axis.width * 0.005, 1.0)
         axes[-1].set_xlim(-pad, plot.axis.width + pad)
 
-    panel = figure.add_subplot(grid[:, 1])
-    panel.axis("off")
-    lines = panel_lines(summary)
-    step_y = min(0.034, 0.8 / max(1, len(lines)))
+    # The results panel: one text per line, spaced in points so that it never depends on the figure height.
+    panel_left = chart_right + 0.012
     for i, (text, color) in enumerate(lines):
-        panel.text(0.03, 0.995 - i * step_y, text, transform=panel.transAxes, va="top", ha="left",
-                   family="monospace", fontsize=9.5 if i else 12, color=color,
-                   fontweight="bold" if i == 0 or color == "#c0392b" else "normal")
-    handles = [Patch(facecolor=PHASE_COLORS[p], alpha=0.35, label=f"{p} {phase_name(p)}") for p in protocol.PHASES]
-    handles.append(Patch(facecolor="white", edgecolor="#666666", hatch="///", label="Arrêt"))
-    panel.legend(handles=handles, loc="lower left", fontsize=9, frameon=False, title="Phases", title_fontsize=9)
+        # Baselines, not tops, are spaced evenly: accents (É) would otherwise push some lines down.
+        figure.text(panel_left, layout.top, text, va="baseline", ha="left",
+                    family="monospace", color=color,
+                    fontsize=layout.panel_pt * (1.2 if i == 0 else 1.0),
+                    fontweight="bold" if i == 0 or color == PANEL_RED else "normal",
+                    **_offset_points(figure, 0.0, -(i + 1) * layout.panel_line_pt))
 
 
-def _shade_phases(axes: list[Any], summary: Summary, axis: TimeAxis) -> None:
+def _y_locator() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, min_n_ticks=3)
+
+
+def _offset_points(figure: Any, dx_pt: float, dy_pt: float) -> dict[str, Any]:
+    """transform= keyword placing a text dx_pt, dy_pt points away from a figure-fraction position."""
+    import matplotlib.transforms as mtransforms
+
+    return {"transform": mtransforms.offset_copy(figure.transFigure, fig=figure, x=dx_pt, y=dy_pt, units="points")}
+
+
+def _shade_phases(figure: Any, axes: list[Any], summary: Summary, axis: TimeAxis, layout: FigureLayout) -> None:
     """Shade each phase segment, hatch each stop, label both on the top chart."""
     import matplotlib.transforms as mtransforms
 
     span = max(axis.width, 1e-9)
     top = axes[0]
+    chart_px = top.get_position().width * figure.get_size_inches()[0] * figure.dpi
+    text_px = layout.tick_pt * figure.dpi / 72.0
     label_transform = mtransforms.blended_transform_factory(top.transData, top.transAxes)
     labelled_until = -math.inf
     for segment in summary.segments:
@@ -979,20 +1059,20 @@ def _shade_phases(axes: list[Any], summary: Summary, axis: TimeAxis) -> None:
         for ax in axes:
             ax.axvspan(x0, x1, color=color, alpha=0.13, linewidth=0)
         middle = (x0 + x1) / 2
-        if (x1 - x0) / span > 0.012 and middle > labelled_until:
+        if (x1 - x0) / span * chart_px > 1.5 * text_px and middle > labelled_until:
             top.text(middle, 1.02, str(segment.step), transform=label_transform, ha="center", va="bottom",
-                     fontsize=10, fontweight="bold", color=color)
-            labelled_until = middle + span * 0.015
+                     fontsize=layout.tick_pt + 1, fontweight="bold", color=color)
+            labelled_until = middle + span * 2.0 * text_px / chart_px
     for stop in summary.stops:
         x0, x1 = (float(v) for v in axis.to_x([stop.t0_s, stop.t1_s]))
         for ax in axes:
             ax.axvspan(x0, x1, facecolor="none", edgecolor="#888888", hatch="///", linewidth=0)
             ax.axvline(x0, color="#666666", linewidth=0.7, linestyle="--")
             ax.axvline(x1, color="#666666", linewidth=0.7, linestyle="--")
-        if (x1 - x0) / span > 0.008:
-            top.text((x0 + x1) / 2, 0.5, f"Arrêt {format_duration(stop.duration_s)}", transform=label_transform,
-                     rotation=90, ha="center", va="center", fontsize=8, color="#333333",
-                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5})
+        if (x1 - x0) / span * chart_px > 2.8 * text_px:
+            top.text((x0 + x1) / 2, 0.5, f"Arrêt\n{format_duration(stop.duration_s)}", transform=label_transform,
+                     rotation=90, ha="center", va="center", fontsize=layout.tick_pt, color="#333333",
+                     linespacing=1.1, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.0})
 
 
 def _atomic_output(path: Path, write: Callable[[Any], None]) -> None:
@@ -1212,6 +1292,9 @@ def _chart_window_class() -> type:
             self._results: "queue.Queue[tuple[str, Any]]" = queue.Queue()
             self._closed = False
             self._loading = False
+            self._plot: Optional[PlotData] = None
+            self._layout_px = (0, 0)
+            self._relayout_pending: Optional[str] = None
             serial, banc = identity_from_folder(folder)
             self.title(f"Graphiques — {serial}")
             width, height = self.winfo_screenwidth(), self.winfo_screenheight()
@@ -1234,12 +1317,36 @@ def _chart_window_class() -> type:
             self.status_label = ctk.CTkLabel(self.body, text="Chargement des données…", text_color="#333333",
                                              font=ctk.CTkFont(size=22))
             self.status_label.place(relx=0.5, rely=0.5, anchor="center")
+            # Read by the worker thread when it builds the figure: a tuple, replaced whole (no lock needed).
+            self._target_px = (max(400, width - 16), max(300, height - 100))
+            self.body.bind("<Configure>", self._on_body_configure, add="+")
             self.after(10, self._raise)
             self.reload()
 
+        def _on_body_configure(self, event: Any) -> None:
+            if event.width > 50 and event.height > 50:
+                self._target_px = (event.width, event.height)
+                if self.canvas is not None and self._relayout_pending is None:
+                    # Fonts and margins are fitted to the size: lay the figure out again once resizing settles.
+                    self._relayout_pending = self.after(250, self._relayout)
+
+        def _relayout(self) -> None:
+            self._relayout_pending = None
+            if self._closed or self.canvas is None or self._plot is None:
+                return
+            width, height = self._target_px
+            old_w, old_h = self._layout_px
+            if abs(width - old_w) <= 0.05 * old_w and abs(height - old_h) <= 0.05 * old_h:
+                return
+            draw_figure(self.figure, self._plot)
+            self._layout_px = (width, height)
+            self.canvas.draw_idle()
+
         def _raise(self) -> None:
+            # Above the full-screen kiosk, with or without a window manager.
             if self._closed:
                 return
+            self.attributes("-topmost", True)
             self.lift()
             self.focus_force()
 
@@ -1265,9 +1372,10 @@ def _chart_window_class() -> type:
                 plot = prepare_plot_data(report.data, report.summary, buckets=buckets, folder=self.folder)
                 from matplotlib.figure import Figure
 
-                figure = Figure(figsize=PNG_SIZE_IN, dpi=PNG_DPI)
-                draw_figure(figure, plot)  # artists built here; the Tk thread only rasterises
-                self._results.put(("ok", figure))
+                width, height = self._target_px
+                figure = Figure(figsize=(width / PNG_DPI, height / PNG_DPI), dpi=PNG_DPI)
+                draw_figure(figure, plot)  # artists built here, at the window's size; the Tk thread only rasterises
+                self._results.put(("ok", (figure, plot, (width, height))))
             except ReportError as exc:
                 self._results.put(("error", str(exc)))
             except Exception as exc:  # shown to the operator rather than lost in a dead thread
@@ -1285,7 +1393,8 @@ def _chart_window_class() -> type:
             self._loading = False
             self.refresh_button.configure(state="normal")
             if kind == "ok":
-                self._show_figure(value)
+                figure, self._plot, self._layout_px = value
+                self._show_figure(figure)
             else:
                 self.status_label.configure(text=f"Impossible d'afficher ce test :\n{value}", text_color="#c0392b")
                 self.status_label.lift()
@@ -1297,9 +1406,11 @@ def _chart_window_class() -> type:
                 self.canvas.get_tk_widget().destroy()
             self.figure = figure
             self.canvas = FigureCanvasTkAgg(figure, master=self.body)
+            self.canvas.get_tk_widget().configure(highlightthickness=0)
             self.canvas.get_tk_widget().pack(fill="both", expand=True)
             self.status_label.place_forget()
             self.canvas.draw_idle()
+            self._raise()
 
         def close(self) -> None:
             """Close the window (the loading thread's result, if any, is dropped)."""

@@ -535,6 +535,11 @@ def test_show_charts_opens_draws_and_closes(
         assert len(ticks) > 5
         widget = window.canvas.get_tk_widget()
         assert widget.winfo_ismapped() and widget.winfo_width() > 400
+        # Laid out at the window's size (fonts fitted to it), not drawn at 1600x1000 and squeezed.
+        width_px = window.figure.get_size_inches()[0] * window.figure.dpi
+        assert abs(width_px - widget.winfo_width()) < 0.06 * widget.winfo_width()
+        texts = [t.get_text() for t in window.figure.texts]
+        assert "Résultats" in texts and any(t.startswith("Compté ph.3") for t in texts)
         assert window.close_button.cget("text") == "Fermer"
         if os.environ.get("REPORT_SCREENSHOT"):
             from PIL import ImageGrab
