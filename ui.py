@@ -372,7 +372,7 @@ class App(ctk.CTk):
         self.protocol("WM_DELETE_WINDOW", self.shutdown)
         self.bind("<Configure>", self._on_root_configure, add="+")
         # A touch anywhere must not steal the scanner's keystrokes: give the focus back to the entry.
-        self.bind_all("<ButtonRelease-1>", lambda _e: self.after_idle(self.focus_entry), add="+")
+        self.bind_all("<ButtonRelease-1>", self._on_touch, add="+")
 
         self.refresh_bancs()
         self.scan_bar.show_message(self.workflow.prompt(), "info")
@@ -445,17 +445,41 @@ class App(ctk.CTk):
         except tk.TclError:
             pass
 
+    def _on_touch(self, event: tk.Event) -> None:
+        # Only touches in the main window: refocusing from a chart window could raise the kiosk over it.
+        widget = event.widget
+        if isinstance(widget, tk.Misc) and widget.winfo_toplevel() is self:
+            self.after_idle(self.focus_entry)
+
     def _focus_loop(self) -> None:
         try:
             focused = self.focus_get()
         except (KeyError, tk.TclError):  # focus_get fails on some internal Tk popups
             focused = None
-        if focused is not self.scan_bar.entry._entry:
+        # Another of our windows (charts) may keep the focus: its keystrokes are forwarded to the entry.
+        in_other_window = focused is not None and focused.winfo_toplevel() is not self
+        if focused is not self.scan_bar.entry._entry and not in_other_window:
             try:
                 self.scan_bar.entry._entry.focus_force()
             except tk.TclError:
                 pass
         self._schedule(FOCUS_CHECK_MS, self._focus_loop)
+
+    def route_keys_to_entry(self, window: tk.Misc) -> None:
+        """A scan typed while another of our windows has the focus still reaches the workflow."""
+
+        def forward(event: tk.Event) -> Optional[str]:
+            if event.widget is self.scan_bar.entry._entry:
+                return None
+            if event.keysym in ("Return", "KP_Enter"):
+                self.scan_bar.submit()
+                return "break"
+            if event.char and event.char.isprintable():
+                self.scan_bar.entry.insert("end", event.char)
+                return "break"
+            return None
+
+        window.bind("<Key>", forward, add="+")
 
     def _first_frame(self) -> None:
         self.update_idletasks()
@@ -621,7 +645,9 @@ class App(ctk.CTk):
             self.scan_bar.show_message("Graphiques non disponibles (module report absent).", "error")
             return
         try:
-            show_charts(self, folder)
+            window = show_charts(self, folder)
+            if isinstance(window, tk.Misc) and window.winfo_toplevel() is not self:
+                self.route_keys_to_entry(window.winfo_toplevel())
         except Exception as exc:
             log.exception("show_charts(%s)", folder)
             self.scan_bar.show_message(f"Graphiques non disponibles : {exc}", "error")

@@ -658,8 +658,8 @@ class ScanBar(ctk.CTkFrame):
         self.grid_columnconfigure(1, weight=1)
         self.entry = ctk.CTkEntry(self, font=fonts["scan"], width=170, placeholder_text="Scan…")
         self.entry.grid(row=0, column=0, padx=(6, 6), pady=6, sticky="ns")
-        self.entry.bind("<Return>", self._submit)
-        self.entry.bind("<KP_Enter>", self._submit)
+        self.entry.bind("<Return>", self.submit)
+        self.entry.bind("<KP_Enter>", self.submit)
         self.message = ctk.CTkLabel(self, text="", font=fonts["message"], text_color=TEXT, anchor="w",
                                     justify="left", wraplength=400)
         self.message.grid(row=0, column=1, sticky="ew", padx=4)
@@ -677,7 +677,8 @@ class ScanBar(ctk.CTkFrame):
         used = self.entry.winfo_width() + self.graph_button.winfo_width() + self.broker.winfo_width() + 40
         self.message.configure(wraplength=max(150, event.width - used))
 
-    def _submit(self, _event: Optional[tk.Event] = None) -> str:
+    def submit(self, _event: Optional[tk.Event] = None) -> str:
+        """Hand the typed text to on_scan and clear the entry (Return)."""
         text = self.entry.get()
         self.entry.delete(0, "end")
         self._on_scan(text)

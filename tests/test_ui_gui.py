@@ -77,12 +77,12 @@ def type_scan(text: str, app: Optional[ui.App] = None) -> None:
         pump(app, 0.05)
 
 
-def screenshot(display: str, app: ui.App, name: str) -> Path:
-    """Save the app's window as tests/artifacts/<name>."""
+def screenshot(display: str, window: tk.Misc, name: str) -> Path:
+    """Save a window as tests/artifacts/<name>."""
     from PIL import ImageGrab
 
-    app.update()
-    x, y, w, h = app.winfo_rootx(), app.winfo_rooty(), app.winfo_width(), app.winfo_height()
+    window.update()
+    x, y, w, h = window.winfo_rootx(), window.winfo_rooty(), window.winfo_width(), window.winfo_height()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=display).save(path)
@@ -286,9 +286,15 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
         pump_until(app, lambda: any(str(w) not in before and isinstance(w, tk.Toplevel)
                                     for w in app.winfo_children()), what=f"charts window ({app.scan_bar.message_text})")
         pump(app, 1.5)  # the report draws its charts after opening the window
-        for w in app.winfo_children():
-            if str(w) not in before and isinstance(w, tk.Toplevel):
-                w.destroy()
+        charts = next(w for w in app.winfo_children() if str(w) not in before and isinstance(w, tk.Toplevel))
+        screenshot(xvfb_display, charts, "kiosk_charts_banc1.png")
+        # The charts window has the keyboard: a scan still reaches the workflow.
+        charts.focus_force()
+        pump_until(app, lambda: app.focus_get() is not None and app.focus_get().winfo_toplevel() is charts,
+                   what="charts window focused")
+        type_scan("banc9", app)
+        assert "Banc inconnu" in app.scan_bar.message_text
+        charts.destroy()
     else:
         assert "Graphiques non disponibles" in app.scan_bar.message_text
     pump(app, 1.1)
