@@ -573,3 +573,71 @@ def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest
         assert not window.winfo_exists()
     finally:
         destroy_root(root)
+
+
+# --------------------------------------------------------------------------- a folder written by the real banc.py
+
+
+def test_report_on_a_folder_written_by_the_real_banc_py(
+    mqtt_env: dict[str, str], banc_home: Path, broker: Any, tmp_path: Path
+) -> None:
+    """banc.py records phases 1-4 with an end-of-day stop (9) and a resume inside phase 3; report.py reads it all."""
+    import protocol
+    from tests.banc_helpers import BancFleet, MqttProbe, bms_line
+
+    t = protocol.topics(1)
+    esp = MqttProbe(broker, [t.command]).start()
+    fleet = BancFleet(banc_home, broker)
+    seq = 0
+
+    def lines(count: int, **values: float) -> list[tuple[str, str]]:
+        nonlocal seq
+        out = [(t.bms_data, bms_line(seq + i, **values)) for i in range(count)]
+        seq += count
+        return out
+
+    try:
+        runner = fleet.start("banc1", SERIAL)
+        esp.wait_for(t.command, "1")
+        esp.publish_many(
+            [(t.step, "1")] + lines(20, current_a=-5.0)
+            + [(t.ri_results, json.dumps({"ri_discharge": 0.0125, "ri_charge": 0.0118, "temperature_c": 20.0}))]
+            + [(t.step, "2")] + lines(40, current_a=30.0)
+            + [(t.step, "3")] + lines(30, current_a=-40.0, capacity_ah=10.0, energy_wh=520.0)
+            + [(t.step, "9")]
+        )
+        assert runner.wait_exit(20) == 0
+        time.sleep(2.5)  # the night: nothing is recorded while the test is stopped
+        seen = len(esp.messages(t.command))
+        runner = fleet.start("banc1", SERIAL)
+        esp.wait_for(t.command, "3", since=seen)
+        esp.publish_many(
+            lines(30, current_a=-40.0, capacity_ah=20.0, energy_wh=1040.0)
+            + [(t.step, "4")] + lines(20, current_a=10.0, capacity_ah=20.0, energy_wh=1040.0)
+            + [(t.step, "5")]
+        )
+        assert runner.wait_exit(20) == 0
+    finally:
+        fleet.stop_all()
+        esp.stop()
+
+    folder = runner.folder()
+    loaded = report.load_report(folder, min_gap_s=1.0)
+    summary = loaded.summary
+    assert summary.rows == 140 and summary.skipped_lines == 0 and summary.notes == []
+    assert (summary.serial, summary.banc, summary.status) == (SERIAL, "banc1", utils.TEST_FINISHED)
+    assert [s.step for s in summary.segments if s.step == 3] == [3, 3]
+    assert any(s.step_before == s.step_after == 3 and s.duration_s >= 2.5 for s in summary.stops)
+    assert summary.esp_capacity_ah == 20.0 and summary.counted_capacity_ah is not None
+    ri = {r.key: r for r in summary.resistances}
+    assert ri["ri_discharge"].raw_ohm == 0.0125 and ri["ri_discharge"].count == 1
+    assert ri["ri_discharge"].at_25c_ohm == pytest.approx(utils.correct_to_25c(0.0125, 20.0))
+
+    png, bdf = tmp_path / "real.png", tmp_path / "real.bdf.csv"
+    result = run_report(str(folder), "--png", str(png), "--bdf", str(bdf), home=banc_home)
+    assert result.returncode == 0, result.stderr
+    assert png.stat().st_size > 50_000
+    with open(bdf, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == list(report.BDF_HEADER) and len(rows) == 141
+    assert [int(r[rows[0].index("Step Count / 1")]) for r in rows[1:]][-1] == 4  # 1, 2, 3 (resumed), 4
