@@ -46,6 +46,7 @@ MIN_OFFLINE_REAL_S = 0.5  # a dropped link stays down at least this long, so the
 REBOOT_S = 5.0  # simulated boot time of the ESP32 after a reset
 OUTBOX_SIZE = 100  # steps/alerts/results kept while the broker is unreachable
 OVERHEAT_RATE_K_PER_S = 0.1  # heating of the over-temperature fault (blocked fan + hot spot)
+NURSE_REPUBLISH_S = 60  # nurse SOCs (QoS 0, not retained) are re-sent this often for a kiosk that just started
 
 # Payloads a broken ESP or a noisy link could produce; none of them parses (contract §3).
 GARBAGE_BMS_PAYLOADS: tuple[bytes, ...] = (
@@ -116,6 +117,7 @@ class SimulatedEsp:
         self.garbage_index = 0
         self.nurse_published: list[Optional[int]] = [None] * protocol.NURSE_COUNT
         self.lines_published = 0
+        self.seconds = 0  # simulated seconds ticked
 
     @property
     def name(self) -> str:
@@ -244,6 +246,9 @@ class SimulatedEsp:
                 self.outbox.append((topic, text))  # kept for the reconnection
 
     def _publish_nurses(self) -> None:
+        """Nurse SOCs when they change, and all of them every NURSE_REPUBLISH_S simulated seconds."""
+        if self.seconds % NURSE_REPUBLISH_S == 0:
+            self.nurse_published = [None] * protocol.NURSE_COUNT
         for j, soc in enumerate(self.firmware.nurses.soc_pct(), start=1):
             soc = min(max(soc, 0), 100)
             if soc != self.nurse_published[j - 1] and self._send(self.topics.nurse(j), str(soc)):
@@ -251,6 +256,7 @@ class SimulatedEsp:
 
     def tick_second(self, now_real: float) -> None:
         """One simulated second: physics substeps, faults, then one BMS line."""
+        self.seconds += 1
         if self.reconnect_at is not None and now_real >= self.reconnect_at:
             self.reconnect_at = None
             logger.info("%s: reconnecting", self.name)
