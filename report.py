@@ -57,7 +57,14 @@ NUMERIC_COLUMNS: tuple[str, ...] = utils.DATA_CSV_HEADER[1:]
 _HEADER_BYTES = ",".join(utils.DATA_CSV_HEADER).encode("ascii")
 _ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
 
-PHASE_COLORS: dict[int, str] = {1: "#8e44ad", 2: "#27ae60", 3: "#e67e22", 4: "#2980b9", 5: "#7f8c8d"}
+PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
+"""The kiosk's phase colours (ui_components.PHASE_COLORS), repeated so that report.py never imports the UI."""
+
+
+def _darker(color: str, factor: float = 0.72) -> str:
+    """A darker shade of "#rrggbb", for text on white."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
 STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté"}
 RESISTANCE_LABELS: dict[str, str] = {
     "ri_discharge": "Ri décharge",
@@ -743,7 +750,7 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     for phase in sorted(summary.phase_active_s):
         name = _SHORT_PHASE.get(phase, phase_name(phase))
         out.append((f"{phase} {name:<15}{format_duration(summary.phase_active_s[phase]):>11}",
-                    PHASE_COLORS.get(phase, black)))
+                    _darker(PHASE_COLORS[phase]) if phase in PHASE_COLORS else black))
     out.append((f"Arrêts : {len(summary.stops)} ({format_duration(summary.stopped_s)})", grey))
     out.append((f"Total : {format_duration(summary.wall_s)}", grey))
     out.append((f"Mesures : {summary.rows}", grey))
@@ -1057,11 +1064,11 @@ def _shade_phases(figure: Any, axes: list[Any], summary: Summary, axis: TimeAxis
         color = PHASE_COLORS.get(segment.step, "#bbbbbb")
         x0, x1 = (float(v) for v in axis.to_x([segment.t0_s, segment.t1_s]))
         for ax in axes:
-            ax.axvspan(x0, x1, color=color, alpha=0.13, linewidth=0)
+            ax.axvspan(x0, x1, color=color, alpha=0.15, linewidth=0)
         middle = (x0 + x1) / 2
         if (x1 - x0) / span * chart_px > 1.5 * text_px and middle > labelled_until:
             top.text(middle, 1.02, str(segment.step), transform=label_transform, ha="center", va="bottom",
-                     fontsize=layout.tick_pt + 1, fontweight="bold", color=color)
+                     fontsize=layout.tick_pt + 1, fontweight="bold", color=_darker(color))
             labelled_until = middle + span * 2.0 * text_px / chart_px
     for stop in summary.stops:
         x0, x1 = (float(v) for v in axis.to_x([stop.t0_s, stop.t1_s]))
