@@ -584,13 +584,15 @@ class BancPanel(ctk.CTkFrame):
         self.labels.set(self.widgets["phase"], get_phase_message(step))
 
     def stop_phase(self, previous_step: Optional[int]) -> None:
-        """Step 9 (seed §4): stop the animation, time left 00:00:00, the label keeps the step reached."""
+        """Step 9 (seed §4): finalize_previous_phase, time left 00:00:00, the label shows the step reached."""
         self.current_step = protocol.STEP_STOP
         if previous_step in protocol.PHASES:
-            states = self._segments_for(previous_step, running=False)
+            self.finalize_previous_phase(previous_step)
             if previous_step != protocol.STEP_FINISHED:
+                # Hatched rather than full: the phase was interrupted, not completed.
+                states = list(self.widgets["phase_bar"].states)
                 states[previous_step - 1] = SEG_STOPPED
-            self.widgets["phase_bar"].set_states(states)
+                self.widgets["phase_bar"].set_states(states)
             self.labels.set(self.widgets["phase"], f"{get_phase_message(previous_step)} (arrêt)")
         else:
             self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
@@ -623,7 +625,7 @@ class BancPanel(ctk.CTkFrame):
     @property
     def security_visible(self) -> bool:
         """True while the red alert is shown."""
-        return bool(self.widgets["security"].winfo_ismapped() or self.widgets["security"].place_info())
+        return bool(self.widgets["security"].place_info())
 
     def hide_overlay_labels(self) -> None:
         """Hide the security alert."""

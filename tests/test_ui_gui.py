@@ -410,16 +410,44 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
     broker.start()
     pump_until(app, lambda: app.scan_bar.broker_connected, timeout_s=20, what="broker reconnected")
 
+    # --- reset frees the interrupted bench.
+    type_scan("reset", app)
+    type_scan("banc2", app)
+    assert "Banc 2 libéré" in app.scan_bar.message_text
+    assert utils.get_banc_info("banc2")["status"] == utils.STATUS_AVAILABLE
+    assert text_of(p2, "status") == "Libre"
+    assert p2.widgets["phase_bar"].states == ["pending"] * 5
 
-def test_graph_without_report_says_so(kiosk, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A report module without show_charts (or absent): a clear message, no crash."""
+
+def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """A report module without show_charts: a clear message. READY=1 then WATCHDOG=1 reach systemd's socket."""
+    import socket
     import types
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    utils.reload_settings()
 
     now = utils.now_local()
     folder, _ = utils.find_or_create_test_folder("banc1", "RW-GRAPH001", now)
     utils.load_or_create_config(folder, "banc1", "RW-GRAPH001", now)
     monkeypatch.setitem(sys.modules, "report", types.ModuleType("report"))
     app = kiosk("1280x800+0+0")
+    received: list[bytes] = []
+
+    def notified() -> bool:
+        try:
+            received.append(notify.recv(64))
+        except BlockingIOError:
+            pass
+        return b"WATCHDOG=1" in received
+
+    pump_until(app, notified, what="systemd notifications")
+    notify.close()
+    assert received[0] == b"READY=1"
     type_scan("graph", app)
     type_scan("RW-GRAPH001", app)
     assert "Graphiques non disponibles" in app.scan_bar.message_text
