@@ -11,9 +11,9 @@ Exit codes:
   3  another banc.py already runs for this bench (nothing written)
   4  the bench holds another battery's unfinished test in bancs_config.json
 
-Threads: paho's network thread runs the message callbacks (every row is written and
-handed to the OS there, before paho acknowledges the QoS 1 message); the main thread
-runs a 0.2 s tick for the watchdog, fsync, config.json saves, write retries and shutdown.
+One thread: paho's read loop runs the message callbacks (every row is written and handed to
+the OS there, before paho acknowledges the QoS 1 message); between reads a 0.2 s
+tick runs the watchdog, fsync, config.json saves, write retries and shutdown.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import errno
 import io
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 import protocol
 import utils
@@ -60,6 +63,9 @@ WRITE_RETRY_INTERVAL_S = 1.0
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 REJECT_PAYLOAD_MAX_CHARS = 200
 KEEPALIVE_S = 20
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
+READ_BURST = 64  # packets read back to back (a few ms) before the periodic work gets a turn
 # After (re)starting, the broker first delivers what was queued while banc.py was down
 # (possibly a newer step). The start step is announced once that backlog has drained:
 # after this much quiet, or at the latest ANNOUNCE_MAX_WAIT_S after connecting.
@@ -415,12 +421,15 @@ class AppendFile:
         self.pending_bytes = len(rest)
         return not rest
 
-    def dup_for_sync(self) -> Optional[int]:
-        """A duplicate descriptor to fsync outside the caller's lock (None when clean); clears dirty."""
+    def sync(self) -> None:
+        """fsync when something was written since the last fsync."""
         if self.fd is None or not self.dirty:
-            return None
+            return
         self.dirty = False
-        return os.dup(self.fd)
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            logger.error("fsync of %s failed: %s", self.path.name, exc)
 
     def close(self) -> int:
         """Last write attempt, fsync and close; return the number of bytes that could not be written."""
@@ -433,15 +442,6 @@ class AppendFile:
             os.close(self.fd)
             self.fd = None
         return self.pending_bytes
-
-
-def _fsync_fd(fd: int, name: str) -> None:
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        logger.error("fsync of %s failed: %s", name, exc)
-    finally:
-        os.close(fd)
 
 
 def _read_counter(config: dict[str, Any], key: str) -> int:
@@ -480,8 +480,10 @@ class Recorder:
         self.clock = clock
         self.mono = mono
         self.topics = protocol.topics(banc)
-        self.lock = threading.Lock()  # guards the files and counters (MQTT thread vs main tick)
-        self.config_lock = threading.RLock()  # one config.json writer at a time in this process
+        # The process is single-threaded today; the locks cost ~0.1 us and keep the files
+        # and counters consistent should the callbacks or the tick ever move to a thread.
+        self.lock = threading.Lock()
+        self.config_lock = threading.RLock()
         self.seq = SeqTracker()
         self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
         self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
@@ -555,13 +557,11 @@ class Recorder:
         """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
         now = self.clock()
         try:
-            protocol.parse_bms_line(payload)  # validation only: the row keeps the ESP's own text
+            line = protocol.parse_bms_line(payload)
         except protocol.PayloadError as exc:
             self.reject(now, self.topics.bms_data, str(exc), payload)
             return
-        fields_text = bms_fields_text(payload)
-        parts = fields_text.split(",")
-        seq = int(parts[0])
+        seq = line.seq
         with self.lock:
             if self.ended is not None:
                 self.ignored_after_end += 1
@@ -581,14 +581,15 @@ class Recorder:
                     self.counters["seq_restart_count"] += 1
                 was_failing = self.data.failing
                 dropped_before = self.data.dropped_rows
-                row = format_data_row(utils.iso(now, millis=True), self.step, fields_text)
+                # The row keeps the ESP's own (validated) text: no float round trip.
+                row = format_data_row(utils.iso(now, millis=True), self.step, bms_fields_text(payload))
                 self.data.append(row)
                 dropped = self.data.dropped_rows > dropped_before
                 if not dropped:
                     self.counters["rows_count"] += 1
                 if self.step not in (protocol.STEP_FINISHED, protocol.STEP_STOP):
-                    self.capacity_ah = float(parts[5])
-                    self.energy_wh = float(parts[6])
+                    self.capacity_ah = line.capacity_ah
+                    self.energy_wh = line.energy_wh
                 self.last_row_time = now
                 self.summary_dirty = True
                 newly_failing = self.data.failing and not was_failing
@@ -804,12 +805,10 @@ class Recorder:
                 self._file_failed(target)
 
     def sync(self) -> None:
-        """fsync the CSV files that changed since the last fsync (outside the lock)."""
+        """fsync the CSV files that changed since the last fsync."""
         with self.lock:
-            fds = [(f.dup_for_sync(), f.path.name) for f in (self.data, self.rejected)]
-        for fd, name in fds:
-            if fd is not None:
-                _fsync_fd(fd, name)
+            self.data.sync()
+            self.rejected.sync()
         self.last_fsync = self.mono()
 
     def tick(self, connected_since: Optional[float]) -> None:
@@ -886,7 +885,13 @@ def discard_stale_session(client_id: str, timeout_s: float = 3.0) -> bool:
 
 
 class BancProcess:
-    """The running banc.py: MQTT client, callbacks, main tick loop and shutdown."""
+    """The running banc.py: MQTT client, callbacks, network loop with periodic work, shutdown.
+
+    Everything runs in the main thread: the network is served with a short select() timeout
+    and the periodic work runs between calls. Single-threaded, paho acknowledges each QoS 1 message
+    right after its callback (no thread hand-off per message), and a signal handler only
+    has to set a flag that the loop reads within TICK_S.
+    """
 
     def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool) -> None:
         self.banc = banc
@@ -908,13 +913,17 @@ class BancProcess:
         }
         self.connected_since: Optional[float] = None
         self.announced = False
-        self.unsubscribed = threading.Event()
+        self.unsubscribed = False
         self.stop_signal: Optional[int] = None
+        self.next_connect_at = 0.0
+        self.reconnect_delay_s = RECONNECT_MIN_S
+        self.connect_failures = 0
+        self.messages_in = 0
 
     # ------------------------------------------------------------------ MQTT callbacks (never raise)
 
     def send_alert(self, text: str) -> None:
-        """Publish a security alert (queued by paho while the broker is away)."""
+        """Publish a security alert (kept by paho and sent once the broker is back)."""
         try:
             protocol.publish(self.client, self.topics.security, protocol.encode_security(text))
         except Exception:  # an alert must never take the process down
@@ -929,6 +938,8 @@ class BancProcess:
             protocol.subscribe_all(client, protocol.banc_process_subscriptions(self.banc))
             protocol.publish(client, self.topics.banc_status, protocol.STATUS_ONLINE)
             self.connected_since = time.monotonic()
+            self.reconnect_delay_s = RECONNECT_MIN_S
+            self.connect_failures = 0
             logger.info("connected to the broker (session present: %s)", flags.session_present)
         except Exception:
             logger.exception("on_connect failed")
@@ -942,6 +953,7 @@ class BancProcess:
             logger.exception("on_disconnect failed")
 
     def _on_message(self, client, userdata, message) -> None:
+        self.messages_in += 1
         try:
             handler = self.handlers.get(message.topic)
             if handler is None:
@@ -952,7 +964,64 @@ class BancProcess:
             logger.exception("message on %s not processed", safe_text(message.topic, 100))
 
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        self.unsubscribed.set()
+        self.unsubscribed = True
+
+    # ------------------------------------------------------------------ network
+
+    def _network(self, timeout_s: float) -> None:
+        """Let paho work for up to `timeout_s`; (re)connect with a capped backoff when there is no connection.
+
+        paho's "external event loop" API (select + loop_read/loop_write/loop_misc) rather than
+        loop(): loop() sets up a wake-up socket pair for threaded use that costs two extra
+        system calls per message; single-threaded, paho writes each PUBACK directly.
+        """
+        sock = self.client.socket()
+        if sock is not None:
+            client = self.client
+            try:
+                readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout_s)
+            except (OSError, ValueError):  # socket closed under us: loop_read reports the loss
+                readable, writable = [sock], []
+            rc = MQTT_ERR_SUCCESS
+            if readable:
+                # paho reads one packet per loop_read(); while messages keep coming (a backlog
+                # after a restart), read on without a select() and loop_misc() per message.
+                for _ in range(READ_BURST):
+                    before = self.messages_in
+                    rc = client.loop_read()
+                    if rc != MQTT_ERR_SUCCESS or self.messages_in == before or client.socket() is None:
+                        break
+            if rc == MQTT_ERR_SUCCESS and writable and client.socket() is not None:
+                rc = client.loop_write()
+            if rc == MQTT_ERR_SUCCESS and client.socket() is not None:
+                rc = client.loop_misc()
+            if rc != MQTT_ERR_SUCCESS or client.socket() is None:
+                # paho closed the socket (and called on_disconnect): retry after the backoff.
+                self.next_connect_at = time.monotonic() + self.reconnect_delay_s
+                self.reconnect_delay_s = min(self.reconnect_delay_s * 2, RECONNECT_MAX_S)
+            return
+        now = time.monotonic()
+        if now < self.next_connect_at:
+            time.sleep(min(timeout_s, self.next_connect_at - now))
+            return
+        try:
+            self.client.reconnect()  # TCP + CONNECT; the CONNACK arrives in loop_read()
+        except Exception as exc:  # refused, unreachable, DNS...: never fatal
+            self.connect_failures += 1
+            if self.connect_failures == 1 or self.reconnect_delay_s >= RECONNECT_MAX_S:
+                logger.warning("broker %s unreachable: %s (retry in %.0f s)",
+                               utils.get_settings().mqtt_host, exc, self.reconnect_delay_s)
+            self.next_connect_at = now + self.reconnect_delay_s
+            self.reconnect_delay_s = min(self.reconnect_delay_s * 2, RECONNECT_MAX_S)
+
+    def _pump(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Run the network until `done()` or `timeout_s`; return done()."""
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            if self.client.socket() is None:
+                return done()
+            self._network(0.05)
+        return done()
 
     # ------------------------------------------------------------------ main loop
 
@@ -980,27 +1049,30 @@ class BancProcess:
         if not self.resumed:
             discard_stale_session(self.client_id)
         self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
-        self.client.loop_start()  # paho's thread: first connection retried, reconnects with backoff
         utils.sd_notify("READY=1")
+        next_tick = 0.0
         while True:
-            time.sleep(TICK_S)
+            self._network(TICK_S)
             if self.stop_signal is not None:
                 return self._shutdown_on_signal()
             if self.recorder.ended is not None:
                 return self._finish(self.recorder.ended)
-            try:
-                self._maybe_announce()
-                self.recorder.tick(self.connected_since)
-            except Exception:
-                logger.exception("periodic work failed")
-            utils.sd_notify("WATCHDOG=1")
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK_S
+                try:
+                    self._maybe_announce()
+                    self.recorder.tick(self.connected_since)
+                except Exception:
+                    logger.exception("periodic work failed")
+                utils.sd_notify("WATCHDOG=1")
 
     def _publish_offline(self) -> None:
         if self.connected_since is None:
             return
         try:
             info = protocol.publish(self.client, self.topics.banc_status, protocol.STATUS_OFFLINE)
-            _wait_published(info, SHUTDOWN_MQTT_TIMEOUT_S)
+            self._pump(info.is_published, SHUTDOWN_MQTT_TIMEOUT_S)
         except Exception:
             logger.exception("offline status not published")
 
@@ -1008,10 +1080,13 @@ class BancProcess:
         """Step 5 or 9: write everything, close the files, leave the broker; exit code 0."""
         logger.info("test %s at step %d", "finished" if step == protocol.STEP_FINISHED else "stopped", self.recorder.step)
         while not self.recorder.flush_all():
-            # The disk refuses data that was acknowledged: keep trying (alerts are out).
+            # The disk refuses data that was acknowledged: keep trying (the alerts are out);
+            # the network keeps running so they reach the kiosk.
             if self.stop_signal is not None:
                 break
-            time.sleep(WRITE_RETRY_INTERVAL_S)
+            deadline = time.monotonic() + WRITE_RETRY_INTERVAL_S
+            while time.monotonic() < deadline:
+                self._network(TICK_S)
         lost = self.recorder.close()
         if self.recorder.ignored_after_end:
             logger.info("%d messages after the end ignored", self.recorder.ignored_after_end)
@@ -1019,11 +1094,10 @@ class BancProcess:
         # The test is over: stop the broker queueing this bench's messages for a session
         # nobody will read (after 9 they would land in the next day's rows, timed wrongly).
         if self.connected_since is not None:
-            self.unsubscribed.clear()
+            self.unsubscribed = False
             self.client.unsubscribe([topic for topic, _ in protocol.banc_process_subscriptions(self.banc)])
-            self.unsubscribed.wait(SHUTDOWN_MQTT_TIMEOUT_S)
+            self._pump(lambda: self.unsubscribed, SHUTDOWN_MQTT_TIMEOUT_S)
         self.client.disconnect()
-        self.client.loop_stop()
         if lost:
             logger.error("%d bytes of data could not be written", lost)
             return EXIT_ERROR
@@ -1033,8 +1107,9 @@ class BancProcess:
         """SIGTERM/SIGINT: not a test end; close cleanly, keep the session for the restart."""
         logger.info("signal %d: closing (the test stays resumable at step %d)", self.stop_signal, self.recorder.step)
         self._publish_offline()
+        # From here no message is processed, so none is acknowledged: what the broker still
+        # holds is delivered to the next banc.py through the persistent session.
         self.client.disconnect()
-        self.client.loop_stop()  # joins paho's thread: no callback runs after this line
         for _ in range(3):
             if self.recorder.flush_all():
                 break
@@ -1044,18 +1119,6 @@ class BancProcess:
             logger.error("%d bytes of data could not be written before exit", lost)
             return EXIT_ERROR
         return EXIT_OK
-
-
-def _wait_published(info: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if info.is_published():
-                return True
-        except (ValueError, RuntimeError):
-            return False
-        time.sleep(0.01)
-    return False
 
 
 # =========================================================================== entry point
