@@ -50,6 +50,9 @@ BANC_SCRIPT = utils.PROJECT_DIR / "banc.py"
 
 DRAIN_INTERVAL_MS = 50
 MAX_MESSAGES_PER_TICK = 500  # 10 000 msg/s of headroom; the rest waits for the next tick
+# Measures are shown at most this often per bench (latest line wins): nobody reads 10 Hz
+# numbers, and redrawing 16 panels 10 times a second would cost the Pi most of a core.
+BMS_DISPLAY_INTERVAL_S = 0.25
 ANIMATION_INTERVAL_MS = 125
 REFRESH_INTERVAL_MS = 2000  # bancs_config.json, running banc.py, spawned children
 WORKFLOW_TICK_MS = 500
@@ -354,6 +357,8 @@ class App(ctk.CTk):
         self.workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s, real_lookups())
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._stop_requested = False
+        self._pending_bms: dict[str, Inbound] = {}
+        self._last_bms_flush = 0.0
         self._closed = False
         self._after_ids: dict[str, str] = {}
         self._ready_sent = False
@@ -768,12 +773,24 @@ class App(ctk.CTk):
             self.stats["messages"] += len(batch)
             self.stats["ticks"] += 1
             for item in coalesce(batch):
-                try:
-                    self.apply_message(item)
-                    self.stats["applied"] += 1
-                except Exception:
-                    log.exception("message %s for %s", item.kind, item.banc)
+                if item.kind == protocol.KIND_BMS and item.banc in self.panels:
+                    self._pending_bms[item.banc] = item  # shown by _flush_bms, latest line wins
+                    continue
+                self._apply_safely(item)
+        now = time.monotonic()
+        if self._pending_bms and now - self._last_bms_flush >= BMS_DISPLAY_INTERVAL_S:
+            self._last_bms_flush = now
+            pending, self._pending_bms = self._pending_bms, {}
+            for item in pending.values():
+                self._apply_safely(item)
         self._schedule(DRAIN_INTERVAL_MS if self.inbox.empty() else 1, self.drain_queue)
+
+    def _apply_safely(self, item: Inbound) -> None:
+        try:
+            self.apply_message(item)
+            self.stats["applied"] += 1
+        except Exception:
+            log.exception("message %s for %s", item.kind, item.banc)
 
     def _bad_payload(self, banc: str, kind: str, exc: Exception, payload: Any) -> None:
         # Rate-limited: a bench spewing garbage at 10 Hz must not flood logs.log.

@@ -658,14 +658,14 @@ class ScanBar(ctk.CTkFrame):
         self.labels = _CachedLabels()
         self._on_scan = on_scan
         self.grid_columnconfigure(1, weight=1)
-        self.entry = ctk.CTkEntry(self, font=fonts["scan"], width=170, placeholder_text="Scan…")
+        self.entry = ctk.CTkEntry(self, font=fonts["scan"], width=fonts.px(170), placeholder_text="Scan…")
         self.entry.grid(row=0, column=0, padx=(6, 6), pady=6, sticky="ns")
         self.entry.bind("<Return>", self.submit)
         self.entry.bind("<KP_Enter>", self.submit)
         self.message = ctk.CTkLabel(self, text="", font=fonts["message"], text_color=TEXT, anchor="w",
                                     justify="left", wraplength=400)
         self.message.grid(row=0, column=1, sticky="ew", padx=4)
-        self.graph_button = ctk.CTkButton(self, text="Graphiques", font=fonts["status"], width=100,
+        self.graph_button = ctk.CTkButton(self, text="Graphiques", font=fonts["status"], width=fonts.px(100),
                                           command=on_graph)
         self.graph_button.grid(row=0, column=2, padx=4, pady=6, sticky="ns")
         self.broker = ctk.CTkLabel(self, text="Broker…", font=fonts["status"], corner_radius=6, padx=6,

@@ -259,6 +259,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
         esp.send(t.nurse(j), str(10 * j))
     esp.send(t.security, "Timeout BMS : aucune donnée depuis 30 s")
     pump_until(app, lambda: panel.security_visible, what="security alert")
+    pump_until(app, lambda: text_of(panel, "temperature") == "58.0 °C", what="hot line shown")
     assert "Timeout BMS" in text_of(panel, "security")
     assert color_of(panel, "temperature") == uic.COLOR_ALARM
     assert color_of(panel, "balance") == uic.COLOR_ALARM
@@ -377,6 +378,7 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
         esp.send(topic, payload)
     esp.send(t1.step, "3")
     pump_until(app, lambda: text_of(p1, "phase") == "Phase 3/5 : Décharge", what="good step after bad ones")
+    pump(app, 2 * ui.BMS_DISPLAY_INTERVAL_S)  # the bad BMS lines have been through the display flush
     assert text_of(p1, "voltage") == "—" and p1.widgets["progress_bar_nurse"].values[0] is None
 
     # --- a realistic screen at 800x480, then look at it.
