@@ -514,13 +514,13 @@ class Recorder:
         for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 setattr(self, key, float(value))
-        torn_data = self._repair(self.data)
-        torn_rejected = self._repair(self.rejected)
+        data_scan = self._repair(self.data)
+        rejected_scan = self._repair(self.rejected)
         self.data.open()
         self.rejected.open()
-        data_scan = scan_csv(self.data.path)
+        # Counted from the files themselves: exact even when config.json lagged behind a crash.
         self.counters["rows_count"] = max(0, data_scan.lines - 1)
-        self.counters["rejected_count"] = max(0, scan_csv(self.rejected.path).lines - 1)
+        self.counters["rejected_count"] = max(0, rejected_scan.lines - 1)
         last = last_data_row(data_scan.tail_lines)
         if last is not None:
             self.seq.last = last.seq
@@ -530,10 +530,10 @@ class Recorder:
                 self.capacity_ah, self.energy_wh = last.capacity_ah, last.energy_wh
                 self.summary_dirty = True
         now = self.clock()
-        if torn_data:
-            self.reject(now, self.topics.bms_data, "ligne incomplète en fin de data.csv (arrêt brutal)", torn_data)
-        if torn_rejected:
-            logger.warning("torn line removed from rejected.csv: %s", safe_text(torn_rejected))
+        if data_scan.torn:
+            self.reject(now, self.topics.bms_data, "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn)
+        if rejected_scan.torn:
+            logger.warning("torn line removed from rejected.csv: %s", safe_text(rejected_scan.torn))
         if self.counters != {k: _read_counter(config, k) for k in COUNTER_KEYS}:
             self.summary_dirty = True
         logger.info(
@@ -542,14 +542,13 @@ class Recorder:
         )
 
     @staticmethod
-    def _repair(target: AppendFile) -> bytes:
-        """Cut a torn last line (power loss mid-write) so appends start on a fresh line; return it."""
+    def _repair(target: AppendFile) -> CsvScan:
+        """Scan a CSV file and cut a torn last line (power loss mid-write) so appends start on a fresh line."""
         scan = scan_csv(target.path)
-        if not scan.torn:
-            return b""
-        os.truncate(target.path, scan.valid_size)
-        logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
-        return scan.torn
+        if scan.torn:
+            os.truncate(target.path, scan.valid_size)
+            logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
+        return scan
 
     # ------------------------------------------------------------------ messages
 
@@ -819,7 +818,7 @@ class Recorder:
         if silence is not None:
             timeout = self.watchdog.timeout_s
             logger.warning("no BMS data for %.1f s", silence)
-            self.alert(f"Aucune donnée BMS depuis {timeout:g} s : vérifier l'ESP32, le BMS et leur liaison")
+            self.alert(f"Aucune donnée BMS valide depuis {timeout:g} s : vérifier l'ESP32, le BMS et leur liaison")
         if now >= self.next_retry:
             self.next_retry = now + WRITE_RETRY_INTERVAL_S
             self._retry_files()
@@ -1049,7 +1048,8 @@ class BancProcess:
         if not self.resumed:
             discard_stale_session(self.client_id)
         self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
-        utils.sd_notify("READY=1")
+        # No sd_notify here: banc.py is the kiosk's child and inherits its NOTIFY_SOCKET;
+        # notifying would feed the kiosk's systemd watchdog on its behalf.
         next_tick = 0.0
         while True:
             self._network(TICK_S)
@@ -1065,7 +1065,6 @@ class BancProcess:
                     self.recorder.tick(self.connected_since)
                 except Exception:
                     logger.exception("periodic work failed")
-                utils.sd_notify("WATCHDOG=1")
 
     def _publish_offline(self) -> None:
         if self.connected_since is None:
@@ -1135,9 +1134,9 @@ def validate_args(argv: Sequence[str]) -> tuple[Optional[tuple[str, str]], str]:
         return None, "usage: banc.py bancN SERIAL"
     banc_arg, serial = argv
     if not utils.is_valid_banc(banc_arg):
-        return None, f"banc invalide: {safe_text(banc_arg, 40)!s} (attendu banc1..banc{utils.get_settings().num_bancs})"
+        return None, f"banc invalide: {safe_text(banc_arg, 40)} (attendu banc1..banc{utils.get_settings().num_bancs})"
     if not utils.is_valid_serial(serial):
-        return None, f"numéro de série invalide: {safe_text(serial, 40)!s} (motif {utils.SERIAL_PATTERN})"
+        return None, f"numéro de série invalide: {safe_text(serial, 40)} (motif {utils.SERIAL_PATTERN})"
     return (utils.normalize_banc(banc_arg), serial), ""
 
 

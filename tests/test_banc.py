@@ -553,7 +553,30 @@ def test_sigterm_closes_cleanly_and_keeps_the_session(fleet: BancFleet, esp: Mqt
     runner = fleet.start()
     esp.wait_for(T.command, "2", since=seen)
     wait_until(lambda: len(read_data_rows(folder)) == 40, message="lines sent during the restart")
-    assert data_seqs(folder) == list(range(40))
+    # The ESP reboots: its seq starts again at 0; recorded, counted as a restart, not as gaps.
+    esp.publish_many([(T.bms_data, bms_line(i)) for i in range(5)])
+    wait_until(lambda: len(read_data_rows(folder)) == 45, message="lines after the ESP reboot")
+    assert data_seqs(folder) == list(range(40)) + list(range(5))
+    assert runner.terminate() == 0
+    config = config_of(folder)
+    assert (config["rows_count"], config["seq_restart_count"], config["seq_gap_count"]) == (45, 1, 0)
+
+
+def test_broker_down_at_start(fleet: BancFleet, broker, banc_home: Path) -> None:
+    broker.stop()
+    runner = fleet.runner()
+    runner.start(wait_online=False)
+    folder = wait_until(lambda: battery_folders(banc_home, "banc1", DEFAULT_SERIAL), message="test folder")[0]
+    time.sleep(0.3)  # banc.py is up, retrying the connection
+    assert runner.alive()
+    broker.start()
+    with MqttProbe(broker, [T.banc_status, T.command]) as esp:
+        esp.wait_for(T.command, "1", timeout_s=10)  # connected by itself, then announced its step
+        assert esp.texts(T.banc_status) == [protocol.STATUS_ONLINE]
+        esp.publish_many([(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(10)])
+        wait_until(lambda: len(read_data_rows(folder)) == 10)
+        esp.publish(T.step, "9")
+        assert runner.wait_exit() == 0
 
 
 def test_second_instance_and_busy_bench_are_refused(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
