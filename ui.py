@@ -31,7 +31,7 @@ import customtkinter as ctk
 
 import protocol
 import utils
-from scan_workflow import Action, BancInfo, Decision, Level, PreviousTest, ScanLookups, ScanWorkflow
+from scan_workflow import Action, BancInfo, Decision, PreviousTest, ScanLookups, ScanWorkflow
 from ui_components import (
     BG_APP,
     STATUS_BUSY,
@@ -379,8 +379,12 @@ class App(ctk.CTk):
         # A touch anywhere must not steal the scanner's keystrokes: give the focus back to the entry.
         self.bind_all("<ButtonRelease-1>", self._on_touch, add="+")
 
-        self.refresh_bancs()
         self.scan_bar.show_message(self.workflow.prompt(), "info")
+        try:
+            self.refresh_bancs()
+        except Exception as exc:  # an unreadable state folder must not keep the kiosk from showing
+            log.exception("initial state")
+            self.scan_bar.show_message(f"État des bancs illisible : {exc}", "error")
         self.scan_bar.set_broker(False)
         self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox)
         if start_mqtt:
@@ -453,8 +457,11 @@ class App(ctk.CTk):
     def _on_touch(self, event: tk.Event) -> None:
         # Only touches in the main window: refocusing from a chart window could raise the kiosk over it.
         widget = event.widget
-        if isinstance(widget, tk.Misc) and widget.winfo_toplevel() is self:
-            self.after_idle(self.focus_entry)
+        try:
+            if isinstance(widget, tk.Misc) and widget.winfo_toplevel() is self:
+                self.after_idle(self.focus_entry)
+        except tk.TclError:  # the touched widget is already destroyed (a closing window)
+            pass
 
     def _focus_loop(self) -> None:
         try:
@@ -462,7 +469,10 @@ class App(ctk.CTk):
         except (KeyError, tk.TclError):  # focus_get fails on some internal Tk popups
             focused = None
         # Another of our windows (charts) may keep the focus: its keystrokes are forwarded to the entry.
-        in_other_window = focused is not None and focused.winfo_toplevel() is not self
+        try:
+            in_other_window = focused is not None and focused.winfo_toplevel() is not self
+        except tk.TclError:
+            in_other_window = False
         if focused is not self.scan_bar.entry._entry and not in_other_window:
             try:
                 self.scan_bar.entry._entry.focus_force()
@@ -716,7 +726,10 @@ class App(ctk.CTk):
                 continue
         for banc in self.bancs:
             try:
-                self.refresh_banc(banc, entries.get(banc, {}))
+                # Our own child counts as running before it has taken its lock (Python starts slowly on a Pi).
+                child = self.children_procs.get(banc)
+                running = (child is not None and child[0].poll() is None) or utils.is_banc_running(banc)
+                self.refresh_banc(banc, entries.get(banc, {}), running)
             except Exception:
                 log.exception("refresh %s", banc)
 
@@ -774,7 +787,7 @@ class App(ctk.CTk):
             self.stats["ticks"] += 1
             for item in coalesce(batch):
                 if item.kind == protocol.KIND_BMS and item.banc in self.panels:
-                    self._pending_bms[item.banc] = item  # shown by _flush_bms, latest line wins
+                    self._pending_bms[item.banc] = item  # shown below, latest line wins
                     continue
                 self._apply_safely(item)
         now = time.monotonic()
@@ -863,7 +876,7 @@ class App(ctk.CTk):
         self.panels[banc].set_status(text, kind)
 
     def on_bms(self, banc: str, line: protocol.BmsLine) -> None:
-        """bancX/bms/data: every measure of the panel (only the latest line of a tick gets here)."""
+        """bancX/bms/data: every measure of the panel (the latest line of each display interval)."""
         rt = self.runtime[banc]
         rt.last_bms = line
         elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
