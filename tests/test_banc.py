@@ -477,7 +477,8 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     runner = fleet.start()
     esp.publish(T.step, "1")
     esp.publish_many(HOSTILE)
-    esp.publish_many([(T.bms_data, bms_line(i)) for i in range(10)] + [(T.ri_results, '{"ri_charge": 0.02}'), (T.step, "2")]
+    esp.publish_many([(T.bms_data, bms_line(i)) for i in range(10)] + [(T.bms_data, bms_line(9))]  # a QoS 1 duplicate
+                     + [(T.ri_results, '{"ri_charge": 0.02}'), (T.step, "2")]
                      + [(T.bms_data, bms_line(i)) for i in range(10, 20)])
     folder = runner.folder()
     wait_until(lambda: len(read_data_rows(folder)) == 20, message="good rows after the hostile ones")
@@ -494,6 +495,7 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     assert runner.wait_exit() == 0
     config = config_of(folder)
     assert (config["rejected_count"], config["rows_count"], config["current_step"]) == (len(HOSTILE), 20, 2)
+    assert config["duplicate_count"] == 1
     assert config["ri_charge_count"] == 1 and config["ri_charge_average"] == 0.02
 
 
