@@ -588,6 +588,8 @@ class App(ctk.CTk):
         return subprocess.Popen(
             args, cwd=str(utils.PROJECT_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            # Without systemd's NOTIFY_SOCKET: the kiosk unit accepts notifications from ui.py only.
+            env=utils.child_environment(),
         )
 
     def send_end(self) -> None:

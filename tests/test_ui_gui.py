@@ -479,8 +479,13 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
 
 
 def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_env: dict[str, str],
-                                                        xvfb_display: str) -> None:
-    env = dict(mqtt_env, DISPLAY=xvfb_display)
+                                                        xvfb_display: str, tmp_path: Path) -> None:
+    import socket
+
+    # The first kiosk runs as systemd would run it (NOTIFY_SOCKET set); its banc.py must not inherit it.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    env = dict(mqtt_env, DISPLAY=xvfb_display, NOTIFY_SOCKET=str(tmp_path / "notify"))
     first = subprocess.Popen(
         [sys.executable, str(REPO_DIR / "ui.py"), "--windowed", "--geometry", "1280x800+0+0"],
         cwd=str(REPO_DIR), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -496,6 +501,10 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
         wait_file(lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
         banc_pid = utils.banc_process_pid("banc1")
         assert banc_pid is not None
+        child_env = Path(f"/proc/{banc_pid}/environ").read_bytes().split(b"\0")
+        assert any(item.startswith(b"BANC_HOME=") for item in child_env)
+        assert not any(item.startswith(b"NOTIFY_SOCKET=") for item in child_env)
+        notify.close()
         first.send_signal(signal.SIGKILL)
         first.wait(5)
     finally:
