@@ -52,6 +52,7 @@ _CHUNK_BYTES = 1 << 20  # parse data.csv by slices: cache-friendly, and other th
 _TS_WIDTH = 40  # bytes kept per timestamp field; the canonical form has 29
 _MAX_LINE_NOTES = 5
 _MAX_DISPLAY_RUNS = 2000
+_MAX_HATCHED_STOPS = 300
 
 NUMERIC_COLUMNS: tuple[str, ...] = utils.DATA_CSV_HEADER[1:]
 _HEADER_BYTES = ",".join(utils.DATA_CSV_HEADER).encode("ascii")
@@ -60,11 +61,6 @@ _ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name 
 PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
 """The kiosk's phase colours (ui_components.PHASE_COLORS), repeated so that report.py never imports the UI."""
 
-
-def _darker(color: str, factor: float = 0.72) -> str:
-    """A darker shade of "#rrggbb", for text on white."""
-    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
-    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
 STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté"}
 RESISTANCE_LABELS: dict[str, str] = {
     "ri_discharge": "Ri décharge",
@@ -90,6 +86,12 @@ BDF_LABELS: dict[str, str] = {
 BDF_HEADER: tuple[str, ...] = tuple(BDF_LABELS)
 _BDF_ROW_FORMAT = "%.3f,%.3f,%.4f,%.4f,%d,%d,%.2f,%.6f,%.6f,%.4f,%.4f"
 _BDF_CHUNK_ROWS = 100_000
+
+
+def _darker(color: str, factor: float = 0.72) -> str:
+    """A darker shade of "#rrggbb", for text on white."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
 
 
 class ReportError(ValueError):
@@ -731,11 +733,11 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     red, black, grey = PANEL_RED, PANEL_TEXT, PANEL_GREY
     out: list[tuple[str, str]] = [("Résultats", black)]
     out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
-    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:8.2f}')}{_fmt(summary.esp_capacity_wh, '{:8.0f}')}",
+    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:.2f}'):>8}{_fmt(summary.esp_capacity_wh, '{:.0f}'):>8}",
                 black))
-    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, '{:8.2f}')}"
-                f"{_fmt(summary.counted_energy_wh, '{:8.0f}')}", black))
-    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, '{:+8.2f}', ' %')}",
+    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, '{:.2f}'):>8}"
+                f"{_fmt(summary.counted_energy_wh, '{:.0f}'):>8}", black))
+    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %'):>10}",
                 red if summary.capacity_flag else black))
     if summary.capacity_flag:
         out.append((f"ÉCART > {CAPACITY_FLAG_PCT:g} % : à vérifier", red))
@@ -846,7 +848,8 @@ def time_axis(first_s: float, last_s: float, stops: Sequence[Stop]) -> TimeAxis:
     """The display axis of a test from its first to its last row, stops shortened."""
     stopped = sum(max(0.0, s.duration_s) for s in stops)
     active = max(last_s - first_s - stopped, 1.0)
-    band = STOP_BAND_FRACTION * active
+    # Each stop gets at most 4 % of the measured time, and all of them together at most 30 %.
+    band = active * min(STOP_BAND_FRACTION, 0.3 / max(1, len(stops)))
     knots_unix, knots_x = [first_s], [0.0]
     for stop in stops:
         if stop.t0_s < knots_unix[-1] or stop.t1_s <= stop.t0_s:
@@ -864,28 +867,39 @@ def time_axis(first_s: float, last_s: float, stops: Sequence[Stop]) -> TimeAxis:
 _TICK_STEPS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400)
 
 
-def time_ticks(axis: TimeAxis, stops: Sequence[Stop], max_ticks: int = 9) -> list[tuple[float, str]]:
+def _wall_clock_marks(a_s: float, b_s: float, step_s: int) -> list[datetime]:
+    """Paris times in [a_s, b_s] that are round multiples of step_s (midnights, Mondays for a week)."""
+    base = datetime.fromtimestamp(a_s, tz=utils.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    if step_s == 7 * 86400:
+        base -= timedelta(days=base.weekday())
+    k = max(0, int((a_s - base.timestamp()) // step_s) - 1)
+    marks = []
+    while True:
+        moment = base + timedelta(seconds=k * step_s)  # wall-clock arithmetic: marks stay round across DST
+        unix = moment.timestamp()
+        if unix > b_s:
+            return marks
+        if unix >= a_s:
+            marks.append(moment)
+        k += 1
+
+
+def time_ticks(axis: TimeAxis, max_ticks: int = 9) -> list[tuple[float, str]]:
     """Ticks at round Paris wall-clock times outside the stops: (display x, label), the date shown when it changes."""
-    first, last = float(axis.knots_unix[0]), float(axis.knots_unix[-1])
     step = next((s for s in _TICK_STEPS_S if axis.width / s <= max_ticks), _TICK_STEPS_S[-1])
-    start = datetime.fromtimestamp(first, tz=utils.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    if step >= 86400:
-        start -= timedelta(days=start.weekday()) if step == 7 * 86400 else timedelta(0)
+    knots = axis.knots_unix.tolist()
     ticks: list[tuple[float, str]] = []
     previous_day = None
-    candidates = int((last - start.timestamp()) // step) + 2
-    for k in range(candidates):
-        moment = start + timedelta(seconds=k * step)  # wall-clock arithmetic: ticks stay round across DST
-        unix = moment.timestamp()
-        if unix < first or unix > last or any(s.t0_s < unix < s.t1_s for s in stops):
-            continue
-        x = float(axis.to_x(unix))
-        if ticks and x - ticks[-1][0] < 0.6 * step:
-            continue  # just after a shortened stop: would overlap the previous label
-        day = moment.date()
-        label = moment.strftime("%H:%M") if day == previous_day else moment.strftime("%d/%m\n%H:%M")
-        previous_day = day
-        ticks.append((x, label))
+    # The knots are first, stop starts and ends, last: measured time is between knots 0-1, 2-3, ...
+    for a_s, b_s in zip(knots[0::2], knots[1::2]):
+        for moment in _wall_clock_marks(a_s, b_s, step):
+            x = float(axis.to_x(moment.timestamp()))
+            if ticks and x - ticks[-1][0] < 0.6 * step:
+                continue  # just after a shortened stop: would overlap the previous label
+            day = moment.date()
+            label = moment.strftime("%H:%M") if day == previous_day else moment.strftime("%d/%m\n%H:%M")
+            previous_day = day
+            ticks.append((x, label))
     return ticks
 
 
@@ -928,7 +942,7 @@ def prepare_plot_data(data: TestData, summary: Summary, buckets: int = DISPLAY_B
         x_shown = axis.to_x(x)
         x_shown[np.isnan(x)] = np.nan  # keep the line breaks at stops
         series[name] = (x_shown, y_shown)
-    return PlotData(series, summary, axis, time_ticks(axis, summary.stops), folder)
+    return PlotData(series, summary, axis, time_ticks(axis), folder)
 
 
 # =========================================================================== the figure (matplotlib, lazy)
@@ -1052,7 +1066,11 @@ def _offset_points(figure: Any, dx_pt: float, dy_pt: float) -> dict[str, Any]:
 
 
 def _shade_phases(figure: Any, axes: list[Any], summary: Summary, axis: TimeAxis, layout: FigureLayout) -> None:
-    """Shade each phase segment, hatch each stop, label both on the top chart."""
+    """Shade each phase segment, hatch each stop, label both on the top chart.
+
+    One collection per phase and one for the stops on each chart, whatever their number:
+    a test with thousands of segments still draws in a fraction of a second.
+    """
     import matplotlib.transforms as mtransforms
 
     span = max(axis.width, 1e-9)
@@ -1060,27 +1078,52 @@ def _shade_phases(figure: Any, axes: list[Any], summary: Summary, axis: TimeAxis
     chart_px = top.get_position().width * figure.get_size_inches()[0] * figure.dpi
     text_px = layout.tick_pt * figure.dpi / 72.0
     label_transform = mtransforms.blended_transform_factory(top.transData, top.transAxes)
+    by_phase: dict[int, list[tuple[float, float]]] = {}
     labelled_until = -math.inf
     for segment in summary.segments:
-        color = PHASE_COLORS.get(segment.step, "#bbbbbb")
         x0, x1 = (float(v) for v in axis.to_x([segment.t0_s, segment.t1_s]))
-        for ax in axes:
-            ax.axvspan(x0, x1, color=color, alpha=0.15, linewidth=0)
+        by_phase.setdefault(segment.step, []).append((x0, x1 - x0))
         middle = (x0 + x1) / 2
         if (x1 - x0) / span * chart_px > 1.5 * text_px and middle > labelled_until:
             top.text(middle, 1.02, str(segment.step), transform=label_transform, ha="center", va="bottom",
-                     fontsize=layout.tick_pt + 1, fontweight="bold", color=_darker(color))
+                     fontsize=layout.tick_pt + 1, fontweight="bold",
+                     color=_darker(PHASE_COLORS.get(segment.step, "#888888")))
             labelled_until = middle + span * 2.0 * text_px / chart_px
+    stop_ranges = []
     for stop in summary.stops:
         x0, x1 = (float(v) for v in axis.to_x([stop.t0_s, stop.t1_s]))
-        for ax in axes:
-            ax.axvspan(x0, x1, facecolor="none", edgecolor="#888888", hatch="///", linewidth=0)
-            ax.axvline(x0, color="#666666", linewidth=0.7, linestyle="--")
-            ax.axvline(x1, color="#666666", linewidth=0.7, linestyle="--")
+        stop_ranges.append((x0, x1 - x0))
         if (x1 - x0) / span * chart_px > 2.8 * text_px:
             top.text((x0 + x1) / 2, 0.5, f"Arrêt\n{format_duration(stop.duration_s)}", transform=label_transform,
                      rotation=90, ha="center", va="center", fontsize=layout.tick_pt, color="#333333",
                      linespacing=1.1, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.0})
+    # Hatching costs about 1 ms per band and per chart in Agg: beyond a few hundred stops
+    # (a flapping link), they are drawn as plain grey bands instead.
+    hatched = len(stop_ranges) <= _MAX_HATCHED_STOPS
+    edges = [x for x0, width in stop_ranges for x in (x0, x0 + width)] if hatched else []
+    for ax in axes:
+        band = ax.get_xaxis_transform()  # x in data, y from 0 to 1 of the chart
+        for phase, ranges in by_phase.items():
+            ax.broken_barh(_merge_ranges(ranges, span / 4000.0), (0, 1), transform=band,
+                           facecolors=PHASE_COLORS.get(phase, "#bbbbbb"), alpha=0.15, linewidth=0, zorder=0)
+        if stop_ranges and hatched:
+            ax.broken_barh(stop_ranges, (0, 1), transform=band, facecolors="none", edgecolors="#888888",
+                           hatch="///", linewidth=0, zorder=0.5)
+            ax.vlines(edges, 0, 1, transform=band, colors="#666666", linewidth=0.7, linestyles="--")
+        elif stop_ranges:
+            ax.broken_barh(stop_ranges, (0, 1), transform=band, facecolors="#888888", alpha=0.35, linewidth=0,
+                           zorder=0.5)
+
+
+def _merge_ranges(ranges: list[tuple[float, float]], tolerance: float) -> list[tuple[float, float]]:
+    """(start, width) ranges in order, merged where they touch (gap below `tolerance`)."""
+    merged: list[list[float]] = []
+    for start, width in ranges:
+        if merged and start - (merged[-1][0] + merged[-1][1]) <= tolerance:
+            merged[-1][1] = max(merged[-1][1], start + width - merged[-1][0])
+        else:
+            merged.append([start, width])
+    return [(start, width) for start, width in merged]
 
 
 def _atomic_output(path: Path, write: Callable[[Any], None]) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -293,6 +293,7 @@ ROW = "2024-03-04T08:00:0{s}.000+01:00,3,{s},52.100,-10.000,50.0,25.0,1.000,51.2
 
 
 def rows_text(count: int) -> str:
+    """`count` valid data.csv lines, seq 0..count-1."""
     return "\n".join(ROW.format(s=i) for i in range(count)) + "\n"
 
 
@@ -641,3 +642,53 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
         rows = list(csv.reader(fh))
     assert rows[0] == list(report.BDF_HEADER) and len(rows) == 141
     assert [int(r[rows[0].index("Step Count / 1")]) for r in rows[1:]][-1] == 4  # 1, 2, 3 (resumed), 4
+
+
+# --------------------------------------------------------------------------- awkward time lines
+
+
+def _rows_at(unix_s: np.ndarray, step: Optional[np.ndarray] = None) -> report.TestData:
+    n = unix_s.size
+    columns = {name: np.zeros(n) for name in report.NUMERIC_COLUMNS}
+    columns["step"] = np.full(n, 3.0) if step is None else step.astype(float)
+    columns["voltage_v"] = np.full(n, 52.0)
+    columns["current_a"] = np.full(n, -10.0)
+    columns["cell_max_mv"] = np.full(n, 3300.0)
+    columns["cell_min_mv"] = np.full(n, 3290.0)
+    return report.TestData(unix_s=unix_s, columns=columns)
+
+
+def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks() -> None:
+    # A Raspberry Pi without a clock battery records in 1970 until NTP answers.
+    unix = np.concatenate([np.arange(600.0), 1_709_535_600.0 + np.arange(3000.0)])
+    data = _rows_at(unix)
+    summary = report.compute_summary(data, {}, 30.0, utils.correct_to_25c)
+    plot = report.prepare_plot_data(data, summary)
+    assert len(summary.stops) == 1 and summary.stops[0].duration_s > 50 * 365 * 86400
+    assert plot.axis is not None and plot.axis.width < 3600 * 1.05
+    assert 3 <= len(plot.ticks) <= 12
+    assert summary.counted_capacity_ah == pytest.approx(10.0 * (599 + 2999) / 3600)
+
+
+def test_thousands_of_stops_still_render(tmp_path: Path) -> None:
+    # A flapping link: 3000 silences of 45 s. Each is a stop; the chart must still come out.
+    unix = np.cumsum(np.tile([1.0, 45.0], 3000))
+    step = np.repeat([1, 2, 3, 4, 5], 1200)
+    data = _rows_at(unix, step)
+    summary = report.compute_summary(data, {"capacity_ah": 1.0}, 30.0, utils.correct_to_25c)
+    assert len(summary.stops) == 3000
+    plot = report.prepare_plot_data(data, summary)
+    assert plot.axis is not None and plot.axis.width <= 3000 * 1.0 * 1.31 + 1
+    png = tmp_path / "flapping.png"
+    report.render_png(plot, png)
+    assert png.stat().st_size > 30_000
+
+
+def test_non_increasing_timestamps_are_noted_and_not_integrated() -> None:
+    header = ",".join(utils.DATA_CSV_HEADER)
+    rows = [ROW.format(s=i) for i in range(5)]
+    rows[3] = rows[3].replace("08:00:03", "07:59:00")  # the clock went back
+    data = report.parse_data_csv((header + "\n" + "\n".join(rows) + "\n").encode())
+    assert any("non croissant" in note for note in data.notes)
+    count = report.coulomb_count(data, 30.0)
+    assert count.discharge_ah[-1] == pytest.approx(10.0 * 2 / 3600)  # only 0->1, 1->2 (3->4 spans 64 s)
