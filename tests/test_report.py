@@ -555,6 +555,41 @@ def test_show_charts_opens_draws_and_closes(
 
 
 @pytest.mark.gui
+def test_refresh_shows_the_rows_a_running_test_added(
+    xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    import customtkinter as ctk
+
+    syn = write_synthetic_test(tmp_path, rows=500, finished=False)
+    root = ctk.CTk()
+    try:
+        window = report.show_charts(root, syn.folder)
+
+        def wait_loaded() -> list[str]:
+            deadline = time.monotonic() + 20
+            while (window.loading or window.canvas is None) and time.monotonic() < deadline:
+                root.update()
+                time.sleep(0.01)
+            root.update()
+            return [t.get_text() for t in window.figure.texts]
+
+        assert "Mesures : 500" in wait_loaded()
+        last = syn.unix_s[-1]
+        with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
+            for i in range(1, 31):
+                moment = datetime.fromtimestamp(last + i, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds")
+                fh.write(f"{moment},5,{1000 + i},52.0,0.0,60.0,25.0,1.0,50.0,3300,3310,0\n")
+        window.refresh_button.invoke()
+        assert window.loading
+        assert "Mesures : 530" in wait_loaded()
+        window.close()
+        root.update()
+    finally:
+        destroy_root(root)
+
+
+@pytest.mark.gui
 def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DISPLAY", xvfb_display)
     import customtkinter as ctk
