@@ -1497,6 +1497,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stream.reconfigure(errors="replace")
         except (AttributeError, ValueError):
             pass
+    try:
+        utils.get_settings()
+    except utils.SettingsError as exc:
+        print(f"report.py : configuration invalide : {exc}", file=sys.stderr)
+        return 2
     utils.setup_logging("report", level=logging.WARNING)
 
     try:

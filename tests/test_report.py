@@ -427,6 +427,14 @@ def test_cli_bad_folder_exits_2(tmp_path: Path, what: str) -> None:
     assert not (tmp_path / "out.bdf.csv").exists()
 
 
+def test_cli_invalid_setting_exits_2(synthetic: Synthetic) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env.update(BANC_HOME=str(REPO_DIR), BANC_BMS_TIMEOUT_S="soon")
+    result = subprocess.run([sys.executable, str(REPO_DIR / "report.py"), str(synthetic.folder)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "BANC_BMS_TIMEOUT_S" in result.stderr and result.stdout == ""
+
+
 def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
     from PIL import Image, ImageStat
 
