@@ -170,10 +170,10 @@ def loaded(synthetic: Synthetic) -> report.Report:
     return report.load_report(synthetic.folder, min_gap_s=30.0)
 
 
-def run_report(*args: str, home: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Run `python report.py ...` as the operator would."""
+def run_report(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """Run `python report.py ...` as the operator would, with BANC_HOME (its logs.log) in `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
-    env["BANC_HOME"] = str(home or REPO_DIR)
+    env["BANC_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, str(REPO_DIR / "report.py"), *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -404,8 +404,8 @@ def test_summary_without_config_json(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def test_cli_summary(synthetic: Synthetic) -> None:
-    result = run_report(str(synthetic.folder))
+def test_cli_summary(synthetic: Synthetic, tmp_path: Path) -> None:
+    result = run_report(str(synthetic.folder), home=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"Test {SERIAL} — banc1 — terminé" in out
@@ -421,15 +421,15 @@ def test_cli_bad_folder_exits_2(tmp_path: Path, what: str) -> None:
         target.write_text("not a folder")
     elif what == "no_data":
         target.mkdir()
-    result = run_report(str(target), "--bdf", str(tmp_path / "out.bdf.csv"))
+    result = run_report(str(target), "--bdf", str(tmp_path / "out.bdf.csv"), home=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("report.py : ") and result.stdout == ""
     assert not (tmp_path / "out.bdf.csv").exists()
 
 
-def test_cli_invalid_setting_exits_2(synthetic: Synthetic) -> None:
+def test_cli_invalid_setting_exits_2(synthetic: Synthetic, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
-    env.update(BANC_HOME=str(REPO_DIR), BANC_BMS_TIMEOUT_S="soon")
+    env.update(BANC_HOME=str(tmp_path), BANC_BMS_TIMEOUT_S="soon")
     result = subprocess.run([sys.executable, str(REPO_DIR / "report.py"), str(synthetic.folder)],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2 and "BANC_BMS_TIMEOUT_S" in result.stderr and result.stdout == ""
@@ -439,7 +439,7 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
     from PIL import Image, ImageStat
 
     png, bdf = tmp_path / "chart.png", tmp_path / "export.bdf.csv"
-    result = run_report(str(synthetic.folder), "--png", str(png), "--bdf", str(bdf))
+    result = run_report(str(synthetic.folder), "--png", str(png), "--bdf", str(bdf), home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert png.stat().st_size > 50_000
     with Image.open(png) as image:
@@ -483,13 +483,13 @@ def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
     with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
         fh.write("2024-03-05T09:00:00.000+01:00,3,99999,51.0")  # banc.py was writing this line
     bdf = tmp_path / "running.csv"
-    result = run_report(str(syn.folder), "--bdf", str(bdf))
+    result = run_report(str(syn.folder), "--bdf", str(bdf), home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "incomplète" in result.stderr  # logged as a warning
     with open(bdf, newline="") as fh:
         assert sum(1 for _ in fh) == syn.rows + 1
     assert (tmp_path / "running.bdf.metadata.json").exists()
-    summary = run_report(str(syn.folder))
+    summary = run_report(str(syn.folder), home=tmp_path)
     assert "en cours" in summary.stdout and "dernière ligne incomplète ignorée" in summary.stdout
 
 
