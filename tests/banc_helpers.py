@@ -69,6 +69,7 @@ class Received:
 
     @property
     def text(self) -> str:
+        """The payload decoded as UTF-8."""
         return self.payload.decode("utf-8", errors="replace")
 
 
@@ -212,6 +213,7 @@ class BancRunner:
 
     @property
     def pid(self) -> int:
+        """Pid of the banc.py process."""
         assert self.proc is not None
         return self.proc.pid
 

@@ -271,6 +271,7 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
 
 @pytest.fixture
 def fleet(mqtt_env: dict, banc_home: Path, broker) -> BancFleet:
+    """banc.py processes of this test, all stopped at teardown."""
     instance = BancFleet(banc_home, broker)
     yield instance
     instance.stop_all()
@@ -285,10 +286,12 @@ def esp(broker) -> MqttProbe:
 
 
 def config_of(folder: Path) -> dict:
+    """The test folder's config.json."""
     return json.loads((folder / "config.json").read_text())
 
 
 def banc_entry(home: Path, number: int = 1) -> dict:
+    """One bench's entry in bancs_config.json."""
     return json.loads((home / "bancs_config.json").read_text())["bancs"][number - 1]
 
 
@@ -330,6 +333,7 @@ def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> 
     seq = 0
 
     def lines(count: int, step: int, **values: float) -> None:
+        """Queue `count` BMS lines expected in `step` (values may be functions of seq)."""
         nonlocal seq
         for _ in range(count):
             extra = {k: (v(seq) if callable(v) else v) for k, v in values.items()}
