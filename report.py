@@ -858,13 +858,14 @@ def time_axis(first_s: float, last_s: float, stops: Sequence[Stop]) -> TimeAxis:
         knots_unix.append(stop.t0_s)
         knots_x.append(knots_x[-1] + min(stop.duration_s, band))
         knots_unix.append(stop.t1_s)
-    end = max(last_s, knots_unix[-1] + 1.0)
+    end = max(last_s, knots_unix[-1] + 1e-3)  # a single row still gets an axis
     knots_x.append(knots_x[-1] + end - knots_unix[-1])
     knots_unix.append(end)
     return TimeAxis(np.array(knots_unix), np.array(knots_x))
 
 
-_TICK_STEPS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400)
+_TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                 2 * 86400, 7 * 86400)
 
 
 def _wall_clock_marks(a_s: float, b_s: float, step_s: int) -> list[datetime]:
@@ -897,7 +898,8 @@ def time_ticks(axis: TimeAxis, max_ticks: int = 9) -> list[tuple[float, str]]:
             if ticks and x - ticks[-1][0] < 0.6 * step:
                 continue  # just after a shortened stop: would overlap the previous label
             day = moment.date()
-            label = moment.strftime("%H:%M") if day == previous_day else moment.strftime("%d/%m\n%H:%M")
+            clock = "%H:%M:%S" if step < 60 else "%H:%M"
+            label = moment.strftime(clock) if day == previous_day else moment.strftime(f"%d/%m\n{clock}")
             previous_day = day
             ticks.append((x, label))
     return ticks
@@ -1038,7 +1040,7 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
         axes[-1].set_xticks([x for x, _ in plot.ticks], [label for _, label in plot.ticks])
         note = ", arrêts raccourcis" if summary.stops else ""
         axes[-1].set_xlabel(f"Heure de Paris (réception des mesures{note})", fontsize=layout.label_pt)
-        pad = max(plot.axis.width * 0.005, 1.0)
+        pad = max(plot.axis.width * 0.005, 1e-3)
         axes[-1].set_xlim(-pad, plot.axis.width + pad)
 
     # The results panel: one text per line, spaced in points so that it never depends on the figure height.
