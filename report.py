@@ -893,7 +893,9 @@ def time_ticks(axis: TimeAxis, max_ticks: int = 9) -> list[tuple[float, str]]:
     previous_day = None
     # The knots are first, stop starts and ends, last: measured time is between knots 0-1, 2-3, ...
     for a_s, b_s in zip(knots[0::2], knots[1::2]):
-        for moment in _wall_clock_marks(a_s, b_s, step):
+        for mark in _wall_clock_marks(a_s, b_s, step):
+            # Labelled with the instant's real Paris time (02:00 does not exist on the night clocks go forward).
+            moment = datetime.fromtimestamp(mark.timestamp(), tz=utils.LOCAL_TZ)
             x = float(axis.to_x(moment.timestamp()))
             if ticks and x - ticks[-1][0] < 0.6 * step:
                 continue  # just after a shortened stop: would overlap the previous label

@@ -735,3 +735,27 @@ def test_non_increasing_timestamps_are_noted_and_not_integrated() -> None:
     assert any("non croissant" in note for note in data.notes)
     count = report.coulomb_count(data, 30.0)
     assert count.discharge_ah[-1] == pytest.approx(10.0 * 2 / 3600)  # only 0->1, 1->2 (3->4 spans 64 s)
+
+
+@pytest.mark.parametrize(
+    "start, hours, step_label",
+    [
+        (datetime(2024, 3, 30, 20, 0, tzinfo=utils.LOCAL_TZ), 12, "%H:00"),  # clocks go forward at 02:00
+        (datetime(2024, 10, 26, 20, 0, tzinfo=utils.LOCAL_TZ), 12, "%H:00"),  # and back at 03:00
+        (datetime(2024, 5, 2, 9, 7, tzinfo=utils.LOCAL_TZ), 0.05, "%H:%M:%S"),
+        (datetime(2024, 5, 2, 9, 7, tzinfo=utils.LOCAL_TZ), 24 * 9, "%H:%M"),
+    ],
+)
+def test_time_ticks_are_round_paris_times_in_order(start: datetime, hours: float, step_label: str) -> None:
+    first = start.timestamp()
+    axis = report.time_axis(first, first + hours * 3600, [])
+    ticks = report.time_ticks(axis)
+    assert 3 <= len(ticks) <= 10
+    xs = [x for x, _ in ticks]
+    assert xs == sorted(xs) and 0 <= xs[0] and xs[-1] <= axis.width
+    for x, label in ticks:
+        moment = datetime.fromtimestamp(first + x, tz=utils.LOCAL_TZ)
+        assert label.splitlines()[-1] == moment.strftime(step_label.replace("%H:00", "%H:%M"))
+        if step_label == "%H:00":
+            assert moment.minute == 0 and moment.second == 0
+    assert "\n" in ticks[0][1]  # the first tick carries the date
