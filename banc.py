@@ -216,6 +216,22 @@ def format_data_row(timestamp: str, step: int, fields_text: str) -> bytes:
     return f"{timestamp},{step},{fields_text}\n".encode("ascii")
 
 
+def held_capacity(
+    step: int, stored_ah: Optional[float], stored_wh: Optional[float], line_ah: float, line_wh: float
+) -> tuple[Optional[float], Optional[float], bool]:
+    """Capacity and energy to keep after a BMS line; the flag is True when the ESP's counter went backwards.
+
+    Contract §3: the counters run from the start of phase 3 and are held after it. In phase 4 a
+    lower value is a counter the ESP lost (a reboot without its saved counters), not a new
+    measurement: the measured result is kept rather than overwritten. After 5 or 9 nothing changes.
+    """
+    if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
+        return stored_ah, stored_wh, False
+    if step == 4 and stored_ah is not None and line_ah < stored_ah:
+        return stored_ah, stored_wh, True
+    return line_ah, line_wh, False
+
+
 def safe_text(raw: bytes | str, max_chars: int = REJECT_PAYLOAD_MAX_CHARS) -> str:
     """Printable one-line rendering of untrusted bytes: escapes, cut to `max_chars` (+ size note)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
@@ -586,9 +602,10 @@ class Recorder:
                 dropped = self.data.dropped_rows > dropped_before
                 if not dropped:
                     self.counters["rows_count"] += 1
-                if self.step not in (protocol.STEP_FINISHED, protocol.STEP_STOP):
-                    self.capacity_ah = line.capacity_ah
-                    self.energy_wh = line.energy_wh
+                self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
+                    self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
+                )
+                counter_lost = counter_lost and self.latch.raise_("capacity:held")
                 self.last_row_time = now
                 self.summary_dirty = True
                 newly_failing = self.data.failing and not was_failing
@@ -600,6 +617,11 @@ class Recorder:
             self.alert(f"Données BMS rétablies après {recovered:.0f} s de silence")
         if verdict == SEQ_DUPLICATE:
             return
+        if counter_lost:
+            logger.warning("ESP capacity counter went back to %.3f Ah in phase 4; keeping %.3f Ah",
+                           line.capacity_ah, self.capacity_ah or 0.0)
+            self.alert(f"Compteur de capacité de l'ESP remis à zéro en phase 4 : capacité mesurée "
+                       f"conservée ({self.capacity_ah or 0.0:.2f} Ah)")
         if suppressed:
             logger.info("%d more seq anomalies in the last minute", suppressed)
         if log_it:

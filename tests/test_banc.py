@@ -600,3 +600,40 @@ def test_second_instance_and_busy_bench_are_refused(fleet: BancFleet, esp: MqttP
     assert other.wait_exit() == 4
     assert battery_folders(banc_home, "banc1", "RW-OTHER001") == []
     assert banc_entry(banc_home)["serial-pending"] == DEFAULT_SERIAL
+
+
+@pytest.mark.parametrize(
+    "step, stored, line, expected",
+    [
+        (3, (None, None), (0.0, 0.0), (0.0, 0.0, False)),  # phase 3 starts from 0
+        (3, (10.0, 500.0), (12.0, 600.0), (12.0, 600.0, False)),  # phase 3 counts up
+        (3, (10.0, 500.0), (0.0, 0.0), (0.0, 0.0, False)),  # phase 3 restarted after a re-charge: a new measurement
+        (4, (59.5, 3094.0), (59.5, 3094.0), (59.5, 3094.0, False)),  # held
+        (4, (59.5, 3094.0), (0.0, 0.0), (59.5, 3094.0, True)),  # the ESP lost its counter: keep the result
+        (4, (None, None), (59.5, 3094.0), (59.5, 3094.0, False)),  # resumed in phase 4 with nothing stored
+        (5, (59.5, 3094.0), (0.0, 0.0), (59.5, 3094.0, False)),
+        (9, (59.5, 3094.0), (1.0, 1.0), (59.5, 3094.0, False)),
+        (1, (None, None), (0.0, 0.0), (0.0, 0.0, False)),
+    ],
+)
+def test_held_capacity(step: int, stored: tuple, line: tuple, expected: tuple) -> None:
+    assert banc.held_capacity(step, *stored, *line) == expected
+
+
+def test_capacity_counter_lost_in_phase_4_keeps_the_measured_capacity(fleet: BancFleet, esp: MqttProbe) -> None:
+    runner = fleet.start()
+    esp.wait_for(T.command, "1")
+    messages: list[tuple[str, str]] = [(T.step, "3")]
+    messages += [(T.bms_data, bms_line(i, current_a=-50.0, capacity_ah=i * 0.5, energy_wh=i * 26.0)) for i in range(60)]
+    messages += [(T.step, "4")]
+    messages += [(T.bms_data, bms_line(60 + i, current_a=10.0, capacity_ah=29.5, energy_wh=1534.0)) for i in range(5)]
+    # The ESP reboots without its saved counters: it reports 0 for the rest of phase 4.
+    messages += [(T.bms_data, bms_line(i, current_a=10.0, capacity_ah=0.0, energy_wh=0.0)) for i in range(20)]
+    messages += [(T.step, "5")]
+    esp.publish_many(messages)
+    assert runner.wait_exit(20) == 0
+    config = config_of(runner.folder())
+    assert (config["capacity_ah"], config["capacity_wh"]) == (29.5, 1534.0)
+    alerts = [text for text in esp.texts(T.security) if "Compteur de capacité" in text]
+    assert len(alerts) == 1 and "29.50 Ah" in alerts[0]
+    assert len(read_data_rows(runner.folder())) == 85  # the rows themselves are all recorded as sent
