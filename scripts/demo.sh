@@ -14,13 +14,38 @@ PY=.venv/bin/python
 
 pids=()
 cleanup() {
+  # The tests started from the demo kiosk run in their own sessions (so that they outlive a
+  # kiosk restart in production); the demo stops them cleanly (SIGTERM: resumable) with the rest.
+  for pid in $($PY -c "import utils; print(*[p for p in map(utils.banc_process_pid, utils.all_bancs()) if p])" 2>/dev/null); do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
 
-if ! $PY -c "import socket,sys; socket.create_connection(('$BANC_MQTT_HOST', $BANC_MQTT_PORT), 1)" 2>/dev/null; then
+# Use the machine's broker only if it accepts our connection (an installed Pi refuses
+# anonymous clients); otherwise start a private one on a free loopback port.
+if ! $PY - <<'PY' 2>/dev/null
+import sys, threading
+import protocol
+ok = threading.Event()
+client = protocol.make_client("banc_demo_probe")
+client.on_connect = lambda c, u, f, rc, p: ok.set() if not rc.is_failure else None
+from utils import get_settings
+try:
+    client.connect(get_settings().mqtt_host, get_settings().mqtt_port, 5)
+except OSError:
+    sys.exit(1)
+client.loop_start()
+accepted = ok.wait(3)
+client.loop_stop()
+sys.exit(0 if accepted else 1)
+PY
+then
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-  echo "demo: aucun broker sur $BANC_MQTT_HOST:$BANC_MQTT_PORT, démarrage d'un Mosquitto privé"
+  BANC_MQTT_HOST=127.0.0.1
+  BANC_MQTT_PORT=$($PY -c "from tests.support import free_port; print(free_port())")
+  echo "demo: pas de broker utilisable, démarrage d'un Mosquitto privé sur $BANC_MQTT_HOST:$BANC_MQTT_PORT"
   mkdir -p "$BANC_HOME/mosquitto"
   cat > "$BANC_HOME/mosquitto/mosquitto.conf" <<CONF
 listener $BANC_MQTT_PORT 127.0.0.1
@@ -29,9 +54,10 @@ persistence true
 persistence_location $BANC_HOME/mosquitto/
 max_queued_messages 1000000
 CONF
+  if [ "$(id -u)" -eq 0 ]; then echo "user root" >> "$BANC_HOME/mosquitto/mosquitto.conf"; fi
   "$MOSQUITTO" -c "$BANC_HOME/mosquitto/mosquitto.conf" >"$BANC_HOME/mosquitto/mosquitto.log" 2>&1 &
   pids+=($!)
-  sleep 0.5
+  $PY -c "from tests.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)"
 fi
 
 if [ -f simulator.py ]; then
