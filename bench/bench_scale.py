@@ -84,10 +84,25 @@ def baseline_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) ->
         }
 
 
-def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dict[str, Any]:
+def appender_phase(disk: common.LoopDisk, name: str, bancs: int, rate: float, duration_s: float,
+                   fsync_s: float) -> dict[str, Any]:
+    """The disk baseline: bench/append_baseline.py writing the same rows at the same rate, on the same disk."""
+    start = disk.settle()
+    done = subprocess.run([PYTHON, str(REPO_DIR / "bench" / "append_baseline.py"), str(disk.mount_point / name),
+                           "--files", str(bancs), "--rate", str(rate), "--duration", str(duration_s),
+                           "--fsync-s", str(fsync_s)], capture_output=True, text=True, timeout=duration_s + 120)
+    state = common.last_json(done.stdout)
+    state["device_bytes"] = (disk.settle() - start) * 512
+    state["fsync_s"] = fsync_s
+    return state
+
+
+def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
+               disk: Optional[common.LoopDisk] = None) -> dict[str, Any]:
     """16 banc.py under the load; then every data.csv checked against the acknowledged seqs."""
-    home = run_dir / "home"
+    home = (disk.mount_point if disk else run_dir) / "home"
     home.mkdir(parents=True, exist_ok=True)
+    log_dir = run_dir / "proc"
     with Cleanup() as cleanup:
         broker = cleanup.add(common.MosquittoBroker(run_dir / "broker").start())
         group = cleanup.add(ProcessGroup())
@@ -96,10 +111,10 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dic
         serials = {n: common.serial_for(n) for n in range(1, bancs + 1)}
         common.occupy_bancs(home, broker, bancs, serials)
         t_start = time.monotonic()
-        procs = {n: common.start_banc(group, home, broker, bancs, n, serials[n]) for n in serials}
+        procs = {n: common.start_banc(group, home, broker, bancs, n, serials[n], log_dir) for n in serials}
         for n in serials:
             if not watcher.wait_banc(n, protocol.STATUS_ONLINE, 60):
-                log = (home / "proc" / f"banc{n}.log").read_text(errors="replace")[-1500:]
+                log = (log_dir / f"banc{n}.log").read_text(errors="replace")[-1500:]
                 raise RuntimeError(f"banc{n} did not come online: {log}")
         startup_s = time.monotonic() - t_start
         time.sleep(2.0)
@@ -110,6 +125,7 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dic
         idle = sum_deltas(idle_before, idle_after)
         idle["wall_s"] = idle_after[0].t_s - idle_before[0].t_s
 
+        sectors_before = disk.settle() if disk else 0
         befores = [sample(p.pid) for p in procs.values()]
         broker_before = sample(broker.proc.pid)
         t0 = time.monotonic()
@@ -137,6 +153,7 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dic
         wall_s = time.monotonic() - t0
         afters = [try_sample(p.pid) for p in procs.values()]
         broker_after = sample(broker.proc.pid)
+        device_bytes = (disk.settle() - sectors_before) * 512 if disk else None
         dead = [n for n, s in zip(procs, afters) if s is None]
         if dead:
             raise RuntimeError(f"banc.py died during the run: {dead}")
@@ -158,7 +175,7 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) -> dic
             "wall_s": wall_s, "startup_s": startup_s, "messages": wanted, "rows": rows, "bancs": total,
             "idle": idle, "broker": sum_deltas([broker_before], [broker_after]), "timeline": timeline,
             "publisher_all_acked": publisher["all_acked"], "checks": checks, "exit_codes": exit_codes,
-            "gui_libraries": gui,
+            "gui_libraries": gui, "device_bytes": device_bytes,
         }
 
 
@@ -169,6 +186,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--bancs", type=int, default=16)
     parser.add_argument("--rate", type=float, default=10.0, help="messages/s per bench")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--no-disk", action="store_true", help="do not use a loop-device ext4 disk for BANC_HOME")
     args = parser.parse_args(argv)
     duration = args.duration or (15.0 if args.quick else 180.0)
     base_duration = min(duration, 60.0)
@@ -179,11 +197,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"bench_scale: {args.bancs} benches x {args.rate} msg/s, {duration} s; machine {info}", flush=True)
     out = common.fresh_dir("scale")
     base: Optional[dict[str, Any]] = None
-    if not args.skip_baseline:
-        base = baseline_phase(out / "baseline", args.bancs, args.rate, base_duration)
-        print(f"  baseline: {base['received']}/{base['messages']} received, "
-              f"CPU {base['subscribers']['cpu_s']:.2f} s", flush=True)
-    banc = banc_phase(out / "banc", args.bancs, args.rate, duration)
+    appenders: list[dict[str, Any]] = []
+    with Cleanup() as cleanup:
+        disk = None if args.no_disk else common.LoopDisk("scale-disk").start()
+        if disk:
+            cleanup.add(disk)
+        if not args.skip_baseline:
+            base = baseline_phase(out / "baseline", args.bancs, args.rate, base_duration)
+            print(f"  baseline: {base['received']}/{base['messages']} received, "
+                  f"CPU {base['subscribers']['cpu_s']:.2f} s", flush=True)
+            if disk:
+                for fsync_s in (0.0, 1.0, 10.0):
+                    appenders.append(appender_phase(disk, f"append-{fsync_s:g}", args.bancs, args.rate,
+                                                    base_duration, fsync_s))
+                    a = appenders[-1]
+                    print(f"  appender (fsync {'never' if not fsync_s else f'every {fsync_s:g} s'}): "
+                          f"{a['device_bytes'] / a['rows']:.0f} B/row on the device", flush=True)
+        banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk)
     checks = banc["checks"]
     lost = sum(c.lost for c in checks.values())
     dup = sum(c.duplicated for c in checks.values())
@@ -209,6 +239,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_table(f"{args.bancs} benches x {args.rate:g} msg/s for {duration:g} s", rows,
                        ("processes", "CPU s", "% of one core", "CPU us/msg", "RSS MB (sum)", "PSS MB (sum)",
                         "peak RSS MB (max one)", "write_bytes B/msg", "wchar B/msg"))
+    if banc.get("device_bytes") is not None:
+        rows = [(f"{args.bancs} banc.py", fmt(banc["rows"]), fmt(b["write_bytes"] / msgs, 0),
+                 fmt(banc["device_bytes"] / msgs, 0))]
+        for a in appenders:
+            label = "never (kernel writeback)" if not a["fsync_s"] else f"every {a['fsync_s']:g} s"
+            rows.append((f"minimal appender, fsync {label}", fmt(a["rows"]), fmt(a["write_bytes"] / a["rows"], 0),
+                         fmt(a["device_bytes"] / a["rows"], 0)))
+        common.print_table("Disk: bytes per row on a dedicated ext4 (journal included), same rows and rate",
+                           rows, ("writer", "rows", "write_bytes B/row", "device B/row"))
     idle = banc["idle"]
     print(f"\nIdle (no message): {args.bancs} banc.py use {idle['cpu_s'] / idle['wall_s'] * 100:.2f} % of one core")
     print(f"Start-up: {args.bancs} banc.py online in {banc['startup_s']:.1f} s")
@@ -230,7 +269,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for v in verdicts:
         print("  " + v)
     common.save_json("scale", {"machine": info, "bancs": args.bancs, "rate": args.rate, "duration_s": duration,
-                               "baseline": base, "banc": banc, "verdicts": verdicts})
+                               "baseline": base, "appenders": appenders, "banc": banc, "verdicts": verdicts})
     return 0
 
 

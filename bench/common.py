@@ -403,10 +403,10 @@ def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, 
 
 
 def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,
-               serial: str) -> subprocess.Popen:
+               serial: str, log_dir: Optional[Path] = None) -> subprocess.Popen:
     """Start `banc.py bancN SERIAL` exactly as the kiosk does (same command line, env from the contract)."""
     env = banc_env(home, broker, num_bancs)
-    log_path = home / "proc" / f"banc{number}.log"
+    log_path = (log_dir or home / "proc") / f"banc{number}.log"
     return group.start([PYTHON, str(REPO_DIR / "banc.py"), f"banc{number}", serial], env=env, log_path=log_path)
 
 
@@ -746,3 +746,65 @@ def screenshot(display: str, path: Path) -> Optional[Path]:
     except Exception as exc:  # a screenshot is a nice-to-have, never a reason to fail a run
         print(f"screenshot failed: {exc}")
         return None
+
+
+# =========================================================================== a disk of our own
+
+
+class LoopDisk:
+    """A fresh ext4 file system on a loop device (root only): device-level bytes written, journal included.
+
+    /proc/PID/io write_bytes counts the pages a process dirties; what a card really receives
+    also holds the file system's journal and metadata, and the writes the kernel does later.
+    /sys/block/loopN/stat counts every sector sent to this device, from anyone, so BANC_HOME
+    on this disk isolates the project's writes from everything else on the machine.
+    """
+
+    def __init__(self, name: str, size_mb: int = 512) -> None:
+        self.image = OUT_DIR / f"{name}.img"
+        self.mount_point = OUT_DIR / name / "disk"
+        self.size_mb = size_mb
+        self.device: Optional[str] = None
+        self.mounted = False
+
+    def start(self) -> Optional["LoopDisk"]:
+        """Create, format and mount; None (and a note) when this machine does not allow it."""
+        try:
+            self.image.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.image, "wb") as fh:
+                fh.truncate(self.size_mb * 1024 * 1024)
+            subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True, capture_output=True, timeout=60)
+            self.device = subprocess.run(["losetup", "--find", "--show", str(self.image)], check=True,
+                                         capture_output=True, text=True, timeout=30).stdout.strip()
+            self.mount_point.mkdir(parents=True, exist_ok=True)
+            # The Raspberry Pi OS defaults: ext4, 5 s journal commit.
+            subprocess.run(["mount", "-t", "ext4", "-o", "noatime", self.device, str(self.mount_point)], check=True,
+                           capture_output=True, timeout=30)
+            self.mounted = True
+            return self
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"no loop-device disk on this machine ({exc}); device-level bytes not measured")
+            self.stop()
+            return None
+
+    def sectors_written(self) -> int:
+        """Sectors (512 B) written to the device since it was set up."""
+        assert self.device is not None
+        fields = Path(f"/sys/block/{Path(self.device).name}/stat").read_text().split()
+        return int(fields[6])
+
+    def settle(self) -> int:
+        """Write back everything dirty on this file system, then return sectors written so far."""
+        subprocess.run(["sync", "--file-system", str(self.mount_point)], capture_output=True, timeout=120)
+        time.sleep(0.5)
+        return self.sectors_written()
+
+    def stop(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.mount_point)], capture_output=True, timeout=60)
+            self.mounted = False
+        if self.device:
+            subprocess.run(["losetup", "-d", self.device], capture_output=True, timeout=30)
+            self.device = None
+        with contextlib.suppress(OSError):
+            self.image.unlink()
