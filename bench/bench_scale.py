@@ -98,13 +98,13 @@ def appender_phase(disk: common.LoopDisk, name: str, bancs: int, rate: float, du
 
 
 def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
-               disk: Optional[common.LoopDisk] = None) -> dict[str, Any]:
+               disk: Optional[common.LoopDisk] = None, broker_conf: str = "") -> dict[str, Any]:
     """16 banc.py under the load; then every data.csv checked against the acknowledged seqs."""
     home = (disk.mount_point if disk else run_dir) / "home"
     home.mkdir(parents=True, exist_ok=True)
     log_dir = run_dir / "proc"
     with Cleanup() as cleanup:
-        broker = cleanup.add(common.MosquittoBroker(run_dir / "broker").start())
+        broker = cleanup.add(common.MosquittoBroker(run_dir / "broker", extra_conf=broker_conf).start())
         group = cleanup.add(ProcessGroup())
         watcher = cleanup.add(StatusWatcher(broker, range(1, bancs + 1)))
         env = common.banc_env(home, broker, bancs)
@@ -187,6 +187,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="messages/s per bench")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--no-disk", action="store_true", help="do not use a loop-device ext4 disk for BANC_HOME")
+    parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines for the banc phase (\\n separated)")
     args = parser.parse_args(argv)
     duration = args.duration or (15.0 if args.quick else 180.0)
     base_duration = min(duration, 60.0)
@@ -213,7 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     a = appenders[-1]
                     print(f"  appender (fsync {'never' if not fsync_s else f'every {fsync_s:g} s'}): "
                           f"{a['device_bytes'] / a['rows']:.0f} B/row on the device", flush=True)
-        banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk)
+        banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk,
+                          args.broker_conf.replace("\\n", "\n"))
     checks = banc["checks"]
     lost = sum(c.lost for c in checks.values())
     dup = sum(c.duplicated for c in checks.values())
@@ -257,7 +259,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     verdicts = [
         f"no loss: {banc['rows']} rows for {msgs} acknowledged lines, lost {lost}, duplicated {dup} -> "
         f"{verdict(lost == 0 and dup == 0)}",
-        f"CPU per message at 10 msg/s: {b['cpu_s'] / msgs * 1e6:.0f} us -> {verdict(b['cpu_s'] / msgs * 1e6 <= 100)}",
+        f"CPU per message at {args.rate:g} msg/s: {b['cpu_s'] / msgs * 1e6:.0f} us (the 100 us target is for "
+        f"ingest; here the fixed cost of each wake-up dominates, see the bare paho line) -> "
+        f"{verdict(b['cpu_s'] / msgs * 1e6 <= 100)}",
         f"disk: write_bytes {b['write_bytes'] / msgs:.0f} B/row vs CSV row {row_bytes:.0f} B "
         f"= {b['write_bytes'] / msgs / row_bytes:.1f}x -> {verdict(b['write_bytes'] / msgs <= 2 * row_bytes)}",
         f"RSS <= 30 MB each: max peak {b['hwm_kb_max'] / 1024:.1f} MB -> {verdict(b['hwm_kb_max'] / 1024 <= 30)}",
