@@ -38,6 +38,9 @@ PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 SERIAL_PREFIX = "RW-BENCH"
+# The banc.py the scripts start; bench_scale.py --banc-script points it at a modified copy
+# (to measure a proposed change without touching the project's file).
+BANC_SCRIPT = REPO_DIR / "banc.py"
 
 
 # =========================================================================== /proc readers
@@ -406,8 +409,10 @@ def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_ban
                serial: str, log_dir: Optional[Path] = None) -> subprocess.Popen:
     """Start `banc.py bancN SERIAL` exactly as the kiosk does (same command line, env from the contract)."""
     env = banc_env(home, broker, num_bancs)
+    if BANC_SCRIPT.parent != REPO_DIR:
+        env["PYTHONPATH"] = str(REPO_DIR)  # a copy elsewhere still imports the project's utils and protocol
     log_path = (log_dir or home / "proc") / f"banc{number}.log"
-    return group.start([PYTHON, str(REPO_DIR / "banc.py"), f"banc{number}", serial], env=env, log_path=log_path)
+    return group.start([PYTHON, str(BANC_SCRIPT), f"banc{number}", serial], env=env, log_path=log_path)
 
 
 # =========================================================================== MQTT watcher
