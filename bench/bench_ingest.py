@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
 from bench.common import (  # noqa: E402
     PYTHON, REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, check_csv, count_rows_fast, csv_receipt_span_s,
-    data_csv_paths, fmt, median, occupy_bancs, sample, start_banc, start_broker, verdict,
+    data_csv_paths, fmt, median, occupy_bancs, sample, start_banc, verdict,
 )
 import protocol  # noqa: E402
 
@@ -373,12 +373,12 @@ def report(summary: dict[str, Any], count: int) -> list[str]:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the ingest benchmark and print the figures."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, help="lines per run (default 20000, 3000 with --quick)")
+    parser.add_argument("--count", type=int, help="lines per run (default 20000, 10000 with --quick)")
     parser.add_argument("--repeat", type=int, help="repetitions (default 3, 1 with --quick)")
     parser.add_argument("--subjects", default="paho,mosq,banc")
     parser.add_argument("--modes", default="backlog,live")
     args = parser.parse_args(argv)
-    count = args.count or (3000 if args.quick else 20000)
+    count = args.count or (10000 if args.quick else 20000)
     repeat = args.repeat or (1 if args.quick else 3)
     subjects = [s for s in args.subjects.split(",") if s]
     if "banc" in subjects and not (REPO_DIR / "banc.py").exists():

@@ -29,7 +29,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import protocol  # noqa: E402
-from tests.support import MosquittoBroker, Xvfb, free_port, project_env, wait_for_port  # noqa: E402,F401
+from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
 
 BENCH_DIR = REPO_DIR / "bench"
 OUT_DIR = BENCH_DIR / "out"
@@ -356,13 +356,6 @@ class Cleanup:
                     item.stop()
             except Exception:  # cleanup must go on
                 pass
-
-
-def start_broker(name: str) -> MosquittoBroker:
-    """A private Mosquitto with its persistence under bench/out/<name>/broker."""
-    broker = MosquittoBroker(OUT_DIR / name / "broker")
-    broker.start()
-    return broker
 
 
 def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) -> dict[str, str]:
