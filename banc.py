@@ -49,14 +49,15 @@ EXIT_BENCH_BUSY = 4
 TICK_S = 0.2
 # A row reaches the OS (page cache) before its message is acknowledged, so killing the
 # process loses nothing. Only a power cut can lose what the kernel has not written yet:
-# an fsync at most every second bounds that to about one second of data (one BMS line at
-# the ESP's 1 Hz), without the per-row fsync that would cap the ingest rate and wear an SD card.
-FSYNC_INTERVAL_S = 1.0
+# data.csv is fsynced every BANC_FSYNC_INTERVAL_S (utils.Settings.fsync_interval_s, default
+# 1 s), which bounds that to about one second of data without a per-row fsync that would
+# cap the ingest rate. The price on an SD card (bench/RESULTS.md): each fsync rewrites the
+# partly filled last page, ~4 KiB per bench per second; a site with a UPS may raise it.
 # config.json holds a summary (capacity, energy, counters) that data.csv also holds row by
 # row, and banc.py recomputes it from data.csv when it resumes. Rewriting it (atomically,
-# with two fsyncs, ~0.8 kB) for every row would write ten times more than the row itself.
-# It is saved at most every 30 s, and at once on a step change, a Ri result and at exit.
-SUMMARY_SAVE_INTERVAL_S = 30.0
+# with two fsyncs, ~0.8 kB) often would write more than the rows themselves: it is saved
+# every 5 minutes, and at once on a step change, a Ri result, a stop and at exit.
+SUMMARY_SAVE_INTERVAL_S = 300.0
 WRITE_RETRY_INTERVAL_S = 1.0
 # Rows kept in memory while the disk refuses them (about two days of 1 Hz rows); beyond
 # that new rows are dropped and counted rather than letting the Pi run out of memory.
@@ -510,6 +511,7 @@ class Recorder:
         self.summary_dirty = False
         self.last_summary_save = mono()
         self.last_fsync = mono()
+        self.fsync_interval_s = utils.get_settings().fsync_interval_s
         self.next_retry = 0.0
         self.pending_step: Optional[int] = None
         self.pending_ri: list[dict[str, float]] = []
@@ -850,7 +852,7 @@ class Recorder:
                 self._write_ri(self.clock())
             if self.latch.is_raised("config"):
                 self.save_summary(force=True)
-        if now - self.last_fsync >= FSYNC_INTERVAL_S:
+        if now - self.last_fsync >= self.fsync_interval_s:
             self.sync()
         self.save_summary()
 

@@ -81,6 +81,8 @@ class Settings:
     bms_timeout_s: float
     scan_timeout_s: float
     notify_socket: Optional[str] = None  # systemd's NOTIFY_SOCKET, set when run as a Type=notify unit
+    # How often banc.py fsyncs data.csv: the most a power cut can cost (a kill costs nothing).
+    fsync_interval_s: float = 1.0
 
 
 class SettingsError(ValueError):
@@ -114,6 +116,7 @@ def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
         bms_timeout_s=_env_number(env, "BANC_BMS_TIMEOUT_S", 30.0, float, 0.1),
         scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S", 15.0, float, 0.1),
         notify_socket=env.get("NOTIFY_SOCKET") or None,
+        fsync_interval_s=_env_number(env, "BANC_FSYNC_INTERVAL_S", 1.0, float, 0.1),
     )
 
 

@@ -35,6 +35,7 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert settings.mqtt_username is None and settings.mqtt_password is None
     assert settings.num_bancs == utils.NUM_BANCS == 4
     assert (settings.bms_timeout_s, settings.scan_timeout_s) == (30.0, 15.0)
+    assert settings.fsync_interval_s == 1.0  # issue 3: a power cut loses about one second at most
 
 
 def test_settings_from_environment(tmp_path: Path) -> None:
@@ -48,18 +49,20 @@ def test_settings_from_environment(tmp_path: Path) -> None:
             "BANC_NUM_BANCS": "6",
             "BANC_BMS_TIMEOUT_S": "2.5",
             "BANC_SCAN_TIMEOUT_S": "20",
+            "BANC_FSYNC_INTERVAL_S": "30",
         }
     )
     assert settings.home == tmp_path.resolve()
     assert (settings.mqtt_host, settings.mqtt_port) == ("pi.local", 8883)
     assert (settings.mqtt_username, settings.mqtt_password) == ("pi-banc", "s3cret")
     assert (settings.num_bancs, settings.bms_timeout_s, settings.scan_timeout_s) == (6, 2.5, 20.0)
+    assert settings.fsync_interval_s == 30.0
 
 
 @pytest.mark.parametrize(
     "name, value",
     [("BANC_MQTT_PORT", "abc"), ("BANC_MQTT_PORT", "0"), ("BANC_NUM_BANCS", "0"), ("BANC_NUM_BANCS", "2.5"),
-     ("BANC_BMS_TIMEOUT_S", "-1"), ("BANC_SCAN_TIMEOUT_S", "soon")],
+     ("BANC_BMS_TIMEOUT_S", "-1"), ("BANC_SCAN_TIMEOUT_S", "soon"), ("BANC_FSYNC_INTERVAL_S", "0")],
 )
 def test_settings_reject_bad_values(name: str, value: str) -> None:
     with pytest.raises(utils.SettingsError, match=name):
