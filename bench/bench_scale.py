@@ -190,7 +190,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--banc-script", type=Path, help="a modified copy of banc.py to measure instead")
     parser.add_argument("--name", default="scale", help="output name under bench/out/")
     parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines for the banc phase (\\n separated)")
+    parser.add_argument("--fsync-interval", type=float, help="BANC_FSYNC_INTERVAL_S for every banc.py (default: its own, 1 s)")
     args = parser.parse_args(argv)
+    if args.fsync_interval:
+        common.EXTRA_ENV["BANC_FSYNC_INTERVAL_S"] = str(args.fsync_interval)
     if args.banc_script:
         common.BANC_SCRIPT = args.banc_script.resolve()
     duration = args.duration or (15.0 if args.quick else 180.0)

@@ -358,9 +358,13 @@ class Cleanup:
                 pass
 
 
+# Settings given to every project process of a run (e.g. BANC_FSYNC_INTERVAL_S from --fsync-interval).
+EXTRA_ENV: dict[str, str] = {}
+
+
 def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) -> dict[str, str]:
     """Environment of a project process (banc.py, ui.py) for this bench run."""
-    return project_env(home, broker, BANC_NUM_BANCS=str(num_bancs), **extra)
+    return project_env(home, broker, BANC_NUM_BANCS=str(num_bancs), **{**EXTRA_ENV, **extra})
 
 
 @contextlib.contextmanager
