@@ -570,21 +570,34 @@ class Recorder:
 
     # ------------------------------------------------------------------ messages
 
-    def handle_bms(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
+    def _parse(self, parse: Callable[[bytes], Any], topic: str, payload: bytes) -> Optional[tuple[datetime, Any]]:
+        """(receipt time, parsed payload), or None once the refused payload is recorded."""
         now = self.clock()
         try:
-            line = protocol.parse_bms_line(payload)
+            return now, parse(payload)
         except protocol.PayloadError as exc:
-            self.reject(now, self.topics.bms_data, str(exc), payload)
+            self.reject(now, topic, str(exc), payload)
+            return None
+
+    def _admit(self) -> Optional[float]:
+        """Under self.lock: the monotonic receipt time, or None (counted) once the test has ended."""
+        if self.ended is not None:
+            self.ignored_after_end += 1
+            return None
+        self.last_message = self.mono()
+        return self.last_message
+
+    def handle_bms(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
+        parsed = self._parse(protocol.parse_bms_line, self.topics.bms_data, payload)
+        if parsed is None:
             return
+        now, line = parsed
         seq = line.seq
         with self.lock:
-            if self.ended is not None:
-                self.ignored_after_end += 1
+            mono_now = self._admit()
+            if mono_now is None:
                 return
-            mono_now = self.mono()
-            self.last_message = mono_now
             recovered = self.watchdog.feed(mono_now)
             previous_seq = self.seq.last
             verdict = self.seq.classify(seq, redelivered)
@@ -636,17 +649,13 @@ class Recorder:
 
     def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
         """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject."""
-        now = self.clock()
-        try:
-            step = protocol.parse_step(payload)
-        except protocol.PayloadError as exc:
-            self.reject(now, self.topics.step, str(exc), payload)
+        parsed = self._parse(protocol.parse_step, self.topics.step, payload)
+        if parsed is None:
             return
+        now, step = parsed
         with self.lock:
-            if self.ended is not None:
-                self.ignored_after_end += 1
+            if self._admit() is None:
                 return
-            self.last_message = self.mono()
             previous = self.step
             if step == protocol.STEP_STOP:
                 self.ended = step
@@ -669,17 +678,13 @@ class Recorder:
 
     def handle_ri(self, payload: bytes, redelivered: bool = False) -> None:
         """A bancN/ri/results message: fold the values into config.json's running means."""
-        now = self.clock()
-        try:
-            results = protocol.parse_ri_results(payload)
-        except protocol.PayloadError as exc:
-            self.reject(now, self.topics.ri_results, str(exc), payload)
+        parsed = self._parse(protocol.parse_ri_results, self.topics.ri_results, payload)
+        if parsed is None:
             return
+        now, results = parsed
         with self.lock:
-            if self.ended is not None:
-                self.ignored_after_end += 1
+            if self._admit() is None:
                 return
-            self.last_message = self.mono()
         logger.info("Ri results at step %d: %s", self.step, results)
         with self.config_lock:
             self.pending_ri.append(results)
@@ -689,10 +694,8 @@ class Recorder:
         """Record a refused message in rejected.csv and count it."""
         row = format_rejected_row(now.isoformat(timespec="milliseconds"), topic, reason, payload)
         with self.lock:
-            if self.ended is not None:
-                self.ignored_after_end += 1
+            if self._admit() is None:
                 return
-            self.last_message = self.mono()
             was_failing = self.rejected.failing
             self.rejected.append(row)
             self.counters["rejected_count"] += 1
