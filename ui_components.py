@@ -253,8 +253,8 @@ class PhaseBar(ctk.CTkFrame):
 # =========================================================================== SOC gauge
 
 
-class SocGauge(ctk.CTkFrame):
-    """A vertical battery gauge filled to the SOC, coloured like a fuel gauge, with the value in it."""
+class _CanvasWidget(ctk.CTkFrame):
+    """A frame holding one canvas of BASE_WIDTH (scaled with the fonts), redrawn on every resize."""
 
     BASE_WIDTH = 44
 
@@ -264,8 +264,18 @@ class SocGauge(ctk.CTkFrame):
         self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
                                 highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
+        # Each subclass defines redraw(): draw itself at the canvas's current size.
+        self.canvas.bind("<Configure>", lambda _e: self.redraw())  # type: ignore[attr-defined]
+
+
+class SocGauge(_CanvasWidget):
+    """A vertical battery gauge filled to the SOC, coloured like a fuel gauge, with the value in it."""
+
+    BASE_WIDTH = 44
+
+    def __init__(self, master: Any, fonts: Fonts) -> None:
         self.soc_pct: Optional[float] = None
-        self.canvas.bind("<Configure>", lambda _e: self.redraw())
+        super().__init__(master, fonts)
 
     def set_soc(self, soc_pct: Optional[float]) -> None:
         """Show a new SOC (None: unknown)."""
@@ -310,19 +320,14 @@ def _fit_width(canvas: tk.Canvas, width_px: int) -> None:
 # =========================================================================== nurse bars
 
 
-class NurseBars(ctk.CTkFrame):
+class NurseBars(_CanvasWidget):
     """Six small bars: state of charge of the nurse batteries that absorb the discharge."""
 
     BASE_WIDTH = 66
 
     def __init__(self, master: Any, fonts: Fonts) -> None:
-        super().__init__(master, fg_color=BG_PANEL, corner_radius=0)
-        self.fonts = fonts
-        self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
-                                highlightthickness=0, bd=0)
-        self.canvas.pack(fill="both", expand=True)
         self.values: list[Optional[int]] = [None] * protocol.NURSE_COUNT
-        self.canvas.bind("<Configure>", lambda _e: self.redraw())
+        super().__init__(master, fonts)
 
     def set(self, index: int, soc_pct: Optional[int]) -> None:
         """Set nurse `index` (1..6)."""
