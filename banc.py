@@ -9,7 +9,8 @@ Exit codes:
   1  unexpected failure at start (test folder or files cannot be created)
   2  invalid bench, serial or setting (one line on stderr, nothing created on disk)
   3  another banc.py already runs for this bench (nothing written)
-  4  the bench holds another battery's unfinished test in bancs_config.json
+  4  the bench holds another battery's unfinished test, or this battery is under test on another bench
+  5  this battery finished a test less than 48 business hours ago (nothing created)
 
 One thread: paho's read loop runs the message callbacks (every row is written and handed to
 the OS there, before paho acknowledges the QoS 1 message); between reads a 0.2 s
@@ -26,7 +27,6 @@ import os
 import select
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +36,8 @@ from typing import Any, Callable, Optional, Sequence
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 import protocol
+import record
+import storage
 import utils
 
 logger = logging.getLogger("banc")
@@ -45,6 +47,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_ALREADY_RUNNING = 3
 EXIT_BENCH_BUSY = 4
+EXIT_TOO_EARLY = 5
 
 TICK_S = 0.2
 # A row reaches the OS (page cache) before its message is acknowledged, so killing the
@@ -67,11 +70,6 @@ KEEPALIVE_S = 20
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 READ_BURST = 64  # packets read back to back (a few ms) before the periodic work gets a turn
-# After (re)starting, the broker first delivers what was queued while banc.py was down
-# (possibly a newer step). The start step is announced once that backlog has drained:
-# after this much quiet, or at the latest ANNOUNCE_MAX_WAIT_S after connecting.
-ANNOUNCE_QUIET_S = 0.3
-ANNOUNCE_MAX_WAIT_S = 3.0
 SHUTDOWN_MQTT_TIMEOUT_S = 3.0
 # A redelivered (DUP) message whose seq is at most this far behind the last accepted one
 # was already written before a crash; further back, or without DUP, it is an ESP reboot.
@@ -207,14 +205,9 @@ class BmsWatchdog:
         return None
 
 
-def bms_fields_text(payload: bytes) -> str:
-    """The validated BMS payload as it goes into data.csv: ASCII, whitespace removed."""
-    return "".join(payload.decode("ascii").split())
-
-
-def format_data_row(timestamp: str, step: int, fields_text: str) -> bytes:
-    """One data.csv row (timestamp, step, then the 10 BMS fields), newline included."""
-    return f"{timestamp},{step},{fields_text}\n".encode("ascii")
+def bms_fields(payload: bytes) -> list[str]:
+    """The 10 data.csv fields of a validated BMS payload, as the ESP wrote them (the clock field is not a column)."""
+    return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
 
 
 def held_capacity(
@@ -340,31 +333,37 @@ class AppendFile:
     """Append-only file written with os.write on an O_APPEND descriptor.
 
     append() hands the bytes to the OS before returning (no user-space buffer to lose in a
-    kill). When the OS refuses them (disk full, read-only, EFBIG...), they are kept in
-    memory, in order, behind anything already waiting; flush_pending() retries. A partial
-    write keeps exactly the unwritten remainder, so nothing is written twice or reordered.
+    kill); a `durable` file is also fsynced before append() returns. When the OS refuses
+    them (disk full, read-only, EFBIG...), a partial write is undone and the whole record
+    is kept in memory, in order, behind anything already waiting; flush_pending() retries.
+    The descriptor is opened read-write so that a file deleted under us can be restored
+    from it (restore_if_removed).
     """
 
-    def __init__(self, path: Path, header: Sequence[str], writer: Callable[[int, bytes], int] = os.write,
-                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
+    def __init__(self, path: Path, header: Sequence[str] = (), writer: Callable[[int, bytes], int] = os.write,
+                 max_pending_bytes: int = MAX_PENDING_BYTES, durable: bool = False) -> None:
         self.path = Path(path)
-        self.header_line = (",".join(header) + "\n").encode("ascii")
+        self.header_line = (",".join(header) + "\n").encode("ascii") if header else b""
         self.fd: Optional[int] = None
         self._write = writer
         self._pending: list[bytes] = []
         self.pending_bytes = 0
         self.max_pending_bytes = max_pending_bytes
+        self.durable = durable
         self.dropped_rows = 0
         self.dirty = False
+        self.size = 0  # bytes known written: where a failed write is cut back to
         self.error: Optional[OSError] = None
 
     def open(self) -> None:
         """Open for appending; write the header when the file is new or empty (raises OSError)."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            if os.fstat(fd).st_size == 0:
+            self.size = os.fstat(fd).st_size
+            if self.size == 0 and self.header_line:
                 self._write_all(fd, self.header_line)
                 os.fsync(fd)
+                self.size = len(self.header_line)
         except BaseException:
             os.close(fd)
             raise
@@ -394,8 +393,30 @@ class AppendFile:
         """Complete lines waiting in memory."""
         return sum(chunk.count(b"\n") for chunk in self._pending)
 
+    def _put(self, data: bytes) -> int:
+        """Write `data` at the end (fsynced when durable); on failure cut back and return the bytes kept, else 0."""
+        assert self.fd is not None
+        try:
+            self._write_all(self.fd, data)
+            if self.durable:
+                os.fsync(self.fd)
+            self.error = None
+        except OSError as exc:
+            self.error = exc
+            written = getattr(exc, "written", 0)
+            if written or self.durable:
+                try:
+                    os.ftruncate(self.fd, self.size)  # no torn record left behind
+                except OSError:
+                    self.size += written  # could not cut: keep exactly the unwritten rest
+                    return len(data) - written
+            return len(data)
+        self.size += len(data)
+        self.dirty = not self.durable
+        return 0
+
     def append(self, data: bytes) -> bool:
-        """Append one row; False when it was kept in memory (or dropped when memory is full)."""
+        """Append one record; False when it was kept in memory (or dropped when memory is full)."""
         if self._pending or self.fd is None:
             if self.pending_bytes + len(data) > self.max_pending_bytes:
                 self.dropped_rows += 1
@@ -403,20 +424,10 @@ class AppendFile:
             self._pending.append(data)
             self.pending_bytes += len(data)
             return False
-        n = 0
-        try:
-            n = self._write(self.fd, data)
-            if n < len(data):  # a short write: the disk is filling up; the next write says why
-                n += self._write_all(self.fd, data[n:])
-        except OSError as exc:
-            n += getattr(exc, "written", 0)
-            self.error = exc
-        if n > 0:
-            self.dirty = True
-        if n < len(data):
-            rest = data[n:]
-            self._pending.append(rest)
-            self.pending_bytes += len(rest)
+        kept = self._put(data)
+        if kept:
+            self._pending.append(data[len(data) - kept:])
+            self.pending_bytes += kept
             return False
         return True
 
@@ -425,15 +436,8 @@ class AppendFile:
         if not self._pending or self.fd is None:
             return not self._pending
         data = b"".join(self._pending)
-        try:
-            written = self._write_all(self.fd, data)
-            self.error = None
-        except OSError as exc:
-            written = getattr(exc, "written", 0)
-            self.error = exc
-        if written:
-            self.dirty = True
-        rest = data[written:]
+        kept = self._put(data)
+        rest = data[len(data) - kept:] if kept else b""
         self._pending = [rest] if rest else []
         self.pending_bytes = len(rest)
         return not rest
@@ -447,6 +451,47 @@ class AppendFile:
             os.fsync(self.fd)
         except OSError as exc:
             logger.error("fsync of %s failed: %s", self.path.name, exc)
+
+    def removed(self) -> bool:
+        """True when the file we write is no longer at its path (deleted, or its folder removed)."""
+        if self.fd is None:
+            return False
+        try:
+            ours = os.fstat(self.fd)
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return ours.st_nlink == 0 or (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino)
+
+    def restore(self) -> int:
+        """Put our content back at our path (folder recreated) and go on writing there; return its size."""
+        assert self.fd is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            storage.quarantine(self.path, "a file replaced the one banc.py writes")
+        tmp = self.path.with_name(f".{self.path.name}.restore")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            offset = 0
+            while True:
+                chunk = os.pread(self.fd, 1 << 20, offset)
+                if not chunk:
+                    break
+                self._write_all(fd, chunk)
+                offset += len(chunk)
+            os.fsync(fd)
+            os.replace(tmp, self.path)
+            storage.fsync_dir(self.path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        os.close(fd)
+        self.size = offset
+        return offset
 
     def close(self) -> int:
         """Last write attempt, fsync and close; return the number of bytes that could not be written."""
@@ -468,14 +513,15 @@ def _read_counter(config: dict[str, Any], key: str) -> int:
 
 # =========================================================================== recorder
 
-COUNTER_KEYS = ("rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count")
-
-
+COUNTER_KEYS = record.COUNTER_KEYS
 class Recorder:
-    """One test's records: data.csv, rejected.csv and config.json, fed by the MQTT callbacks.
+    """One test's records: the journal, data.csv, rejected.csv and the config.json view.
 
-    `alert` publishes a French text on bancN/security; `clock` gives the wall time of
-    receipt and `mono` the monotonic time (both injectable).
+    Fed by the MQTT callbacks. A message is safe once its record is written: rows in the
+    page cache, journal events (steps, Ri results, stop) fsynced. `blocked` is True while
+    something waits in memory because the disk refuses it: the process then holds the
+    acknowledgements, so the broker keeps those messages. `alert` publishes a French text on
+    bancN/security; `clock` gives the wall time of receipt and `mono` the monotonic time.
     """
 
     def __init__(
@@ -488,6 +534,8 @@ class Recorder:
         clock: Callable[[], datetime] = utils.now_local,
         mono: Callable[[], float] = time.monotonic,
         writer: Callable[[int, bytes], int] = os.write,
+        fsync_interval_s: Optional[float] = None,
+        bms_timeout_s: Optional[float] = None,
     ) -> None:
         self.folder = Path(folder)
         self.banc = banc
@@ -497,36 +545,36 @@ class Recorder:
         self.clock = clock
         self.mono = mono
         self.topics = protocol.topics(banc)
-        # The process is single-threaded today; the locks cost ~0.1 us and keep the files
-        # and counters consistent should the callbacks or the tick ever move to a thread.
-        self.lock = threading.Lock()
-        self.config_lock = threading.RLock()
         self.seq = SeqTracker()
         self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
         self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
+        self.journal = AppendFile(self.folder / record.EVENTS_FILE, (), writer, durable=True)
+        self.files = (self.journal, self.data, self.rejected)
         self.counters = dict.fromkeys(COUNTER_KEYS, 0)
         self.capacity_ah: Optional[float] = None
         self.energy_wh: Optional[float] = None
         self.last_row_time: Optional[datetime] = None
         self.summary_dirty = False
+        self.view_dirty = False  # a step, Ri result or stop not yet shown in config.json
+        self.bench_step_dirty = False  # bancs_config.json's current_step behind the journal
         self.last_summary_save = mono()
         self.last_fsync = mono()
-        self.fsync_interval_s = utils.get_settings().fsync_interval_s
+        settings = None if fsync_interval_s is not None and bms_timeout_s is not None else utils.get_settings()
+        self.fsync_interval_s = fsync_interval_s if fsync_interval_s is not None else settings.fsync_interval_s  # type: ignore[union-attr]
         self.next_retry = 0.0
-        self.pending_step: Optional[int] = None
-        self.pending_ri: list[dict[str, float]] = []
-        self.ended: Optional[int] = None  # 5 or 9 once received: nothing more is recorded
+        self.ended: Optional[int] = None  # 5 or 9 once recorded: nothing more is recorded
         self.ignored_after_end = 0
+        self.repeated_steps = 0
         self.last_message = mono()
         self.latch = AlertLatch()
-        self.watchdog = BmsWatchdog(utils.get_settings().bms_timeout_s)
+        self.watchdog = BmsWatchdog(bms_timeout_s if bms_timeout_s is not None else settings.bms_timeout_s)  # type: ignore[union-attr]
         self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
         self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
 
     # ------------------------------------------------------------------ start
 
     def open(self, config: dict[str, Any]) -> None:
-        """Repair a torn tail, open the CSV files and restore seq and counters (raises OSError)."""
+        """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
         for key in COUNTER_KEYS:
             self.counters[key] = _read_counter(config, key)
         for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
@@ -534,26 +582,22 @@ class Recorder:
                 setattr(self, key, float(value))
         data_scan = self._repair(self.data)
         rejected_scan = self._repair(self.rejected)
-        self.data.open()
-        self.rejected.open()
+        journal_scan = self._repair(self.journal)
+        for target in self.files:
+            target.open()
         # Counted from the files themselves: exact even when config.json lagged behind a crash.
         self.counters["rows_count"] = max(0, data_scan.lines - 1)
         self.counters["rejected_count"] = max(0, rejected_scan.lines - 1)
         last = last_data_row(data_scan.tail_lines)
         if last is not None:
             self.seq.last = last.seq
-            if self.step not in (protocol.STEP_FINISHED, protocol.STEP_STOP) and (
-                self.capacity_ah != last.capacity_ah or self.energy_wh != last.energy_wh
-            ):
-                self.capacity_ah, self.energy_wh = last.capacity_ah, last.energy_wh
-                self.summary_dirty = True
         now = self.clock()
         if data_scan.torn:
             self.reject(now, self.topics.bms_data, "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn)
         if rejected_scan.torn:
             logger.warning("torn line removed from rejected.csv: %s", safe_text(rejected_scan.torn))
-        if self.counters != {k: _read_counter(config, k) for k in COUNTER_KEYS}:
-            self.summary_dirty = True
+        if journal_scan.torn:
+            logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(journal_scan.torn))
         logger.info(
             "data.csv: %d rows, last seq %s; rejected.csv: %d rows",
             self.counters["rows_count"], self.seq.last, self.counters["rejected_count"],
@@ -561,12 +605,19 @@ class Recorder:
 
     @staticmethod
     def _repair(target: AppendFile) -> CsvScan:
-        """Scan a CSV file and cut a torn last line (power loss mid-write) so appends start on a fresh line."""
+        """Scan a file and cut a torn last line (power loss mid-write) so appends start on a fresh line."""
         scan = scan_csv(target.path)
         if scan.torn:
             os.truncate(target.path, scan.valid_size)
             logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
         return scan
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def blocked(self) -> bool:
+        """True while a record waits in memory (the disk refused it): acknowledgements must wait."""
+        return any(target.failing for target in self.files)
 
     # ------------------------------------------------------------------ messages
 
@@ -580,12 +631,20 @@ class Recorder:
             return None
 
     def _admit(self) -> Optional[float]:
-        """Under self.lock: the monotonic receipt time, or None (counted) once the test has ended."""
+        """The monotonic receipt time, or None (counted) once the test has ended."""
         if self.ended is not None:
             self.ignored_after_end += 1
             return None
         self.last_message = self.mono()
         return self.last_message
+
+    def _event(self, kind: str, now: datetime, **fields: Any) -> None:
+        """Append one journal event (fsynced, or kept in memory and retried while the disk refuses it)."""
+        was_failing = self.journal.failing
+        self.journal.append(record.encode_event(kind, now, **fields))
+        self.view_dirty = True
+        if self.journal.failing and not was_failing:
+            self._file_failed(self.journal)
 
     def handle_bms(self, payload: bytes, redelivered: bool = False) -> None:
         """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
@@ -594,39 +653,38 @@ class Recorder:
             return
         now, line = parsed
         seq = line.seq
-        with self.lock:
-            mono_now = self._admit()
-            if mono_now is None:
-                return
-            recovered = self.watchdog.feed(mono_now)
-            previous_seq = self.seq.last
-            verdict = self.seq.classify(seq, redelivered)
-            if verdict == SEQ_DUPLICATE:
-                self.counters["duplicate_count"] += 1
-                self.summary_dirty = True
-            else:
-                if verdict == SEQ_GAP:
-                    self.counters["seq_gap_count"] += 1
-                elif verdict == SEQ_RESTART:
-                    self.counters["seq_restart_count"] += 1
-                was_failing = self.data.failing
-                dropped_before = self.data.dropped_rows
-                # The row keeps the ESP's own (validated) text: no float round trip.
-                row = format_data_row(utils.iso(now, millis=True), self.step, bms_fields_text(payload))
-                self.data.append(row)
-                dropped = self.data.dropped_rows > dropped_before
-                if not dropped:
-                    self.counters["rows_count"] += 1
-                self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
-                    self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
-                )
-                counter_lost = counter_lost and self.latch.raise_("capacity:held")
-                self.last_row_time = now
-                self.summary_dirty = True
-                newly_failing = self.data.failing and not was_failing
-                log_it, suppressed = (
-                    self.anomaly_log.allow(mono_now) if verdict in (SEQ_GAP, SEQ_RESTART) else (False, 0)
-                )
+        mono_now = self._admit()
+        if mono_now is None:
+            return
+        recovered = self.watchdog.feed(mono_now)
+        previous_seq = self.seq.last
+        verdict = self.seq.classify(seq, redelivered)
+        if verdict == SEQ_DUPLICATE:
+            self.counters["duplicate_count"] += 1
+            self.summary_dirty = True
+        else:
+            if verdict == SEQ_GAP:
+                self.counters["seq_gap_count"] += 1
+            elif verdict == SEQ_RESTART:
+                self.counters["seq_restart_count"] += 1
+            was_failing = self.data.failing
+            dropped_before = self.data.dropped_rows
+            # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
+            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload))
+            self.data.append(row)
+            dropped = self.data.dropped_rows > dropped_before
+            if not dropped:
+                self.counters["rows_count"] += 1
+            self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
+                self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
+            )
+            counter_lost = counter_lost and self.latch.raise_("capacity:held")
+            self.last_row_time = now
+            self.summary_dirty = True
+            newly_failing = self.data.failing and not was_failing
+            log_it, suppressed = (
+                self.anomaly_log.allow(mono_now) if verdict in (SEQ_GAP, SEQ_RESTART) else (False, 0)
+            )
         if recovered is not None:
             logger.info("BMS data back after %.1f s", recovered)
             self.alert(f"Données BMS rétablies après {recovered:.0f} s de silence")
@@ -648,60 +706,58 @@ class Recorder:
             self.alert("Mémoire tampon pleine : des mesures BMS sont perdues, libérer le disque")
 
     def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject."""
+        """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject.
+
+        The step is one journal line, fsynced before this returns (hence before the broker
+        gets its acknowledgement); a step equal to the current one costs nothing.
+        """
         parsed = self._parse(protocol.parse_step, self.topics.step, payload)
         if parsed is None:
             return
         now, step = parsed
-        with self.lock:
-            if self._admit() is None:
-                return
-            previous = self.step
-            if step == protocol.STEP_STOP:
-                self.ended = step
-            else:
-                self.step = step
-                self.pending_step = step
-                if step == protocol.STEP_FINISHED:
-                    self.ended = step
-        if step == protocol.STEP_STOP:
-            logger.info("step 9: stop for the day at step %d (step and bench status left as they are)", previous)
+        if self._admit() is None:
             return
+        previous = self.step
+        if step == protocol.STEP_STOP:
+            self.ended = step
+            self._event(record.EVENT_STOP, now)
+            logger.info("step 9: stop for the day at step %d", previous)
+            return
+        if step == previous:
+            self.repeated_steps += 1
+            return
+        self.step = step
+        if step == protocol.STEP_FINISHED:
+            self.ended = step
+        self._event(record.EVENT_STEP, now, step=step)
+        self.bench_step_dirty = True
         if step < previous:
             logger.warning("step %d after step %d (the ESP went back)", step, previous)
         else:
             logger.info("step %d (was %d)", step, previous)
-        # The step is written before this callback returns, hence before the broker gets
-        # its acknowledgement: a crash right after cannot lose a phase change.
-        self._write_step(now)
-        self.save_summary(force=True)
 
     def handle_ri(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/ri/results message: fold the values into config.json's running means."""
+        """A bancN/ri/results message: one journal line; config.json's running means follow from it."""
         parsed = self._parse(protocol.parse_ri_results, self.topics.ri_results, payload)
         if parsed is None:
             return
         now, results = parsed
-        with self.lock:
-            if self._admit() is None:
-                return
+        if self._admit() is None:
+            return
         logger.info("Ri results at step %d: %s", self.step, results)
-        with self.config_lock:
-            self.pending_ri.append(results)
-            self._write_ri(now)
+        self._event(record.EVENT_RI, now, values=results)
 
     def reject(self, now: datetime, topic: str, reason: str, payload: bytes) -> None:
         """Record a refused message in rejected.csv and count it."""
         row = format_rejected_row(now.isoformat(timespec="milliseconds"), topic, reason, payload)
-        with self.lock:
-            if self._admit() is None:
-                return
-            was_failing = self.rejected.failing
-            self.rejected.append(row)
-            self.counters["rejected_count"] += 1
-            self.summary_dirty = True
-            newly_failing = self.rejected.failing and not was_failing
-            log_it, suppressed = self.reject_log.allow(self.mono())
+        if self._admit() is None:
+            return
+        was_failing = self.rejected.failing
+        self.rejected.append(row)
+        self.counters["rejected_count"] += 1
+        self.summary_dirty = True
+        newly_failing = self.rejected.failing and not was_failing
+        log_it, suppressed = self.reject_log.allow(self.mono())
         if suppressed:
             logger.warning("%d more rejected messages in the last minute", suppressed)
         if log_it:
@@ -709,7 +765,7 @@ class Recorder:
         if newly_failing:
             self._file_failed(self.rejected)
 
-    # ------------------------------------------------------------------ config.json
+    # ------------------------------------------------------------------ config.json (a view)
 
     def _config_failed(self, what: str, exc: BaseException) -> None:
         if self.latch.raise_("config"):
@@ -721,82 +777,44 @@ class Recorder:
             logger.info("config.json writable again")
             self.alert("Écriture dans config.json rétablie")
 
-    def _rebuild_config(self, exc: BaseException, now: datetime) -> None:
-        """config.json vanished or is unreadable: rebuild it from what this process knows."""
-        if not isinstance(exc, (FileNotFoundError, ValueError)):
-            return  # a disk problem: retrying is the cure
+    def save_view(self) -> bool:
+        """Show the journal's new events in config.json and the step in bancs_config.json; True when done."""
+        if self.journal.failing:
+            return False  # the view must never run ahead of the journal
         try:
-            # Moves an unreadable file aside (kept for inspection) and writes a fresh one.
-            utils.load_or_create_config(self.folder, self.banc, self.serial, now)
-        except (OSError, ValueError) as again:
-            logger.error("config.json cannot be rebuilt: %s", again)
-            return
-        logger.error("config.json rebuilt (%s); step, counters and capacity restored", exc)
-        with self.lock:
-            if self.pending_step is None:
-                self.pending_step = self.step
-            self.summary_dirty = True
+            if self.view_dirty or self.summary_dirty:
+                self._write_summary()
+                self.view_dirty = False
+            if self.bench_step_dirty:
+                if self.step != protocol.STEP_FINISHED:  # after 5 the bench is freed instead (_finish)
+                    utils.update_bancs_config_current_step(self.banc, self.step)
+                self.bench_step_dirty = False
+        except (OSError, ValueError) as exc:
+            self._config_failed("summary", exc)
+            return False
+        self._config_ok()
+        return True
 
-    def _write_step(self, now: datetime) -> bool:
-        """Write the pending step to config.json and bancs_config.json (5 also frees the bench)."""
-        with self.config_lock:
-            with self.lock:
-                step = self.pending_step
-            if step is None:
-                return True
-            try:
-                utils.update_config(self.folder, step, now)
-                if step == protocol.STEP_FINISHED:
-                    utils.reset_banc_config(self.banc)
-            except (OSError, ValueError) as exc:
-                self._config_failed(f"step {step}", exc)
-                self._rebuild_config(exc, now)
-                return False
-            with self.lock:
-                if self.pending_step == step:  # a newer step may have arrived meanwhile
-                    self.pending_step = None
-            self._config_ok()
-            return True
-
-    def _write_ri(self, now: datetime) -> bool:
-        """Fold the pending Ri results, in arrival order, into config.json."""
-        with self.config_lock:
-            while self.pending_ri:
-                try:
-                    utils.update_config_ri_results(self.folder, self.pending_ri[0], now)
-                except (OSError, ValueError) as exc:
-                    self._config_failed("Ri results", exc)
-                    self._rebuild_config(exc, now)
-                    return False
-                self.pending_ri.pop(0)
-            self._config_ok()
-            return True
+    def _write_summary(self) -> None:
+        if record.read_summary_file(self.folder) is None and self.latch.raise_("config:rebuilt"):
+            logger.error("config.json missing or unreadable: rebuilt from the journal and data.csv")
+            self.alert("config.json endommagé ou supprimé : reconstruit depuis le dossier du test, rien n'est perdu")
+        counters = dict(self.counters)
+        if self.capacity_ah is not None and self.energy_wh is not None and self.last_row_time is not None:
+            utils.update_config_bms(self.folder, self.capacity_ah, self.energy_wh, self.last_row_time, counters)
+        else:
+            utils.update_config_counters(self.folder, counters)
+        self.latch.clear("config:rebuilt")
+        self.summary_dirty = False
+        self.last_summary_save = self.mono()
 
     def save_summary(self, force: bool = False) -> bool:
         """Save capacity, energy and counters in config.json when due (or `force`); True when saved or clean."""
-        with self.config_lock:
-            with self.lock:
-                if not self.summary_dirty:
-                    return True
-                if not force and self.mono() - self.last_summary_save < SUMMARY_SAVE_INTERVAL_S:
-                    return True
-                counters = dict(self.counters)
-                capacity_ah, energy_wh, when = self.capacity_ah, self.energy_wh, self.last_row_time
-                self.summary_dirty = False
-                self.last_summary_save = self.mono()
-            try:
-                if capacity_ah is not None and energy_wh is not None and when is not None:
-                    utils.update_config_bms(self.folder, capacity_ah, energy_wh, when, counters)
-                else:
-                    utils.update_config_counters(self.folder, counters)
-            except (OSError, ValueError) as exc:
-                with self.lock:
-                    self.summary_dirty = True
-                self._config_failed("summary", exc)
-                self._rebuild_config(exc, self.clock())
-                return False
-            self._config_ok()
+        if not (self.summary_dirty or self.view_dirty):
             return True
+        if not force and not self.view_dirty and self.mono() - self.last_summary_save < SUMMARY_SAVE_INTERVAL_S:
+            return True
+        return self.save_view()
 
     # ------------------------------------------------------------------ files
 
@@ -804,23 +822,23 @@ class Recorder:
         """First failure of an episode: log and alert once."""
         exc = target.error
         if self.latch.raise_(f"file:{target.path.name}"):
-            logger.error("%s: write failed (%s); rows kept in memory, retrying every second", target.path.name, exc)
+            logger.error("%s: write failed (%s); messages held (not acknowledged), retrying every second",
+                         target.path.name, exc)
             self.alert(
                 f"Écriture impossible dans {target.path.name} ({describe_os_error(exc) if exc else 'écriture partielle'}) : "
-                "mesures gardées en mémoire, nouvel essai chaque seconde"
+                "mesures gardées par le broker, nouvel essai chaque seconde"
             )
 
     def _retry_files(self) -> None:
-        for target in (self.data, self.rejected):
-            with self.lock:
-                if not target.failing:
-                    continue
-                rows = target.pending_rows
-                ok = target.flush_pending()
-                dropped = target.dropped_rows
+        for target in self.files:
+            if not target.failing:
+                continue
+            rows = target.pending_rows
+            ok = target.flush_pending()
+            dropped = target.dropped_rows
             key = f"file:{target.path.name}"
             if ok:
-                logger.info("%s writable again: %d rows caught up", target.path.name, rows)
+                logger.info("%s writable again: %d records caught up", target.path.name, rows)
                 if self.latch.clear(key):
                     note = f"Écriture dans {target.path.name} rétablie : {rows} lignes rattrapées"
                     if dropped:
@@ -830,18 +848,38 @@ class Recorder:
             else:
                 self._file_failed(target)
 
+    def check_folder(self) -> None:
+        """A test folder or file deleted under us: alert, put it back from our open descriptors, go on."""
+        removed = [target for target in self.files if target.removed()]
+        if not removed:
+            return
+        folder_gone = not self.folder.is_dir()
+        names = ", ".join(target.path.name for target in removed)
+        try:
+            restored = [(target.path.name, target.restore()) for target in removed]
+        except OSError as exc:
+            if self.latch.raise_("folder"):
+                logger.error("%s removed and cannot be restored: %s", names, exc)
+                self.alert(f"Dossier du test supprimé ({names}) et impossible à recréer ({describe_os_error(exc)})")
+            return
+        self.latch.clear("folder")
+        logger.error("%s %s removed while the test runs; restored (%s)", "folder and" if folder_gone else "", names,
+                     ", ".join(f"{name}: {size} bytes" for name, size in restored))
+        what = "Dossier du test supprimé" if folder_gone else f"{names} supprimé"
+        self.alert(f"{what} pendant le test : recréé sans perte, l'enregistrement continue")
+        self.view_dirty = True  # config.json is rebuilt from the restored journal and rows
+
     def sync(self) -> None:
         """fsync the CSV files that changed since the last fsync."""
-        with self.lock:
-            self.data.sync()
-            self.rejected.sync()
+        self.data.sync()
+        self.rejected.sync()
         self.last_fsync = self.mono()
 
     def tick(self, connected_since: Optional[float]) -> None:
-        """Periodic work (main thread): watchdog, write retries, fsync, config.json saves."""
+        """Periodic work (main thread): folder watch, watchdog, write retries, fsync, config.json saves."""
         now = self.mono()
-        with self.lock:
-            silence = None if self.ended is not None else self.watchdog.check(now, connected_since)
+        self.check_folder()
+        silence = None if self.ended is not None else self.watchdog.check(now, connected_since)
         if silence is not None:
             timeout = self.watchdog.timeout_s
             logger.warning("no BMS data for %.1f s", silence)
@@ -849,10 +887,6 @@ class Recorder:
         if now >= self.next_retry:
             self.next_retry = now + WRITE_RETRY_INTERVAL_S
             self._retry_files()
-            if self.pending_step is not None:
-                self._write_step(self.clock())
-            if self.pending_ri:
-                self._write_ri(self.clock())
             if self.latch.is_raised("config"):
                 self.save_summary(force=True)
         if now - self.last_fsync >= self.fsync_interval_s:
@@ -860,74 +894,80 @@ class Recorder:
         self.save_summary()
 
     def all_written(self) -> bool:
-        """True when nothing waits in memory (rows, step, Ri results, summary)."""
-        with self.lock:
-            files_ok = not self.data.failing and not self.rejected.failing
-            summary_ok = not self.summary_dirty
-        return files_ok and summary_ok and self.pending_step is None and not self.pending_ri
+        """True when nothing waits in memory (rows, events, summary)."""
+        return not self.blocked and not self.summary_dirty and not self.view_dirty and not self.bench_step_dirty
 
     def flush_all(self) -> bool:
         """One attempt to write everything that waits; True when all is on disk (fsynced)."""
         self._retry_files()
-        if self.pending_step is not None:
-            self._write_step(self.clock())
-        if self.pending_ri:
-            self._write_ri(self.clock())
         self.save_summary(force=True)
         self.sync()
         return self.all_written()
 
     def close(self) -> int:
-        """Close both CSV files; return the bytes that could not be written."""
-        with self.lock:
-            self.ended = self.ended or protocol.STEP_STOP
-            lost = self.data.close() + self.rejected.close()
-        return lost
+        """Close the files; return the bytes that could not be written."""
+        self.ended = self.ended or protocol.STEP_STOP
+        return sum(target.close() for target in self.files)
 
 
 # =========================================================================== process
 
 
-def discard_stale_session(client_id: str, timeout_s: float = 3.0) -> bool:
+def discard_stale_session(settings: utils.Settings, client_id: str, timeout_s: float = 3.0) -> bool:
     """Connect once with a clean session under `client_id`, dropping what the broker queued for it.
 
     Used before a NEW test: a bench's session may still hold messages of an older test
-    whose banc.py died; they must not land in the new test's data.csv.
+    whose banc.py died; they must not land in the new test's data.csv. (A separate clean
+    connection rather than clean_start on the first persistent one: Mosquitto 2.0 does not
+    save a session that began with clean_start in its persistence file, so a broker crash
+    would then lose the test's queued messages.)
     """
-    settings = utils.get_settings()
-    client = protocol.make_client(client_id, persistent=False)
-    done = threading.Event()
-    client.on_connect = lambda *args: done.set()
+    client = protocol.make_client(client_id, v5=True, username=settings.mqtt_username or "",
+                                  password=settings.mqtt_password)
+    done = {"ok": False}
+    client.on_connect = lambda *args: done.update(ok=True)
     try:
-        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
+        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S,
+                       **protocol.connect_options(persistent=False))
     except OSError as exc:
         logger.warning("broker unreachable, stale session not checked: %s", exc)
         return False
-    client.loop_start()
-    ok = done.wait(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while not done["ok"] and time.monotonic() < deadline:
+        client.loop(0.05)
     client.disconnect()
-    client.loop_stop()
-    return ok
+    return done["ok"]
 
 
 class BancProcess:
     """The running banc.py: MQTT client, callbacks, network loop with periodic work, shutdown.
 
     Everything runs in the main thread: the network is served with a short select() timeout
-    and the periodic work runs between calls. Single-threaded, paho acknowledges each QoS 1 message
-    right after its callback (no thread hand-off per message), and a signal handler only
-    has to set a flag that the loop reads within TICK_S.
+    and the periodic work runs between calls. The client speaks MQTT v5 with manual
+    acknowledgements: each QoS 1 message is acknowledged right after its callback once its
+    record is written (rows in the page cache, journal events fsynced), or later, in order,
+    when the disk accepts what it refused; meanwhile the broker stops sending after
+    RECEIVE_MAXIMUM unacknowledged messages and keeps the rest. A signal handler only sets a
+    flag that the loop reads within TICK_S.
     """
 
-    def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool) -> None:
+    def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool,
+                 settings: Optional[utils.Settings] = None) -> None:
+        self.settings = settings or utils.get_settings()
         self.banc = banc
         self.serial = serial
         self.folder = folder
         self.resumed = resumed
         self.topics = protocol.topics(banc)
         self.client_id = f"banc_script_{banc}"
-        self.recorder = Recorder(folder, banc, serial, step, self.send_alert)
-        self.client = protocol.make_client(self.client_id, persistent=True, will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
+        self.recorder = Recorder(folder, banc, serial, step, self.send_alert,
+                                 fsync_interval_s=self.settings.fsync_interval_s,
+                                 bms_timeout_s=self.settings.bms_timeout_s)
+        self.client = protocol.make_client(self.client_id, persistent=True, v5=True,
+                                           will=(self.topics.banc_status, protocol.STATUS_OFFLINE),
+                                           username=self.settings.mqtt_username or "",
+                                           password=self.settings.mqtt_password)
+        self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -936,8 +976,11 @@ class BancProcess:
             self.topics.bms_data: self.recorder.handle_bms,
             self.topics.step: self.recorder.handle_step,
             self.topics.ri_results: self.recorder.handle_ri,
+            self.topics.sync: self._handle_sync,
         }
+        self.held_acks: list[tuple[int, int]] = []  # (mid, qos) of messages whose record waits in memory
         self.connected_since: Optional[float] = None
+        self.sync_token: Optional[str] = None
         self.announced = False
         self.unsubscribed = False
         self.stop_signal: Optional[int] = None
@@ -963,6 +1006,10 @@ class BancProcess:
             # Re-subscribe on every connection: a broker that lost its state forgets them.
             protocol.subscribe_all(client, protocol.banc_process_subscriptions(self.banc))
             protocol.publish(client, self.topics.banc_status, protocol.STATUS_ONLINE)
+            if not self.announced:
+                # Comes back after everything the broker queued for us before it: the backlog.
+                self.sync_token = f"{os.getpid()}-{time.monotonic_ns()}"
+                protocol.publish(client, self.topics.sync, self.sync_token)
             self.connected_since = time.monotonic()
             self.reconnect_delay_s = RECONNECT_MIN_S
             self.connect_failures = 0
@@ -973,6 +1020,8 @@ class BancProcess:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
             self.connected_since = None
+            # Their ids mean nothing on the next connection: the broker re-sends those messages.
+            self.held_acks.clear()
             if reason_code.is_failure:
                 logger.warning("broker connection lost (%s); reconnecting", reason_code)
         except Exception:
@@ -984,10 +1033,43 @@ class BancProcess:
             handler = self.handlers.get(message.topic)
             if handler is None:
                 logger.warning("message on unexpected topic %s ignored", safe_text(message.topic, 100))
-                return
-            handler(message.payload, bool(message.dup))
+            else:
+                handler(message.payload, bool(message.dup))
         except Exception:
             logger.exception("message on %s not processed", safe_text(message.topic, 100))
+        try:
+            self._acknowledge(message.mid, message.qos)
+        except Exception:
+            logger.exception("acknowledgement failed")
+
+    def _acknowledge(self, mid: int, qos: int) -> None:
+        """Acknowledge now when every record is written, else once they are (in order)."""
+        if qos == 0:
+            return
+        if self.recorder.blocked or self.held_acks:
+            self.held_acks.append((mid, qos))
+            self.release_acks()
+            return
+        self.client.ack(mid, qos)
+
+    def release_acks(self) -> None:
+        """Acknowledge the held messages once the disk has taken what they carried."""
+        if self.recorder.blocked or not self.held_acks:
+            return
+        held, self.held_acks = self.held_acks, []
+        for mid, qos in held:
+            self.client.ack(mid, qos)
+        logger.info("%d held messages acknowledged", len(held))
+
+    def _handle_sync(self, payload: bytes, redelivered: bool = False) -> None:
+        """Our marker came back: the backlog is in; announce the step the test has really reached."""
+        if self.announced or payload.decode("ascii", "replace") != self.sync_token:
+            return  # an older process's marker, or a second copy
+        self.announced = True
+        step = self.recorder.step
+        if step in protocol.PHASES and self.recorder.ended is None:
+            protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
+            logger.info("backlog received; announced step %d on %s", step, self.topics.command)
 
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self.unsubscribed = True
@@ -1017,7 +1099,7 @@ class BancProcess:
                     rc = client.loop_read()
                     if rc != MQTT_ERR_SUCCESS or self.messages_in == before or client.socket() is None:
                         break
-            if rc == MQTT_ERR_SUCCESS and writable and client.socket() is not None:
+            if rc == MQTT_ERR_SUCCESS and client.want_write() and client.socket() is not None:
                 rc = client.loop_write()
             if rc == MQTT_ERR_SUCCESS and client.socket() is not None:
                 rc = client.loop_misc()
@@ -1036,7 +1118,7 @@ class BancProcess:
             self.connect_failures += 1
             if self.connect_failures == 1 or self.reconnect_delay_s >= RECONNECT_MAX_S:
                 logger.warning("broker %s unreachable: %s (retry in %.0f s)",
-                               utils.get_settings().mqtt_host, exc, self.reconnect_delay_s)
+                               self.settings.mqtt_host, exc, self.reconnect_delay_s)
             self.next_connect_at = now + self.reconnect_delay_s
             self.reconnect_delay_s = min(self.reconnect_delay_s * 2, RECONNECT_MAX_S)
 
@@ -1052,29 +1134,17 @@ class BancProcess:
     # ------------------------------------------------------------------ main loop
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only a flag: the handler may interrupt the main thread anywhere, even inside a lock.
+        # Only a flag: the handler may interrupt the main thread anywhere.
         self.stop_signal = signum
-
-    def _maybe_announce(self) -> None:
-        if self.announced or self.connected_since is None:
-            return
-        now = time.monotonic()
-        quiet = now - max(self.recorder.last_message, self.connected_since) >= ANNOUNCE_QUIET_S
-        if quiet or now - self.connected_since >= ANNOUNCE_MAX_WAIT_S:
-            step = self.recorder.step
-            if step in protocol.PHASES and self.recorder.ended is None:
-                protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
-                logger.info("announced step %d on %s", step, self.topics.command)
-            self.announced = True
 
     def run(self) -> int:
         """Connect, serve until step 5/9 or a signal, shut down; return the exit code."""
-        settings = utils.get_settings()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         if not self.resumed:
-            discard_stale_session(self.client_id)
-        self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=KEEPALIVE_S)
+            discard_stale_session(self.settings, self.client_id)
+        options = protocol.connect_options(persistent=True)
+        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=KEEPALIVE_S, **options)
         # No sd_notify here: banc.py is the kiosk's child and inherits its NOTIFY_SOCKET;
         # notifying would feed the kiosk's systemd watchdog on its behalf.
         next_tick = 0.0
@@ -1082,14 +1152,14 @@ class BancProcess:
             self._network(TICK_S)
             if self.stop_signal is not None:
                 return self._shutdown_on_signal()
-            if self.recorder.ended is not None:
+            if self.recorder.ended is not None and not self.recorder.blocked:
                 return self._finish(self.recorder.ended)
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + TICK_S
                 try:
-                    self._maybe_announce()
                     self.recorder.tick(self.connected_since)
+                    self.release_acks()
                 except Exception:
                     logger.exception("periodic work failed")
 
@@ -1103,16 +1173,17 @@ class BancProcess:
             logger.exception("offline status not published")
 
     def _finish(self, step: int) -> int:
-        """Step 5 or 9: write everything, close the files, leave the broker; exit code 0."""
+        """Step 5 or 9 is in the journal: write the views, close the files, leave the broker; exit code 0."""
         logger.info("test %s at step %d", "finished" if step == protocol.STEP_FINISHED else "stopped", self.recorder.step)
-        while not self.recorder.flush_all():
-            # The disk refuses data that was acknowledged: keep trying (the alerts are out);
-            # the network keeps running so they reach the kiosk.
+        while not self._close_views(step):
+            # The disk refuses the summary: keep trying (the alerts are out); the network keeps
+            # running so they reach the kiosk. The test is already finished in the journal.
             if self.stop_signal is not None:
                 break
             deadline = time.monotonic() + WRITE_RETRY_INTERVAL_S
             while time.monotonic() < deadline:
                 self._network(TICK_S)
+        self.release_acks()
         lost = self.recorder.close()
         if self.recorder.ignored_after_end:
             logger.info("%d messages after the end ignored", self.recorder.ignored_after_end)
@@ -1129,12 +1200,24 @@ class BancProcess:
             return EXIT_ERROR
         return EXIT_OK
 
+    def _close_views(self, step: int) -> bool:
+        """Everything written, config.json shows the end and (after 5) the bench is free again."""
+        if not self.recorder.flush_all():
+            return False
+        if step == protocol.STEP_FINISHED:
+            try:
+                utils.reset_banc_config(self.banc)
+            except (OSError, ValueError) as exc:
+                logger.error("bench not freed in bancs_config.json: %s (retrying)", exc)
+                return False
+        return True
+
     def _shutdown_on_signal(self) -> int:
         """SIGTERM/SIGINT: not a test end; close cleanly, keep the session for the restart."""
         logger.info("signal %d: closing (the test stays resumable at step %d)", self.stop_signal, self.recorder.step)
         self._publish_offline()
         # From here no message is processed, so none is acknowledged: what the broker still
-        # holds is delivered to the next banc.py through the persistent session.
+        # holds (and every held message) is delivered to the next banc.py through the session.
         self.client.disconnect()
         for _ in range(3):
             if self.recorder.flush_all():
@@ -1142,8 +1225,7 @@ class BancProcess:
             time.sleep(0.5)
         lost = self.recorder.close()
         if lost:
-            logger.error("%d bytes of data could not be written before exit", lost)
-            return EXIT_ERROR
+            logger.warning("%d bytes not written before exit: never acknowledged, the broker re-sends them", lost)
         return EXIT_OK
 
 
@@ -1167,11 +1249,34 @@ def validate_args(argv: Sequence[str]) -> tuple[Optional[tuple[str, str]], str]:
     return (utils.normalize_banc(banc_arg), serial), ""
 
 
+def check_bench(banc: str, serial: str, now: datetime) -> Optional[tuple[str, int]]:
+    """Why this test must not run here ((message, exit code)), or None (reads bancs_config.json and the folders)."""
+    config = utils.load_bancs_config()
+    for entry in config["bancs"]:
+        if entry.get("status") != utils.STATUS_OCCUPIED:
+            continue
+        pending = entry.get("serial-pending")
+        name = protocol.banc_id(entry["name"])
+        if name == banc and isinstance(pending, str) and not record.same_serial(pending, serial):
+            return f"{banc} est occupé par {safe_text(pending, 40)}", EXIT_BENCH_BUSY
+        if name != banc and record.same_serial(pending, serial):
+            return f"{safe_text(serial, 40)} est déjà en test sur {name}", EXIT_BENCH_BUSY
+    latest = utils.latest_test(serial)
+    if latest is not None and latest.finished and latest.last_activity is not None:
+        if not utils.is_past_business_hours(latest.last_activity, now):
+            if utils.get_banc_for_serial(serial, config) == banc:
+                # Step 5 was recorded but the bench was not freed before a crash: finish the transition.
+                utils.reset_banc_config(banc)
+            return (f"{safe_text(serial, 40)} a terminé un test le {latest.last_activity:%d/%m/%Y %H:%M} : "
+                    f"nouveau test après {utils.BUSINESS_HOURS_BEFORE_RETEST:g} h ouvrées", EXIT_TOO_EARLY)
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one test: `banc.py bancN SERIAL`; return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        utils.get_settings()
+        settings = utils.get_settings()
     except utils.SettingsError as exc:
         return _fail(f"réglage invalide: {exc}", EXIT_USAGE)
     valid, reason = validate_args(args)
@@ -1187,20 +1292,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     utils.setup_logging("banc.py")
     try:
-        info = utils.get_banc_info(banc)
-        pending = info.get("serial-pending")
-        if info.get("status") == utils.STATUS_OCCUPIED and isinstance(pending, str) and pending.upper() != serial.upper():
-            logger.error("%s holds the unfinished test of %s; refusing %s", banc, pending, serial)
-            return _fail(f"{banc} est occupé par {safe_text(pending, 40)}", EXIT_BENCH_BUSY)
         now = utils.now_local()
+        refusal = check_bench(banc, serial, now)
+        if refusal is not None:
+            logger.error("refused: %s", refusal[0])
+            return _fail(refusal[0], refusal[1])
         folder, resumed = utils.find_or_create_test_folder(banc, serial, now)
-        config = utils.load_or_create_config(folder, banc, serial, now)
-        step = config.get("current_step")
-        if step not in protocol.PHASES or step == protocol.STEP_FINISHED:
-            logger.warning("config.json step %r unusable; starting at step 1", step)
-            step = 1
+        state, config = utils.open_test_record(folder, banc, serial, now)
+        if state.serial:
+            serial = state.serial  # the battery's serial as first scanned: one spelling in every file
+        step = state.step if state.step in protocol.PHASES and not state.finished else 1
+        if resumed:
+            record.append_event(folder, record.EVENT_RESUME, now)
         utils.create_data_csv(folder)
-        process = BancProcess(banc, serial, folder, step, resumed)
+        process = BancProcess(banc, serial, folder, step, resumed, settings)
         process.recorder.open(config)
         utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, step)
     except (OSError, ValueError) as exc:

@@ -50,6 +50,9 @@ KIND_COMMAND = "command"
 KIND_ESP_STATUS = "esp/status"
 KIND_BANC_STATUS = "banc/status"
 KIND_NURSE = "nurse"  # bancX/nJ
+# banc.py's own marker: published after (re)connecting and received back once the broker has
+# delivered everything it had queued before it (the backlog) — see banc.py's announcement.
+KIND_SYNC = "banc/sync"
 
 QOS: dict[str, int] = {
     KIND_STEP: 1,
@@ -60,10 +63,11 @@ QOS: dict[str, int] = {
     KIND_COMMAND: 1,
     KIND_ESP_STATUS: 1,
     KIND_BANC_STATUS: 1,
+    KIND_SYNC: 1,
 }
 RETAINED: frozenset[str] = frozenset((KIND_ESP_STATUS, KIND_BANC_STATUS))
 
-_TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|security|ri/results|command|esp/status|banc/status|n([1-6]))$")
+_TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|security|ri/results|command|esp/status|banc/status|banc/sync|n([1-6]))$")
 
 
 def banc_id(banc: Union[int, str]) -> str:
@@ -117,6 +121,10 @@ class BancTopics:
     @property
     def banc_status(self) -> str:
         return f"{self.banc}/{KIND_BANC_STATUS}"
+
+    @property
+    def sync(self) -> str:
+        return f"{self.banc}/{KIND_SYNC}"
 
     def nurse(self, index: int) -> str:
         """Topic of nurse battery `index` (1..6)."""
@@ -177,7 +185,8 @@ def retained_for(topic: str) -> bool:
 def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
     """(topic, qos) pairs banc.py subscribes to."""
     t = topics(banc)
-    return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.ri_results, QOS[KIND_RI])]
+    return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.ri_results, QOS[KIND_RI]),
+            (t.sync, QOS[KIND_SYNC])]
 
 
 def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:
@@ -437,26 +446,44 @@ def encode_security(message: str) -> str:
 # --------------------------------------------------------------------------- client
 
 
-def make_client(client_id: str, *, persistent: bool = False, will: Optional[tuple[str, str]] = None):
-    """Build a paho-mqtt 2.x client (MQTT 3.1.1) with the configured credentials.
+# No client of the project ever holds a larger message: the broker refuses larger packets
+# (max_packet_size) and the MQTT v5 clients announce this maximum so it never sends them one.
+MAX_PACKET_BYTES = 4096
+# MQTT v5 flow control: at most this many QoS 1 messages unacknowledged at once. banc.py
+# holds its acknowledgements while the disk refuses writes, so the broker then keeps the rest.
+RECEIVE_MAXIMUM = 100
+# How long the broker keeps a persistent session (and its queued messages) while the client
+# is away: a test stopped by a crash on Friday evening is resumed on Monday.
+SESSION_EXPIRY_S = 14 * 24 * 3600
+
+
+def make_client(client_id: str, *, persistent: bool = False, will: Optional[tuple[str, str]] = None,
+                v5: bool = False, username: Optional[str] = None, password: Optional[str] = None):
+    """Build a paho-mqtt 2.x client (MQTT 3.1.1, or v5 with `v5`) with the given or configured credentials.
 
     `persistent` asks the broker to keep the session (subscriptions and queued QoS 1
     messages) while the client is away; `will` is a (topic, payload) last will, sent
-    with that topic's QoS and retain flag.
+    with that topic's QoS and retain flag. A v5 client is connected with `connect_options`.
     """
     import paho.mqtt.client as mqtt  # local import: the pure codecs above need no paho
 
-    from utils import get_settings
+    if username is None:
+        from utils import get_settings
 
-    settings = get_settings()
-    client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=not persistent,
-        protocol=mqtt.MQTTv311,
-    )
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        settings = get_settings()
+        username, password = settings.mqtt_username, settings.mqtt_password
+    if v5:
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+        )
+    if username:
+        client.username_pw_set(username, password)
     if will is not None:
         will_topic, will_payload = will
         client.will_set(will_topic, will_payload, qos=qos_for(will_topic), retain=retained_for(will_topic))
@@ -466,6 +493,19 @@ def make_client(client_id: str, *, persistent: bool = False, will: Optional[tupl
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
     return client
+
+
+def connect_options(*, persistent: bool) -> dict[str, Any]:
+    """Keyword arguments of connect()/connect_async() for a v5 client: packet size, flow control, session."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    if persistent:
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    return {"clean_start": not persistent, "properties": properties}
 
 
 def publish(client, topic: str, payload: str):

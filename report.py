@@ -61,7 +61,8 @@ _ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name 
 PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
 """The kiosk's phase colours (ui_components.PHASE_COLORS), repeated so that report.py never imports the UI."""
 
-STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté"}
+STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté",
+                 utils.TEST_ABANDONED: "abandonné"}
 RESISTANCE_LABELS: dict[str, str] = {
     "ri_discharge": "Ri décharge",
     "ri_charge": "Ri charge",

@@ -215,7 +215,8 @@ class MqttBridge:
         self.num_bancs = num_bancs
         self.sink = sink
         self.connected = False
-        self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}")
+        # MQTT v5: the kiosk announces the 4 KiB maximum packet size, so it is never handed a larger message.
+        self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}", v5=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -223,7 +224,8 @@ class MqttBridge:
     def start(self) -> None:
         """Connect in the background; paho retries forever (capped backoff) until the broker answers."""
         settings = utils.get_settings()
-        self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15)
+        self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15,
+                                  **protocol.connect_options(persistent=False))
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -612,7 +614,7 @@ class App(ctk.CTk):
             self.scan_bar.show_message(f"Reset refusé : un test tourne sur le banc {banc[4:]}.", "error")
             return
         try:
-            utils.reset_banc_config(banc)
+            utils.abandon_banc(banc, utils.now_local())
         except (OSError, ValueError) as exc:
             self.scan_bar.show_message(f"Reset impossible : {exc}", "error")
             return

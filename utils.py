@@ -30,8 +30,14 @@ from typing import Any, Callable, Iterator, Optional, Union
 from zoneinfo import ZoneInfo
 
 import protocol
-
-SOFTWARE_VERSION = "1.0.0"
+import record
+import storage
+from record import (  # noqa: F401  (the seed's names, defined once in record.py)
+    BANCS_CONFIG_FILE, DATA_CSV_FILE, DATA_CSV_HEADER, EVENTS_FILE, LOCAL_TZ, REJECTED_CSV_FILE,
+    REJECTED_CSV_HEADER, SOFTWARE_VERSION, STATUS_AVAILABLE, STATUS_OCCUPIED, TEST_ABANDONED, TEST_CONFIG_FILE,
+    TEST_FINISHED, TEST_RUNNING, TEST_STOPPED, iso, now_local, parse_time, running_mean,
+)
+from storage import atomic_write_json, file_lock, read_json  # noqa: F401
 
 NUM_BANCS = 4
 """Default number of benches; `BANC_NUM_BANCS` overrides it. Nothing else needs editing."""
@@ -40,25 +46,10 @@ SERIAL_PATTERN = r"^RW-[A-Za-z0-9]{4,32}$"
 _SERIAL_RE = re.compile(SERIAL_PATTERN)
 
 PROJECT_DIR = Path(__file__).resolve().parent
-LOCAL_TZ = ZoneInfo("Europe/Paris")
 
-BANCS_CONFIG_FILE = "bancs_config.json"
-TEST_CONFIG_FILE = "config.json"
-DATA_CSV_FILE = "data.csv"
-REJECTED_CSV_FILE = "rejected.csv"
 CHARGE_PROFILE_FILE = "charge_profile.csv"
 TEMP_COEFFS_FILE = "temperature_coefficients.json"
 LOG_FILE = "logs.log"
-
-DATA_CSV_HEADER: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
-REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
-
-STATUS_AVAILABLE = "available"
-STATUS_OCCUPIED = "occupied"
-
-TEST_RUNNING = "running"
-TEST_STOPPED = "stopped"
-TEST_FINISHED = "finished"
 
 BUSINESS_HOURS_BEFORE_RETEST = 48.0
 
@@ -215,74 +206,8 @@ def log(message: str, level: str = "info", logger: str = "banc") -> None:
 
 # =========================================================================== atomic files
 
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` + ".lock" (a separate file, so the data file can be replaced)."""
-    lock_path = Path(str(path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
-    """Write JSON atomically: temp file in the same folder, flush, fsync, os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            if fsync:
-                os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file (raises OSError / ValueError)."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def _quarantine(path: Path, reason: str) -> Optional[Path]:
-    """Move a corrupt file aside (kept for inspection, never deleted)."""
-    stamp = datetime.now(LOCAL_TZ).strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
-    try:
-        os.replace(path, target)
-    except OSError as exc:
-        logger.error("cannot move corrupt %s aside: %s", path, exc)
-        return None
-    logger.error("%s was corrupt (%s); kept as %s and recreated", path, reason, target.name)
-    return target
+_fsync_dir = storage.fsync_dir
+_quarantine = storage.quarantine
 
 
 # =========================================================================== benches and serials
@@ -326,7 +251,7 @@ def all_bancs() -> list[str]:
 
 
 def _default_entry(number: int) -> dict[str, Any]:
-    return {"name": f"Banc{number}", "status": STATUS_AVAILABLE, "serial-pending": None, "current_step": None}
+    return record.bench_entry(number)
 
 
 def create_default_config(num_bancs: Optional[int] = None) -> dict[str, Any]:
@@ -339,14 +264,7 @@ def create_default_config(num_bancs: Optional[int] = None) -> dict[str, Any]:
 
 
 def _valid_bancs_config(data: Any) -> bool:
-    if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
-        return False
-    for entry in data["bancs"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            return False
-        if entry.get("status") not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
-            return False
-    return True
+    return record.valid_bancs_config(data)
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
@@ -364,18 +282,28 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "bancs": bancs}
 
 
+def rebuild_bancs_config(level: int = logging.WARNING) -> dict[str, Any]:
+    """Write and return bancs_config.json rebuilt from the test folders (caller holds the lock)."""
+    config = record.rebuild_bancs_config(data_dir(), get_settings().num_bancs)
+    atomic_write_json(bancs_config_path(), config)
+    held = [f"{e['name']}={e['serial-pending']}@{e['current_step']}" for e in config["bancs"] if e["status"] == STATUS_OCCUPIED]
+    logger.log(level, "%s rebuilt from the test folders (occupied: %s)", bancs_config_path(), ", ".join(held) or "none")
+    return config
+
+
 def _load_bancs_config_unlocked() -> dict[str, Any]:
     path = bancs_config_path()
     try:
         data = read_json(path)
     except FileNotFoundError:
-        return create_default_config()
+        # A first start has no data/ either: the rebuild then gives every bench available.
+        return rebuild_bancs_config(logging.INFO)
     except (OSError, ValueError) as exc:
         _quarantine(path, str(exc))
-        return create_default_config()
+        return rebuild_bancs_config()
     if not _valid_bancs_config(data):
         _quarantine(path, "unexpected structure")
-        return create_default_config()
+        return rebuild_bancs_config()
     return _normalized(data)
 
 
@@ -419,8 +347,7 @@ def get_banc_for_serial(serial: str, config: Optional[dict[str, Any]] = None) ->
     """Bench id ("bancN") whose serial-pending is `serial` (case-insensitive), or None."""
     config = config or load_bancs_config()
     for entry in config["bancs"]:
-        pending = entry.get("serial-pending")
-        if entry.get("status") == STATUS_OCCUPIED and isinstance(pending, str) and pending.upper() == serial.upper():
+        if entry.get("status") == STATUS_OCCUPIED and record.same_serial(entry.get("serial-pending"), serial):
             return protocol.banc_id(entry["name"])
     return None
 
@@ -454,15 +381,30 @@ def reset_banc_config(banc: Union[int, str]) -> None:
     set_banc_status(banc, STATUS_AVAILABLE)
 
 
+def abandon_banc(banc: Union[int, str], now: datetime) -> Optional[Path]:
+    """Operator reset: the bench's unfinished test is marked abandoned in its journal, then the bench is freed.
+
+    The journal line comes first, so a bancs_config.json rebuilt from the folders later never
+    gives the bench back to an abandoned test. Returns the abandoned test's folder, if any.
+    """
+    banc = normalize_banc(banc)
+    serial = get_banc_info(banc).get("serial-pending")
+    folder: Optional[Path] = None
+    if isinstance(serial, str) and is_valid_serial(serial):
+        test = latest_test(serial, banc)
+        if test is not None and not test.finished and not test.abandoned:
+            record.append_event(test.path, record.EVENT_ABANDON, now)
+            folder = test.path
+    reset_banc_config(banc)
+    return folder
+
+
 # =========================================================================== test folders
-
-
-_FOLDER_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})-(RW-[A-Za-z0-9]{4,32})(?:-(\d+))?$")
 
 
 @dataclass(frozen=True)
 class BatteryFolder:
-    """A test folder data/bancN/DDMMYYYY-SERIAL[-K] and what its config.json says."""
+    """A test folder data/bancN/DDMMYYYY-SERIAL[-K] and its summary (config.json corrected by the journal)."""
 
     path: Path
     banc: str
@@ -474,8 +416,12 @@ class BatteryFolder:
     @property
     def finished(self) -> bool:
         """True when the test reached step 5."""
-        cfg = self.config or {}
-        return cfg.get("status") == TEST_FINISHED or cfg.get("current_step") == protocol.STEP_FINISHED
+        return record.summary_finished(self.config)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when the operator reset the bench of this unfinished test."""
+        return record.summary_abandoned(self.config)
 
     @property
     def last_activity(self) -> Optional[datetime]:
@@ -488,7 +434,7 @@ class BatteryFolder:
         return None
 
     @property
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[Any, ...]:
         cfg = self.config or {}
         first = parse_time(cfg.get("first_handle"))
         return (self.day, self.index, first.timestamp() if first else 0.0)
@@ -498,8 +444,7 @@ def battery_folder_name(serial: str, day: date, index: int = 1) -> str:
     """Folder name DDMMYYYY-SERIAL (with -K for the K-th test of the same battery the same day)."""
     if not is_valid_serial(serial):
         raise ValueError(f"invalid serial: {serial!r}")
-    base = f"{day:%d%m%Y}-{serial}"
-    return base if index == 1 else f"{base}-{index}"
+    return record.folder_name(serial, day, index)
 
 
 def list_test_folders(serial: Optional[str] = None, banc: Optional[Union[int, str]] = None) -> list[BatteryFolder]:
@@ -510,40 +455,26 @@ def list_test_folders(serial: Optional[str] = None, banc: Optional[Union[int, st
     if not root.is_dir():
         return found
     for banc_dir in sorted(root.iterdir()):
-        if not banc_dir.is_dir() or not re.fullmatch(r"banc[1-9][0-9]*", banc_dir.name):
+        if not banc_dir.is_dir() or not record.BANC_DIR_RE.match(banc_dir.name):
             continue
         if bancs is not None and banc_dir.name not in bancs:
             continue
         for folder in banc_dir.iterdir():
-            match = _FOLDER_RE.match(folder.name)
-            if not match or not folder.is_dir():
+            name = record.parse_folder_name(folder.name)
+            if name is None or not folder.is_dir():
                 continue
-            if serial is not None and match.group(4).upper() != serial.upper():
+            if serial is not None and not record.same_serial(name.serial, serial):
                 continue
-            try:
-                day = date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
-            except ValueError:
-                continue
-            config: Optional[dict[str, Any]]
-            try:
-                config = read_json(folder / TEST_CONFIG_FILE)
-                if not isinstance(config, dict):
-                    config = None
-            except (OSError, ValueError):
-                config = None
-            found.append(
-                BatteryFolder(folder, banc_dir.name, match.group(4), day, int(match.group(5) or 1), config)
-            )
+            found.append(BatteryFolder(folder, banc_dir.name, name.serial, name.day, name.index,
+                                       record.load_summary(folder)))
     found.sort(key=lambda f: f.sort_key)
     return found
 
 
 def find_battery_folder(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[Path]:
     """Most recent test folder of a battery (on any bench, or on `banc`), or None."""
-    if not is_valid_serial(serial):
-        return None
-    folders = list_test_folders(serial, banc)
-    return folders[-1].path if folders else None
+    latest = latest_test(serial, banc)
+    return latest.path if latest else None
 
 
 def latest_test(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[BatteryFolder]:
@@ -573,101 +504,96 @@ def find_or_create_test_folder(banc: Union[int, str], serial: str, now: datetime
     path = parent / battery_folder_name(serial, day, index)
     path.mkdir(parents=True, exist_ok=False)
     _fsync_dir(parent)
+    # The journal's first line makes the folder a test: serial, bench and first_handle.
+    record.append_event(path, record.EVENT_START, now, serial=serial, banc=banc, first_handle=iso(now),
+                        software_version=SOFTWARE_VERSION)
     return path, False
 
 
-def now_local() -> datetime:
-    """Current time, timezone-aware in Europe/Paris."""
-    return datetime.now(LOCAL_TZ)
-
-
-def iso(moment: datetime, millis: bool = False) -> str:
-    """ISO 8601 with UTC offset (milliseconds optional)."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime")
-    return moment.isoformat(timespec="milliseconds" if millis else "seconds")
-
-
-def parse_time(text: Any) -> Optional[datetime]:
-    """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
-    if not isinstance(text, str):
-        return None
+def _count_csv_rows(path: Path) -> int:
+    """Complete lines after the header of a CSV file (0 when missing)."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+        with open(path, "rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+    return max(0, lines - 1)
 
 
-def _new_test_config(banc: str, serial: str, now: datetime) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "battery_serial": serial,
-        "banc": banc,
-        "current_step": 1,
-        "first_handle": iso(now),
-        "timestamp_last_update": iso(now),
-        "status": TEST_RUNNING,
-        "end_time": None,
-        "capacity_ah": None,
-        "capacity_wh": None,
-    }
-    for key in protocol.RI_KEYS:
-        config[f"{key}_average"] = None
-        config[f"{key}_count"] = 0
-    config.update(
-        {
-            "ri_temperature_c": None,
-            "rows_count": 0,
-            "rejected_count": 0,
-            "duplicate_count": 0,
-            "seq_gap_count": 0,
-            "software_version": SOFTWARE_VERSION,
-        }
-    )
-    return config
+def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """config.json rebuilt from the journal and a recount of data.csv and rejected.csv."""
+    events, bad = record.read_events(folder)
+    if bad:
+        logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, bad)
+    state = record.fold_events(events)
+    counts = record.scan_data_csv(Path(folder) / DATA_CSV_FILE)
+    return record.rebuild_summary(previous, state, counts, _count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
 
 
-def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> dict[str, Any]:
-    """Load the test's config.json, or create it (step 1); a corrupt one is kept aside and rebuilt."""
+def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> tuple[record.RecordState, dict[str, Any]]:
+    """Open a test's record for banc.py: journal made sure of, config.json rebuilt from the folder.
+
+    A folder of the earlier version (no journal) gets one, started from its config.json and
+    data.csv (the highest phase either shows). config.json is then always rewritten from the
+    journal and a recount of the CSV files: a missing, damaged or stale one (kept aside when
+    unreadable) can never rewind the test.
+    """
     banc = normalize_banc(banc)
-    path = Path(folder) / TEST_CONFIG_FILE
+    folder = Path(folder)
+    path = folder / TEST_CONFIG_FILE
     with file_lock(path):
+        previous: Optional[dict[str, Any]] = None
         try:
-            config = read_json(path)
-            if isinstance(config, dict) and config.get("battery_serial") == serial:
-                defaults = _new_test_config(banc, serial, now)
-                return {**defaults, **config}
-            _quarantine(path, "not this test's config")
+            data = read_json(path)
+            if isinstance(data, dict) and record.same_serial(data.get("battery_serial"), serial):
+                previous = data
+            else:
+                _quarantine(path, "not this test's config.json")
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:
             _quarantine(path, str(exc))
-        config = _new_test_config(banc, serial, now)
+        events, _ = record.read_events(folder)
+        if not events:
+            counts = record.scan_data_csv(folder / DATA_CSV_FILE)
+            seed = previous or {}
+            fields = record.migration_event_fields(seed, counts.last_step)
+            fields.setdefault("first_handle", iso(now))
+            record.append_event(folder, record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
+            logger.warning("%s: journal started from %s (step %s)", folder.name,
+                           "config.json" if previous else "data.csv", fields["step"])
+        config = _rebuilt_summary(folder, previous)
         atomic_write_json(path, config)
-        return config
+        events, _ = record.read_events(folder)
+        return record.fold_events(events), config
+
+
+def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> dict[str, Any]:
+    """Load the test's config.json, or create it (step 1); a damaged one is kept aside and rebuilt from the folder."""
+    return open_test_record(folder, banc, serial, now)[1]
 
 
 def read_test_config(folder: Path) -> Optional[dict[str, Any]]:
-    """config.json of a test folder, or None when missing or unreadable."""
-    try:
-        config = read_json(Path(folder) / TEST_CONFIG_FILE)
-    except (OSError, ValueError):
-        return None
-    return config if isinstance(config, dict) else None
+    """A test's summary (config.json corrected by its journal), or None when the folder holds neither."""
+    return record.load_summary(Path(folder))
 
 
 def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], fsync: bool = True) -> dict[str, Any]:
+    """Locked update of config.json; the journal's facts always win, a damaged file is rebuilt first."""
     path = Path(folder) / TEST_CONFIG_FILE
     with file_lock(path):
-        try:
-            config = read_json(path)
-            if not isinstance(config, dict):
-                raise ValueError("not an object")
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"unreadable {path}: {exc}") from exc
+        config = record.read_summary_file(folder)
+        events, _ = record.read_events(folder)
+        state = record.fold_events(events) if events else None
+        if config is None or (state is not None and not record.same_serial(config.get("battery_serial"), state.serial)):
+            if path.exists():
+                _quarantine(path, "unreadable or not this test's")
+            if state is None:
+                raise FileNotFoundError(f"{path}: no config.json and no journal")
+            config = _rebuilt_summary(folder, None)
         change(config)
+        if state is not None:
+            config = record.apply_state(config, state)
         atomic_write_json(path, config, fsync=fsync)
         return config
 
@@ -676,29 +602,16 @@ def create_data_csv(folder: Path) -> Path:
     """Create data.csv with its header if it does not exist; return its path."""
     path = Path(folder) / DATA_CSV_FILE
     if not path.exists() or path.stat().st_size == 0:
-        with open(path, "w", newline="", encoding="ascii") as fh:
-            csv.writer(fh, lineterminator="\n").writerow(DATA_CSV_HEADER)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(path.parent)
+        storage.append_durably(path, (",".join(DATA_CSV_HEADER) + "\n").encode("ascii"))
     return path
 
 
 def update_config(folder: Path, step: int, now: datetime) -> dict[str, Any]:
-    """Record a new step in the test's config.json and in bancs_config.json."""
+    """Record a new step: the journal first (durable), then config.json and bancs_config.json."""
     if step not in protocol.PHASES:
         raise ValueError(f"invalid step for update_config: {step}")
-
-    def change(config: dict[str, Any]) -> None:
-        config["current_step"] = step
-        config["timestamp_last_update"] = iso(now)
-        if step == protocol.STEP_FINISHED:
-            config["status"] = TEST_FINISHED
-            config["end_time"] = iso(now)
-        else:
-            config["status"] = TEST_RUNNING
-
-    config = _modify_test_config(folder, change)
+    record.append_event(folder, record.EVENT_STEP, now, step=step)
+    config = _modify_test_config(folder, lambda config: None)
     update_bancs_config_current_step(config["banc"], step)
     return config
 
@@ -730,30 +643,10 @@ def update_config_counters(folder: Path, counters: dict[str, int], fsync: bool =
 
 
 def update_config_ri_results(folder: Path, results: dict[str, float], now: datetime) -> dict[str, Any]:
-    """Fold Ri/diffusion values into the running means <key>_average / <key>_count of config.json."""
-
-    def change(config: dict[str, Any]) -> None:
-        for key in protocol.RI_KEYS:
-            if key not in results:
-                continue
-            count = int(config.get(f"{key}_count") or 0)
-            mean = config.get(f"{key}_average")
-            mean, count = running_mean(mean if isinstance(mean, (int, float)) else None, count, results[key])
-            config[f"{key}_average"] = mean
-            config[f"{key}_count"] = count
-        if "temperature_c" in results:
-            config["ri_temperature_c"] = results["temperature_c"]
-        config["timestamp_last_update"] = iso(now)
-
-    return _modify_test_config(folder, change)
-
-
-def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float, int]:
-    """Fold `value` into a mean of `count` values; return (new mean, new count)."""
-    if mean is None or count <= 0:
-        return float(value), 1
-    count += 1
-    return mean + (value - mean) / count, count
+    """Fold Ri/diffusion values into the running means: the journal first (durable), then config.json."""
+    values = {k: float(v) for k, v in results.items() if k in protocol.RI_KEYS or k == "temperature_c"}
+    record.append_event(folder, record.EVENT_RI, now, values=values)
+    return _modify_test_config(folder, lambda config: None)
 
 
 # =========================================================================== processes

@@ -50,7 +50,8 @@ def mosquitto_binary() -> str:
 class MosquittoBroker:
     """A private Mosquitto on 127.0.0.1:<free port>, with persistence, that can be killed and restarted."""
 
-    def __init__(self, workdir: Optional[Path] = None, port: Optional[int] = None, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Optional[Path] = None, port: Optional[int] = None, extra_conf: str = "",
+                 max_packet_size: Optional[int] = 4096) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mosq-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -58,6 +59,9 @@ class MosquittoBroker:
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.extra_conf = extra_conf
+        # As deploy/mosquitto.conf; None gives a broker without the limit (to show that the
+        # clients' own announced maximum protects them).
+        self.max_packet_size = max_packet_size
         self.proc: Optional[subprocess.Popen] = None
 
     def write_conf(self) -> None:
@@ -78,6 +82,7 @@ class MosquittoBroker:
                     # Started as root, mosquitto drops to the "mosquitto" user and can then no
                     # longer write its persistence file in our private folder: stay root.
                     "user root" if os.geteuid() == 0 else "",
+                    f"max_packet_size {self.max_packet_size}" if self.max_packet_size else "",
                     self.extra_conf,
                     "",
                 ]

@@ -18,6 +18,7 @@ from typing import Optional
 import pytest
 
 import banc
+import record
 import protocol
 import utils
 from tests.banc_helpers import (
@@ -33,7 +34,7 @@ from tests.banc_helpers import (
     read_rejected_rows,
     wait_until,
 )
-from tests.support import REPO_DIR, project_env
+from tests.support import REPO_DIR, MosquittoBroker, project_env
 
 T = protocol.topics(1)
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}$")
@@ -147,11 +148,13 @@ def test_safe_text(raw: bytes, expected: str) -> None:
 @pytest.mark.parametrize(
     "payload, expected",
     [(b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0"),
-     (b" 1, 52.0 ,-1.5,50.0,25.0,0.0,0.0,3250,3262,0\r\n", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0")],
+     # Contract v2: the 11th field (the ESP's uptime_ms) is not a data.csv column of this layout.
+     (b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0,6632145", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0")],
 )
-def test_bms_fields_text_and_row(payload: bytes, expected: str) -> None:
-    assert banc.bms_fields_text(payload) == expected
-    row = banc.format_data_row("2025-04-15T10:00:00.000+02:00", 3, expected).decode()
+def test_bms_fields_and_row(payload: bytes, expected: str) -> None:
+    fields = banc.bms_fields(payload)
+    assert ",".join(fields) == expected
+    row = record.format_data_row("2025-04-15T10:00:00.000+02:00", 3, fields).decode()
     assert row == f"2025-04-15T10:00:00.000+02:00,3,{expected}\n"
     assert len(next(csv.reader([row]))) == len(utils.DATA_CSV_HEADER)
 
@@ -385,7 +388,8 @@ def test_stop_9_then_restart_resumes_in_the_same_folder(fleet: BancFleet, esp: M
     assert runner.wait_exit() == 0
     folder = runner.folder()
     config = config_of(folder)
-    assert (config["current_step"], config["status"]) == (2, utils.TEST_RUNNING)
+    # The stop is a journal event: config.json says the test is stopped (resumable) at phase 2.
+    assert (config["current_step"], config["status"]) == (2, utils.TEST_STOPPED)
     assert banc_entry(banc_home) == {"name": "Banc1", "status": "occupied", "serial-pending": DEFAULT_SERIAL,
                                      "current_step": 2}
     assert data_seqs(folder) == list(range(40))
@@ -468,13 +472,13 @@ HOSTILE = [
     (T.bms_data, b"-1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,2"),
     (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0\n2,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
     (T.bms_data, b'1,2,3,"\n,=cmd|x'), (T.bms_data, "1,52,0,é".encode()), (T.bms_data, b"\x00" * 100),
-    (T.bms_data, b"1," * 100_000),
     (T.ri_results, b"{"), (T.ri_results, b"[]"), (T.ri_results, b'"x"'), (T.ri_results, b"null"), (T.ri_results, b"{}"),
     (T.ri_results, b'{"ri_discharge": "a"}'), (T.ri_results, b'{"ri_discharge": NaN}'),
     (T.ri_results, b'{"ri_discharge": -1}'), (T.ri_results, b'{"ri_charge": 1e400}'), (T.ri_results, b'{"foo\\n": 1}'),
     (T.ri_results, b'{"ri_charge": true}'), (T.ri_results, b'{"ri_charge": 0.01, "temperature_c": 900}'),
-    (T.ri_results, b'{"a": "' + b"x" * 300_000 + b'"}'),
 ]
+# Larger than the 4 KiB every project client announces as its MQTT v5 maximum packet size.
+OVERSIZED = [(T.bms_data, b"1," * 100_000), (T.ri_results, b'{"a": "' + b"x" * 300_000 + b'"}')]
 
 
 def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
@@ -489,18 +493,52 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     assert runner.alive()
     assert data_seqs(folder) == list(range(20))
     rejected = read_rejected_rows(folder)
-    assert len(rejected) == len(HOSTILE)
-    assert [r["topic"] for r in rejected] == [topic for topic, _ in HOSTILE]
+    delivered = HOSTILE
+    assert len(rejected) == len(delivered)
+    assert [r["topic"] for r in rejected] == [topic for topic, _ in delivered]
     assert all(None not in r and r["reason"] and ISO_MS.match(r["timestamp"]) for r in rejected)
     raw_lines = (folder / "rejected.csv").read_bytes().split(b"\n")
-    assert len(raw_lines) == len(HOSTILE) + 2  # header + one physical line per reject + final newline
+    assert len(raw_lines) == len(delivered) + 2  # header + one physical line per reject + final newline
     assert all(len(line) < 1000 for line in raw_lines)
     esp.publish(T.step, "9")
     assert runner.wait_exit() == 0
     config = config_of(folder)
-    assert (config["rejected_count"], config["rows_count"], config["current_step"]) == (len(HOSTILE), 20, 2)
+    assert (config["rejected_count"], config["rows_count"], config["current_step"]) == (len(delivered), 20, 2)
     assert config["duplicate_count"] == 1
     assert config["ri_charge_count"] == 1 and config["ri_charge_average"] == 0.02
+
+
+def test_oversized_messages_never_reach_banc_py(banc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contract v2 §2: banc.py announces a 4 KiB maximum packet size, so even a broker without a limit never delivers it more."""
+    open_broker = MosquittoBroker(tmp_path / "open-broker", max_packet_size=None).start()
+    try:
+        for key, value in open_broker.env().items():
+            monkeypatch.setenv(key, value)
+        utils.reload_settings()
+        fleet = BancFleet(banc_home, open_broker)
+        with MqttProbe(open_broker, [T.command]) as esp:
+            runner = fleet.start()
+            esp.wait_for(T.command, "1")
+            esp.publish_many(OVERSIZED + [(T.bms_data, bms_line(0))])
+            folder = runner.folder()
+            wait_until(lambda: data_seqs(folder) == [0], message="the good line after the oversized ones")
+            assert runner.alive() and read_rejected_rows(folder) == []
+            with open(f"/proc/{runner.pid}/status") as fh:
+                peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+            assert peak_kb < 60_000
+            fleet.stop_all()
+    finally:
+        open_broker.stop()
+
+
+def test_broker_refuses_oversized_packets(broker: MosquittoBroker) -> None:
+    """The test brokers, like deploy/mosquitto.conf, refuse packets over 4 KiB: nobody receives them."""
+    with MqttProbe(broker, [T.bms_data]) as watcher, MqttProbe(broker) as sender:
+        sender.client.publish(T.bms_data, b"0" * 5000, qos=1)
+        sender.client.publish(T.bms_data, b"small", qos=1)
+        time.sleep(1.0)
+        assert watcher.texts(T.bms_data) == []  # the oversized packet cost the sender its connection
+    assert "max_packet_size 4096" in broker.conf_path.read_text()
 
 
 def test_bms_watchdog_alerts_once_per_silence_and_notes_recovery(fleet: BancFleet, esp: MqttProbe) -> None:

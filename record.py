@@ -1,0 +1,579 @@
+"""The test record: the one definition of what a test folder and bancs_config.json hold.
+
+A test folder `data/bancN/DDMMYYYY-SERIAL/` holds:
+  - `events.jsonl`: the test's journal, append-only, each line fsynced before banc.py
+    acknowledges the message behind it: start, step changes, Ri results, stop (9),
+    resume, abandon (operator reset). It is the truth of the phase reached, the Ri and
+    diffusion means, `first_handle` and the end of the test. Step 5 is one line: a test
+    is finished exactly when that line is on disk.
+  - `data.csv`: one row per accepted BMS line (`DATA_CSV_HEADER`), the truth of the
+    measurements and of the counters (rows, seq gaps and restarts are recounted from it).
+  - `rejected.csv`: refused messages (`REJECTED_CSV_HEADER`).
+  - `config.json`: a summary, a view of the above with the seed's keys. When it is missing,
+    unreadable or disagrees with the journal it is rebuilt (`rebuild_summary`), never trusted
+    over the journal.
+`bancs_config.json` (the benches' state) is likewise rebuilt from the folders
+(`rebuild_bancs_config`) when it is damaged.
+
+Everything here is pure except the functions that name a folder or a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+from zoneinfo import ZoneInfo
+
+import protocol
+import storage
+
+logger = logging.getLogger("banc.record")
+
+SOFTWARE_VERSION = "1.1.0"
+LOCAL_TZ = ZoneInfo("Europe/Paris")
+
+# --------------------------------------------------------------------------- file names
+
+BANCS_CONFIG_FILE = "bancs_config.json"
+TEST_CONFIG_FILE = "config.json"
+DATA_CSV_FILE = "data.csv"
+REJECTED_CSV_FILE = "rejected.csv"
+EVENTS_FILE = "events.jsonl"
+
+DATA_CSV_HEADER: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
+"""data.csv columns: receipt time, phase, then the 10 BMS fields as the ESP sent them."""
+DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
+REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
+
+STATUS_AVAILABLE = "available"
+STATUS_OCCUPIED = "occupied"
+
+TEST_RUNNING = "running"
+TEST_STOPPED = "stopped"
+TEST_FINISHED = "finished"
+TEST_ABANDONED = "abandoned"
+
+COUNTER_KEYS: tuple[str, ...] = (
+    "rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count",
+)
+
+FOLDER_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})-(RW-[A-Za-z0-9]{4,32})(?:-(\d+))?$")
+BANC_DIR_RE = re.compile(r"^banc[1-9][0-9]*$")
+
+
+# --------------------------------------------------------------------------- times and serials
+
+
+def now_local() -> datetime:
+    """Current time, timezone-aware in Europe/Paris."""
+    return datetime.now(LOCAL_TZ)
+
+
+def iso(moment: datetime, millis: bool = False) -> str:
+    """ISO 8601 with UTC offset (milliseconds optional)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.isoformat(timespec="milliseconds" if millis else "seconds")
+
+
+def parse_time(text: Any) -> Optional[datetime]:
+    """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+
+
+def serial_key(serial: str) -> str:
+    """The identity of a battery: serials compare without regard to letter case."""
+    return serial.upper()
+
+
+def same_serial(a: Any, b: Any) -> bool:
+    """True when `a` and `b` are the same battery's serial (any letter case)."""
+    return isinstance(a, str) and isinstance(b, str) and serial_key(a) == serial_key(b)
+
+
+def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float, int]:
+    """Fold `value` into a mean of `count` values; return (new mean, new count)."""
+    if mean is None or count <= 0:
+        return float(value), 1
+    count += 1
+    return mean + (value - mean) / count, count
+
+
+# --------------------------------------------------------------------------- data.csv rows
+
+
+def format_data_row(timestamp: str, step: int, fields: Sequence[str]) -> bytes:
+    """One data.csv row (timestamp, step, then the 10 BMS fields as sent), newline included."""
+    return (f"{timestamp},{step}," + ",".join(fields[: len(protocol.BMS_FIELDS)]) + "\n").encode("ascii")
+
+
+@dataclass
+class DataCounts:
+    """What data.csv says about a test: counters recounted row by row, and its last values."""
+
+    rows: int = 0
+    seq_gaps: int = 0
+    seq_restarts: int = 0
+    last_seq: Optional[int] = None
+    last_step: Optional[int] = None
+    capacity_ah: Optional[float] = None
+    energy_wh: Optional[float] = None
+    last_time: Optional[str] = None
+    phase3_capacity_ah: Optional[float] = None  # last value measured in phase 3
+    phase3_energy_wh: Optional[float] = None
+    bad_rows: int = 0
+
+    def add(self, parts: Sequence[bytes]) -> None:
+        """Fold one split data.csv row (pure)."""
+        try:
+            seq = int(parts[2])
+            step = int(parts[1])
+            capacity, energy = float(parts[7]), float(parts[8])
+        except (ValueError, IndexError):
+            self.bad_rows += 1
+            return
+        self.rows += 1
+        if self.last_seq is not None:
+            if seq > self.last_seq + 1:
+                self.seq_gaps += 1
+            elif seq < self.last_seq:
+                self.seq_restarts += 1
+        self.last_seq = seq
+        self.last_step = step
+        self.capacity_ah, self.energy_wh = capacity, energy
+        if step == 3:
+            self.phase3_capacity_ah, self.phase3_energy_wh = capacity, energy
+        self.last_time = parts[0].decode("ascii", "replace")
+
+    def measured_capacity(self, step: int) -> tuple[Optional[float], Optional[float]]:
+        """Capacity and energy to report at `step`: after phase 3 the counters are held, never lowered."""
+        if step >= 4 and self.phase3_capacity_ah is not None and (
+            self.capacity_ah is None or self.capacity_ah < self.phase3_capacity_ah
+        ):
+            return self.phase3_capacity_ah, self.phase3_energy_wh
+        return self.capacity_ah, self.energy_wh
+
+
+def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
+    """Recount a test's rows from data.csv lines (header and torn lines skipped; pure)."""
+    counts = DataCounts()
+    width = len(DATA_CSV_HEADER)
+    for line in lines:
+        parts = line.rstrip(b"\r\n").split(b",")
+        if len(parts) != width or parts[0] == b"timestamp":
+            if line.strip() and parts[0] != b"timestamp":
+                counts.bad_rows += 1
+            continue
+        counts.add(parts)
+    return counts
+
+
+def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
+    """Recount data.csv (complete lines only; a missing file counts nothing)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return DataCounts()
+    with fh:
+        counts = DataCounts()
+        rest = b""
+        width = len(DATA_CSV_HEADER)
+        first = True
+        while True:
+            chunk = fh.read(chunk_bytes)
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                if first:
+                    first = False
+                    if line.startswith(b"timestamp"):
+                        continue
+                parts = line.split(b",")
+                if len(parts) == width:
+                    counts.add(parts)
+                elif line.strip():
+                    counts.bad_rows += 1
+        return counts
+
+
+# --------------------------------------------------------------------------- the journal
+
+EVENT_START = "start"
+EVENT_STEP = "step"
+EVENT_RI = "ri"
+EVENT_STOP = "stop"
+EVENT_RESUME = "resume"
+EVENT_ABANDON = "abandon"
+EVENT_MIGRATE = "migrate"  # a folder of the earlier version: its config.json taken as the journal's start
+
+
+def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
+    """One journal line: {"t": ISO time, "event": kind, ...fields}, newline included."""
+    return (json.dumps({"t": iso(at, millis=True), "event": kind, **fields}, ensure_ascii=True,
+                       separators=(",", ":")) + "\n").encode("ascii")
+
+
+def parse_events(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Journal lines -> (events, number of unreadable lines); a torn last line is not an event (pure)."""
+    events: list[dict[str, Any]] = []
+    bad = 0
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # after the last newline: empty, or a line cut by a power loss
+    if torn.strip():
+        bad += 1
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            events.append(event)
+        else:
+            bad += 1
+    return events, bad
+
+
+def read_events(folder: Path) -> tuple[list[dict[str, Any]], int]:
+    """The journal of a test folder (empty when there is none)."""
+    try:
+        raw = (Path(folder) / EVENTS_FILE).read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    return parse_events(raw)
+
+
+def append_event(folder: Path, kind: str, at: datetime, **fields: Any) -> None:
+    """Append one event to the folder's journal, durably (fsynced) before returning (raises OSError)."""
+    storage.append_durably(Path(folder) / EVENTS_FILE, encode_event(kind, at, **fields))
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass
+class RecordState:
+    """What the journal says of a test (fold_events)."""
+
+    serial: Optional[str] = None
+    banc: Optional[str] = None
+    first_handle: Optional[str] = None
+    step: int = 1
+    status: str = TEST_RUNNING
+    end_time: Optional[str] = None
+    last_update: Optional[str] = None
+    ri_means: dict[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
+    ri_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
+    ri_temperature_c: Optional[float] = None
+
+    @property
+    def finished(self) -> bool:
+        """True once step 5 is in the journal."""
+        return self.status == TEST_FINISHED
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one journal event (pure; unknown or malformed events change nothing)."""
+        kind = event.get("event")
+        at = event.get("t") if isinstance(event.get("t"), str) else None
+        if kind in (EVENT_START, EVENT_MIGRATE):
+            for key in ("serial", "banc", "first_handle"):
+                if isinstance(event.get(key), str):
+                    setattr(self, key, event[key])
+            if self.first_handle is None and at:
+                self.first_handle = at
+        if kind == EVENT_MIGRATE:
+            step = event.get("step")
+            if step in protocol.PHASES:
+                self.step = step
+                self.status = TEST_FINISHED if step == protocol.STEP_FINISHED else self.status
+                if step == protocol.STEP_FINISHED:
+                    self.end_time = event.get("end_time") if isinstance(event.get("end_time"), str) else at
+            ri = event.get("ri")
+            if isinstance(ri, dict):
+                for key in protocol.RI_KEYS:
+                    pair = ri.get(key)
+                    if isinstance(pair, list) and len(pair) == 2 and _number(pair[0]) is not None:
+                        self.ri_means[key], self.ri_counts[key] = _number(pair[0]), _count(pair[1])
+            self.ri_temperature_c = _number(event.get("ri_temperature_c"))
+        elif kind == EVENT_STEP:
+            step = event.get("step")
+            if step in protocol.PHASES and not self.finished:
+                self.step = step
+                if step == protocol.STEP_FINISHED:
+                    self.status, self.end_time = TEST_FINISHED, at
+                else:
+                    self.status = TEST_RUNNING
+        elif kind == EVENT_RI:
+            values = event.get("values")
+            if isinstance(values, dict) and not self.finished:
+                for key in protocol.RI_KEYS:
+                    value = _number(values.get(key))
+                    if value is not None:
+                        self.ri_means[key], self.ri_counts[key] = running_mean(
+                            self.ri_means[key], self.ri_counts[key], value)
+                temperature = _number(values.get("temperature_c"))
+                if temperature is not None:
+                    self.ri_temperature_c = temperature
+        elif kind == EVENT_STOP and not self.finished:
+            self.status = TEST_STOPPED
+        elif kind == EVENT_RESUME and not self.finished:
+            self.status = TEST_RUNNING
+        elif kind == EVENT_ABANDON and not self.finished:
+            self.status = TEST_ABANDONED
+        if at:
+            self.last_update = at
+
+
+def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
+    """The state of a test after its journal's events, in order (pure)."""
+    state = RecordState()
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def migration_event_fields(config: dict[str, Any], data_step: Optional[int]) -> dict[str, Any]:
+    """Fields of the EVENT_MIGRATE that starts the journal of an earlier version's folder (pure).
+
+    The phase is the highest that config.json or data.csv's step column shows: neither can
+    claim a phase the test did not reach, and a damaged config.json must not rewind it.
+    """
+    steps = [s for s in (config.get("current_step"), data_step) if s in protocol.PHASES]
+    fields: dict[str, Any] = {"step": max(steps) if steps else 1}
+    for key in ("first_handle", "end_time"):
+        if isinstance(config.get(key), str):
+            fields[key] = config[key]
+    ri = {}
+    for key in protocol.RI_KEYS:
+        mean = _number(config.get(f"{key}_average"))
+        if mean is not None:
+            ri[key] = [mean, max(1, _count(config.get(f"{key}_count")))]
+    if ri:
+        fields["ri"] = ri
+    if _number(config.get("ri_temperature_c")) is not None:
+        fields["ri_temperature_c"] = config["ri_temperature_c"]
+    return fields
+
+
+# --------------------------------------------------------------------------- config.json, the summary
+
+
+def new_summary(banc: str, serial: str, first_handle: str) -> dict[str, Any]:
+    """config.json of a test that starts now (the seed's keys first)."""
+    summary: dict[str, Any] = {
+        "battery_serial": serial,
+        "banc": banc,
+        "current_step": 1,
+        "first_handle": first_handle,
+        "timestamp_last_update": first_handle,
+        "status": TEST_RUNNING,
+        "end_time": None,
+        "capacity_ah": None,
+        "capacity_wh": None,
+    }
+    for key in protocol.RI_KEYS:
+        summary[f"{key}_average"] = None
+        summary[f"{key}_count"] = 0
+    summary["ri_temperature_c"] = None
+    summary.update(dict.fromkeys(COUNTER_KEYS, 0))
+    summary["software_version"] = SOFTWARE_VERSION
+    return summary
+
+
+def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
+    """The summary with what the journal says written over it (the journal wins; pure)."""
+    out = dict(summary)
+    if state.serial:
+        out["battery_serial"] = state.serial
+    if state.banc:
+        out["banc"] = state.banc
+    if state.first_handle:
+        out["first_handle"] = state.first_handle
+    out["current_step"] = state.step
+    out["status"] = state.status
+    out["end_time"] = state.end_time
+    for key in protocol.RI_KEYS:
+        out[f"{key}_average"] = state.ri_means[key]
+        out[f"{key}_count"] = state.ri_counts[key]
+    out["ri_temperature_c"] = state.ri_temperature_c
+    event_time = parse_time(state.last_update)
+    if event_time is not None:
+        summary_time = parse_time(out.get("timestamp_last_update"))
+        if summary_time is None or summary_time < event_time:
+            out["timestamp_last_update"] = iso(event_time)
+    if state.end_time and parse_time(state.end_time):
+        out["end_time"] = iso(parse_time(state.end_time))  # type: ignore[arg-type]
+    return out
+
+
+def read_summary_file(folder: Path) -> Optional[dict[str, Any]]:
+    """config.json as it is on disk, or None when missing or unreadable."""
+    try:
+        data = storage.read_json(Path(folder) / TEST_CONFIG_FILE)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_summary(folder: Path) -> Optional[dict[str, Any]]:
+    """A test's summary for readers (kiosk, report, history): config.json corrected by the journal.
+
+    Without a journal (a folder of the earlier version) config.json is taken as it is;
+    without either, None.
+    """
+    summary = read_summary_file(folder)
+    events, _ = read_events(folder)
+    if not events:
+        return summary
+    state = fold_events(events)
+    base = summary if summary is not None and same_serial(summary.get("battery_serial"), state.serial) else None
+    if base is None:
+        base = new_summary(state.banc or "", state.serial or "", state.first_handle or "")
+    return apply_state(base, state)
+
+
+def summary_finished(summary: Optional[dict[str, Any]]) -> bool:
+    """True when a summary says the test reached step 5."""
+    cfg = summary or {}
+    return cfg.get("status") == TEST_FINISHED or cfg.get("current_step") == protocol.STEP_FINISHED
+
+
+def summary_abandoned(summary: Optional[dict[str, Any]]) -> bool:
+    """True when the operator reset the bench of this unfinished test."""
+    return (summary or {}).get("status") == TEST_ABANDONED
+
+
+def rebuild_summary(
+    previous: Optional[dict[str, Any]], state: RecordState, counts: DataCounts, rejected_rows: int
+) -> dict[str, Any]:
+    """config.json rebuilt from the journal and the recount of the CSV files (pure).
+
+    `previous` is the old config.json when readable: only what nothing else holds comes from
+    it (the number of QoS duplicates dropped, which no file records row by row).
+    """
+    summary = new_summary(state.banc or "", state.serial or "", state.first_handle or "")
+    if previous is not None:
+        summary["duplicate_count"] = _count(previous.get("duplicate_count"))
+        if isinstance(previous.get("timestamp_last_update"), str):
+            summary["timestamp_last_update"] = previous["timestamp_last_update"]
+    summary = apply_state(summary, state)
+    capacity_ah, energy_wh = counts.measured_capacity(state.step)
+    if capacity_ah is not None and energy_wh is not None:
+        summary["capacity_ah"] = round(capacity_ah, 4)
+        summary["capacity_wh"] = round(energy_wh, 3)
+    elif previous is not None:  # no row to recount from: keep what the summary knew
+        summary["capacity_ah"] = _number(previous.get("capacity_ah"))
+        summary["capacity_wh"] = _number(previous.get("capacity_wh"))
+    summary["rows_count"] = counts.rows
+    summary["seq_gap_count"] = counts.seq_gaps
+    summary["seq_restart_count"] = counts.seq_restarts
+    summary["rejected_count"] = rejected_rows
+    row_time = parse_time(counts.last_time)
+    summary_time = parse_time(summary.get("timestamp_last_update"))
+    if row_time is not None and (summary_time is None or row_time > summary_time):
+        summary["timestamp_last_update"] = iso(row_time)
+    return summary
+
+
+# --------------------------------------------------------------------------- test folders
+
+
+@dataclass(frozen=True)
+class FolderName:
+    """The parts of a test folder's name DDMMYYYY-SERIAL[-K]."""
+
+    serial: str
+    day: date
+    index: int
+
+
+def parse_folder_name(name: str) -> Optional[FolderName]:
+    """Parse a test folder name; None when it is not one."""
+    match = FOLDER_RE.match(name)
+    if not match:
+        return None
+    try:
+        day = date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
+    except ValueError:
+        return None
+    return FolderName(match.group(4), day, int(match.group(5) or 1))
+
+
+def folder_name(serial: str, day: date, index: int = 1) -> str:
+    """Folder name DDMMYYYY-SERIAL (with -K for the K-th test of the same battery the same day)."""
+    base = f"{day:%d%m%Y}-{serial}"
+    return base if index == 1 else f"{base}-{index}"
+
+
+# --------------------------------------------------------------------------- bancs_config.json
+
+
+def bench_entry(number: int, status: str = STATUS_AVAILABLE, serial: Optional[str] = None,
+                step: Optional[int] = None) -> dict[str, Any]:
+    """One bench of bancs_config.json, in the seed's shape."""
+    occupied = status == STATUS_OCCUPIED
+    return {"name": f"Banc{number}", "status": status, "serial-pending": serial if occupied else None,
+            "current_step": step if occupied else None}
+
+
+def valid_bancs_config(data: Any) -> bool:
+    """True when `data` has the shape of bancs_config.json."""
+    if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
+        return False
+    for entry in data["bancs"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            return False
+        if entry.get("status") not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+            return False
+    return True
+
+
+def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> dict[str, Any]:
+    """bancs_config.json rebuilt from the test folders: a bench whose latest test is unfinished holds it."""
+    entries = {n: bench_entry(n) for n in range(1, num_bancs + 1)}
+    for banc_dir in sorted(Path(data_dir).glob("banc*")):
+        if not BANC_DIR_RE.match(banc_dir.name) or not banc_dir.is_dir():
+            continue
+        number = int(banc_dir.name[4:])
+        latest: Optional[tuple[tuple[Any, ...], Path, dict[str, Any]]] = None
+        for folder in banc_dir.iterdir():
+            name = parse_folder_name(folder.name)
+            if name is None or not folder.is_dir():
+                continue
+            summary = load_summary(folder) or {}
+            first = parse_time(summary.get("first_handle"))
+            key = (name.day, name.index, first.timestamp() if first else 0.0)
+            if latest is None or key > latest[0]:
+                latest = (key, folder, {**summary, "_serial": name.serial})
+        if latest is None:
+            continue
+        summary = latest[2]
+        if summary_finished(summary) or summary_abandoned(summary):
+            continue
+        step = summary.get("current_step") if summary.get("current_step") in protocol.PHASES else 1
+        serial = summary.get("battery_serial") if isinstance(summary.get("battery_serial"), str) else summary["_serial"]
+        entries[number] = bench_entry(number, STATUS_OCCUPIED, serial, step)
+    return {"bancs": [entries[n] for n in sorted(entries)]}

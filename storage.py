@@ -1,0 +1,113 @@
+"""Safe files: atomic JSON writes, locks on separate lock files, durable appends, quarantine.
+
+Every JSON file of the project is written through `atomic_write_json`; every shared
+read-modify-write holds `file_lock`; every append-only journal goes through `append_durably`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+logger = logging.getLogger("banc.storage")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` + ".lock" (a separate file, so the data file can be replaced)."""
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a directory so that a file created, renamed or removed in it survives a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
+    """Write JSON atomically: temp file in the same folder, flush, fsync, os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            if fsync:
+                os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file (raises OSError / ValueError)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def quarantine(path: Path, reason: str) -> Optional[Path]:
+    """Move a damaged file aside (kept for inspection, never deleted); return its new path."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        logger.error("cannot move damaged %s aside: %s", path, exc)
+        return None
+    logger.error("%s was damaged (%s); kept as %s", path, reason, target.name)
+    return target
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append `data` to `path` and fsync it before returning (raises OSError; a partial write is undone)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                if n <= 0:
+                    raise OSError("write returned 0")
+                view = view[n:]
+            os.fsync(fd)
+        except OSError:
+            # A torn record must not stay in the journal: cut back to where it was.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    if size == 0:
+        fsync_dir(path.parent)
