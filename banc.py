@@ -208,8 +208,12 @@ class BmsWatchdog:
 
 
 def bms_fields_text(payload: bytes) -> str:
-    """The validated BMS payload as it goes into data.csv: ASCII, whitespace removed."""
-    return "".join(payload.decode("ascii").split())
+    """The validated BMS payload as it goes into data.csv: ASCII, whitespace removed, the 10 BMS_FIELDS.
+
+    A contract v2 line may carry the ESP's uptime_ms as an 11th field: it is not a data.csv
+    column (the header has always been the 10 fields), so it is left out of the row.
+    """
+    return ",".join("".join(payload.decode("ascii").split()).split(",")[: len(protocol.BMS_FIELDS)])
 
 
 def format_data_row(timestamp: str, step: int, fields_text: str) -> bytes:

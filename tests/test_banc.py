@@ -147,7 +147,9 @@ def test_safe_text(raw: bytes, expected: str) -> None:
 @pytest.mark.parametrize(
     "payload, expected",
     [(b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0"),
-     (b" 1, 52.0 ,-1.5,50.0,25.0,0.0,0.0,3250,3262,0\r\n", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0")],
+     (b" 1, 52.0 ,-1.5,50.0,25.0,0.0,0.0,3250,3262,0\r\n", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0"),
+     # contract v2's 11th field (the ESP's uptime_ms) is not a data.csv column
+     (b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0,86400123", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0")],
 )
 def test_bms_fields_text_and_row(payload: bytes, expected: str) -> None:
     assert banc.bms_fields_text(payload) == expected
@@ -462,7 +464,13 @@ HOSTILE = [
     (T.step, b""), (T.step, b"abc"), (T.step, b"0"), (T.step, b"6"), (T.step, b"10"), (T.step, b"-1"),
     (T.step, b"1.5"), (T.step, b"2,3"), (T.step, b"9" * 600), (T.step, b"\xff\xfe"),
     (T.bms_data, b""), (T.bms_data, b"garbage"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262"),
-    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,7"),
+    # Contract v2 made an 11th field (uptime_ms) valid: 12 fields is the "one too many" case now.
+    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,7,8"),
+    # Contract v2: whitespace, signs, exponents and leading zeros are rejected, not cleaned up.
+    (T.step, b" 2"), (T.step, b"2\n"), (T.step, b"+2"), (T.step, b"02"),
+    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0\n"), (T.bms_data, b"1, 52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
+    (T.bms_data, b"1,+52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,5.2e1,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
+    (T.bms_data, b"01,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,-7"),
     (T.bms_data, b"1,nan,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,inf,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
     (T.bms_data, b"1,520.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3300,3262,0"),
     (T.bms_data, b"-1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,2"),
@@ -483,11 +491,15 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     esp.publish_many(HOSTILE)
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(10)] + [(T.bms_data, bms_line(9))]  # a QoS 1 duplicate
                      + [(T.ri_results, '{"ri_charge": 0.02}'), (T.step, "2")]
-                     + [(T.bms_data, bms_line(i)) for i in range(10, 20)])
+                     # contract v2 firmware: the same lines with the ESP's uptime_ms as an 11th field
+                     + [(T.bms_data, bms_line(i, uptime_ms=1000 * i)) for i in range(10, 20)])
     folder = runner.folder()
     wait_until(lambda: len(read_data_rows(folder)) == 20, message="good rows after the hostile ones")
     assert runner.alive()
     assert data_seqs(folder) == list(range(20))
+    # data.csv keeps its header: every row, v1 or v2 line, has exactly the header's columns
+    assert all(None not in row and len(row) == len(utils.DATA_CSV_HEADER) and row["balancing"] == "0"
+               for row in read_data_rows(folder))
     rejected = read_rejected_rows(folder)
     assert len(rejected) == len(HOSTILE)
     assert [r["topic"] for r in rejected] == [topic for topic, _ in HOSTILE]
