@@ -219,36 +219,54 @@ class PayloadError(ValueError):
     """A payload that does not follow the contract; str(err) is the reason."""
 
 
-def _text(payload: Payload) -> str:
+def _ascii(payload: Payload) -> str:
+    """The payload as ASCII text, exactly as sent (no strip): size and charset checked."""
     raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"payload too large ({len(raw)} bytes > {MAX_PAYLOAD_BYTES})")
     try:
-        return raw.decode("ascii").strip()
+        return raw.decode("ascii")
     except UnicodeDecodeError as exc:
         raise PayloadError("payload is not ASCII text") from exc
 
 
+def _text(payload: Payload) -> str:
+    """Like _ascii, surrounding whitespace removed: only for formats that allow it (JSON, status)."""
+    return _ascii(payload).strip()
+
+
+# Contract v2 number forms. An integer field: digits, no sign, no leading zero ("0" itself is
+# fine). A decimal field: an optional "-", digits without a leading zero, an optional "." with
+# at least one digit after it. No "+", no exponent, no whitespace, no "nan"/"inf", no "_".
+# Always used with re.fullmatch (a "$" anchor would let a trailing newline through).
+_INT_RE = re.compile(r"0|[1-9][0-9]*")
+_DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+
 def _int_field(text: str, name: str) -> int:
-    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
-        raise PayloadError(f"{name}: not an integer: {text[:20]!r}")
+    """A plain non-negative integer (contract v2); the caller checks the range."""
+    if not _INT_RE.fullmatch(text):
+        raise PayloadError(f"{name}: not a plain integer: {text[:20]!r}")
     return int(text)
 
 
 def _float_field(text: str, name: str) -> float:
-    t = text.strip()
-    # float() accepts "nan", "inf", "1_000" and "0x..."-like oddities; a BMS sends plain decimals.
-    if not re.fullmatch(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", t):
-        raise PayloadError(f"{name}: not a finite number: {t[:20]!r}")
-    value = float(t)
-    if not math.isfinite(value):
-        raise PayloadError(f"{name}: not a finite number: {t[:20]!r}")
+    """A plain decimal number (contract v2), always finite."""
+    if not _DECIMAL_RE.fullmatch(text):
+        raise PayloadError(f"{name}: not a plain decimal number: {text[:20]!r}")
+    value = float(text)
+    if not math.isfinite(value):  # a few hundred digits overflow to inf
+        raise PayloadError(f"{name}: not a finite number: {text[:20]!r}")
     return value
 
 
 @dataclass(frozen=True)
 class BmsLine:
-    """One BMS measurement (contract §3), in field order."""
+    """One BMS measurement (contract §3), in field order.
+
+    `uptime_ms` is the ESP's clock (ms since its boot), the optional 11th wire field of
+    contract v2; firmware before it sends 10 fields and the line has None.
+    """
 
     seq: int
     voltage_v: float
@@ -260,6 +278,7 @@ class BmsLine:
     cell_min_mv: float
     cell_max_mv: float
     balancing: int
+    uptime_ms: Optional[int] = None
 
     @property
     def cell_spread_mv(self) -> float:
@@ -267,11 +286,20 @@ class BmsLine:
         return self.cell_max_mv - self.cell_min_mv
 
     def as_row(self) -> list[Any]:
-        """Values in field order, as they go into data.csv."""
-        return [getattr(self, f.name) for f in fields(self)]
+        """The BMS_FIELDS values in order, as they go into data.csv (uptime_ms is not a column)."""
+        return [getattr(self, name) for name in BMS_FIELDS]
 
 
-BMS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BmsLine))
+# The 10 fields every firmware sends, which are also data.csv's BMS columns (utils.DATA_CSV_HEADER).
+BMS_FIELDS: tuple[str, ...] = (
+    "seq", "voltage_v", "current_a", "soc_pct", "temperature_c",
+    "capacity_ah", "energy_wh", "cell_min_mv", "cell_max_mv", "balancing",
+)
+# Contract v2: the same, then the ESP's uptime as an optional 11th field.
+BMS_FIELDS_V2: tuple[str, ...] = BMS_FIELDS + ("uptime_ms",)
+assert BMS_FIELDS_V2 == tuple(f.name for f in fields(BmsLine))
+
+_INTEGER_FIELDS = frozenset(("seq", "balancing", "uptime_ms"))
 
 # Physically possible ranges: wider than a healthy 16S LFP pack on purpose, so that an
 # abnormal but real reading (an over-temperature, a deep discharge) is recorded and
@@ -287,18 +315,21 @@ BMS_RANGES: dict[str, tuple[float, float]] = {
     "cell_min_mv": (0.0, 5_000.0),
     "cell_max_mv": (0.0, 5_000.0),
     "balancing": (0, 1),
+    "uptime_ms": (0, 2**63 - 1),
 }
 
 
 def parse_bms_line(payload: Payload) -> BmsLine:
-    """Parse and validate a BMS line; raise PayloadError with the reason."""
-    text = _text(payload)
-    parts = text.split(",")
-    if len(parts) != len(BMS_FIELDS):
-        raise PayloadError(f"expected {len(BMS_FIELDS)} fields, got {len(parts)}")
+    """Parse and validate a BMS line (10 fields, or 11 with uptime_ms); raise PayloadError with the reason.
+
+    Contract v2: ASCII, comma separated, no whitespace anywhere, every number in its plain form.
+    """
+    parts = _ascii(payload).split(",")
+    if len(parts) not in (len(BMS_FIELDS), len(BMS_FIELDS_V2)):
+        raise PayloadError(f"expected {len(BMS_FIELDS)} or {len(BMS_FIELDS_V2)} fields, got {len(parts)}")
     values: dict[str, Any] = {}
-    for name, part in zip(BMS_FIELDS, parts):
-        if name in ("seq", "balancing"):
+    for name, part in zip(BMS_FIELDS_V2, parts):
+        if name in _INTEGER_FIELDS:
             values[name] = _int_field(part, name)
         else:
             values[name] = _float_field(part, name)
@@ -316,28 +347,34 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 def encode_bms_line(line: BmsLine) -> str:
-    """Encode a BmsLine as the ESP sends it."""
-    return ",".join(
-        (
-            str(int(line.seq)),
-            _fmt(line.voltage_v, 3),
-            _fmt(line.current_a, 3),
-            _fmt(line.soc_pct, 1),
-            _fmt(line.temperature_c, 1),
-            _fmt(line.capacity_ah, 3),
-            _fmt(line.energy_wh, 1),
-            str(int(round(line.cell_min_mv))),
-            str(int(round(line.cell_max_mv))),
-            str(int(line.balancing)),
-        )
-    )
+    """Encode a BmsLine as the ESP sends it: 10 fields, 11 when uptime_ms is set."""
+    fields_text = [
+        str(int(line.seq)),
+        _fmt(line.voltage_v, 3),
+        _fmt(line.current_a, 3),
+        _fmt(line.soc_pct, 1),
+        _fmt(line.temperature_c, 1),
+        _fmt(line.capacity_ah, 3),
+        _fmt(line.energy_wh, 1),
+        str(int(round(line.cell_min_mv))),
+        str(int(round(line.cell_max_mv))),
+        str(int(line.balancing)),
+    ]
+    if line.uptime_ms is not None:
+        if isinstance(line.uptime_ms, bool) or not 0 <= line.uptime_ms <= BMS_RANGES["uptime_ms"][1]:
+            raise ValueError(f"invalid uptime_ms: {line.uptime_ms!r}")
+        fields_text.append(str(int(line.uptime_ms)))
+    return ",".join(fields_text)
+
+
+STEP_PAYLOADS: dict[str, int] = {str(step): step for step in sorted(VALID_STEPS)}
 
 
 def parse_step(payload: Payload) -> int:
-    """Parse a step payload: 1..5 or 9."""
-    text = _text(payload)
-    step = _int_field(text, "step") if text else None
-    if step not in VALID_STEPS:
+    """Parse a step payload: exactly one of "1" "2" "3" "4" "5" "9" (no sign, zero, space or newline)."""
+    text = _ascii(payload)
+    step = STEP_PAYLOADS.get(text)
+    if step is None:
         raise PayloadError(f"invalid step: {text[:20]!r}")
     return step
 
@@ -394,30 +431,74 @@ def encode_ri_results(values: dict[str, float]) -> str:
 
 
 def parse_nurse_soc(payload: Payload) -> int:
-    """Parse a nurse battery SOC: integer 0..100."""
-    text = _text(payload)
-    value = _int_field(text, "nurse soc")
+    """Parse a nurse battery SOC: a plain integer 0..100 (no sign, leading zero or whitespace)."""
+    value = _int_field(_ascii(payload), "nurse soc")
     if not 0 <= value <= 100:
         raise PayloadError(f"nurse soc out of range: {value}")
     return value
 
 
-def parse_command(payload: Payload) -> Union[int, str]:
-    """Parse a command: a phase 1..5 (start/resume) or "end"."""
-    text = _text(payload)
+COMMAND_REPLAY = "replay"
+REPLAY_MAX_SEQ = int(BMS_RANGES["seq"][1])  # a replay names BMS seq numbers
+COMMAND_PHASES: dict[str, int] = {str(phase): phase for phase in PHASES}
+_REPLAY_RE = re.compile(r"replay (0|[1-9][0-9]*) (0|[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class ReplayCommand:
+    """`replay FIRST LAST` (contract v2): the ESP re-sends its BMS lines FIRST..LAST (seq, inclusive)."""
+
+    first: int
+    last: int
+
+
+Command = Union[int, str, ReplayCommand]
+
+
+def _check_replay(first: int, last: int) -> None:
+    for value in (first, last):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= REPLAY_MAX_SEQ:
+            raise ValueError(f"invalid replay seq: {value!r}")
+    if first > last:
+        raise ValueError(f"replay first {first} > last {last}")
+
+
+def parse_command(payload: Payload) -> Command:
+    """Parse a command, exactly as banc.py sends it (no whitespace around it).
+
+    "1".."5": start or resume at that phase (int); "end": stop for the day (str);
+    "replay FIRST LAST": two plain integers 0..2**32-1 separated by one space, FIRST <= LAST
+    (ReplayCommand).
+    """
+    text = _ascii(payload)
     if text == COMMAND_END:
         return COMMAND_END
-    step = _int_field(text, "command") if text else None
-    if step not in PHASES:
+    if text in COMMAND_PHASES:
+        return COMMAND_PHASES[text]
+    match = _REPLAY_RE.fullmatch(text)
+    if match is None:
         raise PayloadError(f"invalid command: {text[:20]!r}")
-    return step
+    first, last = int(match.group(1)), int(match.group(2))
+    try:
+        _check_replay(first, last)
+    except ValueError as exc:
+        raise PayloadError(str(exc)[:80]) from None
+    return ReplayCommand(first, last)
 
 
-def encode_command(command: Union[int, str]) -> str:
-    """Encode a command (phase number or "end")."""
+def encode_replay(first: int, last: int) -> str:
+    """Encode `replay FIRST LAST`; ValueError unless 0 <= first <= last <= 2**32-1."""
+    _check_replay(first, last)
+    return f"{COMMAND_REPLAY} {first} {last}"
+
+
+def encode_command(command: Command) -> str:
+    """Encode a command (phase number, "end" or a ReplayCommand)."""
+    if isinstance(command, ReplayCommand):
+        return encode_replay(command.first, command.last)
     if command == COMMAND_END:
         return COMMAND_END
-    if command not in PHASES:
+    if isinstance(command, bool) or not isinstance(command, int) or command not in PHASES:
         raise ValueError(f"invalid command: {command!r}")
     return str(command)
 

@@ -216,6 +216,11 @@ class SimulatedEsp:
         except protocol.PayloadError as exc:
             logger.warning("%s: ignored command %r: %s", self.name, raw[:40], exc)
             return
+        if isinstance(command, protocol.ReplayCommand):
+            # Valid (contract v2) but the simulated firmware keeps no line history to re-send.
+            logger.info("%s: command replay %d..%d not supported by the simulator, ignored",
+                        self.name, command.first, command.last)
+            return
         logger.info("%s: command %s (state %s, phase %s)", self.name, command, self.firmware.state, self.firmware.phase)
         if command != protocol.COMMAND_END and self.test_started_s is None:
             self.test_started_s = self.firmware.clock_s

@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import logging.handlers
+import math
 import os
 import re
 import shutil
@@ -77,37 +78,70 @@ class Settings:
 
 
 class SettingsError(ValueError):
-    """An environment variable holds an unusable value."""
+    """An environment variable holds an unusable value; str(err) is one line naming it."""
 
 
-def _env_number(env: dict[str, str], name: str, default: float, cast: Callable[[str], Any], low: float) -> Any:
+# Contract v2: "a setting that is not a finite number inside its range stops the program at
+# start (exit 2, one line on stderr naming the variable)". The accepted forms are the plain
+# ones of the MQTT contract: an integer setting is digits without sign or leading zero; a
+# float setting is a plain decimal (optional "-", digits, optional "." and digits). So
+# "1e3", "0x10", "+5", "nan", "inf", "1_000", "30s" are refused rather than guessed at.
+# Surrounding whitespace is ignored (an env file line "X= 30 "), and an unset or blank
+# variable means the default.
+_SETTING_INT_RE = re.compile(r"0|[1-9][0-9]*")
+_SETTING_DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+
+# name: (default, integer?, low, high), bounds included.
+SETTING_RANGES: dict[str, tuple[float, bool, float, float]] = {
+    "BANC_MQTT_PORT": (1883, True, 1, 65535),
+    "BANC_NUM_BANCS": (NUM_BANCS, True, 1, 64),
+    "BANC_BMS_TIMEOUT_S": (30.0, False, 1.0, 3600.0),
+    "BANC_SCAN_TIMEOUT_S": (15.0, False, 1.0, 3600.0),
+    "BANC_FSYNC_INTERVAL_S": (1.0, False, 0.0, 300.0),
+}
+
+
+def _env_number(env: dict[str, str], name: str) -> Any:
+    """The numeric setting `name` from `env`, its default when unset or blank; SettingsError otherwise."""
+    default, integer, low, high = SETTING_RANGES[name]
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = cast(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < low:
-        raise SettingsError(f"{name}={raw!r} must be at least {low}")
+    text = raw.strip()
+    shown = repr(raw[:40] + ("..." if len(raw) > 40 else ""))  # repr: one line whatever the value holds
+    if integer:
+        if not _SETTING_INT_RE.fullmatch(text):
+            raise SettingsError(f"{name}={shown} is not a plain integer (expected {int(low)}..{int(high)})")
+        value: Any = int(text)
+    else:
+        if not _SETTING_DECIMAL_RE.fullmatch(text):
+            raise SettingsError(f"{name}={shown} is not a plain decimal number (expected {low:g}..{high:g})")
+        value = float(text)
+    if not (math.isfinite(value) and low <= value <= high):
+        bounds = f"{int(low)}..{int(high)}" if integer else f"{low:g}..{high:g}"
+        raise SettingsError(f"{name}={shown} is out of range (expected {bounds})")
     return value
 
 
 def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
-    """Read the contract's environment variables (the only place that reads os.environ)."""
+    """Read the contract's environment variables (the only place that reads os.environ).
+
+    Raises SettingsError (one line, naming the variable) for a numeric setting that is not a
+    plain finite number inside its SETTING_RANGES range. Nothing is written anywhere.
+    """
     env = dict(os.environ if environ is None else environ)
     home = Path(env.get("BANC_HOME") or PROJECT_DIR).expanduser().resolve()
     return Settings(
         home=home,
         mqtt_host=env.get("BANC_MQTT_HOST") or "localhost",
-        mqtt_port=_env_number(env, "BANC_MQTT_PORT", 1883, int, 1),
+        mqtt_port=_env_number(env, "BANC_MQTT_PORT"),
         mqtt_username=env.get("BANC_MQTT_USERNAME") or None,
         mqtt_password=env.get("BANC_MQTT_PASSWORD") or None,
-        num_bancs=_env_number(env, "BANC_NUM_BANCS", NUM_BANCS, int, 1),
-        bms_timeout_s=_env_number(env, "BANC_BMS_TIMEOUT_S", 30.0, float, 0.1),
-        scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S", 15.0, float, 0.1),
+        num_bancs=_env_number(env, "BANC_NUM_BANCS"),
+        bms_timeout_s=_env_number(env, "BANC_BMS_TIMEOUT_S"),
+        scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S"),
         notify_socket=env.get("NOTIFY_SOCKET") or None,
-        fsync_interval_s=_env_number(env, "BANC_FSYNC_INTERVAL_S", 1.0, float, 0.1),
+        fsync_interval_s=_env_number(env, "BANC_FSYNC_INTERVAL_S"),
     )
 
 

@@ -466,7 +466,13 @@ HOSTILE = [
     (T.step, b""), (T.step, b"abc"), (T.step, b"0"), (T.step, b"6"), (T.step, b"10"), (T.step, b"-1"),
     (T.step, b"1.5"), (T.step, b"2,3"), (T.step, b"9" * 600), (T.step, b"\xff\xfe"),
     (T.bms_data, b""), (T.bms_data, b"garbage"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262"),
-    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,7"),
+    # Contract v2 made an 11th field (uptime_ms) valid: 12 fields is the "one too many" case now.
+    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,7,8"),
+    # Contract v2: whitespace, signs, exponents and leading zeros are rejected, not cleaned up.
+    (T.step, b" 2"), (T.step, b"2\n"), (T.step, b"+2"), (T.step, b"02"),
+    (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0\n"), (T.bms_data, b"1, 52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
+    (T.bms_data, b"1,+52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,5.2e1,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
+    (T.bms_data, b"01,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0,-7"),
     (T.bms_data, b"1,nan,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,inf,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"),
     (T.bms_data, b"1,520.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3300,3262,0"),
     (T.bms_data, b"-1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,0"), (T.bms_data, b"1,52.0,-1.0,50.0,25.0,0.0,0.0,3250,3262,2"),
@@ -487,11 +493,15 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     esp.publish_many(HOSTILE)
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(10)] + [(T.bms_data, bms_line(9))]  # a QoS 1 duplicate
                      + [(T.ri_results, '{"ri_charge": 0.02}'), (T.step, "2")]
-                     + [(T.bms_data, bms_line(i)) for i in range(10, 20)])
+                     # contract v2 firmware: the same lines with the ESP's uptime_ms as an 11th field
+                     + [(T.bms_data, bms_line(i, uptime_ms=1000 * i)) for i in range(10, 20)])
     folder = runner.folder()
     wait_until(lambda: len(read_data_rows(folder)) == 20, message="good rows after the hostile ones")
     assert runner.alive()
     assert data_seqs(folder) == list(range(20))
+    # data.csv keeps its header: every row, v1 or v2 line, has exactly the header's columns
+    assert all(None not in row and len(row) == len(utils.DATA_CSV_HEADER) and row["balancing"] == "0"
+               for row in read_data_rows(folder))
     rejected = read_rejected_rows(folder)
     delivered = HOSTILE
     assert len(rejected) == len(delivered)
@@ -542,10 +552,10 @@ def test_broker_refuses_oversized_packets(broker: MosquittoBroker) -> None:
 
 
 def test_bms_watchdog_alerts_once_per_silence_and_notes_recovery(fleet: BancFleet, esp: MqttProbe) -> None:
-    fleet.start(BANC_BMS_TIMEOUT_S="0.6")
+    fleet.start(BANC_BMS_TIMEOUT_S="1")  # the shortest timeout settings accept (1..3600 s)
     first = esp.wait_for(T.security, timeout_s=5)
     assert "Aucune donnée BMS" in first.text and len(first.text) <= protocol.MAX_SECURITY_CHARS
-    time.sleep(1.5)  # more than two timeouts: still a single alert for this silence
+    time.sleep(2.5)  # more than two timeouts: still a single alert for this silence
     assert len(esp.messages(T.security)) == 1
     esp.publish(T.bms_data, bms_line(0))
     note = esp.wait_for(T.security, since=1)

@@ -74,27 +74,123 @@ def test_subscriptions_cover_every_topic_with_its_qos() -> None:
 def test_parse_bms_example() -> None:
     line = protocol.parse_bms_line(EXAMPLE.encode())
     assert line == BmsLine(1842, 52.31, -12.40, 67.5, 24.8, 45.123, 2301.5, 3265.0, 3281.0, 0)
+    assert line.uptime_ms is None
     assert line.cell_spread_mv == 16.0
     assert protocol.parse_bms_line(protocol.encode_bms_line(line)) == line
+
+
+def test_parse_bms_v2_line_with_uptime() -> None:
+    line = protocol.parse_bms_line(EXAMPLE + ",86400123")
+    assert line == BmsLine(1842, 52.31, -12.40, 67.5, 24.8, 45.123, 2301.5, 3265.0, 3281.0, 0, 86400123)
+    assert protocol.encode_bms_line(line).endswith(",0,86400123")
+    assert protocol.parse_bms_line(protocol.encode_bms_line(line)) == line
+    assert line.as_row() == protocol.parse_bms_line(EXAMPLE).as_row()  # data.csv: the 10 fields only
+
+
+def test_bms_fields_keep_the_data_csv_columns() -> None:
+    assert protocol.BMS_FIELDS == (
+        "seq", "voltage_v", "current_a", "soc_pct", "temperature_c",
+        "capacity_ah", "energy_wh", "cell_min_mv", "cell_max_mv", "balancing",
+    )
+    assert protocol.BMS_FIELDS_V2 == protocol.BMS_FIELDS + ("uptime_ms",)
+    assert set(protocol.BMS_RANGES) == set(protocol.BMS_FIELDS_V2)
+
+
+FIELD_INDEX = {name: i for i, name in enumerate(protocol.BMS_FIELDS_V2)}
+
+
+def with_field(name: str, text: str, base: str = EXAMPLE + ",1000") -> str:
+    """The 11-field example line with one field's text replaced."""
+    parts = base.split(",")
+    parts[FIELD_INDEX[name]] = text
+    return ",".join(parts)
+
+
+# Contract v2 decimal form, tried on current_a (range -500..500, so only the form matters).
+@pytest.mark.parametrize(
+    "text, value",
+    [("0", 0.0), ("0.5", 0.5), ("-0.25", -0.25), ("12", 12.0), ("-3", -3.0), ("-0", 0.0), ("-0.000", 0.0),
+     ("0.000", 0.0), ("10.0", 10.0), ("499.999", 499.999), ("0." + "0" * 40 + "1", 1e-41)],
+)
+def test_bms_decimal_accepted(text: str, value: float) -> None:
+    assert protocol.parse_bms_line(with_field("current_a", text)).current_a == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["+0007", "+5", "5.231e1", "5E1", "1e3", "007", "00", "00.5", "-07", " 5", "5 ", "5\n", "\t5", "5.", ".5", "-.5",
+     "1_000", "nan", "NaN", "inf", "-inf", "Infinity", "0x10", "", "-", "--5", "1.2.3", "5,", "1e999", "٥"],
+)
+def test_bms_decimal_rejected(text: str) -> None:
+    with pytest.raises(PayloadError):
+        protocol.parse_bms_line(with_field("current_a", text))
+
+
+@pytest.mark.parametrize("name", ["seq", "balancing", "uptime_ms"])
+@pytest.mark.parametrize("text", ["+1", "01", "00", "-0", "-1", "1.0", "1.", " 1", "1 ", "1\n", "1e0", "0x1", "1_0", "", "nan"])
+def test_bms_integer_fields_take_plain_digits_only(name: str, text: str) -> None:
+    with pytest.raises(PayloadError, match=name):
+        protocol.parse_bms_line(with_field(name, text))
+
+
+# Every BMS_RANGES boundary: the bound itself is accepted, one step beyond it is rejected.
+@pytest.mark.parametrize(
+    "name, text, ok",
+    [
+        ("seq", "0", True), ("seq", "4294967295", True), ("seq", "4294967296", False),
+        ("voltage_v", "0", True), ("voltage_v", "80", True), ("voltage_v", "80.001", False), ("voltage_v", "-0.001", False),
+        ("current_a", "-500", True), ("current_a", "500", True), ("current_a", "-500.001", False), ("current_a", "500.001", False),
+        ("soc_pct", "0", True), ("soc_pct", "100", True), ("soc_pct", "100.1", False), ("soc_pct", "-0.1", False),
+        ("temperature_c", "-40", True), ("temperature_c", "150", True), ("temperature_c", "-40.1", False),
+        ("temperature_c", "150.1", False),
+        ("capacity_ah", "0", True), ("capacity_ah", "10000", True), ("capacity_ah", "10000.001", False),
+        ("capacity_ah", "-0.001", False),
+        ("energy_wh", "0", True), ("energy_wh", "1000000", True), ("energy_wh", "1000000.1", False), ("energy_wh", "-0.1", False),
+        ("cell_min_mv", "0", True), ("cell_min_mv", "-1", False),
+        ("cell_max_mv", "5000", True), ("cell_max_mv", "5001", False),
+        ("balancing", "0", True), ("balancing", "1", True), ("balancing", "2", False),
+        ("uptime_ms", "0", True), ("uptime_ms", str(2**63 - 1), True), ("uptime_ms", str(2**63), False),
+    ],
+)
+def test_bms_range_boundaries(name: str, text: str, ok: bool) -> None:
+    payload = with_field(name, text)
+    if ok:
+        expected = int(text) if name in ("seq", "balancing", "uptime_ms") else float(text)
+        assert getattr(protocol.parse_bms_line(payload), name) == expected
+    else:
+        with pytest.raises(PayloadError, match=f"{name}: not a plain|{name} out of range"):
+            protocol.parse_bms_line(payload)
+
+
+def test_bms_payload_size_boundary() -> None:
+    # "52." followed by zeros is still a plain decimal: pad the voltage to land on the limit.
+    base = EXAMPLE.replace("52.31", "52.3")
+    fitting = base.replace("52.3", "52.3" + "0" * (protocol.MAX_PAYLOAD_BYTES - len(base)))
+    assert len(fitting) == protocol.MAX_PAYLOAD_BYTES
+    assert protocol.parse_bms_line(fitting).voltage_v == 52.3
+    with pytest.raises(PayloadError, match="too large"):
+        protocol.parse_bms_line(fitting.replace("52.3", "52.30"))
 
 
 @pytest.mark.parametrize(
     "payload, reason",
     [
-        ("", "expected 10 fields"),
-        ("garbage", "expected 10 fields"),
-        ("1,2,3", "expected 10 fields"),
-        (EXAMPLE + ",1", "expected 10 fields"),
-        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281", "expected 10 fields"),
-        ("1842,nan,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v: not a finite number"),
-        ("1842,52.31,inf,67.5,24.8,45.123,2301.5,3265,3281,0", "current_a: not a finite number"),
-        ("1842,52.31,-12.40,67.5,-Infinity,45.123,2301.5,3265,3281,0", "temperature_c: not a finite number"),
-        ("1842,52.31,-12.40,67.5,24.8,1e999,2301.5,3265,3281,0", "capacity_ah: not a finite number"),
+        ("", "expected 10 or 11 fields"),
+        ("garbage", "expected 10 or 11 fields"),
+        ("1,2,3", "expected 10 or 11 fields"),
+        (EXAMPLE + ",1,2", "expected 10 or 11 fields"),
+        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281", "expected 10 or 11 fields"),
+        ("1842,nan,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v: not a plain decimal"),
+        ("1842,52.31,inf,67.5,24.8,45.123,2301.5,3265,3281,0", "current_a: not a plain decimal"),
+        ("1842,52.31,-12.40,67.5,-Infinity,45.123,2301.5,3265,3281,0", "temperature_c: not a plain decimal"),
+        ("1842,52.31,-12.40,67.5,24.8,1e999,2301.5,3265,3281,0", "capacity_ah: not a plain decimal"),
+        ("1842,52.31,-12.40,67.5,24.8," + "9" * 400 + ",2301.5,3265,3281,0", "capacity_ah: not a finite number"),
         ("1842,52,31,-12.40,67.5,24.8,45.123,2301.5,3265,3281", "out of range"),  # comma decimal point
-        ("1842,0x34,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v: not a finite number"),
-        ("1_842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq: not an integer"),
-        ("-1,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq out of range"),
-        ("1.5,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq: not an integer"),
+        ("1842,0x34,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v: not a plain decimal"),
+        ("1_842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq: not a plain integer"),
+        # v1 rejected "-1" as out of range; v2 rejects the sign itself.
+        ("-1,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq: not a plain integer"),
+        ("1.5,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "seq: not a plain integer"),
         ("1842,252.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v out of range"),
         ("1842,52.31,-912.40,67.5,24.8,45.123,2301.5,3265,3281,0", "current_a out of range"),
         ("1842,52.31,-12.40,101,24.8,45.123,2301.5,3265,3281,0", "soc_pct out of range"),
@@ -102,10 +198,21 @@ def test_parse_bms_example() -> None:
         ("1842,52.31,-12.40,67.5,24.8,-1,2301.5,3265,3281,0", "capacity_ah out of range"),
         ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3290,3281,0", "cell_min_mv greater"),
         ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,2", "balancing out of range"),
-        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,", "balancing: not an integer"),
+        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,", "balancing: not a plain integer"),
+        (EXAMPLE + ",", "uptime_ms: not a plain integer"),
         (b"1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,\xff", "not ASCII"),
         ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281," + "0" * 600, "too large"),
-        (b"\x00" * 10, "expected 10 fields"),
+        (b"\x00" * 10, "expected 10 or 11 fields"),
+        # Whitespace anywhere: v1 stripped it, v2 rejects the line.
+        (EXAMPLE + "\n", "balancing: not a plain integer"),
+        (EXAMPLE + "\r\n", "balancing: not a plain integer"),
+        (" " + EXAMPLE, "seq: not a plain integer"),
+        (EXAMPLE.replace(",52.31,", ", 52.31,"), "voltage_v: not a plain decimal"),
+        (EXAMPLE.replace(",52.31,", ",+52.31,"), "voltage_v: not a plain decimal"),
+        (EXAMPLE.replace(",52.31,", ",052.31,"), "voltage_v: not a plain decimal"),
+        (EXAMPLE.replace(",52.31,", ",5.231e1,"), "voltage_v: not a plain decimal"),
+        (EXAMPLE.replace("1842,", "01842,"), "seq: not a plain integer"),
+        (EXAMPLE.replace("1842,", "+1842,"), "seq: not a plain integer"),
     ],
 )
 def test_bms_rejects(payload: str | bytes, reason: str) -> None:
@@ -113,22 +220,37 @@ def test_bms_rejects(payload: str | bytes, reason: str) -> None:
         protocol.parse_bms_line(payload)
 
 
-def test_bms_accepts_whitespace_and_extreme_but_physical_values() -> None:
-    line = protocol.parse_bms_line(" 0, 38.5 ,-250,0,85.0,0,0,2400,2650,1 \n")
+def test_bms_accepts_extreme_but_physical_values() -> None:
+    # v1 test also fed " 0, 38.5 ,...,1 \n" (whitespace stripped): contract v2 rejects that (see test_bms_rejects).
+    line = protocol.parse_bms_line("0,38.5,-250,0,85.0,0,0,2400,2650,1")
     assert (line.seq, line.voltage_v, line.temperature_c, line.balancing) == (0, 38.5, 85.0, 1)
 
 
-def test_encode_bms_never_writes_negative_zero() -> None:
-    line = BmsLine(1, 52.0, -0.0001, 50.0, 25.0, 0.0, 0.0, 3300, 3310, 0)
-    assert ",-0" not in protocol.encode_bms_line(line)
+@pytest.mark.parametrize("current", [-0.0001, -0.0, 0.0004, -0.0004])
+def test_encode_bms_never_writes_negative_zero(current: float) -> None:
+    line = BmsLine(1, 52.0, current, 50.0, 25.0, -0.0, -0.0001, 3300, 3310, 0)
+    text = protocol.encode_bms_line(line)
+    assert ",-0" not in text
+    assert protocol.parse_bms_line(text).current_a == 0.0
 
 
-@pytest.mark.parametrize("payload, step", [("1", 1), ("5", 5), (b"9", 9), (" 3\n", 3)])
+def test_encode_bms_rejects_a_negative_uptime() -> None:
+    with pytest.raises(ValueError):
+        protocol.encode_bms_line(BmsLine(1, 52.0, 0.0, 50.0, 25.0, 0.0, 0.0, 3300, 3310, 0, -1))
+
+
+@pytest.mark.parametrize("payload, step", [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5), ("9", 9), (b"9", 9)])
 def test_parse_step(payload: str | bytes, step: int) -> None:
     assert protocol.parse_step(payload) == step
+    assert protocol.encode_step(step) == (payload if isinstance(payload, str) else payload.decode())
 
 
-@pytest.mark.parametrize("payload", ["0", "6", "8", "10", "", "one", "1.0", "-1", "9" * 600, b"\xff"])
+# v1 accepted " 3\n" (stripped): contract v2 accepts exactly "1".."5" and "9", nothing around them.
+@pytest.mark.parametrize(
+    "payload",
+    ["0", "6", "7", "8", "10", "05", "09", "+5", "-5", " 5", "5 ", "5\n", "\n5", "5\r\n", " 3\n", "\t1", "5\x00",
+     "-1", "-0", "", " ", "one", "1.0", "5.", "5e0", "0x5", "٥", "9" * 600, b"\xff", b"5\xff"],
+)
 def test_parse_step_rejects(payload: str | bytes) -> None:
     with pytest.raises(PayloadError):
         protocol.parse_step(payload)
@@ -167,6 +289,13 @@ def test_parse_ri_results(payload: str, expected: dict) -> None:
         ('{"ri_discharge": 0.01, "temperature_c": 500}', "temperature_c out of range"),
         ('{"ri_discharge": 0.01, "temperature_c": null}', "temperature_c: not a finite"),
         ('{"ri_discharge": 0.01, "pad": "' + "x" * 600 + '"}', "too large"),
+        ('{"ri_discharge": 0.01} x', "invalid JSON"),
+        ('x {"ri_discharge": 0.01}', "invalid JSON"),
+        ('{"ri_discharge": 0.01}{}', "invalid JSON"),
+        ('{"ri_discharge": 1e400}', "not a finite number"),
+        ('{"ri_discharge": -Infinity}', "not a finite number"),
+        ('{"ri_discharge": -0.0}', "out of range"),
+        ('{"ri_discharge": 0.01, "temperature_c": NaN}', "temperature_c: not a finite"),
     ],
 )
 def test_parse_ri_results_rejects(payload: str, reason: str) -> None:
@@ -174,27 +303,55 @@ def test_parse_ri_results_rejects(payload: str, reason: str) -> None:
         protocol.parse_ri_results(payload)
 
 
-@pytest.mark.parametrize("payload, soc", [("0", 0), ("100", 100), ("57", 57)])
-def test_parse_nurse_soc(payload: str, soc: int) -> None:
+@pytest.mark.parametrize("payload, soc", [("0", 0), ("1", 1), ("57", 57), ("99", 99), ("100", 100), (b"100", 100)])
+def test_parse_nurse_soc(payload: str | bytes, soc: int) -> None:
     assert protocol.parse_nurse_soc(payload) == soc
 
 
-@pytest.mark.parametrize("payload", ["-1", "101", "50.5", "", "abc"])
-def test_parse_nurse_soc_rejects(payload: str) -> None:
+@pytest.mark.parametrize(
+    "payload",
+    ["-1", "101", "1000", "50.5", "50.0", "", "abc", "+5", "05", "00", "-0", " 5", "5 ", "5\n", "1e2", "0x10", "nan",
+     b"\xff", "5" * 600],
+)
+def test_parse_nurse_soc_rejects(payload: str | bytes) -> None:
     with pytest.raises(PayloadError):
         protocol.parse_nurse_soc(payload)
 
 
-@pytest.mark.parametrize("payload, command", [("1", 1), ("5", 5), ("end", "end"), (" end\n", "end")])
-def test_parse_command(payload: str, command: object) -> None:
+@pytest.mark.parametrize(
+    "payload, command",
+    [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5), ("end", "end"), (b"end", "end"),
+     ("replay 12 40", protocol.ReplayCommand(12, 40)), ("replay 0 0", protocol.ReplayCommand(0, 0)),
+     ("replay 7 7", protocol.ReplayCommand(7, 7)), ("replay 0 4294967295", protocol.ReplayCommand(0, 2**32 - 1))],
+)
+def test_parse_command(payload: str | bytes, command: object) -> None:
     assert protocol.parse_command(payload) == command
     assert protocol.parse_command(protocol.encode_command(command)) == command  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("payload", ["9", "0", "END", "stop", ""])
-def test_parse_command_rejects(payload: str) -> None:
+# v1 accepted " end\n" (stripped): contract v2 takes banc.py's exact payloads only.
+@pytest.mark.parametrize(
+    "payload",
+    ["9", "0", "6", "01", "+1", "-1", "1.0", "1\n", " 1", "END", "End", "stop", "", " end\n", "end\n", "end ",
+     "replay", "replay 1", "replay 40 12", "replay -1 5", "replay +1 5", "replay 01 5", "replay 1 05", "replay 1  5",
+     " replay 1 5", "replay 1 5 ", "replay 1 5\n", "replay 1 5 6", "replay 1.0 5", "replay 1 4294967296",
+     "replay 1e3 2000", "Replay 1 5", "replay\t1 5", "replay 1,5", b"replay 1 5\xff"],
+)
+def test_parse_command_rejects(payload: str | bytes) -> None:
     with pytest.raises(PayloadError):
         protocol.parse_command(payload)
+
+
+def test_encode_replay() -> None:
+    assert protocol.encode_replay(12, 40) == "replay 12 40"
+    assert protocol.encode_command(protocol.ReplayCommand(0, 0)) == "replay 0 0"
+    assert protocol.parse_command(protocol.encode_replay(5, 2**32 - 1)) == protocol.ReplayCommand(5, 2**32 - 1)
+
+
+@pytest.mark.parametrize("first, last", [(40, 12), (-1, 5), (1, -1), (1.5, 2), (True, 2), (1, 2**32), ("1", 2)])
+def test_encode_replay_rejects(first: object, last: object) -> None:
+    with pytest.raises(ValueError):
+        protocol.encode_replay(first, last)  # type: ignore[arg-type]
 
 
 def test_status_and_security() -> None:
@@ -209,7 +366,27 @@ def test_status_and_security() -> None:
     assert len(protocol.encode_security("x" * 300)) == 200
 
 
-@pytest.mark.parametrize("bad", [1.5, math.nan, 0, 6, 9, "go"])
+@pytest.mark.parametrize("bad", [1.5, 1.0, True, math.nan, 0, 6, 9, "go", " end", "1"])
 def test_encode_rejects_invalid(bad: object) -> None:
     with pytest.raises(ValueError):
         protocol.encode_command(bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- producers
+
+def test_the_repo_producers_send_strict_bms_lines() -> None:
+    """Every BMS line the repo builds (test helper, bench publisher) passes the v2 parser."""
+    from bench.esp_publisher import bms_payload
+    from tests.banc_helpers import bms_line
+
+    for seq in (0, 1, 49, 50, 99_999, 2**32 - 1):
+        for number in (1, 4, 64):
+            assert protocol.parse_bms_line(bms_payload(seq, number)).seq == seq
+        assert protocol.parse_bms_line(bms_line(seq)).seq == seq
+    assert protocol.parse_bms_line(bms_line(3, current_a=-0.0001, temperature_c=-0.04)).current_a == 0.0
+
+
+def test_firmware_doc_bms_example_is_strict() -> None:
+    # The line of deploy/FIRMWARE_ESP32.md §3, kept here as text (the test reads no file).
+    assert protocol.parse_bms_line("1842,52.310,-12.400,67.5,24.8,45.123,2301.5,3265,3281,0").seq == 1842
+    assert protocol.parse_bms_line("1842,52.310,-12.400,67.5,24.8,45.123,2301.5,3265,3281,0,86400123").uptime_ms == 86400123

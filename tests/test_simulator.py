@@ -149,9 +149,10 @@ def test_esp_side_of_the_protocol(mqtt_env: dict[str, str], observer: Observer, 
 
         step1 = start_test(observer, "1")
         observer.wait_for(lambda m: len(observer.on(T.ri_results, step1)) >= 2)  # pulses at 120 s and 270 s
-        lines = observer.bms_lines(step1)
+        # One snapshot, parsed strictly: two snapshots (lines, then raw) raced with the lines still arriving.
         raw = observer.on(T.bms_data, step1)
-        assert len(lines) == len(raw) > 100  # every line parses
+        lines = [protocol.parse_bms_line(payload) for payload in raw]  # every line parses (PayloadError otherwise)
+        assert len(lines) == len(raw) > 100
         assert seqs(lines)[0] == 0 and consecutive(seqs(lines))
         assert any(line.current_a < -5 for line in lines) and any(line.current_a > 5 for line in lines)
         assert all(40.0 <= line.voltage_v <= 58.4 and line.capacity_ah == 0 for line in lines)

@@ -59,14 +59,99 @@ def test_settings_from_environment(tmp_path: Path) -> None:
     assert settings.fsync_interval_s == 30.0
 
 
+# Contract v2 ranges, bounds included: timeouts 1..3600 s, fsync 0..300 s, port 1..65535, benches 1..64.
+# (v1 refused BANC_FSYNC_INTERVAL_S=0, "at least 0.1": v2 allows 0, an fsync at every flush.)
+SETTING_ATTRIBUTES = {
+    "BANC_MQTT_PORT": "mqtt_port",
+    "BANC_NUM_BANCS": "num_bancs",
+    "BANC_BMS_TIMEOUT_S": "bms_timeout_s",
+    "BANC_SCAN_TIMEOUT_S": "scan_timeout_s",
+    "BANC_FSYNC_INTERVAL_S": "fsync_interval_s",
+}
+TIMEOUTS = ("BANC_BMS_TIMEOUT_S", "BANC_SCAN_TIMEOUT_S")
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        *[(t, v, e) for t in TIMEOUTS for v, e in
+          [("1", 1.0), ("1.0", 1.0), ("1.01", 1.01), ("30", 30.0), ("2.5", 2.5), ("3599.99", 3599.99), ("3600", 3600.0),
+           ("3600.00", 3600.0), (" 20 ", 20.0), ("", None), ("  ", None)]],
+        ("BANC_FSYNC_INTERVAL_S", "0", 0.0), ("BANC_FSYNC_INTERVAL_S", "0.0", 0.0), ("BANC_FSYNC_INTERVAL_S", "-0", 0.0),
+        ("BANC_FSYNC_INTERVAL_S", "0.1", 0.1), ("BANC_FSYNC_INTERVAL_S", "300", 300.0), ("BANC_FSYNC_INTERVAL_S", "", None),
+        ("BANC_MQTT_PORT", "1", 1), ("BANC_MQTT_PORT", "1883", 1883), ("BANC_MQTT_PORT", "65535", 65535),
+        ("BANC_MQTT_PORT", "", None),
+        ("BANC_NUM_BANCS", "1", 1), ("BANC_NUM_BANCS", "16", 16), ("BANC_NUM_BANCS", "64", 64), ("BANC_NUM_BANCS", "", None),
+    ],
+)
+def test_settings_accept_values_in_range(name: str, value: str, expected: float | None) -> None:
+    settings = utils.load_settings({name: value})
+    default = getattr(utils.load_settings({}), SETTING_ATTRIBUTES[name])
+    got = getattr(settings, SETTING_ATTRIBUTES[name])
+    assert got == (default if expected is None else expected)
+    assert type(got) is (int if name in ("BANC_MQTT_PORT", "BANC_NUM_BANCS") else float)
+
+
+GARBAGE = ["nan", "NaN", "inf", "-inf", "Infinity", "abc", "soon", "30s", "1e3", "1E1", "0x10", "+5", "1_000", "5.",
+           ".5", "--1", "1,5", "１", "1\n2", "\x00"]
+
+
 @pytest.mark.parametrize(
     "name, value",
-    [("BANC_MQTT_PORT", "abc"), ("BANC_MQTT_PORT", "0"), ("BANC_NUM_BANCS", "0"), ("BANC_NUM_BANCS", "2.5"),
-     ("BANC_BMS_TIMEOUT_S", "-1"), ("BANC_SCAN_TIMEOUT_S", "soon"), ("BANC_FSYNC_INTERVAL_S", "0")],
+    [
+        *[(t, v) for t in TIMEOUTS for v in ["0.99", "0", "-1", "3600.01", "3601", "99999", "030", *GARBAGE]],
+        *[("BANC_FSYNC_INTERVAL_S", v) for v in ["-0.01", "-1", "300.01", "301", "1e2", *GARBAGE]],
+        *[("BANC_MQTT_PORT", v) for v in ["0", "65536", "99999", "-1", "1883.0", "1883.5", "01883", "2.5", *GARBAGE]],
+        *[("BANC_NUM_BANCS", v) for v in ["0", "65", "10000", "-1", "2.5", "4.0", "04", *GARBAGE]],
+    ],
 )
 def test_settings_reject_bad_values(name: str, value: str) -> None:
-    with pytest.raises(utils.SettingsError, match=name):
+    with pytest.raises(utils.SettingsError, match=name) as info:
         utils.load_settings({name: value})
+    assert "\n" not in str(info.value)  # one line on stderr, whatever the value holds
+
+
+def test_settings_error_message_is_short_and_names_the_range() -> None:
+    with pytest.raises(utils.SettingsError) as info:
+        utils.load_settings({"BANC_MQTT_PORT": "65536"})
+    assert str(info.value) == "BANC_MQTT_PORT='65536' is out of range (expected 1..65535)"
+    with pytest.raises(utils.SettingsError) as info:
+        utils.load_settings({"BANC_BMS_TIMEOUT_S": "x" * 5000})
+    assert len(str(info.value)) < 200
+
+
+# Each entry point refuses an invalid setting before anything else: exit 2, a single stderr
+# line naming the variable, nothing under BANC_HOME. (ui.py stops before opening a display.)
+ENTRY_POINTS = {
+    "banc.py": ["banc1", "RW-TEST0001"],
+    "report.py": ["{tmp}/no-such-test-folder"],
+    "ui.py": ["--windowed"],
+    "simulator.py": [],
+}
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize(
+    "name, value",
+    [("BANC_BMS_TIMEOUT_S", "nan"), ("BANC_SCAN_TIMEOUT_S", "3600.01"), ("BANC_FSYNC_INTERVAL_S", "inf"),
+     ("BANC_MQTT_PORT", "99999"), ("BANC_NUM_BANCS", "10000")],
+)
+def test_entry_points_exit_2_on_invalid_setting_and_create_nothing(
+    script: str, name: str, value: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env.update({"BANC_HOME": str(home), "BANC_MQTT_HOST": "127.0.0.1", "BANC_MQTT_PORT": "1", name: value})
+    args = [a.format(tmp=tmp_path) for a in ENTRY_POINTS[script]]
+    result = subprocess.run([sys.executable, str(REPO_DIR / script), *args], cwd=REPO_DIR, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and name in result.stderr, result.stderr
+    assert result.stderr.startswith(script), result.stderr
+    assert result.stdout == ""
+    assert sorted(home.rglob("*")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
 def test_only_utils_reads_the_environment() -> None:
