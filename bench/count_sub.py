@@ -1,7 +1,7 @@
 """Baseline: the smallest paho-mqtt 2.x subscriber that only counts (the Python limit).
 
-Same session as banc.py (persistent, QoS 1 subscription to bancN/bms/data, built by
-protocol.make_client), but on_message does nothing except count and note the time of the
+Same session as banc.py (persistent, QoS 1 subscription to bancN/bms/data, or to --topic,
+built by protocol.make_client), but on_message does nothing except count and note the time of the
 first and last message. It exits after --count messages or --idle-s seconds of silence and
 prints {"count", "first_t", "last_t"} as JSON. With --setup it only creates the session
 (connect, subscribe, disconnect), so that the broker queues a backlog for it.
@@ -31,12 +31,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--banc", type=int, default=1)
     parser.add_argument("--count", type=int, default=0, help="exit after this many messages")
     parser.add_argument("--idle-s", type=float, default=30.0, help="exit after this long without a message")
+    parser.add_argument("--topic", help="subscribe to this bench topic instead of bancN/bms/data (e.g. banc1/step)")
     parser.add_argument("--client-id", default="bench_count_sub")
     parser.add_argument("--setup", action="store_true", help="only create the persistent session")
     args = parser.parse_args(argv)
 
     settings = utils.get_settings()
-    topic = protocol.topics(args.banc).bms_data
+    topic = args.topic or protocol.topics(args.banc).bms_data
     state = {"count": 0, "first_t": None, "last_t": None}
     subscribed = threading.Event()
     client = protocol.make_client(args.client_id, persistent=True)

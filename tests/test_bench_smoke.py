@@ -97,3 +97,18 @@ def test_tiny_fault_run_counts_every_row(tmp_path: Path):
     assert check.rows - check.duplicated + check.lost == check.expected
     assert (result.lost, result.duplicated) == (0, 0), result.attributed
     assert result.banc_exit_codes == {1: 0}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
+def test_tiny_record_run_measures_memory_and_steps(tmp_path: Path):
+    """bench_record.py on a 1 MB message and 200 repeated steps: every figure is there, banc.py survives."""
+    from bench import bench_record
+
+    big = bench_record.rss_phase(tmp_path / "rss", "bms/data", 1024 * 1024)
+    assert big["peak_hwm_kb"] >= big["baseline_rss_kb"] > 0
+    assert big["marker_recorded"] and big["alive"] and big["still_records"], big["log_tail"]
+    steps = bench_record.steps_phase(tmp_path / "steps", 200, bms_rate=20.0)
+    assert steps["all_processed"] and steps["steps_acked"] == 200, steps
+    assert steps["process_s"] > 0 and steps["worst_delay_s"] is not None
+    assert steps["bms_lost"] == 0 and steps["bms_rows_not_step2"] == 0 and steps["current_step"] == 2
