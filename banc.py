@@ -320,7 +320,8 @@ def last_data_row(lines: Sequence[bytes]) -> Optional[LastRow]:
         if len(parts) != len(utils.DATA_CSV_HEADER):
             continue
         try:
-            return LastRow(int(parts[2]), float(parts[7]), float(parts[8]))
+            return LastRow(int(parts[record.DATA_COLUMN["seq"]]), float(parts[record.DATA_COLUMN["capacity_ah"]]),
+                           float(parts[record.DATA_COLUMN["energy_wh"]]))
         except ValueError:
             continue
     return None

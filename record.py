@@ -138,9 +138,9 @@ class DataCounts:
     def add(self, parts: Sequence[bytes]) -> None:
         """Fold one split data.csv row (pure)."""
         try:
-            seq = int(parts[2])
-            step = int(parts[1])
-            capacity, energy = float(parts[7]), float(parts[8])
+            seq = int(parts[DATA_COLUMN["seq"]])
+            step = int(parts[DATA_COLUMN["step"]])
+            capacity, energy = float(parts[DATA_COLUMN["capacity_ah"]]), float(parts[DATA_COLUMN["energy_wh"]])
         except (ValueError, IndexError):
             self.bad_rows += 1
             return
@@ -155,7 +155,7 @@ class DataCounts:
         self.capacity_ah, self.energy_wh = capacity, energy
         if step == 3:
             self.phase3_capacity_ah, self.phase3_energy_wh = capacity, energy
-        self.last_time = parts[0].decode("ascii", "replace")
+        self.last_time = parts[DATA_COLUMN["timestamp"]].decode("ascii", "replace")
 
     def measured_capacity(self, step: int) -> tuple[Optional[float], Optional[float]]:
         """Capacity and energy to report at `step`: after phase 3 the counters are held, never lowered."""

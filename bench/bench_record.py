@@ -72,11 +72,11 @@ def csv_rows(home: Path) -> dict[int, tuple[float, str]]:
             fh.readline()
             for row in csv.reader(fh):
                 try:
-                    seq = int(row[2])
-                    stamp = datetime.fromisoformat(row[0]).timestamp()
+                    seq = int(row[common.SEQ_COLUMN])
+                    stamp = datetime.fromisoformat(row[common.TIME_COLUMN]).timestamp()
                 except (IndexError, ValueError):
                     continue  # a torn last line being written
-                rows.setdefault(seq, (stamp, row[1]))
+                rows.setdefault(seq, (stamp, row[common.STEP_COLUMN]))
     return rows
 
 

@@ -29,6 +29,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import protocol  # noqa: E402
+import record  # noqa: E402
 from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
 
 BENCH_DIR = REPO_DIR / "bench"
@@ -523,6 +524,11 @@ class CsvCheck:
     file_bytes: int = 0
 
 
+SEQ_COLUMN = record.DATA_COLUMN["seq"]
+TIME_COLUMN = record.DATA_COLUMN["timestamp"]
+STEP_COLUMN = record.DATA_COLUMN["step"]
+
+
 def read_csv_seqs(paths: Iterable[Path]) -> tuple[list[int], list[str], int]:
     """(seqs, timestamps, data bytes without headers) of the rows of some data.csv files, in file order."""
     seqs: list[int] = []
@@ -534,11 +540,11 @@ def read_csv_seqs(paths: Iterable[Path]) -> tuple[list[int], list[str], int]:
             data_bytes -= len(header.encode())
             reader = csv.reader(fh)
             for row in reader:
-                if len(row) < 3:
+                if len(row) <= SEQ_COLUMN:
                     continue
                 try:
-                    seqs.append(int(row[2]))
-                    stamps.append(row[0])
+                    seqs.append(int(row[SEQ_COLUMN]))
+                    stamps.append(row[TIME_COLUMN])
                 except ValueError:
                     continue
         data_bytes += path.stat().st_size

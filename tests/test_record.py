@@ -1,0 +1,181 @@
+"""The test record (record.py): journal fold, summary and bench-state rebuild. Pure tables, then small folders."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import record
+import utils
+
+T0 = datetime(2026, 11, 24, 10, 30, tzinfo=record.LOCAL_TZ)
+
+
+def ev(kind: str, minute: int = 0, **fields: object) -> dict:
+    """A decoded journal event at T0 + `minute` minutes."""
+    return json.loads(record.encode_event(kind, T0.replace(minute=30 + minute), **fields))
+
+
+START = ev(record.EVENT_START, serial="RW-ab12cd", banc="banc1", first_handle="2026-11-24T10:30:00+01:00")
+
+
+@pytest.mark.parametrize(
+    "events, step, status",
+    [
+        ([START], 1, record.TEST_RUNNING),
+        ([START, ev("step", 1, step=2), ev("step", 2, step=3)], 3, record.TEST_RUNNING),
+        ([START, ev("step", 1, step=3), ev("stop", 2)], 3, record.TEST_STOPPED),
+        ([START, ev("step", 1, step=3), ev("stop", 2), ev("resume", 3)], 3, record.TEST_RUNNING),
+        ([START, ev("step", 1, step=4), ev("step", 2, step=5)], 5, record.TEST_FINISHED),
+        # Nothing changes a finished test: not a late step, a stop or an abandon.
+        ([START, ev("step", 1, step=5), ev("step", 2, step=2), ev("stop", 3), ev("abandon", 4)], 5, record.TEST_FINISHED),
+        ([START, ev("step", 1, step=2), ev("abandon", 2)], 2, record.TEST_ABANDONED),
+        ([START, ev("step", 1, step=7), ev("step", 2, step="3"), ev("bogus", 3)], 1, record.TEST_RUNNING),
+        # The ESP may go back a phase: the journal follows the last step, as it was recorded.
+        ([START, ev("step", 1, step=3), ev("step", 2, step=2)], 2, record.TEST_RUNNING),
+    ],
+)
+def test_fold_events_phase_and_status(events: list, step: int, status: str) -> None:
+    state = record.fold_events(events)
+    assert (state.step, state.status) == (step, status)
+    assert state.first_handle == "2026-11-24T10:30:00+01:00" and state.serial == "RW-ab12cd"
+
+
+def test_fold_events_ri_running_means_match_the_values_sent() -> None:
+    values = [0.030, 0.032, 0.031, 0.035]
+    events = [START] + [ev("ri", i, values={"ri_discharge": v, "temperature_c": 20.0 + i}) for i, v in enumerate(values)]
+    events.append(ev("ri", 9, values={"diffusion_charge": 0.012}))
+    state = record.fold_events(events)
+    assert state.ri_means["ri_discharge"] == pytest.approx(sum(values) / len(values), rel=1e-12)
+    assert state.ri_counts == {"ri_discharge": 4, "ri_charge": 0, "diffusion_discharge": 0, "diffusion_charge": 1}
+    assert state.ri_temperature_c == 23.0
+
+
+@pytest.mark.parametrize(
+    "raw, count, bad",
+    [
+        (b"", 0, 0),
+        (record.encode_event("step", T0, step=2), 1, 0),
+        (record.encode_event("step", T0, step=2) + b'{"t":"x","event":"st', 1, 1),  # torn last line
+        (b"garbage\n" + record.encode_event("step", T0, step=2), 1, 1),
+        (b'[1,2]\n{"no_event": 1}\n\n', 0, 2),
+    ],
+)
+def test_parse_events_skips_torn_and_damaged_lines(raw: bytes, count: int, bad: int) -> None:
+    events, bad_lines = record.parse_events(raw)
+    assert (len(events), bad_lines) == (count, bad)
+
+
+@pytest.mark.parametrize(
+    "config, data_step, step",
+    [
+        ({"current_step": 3}, 2, 3),
+        ({"current_step": 1}, 3, 3),  # a stale config.json never rewinds what data.csv shows
+        ({}, 4, 4),
+        ({"current_step": "x"}, None, 1),
+    ],
+)
+def test_migration_takes_the_highest_phase_shown(config: dict, data_step: object, step: int) -> None:
+    assert record.migration_event_fields(config, data_step)["step"] == step
+
+
+def test_migration_keeps_ri_means_and_counts() -> None:
+    config = {"current_step": 2, "first_handle": "2026-11-20T09:00:00+01:00", "ri_discharge_average": 0.03,
+              "ri_discharge_count": 3, "ri_charge_average": None}
+    state = record.fold_events([ev(record.EVENT_MIGRATE, serial="RW-ab12cd", banc="banc1",
+                                   **record.migration_event_fields(config, 2))])
+    assert (state.step, state.first_handle) == (2, "2026-11-20T09:00:00+01:00")
+    assert (state.ri_means["ri_discharge"], state.ri_counts["ri_discharge"]) == (0.03, 3)
+    assert state.ri_means["ri_charge"] is None
+
+
+def row(seq: int, step: int, capacity: float = 0.0) -> bytes:
+    """A data.csv line."""
+    return f"2026-11-24T10:30:{seq % 60:02d}.000+01:00,{step},{seq},52.0,-1.0,50.0,25.0,{capacity},{capacity * 50},3250,3262,0\n".encode()
+
+
+def test_count_data_lines_recounts_counters_and_holds_the_phase_3_capacity() -> None:
+    lines = [b"timestamp,step,seq\n", row(0, 3, 10.0), row(1, 3, 20.0), row(5, 3, 30.0),  # one gap
+             row(0, 4, 0.0), row(1, 4, 0.0), b"garbage,1\n"]  # an ESP reboot in phase 4 (counters lost)
+    counts = record.count_data_lines(lines)
+    assert (counts.rows, counts.seq_gaps, counts.seq_restarts, counts.last_seq, counts.bad_rows) == (5, 1, 1, 1, 1)
+    assert counts.measured_capacity(4) == (30.0, 1500.0)
+    assert counts.measured_capacity(3) == (0.0, 0.0)
+
+
+def test_rebuild_summary_takes_the_journal_over_a_stale_config() -> None:
+    state = record.fold_events([START, ev("step", 1, step=3), ev("ri", 2, values={"ri_charge": 0.02})])
+    counts = record.count_data_lines([row(0, 3, 1.5), row(1, 3, 2.5)])
+    stale = {"battery_serial": "RW-AB12CD", "current_step": 1, "duplicate_count": 4, "rows_count": 999,
+             "ri_charge_average": 0.5, "ri_charge_count": 9}
+    summary = record.rebuild_summary(stale, state, counts, rejected_rows=2)
+    assert summary["current_step"] == 3 and summary["status"] == record.TEST_RUNNING
+    assert (summary["ri_charge_average"], summary["ri_charge_count"]) == (0.02, 1)
+    assert (summary["rows_count"], summary["rejected_count"], summary["duplicate_count"]) == (2, 2, 4)
+    assert (summary["capacity_ah"], summary["first_handle"]) == (2.5, "2026-11-24T10:30:00+01:00")
+    assert set(record.new_summary("banc1", "RW-X1234", "t")) <= set(summary)
+
+
+@pytest.mark.parametrize("a, b, same", [("RW-ab12", "RW-AB12", True), ("RW-ab12", "RW-ab13", False), (None, "RW-ab12", False)])
+def test_serials_compare_without_letter_case(a: object, b: object, same: bool) -> None:
+    assert record.same_serial(a, b) is same
+
+
+def make_test(data: Path, banc: str, name: str, events: list[bytes]) -> Path:
+    """A test folder with a journal."""
+    folder = data / banc / name
+    folder.mkdir(parents=True)
+    (folder / record.EVENTS_FILE).write_bytes(b"".join(events))
+    return folder
+
+
+def test_rebuild_bancs_config_from_the_folders(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    start = record.encode_event("start", T0, serial="RW-aaaa1", banc="banc1", first_handle="2026-11-24T10:30:00+01:00")
+    make_test(data, "banc1", "24112026-RW-aaaa1", [start, record.encode_event("step", T0, step=3),
+                                                   record.encode_event("stop", T0)])
+    make_test(data, "banc2", "24112026-RW-bbbb2", [start.replace(b"aaaa1", b"bbbb2"), record.encode_event("step", T0, step=5)])
+    make_test(data, "banc3", "24112026-RW-cccc3", [start.replace(b"aaaa1", b"cccc3"), record.encode_event("abandon", T0)])
+    # banc4: an older finished test, then an unfinished one of the same battery (its latest)
+    make_test(data, "banc4", "20112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=5)])
+    make_test(data, "banc4", "24112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=2)])
+    config = record.rebuild_bancs_config(data, 5)
+    assert config["bancs"] == [
+        record.bench_entry(1, record.STATUS_OCCUPIED, "RW-aaaa1", 3),
+        record.bench_entry(2), record.bench_entry(3),
+        record.bench_entry(4, record.STATUS_OCCUPIED, "RW-dddd4", 2),
+        record.bench_entry(5),
+    ]
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"bancs": [{"na', b"\x00\xff garbage", b'{"bancs": 3}'])
+def test_damaged_bancs_config_is_rebuilt_never_reset(banc_home: Path, damage: bytes) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc2", "RW-KEEP1234", T0)
+    utils.open_test_record(folder, "banc2", "RW-KEEP1234", T0)
+    utils.update_config(folder, 3, T0)
+    record.append_event(folder, record.EVENT_STOP, T0)
+    utils.bancs_config_path().write_bytes(damage)
+    info = utils.get_banc_info("banc2")
+    assert (info["status"], info["serial-pending"], info["current_step"]) == ("occupied", "RW-KEEP1234", 3)
+    kept = [p for p in banc_home.iterdir() if p.name.startswith("bancs_config.json.corrupt-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == damage
+
+
+@pytest.mark.parametrize("damage", [None, b"", b"{ not json", b'{"battery_serial": "RW-OTHER999"}'])
+def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage: object) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    utils.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
+    utils.update_config_ri_results(folder, {"ri_discharge": 0.05}, T0)
+    utils.update_config(folder, 3, T0)
+    first = utils.read_test_config(folder)["first_handle"]
+    path = folder / "config.json"
+    path.unlink() if damage is None else path.write_bytes(damage)  # type: ignore[arg-type]
+    # The resume may come with the serial in another letter case: same battery, same test.
+    state, config = utils.open_test_record(folder, "banc1", "RW-AB12CD", T0.replace(hour=15))
+    assert (state.step, config["current_step"], config["first_handle"]) == (3, 3, first)
+    assert (config["ri_discharge_average"], config["ri_discharge_count"]) == (pytest.approx(0.04), 2)
+    assert config["battery_serial"] == "RW-ab12cd"
