@@ -180,6 +180,16 @@ def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
     return counts
 
 
+def count_csv_rows(path: Path) -> int:
+    """Complete lines after the header of a CSV file, without parsing (0 when missing)."""
+    try:
+        with open(path, "rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+    return max(0, lines - 1)
+
+
 def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
     """Recount data.csv (complete lines only; a missing file counts nothing)."""
     try:

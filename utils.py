@@ -544,16 +544,6 @@ def find_or_create_test_folder(banc: Union[int, str], serial: str, now: datetime
     return path, False
 
 
-def _count_csv_rows(path: Path) -> int:
-    """Complete lines after the header of a CSV file (0 when missing)."""
-    try:
-        with open(path, "rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-    return max(0, lines - 1)
-
-
 def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[str, Any]:
     """config.json rebuilt from the journal and a recount of data.csv and rejected.csv."""
     events, bad = record.read_events(folder)
@@ -561,7 +551,7 @@ def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[s
         logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, bad)
     state = record.fold_events(events)
     counts = record.scan_data_csv(Path(folder) / DATA_CSV_FILE)
-    return record.rebuild_summary(previous, state, counts, _count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
+    return record.rebuild_summary(previous, state, counts, record.count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
 
 
 def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> tuple[record.RecordState, dict[str, Any]]:

@@ -364,10 +364,7 @@ def report(summary: dict[str, Any], count: int) -> list[str]:
             s = summary[key]
             verdicts.append(f"{key}: lost {s['lost']}, duplicated {s['duplicated']} -> "
                             f"{verdict(s['lost'] == 0 and s['duplicated'] == 0)}")
-    print("\nTargets:")
-    for line in verdicts:
-        print("  " + line)
-    return verdicts
+    return common.print_targets(verdicts)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

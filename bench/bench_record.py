@@ -469,10 +469,7 @@ def report(results: dict[str, Any], big_bytes: int) -> list[str]:
                         f"subscriber ({fmt(b['process_s'], 2)} s); worst BMS row delay {fmt(s['worst_delay_s'], 2)} s "
                         f"(issue: {ISSUE_STEP_DELAY_S:g} s for 50 000 steps); all processed {s['all_processed']}, "
                         f"BMS rows lost {s['bms_lost']}")
-    print("\nTargets:")
-    for line in verdicts:
-        print("  " + line)
-    return verdicts
+    return common.print_targets(verdicts)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -498,13 +498,11 @@ def data_csv_paths(home: Path, number: int) -> list[Path]:
 
 
 def count_rows_fast(path: Path) -> int:
-    """Data rows in a CSV (lines minus the header), without parsing."""
+    """Data rows in a CSV (lines minus the header), without parsing; 0 when unreadable."""
     try:
-        with open(path, "rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        return record.count_csv_rows(path)
     except OSError:
         return 0
-    return max(0, lines - 1)
 
 
 @dataclass
@@ -629,6 +627,14 @@ def read_publisher_log(path: Path) -> tuple[set[int], set[int]]:
     """(published seqs, broker-acknowledged seqs) from an esp_publisher.py log."""
     published, acked = read_publisher_times(path)
     return set(published), set(acked)
+
+
+def print_targets(verdicts: Sequence[str]) -> list[str]:
+    """Print the benchmark's target lines under "Targets:" and return them."""
+    print("\nTargets:")
+    for line in verdicts:
+        print("  " + line)
+    return list(verdicts)
 
 
 def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
