@@ -120,7 +120,7 @@ class Bench:
         self.home.mkdir(parents=True, exist_ok=True)
         self.cleanup = Cleanup()
         # No max_packet_size and no message_size_limit: the broker accepts and forwards a 250 MB message.
-        self.broker = self.cleanup.add(common.MosquittoBroker(run_dir / "broker").start())
+        self.broker = self.cleanup.add(common.MosquittoBroker(run_dir / "broker", max_packet_size=None).start())
         self.group = self.cleanup.add(ProcessGroup())
         self.env = common.banc_env(self.home, self.broker, 1)
         self.proc: Optional[subprocess.Popen] = None
