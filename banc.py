@@ -566,6 +566,7 @@ class Recorder:
         self.ended: Optional[int] = None  # 5 or 9 once recorded: nothing more is recorded
         self.ignored_after_end = 0
         self.repeated_steps = 0
+        self.last_ri: Optional[dict[str, Any]] = None  # values of the last Ri result in the journal
         self.last_message = mono()
         self.latch = AlertLatch()
         self.watchdog = BmsWatchdog(bms_timeout_s if bms_timeout_s is not None else settings.bms_timeout_s)  # type: ignore[union-attr]
@@ -574,8 +575,10 @@ class Recorder:
 
     # ------------------------------------------------------------------ start
 
-    def open(self, config: dict[str, Any]) -> None:
+    def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None) -> None:
         """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
+        if state is not None:
+            self.last_ri = state.last_ri_values
         for key in COUNTER_KEYS:
             self.counters[key] = _read_counter(config, key)
         for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
@@ -745,7 +748,14 @@ class Recorder:
         now, results = parsed
         if self._admit() is None:
             return
+        if redelivered and results == self.last_ri:
+            # The broker re-sent (DUP) the result this journal already holds: a kill came between
+            # its fsync and its acknowledgement. Counting it again would bias the means.
+            self.counters["duplicate_count"] += 1
+            logger.info("Ri results redelivered after a restart, already recorded: %s", results)
+            return
         logger.info("Ri results at step %d: %s", self.step, results)
+        self.last_ri = results
         self._event(record.EVENT_RI, now, values=results)
 
     def reject(self, now: datetime, topic: str, reason: str, payload: bytes) -> None:
@@ -1307,7 +1317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record.append_event(folder, record.EVENT_RESUME, now)
         utils.create_data_csv(folder)
         process = BancProcess(banc, serial, folder, step, resumed, settings)
-        process.recorder.open(config)
+        process.recorder.open(config, state)
         utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, step)
     except (OSError, ValueError) as exc:
         logger.exception("cannot start the test of %s on %s", serial, banc)

@@ -298,6 +298,7 @@ class RecordState:
     ri_means: dict[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
     ri_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
     ri_temperature_c: Optional[float] = None
+    last_ri_values: Optional[dict[str, Any]] = None  # to recognise a redelivered copy of the last result
 
     @property
     def finished(self) -> bool:
@@ -339,6 +340,7 @@ class RecordState:
         elif kind == EVENT_RI:
             values = event.get("values")
             if isinstance(values, dict) and not self.finished:
+                self.last_ri_values = values
                 for key in protocol.RI_KEYS:
                     value = _number(values.get(key))
                     if value is not None:
