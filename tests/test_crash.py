@@ -192,7 +192,8 @@ def seq_problems(folder: Path, expected: range) -> list[str]:
     if missing:
         problems.append(f"{len(missing)} of {len(expected)} rows lost (seqs {_ranges(missing)})")
     if duplicated:
-        problems.append(f"{sum(n - 1 for n in duplicated.values())} duplicated rows (seqs {_ranges(sorted(duplicated))})")
+        extra_rows = sum(n - 1 for n in duplicated.values())
+        problems.append(f"{extra_rows} duplicated rows (seqs {_ranges(sorted(duplicated))})")
     if extra:
         problems.append(f"{len(extra)} unexpected seqs {_ranges(extra)}")
     return problems
@@ -211,7 +212,7 @@ def _ranges(values: list[int], limit: int = 6) -> str:
 
 
 def file_problems(home: Path, folder: Path) -> list[str]:
-    """'Every file readable': data.csv and config.json exist and parse, rejected.csv parses, bancs_config.json parses."""
+    """'Every file readable': data.csv, config.json exist and parse; rejected.csv, bancs_config.json parse."""
     problems = []
     header = list(utils.DATA_CSV_HEADER)
     data = Path(folder) / utils.DATA_CSV_FILE
@@ -270,7 +271,7 @@ def announced(esp: MqttProbe, since: int = 0, until: Optional[int] = None, topic
 
 
 def announce_problems(steps: list[str], expected: int, what: str = "after the restart") -> list[str]:
-    """Every announcement must be `expected` (the folder's phase, or the newer one of the backlog), and one must come."""
+    """Every announcement must be `expected` (the folder's phase or the backlog's newer one); one must come."""
     if not steps:
         return [f"nothing announced on banc1/command {what} (expected {expected})"]
     wrong = [s for s in steps if s != str(expected)]
@@ -299,7 +300,7 @@ def ri_payloads(rng: random.Random, count: int) -> list[dict[str, float]]:
 
 
 def record_to_phase_3(esp: MqttProbe, runner: BancRunner, folder_of, ri: list[dict[str, float]]) -> Path:
-    """Drive a running banc.py from phase 1 to 3: 200 rows (seq 0..199), the Ri results in phase 1; returns the folder."""
+    """Drive a running banc.py from phase 1 to 3: seqs 0..199, the Ri results in phase 1; return the folder."""
     esp.wait_for(T.command, "1", timeout_s=10)
     messages: list[tuple[str, str]] = [(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(50)]
     for k, result in enumerate(ri):
@@ -544,7 +545,8 @@ def test_damaged_bancs_config_keeps_the_unfinished_test(fleet: BancFleet, esp: M
 
 
 @pytest.mark.parametrize("target", ["data.csv", "folder"])
-def test_deleted_data_is_alerted_and_nothing_is_lost(fleet: BancFleet, esp: MqttProbe, banc_home: Path, target: str) -> None:
+def test_deleted_data_is_alerted_and_nothing_is_lost(fleet: BancFleet, esp: MqttProbe, banc_home: Path,
+                                                     target: str) -> None:
     runner = fleet.start("banc1", SERIAL)
     esp.wait_for(T.command, "1")
     esp.publish_many([(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(500)])
@@ -561,7 +563,8 @@ def test_deleted_data_is_alerted_and_nothing_is_lost(fleet: BancFleet, esp: Mqtt
 
     problems = []
     try:
-        alert = esp.wait_for(T.security, since=alerts_before, timeout_s=max(0.1, deleted_at + ALERT_DEADLINE_S - time.monotonic()))
+        left = max(0.1, deleted_at + ALERT_DEADLINE_S - time.monotonic())
+        alert = esp.wait_for(T.security, since=alerts_before, timeout_s=left)
         if alert.at - deleted_at > ALERT_DEADLINE_S:
             problems.append(f"alert after {alert.at - deleted_at:.1f} s: {alert.text}")
     except AssertionError:
@@ -579,7 +582,8 @@ def test_deleted_data_is_alerted_and_nothing_is_lost(fleet: BancFleet, esp: Mqtt
 
 
 @pytest.mark.parametrize("second_serial", ["RW-ab12cd", "RW-AB12CD"], ids=["same-case", "other-case"])
-def test_same_serial_on_two_benches_is_refused(fleet: BancFleet, esp: MqttProbe, banc_home: Path, second_serial: str) -> None:
+def test_same_serial_on_two_benches_is_refused(fleet: BancFleet, esp: MqttProbe, banc_home: Path,
+                                               second_serial: str) -> None:
     first = fleet.start("banc1", "RW-ab12cd")
     esp.wait_for(T.command, "1")
     second = fleet.runner("banc2", second_serial)
