@@ -205,9 +205,10 @@ class BmsWatchdog:
         return None
 
 
-def bms_fields(payload: bytes) -> list[str]:
+def bms_fields(payload: bytes, line: Optional[protocol.BmsLine] = None) -> list[str]:
     """The 10 data.csv fields of a validated BMS payload, as the ESP wrote them (the clock field is not a column)."""
-    return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
+    fields = payload.decode("ascii").split(",")
+    return fields if line is not None and line.uptime_ms is None else fields[: len(protocol.BMS_FIELDS)]
 
 
 def held_capacity(
@@ -397,14 +398,18 @@ class AppendFile:
     def _put(self, data: bytes) -> int:
         """Write `data` at the end (fsynced when durable); on failure cut back and return the bytes kept, else 0."""
         assert self.fd is not None
+        first = 0
         try:
-            self._write_all(self.fd, data)
+            # One os.write nearly always takes the whole record; _write_all only finishes a short write.
+            first = max(0, self._write(self.fd, data))
+            if first < len(data):
+                self._write_all(self.fd, data[first:])
             if self.durable:
                 os.fsync(self.fd)
             self.error = None
         except OSError as exc:
             self.error = exc
-            written = getattr(exc, "written", 0)
+            written = first + getattr(exc, "written", 0)
             if written or self.durable:
                 try:
                     os.ftruncate(self.fd, self.size)  # no torn record left behind
@@ -621,7 +626,7 @@ class Recorder:
     @property
     def blocked(self) -> bool:
         """True while a record waits in memory (the disk refused it): acknowledgements must wait."""
-        return any(target.failing for target in self.files)
+        return self.journal.failing or self.data.failing or self.rejected.failing
 
     # ------------------------------------------------------------------ messages
 
@@ -674,7 +679,7 @@ class Recorder:
             was_failing = self.data.failing
             dropped_before = self.data.dropped_rows
             # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
-            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload))
+            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload, line))
             self.data.append(row)
             dropped = self.data.dropped_rows > dropped_before
             if not dropped:
@@ -1057,7 +1062,7 @@ class BancProcess:
         """Acknowledge now when every record is written, else once they are (in order)."""
         if qos == 0:
             return
-        if self.recorder.blocked or self.held_acks:
+        if self.held_acks or self.recorder.blocked:
             self.held_acks.append((mid, qos))
             self.release_acks()
             return

@@ -319,12 +319,33 @@ BMS_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+_INT_GROUP = r"(0|[1-9][0-9]*)"
+_DECIMAL_GROUP = r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)"
+# The whole line in one match (the hot path of banc.py: one regex instead of ten).
+_BMS_LINE_RE = re.compile(",".join([_INT_GROUP] + [_DECIMAL_GROUP] * 8 + [_INT_GROUP]) + f"(?:,{_INT_GROUP})?")
+_RANGES_IN_ORDER = tuple(BMS_RANGES[name] for name in BMS_FIELDS_V2)
+
+
 def parse_bms_line(payload: Payload) -> BmsLine:
     """Parse and validate a BMS line (10 fields, or 11 with uptime_ms); raise PayloadError with the reason.
 
     Contract v2: ASCII, comma separated, no whitespace anywhere, every number in its plain form.
     """
-    parts = _ascii(payload).split(",")
+    text = _ascii(payload)
+    match = _BMS_LINE_RE.fullmatch(text)
+    if match is not None:
+        groups = match.groups()
+        values: list[Any] = [int(groups[0]), *map(float, groups[1:9]), int(groups[9]),
+                             None if groups[10] is None else int(groups[10])]
+        if all(value is None or low <= value <= high for value, (low, high) in zip(values, _RANGES_IN_ORDER)) \
+                and values[7] <= values[8]:
+            return BmsLine(*values)
+    return _parse_bms_line_checked(text)  # raises with the precise reason
+
+
+def _parse_bms_line_checked(text: str) -> BmsLine:
+    """Field by field, for the reason a line is refused."""
+    parts = text.split(",")
     if len(parts) not in (len(BMS_FIELDS), len(BMS_FIELDS_V2)):
         raise PayloadError(f"expected {len(BMS_FIELDS)} or {len(BMS_FIELDS_V2)} fields, got {len(parts)}")
     values: dict[str, Any] = {}

@@ -34,13 +34,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--topic", help="subscribe to this bench topic instead of bancN/bms/data (e.g. banc1/step)")
     parser.add_argument("--client-id", default="bench_count_sub")
     parser.add_argument("--setup", action="store_true", help="only create the persistent session")
+    parser.add_argument("--v5", action="store_true",
+                        help="MQTT v5 with banc.py's connect options (4 KiB packets, Receive Maximum, session expiry)")
     args = parser.parse_args(argv)
 
     settings = utils.get_settings()
     topic = args.topic or protocol.topics(args.banc).bms_data
     state = {"count": 0, "first_t": None, "last_t": None}
     subscribed = threading.Event()
-    client = protocol.make_client(args.client_id, persistent=True)
+    client = protocol.make_client(args.client_id, persistent=True, v5=args.v5)
+    options = protocol.connect_options(persistent=True) if args.v5 else {}
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         c.subscribe(topic, protocol.qos_for(topic))
@@ -62,7 +65,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+    client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30, **options)
 
     def watchdog() -> None:
         while True:

@@ -650,6 +650,24 @@ def test_second_instance_and_busy_bench_are_refused(fleet: BancFleet, esp: MqttP
     assert banc_entry(banc_home)["serial-pending"] == DEFAULT_SERIAL
 
 
+def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_48_h(fleet: BancFleet, banc_home: Path) -> None:
+    """Step 5 is one journal line: a crash before the bench is freed leaves a finished test, and a restart finishes the transition."""
+    now = utils.now_local()
+    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    utils.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
+    utils.update_config(folder, 4, now)
+    utils.set_banc_status("banc1", utils.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
+    record.append_event(folder, record.EVENT_STEP, now, step=5)  # ... and banc.py died here
+    assert utils.read_test_config(folder)["status"] == utils.TEST_FINISHED
+    # The kiosk would offer to resume the bench: banc.py must not start a second test of it.
+    again = fleet.runner("banc1", DEFAULT_SERIAL[:3] + DEFAULT_SERIAL[3:].lower())
+    again.start(wait_online=False)
+    assert again.wait_exit() == banc.EXIT_TOO_EARLY
+    assert battery_folders(banc_home, "banc1", DEFAULT_SERIAL) == [folder]
+    assert banc_entry(banc_home) == {"name": "Banc1", "status": "available", "serial-pending": None, "current_step": None}
+    assert "48 h ouvrées" in again.log_text()
+
+
 @pytest.mark.parametrize(
     "step, stored, line, expected",
     [
