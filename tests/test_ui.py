@@ -191,3 +191,38 @@ def test_format_duration(seconds, text) -> None:
 )
 def test_get_phase_message(step, text) -> None:
     assert uic.get_phase_message(step) == text
+
+
+def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_home, monkeypatch) -> None:
+    """Contract v2 §2: the kiosk announces a 4 KiB MQTT v5 maximum packet size; even a broker without a limit respects it."""
+    import queue
+    import time
+
+    import utils
+    from tests.banc_helpers import MqttProbe, wait_until
+    from tests.support import MosquittoBroker
+
+    broker = MosquittoBroker(tmp_path / "open-broker", max_packet_size=None).start()
+    try:
+        for key, value in broker.env().items():
+            monkeypatch.setenv(key, value)
+        utils.reload_settings()
+        sink: "queue.Queue[Inbound]" = queue.Queue()
+        bridge = ui.MqttBridge(1, sink)
+        bridge.start()
+        try:
+            wait_until(lambda: bridge.connected, message="kiosk bridge connected")
+            time.sleep(0.3)  # its SUBSCRIBE is processed
+            with MqttProbe(broker) as esp:
+                esp.publish_many([("banc1/security", "x" * 300_000), ("banc1/security", "petite alerte")])
+            wait_until(lambda: not sink.empty(), message="the small alert")
+            time.sleep(0.5)
+            items = []
+            while not sink.empty():
+                items.append(sink.get())
+            security = [item.payload for item in items if item.kind == protocol.KIND_SECURITY]
+            assert security == [b"petite alerte"]
+        finally:
+            bridge.stop()
+    finally:
+        broker.stop()
