@@ -28,10 +28,11 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
@@ -1103,9 +1104,10 @@ class BancProcess:
         if sock is not None:
             client = self.client
             try:
-                readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout_s)
+                # Writing is tried after every read anyway (the acknowledgements queued by the callbacks).
+                readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout_s)
             except (OSError, ValueError):  # socket closed under us: loop_read reports the loss
-                readable, writable = [sock], []
+                readable = [sock]
             rc = MQTT_ERR_SUCCESS
             if readable:
                 # paho reads one packet per loop_read(); while messages keep coming (a backlog
@@ -1278,12 +1280,12 @@ def check_bench(banc: str, serial: str, now: datetime) -> Optional[tuple[str, in
         if name != banc and record.same_serial(pending, serial):
             return f"{safe_text(serial, 40)} est déjà en test sur {name}", EXIT_BENCH_BUSY
     latest = utils.latest_test(serial)
-    if latest is not None and latest.finished and latest.last_activity is not None:
-        if not utils.is_past_business_hours(latest.last_activity, now):
-            if utils.get_banc_for_serial(serial, config) == banc:
-                # Step 5 was recorded but the bench was not freed before a crash: finish the transition.
-                utils.reset_banc_config(banc)
-            return (f"{safe_text(serial, 40)} a terminé un test le {latest.last_activity:%d/%m/%Y %H:%M} : "
+    if (latest is not None and latest.finished and latest.last_activity is not None
+            and not utils.is_past_business_hours(latest.last_activity, now)):
+        if utils.get_banc_for_serial(serial, config) == banc:
+            # Step 5 was recorded but the bench was not freed before a crash: finish the transition.
+            utils.reset_banc_config(banc)
+        return (f"{safe_text(serial, 40)} a terminé un test le {latest.last_activity:%d/%m/%Y %H:%M} : "
                     f"nouveau test après {utils.BUSINESS_HOURS_BEFORE_RETEST:g} h ouvrées", EXIT_TOO_EARLY)
     return None
 

@@ -490,7 +490,7 @@ class SequenceParams:
     current_noise_a: float = 0.02
     cell_noise_mv: float = 1.0
 
-    def resolve(self, capacity_ah: float) -> "SequenceParams":
+    def resolve(self, capacity_ah: float) -> SequenceParams:
         """Fill the None currents from the rated capacity (returns self)."""
         self.charge_current_a = self.charge_current_a or 0.5 * capacity_ah
         self.discharge_current_a = self.discharge_current_a or 0.5 * capacity_ah
@@ -838,9 +838,10 @@ class BenchFirmware:
                 self.bms_soc_pct = 0.0  # and at empty
                 self._save_nvs()
                 events += self._enter(4)
-        elif self.phase == 4:
-            if self.current_a > 0 and (self.bms_soc_pct >= p.storage_soc_pct or (self._cv and self.current_a < p.taper_current_a)):
-                events += self._enter(protocol.STEP_FINISHED)
+        elif self.phase == 4 and self.current_a > 0 and (
+            self.bms_soc_pct >= p.storage_soc_pct or (self._cv and self.current_a < p.taper_current_a)
+        ):
+            events += self._enter(protocol.STEP_FINISHED)
         return events
 
     def _pulse_results(self, pulse: _Pulse, current_a: float) -> dict[str, float]:
@@ -870,6 +871,18 @@ def run_until(firmware: BenchFirmware, predicate, dt_s: float, limit_s: float) -
 
 
 __all__ = [
-    "BenchFirmware", "Cell", "LfpPack", "NurseBank", "PackParams", "SequenceParams", "StepChanged", "RiMeasured",
-    "SecurityAlert", "cell_ocv", "ocv_integral", "soc_from_ocv", "arrhenius_factor", "run_until",
+    "BenchFirmware",
+    "Cell",
+    "LfpPack",
+    "NurseBank",
+    "PackParams",
+    "RiMeasured",
+    "SecurityAlert",
+    "SequenceParams",
+    "StepChanged",
+    "arrhenius_factor",
+    "cell_ocv",
+    "ocv_integral",
+    "run_until",
+    "soc_from_ocv",
 ]

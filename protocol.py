@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 Payload = Union[bytes, bytearray, str]
 
@@ -297,7 +298,7 @@ BMS_FIELDS: tuple[str, ...] = (
 )
 # Contract v2: the same, then the ESP's uptime as an optional 11th field.
 BMS_FIELDS_V2: tuple[str, ...] = BMS_FIELDS + ("uptime_ms",)
-assert BMS_FIELDS_V2 == tuple(f.name for f in fields(BmsLine))
+assert tuple(f.name for f in fields(BmsLine)) == BMS_FIELDS_V2
 
 _INTEGER_FIELDS = frozenset(("seq", "balancing", "uptime_ms"))
 

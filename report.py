@@ -22,10 +22,11 @@ import re
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -631,7 +632,7 @@ def format_time(moment: Optional[float | datetime]) -> str:
     if moment is None:
         return "—"
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc)
+        moment = datetime.fromtimestamp(float(moment), tz=UTC)
     return moment.astimezone(utils.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
@@ -1205,7 +1206,7 @@ def _json_time(moment: Optional[float | datetime]) -> Optional[str]:
     if moment is None:
         return None
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc).astimezone(utils.LOCAL_TZ)
+        moment = datetime.fromtimestamp(float(moment), tz=UTC).astimezone(utils.LOCAL_TZ)
     return moment.isoformat(timespec="milliseconds")
 
 
@@ -1345,7 +1346,7 @@ def _chart_window_class() -> type:
             self.folder = folder
             self.canvas: Any = None
             self.figure: Any = None
-            self._results: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+            self._results: queue.Queue[tuple[str, Any]] = queue.Queue()
             self._closed = False
             self._loading = False
             self._plot: Optional[PlotData] = None

@@ -9,10 +9,11 @@ to show the operator). `ui.handle_prompt` drives it and performs the side effect
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Callable, Optional
+from typing import Optional
 
 import protocol
 import utils

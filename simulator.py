@@ -23,8 +23,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import protocol
 import utils
@@ -93,7 +94,7 @@ class SimulatedEsp:
         firmware: BenchFirmware,
         host: str,
         port: int,
-        inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]",
+        inbox: queue.Queue[tuple[SimulatedEsp, str, Any]],
         speed: float,
         substeps: int,
         fault: Optional[FaultPlan] = None,
@@ -340,7 +341,7 @@ class SimulatedEsp:
 class Simulator:
     """All simulated benches on one simulated clock, paced against the real one."""
 
-    def __init__(self, benches: list[SimulatedEsp], inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]",
+    def __init__(self, benches: list[SimulatedEsp], inbox: queue.Queue[tuple[SimulatedEsp, str, Any]],
                  speed: float) -> None:
         self.benches = benches
         self.inbox = inbox
@@ -507,7 +508,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(exc))
     utils.setup_logging("simulator")
     fault = FaultPlan(args.fault, args.fault_at, args.fault_duration, frozenset(fault_bancs)) if args.fault else None
-    inbox: "queue.Queue[tuple[SimulatedEsp, str, Any]]" = queue.Queue()
+    inbox: queue.Queue[tuple[SimulatedEsp, str, Any]] = queue.Queue()
     benches = [
         SimulatedEsp(n, firmwares[n], args.host, args.port, inbox, args.speed, substeps,
                      fault if fault and n in fault.bancs else None)

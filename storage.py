@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 logger = logging.getLogger("banc.storage")
 

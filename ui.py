@@ -23,9 +23,10 @@ import subprocess
 import sys
 import time
 import tkinter as tk
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import customtkinter as ctk
 
@@ -211,7 +212,7 @@ def coalesce(batch: list[Inbound]) -> list[Inbound]:
 class MqttBridge:
     """paho client in its own thread; callbacks only put Inbound items on the queue."""
 
-    def __init__(self, num_bancs: int, sink: "queue.Queue[Inbound]") -> None:
+    def __init__(self, num_bancs: int, sink: queue.Queue[Inbound]) -> None:
         self.num_bancs = num_bancs
         self.sink = sink
         self.connected = False
@@ -352,7 +353,7 @@ class App(ctk.CTk):
         self.banc_script = Path(banc_script)
         self.bancs = utils.all_bancs()
         self.title("Bancs de test LFP")
-        self.inbox: "queue.Queue[Inbound]" = queue.Queue()
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.runtime = {banc: BancRuntime(banc) for banc in self.bancs}
         self.nurse_soc: dict[str, list[Optional[int]]] = {b: [None] * protocol.NURSE_COUNT for b in self.bancs}
         self.children_procs: dict[str, tuple[subprocess.Popen, float]] = {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import tkinter as tk
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import customtkinter as ctk
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import csv
 import errno
 import fcntl
 import json
@@ -20,25 +19,40 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
-
+from typing import Any, Optional, Union
 from zoneinfo import ZoneInfo
 
 import protocol
 import record
 import storage
 from record import (  # noqa: F401  (the seed's names, defined once in record.py)
-    BANCS_CONFIG_FILE, DATA_CSV_FILE, DATA_CSV_HEADER, EVENTS_FILE, LOCAL_TZ, REJECTED_CSV_FILE,
-    REJECTED_CSV_HEADER, SOFTWARE_VERSION, STATUS_AVAILABLE, STATUS_OCCUPIED, TEST_ABANDONED, TEST_CONFIG_FILE,
-    TEST_FINISHED, TEST_RUNNING, TEST_STOPPED, iso, now_local, parse_time, running_mean,
+    BANCS_CONFIG_FILE,
+    DATA_CSV_FILE,
+    DATA_CSV_HEADER,
+    EVENTS_FILE,
+    LOCAL_TZ,
+    REJECTED_CSV_FILE,
+    REJECTED_CSV_HEADER,
+    SOFTWARE_VERSION,
+    STATUS_AVAILABLE,
+    STATUS_OCCUPIED,
+    TEST_ABANDONED,
+    TEST_CONFIG_FILE,
+    TEST_FINISHED,
+    TEST_RUNNING,
+    TEST_STOPPED,
+    iso,
+    now_local,
+    parse_time,
+    running_mean,
 )
-from storage import atomic_write_json, file_lock, read_json  # noqa: F401
+from storage import atomic_write_json, file_lock, read_json
 
 NUM_BANCS = 4
 """Default number of benches; `BANC_NUM_BANCS` overrides it. Nothing else needs editing."""

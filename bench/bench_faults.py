@@ -19,18 +19,27 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
-from bench.common import (  # noqa: E402
-    REPO_DIR, Cleanup, CsvCheck, ProcessGroup, StatusWatcher, check_csv, count_rows_fast, data_csv_paths,
-    read_publisher_times, verdict,
+import protocol
+from bench import common
+from bench.common import (
+    REPO_DIR,
+    Cleanup,
+    CsvCheck,
+    ProcessGroup,
+    StatusWatcher,
+    check_csv,
+    count_rows_fast,
+    data_csv_paths,
+    read_publisher_times,
+    verdict,
 )
-import protocol  # noqa: E402
 
 FAULTS = ("broker", "banc", "ui")
 # Beyond the scenario: the broker killed while a banc.py is down, i.e. while the

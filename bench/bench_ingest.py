@@ -26,17 +26,31 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
-from bench.common import (  # noqa: E402
-    PYTHON, REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, check_csv, count_rows_fast, csv_receipt_span_s,
-    data_csv_paths, fmt, median, occupy_bancs, sample, start_banc, verdict,
+import protocol
+from bench import common
+from bench.common import (
+    PYTHON,
+    REPO_DIR,
+    Cleanup,
+    ProcessGroup,
+    StatusWatcher,
+    check_csv,
+    count_rows_fast,
+    csv_receipt_span_s,
+    data_csv_paths,
+    fmt,
+    median,
+    occupy_bancs,
+    sample,
+    start_banc,
+    verdict,
 )
-import protocol  # noqa: E402
 
 BANC = 1
 PUB_PREFIX = "bench_esp"
@@ -229,7 +243,7 @@ def live(subject: str, run_dir: Path, count: int) -> dict[str, Any]:
             fh.close()
             group.procs.append(proc)
             time.sleep(1.0)
-            received: Callable[[], int] = lambda: count_rows_fast(out) + 1  # no header in this file
+            received: Callable[[], int] = lambda: count_rows_fast(out) + 1  # noqa: E731  (no header in this file)
         else:
             watcher = cleanup.add(StatusWatcher(broker, [BANC]))
             serial = common.serial_for(BANC)

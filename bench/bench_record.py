@@ -45,14 +45,25 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
-from bench.common import (  # noqa: E402
-    PYTHON, REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, data_csv_paths, fmt, occupy_bancs, percentile,
-    read_status_kb, start_banc, try_sample, verdict,
+import protocol
+import utils
+from bench import common
+from bench.common import (
+    PYTHON,
+    REPO_DIR,
+    Cleanup,
+    ProcessGroup,
+    StatusWatcher,
+    data_csv_paths,
+    fmt,
+    occupy_bancs,
+    percentile,
+    read_status_kb,
+    start_banc,
+    try_sample,
+    verdict,
 )
-from tests.banc_helpers import MqttProbe, bms_line  # noqa: E402
-import protocol  # noqa: E402
-import utils  # noqa: E402
+from tests.banc_helpers import MqttProbe, bms_line
 
 BANC = 1
 TOPICS = protocol.topics(BANC)
@@ -150,7 +161,7 @@ class Bench:
     def close(self) -> None:
         self.cleanup.__exit__(None, None, None)
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         return self
 
     def __exit__(self, *exc: object) -> None:

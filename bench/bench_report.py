@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 if str(REPO_DIR) not in sys.path:
@@ -37,7 +37,6 @@ if str(REPO_DIR) not in sys.path:
 import report  # noqa: E402
 from tests.support import Xvfb  # noqa: E402
 from tests.test_report import write_synthetic_test  # noqa: E402
-
 
 REPEAT = 3
 

@@ -21,12 +21,23 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
-from bench.common import (  # noqa: E402
-    PYTHON, REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, check_csv, count_rows_fast, data_csv_paths, fmt,
-    read_publisher_log, sample, try_sample, verdict,
+import protocol
+from bench import common
+from bench.common import (
+    PYTHON,
+    REPO_DIR,
+    Cleanup,
+    ProcessGroup,
+    StatusWatcher,
+    check_csv,
+    count_rows_fast,
+    data_csv_paths,
+    fmt,
+    read_publisher_log,
+    sample,
+    try_sample,
+    verdict,
 )
-import protocol  # noqa: E402
 
 
 def sum_deltas(befores: list[common.ProcSample], afters: list[common.ProcSample]) -> dict[str, Any]:

@@ -24,11 +24,19 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
-from bench.common import (  # noqa: E402
-    REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, fmt, median, percentile, sample, verdict,
+import protocol
+from bench import common
+from bench.common import (
+    REPO_DIR,
+    Cleanup,
+    ProcessGroup,
+    StatusWatcher,
+    fmt,
+    median,
+    percentile,
+    sample,
+    verdict,
 )
-import protocol  # noqa: E402
 
 
 def lag_stats(lags: list[float]) -> dict[str, float]:

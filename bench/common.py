@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 if str(REPO_DIR) not in sys.path:
@@ -30,7 +31,7 @@ if str(REPO_DIR) not in sys.path:
 
 import protocol  # noqa: E402
 import record  # noqa: E402
-from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
+from tests.support import MosquittoBroker, project_env  # noqa: E402
 
 BENCH_DIR = REPO_DIR / "bench"
 OUT_DIR = BENCH_DIR / "out"
@@ -328,7 +329,7 @@ class ProcessGroup:
                 pass
         self.procs.clear()
 
-    def __enter__(self) -> "ProcessGroup":
+    def __enter__(self) -> ProcessGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -345,7 +346,7 @@ class Cleanup:
         self.items.append(item)
         return item
 
-    def __enter__(self) -> "Cleanup":
+    def __enter__(self) -> Cleanup:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -720,9 +721,9 @@ def wait_probe_event(path: Path, event: str, timeout_s: float, proc: Optional[su
     """Wait for a probe record of kind `event` (written after `after_t`, epoch s)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for record in read_probe(path):
-            if record.get("event") == event and record.get("t", 0) >= after_t:
-                return record
+        for entry in read_probe(path):
+            if entry.get("event") == event and entry.get("t", 0) >= after_t:
+                return entry
         if proc is not None and proc.poll() is not None:
             return None
         time.sleep(0.05)
@@ -732,9 +733,9 @@ def wait_probe_event(path: Path, event: str, timeout_s: float, proc: Optional[su
 def probe_lags(path: Path, t_from: float, t_to: float) -> list[float]:
     """Lag samples (ms) the probe flushed between two epoch times."""
     lags: list[float] = []
-    for record in read_probe(path):
-        if record.get("event") == "lags" and t_from <= record.get("t", 0) <= t_to:
-            lags += record["lags_ms"]
+    for entry in read_probe(path):
+        if entry.get("event") == "lags" and t_from <= entry.get("t", 0) <= t_to:
+            lags += entry["lags_ms"]
     return lags
 
 
@@ -781,7 +782,7 @@ class LoopDisk:
         self.device: Optional[str] = None
         self.mounted = False
 
-    def start(self) -> Optional["LoopDisk"]:
+    def start(self) -> Optional[LoopDisk]:
         """Create, format and mount; None (and a note) when this machine does not allow it."""
         try:
             self.image.parent.mkdir(parents=True, exist_ok=True)

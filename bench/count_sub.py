@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import protocol  # noqa: E402
-import utils  # noqa: E402
+import protocol
+import utils
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import protocol  # noqa: E402
-import utils  # noqa: E402
+import protocol
+import utils
 
 
 def parse_bancs(text: str) -> list[int]:

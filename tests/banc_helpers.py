@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 
@@ -110,7 +111,7 @@ class MqttProbe:
         with self._lock:
             self._received.append(Received(message.topic, bytes(message.payload), bool(message.retain), time.monotonic()))
 
-    def start(self, timeout_s: float = 10.0) -> "MqttProbe":
+    def start(self, timeout_s: float = 10.0) -> MqttProbe:
         """Connect and wait until the subscriptions are acknowledged."""
         self.client.connect(self.broker.host, self.broker.port, keepalive=30)
         self.client.loop_start()
@@ -123,7 +124,7 @@ class MqttProbe:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def __enter__(self) -> "MqttProbe":
+    def __enter__(self) -> MqttProbe:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -186,7 +187,7 @@ class BancRunner:
         self.log_path = log_path or (self.home.parent / f"{banc}-{uuid.uuid4().hex[:6]}.log")
         self.proc: Optional[subprocess.Popen] = None
 
-    def start(self, wait_online: bool = True, timeout_s: float = 15.0) -> "BancRunner":
+    def start(self, wait_online: bool = True, timeout_s: float = 15.0) -> BancRunner:
         """Start the process; with `wait_online`, return once it announced `online` (live) on banc/status."""
         probe = None
         if wait_online:
@@ -340,6 +341,19 @@ def files_under(root: Path) -> list[Path]:
 
 
 __all__ = [
-    "BANC_SCRIPT", "BancFleet", "BancRunner", "DEFAULT_SERIAL", "MqttProbe", "Received", "bms_line", "data_seqs",
-    "files_under", "latest_test_folder", "read_csv", "read_data_rows", "read_rejected_rows", "battery_folders", "wait_until",
+    "BANC_SCRIPT",
+    "DEFAULT_SERIAL",
+    "BancFleet",
+    "BancRunner",
+    "MqttProbe",
+    "Received",
+    "battery_folders",
+    "bms_line",
+    "data_seqs",
+    "files_under",
+    "latest_test_folder",
+    "read_csv",
+    "read_data_rows",
+    "read_rejected_rows",
+    "wait_until",
 ]

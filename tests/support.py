@@ -89,7 +89,7 @@ class MosquittoBroker:
             )
         )
 
-    def start(self, timeout_s: float = 10.0) -> "MosquittoBroker":
+    def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
         """Start (or restart) the broker on the same port and wait until it accepts connections."""
         if self.proc is not None and self.proc.poll() is None:
             return self
@@ -109,7 +109,7 @@ class MosquittoBroker:
                 return self
             except TimeoutError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}") from None
                 if time.monotonic() > deadline:
                     raise
 
@@ -133,7 +133,7 @@ class MosquittoBroker:
         """Environment variables pointing a process at this broker."""
         return {"BANC_MQTT_HOST": self.host, "BANC_MQTT_PORT": str(self.port)}
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -148,7 +148,7 @@ class Xvfb:
         self.proc: Optional[subprocess.Popen] = None
         self.display: Optional[str] = None
 
-    def start(self) -> "Xvfb":
+    def start(self) -> Xvfb:
         binary = shutil.which("Xvfb")
         if not binary:
             raise RuntimeError("Xvfb is not installed (apt-get install xvfb)")
@@ -176,7 +176,7 @@ class Xvfb:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def __enter__(self) -> "Xvfb":
+    def __enter__(self) -> Xvfb:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -18,8 +18,8 @@ from typing import Optional
 import pytest
 
 import banc
-import record
 import protocol
+import record
 import utils
 from tests.banc_helpers import (
     BANC_SCRIPT,
@@ -204,7 +204,7 @@ def test_append_file_memory_cap_drops_and_counts(tmp_path: Path) -> None:
     target = banc.AppendFile(tmp_path / "f.csv", ("a",), writer=ScriptedWriter([]), max_pending_bytes=20)
     target.open()
     target._write = ScriptedWriter(["fail"])
-    for i in range(10):
+    for _ in range(10):
         target.append(b"123456789\n")
     assert target.pending_bytes == 20 and target.dropped_rows == 8 and target.pending_rows == 2
     assert target.flush_pending()

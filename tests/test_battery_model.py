@@ -80,7 +80,7 @@ def test_ocv_is_strictly_increasing_with_flat_plateau_and_steep_ends() -> None:
     assert all(b > a for a, b in zip(volts, volts[1:]))
     assert cell_ocv(0.0) == pytest.approx(2.5) and cell_ocv(1.0) == pytest.approx(CELL_MAX_V)
     plateau = [cell_ocv(s / 100) for s in range(20, 91)]
-    assert 3.24 <= min(plateau) and max(plateau) <= 3.35  # the LFP plateau around 3.3 V
+    assert min(plateau) >= 3.24 and max(plateau) <= 3.35  # the LFP plateau around 3.3 V
     slope = lambda a, b: (cell_ocv(b) - cell_ocv(a)) / (b - a)  # noqa: E731
     assert slope(0.0, 0.01) > 20 * slope(0.3, 0.8)
     assert slope(0.99, 1.0) > 20 * slope(0.3, 0.8)
@@ -293,7 +293,7 @@ def test_nurses_absorb_the_discharge_and_supply_the_charges() -> None:
     fw = BenchFirmware(PackParams(capacity_ah=60.0, seed=12))
     stored0 = fw.pack.chemical_energy_j + fw.pack.capacitor_energy_j
     nurses0 = fw.nurses.total_energy_j
-    events, samples = run_test(fw, dt_s=1.0, until_phase=4)
+    _events, samples = run_test(fw, dt_s=1.0, until_phase=4)
     nurses_after_discharge = fw.nurses.total_energy_j
     # Terminal energy into the battery, from the pack's own bookkeeping...
     battery_in_j = fw.pack.chemical_energy_j + fw.pack.capacitor_energy_j - stored0 + fw.pack.heat_j

@@ -11,8 +11,8 @@ import pytest
 
 import utils
 from bench import bench_faults
-from bench.common import check_csv, percentile, read_publisher_times
 from bench.bench_faults import FaultEvent, attribute, schedule
+from bench.common import check_csv, percentile, read_publisher_times
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 

@@ -71,8 +71,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 
@@ -702,13 +703,12 @@ def test_kill_9_right_after_ri_results_are_recorded(fleet: BancFleet, esp: MqttP
         except (OSError, ValueError, AttributeError):
             return None
 
-    for k, result in enumerate(ri):
+    for result in ri:
         before = ri_count() or 0
         esp.publish(T.ri_results, json.dumps(result), wait=False)
-        recorded = lambda: (ri_count() or 0) > before  # noqa: E731
         # Busy polling: the kill must land before banc.py gets to acknowledge. A design that
         # updates config.json later is killed after 3 s instead (the end result is what counts).
-        wait_quietly(recorded, timeout_s=3, interval_s=0)
+        wait_quietly(lambda before=before: (ri_count() or 0) > before, timeout_s=3, interval_s=0)
         runner.kill()
         runner = fleet.runner("banc1", SERIAL)
         runner.start()

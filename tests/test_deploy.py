@@ -16,9 +16,10 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -320,7 +321,7 @@ class Probe:
         self.started = False
         self.subacks: dict[int, list] = {}
         self.suback_event = threading.Condition()
-        self.messages: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.messages: queue.Queue[tuple[str, str]] = queue.Queue()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload.decode()))

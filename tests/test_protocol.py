@@ -358,7 +358,7 @@ def test_status_and_security() -> None:
     assert protocol.parse_status(b"online") == "online"
     with pytest.raises(PayloadError):
         protocol.parse_status("maybe")
-    assert protocol.parse_security("Timeout BMS banc1".encode()) == "Timeout BMS banc1"
+    assert protocol.parse_security(b"Timeout BMS banc1") == "Timeout BMS banc1"
     assert protocol.parse_security(b"") == "(alerte vide)"
     assert len(protocol.parse_security("é" * 500)) == 200
     assert "\x1b" not in protocol.parse_security(b"alert \x1b[31m red")

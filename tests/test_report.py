@@ -752,7 +752,7 @@ def test_time_ticks_are_round_paris_times_in_order(start: datetime, hours: float
     ticks = report.time_ticks(axis)
     assert 3 <= len(ticks) <= 10
     xs = [x for x, _ in ticks]
-    assert xs == sorted(xs) and 0 <= xs[0] and xs[-1] <= axis.width
+    assert xs == sorted(xs) and xs[0] >= 0 and xs[-1] <= axis.width
     for x, label in ticks:
         moment = datetime.fromtimestamp(first + x, tz=utils.LOCAL_TZ)
         assert label.splitlines()[-1] == moment.strftime(step_label.replace("%H:00", "%H:%M"))

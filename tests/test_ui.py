@@ -207,7 +207,7 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
         for key, value in broker.env().items():
             monkeypatch.setenv(key, value)
         utils.reload_settings()
-        sink: "queue.Queue[Inbound]" = queue.Queue()
+        sink: queue.Queue[Inbound] = queue.Queue()
         bridge = ui.MqttBridge(1, sink)
         bridge.start()
         try:

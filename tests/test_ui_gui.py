@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import tkinter as tk
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import psutil
 import pytest
