@@ -373,11 +373,11 @@ class AppendFile:
         self.fd = fd
 
     def _write_all(self, fd: int, data: bytes) -> int:
-        view = memoryview(data)
         written = 0
         try:
             while written < len(data):
-                n = self._write(fd, view[written:])
+                # A slice copy: only a short write (a filling disk) comes here more than once.
+                n = self._write(fd, data[written:] if written else data)
                 if n <= 0:
                     raise OSError(errno.EIO, "write returned 0")
                 written += n

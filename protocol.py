@@ -417,8 +417,10 @@ def parse_ri_results(payload: Payload) -> dict[str, float]:
     text = _text(payload)
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise PayloadError(f"invalid JSON: {exc.msg}") from exc
+    except ValueError as exc:  # e.g. a number too long to convert
+        raise PayloadError(f"invalid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PayloadError("JSON is not an object")
     unknown = set(data) - set(RI_KEYS) - {"temperature_c"}

@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
-# Set up everything, then run the whole test suite (real Mosquitto and Xvfb started by the tests).
+# Set up everything, then run the lint (ruff), the type checks (mypy) and the whole test
+# suite (real Mosquitto and Xvfb started by the tests). Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+stamp=.venv/.requirements-dev.sha256
+wanted=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "test: installation de requirements-dev.txt dans .venv (ruff, mypy)"
+  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  echo "$wanted" > "$stamp"
+fi
+
+echo "test: ruff"
+.venv/bin/ruff check .
+echo "test: mypy"
+.venv/bin/mypy
+echo "test: pytest"
 exec .venv/bin/python -m pytest "$@"
