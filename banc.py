@@ -106,7 +106,7 @@ SEQ_DUPLICATE = "duplicate"
 
 
 class SeqTracker:
-    """Classifies each BMS line by its seq against the last accepted one (contract §3)."""
+    """Classifies each BMS line by its seq against the last accepted one (docs/protocole.md §2)."""
 
     def __init__(self, last: Optional[int] = None, window: int = SEQ_REDELIVERY_WINDOW) -> None:
         self.last = last

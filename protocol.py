@@ -1,4 +1,4 @@
-"""The MQTT protocol between the ESP32 benches, banc.py and ui.py (contract §2 and §3).
+"""The MQTT protocol between the ESP32 benches, banc.py and ui.py (docs/protocole.md).
 
 This is the only module that knows topic names, QoS levels and payload formats.
 Everything here is pure (no I/O) except `make_client`, which builds a paho client
@@ -168,7 +168,7 @@ def parse_topic(topic: str) -> Optional[TopicInfo]:
 
 
 def qos_for(topic: str) -> int:
-    """QoS of a bench topic (contract §2)."""
+    """QoS of a bench topic (docs/protocole.md §1)."""
     info = parse_topic(topic)
     if info is None:
         raise ValueError(f"not a bench topic: {topic!r}")
@@ -176,7 +176,7 @@ def qos_for(topic: str) -> int:
 
 
 def retained_for(topic: str) -> bool:
-    """Whether messages on this bench topic are retained (contract §2)."""
+    """Whether messages on this bench topic are retained (docs/protocole.md §1)."""
     info = parse_topic(topic)
     if info is None:
         raise ValueError(f"not a bench topic: {topic!r}")
@@ -245,14 +245,14 @@ _DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 
 
 def _int_field(text: str, name: str) -> int:
-    """A plain non-negative integer (contract v2); the caller checks the range."""
+    """A plain non-negative integer (docs/protocole.md §2); the caller checks the range."""
     if not _INT_RE.fullmatch(text):
         raise PayloadError(f"{name}: not a plain integer: {text[:20]!r}")
     return int(text)
 
 
 def _float_field(text: str, name: str) -> float:
-    """A plain decimal number (contract v2), always finite."""
+    """A plain decimal number (docs/protocole.md §2), always finite."""
     if not _DECIMAL_RE.fullmatch(text):
         raise PayloadError(f"{name}: not a plain decimal number: {text[:20]!r}")
     value = float(text)
@@ -263,10 +263,10 @@ def _float_field(text: str, name: str) -> float:
 
 @dataclass(frozen=True)
 class BmsLine:
-    """One BMS measurement (contract §3), in field order.
+    """One BMS measurement (docs/protocole.md §2), in field order.
 
     `uptime_ms` is the ESP's clock (ms since its boot), the optional 11th wire field of
-    contract v2; firmware before it sends 10 fields and the line has None.
+    the protocol (docs/protocole.md §2); firmware before it sends 10 fields and the line has None.
     """
 
     seq: int
@@ -470,7 +470,7 @@ _REPLAY_RE = re.compile(r"replay (0|[1-9][0-9]*) (0|[1-9][0-9]*)")
 
 @dataclass(frozen=True)
 class ReplayCommand:
-    """`replay FIRST LAST` (contract v2): the ESP re-sends its BMS lines FIRST..LAST (seq, inclusive)."""
+    """`replay FIRST LAST` (docs/protocole.md §3): the ESP re-sends its BMS lines FIRST..LAST (seq, inclusive)."""
 
     first: int
     last: int
