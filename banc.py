@@ -19,6 +19,8 @@ tick runs the watchdog, fsync, config.json saves, write retries and shutdown.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import errno
 import io
@@ -339,8 +341,8 @@ class AppendFile:
     kill); a `durable` file is also fsynced before append() returns. When the OS refuses
     them (disk full, read-only, EFBIG...), a partial write is undone and the whole record
     is kept in memory, in order, behind anything already waiting; flush_pending() retries.
-    The descriptor is opened read-write so that a file deleted under us can be restored
-    from it (restore_if_removed).
+    The descriptor is opened read-write so that a file deleted under us can be put back
+    from it (removed, restore).
     """
 
     def __init__(self, path: Path, header: Sequence[str] = (), writer: Callable[[int, bytes], int] = os.write,
@@ -465,12 +467,17 @@ class AppendFile:
             return False
         try:
             ours = os.fstat(self.fd)
+        except OSError:
+            return False
+        if ours.st_nlink == 0:
+            return True
+        try:
             there = os.stat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return True
         except OSError:
             return False
-        return ours.st_nlink == 0 or (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino)
+        return (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino)
 
     def restore(self) -> int:
         """Put our content back at our path (folder recreated) and go on writing there; return its size."""
@@ -491,12 +498,16 @@ class AppendFile:
             os.fsync(fd)
             os.replace(tmp, self.path)
             storage.fsync_dir(self.path.parent)
+            new_fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         except BaseException:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a half copy must not hold the last free space of the disk
             raise
+        finally:
+            os.close(fd)
+        # The old descriptor is closed only once the new one exists: never a dangling fd.
         os.close(self.fd)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        os.close(fd)
+        self.fd = new_fd
         self.size = offset
         return offset
 
@@ -569,10 +580,13 @@ class Recorder:
         settings = None if fsync_interval_s is not None and bms_timeout_s is not None else utils.get_settings()
         self.fsync_interval_s = fsync_interval_s if fsync_interval_s is not None else settings.fsync_interval_s  # type: ignore[union-attr]
         self.next_retry = 0.0
+        self.restore_pending = False  # a deleted file not yet put back
+        self.next_restore = 0.0
         self.ended: Optional[int] = None  # 5 or 9 once recorded: nothing more is recorded
         self.ignored_after_end = 0
         self.repeated_steps = 0
-        self.last_ri: Optional[dict[str, Any]] = None  # values of the last Ri result in the journal
+        # Values of the latest Ri results in the journal: a redelivered copy is one of them.
+        self.recent_ri: collections.deque[dict[str, Any]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
         self.last_message = mono()
         self.latch = AlertLatch()
         self.watchdog = BmsWatchdog(bms_timeout_s if bms_timeout_s is not None else settings.bms_timeout_s)  # type: ignore[union-attr]
@@ -584,7 +598,7 @@ class Recorder:
     def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None) -> None:
         """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
         if state is not None:
-            self.last_ri = state.last_ri_values
+            self.recent_ri.extend(state.recent_ri)
         for key in COUNTER_KEYS:
             self.counters[key] = _read_counter(config, key)
         for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
@@ -627,7 +641,7 @@ class Recorder:
     @property
     def blocked(self) -> bool:
         """True while a record waits in memory (the disk refused it): acknowledgements must wait."""
-        return self.journal.failing or self.data.failing or self.rejected.failing
+        return self.restore_pending or self.journal.failing or self.data.failing or self.rejected.failing
 
     # ------------------------------------------------------------------ messages
 
@@ -733,7 +747,9 @@ class Recorder:
             self._event(record.EVENT_STOP, now)
             logger.info("step 9: stop for the day at step %d", previous)
             return
-        if step == previous:
+        if step == previous or (redelivered and step < previous):
+            # Equal: nothing to record. Lower and re-sent (DUP): a step this test has already
+            # gone past, written before a crash and delivered again, not the ESP going back.
             self.repeated_steps += 1
             return
         self.step = step
@@ -754,14 +770,15 @@ class Recorder:
         now, results = parsed
         if self._admit() is None:
             return
-        if redelivered and results == self.last_ri:
-            # The broker re-sent (DUP) the result this journal already holds: a kill came between
-            # its fsync and its acknowledgement. Counting it again would bias the means.
+        if redelivered and results in self.recent_ri:
+            # The broker re-sent (DUP) a result this journal already holds: a kill or a lost
+            # connection came between its fsync and its acknowledgement. Counting it again
+            # would bias the means.
             self.counters["duplicate_count"] += 1
-            logger.info("Ri results redelivered after a restart, already recorded: %s", results)
+            logger.info("Ri results redelivered, already recorded: %s", results)
             return
         logger.info("Ri results at step %d: %s", self.step, results)
-        self.last_ri = results
+        self.recent_ri.append(results)
         self._event(record.EVENT_RI, now, values=results)
 
     def reject(self, now: datetime, topic: str, reason: str, payload: bytes) -> None:
@@ -866,19 +883,31 @@ class Recorder:
                 self._file_failed(target)
 
     def check_folder(self) -> None:
-        """A test folder or file deleted under us: alert, put it back from our open descriptors, go on."""
+        """A test folder or file deleted under us: alert, put it back from our open descriptors, go on.
+
+        Until it is back, `blocked` holds the acknowledgements: rows written meanwhile live
+        only in the deleted file, which a kill would lose.
+        """
+        now = self.mono()
+        if self.restore_pending and now < self.next_restore:
+            return
         removed = [target for target in self.files if target.removed()]
         if not removed:
+            self.restore_pending = False
             return
         folder_gone = not self.folder.is_dir()
         names = ", ".join(target.path.name for target in removed)
         try:
             restored = [(target.path.name, target.restore()) for target in removed]
         except OSError as exc:
+            self.restore_pending = True
+            self.next_restore = now + WRITE_RETRY_INTERVAL_S
             if self.latch.raise_("folder"):
-                logger.error("%s removed and cannot be restored: %s", names, exc)
-                self.alert(f"Dossier du test supprimé ({names}) et impossible à recréer ({describe_os_error(exc)})")
+                logger.error("%s removed and cannot be restored: %s (retrying every second)", names, exc)
+                self.alert(f"Dossier du test supprimé ({names}) et impossible à recréer ({describe_os_error(exc)}) : "
+                           "mesures gardées par le broker, nouvel essai chaque seconde")
             return
+        self.restore_pending = False
         self.latch.clear("folder")
         logger.error("%s %s removed while the test runs; restored (%s)", "folder and" if folder_gone else "", names,
                      ", ".join(f"{name}: {size} bytes" for name, size in restored))
@@ -961,11 +990,14 @@ class BancProcess:
 
     Everything runs in the main thread: the network is served with a short select() timeout
     and the periodic work runs between calls. The client speaks MQTT v5 with manual
-    acknowledgements: each QoS 1 message is acknowledged right after its callback once its
-    record is written (rows in the page cache, journal events fsynced), or later, in order,
+    acknowledgements: each QoS 1 message is acknowledged after its callback once its record
+    is written (rows in the page cache, journal events fsynced) — the PUBACK leaves with the
+    next write, at the latest after a read burst of READ_BURST packets — or later, in order,
     when the disk accepts what it refused; meanwhile the broker stops sending after
-    RECEIVE_MAXIMUM unacknowledged messages and keeps the rest. A signal handler only sets a
-    flag that the loop reads within TICK_S.
+    RECEIVE_MAXIMUM unacknowledged messages and keeps the rest. What a crash leaves written
+    but unacknowledged comes back with the DUP flag and is recognised (seq, step already
+    passed, Ri result already in the journal). A signal handler only sets a flag that the
+    loop reads within TICK_S.
     """
 
     def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool,
@@ -1053,7 +1085,9 @@ class BancProcess:
             else:
                 handler(message.payload, bool(message.dup))
         except Exception:
+            # Not acknowledged: the broker delivers it again on the next connection.
             logger.exception("message on %s not processed", safe_text(message.topic, 100))
+            return
         try:
             self._acknowledge(message.mid, message.qos)
         except Exception:

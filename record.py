@@ -299,7 +299,9 @@ class RecordState:
     ri_means: dict[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
     ri_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
     ri_temperature_c: Optional[float] = None
-    last_ri_values: Optional[dict[str, Any]] = None  # to recognise a redelivered copy of the last result
+    # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
+    # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
+    recent_ri: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -341,7 +343,7 @@ class RecordState:
         elif kind == EVENT_RI:
             values = event.get("values")
             if isinstance(values, dict) and not self.finished:
-                self.last_ri_values = values
+                self.recent_ri = [*self.recent_ri[-(protocol.RECEIVE_MAXIMUM - 1):], values]
                 for key in protocol.RI_KEYS:
                     value = _number(values.get(key))
                     if value is not None:
@@ -462,7 +464,10 @@ def load_summary(folder: Path) -> Optional[dict[str, Any]]:
     if not events:
         return summary
     state = fold_events(events)
-    base = summary if summary is not None and same_serial(summary.get("battery_serial"), state.serial) else None
+    # A journal without its start (an older folder that was only marked abandoned) describes
+    # the test its config.json names.
+    matches = state.serial is None or same_serial((summary or {}).get("battery_serial"), state.serial)
+    base = summary if summary is not None and matches else None
     if base is None:
         base = new_summary(state.banc or "", state.serial or "", state.first_handle or "")
     return apply_state(base, state)

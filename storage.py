@@ -91,10 +91,19 @@ def quarantine(path: Path, reason: str) -> Optional[Path]:
 
 
 def append_durably(path: Path, data: bytes) -> None:
-    """Append `data` to `path` and fsync it before returning (raises OSError; a partial write is undone)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """Append the line(s) `data` to `path` and fsync before returning (raises OSError; a partial write is undone).
+
+    A torn last line (a power cut mid-write) is cut first, so the new line never glues onto it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            content = os.pread(fd, size, 0)
+            keep = content.rfind(b"\n") + 1
+            os.ftruncate(fd, keep)
+            logger.warning("%s: torn last line of %d bytes removed", path, size - keep)
+            size = keep
         try:
             view = memoryview(data)
             while view:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -703,3 +704,74 @@ def test_capacity_counter_lost_in_phase_4_keeps_the_measured_capacity(fleet: Ban
     alerts = [text for text in esp.texts(T.security) if "Compteur de capacité" in text]
     assert len(alerts) == 1 and "29.50 Ah" in alerts[0]
     assert len(read_data_rows(runner.folder())) == 85  # the rows themselves are all recorded as sent
+
+
+def open_recorder(banc_home: Path, alerts: list[str]) -> banc.Recorder:
+    """A Recorder on a fresh test folder of banc1, opened as banc.py's main() does."""
+    now = utils.now_local()
+    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    state, config = utils.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
+    utils.create_data_csv(folder)
+    recorder = banc.Recorder(folder, "banc1", DEFAULT_SERIAL, state.step, alerts.append,
+                             fsync_interval_s=1.0, bms_timeout_s=30.0)
+    recorder.open(config, state)
+    return recorder
+
+
+def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_home: Path) -> None:
+    """A crash between the journal's fsync and the acknowledgement: the DUP copies change nothing."""
+    r1, r2 = b'{"ri_discharge": 0.030}', b'{"ri_discharge": 0.034}'
+    recorder = open_recorder(banc_home, [])
+    recorder.handle_ri(r1)
+    recorder.handle_ri(r2)
+    recorder.handle_step(b"3")
+    recorder.handle_ri(r1, redelivered=True)  # the broker lost our acks: both come back
+    recorder.handle_ri(r2, redelivered=True)
+    recorder.handle_step(b"2", redelivered=True)  # a step already passed, re-sent
+    assert recorder.step == 3
+    recorder.close()
+    # After a restart the journal itself says which results it holds.
+    alerts: list[str] = []
+    again = open_recorder(banc_home, alerts)
+    again.handle_ri(r2, redelivered=True)
+    again.handle_ri(b'{"ri_discharge": 0.032}')
+    assert again.flush_all()
+    config = utils.read_test_config(again.folder)
+    assert (config["ri_discharge_count"], config["ri_discharge_average"]) == (3, pytest.approx(0.032))
+    assert config["current_step"] == 3
+    steps = [e.get("step") for e in record.read_events(again.folder)[0] if e["event"] == "step"]
+    assert steps == [3]
+
+
+def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: Path) -> None:
+    """Deleted test folder, and its place taken (a full or broken disk): alert once, hold, retry, then restore all."""
+    alerts: list[str] = []
+    recorder = open_recorder(banc_home, alerts)
+    for seq in range(3):
+        recorder.handle_bms(bms_line(seq).encode())
+    folder = recorder.folder
+    shutil.rmtree(folder)
+    folder.write_text("a file where the folder was")  # mkdir fails: nothing can be restored there yet
+    for _ in range(3):
+        recorder.check_folder()
+        recorder.next_restore = 0.0  # as if a second had passed
+    assert recorder.blocked and len(alerts) == 1 and "impossible à recréer" in alerts[0]
+    recorder.handle_bms(bms_line(3).encode())  # still recorded, in the deleted file
+    assert not list(folder.parent.glob(".*.restore"))
+    folder.unlink()
+    recorder.check_folder()
+    assert not recorder.blocked and "sans perte" in alerts[-1]
+    recorder.handle_bms(bms_line(4).encode())
+    assert recorder.flush_all()
+    assert data_seqs(folder) == [0, 1, 2, 3, 4]
+    assert utils.read_test_config(folder)["rows_count"] == 5
+
+
+def test_a_torn_journal_line_never_swallows_the_next_event(banc_home: Path) -> None:
+    now = utils.now_local()
+    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    with open(folder / record.EVENTS_FILE, "ab") as fh:
+        fh.write(b'{"t":"2026-12-01T10:00:00.000+01:00","event":"st')  # a power cut mid-line
+    record.append_event(folder, record.EVENT_STEP, now, step=2)
+    events, bad = record.read_events(folder)
+    assert [e["event"] for e in events] == ["start", "step"] and bad == 0
