@@ -157,6 +157,7 @@ class PackParams:
     @property
     def thermal_conductance_w_per_k(self) -> float:
         """Heat flow to ambient per kelvin of temperature rise."""
+        assert self.heat_capacity_j_per_k is not None  # filled by __post_init__
         return float(self.heat_capacity_j_per_k) / self.thermal_time_constant_s
 
 
@@ -209,6 +210,7 @@ class LfpPack:
         r0_weights = [1.0 + r_spread * (2 * rng.random() - 1) for _ in range(n)]
         r1_weights = [1.0 + r_spread * (2 * rng.random() - 1) for _ in range(n)]
         r0_sum, r1_sum = sum(r0_weights), sum(r1_weights)
+        assert params.ri_ohm is not None and params.diffusion_ohm is not None  # filled by __post_init__
         self.cells: list[Cell] = []
         for i in range(n):
             r0 = float(params.ri_ohm) * r0_weights[i] / r0_sum
@@ -326,6 +328,7 @@ class LfpPack:
         self.current_a = current_a
         f = self.resistance_factor
         heat_j = 0.0
+        assert self.params.balance_current_a is not None  # filled by __post_init__
         bleed_a = float(self.params.balance_current_a)
         for c in self.cells:
             r0 = c.r0_ohm_25c * f
@@ -351,6 +354,7 @@ class LfpPack:
         self.charge_in_ah += current_a * dt_s / 3600.0
         self.extra_heat_j += extra_heat_w * dt_s
         # Lumped thermal model, exact for constant power over the step.
+        assert self.params.heat_capacity_j_per_k is not None  # filled by __post_init__
         cth = float(self.params.heat_capacity_j_per_k)
         g = self.params.thermal_conductance_w_per_k
         power_w = heat_j / dt_s + extra_heat_w
@@ -539,6 +543,7 @@ class BenchFirmware:
         self.seq_params = (sequence or SequenceParams()).resolve(pack_params.capacity_ah)
         self.rng = random.Random(f"firmware:{pack_params.seed}")
         self.pack = LfpPack(pack_params)
+        assert self.seq_params.nurse_capacity_wh is not None  # filled by resolve()
         self.nurses = NurseBank(self.seq_params.nurse_capacity_wh, self.rng, efficiency=self.seq_params.nurse_efficiency)
         self.batteries_tested = 0
         self.nvs = _Nvs()
@@ -730,6 +735,7 @@ class BenchFirmware:
     def _phase1_segments(self) -> list[tuple[float, float]]:
         """(current, duration) of phase 1: rest, discharge pulse, rest, charge pulse, ... , rest."""
         p = self.seq_params
+        assert p.pulse_current_a is not None  # filled by resolve()
         segments: list[tuple[float, float]] = []
         for _ in range(p.pulse_pairs):
             segments += [(0.0, p.pulse_rest_s), (-p.pulse_current_a, p.pulse_s)]
@@ -756,10 +762,12 @@ class BenchFirmware:
         if self.phase in (2, 4):
             if self.phase == 4 and self._phase_clock_s < p.rest_s:
                 return 0.0
+            assert p.charge_current_a is not None  # filled by resolve()
             limit = self.pack.max_current_for_limits(PACK_MAX_V, CELL_MAX_V, dt_s)
             self._cv = limit < p.charge_current_a
             return min(p.charge_current_a, limit)
         if self.phase == 3:
+            assert p.discharge_current_a is not None  # filled by resolve()
             return 0.0 if self._phase_clock_s < p.rest_s else -p.discharge_current_a
         return 0.0
 
@@ -805,6 +813,7 @@ class BenchFirmware:
     def _after_step(self, dt_s: float, volts: list[float]) -> list[Event]:
         """Phase ends, pulse results and protections after one step (`volts`: cell voltages now)."""
         p = self.seq_params
+        assert p.taper_current_a is not None  # filled by resolve()
         events: list[Event] = []
         if self.pack.temperature_c >= p.over_temperature_c:
             return self._trip(

@@ -26,12 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 import protocol
 import utils
+
+if TYPE_CHECKING:  # matplotlib is imported lazily at run time
+    from matplotlib.axes import Axes
 
 logger = logging.getLogger("banc.report")
 
@@ -603,7 +606,7 @@ def compute_summary(
         ri_temperature_c=ri_temperature,
         voltage_range_v=(float(data["voltage_v"].min()), float(data["voltage_v"].max())) if n else None,
         temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
-        max_cell_spread_mv=float(spread.max()) if n else None,
+        max_cell_spread_mv=float(spread.max()) if spread is not None else None,
         notes=notes,
     )
 
@@ -876,7 +879,7 @@ def _wall_clock_marks(a_s: float, b_s: float, step_s: int) -> list[datetime]:
     if step_s == 7 * 86400:
         base -= timedelta(days=base.weekday())
     k = max(0, int((a_s - base.timestamp()) // step_s) - 1)
-    marks = []
+    marks: list[datetime] = []
     while True:
         moment = base + timedelta(seconds=k * step_s)  # wall-clock arithmetic: marks stay round across DST
         unix = moment.timestamp()
@@ -1018,7 +1021,7 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
         f"{format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}",
         fontsize=layout.title_pt, fontweight="bold",
     )
-    axes = []
+    axes: list[Axes] = []
     axes_height_pt = (layout.top - layout.bottom) * height_in * 72.0 / (len(PLOT_SERIES) + 0.5)
     for row, (name, label, color) in enumerate(PLOT_SERIES):
         ax = figure.add_subplot(grid[row, 0], sharex=axes[0] if axes else None)
@@ -1499,9 +1502,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="écrire l'export Battery Data Format (CSV) et son FILE.bdf.metadata.json")
     args = parser.parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):  # replaced (tests, pythonw): nothing to reconfigure
+            continue
         try:
             stream.reconfigure(errors="replace")
-        except (AttributeError, ValueError):
+        except ValueError:
             pass
     try:
         utils.get_settings()

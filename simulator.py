@@ -227,7 +227,7 @@ class SimulatedEsp:
             self.test_started_s = self.firmware.clock_s
         self._publish_events(self.firmware.handle_command(command))
 
-    def _send(self, topic: str, text: str | bytes) -> bool:
+    def _send(self, topic: str, text: str) -> bool:
         """Publish now if the link is up; False when it is not (a real ESP cannot either)."""
         client = self.client
         if client is None or not self.link_up or not client.is_connected():
@@ -306,6 +306,7 @@ class SimulatedEsp:
                 self.reconnect_at = now_real + max(REBOOT_S / self.speed, MIN_OFFLINE_REAL_S)
                 self.fault_state = "done"
             elif fault.mode == "over-temperature":
+                assert self.firmware.pack.params.heat_capacity_j_per_k is not None  # filled by __post_init__
                 heat_capacity = float(self.firmware.pack.params.heat_capacity_j_per_k)
                 self.firmware.extra_heat_w = heat_capacity * OVERHEAT_RATE_K_PER_S
         elif self.fault_state == "active":
@@ -521,10 +522,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    ri_ohm = benches[0].firmware.pack_params.ri_ohm
+    assert ri_ohm is not None  # filled by PackParams.__post_init__
     logger.info(
         "simulating %s at x%g (capacity %.1f Ah, Ri %.4f ohm, seed %d%s) on %s:%s",
         ", ".join(b.name for b in benches), args.speed, args.capacity_ah,
-        float(benches[0].firmware.pack_params.ri_ohm), args.seed,
+        float(ri_ohm), args.seed,
         f", fault {fault.mode} at {fault.at_s:g} s" if fault else "", args.host, args.port,
     )
     try:

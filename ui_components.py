@@ -266,7 +266,7 @@ class _CanvasWidget(ctk.CTkFrame):
                                 highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
         # Each subclass defines redraw(): draw itself at the canvas's current size.
-        self.canvas.bind("<Configure>", lambda _e: self.redraw())  # type: ignore[attr-defined]
+        self.canvas.bind("<Configure>", lambda _e: self.redraw())
 
 
 class SocGauge(_CanvasWidget):

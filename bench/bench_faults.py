@@ -40,6 +40,7 @@ from bench.common import (
     read_publisher_times,
     verdict,
 )
+from tests.support import Xvfb
 
 FAULTS = ("broker", "banc", "ui")
 # Beyond the scenario: the broker killed while a banc.py is down, i.e. while the
@@ -161,7 +162,7 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
         ui: Optional[subprocess.Popen] = None
         probe = out / "probe.jsonl"
         if use_ui:
-            xvfb = cleanup.add(common.Xvfb(1280, 800).start())
+            xvfb = cleanup.add(Xvfb(1280, 800).start())
             display = xvfb.display or ""
             ui = common.start_ui(group, display, home, broker, bancs, probe)
             if common.wait_probe_event(probe, "first_frame", 30, ui) is None:

@@ -228,6 +228,7 @@ def live(subject: str, run_dir: Path, count: int) -> dict[str, Any]:
         result: dict[str, Any] = {"subject": subject, "count": count}
         banc: Optional[BancRun] = None
         out = run_dir / "mosq_sub.txt"
+        proc: subprocess.Popen[Any]  # text pipe for count_sub.py, file or log output for the others
         if subject == "paho":
             subprocess.run([PYTHON, str(REPO_DIR / "bench" / "count_sub.py"), "--banc", str(BANC), "--setup"],
                            env=env, check=True, timeout=30, capture_output=True)
@@ -338,7 +339,7 @@ def summarize(results: list[dict[str, Any]], subjects: list[str]) -> dict[str, A
 
 def report(summary: dict[str, Any], count: int) -> list[str]:
     """Print the tables and the target verdicts; return the verdict lines."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for mode in ("backlog", "live"):
         paho = summary.get(f"{mode}_paho", {}).get("rate_per_s", float("nan"))
         mosq = summary.get(f"{mode}_mosq", {}).get("rate_per_s", float("nan"))

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 if str(REPO_DIR) not in sys.path:
@@ -38,13 +39,17 @@ import report  # noqa: E402
 from tests.support import Xvfb  # noqa: E402
 from tests.test_report import write_synthetic_test  # noqa: E402
 
+if TYPE_CHECKING:  # matplotlib is imported lazily at run time
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
 REPEAT = 3
+T = TypeVar("T")
 
 
-def timed(action: Callable[[], object], repeat: int | None = None) -> tuple[float, object]:
+def timed(action: Callable[[], T], repeat: int | None = None) -> tuple[float, T]:
     """Run `action` `repeat` times; return (best seconds, last result): the machine is shared, the best is the least noisy."""
-    best, result = float("inf"), None
-    for _ in range(repeat or REPEAT):
+    best = float("inf")
+    for _ in range(repeat or REPEAT):  # at least once: REPEAT >= 1
         start = time.perf_counter()
         result = action()
         best = min(best, time.perf_counter() - start)
@@ -57,7 +62,7 @@ def read_with_csv_module(path: Path) -> int:
         return sum(1 for _row in csv.reader(fh))
 
 
-def raster_only(plot: report.PlotData) -> None:
+def raster_only(plot: report.PlotData) -> FigureCanvasAgg:
     """Build the figure (the worker thread's job), then time only its rasterisation (the Tk thread's job)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -37,6 +37,7 @@ from bench.common import (
     sample,
     verdict,
 )
+from tests.support import Xvfb
 
 
 def lag_stats(lags: list[float]) -> dict[str, float]:
@@ -124,7 +125,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     home.mkdir()
     results: dict[str, Any] = {"machine": info, "bancs": args.bancs, "rate": args.rate, "duration_s": duration}
     with Cleanup() as cleanup:
-        xvfb = cleanup.add(common.Xvfb(1920, 1080).start())
+        xvfb = cleanup.add(Xvfb(1920, 1080).start())
         display = xvfb.display or ""
         broker = cleanup.add(common.MosquittoBroker(out / "broker").start())
         group = cleanup.add(ProcessGroup())

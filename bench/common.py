@@ -180,8 +180,8 @@ def gui_libraries(pid: int) -> list[str]:
 # =========================================================================== statistics
 
 
-def median(values: Iterable[float]) -> float:
-    """Median (NaN for no value)."""
+def median(values: Iterable[Optional[float]]) -> float:
+    """Median of the values that are not None (NaN for none)."""
     data = [v for v in values if v is not None]
     return statistics.median(data) if data else float("nan")
 
@@ -448,7 +448,8 @@ class StatusWatcher:
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
-        self.client.reconnect_delay_set(0.2, 1)
+        # paho annotates the delays as int, but only adds them to time.time(): 0.2 s works.
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
@@ -638,7 +639,7 @@ def print_targets(verdicts: Sequence[str]) -> list[str]:
     return list(verdicts)
 
 
-def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def print_table(title: str, rows: Sequence[tuple[object, ...]], header: tuple[str, ...]) -> str:
     """Print (and return) a Markdown table."""
     lines = [f"\n### {title}\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -703,7 +704,7 @@ def start_ui(group: ProcessGroup, display: str, home: Path, broker: MosquittoBro
 
 def read_probe(path: Path) -> list[dict[str, Any]]:
     """Records written so far by bench/ui_probe.py (a torn last line is skipped)."""
-    records = []
+    records: list[dict[str, Any]] = []
     try:
         text = path.read_text()
     except OSError:

@@ -40,7 +40,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     settings = utils.get_settings()
     topic = args.topic or protocol.topics(args.banc).bms_data
-    state = {"count": 0, "first_t": None, "last_t": None}
+    state: dict[str, Any] = {"count": 0, "first_t": None, "last_t": None}  # printed as JSON at the end
     subscribed = threading.Event()
     client = protocol.make_client(args.client_id, persistent=True, v5=args.v5)
     options = protocol.connect_options(persistent=True) if args.v5 else {}

@@ -48,7 +48,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s
 
 def bms_line(seq: int, **values: float) -> str:
     """A valid BMS payload (contract §3) with plausible defaults; override any field by name."""
-    fields = dict(
+    fields: dict[str, Any] = dict(  # int and float fields, checked by BmsLine
         seq=seq, voltage_v=52.0, current_a=-10.0, soc_pct=50.0, temperature_c=25.0, capacity_ah=0.0,
         energy_wh=0.0, cell_min_mv=3250, cell_max_mv=3262, balancing=0,
     )

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -100,7 +101,8 @@ def test_scan_csv_counts_a_long_file_and_keeps_the_real_tail(tmp_path: Path) -> 
     path.write_text(HEADER + body)
     scan = banc.scan_csv(path, tail_bytes=1000, chunk_bytes=4096)
     assert scan.lines == 5001
-    assert banc.last_data_row(scan.tail_lines).seq == 4999
+    last = banc.last_data_row(scan.tail_lines)
+    assert last is not None and last.seq == 4999
     assert scan.tail_lines[-1].endswith(b",0") and all(b"," in line for line in scan.tail_lines)
     assert banc.scan_csv(tmp_path / "missing.csv").lines == 0
 
@@ -163,14 +165,14 @@ def test_bms_fields_and_row(payload: bytes, expected: str) -> None:
 class ScriptedWriter:
     """os.write stand-in: follows a script of outcomes ("ok", "fail", or an int = bytes accepted)."""
 
-    def __init__(self, script: list) -> None:
+    def __init__(self, script: list[str | int]) -> None:
         self.script = list(script)
 
     def __call__(self, fd: int, data: bytes) -> int:
         step = self.script.pop(0) if self.script else "ok"
         if step == "fail":
             raise OSError(errno.ENOSPC, "No space left on device")
-        n = len(data) if step == "ok" else min(step, len(data))
+        n = min(step, len(data)) if isinstance(step, int) else len(data)
         return os.write(fd, bytes(data[:n]))
 
 
@@ -265,6 +267,7 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
     recorder.handle_step(b"3")  # fails once, moves the corrupt file aside and rebuilds it
     assert recorder.flush_all()
     rebuilt = utils.read_test_config(folder)
+    assert rebuilt is not None
     assert rebuilt["current_step"] == 3 and rebuilt["capacity_ah"] == 1.5 and rebuilt["rows_count"] == 1
     assert any(p.name.startswith("config.json.corrupt-") for p in folder.iterdir())
     assert any("config.json" in a for a in alerts)
@@ -274,7 +277,7 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
 # =========================================================================== the real process
 
 @pytest.fixture
-def fleet(mqtt_env: dict, banc_home: Path, broker) -> BancFleet:
+def fleet(mqtt_env: dict, banc_home: Path, broker) -> Iterator[BancFleet]:
     """banc.py processes of this test, all stopped at teardown."""
     instance = BancFleet(banc_home, broker)
     yield instance
@@ -282,7 +285,7 @@ def fleet(mqtt_env: dict, banc_home: Path, broker) -> BancFleet:
 
 
 @pytest.fixture
-def esp(broker) -> MqttProbe:
+def esp(broker) -> Iterator[MqttProbe]:
     """The test's ESP32: publishes like the ESP and watches command, security and banc/status."""
     probe = MqttProbe(broker, [T.command, T.security, T.banc_status]).start()
     yield probe
@@ -336,7 +339,7 @@ def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> 
     expected_steps: list[int] = []
     seq = 0
 
-    def lines(count: int, step: int, **values: float) -> None:
+    def lines(count: int, step: int, **values: float | Callable[[int], float]) -> None:
         """Queue `count` BMS lines expected in `step` (values may be functions of seq)."""
         nonlocal seq
         for _ in range(count):
@@ -659,7 +662,8 @@ def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_4
     utils.update_config(folder, 4, now)
     utils.set_banc_status("banc1", utils.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
     record.append_event(folder, record.EVENT_STEP, now, step=5)  # ... and banc.py died here
-    assert utils.read_test_config(folder)["status"] == utils.TEST_FINISHED
+    finished = utils.read_test_config(folder)
+    assert finished is not None and finished["status"] == utils.TEST_FINISHED
     # The kiosk would offer to resume the bench: banc.py must not start a second test of it.
     again = fleet.runner("banc1", DEFAULT_SERIAL[:3] + DEFAULT_SERIAL[3:].lower())
     again.start(wait_online=False)

@@ -239,6 +239,7 @@ def test_ri_from_pulses_matches_the_configured_resistance(
         # What goes on the wire is what the contract accepts.
         assert protocol.parse_ri_results(protocol.encode_ri_results(values))
         ri = values.get("ri_discharge", values.get("ri_charge"))
+        assert ri is not None
         corrected = utils.correct_to_25c(ri, values["temperature_c"])
         assert corrected == pytest.approx(ri_ohm, rel=0.05)
         if ambient_c == 25.0:
@@ -406,6 +407,7 @@ def test_broker_loss_trips_to_safe_state_after_the_timeout_only() -> None:
 def test_over_temperature_trips_and_blocks_a_hot_restart() -> None:
     fw = fresh()
     fw.handle_command(2)
+    assert fw.pack.params.heat_capacity_j_per_k is not None  # filled by PackParams.__post_init__
     fw.extra_heat_w = float(fw.pack.params.heat_capacity_j_per_k) * 0.1  # +0.1 K/s
     events = run_until(fw, lambda f: not f.engaged, 1.0, 1000.0)
     assert isinstance(events[-2], SecurityAlert) and "Surchauffe" in events[-2].message

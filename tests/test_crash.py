@@ -532,6 +532,7 @@ def test_damaged_bancs_config_keeps_the_unfinished_test(fleet: BancFleet, esp: M
 
     intruder = fleet.runner("banc1", OTHER_SERIAL)
     intruder.start(wait_online=False)
+    assert intruder.proc is not None  # set by start()
     if not wait_quietly(lambda: not intruder.alive(), timeout_s=5):
         problems.append(f"banc.py banc1 {OTHER_SERIAL} still running after 5 s, expected exit 4")
         intruder.stop()
@@ -589,6 +590,7 @@ def test_same_serial_on_two_benches_is_refused(fleet: BancFleet, esp: MqttProbe,
     esp.wait_for(T.command, "1")
     second = fleet.runner("banc2", second_serial)
     second.start(wait_online=False)
+    assert second.proc is not None  # set by start()
 
     problems = []
     if not wait_quietly(lambda: not second.alive(), timeout_s=5):

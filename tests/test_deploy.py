@@ -356,6 +356,7 @@ class Probe:
     def subscribe(self, topic: str) -> bool:
         """Subscribe with QoS 1; True when the broker granted it."""
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None, "SUBSCRIBE not sent"  # paho gives no mid when it could not send it
         with self.suback_event:
             assert self.suback_event.wait_for(lambda: mid in self.subacks, TIMEOUT_S), "no SUBACK"
         return not self.subacks[mid][0].is_failure

@@ -324,9 +324,9 @@ def test_parse_nurse_soc_rejects(payload: str | bytes) -> None:
      ("replay 12 40", protocol.ReplayCommand(12, 40)), ("replay 0 0", protocol.ReplayCommand(0, 0)),
      ("replay 7 7", protocol.ReplayCommand(7, 7)), ("replay 0 4294967295", protocol.ReplayCommand(0, 2**32 - 1))],
 )
-def test_parse_command(payload: str | bytes, command: object) -> None:
+def test_parse_command(payload: str | bytes, command: protocol.Command) -> None:
     assert protocol.parse_command(payload) == command
-    assert protocol.parse_command(protocol.encode_command(command)) == command  # type: ignore[arg-type]
+    assert protocol.parse_command(protocol.encode_command(command)) == command
 
 
 # v1 accepted " end\n" (stripped): contract v2 takes banc.py's exact payloads only.

@@ -78,7 +78,7 @@ def test_parse_events_skips_torn_and_damaged_lines(raw: bytes, count: int, bad: 
         ({"current_step": "x"}, None, 1),
     ],
 )
-def test_migration_takes_the_highest_phase_shown(config: dict, data_step: object, step: int) -> None:
+def test_migration_takes_the_highest_phase_shown(config: dict, data_step: int | None, step: int) -> None:
     assert record.migration_event_fields(config, data_step)["step"] == step
 
 
@@ -165,15 +165,17 @@ def test_damaged_bancs_config_is_rebuilt_never_reset(banc_home: Path, damage: by
 
 
 @pytest.mark.parametrize("damage", [None, b"", b"{ not json", b'{"battery_serial": "RW-OTHER999"}'])
-def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage: object) -> None:
+def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage: bytes | None) -> None:
     folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
     utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     utils.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
     utils.update_config_ri_results(folder, {"ri_discharge": 0.05}, T0)
     utils.update_config(folder, 3, T0)
-    first = utils.read_test_config(folder)["first_handle"]
+    written = utils.read_test_config(folder)
+    assert written is not None
+    first = written["first_handle"]
     path = folder / "config.json"
-    path.unlink() if damage is None else path.write_bytes(damage)  # type: ignore[arg-type]
+    path.unlink() if damage is None else path.write_bytes(damage)
     # The resume may come with the serial in another letter case: same battery, same test.
     state, config = utils.open_test_record(folder, "banc1", "RW-AB12CD", T0.replace(hour=15))
     assert (state.step, config["current_step"], config["first_handle"]) == (3, 3, first)

@@ -73,7 +73,7 @@ def test_ri_view_corrects_only_diffusion_to_25c() -> None:
               "diffusion_charge_average": 0.005, "ri_temperature_c": 35.0}
     seen = []
 
-    def correct(value: float, temperature: float) -> float:
+    def correct(value: float, temperature: float | None) -> float:
         seen.append(temperature)
         return value * 2
 
@@ -96,7 +96,7 @@ def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
     assert view.diffusion_discharge == pytest.approx(0.004, rel=1e-3)
     cold = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}, utils.correct_to_25c)
     assert cold.diffusion_discharge == pytest.approx(0.004 * utils.get_temperature_coefficient(5.0))
-    assert cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
+    assert cold.diffusion_discharge is not None and cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
 
 
 @pytest.mark.parametrize(

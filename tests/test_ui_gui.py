@@ -190,6 +190,13 @@ def wait_file(condition: Callable[[], bool], timeout_s: float = 10.0, what: str 
         time.sleep(0.02)
 
 
+def latest_folder(serial: str, banc: str) -> Path:
+    """The folder of the battery's latest test on this bench (the test must exist)."""
+    latest = utils.latest_test(serial, banc)
+    assert latest is not None, f"no test of {serial} on {banc}"
+    return latest.path
+
+
 # =========================================================================== tests
 
 
@@ -231,7 +238,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     esp.send(t.ri_results, protocol.encode_ri_results(
         {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
          "temperature_c": 25.0}))
-    folder = utils.latest_test("RW-GUI00001", "banc1").path
+    folder = latest_folder("RW-GUI00001", "banc1")
     wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
               what="banc.py records the Ri results")
     esp.send(t.step, "2")
@@ -325,7 +332,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     type_scan("banc1", app)
     assert "Test repris sur le banc 1 : RW-GUI00001 (phase 3/5)" in app.scan_bar.message_text
     pump_until(app, lambda: ("banc1/command", "3") in esp.commands, what="resumed at step 3")
-    assert utils.latest_test("RW-GUI00001", "banc1").path == folder
+    assert latest_folder("RW-GUI00001", "banc1") == folder
 
 
 def color_of_message(app: ui.App) -> str:
@@ -515,7 +522,7 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
 
     # The kiosk is gone; the bench goes on and banc.py records it.
     t = protocol.topics("banc1")
-    folder = utils.latest_test("RW-KILL0001", "banc1").path
+    folder = latest_folder("RW-KILL0001", "banc1")
     esp.send(t.step, "1")
     esp.send(t.step, "2")
     esp.send(t.step, "3")

@@ -21,8 +21,8 @@ from utils import LOCAL_TZ
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
-def paris(*args: int) -> datetime:
-    return datetime(*args, tzinfo=LOCAL_TZ)
+def paris(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=LOCAL_TZ)
 
 
 # =========================================================================== settings
@@ -203,7 +203,7 @@ def test_serial_validation(serial: object, valid: bool) -> None:
     "banc, expected",
     [("banc1", "banc1"), ("Banc2", "banc2"), ("BANC4", "banc4"), (3, "banc3"), (" banc1 ", "banc1")],
 )
-def test_normalize_banc(banc_home: Path, banc: object, expected: str) -> None:
+def test_normalize_banc(banc_home: Path, banc: int | str, expected: str) -> None:
     assert utils.normalize_banc(banc) == expected
     assert utils.is_valid_banc(banc)
 
