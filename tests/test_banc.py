@@ -741,6 +741,7 @@ def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_hom
     again.handle_ri(b'{"ri_discharge": 0.032}')
     assert again.flush_all()
     config = utils.read_test_config(again.folder)
+    assert config is not None
     assert (config["ri_discharge_count"], config["ri_discharge_average"]) == (3, pytest.approx(0.032))
     assert config["current_step"] == 3
     steps = [e.get("step") for e in record.read_events(again.folder)[0] if e["event"] == "step"]
@@ -768,7 +769,7 @@ def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: 
     recorder.handle_bms(bms_line(4).encode())
     assert recorder.flush_all()
     assert data_seqs(folder) == [0, 1, 2, 3, 4]
-    assert utils.read_test_config(folder)["rows_count"] == 5
+    assert (utils.read_test_config(folder) or {}).get("rows_count") == 5
 
 
 def test_a_torn_journal_line_never_swallows_the_next_event(banc_home: Path) -> None:
