@@ -968,8 +968,7 @@ def discard_stale_session(settings: utils.Settings, client_id: str, timeout_s: f
     save a session that began with clean_start in its persistence file, so a broker crash
     would then lose the test's queued messages.)
     """
-    client = protocol.make_client(client_id, v5=True, username=settings.mqtt_username or "",
-                                  password=settings.mqtt_password)
+    client = protocol.make_client(client_id, settings, v5=True)
     done = {"ok": False}
     client.on_connect = lambda *args: done.update(ok=True)
     try:
@@ -1012,10 +1011,8 @@ class BancProcess:
         self.recorder = Recorder(folder, banc, serial, step, self.send_alert,
                                  fsync_interval_s=self.settings.fsync_interval_s,
                                  bms_timeout_s=self.settings.bms_timeout_s)
-        self.client = protocol.make_client(self.client_id, persistent=True, v5=True,
-                                           will=(self.topics.banc_status, protocol.STATUS_OFFLINE),
-                                           username=self.settings.mqtt_username or "",
-                                           password=self.settings.mqtt_password)
+        self.client = protocol.make_client(self.client_id, self.settings, persistent=True, v5=True,
+                                           will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
         self.client.manual_ack_set(True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -1,8 +1,8 @@
 """The MQTT protocol between the ESP32 benches, banc.py and ui.py (docs/protocole.md).
 
 This is the only module that knows topic names, QoS levels and payload formats.
-Everything here is pure (no I/O) except `make_client`, which builds a paho client
-configured from `utils.get_settings()`.
+Everything here is pure (no I/O) except `make_client`, which builds a paho client from
+the account (settings) it is given.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
@@ -562,9 +563,19 @@ RECEIVE_MAXIMUM = 100
 SESSION_EXPIRY_S = 14 * 24 * 3600
 
 
-def make_client(client_id: str, *, persistent: bool = False, will: Optional[tuple[str, str]] = None,
-                v5: bool = False, username: Optional[str] = None, password: Optional[str] = None):
-    """Build a paho-mqtt 2.x client (MQTT 3.1.1, or v5 with `v5`) with the given or configured credentials.
+class BrokerAccount(typing.Protocol):
+    """What a client needs to log in: utils.Settings is one (passed in, never looked up here)."""
+
+    @property
+    def mqtt_username(self) -> Optional[str]: ...
+
+    @property
+    def mqtt_password(self) -> Optional[str]: ...
+
+
+def make_client(client_id: str, account: BrokerAccount, *, persistent: bool = False,
+                will: Optional[tuple[str, str]] = None, v5: bool = False) -> Any:
+    """Build a paho-mqtt 2.x client (MQTT 3.1.1, or v5 with `v5`) logging in with `account`'s credentials.
 
     `persistent` asks the broker to keep the session (subscriptions and queued QoS 1
     messages) while the client is away; `will` is a (topic, payload) last will, sent
@@ -572,11 +583,7 @@ def make_client(client_id: str, *, persistent: bool = False, will: Optional[tupl
     """
     import paho.mqtt.client as mqtt  # local import: the pure codecs above need no paho
 
-    if username is None:
-        from utils import get_settings
-
-        settings = get_settings()
-        username, password = settings.mqtt_username, settings.mqtt_password
+    username, password = account.mqtt_username, account.mqtt_password
     if v5:
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5)

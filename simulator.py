@@ -128,7 +128,8 @@ class SimulatedEsp:
 
     def connect(self) -> None:
         """Create a fresh MQTT client and connect in the background (retries until the broker answers)."""
-        client = protocol.make_client(f"esp32_sim_{self.name}", will=(self.topics.esp_status, protocol.STATUS_OFFLINE))
+        client = protocol.make_client(f"esp32_sim_{self.name}", utils.get_settings(),
+                                      will=(self.topics.esp_status, protocol.STATUS_OFFLINE))
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
             try:

@@ -217,7 +217,7 @@ class MqttBridge:
         self.sink = sink
         self.connected = False
         # MQTT v5: the kiosk announces the 4 KiB maximum packet size, so it is never handed a larger message.
-        self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}", v5=True)
+        self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}", utils.get_settings(), v5=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

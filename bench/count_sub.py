@@ -42,7 +42,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     topic = args.topic or protocol.topics(args.banc).bms_data
     state: dict[str, Any] = {"count": 0, "first_t": None, "last_t": None}  # printed as JSON at the end
     subscribed = threading.Event()
-    client = protocol.make_client(args.client_id, persistent=True, v5=args.v5)
+    client = protocol.make_client(args.client_id, settings, persistent=True, v5=args.v5)
     options = protocol.connect_options(persistent=True) if args.v5 else {}
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

@@ -82,7 +82,8 @@ class EspBench:
         self.last_ack_t: Optional[float] = None
         self.log = open(log_dir / f"pub_banc{number}.txt", "a", buffering=1 << 16)
         self.client = protocol.make_client(
-            f"{prefix}_banc{number}", persistent=True, will=(self.topics.esp_status, protocol.STATUS_OFFLINE)
+            f"{prefix}_banc{number}", utils.get_settings(), persistent=True,
+            will=(self.topics.esp_status, protocol.STATUS_OFFLINE),
         )
         # An ESP retries its Wi-Fi/MQTT connection every few seconds, not with a 30 s backoff.
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)

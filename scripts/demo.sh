@@ -28,10 +28,10 @@ trap cleanup EXIT INT TERM
 if ! $PY - <<'PY' 2>/dev/null
 import sys, threading
 import protocol
-ok = threading.Event()
-client = protocol.make_client("banc_demo_probe")
-client.on_connect = lambda c, u, f, rc, p: ok.set() if not rc.is_failure else None
 from utils import get_settings
+ok = threading.Event()
+client = protocol.make_client("banc_demo_probe", get_settings())
+client.on_connect = lambda c, u, f, rc, p: ok.set() if not rc.is_failure else None
 try:
     client.connect(get_settings().mqtt_host, get_settings().mqtt_port, 5)
 except OSError:

@@ -15,6 +15,7 @@ import pytest
 
 import protocol
 import simulator
+import utils
 from tests.support import REPO_DIR, MosquittoBroker
 
 T = protocol.topics(1)
@@ -26,7 +27,7 @@ class Observer:
     def __init__(self, broker: MosquittoBroker, client_id: str = "test_observer", persistent: bool = False) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = protocol.make_client(client_id, persistent=persistent)
+        self.client = protocol.make_client(client_id, utils.get_settings(), persistent=persistent)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
         self.connected = threading.Event()
 

@@ -103,7 +103,7 @@ class Esp:
 
     def __init__(self, client_id: str = "test_esp") -> None:
         self.commands: list[tuple[str, str]] = []
-        self.client = protocol.make_client(client_id)
+        self.client = protocol.make_client(client_id, utils.get_settings())
         self.client.on_message = lambda _c, _u, msg: self.commands.append((msg.topic, msg.payload.decode()))
         self.client.on_connect = lambda c, *_a: protocol.subscribe_all(
             c, [(protocol.topics(n).command, 1) for n in range(1, utils.get_settings().num_bancs + 1)]
