@@ -1,33 +1,33 @@
-"""Shared helpers of the LFP test benches: settings, logging, state files, business rules.
+"""The seed's helpers of the LFP test benches: settings, logging, bench ids, bench state and test folders.
 
-Every environment variable of the contract is read here (`get_settings`), and so is
-every static configuration file. Functions named in the seed's table keep their names.
+Every environment variable is read here (`get_settings`), and so are the paths of every
+static file. Every function named in the seed's table keeps its name here; what they are
+built from lives in one module per concept: `record.py` (the test record and file layouts),
+`storage.py` (atomic files and locks), `business_hours.py` (48 h ouvrées), `calibration.py`
+(charge profile, temperature correction), `processes.py` (which banc.py runs).
 Time-dependent functions take `now` as an argument so they can be tested with a fixed clock.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import logging.handlers
 import math
 import os
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Union
-from zoneinfo import ZoneInfo
 
+import business_hours
+import calibration
+import processes
 import protocol
 import record
 import storage
@@ -66,7 +66,7 @@ CHARGE_PROFILE_FILE = "charge_profile.csv"
 TEMP_COEFFS_FILE = "temperature_coefficients.json"
 LOG_FILE = "logs.log"
 
-BUSINESS_HOURS_BEFORE_RETEST = 48.0
+BUSINESS_HOURS_BEFORE_RETEST = business_hours.BUSINESS_HOURS_BEFORE_RETEST
 
 logger = logging.getLogger("banc.utils")
 
@@ -689,257 +689,55 @@ def update_config_ri_results(folder: Path, results: dict[str, float], now: datet
 
 # =========================================================================== processes
 
-RUN_DIR = "run"
+RUN_DIR = processes.RUN_DIR
 
 
 def banc_lock_path(banc: Union[int, str]) -> Path:
     """Lock file banc.py holds for its whole life (run/bancN.lock in BANC_HOME); it contains the pid."""
-    return home_dir() / RUN_DIR / f"{protocol.banc_id(banc)}.lock"
+    return processes.banc_lock_path(home_dir(), banc)
 
 
 def acquire_banc_lock(banc: Union[int, str]) -> Optional[int]:
     """Take the bench's lifetime lock and write our pid in it; return the fd, or None if held."""
-    path = banc_lock_path(banc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def _is_banc_cmdline(cmdline: list[str], banc: str) -> bool:
-    for i, arg in enumerate(cmdline):
-        if os.path.basename(arg) == "banc.py":
-            rest = cmdline[i + 1 : i + 2]
-            return bool(rest) and rest[0].lower() == banc
-    return False
+    return processes.acquire_banc_lock(home_dir(), banc)
 
 
 def is_banc_running(banc: Union[int, str]) -> bool:
     """True when a live `banc.py bancN` process of this BANC_HOME runs (psutil)."""
-    return banc_process_pid(banc) is not None
+    return processes.is_banc_running(home_dir(), banc)
 
 
 def banc_process_pid(banc: Union[int, str]) -> Optional[int]:
-    """Pid of the live `banc.py bancN` process of this BANC_HOME, or None.
-
-    The pid comes from the bench's lock file (so two installations on one machine do not
-    see each other's tests) and must be a live, non-zombie process whose command line is
-    `... banc.py bancN ...`; a recycled pid or a stale file is not taken for a test.
-    """
-    import psutil  # local import: the business rules above do not need it
-
-    banc = protocol.banc_id(banc)
-    path = banc_lock_path(banc)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            pass  # held: a banc.py is (or was just) running; verify the pid below
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None  # nobody holds the lock
-        text = os.read(fd, 64).decode(errors="replace").strip()
-    finally:
-        os.close(fd)
-    if not text.isdigit():
-        return None
-    try:
-        proc = psutil.Process(int(text))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if not _is_banc_cmdline(proc.cmdline(), banc):
-            return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    return proc.pid
+    """Pid of the live `banc.py bancN` process of this BANC_HOME, or None."""
+    return processes.banc_process_pid(home_dir(), banc)
 
 
 # =========================================================================== business hours
 
-
-@lru_cache(maxsize=64)
-def _french_holidays(year: int) -> frozenset[date]:
-    import holidays  # local import: only needed for business-hour rules
-
-    return frozenset(holidays.France(years=year).keys())
-
-
-def is_business_day(day: date) -> bool:
-    """Monday to Friday and not a French public holiday."""
-    return day.weekday() < 5 and day not in _french_holidays(day.year)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=LOCAL_TZ)
-
-
-def business_hours_between(start: datetime, end: datetime) -> float:
-    """Business hours elapsed from `start` to `end` (real elapsed time inside business days, Paris time)."""
-    start, end = _aware(start), _aware(end)
-    if end <= start:
-        return 0.0
-    total_s = 0.0
-    day = start.astimezone(LOCAL_TZ).date()
-    last = end.astimezone(LOCAL_TZ).date()
-    while day <= last:
-        if is_business_day(day):
-            lo = max(start, _day_start(day))
-            hi = min(end, _day_start(day + timedelta(days=1)))
-            if hi > lo:
-                total_s += (hi - lo).total_seconds()
-        day += timedelta(days=1)
-    return total_s / 3600.0
-
-
-def add_business_hours(start: datetime, hours: float) -> datetime:
-    """The moment `hours` business hours after `start` (skipping weekends and French holidays)."""
-    if hours < 0:
-        raise ValueError("hours must be >= 0")
-    moment = _aware(start).astimezone(LOCAL_TZ)
-    remaining_s = hours * 3600.0
-    day = moment.date()
-    while True:
-        day_end = _day_start(day + timedelta(days=1))
-        if is_business_day(day):
-            lo = max(moment, _day_start(day))
-            available_s = (day_end - lo).total_seconds()
-            if remaining_s <= available_s:
-                return (lo.astimezone(ZoneInfo("UTC")) + timedelta(seconds=remaining_s)).astimezone(LOCAL_TZ)
-            remaining_s -= available_s
-        day += timedelta(days=1)
-
-
-def is_past_business_hours(since: datetime, now: datetime, hours: float = BUSINESS_HOURS_BEFORE_RETEST) -> bool:
-    """True when at least `hours` business hours have passed from `since` to `now`."""
-    return business_hours_between(since, now) >= hours - 1e-9
+# In business_hours.py; the seed's names are kept here.
+is_business_day = business_hours.is_business_day
+business_hours_between = business_hours.business_hours_between
+add_business_hours = business_hours.add_business_hours
+is_past_business_hours = business_hours.is_past_business_hours
 
 
 # =========================================================================== static files
 
-
-class ConfigFileError(ValueError):
-    """A static configuration file is malformed; the message names the file and the line."""
-
-
-@dataclass(frozen=True)
-class Curve:
-    """A piecewise-linear curve y(x), x strictly increasing, clamped at both ends."""
-
-    xs: tuple[float, ...]
-    ys: tuple[float, ...]
-
-    def __call__(self, x: float) -> float:
-        if x <= self.xs[0]:
-            return self.ys[0]
-        if x >= self.xs[-1]:
-            return self.ys[-1]
-        i = bisect.bisect_right(self.xs, x)
-        x0, x1, y0, y1 = self.xs[i - 1], self.xs[i], self.ys[i - 1], self.ys[i]
-        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError("not finite")
-    return value
+# The curves are defined and validated in calibration.py; here they are found and cached.
+ConfigFileError = calibration.ConfigFileError
+Curve = calibration.Curve
 
 
 @lru_cache(maxsize=1)
 def _load_charge_profile() -> Curve:
-    """Load charge_profile.csv: pack voltage (V) -> remaining phase-2 time (s)."""
-    path = static_file(CHARGE_PROFILE_FILE)
-    xs: list[float] = []
-    ys: list[float] = []
-    header_seen = False
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                text = line.strip()
-                if not text or text.startswith("#"):
-                    continue
-                parts = [p.strip() for p in text.split(",")]
-                if not header_seen:
-                    if parts != ["voltage_v", "remaining_s"]:
-                        raise ConfigFileError(f"{path}:{lineno}: expected header 'voltage_v,remaining_s'")
-                    header_seen = True
-                    continue
-                if len(parts) != 2:
-                    raise ConfigFileError(f"{path}:{lineno}: expected 2 fields, got {len(parts)}")
-                try:
-                    voltage, remaining = _finite(parts[0]), _finite(parts[1])
-                except ValueError:
-                    raise ConfigFileError(f"{path}:{lineno}: not a number: {text!r}") from None
-                if xs and voltage <= xs[-1]:
-                    raise ConfigFileError(f"{path}:{lineno}: voltage must increase ({voltage} after {xs[-1]})")
-                if remaining < 0 or (ys and remaining > ys[-1]):
-                    raise ConfigFileError(f"{path}:{lineno}: remaining time must be >= 0 and not increase")
-                xs.append(voltage)
-                ys.append(remaining)
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read: {exc}") from exc
-    if len(xs) < 2:
-        raise ConfigFileError(f"{path}: at least 2 points are needed")
-    return Curve(tuple(xs), tuple(ys))
+    """charge_profile.csv (BANC_HOME first, else the project): pack voltage (V) -> remaining phase-2 time (s)."""
+    return calibration.load_charge_profile(static_file(CHARGE_PROFILE_FILE))
 
 
 @lru_cache(maxsize=1)
 def _load_temp_coeffs() -> Curve:
-    """Load temperature_coefficients.json: temperature (°C) -> multiplier to 25 °C."""
-    path = static_file(TEMP_COEFFS_FILE)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigFileError(f"{path}: cannot read: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        line = getattr(exc, "lineno", "?")
-        raise ConfigFileError(f"{path}:{line}: invalid JSON: {getattr(exc, 'msg', exc)}") from exc
-    points = data.get("coefficients") if isinstance(data, dict) else None
-    if not isinstance(points, list) or len(points) < 2:
-        raise ConfigFileError(f"{path}: 'coefficients' must be a list of at least 2 points")
-    xs: list[float] = []
-    ys: list[float] = []
-    lines = text.splitlines()
-    for i, point in enumerate(points):
-        t, k = (point.get("temperature_c"), point.get("multiplier")) if isinstance(point, dict) else (None, None)
-        where = _json_line_of(lines, "temperature_c", i)
-        if isinstance(t, bool) or isinstance(k, bool) or not isinstance(t, (int, float)) or not isinstance(k, (int, float)):
-            raise ConfigFileError(f"{path}:{where}: point {i + 1} needs numeric temperature_c and multiplier")
-        if not (k > 0 and k == k and k != float("inf")):
-            raise ConfigFileError(f"{path}:{where}: point {i + 1}: multiplier must be > 0")
-        if xs and t <= xs[-1]:
-            raise ConfigFileError(f"{path}:{where}: point {i + 1}: temperature must increase")
-        xs.append(float(t))
-        ys.append(float(k))
-    return Curve(tuple(xs), tuple(ys))
-
-
-def _json_line_of(lines: list[str], key: str, occurrence: int) -> int | str:
-    seen = -1
-    for lineno, line in enumerate(lines, 1):
-        if f'"{key}"' in line:
-            seen += 1
-            if seen == occurrence:
-                return lineno
-    return "?"
+    """temperature_coefficients.json (BANC_HOME first, else the project): temperature (°C) -> multiplier to 25 °C."""
+    return calibration.load_temp_coeffs(static_file(TEMP_COEFFS_FILE))
 
 
 def get_charge_duration(voltage_v: float) -> float:
@@ -992,11 +790,3 @@ def child_environment() -> dict[str, str]:
     with a warning in the journal each time.
     """
     return {key: value for key, value in os.environ.items() if key not in SYSTEMD_NOTIFY_VARIABLES}
-
-
-# =========================================================================== disk
-
-
-def disk_free_bytes(path: Optional[Path] = None) -> int:
-    """Free bytes on the file system of `path` (BANC_HOME by default)."""
-    return shutil.disk_usage(path or home_dir()).free
