@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+import formatting
 import protocol
 import utils
+from formatting import format_duration, format_milliohm
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time
     from matplotlib.axes import Axes
@@ -62,8 +64,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = utils.DATA_CSV_HEADER[1:]
 _HEADER_BYTES = ",".join(utils.DATA_CSV_HEADER).encode("ascii")
 _ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
 
-PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
-"""The kiosk's phase colours (ui_components.PHASE_COLORS), repeated so that report.py never imports the UI."""
+PHASE_COLORS = formatting.PHASE_COLORS
 
 STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté",
                  utils.TEST_ABANDONED: "abandonné"}
@@ -614,22 +615,6 @@ def compute_summary(
 # =========================================================================== text
 
 
-def format_duration(seconds: float) -> str:
-    """A duration for people: "2 j 03 h 12 min", "3 h 05 min", "4 min 07 s", "12 s"."""
-    seconds = max(0.0, float(seconds))
-    total = int(round(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} j {hours:02d} h {minutes:02d} min"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{total} s"
-
-
 def format_time(moment: Optional[float | datetime]) -> str:
     """Paris time dd/mm/yyyy HH:MM:SS of a unix time or datetime ("—" when unknown)."""
     if moment is None:
@@ -641,10 +626,6 @@ def format_time(moment: Optional[float | datetime]) -> str:
 
 def _fmt(value: Optional[float], pattern: str, unit: str = "") -> str:
     return "—" if value is None else f"{pattern.format(value)}{unit}"
-
-
-def _milliohm(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value * 1000:.2f}"
 
 
 def phase_name(step: int) -> str:
@@ -711,7 +692,7 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
     temperature = "inconnue" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:g} °C"
     lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [mesure à {temperature}]")
     for item in summary.resistances:
-        lines.append(f"  {item.label:<20} {_milliohm(item.raw_ohm):>8} {_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
+        lines.append(f"  {item.label:<20} {format_milliohm(item.raw_ohm):>8} {format_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
     lines.append("")
     if summary.voltage_range_v:
         lines.append(f"Tension             : {summary.voltage_range_v[0]:.2f} à {summary.voltage_range_v[1]:.2f} V")
@@ -750,7 +731,7 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     out.append((f"{'Résist. (mΩ)':<14}{'mes.':>6}{'25 °C':>7}", grey))
     for item in summary.resistances:
         label = _SHORT_RESISTANCE.get(item.key, item.label)
-        out.append((f"{label:<14}{_milliohm(item.raw_ohm):>6}{_milliohm(item.at_25c_ohm):>7}", black))
+        out.append((f"{label:<14}{format_milliohm(item.raw_ohm):>6}{format_milliohm(item.at_25c_ohm):>7}", black))
     temperature = "—" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:.1f} °C"
     out.append((f"{'T mesure Ri':<14}{temperature:>13}", grey))
     out.append(("", black))

@@ -7,7 +7,6 @@ are tested without a display.
 
 from __future__ import annotations
 
-import math
 import tkinter as tk
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,9 @@ from typing import Any, Optional
 
 import customtkinter as ctk
 
+import formatting
 import protocol
+from formatting import format_clock, format_milliohm
 
 # =========================================================================== colours
 
@@ -33,7 +34,7 @@ SEGMENT_EMPTY = "#3a3f44"
 ALERT_BG = "#c62828"
 
 # One colour per phase (1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished).
-PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
+PHASE_COLORS = formatting.PHASE_COLORS
 
 LEVEL_OK, LEVEL_WARN, LEVEL_ALARM = "ok", "warn", "alarm"
 LEVEL_COLORS = {LEVEL_OK: COLOR_OK, LEVEL_WARN: COLOR_WARN, LEVEL_ALARM: COLOR_ALARM}
@@ -92,14 +93,6 @@ def level_color(thresholds: Thresholds, value: Optional[float]) -> str:
     return LEVEL_COLORS[thresholds.level(value)]
 
 
-def format_duration(seconds: Optional[float]) -> str:
-    """Seconds -> "HH:MM:SS" ("--:--:--" when unknown)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--:--"
-    total = min(int(round(seconds)), 99 * 3600 + 59 * 60 + 59)
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
-
-
 def get_phase_message(step: Optional[int]) -> str:
     """Phase label text: "Phase 3/5 : Décharge"."""
     if step in protocol.PHASES:
@@ -107,13 +100,6 @@ def get_phase_message(step: Optional[int]) -> str:
     if step == protocol.STEP_STOP:
         return "Arrêt fin de journée"
     return "Phase -/5"
-
-
-def format_milliohm(value_ohm: Optional[float]) -> str:
-    """Ohms -> "1.23" milliohms ("—" when unknown)."""
-    if value_ohm is None or not math.isfinite(value_ohm):
-        return "—"
-    return f"{value_ohm * 1000:.2f}"
 
 
 # =========================================================================== fonts
@@ -537,7 +523,7 @@ class BancPanel(ctk.CTkFrame):
 
     def set_time_left(self, seconds: Optional[float]) -> None:
         """Time left of the current phase."""
-        self.labels.set(self.widgets["time_left"], format_duration(seconds))
+        self.labels.set(self.widgets["time_left"], format_clock(seconds))
 
     def update_nurse(self, index: int, soc_pct: int) -> None:
         """Nurse battery `index` (1..6) state of charge."""

@@ -181,7 +181,7 @@ def test_colour_thresholds(thresholds: uic.Thresholds, value: float, level: str)
      (3725, "01:02:05"), (1e9, "99:59:59")],
 )
 def test_format_duration(seconds, text) -> None:
-    assert uic.format_duration(seconds) == text
+    assert uic.format_clock(seconds) == text
 
 
 @pytest.mark.parametrize(

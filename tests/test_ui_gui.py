@@ -255,7 +255,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     assert panel.widgets["soc_gauge"].text == "68%"
     assert color_of(panel, "voltage") == uic.COLOR_OK
     assert text_of(panel, "phase") == "Phase 2/5 : Charge"
-    assert text_of(panel, "time_left") == uic.format_duration(utils.get_charge_duration(53.1))
+    assert text_of(panel, "time_left") == uic.format_clock(utils.get_charge_duration(53.1))
     assert text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ"
     assert text_of(panel, "diffusion") == "Diff. 25 °C d/c : 4.00 / 5.00 mΩ"
     assert panel.widgets["esp"].online is True and panel.widgets["banc_process"].online is True

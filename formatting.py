@@ -1,0 +1,44 @@
+"""How numbers, durations and phases look to people: one place for the kiosk, the charts and the report text.
+
+Pure functions, no toolkit imported (report.py never imports the UI).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
+"""The colour of each phase, on the kiosk's panels and on the charts."""
+
+UNKNOWN = "—"
+
+
+def format_clock(seconds: Optional[float]) -> str:
+    """A countdown as a clock: "HH:MM:SS" (capped at 99:59:59; "--:--:--" when unknown)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--:--:--"
+    total = min(int(round(seconds)), 99 * 3600 + 59 * 60 + 59)
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: "2 j 03 h 12 min", "3 h 05 min", "4 min 07 s", "12 s"."""
+    total = int(round(max(0.0, float(seconds))))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} j {hours:02d} h {minutes:02d} min"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{total} s"
+
+
+def format_milliohm(value_ohm: Optional[float]) -> str:
+    """Ohms -> "1.23" milliohms ("—" when unknown)."""
+    if value_ohm is None or not math.isfinite(value_ohm):
+        return UNKNOWN
+    return f"{value_ohm * 1000:.2f}"
