@@ -13,6 +13,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import utils  # noqa: E402
+from tests.banc_helpers import BancFleet  # noqa: E402
 from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
 
 
@@ -54,3 +55,11 @@ def xvfb_display() -> Iterator[str]:
     server = Xvfb(1920, 1080).start()
     yield server.display or ""
     server.stop()
+
+
+@pytest.fixture
+def fleet(mqtt_env: dict, banc_home: Path, broker: MosquittoBroker) -> Iterator[BancFleet]:
+    """banc.py processes of this test, all stopped at teardown."""
+    instance = BancFleet(banc_home, broker)
+    yield instance
+    instance.stop_all()

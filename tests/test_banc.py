@@ -277,14 +277,6 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
 # =========================================================================== the real process
 
 @pytest.fixture
-def fleet(mqtt_env: dict, banc_home: Path, broker) -> Iterator[BancFleet]:
-    """banc.py processes of this test, all stopped at teardown."""
-    instance = BancFleet(banc_home, broker)
-    yield instance
-    instance.stop_all()
-
-
-@pytest.fixture
 def esp(broker) -> Iterator[MqttProbe]:
     """The test's ESP32: publishes like the ESP and watches command, security and banc/status."""
     probe = MqttProbe(broker, [T.command, T.security, T.banc_status]).start()

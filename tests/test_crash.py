@@ -103,17 +103,7 @@ DISK_FULL_LINES = 4000
 
 
 # =========================================================================== fixtures
-# `fleet` and `esp` mirror the two small fixtures of test_banc.py rather than importing them:
-# importing test_banc.py would import banc.py's internals (SeqTracker...), which the rework may
-# change; this file must only depend on the harness of tests/banc_helpers.py.
-
-
-@pytest.fixture
-def fleet(mqtt_env: dict, banc_home: Path, broker) -> Iterator[BancFleet]:
-    """banc.py processes of this test, all stopped at teardown."""
-    instance = BancFleet(banc_home, broker)
-    yield instance
-    instance.stop_all()
+# `fleet` (banc.py processes of the test) comes from conftest.py; `esp` here also watches bench 2.
 
 
 @pytest.fixture
