@@ -208,10 +208,9 @@ class BmsWatchdog:
         return None
 
 
-def bms_fields(payload: bytes, line: Optional[protocol.BmsLine] = None) -> list[str]:
+def bms_fields(payload: bytes) -> list[str]:
     """The 10 data.csv fields of a validated BMS payload, as the ESP wrote them (the clock field is not a column)."""
-    fields = payload.decode("ascii").split(",")
-    return fields if line is not None and line.uptime_ms is None else fields[: len(protocol.BMS_FIELDS)]
+    return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
 
 
 def held_capacity(
@@ -577,8 +576,11 @@ class Recorder:
         self.bench_step_dirty = False  # bancs_config.json's current_step behind the journal
         self.last_summary_save = mono()
         self.last_fsync = mono()
-        settings = None if fsync_interval_s is not None and bms_timeout_s is not None else utils.get_settings()
-        self.fsync_interval_s = fsync_interval_s if fsync_interval_s is not None else settings.fsync_interval_s  # type: ignore[union-attr]
+        if fsync_interval_s is None or bms_timeout_s is None:  # not given: the process's settings
+            settings = utils.get_settings()
+            fsync_interval_s = settings.fsync_interval_s if fsync_interval_s is None else fsync_interval_s
+            bms_timeout_s = settings.bms_timeout_s if bms_timeout_s is None else bms_timeout_s
+        self.fsync_interval_s = fsync_interval_s
         self.next_retry = 0.0
         self.restore_pending = False  # a deleted file not yet put back
         self.next_restore = 0.0
@@ -589,7 +591,7 @@ class Recorder:
         self.recent_ri: collections.deque[dict[str, Any]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
         self.last_message = mono()
         self.latch = AlertLatch()
-        self.watchdog = BmsWatchdog(bms_timeout_s if bms_timeout_s is not None else settings.bms_timeout_s)  # type: ignore[union-attr]
+        self.watchdog = BmsWatchdog(bms_timeout_s)
         self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
         self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
 
@@ -694,7 +696,7 @@ class Recorder:
             was_failing = self.data.failing
             dropped_before = self.data.dropped_rows
             # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
-            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload, line))
+            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload))
             self.data.append(row)
             dropped = self.data.dropped_rows > dropped_before
             if not dropped:

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -168,16 +168,17 @@ class DataCounts:
 
 
 def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
-    """Recount a test's rows from data.csv lines (header and torn lines skipped; pure)."""
+    """Recount a test's rows from complete data.csv lines, header included or not (pure)."""
     counts = DataCounts()
     width = len(DATA_CSV_HEADER)
     for line in lines:
         parts = line.rstrip(b"\r\n").split(b",")
-        if len(parts) != width or parts[0] == b"timestamp":
-            if line.strip() and parts[0] != b"timestamp":
-                counts.bad_rows += 1
-            continue
-        counts.add(parts)
+        if parts[0] == b"timestamp":
+            continue  # the header
+        if len(parts) == width:
+            counts.add(parts)
+        elif line.strip():
+            counts.bad_rows += 1
     return counts
 
 
@@ -191,6 +192,15 @@ def count_csv_rows(path: Path) -> int:
     return max(0, lines - 1)
 
 
+def _complete_lines(fh: Any, chunk_bytes: int) -> Iterator[bytes]:
+    """The newline-terminated lines of a binary file, read by chunks (a torn last line is left out)."""
+    rest = b""
+    for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+
+
 def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
     """Recount data.csv (complete lines only; a missing file counts nothing)."""
     try:
@@ -198,27 +208,7 @@ def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
     except FileNotFoundError:
         return DataCounts()
     with fh:
-        counts = DataCounts()
-        rest = b""
-        width = len(DATA_CSV_HEADER)
-        first = True
-        while True:
-            chunk = fh.read(chunk_bytes)
-            if not chunk:
-                break
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                if first:
-                    first = False
-                    if line.startswith(b"timestamp"):
-                        continue
-                parts = line.split(b",")
-                if len(parts) == width:
-                    counts.add(parts)
-                elif line.strip():
-                    counts.bad_rows += 1
-        return counts
+        return count_data_lines(_complete_lines(fh, chunk_bytes))
 
 
 # --------------------------------------------------------------------------- the journal
