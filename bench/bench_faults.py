@@ -40,7 +40,7 @@ from bench.common import (
     read_publisher_times,
     verdict,
 )
-from tests.support import Xvfb
+from testkit.support import Xvfb
 
 FAULTS = ("broker", "banc", "ui")
 # Beyond the scenario: the broker killed while a banc.py is down, i.e. while the

@@ -63,7 +63,7 @@ from bench.common import (
     try_sample,
     verdict,
 )
-from tests.banc_helpers import MqttProbe, bms_line
+from testkit.banc_helpers import MqttProbe, bms_line
 
 BANC = 1
 TOPICS = protocol.topics(BANC)

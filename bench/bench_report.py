@@ -36,7 +36,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import report  # noqa: E402
-from tests.support import Xvfb  # noqa: E402
+from testkit.support import Xvfb  # noqa: E402
 from tests.test_report import write_synthetic_test  # noqa: E402
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time

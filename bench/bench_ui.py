@@ -37,7 +37,7 @@ from bench.common import (
     sample,
     verdict,
 )
-from tests.support import Xvfb
+from testkit.support import Xvfb
 
 
 def lag_stats(lags: list[float]) -> dict[str, float]:

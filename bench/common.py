@@ -1,6 +1,6 @@
 """Shared harness of the bench/ scripts: processes, /proc readers, data.csv checks, statistics.
 
-Every script starts its own Mosquitto (tests.support.MosquittoBroker) on a free port and
+Every script starts its own Mosquitto (testkit.support.MosquittoBroker) on a free port and
 its own BANC_HOME under bench/out/, measures real processes through /proc, and prints
 figures as ratios against a baseline measured in the same run. Nothing here is mocked.
 """
@@ -31,7 +31,7 @@ if str(REPO_DIR) not in sys.path:
 
 import protocol  # noqa: E402
 import record  # noqa: E402
-from tests.support import MosquittoBroker, project_env  # noqa: E402
+from testkit.support import MosquittoBroker, project_env  # noqa: E402
 
 BENCH_DIR = REPO_DIR / "bench"
 OUT_DIR = BENCH_DIR / "out"

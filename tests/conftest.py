@@ -13,8 +13,8 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import utils  # noqa: E402
-from tests.banc_helpers import BancFleet  # noqa: E402
-from tests.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
+from testkit.banc_helpers import BancFleet  # noqa: E402
+from testkit.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
 
 
 @pytest.fixture

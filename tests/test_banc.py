@@ -23,7 +23,7 @@ import banc
 import protocol
 import record
 import utils
-from tests.banc_helpers import (
+from testkit.banc_helpers import (
     BANC_SCRIPT,
     DEFAULT_SERIAL,
     BancFleet,
@@ -36,7 +36,7 @@ from tests.banc_helpers import (
     read_rejected_rows,
     wait_until,
 )
-from tests.support import REPO_DIR, MosquittoBroker, project_env
+from testkit.support import REPO_DIR, MosquittoBroker, project_env
 
 T = protocol.topics(1)
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}$")

@@ -79,8 +79,8 @@ import pytest
 
 import protocol
 import utils
-from tests.banc_helpers import BancFleet, BancRunner, MqttProbe, bms_line, data_seqs, wait_until
-from tests.support import REPO_DIR, project_env
+from testkit.banc_helpers import BancFleet, BancRunner, MqttProbe, bms_line, data_seqs, wait_until
+from testkit.support import REPO_DIR, project_env
 
 T = protocol.topics(1)
 T2 = protocol.topics(2)

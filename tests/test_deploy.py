@@ -26,7 +26,7 @@ import pytest
 
 import protocol
 import utils
-from tests.support import REPO_DIR, MosquittoBroker, free_port, mosquitto_binary
+from testkit.support import REPO_DIR, MosquittoBroker, free_port, mosquitto_binary
 
 DEPLOY = REPO_DIR / "deploy"
 INSTALL = DEPLOY / "install.sh"

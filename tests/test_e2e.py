@@ -9,8 +9,8 @@ import pytest
 
 import protocol
 import utils
-from tests.banc_helpers import BancFleet, MqttProbe, read_data_rows, read_rejected_rows
-from tests.support import MosquittoBroker
+from testkit.banc_helpers import BancFleet, MqttProbe, read_data_rows, read_rejected_rows
+from testkit.support import MosquittoBroker
 from tests.test_simulator import run_simulator
 
 CAPACITY_AH = 50.0

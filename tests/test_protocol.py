@@ -377,7 +377,7 @@ def test_encode_rejects_invalid(bad: object) -> None:
 def test_the_repo_producers_send_strict_bms_lines() -> None:
     """Every BMS line the repo builds (test helper, bench publisher) passes the v2 parser."""
     from bench.esp_publisher import bms_payload
-    from tests.banc_helpers import bms_line
+    from testkit.banc_helpers import bms_line
 
     for seq in (0, 1, 49, 50, 99_999, 2**32 - 1):
         for number in (1, 4, 64):

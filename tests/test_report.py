@@ -627,7 +627,7 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
 ) -> None:
     """banc.py records phases 1-4 with an end-of-day stop (9) and a resume inside phase 3; report.py reads it all."""
     import protocol
-    from tests.banc_helpers import BancFleet, MqttProbe, bms_line
+    from testkit.banc_helpers import BancFleet, MqttProbe, bms_line
 
     t = protocol.topics(1)
     esp = MqttProbe(broker, [t.command]).start()

@@ -16,7 +16,7 @@ import pytest
 import protocol
 import simulator
 import utils
-from tests.support import REPO_DIR, MosquittoBroker
+from testkit.support import REPO_DIR, MosquittoBroker
 
 T = protocol.topics(1)
 

@@ -199,8 +199,8 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
     import time
 
     import utils
-    from tests.banc_helpers import MqttProbe, wait_until
-    from tests.support import MosquittoBroker
+    from testkit.banc_helpers import MqttProbe, wait_until
+    from testkit.support import MosquittoBroker
 
     broker = MosquittoBroker(tmp_path / "open-broker", max_packet_size=None).start()
     try:

@@ -23,7 +23,7 @@ import protocol
 import ui
 import ui_components as uic
 import utils
-from tests.support import REPO_DIR, MosquittoBroker
+from testkit.support import REPO_DIR, MosquittoBroker
 
 pytestmark = pytest.mark.gui
 

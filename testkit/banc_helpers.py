@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 
 import protocol
 import utils
-from tests.support import REPO_DIR, MosquittoBroker, project_env
+from testkit.support import REPO_DIR, MosquittoBroker, project_env
 
 BANC_SCRIPT = REPO_DIR / "banc.py"
 DEFAULT_SERIAL = "RW-TEST0001"
