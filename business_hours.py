@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from record import LOCAL_TZ
+from record import LOCAL_TZ, as_local
 
 BUSINESS_HOURS_BEFORE_RETEST = 48.0
 
@@ -26,17 +26,13 @@ def is_business_day(day: date) -> bool:
     return day.weekday() < 5 and day not in _french_holidays(day.year)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
-
-
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=LOCAL_TZ)
 
 
 def business_hours_between(start: datetime, end: datetime) -> float:
     """Business hours elapsed from `start` to `end` (real elapsed time inside business days, Paris time)."""
-    start, end = _aware(start), _aware(end)
+    start, end = as_local(start), as_local(end)
     if end <= start:
         return 0.0
     total_s = 0.0
@@ -56,7 +52,7 @@ def add_business_hours(start: datetime, hours: float) -> datetime:
     """The moment `hours` business hours after `start` (skipping weekends and French holidays)."""
     if hours < 0:
         raise ValueError("hours must be >= 0")
-    moment = _aware(start).astimezone(LOCAL_TZ)
+    moment = as_local(start).astimezone(LOCAL_TZ)
     remaining_s = hours * 3600.0
     day = moment.date()
     while True:

@@ -83,6 +83,11 @@ def iso(moment: datetime, millis: bool = False) -> str:
     return moment.isoformat(timespec="milliseconds" if millis else "seconds")
 
 
+def as_local(moment: datetime) -> datetime:
+    """The same moment, timezone-aware: a naive time is taken as Paris local time (the lab's files)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+
+
 def parse_time(text: Any) -> Optional[datetime]:
     """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
     if not isinstance(text, str):
@@ -91,7 +96,7 @@ def parse_time(text: Any) -> Optional[datetime]:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+    return as_local(moment)
 
 
 def serial_key(serial: str) -> str:
