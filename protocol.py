@@ -90,6 +90,11 @@ def banc_id(banc: Union[int, str]) -> str:
     return f"banc{number}"
 
 
+def banc_number(banc: Union[int, str]) -> int:
+    """Bench number of "bancN" (any case) or N, as the operator reads it."""
+    return int(banc_id(banc)[4:])
+
+
 @dataclass(frozen=True)
 class BancTopics:
     """All topic names of one bench."""

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """The operator kiosk (seed §1, §2, §4, §5): one panel per bench, the scan workflow, the `end` scan.
 
-Threads: paho's network thread only parses the topic and puts (kind, bench, payload) on a
-queue; the Tk thread drains it with after(), a bounded batch per tick, keeping only the
-latest BMS line per bench, and is the only thread that touches widgets. Tests are started
-as `banc.py` processes in their own session, so they outlive a restart of the kiosk.
+Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
+the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
+(kiosk_worker.py) does every file read and write, lock, fsync and process check: scans
+submitted to it come back on the same queue as decisions performed, with the benches'
+file and process states. The Tk thread drains that queue with after(), a bounded batch
+per tick, keeping only the latest BMS line per bench. Tests are started as `banc.py`
+processes in their own session, so they outlive a restart of the kiosk.
 
     python ui.py              # full screen (the kiosk)
     python ui.py --windowed   # in a window, for a desk
@@ -13,37 +16,60 @@ as `banc.py` processes in their own session, so they outlive a restart of the ki
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 import os
 import queue
 import signal
-import subprocess
 import sys
 import time
 import tkinter as tk
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional, Union
 
 import customtkinter as ctk
 
 import protocol
 import utils
-from scan_workflow import Action, BancInfo, Decision, PreviousTest, ScanLookups, ScanWorkflow
-from ui_components import (
-    BG_APP,
-    STATUS_BUSY,
-    STATUS_DONE,
-    STATUS_FREE,
-    STATUS_INTERRUPTED,
-    BancPanel,
-    Fonts,
+from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests and tools know it
+    KIND_BROKER,
+    KIND_CALIBRATION,
+    KIND_OUTCOME,
+    KIND_SNAPSHOT,
+    MIN_CURRENT_FOR_ESTIMATE_A,
+    NOMINAL_CAPACITY_AH,
+    PHASE1_DURATION_S,
+    STORAGE_SOC_PCT,
+    BancRuntime,
+    BancSnapshot,
+    Inbound,
     RiView,
-    ScanBar,
+    banc_display,
+    coalesce,
+    estimate_time_left_s,
+    merge_snapshot,
+    ri_view_from_config,
+    status_display,
 )
+from kiosk_worker import (
+    GraphButtonRequest,
+    KioskWorker,
+    OpenGraphRequest,
+    Outcome,
+    RefreshRequest,
+    ScanRequest,
+    real_lookups,
+)
+from processes import BancSupervisor
+from scan_workflow import Action, ScanWorkflow
+from ui_components import BG_APP, BancPanel, Fonts, ScanBar
+
+__all__ = [
+    "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
+    "Inbound", "MqttBridge", "RiView", "coalesce", "estimate_time_left_s", "font_scale", "grid_shape",
+    "ri_view_from_config", "status_display",
+]
 
 log = logging.getLogger("banc.ui")
 
@@ -55,18 +81,11 @@ MAX_MESSAGES_PER_TICK = 500  # 10 000 msg/s of headroom; the rest waits for the 
 # numbers, and redrawing 16 panels 10 times a second would cost the Pi most of a core.
 BMS_DISPLAY_INTERVAL_S = 0.25
 ANIMATION_INTERVAL_MS = 125
-REFRESH_INTERVAL_MS = 2000  # bancs_config.json, running banc.py, spawned children
-WORKFLOW_TICK_MS = 500
 WATCHDOG_INTERVAL_MS = 5000  # systemd WatchdogSec must be at least 3 times this
 FOCUS_CHECK_MS = 1000
 BAD_PAYLOAD_LOG_INTERVAL_S = 60.0
 EARLY_EXIT_S = 30.0  # a banc.py that fails within this delay after its start is reported on screen
-
-# Time-left estimates of the phases without a profile (phase 2 uses charge_profile.csv).
-PHASE1_DURATION_S = 15 * 60  # Ri/diffusion pulses: a fixed sequence of about 15 minutes
-NOMINAL_CAPACITY_AH = 100.0  # the 16S packs tested here (charge_profile.csv assumes the same)
-STORAGE_SOC_PCT = 50.0  # phase 4 recharges to the storage level
-MIN_CURRENT_FOR_ESTIMATE_A = 0.5  # below this the pack is at rest: no meaningful estimate
+WORKER_JOIN_S = 5.0  # at exit, after the window is gone: let a started test finish starting
 
 # Layout: a panel is designed for 420 x 230 px; fonts scale with the real panel size.
 PANEL_DESIGN_W, PANEL_DESIGN_H = 420.0, 230.0
@@ -103,109 +122,6 @@ def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
     return max(MIN_SCALE, min(MAX_SCALE, by_width, by_height))
 
 
-def estimate_time_left_s(
-    step: Optional[int],
-    line: protocol.BmsLine,
-    phase_elapsed_s: Optional[float],
-    charge_duration: Callable[[float], float],
-) -> Optional[float]:
-    """Estimated time left of the running phase (None when it cannot be estimated)."""
-    amps = abs(line.current_a)
-    if step == 1:
-        return None if phase_elapsed_s is None else max(0.0, PHASE1_DURATION_S - phase_elapsed_s)
-    if step == 2:
-        return charge_duration(line.voltage_v)
-    if step == 3:
-        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
-            return None
-        if line.capacity_ah > 1.0 and line.soc_pct < 99.0:
-            # What came out so far for (100 - soc) % tells what is left for the remaining soc %.
-            remaining_ah = line.capacity_ah * line.soc_pct / (100.0 - line.soc_pct)
-        else:
-            remaining_ah = NOMINAL_CAPACITY_AH * line.soc_pct / 100.0
-        return remaining_ah / amps * 3600.0
-    if step == 4:
-        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
-            return None
-        full_ah = line.capacity_ah if line.capacity_ah > 1.0 else NOMINAL_CAPACITY_AH  # measured in phase 3
-        remaining_ah = max(0.0, STORAGE_SOC_PCT - line.soc_pct) / 100.0 * full_ah
-        return remaining_ah / amps * 3600.0
-    if step == 5:
-        return 0.0
-    return None
-
-
-def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
-    """Ri and diffusion means of a test's config.json; diffusion brought to 25 °C with `correct`."""
-
-    def number(key: str) -> Optional[float]:
-        value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            return None
-        return float(value)
-
-    temperature = config.get("ri_temperature_c")
-    temperature = float(temperature) if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) else None
-
-    def diffusion(key: str) -> Optional[float]:
-        value = number(key)
-        return None if value is None else correct(value, temperature)
-
-    return RiView(
-        ri_discharge=number("ri_discharge_average"),
-        ri_charge=number("ri_charge_average"),
-        diffusion_discharge=diffusion("diffusion_discharge_average"),
-        diffusion_charge=diffusion("diffusion_charge_average"),
-    )
-
-
-def status_display(
-    occupied: bool, serial: Optional[str], step: Optional[int], running: bool, unfinished: bool,
-    last_serial: Optional[str] = None, last_step: Optional[int] = None,
-) -> tuple[str, str]:
-    """Header text and kind of a bench: Libre / Occupé - SERIAL - Phase X/5 / Interrompu / Terminé."""
-    if occupied and serial:
-        if running:
-            phase = f" - Phase {step}/5" if step in protocol.PHASES else ""
-            return f"Occupé - {serial}{phase}", STATUS_BUSY
-        if unfinished:
-            return f"Interrompu - {serial} - scannez pour reprendre", STATUS_INTERRUPTED
-        return f"Terminé - {serial} - scannez reset", STATUS_DONE
-    if running:
-        return "Occupé (banc.py sans état)", STATUS_BUSY
-    if last_serial and last_step == protocol.STEP_FINISHED:
-        return f"Libre - {last_serial} terminé", STATUS_DONE
-    return "Libre", STATUS_FREE
-
-
-class Inbound(NamedTuple):
-    """One MQTT message as the network thread hands it to the Tk thread."""
-
-    kind: str
-    banc: Optional[str]
-    payload: Any
-    nurse_index: Optional[int] = None
-
-
-KIND_BROKER = "broker"
-_COALESCED_KINDS = (protocol.KIND_BMS, protocol.KIND_NURSE)
-
-
-def coalesce(batch: list[Inbound]) -> list[Inbound]:
-    """Keep only the latest BMS line per bench and nurse value per nurse; the rest in order."""
-    seen: set[tuple] = set()
-    kept: list[Inbound] = []
-    for item in reversed(batch):
-        if item.kind in _COALESCED_KINDS:
-            key = (item.kind, item.banc, item.nurse_index)
-            if key in seen:
-                continue
-            seen.add(key)
-        kept.append(item)
-    kept.reverse()
-    return kept
-
-
 # =========================================================================== MQTT edge
 
 
@@ -215,7 +131,6 @@ class MqttBridge:
     def __init__(self, num_bancs: int, sink: queue.Queue[Inbound]) -> None:
         self.num_bancs = num_bancs
         self.sink = sink
-        self.connected = False
         # MQTT v5: the kiosk announces the 4 KiB maximum packet size, so it is never handed a larger message.
         self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}", utils.get_settings(), v5=True)
         self.client.on_connect = self._on_connect
@@ -241,11 +156,9 @@ class MqttBridge:
         try:
             if reason_code.is_failure:
                 log.warning("broker refused the connection: %s", reason_code)
-                self.connected = False
                 self.sink.put(Inbound(KIND_BROKER, None, False))
                 return
             protocol.subscribe_all(client, protocol.ui_subscriptions(self.num_bancs))
-            self.connected = True
             log.info("connected to the broker")
             self.sink.put(Inbound(KIND_BROKER, None, True))
         except Exception:
@@ -253,7 +166,6 @@ class MqttBridge:
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         try:
-            self.connected = False
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
             self.sink.put(Inbound(KIND_BROKER, None, False))
         except Exception:
@@ -283,65 +195,11 @@ class MqttBridge:
         return failed
 
 
-# =========================================================================== runtime state
-
-
-@dataclass
-class BancRuntime:
-    """What the kiosk knows about one bench (Tk thread only)."""
-
-    banc: str
-    occupied: bool = False
-    serial: Optional[str] = None
-    file_step: Optional[int] = None  # current_step in bancs_config.json
-    step: Optional[int] = None  # last step seen on MQTT (or shown from the file)
-    previous_step: Optional[int] = None
-    phase_started_s: Optional[float] = None  # monotonic time the UI saw the phase start
-    running: bool = False
-    esp_online: Optional[bool] = None
-    banc_online: Optional[bool] = None
-    last_bms: Optional[protocol.BmsLine] = None
-    ri_loaded_for: Optional[str] = None
-    unfinished_cache: dict[tuple, bool] = field(default_factory=dict)
-    last_serial: Optional[str] = None
-    shown_stopped: bool = False
-
-
-def real_lookups() -> ScanLookups:
-    """The scan workflow's lookups, backed by utils (files and processes)."""
-
-    def banc_info(banc: str) -> BancInfo:
-        entry = utils.get_banc_info(banc)
-        step = entry.get("current_step")
-        return BancInfo(
-            occupied=entry.get("status") == utils.STATUS_OCCUPIED,
-            serial_pending=entry.get("serial-pending"),
-            current_step=step if isinstance(step, int) else None,
-        )
-
-    def latest(serial: str) -> Optional[PreviousTest]:
-        test = utils.latest_test(serial)
-        if test is None:
-            return None
-        step = (test.config or {}).get("current_step")
-        return PreviousTest(
-            banc=test.banc, finished=test.finished, last_activity=test.last_activity,
-            current_step=step if isinstance(step, int) else None, first_day=test.day,
-        )
-
-    return ScanLookups(
-        is_banc_running=utils.is_banc_running,
-        banc_info=banc_info,
-        banc_for_serial=lambda serial: utils.get_banc_for_serial(serial),
-        latest_test=latest,
-    )
-
-
 # =========================================================================== the app
 
 
 class App(ctk.CTk):
-    """The kiosk window."""
+    """The kiosk window (Tk thread): widgets, focus, and what the MQTT and worker threads report."""
 
     def __init__(
         self, *, windowed: bool = False, geometry: Optional[str] = None, banc_script: Path = BANC_SCRIPT,
@@ -350,14 +208,23 @@ class App(ctk.CTk):
         ctk.set_appearance_mode("dark")
         super().__init__(fg_color=BG_APP)
         self.settings = utils.get_settings()
-        self.banc_script = Path(banc_script)
         self.bancs = utils.all_bancs()
         self.title("Bancs de test LFP")
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.runtime = {banc: BancRuntime(banc) for banc in self.bancs}
         self.nurse_soc: dict[str, list[Optional[int]]] = {b: [None] * protocol.NURSE_COUNT for b in self.bancs}
-        self.children_procs: dict[str, tuple[subprocess.Popen, float]] = {}
-        self.workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s, real_lookups())
+        self.supervisor = BancSupervisor(
+            utils.home_dir(), Path(banc_script), cwd=utils.PROJECT_DIR, early_exit_s=EARLY_EXIT_S,
+            # Without systemd's NOTIFY_SOCKET: the kiosk unit accepts notifications from ui.py only.
+            environment=utils.child_environment,
+        )
+        # The workflow belongs to the worker from here on: its lookups read files and scan processes.
+        workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s,
+                                real_lookups(self.supervisor.is_running))
+        self.worker = KioskWorker(self.bancs, workflow, self.supervisor, self.inbox)
+        self.broker_connected = False
+        self.pending_requests = 0  # scans (and chart requests) the worker has not answered yet
+        self.charge_duration: Optional[Callable[[float], float]] = None  # loaded by the worker
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._stop_requested = False
         self._pending_bms: dict[str, Inbound] = {}
@@ -371,6 +238,8 @@ class App(ctk.CTk):
         width, height = self._initial_size(windowed, geometry)
         self.fonts = Fonts(font_scale(width, height, len(self.bancs)))
         self._build_layout()
+        for banc in self.bancs:
+            self.render_banc(banc)  # "reading the state" until the worker's first snapshot
         if windowed:
             self.geometry(geometry or f"{width}x{height}")
         else:
@@ -382,21 +251,15 @@ class App(ctk.CTk):
         # A touch anywhere must not steal the scanner's keystrokes: give the focus back to the entry.
         self.bind_all("<ButtonRelease-1>", self._on_touch, add="+")
 
-        self.scan_bar.show_message(self.workflow.prompt(), "info")
-        try:
-            self.refresh_bancs()
-        except Exception as exc:  # an unreadable state folder must not keep the kiosk from showing
-            log.exception("initial state")
-            self.scan_bar.show_message(f"État des bancs illisible : {exc}", "error")
+        self.scan_bar.show_message(workflow.prompt(), "info")
         self.scan_bar.set_broker(False)
+        self.worker.start()  # its first job: every bench's state, shown as soon as it is read
         self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox)
         if start_mqtt:
             self.mqtt.start()
 
         self._schedule(DRAIN_INTERVAL_MS, self.drain_queue)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
-        self._schedule(REFRESH_INTERVAL_MS, self._refresh_loop)
-        self._schedule(WORKFLOW_TICK_MS, self._workflow_tick)
         self._schedule(FOCUS_CHECK_MS, self._focus_loop)
         self._schedule(50, self._first_frame)
         self.focus_entry()
@@ -420,7 +283,6 @@ class App(ctk.CTk):
         if windowed:
             return 1280, 800
         return self.winfo_screenwidth(), self.winfo_screenheight()
-
     def _build_layout(self) -> None:
         cols, rows = grid_shape(len(self.bancs))
         self.grid_columnconfigure(tuple(range(cols)), weight=1, uniform="col")
@@ -518,51 +380,56 @@ class App(ctk.CTk):
         utils.sd_notify("WATCHDOG=1")
         self._schedule(WATCHDOG_INTERVAL_MS, self._watchdog)
 
-    # ------------------------------------------------------------------ scans
+    # ------------------------------------------------------------------ scans (answered by the worker)
+
+    def state_known(self) -> bool:
+        """Every bench's files and process have been read at least once."""
+        return all(rt.known for rt in self.runtime.values())
+
+    def _submit(self, request: Union[ScanRequest, GraphButtonRequest, OpenGraphRequest]) -> None:
+        self.pending_requests += 1
+        self.worker.submit(request)
 
     def handle_prompt(self, text: str) -> None:
-        """One scan (text + Enter): run the workflow, then perform its decision."""
-        try:
-            decision = self.workflow.handle(text, utils.now_local())
-            log.info("scan %r -> %s %s", text[:60], decision.action.value, decision.message)
-            self.perform(decision)
-        except Exception as exc:  # a scan must never take the kiosk down
-            log.exception("scan %r failed", text[:60])
-            self.scan_bar.show_message(f"Erreur interne : {exc}. Réessayez.", "error")
+        """One scan (text + Enter): the worker runs the workflow; its answer comes back on the queue."""
+        self._submit(ScanRequest(text))
         self.focus_entry()
 
     def on_graph_button(self) -> None:
         """The Graphiques button: same as scanning `graph`."""
-        self.perform(self.workflow.begin_graph(utils.now_local()))
+        self._submit(GraphButtonRequest())
         self.focus_entry()
 
-    def perform(self, decision: Decision) -> None:
-        """Side effects of a workflow decision."""
-        if decision.action is Action.START:
-            assert decision.banc and decision.serial
-            self.start_test(decision.banc, decision.serial, decision.start_step or 1, decision.message)
-        elif decision.action is Action.END:
+    def open_graph_for_banc(self, banc: str) -> None:
+        """Touching a bench's title opens its charts."""
+        self._submit(OpenGraphRequest(banc))
+        self.focus_entry()
+
+    def apply_outcome(self, outcome: Outcome) -> None:
+        """Show a decision the worker performed: panel changes, charts, `end`, the operator's message."""
+        if outcome.answers_scan:
+            self.pending_requests = max(0, self.pending_requests - 1)
+        if outcome.action is Action.START and outcome.done:
+            assert outcome.banc and outcome.serial
+            self.start_test(outcome.banc, outcome.serial, outcome.start_step or 1, outcome.message)
+        elif outcome.action is Action.END:
             self.send_end()
-        elif decision.action is Action.RESET:
-            assert decision.banc
-            self.reset_banc(decision.banc, decision.message)
-        elif decision.action is Action.GRAPH:
-            self.open_graph(banc=decision.banc, serial=decision.serial)
-        elif decision.message:
-            self.scan_bar.show_message(decision.message, decision.level.value)
+        elif outcome.action is Action.RESET and outcome.done:
+            assert outcome.banc
+            self.reset_banc(outcome.banc, outcome.message)
+        elif outcome.action is Action.GRAPH and outcome.done:
+            assert outcome.folder is not None and outcome.show_charts is not None
+            self.open_graph(outcome.folder, outcome.show_charts, outcome.message)
+        elif outcome.message:
+            self.scan_bar.show_message(outcome.message, outcome.level)
+        self.focus_entry()
 
     def start_test(self, banc: str, serial: str, start_step: int, message: str) -> None:
-        """Seed §2 success: bancs_config occupied, panel reset, banc.py spawned in its own session."""
-        try:
-            utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, start_step)
-        except (OSError, ValueError) as exc:
-            log.error("cannot mark %s occupied: %s", banc, exc)
-            self.scan_bar.show_message(f"Impossible d'écrire bancs_config.json : {exc}", "error")
-            return
+        """Seed §2 success, once the worker has marked the bench occupied and started banc.py: reset the panel."""
         rt = self.runtime[banc]
-        rt.occupied, rt.serial, rt.file_step = True, serial, start_step
-        rt.step, rt.previous_step, rt.last_bms, rt.ri_loaded_for = None, None, None, None
-        rt.unfinished_cache.clear()
+        rt.occupied, rt.serial, rt.file_step, rt.running, rt.unfinished = True, serial, start_step, True, False
+        rt.known = True
+        rt.step, rt.previous_step, rt.last_bms = None, None, None
         self.nurse_soc[banc] = [None] * protocol.NURSE_COUNT
         panel = self.panels[banc]
         panel.reset()
@@ -570,34 +437,12 @@ class App(ctk.CTk):
         panel.show_step_quietly(start_step)
         rt.step, rt.phase_started_s = start_step, time.monotonic()
         rt.shown_stopped = False
-        try:
-            proc = self.spawn_banc(banc, serial)
-        except OSError as exc:
-            log.error("cannot start banc.py for %s: %s", banc, exc)
-            self.scan_bar.show_message(f"Impossible de lancer banc.py : {exc}", "error")
-            self.refresh_banc(banc)
-            return
-        self.children_procs[banc] = (proc, time.monotonic())
-        rt.running = True
-        self.refresh_banc(banc, running=True)
+        self.render_banc(banc)
         self.scan_bar.show_message(message, "success")
-
-    def spawn_banc(self, banc: str, serial: str) -> subprocess.Popen:
-        """Start `python banc.py bancN SERIAL` (argument list, own session, output discarded: it logs itself)."""
-        if not utils.is_valid_serial(serial):  # never let a bad serial reach a command line
-            raise OSError(f"invalid serial {serial!r}")
-        args = [sys.executable, str(self.banc_script), utils.normalize_banc(banc), serial]
-        log.info("starting %s", args)
-        return subprocess.Popen(
-            args, cwd=str(utils.PROJECT_DIR), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-            # Without systemd's NOTIFY_SOCKET: the kiosk unit accepts notifications from ui.py only.
-            env=utils.child_environment(),
-        )
 
     def send_end(self) -> None:
         """Seed §5: publish `end` on every bench's command topic."""
-        if not self.mqtt.connected:
+        if not self.broker_connected:
             self.scan_bar.show_message(
                 "Broker déconnecté : « end » non envoyé. Réessayez quand le broker est revenu.", "error"
             )
@@ -610,60 +455,16 @@ class App(ctk.CTk):
             self.scan_bar.show_message(f"Fin de journée : « end » envoyé aux {len(self.bancs)} bancs.", "success")
 
     def reset_banc(self, banc: str, message: str) -> None:
-        """Clear a bench in bancs_config.json (the workflow refused it while its banc.py runs)."""
-        if utils.is_banc_running(banc):
-            self.scan_bar.show_message(f"Reset refusé : un test tourne sur le banc {banc[4:]}.", "error")
-            return
-        try:
-            utils.abandon_banc(banc, utils.now_local())
-        except (OSError, ValueError) as exc:
-            self.scan_bar.show_message(f"Reset impossible : {exc}", "error")
-            return
-        log.info("%s reset by the operator", banc)
+        """A bench the worker has cleared in bancs_config.json: an empty panel."""
         rt = self.runtime[banc]
         rt.occupied, rt.serial, rt.file_step, rt.step, rt.previous_step = False, None, None, None, None
-        rt.last_serial, rt.shown_stopped = None, False
+        rt.last_serial, rt.shown_stopped, rt.unfinished = None, False, False
         self.panels[banc].reset()
-        self.refresh_banc(banc)
+        self.render_banc(banc)
         self.scan_bar.show_message(message, "success")
 
-    # ------------------------------------------------------------------ charts
-
-    def open_graph_for_banc(self, banc: str) -> None:
-        """Touching a bench's title opens its charts."""
-        self.open_graph(banc=banc)
-        self.focus_entry()
-
-    def resolve_test_folder(self, banc: Optional[str] = None, serial: Optional[str] = None) -> Optional[Path]:
-        """The test folder of a serial (its latest test) or of a bench (its current, else its latest)."""
-        if serial:
-            return utils.find_battery_folder(serial)
-        if banc is None:
-            return None
-        rt = self.runtime[banc]
-        if rt.serial and utils.is_valid_serial(rt.serial):
-            test = utils.latest_test(rt.serial, banc)
-            if test is not None:
-                return test.path
-        folders = utils.list_test_folders(banc=banc)
-        return folders[-1].path if folders else None
-
-    def open_graph(self, banc: Optional[str] = None, serial: Optional[str] = None) -> None:
-        """Open report.show_charts for a test, or say clearly why not."""
-        target = serial or (f"banc {banc[4:]}" if banc else "?")
-        folder = self.resolve_test_folder(banc, serial)
-        if folder is None:
-            self.scan_bar.show_message(f"Aucun test trouvé pour {target}.", "error")
-            return
-        try:
-            report = importlib.import_module("report")
-        except Exception as exc:  # report.py missing or broken: the kiosk goes on
-            log.warning("report module unavailable: %s", exc)
-            report = None
-        show_charts = getattr(report, "show_charts", None)
-        if not callable(show_charts):
-            self.scan_bar.show_message("Graphiques non disponibles (module report absent).", "error")
-            return
+    def open_graph(self, folder: Path, show_charts: Callable[..., Any], message: str) -> None:
+        """Open the report's charts of a test the worker found, or say clearly why not."""
         try:
             window = show_charts(self, folder)
             if isinstance(window, tk.Misc) and window.winfo_toplevel() is not self:
@@ -672,112 +473,44 @@ class App(ctk.CTk):
             log.exception("show_charts(%s)", folder)
             self.scan_bar.show_message(f"Graphiques non disponibles : {exc}", "error")
             return
-        self.scan_bar.show_message(f"Graphiques de {target} ({folder.name}).", "info")
+        self.scan_bar.show_message(message, "info")
 
     # ------------------------------------------------------------------ bench state
 
-    def _test_unfinished(self, rt: BancRuntime) -> bool:
-        key = (rt.serial, rt.running)
-        if key not in rt.unfinished_cache:
-            rt.unfinished_cache.clear()
-            test = utils.latest_test(rt.serial, rt.banc) if rt.serial else None
-            # No folder yet (banc.py died before creating it) still means "to resume".
-            rt.unfinished_cache[key] = test is None or not test.finished
-        return rt.unfinished_cache[key]
-
-    def refresh_banc(self, banc: str, entry: Optional[dict] = None, running: Optional[bool] = None) -> None:
-        """Re-read one bench's state (file + process) and update its header and indicators."""
-        rt = self.runtime[banc]
-        if entry is None:
-            entry = utils.get_banc_info(banc)
-        if running is None:
-            running = utils.is_banc_running(banc)
-        occupied = entry.get("status") == utils.STATUS_OCCUPIED
-        serial = entry.get("serial-pending") if occupied else None
-        step = entry.get("current_step") if isinstance(entry.get("current_step"), int) else None
-        if occupied and serial != rt.serial:
-            rt.ri_loaded_for = None
-        if rt.serial and not occupied:
-            rt.last_serial = rt.serial
-        rt.occupied, rt.serial, rt.file_step, rt.running = occupied, serial, step, running
+    def render_banc(self, banc: str) -> None:
+        """Header and link pills of a bench, from banc_display (the one derivation)."""
+        display = banc_display(self.runtime[banc])
         panel = self.panels[banc]
-        if occupied and rt.step is None and step in protocol.PHASES:
+        panel.set_status(display.status_text, display.status_kind)
+        panel.set_links(display.esp_online, display.banc_online)
+
+    def apply_snapshot(self, snapshot: BancSnapshot) -> None:
+        """The worker's view of a bench's files and banc.py, merged with what MQTT said."""
+        banc = snapshot.banc
+        rt = self.runtime[banc]
+        merge_snapshot(rt, snapshot)
+        panel = self.panels[banc]
+        if rt.occupied and rt.step is None and rt.file_step in protocol.PHASES:
             # Known only from the state file (kiosk just started): show it without an animation start.
-            rt.step = step
-            panel.show_step_quietly(step)
-        unfinished = occupied and not running and self._test_unfinished(rt)
-        if unfinished and not rt.shown_stopped and rt.step in protocol.PHASES:
+            rt.step = rt.file_step
+            panel.show_step_quietly(rt.file_step)
+        if banc_display(rt).interrupted and not rt.shown_stopped and rt.step in protocol.PHASES:
             panel.stop_phase(rt.step)  # interrupted: the phase reached, no animation
             rt.previous_step, rt.shown_stopped = rt.step, True
-        if running and rt.shown_stopped:
+        if rt.running and rt.shown_stopped:
             rt.shown_stopped = False
-        display_step = rt.step if rt.step in protocol.PHASES else (rt.previous_step or step)
-        text, kind = status_display(occupied, serial, display_step, running, unfinished, rt.last_serial, rt.step)
-        panel.set_status(text, kind)
-        banc_online = rt.banc_online if rt.banc_online is not None else (running or None)
-        panel.set_links(rt.esp_online, banc_online)
-        if occupied and serial and rt.ri_loaded_for != serial and (display_step or 0) >= 2:
-            self.update_ri_diffusion_widgets(banc)
-
-    def refresh_bancs(self) -> None:
-        """Re-read bancs_config.json and which banc.py run; reap finished children."""
-        self.reap_children()
-        config = utils.load_bancs_config()
-        entries = {}
-        for entry in config["bancs"]:
-            try:
-                entries[protocol.banc_id(entry["name"])] = entry
-            except ValueError:
-                continue
-        for banc in self.bancs:
-            try:
-                # Our own child counts as running before it has taken its lock (Python starts slowly on a Pi).
-                child = self.children_procs.get(banc)
-                running = (child is not None and child[0].poll() is None) or utils.is_banc_running(banc)
-                self.refresh_banc(banc, entries.get(banc, {}), running)
-            except Exception:
-                log.exception("refresh %s", banc)
-
-    def _refresh_loop(self) -> None:
-        try:
-            self.refresh_bancs()
-        except Exception:
-            log.exception("refresh")
-        self._schedule(REFRESH_INTERVAL_MS, self._refresh_loop)
-
-    def reap_children(self) -> None:
-        """Collect exited banc.py children (no zombies); report an early failure on screen."""
-        for banc, (proc, started) in list(self.children_procs.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            del self.children_procs[banc]
-            log.info("banc.py %s (pid %d) exited with code %d", banc, proc.pid, code)
-            if code != 0 and time.monotonic() - started < EARLY_EXIT_S:
-                self.scan_bar.show_message(
-                    f"banc.py du banc {banc[4:]} s'est arrêté aussitôt (code {code}) : voir logs.log.", "error"
-                )
+        self.render_banc(banc)
+        if snapshot.ri_view is not None:
+            panel.update_ri_diffusion_widgets(snapshot.ri_view)
 
     def update_ri_diffusion_widgets(self, banc: str) -> None:
-        """Seed §4: read Ri/diffusion from the test's config.json (diffusion at 25 °C) into the panel."""
-        rt = self.runtime[banc]
-        if not rt.serial or not utils.is_valid_serial(rt.serial):
-            return
-        test = utils.latest_test(rt.serial, banc)
-        if test is None or test.config is None:
-            return
-        try:
-            view = ri_view_from_config(test.config, utils.correct_to_25c)
-        except (utils.ConfigFileError, ValueError) as exc:
-            log.error("cannot correct diffusion to 25 °C: %s", exc)
-            view = ri_view_from_config(test.config, lambda value, _t: value)
-        self.panels[banc].update_ri_diffusion_widgets(view)
-        rt.ri_loaded_for = rt.serial
+        """Seed §4: Ri/diffusion (diffusion at 25 °C) read again from the test's config.json, by the worker."""
+        self.worker.submit(RefreshRequest(banc, reload_ri=True))
 
-    # ------------------------------------------------------------------ MQTT -> widgets
+    # ------------------------------------------------------------------ queue -> widgets
 
     def drain_queue(self) -> None:
-        """Tk thread: apply at most MAX_MESSAGES_PER_TICK queued messages, coalesced."""
+        """Tk thread: apply at most MAX_MESSAGES_PER_TICK queued items, coalesced."""
         if self._stop_requested:
             self.shutdown()
             return
@@ -823,12 +556,25 @@ class App(ctk.CTk):
             self._bad_payload_log[key] = (last, count + 1)
 
     def apply_message(self, item: Inbound) -> None:
-        """Apply one message to the bench's state and panel (seed §4)."""
+        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (seed §4)."""
+        if item.kind == KIND_OUTCOME:
+            self.apply_outcome(item.payload)
+            return
         if item.kind == KIND_BROKER:
-            self.scan_bar.set_broker(bool(item.payload))
+            self.broker_connected = bool(item.payload)
+            self.scan_bar.set_broker(self.broker_connected)
+            return
+        if item.kind == KIND_CALIBRATION:
+            if callable(item.payload):
+                self.charge_duration = item.payload
+            else:
+                self.scan_bar.show_message(f"Profil de charge inutilisable : {item.payload}", "error")
             return
         banc = item.banc
         if banc not in self.panels:
+            return
+        if item.kind == KIND_SNAPSHOT:
+            self.apply_snapshot(item.payload)
             return
         try:
             if item.kind == protocol.KIND_BMS:
@@ -841,18 +587,13 @@ class App(ctk.CTk):
                 self.on_nurse(banc, item.nurse_index or 0, protocol.parse_nurse_soc(item.payload))
             elif item.kind == protocol.KIND_ESP_STATUS:
                 self.runtime[banc].esp_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
-                self._show_links(banc)
+                self.render_banc(banc)
             elif item.kind == protocol.KIND_BANC_STATUS:
                 self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
-                self._show_links(banc)
+                self.render_banc(banc)
             # ri/results: nothing here; read from config.json when step 2 arrives (seed §4).
         except protocol.PayloadError as exc:
             self._bad_payload(banc, item.kind, exc, item.payload)
-
-    def _show_links(self, banc: str) -> None:
-        rt = self.runtime[banc]
-        banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
-        self.panels[banc].set_links(rt.esp_online, banc_online)
 
     def on_step(self, banc: str, step: int) -> None:
         """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (seed §4)."""
@@ -870,26 +611,17 @@ class App(ctk.CTk):
                 rt.previous_step = rt.step
             rt.step = protocol.STEP_STOP
             panel.stop_phase(rt.previous_step)
-        self.refresh_status_text(banc)
-
-    def refresh_status_text(self, banc: str) -> None:
-        """Header text from what is already known (no file access)."""
-        rt = self.runtime[banc]
-        display_step = rt.step if rt.step in protocol.PHASES else (rt.previous_step or rt.file_step)
-        unfinished = rt.occupied and not rt.running and bool(rt.unfinished_cache.get((rt.serial, rt.running), True))
-        text, kind = status_display(rt.occupied, rt.serial, display_step, rt.running, unfinished, rt.last_serial, rt.step)
-        self.panels[banc].set_status(text, kind)
+        self.render_banc(banc)
 
     def on_bms(self, banc: str, line: protocol.BmsLine) -> None:
         """bancX/bms/data: every measure of the panel (the latest line of each display interval)."""
         rt = self.runtime[banc]
         rt.last_bms = line
         elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
-        try:
-            time_left = estimate_time_left_s(rt.step, line, elapsed, utils.get_charge_duration)
-        except utils.ConfigFileError as exc:
-            self._bad_payload(banc, "charge_profile", exc, b"")
-            time_left = None
+        if rt.step == 2 and self.charge_duration is None:
+            time_left = None  # the charge profile is not loaded (yet, or it is unusable: said on screen)
+        else:
+            time_left = estimate_time_left_s(rt.step, line, elapsed, self.charge_duration or _no_profile)
         self.panels[banc].update_banc_data(line, time_left)
 
     def on_security(self, banc: str, message: str) -> None:
@@ -911,12 +643,6 @@ class App(ctk.CTk):
             panel.tick_animation(now)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
 
-    def _workflow_tick(self) -> None:
-        decision = self.workflow.tick(utils.now_local())
-        if decision is not None:
-            self.scan_bar.show_message(decision.message, decision.level.value)
-        self._schedule(WORKFLOW_TICK_MS, self._workflow_tick)
-
     def request_stop(self, *_args: Any) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""
         self._stop_requested = True
@@ -934,11 +660,16 @@ class App(ctk.CTk):
                 pass
         if self._pending_rescale is not None:
             self.after_cancel(self._pending_rescale)
+        self.worker.stop(timeout_s=0)  # joined by main() once the window is gone
         self.mqtt.stop()
         try:
             self.destroy()
         except tk.TclError:
             pass
+
+
+def _no_profile(_voltage_v: float) -> float:
+    raise AssertionError("phase 2 estimates need the charge profile")  # on_bms checks before
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -952,7 +683,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except utils.SettingsError as exc:
         print(f"ui.py: configuration invalide : {exc}", file=sys.stderr)
         return 2
-    utils.setup_logging("ui")
+    # The log file is written by a background thread: a slow disk must not stall the Tk loop.
+    utils.setup_logging("ui", background=True)
     try:
         app = App(windowed=args.windowed, geometry=args.geometry)
     except tk.TclError as exc:
@@ -961,6 +693,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, app.request_stop)
     signal.signal(signal.SIGINT, app.request_stop)
     app.mainloop()
+    app.worker.stop(timeout_s=WORKER_JOIN_S)
+    utils.stop_logging()
     return 0
 
 

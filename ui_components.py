@@ -17,6 +17,7 @@ import customtkinter as ctk
 import formatting
 import protocol
 from formatting import format_clock, format_milliohm
+from kiosk_state import STATUS_BUSY, STATUS_DONE, STATUS_FREE, STATUS_INTERRUPTED, RiView
 
 # =========================================================================== colours
 
@@ -42,8 +43,7 @@ LEVEL_COLORS = {LEVEL_OK: COLOR_OK, LEVEL_WARN: COLOR_WARN, LEVEL_ALARM: COLOR_A
 # Operator message levels (scan_workflow.Level values) -> text colour.
 MESSAGE_COLORS = {"info": TEXT, "success": COLOR_OK, "error": COLOR_ALARM}
 
-# Bench status kinds -> colour of the status text.
-STATUS_FREE, STATUS_BUSY, STATUS_INTERRUPTED, STATUS_DONE = "free", "busy", "interrupted", "done"
+# Bench status kinds (kiosk_state) -> colour of the status text.
 STATUS_COLORS = {STATUS_FREE: MUTED, STATUS_BUSY: COLOR_INFO, STATUS_INTERRUPTED: COLOR_WARN, STATUS_DONE: COLOR_OK}
 
 
@@ -388,16 +388,6 @@ MEASURES: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class RiView:
-    """Ri and diffusion of a test, ohms, diffusion already brought to 25 °C."""
-
-    ri_discharge: Optional[float] = None
-    ri_charge: Optional[float] = None
-    diffusion_discharge: Optional[float] = None
-    diffusion_charge: Optional[float] = None
-
-
 class BancPanel(ctk.CTkFrame):
     """Everything about one bench: status, phase bar, measures, SOC gauge, Ri/diffusion, nurses, alert."""
 
@@ -418,7 +408,7 @@ class BancPanel(ctk.CTkFrame):
         header = ctk.CTkFrame(self, fg_color="transparent")
         header.grid(row=0, column=0, columnspan=3, sticky="ew", padx=pad, pady=(pad, 0))
         header.grid_columnconfigure(1, weight=1)
-        title = ctk.CTkLabel(header, text=f"Banc {banc[4:]}", font=fonts["title"], text_color=TEXT, height=1)
+        title = ctk.CTkLabel(header, text=f"Banc {protocol.banc_number(banc)}", font=fonts["title"], text_color=TEXT, height=1)
         title.grid(row=0, column=0, sticky="w")
         if on_title_click is not None:
             title.bind("<Button-1>", lambda _e: on_title_click(banc))

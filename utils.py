@@ -15,6 +15,7 @@ import logging
 import logging.handlers
 import math
 import os
+import queue
 import re
 import sys
 import threading
@@ -206,6 +207,7 @@ def static_file(name: str) -> Path:
 # =========================================================================== logging
 
 _logging_configured = False
+_log_listener: Optional[logging.handlers.QueueListener] = None
 
 
 class _FlushingWatchedFileHandler(logging.handlers.WatchedFileHandler):
@@ -222,9 +224,14 @@ class _FlushingWatchedFileHandler(logging.handlers.WatchedFileHandler):
             self.handleError(record)
 
 
-def setup_logging(process_name: str, level: int = logging.INFO, log_file: Optional[Path] = None) -> None:
-    """Configure the root logger once: console + logs.log in BANC_HOME, process name and pid in each line."""
-    global _logging_configured
+def setup_logging(process_name: str, level: int = logging.INFO, log_file: Optional[Path] = None,
+                  background: bool = False) -> None:
+    """Configure the root logger once: console + logs.log in BANC_HOME, process name and pid in each line.
+
+    With `background`, records are handed to a thread that writes them (the kiosk: its Tk
+    thread must never wait on the disk); `stop_logging()` flushes it at exit.
+    """
+    global _logging_configured, _log_listener
     if _logging_configured:
         return
     _logging_configured = True
@@ -235,16 +242,33 @@ def setup_logging(process_name: str, level: int = logging.INFO, log_file: Option
     root.setLevel(level)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
-    root.addHandler(console)
+    handlers: list[logging.Handler] = [console]
     path = log_file or (home_dir() / LOG_FILE)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = _FlushingWatchedFileHandler(path, encoding="utf-8", delay=True)
         file_handler.setFormatter(fmt)
-        root.addHandler(file_handler)
+        handlers.append(file_handler)
     except OSError as exc:
-        root.error("cannot open log file %s: %s (console only)", path, exc)
+        console.handle(logging.makeLogRecord({"msg": f"cannot open log file {path}: {exc} (console only)",
+                                              "levelno": logging.ERROR, "levelname": "ERROR"}))
+    if background:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        root.addHandler(logging.handlers.QueueHandler(records))
+        _log_listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+        _log_listener.start()
+    else:
+        for handler in handlers:
+            root.addHandler(handler)
     logging.raiseExceptions = False  # a logging failure (disk full) is reported once on stderr, never raised
+
+
+def stop_logging() -> None:
+    """Write what the background logging thread still holds (at exit)."""
+    global _log_listener
+    if _log_listener is not None:
+        _log_listener.stop()
+        _log_listener = None
 
 
 def log(message: str, level: str = "info", logger: str = "banc") -> None:
@@ -269,9 +293,7 @@ def normalize_banc(banc: Union[int, str]) -> str:
     return name
 
 
-def banc_number(banc: Union[int, str]) -> int:
-    """Bench number of "bancN" (any case) or N."""
-    return int(protocol.banc_id(banc)[4:])
+banc_number = protocol.banc_number
 
 
 def is_valid_banc(banc: Any) -> bool:

@@ -211,7 +211,8 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
         bridge = ui.MqttBridge(1, sink)
         bridge.start()
         try:
-            wait_until(lambda: bridge.connected, message="kiosk bridge connected")
+            # The bridge tells the Tk thread through the queue (its only channel) that it is connected.
+            assert sink.get(timeout=10) == Inbound(ui.KIND_BROKER, None, True)
             time.sleep(0.3)  # its SUBSCRIBE is processed
             with MqttProbe(broker) as esp:
                 esp.publish_many([("banc1/security", "x" * 300_000), ("banc1/security", "petite alerte")])

@@ -71,11 +71,13 @@ def xdotool(*args: str, app: Optional[ui.App] = None, timeout_s: float = 15.0) -
 
 
 def type_scan(text: str, app: Optional[ui.App] = None) -> None:
-    """What the barcode scanner does: type the code, then Return."""
+    """What the barcode scanner does: type the code, then Return; then wait for the kiosk's answer."""
     xdotool("type", "--delay", "3", text, app=app)
     xdotool("key", "Return", app=app)
     if app is not None:
         pump(app, 0.05)
+        # The worker thread answers the scan (it reads the files): its answer comes back through the queue.
+        pump_until(app, lambda: app.pending_requests == 0, what=f"the kiosk's answer to {text!r}")
 
 
 def screenshot(display: str, window: tk.Misc, name: str) -> Path:
@@ -158,13 +160,14 @@ def kiosk(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.Monke
         pump_until(app, lambda: app.winfo_ismapped(), what="window mapped")
         # The scanner types into whatever has the keyboard focus: wait until the kiosk took it.
         pump_until(app, lambda: app.focus_get() is app.scan_bar.entry._entry, what="entry focused")
+        pump_until(app, app.state_known, what="every bench's state read by the worker")
         return app
 
     try:
         yield make
     finally:
         for app in apps:
-            for proc, _started in app.children_procs.values():
+            for proc, _started in app.supervisor.children.values():
                 if proc.poll() is None:
                     stop_pid(proc.pid)
                 proc.wait(5)
@@ -214,7 +217,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     type_scan("banc1", app)
     assert "Test lancé sur le banc 1" in app.scan_bar.message_text
     pump_until(app, lambda: utils.is_banc_running("banc1"), what="banc.py running")
-    proc, _ = app.children_procs["banc1"]
+    proc, _ = app.supervisor.children["banc1"]
     assert proc.args == [sys.executable, str(ui.BANC_SCRIPT), "banc1", "RW-GUI00001"]
     assert os.getsid(proc.pid) == proc.pid  # own session: survives a restart of the kiosk
     info = utils.get_banc_info("banc1")
@@ -323,7 +326,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     assert proc.wait(10) == 0
     pump_until(app, lambda: text_of(panel, "status") == "Interrompu - RW-GUI00001 - scannez pour reprendre",
                timeout_s=5, what="interrupted state")
-    assert "banc1" not in app.children_procs  # reaped: no zombie
+    assert "banc1" not in app.supervisor.children  # reaped: no zombie
 
     # --- resume by scanning: the same folder, the phase reached.
     type_scan("banc1", app)
@@ -543,3 +546,130 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
     assert text_of(panel, "capacity") == "35.00 Ah"
     assert utils.banc_process_pid("banc1") == banc_pid
     screenshot(xvfb_display, app, "kiosk_1280x800_after_restart.png")
+
+
+class TkThreadIoGuard:
+    """Records every disk wait, lock, process scan or spawn made by the Tk thread while it runs the kiosk's callbacks.
+
+    The kiosk's callbacks run inside app.update() (the tests pump the loop with it), on the
+    main thread: the guard marks that span and the patched functions note who calls them.
+    Calls made by the test itself between two updates, or by other threads, are not counted.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+        import builtins
+        import fcntl
+        import threading
+
+        self.home = str(home)
+        self.calls: list[str] = []
+        self._inside = threading.local()
+        self._main = threading.main_thread()
+        for module, name in ((os, "fsync"), (os, "fdatasync"), (os, "replace"), (os, "rename"), (os, "open"),
+                             (fcntl, "flock"), (fcntl, "lockf"), (psutil, "Process"), (psutil, "process_iter"),
+                             (subprocess, "Popen")):
+            monkeypatch.setattr(module, name, self._spy(f"{module.__name__}.{name}", getattr(module, name)))
+        real_open = builtins.open
+
+        def spy_open(file: object, *args: object, **kwargs: object) -> object:
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file).startswith(self.home):
+                self._note(f"open({os.fspath(file)})")
+            return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(builtins, "open", spy_open)
+
+    def _note(self, what: str) -> None:
+        if getattr(self._inside, "tk", False) and threading_current() is self._main:
+            import traceback
+
+            where = "".join(traceback.format_stack(limit=6)[:-2])
+            self.calls.append(f"{what}\n{where}")
+
+    def _spy(self, what: str, real: Callable) -> Callable:
+        guard = self
+
+        if isinstance(real, type):  # psutil.Process, subprocess.Popen: keep them classes (isinstance checks)
+            class Spied(real):  # type: ignore[valid-type, misc]
+                def __init__(self, *args: object, **kwargs: object) -> None:
+                    guard._note(what)
+                    super().__init__(*args, **kwargs)
+
+            return Spied
+
+        def spied(*args: object, **kwargs: object) -> object:
+            guard._note(what)
+            return real(*args, **kwargs)
+
+        return spied
+
+    def watch(self, app: ui.App) -> None:
+        """From now on, every app.update() (where the kiosk's callbacks run) is watched."""
+        real_update = app.update
+
+        def update() -> None:
+            self._inside.tk = True
+            try:
+                real_update()
+            finally:
+                self._inside.tk = False
+
+        app.update = update
+
+
+def threading_current() -> object:
+    import threading
+
+    return threading.current_thread()
+
+
+def test_the_tk_thread_never_waits_on_the_disk_or_the_process_table(
+    kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str, banc_home: Path
+) -> None:
+    """Start, run, chart, stop and reset tests from the real kiosk: the Tk thread calls no fsync, flock, os.replace,
+    os.open, open() of the lab's files, psutil scan or process spawn — the worker thread does all of it."""
+    guard = TkThreadIoGuard(monkeypatch, banc_home)
+    app = kiosk("1280x800+0+0")
+    guard.watch(app)
+    panel = app.panels["banc1"]
+    pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
+
+    for text in ("banc1", "RW-TKIO0001", "banc1"):
+        type_scan(text, app)
+    assert "Test lancé sur le banc 1" in app.scan_bar.message_text
+    pump_until(app, lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
+    t = protocol.topics("banc1")
+    esp.send(t.step, "1")
+    esp.send(t.ri_results, protocol.encode_ri_results(
+        {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
+         "temperature_c": 25.0}))
+    folder = latest_folder("RW-TKIO0001", "banc1")
+    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
+              what="banc.py records the Ri results")
+    esp.send(t.step, "2")
+    for seq in range(1, 4):
+        esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0)
+    pump_until(app, lambda: text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ", what="Ri read at step 2")
+    pump_until(app, lambda: text_of(panel, "time_left") == uic.format_clock(utils.get_charge_duration(53.1)),
+               what="phase-2 time left from the charge profile")
+    for text in ("banc1", "reset", "banc1"):  # refusals: the bench is busy
+        type_scan(text, app)
+    assert "Reset refusé" in app.scan_bar.message_text
+    before = {str(w) for w in app.winfo_children()}
+    for text in ("graph", "banc1"):
+        type_scan(text, app)
+    pump_until(app, lambda: any(str(w) not in before and isinstance(w, tk.Toplevel) for w in app.winfo_children()),
+               what=f"charts window ({app.scan_bar.message_text})")
+    pump(app, 2.5)  # the charts load; the periodic refresh runs at least once
+    for window in app.winfo_children():
+        if isinstance(window, tk.Toplevel):
+            window.destroy()
+    esp.send(t.step, "9")
+    pump_until(app, lambda: text_of(panel, "status") == "Interrompu - RW-TKIO0001 - scannez pour reprendre",
+               timeout_s=8, what="interrupted state")
+    for text in ("reset", "banc1"):
+        type_scan(text, app)
+    pump_until(app, lambda: text_of(panel, "status") == "Libre", what="bench reset")
+    type_scan("end", app)
+    assert "« end » envoyé" in app.scan_bar.message_text
+
+    assert guard.calls == [], "the Tk thread waited on the disk or the process table:\n" + "\n".join(guard.calls)

@@ -1,0 +1,215 @@
+"""What the kiosk knows about each bench and what it shows from it: pure data and functions, no Tk, no I/O.
+
+Two sources feed a bench's state: the worker thread's snapshots (bancs_config.json, the
+test folder, whether banc.py runs) and the MQTT messages (steps, BMS lines, link status).
+`banc_display` derives the header and the link pills from both, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+import protocol
+
+# Time-left estimates of the phases without a profile (phase 2 uses charge_profile.csv).
+PHASE1_DURATION_S = 15 * 60  # Ri/diffusion pulses: a fixed sequence of about 15 minutes
+NOMINAL_CAPACITY_AH = 100.0  # the 16S packs tested here (charge_profile.csv assumes the same)
+STORAGE_SOC_PCT = 50.0  # phase 4 recharges to the storage level
+MIN_CURRENT_FOR_ESTIMATE_A = 0.5  # below this the pack is at rest: no meaningful estimate
+
+# Bench status kinds (the panel colours its header by kind).
+STATUS_FREE, STATUS_BUSY, STATUS_INTERRUPTED, STATUS_DONE = "free", "busy", "interrupted", "done"
+STATE_UNKNOWN_TEXT = "Lecture de l'état…"
+
+
+@dataclass(frozen=True)
+class RiView:
+    """Ri and diffusion of a test, ohms, diffusion already brought to 25 °C."""
+
+    ri_discharge: Optional[float] = None
+    ri_charge: Optional[float] = None
+    diffusion_discharge: Optional[float] = None
+    diffusion_charge: Optional[float] = None
+
+
+def estimate_time_left_s(
+    step: Optional[int],
+    line: protocol.BmsLine,
+    phase_elapsed_s: Optional[float],
+    charge_duration: Callable[[float], float],
+) -> Optional[float]:
+    """Estimated time left of the running phase (None when it cannot be estimated)."""
+    amps = abs(line.current_a)
+    if step == 1:
+        return None if phase_elapsed_s is None else max(0.0, PHASE1_DURATION_S - phase_elapsed_s)
+    if step == 2:
+        return charge_duration(line.voltage_v)
+    if step == 3:
+        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
+            return None
+        if line.capacity_ah > 1.0 and line.soc_pct < 99.0:
+            # What came out so far for (100 - soc) % tells what is left for the remaining soc %.
+            remaining_ah = line.capacity_ah * line.soc_pct / (100.0 - line.soc_pct)
+        else:
+            remaining_ah = NOMINAL_CAPACITY_AH * line.soc_pct / 100.0
+        return remaining_ah / amps * 3600.0
+    if step == 4:
+        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
+            return None
+        full_ah = line.capacity_ah if line.capacity_ah > 1.0 else NOMINAL_CAPACITY_AH  # measured in phase 3
+        remaining_ah = max(0.0, STORAGE_SOC_PCT - line.soc_pct) / 100.0 * full_ah
+        return remaining_ah / amps * 3600.0
+    if step == 5:
+        return 0.0
+    return None
+
+
+def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
+    """Ri and diffusion means of a test's config.json; diffusion brought to 25 °C with `correct`."""
+
+    def number(key: str) -> Optional[float]:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return None
+        return float(value)
+
+    temperature = config.get("ri_temperature_c")
+    temperature = float(temperature) if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) else None
+
+    def diffusion(key: str) -> Optional[float]:
+        value = number(key)
+        return None if value is None else correct(value, temperature)
+
+    return RiView(
+        ri_discharge=number("ri_discharge_average"),
+        ri_charge=number("ri_charge_average"),
+        diffusion_discharge=diffusion("diffusion_discharge_average"),
+        diffusion_charge=diffusion("diffusion_charge_average"),
+    )
+
+
+def status_display(
+    occupied: bool, serial: Optional[str], step: Optional[int], running: bool, unfinished: bool,
+    last_serial: Optional[str] = None, last_step: Optional[int] = None,
+) -> tuple[str, str]:
+    """Header text and kind of a bench: Libre / Occupé - SERIAL - Phase X/5 / Interrompu / Terminé."""
+    if occupied and serial:
+        if running:
+            phase = f" - Phase {step}/5" if step in protocol.PHASES else ""
+            return f"Occupé - {serial}{phase}", STATUS_BUSY
+        if unfinished:
+            return f"Interrompu - {serial} - scannez pour reprendre", STATUS_INTERRUPTED
+        return f"Terminé - {serial} - scannez reset", STATUS_DONE
+    if running:
+        return "Occupé (banc.py sans état)", STATUS_BUSY
+    if last_serial and last_step == protocol.STEP_FINISHED:
+        return f"Libre - {last_serial} terminé", STATUS_DONE
+    return "Libre", STATUS_FREE
+
+
+# =========================================================================== what the threads hand the Tk thread
+
+
+class Inbound(NamedTuple):
+    """One item for the Tk thread: an MQTT message (from paho's thread) or a result of the kiosk's worker."""
+
+    kind: str
+    banc: Optional[str]
+    payload: Any
+    nurse_index: Optional[int] = None
+
+
+KIND_BROKER = "broker"  # payload: connected (bool)
+KIND_SNAPSHOT = "snapshot"  # payload: BancSnapshot
+KIND_OUTCOME = "outcome"  # payload: kiosk_worker.Outcome
+KIND_CALIBRATION = "calibration"  # payload: the charge-duration function, or the error text
+_COALESCED_KINDS = (protocol.KIND_BMS, protocol.KIND_NURSE)
+
+
+def coalesce(batch: list[Inbound]) -> list[Inbound]:
+    """Keep only the latest BMS line per bench and nurse value per nurse; the rest in order."""
+    seen: set[tuple] = set()
+    kept: list[Inbound] = []
+    for item in reversed(batch):
+        if item.kind in _COALESCED_KINDS:
+            key = (item.kind, item.banc, item.nurse_index)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(item)
+    kept.reverse()
+    return kept
+
+
+@dataclass(frozen=True)
+class BancSnapshot:
+    """What the disk and the process table say about one bench (read by the worker thread)."""
+
+    banc: str
+    occupied: bool
+    serial: Optional[str]
+    file_step: Optional[int]  # current_step in bancs_config.json
+    running: bool  # a banc.py runs for this bench
+    unfinished: bool  # occupied, not running, and its test is not finished: to resume
+    ri_view: Optional[RiView] = None  # Ri/diffusion freshly read from the test's config.json, else None
+
+
+# =========================================================================== one bench's state and its display
+
+
+@dataclass
+class BancRuntime:
+    """What the kiosk knows about one bench (Tk thread only)."""
+
+    banc: str
+    known: bool = False  # the worker's first snapshot has arrived: until then nothing is asserted
+    occupied: bool = False
+    serial: Optional[str] = None
+    file_step: Optional[int] = None  # current_step in bancs_config.json
+    running: bool = False
+    unfinished: bool = False
+    step: Optional[int] = None  # last step seen on MQTT (or shown from the file)
+    previous_step: Optional[int] = None
+    phase_started_s: Optional[float] = None  # monotonic time the UI saw the phase start
+    esp_online: Optional[bool] = None
+    banc_online: Optional[bool] = None
+    last_bms: Optional[protocol.BmsLine] = None
+    last_serial: Optional[str] = None
+    shown_stopped: bool = False
+
+
+@dataclass(frozen=True)
+class BancDisplay:
+    """What a bench's header and link pills show."""
+
+    status_text: str
+    status_kind: str
+    display_step: Optional[int]
+    interrupted: bool  # occupied, banc.py not running, test unfinished
+    esp_online: Optional[bool]
+    banc_online: Optional[bool]
+
+
+def banc_display(rt: BancRuntime) -> BancDisplay:
+    """The one derivation of a bench's header and links from its file state and its live MQTT state."""
+    display_step = rt.step if rt.step in protocol.PHASES else (rt.previous_step or rt.file_step)
+    interrupted = rt.occupied and not rt.running and rt.unfinished
+    if rt.known:
+        text, kind = status_display(rt.occupied, rt.serial, display_step, rt.running, interrupted, rt.last_serial,
+                                    rt.step)
+    else:  # "Libre" before the state file is read could send an operator to a busy bench
+        text, kind = STATE_UNKNOWN_TEXT, STATUS_FREE
+    # Before banc.py's own status message arrives, a running process counts as online.
+    banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
+    return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online)
+
+
+def merge_snapshot(rt: BancRuntime, snapshot: BancSnapshot) -> None:
+    """Take the worker's file and process view of the bench into its runtime state."""
+    if rt.serial and not snapshot.occupied:
+        rt.last_serial = rt.serial
+    rt.occupied, rt.serial, rt.file_step = snapshot.occupied, snapshot.serial, snapshot.file_step
+    rt.running, rt.unfinished, rt.known = snapshot.running, snapshot.unfinished, True

@@ -1,0 +1,390 @@
+"""The kiosk's worker thread: every file read or write, lock, fsync and process check of the kiosk happens here.
+
+The Tk thread never waits on the disk: it `submit()`s requests (a scan, a refresh, a chart
+opening) and goes on; this thread runs the scan workflow against the files and the
+process table, performs its decisions (bancs_config.json, starting or resetting a test),
+reads each bench's state every REFRESH_INTERVAL_S, and puts the results on the same
+queue the MQTT thread feeds (`kiosk_state.Inbound`), which the Tk thread drains.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import protocol
+import utils
+from kiosk_state import (
+    KIND_CALIBRATION,
+    KIND_OUTCOME,
+    KIND_SNAPSHOT,
+    BancSnapshot,
+    Inbound,
+    RiView,
+    ri_view_from_config,
+)
+from processes import BancSupervisor
+from scan_workflow import Action, BancInfo, Decision, Level, PreviousTest, ScanLookups, ScanWorkflow
+
+log = logging.getLogger("banc.ui.worker")
+
+REFRESH_INTERVAL_S = 2.0  # bancs_config.json, running banc.py, exited children
+WORKFLOW_TICK_S = 0.5  # scan timeouts
+STOP_TIMEOUT_S = 5.0
+
+
+# =========================================================================== requests (Tk thread -> worker)
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """A scan typed by the operator (text + Enter)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class GraphButtonRequest:
+    """The Graphiques button: the same as scanning `graph`."""
+
+
+@dataclass(frozen=True)
+class OpenGraphRequest:
+    """Open the charts of a bench's test (its title touched)."""
+
+    banc: str
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """Read a bench's state again now; `reload_ri` re-reads its Ri/diffusion (step 2 seen on MQTT)."""
+
+    banc: str
+    reload_ri: bool = False
+
+
+Request = Union[ScanRequest, GraphButtonRequest, OpenGraphRequest, RefreshRequest]
+# Requests the operator waits an answer for: each gets exactly one Outcome with answers_scan set.
+_ANSWERED = frozenset(cls.__name__ for cls in (ScanRequest, GraphButtonRequest, OpenGraphRequest))
+
+
+# =========================================================================== results (worker -> Tk thread)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the Tk thread must show or do after a request: the workflow's decision, performed."""
+
+    action: Action
+    message: str
+    level: str
+    banc: Optional[str] = None
+    serial: Optional[str] = None
+    start_step: Optional[int] = None
+    done: bool = False  # the decision's side effect happened (test started, bench reset, folder found)
+    folder: Optional[Path] = None  # GRAPH: the test to chart
+    show_charts: Optional[Callable[..., Any]] = None  # GRAPH: report.show_charts, imported here
+    answers_scan: bool = True  # False for a notice nobody asked for (a banc.py that failed at start)
+
+
+def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
+    """The scan workflow's lookups, backed by the files (utils) and the supervisor's process checks."""
+
+    def banc_info(banc: str) -> BancInfo:
+        entry = utils.get_banc_info(banc)
+        step = entry.get("current_step")
+        return BancInfo(
+            occupied=entry.get("status") == utils.STATUS_OCCUPIED,
+            serial_pending=entry.get("serial-pending"),
+            current_step=step if isinstance(step, int) else None,
+        )
+
+    def latest(serial: str) -> Optional[PreviousTest]:
+        test = utils.latest_test(serial)
+        if test is None:
+            return None
+        step = (test.config or {}).get("current_step")
+        return PreviousTest(
+            banc=test.banc, finished=test.finished, last_activity=test.last_activity,
+            current_step=step if isinstance(step, int) else None, first_day=test.day,
+        )
+
+    return ScanLookups(
+        is_banc_running=is_running,
+        banc_info=banc_info,
+        banc_for_serial=lambda serial: utils.get_banc_for_serial(serial),
+        latest_test=latest,
+    )
+
+
+def ri_view_of_test(serial: str, banc: str) -> Optional[RiView]:
+    """Ri and diffusion (at 25 °C) of the bench's test of this battery, from its config.json."""
+    if not utils.is_valid_serial(serial):
+        return None
+    test = utils.latest_test(serial, banc)
+    if test is None or test.config is None:
+        return None
+    try:
+        return ri_view_from_config(test.config, utils.correct_to_25c)
+    except (utils.ConfigFileError, ValueError) as exc:
+        log.error("cannot correct diffusion to 25 °C: %s", exc)
+        return ri_view_from_config(test.config, lambda value, _t: value)
+
+
+class KioskWorker:
+    """One thread that owns the scan workflow, the banc.py supervisor and every read of the lab's files."""
+
+    def __init__(
+        self, bancs: list[str], workflow: ScanWorkflow, supervisor: BancSupervisor, sink: queue.Queue[Inbound], *,
+        now: Callable[[], datetime] = utils.now_local, clock: Callable[[], float] = time.monotonic,
+        refresh_interval_s: float = REFRESH_INTERVAL_S, tick_interval_s: float = WORKFLOW_TICK_S,
+    ) -> None:
+        self.bancs = list(bancs)
+        self.workflow = workflow
+        self.supervisor = supervisor
+        self.sink = sink
+        self.now = now
+        self.clock = clock
+        self.refresh_interval_s = refresh_interval_s
+        self.tick_interval_s = tick_interval_s
+        self.requests: queue.Queue[Optional[Request]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="kiosk-worker", daemon=True)
+        self._posted: dict[str, BancSnapshot] = {}
+        self._ri_for: dict[str, Optional[str]] = {}
+        self._unfinished_cache: dict[str, tuple[tuple[Optional[str], bool], bool]] = {}
+
+    # ------------------------------------------------------------------ Tk thread side
+
+    def start(self) -> None:
+        """Start the thread: it reads every bench's state at once, then every refresh interval."""
+        self._thread.start()
+
+    def submit(self, request: Request) -> None:
+        """Hand a request to the worker (never blocks)."""
+        self.requests.put(request)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Ask the thread to finish what it does and wait for it (bounded)."""
+        self.requests.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        self._safely("calibration", self._load_calibration)
+        self._safely("refresh", self.refresh_all)
+        next_refresh = self.clock() + self.refresh_interval_s
+        next_tick = self.clock() + self.tick_interval_s
+        while True:
+            wait_s = max(0.0, min(next_refresh, next_tick) - self.clock())
+            try:
+                request = self.requests.get(timeout=wait_s)
+            except queue.Empty:
+                pass
+            else:
+                if request is None:  # stop()
+                    return
+                self._safely(type(request).__name__, functools.partial(self.handle, request))
+            moment = self.clock()
+            if moment >= next_tick:
+                next_tick = moment + self.tick_interval_s
+                self._safely("workflow tick", self._tick)
+            if moment >= next_refresh:
+                next_refresh = moment + self.refresh_interval_s
+                self._safely("refresh", self.refresh_all)
+
+    def _safely(self, what: str, job: Callable[[], None]) -> None:
+        # One failing request (an unreadable file, a full disk) must neither kill the thread nor go unsaid.
+        try:
+            job()
+        except Exception as exc:
+            log.exception("kiosk worker: %s", what)
+            self._post_outcome(Outcome(Action.NONE, f"Erreur interne : {exc}. Réessayez.", Level.ERROR.value,
+                                       answers_scan=what in _ANSWERED))
+
+    def _post_outcome(self, outcome: Outcome) -> None:
+        self.sink.put(Inbound(KIND_OUTCOME, outcome.banc, outcome))
+
+    def _load_calibration(self) -> None:
+        # Loaded (and cached by utils) here so that the Tk thread's time-left estimates never read the file.
+        try:
+            utils.get_charge_duration(50.0)
+        except utils.ConfigFileError as exc:
+            log.error("charge profile unusable: %s", exc)
+            self.sink.put(Inbound(KIND_CALIBRATION, None, str(exc)))
+            return
+        self.sink.put(Inbound(KIND_CALIBRATION, None, utils.get_charge_duration))
+
+    def _tick(self) -> None:
+        decision = self.workflow.tick(self.now())
+        if decision is not None:
+            self._post_outcome(Outcome(decision.action, decision.message, decision.level.value, answers_scan=False))
+
+    def handle(self, request: Request) -> None:
+        """Serve one request from the Tk thread (run on the worker thread)."""
+        if isinstance(request, ScanRequest):
+            decision = self.workflow.handle(request.text, self.now())
+            log.info("scan %r -> %s %s", request.text[:60], decision.action.value, decision.message)
+            self._post_outcome(self.perform(decision))
+            if decision.banc and decision.action in (Action.START, Action.RESET):
+                self.refresh(decision.banc, force=True)
+        elif isinstance(request, GraphButtonRequest):
+            self._post_outcome(self.perform(self.workflow.begin_graph(self.now())))
+        elif isinstance(request, OpenGraphRequest):
+            label = protocol.banc_number(request.banc)
+            decision = Decision(Action.GRAPH, f"Graphiques du banc {label}", Level.INFO, banc=request.banc)
+            self._post_outcome(self.perform(decision))
+        elif isinstance(request, RefreshRequest):
+            self.refresh(request.banc, force=True, reload_ri=request.reload_ri)
+
+    # ------------------------------------------------------------------ decisions
+
+    def perform(self, decision: Decision) -> Outcome:
+        """The side effects of a workflow decision that touch files or processes; the rest is for the Tk thread."""
+        plain = Outcome(decision.action, decision.message, decision.level.value, banc=decision.banc,
+                        serial=decision.serial, start_step=decision.start_step)
+        if decision.action is Action.START:
+            assert decision.banc and decision.serial
+            return self._start_test(plain, decision.banc, decision.serial, decision.start_step or 1)
+        if decision.action is Action.RESET:
+            assert decision.banc
+            return self._reset(plain, decision.banc)
+        if decision.action is Action.GRAPH:
+            return self._graph(plain, decision.banc, decision.serial)
+        return plain
+
+    def _error(self, outcome: Outcome, message: str) -> Outcome:
+        return Outcome(outcome.action, message, Level.ERROR.value, banc=outcome.banc, serial=outcome.serial)
+
+    def _start_test(self, outcome: Outcome, banc: str, serial: str, start_step: int) -> Outcome:
+        """Seed §2 success: bancs_config occupied, then banc.py started in its own session."""
+        if not utils.is_valid_serial(serial):  # never let a bad serial reach a command line
+            return self._error(outcome, f"Numéro de série invalide : {serial!r}")
+        try:
+            utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, start_step)
+        except (OSError, ValueError) as exc:
+            log.error("cannot mark %s occupied: %s", banc, exc)
+            return self._error(outcome, f"Impossible d'écrire bancs_config.json : {exc}")
+        try:
+            self.supervisor.spawn(banc, serial)
+        except OSError as exc:
+            log.error("cannot start banc.py for %s: %s", banc, exc)
+            return self._error(outcome, f"Impossible de lancer banc.py : {exc}")
+        self._ri_for.pop(banc, None)
+        return Outcome(outcome.action, outcome.message, outcome.level, banc=banc, serial=serial,
+                       start_step=start_step, done=True)
+
+    def _reset(self, outcome: Outcome, banc: str) -> Outcome:
+        """Clear a bench in bancs_config.json (the workflow refused it while its banc.py runs)."""
+        if self.supervisor.is_running(banc):
+            return self._error(outcome, f"Reset refusé : un test tourne sur le banc {protocol.banc_number(banc)}.")
+        try:
+            utils.abandon_banc(banc, self.now())
+        except (OSError, ValueError) as exc:
+            return self._error(outcome, f"Reset impossible : {exc}")
+        log.info("%s reset by the operator", banc)
+        self._ri_for.pop(banc, None)
+        return Outcome(outcome.action, outcome.message, outcome.level, banc=banc, done=True)
+
+    def resolve_test_folder(self, banc: Optional[str] = None, serial: Optional[str] = None) -> Optional[Path]:
+        """The test folder of a serial (its latest test) or of a bench (its current, else its latest)."""
+        if serial:
+            return utils.find_battery_folder(serial)
+        if banc is None:
+            return None
+        current = self._posted.get(banc)
+        if current is not None and current.serial and utils.is_valid_serial(current.serial):
+            test = utils.latest_test(current.serial, banc)
+            if test is not None:
+                return test.path
+        folders = utils.list_test_folders(banc=banc)
+        return folders[-1].path if folders else None
+
+    def _graph(self, outcome: Outcome, banc: Optional[str], serial: Optional[str]) -> Outcome:
+        """Find the test to chart and the report's show_charts (imported here: an import reads files)."""
+        target = serial or (f"banc {protocol.banc_number(banc)}" if banc else "?")
+        folder = self.resolve_test_folder(banc, serial)
+        if folder is None:
+            return self._error(outcome, f"Aucun test trouvé pour {target}.")
+        try:
+            report = importlib.import_module("report")
+        except Exception as exc:  # report.py missing or broken: the kiosk goes on
+            log.warning("report module unavailable: %s", exc)
+            report = None
+        show_charts = getattr(report, "show_charts", None)
+        if not callable(show_charts):
+            return self._error(outcome, "Graphiques non disponibles (module report absent).")
+        return Outcome(Action.GRAPH, f"Graphiques de {target} ({folder.name}).", Level.INFO.value, banc=banc,
+                       serial=serial, done=True, folder=folder, show_charts=show_charts)
+
+    # ------------------------------------------------------------------ bench state
+
+    def _unfinished(self, banc: str, serial: Optional[str], running: bool) -> bool:
+        # Reading the folders is only worth it when the serial or the process state changed.
+        key = (serial, running)
+        cached = self._unfinished_cache.get(banc)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        test = utils.latest_test(serial, banc) if serial and utils.is_valid_serial(serial) else None
+        # No folder yet (banc.py died before creating it) still means "to resume".
+        unfinished = test is None or not test.finished
+        self._unfinished_cache[banc] = (key, unfinished)
+        return unfinished
+
+    def snapshot(self, banc: str, entry: dict[str, Any], reload_ri: bool = False) -> BancSnapshot:
+        """Read one bench's state: its bancs_config entry, its banc.py, its test folder."""
+        occupied = entry.get("status") == utils.STATUS_OCCUPIED
+        serial = entry.get("serial-pending") if occupied else None
+        serial = serial if isinstance(serial, str) else None
+        step = entry.get("current_step") if isinstance(entry.get("current_step"), int) else None
+        running = self.supervisor.is_running(banc)
+        unfinished = occupied and not running and self._unfinished(banc, serial, running)
+        ri_view = None
+        # The panel shows Ri/diffusion from step 2 on (seed §4): read once per test, and again on request.
+        if occupied and serial and (reload_ri or ((step or 0) >= 2 and self._ri_for.get(banc) != serial)):
+            ri_view = ri_view_of_test(serial, banc)
+            self._ri_for[banc] = serial
+        return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view)
+
+    def _post_snapshot(self, snapshot: BancSnapshot, force: bool) -> None:
+        # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.
+        if force or snapshot.ri_view is not None or self._posted.get(snapshot.banc) != snapshot:
+            self._posted[snapshot.banc] = snapshot
+            self.sink.put(Inbound(KIND_SNAPSHOT, snapshot.banc, snapshot))
+
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        entries = {}
+        for entry in utils.load_bancs_config()["bancs"]:
+            try:
+                entries[protocol.banc_id(entry["name"])] = entry
+            except (KeyError, TypeError, ValueError):
+                continue
+        return entries
+
+    def refresh(self, banc: str, force: bool = False, reload_ri: bool = False) -> None:
+        """Read one bench's state and hand it to the Tk thread."""
+        self._post_snapshot(self.snapshot(banc, self._entries().get(banc, {}), reload_ri), force)
+
+    def refresh_all(self) -> None:
+        """Reap exited children, then read every bench's state (bancs_config.json once)."""
+        for ended in self.supervisor.reap():
+            if ended.early:
+                self._post_outcome(Outcome(
+                    Action.NONE, f"banc.py du banc {protocol.banc_number(ended.banc)} s'est arrêté aussitôt "
+                    f"(code {ended.code}) : voir logs.log.", Level.ERROR.value, banc=ended.banc, answers_scan=False))
+        entries = self._entries()
+        for banc in self.bancs:
+            try:
+                self._post_snapshot(self.snapshot(banc, entries.get(banc, {})), force=False)
+            except Exception:
+                log.exception("refresh %s", banc)
