@@ -276,7 +276,7 @@ def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
     y = np.sin(x / 5000.0)
     y[123_457] = 40.0
     y[777_777] = -40.0
-    runs = report._runs(x, gap_s=30.0)
+    runs = report.display_runs(x, gap_s=30.0)
     assert runs == [(0, 600_000), (600_000, n)]
     xd, yd = report.decimate(x, y, runs, buckets=1000)
     assert xd.size < 5000
