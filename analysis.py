@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 import protocol
+import record
 import utils
 
 CAPACITY_FLAG_PCT = 2.0
@@ -33,8 +34,8 @@ _CHUNK_BYTES = 1 << 20  # parse data.csv by slices: cache-friendly, and other th
 _TS_WIDTH = 40  # bytes kept per timestamp field; the canonical form has 29
 _MAX_LINE_NOTES = 5
 
-NUMERIC_COLUMNS: tuple[str, ...] = utils.DATA_CSV_HEADER[1:]
-_HEADER_BYTES = ",".join(utils.DATA_CSV_HEADER).encode("ascii")
+NUMERIC_COLUMNS: tuple[str, ...] = record.DATA_CSV_HEADER[1:]
+_HEADER_BYTES = ",".join(record.DATA_CSV_HEADER).encode("ascii")
 _ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
 
 RESISTANCE_LABELS: dict[str, str] = {
@@ -102,9 +103,9 @@ def _parse_one_timestamp(raw: bytes) -> float:
     text = raw.decode("ascii", errors="strict").strip()
     if len(text) >= _TS_WIDTH:
         raise ValueError("timestamp too long")
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=utils.LOCAL_TZ)
+    moment = record.parse_time(text)  # naive times are Paris time
+    if moment is None:
+        raise ValueError("not an ISO 8601 time")
     return moment.timestamp()
 
 
@@ -149,7 +150,7 @@ def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _parse_line(line: bytes) -> Optional[tuple[Any, ...]]:
     """One data.csv line as a row of _ROW_DTYPE, or None when it is not a valid row."""
     parts = line.split(b",")
-    if len(parts) != len(utils.DATA_CSV_HEADER):
+    if len(parts) != len(record.DATA_CSV_HEADER):
         return None
     try:
         return (parts[0].strip(),) + tuple(float(part) for part in parts[1:])
@@ -248,7 +249,7 @@ def parse_data_csv(raw: bytes) -> TestData:
 
 def load_test_data(folder: Path) -> TestData:
     """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv)."""
-    path = Path(folder) / utils.DATA_CSV_FILE
+    path = Path(folder) / record.DATA_CSV_FILE
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -457,14 +458,11 @@ def _count(value: Any) -> int:
     return int(number) if number is not None else 0
 
 
-_FOLDER_RE = re.compile(r"^\d{8}-(?P<serial>RW-[A-Za-z0-9]{4,32})(?:-\d+)?$")
-
-
 def identity_from_folder(folder: Path) -> tuple[str, str]:
     """Serial and bench guessed from data/bancN/DDMMYYYY-SERIAL (for a folder without config.json)."""
     folder = Path(folder)
-    match = _FOLDER_RE.match(folder.name)
-    serial = match.group("serial") if match else folder.name
+    match = record.FOLDER_RE.match(folder.name)  # the name's date is not checked: any 8 digits will do
+    serial = match.group(4) if match else folder.name
     banc = folder.parent.name.lower() if re.fullmatch(r"(?i)banc[0-9]+", folder.parent.name) else "?"
     return serial, banc
 
@@ -529,8 +527,8 @@ def compute_summary(
         banc=banc,
         status=str(config.get("status") or "?"),
         current_step=_count(config.get("current_step")) or None,
-        first_handle=utils.parse_time(config.get("first_handle")),
-        end_time=utils.parse_time(config.get("end_time")),
+        first_handle=record.parse_time(config.get("first_handle")),
+        end_time=record.parse_time(config.get("end_time")),
         first_row_s=float(data.unix_s[0]) if n else None,
         last_row_s=float(data.unix_s[-1]) if n else None,
         rows=n,
@@ -580,10 +578,10 @@ def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
     if config is None:
         data.notes.append("config.json absent ou illisible : résultats de l'ESP inconnus")
         config = {}
-    if config.get("rejected_count") is None and (folder / utils.REJECTED_CSV_FILE).exists():
+    rejected_csv = folder / record.REJECTED_CSV_FILE
+    if config.get("rejected_count") is None and rejected_csv.exists():
         try:
-            with open(folder / utils.REJECTED_CSV_FILE, "rb") as fh:
-                config = {**config, "rejected_count": max(0, sum(1 for _ in fh) - 1)}
+            config = {**config, "rejected_count": record.count_csv_rows(rejected_csv)}
         except OSError:
             pass
     if min_gap_s is None:

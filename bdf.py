@@ -7,14 +7,14 @@ are our own coulomb counting (`analysis.coulomb_count`), never decimated.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+import record
 import storage
-import utils
 from analysis import Summary, TestData, coulomb_count
 
 # Battery Data Alliance column labels (BDF ontology 1.3.0): label -> machine-readable name.
@@ -77,8 +77,8 @@ def _json_time(moment: Optional[float | datetime]) -> Optional[str]:
     if moment is None:
         return None
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(float(moment), tz=UTC).astimezone(utils.LOCAL_TZ)
-    return moment.isoformat(timespec="milliseconds")
+        moment = datetime.fromtimestamp(float(moment), tz=record.LOCAL_TZ)
+    return record.iso(moment, millis=True)
 
 
 def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, source: Optional[Path]) -> dict[str, Any]:
@@ -125,8 +125,8 @@ def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, sourc
             ),
         },
         "source": {"data_csv": str(source) if source else None, "skipped_lines": summary.skipped_lines},
-        "software": {"name": "banc-lfp report.py", "version": utils.SOFTWARE_VERSION},
-        "generated_at": utils.now_local().isoformat(timespec="seconds"),
+        "software": {"name": "banc-lfp report.py", "version": record.SOFTWARE_VERSION},
+        "generated_at": record.now_local().isoformat(timespec="seconds"),
     }
 
 
@@ -149,5 +149,5 @@ def write_bdf(path: Path, data: TestData, summary: Summary, source: Optional[Pat
 
     storage.atomic_write(Path(path), write)
     sidecar = bdf_metadata_path(path)
-    utils.atomic_write_json(sidecar, bdf_metadata(summary, path, len(data), digest.hexdigest(), source))
+    storage.atomic_write_json(sidecar, bdf_metadata(summary, path, len(data), digest.hexdigest(), source))
     return sidecar

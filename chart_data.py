@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-import utils
+import record
 from analysis import Stop, Summary, TestData, load_report
 
 DISPLAY_BUCKETS = 1600
@@ -126,7 +126,7 @@ _TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 
 def _wall_clock_marks(a_s: float, b_s: float, step_s: int) -> list[datetime]:
     """Paris times in [a_s, b_s] that are round multiples of step_s (midnights, Mondays for a week)."""
-    base = datetime.fromtimestamp(a_s, tz=utils.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    base = datetime.fromtimestamp(a_s, tz=record.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     if step_s == 7 * 86400:
         base -= timedelta(days=base.weekday())
     k = max(0, int((a_s - base.timestamp()) // step_s) - 1)
@@ -151,7 +151,7 @@ def time_ticks(axis: TimeAxis, max_ticks: int = 9) -> list[tuple[float, str]]:
     for a_s, b_s in zip(knots[0::2], knots[1::2]):
         for mark in _wall_clock_marks(a_s, b_s, step):
             # Labelled with the instant's real Paris time (02:00 does not exist on the night clocks go forward).
-            moment = datetime.fromtimestamp(mark.timestamp(), tz=utils.LOCAL_TZ)
+            moment = datetime.fromtimestamp(mark.timestamp(), tz=record.LOCAL_TZ)
             x = float(axis.to_x(moment.timestamp()))
             if ticks and x - ticks[-1][0] < 0.6 * step:
                 continue  # just after a shortened stop: would overlap the previous label

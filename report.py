@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+import record
 import utils
 from analysis import (
     CAPACITY_FLAG_PCT,
@@ -150,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             render_png(prepare_plot_data(report.data, report.summary, folder=report.folder), args.png)
             print(f"PNG écrit : {args.png}")
         if args.bdf is not None:
-            sidecar = write_bdf(args.bdf, report.data, report.summary, source=report.folder / utils.DATA_CSV_FILE)
+            sidecar = write_bdf(args.bdf, report.data, report.summary, source=report.folder / record.DATA_CSV_FILE)
             print(f"BDF écrit : {args.bdf} ({len(report.data)} lignes), métadonnées : {sidecar}")
     except OSError as exc:
         print(f"report.py : écriture impossible : {exc}", file=sys.stderr)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import protocol
-import utils
+import record
 from analysis import CAPACITY_FLAG_PCT, Summary
 from formatting import PHASE_COLORS, darker, format_duration, format_milliohm
 
-STATUS_LABELS = {utils.TEST_RUNNING: "en cours", utils.TEST_FINISHED: "terminé", utils.TEST_STOPPED: "arrêté",
-                 utils.TEST_ABANDONED: "abandonné"}
+STATUS_LABELS = {record.TEST_RUNNING: "en cours", record.TEST_FINISHED: "terminé", record.TEST_STOPPED: "arrêté",
+                 record.TEST_ABANDONED: "abandonné"}
 
 
 def format_time(moment: Optional[float | datetime]) -> str:
@@ -21,7 +21,7 @@ def format_time(moment: Optional[float | datetime]) -> str:
         return "—"
     if not isinstance(moment, datetime):
         moment = datetime.fromtimestamp(float(moment), tz=UTC)
-    return moment.astimezone(utils.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
+    return moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
 def _fmt(value: Optional[float], pattern: str, unit: str = "") -> str:

@@ -401,6 +401,16 @@ def test_summary_without_config_json(tmp_path: Path) -> None:
     assert any("config.json" in note for note in loaded.summary.notes)
 
 
+def test_rejected_count_without_config_json_counts_complete_lines_of_rejected_csv(tmp_path: Path) -> None:
+    folder = write_synthetic_test(tmp_path, rows=50).folder
+    (folder / utils.TEST_CONFIG_FILE).unlink()
+    line = "2024-03-04T08:00:00.000+01:00,banc1/bms/data,champ manquant,1;2;3"
+    (folder / utils.REJECTED_CSV_FILE).write_text(
+        ",".join(utils.REJECTED_CSV_HEADER) + f"\n{line}\n{line}\n{line[:20]}", encoding="utf-8")
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    assert loaded.summary.rejected_count == 2  # a torn last line is not a message, as in config.json's count
+
+
 # --------------------------------------------------------------------------- command line
 
 
