@@ -103,10 +103,7 @@ def _parse_one_timestamp(raw: bytes) -> float:
     text = raw.decode("ascii", errors="strict").strip()
     if len(text) >= _TS_WIDTH:
         raise ValueError("timestamp too long")
-    moment = record.parse_time(text)  # naive times are Paris time
-    if moment is None:
-        raise ValueError("not an ISO 8601 time")
-    return moment.timestamp()
+    return record.as_local(datetime.fromisoformat(text)).timestamp()  # naive times are Paris time
 
 
 def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
