@@ -1,6 +1,6 @@
 """How numbers, durations and phases look to people: one place for the kiosk, the charts and the report text.
 
-Pure functions, no toolkit imported (report.py never imports the UI).
+Pure functions, no toolkit imported (the report's modules never import the UI).
 """
 
 from __future__ import annotations
@@ -12,6 +12,12 @@ PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#2
 """The colour of each phase, on the kiosk's panels and on the charts."""
 
 UNKNOWN = "—"
+
+
+def darker(color: str, factor: float = 0.72) -> str:
+    """A darker shade of "#rrggbb", for a phase's colour as text on white."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
 
 
 def format_clock(seconds: Optional[float]) -> str:

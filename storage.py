@@ -1,6 +1,7 @@
 """Safe files: atomic JSON writes, locks on separate lock files, durable appends, quarantine.
 
-Every JSON file of the project is written through `atomic_write_json`; every shared
+Every JSON file of the project is written through `atomic_write_json` (other whole files, such as
+the report's PNG and BDF exports, through `atomic_write`); every shared
 read-modify-write holds `file_lock`; every append-only journal goes through `append_durably`.
 """
 
@@ -12,10 +13,10 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 logger = logging.getLogger("banc.storage")
 
@@ -50,15 +51,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
-    """Write JSON atomically: temp file in the same folder, flush, fsync, os.replace."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], fsync: bool = True) -> None:
+    """Write a file atomically through `write(fh)` (binary): temp file in the same folder, flush, fsync, os.replace.
+
+    A reader sees the old file or the new one, never a part; on any failure the old file stays.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
+        with os.fdopen(fd, "wb") as tmp:
+            write(tmp)
             tmp.flush()
             if fsync:
                 os.fsync(tmp.fileno())
@@ -69,6 +72,12 @@ def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
         raise
     if fsync:
         fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: Any, fsync: bool = True) -> None:
+    """Write JSON atomically: temp file in the same folder, flush, fsync, os.replace."""
+    encoded = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(encoded), fsync=fsync)
 
 
 def read_json(path: Path) -> Any:

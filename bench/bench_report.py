@@ -5,13 +5,13 @@
 For each size it writes a synthetic test folder in the exact contract format (the
 generator of tests/test_report.py), then times, in the same run:
   (a) reading data.csv with the csv module alone (baseline: rows split, nothing converted),
-  (b) report.py's loader (every row parsed to numbers, timestamps to unix seconds),
+  (b) the loader, analysis.load_test_data (every row parsed to numbers, timestamps to unix seconds),
   (b') loader + summary (coulomb counting, phases, stops),
   (c) rendering the PNG from the loaded test (decimation + matplotlib Agg + atomic write),
   (c') the part the kiosk's Tk thread does: rasterising the prepared figure,
   (d) the BDF export (CSV + metadata sidecar, atomic),
   (e) `python report.py FOLDER --png FILE` end to end (new process, imports included),
-  (f) with Xvfb: show_charts() on a real Tk window, time until the chart is shown and the
+  (f) with Xvfb: chart_window.show_charts() on a real Tk window, time until the chart is shown and the
       longest stall of the kiosk's event loop meanwhile (a 20 ms after() heartbeat).
 Each figure is the best of --repeat runs (3 by default; the longest stall is the worst),
 printed in seconds and as a ratio to (a).
@@ -35,7 +35,10 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
-import report  # noqa: E402
+import analysis  # noqa: E402
+import bdf  # noqa: E402
+import chart_data  # noqa: E402
+import charts  # noqa: E402
 from testkit.support import Xvfb  # noqa: E402
 from tests.test_report import write_synthetic_test  # noqa: E402
 
@@ -62,14 +65,14 @@ def read_with_csv_module(path: Path) -> int:
         return sum(1 for _row in csv.reader(fh))
 
 
-def raster_only(plot: report.PlotData) -> FigureCanvasAgg:
+def raster_only(plot: chart_data.PlotData) -> FigureCanvasAgg:
     """Build the figure (the worker thread's job), then time only its rasterisation (the Tk thread's job)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=report.PNG_SIZE_IN, dpi=report.PNG_DPI)
+    figure = Figure(figsize=charts.PNG_SIZE_IN, dpi=charts.PNG_DPI)
     canvas = FigureCanvasAgg(figure)
-    report.draw_figure(figure, plot)
+    charts.draw_figure(figure, plot)
     return canvas
 
 
@@ -77,6 +80,8 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
     """show_charts on a real Tk root: (seconds until the chart is drawn, longest event-loop stall)."""
     os.environ["DISPLAY"] = display
     import customtkinter as ctk
+
+    import chart_window
 
     root = ctk.CTk()
     root.geometry("1280x800")
@@ -90,7 +95,7 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
     for _ in range(20):
         root.update()
     start = time.perf_counter()
-    window = report.show_charts(root, folder)
+    window = chart_window.show_charts(root, folder)
     shown = None
     while time.perf_counter() - start < 120:
         root.update()
@@ -113,8 +118,8 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
     return (shown if shown is not None else float("nan")), stall
 
 
-def _tiny(workdir: Path) -> tuple[report.TestData, report.Summary]:
-    loaded = report.load_report(write_synthetic_test(workdir / "tiny", rows=200).folder, min_gap_s=30.0)
+def _tiny(workdir: Path) -> tuple[analysis.TestData, analysis.Summary]:
+    loaded = analysis.load_report(write_synthetic_test(workdir / "tiny", rows=200).folder, min_gap_s=30.0)
     return loaded.data, loaded.summary
 
 
@@ -127,25 +132,25 @@ def bench(rows: int, workdir: Path, display: str | None) -> list[tuple[str, floa
     print(f"données synthétiques : {size_mb:.1f} Mo écrits en {gen_s:.1f} s ({folder})", flush=True)
     data_csv = folder / "data.csv"
     read_with_csv_module(data_csv)  # warm the page cache so that every reader sees the same disk state
-    report.render_png(report.prepare_plot_data(*_tiny(workdir)), workdir / "warm.png")  # imports, font cache
+    charts.render_png(chart_data.prepare_plot_data(*_tiny(workdir)), workdir / "warm.png")  # imports, font cache
 
     results: list[tuple[str, float]] = []
     baseline, count = timed(lambda: read_with_csv_module(data_csv))
     assert count == rows + 1, count
     results.append(("(a) lecture module csv (référence)", baseline))
-    load_s, data = timed(lambda: report.load_test_data(folder))
+    load_s, data = timed(lambda: analysis.load_test_data(folder))
     assert len(data) == rows
     results.append(("(b) chargement report.py", load_s))
-    full_s, loaded = timed(lambda: report.load_report(folder, min_gap_s=30.0))
+    full_s, loaded = timed(lambda: analysis.load_report(folder, min_gap_s=30.0))
     results.append(("(b') chargement + résumé", full_s))
     png = workdir / f"n{rows}.png"
-    png_s, _ = timed(lambda: report.render_png(report.prepare_plot_data(loaded.data, loaded.summary), png))
+    png_s, _ = timed(lambda: charts.render_png(chart_data.prepare_plot_data(loaded.data, loaded.summary), png))
     results.append(("(c) rendu PNG (décimation + Agg)", png_s))
-    canvas = raster_only(report.prepare_plot_data(loaded.data, loaded.summary, buckets=1920))
+    canvas = raster_only(chart_data.prepare_plot_data(loaded.data, loaded.summary, buckets=1920))
     raster_s, _ = timed(canvas.draw)
     results.append(("(c') part du thread Tk (pixellisation)", raster_s))
-    bdf = workdir / f"n{rows}.bdf.csv"
-    bdf_s, _ = timed(lambda: report.write_bdf(bdf, loaded.data, loaded.summary))
+    bdf_path = workdir / f"n{rows}.bdf.csv"
+    bdf_s, _ = timed(lambda: bdf.write_bdf(bdf_path, loaded.data, loaded.summary))
     results.append(("(d) export BDF (CSV + métadonnées)", bdf_s))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
     env["BANC_HOME"] = str(workdir)
@@ -160,13 +165,13 @@ def bench(rows: int, workdir: Path, display: str | None) -> list[tuple[str, floa
         results.append(("(f) kiosque : graphique affiché après", min(v[0] for v in views)))
         results.append(("(f) kiosque : plus long blocage de l'UI", max(v[1] for v in views)))
 
-    with open(bdf, encoding="ascii") as fh:
+    with open(bdf_path, encoding="ascii") as fh:
         bdf_rows = sum(1 for _ in fh) - 1
     assert bdf_rows == rows, bdf_rows
     print(f"{'mesure':<42} {'secondes':>9} {'× réf.':>8}")
     for label, seconds in results:
         print(f"{label:<42} {seconds:9.3f} {seconds / baseline:8.2f}")
-    print(f"PNG {png.stat().st_size / 1e3:.0f} ko, BDF {bdf.stat().st_size / 1e6:.1f} Mo ({bdf_rows} lignes), "
+    print(f"PNG {png.stat().st_size / 1e3:.0f} ko, BDF {bdf_path.stat().st_size / 1e6:.1f} Mo ({bdf_rows} lignes), "
           f"capacité comptée {loaded.summary.counted_capacity_ah:.3f} Ah "
           f"(attendu {synthetic.expected_discharge_ah:.3f} Ah)")
     return results

@@ -1,4 +1,7 @@
-"""report.py: loading data.csv, summary, coulomb counting, PNG, BDF export, kiosk chart window.
+"""report.py and the modules it re-exports: loading data.csv and the summary (analysis.py), the
+text (summary_text.py), decimation and time axis (chart_data.py), the PNG (charts.py), the BDF
+export (bdf.py), the kiosk chart window (chart_window.py). Most tests go through `report.X`,
+the names every caller has used, so they also check that report.py re-exports them.
 
 Test folders are written here in the exact contract format (§4) by `write_synthetic_test`,
 which bench/bench_report.py also uses to build its large files.
@@ -276,7 +279,7 @@ def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
     y = np.sin(x / 5000.0)
     y[123_457] = 40.0
     y[777_777] = -40.0
-    runs = report._runs(x, gap_s=30.0)
+    runs = report.display_runs(x, gap_s=30.0)
     assert runs == [(0, 600_000), (600_000, n)]
     xd, yd = report.decimate(x, y, runs, buckets=1000)
     assert xd.size < 5000
@@ -399,6 +402,16 @@ def test_summary_without_config_json(tmp_path: Path) -> None:
     assert loaded.summary.serial == SERIAL and loaded.summary.banc == "banc1"
     assert loaded.summary.esp_capacity_ah == pytest.approx(loaded.summary.counted_capacity_ah, rel=0.01)
     assert any("config.json" in note for note in loaded.summary.notes)
+
+
+def test_rejected_count_without_config_json_counts_complete_lines_of_rejected_csv(tmp_path: Path) -> None:
+    folder = write_synthetic_test(tmp_path, rows=50).folder
+    (folder / utils.TEST_CONFIG_FILE).unlink()
+    line = "2024-03-04T08:00:00.000+01:00,banc1/bms/data,champ manquant,1;2;3"
+    (folder / utils.REJECTED_CSV_FILE).write_text(
+        ",".join(utils.REJECTED_CSV_HEADER) + f"\n{line}\n{line}\n{line[:20]}", encoding="utf-8")
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    assert loaded.summary.rejected_count == 2  # a torn last line is not a message, as in config.json's count
 
 
 # --------------------------------------------------------------------------- command line
@@ -619,6 +632,43 @@ def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest
         destroy_root(root)
 
 
+@pytest.mark.gui
+def test_chart_window_draws_what_its_load_callback_gives(xvfb_display: str, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """ChartWindow takes its loader as a callback: no folder on disk is needed, and it runs off the Tk thread."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    import threading
+
+    import customtkinter as ctk
+
+    import chart_window
+
+    data = _rows_at(1_709_535_600.0 + np.arange(120.0))
+    summary = report.compute_summary(data, {"battery_serial": "RW-CALLBK01"}, 30.0, utils.correct_to_25c)
+    calls: list[tuple[Path, int, bool]] = []
+
+    def load_plot(folder: Path, buckets: int) -> report.PlotData:
+        calls.append((folder, buckets, threading.current_thread() is threading.main_thread()))
+        return report.prepare_plot_data(data, summary, buckets=buckets)
+
+    root = ctk.CTk()
+    try:
+        folder = tmp_path / "banc2" / "04032024-RW-CALLBK01"  # never created
+        window = chart_window.ChartWindow(root, folder, load_plot=load_plot)
+        assert window.title_label.cget("text") == "RW-CALLBK01 — banc2"
+        deadline = time.monotonic() + 20
+        while window.canvas is None and time.monotonic() < deadline:
+            root.update()
+            time.sleep(0.01)
+        assert window.canvas is not None, window.status_label.cget("text")
+        assert len(calls) == 1 and calls[0][0] == folder and calls[0][1] >= 400 and not calls[0][2]
+        assert "Mesures : 120" in [t.get_text() for t in window.figure.texts]
+        window.close()
+        root.update()
+    finally:
+        destroy_root(root)
+
+
 # --------------------------------------------------------------------------- a folder written by the real banc.py
 
 
@@ -759,3 +809,42 @@ def test_time_ticks_are_round_paris_times_in_order(start: datetime, hours: float
         if step_label == "%H:00":
             assert moment.minute == 0 and moment.second == 0
     assert "\n" in ticks[0][1]  # the first tick carries the date
+
+
+
+# --------------------------------------------------------------------------- the modules behind report.py
+
+REPORT_MODULES = ("analysis", "summary_text", "chart_data", "charts", "bdf", "chart_window")
+
+
+def test_report_reexports_every_name_from_its_module() -> None:
+    import importlib
+
+    modules = [importlib.import_module(name) for name in ("formatting", *REPORT_MODULES)]
+    for name in report.__all__:
+        value = getattr(report, name)
+        if name in ("main", "show_charts", "logger"):
+            continue  # report's own
+        homes = [m for m in modules if getattr(m, name, None) is value]
+        assert homes, f"report.{name} is not the object its module defines"
+
+
+def test_the_report_modules_never_import_report() -> None:
+    import ast
+
+    for name in REPORT_MODULES:
+        tree = ast.parse((REPO_DIR / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert "report" not in imported, f"{name}.py imports report.py: an import cycle"
+
+
+def test_the_command_line_and_the_core_import_no_toolkit() -> None:
+    """Pure core, thin shell: matplotlib is imported only to draw, customtkinter only to open a window."""
+    code = (
+        "import sys, analysis, chart_data, summary_text, bdf, charts, report\n"
+        "print(sorted(m for m in ('matplotlib', 'customtkinter', 'tkinter') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

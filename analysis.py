@@ -1,0 +1,588 @@
+"""One test's data analysed: data.csv loaded into numpy arrays, coulomb counting, phases, stops, the summary.
+
+Pure numpy (never matplotlib nor customtkinter), so the CLI summary stays fast and the kiosk
+can run all of it in a worker thread. Only `load_test_data` and `load_report` touch files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+import protocol
+import record
+import utils
+
+CAPACITY_FLAG_PCT = 2.0
+"""Our coulomb count and the ESP's capacity_ah differing by more than this is flagged."""
+
+DISCHARGE_PHASE = 3
+MIN_GAP_S = 30.0
+"""Default shortest silence taken for a stop (the shell passes BANC_BMS_TIMEOUT_S)."""
+GAP_MEDIAN_FACTOR = 10.0
+"""A silence of more than this many typical sampling intervals is also a stop."""
+
+_CHUNK_BYTES = 1 << 20  # parse data.csv by slices: cache-friendly, and other threads run between slices
+_TS_WIDTH = 40  # bytes kept per timestamp field; the canonical form has 29
+_MAX_LINE_NOTES = 5
+
+NUMERIC_COLUMNS: tuple[str, ...] = record.DATA_CSV_HEADER[1:]
+_HEADER_BYTES = ",".join(record.DATA_CSV_HEADER).encode("ascii")
+_ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
+
+RESISTANCE_LABELS: dict[str, str] = {
+    "ri_discharge": "Ri décharge",
+    "ri_charge": "Ri charge",
+    "diffusion_discharge": "Diffusion décharge",
+    "diffusion_charge": "Diffusion charge",
+}
+
+
+class ReportError(ValueError):
+    """The test folder cannot be reported on (missing folder, no data.csv, wrong header)."""
+
+
+# =========================================================================== loading data.csv
+
+
+@dataclass
+class TestData:
+    """The rows of a data.csv as numpy arrays (file order), and what was skipped."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    unix_s: np.ndarray
+    columns: dict[str, np.ndarray]
+    skipped_lines: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return int(self.unix_s.shape[0])
+
+    @property
+    def step(self) -> np.ndarray:
+        """Phase of each row as integers."""
+        return self.columns["step"].astype(np.int64)
+
+
+_TS_DIGITS: tuple[tuple[int, int], ...] = (
+    (0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23), (24, 26), (27, 29)
+)  # year, month, day, hour, minute, second, millisecond, offset hours, offset minutes
+_TS_SEPARATORS: tuple[tuple[int, bytes], ...] = (
+    (4, b"-"), (7, b"-"), (10, b"T"), (13, b":"), (16, b":"), (19, b"."), (26, b":")
+)
+_TS_WEIGHTS = np.zeros((_TS_WIDTH, len(_TS_DIGITS)), dtype=np.float32)
+for _col, (_a, _b) in enumerate(_TS_DIGITS):
+    for _k in range(_a, _b):
+        _TS_WEIGHTS[_k, _col] = 10 ** (_b - 1 - _k)
+_TS_DIGIT_POSITIONS = np.array([k for a, b in _TS_DIGITS for k in range(a, b)])
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (vectorized, H. Hinnant's algorithm)."""
+    year = year - (month <= 2)
+    era = np.floor_divide(year, 400)
+    yoe = year - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _parse_one_timestamp(raw: bytes) -> float:
+    text = raw.decode("ascii", errors="strict").strip()
+    if len(text) >= _TS_WIDTH:
+        raise ValueError("timestamp too long")
+    return record.as_local(datetime.fromisoformat(text)).timestamp()  # naive times are Paris time
+
+
+def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unix seconds of ISO 8601 byte strings, and a mask of the ones that parsed.
+
+    The canonical form `YYYY-MM-DDTHH:MM:SS.mmm+HH:MM` is decoded with array arithmetic;
+    anything else goes through `datetime.fromisoformat` (naive times are Paris time).
+    """
+    stamps = np.ascontiguousarray(stamps, dtype=f"S{_TS_WIDTH}")
+    count = stamps.shape[0]
+    if count == 0:
+        return np.zeros(0), np.ones(0, dtype=bool)
+    raw = stamps.view(np.uint8).reshape(count, _TS_WIDTH)
+    canonical = (raw[:, 28] != 0) & (raw[:, 29] == 0) & ((raw[:, 23] == ord("+")) | (raw[:, 23] == ord("-")))
+    for position, char in _TS_SEPARATORS:
+        canonical &= raw[:, position] == char[0]
+    digits = raw[:, _TS_DIGIT_POSITIONS]
+    canonical &= ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    values = (raw.astype(np.float32) - ord("0")) @ _TS_WEIGHTS  # exact: every field < 2**24
+    year, month, day, hour, minute, second, milli, off_h, off_m = values.astype(np.int64).T
+    sign = np.where(raw[:, 23] == ord("+"), 1, -1)
+    canonical &= (
+        (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hour <= 23)
+        & (minute <= 59) & (second <= 60) & (off_h <= 23) & (off_m <= 59)
+    )
+    seconds = (
+        _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+        - sign * (off_h * 3600 + off_m * 60)
+    )
+    unix = seconds + milli / 1000.0
+    valid = canonical.copy()
+    for index in np.flatnonzero(~canonical):
+        try:
+            unix[index] = _parse_one_timestamp(bytes(stamps[index]))
+            valid[index] = True
+        except (ValueError, UnicodeDecodeError, OverflowError):
+            valid[index] = False
+    return unix, valid
+
+
+def _parse_line(line: bytes) -> Optional[tuple[Any, ...]]:
+    """One data.csv line as a row of _ROW_DTYPE, or None when it is not a valid row."""
+    parts = line.split(b",")
+    if len(parts) != len(record.DATA_CSV_HEADER):
+        return None
+    try:
+        return (parts[0].strip(),) + tuple(float(part) for part in parts[1:])
+    except ValueError:
+        return None
+
+
+def _parse_slice(text: bytes) -> np.ndarray:
+    """Rows of a slice of complete lines: numpy's C parser, or line by line when a line is bad.
+
+    A bad line becomes a row of NaN (dropped later as invalid), so row k is still line k of
+    the slice and the notes can give exact line numbers.
+    """
+    try:
+        return np.atleast_1d(np.loadtxt(io.BytesIO(text), delimiter=",", dtype=_ROW_DTYPE, comments=None, ndmin=1))
+    except ValueError:
+        pass
+    rows = []
+    for line in text.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        parsed = _parse_line(line)
+        rows.append(parsed if parsed is not None else (b"",) + (math.nan,) * len(NUMERIC_COLUMNS))
+    return np.array(rows, dtype=_ROW_DTYPE)
+
+
+def parse_data_csv(raw: bytes) -> TestData:
+    """Parse the bytes of a data.csv (pure): header checked, torn last line and bad lines skipped with a note."""
+    notes: list[str] = []
+    header_end = raw.find(b"\n")
+    header = (raw if header_end < 0 else raw[:header_end]).rstrip(b"\r").lstrip(b"\xef\xbb\xbf")
+    if header != _HEADER_BYTES:
+        if not header.strip():
+            raise ReportError("data.csv est vide (pas d'en-tête)")
+        raise ReportError(
+            "data.csv : en-tête inattendu "
+            f"({header[:80].decode('ascii', 'replace')!r}, attendu {_HEADER_BYTES.decode()!r})"
+        )
+    body_start = len(raw) if header_end < 0 else header_end + 1
+    body_end = raw.rfind(b"\n") + 1
+    skipped = 0
+    if body_end < body_start:
+        body_end = body_start
+    if body_end < len(raw) and raw[body_end:].strip():
+        # Without its newline a line may be cut anywhere (even inside a number): never trust it.
+        skipped += 1
+        notes.append("dernière ligne incomplète ignorée (écriture en cours ou arrêt brutal)")
+
+    if raw.find(b"\r", body_start, body_end) >= 0 or raw.find(b"\n\n", body_start, body_end) >= 0:
+        # Unusual line endings or blank lines: normalise once so that rows map to line numbers.
+        lines = [line.rstrip(b"\r") for line in raw[body_start:body_end].split(b"\n")]
+        line_numbers_all = [i + 2 for i, line in enumerate(lines) if line]
+        body = b"\n".join(line for line in lines if line) + b"\n"
+        start, stop = 0, (len(body) if len(body) > 1 else 0)  # b"\n" alone: only blank lines
+        line_numbers = np.array(line_numbers_all, dtype=np.int64)
+    else:
+        # Offsets into raw rather than a copy of it: no 100 MB copy made while holding the GIL.
+        body, start, stop = raw, body_start, body_end
+        line_numbers = None
+
+    stamps: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in NUMERIC_COLUMNS}
+    while start < stop:
+        end = body.find(b"\n", min(start + _CHUNK_BYTES, stop - 1), stop) + 1 or stop
+        # Slice by slice: each slice's columns are extracted while its rows are still in the CPU cache.
+        rows = _parse_slice(body[start:end])
+        unix_part, valid_part = parse_iso_timestamps(rows["timestamp"])
+        for name in NUMERIC_COLUMNS:
+            column = np.ascontiguousarray(rows[name])
+            valid_part &= np.isfinite(column)
+            parts[name].append(column)
+        stamps.append(unix_part)
+        valids.append(valid_part)
+        start = end
+    unix = np.concatenate(stamps) if stamps else np.zeros(0)
+    valid = np.concatenate(valids) if valids else np.zeros(0, dtype=bool)
+    all_columns = {name: np.concatenate(parts[name]) if stamps else np.zeros(0) for name in NUMERIC_COLUMNS}
+    if line_numbers is None:
+        line_numbers = np.arange(2, unix.size + 2, dtype=np.int64)
+
+    bad = np.flatnonzero(~valid)
+    if bad.size:
+        skipped += int(bad.size)
+        shown = ", ".join(str(int(line_numbers[i])) for i in bad[:_MAX_LINE_NOTES])
+        more = f" (et {bad.size - _MAX_LINE_NOTES} autres)" if bad.size > _MAX_LINE_NOTES else ""
+        notes.append(f"{bad.size} ligne(s) illisible(s) ignorée(s) : ligne {shown}{more}")
+    columns = {name: column[valid] for name, column in all_columns.items()} if bad.size else all_columns
+    if bad.size:
+        unix = unix[valid]
+    if unix.size > 1 and np.any(np.diff(unix) < 0):
+        notes.append(f"horodatage non croissant {int(np.sum(np.diff(unix) < 0))} fois (horloge remise à l'heure ?)")
+    return TestData(unix_s=unix, columns=columns, skipped_lines=skipped, notes=notes)
+
+
+def load_test_data(folder: Path) -> TestData:
+    """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv)."""
+    path = Path(folder) / record.DATA_CSV_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ReportError(f"{path} n'existe pas") from None
+    except OSError as exc:
+        raise ReportError(f"{path} illisible : {exc}") from exc
+    return parse_data_csv(raw)
+
+
+# =========================================================================== pure computations
+
+
+def stop_gap_s(unix_s: np.ndarray, min_gap_s: float = MIN_GAP_S) -> float:
+    """Shortest silence between two rows taken for a stop: max(min_gap_s, 10 x the median interval)."""
+    if unix_s.size < 3:
+        return float(min_gap_s)
+    steps = np.diff(unix_s)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return float(min_gap_s)
+    return float(max(min_gap_s, GAP_MEDIAN_FACTOR * float(np.median(steps))))
+
+
+def continuous_intervals(unix_s: np.ndarray, gap_s: float) -> np.ndarray:
+    """Mask of the intervals between consecutive rows that are measured time (0 < dt <= gap_s)."""
+    dt = np.diff(unix_s)
+    return (dt > 0) & (dt <= gap_s)
+
+
+def split_trapezoid(y: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoid areas of the positive and of the negative part (as magnitudes) of y, per interval.
+
+    y is linear between samples; an interval where y changes sign is split at its zero,
+    so a charge/discharge transition is attributed exactly.
+    """
+    a, b = y[:-1], y[1:]
+    positive = np.where((a >= 0) & (b >= 0), (a + b) * 0.5, 0.0)
+    negative = np.where((a <= 0) & (b <= 0), -(a + b) * 0.5, 0.0)
+    crossing = (a * b) < 0
+    if np.any(crossing):
+        ac, bc = a[crossing], b[crossing]
+        span = np.abs(ac) + np.abs(bc)
+        pos_part = np.where(ac > 0, ac * ac, bc * bc) / (2 * span)
+        neg_part = np.where(ac < 0, ac * ac, bc * bc) / (2 * span)
+        positive[crossing] = pos_part
+        negative[crossing] = neg_part
+    return positive * dt, negative * dt
+
+
+@dataclass(frozen=True)
+class CoulombCount:
+    """Cumulative capacities and energies per row (coulomb counting over receipt timestamps)."""
+
+    charge_ah: np.ndarray
+    discharge_ah: np.ndarray
+    charge_wh: np.ndarray
+    discharge_wh: np.ndarray
+    discharge_increments_ah: np.ndarray  # per interval (len n-1), for phase sums
+    discharge_increments_wh: np.ndarray
+
+
+def coulomb_count(data: TestData, gap_s: float) -> CoulombCount:
+    """Integrate current (Ah) and power (Wh) by the trapezoidal rule; stops (gaps) add nothing."""
+    n = len(data)
+    if n < 2:
+        zeros = np.zeros(n)
+        return CoulombCount(zeros, zeros, zeros, zeros, np.zeros(0), np.zeros(0))
+    dt = np.diff(data.unix_s)
+    dt = np.where(continuous_intervals(data.unix_s, gap_s), dt, 0.0)
+    current = data["current_a"]
+    power = current * data["voltage_v"]
+    charge_as, discharge_as = split_trapezoid(current, dt)
+    charge_ws, discharge_ws = split_trapezoid(power, dt)
+
+    def cumulative(increments: np.ndarray, scale: float) -> np.ndarray:
+        out = np.empty(n)
+        out[0] = 0.0
+        np.cumsum(increments / scale, out=out[1:])
+        return out
+
+    return CoulombCount(
+        charge_ah=cumulative(charge_as, 3600.0),
+        discharge_ah=cumulative(discharge_as, 3600.0),
+        charge_wh=cumulative(charge_ws, 3600.0),
+        discharge_wh=cumulative(discharge_ws, 3600.0),
+        discharge_increments_ah=discharge_as / 3600.0,
+        discharge_increments_wh=discharge_ws / 3600.0,
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of rows in one phase without a stop: rows i0..i1, shaded from t0_s to t1_s."""
+
+    step: int
+    i0: int
+    i1: int
+    t0_s: float
+    t1_s: float
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A silence longer than the stop threshold between two rows (end-of-day stop or interruption)."""
+
+    t0_s: float
+    t1_s: float
+    step_before: int
+    step_after: int
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the silence in seconds."""
+        return self.t1_s - self.t0_s
+
+
+def find_segments(unix_s: np.ndarray, step: np.ndarray, gap_s: float) -> tuple[list[Segment], list[Stop]]:
+    """Split the rows into phase segments and stops (a stop is any silence longer than gap_s)."""
+    n = unix_s.size
+    if n == 0:
+        return [], []
+    dt = np.diff(unix_s)
+    is_gap = dt > gap_s
+    breaks = np.flatnonzero((step[1:] != step[:-1]) | is_gap | (dt < 0))
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [n - 1]))
+    segments = []
+    for i0, i1 in zip(starts.tolist(), ends.tolist()):
+        continuous_next = i1 + 1 < n and 0 <= dt[i1] <= gap_s
+        t1 = unix_s[i1 + 1] if continuous_next else unix_s[i1]
+        segments.append(Segment(int(step[i0]), i0, i1, float(unix_s[i0]), float(t1)))
+    stops = [
+        Stop(float(unix_s[i]), float(unix_s[i + 1]), int(step[i]), int(step[i + 1]))
+        for i in np.flatnonzero(is_gap).tolist()
+    ]
+    return segments, stops
+
+
+@dataclass(frozen=True)
+class Resistance:
+    """One Ri/diffusion result: mean as measured and brought to 25 °C."""
+
+    key: str
+    label: str
+    raw_ohm: Optional[float]
+    at_25c_ohm: Optional[float]
+    count: int
+
+
+@dataclass
+class Summary:
+    """Everything the text summary, the chart panel and the BDF metadata show."""
+
+    serial: str
+    banc: str
+    status: str
+    current_step: Optional[int]
+    first_handle: Optional[datetime]
+    end_time: Optional[datetime]
+    first_row_s: Optional[float]
+    last_row_s: Optional[float]
+    rows: int
+    skipped_lines: int
+    rejected_count: Optional[int]
+    gap_s: float
+    phase_active_s: dict[int, float]
+    segments: list[Segment]
+    stops: list[Stop]
+    esp_capacity_ah: Optional[float]
+    esp_capacity_wh: Optional[float]
+    counted_capacity_ah: Optional[float]
+    counted_energy_wh: Optional[float]
+    capacity_diff_pct: Optional[float]
+    capacity_flag: bool
+    total_charge_ah: float
+    total_discharge_ah: float
+    resistances: list[Resistance]
+    ri_temperature_c: Optional[float]
+    voltage_range_v: Optional[tuple[float, float]]
+    temperature_range_c: Optional[tuple[float, float]]
+    max_cell_spread_mv: Optional[float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stopped_s(self) -> float:
+        """Total length of the stops."""
+        return float(sum(stop.duration_s for stop in self.stops))
+
+    @property
+    def wall_s(self) -> float:
+        """Time from the first to the last row."""
+        if self.first_row_s is None or self.last_row_s is None:
+            return 0.0
+        return self.last_row_s - self.first_row_s
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    return int(number) if number is not None else 0
+
+
+def identity_from_folder(folder: Path) -> tuple[str, str]:
+    """Serial and bench guessed from data/bancN/DDMMYYYY-SERIAL (for a folder without config.json)."""
+    folder = Path(folder)
+    match = record.FOLDER_RE.match(folder.name)  # the name's date is not checked: any 8 digits will do
+    serial = match.group(4) if match else folder.name
+    banc = folder.parent.name.lower() if re.fullmatch(r"(?i)banc[0-9]+", folder.parent.name) else "?"
+    return serial, banc
+
+
+def compute_summary(
+    data: TestData, config: dict[str, Any], gap_s: float, correct: Callable[[float, Optional[float]], float],
+    folder: Optional[Path] = None,
+) -> Summary:
+    """Summary of a test from its rows and its config.json (pure: `correct` brings an Ri to 25 °C)."""
+    notes = list(data.notes)
+    serial, banc = identity_from_folder(folder) if folder is not None else ("?", "?")
+    serial = str(config.get("battery_serial") or serial)
+    banc = str(config.get("banc") or banc)
+    n = len(data)
+    step = data.step
+    segments, stops = find_segments(data.unix_s, step, gap_s)
+
+    phase_active_s: dict[int, float] = {}
+    counted_ah = counted_wh = None
+    total_charge = total_discharge = 0.0
+    if n >= 2:
+        dt = np.diff(data.unix_s)
+        continuous = continuous_intervals(data.unix_s, gap_s)
+        for phase in np.unique(step).tolist():
+            phase_active_s[int(phase)] = float(dt[continuous & (step[:-1] == phase)].sum())
+        count = coulomb_count(data, gap_s)
+        total_charge = float(count.charge_ah[-1])
+        total_discharge = float(count.discharge_ah[-1])
+        in_discharge = (step[:-1] == DISCHARGE_PHASE) & (step[1:] == DISCHARGE_PHASE)
+        if in_discharge.any():
+            counted_ah = float(count.discharge_increments_ah[in_discharge].sum())
+            counted_wh = float(count.discharge_increments_wh[in_discharge].sum())
+    elif n == 1:
+        phase_active_s[int(step[0])] = 0.0
+
+    esp_ah = _number(config.get("capacity_ah"))
+    esp_wh = _number(config.get("capacity_wh"))
+    if esp_ah is None and n:
+        esp_ah = float(np.max(data["capacity_ah"]))  # config.json without it: the ESP's last word in data.csv
+        esp_wh = float(np.max(data["energy_wh"]))
+    diff_pct = None
+    if counted_ah is not None and esp_ah:
+        diff_pct = (counted_ah - esp_ah) / esp_ah * 100.0
+    flag = diff_pct is not None and abs(diff_pct) > CAPACITY_FLAG_PCT
+
+    ri_temperature = _number(config.get("ri_temperature_c"))
+    resistances = []
+    for key in protocol.RI_KEYS:
+        raw = _number(config.get(f"{key}_average"))
+        at_25 = None
+        if raw is not None:
+            try:
+                at_25 = correct(raw, ri_temperature)
+            except (ValueError, OSError) as exc:  # a broken temperature_coefficients.json: say so, keep the raw value
+                notes.append(f"correction à 25 °C impossible : {exc}")
+        resistances.append(Resistance(key, RESISTANCE_LABELS.get(key, key), raw, at_25, _count(config.get(f"{key}_count"))))
+
+    rejected = config.get("rejected_count")
+    spread = data["cell_max_mv"] - data["cell_min_mv"] if n else None
+    return Summary(
+        serial=serial,
+        banc=banc,
+        status=str(config.get("status") or "?"),
+        current_step=_count(config.get("current_step")) or None,
+        first_handle=record.parse_time(config.get("first_handle")),
+        end_time=record.parse_time(config.get("end_time")),
+        first_row_s=float(data.unix_s[0]) if n else None,
+        last_row_s=float(data.unix_s[-1]) if n else None,
+        rows=n,
+        skipped_lines=data.skipped_lines,
+        rejected_count=_count(rejected) if _number(rejected) is not None else None,
+        gap_s=gap_s,
+        phase_active_s=phase_active_s,
+        segments=segments,
+        stops=stops,
+        esp_capacity_ah=esp_ah,
+        esp_capacity_wh=esp_wh,
+        counted_capacity_ah=counted_ah,
+        counted_energy_wh=counted_wh,
+        capacity_diff_pct=diff_pct,
+        capacity_flag=flag,
+        total_charge_ah=total_charge,
+        total_discharge_ah=total_discharge,
+        resistances=resistances,
+        ri_temperature_c=ri_temperature,
+        voltage_range_v=(float(data["voltage_v"].min()), float(data["voltage_v"].max())) if n else None,
+        temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
+        max_cell_spread_mv=float(spread.max()) if spread is not None else None,
+        notes=notes,
+    )
+
+
+# =========================================================================== one test folder (files)
+
+
+@dataclass
+class Report:
+    """A loaded test: folder, rows, config.json and summary."""
+
+    folder: Path
+    data: TestData
+    config: dict[str, Any]
+    summary: Summary
+
+
+def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
+    """Load a test folder (data.csv, config.json tolerantly) and compute its summary."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} n'est pas un dossier de test")
+    data = load_test_data(folder)
+    config = utils.read_test_config(folder)
+    if config is None:
+        data.notes.append("config.json absent ou illisible : résultats de l'ESP inconnus")
+        config = {}
+    rejected_csv = folder / record.REJECTED_CSV_FILE
+    if config.get("rejected_count") is None and rejected_csv.exists():
+        try:
+            config = {**config, "rejected_count": record.count_csv_rows(rejected_csv)}
+        except OSError:
+            pass
+    if min_gap_s is None:
+        min_gap_s = utils.get_settings().bms_timeout_s
+    gap = stop_gap_s(data.unix_s, min_gap_s)
+    summary = compute_summary(data, config, gap, utils.correct_to_25c, folder=folder)
+    return Report(folder=folder, data=data, config=config, summary=summary)

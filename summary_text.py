@@ -1,0 +1,152 @@
+"""A test's summary as text: the printout of `report.py TEST_FOLDER` and the results panel beside the charts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Optional
+
+import protocol
+import record
+from analysis import CAPACITY_FLAG_PCT, Summary
+from formatting import PHASE_COLORS, darker, format_duration, format_milliohm
+
+STATUS_LABELS = {record.TEST_RUNNING: "en cours", record.TEST_FINISHED: "terminé", record.TEST_STOPPED: "arrêté",
+                 record.TEST_ABANDONED: "abandonné"}
+
+
+def format_time(moment: Optional[float | datetime]) -> str:
+    """Paris time dd/mm/yyyy HH:MM:SS of a unix time or datetime ("—" when unknown)."""
+    if moment is None:
+        return "—"
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(float(moment), tz=UTC)
+    return moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def _fmt(value: Optional[float], pattern: str, unit: str = "") -> str:
+    return "—" if value is None else f"{pattern.format(value)}{unit}"
+
+
+def phase_name(step: int) -> str:
+    """French name of a phase ("Charge"...), or "phase N" for an unexpected value."""
+    return protocol.PHASE_NAMES.get(step, f"phase {step}")
+
+
+def capacity_flag_text(summary: Summary) -> str:
+    """The warning line shown when the coulomb count and the ESP differ by more than 2 %."""
+    return (
+        f"ATTENTION : écart de {summary.capacity_diff_pct:+.2f} % (> {CAPACITY_FLAG_PCT:g} %) entre le comptage "
+        "coulométrique et la capacité de l'ESP"
+    )
+
+
+def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
+    """The plain-text summary printed by `report.py TEST_FOLDER`."""
+    status = STATUS_LABELS.get(summary.status, summary.status)
+    lines = [f"Test {summary.serial} — {summary.banc} — {status}"]
+    if folder is not None:
+        lines.append(f"Dossier : {folder}")
+    lines.append(f"Début (config.json) : {format_time(summary.first_handle)}")
+    lines.append(f"Première mesure     : {format_time(summary.first_row_s)}")
+    lines.append(f"Dernière mesure     : {format_time(summary.last_row_s)}")
+    if summary.end_time is not None:
+        lines.append(f"Fin (phase 5)       : {format_time(summary.end_time)}")
+    lines.append(
+        f"Durée totale        : {format_duration(summary.wall_s)}, dont arrêts {format_duration(summary.stopped_s)}"
+    )
+    skipped = f" ({summary.skipped_lines} ligne(s) ignorée(s))" if summary.skipped_lines else ""
+    lines.append(f"Mesures             : {summary.rows} ligne(s){skipped}")
+    if summary.rejected_count is not None:
+        lines.append(f"Messages rejetés    : {summary.rejected_count}")
+    lines.append("")
+    lines.append("Durée par phase (hors arrêts)")
+    if not summary.phase_active_s:
+        lines.append("  aucune mesure")
+    for phase in sorted(summary.phase_active_s):
+        lines.append(f"  {phase} {phase_name(phase):<20} {format_duration(summary.phase_active_s[phase])}")
+    lines.append(f"Arrêts (silences > {summary.gap_s:g} s) : {len(summary.stops)}")
+    for stop in summary.stops:
+        lines.append(
+            f"  {format_time(stop.t0_s)} -> {format_time(stop.t1_s)} ({format_duration(stop.duration_s)}), "
+            f"phase {stop.step_before} -> {stop.step_after}"
+        )
+    lines.append("")
+    lines.append("Capacité (décharge, phase 3)")
+    lines.append(
+        f"  ESP (config.json)          : {_fmt(summary.esp_capacity_ah, '{:.3f}', ' Ah')}   "
+        f"{_fmt(summary.esp_capacity_wh, '{:.1f}', ' Wh')}"
+    )
+    lines.append(
+        f"  Comptage coulométrique     : {_fmt(summary.counted_capacity_ah, '{:.3f}', ' Ah')}   "
+        f"{_fmt(summary.counted_energy_wh, '{:.1f}', ' Wh')}"
+    )
+    lines.append(f"  Écart                      : {_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %')}")
+    if summary.capacity_flag:
+        lines.append(f"  {capacity_flag_text(summary)}")
+    lines.append(
+        f"  Sur tout le test           : {summary.total_charge_ah:.3f} Ah chargés, "
+        f"{summary.total_discharge_ah:.3f} Ah déchargés"
+    )
+    lines.append("")
+    temperature = "inconnue" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:g} °C"
+    lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [mesure à {temperature}]")
+    for item in summary.resistances:
+        lines.append(f"  {item.label:<20} {format_milliohm(item.raw_ohm):>8} {format_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
+    lines.append("")
+    if summary.voltage_range_v:
+        lines.append(f"Tension             : {summary.voltage_range_v[0]:.2f} à {summary.voltage_range_v[1]:.2f} V")
+    if summary.temperature_range_c:
+        lines.append(
+            f"Température         : {summary.temperature_range_c[0]:.1f} à {summary.temperature_range_c[1]:.1f} °C"
+        )
+    if summary.max_cell_spread_mv is not None:
+        lines.append(f"Écart cellules max  : {summary.max_cell_spread_mv:.0f} mV")
+    if summary.notes:
+        lines.append("")
+        lines.append("Remarques")
+        lines.extend(f"  - {note}" for note in summary.notes)
+    return "\n".join(lines) + "\n"
+
+
+PANEL_RED, PANEL_TEXT, PANEL_GREY = "#c0392b", "#222222", "#555555"
+_SHORT_PHASE = {4: "Recharge stock."}
+_SHORT_RESISTANCE = {"diffusion_discharge": "Diff. décharge", "diffusion_charge": "Diff. charge"}
+
+
+def panel_lines(summary: Summary) -> list[tuple[str, str]]:
+    """(text, colour) lines of the results panel beside the charts (at most ~29 characters each)."""
+    red, black, grey = PANEL_RED, PANEL_TEXT, PANEL_GREY
+    out: list[tuple[str, str]] = [("Résultats", black)]
+    out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
+    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:.2f}'):>8}{_fmt(summary.esp_capacity_wh, '{:.0f}'):>8}",
+                black))
+    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, '{:.2f}'):>8}"
+                f"{_fmt(summary.counted_energy_wh, '{:.0f}'):>8}", black))
+    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %'):>10}",
+                red if summary.capacity_flag else black))
+    if summary.capacity_flag:
+        out.append((f"ÉCART > {CAPACITY_FLAG_PCT:g} % : à vérifier", red))
+    out.append(("", black))
+    out.append((f"{'Résist. (mΩ)':<14}{'mes.':>6}{'25 °C':>7}", grey))
+    for item in summary.resistances:
+        label = _SHORT_RESISTANCE.get(item.key, item.label)
+        out.append((f"{label:<14}{format_milliohm(item.raw_ohm):>6}{format_milliohm(item.at_25c_ohm):>7}", black))
+    temperature = "—" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:.1f} °C"
+    out.append((f"{'T mesure Ri':<14}{temperature:>13}", grey))
+    out.append(("", black))
+    out.append(("Durées (hors arrêts)", black))
+    for phase in sorted(summary.phase_active_s):
+        name = _SHORT_PHASE.get(phase, phase_name(phase))
+        out.append((f"{phase} {name:<15}{format_duration(summary.phase_active_s[phase]):>11}",
+                    darker(PHASE_COLORS[phase]) if phase in PHASE_COLORS else black))
+    out.append((f"Arrêts : {len(summary.stops)} ({format_duration(summary.stopped_s)})", grey))
+    out.append((f"Total : {format_duration(summary.wall_s)}", grey))
+    out.append((f"Mesures : {summary.rows}", grey))
+    if summary.skipped_lines:
+        out.append((f"Lignes ignorées : {summary.skipped_lines}", red))
+    if summary.rejected_count:
+        out.append((f"Messages rejetés : {summary.rejected_count}", grey))
+    if summary.max_cell_spread_mv is not None:
+        out.append((f"Écart cellules max : {summary.max_cell_spread_mv:.0f} mV", grey))
+    return out
