@@ -40,7 +40,7 @@ import bdf  # noqa: E402
 import chart_data  # noqa: E402
 import charts  # noqa: E402
 from testkit.support import Xvfb  # noqa: E402
-from tests.test_report import write_synthetic_test  # noqa: E402
+from testkit.synthetic import write_synthetic_test  # noqa: E402
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time
     from matplotlib.backends.backend_agg import FigureCanvasAgg
