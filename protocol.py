@@ -245,21 +245,22 @@ def _text(payload: Payload) -> str:
 # Contract v2 number forms. An integer field: digits, no sign, no leading zero ("0" itself is
 # fine). A decimal field: an optional "-", digits without a leading zero, an optional "." with
 # at least one digit after it. No "+", no exponent, no whitespace, no "nan"/"inf", no "_".
-# Always used with re.fullmatch (a "$" anchor would let a trailing newline through).
-_INT_RE = re.compile(r"0|[1-9][0-9]*")
-_DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+# Always used with re.fullmatch (a "$" anchor would let a trailing newline through). The
+# settings (utils.load_settings) use the same forms.
+PLAIN_INT_RE = re.compile(r"0|[1-9][0-9]*")
+PLAIN_DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 
 
 def _int_field(text: str, name: str) -> int:
     """A plain non-negative integer (docs/protocole.md §2); the caller checks the range."""
-    if not _INT_RE.fullmatch(text):
+    if not PLAIN_INT_RE.fullmatch(text):
         raise PayloadError(f"{name}: not a plain integer: {text[:20]!r}")
     return int(text)
 
 
 def _float_field(text: str, name: str) -> float:
     """A plain decimal number (docs/protocole.md §2), always finite."""
-    if not _DECIMAL_RE.fullmatch(text):
+    if not PLAIN_DECIMAL_RE.fullmatch(text):
         raise PayloadError(f"{name}: not a plain decimal number: {text[:20]!r}")
     value = float(text)
     if not math.isfinite(value):  # a few hundred digits overflow to inf

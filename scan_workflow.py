@@ -8,7 +8,6 @@ to show the operator). `ui.handle_prompt` drives it and performs the side effect
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,7 +21,6 @@ SCAN_END = "end"
 SCAN_RESET = "reset"
 SCAN_GRAPH = "graph"
 
-_BANC_RE = re.compile(r"(?i)^banc([0-9]+)$")
 MAX_ECHO_CHARS = 40  # a garbage scan is echoed back to the operator, cut to this length
 
 
@@ -135,10 +133,12 @@ class ScanWorkflow:
 
     def parse_banc(self, text: str) -> Optional[str]:
         """"bancN" (any case) -> "bancN" when it looks like a bench name (even an unknown number), else None."""
-        match = _BANC_RE.match(text)
-        if not match or match.group(1).startswith("0"):
+        if text[:4].lower() != "banc" or text != text.strip():
+            return None  # a bare number is a serial's typo, not a bench
+        try:
+            return protocol.banc_id(text)
+        except ValueError:
             return None
-        return f"banc{int(match.group(1))}"
 
     def _known(self, banc: str) -> bool:
         return 1 <= utils.banc_number(banc) <= self.num_bancs

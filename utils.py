@@ -103,8 +103,6 @@ class SettingsError(ValueError):
 # "1e3", "0x10", "+5", "nan", "inf", "1_000", "30s" are refused rather than guessed at.
 # Surrounding whitespace is ignored (an env file line "X= 30 "), and an unset or blank
 # variable means the default.
-_SETTING_INT_RE = re.compile(r"0|[1-9][0-9]*")
-_SETTING_DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 
 # name: (default, integer?, low, high), bounds included.
 SETTING_RANGES: dict[str, tuple[float, bool, float, float]] = {
@@ -125,11 +123,11 @@ def _env_number(env: dict[str, str], name: str) -> Any:
     text = raw.strip()
     shown = repr(raw[:40] + ("..." if len(raw) > 40 else ""))  # repr: one line whatever the value holds
     if integer:
-        if not _SETTING_INT_RE.fullmatch(text):
+        if not protocol.PLAIN_INT_RE.fullmatch(text):
             raise SettingsError(f"{name}={shown} is not a plain integer (expected {int(low)}..{int(high)})")
         value: Any = int(text)
     else:
-        if not _SETTING_DECIMAL_RE.fullmatch(text):
+        if not protocol.PLAIN_DECIMAL_RE.fullmatch(text):
             raise SettingsError(f"{name}={shown} is not a plain decimal number (expected {low:g}..{high:g})")
         value = float(text)
     if not (math.isfinite(value) and low <= value <= high):
