@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -460,7 +459,10 @@ def identity_from_folder(folder: Path) -> tuple[str, str]:
     folder = Path(folder)
     match = record.FOLDER_RE.match(folder.name)  # the name's date is not checked: any 8 digits will do
     serial = match.group(4) if match else folder.name
-    banc = folder.parent.name.lower() if re.fullmatch(r"(?i)banc[0-9]+", folder.parent.name) else "?"
+    try:
+        banc = protocol.banc_id(folder.parent.name) if folder.parent.name[:4].lower() == "banc" else "?"
+    except ValueError:  # "banc0", "bancX": not a bench folder
+        banc = "?"
     return serial, banc
 
 
