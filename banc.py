@@ -12,6 +12,10 @@ Exit codes:
   4  the bench holds another battery's unfinished test, or this battery is under test on another bench
   5  this battery finished a test less than 48 business hours ago (nothing created)
 
+What a message or the clock means for the test (rows, steps, counters, alerts, timers) is
+decided in recorder.py (RecorderCore, no I/O); this file carries it out: the files
+(AppendFile, config.json), MQTT and the process's life.
+
 One thread: paho's read loop runs the message callbacks (every row is written and handed to
 the OS there, before paho acknowledges the QoS 1 message); between reads a 0.2 s
 tick runs the watchdog, fsync, config.json saves, write retries and shutdown.
@@ -21,9 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
 import errno
-import io
 import logging
 import os
 import select
@@ -40,8 +42,44 @@ from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 import protocol
 import record
+import recorder
 import storage
 import utils
+
+# The core and its effects; the names marked "as" stay importable from banc (tests, bench).
+from recorder import (
+    REJECT_PAYLOAD_MAX_CHARS as REJECT_PAYLOAD_MAX_CHARS,
+    SEQ_DUPLICATE as SEQ_DUPLICATE,
+    SEQ_FIRST as SEQ_FIRST,
+    SEQ_GAP as SEQ_GAP,
+    SEQ_NEXT as SEQ_NEXT,
+    SEQ_RESTART as SEQ_RESTART,
+    WRITE_RETRY_INTERVAL_S,
+    Alert,
+    AlertLatch as AlertLatch,
+    Append,
+    BmsWatchdog as BmsWatchdog,
+    CaughtUp,
+    Effect,
+    FilesRestored,
+    Instant,
+    Log,
+    Outcome,
+    RateLimiter as RateLimiter,
+    RecorderCore,
+    Refused,
+    RestoreFailed,
+    Retry,
+    SaveSummary,
+    SeqTracker as SeqTracker,
+    SummaryRefused,
+    SummarySaved,
+    Sync,
+    bms_fields as bms_fields,
+    format_rejected_row as format_rejected_row,
+    held_capacity as held_capacity,
+    safe_text,
+)
 
 logger = logging.getLogger("banc")
 
@@ -59,25 +97,15 @@ TICK_S = 0.2
 # 1 s), which bounds that to about one second of data without a per-row fsync that would
 # cap the ingest rate. The price on an SD card (bench/RESULTS.md): each fsync rewrites the
 # partly filled last page, ~4 KiB per bench per second; a site with a UPS may raise it.
-# config.json holds a summary (capacity, energy, counters) that data.csv also holds row by
-# row, and banc.py recomputes it from data.csv when it resumes. Rewriting it (atomically,
-# with two fsyncs, ~0.8 kB) often would write more than the rows themselves: it is saved
-# every 5 minutes, and at once on a step change, a Ri result, a stop and at exit.
-SUMMARY_SAVE_INTERVAL_S = 300.0
-WRITE_RETRY_INTERVAL_S = 1.0
+# When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S).
 # Rows kept in memory while the disk refuses them (about two days of 1 Hz rows); beyond
 # that new rows are dropped and counted rather than letting the Pi run out of memory.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
-REJECT_PAYLOAD_MAX_CHARS = 200
 KEEPALIVE_S = 20
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 READ_BURST = 64  # packets read back to back (a few ms) before the periodic work gets a turn
 SHUTDOWN_MQTT_TIMEOUT_S = 3.0
-# A redelivered (DUP) message whose seq is at most this far behind the last accepted one
-# was already written before a crash; further back, or without DUP, it is an ESP reboot.
-SEQ_REDELIVERY_WINDOW = 1000
-REJECT_LOG_PER_MINUTE = 10
 
 _ERRNO_FR = {
     errno.ENOSPC: "disque plein",
@@ -98,169 +126,7 @@ def describe_os_error(exc: BaseException) -> str:
     return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:60]
 
 
-# =========================================================================== pure helpers
-
-SEQ_FIRST = "first"
-SEQ_NEXT = "next"
-SEQ_GAP = "gap"
-SEQ_RESTART = "restart"
-SEQ_DUPLICATE = "duplicate"
-
-
-class SeqTracker:
-    """Classifies each BMS line by its seq against the last accepted one (docs/protocole.md §2)."""
-
-    def __init__(self, last: Optional[int] = None, window: int = SEQ_REDELIVERY_WINDOW) -> None:
-        self.last = last
-        self.window = window
-
-    def classify(self, seq: int, redelivered: bool = False) -> str:
-        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one."""
-        last = self.last
-        if last is None:
-            verdict = SEQ_FIRST
-        elif seq == last:
-            return SEQ_DUPLICATE
-        elif seq == last + 1:
-            verdict = SEQ_NEXT
-        elif seq > last:
-            verdict = SEQ_GAP
-        elif redelivered and last - seq <= self.window:
-            # The broker re-sent (DUP flag) a message banc.py wrote but had not acknowledged.
-            return SEQ_DUPLICATE
-        else:
-            # Lower seq without DUP: the ESP rebooted (seq restarts at 0) — not a gap.
-            verdict = SEQ_RESTART
-        self.last = seq
-        return verdict
-
-
-class AlertLatch:
-    """Remembers which alert conditions are raised, so each is published once per episode."""
-
-    def __init__(self) -> None:
-        self._raised: set[str] = set()
-
-    def raise_(self, key: str) -> bool:
-        """Mark `key` raised; True only when it was not already."""
-        if key in self._raised:
-            return False
-        self._raised.add(key)
-        return True
-
-    def clear(self, key: str) -> bool:
-        """Mark `key` cleared; True only when it was raised."""
-        if key in self._raised:
-            self._raised.discard(key)
-            return True
-        return False
-
-    def is_raised(self, key: str) -> bool:
-        """Whether `key` is currently raised."""
-        return key in self._raised
-
-
-class RateLimiter:
-    """At most `per_minute` events allowed per minute; counts the suppressed ones."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.window_start: Optional[float] = None
-        self.count = 0
-
-    def allow(self, now: float) -> tuple[bool, int]:
-        """(whether to log this event, number suppressed in the window that just ended)."""
-        suppressed = 0
-        if self.window_start is None or now - self.window_start >= 60.0:
-            suppressed = max(0, self.count - self.per_minute)
-            self.window_start, self.count = now, 0
-        self.count += 1
-        return self.count <= self.per_minute, suppressed
-
-
-class BmsWatchdog:
-    """BMS silence detector: one alert per silence, one recovery note when data returns."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.last_data: Optional[float] = None
-        self.silence_since: Optional[float] = None  # set while an alert is raised
-
-    def feed(self, now: float) -> Optional[float]:
-        """Record BMS data at `now`; return the silence length (s) when it ends an alerted silence."""
-        silence = None if self.silence_since is None else now - self.silence_since
-        self.silence_since = None
-        self.last_data = now
-        return silence
-
-    def check(self, now: float, connected_since: Optional[float]) -> Optional[float]:
-        """Return the silence length (s) when an alert is due now, else None.
-
-        Silence counts from the last data or the last (re)connection, whichever is later:
-        while the broker is unreachable nobody can hear the BMS, and that is not its fault.
-        """
-        if connected_since is None or self.silence_since is not None:
-            return None
-        since = connected_since if self.last_data is None else max(self.last_data, connected_since)
-        if now - since >= self.timeout_s:
-            self.silence_since = since
-            return now - since
-        return None
-
-
-def bms_fields(payload: bytes) -> list[str]:
-    """The 10 data.csv fields of a validated BMS payload, as the ESP wrote them (the clock field is not a column)."""
-    return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
-
-
-def held_capacity(
-    step: int, stored_ah: Optional[float], stored_wh: Optional[float], line_ah: float, line_wh: float
-) -> tuple[Optional[float], Optional[float], bool]:
-    """Capacity and energy to keep after a BMS line; the flag is True when the ESP's counter went backwards.
-
-    Contract §3: the counters run from the start of phase 3 and are held after it. In phase 4 a
-    lower value is a counter the ESP lost (a reboot without its saved counters), not a new
-    measurement: the measured result is kept rather than overwritten. After 5 or 9 nothing changes.
-    """
-    if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
-        return stored_ah, stored_wh, False
-    if step == 4 and stored_ah is not None and line_ah < stored_ah:
-        return stored_ah, stored_wh, True
-    return line_ah, line_wh, False
-
-
-def safe_text(raw: bytes | str, max_chars: int = REJECT_PAYLOAD_MAX_CHARS) -> str:
-    """Printable one-line rendering of untrusted bytes: escapes, cut to `max_chars` (+ size note)."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    # surrogateescape maps each invalid byte to U+DC80..U+DCFF, escaped back as \\xNN below.
-    text = data[: max_chars * 4].decode("utf-8", errors="surrogateescape")
-    out: list[str] = []
-    length = 0
-    for ch in text:
-        if ch == "\\":
-            piece = "\\\\"
-        elif ch.isprintable():
-            piece = ch
-        else:
-            code = ord(ch)
-            if 0xDC80 <= code <= 0xDCFF:
-                code -= 0xDC00
-            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-        if length + len(piece) > max_chars:
-            out.append(f"…({len(data)} octets)")
-            break
-        out.append(piece)
-        length += len(piece)
-    return "".join(out)
-
-
-def format_rejected_row(timestamp: str, topic: str, reason: str, payload: bytes) -> bytes:
-    """One rejected.csv row; every field is made safe so a hostile payload cannot break the file."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(
-        [timestamp, safe_text(topic, 100), safe_text(reason, 200), safe_text(payload)]
-    )
-    return buf.getvalue().encode("utf-8")
+# =========================================================================== reading back (start)
 
 
 @dataclass
@@ -523,22 +389,20 @@ class AppendFile:
         return self.pending_bytes
 
 
-def _read_counter(config: dict[str, Any], key: str) -> int:
-    value = config.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+# =========================================================================== recorder (the executor)
 
 
-# =========================================================================== recorder
-
-COUNTER_KEYS = record.COUNTER_KEYS
 class Recorder:
-    """One test's records: the journal, data.csv, rejected.csv and the config.json view.
+    """One test's records: carries out what the RecorderCore decides, on the test folder's files.
 
-    Fed by the MQTT callbacks. A message is safe once its record is written: rows in the
-    page cache, journal events (steps, Ri results, stop) fsynced. `blocked` is True while
-    something waits in memory because the disk refuses it: the process then holds the
-    acknowledgements, so the broker keeps those messages. `alert` publishes a French text on
-    bancN/security; `clock` gives the wall time of receipt and `mono` the monotonic time.
+    Fed by the MQTT callbacks: each handler asks the core (recorder.RecorderCore, no I/O)
+    what the message means and applies the effects — rows and journal lines through
+    AppendFile (journal lines fsynced), config.json through utils (atomic, locked), alerts
+    through `alert` (a French text for bancN/security), logs. A write refused by the OS,
+    a refused summary and the watch over deleted files are reported back to the core, which
+    answers with the effects that follow. `blocked` (the core's) is True while something
+    waits in memory: the process then holds the acknowledgements, so the broker keeps those
+    messages. `clock` gives the wall time of receipt and `mono` the monotonic time.
     """
 
     def __init__(
@@ -557,77 +421,68 @@ class Recorder:
         self.folder = Path(folder)
         self.banc = banc
         self.serial = serial
-        self.step = step
         self.alert = alert
         self.clock = clock
         self.mono = mono
-        self.topics = protocol.topics(banc)
-        self.seq = SeqTracker()
-        self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
-        self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
-        self.journal = AppendFile(self.folder / record.EVENTS_FILE, (), writer, durable=True)
-        self.files = (self.journal, self.data, self.rejected)
-        self.counters = dict.fromkeys(COUNTER_KEYS, 0)
-        self.capacity_ah: Optional[float] = None
-        self.energy_wh: Optional[float] = None
-        self.last_row_time: Optional[datetime] = None
-        self.summary_dirty = False
-        self.view_dirty = False  # a step, Ri result or stop not yet shown in config.json
-        self.bench_step_dirty = False  # bancs_config.json's current_step behind the journal
-        self.last_summary_save = mono()
-        self.last_fsync = mono()
         if fsync_interval_s is None or bms_timeout_s is None:  # not given: the process's settings
             settings = utils.get_settings()
             fsync_interval_s = settings.fsync_interval_s if fsync_interval_s is None else fsync_interval_s
             bms_timeout_s = settings.bms_timeout_s if bms_timeout_s is None else bms_timeout_s
-        self.fsync_interval_s = fsync_interval_s
-        self.next_retry = 0.0
-        self.restore_pending = False  # a deleted file not yet put back
-        self.next_restore = 0.0
-        self.ended: Optional[int] = None  # 5 or 9 once recorded: nothing more is recorded
-        self.ignored_after_end = 0
-        self.repeated_steps = 0
-        # Values of the latest Ri results in the journal: a redelivered copy is one of them.
-        self.recent_ri: collections.deque[dict[str, Any]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
-        self.last_message = mono()
-        self.latch = AlertLatch()
-        self.watchdog = BmsWatchdog(bms_timeout_s)
-        self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
-        self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+        self.core = RecorderCore(banc, step, fsync_interval_s=fsync_interval_s, bms_timeout_s=bms_timeout_s,
+                                 start_s=mono())
+        self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
+        self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
+        self.journal = AppendFile(self.folder / record.EVENTS_FILE, (), writer, durable=True)
+        self.files = {recorder.JOURNAL: self.journal, recorder.DATA: self.data, recorder.REJECTED: self.rejected}
+        self.next_restore = 0.0  # monotonic time of the next attempt to put deleted files back
+
+    # ------------------------------------------------------------------ the core's state
+
+    @property
+    def step(self) -> int:
+        """The phase the test has reached."""
+        return self.core.step
+
+    @property
+    def ended(self) -> Optional[int]:
+        """5 or 9 once recorded (nothing more is recorded), else None."""
+        return self.core.ended
+
+    @property
+    def blocked(self) -> bool:
+        """True while a record waits in memory (the disk refused it): acknowledgements must wait."""
+        return self.core.blocked
+
+    @property
+    def ignored_after_end(self) -> int:
+        """Messages that arrived after the end of the test."""
+        return self.core.ignored_after_end
+
+    def _now(self) -> Instant:
+        return Instant(self.clock(), self.mono())
 
     # ------------------------------------------------------------------ start
 
     def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None) -> None:
         """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
-        if state is not None:
-            self.recent_ri.extend(state.recent_ri)
-        for key in COUNTER_KEYS:
-            self.counters[key] = _read_counter(config, key)
-        for key, value in (("capacity_ah", config.get("capacity_ah")), ("energy_wh", config.get("capacity_wh"))):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                setattr(self, key, float(value))
         data_scan = self._repair(self.data)
         rejected_scan = self._repair(self.rejected)
         journal_scan = self._repair(self.journal)
-        for target in self.files:
+        for target in self.files.values():
             target.open()
-        # Counted from the files themselves: exact even when config.json lagged behind a crash.
-        self.counters["rows_count"] = max(0, data_scan.lines - 1)
-        self.counters["rejected_count"] = max(0, rejected_scan.lines - 1)
         last = last_data_row(data_scan.tail_lines)
-        if last is not None:
-            self.seq.last = last.seq
-        now = self.clock()
+        self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
+                         rejected_rows=max(0, rejected_scan.lines - 1), last_seq=last.seq if last else None)
         if data_scan.torn:
-            self.reject(now, self.topics.bms_data, "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn)
+            now = self._now()
+            self._apply(self.core.reject(now, self.core.topics.bms_data,
+                                         "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn), now)
         if rejected_scan.torn:
             logger.warning("torn line removed from rejected.csv: %s", safe_text(rejected_scan.torn))
         if journal_scan.torn:
             logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(journal_scan.torn))
-        logger.info(
-            "data.csv: %d rows, last seq %s; rejected.csv: %d rows",
-            self.counters["rows_count"], self.seq.last, self.counters["rejected_count"],
-        )
+        logger.info("data.csv: %d rows, last seq %s; rejected.csv: %d rows", self.core.counters["rows_count"],
+                    self.core.seq.last, self.core.counters["rejected_count"])
 
     @staticmethod
     def _repair(target: AppendFile) -> CsvScan:
@@ -638,324 +493,118 @@ class Recorder:
             logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
         return scan
 
-    # ------------------------------------------------------------------ state
-
-    @property
-    def blocked(self) -> bool:
-        """True while a record waits in memory (the disk refused it): acknowledgements must wait."""
-        return self.restore_pending or self.journal.failing or self.data.failing or self.rejected.failing
-
-    # ------------------------------------------------------------------ messages
-
-    def _parse(self, parse: Callable[[bytes], Any], topic: str, payload: bytes) -> Optional[tuple[datetime, Any]]:
-        """(receipt time, parsed payload), or None once the refused payload is recorded."""
-        now = self.clock()
-        try:
-            return now, parse(payload)
-        except protocol.PayloadError as exc:
-            self.reject(now, topic, str(exc), payload)
-            return None
-
-    def _admit(self) -> Optional[float]:
-        """The monotonic receipt time, or None (counted) once the test has ended."""
-        if self.ended is not None:
-            self.ignored_after_end += 1
-            return None
-        self.last_message = self.mono()
-        return self.last_message
-
-    def _event(self, kind: str, now: datetime, **fields: Any) -> None:
-        """Append one journal event (fsynced, or kept in memory and retried while the disk refuses it)."""
-        was_failing = self.journal.failing
-        self.journal.append(record.encode_event(kind, now, **fields))
-        self.view_dirty = True
-        if self.journal.failing and not was_failing:
-            self._file_failed(self.journal)
+    # ------------------------------------------------------------------ messages and time
 
     def handle_bms(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
-        parsed = self._parse(protocol.parse_bms_line, self.topics.bms_data, payload)
-        if parsed is None:
-            return
-        now, line = parsed
-        seq = line.seq
-        mono_now = self._admit()
-        if mono_now is None:
-            return
-        recovered = self.watchdog.feed(mono_now)
-        previous_seq = self.seq.last
-        verdict = self.seq.classify(seq, redelivered)
-        if verdict == SEQ_DUPLICATE:
-            self.counters["duplicate_count"] += 1
-            self.summary_dirty = True
-        else:
-            if verdict == SEQ_GAP:
-                self.counters["seq_gap_count"] += 1
-            elif verdict == SEQ_RESTART:
-                self.counters["seq_restart_count"] += 1
-            was_failing = self.data.failing
-            dropped_before = self.data.dropped_rows
-            # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
-            row = record.format_data_row(utils.iso(now, millis=True), self.step, bms_fields(payload))
-            self.data.append(row)
-            dropped = self.data.dropped_rows > dropped_before
-            if not dropped:
-                self.counters["rows_count"] += 1
-            self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
-                self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
-            )
-            counter_lost = counter_lost and self.latch.raise_("capacity:held")
-            self.last_row_time = now
-            self.summary_dirty = True
-            newly_failing = self.data.failing and not was_failing
-            log_it, suppressed = (
-                self.anomaly_log.allow(mono_now) if verdict in (SEQ_GAP, SEQ_RESTART) else (False, 0)
-            )
-        if recovered is not None:
-            logger.info("BMS data back after %.1f s", recovered)
-            self.alert(f"Données BMS rétablies après {recovered:.0f} s de silence")
-        if verdict == SEQ_DUPLICATE:
-            return
-        if counter_lost:
-            logger.warning("ESP capacity counter went back to %.3f Ah in phase 4; keeping %.3f Ah",
-                           line.capacity_ah, self.capacity_ah or 0.0)
-            self.alert(f"Compteur de capacité de l'ESP remis à zéro en phase 4 : capacité mesurée "
-                       f"conservée ({self.capacity_ah or 0.0:.2f} Ah)")
-        if suppressed:
-            logger.info("%d more seq anomalies in the last minute", suppressed)
-        if log_it:
-            logger.info("seq %d after %s: %s", seq, previous_seq, "ESP restart" if verdict == SEQ_RESTART else "gap")
-        if newly_failing:
-            self._file_failed(self.data)
-        if dropped and self.latch.raise_("dropped:data.csv"):
-            logger.error("memory buffer full: BMS rows are being dropped")
-            self.alert("Mémoire tampon pleine : des mesures BMS sont perdues, libérer le disque")
+        """A bancN/bms/data message: its row is handed to the OS before this returns."""
+        now = self._now()
+        self._apply(self.core.on_bms(payload, redelivered, now), now)
 
     def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject.
-
-        The step is one journal line, fsynced before this returns (hence before the broker
-        gets its acknowledgement); a step equal to the current one costs nothing.
-        """
-        parsed = self._parse(protocol.parse_step, self.topics.step, payload)
-        if parsed is None:
-            return
-        now, step = parsed
-        if self._admit() is None:
-            return
-        previous = self.step
-        if step == protocol.STEP_STOP:
-            self.ended = step
-            self._event(record.EVENT_STOP, now)
-            logger.info("step 9: stop for the day at step %d", previous)
-            return
-        if step == previous or (redelivered and step < previous):
-            # Equal: nothing to record. Lower and re-sent (DUP): a step this test has already
-            # gone past, written before a crash and delivered again, not the ESP going back.
-            self.repeated_steps += 1
-            return
-        self.step = step
-        if step == protocol.STEP_FINISHED:
-            self.ended = step
-        self._event(record.EVENT_STEP, now, step=step)
-        self.bench_step_dirty = True
-        if step < previous:
-            logger.warning("step %d after step %d (the ESP went back)", step, previous)
-        else:
-            logger.info("step %d (was %d)", step, previous)
+        """A bancN/step message: a new step is in the journal, fsynced, before this returns."""
+        now = self._now()
+        self._apply(self.core.on_step(payload, redelivered, now), now)
 
     def handle_ri(self, payload: bytes, redelivered: bool = False) -> None:
-        """A bancN/ri/results message: one journal line; config.json's running means follow from it."""
-        parsed = self._parse(protocol.parse_ri_results, self.topics.ri_results, payload)
-        if parsed is None:
-            return
-        now, results = parsed
-        if self._admit() is None:
-            return
-        if redelivered and results in self.recent_ri:
-            # The broker re-sent (DUP) a result this journal already holds: a kill or a lost
-            # connection came between its fsync and its acknowledgement. Counting it again
-            # would bias the means.
-            self.counters["duplicate_count"] += 1
-            logger.info("Ri results redelivered, already recorded: %s", results)
-            return
-        logger.info("Ri results at step %d: %s", self.step, results)
-        self.recent_ri.append(results)
-        self._event(record.EVENT_RI, now, values=results)
-
-    def reject(self, now: datetime, topic: str, reason: str, payload: bytes) -> None:
-        """Record a refused message in rejected.csv and count it."""
-        row = format_rejected_row(now.isoformat(timespec="milliseconds"), topic, reason, payload)
-        if self._admit() is None:
-            return
-        was_failing = self.rejected.failing
-        self.rejected.append(row)
-        self.counters["rejected_count"] += 1
-        self.summary_dirty = True
-        newly_failing = self.rejected.failing and not was_failing
-        log_it, suppressed = self.reject_log.allow(self.mono())
-        if suppressed:
-            logger.warning("%d more rejected messages in the last minute", suppressed)
-        if log_it:
-            logger.warning("rejected on %s: %s (%s)", topic, safe_text(reason, 120), safe_text(payload, 60))
-        if newly_failing:
-            self._file_failed(self.rejected)
-
-    # ------------------------------------------------------------------ config.json (a view)
-
-    def _config_failed(self, what: str, exc: BaseException) -> None:
-        if self.latch.raise_("config"):
-            logger.error("config.json: %s not saved: %s (retrying every second)", what, exc)
-            self.alert(f"Écriture impossible dans config.json ({describe_os_error(exc)}) : nouvel essai chaque seconde")
-
-    def _config_ok(self) -> None:
-        if self.latch.clear("config"):
-            logger.info("config.json writable again")
-            self.alert("Écriture dans config.json rétablie")
-
-    def save_view(self) -> bool:
-        """Show the journal's new events in config.json and the step in bancs_config.json; True when done."""
-        if self.journal.failing:
-            return False  # the view must never run ahead of the journal
-        try:
-            if self.view_dirty or self.summary_dirty:
-                self._write_summary()
-                self.view_dirty = False
-            if self.bench_step_dirty:
-                if self.step != protocol.STEP_FINISHED:  # after 5 the bench is freed instead (_finish)
-                    utils.update_bancs_config_current_step(self.banc, self.step)
-                self.bench_step_dirty = False
-        except (OSError, ValueError) as exc:
-            self._config_failed("summary", exc)
-            return False
-        self._config_ok()
-        return True
-
-    def _write_summary(self) -> None:
-        if record.read_summary_file(self.folder) is None and self.latch.raise_("config:rebuilt"):
-            logger.error("config.json missing or unreadable: rebuilt from the journal and data.csv")
-            self.alert("config.json endommagé ou supprimé : reconstruit depuis le dossier du test, rien n'est perdu")
-        counters = dict(self.counters)
-        if self.capacity_ah is not None and self.energy_wh is not None and self.last_row_time is not None:
-            utils.update_config_bms(self.folder, self.capacity_ah, self.energy_wh, self.last_row_time, counters)
-        else:
-            utils.update_config_counters(self.folder, counters)
-        self.latch.clear("config:rebuilt")
-        self.summary_dirty = False
-        self.last_summary_save = self.mono()
-
-    def save_summary(self, force: bool = False) -> bool:
-        """Save capacity, energy and counters in config.json when due (or `force`); True when saved or clean."""
-        if not (self.summary_dirty or self.view_dirty):
-            return True
-        if not force and not self.view_dirty and self.mono() - self.last_summary_save < SUMMARY_SAVE_INTERVAL_S:
-            return True
-        return self.save_view()
-
-    # ------------------------------------------------------------------ files
-
-    def _file_failed(self, target: AppendFile) -> None:
-        """First failure of an episode: log and alert once."""
-        exc = target.error
-        if self.latch.raise_(f"file:{target.path.name}"):
-            logger.error("%s: write failed (%s); messages held (not acknowledged), retrying every second",
-                         target.path.name, exc)
-            self.alert(
-                f"Écriture impossible dans {target.path.name} ({describe_os_error(exc) if exc else 'écriture partielle'}) : "
-                "mesures gardées par le broker, nouvel essai chaque seconde"
-            )
-
-    def _retry_files(self) -> None:
-        for target in self.files:
-            if not target.failing:
-                continue
-            rows = target.pending_rows
-            ok = target.flush_pending()
-            dropped = target.dropped_rows
-            key = f"file:{target.path.name}"
-            if ok:
-                logger.info("%s writable again: %d records caught up", target.path.name, rows)
-                if self.latch.clear(key):
-                    note = f"Écriture dans {target.path.name} rétablie : {rows} lignes rattrapées"
-                    if dropped:
-                        note += f", {dropped} perdues (mémoire pleine)"
-                    self.alert(note)
-                self.latch.clear(f"dropped:{target.path.name}")
-            else:
-                self._file_failed(target)
-
-    def check_folder(self) -> None:
-        """A test folder or file deleted under us: alert, put it back from our open descriptors, go on.
-
-        Until it is back, `blocked` holds the acknowledgements: rows written meanwhile live
-        only in the deleted file, which a kill would lose.
-        """
-        now = self.mono()
-        if self.restore_pending and now < self.next_restore:
-            return
-        removed = [target for target in self.files if target.removed()]
-        if not removed:
-            self.restore_pending = False
-            return
-        folder_gone = not self.folder.is_dir()
-        names = ", ".join(target.path.name for target in removed)
-        try:
-            restored = [(target.path.name, target.restore()) for target in removed]
-        except OSError as exc:
-            self.restore_pending = True
-            self.next_restore = now + WRITE_RETRY_INTERVAL_S
-            if self.latch.raise_("folder"):
-                logger.error("%s removed and cannot be restored: %s (retrying every second)", names, exc)
-                self.alert(f"Dossier du test supprimé ({names}) et impossible à recréer ({describe_os_error(exc)}) : "
-                           "mesures gardées par le broker, nouvel essai chaque seconde")
-            return
-        self.restore_pending = False
-        self.latch.clear("folder")
-        logger.error("%s %s removed while the test runs; restored (%s)", "folder and" if folder_gone else "", names,
-                     ", ".join(f"{name}: {size} bytes" for name, size in restored))
-        what = "Dossier du test supprimé" if folder_gone else f"{names} supprimé"
-        self.alert(f"{what} pendant le test : recréé sans perte, l'enregistrement continue")
-        self.view_dirty = True  # config.json is rebuilt from the restored journal and rows
-
-    def sync(self) -> None:
-        """fsync the CSV files that changed since the last fsync."""
-        self.data.sync()
-        self.rejected.sync()
-        self.last_fsync = self.mono()
+        """A bancN/ri/results message: its journal line is fsynced before this returns."""
+        now = self._now()
+        self._apply(self.core.on_ri(payload, redelivered, now), now)
 
     def tick(self, connected_since: Optional[float]) -> None:
-        """Periodic work (main thread): folder watch, watchdog, write retries, fsync, config.json saves."""
-        now = self.mono()
+        """Periodic work (main thread): folder watch, then what the core's clock asks for."""
         self.check_folder()
-        silence = None if self.ended is not None else self.watchdog.check(now, connected_since)
-        if silence is not None:
-            timeout = self.watchdog.timeout_s
-            logger.warning("no BMS data for %.1f s", silence)
-            self.alert(f"Aucune donnée BMS valide depuis {timeout:g} s : vérifier l'ESP32, le BMS et leur liaison")
-        if now >= self.next_retry:
-            self.next_retry = now + WRITE_RETRY_INTERVAL_S
-            self._retry_files()
-            if self.latch.is_raised("config"):
-                self.save_summary(force=True)
-        if now - self.last_fsync >= self.fsync_interval_s:
-            self.sync()
-        self.save_summary()
-
-    def all_written(self) -> bool:
-        """True when nothing waits in memory (rows, events, summary)."""
-        return not self.blocked and not self.summary_dirty and not self.view_dirty and not self.bench_step_dirty
+        now = self._now()
+        self._apply(self.core.tick(now, connected_since), now)
 
     def flush_all(self) -> bool:
         """One attempt to write everything that waits; True when all is on disk (fsynced)."""
-        self._retry_files()
-        self.save_summary(force=True)
-        self.sync()
-        return self.all_written()
+        now = self._now()
+        self._apply(self.core.flush(now), now)
+        return self.core.all_written()
 
     def close(self) -> int:
         """Close the files; return the bytes that could not be written."""
-        self.ended = self.ended or protocol.STEP_STOP
-        return sum(target.close() for target in self.files)
+        self.core.close()
+        return sum(target.close() for target in self.files.values())
+
+    # ------------------------------------------------------------------ effects
+
+    def _apply(self, effects: list[Effect], now: Instant) -> None:
+        """Carry the effects out in order; what the core answers to an outcome comes right after its effect."""
+        queue = collections.deque(effects)
+        while queue:
+            outcome = self._carry_out(queue.popleft())
+            if outcome is not None:
+                queue.extendleft(reversed(self.core.report(outcome, now)))
+
+    def _carry_out(self, effect: Effect) -> Optional[Outcome]:
+        if isinstance(effect, Append):
+            target = self.files[effect.file]
+            dropped_before = target.dropped_rows
+            if target.append(effect.data):
+                return None
+            return self._refused(effect.file, dropped=target.dropped_rows > dropped_before)
+        if isinstance(effect, Log):
+            logger.log(effect.level, effect.message)
+        elif isinstance(effect, Alert):
+            self.alert(effect.text)
+        elif isinstance(effect, Sync):
+            self.data.sync()
+            self.rejected.sync()
+        elif isinstance(effect, Retry):
+            target = self.files[effect.file]
+            rows = target.pending_rows
+            if not target.flush_pending():
+                return self._refused(effect.file)
+            return CaughtUp(effect.file, rows, target.dropped_rows)
+        else:
+            return self._save_summary(effect)
+        return None
+
+    def _refused(self, name: str, dropped: bool = False) -> Refused:
+        exc = self.files[name].error
+        return Refused(name, describe_os_error(exc) if exc else "écriture partielle", str(exc or ""), dropped)
+
+    def _save_summary(self, effect: SaveSummary) -> Outcome:
+        """config.json (and the bench's step in bancs_config.json), each written atomically under its lock."""
+        try:
+            was_missing = record.read_summary_file(self.folder) is None
+            if effect.capacity_ah is not None and effect.energy_wh is not None and effect.last_row_at is not None:
+                utils.update_config_bms(self.folder, effect.capacity_ah, effect.energy_wh, effect.last_row_at,
+                                        effect.counters)
+            else:
+                utils.update_config_counters(self.folder, effect.counters)
+            if effect.bench_step is not None:
+                utils.update_bancs_config_current_step(self.banc, effect.bench_step)
+        except (OSError, ValueError) as exc:
+            return SummaryRefused(describe_os_error(exc), str(exc))
+        return SummarySaved(was_missing)
+
+    # ------------------------------------------------------------------ files deleted under us
+
+    def check_folder(self) -> None:
+        """A test folder or file deleted under us: put it back from our open descriptors and tell the core.
+
+        The core alerts and holds the acknowledgements until the files are back: rows
+        written meanwhile live only in the deleted file, which a kill would lose.
+        """
+        now = self._now()
+        if self.core.restore_pending and now.mono_s < self.next_restore:
+            return
+        removed = [target for target in self.files.values() if target.removed()]
+        if not removed:
+            if self.core.restore_pending:
+                self._apply(self.core.report(FilesRestored(()), now), now)
+            return
+        folder_gone = not self.folder.is_dir()
+        try:
+            restored = tuple((target.path.name, target.restore()) for target in removed)
+        except OSError as exc:
+            self.next_restore = now.mono_s + WRITE_RETRY_INTERVAL_S
+            names = tuple(target.path.name for target in removed)
+            self._apply(self.core.report(RestoreFailed(names, describe_os_error(exc), str(exc)), now), now)
+            return
+        self._apply(self.core.report(FilesRestored(restored, folder_gone), now), now)
 
 
 # =========================================================================== process

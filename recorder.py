@@ -1,0 +1,667 @@
+"""recorder.py — what one running test records, decided without any I/O (banc.py's core).
+
+`RecorderCore` is told what happens, each time with `now` (an `Instant`): an MQTT message
+(payload and DUP flag), a tick, the outcome of a write. It answers with the effects to carry
+out, in order: append lines to data.csv, rejected.csv or the journal (events.jsonl, fsynced),
+retry the lines waiting in memory, fsync the CSV files, save the config.json view, publish
+an alert on bancN/security, log. It holds no file, reads no clock and no setting (they are
+passed in as plain values): the same pattern as battery_model.BenchFirmware, which returns
+the events to publish.
+
+banc.Recorder, the executor, carries the effects out and reports what went wrong or came
+right (`Refused`, `CaughtUp`, `SummarySaved`, `SummaryRefused`, `FilesRestored`,
+`RestoreFailed`) through `RecorderCore.report`, which answers with more effects. A write that
+goes through reports nothing. `blocked` is True from a refused write until its file has
+caught up (and while a deleted file is not back): banc.py holds the MQTT acknowledgements
+meanwhile, so the broker keeps those messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional, Union
+
+import protocol
+import record
+
+# config.json holds a summary (capacity, energy, counters) that data.csv also holds row by
+# row, and banc.py recomputes it from data.csv when it resumes. Rewriting it (atomically,
+# with two fsyncs, ~0.8 kB) often would write more than the rows themselves: it is saved
+# every 5 minutes, and at once after a journal event (step, Ri result, stop) and at exit.
+SUMMARY_SAVE_INTERVAL_S = 300.0
+WRITE_RETRY_INTERVAL_S = 1.0
+REJECT_PAYLOAD_MAX_CHARS = 200
+# A redelivered (DUP) message whose seq is at most this far behind the last accepted one
+# was already written before a crash; further back, or without DUP, it is an ESP reboot.
+SEQ_REDELIVERY_WINDOW = 1000
+REJECT_LOG_PER_MINUTE = 10
+
+# The files effects name, in the order their retries are tried.
+JOURNAL = record.EVENTS_FILE
+DATA = record.DATA_CSV_FILE
+REJECTED = record.REJECTED_CSV_FILE
+FILES: tuple[str, ...] = (JOURNAL, DATA, REJECTED)
+
+
+# =========================================================================== pure helpers
+
+SEQ_FIRST = "first"
+SEQ_NEXT = "next"
+SEQ_GAP = "gap"
+SEQ_RESTART = "restart"
+SEQ_DUPLICATE = "duplicate"
+
+
+class SeqTracker:
+    """Classifies each BMS line by its seq against the last accepted one (docs/protocole.md §2)."""
+
+    def __init__(self, last: Optional[int] = None, window: int = SEQ_REDELIVERY_WINDOW) -> None:
+        self.last = last
+        self.window = window
+
+    def classify(self, seq: int, redelivered: bool = False) -> str:
+        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one."""
+        last = self.last
+        if last is None:
+            verdict = SEQ_FIRST
+        elif seq == last:
+            return SEQ_DUPLICATE
+        elif seq == last + 1:
+            verdict = SEQ_NEXT
+        elif seq > last:
+            verdict = SEQ_GAP
+        elif redelivered and last - seq <= self.window:
+            # The broker re-sent (DUP flag) a message banc.py wrote but had not acknowledged.
+            return SEQ_DUPLICATE
+        else:
+            # Lower seq without DUP: the ESP rebooted (seq restarts at 0) — not a gap.
+            verdict = SEQ_RESTART
+        self.last = seq
+        return verdict
+
+
+class AlertLatch:
+    """Remembers which alert conditions are raised, so each is published once per episode."""
+
+    def __init__(self) -> None:
+        self._raised: set[str] = set()
+
+    def raise_(self, key: str) -> bool:
+        """Mark `key` raised; True only when it was not already."""
+        if key in self._raised:
+            return False
+        self._raised.add(key)
+        return True
+
+    def clear(self, key: str) -> bool:
+        """Mark `key` cleared; True only when it was raised."""
+        if key in self._raised:
+            self._raised.discard(key)
+            return True
+        return False
+
+    def is_raised(self, key: str) -> bool:
+        """Whether `key` is currently raised."""
+        return key in self._raised
+
+
+class RateLimiter:
+    """At most `per_minute` events allowed per minute; counts the suppressed ones."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window_start: Optional[float] = None
+        self.count = 0
+
+    def allow(self, now: float) -> tuple[bool, int]:
+        """(whether to log this event, number suppressed in the window that just ended)."""
+        suppressed = 0
+        if self.window_start is None or now - self.window_start >= 60.0:
+            suppressed = max(0, self.count - self.per_minute)
+            self.window_start, self.count = now, 0
+        self.count += 1
+        return self.count <= self.per_minute, suppressed
+
+
+class BmsWatchdog:
+    """BMS silence detector: one alert per silence, one recovery note when data returns."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.last_data: Optional[float] = None
+        self.silence_since: Optional[float] = None  # set while an alert is raised
+
+    def feed(self, now: float) -> Optional[float]:
+        """Record BMS data at `now`; return the silence length (s) when it ends an alerted silence."""
+        silence = None if self.silence_since is None else now - self.silence_since
+        self.silence_since = None
+        self.last_data = now
+        return silence
+
+    def check(self, now: float, connected_since: Optional[float]) -> Optional[float]:
+        """Return the silence length (s) when an alert is due now, else None.
+
+        Silence counts from the last data or the last (re)connection, whichever is later:
+        while the broker is unreachable nobody can hear the BMS, and that is not its fault.
+        """
+        if connected_since is None or self.silence_since is not None:
+            return None
+        since = connected_since if self.last_data is None else max(self.last_data, connected_since)
+        if now - since >= self.timeout_s:
+            self.silence_since = since
+            return now - since
+        return None
+
+
+def bms_fields(payload: bytes) -> list[str]:
+    """The 10 data.csv fields of a validated BMS payload, as the ESP wrote them (the clock field is not a column)."""
+    return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
+
+
+def held_capacity(
+    step: int, stored_ah: Optional[float], stored_wh: Optional[float], line_ah: float, line_wh: float
+) -> tuple[Optional[float], Optional[float], bool]:
+    """Capacity and energy to keep after a BMS line; the flag is True when the ESP's counter went backwards.
+
+    Contract §3: the counters run from the start of phase 3 and are held after it. In phase 4 a
+    lower value is a counter the ESP lost (a reboot without its saved counters), not a new
+    measurement: the measured result is kept rather than overwritten. After 5 or 9 nothing changes.
+    """
+    if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
+        return stored_ah, stored_wh, False
+    if step == 4 and stored_ah is not None and line_ah < stored_ah:
+        return stored_ah, stored_wh, True
+    return line_ah, line_wh, False
+
+
+def safe_text(raw: bytes | str, max_chars: int = REJECT_PAYLOAD_MAX_CHARS) -> str:
+    """Printable one-line rendering of untrusted bytes: escapes, cut to `max_chars` (+ size note)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    # surrogateescape maps each invalid byte to U+DC80..U+DCFF, escaped back as \\xNN below.
+    text = data[: max_chars * 4].decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    length = 0
+    for ch in text:
+        if ch == "\\":
+            piece = "\\\\"
+        elif ch.isprintable():
+            piece = ch
+        else:
+            code = ord(ch)
+            if 0xDC80 <= code <= 0xDCFF:
+                code -= 0xDC00
+            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+        if length + len(piece) > max_chars:
+            out.append(f"…({len(data)} octets)")
+            break
+        out.append(piece)
+        length += len(piece)
+    return "".join(out)
+
+
+def format_rejected_row(timestamp: str, topic: str, reason: str, payload: bytes) -> bytes:
+    """One rejected.csv row; every field is made safe so a hostile payload cannot break the file."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(
+        [timestamp, safe_text(topic, 100), safe_text(reason, 200), safe_text(payload)]
+    )
+    return buf.getvalue().encode("utf-8")
+
+
+def summary_counters(summary: Mapping[str, Any]) -> dict[str, int]:
+    """The counters a config.json holds (a missing or malformed one is 0)."""
+    counters = {}
+    for key in record.COUNTER_KEYS:
+        value = summary.get(key)
+        counters[key] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return counters
+
+
+# =========================================================================== inputs and effects
+
+
+@dataclass(frozen=True)
+class Instant:
+    """When something happens: the wall time written in the files and the monotonic time the timers use."""
+
+    wall: datetime
+    mono_s: float
+
+
+@dataclass(frozen=True)
+class Append:
+    """Append `data` (whole lines) to `file`; the journal's lines are fsynced before the next effect."""
+
+    file: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Write again what waits in memory for `file` (the disk refused it)."""
+
+    file: str
+
+
+@dataclass(frozen=True)
+class Sync:
+    """fsync data.csv and rejected.csv where something was written since the last time."""
+
+
+@dataclass(frozen=True)
+class SaveSummary:
+    """Rewrite config.json with these values (the journal's facts are folded in by the writer).
+
+    `bench_step`, when not None, is also written as the bench's current_step in bancs_config.json.
+    """
+
+    counters: dict[str, int]
+    capacity_ah: Optional[float]
+    energy_wh: Optional[float]
+    last_row_at: Optional[datetime]
+    bench_step: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Publish `text` (French, for the operator) on bancN/security."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Log:
+    """Write `message` in the process log at `level` (logging.INFO...)."""
+
+    level: int
+    message: str
+
+
+Effect = Union[Append, Retry, Sync, SaveSummary, Alert, Log]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An Append or Retry of `file` was not (wholly) written: it waits in memory, or was dropped (memory full)."""
+
+    file: str
+    error: str  # French, for the operator ("disque plein")
+    detail: str = ""  # the system's words, for the log
+    dropped: bool = False
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """A Retry wrote everything that waited for `file`: `rows` lines, `dropped_rows` lost to a full memory."""
+
+    file: str
+    rows: int
+    dropped_rows: int = 0
+
+
+@dataclass(frozen=True)
+class SummarySaved:
+    """A SaveSummary went through; `was_missing`: config.json was missing or unreadable and was rebuilt."""
+
+    was_missing: bool = False
+
+
+@dataclass(frozen=True)
+class SummaryRefused:
+    """A SaveSummary failed (it is tried again)."""
+
+    error: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class FilesRestored:
+    """Files deleted under the process were put back from its open descriptors: (name, bytes) each.
+
+    Empty when files missing earlier are back by other means.
+    """
+
+    restored: tuple[tuple[str, int], ...]
+    folder_gone: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreFailed:
+    """Files deleted under the process could not be put back (they are tried again)."""
+
+    names: tuple[str, ...]
+    error: str
+    detail: str = ""
+
+
+Outcome = Union[Refused, CaughtUp, SummarySaved, SummaryRefused, FilesRestored, RestoreFailed]
+
+
+# =========================================================================== the core
+
+
+class RecorderCore:
+    """One test's recording decisions: seq, steps, Ri results, rejects, counters, alerts, timers.
+
+    Handlers take the message and `now` and return the effects to carry out; `report` takes
+    what became of them. `step` is the phase reached, `ended` 5 or 9 once recorded (nothing
+    more is), `blocked` whether acknowledgements must wait.
+    """
+
+    def __init__(self, banc: str, step: int, *, fsync_interval_s: float, bms_timeout_s: float,
+                 start_s: float = 0.0) -> None:
+        self.topics = protocol.topics(banc)
+        self.step = step
+        self.fsync_interval_s = fsync_interval_s
+        self.seq = SeqTracker()
+        self.counters = dict.fromkeys(record.COUNTER_KEYS, 0)
+        self.capacity_ah: Optional[float] = None
+        self.energy_wh: Optional[float] = None
+        self.last_row_at: Optional[datetime] = None
+        self.summary_dirty = False  # counters or capacity not yet in config.json
+        self.view_dirty = False  # a journal event not yet shown in config.json
+        self.bench_step_dirty = False  # bancs_config.json's current_step behind the journal
+        self.last_summary_save_s = start_s
+        self.last_fsync_s = start_s
+        self.next_retry_s = 0.0
+        self.waiting: set[str] = set()  # files whose lines wait in memory (the disk refused them)
+        self.restore_pending = False  # a deleted file not yet put back
+        self.ended: Optional[int] = None
+        self.ignored_after_end = 0
+        self.repeated_steps = 0
+        # Values of the latest Ri results in the journal: a redelivered copy is one of them.
+        self.recent_ri: collections.deque[dict[str, Any]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
+        self.latch = AlertLatch()
+        self.watchdog = BmsWatchdog(bms_timeout_s)
+        self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+        self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+
+    def resume(self, summary: Mapping[str, Any], recent_ri: Sequence[dict[str, Any]] = (),
+               rows: int = 0, rejected_rows: int = 0, last_seq: Optional[int] = None) -> None:
+        """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files."""
+        self.recent_ri.extend(recent_ri)
+        self.counters = summary_counters(summary)
+        # Counted from the files themselves: exact even when config.json lagged behind a crash.
+        self.counters["rows_count"] = rows
+        self.counters["rejected_count"] = rejected_rows
+        for key, value in (("capacity_ah", summary.get("capacity_ah")), ("energy_wh", summary.get("capacity_wh"))):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(self, key, float(value))
+        self.seq.last = last_seq
+
+    @property
+    def blocked(self) -> bool:
+        """True while a record waits in memory or a deleted file is not back: acknowledgements must wait."""
+        return self.restore_pending or bool(self.waiting)
+
+    def all_written(self) -> bool:
+        """True when nothing waits (rows, events, summary, bench step)."""
+        return not self.blocked and not self.summary_dirty and not self.view_dirty and not self.bench_step_dirty
+
+    # ------------------------------------------------------------------ messages
+
+    def _admit(self) -> bool:
+        """False (counted) once the test has ended: nothing more is recorded."""
+        if self.ended is not None:
+            self.ignored_after_end += 1
+            return False
+        return True
+
+    def _event(self, kind: str, now: Instant, **fields: Any) -> Append:
+        """One journal line; config.json shows it at the next save."""
+        self.view_dirty = True
+        return Append(JOURNAL, record.encode_event(kind, now.wall, **fields))
+
+    def on_bms(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
+        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
+        try:
+            line = protocol.parse_bms_line(payload)
+        except protocol.PayloadError as exc:
+            return self.reject(now, self.topics.bms_data, str(exc), payload)
+        if not self._admit():
+            return []
+        effects: list[Effect] = []
+        previous_seq = self.seq.last
+        verdict = self.seq.classify(line.seq, redelivered)
+        if verdict == SEQ_DUPLICATE:
+            self.counters["duplicate_count"] += 1
+            self.summary_dirty = True
+        else:
+            # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
+            row = record.format_data_row(record.iso(now.wall, millis=True), self.step, bms_fields(payload))
+            effects.append(Append(DATA, row))
+            self.counters["rows_count"] += 1
+            if verdict == SEQ_GAP:
+                self.counters["seq_gap_count"] += 1
+            elif verdict == SEQ_RESTART:
+                self.counters["seq_restart_count"] += 1
+            self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
+                self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
+            )
+            self.last_row_at = now.wall
+            self.summary_dirty = True
+            if counter_lost and self.latch.raise_("capacity:held"):
+                held = self.capacity_ah or 0.0
+                effects += [
+                    Log(logging.WARNING, f"ESP capacity counter went back to {line.capacity_ah:.3f} Ah in phase 4; "
+                                         f"keeping {held:.3f} Ah"),
+                    Alert(f"Compteur de capacité de l'ESP remis à zéro en phase 4 : capacité mesurée "
+                          f"conservée ({held:.2f} Ah)"),
+                ]
+            if verdict in (SEQ_GAP, SEQ_RESTART):
+                log_it, suppressed = self.anomaly_log.allow(now.mono_s)
+                if suppressed:
+                    effects.append(Log(logging.INFO, f"{suppressed} more seq anomalies in the last minute"))
+                if log_it:
+                    what = "ESP restart" if verdict == SEQ_RESTART else "gap"
+                    effects.append(Log(logging.INFO, f"seq {line.seq} after {previous_seq}: {what}"))
+        recovered = self.watchdog.feed(now.mono_s)
+        if recovered is not None:
+            effects += [Log(logging.INFO, f"BMS data back after {recovered:.1f} s"),
+                        Alert(f"Données BMS rétablies après {recovered:.0f} s de silence")]
+        return effects
+
+    def on_step(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
+        """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject.
+
+        The step is one journal line, fsynced before the message is acknowledged; a step
+        equal to the current one costs nothing.
+        """
+        try:
+            step = protocol.parse_step(payload)
+        except protocol.PayloadError as exc:
+            return self.reject(now, self.topics.step, str(exc), payload)
+        if not self._admit():
+            return []
+        previous = self.step
+        if step == protocol.STEP_STOP:
+            self.ended = step
+            return [self._event(record.EVENT_STOP, now),
+                    Log(logging.INFO, f"step 9: stop for the day at step {previous}")]
+        if step == previous or (redelivered and step < previous):
+            # Equal: nothing to record. Lower and re-sent (DUP): a step this test has already
+            # gone past, written before a crash and delivered again, not the ESP going back.
+            self.repeated_steps += 1
+            return []
+        self.step = step
+        if step == protocol.STEP_FINISHED:
+            self.ended = step
+        self.bench_step_dirty = True
+        if step < previous:
+            note = Log(logging.WARNING, f"step {step} after step {previous} (the ESP went back)")
+        else:
+            note = Log(logging.INFO, f"step {step} (was {previous})")
+        return [self._event(record.EVENT_STEP, now, step=step), note]
+
+    def on_ri(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
+        """A bancN/ri/results message: one journal line; config.json's running means follow from it."""
+        try:
+            results = protocol.parse_ri_results(payload)
+        except protocol.PayloadError as exc:
+            return self.reject(now, self.topics.ri_results, str(exc), payload)
+        if not self._admit():
+            return []
+        if redelivered and results in self.recent_ri:
+            # The broker re-sent (DUP) a result this journal already holds: a kill or a lost
+            # connection came between its fsync and its acknowledgement. Counting it again
+            # would bias the means.
+            self.counters["duplicate_count"] += 1
+            self.summary_dirty = True
+            return [Log(logging.INFO, f"Ri results redelivered, already recorded: {results}")]
+        self.recent_ri.append(results)
+        return [self._event(record.EVENT_RI, now, values=results),
+                Log(logging.INFO, f"Ri results at step {self.step}: {results}")]
+
+    def reject(self, now: Instant, topic: str, reason: str, payload: bytes) -> list[Effect]:
+        """Record a refused message in rejected.csv and count it (its log is rate-limited)."""
+        if not self._admit():
+            return []
+        row = format_rejected_row(now.wall.isoformat(timespec="milliseconds"), topic, reason, payload)
+        self.counters["rejected_count"] += 1
+        self.summary_dirty = True
+        effects: list[Effect] = [Append(REJECTED, row)]
+        log_it, suppressed = self.reject_log.allow(now.mono_s)
+        if suppressed:
+            effects.append(Log(logging.WARNING, f"{suppressed} more rejected messages in the last minute"))
+        if log_it:
+            effects.append(Log(logging.WARNING,
+                               f"rejected on {topic}: {safe_text(reason, 120)} ({safe_text(payload, 60)})"))
+        return effects
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: Instant, connected_since_s: Optional[float]) -> list[Effect]:
+        """Periodic work: BMS watchdog, write retries (every WRITE_RETRY_INTERVAL_S), fsync, config.json saves."""
+        effects: list[Effect] = []
+        silence = None if self.ended is not None else self.watchdog.check(now.mono_s, connected_since_s)
+        if silence is not None:
+            effects += [
+                Log(logging.WARNING, f"no BMS data for {silence:.1f} s"),
+                Alert(f"Aucune donnée BMS valide depuis {self.watchdog.timeout_s:g} s : "
+                      "vérifier l'ESP32, le BMS et leur liaison"),
+            ]
+        force = False
+        if now.mono_s >= self.next_retry_s:
+            self.next_retry_s = now.mono_s + WRITE_RETRY_INTERVAL_S
+            effects += [Retry(name) for name in FILES if name in self.waiting]
+            force = self.latch.is_raised("config")
+        if now.mono_s - self.last_fsync_s >= self.fsync_interval_s:
+            effects.append(self._sync(now))
+        return effects + self._save_summary(now, force)
+
+    def flush(self, now: Instant) -> list[Effect]:
+        """One attempt to write everything that waits (at the end); all_written() says whether it all went."""
+        retries: list[Effect] = [Retry(name) for name in FILES if name in self.waiting]
+        return retries + self._save_summary(now, force=True) + [self._sync(now)]
+
+    def close(self) -> None:
+        """Nothing more is recorded (a signal ends the process without a 5 or 9: it counts as a stop)."""
+        self.ended = self.ended or protocol.STEP_STOP
+
+    def _sync(self, now: Instant) -> Sync:
+        self.last_fsync_s = now.mono_s
+        return Sync()
+
+    def _save_summary(self, now: Instant, force: bool = False) -> list[Effect]:
+        """A SaveSummary when config.json is behind and due (a journal event, the interval, or `force`)."""
+        if not (self.summary_dirty or self.view_dirty):
+            return []
+        if not force and not self.view_dirty and now.mono_s - self.last_summary_save_s < SUMMARY_SAVE_INTERVAL_S:
+            return []
+        if JOURNAL in self.waiting:
+            return []  # the view must never run ahead of the journal
+        # After 5 the bench is freed instead (banc.py's end), not set to step 5.
+        bench_step = self.step if self.bench_step_dirty and self.step != protocol.STEP_FINISHED else None
+        return [SaveSummary(dict(self.counters), self.capacity_ah, self.energy_wh, self.last_row_at, bench_step)]
+
+    # ------------------------------------------------------------------ outcomes
+
+    def report(self, outcome: Outcome, now: Instant) -> list[Effect]:
+        """What became of an effect (or of the watch over the files): the effects that follow."""
+        if isinstance(outcome, Refused):
+            return self._refused(outcome)
+        if isinstance(outcome, CaughtUp):
+            return self._caught_up(outcome, now)
+        if isinstance(outcome, SummarySaved):
+            return self._summary_saved(outcome, now)
+        if isinstance(outcome, SummaryRefused):
+            if not self.latch.raise_("config"):
+                return []
+            return [Log(logging.ERROR, f"config.json: summary not saved: {outcome.detail} (retrying every second)"),
+                    Alert(f"Écriture impossible dans config.json ({outcome.error}) : nouvel essai chaque seconde")]
+        if isinstance(outcome, FilesRestored):
+            return self._restored(outcome)
+        return self._restore_failed(outcome)
+
+    def _refused(self, outcome: Refused) -> list[Effect]:
+        self.waiting.add(outcome.file)
+        effects: list[Effect] = []
+        if self.latch.raise_(f"file:{outcome.file}"):
+            effects += [
+                Log(logging.ERROR, f"{outcome.file}: write failed ({outcome.detail}); "
+                                   "messages held (not acknowledged), retrying every second"),
+                Alert(f"Écriture impossible dans {outcome.file} ({outcome.error}) : "
+                      "mesures gardées par le broker, nouvel essai chaque seconde"),
+            ]
+        if outcome.dropped and outcome.file == DATA:
+            self.counters["rows_count"] -= 1  # counted when decided, it never reached the file
+            if self.latch.raise_(f"dropped:{DATA}"):
+                effects += [Log(logging.ERROR, "memory buffer full: BMS rows are being dropped"),
+                            Alert("Mémoire tampon pleine : des mesures BMS sont perdues, libérer le disque")]
+        return effects
+
+    def _caught_up(self, outcome: CaughtUp, now: Instant) -> list[Effect]:
+        self.waiting.discard(outcome.file)
+        effects: list[Effect] = [Log(logging.INFO, f"{outcome.file} writable again: {outcome.rows} records caught up")]
+        if self.latch.clear(f"file:{outcome.file}"):
+            note = f"Écriture dans {outcome.file} rétablie : {outcome.rows} lignes rattrapées"
+            if outcome.dropped_rows:
+                note += f", {outcome.dropped_rows} perdues (mémoire pleine)"
+            effects.append(Alert(note))
+        self.latch.clear(f"dropped:{outcome.file}")
+        if outcome.file == JOURNAL:
+            effects += self._save_summary(now)  # the events that waited are shown at once
+        return effects
+
+    def _summary_saved(self, outcome: SummarySaved, now: Instant) -> list[Effect]:
+        effects: list[Effect] = []
+        if outcome.was_missing and self.latch.raise_("config:rebuilt"):
+            effects += [Log(logging.ERROR, "config.json missing or unreadable: rebuilt from the journal and data.csv"),
+                        Alert("config.json endommagé ou supprimé : reconstruit depuis le dossier du test, "
+                              "rien n'est perdu")]
+        self.latch.clear("config:rebuilt")
+        self.summary_dirty = self.view_dirty = self.bench_step_dirty = False
+        self.last_summary_save_s = now.mono_s
+        if self.latch.clear("config"):
+            effects += [Log(logging.INFO, "config.json writable again"), Alert("Écriture dans config.json rétablie")]
+        return effects
+
+    def _restored(self, outcome: FilesRestored) -> list[Effect]:
+        self.restore_pending = False
+        self.latch.clear("folder")
+        if not outcome.restored:
+            return [Log(logging.INFO, "the test's files are back at their place")]
+        self.view_dirty = True  # config.json is rebuilt from the restored journal and rows
+        names = ", ".join(name for name, _ in outcome.restored)
+        sizes = ", ".join(f"{name}: {size} bytes" for name, size in outcome.restored)
+        what = "Dossier du test supprimé" if outcome.folder_gone else f"{names} supprimé"
+        return [Log(logging.ERROR, f"{'folder and ' if outcome.folder_gone else ''}{names} removed while the test "
+                                   f"runs; restored ({sizes})"),
+                Alert(f"{what} pendant le test : recréé sans perte, l'enregistrement continue")]
+
+    def _restore_failed(self, outcome: RestoreFailed) -> list[Effect]:
+        # Until the files are back, rows written meanwhile live only in the deleted files,
+        # which a kill would lose: the acknowledgements wait.
+        self.restore_pending = True
+        if not self.latch.raise_("folder"):
+            return []
+        names = ", ".join(outcome.names)
+        return [Log(logging.ERROR, f"{names} removed and cannot be restored: {outcome.detail} (retrying every second)"),
+                Alert(f"Dossier du test supprimé ({names}) et impossible à recréer ({outcome.error}) : "
+                      "mesures gardées par le broker, nouvel essai chaque seconde")]
