@@ -37,7 +37,7 @@ from recorder import (
     SummarySaved,
     Sync,
 )
-from tests.banc_helpers import bms_line
+from testkit.banc_helpers import bms_line
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=record.LOCAL_TZ)
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
