@@ -393,9 +393,14 @@ def test_png_of_an_empty_test(tmp_path: Path) -> None:
 
 def destroy_root(root: Any) -> None:
     """Destroy a Tk root without "invalid command name" noise from its pending after() callbacks."""
+    import gc
+
     for pending in root.tk.call("after", "info"):
         root.after_cancel(pending)
     root.destroy()
+    # Free its images now, on this thread: collected later by a worker thread's GC, a Tk image's
+    # __del__ raises "main thread is not in main loop" (an artefact of several roots in one process).
+    gc.collect()
 
 
 @pytest.mark.gui
