@@ -1,6 +1,8 @@
 """Event-loop probe injected into the real kiosk process (ui.py run unchanged, as __main__).
 
-    python bench/ui_probe.py OUT.jsonl [ui.py arguments...]
+    python bench/ui_probe.py [--ui PATH/ui.py] OUT.jsonl [ui.py arguments...]
+
+(--ui: the kiosk of another checkout, e.g. a baseline revision; default the project's ui.py.)
 
 Before running ui.py, this wraps tkinter.Tk.__init__ (CustomTkinter's CTk is a Tk) so that,
 as soon as the application's root window exists, a probe of ours joins its event loop:
@@ -100,13 +102,17 @@ def install(out_path: Path) -> None:
 
 def main() -> None:
     """Install the probe, then run ui.py as the kiosk would be run."""
-    out_path = Path(sys.argv[1])
-    ui_args = sys.argv[2:]
+    args = sys.argv[1:]
+    ui_script = REPO_DIR / "ui.py"
+    if args[:1] == ["--ui"]:
+        ui_script, args = Path(args[1]).resolve(), args[2:]
+    out_path = Path(args[0])
+    ui_args = args[1:]
     install(out_path)
-    # As `python ui.py` would see it: the project folder first, not bench/.
-    sys.path[0] = str(REPO_DIR)
-    sys.argv = [str(REPO_DIR / "ui.py"), *ui_args]
-    runpy.run_path(str(REPO_DIR / "ui.py"), run_name="__main__")
+    # As `python ui.py` would see it: the kiosk's folder first, not bench/.
+    sys.path[0] = str(ui_script.parent)
+    sys.argv = [str(ui_script), *ui_args]
+    runpy.run_path(str(ui_script), run_name="__main__")
 
 
 if __name__ == "__main__":
