@@ -722,6 +722,30 @@ def lag_stats(lags: list[float]) -> dict[str, float]:
     }
 
 
+def input_wait_percentile(lags: Sequence[float], tick_ms: float, pct: float) -> float:
+    """Percentile of the wait of an input arriving at a random moment (ms), from the probe's tick lags.
+
+    A tick late by l ms means the loop was busy for l ms: an input arriving then waits
+    uniformly between 0 and l. So P(wait > x) = sum(max(0, l - x)) / total time, with
+    total time = sum(tick + l). Unlike the tick percentiles, where a 2 s freeze is one sample
+    among thousands, this weighs each freeze by its length, as the operator feels it.
+    """
+    if not lags:
+        return float("nan")
+    total = sum(tick_ms + v for v in lags)
+    share = 1.0 - pct / 100.0
+    lo, hi = 0.0, max(lags)
+    if sum(lags) / total <= share:
+        return 0.0
+    for _ in range(60):  # bisection: P(wait > x) decreases with x
+        mid = (lo + hi) / 2
+        if sum(v - mid for v in lags if v > mid) / total > share:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def read_probe(path: Path) -> list[dict[str, Any]]:
     """Records written so far by bench/ui_probe.py (a torn last line is skipped)."""
     records: list[dict[str, Any]] = []
