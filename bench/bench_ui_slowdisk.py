@@ -123,8 +123,8 @@ def stall_site(stack: list[str], checkout: Path) -> str:
     prefix = str(checkout) + os.sep
     # bench/ frames (the fsync shim, the probe) are ours, not the kiosk's.
     mine = [entry[len(prefix):] for entry in stack if entry.startswith(prefix) and not entry.startswith(prefix + "bench")]
-    if not mine:
-        return stack[-1] if stack else "?"
+    if not mine:  # in a library (a Tk redraw, matplotlib...): its path from site-packages on
+        return stack[-1].rpartition("site-packages/")[2] if stack else "?"
     kiosk = [entry for entry in mine if entry.startswith("ui.py:")]
     if kiosk and kiosk[-1] != mine[-1]:
         return f"{mine[-1]} <- {kiosk[-1]}"
