@@ -33,22 +33,10 @@ from bench.common import (
     StatusWatcher,
     fmt,
     median,
-    percentile,
     sample,
     verdict,
 )
 from testkit.support import Xvfb
-
-
-def lag_stats(lags: list[float]) -> dict[str, float]:
-    """p50 / p99 / max and the number of samples of a list of lags (ms)."""
-    return {
-        "samples": len(lags),
-        "p50_ms": percentile(lags, 50),
-        "p99_ms": percentile(lags, 99),
-        "max_ms": max(lags) if lags else float("nan"),
-        "over_50ms": sum(1 for v in lags if v > 50),
-    }
 
 
 def measure_startups(run_dir: Path, display: str, broker: Any, home: Path, bancs: int, starts: int) -> list[dict]:
@@ -94,7 +82,7 @@ def window(proc_pid: int, xvfb_pid: int, probe: Path, seconds: float) -> dict[st
     time.sleep(1.2)  # let the probe flush the last second
     d = common.delta(before, after)
     return {
-        "lag": lag_stats(common.probe_lags(probe, t0 + 1.0, t1 + 1.0)),
+        "lag": common.lag_stats(common.probe_lags(probe, t0 + 1.0, t1 + 1.0)),
         "cpu_pct": d.cpu_s / d.wall_s * 100,
         "xvfb_cpu_pct": (xafter.cpu_s - xbefore.cpu_s) / d.wall_s * 100,
         "rss_kb": after.rss_kb, "hwm_kb": after.hwm_kb, "pss_kb": after.pss_kb,

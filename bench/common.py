@@ -405,13 +405,21 @@ def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, 
 
 
 def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,
-               serial: str, log_dir: Optional[Path] = None) -> subprocess.Popen:
-    """Start `banc.py bancN SERIAL` exactly as the kiosk does (same command line, env from the contract)."""
-    env = banc_env(home, broker, num_bancs)
-    if BANC_SCRIPT.parent != REPO_DIR:
-        env["PYTHONPATH"] = str(REPO_DIR)  # a copy elsewhere still imports the project's utils and protocol
+               serial: str, log_dir: Optional[Path] = None, script: Optional[Path] = None,
+               extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start `banc.py bancN SERIAL` exactly as the kiosk does (same command line, env from the contract).
+
+    `script` defaults to BANC_SCRIPT; a banc.py in a checkout of another revision imports that
+    checkout's modules (its own folder comes first on sys.path).
+    """
+    script = script or BANC_SCRIPT
+    env = banc_env(home, broker, num_bancs, **(extra_env or {}))
+    checkout = script.parent if (script.parent / "utils.py").exists() else REPO_DIR
+    if checkout != script.parent:
+        # A lone copy elsewhere still imports the project's utils and protocol.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(REPO_DIR)) if p)
     log_path = (log_dir or home / "proc") / f"banc{number}.log"
-    return group.start([PYTHON, str(BANC_SCRIPT), f"banc{number}", serial], env=env, log_path=log_path)
+    return group.start([PYTHON, str(script), f"banc{number}", serial], env=env, log_path=log_path, cwd=checkout)
 
 
 # =========================================================================== MQTT watcher
@@ -694,12 +702,48 @@ UI_TITLE = "Bancs de test LFP"
 
 
 def start_ui(group: ProcessGroup, display: str, home: Path, broker: MosquittoBroker, num_bancs: int,
-             probe_out: Path, ui_args: Sequence[str] = ()) -> subprocess.Popen:
-    """Start the real kiosk (`ui.py`, full screen unless ui_args say otherwise) with bench/ui_probe.py."""
-    env = banc_env(home, broker, num_bancs, DISPLAY=display)
+             probe_out: Path, ui_args: Sequence[str] = (), checkout: Path = REPO_DIR,
+             extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    """Start the real kiosk (`ui.py` of `checkout`, full screen unless ui_args say otherwise) with bench/ui_probe.py."""
+    env = banc_env(home, broker, num_bancs, DISPLAY=display, **(extra_env or {}))
     log_path = home / "proc" / "ui.log"
-    return group.start([PYTHON, str(BENCH_DIR / "ui_probe.py"), str(probe_out), *ui_args], env=env,
-                       log_path=log_path)
+    return group.start([PYTHON, str(BENCH_DIR / "ui_probe.py"), "--ui", str(checkout / "ui.py"), str(probe_out),
+                        *ui_args], env=env, log_path=log_path, cwd=checkout)
+
+
+def lag_stats(lags: list[float]) -> dict[str, float]:
+    """p50 / p99 / max and the number of samples of a list of lags (ms)."""
+    return {
+        "samples": len(lags),
+        "p50_ms": percentile(lags, 50),
+        "p99_ms": percentile(lags, 99),
+        "max_ms": max(lags) if lags else float("nan"),
+        "over_50ms": sum(1 for v in lags if v > 50),
+    }
+
+
+def input_wait_percentile(lags: Sequence[float], tick_ms: float, pct: float) -> float:
+    """Percentile of the wait of an input arriving at a random moment (ms), from the probe's tick lags.
+
+    A tick late by l ms means the loop was busy for l ms: an input arriving then waits
+    uniformly between 0 and l. So P(wait > x) = sum(max(0, l - x)) / total time, with
+    total time = sum(tick + l). Unlike the tick percentiles, where a 2 s freeze is one sample
+    among thousands, this weighs each freeze by its length, as the operator feels it.
+    """
+    if not lags:
+        return float("nan")
+    total = sum(tick_ms + v for v in lags)
+    share = 1.0 - pct / 100.0
+    lo, hi = 0.0, max(lags)
+    if sum(lags) / total <= share:
+        return 0.0
+    for _ in range(60):  # bisection: P(wait > x) decreases with x
+        mid = (lo + hi) / 2
+        if sum(v - mid for v in lags if v > mid) / total > share:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def read_probe(path: Path) -> list[dict[str, Any]]:
@@ -750,6 +794,21 @@ def window_visible(display: str, title: str = UI_TITLE) -> bool:
     return done.returncode == 0 and bool(done.stdout.strip())
 
 
+def type_scan(display: str, text: str, title: str = UI_TITLE) -> None:
+    """Type `text` + Enter into the kiosk as the barcode scanner does (keyboard events to the focused window)."""
+    env = {**os.environ, "DISPLAY": display}
+    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], env=env, capture_output=True,
+                           text=True, timeout=10)
+    windows = found.stdout.split()
+    if not windows:
+        raise RuntimeError(f"no visible window {title!r} to type into")
+    # Without a window manager nothing gives the kiosk the keyboard focus: give it, as the Pi's session does.
+    subprocess.run(["xdotool", "windowfocus", "--sync", windows[0]], env=env, check=True, capture_output=True,
+                   timeout=10)
+    subprocess.run(["xdotool", "type", "--delay", "3", text], env=env, check=True, capture_output=True, timeout=10)
+    subprocess.run(["xdotool", "key", "Return"], env=env, check=True, capture_output=True, timeout=10)
+
+
 def screenshot(display: str, path: Path) -> Optional[Path]:
     """Save a PNG of the whole X display (Pillow); None when Pillow cannot grab."""
     try:
@@ -776,12 +835,18 @@ class LoopDisk:
     on this disk isolates the project's writes from everything else on the machine.
     """
 
-    def __init__(self, name: str, size_mb: int = 512) -> None:
+    # cgroup v1 block-I/O throttle of the root group (where the kernel's jbd2 journal thread also
+    # runs, so the journal commits that an fsync waits for are throttled too).
+    BLKIO_WRITE_IOPS = Path("/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device")
+
+    def __init__(self, name: str, size_mb: int = 512, write_iops: int = 0) -> None:
         self.image = OUT_DIR / f"{name}.img"
         self.mount_point = OUT_DIR / name / "disk"
         self.size_mb = size_mb
+        self.write_iops = write_iops
         self.device: Optional[str] = None
         self.mounted = False
+        self.throttled = False
 
     def start(self) -> Optional[LoopDisk]:
         """Create, format and mount; None (and a note) when this machine does not allow it."""
@@ -797,11 +862,21 @@ class LoopDisk:
             subprocess.run(["mount", "-t", "ext4", "-o", "noatime", self.device, str(self.mount_point)], check=True,
                            capture_output=True, timeout=30)
             self.mounted = True
+            if self.write_iops:
+                self._throttle(self.write_iops)
+                self.throttled = True
             return self
         except (OSError, subprocess.SubprocessError) as exc:
-            print(f"no loop-device disk on this machine ({exc}); device-level bytes not measured")
+            print(f"no loop-device disk{' with a write throttle' if self.write_iops else ''} on this machine ({exc})")
             self.stop()
             return None
+
+    def _throttle(self, iops: int) -> None:
+        """Limit the writes this device accepts to `iops` requests/s (0 removes the limit): a slow card."""
+        assert self.device is not None
+        dev = Path(f"/sys/block/{Path(self.device).name}/dev").read_text().strip()
+        with open(self.BLKIO_WRITE_IOPS, "w") as fh:
+            fh.write(f"{dev} {iops}\n")
 
     def sectors_written(self) -> int:
         """Sectors (512 B) written to the device since it was set up."""
@@ -816,6 +891,11 @@ class LoopDisk:
         return self.sectors_written()
 
     def stop(self) -> None:
+        if self.throttled:
+            # First: the loop device number is reused by the next user, who must get a normal disk.
+            with contextlib.suppress(OSError):
+                self._throttle(0)
+            self.throttled = False
         if self.mounted:
             subprocess.run(["umount", str(self.mount_point)], capture_output=True, timeout=60)
             self.mounted = False
@@ -824,3 +904,54 @@ class LoopDisk:
             self.device = None
         with contextlib.suppress(OSError):
             self.image.unlink()
+
+
+# =========================================================================== another revision, stray processes
+
+
+@contextlib.contextmanager
+def checkout_of(rev: str, name: str) -> Iterator[Path]:
+    """A temporary `git worktree` of `rev` under bench/out/ (to run another revision's code); removed after."""
+    path = OUT_DIR / name
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "-C", str(REPO_DIR), "worktree", "remove", "--force", str(path)], capture_output=True)
+    if path.exists():
+        shutil.rmtree(path)
+    subprocess.run(["git", "-C", str(REPO_DIR), "worktree", "add", "--detach", str(path), rev], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(REPO_DIR), "worktree", "remove", "--force", str(path)], capture_output=True,
+                       timeout=120)
+        subprocess.run(["git", "-C", str(REPO_DIR), "worktree", "prune"], capture_output=True, timeout=60)
+
+
+def rev_label(rev: str, cwd: Path = REPO_DIR) -> str:
+    """`git describe`-like short name of a revision (its short hash, '+' when the work tree has changes)."""
+    short = subprocess.run(["git", "-C", str(cwd), "rev-parse", "--short", rev], capture_output=True, text=True,
+                           timeout=30).stdout.strip() or rev
+    if rev == "HEAD":
+        dirty = subprocess.run(["git", "-C", str(cwd), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        short += "+" if dirty else ""
+    return short
+
+
+def stop_home_processes(home: Path, timeout_s: float = 10.0) -> int:
+    """SIGTERM (then SIGKILL) every process whose BANC_HOME is `home` (e.g. the banc.py a kiosk started); return how many."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("BANC_HOME") == str(home):
+                proc.terminate()
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    _, alive = psutil.wait_procs(found, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    return len(found)

@@ -5,6 +5,9 @@ No timing is asserted here; the figures live in bench/RESULTS.md.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,48 @@ def test_tiny_record_run_measures_memory_and_steps(tmp_path: Path):
     assert steps["all_processed"] and steps["steps_acked"] == 200, steps
     assert steps["process_s"] > 0 and steps["worst_delay_s"] is not None
     assert steps["bms_lost"] == 0 and steps["bms_rows_not_step2"] == 0 and steps["current_step"] == 2
+
+
+@pytest.mark.parametrize("lags, expected", [
+    ([0.0] * 100, 0.0),  # never late: no input waits
+    ([0.0] * 990 + [1000.0] * 10, 1000.0 - 0.01 * (990 * 10 + 10 * 1010) / 10),  # 10 one-second freezes
+    ([], None),
+])
+def test_input_wait_weighs_freezes_by_their_length(lags, expected):
+    from bench.common import input_wait_percentile
+
+    result = input_wait_percentile(lags, 10.0, 99)
+    assert (result != result) if expected is None else result == pytest.approx(expected, abs=0.01)
+
+
+def test_one_long_freeze_passes_the_tick_p99_but_not_the_input_wait():
+    from bench.common import input_wait_percentile
+
+    lags = [0.3] * 1999 + [2000.0]  # 20 s of 10 ms ticks with one 2 s freeze
+    assert percentile(lags, 99) == 0.3
+    assert input_wait_percentile(lags, 10.0, 99) > 1000.0
+
+
+def test_fsync_shim_is_active_in_a_child_and_logs_each_call(tmp_path: Path):
+    """The sitecustomize shim slows and logs the fsyncs of a process started with its environment."""
+    from bench.bench_ui_slowdisk import fsync_summary, read_fsyncs, shim_env
+
+    env = {**os.environ, **shim_env(tmp_path / "log", 30.0)}
+    code = ("import os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT); t = time.perf_counter(); "
+            "os.fsync(fd); os.fdatasync(fd); print(time.perf_counter() - t)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f")], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) >= 0.060
+    calls = read_fsyncs(tmp_path / "log")
+    assert [c.role for c in calls] == ["other", "other"] and all(c.ms >= 30.0 for c in calls)
+    assert fsync_summary(calls, 0.0, 2e9)["banc"]["calls_total"] == 0
+
+
+def test_slow_disk_schedule_spreads_scans_and_phase_changes():
+    from bench.bench_ui_slowdisk import schedule
+
+    plan = schedule(20.0, [14, 15, 16], [1, 2], 2.0, graph=False)
+    assert [e for e in plan if e[1] == "scan"] == [(20 / 6, "scan", 14), (10.0, "scan", 15), (50 / 3, "scan", 16)]
+    steps = [e for e in plan if e[1] == "step"]
+    assert len(steps) == 6 and [n for _, _, n in steps] == [1, 2, 1, 2, 1, 2]  # phases 2, 3, 4 of each, then none
