@@ -48,3 +48,18 @@ def format_milliohm(value_ohm: Optional[float]) -> str:
     if value_ohm is None or not math.isfinite(value_ohm):
         return UNKNOWN
     return f"{value_ohm * 1000:.2f}"
+
+
+NBSP = "\u00a0"
+"""Between a number and its unit ("48 h" never wraps) and between groups of thousands."""
+
+
+def format_number(value: Optional[float], decimals: int = 0, unit: str = "", *, group: bool = True) -> str:
+    """A number as French operators write it: decimal comma, grouped thousands, no-break space before the unit ("—" if unknown)."""
+    if value is None or isinstance(value, bool) or not math.isfinite(value):
+        return UNKNOWN
+    text = f"{float(value):,.{decimals}f}" if group else f"{float(value):.{decimals}f}"
+    if text.lstrip("-").strip("0.,") == "":  # -0.00 is 0,00: a sign on nothing alarms for nothing
+        text = text.lstrip("-")
+    text = text.replace(",", NBSP).replace(".", ",")
+    return f"{text}{NBSP}{unit}" if unit else text
