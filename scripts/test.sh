@@ -18,4 +18,6 @@ echo "test: ruff"
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"
-exec .venv/bin/python -m pytest "$@"
+# Three workers on two cores: most tests wait on brokers, processes and the X server, not on
+# the CPU. Every test starts its own broker, BANC_HOME and (per worker) Xvfb, so they can run side by side.
+exec .venv/bin/python -m pytest -n 3 "$@"
