@@ -18,6 +18,18 @@ from typing import Optional
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
+def terminate(proc: Optional[subprocess.Popen], timeout_s: float = 5.0) -> None:
+    """SIGTERM a child and reap it; SIGKILL if it has not gone after `timeout_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -115,13 +127,7 @@ class MosquittoBroker:
 
     def stop(self) -> None:
         """Stop cleanly (SIGTERM: the broker saves its persistence file)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
     def kill(self) -> None:
         """Kill -9, as a power cut or a crash would."""
@@ -169,12 +175,8 @@ class Xvfb:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """Stop the X server."""
+        terminate(self.proc)
 
     def __enter__(self) -> Xvfb:
         return self.start()

@@ -200,6 +200,20 @@ def latest_folder(serial: str, banc: str) -> Path:
     return latest.path
 
 
+def phase_1_with_ri_then_step_2(esp: Esp, banc: str, serial: str) -> Path:
+    """The ESP's phase 1 (step 1, Ri results, recorded by banc.py) then step 2; the test folder."""
+    t = protocol.topics(banc)
+    esp.send(t.step, "1")
+    esp.send(t.ri_results, protocol.encode_ri_results(
+        {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
+         "temperature_c": 25.0}))
+    folder = latest_folder(serial, banc)
+    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
+              what="banc.py records the Ri results")
+    esp.send(t.step, "2")
+    return folder
+
+
 # =========================================================================== tests
 
 
@@ -237,14 +251,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     # --- phase 1: Ri results go to banc.py; the panel reads them from config.json at step 2.
     t = protocol.topics("banc1")
     esp.send(t.esp_status, "online")
-    esp.send(t.step, "1")
-    esp.send(t.ri_results, protocol.encode_ri_results(
-        {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
-         "temperature_c": 25.0}))
-    folder = latest_folder("RW-GUI00001", "banc1")
-    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
-              what="banc.py records the Ri results")
-    esp.send(t.step, "2")
+    folder = phase_1_with_ri_then_step_2(esp, "banc1", "RW-GUI00001")
     for seq in range(1, 4):
         esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0, soc_pct=67.5, temperature_c=24.8,
                 capacity_ah=0.0, energy_wh=0.0, balancing=1)
@@ -638,14 +645,7 @@ def test_the_tk_thread_never_waits_on_the_disk_or_the_process_table(
     assert "Test lancé sur le banc 1" in app.scan_bar.message_text
     pump_until(app, lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
     t = protocol.topics("banc1")
-    esp.send(t.step, "1")
-    esp.send(t.ri_results, protocol.encode_ri_results(
-        {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
-         "temperature_c": 25.0}))
-    folder = latest_folder("RW-TKIO0001", "banc1")
-    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
-              what="banc.py records the Ri results")
-    esp.send(t.step, "2")
+    phase_1_with_ri_then_step_2(esp, "banc1", "RW-TKIO0001")
     for seq in range(1, 4):
         esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0)
     pump_until(app, lambda: text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ", what="Ri read at step 2")
