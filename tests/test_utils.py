@@ -323,6 +323,7 @@ def test_file_lock_excludes_other_processes(tmp_path: Path) -> None:
         import sys, time; sys.path.insert(0, {str(REPO_DIR)!r})
         import utils
         from pathlib import Path
+        print("ready", flush=True)
         start = time.monotonic()
         with utils.file_lock(Path({str(target)!r})):
             print(round(time.monotonic() - start, 3))
@@ -330,7 +331,9 @@ def test_file_lock_excludes_other_processes(tmp_path: Path) -> None:
     )
     with utils.file_lock(target):
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.8)
+        # Held from the moment the child is ready to take it (its imports take a variable time on a busy machine).
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        time.sleep(0.6)
         assert child.poll() is None  # still waiting for our lock
     out, _ = child.communicate(timeout=10)
     assert float(out) >= 0.5
