@@ -13,6 +13,7 @@ import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Optional, Union
 
 Payload = Union[bytes, bytearray, str]
@@ -567,6 +568,9 @@ RECEIVE_MAXIMUM = 100
 # How long the broker keeps a persistent session (and its queued messages) while the client
 # is away: a test stopped by a crash on Friday evening is resumed on Monday.
 SESSION_EXPIRY_S = 14 * 24 * 3600
+# The broker's TLS port (contract v2 §8): the ESP32s, and a simulator on a PC, reach the Pi
+# there; clear text stays on 127.0.0.1 (MQTT's usual 1883).
+MQTT_TLS_PORT = 8883
 
 
 class BrokerAccount(typing.Protocol):
@@ -578,6 +582,9 @@ class BrokerAccount(typing.Protocol):
     @property
     def mqtt_password(self) -> Optional[str]: ...
 
+    @property
+    def mqtt_cafile(self) -> Optional[Path]: ...
+
 
 def make_client(client_id: str, account: BrokerAccount, *, persistent: bool = False,
                 will: Optional[tuple[str, str]] = None, v5: bool = False) -> Any:
@@ -586,6 +593,8 @@ def make_client(client_id: str, account: BrokerAccount, *, persistent: bool = Fa
     `persistent` asks the broker to keep the session (subscriptions and queued QoS 1
     messages) while the client is away; `will` is a (topic, payload) last will, sent
     with that topic's QoS and retain flag. A v5 client is connected with `connect_options`.
+    With `account.mqtt_cafile`, the client speaks TLS and accepts only a broker whose
+    certificate that CA signed for the address it dials (the password never travels in clear).
     """
     import paho.mqtt.client as mqtt  # local import: the pure codecs above need no paho
 
@@ -602,6 +611,9 @@ def make_client(client_id: str, account: BrokerAccount, *, persistent: bool = Fa
         )
     if username:
         client.username_pw_set(username, password)
+    if account.mqtt_cafile is not None:
+        # paho's defaults: certificate required, hostname (here the IP address) checked.
+        client.tls_set(ca_certs=str(account.mqtt_cafile))
     if will is not None:
         will_topic, will_payload = will
         client.will_set(will_topic, will_payload, qos=qos_for(will_topic), retain=retained_for(will_topic))

@@ -33,6 +33,8 @@ class Settings:
     notify_socket: Optional[str] = None  # systemd's NOTIFY_SOCKET, set when run as a Type=notify unit
     # How often banc.py fsyncs data.csv: the most a power cut can cost (a kill costs nothing).
     fsync_interval_s: float = 1.0
+    # The CA certificate that signed the broker's (BANC_MQTT_CAFILE): set, the client speaks TLS.
+    mqtt_cafile: Optional[Path] = None
 
 
 class SettingsError(ValueError):
@@ -86,10 +88,14 @@ def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
     plain finite number inside its SETTING_RANGES range. Nothing is written anywhere.
     """
     home = Path(env.get("BANC_HOME") or default_home).expanduser().resolve()
+    cafile_text = (env.get("BANC_MQTT_CAFILE") or "").strip()
+    cafile = Path(cafile_text).expanduser().resolve() if cafile_text else None
+    port_unset = (env.get("BANC_MQTT_PORT") or "").strip() == ""
     return Settings(
         home=home,
         mqtt_host=env.get("BANC_MQTT_HOST") or "localhost",
-        mqtt_port=_env_number(env, "BANC_MQTT_PORT"),
+        # With a CA file and no port, the broker's TLS port (as mosquitto_sub --cafile does).
+        mqtt_port=protocol.MQTT_TLS_PORT if cafile and port_unset else _env_number(env, "BANC_MQTT_PORT"),
         mqtt_username=env.get("BANC_MQTT_USERNAME") or None,
         mqtt_password=env.get("BANC_MQTT_PASSWORD") or None,
         num_bancs=_env_number(env, "BANC_NUM_BANCS"),
@@ -97,4 +103,5 @@ def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
         scan_timeout_s=_env_number(env, "BANC_SCAN_TIMEOUT_S"),
         notify_socket=env.get("NOTIFY_SOCKET") or None,
         fsync_interval_s=_env_number(env, "BANC_FSYNC_INTERVAL_S"),
+        mqtt_cafile=cafile,
     )

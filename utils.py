@@ -16,6 +16,7 @@ import logging.handlers
 import os
 import queue
 import re
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -78,8 +79,29 @@ NUM_BANCS = settings_module.NUM_BANCS
 
 
 def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
-    """Read the contract's environment variables (the only place that reads os.environ)."""
-    return settings_module.parse_settings(os.environ if environ is None else environ, PROJECT_DIR)
+    """Read the contract's environment variables (the only place that reads os.environ).
+
+    SettingsError (one line, naming the variable) for a value settings.parse_settings refuses,
+    or a BANC_MQTT_CAFILE that is not a readable PEM certificate.
+    """
+    settings = settings_module.parse_settings(os.environ if environ is None else environ, PROJECT_DIR)
+    if settings.mqtt_cafile is not None:
+        _check_cafile(settings.mqtt_cafile)
+    return settings
+
+
+def _check_cafile(path: Path) -> None:
+    """SettingsError unless `path` loads as the MQTT client will load it (a PEM CA certificate)."""
+    shown = repr(str(path)[:80] + ("..." if len(str(path)) > 80 else ""))
+    if not path.is_file():
+        raise SettingsError(f"BANC_MQTT_CAFILE={shown} is not a file (expected the broker's CA certificate, PEM)")
+    try:
+        # A bad file stops the program now, with its name, rather than as a traceback from
+        # the network code.
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:80]
+        raise SettingsError(f"BANC_MQTT_CAFILE={shown} is not a readable PEM certificate ({reason})") from None
 
 
 _settings: Optional[Settings] = None

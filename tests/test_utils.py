@@ -111,6 +111,60 @@ def test_settings_reject_bad_values(name: str, value: str) -> None:
     assert "\n" not in str(info.value)  # one line on stderr, whatever the value holds
 
 
+@pytest.fixture(scope="module")
+def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (self-signed, EC) CA certificate, as install.sh makes."""
+    folder = tmp_path_factory.mktemp("ca")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(folder / "ca.key"), "-subj", "/CN=test CA", "-days", "2", "-out", str(folder / "ca.crt")],
+        check=True, capture_output=True,
+    )
+    return folder / "ca.crt"
+
+
+@pytest.mark.parametrize(
+    "env, port, cafile",
+    [
+        ({}, 1883, None),
+        ({"BANC_MQTT_CAFILE": ""}, 1883, None),
+        ({"BANC_MQTT_CAFILE": "  "}, 1883, None),
+        ({"BANC_MQTT_CAFILE": "{ca}"}, 8883, "{ca}"),  # TLS without a port: the TLS port, as mosquitto_sub does
+        ({"BANC_MQTT_CAFILE": " {ca} ", "BANC_MQTT_PORT": ""}, 8883, "{ca}"),
+        ({"BANC_MQTT_CAFILE": "{ca}", "BANC_MQTT_PORT": "18883"}, 18883, "{ca}"),  # an explicit port wins
+        ({"BANC_MQTT_PORT": "8883"}, 8883, None),  # a port alone does not turn TLS on
+    ],
+)
+def test_settings_ca_file_and_its_port(ca_cert: Path, env: dict[str, str], port: int, cafile: str | None) -> None:
+    ca = ca_cert
+    settings = utils.load_settings({k: v.format(ca=ca) for k, v in env.items()})
+    assert settings.mqtt_port == port
+    assert settings.mqtt_cafile == (None if cafile is None else Path(cafile.format(ca=ca)))
+
+
+@pytest.mark.parametrize(
+    "value, content, reason",
+    [
+        ("{tmp}/missing.crt", None, "is not a file"),
+        ("{tmp}", None, "is not a file"),
+        ("/dev/null/x", None, "is not a file"),
+        ("{tmp}/empty.crt", "", "is not a readable PEM certificate"),
+        ("{tmp}/truncated.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n", "is not a readable PEM certificate"),
+        ("{tmp}/key.pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+         "is not a readable PEM certificate"),
+    ],
+)
+def test_settings_reject_a_ca_file_that_is_not_a_certificate(
+    tmp_path: Path, value: str, content: str | None, reason: str
+) -> None:
+    path = Path(value.format(tmp=tmp_path))
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(utils.SettingsError, match="BANC_MQTT_CAFILE") as info:
+        utils.load_settings({"BANC_MQTT_CAFILE": str(path)})
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
 def test_settings_error_message_is_short_and_names_the_range() -> None:
     with pytest.raises(utils.SettingsError) as info:
         utils.load_settings({"BANC_MQTT_PORT": "65536"})
@@ -134,7 +188,7 @@ ENTRY_POINTS = {
 @pytest.mark.parametrize(
     "name, value",
     [("BANC_BMS_TIMEOUT_S", "nan"), ("BANC_SCAN_TIMEOUT_S", "3600.01"), ("BANC_FSYNC_INTERVAL_S", "inf"),
-     ("BANC_MQTT_PORT", "99999"), ("BANC_NUM_BANCS", "10000")],
+     ("BANC_MQTT_PORT", "99999"), ("BANC_NUM_BANCS", "10000"), ("BANC_MQTT_CAFILE", "/nonexistent/ca.crt")],
 )
 def test_entry_points_exit_2_on_invalid_setting_and_create_nothing(
     script: str, name: str, value: str, tmp_path: Path
