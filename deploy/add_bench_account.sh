@@ -3,11 +3,13 @@
 # then make mosquitto re-read its password file. The ACL needs no change: its line
 # "pattern readwrite %u/#" already confines account bancN to the bancN/ topics.
 #
-#   sudo deploy/add_bench_account.sh banc5             # new random password
-#   sudo deploy/add_bench_account.sh banc5 MOTDEPASSE  # a given password (8+ chars)
+#   sudo deploy/add_bench_account.sh banc5                               # new random password
+#   sudo deploy/add_bench_account.sh --password-stdin banc5 <mdp.txt     # a given one (8+ chars)
 #
 # The password is recorded in /etc/banc-lfp/bench-accounts.txt (root only) for
 # flashing the ESP32; it is never printed. An existing account keeps its password.
+# A given password is read from stdin, never from the command line: every local user
+# sees a process's arguments in ps (contract v2 §8).
 set -euo pipefail
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,8 +18,10 @@ DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 usage() {
   cat <<'USAGE'
-Usage : sudo deploy/add_bench_account.sh [options] bancN [MOT_DE_PASSE]
+Usage : sudo deploy/add_bench_account.sh [options] bancN
 
+  --password-stdin  lire le mot de passe voulu (8 caractères ou plus) sur l'entrée
+                    standard, ex. < fichier ; sans cette option, tiré au hasard
   --no-reload     ne pas recharger mosquitto maintenant (plusieurs comptes à la suite)
   --dry-run       afficher chaque action sans rien faire
   --root DOSSIER  écrire sous DOSSIER (essai), sans systemctl
@@ -25,10 +29,12 @@ USAGE
 }
 
 RELOAD=1
+FROM_STDIN=0
 args=()
 while (($#)); do
   case $1 in
     --no-reload) RELOAD=0; shift ;;
+    --password-stdin) FROM_STDIN=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --root) [ $# -ge 2 ] || die "--root attend un dossier"; ROOT=$(mkdir -p "$2" && cd "$2" && pwd); shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -36,7 +42,16 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
-((${#args[@]} >= 1 && ${#args[@]} <= 2)) || { usage >&2; exit 2; }
+if ((${#args[@]} == 2)); then
+  die "un mot de passe ne se donne pas sur la ligne de commande (ps le montre à tous) : --password-stdin, puis le mot de passe sur l'entrée standard"
+fi
+((${#args[@]} == 1)) || { usage >&2; exit 2; }
+password=""
+if ((FROM_STDIN)); then
+  IFS= read -r password || [ -n "$password" ] || die "--password-stdin : rien lu sur l'entrée standard"
+  password=${password%$'\r'}
+  [ -n "$password" ] || die "--password-stdin : mot de passe vide"
+fi
 if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(id -u)" -ne 0 ]; then
   die "à lancer avec sudo"
 fi
@@ -44,7 +59,7 @@ command -v mosquitto_passwd >/dev/null 2>&1 || ((DRY_RUN)) || die "mosquitto_pas
 
 name=$(printf '%s' "${args[0]}" | tr 'A-Z' 'a-z')
 ensure_dir "$ETC_DIR" 0700 root:root
-ensure_bench_account "$name" "${args[1]:-}"
+ensure_bench_account "$name" "$password"
 secure_passwd_file
 if ((ACCOUNTS_CHANGED)); then
   ((RELOAD)) && reload_mosquitto

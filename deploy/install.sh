@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # banc-lfp — install the test bench software on a Raspberry Pi (Raspberry Pi OS / Debian):
-# apt packages, the project's virtualenv, a locked-down Mosquitto (accounts + ACL), the
+# apt packages, the project's virtualenv, a locked-down Mosquitto (accounts + ACL, TLS on
+# the LAN with a local certificate authority, clear text on 127.0.0.1 only), the
 # kiosk's systemd unit, the rotation of logs.log, the desktop (autologin, X11, no
 # screen blanking). Idempotent: run it again after a change, it only redoes what differs.
 #
@@ -17,7 +18,7 @@ DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # What the kiosk and the scripts need; a superset of scripts/setup.sh's APT_PACKAGES, so
 # that setup.sh, run afterwards as the kiosk user, finds nothing left to install as root.
-APT_PACKAGES=(mosquitto mosquitto-clients python3 python3-venv python3-tk xvfb xdotool x11-utils logrotate)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils logrotate)
 OLD_SEED_UNIT=/etc/systemd/system/banc_test_ui.service
 
 usage() {
@@ -29,9 +30,12 @@ Usage : sudo deploy/install.sh --user UTILISATEUR [options]
   --project DOSSIER  dossier du projet (défaut : le dossier parent de deploy/)
   --home DOSSIER     BANC_HOME, l'état modifiable (défaut : le dossier du projet)
   --bancs N          nombre de bancs (défaut : 4) ; un compte MQTT par banc
-  --lan-ip IP        adresse IPv4 fixe du Pi sur le réseau des bancs (défaut : la
-                     première adresse de « hostname -I »)
-  --port PORT        port MQTT (défaut : 1883)
+  --lan-ip IP        adresse IPv4 fixe du Pi sur le réseau des bancs, une adresse
+                     de cette machine (défaut : la première de « hostname -I »)
+  --port PORT        port MQTT en clair, sur 127.0.0.1 seulement (défaut : 1883)
+  --tls-port PORT    port MQTT chiffré (TLS) sur l'adresse LAN (défaut : 8883)
+  --lan-plaintext    garder aussi une écoute en clair sur l'adresse LAN, pour
+                     d'anciens firmwares sans TLS (déconseillé : tout y circule lisible)
   --pi-account NOM   compte MQTT du Pi (défaut : pi-banc)
   --display D        écran X du kiosque (défaut : :0)
   --xauthority F     fichier Xauthority (défaut : ~UTILISATEUR/.Xauthority)
@@ -50,6 +54,8 @@ BANC_HOME_DIR=""
 BANCS=4
 LAN_IP=""
 PORT=1883
+TLS_PORT=8883
+LAN_PLAINTEXT=0
 PI_ACCOUNT=pi-banc
 DISPLAY_NAME=:0
 XAUTH=""
@@ -66,6 +72,8 @@ while (($#)); do
     --bancs) need_value "$@"; BANCS=$2; shift 2 ;;
     --lan-ip) need_value "$@"; LAN_IP=$2; shift 2 ;;
     --port) need_value "$@"; PORT=$2; shift 2 ;;
+    --tls-port) need_value "$@"; TLS_PORT=$2; shift 2 ;;
+    --lan-plaintext) LAN_PLAINTEXT=1; shift ;;
     --pi-account) need_value "$@"; PI_ACCOUNT=$2; shift 2 ;;
     --display) need_value "$@"; DISPLAY_NAME=$2; shift 2 ;;
     --xauthority) need_value "$@"; XAUTH=$2; shift 2 ;;
@@ -113,6 +121,8 @@ check_path --xauthority "$XAUTH"
 [[ $DISPLAY_NAME =~ ^[A-Za-z0-9.-]*:[0-9]+(\.[0-9]+)?$ ]] || die "--display invalide : $DISPLAY_NAME"
 [[ $BANCS =~ ^[1-9][0-9]?$ ]] || die "--bancs doit être un entier de 1 à 99 : $BANCS"
 [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT <= 65535)) || die "--port invalide : $PORT"
+[[ $TLS_PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((TLS_PORT <= 65535)) || die "--tls-port invalide : $TLS_PORT"
+((TLS_PORT != PORT)) || die "--tls-port et --port doivent différer ($PORT)"
 [[ $PI_ACCOUNT =~ ^[A-Za-z0-9_-]+$ ]] || die "--pi-account invalide : $PI_ACCOUNT"
 valid_bench_name "$PI_ACCOUNT" && die "--pi-account ne peut pas être un nom de banc : $PI_ACCOUNT"
 
@@ -121,19 +131,31 @@ if [ -z "$LAN_IP" ]; then
   [ -n "$LAN_IP" ] || die "adresse LAN introuvable : donnez --lan-ip"
   warn "adresse LAN détectée : $LAN_IP — elle doit être fixe (réservation DHCP ou IP statique), les ESP32 s'y connectent"
 fi
+case $LAN_IP in
+  0.0.0.0 | :: | "[::]" | 0:0:0:0:0:0:0:0 | "*")
+    die "--lan-ip $LAN_IP ouvrirait le broker sur toutes les interfaces (Wi-Fi, VPN…) : donnez l'adresse du Pi sur le réseau des bancs" ;;
+esac
 ip_ok=1
 IFS=. read -r -a ip_parts <<<"$LAN_IP"
 [[ $LAN_IP =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || ip_ok=0
 for part in "${ip_parts[@]}"; do ((10#$part <= 255)) || ip_ok=0; done
 ((ip_ok)) || die "--lan-ip n'est pas une adresse IPv4 : $LAN_IP"
 [ "$LAN_IP" != 127.0.0.1 ] || die "--lan-ip 127.0.0.1 : c'est déjà l'écoute locale ; donnez l'adresse du Pi sur le réseau des bancs"
+# The certificate and the listener are for this one address: it must be the Pi's own (a
+# typo would leave the ESP32s with nowhere to connect). A --root trial may name any.
+if [ -z "$ROOT" ] && ! { ip -4 -o addr show 2>/dev/null | grep -q " inet $LAN_IP/" ||
+  hostname -I 2>/dev/null | tr ' ' '\n' | grep -qx "$LAN_IP"; }; then
+  die "--lan-ip $LAN_IP n'est pas une adresse de cette machine (voir « ip -4 addr ») ; fixez-la d'abord (réservation DHCP ou IP statique)"
+fi
 
 MODE_LABEL="machine réelle"
 ((DRY_RUN)) && MODE_LABEL="essai à blanc (--dry-run) : rien n'est modifié"
 [ -n "$ROOT" ] && ((!DRY_RUN)) && MODE_LABEL="racine d'essai $ROOT (--root) : rien hors de ce dossier"
 say "banc-lfp : installation ($MODE_LABEL)"
 say "  utilisateur $USER_NAME:$GROUP_NAME, projet $PROJECT, BANC_HOME $BANC_HOME_DIR"
-say "  $BANCS bancs, MQTT $LAN_IP:$PORT + 127.0.0.1:$PORT, compte du Pi $PI_ACCOUNT"
+LISTENERS="TLS $LAN_IP:$TLS_PORT + clair 127.0.0.1:$PORT"
+((LAN_PLAINTEXT)) && LISTENERS="$LISTENERS + clair $LAN_IP:$PORT (--lan-plaintext)"
+say "  $BANCS bancs, MQTT $LISTENERS, compte du Pi $PI_ACCOUNT"
 
 # ------------------------------------------------------------------ 1. apt packages
 
@@ -168,7 +190,7 @@ ensure_dir "$BANC_HOME_DIR" 0755 "$USER_NAME:$GROUP_NAME"
 # ------------------------------------------------------------------ 3. Mosquitto
 
 say ""
-say "== 3. Mosquitto (comptes, ACL, écoute $LAN_IP:$PORT et 127.0.0.1:$PORT)"
+say "== 3. Mosquitto (comptes, ACL, TLS ; écoute $LISTENERS)"
 MOSQ_CHANGED=0
 
 # A listener or allow_anonymous left in the main file or in another conf.d file (the old
@@ -201,7 +223,23 @@ if [ -d "$(target "$MOSQ_CONF_DIR")" ]; then
   done
 fi
 
-render "$DEPLOY_DIR/mosquitto.conf" PORT "$PORT" LAN_IP "$LAN_IP" \
+# The local CA (once) and the LAN listener's certificate (renewed when due).
+ensure_dir "$ETC_DIR" 0700 root:root
+ensure_ca
+ensure_server_cert "$LAN_IP"
+((TLS_CHANGED)) && MOSQ_CHANGED=1
+
+if ((LAN_PLAINTEXT)); then
+  LAN_PLAINTEXT_LISTENER="# --lan-plaintext: a clear-text LAN listener for old firmware without TLS. Everything on
+# it, passwords included, can be read by anyone on the LAN: remove it (re-run install.sh
+# without --lan-plaintext) once every ESP32 connects on @TLS_PORT@.
+listener $PORT $LAN_IP"
+  warn "--lan-plaintext : écoute en clair sur $LAN_IP:$PORT ; mots de passe et mesures y sont lisibles par tout le réseau. Relancer sans cette option dès que chaque ESP32 utilise TLS ($TLS_PORT)."
+else
+  LAN_PLAINTEXT_LISTENER="# No clear-text LAN listener (install.sh --lan-plaintext adds one for old firmware)."
+fi
+render "$DEPLOY_DIR/mosquitto.conf" LAN_PLAINTEXT_LISTENER "$LAN_PLAINTEXT_LISTENER" PORT "$PORT" \
+  TLS_PORT "$TLS_PORT" LAN_IP "$LAN_IP" SERVER_CERT "$SERVER_CERT" SERVER_KEY "$SERVER_KEY" \
   PASSWORD_FILE "$MOSQ_PASSWD" ACL_FILE "$MOSQ_ACL" |
   install_content "$MOSQ_CONF" 0644 root:root
 MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
@@ -210,7 +248,6 @@ render "$DEPLOY_DIR/mosquitto.acl" PI_ACCOUNT "$PI_ACCOUNT" |
 MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
 
 # The Pi's account: its password lives in banc.env (the units read it from there).
-ensure_dir "$ETC_DIR" 0700 root:root
 pi_password=""
 if [ -f "$(target "$ENV_FILE")" ]; then
   pi_password=$(sed -n 's/^BANC_MQTT_PASSWORD=//p' "$(target "$ENV_FILE")" | head -n 1)
@@ -227,6 +264,13 @@ done
 secure_passwd_file
 ((ACCOUNTS_CHANGED)) && MOSQ_CHANGED=1
 note "comptes MQTT : $PI_ACCOUNT (le Pi) et banc1…banc$BANCS (mots de passe des ESP32 : $BENCH_CREDS)"
+
+# mosquitto_sub / mosquitto_pub read their options (the Pi's account) from
+# $XDG_CONFIG_HOME/mosquitto_sub|pub: maintenance never types the password on a command line.
+for client in mosquitto_sub mosquitto_pub; do
+  render "$DEPLOY_DIR/mosquitto-client.conf.in" CLIENT "$client" PORT "$PORT" PI_ACCOUNT "$PI_ACCOUNT" \
+    PI_PASSWORD "$pi_password" | install_content "$CLIENT_CONF_DIR/$client" 0600 root:root
+done
 
 install_content "$MOSQ_DROPIN" 0644 root:root <"$DEPLOY_DIR/mosquitto-override.conf"
 DROPIN_CHANGED=$CHANGED
@@ -261,9 +305,6 @@ if ((DROPIN_CHANGED | UNIT_CHANGED)); then
 fi
 sys_run systemctl enable mosquitto.service
 MOSQ_FAILED="mosquitto ne démarre pas : voir « journalctl -u mosquitto -n 50 »"
-if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! ip -4 -o addr show 2>/dev/null | grep -q " inet $LAN_IP/"; then
-  MOSQ_FAILED="$MOSQ_FAILED ; $LAN_IP n'est pas (encore) une adresse de ce Pi, mosquitto réessaie toutes les 5 s"
-fi
 if ((MOSQ_CHANGED | DROPIN_CHANGED)); then
   # restart, not reload: the listeners are only opened at start.
   sys_run systemctl restart mosquitto.service || die "$MOSQ_FAILED"
@@ -325,6 +366,7 @@ cat <<EOF
 Vérifier :
   systemctl status mosquitto $KIOSK_UNIT_NAME
   journalctl -u $KIOSK_UNIT_NAME -f
-  sudo sh -c '. $ENV_FILE && mosquitto_sub -h 127.0.0.1 -p $PORT -u \$BANC_MQTT_USERNAME -P \$BANC_MQTT_PASSWORD -t "banc1/#" -v'
+  sudo env XDG_CONFIG_HOME=$CLIENT_CONF_DIR mosquitto_sub -t 'banc1/#' -v
+Les ESP32 : TLS sur $LAN_IP:$TLS_PORT, certificat de l'autorité à épingler : $CA_CERT (deploy/FIRMWARE_ESP32.md)
 Mots de passe des ESP32 : sudo cat $BENCH_CREDS ; un banc de plus : sudo $DEPLOY_DIR/add_bench_account.sh bancN
 EOF

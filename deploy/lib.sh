@@ -34,6 +34,20 @@ BENCH_CREDS=/etc/banc-lfp/bench-accounts.txt
 KIOSK_UNIT_NAME=banc-lfp-kiosk.service
 KIOSK_UNIT=/etc/systemd/system/banc-lfp-kiosk.service
 LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
+# The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
+# the password never goes on their command line.
+CLIENT_CONF_DIR=/etc/banc-lfp
+# TLS of the LAN listener (contract v2 §8). The CA key signs the server certificate and
+# nothing else: root only, never read by mosquitto. The public files sit with mosquitto.
+CA_KEY=/etc/banc-lfp/ca.key
+MOSQ_TLS_DIR=/etc/mosquitto/banc-lfp-tls
+CA_CERT=/etc/mosquitto/banc-lfp-tls/ca.crt
+SERVER_CERT=/etc/mosquitto/banc-lfp-tls/server.crt
+SERVER_KEY=/etc/mosquitto/banc-lfp-tls/server.key
+CA_DAYS=7300          # 20 years: the ESP32s pin this certificate, a new CA means reflashing them
+SERVER_DAYS=825       # the server certificate: renewed by install.sh, nothing to reflash
+RENEW_BEFORE_DAYS=60  # install.sh renews the server certificate this close to its expiry
+TLS_CHANGED=0         # 1 once a certificate or key was (re)made
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'ATTENTION : %s\n' "$*" >&2; SUMMARY+=("ATTENTION : $*"); }
@@ -156,18 +170,36 @@ valid_bench_name() { [[ $1 =~ ^banc[1-9][0-9]*$ ]]; }
 
 # Make sure the mosquitto password file holds account $1 with password $2; with $3=1,
 # (re)write the hash even when the account exists (a new or changed password).
+# Never "mosquitto_passwd -b FILE USER PASSWORD": its argv, password included, is in ps for
+# every local user. The account goes through a root-only temporary file that
+# "mosquitto_passwd -U" hashes in place; the hashed line then replaces the account's line.
 ensure_mqtt_account() {
-  local name=$1 password=$2 force=${3:-0} file
+  local name=$1 password=$2 force=${3:-0} file work
   file=$(target "$MOSQ_PASSWD")
   if ((!force)) && [ -f "$file" ] && grep -q "^${name}:" "$file"; then
     return 0
   fi
-  if ((!DRY_RUN)) && [ ! -f "$file" ]; then
+  if ((DRY_RUN)); then
+    say "[dry-run] mosquitto_passwd -U (compte $name, depuis un fichier temporaire) -> $MOSQ_PASSWD"
+  else
+    say "+ mosquitto_passwd -U (compte $name, depuis un fichier temporaire) -> $MOSQ_PASSWD"
+    work=$(umask 077 && mktemp -d)
+    # printf is a shell builtin: the password is in no process's argv.
+    printf '%s:%s\n' "$name" "$password" >"$work/account"
+    if ! mosquitto_passwd -U "$work/account" >"$work/log" 2>&1; then
+      say "$(<"$work/log")" >&2
+      rm -rf "$work"
+      die "mosquitto_passwd -U a échoué pour le compte $name"
+    fi
+    {
+      [ -f "$file" ] && grep -v "^${name}:" "$file" || true
+      cat "$work/account"
+    } >"$work/passwd"
     install -d -m 0755 "$(dirname "$file")"
-    (umask 077 && : >"$file")
+    (umask 077 && cp "$work/passwd" "$file.banc-lfp-new")
+    mv -f "$file.banc-lfp-new" "$file"
+    rm -rf "$work"
   fi
-  SHOWN="mosquitto_passwd -b $MOSQ_PASSWD $name ********" \
-    file_run mosquitto_passwd -b "$file" "$name" "$password"
   ACCOUNTS_CHANGED=1
   note "compte MQTT $name : mot de passe enregistré dans $MOSQ_PASSWD"
 }
@@ -214,6 +246,145 @@ ensure_bench_account() {
     } | install_content "$BENCH_CREDS" 0600 root:root
   fi
   ensure_mqtt_account "$name" "$password" "$force"
+}
+
+# ------------------------------------------------------------------ TLS (contract v2 §8)
+
+# True when private key file $1 and certificate file $2 hold the same public key.
+same_public_key() {
+  local from_key from_cert
+  from_key=$(openssl pkey -in "$1" -pubout 2>/dev/null) || return 1
+  from_cert=$(openssl x509 -in "$2" -noout -pubkey 2>/dev/null) || return 1
+  [ -n "$from_key" ] && [ "$from_key" = "$from_cert" ]
+}
+
+# Expiry date of certificate file $1, as openssl prints it.
+cert_end_date() { openssl x509 -in "$1" -noout -enddate 2>/dev/null | sed 's/^notAfter=//'; }
+
+# Run openssl with arguments "$@" (no secret ever is one: keys go through files); on
+# failure, show its messages and stop.
+run_openssl() {
+  local out
+  if ! out=$(openssl "$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "openssl $1 a échoué"
+  fi
+}
+
+# A new EC P-256 private key in file $1 (created 0600: umask). EC: fast to make on a Pi,
+# and what the ESP32's mbedTLS handles best.
+new_ec_key() {
+  (umask 077 && run_openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1")
+}
+
+# The local certificate authority: made once, then kept across every re-run (the ESP32s pin
+# its certificate). A lost key means a new CA, announced loudly: every ESP32 must then be
+# reflashed with the new ca.crt.
+ensure_ca() {
+  local key crt work subject
+  key=$(target "$CA_KEY")
+  crt=$(target "$CA_CERT")
+  if [ -f "$key" ] && [ -f "$crt" ] && same_public_key "$key" "$crt"; then
+    if [ "$(stat -c %a "$key")" != 600 ]; then
+      file_run chmod 0600 "$key"
+      note "droits corrigés (0600) : $CA_KEY"
+    fi
+    if ! openssl x509 -in "$crt" -noout -checkend $((365 * 86400)) >/dev/null; then
+      warn "l'autorité de certification expire le $(cert_end_date "$crt") : la remplacer avant (voir README, « Renouveler »), puis reflasher chaque ESP32"
+    fi
+    note "autorité de certification conservée : $CA_CERT (jusqu'au $(cert_end_date "$crt"))"
+    return 0
+  fi
+  if ((DRY_RUN)); then
+    say "[dry-run] openssl : autorité de certification locale (clé EC P-256 $CA_KEY 0600, certificat $CA_CERT, $CA_DAYS jours)"
+    note "autorité de certification (à créer) : $CA_CERT"
+    TLS_CHANGED=1
+    return 0
+  fi
+  work=$(umask 077 && mktemp -d)
+  subject="/CN=banc-lfp CA $(hostname -s 2>/dev/null || echo pi) $(date -u +%Y-%m-%d)"
+  if [ -f "$key" ]; then
+    # The key is there, its certificate lost or damaged: the same key signs a new one, so
+    # the server certificate and the ESP32s' pinned copy (same key, same name) stay valid.
+    subject=$(openssl x509 -in "$crt" -noout -subject -nameopt compat 2>/dev/null | sed 's/^subject=//') || true
+    [ -n "$subject" ] || subject="/CN=banc-lfp CA $(hostname -s 2>/dev/null || echo pi)"
+    cp "$key" "$work/ca.key"
+    warn "certificat de l'autorité absent ou ne correspondant pas à sa clé : refait avec la même clé"
+  else
+    [ -f "$crt" ] && warn "clé de l'autorité de certification perdue ($CA_KEY) : nouvelle autorité ; reflasher chaque ESP32 avec le nouveau $CA_CERT"
+    say "+ openssl genpkey : clé de l'autorité de certification $CA_KEY (EC P-256, mode 0600)"
+    new_ec_key "$work/ca.key"
+  fi
+  say "+ openssl req -x509 : certificat de l'autorité $CA_CERT ($CA_DAYS jours)"
+  run_openssl req -x509 -new -key "$work/ca.key" -sha256 -days "$CA_DAYS" -subj "$subject" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" -out "$work/ca.crt"
+  ensure_dir "$(dirname "$CA_KEY")" 0700 root:root
+  install_content "$CA_KEY" 0600 root:root <"$work/ca.key"
+  install_content "$CA_CERT" 0644 root:root <"$work/ca.crt"
+  rm -rf "$work"
+  TLS_CHANGED=1
+}
+
+# The server certificate of the LAN listener, for address $1, signed by the CA. Made again
+# when missing, when it expires within RENEW_BEFORE_DAYS, when it was made for another
+# address, or when the CA or its key changed; kept otherwise (a re-run changes nothing).
+ensure_server_cert() {
+  local ip=$1 crt key ca reason="" work
+  crt=$(target "$SERVER_CERT")
+  key=$(target "$SERVER_KEY")
+  ca=$(target "$CA_CERT")
+  if [ ! -f "$crt" ] || [ ! -f "$key" ]; then
+    reason="absent"
+  elif ! openssl x509 -in "$crt" -noout -checkend $((RENEW_BEFORE_DAYS * 86400)) >/dev/null 2>&1; then
+    reason="expire le $(cert_end_date "$crt"), dans moins de $RENEW_BEFORE_DAYS jours"
+  elif ! openssl x509 -in "$crt" -noout -ext subjectAltName 2>/dev/null | grep -Eq "IP Address:${ip//./\\.}(,|\$)"; then
+    reason="fait pour une autre adresse que $ip"
+  elif ! same_public_key "$key" "$crt"; then
+    reason="ne correspond pas à sa clé"
+  elif [ ! -f "$ca" ] || ! openssl verify -CAfile "$ca" "$crt" >/dev/null 2>&1; then
+    reason="pas signé par l'autorité actuelle"
+  fi
+  if [ -z "$reason" ]; then
+    if [ "$(stat -c %a "$key")" != 640 ]; then
+      file_run chmod 0640 "$key"
+      note "droits corrigés (0640) : $SERVER_KEY"
+    fi
+    if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(stat -c %U:%G "$key")" != root:mosquitto ]; then
+      sys_run chown root:mosquitto "$key"
+    fi
+    note "certificat du serveur conservé : $SERVER_CERT ($ip, jusqu'au $(cert_end_date "$crt"))"
+    return 0
+  fi
+  if ((DRY_RUN)); then
+    say "[dry-run] openssl : certificat du serveur pour $ip ($reason), signé par l'autorité, $SERVER_DAYS jours"
+    note "certificat du serveur (à faire) : $SERVER_CERT"
+    TLS_CHANGED=1
+    return 0
+  fi
+  work=$(umask 077 && mktemp -d)
+  say "+ openssl : certificat du serveur pour $ip ($reason), clé EC P-256, signé par l'autorité, $SERVER_DAYS jours"
+  new_ec_key "$work/server.key"
+  run_openssl req -new -key "$work/server.key" -subj "/CN=$ip" -out "$work/server.csr"
+  # IP and DNS forms of the address: a TLS client that dials an IP matches the IP entry;
+  # the older mbedTLS of some ESP32 cores only compares the DNS entries with what it dialled.
+  cat >"$work/ext" <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$ip,DNS:$ip
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EXT
+  run_openssl x509 -req -in "$work/server.csr" -CA "$ca" -CAkey "$(target "$CA_KEY")" \
+    -set_serial "0x$(openssl rand -hex 16)" -days "$SERVER_DAYS" -sha256 -extfile "$work/ext" -out "$work/server.crt"
+  # mosquitto reads its key after dropping root: group mosquitto, nobody else.
+  install_content "$SERVER_KEY" 0640 root:mosquitto <"$work/server.key"
+  install_content "$SERVER_CERT" 0644 root:root <"$work/server.crt"
+  rm -rf "$work"
+  note "certificat du serveur pour $ip : valable jusqu'au $(cert_end_date "$crt") ; relancer install.sh avant (il le renouvelle)"
+  TLS_CHANGED=1
 }
 
 # Make mosquitto re-read its password and ACL files (SIGHUP through systemd).

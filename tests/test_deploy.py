@@ -1,8 +1,9 @@
 """deploy/: install.sh in a throwaway root, the locked-down broker it configures, the units.
 
 The broker tests run the real Mosquitto with the configuration install.sh produced
-(only the /etc paths are moved into the throwaway root), on a free port, with both
-listeners: 127.0.0.1 (loopback) and 127.0.0.2 standing in for the Pi's LAN address.
+(only the /etc paths are moved into the throwaway root), on free ports, with both
+listeners: clear text on 127.0.0.1 (loopback) and TLS on 127.0.0.2, standing in for the
+Pi's LAN address, with the certificate install.sh made for it (contract v2 §8).
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ allow_anonymous true
 OPEN_CONF_D = "listener 1883 0.0.0.0\nallow_anonymous true\n"
 
 
-def run_script(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(script: Path, *args: str, check: bool = True, env: Optional[dict[str, str]] = None,
+               stdin: Optional[str] = None) -> subprocess.CompletedProcess:
     """Run a deploy script with bash; fail with its output when `check` and it fails."""
     proc = subprocess.run(
-        ["bash", str(script), *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        ["bash", str(script), *args], capture_output=True, text=True, timeout=60, env=env,
+        **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script.name} {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -103,32 +106,91 @@ def one(entries: list[tuple[str, str]], key: str) -> str:
     return values[0]
 
 
+class ArgvSampler:
+    """Every distinct command line (argv joined by spaces) seen in /proc while it runs: what ps shows."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                            raw = f.read()
+                    except OSError:  # the process ended meanwhile
+                        continue
+                    if raw:
+                        self.seen.add(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
+            # A short pause leaves the CPU to the installation: the commands that matter
+            # (slowed_path) stay in ps for 0.3 s, far longer than this.
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> ArgvSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def slowed_path(tmp: Path, *commands: str) -> dict[str, str]:
+    """An environment whose PATH runs `commands` through a shim that lingers 0.3 s with the same argv.
+
+    A password passed to one of them would stay in ps long enough for ArgvSampler to see it.
+    """
+    shims = tmp / "shims"
+    shims.mkdir()
+    for command in commands:
+        real = shutil.which(command)
+        assert real, command
+        shim = shims / command
+        shim.write_text(f'#!/bin/sh\nsleep 0.3\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+
+
 @dataclass
 class Installed:
     root: Path
     home: Path
     port: int
+    tls_port: int
     user: str
+    args: tuple[str, ...]
     first: subprocess.CompletedProcess
     second: subprocess.CompletedProcess
     after_first: dict[str, tuple[str, int]]
+    argv_seen: set[str]
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "etc/mosquitto/banc-lfp-tls/ca.crt"
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """install.sh run twice into a throwaway root that starts with an open Mosquitto setup."""
+    """install.sh run twice into a throwaway root that starts with an open Mosquitto setup.
+
+    The first run is watched: every command line of the machine sampled while it runs.
+    """
     base = tmp_path_factory.mktemp("deploy")
     root, home = base / "root", base / "home"
     (root / "etc/mosquitto/conf.d").mkdir(parents=True)
     (root / "etc/mosquitto/mosquitto.conf").write_text(DEBIAN_MAIN_CONF)
     (root / "etc/mosquitto/conf.d/local.conf").write_text(OPEN_CONF_D)
-    port, user = free_port(), getpass.getuser()
+    port, tls_port, user = free_port(), free_port(), getpass.getuser()
     args = ("--root", str(root), "--user", user, "--project", str(REPO_DIR), "--home", str(home),
-            "--bancs", "2", "--lan-ip", LAN_IP, "--port", str(port))
-    first = run_script(INSTALL, *args)
+            "--bancs", "2", "--lan-ip", LAN_IP, "--port", str(port), "--tls-port", str(tls_port))
+    with ArgvSampler() as sampler:
+        first = run_script(INSTALL, *args, env=slowed_path(base, "mosquitto_passwd"))
     after_first = snapshot(root)
     second = run_script(INSTALL, *args)
-    return Installed(root, home, port, user, first, second, after_first)
+    return Installed(root, home, port, tls_port, user, args, first, second, after_first, sampler.seen)
 
 
 # ============================================================ install.sh
@@ -142,6 +204,12 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/mosquitto/banc-lfp.passwd": 0o600,
         "etc/banc-lfp/banc.env": 0o600,
         "etc/banc-lfp/bench-accounts.txt": 0o600,
+        "etc/banc-lfp/ca.key": 0o600,  # the CA's key: root only (contract v2 §8)
+        "etc/banc-lfp/mosquitto_sub": 0o600,
+        "etc/banc-lfp/mosquitto_pub": 0o600,
+        "etc/mosquitto/banc-lfp-tls/ca.crt": 0o644,
+        "etc/mosquitto/banc-lfp-tls/server.crt": 0o644,
+        "etc/mosquitto/banc-lfp-tls/server.key": 0o640,
         "etc/systemd/system/banc-lfp-kiosk.service": 0o644,
         "etc/systemd/system/mosquitto.service.d/banc-lfp.conf": 0o644,
         "etc/logrotate.d/banc-lfp": 0o644,
@@ -171,8 +239,9 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
     assert sorted(accounts) == ["banc1", "banc2", PI_ACCOUNT]
 
     conf = (root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
-    assert f"listener {installed.port} 127.0.0.1\n" in conf
-    assert f"listener {installed.port} {LAN_IP}\n" in conf
+    listeners = re.findall(r"^listener .*$", conf, re.M)
+    assert listeners == [f"listener {installed.port} 127.0.0.1", f"listener {installed.tls_port} {LAN_IP}"]
+    assert re.findall(r"^max_packet_size .*$", conf, re.M) == ["max_packet_size 4096"]  # global: every listener
     rotate = (root / "etc/logrotate.d/banc-lfp").read_text()
     assert f"{installed.home}/logs.log {{" in rotate
     assert "copytruncate" not in re.sub(r"#.*", "", rotate)
@@ -199,7 +268,7 @@ def test_install_prints_machine_actions_and_never_a_password(installed: Installe
         "[--root] non exécuté : systemctl enable banc-lfp-kiosk.service",
         "[--root] non exécuté : systemctl --no-block restart banc-lfp-kiosk.service",
         "raspi-config nonint do_boot_behaviour B4",
-        "mosquitto_passwd -b /etc/mosquitto/banc-lfp.passwd banc2 ********",
+        "mosquitto_passwd -U (compte banc2, depuis un fichier temporaire) -> /etc/mosquitto/banc-lfp.passwd",
         "=== Résumé ===",
     ):
         assert action in out, action
@@ -207,6 +276,20 @@ def test_install_prints_machine_actions_and_never_a_password(installed: Installe
     for run in (installed.first, installed.second):
         for secret in secrets:
             assert secret not in run.stdout + run.stderr
+    # The advice printed at the end reads the password from a file, never from argv.
+    assert "sudo env XDG_CONFIG_HOME=/etc/banc-lfp mosquitto_sub -t 'banc1/#' -v" in out
+    assert not re.search(r"mosquitto_(sub|pub).* -P ", out)
+
+
+def test_no_password_in_the_process_list_during_installation(installed: Installed) -> None:
+    """Contract v2 §8: ps, sampled all along the first run, never shows a password."""
+    secrets = [env_file(installed.root)["BANC_MQTT_PASSWORD"], *credentials(installed.root).values()]
+    # The sampler did see the moments that matter: each mosquitto_passwd (lingering 0.3 s).
+    hashing = [argv for argv in installed.argv_seen if "mosquitto_passwd" in argv]
+    assert any(" -U " in argv for argv in hashing), sorted(installed.argv_seen)[:50]
+    assert any("openssl" in argv for argv in installed.argv_seen)
+    leaks = [argv for argv in installed.argv_seen if any(secret in argv for secret in secrets)]
+    assert leaks == []
 
 
 def test_install_is_idempotent(installed: Installed) -> None:
@@ -216,7 +299,61 @@ def test_install_is_idempotent(installed: Installed) -> None:
     assert "créé :" not in out and "mis à jour :" not in out and "mosquitto_passwd" not in out
     assert "systemctl restart mosquitto.service" not in out
     assert "systemctl --no-block start banc-lfp-kiosk.service" in out
-    assert out.count("inchangé :") == 7  # every file but the password and accounts files
+    assert out.count("inchangé :") == 9  # every file but the password and accounts files
+    assert "+ openssl" not in out and "autorité de certification conservée" in out
+    assert "certificat du serveur conservé" in out
+
+
+def test_install_keeps_the_ca_and_renews_the_server_certificate_when_due(installed: Installed, tmp_path: Path) -> None:
+    """Same CA on every re-run; a new server certificate when the address changed or it expires soon."""
+    tls = "etc/mosquitto/banc-lfp-tls"
+    assert installed.after_first[f"{tls}/ca.crt"] == snapshot(installed.root)[f"{tls}/ca.crt"]
+    root = tmp_path / "root"
+    shutil.copytree(installed.root, root, symlinks=True)
+    args = list(installed.args)
+    args[args.index("--root") + 1] = str(root)
+
+    def cert_text(name: str) -> str:
+        return subprocess.run(["openssl", "x509", "-in", str(root / tls / name), "-noout", "-text"],
+                              capture_output=True, text=True, check=True).stdout
+
+    # The Pi moved to another address: new certificate for it, same CA, broker restarted.
+    args[args.index("--lan-ip") + 1] = "127.0.0.3"
+    moved = run_script(INSTALL, *args)
+    assert "certificat du serveur pour 127.0.0.3 (fait pour une autre adresse" in moved.stdout
+    assert "IP Address:127.0.0.3" in cert_text("server.crt")
+    assert "systemctl restart mosquitto.service" in moved.stdout
+    after_move = snapshot(root)
+    for name in ("ca.crt", "ca.key"):
+        folder = tls if name == "ca.crt" else "etc/banc-lfp"
+        assert after_move[f"{folder}/{name}"] == installed.after_first[f"{folder}/{name}"], name
+
+    # A certificate 1 day from expiry (signed by the same CA) is renewed for another 825 days.
+    (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.3\n")
+    subprocess.run(["openssl", "req", "-new", "-key", str(root / tls / "server.key"), "-subj", "/CN=127.0.0.3",
+                    "-out", str(tmp_path / "csr")], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(tmp_path / "csr"), "-CA", str(root / tls / "ca.crt"),
+         "-CAkey", str(root / "etc/banc-lfp/ca.key"), "-set_serial", "7", "-days", "1",
+         "-extfile", str(tmp_path / "ext"), "-out", str(root / tls / "server.crt")],
+        check=True, capture_output=True,
+    )
+    assert "IP Address:127.0.0.3" in cert_text("server.crt")
+    renewed = run_script(INSTALL, *args)
+    assert "dans moins de 60 jours" in renewed.stdout
+    end = subprocess.run(["openssl", "x509", "-in", str(root / tls / "server.crt"), "-noout", "-checkend",
+                          str(800 * 86400)], capture_output=True)
+    assert end.returncode == 0  # valid for more than 800 days again
+    assert snapshot(root)[f"{tls}/ca.crt"] == installed.after_first[f"{tls}/ca.crt"]
+
+    # --lan-plaintext: a clear-text LAN listener besides TLS, with a warning.
+    plain = run_script(INSTALL, *args, "--lan-plaintext")
+    assert "--lan-plaintext" in plain.stderr and "ATTENTION" in plain.stderr
+    conf = (root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
+    assert re.findall(r"^listener .*$", conf, re.M) == [
+        f"listener {installed.port} 127.0.0.1", f"listener {installed.tls_port} 127.0.0.3",
+        f"listener {installed.port} 127.0.0.3",
+    ]
 
 
 def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
@@ -226,7 +363,9 @@ def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
     for action in (
         "[dry-run] écrire /etc/banc-lfp/banc.env (mode 0600, root:root)",
         "[dry-run] écrire /etc/systemd/system/banc-lfp-kiosk.service",
-        "[dry-run] mosquitto_passwd -b /etc/mosquitto/banc-lfp.passwd banc4 ********",
+        "[dry-run] mosquitto_passwd -U (compte banc4, depuis un fichier temporaire)",
+        "[dry-run] openssl : autorité de certification locale (clé EC P-256 /etc/banc-lfp/ca.key 0600",
+        "[dry-run] openssl : certificat du serveur pour 192.168.1.10",
         "[dry-run] systemctl enable banc-lfp-kiosk.service",
         "[dry-run] runuser -u pi -- env HOME=",
     ):
@@ -239,6 +378,10 @@ def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
         (["--lan-ip", "10.0.0.1"], "--user est obligatoire"),
         (["--user", "pi", "--lan-ip", "300.1.1.1"], "pas une adresse IPv4"),
         (["--user", "pi", "--lan-ip", "127.0.0.1"], "écoute locale"),
+        (["--user", "pi", "--lan-ip", "0.0.0.0"], "toutes les interfaces"),
+        (["--user", "pi", "--lan-ip", "::"], "toutes les interfaces"),
+        (["--user", "pi", "--lan-ip", "10.0.0.1", "--tls-port", "1883"], "doivent différer"),
+        (["--user", "pi", "--lan-ip", "10.0.0.1", "--tls-port", "70000"], "--tls-port invalide"),
         (["--user", "pi", "--lan-ip", "10.0.0.1", "--bancs", "0"], "--bancs"),
         (["--user", "pi", "--lan-ip", "10.0.0.1", "--project", "/tmp/a b"], "chemin absolu"),
         (["--user", "pi", "--lan-ip", "10.0.0.1", "--pi-account", "banc1"], "nom de banc"),
@@ -249,6 +392,14 @@ def test_install_rejects_bad_parameters(tmp_path: Path, args: list[str], message
     proc = run_script(INSTALL, "--dry-run", "--root", str(tmp_path / "r"), *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+@pytest.mark.parametrize("address", ["192.0.2.77", "0.0.0.0"])
+def test_install_refuses_an_address_the_machine_does_not_have(tmp_path: Path, address: str) -> None:
+    """Without --root (a real installation, even --dry-run) --lan-ip must be one of this machine's."""
+    proc = run_script(INSTALL, "--dry-run", "--user", "pi", "--lan-ip", address, check=False)
+    assert proc.returncode != 0
+    assert ("pas une adresse de cette machine" if address != "0.0.0.0" else "toutes les interfaces") in proc.stderr
 
 
 def test_install_apt_list_covers_setup_sh() -> None:
@@ -278,12 +429,17 @@ def test_add_bench_account(installed: Installed, tmp_path: Path) -> None:
     assert "déjà présent, inchangé" in again.stdout and "reload" not in again.stdout
     assert credentials(root) == creds
 
-    changed = run_script(ADD_BENCH, "--root", str(root), "banc3", "Nouveau-mdp-42")
+    # A chosen password comes on stdin, never on the command line (ps shows argv).
+    changed = run_script(ADD_BENCH, "--root", str(root), "--password-stdin", "banc3", stdin="Nouveau-mdp-42\n")
     assert credentials(root)["banc3"] == "Nouveau-mdp-42"
-    assert "systemctl reload mosquitto.service" in changed.stdout
+    assert "systemctl reload mosquitto.service" in changed.stdout and "Nouveau-mdp-42" not in changed.stdout
+    on_argv = run_script(ADD_BENCH, "--root", str(root), "banc3", "Autre-mdp-4242", check=False)
+    assert on_argv.returncode != 0 and "--password-stdin" in on_argv.stderr
+    assert credentials(root)["banc3"] == "Nouveau-mdp-42"
 
-    for bad in (["banc0"], ["pi-banc"], ["banc4", "court"]):
-        proc = run_script(ADD_BENCH, "--root", str(root), *bad, check=False)
+    for bad, stdin in ((["banc0"], None), (["pi-banc"], None), (["--password-stdin", "banc4"], "court\n"),
+                       (["--password-stdin", "banc4"], "")):
+        proc = run_script(ADD_BENCH, "--root", str(root), *bad, check=False, stdin=stdin)
         assert proc.returncode != 0 and "ERREUR" in proc.stderr, bad
 
 
@@ -308,14 +464,21 @@ class DeployedBroker(MosquittoBroker):
 
 
 class Probe:
-    """A paho-mqtt 2.x client that records its CONNACK, its SUBACKs and what it receives."""
+    """A paho-mqtt 2.x client that records its CONNACK, its SUBACKs and what it receives.
+
+    With `cafile`, it speaks TLS and trusts only that CA (as an ESP32 pinning it does).
+    """
 
     def __init__(self, port: int, username: Optional[str] = None, password: Optional[str] = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", cafile: Optional[Path] = None) -> None:
         self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         if username is not None:
             self.client.username_pw_set(username, password)
+        if cafile is not None:
+            self.client.tls_set(ca_certs=str(cafile))
         self.host, self.port = host, port
+        self.disconnected = threading.Event()
+        self.client.on_disconnect = lambda *_args: self.disconnected.set()
         self.connack: Optional[mqtt.ReasonCode] = None
         self.connack_event = threading.Event()
         self.started = False
@@ -352,6 +515,17 @@ class Probe:
         self.client.loop_start()
         self.started = True
         return True
+
+    def refused(self) -> str:
+        """Try to connect; why the connection failed ("" when the broker accepted it)."""
+        try:
+            if self.connect():
+                self.close()
+                return ""
+            return f"CONNACK {self.connack}"
+        except (OSError, AssertionError) as exc:  # ssl.SSLError is an OSError
+            self.client.loop_stop()
+            return f"{type(exc).__name__}: {exc}"
 
     def subscribe(self, topic: str) -> bool:
         """Subscribe with QoS 1; True when the broker granted it."""
@@ -397,19 +571,102 @@ def probes() -> Iterator[list[Probe]]:
         probe.close()
 
 
+def listeners(installed: Installed) -> list[dict]:
+    """Probe arguments of the two listeners: clear text on loopback, TLS (pinned CA) on the LAN."""
+    return [dict(port=installed.port, host="127.0.0.1"), dict(port=installed.tls_port, host=LAN_IP, cafile=installed.ca)]
+
+
 def test_broker_refuses_anonymous_and_wrong_passwords(installed: Installed, deployed_broker: DeployedBroker) -> None:
     creds = credentials(installed.root)
     pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
-    for host in ("127.0.0.1", LAN_IP):  # both listeners, same rules
-        assert not Probe(installed.port, host=host).connect()
-        assert not Probe(installed.port, "banc1", "wrong-password", host=host).connect()
-        assert not Probe(installed.port, "banc1", creds["banc2"], host=host).connect()
-        assert not Probe(installed.port, "banc9", creds["banc1"], host=host).connect()
-        assert not Probe(installed.port, PI_ACCOUNT, "", host=host).connect()
+    for where in listeners(installed):  # both listeners, same rules
+        assert not Probe(**where).connect()
+        assert not Probe(username="banc1", password="wrong-password", **where).connect()
+        assert not Probe(username="banc1", password=creds["banc2"], **where).connect()
+        assert not Probe(username="banc9", password=creds["banc1"], **where).connect()
+        assert not Probe(username=PI_ACCOUNT, password="", **where).connect()
         for user, password in ((PI_ACCOUNT, pi_password), ("banc1", creds["banc1"])):
-            probe = Probe(installed.port, user, password, host=host)
-            assert probe.connect(), (host, user)
+            probe = Probe(username=user, password=password, **where)
+            assert probe.connect(), (where, user)
             probe.close()
+
+
+def other_ca(tmp_path: Path) -> Path:
+    """A self-signed CA that did not sign the broker's certificate (an attacker's, or another Pi's)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(tmp_path / "other.key"), "-subj", "/CN=banc-lfp CA other", "-days", "30",
+         "-out", str(tmp_path / "other.crt")],
+        check=True, capture_output=True,
+    )
+    return tmp_path / "other.crt"
+
+
+def test_lan_listener_is_tls_only_with_the_pinned_ca(
+    installed: Installed, deployed_broker: DeployedBroker, tmp_path: Path
+) -> None:
+    """Contract v2 §8: on the LAN, only TLS with the CA install.sh made; the product's client gets in."""
+    banc1 = credentials(installed.root)["banc1"]
+    # An ESP32 account pinning the CA connects over TLS.
+    assert Probe(installed.tls_port, "banc1", banc1, host=LAN_IP, cafile=installed.ca).refused() == ""
+    # Clear text on the TLS port: no MQTT session (the broker waits for a TLS handshake).
+    assert Probe(installed.tls_port, "banc1", banc1, host=LAN_IP).refused() != ""
+    # Clear text on the usual MQTT port of the LAN address: nothing listens there.
+    assert "ConnectionRefusedError" in Probe(installed.port, "banc1", banc1, host=LAN_IP).refused()
+    # TLS trusting another CA: the broker's certificate is rejected, the password never sent.
+    why = Probe(installed.tls_port, "banc1", banc1, host=LAN_IP, cafile=other_ca(tmp_path)).refused()
+    assert "CERTIFICATE_VERIFY_FAILED" in why, why
+
+    # The product's own client (protocol.make_client from the settings), as a simulator on a PC.
+    settings = utils.load_settings({"BANC_MQTT_HOST": LAN_IP, "BANC_MQTT_CAFILE": str(installed.ca),
+                                    "BANC_MQTT_USERNAME": "banc1", "BANC_MQTT_PASSWORD": banc1,
+                                    "BANC_MQTT_PORT": str(installed.tls_port)})
+    connacks: queue.Queue = queue.Queue()
+    client = protocol.make_client("test_tls_product_client", settings)
+    client.on_connect = lambda _c, _u, _f, reason_code, _p: connacks.put(reason_code)
+    client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+    client.loop_start()
+    try:
+        assert not connacks.get(timeout=TIMEOUT_S).is_failure
+        assert client._ssl  # the connection is the TLS one
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_oversized_publish_is_refused_on_every_listener(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe]
+) -> None:
+    """max_packet_size 4096: the sender is disconnected and nobody receives the message."""
+    creds = credentials(installed.root)
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    pi = Probe(installed.port, PI_ACCOUNT, pi_password)
+    probes.append(pi)
+    assert pi.connect() and pi.subscribe("#")
+    banc1 = protocol.topics(1)
+    senders = [Probe(installed.tls_port, "banc1", creds["banc1"], host=LAN_IP, cafile=installed.ca),
+               Probe(installed.port, PI_ACCOUNT, pi_password)]
+    for sender in senders:
+        probes.append(sender)
+        assert sender.connect()
+        sender.client.publish(banc1.bms_data, "9" * 5000, qos=0)
+        assert sender.disconnected.wait(TIMEOUT_S), "the broker kept a client that sent 5000 bytes"
+    # The barrier: a normal message after both refusals; had either got through, it came first.
+    barrier = Probe(installed.tls_port, "banc2", creds["banc2"], host=LAN_IP, cafile=installed.ca)
+    probes.append(barrier)
+    assert barrier.connect()
+    barrier.publish(protocol.topics(2).step, "1")
+    assert pi.receive_until(protocol.topics(2).step) == [(protocol.topics(2).step, "1")]
+
+
+def test_pi_account_options_file_works_for_mosquitto_sub(installed: Installed, deployed_broker: DeployedBroker) -> None:
+    """The advice printed by install.sh: mosquitto_sub gets host, port and account from its options file."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(installed.root / "etc/banc-lfp")}
+    conf = (installed.root / "etc/banc-lfp/mosquitto_sub").read_text()
+    assert f"-p {installed.port}\n" in conf
+    proc = subprocess.run(["mosquitto_sub", "-t", "$SYS/broker/version", "-C", "1", "-W", "5"],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("mosquitto version"), proc.stderr
 
 
 def test_bench_account_is_confined_to_its_own_topics(
@@ -420,8 +677,8 @@ def test_bench_account_is_confined_to_its_own_topics(
     banc1, banc2 = protocol.topics(1), protocol.topics(2)
 
     pi = Probe(installed.port, PI_ACCOUNT, pi_password)
-    bench1 = Probe(installed.port, "banc1", creds["banc1"], host=LAN_IP)
-    bench2 = Probe(installed.port, "banc2", creds["banc2"], host=LAN_IP)
+    bench1 = Probe(installed.tls_port, "banc1", creds["banc1"], host=LAN_IP, cafile=installed.ca)
+    bench2 = Probe(installed.tls_port, "banc2", creds["banc2"], host=LAN_IP, cafile=installed.ca)
     probes.extend([pi, bench1, bench2])
     assert pi.connect() and bench1.connect() and bench2.connect()
     assert pi.subscribe("#")  # the Pi's account reads everything
@@ -474,7 +731,8 @@ def test_bridge_example_forwards_every_bench_under_the_site_prefix(
         probes.append(watcher)
         assert watcher.connect() and watcher.subscribe("site1/#")
         watcher.receive_until("site1/bridge/state")  # the bridge is up
-        bench2 = Probe(installed.port, "banc2", credentials(installed.root)["banc2"], host=LAN_IP)
+        bench2 = Probe(installed.tls_port, "banc2", credentials(installed.root)["banc2"], host=LAN_IP,
+                       cafile=installed.ca)
         probes.append(bench2)
         assert bench2.connect()
         bench2.publish(protocol.topics(2).bms_data, "3,51.9,-10,48,26,1.2,62.1,3240,3255,0")
