@@ -16,6 +16,7 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -339,16 +340,15 @@ def test_install_keeps_the_ca_and_renews_the_server_certificate_when_due(install
         check=True, capture_output=True,
     )
     assert "IP Address:127.0.0.3" in cert_text("server.crt")
-    renewed = run_script(INSTALL, *args)
+    # (The same run asks for --lan-plaintext: a clear-text LAN listener besides TLS, with a warning.)
+    renewed = run_script(INSTALL, *args, "--lan-plaintext")
     assert "dans moins de 60 jours" in renewed.stdout
     end = subprocess.run(["openssl", "x509", "-in", str(root / tls / "server.crt"), "-noout", "-checkend",
                           str(800 * 86400)], capture_output=True)
     assert end.returncode == 0  # valid for more than 800 days again
     assert snapshot(root)[f"{tls}/ca.crt"] == installed.after_first[f"{tls}/ca.crt"]
 
-    # --lan-plaintext: a clear-text LAN listener besides TLS, with a warning.
-    plain = run_script(INSTALL, *args, "--lan-plaintext")
-    assert "--lan-plaintext" in plain.stderr and "ATTENTION" in plain.stderr
+    assert "--lan-plaintext" in renewed.stderr and "ATTENTION" in renewed.stderr
     conf = (root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
     assert re.findall(r"^listener .*$", conf, re.M) == [
         f"listener {installed.port} 127.0.0.1", f"listener {installed.tls_port} 127.0.0.3",
@@ -657,6 +657,28 @@ def test_oversized_publish_is_refused_on_every_listener(
     assert barrier.connect()
     barrier.publish(protocol.topics(2).step, "1")
     assert pi.receive_until(protocol.topics(2).step) == [(protocol.topics(2).step, "1")]
+
+
+def test_simulator_on_a_pc_reaches_the_pi_over_tls(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], tmp_path: Path
+) -> None:
+    """simulator.py with BANC_MQTT_CAFILE (and no port: 8883's stand-in is given) plays bench 1 over TLS."""
+    pi = Probe(installed.port, PI_ACCOUNT, env_file(installed.root)["BANC_MQTT_PASSWORD"])
+    probes.append(pi)
+    assert pi.connect() and pi.subscribe(protocol.topics(1).esp_status)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
+    env.update({"BANC_HOME": str(tmp_path), "BANC_MQTT_HOST": LAN_IP, "BANC_MQTT_PORT": str(installed.tls_port),
+                "BANC_MQTT_CAFILE": str(installed.ca), "BANC_MQTT_USERNAME": "banc1",
+                "BANC_MQTT_PASSWORD": credentials(installed.root)["banc1"]})
+    sim = subprocess.Popen([sys.executable, str(REPO_DIR / "simulator.py"), "--bancs", "1"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pi.receive_until(protocol.topics(1).esp_status)[-1] == (protocol.topics(1).esp_status,
+                                                                       protocol.STATUS_ONLINE)
+    finally:
+        sim.terminate()
+        _, err = sim.communicate(timeout=10)
+    assert "refused" not in err, err
 
 
 def test_pi_account_options_file_works_for_mosquitto_sub(installed: Installed, deployed_broker: DeployedBroker) -> None:
