@@ -143,8 +143,8 @@ for part in "${ip_parts[@]}"; do ((10#$part <= 255)) || ip_ok=0; done
 [ "$LAN_IP" != 127.0.0.1 ] || die "--lan-ip 127.0.0.1 : c'est déjà l'écoute locale ; donnez l'adresse du Pi sur le réseau des bancs"
 # The certificate and the listener are for this one address: it must be the Pi's own (a
 # typo would leave the ESP32s with nowhere to connect). A --root trial may name any.
-if [ -z "$ROOT" ] && ! { ip -4 -o addr show 2>/dev/null | grep -q " inet $LAN_IP/" ||
-  hostname -I 2>/dev/null | tr ' ' '\n' | grep -qx "$LAN_IP"; }; then
+if [ -z "$ROOT" ] && ! { ip -4 -o addr show 2>/dev/null | grep -qF " inet $LAN_IP/" ||
+  hostname -I 2>/dev/null | tr ' ' '\n' | grep -qxF "$LAN_IP"; }; then
   die "--lan-ip $LAN_IP n'est pas une adresse de cette machine (voir « ip -4 addr ») ; fixez-la d'abord (réservation DHCP ou IP statique)"
 fi
 

@@ -168,6 +168,16 @@ gen_password() {
 
 valid_bench_name() { [[ $1 =~ ^banc[1-9][0-9]*$ ]]; }
 
+# A new private folder for secrets in the making (a password to hash, a key), inside
+# $ETC_DIR (root only), not /tmp: should the script be killed midway, what is left there
+# is no more exposed than bench-accounts.txt beside it. The caller removes it.
+secret_workdir() {
+  local dir
+  dir=$(target "$ETC_DIR")
+  [ -d "$dir" ] || (umask 077 && install -d -m 0700 "$dir")
+  (umask 077 && mktemp -d "$dir/.banc-lfp-work.XXXXXX")
+}
+
 # Make sure the mosquitto password file holds account $1 with password $2; with $3=1,
 # (re)write the hash even when the account exists (a new or changed password).
 # Never "mosquitto_passwd -b FILE USER PASSWORD": its argv, password included, is in ps for
@@ -183,7 +193,7 @@ ensure_mqtt_account() {
     say "[dry-run] mosquitto_passwd -U (compte $name, depuis un fichier temporaire) -> $MOSQ_PASSWD"
   else
     say "+ mosquitto_passwd -U (compte $name, depuis un fichier temporaire) -> $MOSQ_PASSWD"
-    work=$(umask 077 && mktemp -d)
+    work=$(secret_workdir)
     # printf is a shell builtin: the password is in no process's argv.
     printf '%s:%s\n' "$name" "$password" >"$work/account"
     if ! mosquitto_passwd -U "$work/account" >"$work/log" 2>&1; then
@@ -301,7 +311,7 @@ ensure_ca() {
     TLS_CHANGED=1
     return 0
   fi
-  work=$(umask 077 && mktemp -d)
+  work=$(secret_workdir)
   subject="/CN=banc-lfp CA $(hostname -s 2>/dev/null || echo pi) $(date -u +%Y-%m-%d)"
   if [ -f "$key" ]; then
     # The key is there, its certificate lost or damaged: the same key signs a new one, so
@@ -363,7 +373,7 @@ ensure_server_cert() {
     TLS_CHANGED=1
     return 0
   fi
-  work=$(umask 077 && mktemp -d)
+  work=$(secret_workdir)
   say "+ openssl : certificat du serveur pour $ip ($reason), clé EC P-256, signé par l'autorité, $SERVER_DAYS jours"
   new_ec_key "$work/server.key"
   run_openssl req -new -key "$work/server.key" -subj "/CN=$ip" -out "$work/server.csr"

@@ -221,6 +221,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         assert path.stat().st_mode & 0o777 == mode, rel
         assert not re.search(r"@[A-Z_]+@", path.read_text()), f"placeholder left in {rel}"
     assert (root / str(installed.home).lstrip("/")).is_dir()  # BANC_HOME, inside the throwaway root
+    assert list(root.rglob("*banc-lfp-work*")) == []  # the folders where secrets were made are gone
 
     env = env_file(root)
     assert env["BANC_HOME"] == str(installed.home)
