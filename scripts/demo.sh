@@ -8,7 +8,8 @@ bash scripts/setup.sh
 # The demo keeps its state apart from a production install in the same folder.
 export BANC_HOME=${BANC_HOME:-$PWD/.demo}
 export BANC_MQTT_HOST=${BANC_MQTT_HOST:-localhost}
-export BANC_MQTT_PORT=${BANC_MQTT_PORT:-1883}
+# With BANC_MQTT_CAFILE (a PC reaching an installed Pi over TLS), utils picks the TLS port.
+if [ -z "${BANC_MQTT_CAFILE:-}" ]; then export BANC_MQTT_PORT=${BANC_MQTT_PORT:-1883}; fi
 mkdir -p "$BANC_HOME"
 PY=.venv/bin/python
 
@@ -44,7 +45,9 @@ PY
 then
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   BANC_MQTT_HOST=127.0.0.1
-  BANC_MQTT_PORT=$($PY -c "from tests.support import free_port; print(free_port())")
+  BANC_MQTT_PORT=$($PY -c "from testkit.support import free_port; print(free_port())")
+  export BANC_MQTT_PORT
+  unset BANC_MQTT_CAFILE  # the private broker speaks clear text, on loopback only
   echo "demo: pas de broker utilisable, démarrage d'un Mosquitto privé sur $BANC_MQTT_HOST:$BANC_MQTT_PORT"
   mkdir -p "$BANC_HOME/mosquitto"
   cat > "$BANC_HOME/mosquitto/mosquitto.conf" <<CONF
@@ -53,11 +56,12 @@ allow_anonymous true
 persistence true
 persistence_location $BANC_HOME/mosquitto/
 max_queued_messages 1000000
+max_packet_size 4096
 CONF
   if [ "$(id -u)" -eq 0 ]; then echo "user root" >> "$BANC_HOME/mosquitto/mosquitto.conf"; fi
   "$MOSQUITTO" -c "$BANC_HOME/mosquitto/mosquitto.conf" >"$BANC_HOME/mosquitto/mosquitto.log" 2>&1 &
   pids+=($!)
-  $PY -c "from tests.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)"
+  $PY -c "from testkit.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)"
 fi
 
 if [ -f simulator.py ]; then
