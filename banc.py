@@ -60,6 +60,7 @@ from recorder import (
     Append,
     BmsWatchdog as BmsWatchdog,
     CaughtUp,
+    Command,
     Effect,
     FilesRestored,
     Instant,
@@ -186,7 +187,7 @@ def last_data_row(lines: Sequence[bytes]) -> Optional[LastRow]:
     """The last parseable data row among `lines` (oldest first), or None (header or garbage only)."""
     for raw in reversed(lines):
         parts = raw.decode("ascii", errors="replace").strip().split(",")
-        if len(parts) != len(utils.DATA_CSV_HEADER):
+        if len(parts) not in record.DATA_CSV_WIDTHS:
             continue
         try:
             return LastRow(int(parts[record.DATA_COLUMN["seq"]]), float(parts[record.DATA_COLUMN["capacity_ah"]]),
@@ -417,11 +418,13 @@ class Recorder:
         writer: Callable[[int, bytes], int] = os.write,
         fsync_interval_s: Optional[float] = None,
         bms_timeout_s: Optional[float] = None,
+        command: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.folder = Path(folder)
         self.banc = banc
         self.serial = serial
         self.alert = alert
+        self.command = command
         self.clock = clock
         self.mono = mono
         if fsync_interval_s is None or bms_timeout_s is None:  # not given: the process's settings
@@ -470,9 +473,24 @@ class Recorder:
         journal_scan = self._repair(self.journal)
         for target in self.files.values():
             target.open()
-        last = last_data_row(data_scan.tail_lines)
+        # The whole file once: the last seq and uptime of the newest line (a replayed line may
+        # be last in the file) and the seqs the current ESP boot still misses.
+        counts = record.scan_data_csv(self.data.path)
+        width = self._data_width()
+        boots = state.esp_boots if state is not None else []
+        boot = len(boots) - 1 if boots else None
+        lost = [(first, last) for lost_boot, first, last in (state.seq_lost_spans if state is not None else ())
+                if lost_boot == boot]
+        holes = [(a, b) for a, b in counts.holes.holes if not any(first <= a and b <= last for first, last in lost)]
         self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
-                         rejected_rows=max(0, rejected_scan.lines - 1), last_seq=last.seq if last else None)
+                         rejected_rows=max(0, rejected_scan.lines - 1), last_seq=counts.last_seq,
+                         now=self._now(), boots=boots, last_uptime_ms=counts.last_uptime_ms, holes=holes,
+                         data_width=width)
+        if width != len(record.DATA_CSV_HEADER):
+            logger.info("data.csv of the earlier version (%d columns): its header is kept", width)
+        if holes:
+            logger.info("data.csv misses %d seqs of the current ESP boot: asked for again",
+                        sum(b - a + 1 for a, b in holes))
         if data_scan.torn:
             now = self._now()
             self._apply(self.core.reject(now, self.core.topics.bms_data,
@@ -483,6 +501,15 @@ class Recorder:
             logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(journal_scan.torn))
         logger.info("data.csv: %d rows, last seq %s; rejected.csv: %d rows", self.core.counters["rows_count"],
                     self.core.seq.last, self.core.counters["rejected_count"])
+
+    def _data_width(self) -> int:
+        """data.csv's width from its header: 12 for a folder of the earlier version, else 14."""
+        try:
+            with open(self.data.path, "rb") as fh:
+                width = record.header_width(fh.readline())
+        except OSError:
+            width = None
+        return width or len(record.DATA_CSV_HEADER)
 
     @staticmethod
     def _repair(target: AppendFile) -> CsvScan:
@@ -499,6 +526,15 @@ class Recorder:
         """A bancN/bms/data message: its row is handed to the OS before this returns."""
         now = self._now()
         self._apply(self.core.on_bms(payload, redelivered, now), now)
+
+    def handle_replay(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/bms/replay message: a line the ESP re-sent, written (once) before this returns."""
+        now = self._now()
+        self._apply(self.core.on_replay(payload, redelivered, now), now)
+
+    def backlog_received(self) -> None:
+        """The marker came back: lines from now on are live (samples of the ESP's clock)."""
+        self.core.backlog_received()
 
     def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
         """A bancN/step message: a new step is in the journal, fsynced, before this returns."""
@@ -548,6 +584,8 @@ class Recorder:
             logger.log(effect.level, effect.message)
         elif isinstance(effect, Alert):
             self.alert(effect.text)
+        elif isinstance(effect, Command):
+            self.command(effect.text)
         elif isinstance(effect, Sync):
             self.data.sync()
             self.rejected.sync()
@@ -661,7 +699,7 @@ class BancProcess:
         self.client_id = f"banc_script_{banc}"
         self.recorder = Recorder(folder, banc, serial, step, self.send_alert,
                                  fsync_interval_s=self.settings.fsync_interval_s,
-                                 bms_timeout_s=self.settings.bms_timeout_s)
+                                 bms_timeout_s=self.settings.bms_timeout_s, command=self.send_command)
         self.client = protocol.make_client(self.client_id, self.settings, persistent=True, v5=True,
                                            will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
         self.client.manual_ack_set(True)
@@ -671,6 +709,7 @@ class BancProcess:
         self.client.on_unsubscribe = self._on_unsubscribe
         self.handlers: dict[str, Callable[[bytes, bool], None]] = {
             self.topics.bms_data: self.recorder.handle_bms,
+            self.topics.bms_replay: self.recorder.handle_replay,
             self.topics.step: self.recorder.handle_step,
             self.topics.ri_results: self.recorder.handle_ri,
             self.topics.sync: self._handle_sync,
@@ -694,6 +733,14 @@ class BancProcess:
             protocol.publish(self.client, self.topics.security, protocol.encode_security(text))
         except Exception:  # an alert must never take the process down
             logger.exception("security alert not published: %s", text)
+
+    def send_command(self, text: str) -> None:
+        """Publish a command to the ESP (a replay request), kept by paho until the broker is back."""
+        try:
+            protocol.publish(self.client, self.topics.command, text)
+            logger.info("asked the ESP: %s", text)
+        except Exception:
+            logger.exception("command not published: %s", text)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
@@ -765,6 +812,7 @@ class BancProcess:
         if self.announced or payload.decode("ascii", "replace") != self.sync_token:
             return  # an older process's marker, or a second copy
         self.announced = True
+        self.recorder.backlog_received()
         step = self.recorder.step
         if step in protocol.PHASES and self.recorder.ended is None:
             protocol.publish(self.client, self.topics.command, protocol.encode_command(step))

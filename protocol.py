@@ -47,6 +47,7 @@ MAX_SECURITY_CHARS = 200
 # Topic kinds, the suffix after "bancX/".
 KIND_STEP = "step"
 KIND_BMS = "bms/data"
+KIND_REPLAY = "bms/replay"  # BMS lines the ESP re-sends on a `replay FIRST LAST` command (contract §3a)
 KIND_SECURITY = "security"
 KIND_RI = "ri/results"
 KIND_COMMAND = "command"
@@ -60,6 +61,7 @@ KIND_SYNC = "banc/sync"
 QOS: dict[str, int] = {
     KIND_STEP: 1,
     KIND_BMS: 1,
+    KIND_REPLAY: 1,
     KIND_SECURITY: 1,
     KIND_RI: 1,
     KIND_NURSE: 0,
@@ -70,7 +72,7 @@ QOS: dict[str, int] = {
 }
 RETAINED: frozenset[str] = frozenset((KIND_ESP_STATUS, KIND_BANC_STATUS))
 
-_TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|security|ri/results|command|esp/status|banc/status|banc/sync|n([1-6]))$")
+_TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|bms/replay|security|ri/results|command|esp/status|banc/status|banc/sync|n([1-6]))$")
 
 
 def banc_id(banc: Union[int, str]) -> str:
@@ -109,6 +111,10 @@ class BancTopics:
     @property
     def bms_data(self) -> str:
         return f"{self.banc}/{KIND_BMS}"
+
+    @property
+    def bms_replay(self) -> str:
+        return f"{self.banc}/{KIND_REPLAY}"
 
     @property
     def security(self) -> str:
@@ -193,8 +199,8 @@ def retained_for(topic: str) -> bool:
 def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
     """(topic, qos) pairs banc.py subscribes to."""
     t = topics(banc)
-    return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.ri_results, QOS[KIND_RI]),
-            (t.sync, QOS[KIND_SYNC])]
+    return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.bms_replay, QOS[KIND_REPLAY]),
+            (t.ri_results, QOS[KIND_RI]), (t.sync, QOS[KIND_SYNC])]
 
 
 def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:

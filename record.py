@@ -8,6 +8,10 @@ A test folder `data/bancN/DDMMYYYY-SERIAL/` holds:
     is finished exactly when that line is on disk.
   - `data.csv`: one row per accepted BMS line (`DATA_CSV_HEADER`), the truth of the
     measurements and of the counters (rows, seq gaps and restarts are recounted from it).
+    A replayed line comes after later ones: readers order rows by `measured_at`. A folder of
+    the earlier version keeps its 12 columns (`DATA_CSV_HEADER_V1`) when its test resumes.
+    The journal also holds the ESP's boots (`EVENT_ESP_BOOT`), the clock offset estimated for
+    each (`EVENT_ESP_CLOCK`) and the lines that never came back (`EVENT_SEQ_LOST`).
   - `rejected.csv`: refused messages (`REJECTED_CSV_HEADER`).
   - `config.json`: a summary, a view of the above with the seed's keys. When it is missing,
     unreadable or disagrees with the journal it is rebuilt (`rebuild_summary`), never trusted
@@ -47,9 +51,12 @@ DATA_CSV_FILE = "data.csv"
 REJECTED_CSV_FILE = "rejected.csv"
 EVENTS_FILE = "events.jsonl"
 
-DATA_CSV_HEADER: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
-"""data.csv columns: receipt time, phase, then the 10 BMS fields as the ESP sent them."""
+DATA_CSV_HEADER_V1: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
+"""data.csv of the earlier version: receipt time, phase, then the 10 BMS fields as the ESP sent them."""
+DATA_CSV_HEADER: tuple[str, ...] = DATA_CSV_HEADER_V1 + ("uptime_ms", "measured_at")
+"""data.csv columns (contract v2 §4): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
 DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
+DATA_CSV_WIDTHS: tuple[int, ...] = (len(DATA_CSV_HEADER_V1), len(DATA_CSV_HEADER))
 REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
 
 STATUS_AVAILABLE = "available"
@@ -61,7 +68,7 @@ TEST_FINISHED = "finished"
 TEST_ABANDONED = "abandoned"
 
 COUNTER_KEYS: tuple[str, ...] = (
-    "rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count",
+    "rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count", "seq_lost_count",
 )
 
 FOLDER_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})-(RW-[A-Za-z0-9]{4,32})(?:-(\d+))?$")
@@ -120,9 +127,82 @@ def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float
 # --------------------------------------------------------------------------- data.csv rows
 
 
-def format_data_row(timestamp: str, step: int, fields: Sequence[str]) -> bytes:
-    """One data.csv row (timestamp, step, then the 10 BMS fields as sent), newline included."""
-    return (f"{timestamp},{step}," + ",".join(fields[: len(protocol.BMS_FIELDS)]) + "\n").encode("ascii")
+def format_data_row(timestamp: str, step: int, fields: Sequence[str], uptime_ms: Optional[int] = None,
+                    measured_at: Optional[str] = None, width: int = len(DATA_CSV_HEADER)) -> bytes:
+    """One data.csv row (timestamp, step, the 10 BMS fields as sent, then uptime_ms and measured_at), newline included.
+
+    `width` 12 writes a row of the earlier layout (a resumed folder keeps its header);
+    `measured_at` defaults to the receipt time.
+    """
+    row = f"{timestamp},{step}," + ",".join(fields[: len(protocol.BMS_FIELDS)])
+    if width == len(DATA_CSV_HEADER):
+        row += f",{'' if uptime_ms is None else uptime_ms},{measured_at or timestamp}"
+    return (row + "\n").encode("ascii")
+
+
+def header_width(header_line: bytes) -> Optional[int]:
+    """The width of a data.csv header line (12 or 14), or None when it is not one of ours."""
+    header = header_line.rstrip(b"\r\n").lstrip(b"\xef\xbb\xbf").decode("ascii", "replace")
+    for columns in (DATA_CSV_HEADER, DATA_CSV_HEADER_V1):
+        if header == ",".join(columns):
+            return len(columns)
+    return None
+
+
+class SeqHoles:
+    """The seqs missing within the current ESP boot (gaps), so that a replayed line fills one exactly once.
+
+    `see(seq)` folds a line in the order written: "next", "gap" (a hole opens), "fill" (a
+    replayed line inside a hole), "restart" (a lower seq outside every hole: the ESP
+    rebooted, the holes are forgotten) or "duplicate" (a seq already held). Holes are
+    ranges; at most `max_holes` are kept (the oldest are dropped: nothing can answer them).
+    """
+
+    def __init__(self, last: Optional[int] = None, max_holes: int = 1000) -> None:
+        self.last = last
+        self.holes: list[list[int]] = []  # [first, last] inclusive, oldest first
+        self.max_holes = max_holes
+
+    def missing(self) -> int:
+        """Number of seqs in the holes."""
+        return sum(b - a + 1 for a, b in self.holes)
+
+    def hole_of(self, seq: int) -> Optional[int]:
+        """Index of the hole holding `seq`, or None."""
+        for index, (a, b) in enumerate(self.holes):
+            if a <= seq <= b:
+                return index
+        return None
+
+    def see(self, seq: int) -> str:
+        """Classify `seq` and fold it in (see the class)."""
+        last = self.last
+        if last is None:
+            self.last = seq
+            return "next"
+        if seq == last + 1:
+            self.last = seq
+            return "next"
+        if seq > last:
+            self.holes.append([last + 1, seq - 1])
+            del self.holes[: max(0, len(self.holes) - self.max_holes)]
+            self.last = seq
+            return "gap"
+        index = self.hole_of(seq)
+        if index is not None:
+            self.fill(index, seq)
+            return "fill"
+        if seq == last:
+            return "duplicate"
+        self.holes = []
+        self.last = seq
+        return "restart"
+
+    def fill(self, index: int, seq: int) -> None:
+        """Take `seq` out of hole `index`."""
+        a, b = self.holes[index]
+        pieces = [piece for piece in ([a, seq - 1], [seq + 1, b]) if piece[0] <= piece[1]]
+        self.holes[index : index + 1] = pieces
 
 
 @dataclass
@@ -140,9 +220,12 @@ class DataCounts:
     phase3_capacity_ah: Optional[float] = None  # last value measured in phase 3
     phase3_energy_wh: Optional[float] = None
     bad_rows: int = 0
+    last_uptime_ms: Optional[int] = None  # of the newest line (not a replayed one)
+
+    holes: SeqHoles = field(default_factory=SeqHoles)
 
     def add(self, parts: Sequence[bytes]) -> None:
-        """Fold one split data.csv row (pure)."""
+        """Fold one split data.csv row (pure); a replayed row (it fills a gap) counts neither a gap nor a restart."""
         try:
             seq = int(parts[DATA_COLUMN["seq"]])
             step = int(parts[DATA_COLUMN["step"]])
@@ -151,12 +234,16 @@ class DataCounts:
             self.bad_rows += 1
             return
         self.rows += 1
-        if self.last_seq is not None:
-            if seq > self.last_seq + 1:
-                self.seq_gaps += 1
-            elif seq < self.last_seq:
-                self.seq_restarts += 1
+        verdict = self.holes.see(seq)
+        if verdict == "gap":
+            self.seq_gaps += 1
+        elif verdict == "restart":
+            self.seq_restarts += 1
+        if verdict == "fill":
+            return  # measured earlier: the last values stay those of the newest line
         self.last_seq = seq
+        uptime = parts[DATA_COLUMN["uptime_ms"]] if len(parts) > DATA_COLUMN["uptime_ms"] else b""
+        self.last_uptime_ms = int(uptime) if uptime.isdigit() else None
         self.last_step = step
         self.capacity_ah, self.energy_wh = capacity, energy
         if step == 3:
@@ -175,12 +262,11 @@ class DataCounts:
 def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
     """Recount a test's rows from complete data.csv lines, header included or not (pure)."""
     counts = DataCounts()
-    width = len(DATA_CSV_HEADER)
     for line in lines:
         parts = line.rstrip(b"\r\n").split(b",")
         if parts[0] == b"timestamp":
             continue  # the header
-        if len(parts) == width:
+        if len(parts) in DATA_CSV_WIDTHS:
             counts.add(parts)
         elif line.strip():
             counts.bad_rows += 1
@@ -225,6 +311,13 @@ EVENT_STOP = "stop"
 EVENT_RESUME = "resume"
 EVENT_ABANDON = "abandon"
 EVENT_MIGRATE = "migrate"  # a folder of the earlier version: its config.json taken as the journal's start
+# The ESP's clock (contract §3b): a new ESP boot seen (the data.csv row that starts it: its
+# timestamp `row_t`, `seq`, `uptime_ms`), and the offset estimated for boot number `boot`
+# (0 = the first EVENT_ESP_BOOT of the journal): measured_at = offset_ms + uptime_ms (Unix ms).
+EVENT_ESP_BOOT = "esp_boot"
+EVENT_ESP_CLOCK = "esp_clock"
+# Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (contract §3a).
+EVENT_SEQ_LOST = "seq_lost"
 
 
 def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
@@ -280,6 +373,28 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass
+class EspBoot:
+    """One ESP boot as the journal holds it: the data.csv row that starts it, and its clock offsets."""
+
+    row_t: str  # timestamp of its first data.csv row
+    seq: int
+    uptime_ms: int
+    first_offset_ms: Optional[int] = None  # the first estimate (Unix ms at uptime 0) and when it was made
+    first_offset_t: Optional[str] = None
+    offset_ms: Optional[int] = None  # the latest estimate
+
+    def clock(self, at: str, offset_ms: int) -> None:
+        """Fold one EVENT_ESP_CLOCK of this boot."""
+        if self.first_offset_ms is None:
+            self.first_offset_ms, self.first_offset_t = offset_ms, at
+        self.offset_ms = offset_ms
+
+
 @dataclass
 class RecordState:
     """What the journal says of a test (fold_events)."""
@@ -297,6 +412,9 @@ class RecordState:
     # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
     # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
     recent_ri: list[dict[str, Any]] = field(default_factory=list)
+    esp_boots: list[EspBoot] = field(default_factory=list)
+    seq_lost_count: int = 0
+    seq_lost_spans: list[tuple[Optional[int], int, int]] = field(default_factory=list)  # (boot, first, last)
 
     @property
     def finished(self) -> bool:
@@ -353,6 +471,20 @@ class RecordState:
             self.status = TEST_RUNNING
         elif kind == EVENT_ABANDON and not self.finished:
             self.status = TEST_ABANDONED
+        elif kind == EVENT_ESP_BOOT:
+            seq, uptime, row_t = event.get("seq"), event.get("uptime_ms"), event.get("row_t")
+            if isinstance(seq, int) and isinstance(uptime, int) and _is_count(seq) and _is_count(uptime) \
+                    and isinstance(row_t, str):
+                self.esp_boots.append(EspBoot(row_t, seq, uptime))
+        elif kind == EVENT_ESP_CLOCK:
+            boot, offset = event.get("boot"), event.get("offset_ms")
+            if isinstance(boot, int) and 0 <= boot < len(self.esp_boots) and isinstance(offset, int) and at:
+                self.esp_boots[boot].clock(at, offset)
+        elif kind == EVENT_SEQ_LOST:
+            self.seq_lost_count += _count(event.get("count"))
+            boot, first, last = event.get("boot"), event.get("first"), event.get("last")
+            if isinstance(first, int) and isinstance(last, int):
+                self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
         if at:
             self.last_update = at
 
@@ -429,6 +561,7 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
         out[f"{key}_average"] = state.ri_means[key]
         out[f"{key}_count"] = state.ri_counts[key]
     out["ri_temperature_c"] = state.ri_temperature_c
+    out["seq_lost_count"] = max(state.seq_lost_count, _count(out.get("seq_lost_count")))
     event_time = parse_time(state.last_update)
     if event_time is not None:
         summary_time = parse_time(out.get("timestamp_last_update"))
@@ -503,6 +636,7 @@ def rebuild_summary(
     summary["rows_count"] = counts.rows
     summary["seq_gap_count"] = counts.seq_gaps
     summary["seq_restart_count"] = counts.seq_restarts
+    summary["seq_lost_count"] = state.seq_lost_count
     summary["rejected_count"] = rejected_rows
     row_time = parse_time(counts.last_time)
     summary_time = parse_time(summary.get("timestamp_last_update"))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional, Union
 
+import esp_clock
 import protocol
 import record
 
@@ -41,6 +42,15 @@ REJECT_PAYLOAD_MAX_CHARS = 200
 # was already written before a crash; further back, or without DUP, it is an ESP reboot.
 SEQ_REDELIVERY_WINDOW = 1000
 REJECT_LOG_PER_MINUTE = 10
+# Contract §3a: a gap is asked for once, then again at most every REPLAY_RETRY_S while lines
+# are missing, for REPLAY_GIVE_UP_S; what has not come back by then is lost.
+REPLAY_RETRY_S = 60.0
+REPLAY_GIVE_UP_S = 600.0
+# The ESP's clock offset goes into the journal (fsynced) when first estimated, then only when
+# it moved by CLOCK_SAVE_MIN_MS, at most every CLOCK_SAVE_INTERVAL_S: enough for a restarted
+# banc.py to stamp a backlog within that, without a journal line a minute.
+CLOCK_SAVE_MIN_MS = 100
+CLOCK_SAVE_INTERVAL_S = 600.0
 
 # The files effects name, in the order their retries are tried.
 JOURNAL = record.EVENTS_FILE
@@ -157,6 +167,65 @@ class BmsWatchdog:
             self.silence_since = since
             return now - since
         return None
+
+
+@dataclass
+class Gap:
+    """Seqs `first`..`last` found missing (contract §3a), measured during `step`; `holes` still missing."""
+
+    first: int
+    last: int
+    step: int
+    opened_s: float
+    next_ask_s: float
+    holes: list[list[int]]
+
+    def missing(self) -> int:
+        """How many seqs are still missing."""
+        return sum(b - a + 1 for a, b in self.holes)
+
+
+class GapBook:
+    """The gaps of the current ESP boot that were asked for again: which seqs a replay may still fill, and when to ask or give up."""
+
+    def __init__(self, retry_s: float = REPLAY_RETRY_S, give_up_s: float = REPLAY_GIVE_UP_S) -> None:
+        self.retry_s = retry_s
+        self.give_up_s = give_up_s
+        self.gaps: list[Gap] = []
+
+    def open(self, first: int, last: int, step: int, now_s: float) -> Command:
+        """A new gap: ask for it now."""
+        self.gaps.append(Gap(first, last, step, now_s, now_s + self.retry_s, [[first, last]]))
+        return Command(protocol.encode_replay(first, last))
+
+    def fill(self, seq: int) -> Optional[Gap]:
+        """Take `seq` out of the gap that misses it; that gap, or None when no gap misses it (a copy)."""
+        for gap in self.gaps:
+            for index, (a, b) in enumerate(gap.holes):
+                if a <= seq <= b:
+                    gap.holes[index : index + 1] = [h for h in ([a, seq - 1], [seq + 1, b]) if h[0] <= h[1]]
+                    if not gap.holes:
+                        self.gaps.remove(gap)
+                    return gap
+        return None
+
+    def due(self, now_s: float) -> tuple[list[Command], list[Gap]]:
+        """The replays to ask again now, and the gaps given up (removed: what they miss is lost)."""
+        asks: list[Command] = []
+        lost: list[Gap] = []
+        for gap in list(self.gaps):
+            if now_s - gap.opened_s >= self.give_up_s:
+                self.gaps.remove(gap)
+                lost.append(gap)
+            elif now_s >= gap.next_ask_s:
+                gap.next_ask_s = now_s + self.retry_s
+                asks.append(Command(protocol.encode_replay(gap.holes[0][0], gap.holes[-1][1])))
+        return asks, lost
+
+    def drop_all(self) -> list[Gap]:
+        """Every gap, removed (the ESP rebooted and lost its lines, or the test ended)."""
+        lost, self.gaps = self.gaps, []
+        return lost
 
 
 def bms_fields(payload: bytes) -> list[str]:
@@ -283,7 +352,14 @@ class Log:
     message: str
 
 
-Effect = Union[Append, Retry, Sync, SaveSummary, Alert, Log]
+@dataclass(frozen=True)
+class Command:
+    """Publish `text` on bancN/command (a `replay FIRST LAST` request to the ESP)."""
+
+    text: str
+
+
+Effect = Union[Append, Retry, Sync, SaveSummary, Alert, Log, Command]
 
 
 @dataclass(frozen=True)
@@ -381,11 +457,43 @@ class RecorderCore:
         self.watchdog = BmsWatchdog(bms_timeout_s)
         self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
         self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
+        # data.csv's width: 14 columns, or 12 for a folder of the earlier version (its header is kept).
+        self.data_width = len(record.DATA_CSV_HEADER)
+        # The ESP's clock (contract §3b): lines are samples only once banc.py's marker came back
+        # (what arrives before it may be a backlog); `boot` is the current boot's number in the journal.
+        self.live = False
+        self.boot: Optional[int] = None
+        self.boots_seen = 0
+        self.boot_uptime_ms: Optional[int] = None
+        self.clock = esp_clock.OffsetEstimator()
+        self.saved_offset_ms: Optional[int] = None
+        self.saved_offset_s = 0.0
+        self.gaps = GapBook()
 
     def resume(self, summary: Mapping[str, Any], recent_ri: Sequence[dict[str, Any]] = (),
-               rows: int = 0, rejected_rows: int = 0, last_seq: Optional[int] = None) -> None:
-        """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files."""
+               rows: int = 0, rejected_rows: int = 0, last_seq: Optional[int] = None, *,
+               now: Optional[Instant] = None, boots: Sequence[record.EspBoot] = (),
+               last_uptime_ms: Optional[int] = None, holes: Sequence[Sequence[int]] = (),
+               data_width: int = len(record.DATA_CSV_HEADER)) -> None:
+        """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files.
+
+        `boots` are the journal's ESP boots (the last one is the current boot, its latest offset
+        the clock's estimate until live lines refine it); `holes` the seqs still missing from
+        the current boot in data.csv, asked for again at the first tick.
+        """
         self.recent_ri.extend(recent_ri)
+        self.data_width = data_width
+        self.boots_seen = len(boots)
+        if boots:
+            self.boot = len(boots) - 1
+            self.boot_uptime_ms = last_uptime_ms
+            offset_ms = boots[-1].offset_ms
+            if offset_ms is not None and now is not None:
+                self.clock.seed(now.mono_s, esp_clock.offset_mono_s(offset_ms, now.wall, now.mono_s))
+                self.saved_offset_ms, self.saved_offset_s = offset_ms, now.mono_s
+        start_s = now.mono_s if now is not None else 0.0
+        for first, last in holes:
+            self.gaps.open(first, last, self.step, start_s - REPLAY_RETRY_S)  # due at the first tick
         self.counters = summary_counters(summary)
         # Counted from the files themselves: exact even when config.json lagged behind a crash.
         self.counters["rows_count"] = rows
@@ -413,6 +521,10 @@ class RecorderCore:
             return False
         return True
 
+    def backlog_received(self) -> None:
+        """banc.py's marker came back: every line from now on is live, a sample of the ESP's clock."""
+        self.live = True
+
     def _event(self, kind: str, now: Instant, **fields: Any) -> Append:
         """One journal line; config.json shows it at the next save."""
         self.view_dirty = True
@@ -433,10 +545,14 @@ class RecorderCore:
             self.counters["duplicate_count"] += 1
             self.summary_dirty = True
         else:
+            if verdict == SEQ_RESTART:
+                effects += self._lost(self.gaps.drop_all(), now, "l'ESP a redémarré")
+            effects += self._esp_clock(line, verdict, now)
             # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
-            row = record.format_data_row(record.iso(now.wall, millis=True), self.step, bms_fields(payload))
-            effects.append(Append(DATA, row))
+            effects.append(Append(DATA, self._row(payload, line, self.step, now)))
             self.counters["rows_count"] += 1
+            if verdict == SEQ_GAP and previous_seq is not None:
+                effects.append(self.gaps.open(previous_seq + 1, line.seq - 1, self.step, now.mono_s))
             if verdict == SEQ_GAP:
                 self.counters["seq_gap_count"] += 1
             elif verdict == SEQ_RESTART:
@@ -466,6 +582,84 @@ class RecorderCore:
             effects += [Log(logging.INFO, f"BMS data back after {recovered:.1f} s"),
                         Alert(f"Données BMS rétablies après {recovered:.0f} s de silence")]
         return effects
+
+    def on_replay(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
+        """A bancN/bms/replay message: a line re-sent on request, written once if a gap misses it."""
+        try:
+            line = protocol.parse_bms_line(payload)
+        except protocol.PayloadError as exc:
+            return self.reject(now, self.topics.bms_replay, str(exc), payload)
+        if not self._admit():
+            return []
+        gap = self.gaps.fill(line.seq)
+        self.summary_dirty = True
+        if gap is None:
+            self.counters["duplicate_count"] += 1  # already written (or not asked for): never twice
+            return []
+        self.counters["rows_count"] += 1
+        effects: list[Effect] = [Append(DATA, self._row(payload, line, gap.step, now))]
+        if not gap.holes:
+            effects.append(Log(logging.INFO, f"seq {gap.first}..{gap.last}: gap filled by the ESP's replay"))
+        return effects
+
+    def _row(self, payload: bytes, line: protocol.BmsLine, step: int, now: Instant) -> bytes:
+        """The data.csv row of a line: measured_at from the ESP's clock when its boot has an estimate, else the receipt."""
+        measured = now.wall
+        offset = self.clock.offset_s
+        if line.uptime_ms is not None and offset is not None:
+            measured = esp_clock.measured_wall(offset, line.uptime_ms, now.wall, now.mono_s)
+        return record.format_data_row(record.iso(now.wall, millis=True), step, bms_fields(payload),
+                                      line.uptime_ms, record.iso(measured, millis=True), self.data_width)
+
+    def _esp_clock(self, line: protocol.BmsLine, verdict: str, now: Instant) -> list[Effect]:
+        """A new ESP boot into the journal; a live line's sample of the clock; the offset into the journal when due."""
+        uptime = line.uptime_ms
+        if uptime is None:
+            return []
+        effects: list[Effect] = []
+        went_back = self.boot_uptime_ms is not None and uptime < self.boot_uptime_ms
+        if self.boot is None or verdict == SEQ_RESTART or went_back:
+            self.boot, self.boots_seen = self.boots_seen, self.boots_seen + 1
+            self.clock = esp_clock.OffsetEstimator()
+            self.saved_offset_ms = None
+            effects.append(Append(JOURNAL, record.encode_event(
+                record.EVENT_ESP_BOOT, now.wall, row_t=record.iso(now.wall, millis=True), seq=line.seq,
+                uptime_ms=uptime)))
+        self.boot_uptime_ms = uptime
+        if not self.live:
+            return effects
+        self.clock.add(now.mono_s, uptime)
+        offset_s = self.clock.offset_s
+        assert offset_s is not None
+        offset_ms = esp_clock.offset_wall_ms(offset_s, now.wall, now.mono_s)
+        saved = self.saved_offset_ms
+        if saved is None or (abs(offset_ms - saved) >= CLOCK_SAVE_MIN_MS
+                             and now.mono_s - self.saved_offset_s >= CLOCK_SAVE_INTERVAL_S):
+            self.saved_offset_ms, self.saved_offset_s = offset_ms, now.mono_s
+            effects.append(Append(JOURNAL, record.encode_event(record.EVENT_ESP_CLOCK, now.wall, boot=self.boot,
+                                                               offset_ms=offset_ms)))
+        return effects
+
+    def _lost(self, gaps: Sequence[Gap], now: Instant, why: str) -> list[Effect]:
+        """Lines asked for again that will never come: counted, journaled, one alert for them all."""
+        effects: list[Effect] = []
+        total = 0
+        for gap in gaps:
+            count = gap.missing()
+            if not count:
+                continue
+            total += count
+            effects.append(Append(JOURNAL, record.encode_event(record.EVENT_SEQ_LOST, now.wall, boot=self.boot,
+                                                               first=gap.first, last=gap.last, count=count)))
+        if not total:
+            return []
+        self.counters["seq_lost_count"] += total
+        self.summary_dirty = True
+        spans = ", ".join(f"{gap.first}..{gap.last}" for gap in [g for g in gaps if g.missing()][:3]) + (
+            ", …" if len(gaps) > 3 else "")
+        return effects + [Log(logging.WARNING, f"{total} BMS lines lost (seq {spans}): {why}"),
+                          Alert(f"{total} ligne{'s' if total > 1 else ''} BMS perdue{'s' if total > 1 else ''} "
+                                f"(seq {spans}) : {why}")]
 
     def on_step(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
         """A bancN/step message: 1-5 record the new phase (5 ends the test), 9 stops, else reject.
@@ -546,6 +740,10 @@ class RecorderCore:
                 Alert(f"Aucune donnée BMS valide depuis {self.watchdog.timeout_s:g} s : "
                       "vérifier l'ESP32, le BMS et leur liaison"),
             ]
+        if self.ended is None:
+            asks, lost = self.gaps.due(now.mono_s)
+            effects += asks
+            effects += self._lost(lost, now, f"pas renvoyées par l'ESP en {REPLAY_GIVE_UP_S / 60:.0f} min")
         force = False
         if now.mono_s >= self.next_retry_s:
             self.next_retry_s = now.mono_s + WRITE_RETRY_INTERVAL_S
@@ -558,6 +756,10 @@ class RecorderCore:
     def flush(self, now: Instant) -> list[Effect]:
         """One attempt to write everything that waits (at the end); all_written() says whether it all went."""
         retries: list[Effect] = [Retry(name) for name in FILES if name in self.waiting]
+        if self.ended == protocol.STEP_FINISHED:
+            # The test is over: nobody will ask for these lines again (after 9 or a signal the
+            # next banc.py asks for what data.csv still misses).
+            retries += self._lost(self.gaps.drop_all(), now, "test terminé avant leur renvoi")
         return retries + self._save_summary(now, force=True) + [self._sync(now)]
 
     def close(self) -> None:

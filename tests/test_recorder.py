@@ -24,6 +24,7 @@ from recorder import (
     Alert,
     Append,
     CaughtUp,
+    Command,
     Effect,
     FilesRestored,
     Instant,
@@ -63,7 +64,7 @@ def bms(seq: int, **values: float) -> bytes:
 def data_row(seq: int, s: float, step: int = 1, **values: float) -> Append:
     """The data.csv row expected for bms(seq, **values) received at `s`."""
     stamp = record.iso(at(s).wall, millis=True)
-    return Append(DATA, f"{stamp},{step},{bms_line(seq, **values)}\n".encode())
+    return Append(DATA, f"{stamp},{step},{bms_line(seq, **values)},,{stamp}\n".encode())  # 10 fields: no uptime
 
 
 def event(kind: str, s: float, **fields: Any) -> Append:
@@ -83,7 +84,8 @@ def not_logs(effects: list[Effect]) -> list[Effect]:
 
 def counters(core: RecorderCore) -> tuple[int, ...]:
     """(rows, rejected, duplicates, gaps, restarts)."""
-    return tuple(core.counters[key] for key in record.COUNTER_KEYS)
+    return tuple(core.counters[key] for key in ("rows_count", "rejected_count", "duplicate_count",
+                                                "seq_gap_count", "seq_restart_count"))
 
 
 # =========================================================================== BMS lines and seq
@@ -120,10 +122,17 @@ def test_seq_classification_decides_rows_and_counters(last: Optional[int], messa
 def test_a_bms_line_is_one_exact_row_and_anomalies_are_logged() -> None:
     core = new_core(step=2)
     assert core.on_bms(bms(7, capacity_ah=1.5), False, at(0.25)) == [
-        Append(DATA, b"2026-12-01T10:00:00.250+01:00,2,7,52.000,-10.000,50.0,25.0,1.500,0.0,3250,3262,0\n")
+        Append(DATA, b"2026-12-01T10:00:00.250+01:00,2,7,52.000,-10.000,50.0,25.0,1.500,0.0,3250,3262,0,,"
+                     b"2026-12-01T10:00:00.250+01:00\n")
     ]
-    assert core.on_bms(bms(9), False, at(1)) == [data_row(9, 1, step=2), Log(INFO, "seq 9 after 7: gap")]
-    assert core.on_bms(bms(0), False, at(2)) == [data_row(0, 2, step=2), Log(INFO, "seq 0 after 9: ESP restart")]
+    assert core.on_bms(bms(9), False, at(1)) == [data_row(9, 1, step=2), Command("replay 8 8"),
+                                                 Log(INFO, "seq 9 after 7: gap")]
+    # The ESP rebooted before answering: its RAM (line 8) is gone.
+    assert core.on_bms(bms(0), False, at(2)) == [
+        event(record.EVENT_SEQ_LOST, 2, boot=None, first=8, last=8, count=1),
+        Log(WARNING, "1 BMS lines lost (seq 8..8): l'ESP a redémarré"),
+        Alert("1 ligne BMS perdue (seq 8..8) : l'ESP a redémarré"),
+        data_row(0, 2, step=2), Log(INFO, "seq 0 after 9: ESP restart")]
     assert core.on_bms(bms(0), False, at(3)) == []  # the duplicate costs no write
     assert core.on_bms(bms(0, current_a=5.0), True, at(4)) == []  # same seq re-sent: a duplicate whatever it says
 
@@ -335,7 +344,7 @@ def test_counters_are_saved_every_summary_interval_and_journal_events_at_once() 
             saves.append((s, effect))
             core.report(SummarySaved(), at(s))
     expected = SaveSummary({"rows_count": 1, "rejected_count": 1, "duplicate_count": 0, "seq_gap_count": 0,
-                            "seq_restart_count": 0}, 0.0, 0.0, at(1).wall)
+                            "seq_restart_count": 0, "seq_lost_count": 0}, 0.0, 0.0, at(1).wall)
     assert saves == [(SUMMARY_SAVE_INTERVAL_S, expected)]
     core.on_bms(bms(1), False, at(301))
     assert of_type(core.tick(at(301.2), 0.0), SaveSummary) == []  # counters wait for the next interval
@@ -501,4 +510,4 @@ def test_resume_from_the_rebuilt_summary_and_the_recount() -> None:
         Log(INFO, "Ri results redelivered, already recorded: {'ri_charge': 0.02}")]
     assert not_logs(core.on_bms(bms(42), False, at(2))) == [data_row(42, 2, step=3)]
     assert core.flush(at(3))[0] == SaveSummary({"rows_count": 11, "rejected_count": 2, "duplicate_count": 6,
-                                                "seq_gap_count": 2, "seq_restart_count": 0}, 0.0, 0.0, at(2).wall)
+                                                "seq_gap_count": 2, "seq_restart_count": 0, "seq_lost_count": 0}, 0.0, 0.0, at(2).wall)
