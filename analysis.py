@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,9 +33,15 @@ _CHUNK_BYTES = 1 << 20  # parse data.csv by slices: cache-friendly, and other th
 _TS_WIDTH = 40  # bytes kept per timestamp field; the canonical form has 29
 _MAX_LINE_NOTES = 5
 
-NUMERIC_COLUMNS: tuple[str, ...] = record.DATA_CSV_HEADER[1:]
+NUMERIC_COLUMNS: tuple[str, ...] = record.DATA_CSV_HEADER_V1[1:]
+"""The numeric columns every data.csv has (TestData.columns); `uptime_ms` is added for a 14-column file."""
+_HEADERS: dict[bytes, int] = {",".join(h).encode("ascii"): len(h)
+                              for h in (record.DATA_CSV_HEADER, record.DATA_CSV_HEADER_V1)}
 _HEADER_BYTES = ",".join(record.DATA_CSV_HEADER).encode("ascii")
-_ROW_DTYPE = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
+_ROW_DTYPE_V1 = np.dtype([("timestamp", f"S{_TS_WIDTH}")] + [(name, "f8") for name in NUMERIC_COLUMNS])
+# uptime_ms is read as text (empty for a 10-field line) and converted column-wise.
+_ROW_DTYPE = np.dtype(_ROW_DTYPE_V1.descr + [("uptime_ms", "S24"), ("measured_at", f"S{_TS_WIDTH}")])
+_DTYPES = {len(record.DATA_CSV_HEADER_V1): _ROW_DTYPE_V1, len(record.DATA_CSV_HEADER): _ROW_DTYPE}
 
 RESISTANCE_LABELS: dict[str, str] = {
     "ri_discharge": "Ri décharge",
@@ -54,14 +60,16 @@ class ReportError(ValueError):
 
 @dataclass
 class TestData:
-    """The rows of a data.csv as numpy arrays (file order), and what was skipped."""
+    """The rows of a data.csv as numpy arrays, in the order they were measured, and what was skipped."""
 
     __test__ = False  # not a pytest test class, despite the name
 
-    unix_s: np.ndarray
+    unix_s: np.ndarray  # when each row was measured (measured_at; the receipt for a 12-column file)
     columns: dict[str, np.ndarray]
     skipped_lines: int = 0
     notes: list[str] = field(default_factory=list)
+    received_s: Optional[np.ndarray] = None  # when banc.py received each row (timestamp)
+    recomputed_rows: int = 0  # rows stamped at receipt before their ESP boot had an offset, recomputed
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -143,43 +151,105 @@ def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unix, valid
 
 
-def _parse_line(line: bytes) -> Optional[tuple[Any, ...]]:
-    """One data.csv line as a row of _ROW_DTYPE, or None when it is not a valid row."""
+def _parse_line(line: bytes, width: int = len(record.DATA_CSV_HEADER)) -> Optional[tuple[Any, ...]]:
+    """One data.csv line as a row of the dtype of its `width`, or None when it is not a valid row."""
     parts = line.split(b",")
-    if len(parts) != len(record.DATA_CSV_HEADER):
+    if len(parts) != width:
         return None
+    numeric = len(NUMERIC_COLUMNS) + 1
     try:
-        return (parts[0].strip(),) + tuple(float(part) for part in parts[1:])
+        row = (parts[0].strip(),) + tuple(float(part) for part in parts[1:numeric])
     except ValueError:
         return None
+    if width == len(record.DATA_CSV_HEADER):
+        uptime, measured = parts[numeric].strip(), parts[numeric + 1].strip()
+        if uptime and not uptime.isdigit():
+            return None
+        row += (uptime, measured)
+    return row
 
 
-def _parse_slice(text: bytes) -> np.ndarray:
+def _parse_slice(text: bytes, width: int = len(record.DATA_CSV_HEADER)) -> np.ndarray:
     """Rows of a slice of complete lines: numpy's C parser, or line by line when a line is bad.
 
     A bad line becomes a row of NaN (dropped later as invalid), so row k is still line k of
     the slice and the notes can give exact line numbers.
     """
+    dtype = _DTYPES[width]
     try:
-        return np.atleast_1d(np.loadtxt(io.BytesIO(text), delimiter=",", dtype=_ROW_DTYPE, comments=None, ndmin=1))
+        return np.atleast_1d(np.loadtxt(io.BytesIO(text), delimiter=",", dtype=dtype, comments=None, ndmin=1))
     except ValueError:
         pass
     rows = []
+    bad_row = (b"",) + (math.nan,) * len(NUMERIC_COLUMNS) + ((b"x", b"") if width == len(record.DATA_CSV_HEADER) else ())
     for line in text.split(b"\n"):
         line = line.rstrip(b"\r")
         if not line:
             continue
-        parsed = _parse_line(line)
-        rows.append(parsed if parsed is not None else (b"",) + (math.nan,) * len(NUMERIC_COLUMNS))
-    return np.array(rows, dtype=_ROW_DTYPE)
+        parsed = _parse_line(line, width)
+        rows.append(parsed if parsed is not None else bad_row)
+    return np.array(rows, dtype=dtype)
 
 
-def parse_data_csv(raw: bytes) -> TestData:
-    """Parse the bytes of a data.csv (pure): header checked, torn last line and bad lines skipped with a note."""
+def _uptime_column(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uptime_ms as floats (NaN when empty: a 10-field line), and a mask of the values that are valid."""
+    out = np.full(text.shape[0], math.nan)
+    present = text != b""
+    valid = np.ones(text.shape[0], dtype=bool)
+    if present.any():
+        digits = np.char.isdigit(text[present])
+        values = np.full(digits.shape[0], math.nan)
+        values[digits] = text[present][digits].astype(np.float64)
+        out[present] = values
+        valid[np.flatnonzero(present)[~digits]] = False
+    return out, valid
+
+
+def recompute_measured(unix_s: np.ndarray, received_s: np.ndarray, stamped_at_receipt: np.ndarray,
+                       seq: np.ndarray, uptime_ms: np.ndarray, row_stamps: np.ndarray,
+                       boots: Sequence[record.EspBoot]) -> tuple[np.ndarray, int]:
+    """Measurement times with the rows written before their ESP boot had an offset recomputed (pure).
+
+    Rows are in file order. Boot k starts at the row the journal names (its timestamp, seq and
+    uptime) and runs until the next boot's; a row of boot k whose measured_at is its receipt
+    time, received no later than the boot's first offset was estimated, gets that offset plus
+    its uptime (contract §3b). Returns the times and how many rows were recomputed.
+    """
+    out = unix_s.copy()
+    starts: list[tuple[int, record.EspBoot]] = []
+    for boot in boots:
+        hits = np.flatnonzero((row_stamps == boot.row_t.encode("ascii", "replace")) & (seq == boot.seq)
+                              & (uptime_ms == boot.uptime_ms))
+        if hits.size:
+            starts.append((int(hits[0]), boot))
+    starts.sort(key=lambda item: item[0])
+    recomputed = 0
+    for k, (start, boot) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else unix_s.size
+        estimated_at = record.parse_time(boot.first_offset_t)
+        if boot.first_offset_ms is None or estimated_at is None:
+            continue  # no live line of that boot ever: its rows keep their receipt time
+        span = slice(start, end)
+        fix = stamped_at_receipt[span] & np.isfinite(uptime_ms[span]) & (received_s[span] <= estimated_at.timestamp())
+        if fix.any():
+            index = np.flatnonzero(fix) + start
+            out[index] = (boot.first_offset_ms + uptime_ms[index]) / 1000.0
+            recomputed += int(index.size)
+    return out, recomputed
+
+
+def parse_data_csv(raw: bytes, boots: Sequence[record.EspBoot] = ()) -> TestData:
+    """Parse the bytes of a data.csv (pure): header checked, torn last line and bad lines skipped with a note.
+
+    A 14-column file's rows are timed by `measured_at` (rows stamped before their ESP boot had
+    an offset recomputed from the journal's `boots`) and put in the order they were measured;
+    a 12-column file (earlier version) is timed by its receipt timestamps, in file order.
+    """
     notes: list[str] = []
     header_end = raw.find(b"\n")
     header = (raw if header_end < 0 else raw[:header_end]).rstrip(b"\r").lstrip(b"\xef\xbb\xbf")
-    if header != _HEADER_BYTES:
+    width = _HEADERS.get(header)
+    if width is None:
         if not header.strip():
             raise ReportError("data.csv est vide (pas d'en-tête)")
         raise ReportError(
@@ -208,24 +278,37 @@ def parse_data_csv(raw: bytes) -> TestData:
         body, start, stop = raw, body_start, body_end
         line_numbers = None
 
+    v2 = width == len(record.DATA_CSV_HEADER)
+    names = NUMERIC_COLUMNS + (("uptime_ms",) if v2 else ())
     stamps: list[np.ndarray] = []
     valids: list[np.ndarray] = []
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in NUMERIC_COLUMNS}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    raw_stamps: dict[str, list[np.ndarray]] = {"timestamp": [], "measured_at": [], "received": []}
     while start < stop:
         end = body.find(b"\n", min(start + _CHUNK_BYTES, stop - 1), stop) + 1 or stop
         # Slice by slice: each slice's columns are extracted while its rows are still in the CPU cache.
-        rows = _parse_slice(body[start:end])
+        rows = _parse_slice(body[start:end], width)
         unix_part, valid_part = parse_iso_timestamps(rows["timestamp"])
         for name in NUMERIC_COLUMNS:
             column = np.ascontiguousarray(rows[name])
             valid_part &= np.isfinite(column)
             parts[name].append(column)
+        if v2:
+            uptime, uptime_valid = _uptime_column(rows["uptime_ms"])
+            measured_part, measured_valid = parse_iso_timestamps(rows["measured_at"])
+            valid_part &= uptime_valid & measured_valid
+            parts["uptime_ms"].append(uptime)
+            raw_stamps["timestamp"].append(np.ascontiguousarray(rows["timestamp"]))
+            raw_stamps["measured_at"].append(np.ascontiguousarray(rows["measured_at"]))
+            raw_stamps["received"].append(unix_part)
+            unix_part = measured_part
         stamps.append(unix_part)
         valids.append(valid_part)
         start = end
     unix = np.concatenate(stamps) if stamps else np.zeros(0)
     valid = np.concatenate(valids) if valids else np.zeros(0, dtype=bool)
-    all_columns = {name: np.concatenate(parts[name]) if stamps else np.zeros(0) for name in NUMERIC_COLUMNS}
+    all_columns = {name: np.concatenate(parts[name]) if stamps else np.zeros(0) for name in names}
+    received = np.concatenate(raw_stamps["received"]) if v2 and stamps else unix
     if line_numbers is None:
         line_numbers = np.arange(2, unix.size + 2, dtype=np.int64)
 
@@ -237,14 +320,29 @@ def parse_data_csv(raw: bytes) -> TestData:
         notes.append(f"{bad.size} ligne(s) illisible(s) ignorée(s) : ligne {shown}{more}")
     columns = {name: column[valid] for name, column in all_columns.items()} if bad.size else all_columns
     if bad.size:
-        unix = unix[valid]
-    if unix.size > 1 and np.any(np.diff(unix) < 0):
+        unix, received = unix[valid], received[valid]
+    recomputed = 0
+    if v2:
+        row_stamps = np.concatenate(raw_stamps["timestamp"]) if stamps else np.zeros(0, dtype="S1")
+        measured_stamps = np.concatenate(raw_stamps["measured_at"]) if stamps else np.zeros(0, dtype="S1")
+        if bad.size:
+            row_stamps, measured_stamps = row_stamps[valid], measured_stamps[valid]
+        if boots:
+            unix, recomputed = recompute_measured(unix, received, measured_stamps == row_stamps, columns["seq"],
+                                                  columns["uptime_ms"], row_stamps, boots)
+        if unix.size > 1 and np.any(np.diff(unix) < 0):
+            # Replayed lines come after later ones in the file: rows are read in measurement order.
+            order = np.argsort(unix, kind="stable")
+            unix, received = unix[order], received[order]
+            columns = {name: column[order] for name, column in columns.items()}
+    elif unix.size > 1 and np.any(np.diff(unix) < 0):
         notes.append(f"horodatage non croissant {int(np.sum(np.diff(unix) < 0))} fois (horloge remise à l'heure ?)")
-    return TestData(unix_s=unix, columns=columns, skipped_lines=skipped, notes=notes)
+    return TestData(unix_s=unix, columns=columns, skipped_lines=skipped, notes=notes, received_s=received,
+                    recomputed_rows=recomputed)
 
 
 def load_test_data(folder: Path) -> TestData:
-    """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv)."""
+    """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv), with the journal's ESP boots."""
     path = Path(folder) / record.DATA_CSV_FILE
     try:
         raw = path.read_bytes()
@@ -252,7 +350,8 @@ def load_test_data(folder: Path) -> TestData:
         raise ReportError(f"{path} n'existe pas") from None
     except OSError as exc:
         raise ReportError(f"{path} illisible : {exc}") from exc
-    return parse_data_csv(raw)
+    events, _ = record.read_events(Path(folder))
+    return parse_data_csv(raw, record.fold_events(events).esp_boots if events else ())
 
 
 # =========================================================================== pure computations
@@ -297,7 +396,7 @@ def split_trapezoid(y: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 @dataclass(frozen=True)
 class CoulombCount:
-    """Cumulative capacities and energies per row (coulomb counting over receipt timestamps)."""
+    """Cumulative capacities and energies per row (coulomb counting over the measurement times)."""
 
     charge_ah: np.ndarray
     discharge_ah: np.ndarray

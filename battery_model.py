@@ -18,6 +18,7 @@ integrated exactly (exponentials), so the result barely depends on `dt_s`.
 from __future__ import annotations
 
 import bisect
+import collections
 import math
 import random
 from dataclasses import dataclass
@@ -463,6 +464,8 @@ class SecurityAlert:
 
 Event = Union[StepChanged, RiMeasured, SecurityAlert]
 
+HISTORY_LINES = 3600  # BMS lines the firmware keeps in RAM for replays: one hour at 1 Hz (contract §3a)
+
 IDLE = "idle"  # powered, no test engaged
 RUNNING = "running"
 STOPPED = "stopped"  # current off, waiting for a command (end of day, trip, broker loss, reboot)
@@ -548,6 +551,9 @@ class BenchFirmware:
         self.batteries_tested = 0
         self.nvs = _Nvs()
         self.clock_s = 0.0
+        self.boot_clock_s = 0.0  # clock_s at the last boot: uptime_ms counts from it
+        # The last HISTORY_LINES BMS lines, in RAM (lost at a reboot), for `replay` (contract §3a).
+        self.history: collections.deque[protocol.BmsLine] = collections.deque(maxlen=HISTORY_LINES)
         self.connected = connected
         self._lost_at_s: Optional[float] = None if connected else 0.0
         self._boot()
@@ -561,6 +567,8 @@ class BenchFirmware:
     def _boot(self) -> None:
         """Power-on / reboot: RAM is lost, flash (NVS) is kept, the current is off."""
         self.seq = 0
+        self.boot_clock_s = self.clock_s
+        self.history.clear()
         self.state = IDLE
         self.phase = 0
         self._open_relay()
@@ -726,9 +734,20 @@ class BenchFirmware:
             cell_min_mv=min(cells),
             cell_max_mv=max(cells),
             balancing=1 if self.pack.balancing else 0,
+            uptime_ms=self.uptime_ms,
         )
         self.seq += 1
+        self.history.append(line)
         return line
+
+    @property
+    def uptime_ms(self) -> int:
+        """Milliseconds since the ESP booted, on the simulated clock (the 11th BMS field)."""
+        return round((self.clock_s - self.boot_clock_s) * 1000.0)
+
+    def replay(self, first: int, last: int) -> list[protocol.BmsLine]:
+        """The lines `first`..`last` (seq, inclusive) still held in RAM, unchanged, oldest first."""
+        return [line for line in self.history if first <= line.seq <= last]
 
     # ----------------------------------------------------------------- dynamics
 

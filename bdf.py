@@ -25,7 +25,7 @@ BDF_LABELS: dict[str, str] = {
     "Current / A": "current_ampere",
     "Step Count / 1": "step_count",
     "Step ID": "step_id",
-    "Temperature T1 / degC": "temperature_t1_celsius",
+    "Surface Temperature T1 / degC": "temperature_t1_celsius",
     "Charging Capacity / Ah": "charging_capacity_ah",
     "Discharging Capacity / Ah": "discharging_capacity_ah",
     "Charging Energy / Wh": "charging_energy_wh",
@@ -65,7 +65,7 @@ def bdf_columns(data: TestData, gap_s: float) -> dict[str, np.ndarray]:
         "Current / A": data["current_a"],
         "Step Count / 1": bdf_step_count(step),
         "Step ID": step,
-        "Temperature T1 / degC": data["temperature_c"],
+        "Surface Temperature T1 / degC": data["temperature_c"],
         "Charging Capacity / Ah": count.charge_ah,
         "Discharging Capacity / Ah": count.discharge_ah,
         "Charging Energy / Wh": count.charge_wh,
@@ -116,7 +116,7 @@ def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, sourc
         },
         "conventions": {
             "current_sign": "positive = charging the battery under test",
-            "time_source": "time of receipt of each BMS message by banc.py",
+            "time_source": "measurement time of each BMS line (measured_at: the ESP's uptime plus its clock offset)",
             "step_id": "phase of the test: 1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished",
             "step_count": "1, +1 at each change of phase (a resume after a stop keeps its step)",
             "capacity_energy": (

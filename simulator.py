@@ -2,14 +2,17 @@
 """Simulated ESP32 benches: a physical 16S LFP model behind the real MQTT protocol.
 
     python simulator.py [--bancs 1,2] [--speed 100] [--capacity-ah 100] [--ri-ohm 0.02]
-                        [--fault bms-silence|garbage|disconnect|over-temperature|reboot]
+                        [--fault bms-silence|garbage|disconnect|over-temperature|reboot|drop]
 
 Each bench is its own MQTT client (client id `esp32_sim_bancN`, birth `online` / last
 will `offline` retained on bancN/esp/status), exactly like one ESP32 per bench. The
 physics and the firmware's test sequence live in `battery_model.py` (pure, unit tested);
 this file only moves messages and paces the simulated clock: physics steps of `--dt`
 simulated seconds, one BMS line per simulated second, `--speed` simulated seconds per
-real second.
+real second. Each line carries the ESP's `uptime_ms` on the simulated clock, so an
+accelerated test has its real durations; the firmware keeps its last 3600 lines and
+re-sends them on bancN/bms/replay when banc.py asks (`replay FIRST LAST`). The `drop` fault
+loses one line in DROP_EVERY on the way, for the replay to fill.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from battery_model import (
 
 logger = logging.getLogger("simulator")
 
-FAULTS: tuple[str, ...] = ("bms-silence", "garbage", "disconnect", "over-temperature", "reboot")
+FAULTS: tuple[str, ...] = ("bms-silence", "garbage", "disconnect", "over-temperature", "reboot", "drop")
+DROP_EVERY = 7  # the drop fault loses every 7th BMS line while it lasts
 KEEPALIVE_S = 15
 MIN_OFFLINE_REAL_S = 0.5  # a dropped link stays down at least this long, so the broker and observers see it
 REBOOT_S = 5.0  # simulated boot time of the ESP32 after a reset
@@ -219,9 +223,9 @@ class SimulatedEsp:
             logger.warning("%s: ignored command %r: %s", self.name, raw[:40], exc)
             return
         if isinstance(command, protocol.ReplayCommand):
-            # Valid (contract v2) but the simulated firmware keeps no line history to re-send.
-            logger.info("%s: command replay %d..%d not supported by the simulator, ignored",
-                        self.name, command.first, command.last)
+            lines = self.firmware.replay(command.first, command.last)
+            sent = sum(self._send(self.topics.bms_replay, protocol.encode_bms_line(line)) for line in lines)
+            logger.info("%s: replay %d..%d: %d lines re-sent", self.name, command.first, command.last, sent)
             return
         logger.info("%s: command %s (state %s, phase %s)", self.name, command, self.firmware.state, self.firmware.phase)
         if command != protocol.COMMAND_END and self.test_started_s is None:
@@ -322,6 +326,8 @@ class SimulatedEsp:
                 self.fault_state = "done"
                 logger.warning("%s: fault %s over", self.name, fault.mode)
                 return False
+        if self._fault_active("drop"):
+            return self.firmware.seq % DROP_EVERY == DROP_EVERY - 1
         return self._fault_active("bms-silence")
 
     def _send_garbage(self) -> None:

@@ -58,11 +58,12 @@ def write_synthetic_test(
     finished: bool = True,
     jitter_s: float = 0.05,
     seed: int = 1,
+    v1: bool = False,
 ) -> Synthetic:
     """Write data/bancN/DDMMYYYY-SERIAL/{data.csv,config.json} with phases 1-5 and a stop inside phase 3.
 
     Phase 3 follows `discharge_current_a`; its exact capacity is returned. config.json's
-    capacity_ah is that capacity times (1 + esp_error).
+    capacity_ah is that capacity times (1 + esp_error). `v1`: data.csv of the earlier version (12 columns).
     """
     rng = np.random.default_rng(seed)
     folder = Path(root) / "data" / banc / f"{start:%d%m%Y}-{serial}"
@@ -107,13 +108,19 @@ def write_synthetic_test(
     balancing = (cell_max - cell_min > 25).astype(int)
 
     moments = [datetime.fromtimestamp(t, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds") for t in unix.tolist()]
-    fmt = "{},{},{},{:.3f},{:.3f},{:.1f},{:.1f},{:.4f},{:.1f},{:.0f},{:.0f},{}".format
-    body = "\n".join(
-        map(fmt, moments, step.tolist(), range(n), voltage.tolist(), current.tolist(), soc.tolist(),
-            temperature.tolist(), esp_ah.tolist(), (esp_ah * 51.2).tolist(), cell_min.tolist(), cell_max.tolist(),
-            balancing.tolist())
-    )
-    (folder / utils.DATA_CSV_FILE).write_text(",".join(utils.DATA_CSV_HEADER) + "\n" + body + "\n", encoding="ascii")
+    template = "{},{},{},{:.3f},{:.3f},{:.1f},{:.1f},{:.4f},{:.1f},{:.0f},{:.0f},{}"
+    columns = [moments, step.tolist(), range(n), voltage.tolist(), current.tolist(), soc.tolist(),
+               temperature.tolist(), esp_ah.tolist(), (esp_ah * 51.2).tolist(), cell_min.tolist(), cell_max.tolist(),
+               balancing.tolist()]
+    header = utils.record.DATA_CSV_HEADER_V1
+    if not v1:
+        # The ESP booted 1 h before the first row; received when measured (measured_at = timestamp).
+        uptime = np.round((unix - unix[0] + 3600.0) * 1000.0).astype(np.int64)
+        template += ",{},{}"
+        columns += [uptime.tolist(), moments]
+        header = utils.DATA_CSV_HEADER
+    body = "\n".join(map(template.format, *columns))
+    (folder / utils.DATA_CSV_FILE).write_text(",".join(header) + "\n" + body + "\n", encoding="ascii")
 
     end = datetime.fromtimestamp(unix[-1], tz=utils.LOCAL_TZ)
     config = {

@@ -161,7 +161,7 @@ def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
 
 # --------------------------------------------------------------------------- loading data.csv
 
-HEADER = ",".join(utils.DATA_CSV_HEADER)
+HEADER = ",".join(utils.record.DATA_CSV_HEADER_V1)  # the earlier 12-column layout: every reader still reads it
 ROW = "2024-03-04T08:00:0{s}.000+01:00,3,{s},52.100,-10.000,50.0,25.0,1.000,51.2,3250,3270,0"
 
 
@@ -337,7 +337,7 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
         rows = list(csv.reader(fh))
     assert rows[0] == list(report.BDF_HEADER)
     for label in ("Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Step Count / 1",
-                  "Temperature T1 / degC", "Charging Capacity / Ah", "Discharging Capacity / Ah"):
+                  "Surface Temperature T1 / degC", "Charging Capacity / Ah", "Discharging Capacity / Ah"):
         assert label in rows[0]
     assert len(rows) - 1 == synthetic.rows
     col = {label: i for i, label in enumerate(rows[0])}
@@ -475,7 +475,7 @@ def test_refresh_shows_the_rows_a_running_test_added(
         with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
             for i in range(1, 31):
                 moment = datetime.fromtimestamp(last + i, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds")
-                fh.write(f"{moment},5,{1000 + i},52.0,0.0,60.0,25.0,1.0,50.0,3300,3310,0\n")
+                fh.write(f"{moment},5,{1000 + i},52.0,0.0,60.0,25.0,1.0,50.0,3300,3310,0,,{moment}\n")
         window.refresh_button.invoke()
         assert window.loading
         assert "Mesures : 530" in wait_loaded()
@@ -653,7 +653,7 @@ def test_thousands_of_stops_still_render(tmp_path: Path) -> None:
 
 
 def test_non_increasing_timestamps_are_noted_and_not_integrated() -> None:
-    header = ",".join(utils.DATA_CSV_HEADER)
+    header = ",".join(utils.record.DATA_CSV_HEADER_V1)
     rows = [ROW.format(s=i) for i in range(5)]
     rows[3] = rows[3].replace("08:00:03", "07:59:00")  # the clock went back
     data = report.parse_data_csv((header + "\n" + "\n".join(rows) + "\n").encode())
