@@ -21,39 +21,66 @@ from typing import Optional
 
 WINDOW_S = 300.0
 """How far back the smallest receipt-minus-uptime sample is looked for (drift is followed within this)."""
+WARMUP_SAMPLES = 10
+"""The first samples of a boot set the offset freely (the smallest so far): a first line delayed by the network is corrected at once."""
+MAX_SLEW = 200e-6
+"""After the warm-up the offset moves by at most this per second (200 ppm): real crystals drift by
+tens of ppm, so the estimate follows them; a clock that runs at another pace altogether (a simulator
+at x400) keeps its own, and its durations stay its own."""
 
 
 class OffsetEstimator:
-    """Smallest (receipt - uptime) over the last `window_s` seconds of live samples, monotonic seconds.
+    """The offset of one ESP boot's clock, in monotonic seconds at uptime 0.
 
-    A monotonic deque: the front is the minimum; samples that can never be the minimum
-    again (older and larger than a newer one) are dropped at once, so memory stays small.
+    Each live line gives a sample, receipt minus uptime: the offset plus the network delay.
+    The estimate is the smallest sample of the last `window_s` seconds (a monotonic deque: the
+    front is the minimum, samples that can never be it again are dropped at once), reached
+    freely during the first `warmup_samples` samples and then at most `max_slew` s per second.
     """
 
-    def __init__(self, window_s: float = WINDOW_S) -> None:
+    def __init__(self, window_s: float = WINDOW_S, warmup_samples: int = WARMUP_SAMPLES,
+                 max_slew: float = MAX_SLEW) -> None:
         self.window_s = window_s
-        self._samples: collections.deque[tuple[float, float]] = collections.deque()  # (mono_s, offset_s)
+        self.warmup_samples = warmup_samples
+        self.max_slew = max_slew
+        self.samples = 0
+        self._window: collections.deque[tuple[float, float]] = collections.deque()  # (mono_s, sample_s)
+        self._offset: Optional[float] = None
+        self._updated_s = 0.0
 
     def add(self, mono_s: float, uptime_ms: int) -> None:
         """One live line received at monotonic time `mono_s` with the ESP's `uptime_ms`."""
-        self.seed(mono_s, mono_s - uptime_ms / 1000.0)
+        self._push(mono_s, mono_s - uptime_ms / 1000.0)
+        target = self._window[0][1]
+        self.samples += 1
+        if self._offset is None or self.samples <= self.warmup_samples:
+            self._offset = target
+        else:
+            slew = self.max_slew * max(0.0, mono_s - self._updated_s)
+            self._offset = min(max(target, self._offset - slew), self._offset + slew)
+        self._updated_s = mono_s
 
     def seed(self, mono_s: float, offset_s: float) -> None:
-        """An offset known otherwise (the folder's estimate at a restart), as if sampled at `mono_s`."""
-        samples = self._samples
-        while samples and samples[-1][1] >= offset_s:
-            samples.pop()
-        samples.append((mono_s, offset_s))
-        while samples[0][0] < mono_s - self.window_s:
-            samples.popleft()
+        """An offset known otherwise (the folder's estimate at a restart), as if it were the warmed-up estimate at `mono_s`."""
+        self._push(mono_s, offset_s)
+        self._offset, self._updated_s = offset_s, mono_s
+        self.samples = max(self.samples, self.warmup_samples)
+
+    def _push(self, mono_s: float, sample_s: float) -> None:
+        window = self._window
+        while window and window[-1][1] >= sample_s:
+            window.pop()
+        window.append((mono_s, sample_s))
+        while window[0][0] < mono_s - self.window_s:
+            window.popleft()
 
     @property
     def offset_s(self) -> Optional[float]:
         """The estimate (monotonic seconds at uptime 0), or None before any sample."""
-        return self._samples[0][1] if self._samples else None
+        return self._offset
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._window)
 
 
 def wall_minus_mono_s(wall: datetime, mono_s: float) -> float:
@@ -72,10 +99,10 @@ def offset_mono_s(offset_wall_ms_value: int, wall: datetime, mono_s: float) -> f
 
 
 def measured_wall(offset_mono: float, uptime_ms: int, wall: datetime, mono_s: float) -> datetime:
-    """When a line was measured, on the wall clock of the instant (wall, mono_s); never after that instant.
+    """When a line was measured, on the wall clock of the instant (wall, mono_s).
 
-    A time later than the receipt can only be an estimate gone stale (drift past the window):
-    the receipt is the better bound.
+    Not bounded by the receipt: a few milliseconds after it while the estimate catches up with a
+    drift, and far after it for a simulator running faster than real time, whose lines are
+    spaced by its own clock.
     """
-    age_s = mono_s - (offset_mono + uptime_ms / 1000.0)
-    return wall - timedelta(seconds=max(0.0, age_s))
+    return wall - timedelta(seconds=mono_s - (offset_mono + uptime_ms / 1000.0))
