@@ -511,3 +511,125 @@ def test_resume_from_the_rebuilt_summary_and_the_recount() -> None:
     assert not_logs(core.on_bms(bms(42), False, at(2))) == [data_row(42, 2, step=3)]
     assert core.flush(at(3))[0] == SaveSummary({"rows_count": 11, "rejected_count": 2, "duplicate_count": 6,
                                                 "seq_gap_count": 2, "seq_restart_count": 0, "seq_lost_count": 0}, 0.0, 0.0, at(2).wall)
+
+
+# =========================================================================== ESP clock and replay (contract §3a, §3b)
+
+
+def bms11(seq: int, uptime_ms: int, **values: float) -> bytes:
+    """A valid 11-field BMS payload (with the ESP's uptime)."""
+    return f"{bms_line(seq, **values)},{uptime_ms}".encode()
+
+
+def row_times(effects: list[Effect]) -> list[tuple[int, str, str]]:
+    """(seq, timestamp, measured_at) of the data.csv rows among `effects`."""
+    out = []
+    for effect in of_type(effects, Append):
+        if effect.file == DATA:
+            parts = effect.data.decode().rstrip("\n").split(",")
+            out.append((int(parts[2]), parts[0], parts[13]))
+    return out
+
+
+def iso_at(s: float) -> str:
+    return record.iso(at(s).wall, millis=True)
+
+
+def test_live_lines_estimate_the_offset_and_a_backlog_is_spaced_as_measured() -> None:
+    core = new_core()
+    # Before the marker: the first line of a boot is journaled, stamped at receipt (no estimate yet).
+    effects = core.on_bms(bms11(0, 5_000), False, at(10.0))
+    assert effects[0] == event(record.EVENT_ESP_BOOT, 10.0, row_t=iso_at(10.0), seq=0, uptime_ms=5_000)
+    assert row_times(effects) == [(0, iso_at(10.0), iso_at(10.0))]
+    core.backlog_received()
+    # Live: uptime 6 s received at 11.02 s: the ESP booted at 5.02 s at the latest.
+    effects = core.on_bms(bms11(1, 6_000), False, at(11.02))
+    assert effects[0] == event(record.EVENT_ESP_CLOCK, 11.02, boot=0, offset_ms=round(at(5.02).wall.timestamp() * 1000))
+    assert row_times(effects) == [(1, iso_at(11.02), iso_at(11.02))]
+    core.on_bms(bms11(2, 7_000), False, at(12.005))  # a faster line: booted at 5.005 s at the latest
+    # A burst delivered within 3 ms is stamped 1 s apart, by the ESP's clock.
+    burst = [row_times(core.on_bms(bms11(seq, 1_000 * (seq + 5)), False, at(40.0 + seq / 1000)))[0]
+             for seq in (3, 4, 5)]
+    assert [m for _, _, m in burst] == [iso_at(13.005), iso_at(14.005), iso_at(15.005)]
+    assert core.counters["rows_count"] == 6 and counters(core)[3:] == (0, 0)
+
+
+def test_a_restarted_core_stamps_the_backlog_from_the_journal_offset() -> None:
+    boot = record.EspBoot("x", 0, 0)
+    boot.clock("t", round(at(0).wall.timestamp() * 1000))  # the ESP booted at 0 s
+    core = new_core()
+    core.resume({}, last_seq=99, now=at(500), boots=[boot], last_uptime_ms=99_000)
+    effects = [row_times(core.on_bms(bms11(seq, seq * 1000), False, at(500 + seq / 1000)))[0] for seq in (100, 101)]
+    assert effects == [(100, iso_at(500.1), iso_at(100)), (101, iso_at(500.101), iso_at(101))]
+    assert of_type(core.on_bms(bms11(102, 102_000), False, at(500.2)), Command) == []  # same boot, no gap
+
+
+def test_an_esp_reboot_starts_a_new_boot_without_an_estimate() -> None:
+    core = new_core()
+    core.backlog_received()
+    core.on_bms(bms11(40, 40_000), False, at(40.0))
+    effects = core.on_bms(bms11(0, 900), False, at(50.0))  # seq and uptime restarted
+    assert effects[0] == event(record.EVENT_ESP_BOOT, 50.0, row_t=iso_at(50.0), seq=0, uptime_ms=900)
+    assert effects[1] == event(record.EVENT_ESP_CLOCK, 50.0, boot=1, offset_ms=round(at(49.1).wall.timestamp() * 1000))
+    assert counters(core)[4] == 1
+
+
+def test_a_gap_is_asked_for_filled_once_and_in_its_step() -> None:
+    core = new_core(step=3)
+    core.backlog_received()
+    core.on_bms(bms11(10, 10_000), False, at(10.0))
+    effects = core.on_bms(bms11(14, 14_000), False, at(14.0))
+    assert of_type(effects, Command) == [Command("replay 11 13")]
+    core.on_step(b"4", False, at(14.5))
+    replay = core.on_replay(bms11(12, 12_000), False, at(15.0))
+    # Written in the phase it was measured in, timed by the ESP's clock.
+    assert row_times(replay) == [(12, iso_at(15.0), iso_at(12.0))]
+    assert replay[0].data.decode().split(",")[1] == "3"  # type: ignore[union-attr]
+    assert core.on_replay(bms11(12, 12_000), False, at(15.1)) == []  # never twice
+    assert core.on_replay(bms11(10, 10_000), False, at(15.2)) == []  # never asked for: already written
+    assert len(row_times(core.on_replay(bms11(11, 11_000), False, at(15.3)))) == 1
+    assert of_type(core.on_replay(bms11(13, 13_000), False, at(15.4)), Log) == [
+        Log(INFO, "seq 11..13: gap filled by the ESP's replay")]
+    assert core.counters["duplicate_count"] == 2 and core.counters["rows_count"] == 5
+    assert of_type(core.tick(at(700), None), Alert) == []  # nothing missing: no alert, ever (None: no watchdog)
+    assert core.counters["seq_lost_count"] == 0
+
+
+def test_an_unanswered_gap_is_asked_every_minute_then_counted_lost_with_one_alert() -> None:
+    core = new_core()
+    core.on_bms(bms(0), False, at(0))
+    core.on_bms(bms(5), False, at(1))  # 1..4 missing, asked at once
+    core.on_replay(bms(2), False, at(2))
+    asks = {s: of_type(core.tick(at(s), 0.0), Command) for s in (30, 61, 100, 121, 181)}
+    assert asks == {30: [], 61: [Command("replay 1 4")], 100: [], 121: [Command("replay 1 4")],
+                    181: [Command("replay 1 4")]}
+    effects = []
+    for s in range(182, 700):
+        effects += core.tick(at(s), 0.0)
+    assert of_type(effects, Alert) == [Alert("3 lignes BMS perdues (seq 1..4) : pas renvoyées par l'ESP en 10 min")]
+    assert event(record.EVENT_SEQ_LOST, 601, boot=None, first=1, last=4, count=3) in effects
+    assert core.counters["seq_lost_count"] == 3
+    assert core.on_replay(bms(3), False, at(700)) == []  # too late: counted lost, not written
+
+
+def test_a_resumed_core_asks_for_the_holes_data_csv_still_has() -> None:
+    core = new_core()
+    core.resume({}, last_seq=50, now=at(0), holes=[(20, 24)])
+    assert of_type(core.tick(at(0.2), 0.0), Command) == [Command("replay 20 24")]
+    assert len(row_times(core.on_replay(bms(22), False, at(1)))) == 1
+
+
+def test_a_gap_still_open_at_step_5_is_counted_lost() -> None:
+    core = new_core(step=4)
+    core.on_bms(bms(0), False, at(0))
+    core.on_bms(bms(3), False, at(1))
+    core.on_step(b"5", False, at(2))
+    assert of_type(core.flush(at(3)), Alert) == [Alert("2 lignes BMS perdues (seq 1..2) : test terminé avant leur renvoi")]
+    assert of_type(core.flush(at(4)), Alert) == []
+
+
+def test_a_folder_of_the_earlier_version_keeps_12_columns() -> None:
+    core = new_core()
+    core.resume({}, data_width=len(record.DATA_CSV_HEADER_V1))
+    assert core.on_bms(bms11(0, 1000), False, at(0.25)) [-1] == Append(
+        DATA, b"2026-12-01T10:00:00.250+01:00,1,0,52.000,-10.000,50.0,25.0,0.000,0.0,3250,3262,0\n")

@@ -723,3 +723,33 @@ def test_the_command_line_and_the_core_import_no_toolkit() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_measured_at_orders_rows_and_rows_stamped_before_their_boot_estimate_are_recomputed() -> None:
+    def stamp(s: float) -> str:
+        return datetime.fromtimestamp(1_700_000_000 + s, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds")
+
+    def row(received: float, seq: int, uptime: int, measured: float) -> str:
+        return f"{stamp(received)},3,{seq},52.100,-10.000,50.0,25.0,1.000,51.2,3250,3270,0,{uptime},{stamp(measured)}"
+
+    lines = [row(0.02, 7, 7000, 0.0), row(1.02, 8, 8000, 1.0),
+             row(5.02, 10, 10000, 4.0),  # 10 after 8 (9 missing)
+             row(5.50, 9, 9000, 3.0),  # the replayed 9: after a later line in the file
+             # The ESP rebooted while banc.py was down: its backlog arrives in 3 ms, stamped at receipt...
+             row(100.000, 0, 500, 100.000), row(100.001, 1, 1500, 100.001), row(100.002, 2, 2500, 100.002),
+             row(100.010, 3, 3500, 100.010)]  # ...and the first live line gives its boot an offset
+    boots = [record_boot(stamp(0.02), 7, 7000, stamp(0.02), (1_700_000_000 - 7) * 1000),
+             record_boot(stamp(100.000), 0, 500, stamp(100.010), round((1_700_000_000 + 96.51) * 1000))]
+    raw = ("\n".join([",".join(utils.DATA_CSV_HEADER)] + lines) + "\n").encode()
+    data = report.parse_data_csv(raw, boots)
+    assert data["seq"].tolist() == [7, 8, 9, 10, 0, 1, 2, 3]
+    assert (data.unix_s - 1_700_000_000).round(3).tolist() == [0.0, 1.0, 3.0, 4.0, 97.01, 98.01, 99.01, 100.01]
+    assert data.recomputed_rows == 4  # the 3 of the backlog, and the live line that gave the offset (unchanged)
+    # Without the journal the rows keep what data.csv says.
+    assert (report.parse_data_csv(raw).unix_s - 1_700_000_000).round(3).tolist()[4:] == [100.0, 100.001, 100.002, 100.01]
+
+
+def record_boot(row_t: str, seq: int, uptime_ms: int, estimated_t: str, offset_ms: int) -> Any:
+    boot = utils.record.EspBoot(row_t, seq, uptime_ms)
+    boot.clock(estimated_t, offset_ms)
+    return boot
