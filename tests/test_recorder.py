@@ -43,7 +43,7 @@ from testkit.banc_helpers import bms_line
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=record.LOCAL_TZ)
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
 ENOSPC = "[Errno 28] No space left on device"
-E = TypeVar("E", Append, Retry, Sync, SaveSummary, Alert, Log)
+E = TypeVar("E", Append, Retry, Sync, SaveSummary, Alert, Log, Command)
 
 
 def at(s: float) -> Instant:
