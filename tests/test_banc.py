@@ -149,17 +149,21 @@ def test_safe_text(raw: bytes, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload, expected",
-    [(b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0"),
-     # Contract v2: the 11th field (the ESP's uptime_ms) is not a data.csv column of this layout.
-     (b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0,6632145", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0")],
+    "payload, expected, uptime",
+    [(b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", ""),
+     # Contract v2: the 11th field (the ESP's uptime_ms) goes into its own column, uptime_ms.
+     (b"1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0,6632145", "1,52.0,-1.5,50.0,25.0,0.0,0.0,3250,3262,0", "6632145")],
 )
-def test_bms_fields_and_row(payload: bytes, expected: str) -> None:
+def test_bms_fields_and_row(payload: bytes, expected: str, uptime: str) -> None:
     fields = banc.bms_fields(payload)
     assert ",".join(fields) == expected
-    row = record.format_data_row("2025-04-15T10:00:00.000+02:00", 3, fields).decode()
-    assert row == f"2025-04-15T10:00:00.000+02:00,3,{expected}\n"
+    stamp, measured = "2025-04-15T10:00:00.000+02:00", "2025-04-15T09:59:59.990+02:00"
+    row = record.format_data_row(stamp, 3, fields, int(uptime) if uptime else None, measured).decode()
+    assert row == f"{stamp},3,{expected},{uptime},{measured}\n"
     assert len(next(csv.reader([row]))) == len(utils.DATA_CSV_HEADER)
+    # A folder of the earlier version keeps its 12 columns.
+    old = record.format_data_row(stamp, 3, fields, 5, measured, width=len(record.DATA_CSV_HEADER_V1)).decode()
+    assert old == f"{stamp},3,{expected}\n"
 
 
 class ScriptedWriter:

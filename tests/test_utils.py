@@ -474,7 +474,7 @@ def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
 def test_create_data_csv_header_once(banc_home: Path) -> None:
     folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     path = utils.create_data_csv(folder)
-    header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing\n"
+    header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing,uptime_ms,measured_at\n"  # contract v2 §4
     assert path.read_text() == header
     with open(path, "a") as fh:
         fh.write("row\n")
@@ -835,4 +835,4 @@ def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: 
 
 
 def test_protocol_and_utils_agree_on_csv_header() -> None:
-    assert utils.DATA_CSV_HEADER[2:] == protocol.BMS_FIELDS
+    assert utils.DATA_CSV_HEADER[2:] == protocol.BMS_FIELDS + ("uptime_ms", "measured_at")
