@@ -9,6 +9,7 @@ load, plus the broker; data.csv of every bench is checked against the seqs the b
 acknowledged to the publisher (lost / duplicated rows).
 
     .venv/bin/python bench/bench_scale.py [--quick] [--duration S] [--bancs 16] [--rate 10]
+    .venv/bin/python bench/bench_scale.py --rate 1 --skip-baseline --fsync-policies 1,30,300   # fsync policies
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def appender_phase(disk: common.LoopDisk, name: str, bancs: int, rate: float, du
 
 
 def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
-               disk: Optional[common.LoopDisk] = None, broker_conf: str = "") -> dict[str, Any]:
+               disk: Optional[common.LoopDisk] = None, broker_conf: str = "", home_name: str = "home") -> dict[str, Any]:
     """16 banc.py under the load; then every data.csv checked against the acknowledged seqs."""
-    home = (disk.mount_point if disk else run_dir) / "home"
+    home = (disk.mount_point if disk else run_dir) / home_name
     home.mkdir(parents=True, exist_ok=True)
     log_dir = run_dir / "proc"
     with Cleanup() as cleanup:
@@ -202,6 +203,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--name", default="scale", help="output name under bench/out/")
     parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines for the banc phase (\\n separated)")
     parser.add_argument("--fsync-interval", type=float, help="BANC_FSYNC_INTERVAL_S for every banc.py (default: its own, 1 s)")
+    parser.add_argument("--fsync-policies", default="",
+                        help="comma-separated BANC_FSYNC_INTERVAL_S values: one banc phase each, on the same disk, "
+                             "in this run (e.g. 1,30,300: device bytes per row of each policy)")
     args = parser.parse_args(argv)
     if args.fsync_interval:
         common.EXTRA_ENV["BANC_FSYNC_INTERVAL_S"] = str(args.fsync_interval)
@@ -233,8 +237,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                     a = appenders[-1]
                     print(f"  appender (fsync {'never' if not fsync_s else f'every {fsync_s:g} s'}): "
                           f"{a['device_bytes'] / a['rows']:.0f} B/row on the device", flush=True)
-        banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk,
-                          args.broker_conf.replace("\\n", "\n"))
+        policies: list[tuple[float, dict[str, Any]]] = []
+        for interval in [float(x) for x in args.fsync_policies.split(",") if x.strip()]:
+            common.EXTRA_ENV["BANC_FSYNC_INTERVAL_S"] = f"{interval:g}"
+            result = banc_phase(out / f"banc-fsync-{interval:g}", args.bancs, args.rate, duration, disk,
+                                args.broker_conf.replace("\\n", "\n"), home_name=f"home-fsync-{interval:g}")
+            policies.append((interval, result))
+            print(f"  banc.py, fsync every {interval:g} s: "
+                  f"{(result['device_bytes'] or 0) / result['messages']:.0f} B/row on the device", flush=True)
+        if policies:
+            banc = policies[0][1]
+        else:
+            banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk,
+                              args.broker_conf.replace("\\n", "\n"))
     checks = banc["checks"]
     lost = sum(c.lost for c in checks.values())
     dup = sum(c.duplicated for c in checks.values())
@@ -267,8 +282,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             label = "never (kernel writeback)" if not a["fsync_s"] else f"every {a['fsync_s']:g} s"
             rows.append((f"minimal appender, fsync {label}", fmt(a["rows"]), fmt(a["write_bytes"] / a["rows"], 0),
                          fmt(a["device_bytes"] / a["rows"], 0)))
+        for interval, result in policies[1:]:
+            rows.append((f"{args.bancs} banc.py, fsync every {interval:g} s", fmt(result["rows"]),
+                         fmt(result["bancs"]["write_bytes"] / result["messages"], 0),
+                         fmt(result["device_bytes"] / result["messages"], 0)))
+        if policies:
+            rows[0] = (f"{args.bancs} banc.py, fsync every {policies[0][0]:g} s",) + rows[0][1:]
         common.print_table("Disk: bytes per row on a dedicated ext4 (journal included), same rows and rate",
                            rows, ("writer", "rows", "write_bytes B/row", "device B/row"))
+        if len(policies) > 1:
+            base_bytes = policies[0][1]["device_bytes"] / policies[0][1]["messages"]
+            for interval, result in policies[1:]:
+                ratio = result["device_bytes"] / result["messages"] / base_bytes
+                print(f"  fsync every {interval:g} s vs every {policies[0][0]:g} s: {ratio:.2f}x the device bytes")
     idle = banc["idle"]
     print(f"\nIdle (no message): {args.bancs} banc.py use {idle['cpu_s'] / idle['wall_s'] * 100:.2f} % of one core")
     print(f"Start-up: {args.bancs} banc.py online in {banc['startup_s']:.1f} s")
@@ -292,7 +318,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("  " + v)
     common.save_json(args.name, {"machine": info, "banc_script": str(common.BANC_SCRIPT), "bancs": args.bancs,
                                  "rate": args.rate, "duration_s": duration,
-                                 "baseline": base, "appenders": appenders, "banc": banc, "verdicts": verdicts})
+                                 "baseline": base, "appenders": appenders, "banc": banc, "verdicts": verdicts,
+                                 "fsync_policies": [{"interval_s": i, "rows": r["rows"], "messages": r["messages"],
+                                                     "device_bytes": r["device_bytes"],
+                                                     "write_bytes": r["bancs"]["write_bytes"]}
+                                                    for i, r in policies]})
     return 0
 
 

@@ -360,6 +360,14 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
     )
     assert [c["label"] for c in meta["columns"]] == list(report.BDF_HEADER)
 
+    # The Battery Data Alliance's own validator (batterydf, requirements-dev.txt) accepts it.
+    validator = Path(sys.executable).with_name("bdf")
+    assert validator.exists(), "bdf (pip install batterydf) is a test dependency"
+    checked = subprocess.run([str(validator), "validate", "--strict", str(bdf)], capture_output=True, text=True,
+                             timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "validation passed" in checked.stdout
+
 
 def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
     syn = write_synthetic_test(tmp_path, rows=700, finished=False)
