@@ -12,6 +12,10 @@ a seq missing is LOST, a seq recorded twice is DUPLICATED; each one is attribute
 fault during which it was published.
 
     .venv/bin/python bench/bench_faults.py [--quick] [--bancs 4] [--rate 10] [--duration 90] [--cycles 2]
+    .venv/bin/python bench/bench_faults.py --faults overlap --no-ui [--replay]   # the double fault
+
+--replay: the ESPs answer `replay FIRST LAST` (contract v2 §3a) from their last 3600 lines, as
+the firmware and the simulator do; without it they do not (older firmware).
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ def banc_processes(home: Path) -> dict[str, int]:
 
 def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float = 90.0, cycles: int = 1,
                faults: Sequence[str] = FAULTS, use_ui: bool = True, down_s: float = 2.0,
-               verbose: bool = True, broker_conf: str = "") -> FaultRunResult:
+               verbose: bool = True, broker_conf: str = "", replay: bool = False) -> FaultRunResult:
     """Run one fault scenario in `out` and return the counts (the processes are all stopped on return)."""
 
     def say(text: str) -> None:
@@ -170,7 +174,8 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
         env = common.banc_env(home, broker, bancs)
         t0, t0_epoch = time.monotonic(), time.time()
         pub = common.start_capturing(group, common.publisher_args(
-            f"1-{bancs}", rate, out / "pub", duration_s=duration_s, extra=["--wait-ack-s", "180"]), env)
+            f"1-{bancs}", rate, out / "pub", duration_s=duration_s,
+            extra=["--wait-ack-s", "180"] + (["--replay"] if replay else [])), env)
         say(f"  publishing {bancs} x {rate:g} lines/s for {duration_s:g} s")
         victim = 0
         for offset, kind in schedule(faults, cycles, duration_s):
@@ -289,6 +294,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-ui", action="store_true")
     parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines (\\n separated)")
     parser.add_argument("--name", default="faults", help="output name under bench/out/")
+    parser.add_argument("--replay", action="store_true", help="the ESPs answer replay requests (contract v2 §3a)")
     args = parser.parse_args(argv)
     duration = args.duration or (30.0 if args.quick else 90.0)
     cycles = args.cycles or (1 if args.quick else 2)
@@ -298,10 +304,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     info = common.machine_info()
     broker_conf = args.broker_conf.replace("\\n", "\n")
     print(f"bench_faults: {args.bancs} benches x {args.rate:g} lines/s, {duration:g} s, {cycles} cycle(s) of "
-          f"{args.faults}{'; broker conf: ' + broker_conf if broker_conf else ''}; machine {info}", flush=True)
+          f"{args.faults}{', ESPs answering replays' if args.replay else ''}{'; broker conf: ' + broker_conf if broker_conf else ''}; machine {info}", flush=True)
     out = common.fresh_dir(args.name)
     result = run_faults(out, args.bancs, args.rate, duration, cycles, [f for f in args.faults.split(",") if f],
-                        use_ui=not args.no_ui, broker_conf=broker_conf)
+                        use_ui=not args.no_ui, broker_conf=broker_conf, replay=args.replay)
     rows = [(f"banc{n}", c.expected, c.rows, c.lost, c.duplicated, c.unexpected,
              " ".join(f"{k}={v}" for k, v in result.attributed[f"banc{n}"].items()) or "-")
             for n, c in result.checks.items()]

@@ -12,11 +12,16 @@ address comes from the environment (utils.get_settings), like any project proces
 
     python bench/esp_publisher.py --bancs 1-16 --rate 10 --duration 60 --log-dir OUT
     python bench/esp_publisher.py --bancs 1 --rate 0 --count 20000 --log-dir OUT   # as fast as acked
+
+With --replay the ESP behaves like firmware of contract v2 §3a: its lines carry uptime_ms (the
+11th field), it keeps its last REPLAY_LINES lines and answers `replay FIRST LAST` on
+bancN/command by re-publishing them unchanged on bancN/bms/replay ("R seq epoch_s" in the log).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import sys
@@ -44,7 +49,10 @@ def parse_bancs(text: str) -> list[int]:
     return numbers
 
 
-def bms_payload(seq: int, banc_number: int) -> str:
+REPLAY_LINES = 3600  # what the firmware keeps in RAM (one hour at 1 Hz)
+
+
+def bms_payload(seq: int, banc_number: int, uptime_ms: Optional[int] = None) -> str:
     """A plausible BMS line (phase 3 discharge), as the ESP sends it."""
     t = seq * 0.1
     soc = max(0.0, 95.0 - (seq % 9000) * 0.01)
@@ -59,6 +67,7 @@ def bms_payload(seq: int, banc_number: int) -> str:
         cell_min_mv=3250 + (seq % 7),
         cell_max_mv=3270 + (seq % 5),
         balancing=1 if seq % 50 == 0 else 0,
+        uptime_ms=uptime_ms,
     )
     return protocol.encode_bms_line(line)
 
@@ -66,8 +75,13 @@ def bms_payload(seq: int, banc_number: int) -> str:
 class EspBench:
     """One simulated ESP: a paho client, its seq counter and its publish/ack log."""
 
-    def __init__(self, number: int, prefix: str, log_dir: Path, start_seq: int, window: int) -> None:
+    def __init__(self, number: int, prefix: str, log_dir: Path, start_seq: int, window: int,
+                 replay: bool = False) -> None:
         self.number = number
+        self.replay = replay
+        self.booted_at = time.monotonic()
+        self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=REPLAY_LINES)
+        self.replayed = 0
         self.topics = protocol.topics(number)
         self.seq = start_seq
         self.window = window
@@ -89,14 +103,35 @@ class EspBench:
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         try:
             if not reason.is_failure:
                 self.connects += 1
                 protocol.publish(client, self.topics.esp_status, protocol.STATUS_ONLINE)
+                if self.replay:
+                    protocol.subscribe_all(client, protocol.esp_subscriptions(self.number))
         except Exception as exc:  # a callback never raises
             print(f"banc{self.number}: on_connect: {exc}", file=sys.stderr)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """`replay FIRST LAST`: re-send the lines still held, unchanged, on bancN/bms/replay."""
+        try:
+            command = protocol.parse_command(message.payload)
+            if not isinstance(command, protocol.ReplayCommand):
+                return
+            with self.lock:
+                lines = [(seq, text) for seq, text in self.history if command.first <= seq <= command.last]
+            for _seq, text in lines:
+                protocol.publish(client, self.topics.bms_replay, text)
+            with self.lock:
+                self.replayed += len(lines)
+                now = time.time()
+                for seq, _ in lines:
+                    self.log.write(f"R {seq} {now:.3f}\n")
+        except Exception as exc:  # a callback never raises
+            print(f"banc{self.number}: on_message: {exc}", file=sys.stderr)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self.lock:
@@ -116,7 +151,11 @@ class EspBench:
         """Publish the next BMS line (waits while `window` messages are unacknowledged)."""
         seq = self.seq
         self.seq += 1
-        payload = bms_payload(seq, self.number)
+        uptime_ms = round((time.monotonic() - self.booted_at) * 1000) if self.replay else None
+        payload = bms_payload(seq, self.number, uptime_ms)
+        if self.replay:
+            with self.lock:
+                self.history.append((seq, payload))
         if self.window:
             with self.acked_cond:
                 while self.published - self.acked >= self.window:
@@ -154,6 +193,7 @@ class EspBench:
                 "published": self.published,
                 "acked": self.acked,
                 "connects": self.connects,
+                "replayed": self.replayed,
                 "first_pub_t": self.first_pub_t,
                 "last_ack_t": self.last_ack_t,
                 "acked_rate_per_s": (self.acked / span) if span > 0 else None,
@@ -174,13 +214,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--log-dir", type=Path, required=True)
     parser.add_argument("--wait-ack-s", type=float, default=120.0, help="time allowed for the last PUBACKs")
     parser.add_argument("--stop-file", type=Path, help="stop publishing when this file exists")
+    parser.add_argument("--replay", action="store_true",
+                        help="send uptime_ms, keep the last lines and answer `replay FIRST LAST` (contract v2 §3a)")
     args = parser.parse_args(argv)
     if not args.count and not args.duration:
         parser.error("give --count or --duration")
 
     settings = utils.get_settings()
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window) for n in parse_bancs(args.bancs)]
+    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window, args.replay)
+               for n in parse_bancs(args.bancs)]
     for bench in benches:
         bench.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15)
         bench.client.loop_start()
