@@ -11,6 +11,7 @@ import protocol
 import utils
 from battery_model import (
     CELL_MAX_V,
+    HISTORY_LINES,
     PACK_MIN_V,
     RUNNING,
     STOPPED,
@@ -428,3 +429,29 @@ def test_a_new_test_after_a_finished_one_gets_a_new_battery() -> None:
     assert fw.handle_command(1) == [StepChanged(1)]
     assert [c.capacity_ah for c in fw.pack.cells] != first
     assert fw.capacity_ah == 0 and fw.seq == 0
+
+
+def test_the_firmware_keeps_its_lines_for_replay_and_times_them_on_its_own_clock() -> None:
+    fw = BenchFirmware(PackParams(capacity_ah=50.0, seed=3))
+    fw.handle_command(2)
+    sent = []
+    for _ in range(5):
+        fw.advance(1.0)
+        sent.append(protocol.encode_bms_line(fw.measure()))
+    # uptime_ms runs in simulated time: one line per simulated second, whatever the speed.
+    assert [protocol.parse_bms_line(text).uptime_ms for text in sent] == [1000, 2000, 3000, 4000, 5000]
+    # A replay re-sends exactly the text that was sent; seqs no longer held are left out.
+    assert [protocol.encode_bms_line(line) for line in fw.replay(1, 3)] == sent[1:4]
+    assert [line.seq for line in fw.replay(3, 99)] == [3, 4]
+    fw.reboot()  # RAM lost: nothing to replay, seq and uptime start again
+    fw.handle_command(2)
+    fw.advance(1.0)
+    assert fw.replay(0, 99) == [] and (fw.measure().seq, fw.uptime_ms) == (0, 1000)
+
+
+def test_the_ring_holds_the_last_3600_lines() -> None:
+    fw = BenchFirmware(PackParams(capacity_ah=50.0, seed=3))
+    for _ in range(HISTORY_LINES + 10):
+        fw.measure()
+    held = fw.replay(0, HISTORY_LINES + 10)
+    assert (len(held), held[0].seq, held[-1].seq) == (HISTORY_LINES, 10, HISTORY_LINES + 9)
