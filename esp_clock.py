@@ -23,6 +23,9 @@ WINDOW_S = 300.0
 """How far back the smallest receipt-minus-uptime sample is looked for (drift is followed within this)."""
 WARMUP_SAMPLES = 10
 """The first samples of a boot set the offset freely (the smallest so far): a first line delayed by the network is corrected at once."""
+RESEED_S = 1.0
+"""A live line that would have been measured more than this after its receipt by a seeded offset
+proves the seed wrong (the Pi's clock was not yet set when banc.py started): estimate afresh."""
 MAX_SLEW = 200e-6
 """After the warm-up the offset moves by at most this per second (200 ppm): real crystals drift by
 tens of ppm, so the estimate follows them; a clock that runs at another pace altogether (a simulator
@@ -47,10 +50,20 @@ class OffsetEstimator:
         self._window: collections.deque[tuple[float, float]] = collections.deque()  # (mono_s, sample_s)
         self._offset: Optional[float] = None
         self._updated_s = 0.0
+        self._seeded = False  # the offset came from the journal, not from live lines
+        self._first_live: Optional[tuple[float, int]] = None  # (mono_s, uptime_ms) of the first live line since
 
     def add(self, mono_s: float, uptime_ms: int) -> None:
         """One live line received at monotonic time `mono_s` with the ESP's `uptime_ms`."""
-        self._push(mono_s, mono_s - uptime_ms / 1000.0)
+        sample = mono_s - uptime_ms / 1000.0
+        if self._seeded and self._offset is not None and sample < self._offset - RESEED_S:
+            if self._first_live is None:
+                self._first_live = (mono_s, uptime_ms)
+            elif not self._accelerated(mono_s, uptime_ms):
+                # Not a clock running faster than the Pi's (a simulator): the seed is wrong.
+                self._window.clear()
+                self._offset, self.samples, self._seeded = None, 0, False
+        self._push(mono_s, sample)
         target = self._window[0][1]
         self.samples += 1
         if self._offset is None or self.samples <= self.warmup_samples:
@@ -65,6 +78,15 @@ class OffsetEstimator:
         self._push(mono_s, offset_s)
         self._offset, self._updated_s = offset_s, mono_s
         self.samples = max(self.samples, self.warmup_samples)
+        self._seeded = True
+
+    def _accelerated(self, mono_s: float, uptime_ms: int) -> bool:
+        """Whether the ESP's clock ran at least 1.5 times faster than the Pi's since the first live line."""
+        assert self._first_live is not None
+        first_mono, first_uptime = self._first_live
+        if mono_s - first_mono <= 0.0:
+            return True  # not measurable yet: keep the seed one more line
+        return (uptime_ms - first_uptime) / 1000.0 / (mono_s - first_mono) > 1.5
 
     def _push(self, mono_s: float, sample_s: float) -> None:
         window = self._window

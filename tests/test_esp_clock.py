@@ -85,3 +85,19 @@ def test_a_wall_clock_step_moves_the_journal_offset_not_the_estimate() -> None:
     assert esp_clock.measured_wall(offset, uptime_ms, stepped, mono) == stepped - timedelta(seconds=2)
     assert esp_clock.offset_mono_s(esp_clock.offset_wall_ms(offset, stepped, mono), stepped, mono) == pytest.approx(
         offset, abs=1e-3)
+
+
+@pytest.mark.parametrize("rate, kept", [(1.0, False), (400.0, True)])
+def test_a_seed_contradicted_by_live_lines_is_dropped_unless_the_clock_runs_fast(rate: float, kept: bool) -> None:
+    # The journal's offset converted while the Pi's clock was an hour late (no RTC, NTP not yet
+    # synchronised): live lines would be measured an hour after their receipt.
+    estimator = OffsetEstimator()
+    estimator.seed(BOOT_S + 4999.0, BOOT_S + 3600.0)  # at the restart, a second before the first live line
+    for k in range(20):
+        mono = BOOT_S + 5000.0 + k / rate
+        estimator.add(mono + 0.004, round((5000.0 + k) * 1000))
+    assert estimator.offset_s is not None
+    if kept:  # a simulator: its own pace, from the seed on
+        assert estimator.offset_s == pytest.approx(BOOT_S + 3600.0, abs=0.01)
+    else:
+        assert estimator.offset_s == pytest.approx(BOOT_S + 0.004, abs=1e-6)
