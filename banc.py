@@ -97,7 +97,9 @@ TICK_S = 0.2
 # data.csv is fsynced every BANC_FSYNC_INTERVAL_S (utils.Settings.fsync_interval_s, default
 # 1 s), which bounds that to about one second of data without a per-row fsync that would
 # cap the ingest rate. The price on an SD card (bench/RESULTS.md): each fsync rewrites the
-# partly filled last page, ~4 KiB per bench per second; a site with a UPS may raise it.
+# partly filled last page, ~4 KiB per bench per second. A cut of the Pi alone costs nothing
+# whatever the interval (the restarted banc.py asks the ESPs to replay the gap, contract §3a);
+# a site whose benches stay powered when the Pi goes down may raise it (README).
 # When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S).
 # Rows kept in memory while the disk refuses them (about two days of 1 Hz rows); beyond
 # that new rows are dropped and counted rather than letting the Pi run out of memory.
