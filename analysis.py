@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+import grading
 import protocol
 import record
 import utils
@@ -23,6 +24,7 @@ import utils
 CAPACITY_FLAG_PCT = 2.0
 """Our coulomb count and the ESP's capacity_ah differing by more than this is flagged."""
 
+CHARGE_PHASE = 2
 DISCHARGE_PHASE = 3
 MIN_GAP_S = 30.0
 """Default shortest silence taken for a stop (the shell passes BANC_BMS_TIMEOUT_S)."""
@@ -650,6 +652,35 @@ def compute_summary(
         temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
         max_cell_spread_mv=float(spread.max()) if spread is not None else None,
         notes=notes,
+    )
+
+
+# =========================================================================== what the verdict needs
+
+
+def row_times_s(data: TestData) -> np.ndarray:
+    """When each row was measured (Unix s): the one place that chooses the time column the verdict uses."""
+    return data.unix_s
+
+
+def last_window_mask(times_s: np.ndarray, step: np.ndarray, phase: int, window_s: float) -> np.ndarray:
+    """Rows of `phase` measured in its last `window_s` seconds (by time, whatever the rows' order)."""
+    in_phase = step == phase
+    if not in_phase.any():
+        return in_phase
+    end = times_s[in_phase].max()
+    return in_phase & (times_s >= end - window_s)
+
+
+def test_facts(data: TestData) -> grading.TestFacts:
+    """What data.csv gives the grade: the largest cell spread at full charge and the hottest row."""
+    if not len(data):
+        return grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+    full = last_window_mask(row_times_s(data), data.step, CHARGE_PHASE, grading.FULL_CHARGE_WINDOW_S)
+    spread = data["cell_max_mv"][full] - data["cell_min_mv"][full]
+    return grading.TestFacts(
+        cell_spread_mv=float(spread.max()) if spread.size else None,
+        temperature_max_c=float(data["temperature_c"].max()),
     )
 
 

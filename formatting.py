@@ -63,3 +63,23 @@ def format_number(value: Optional[float], decimals: int = 0, unit: str = "", *, 
         text = text.lstrip("-")
     text = text.replace(",", NBSP).replace(".", ",")
     return f"{text}{NBSP}{unit}" if unit else text
+
+
+GRADE_COLORS: dict[str, str] = {
+    "A": "#2e7d32", "B": "#7cb342", "C": "#f9a825", "REJET": "#c62828", "NON CLASSÉ": "#616161",
+}
+"""The colour of each grade (certificate, kiosk card); a grade of another name gets GRADE_OTHER_COLOR."""
+GRADE_OTHER_COLOR = "#1565c0"
+
+
+def grade_color(grade: Optional[str]) -> str:
+    """The colour a grade is shown in."""
+    return GRADE_COLORS.get(grade or "", GRADE_OTHER_COLOR)
+
+
+def format_limit(value: Optional[float], unit: str = "") -> str:
+    """A limit from grading.json as written there: no decimals for a whole number ("90 %", "0,5 %")."""
+    if value is None or not math.isfinite(value):
+        return UNKNOWN
+    decimals = 0 if float(value).is_integer() else len(repr(float(value)).split(".")[1])
+    return format_number(value, min(decimals, 4), unit)

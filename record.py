@@ -318,6 +318,7 @@ EVENT_ESP_BOOT = "esp_boot"
 EVENT_ESP_CLOCK = "esp_clock"
 # Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (contract §3a).
 EVENT_SEQ_LOST = "seq_lost"
+EVENT_VERDICT = "verdict"  # after step 5: the grade (contract §7), kept once given
 
 
 def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
@@ -415,6 +416,9 @@ class RecordState:
     esp_boots: list[EspBoot] = field(default_factory=list)
     seq_lost_count: int = 0
     seq_lost_spans: list[tuple[Optional[int], int, int]] = field(default_factory=list)  # (boot, first, last)
+    # The verdict given after step 5 (grading.grade): the first one recorded stays, so a
+    # later edit of grading.json never changes a test already concluded.
+    verdict: Optional[dict[str, Any]] = None
 
     @property
     def finished(self) -> bool:
@@ -485,8 +489,16 @@ class RecordState:
             boot, first, last = event.get("boot"), event.get("first"), event.get("last")
             if isinstance(first, int) and isinstance(last, int):
                 self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
+        elif kind == EVENT_VERDICT and self.finished and self.verdict is None and is_verdict(event.get("verdict")):
+            self.verdict = event["verdict"]
         if at:
             self.last_update = at
+
+
+def is_verdict(value: Any) -> bool:
+    """True when `value` has the shape of a verdict object (grade, checks, reason)."""
+    return (isinstance(value, dict) and isinstance(value.get("grade"), str) and isinstance(value.get("checks"), list)
+            and isinstance(value.get("reason"), str))
 
 
 def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
@@ -542,6 +554,7 @@ def new_summary(banc: str, serial: str, first_handle: str) -> dict[str, Any]:
     summary["ri_temperature_c"] = None
     summary.update(dict.fromkeys(COUNTER_KEYS, 0))
     summary["software_version"] = SOFTWARE_VERSION
+    summary["verdict"] = None
     return summary
 
 
@@ -562,6 +575,10 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
         out[f"{key}_count"] = state.ri_counts[key]
     out["ri_temperature_c"] = state.ri_temperature_c
     out["seq_lost_count"] = max(state.seq_lost_count, _count(out.get("seq_lost_count")))
+    if state.verdict is not None:
+        out["verdict"] = state.verdict
+    elif not state.finished:
+        out["verdict"] = None  # only a finished test has one
     event_time = parse_time(state.last_update)
     if event_time is not None:
         summary_time = parse_time(out.get("timestamp_last_update"))

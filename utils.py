@@ -28,6 +28,7 @@ from typing import Any, Optional, Union
 
 import business_hours
 import calibration
+import grading
 import processes
 import protocol
 import record
@@ -602,6 +603,11 @@ def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], 
         return config
 
 
+def refresh_test_config(folder: Path) -> dict[str, Any]:
+    """Rewrite config.json with what the journal says now (after a verdict event)."""
+    return _modify_test_config(folder, lambda config: None)
+
+
 def create_data_csv(folder: Path) -> Path:
     """Create data.csv with its header if it does not exist; return its path."""
     path = Path(folder) / DATA_CSV_FILE
@@ -714,6 +720,14 @@ def get_charge_duration(voltage_v: float) -> float:
 def get_temperature_coefficient(temperature_c: float) -> float:
     """Multiplier that brings a resistance measured at `temperature_c` to 25 °C."""
     return _load_temp_coeffs()(float(temperature_c))
+
+
+def load_grading_rules() -> grading.Rules:
+    """grading.json (BANC_HOME first, else the project), read afresh: the lab may edit it between tests.
+
+    Raises grading.GradingError naming the file and what is wrong.
+    """
+    return grading.load_rules(static_file(grading.GRADING_FILE))
 
 
 def correct_to_25c(resistance_ohm: float, temperature_c: Optional[float]) -> float:

@@ -1,0 +1,261 @@
+"""The verdict of a finished test (contract §7): grading.json's rules, and the grade they give.
+
+Pure: `parse_rules` validates the file's content (the loader only reads the text), and
+`grade` turns a test's summary (config.json's values), the facts measured in data.csv
+(`TestFacts`, from analysis.test_facts) and the rules into the verdict object that
+config.json keeps. An invalid grading.json raises GradingError naming the file and what is
+wrong: nothing is graded rather than graded wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Optional
+
+from formatting import format_limit, format_number
+
+GRADING_FILE = "grading.json"
+
+GRADE_REJECT = "REJET"
+GRADE_UNCLASSIFIED = "NON CLASSÉ"
+
+CHECK_SOH = "soh"
+CHECK_RI = "ri_discharge"
+CHECK_SPREAD = "cell_spread"
+CHECK_TEMPERATURE = "temperature_max"
+CHECK_NAMES: tuple[str, ...] = (CHECK_SOH, CHECK_RI, CHECK_SPREAD, CHECK_TEMPERATURE)
+
+CHECK_LABELS: dict[str, str] = {
+    CHECK_SOH: "État de santé (SOH)",
+    CHECK_RI: "Ri décharge à 25 °C",
+    CHECK_SPREAD: "Écart entre cellules à pleine charge",
+    CHECK_TEMPERATURE: "Température maximale",
+}
+"""How each check is named to people (certificate, kiosk)."""
+
+FULL_CHARGE_WINDOW_S = 600.0
+"""Phase 2's last 10 minutes: the cells at full charge, after balancing."""
+
+# Each value is rounded once, as it is shown (SOH 0.1 %, Ri 0.01 mΩ, spread 1 mV, 0.1 °C), and
+# the rounded value is graded: a number on the certificate never contradicts its check.
+SOH_DECIMALS = 1
+RI_DECIMALS = 5
+SPREAD_DECIMALS = 0
+TEMPERATURE_DECIMALS = 1
+
+
+class GradingError(ValueError):
+    """grading.json is invalid; the message names the file and what is wrong (French, for the operator)."""
+
+
+@dataclass(frozen=True)
+class Band:
+    """One grade and the lowest SOH that earns it."""
+
+    grade: str
+    min_soh_pct: float
+
+
+@dataclass(frozen=True)
+class Model:
+    """A battery model: which serials it covers, its nominal capacity, its grades and limits."""
+
+    name: str
+    serial_pattern: str
+    nominal_capacity_ah: float
+    grades: tuple[Band, ...]
+    ri_discharge_max_ohm: float
+    cell_spread_max_mv: float
+    temperature_max_c: float
+
+    def matches(self, serial: str) -> bool:
+        """True when this model covers `serial` (its pattern searched case-insensitively)."""
+        return re.search(self.serial_pattern, serial, re.IGNORECASE) is not None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The content of a valid grading.json."""
+
+    version: str
+    models: tuple[Model, ...]
+
+    def model_for(self, serial: str) -> Optional[Model]:
+        """The first model (file order) whose pattern matches `serial`, or None."""
+        return next((model for model in self.models if model.matches(serial)), None)
+
+
+@dataclass(frozen=True)
+class TestFacts:
+    """What data.csv says that the grade needs (analysis.test_facts reads them)."""
+
+    __test__ = False  # not a pytest class
+
+    cell_spread_mv: Optional[float]  # largest cell_max_mv - cell_min_mv over phase 2's last 10 minutes
+    temperature_max_c: Optional[float]  # largest temperature_c of the test
+
+
+# =========================================================================== grading.json
+
+
+def _positive(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise GradingError(f"{source} : {where} doit être un nombre > 0 (trouvé {json.dumps(value)})")
+    return float(value)
+
+
+def _text(value: Any, where: str, source: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise GradingError(f"{source} : {where} doit être un texte non vide")
+    return value
+
+
+def _parse_model(data: Any, index: int, source: str) -> Model:
+    where = f"models[{index}]"
+    if not isinstance(data, dict):
+        raise GradingError(f"{source} : {where} doit être un objet")
+    name = _text(data.get("name"), f"{where}.name", source)
+    where = f"modèle « {name} »"
+    pattern = _text(data.get("serial_pattern"), f"{where} : serial_pattern", source)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise GradingError(f"{source} : {where} : serial_pattern n'est pas une expression régulière valide ({exc})") from None
+    grades = data.get("grades")
+    if not isinstance(grades, list) or not grades:
+        raise GradingError(f"{source} : {where} : grades doit être une liste non vide")
+    bands: list[Band] = []
+    for k, band in enumerate(grades):
+        if not isinstance(band, dict):
+            raise GradingError(f"{source} : {where} : grades[{k}] doit être un objet")
+        grade = _text(band.get("grade"), f"{where} : grades[{k}].grade", source)
+        if grade.upper() in (GRADE_REJECT, GRADE_UNCLASSIFIED) or any(b.grade == grade for b in bands):
+            raise GradingError(f"{source} : {where} : la classe « {grade} » est réservée ou en double")
+        minimum = _positive(band.get("min_soh_pct"), f"{where} : grades[{k}].min_soh_pct", source)
+        if bands and minimum >= bands[-1].min_soh_pct:
+            # The first band met wins: a later band with a higher minimum could never be given.
+            raise GradingError(f"{source} : {where} : les min_soh_pct doivent décroître "
+                               f"(« {grade} » {minimum:g} après « {bands[-1].grade} » {bands[-1].min_soh_pct:g})")
+        bands.append(Band(grade, minimum))
+    return Model(
+        name=name,
+        serial_pattern=pattern,
+        nominal_capacity_ah=_positive(data.get("nominal_capacity_ah"), f"{where} : nominal_capacity_ah", source),
+        grades=tuple(bands),
+        ri_discharge_max_ohm=_positive(data.get("ri_discharge_max_ohm"), f"{where} : ri_discharge_max_ohm", source),
+        cell_spread_max_mv=_positive(data.get("cell_spread_max_mv"), f"{where} : cell_spread_max_mv", source),
+        temperature_max_c=_positive(data.get("temperature_max_c"), f"{where} : temperature_max_c", source),
+    )
+
+
+def parse_rules(text: str, source: str = GRADING_FILE) -> Rules:
+    """Validate grading.json's text (pure); GradingError names `source` and what is wrong."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", "?")
+        raise GradingError(f"{source}:{line} : JSON invalide ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(data, dict):
+        raise GradingError(f"{source} : doit contenir un objet JSON")
+    version = _text(data.get("version"), "version", source)
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise GradingError(f"{source} : models doit être une liste non vide")
+    return Rules(version, tuple(_parse_model(model, i, source) for i, model in enumerate(models)))
+
+
+def load_rules(path: Path) -> Rules:
+    """Read and validate a grading.json; GradingError when it is unreadable or invalid."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GradingError(f"{path} : lecture impossible ({exc})") from None
+    return parse_rules(text, str(path))
+
+
+# =========================================================================== the grade
+
+
+def _round(value: float, decimals: int) -> float:
+    """Round half up on the decimal writing of `value` (89.95 -> 90.0, as people round)."""
+    return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+
+
+def _finite(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _check(name: str, value: Optional[float], limit: float, ok: bool) -> dict[str, Any]:
+    return {"name": name, "value": value, "limit": limit, "ok": ok}
+
+
+def _unclassified(reason: str, model: Optional[str], version: str) -> dict[str, Any]:
+    return {"grade": GRADE_UNCLASSIFIED, "soh_pct": None, "model": model, "grading_version": version,
+            "checks": [], "reason": reason}
+
+
+def check_text(check: Mapping[str, Any]) -> str:
+    """One check for people: "Ri décharge à 25 °C : 21,40 mΩ (max 40,00 mΩ)"."""
+    name, value, limit = check.get("name"), _finite(check.get("value")), _finite(check.get("limit"))
+    if name == CHECK_RI:
+        shown = format_number(None if value is None else value * 1000, 2, "mΩ")
+        bound = f"max {format_limit(None if limit is None else round(limit * 1000, 6), 'mΩ')}"
+    elif name == CHECK_SOH:
+        shown, bound = format_number(value, SOH_DECIMALS, "%"), f"min {format_limit(limit, '%')}"
+    elif name == CHECK_SPREAD:
+        shown, bound = format_number(value, SPREAD_DECIMALS, "mV"), f"max {format_limit(limit, 'mV')}"
+    else:
+        shown, bound = format_number(value, TEMPERATURE_DECIMALS, "°C"), f"max {format_limit(limit, '°C')}"
+    if value is None:
+        shown = "non mesuré"
+    return f"{CHECK_LABELS.get(str(name), str(name))} : {shown} ({bound})"
+
+
+def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
+          correct_to_25c: Callable[[float, Optional[float]], float]) -> dict[str, Any]:
+    """The verdict of a finished test (pure): grade, SOH, every check with value, limit and result, reason.
+
+    `summary` is the test's config.json (serial, capacity_ah, ri_discharge_average,
+    ri_temperature_c); `correct_to_25c(ohm, temperature_c)` brings a resistance to 25 °C.
+    """
+    serial = summary.get("battery_serial")
+    model = rules.model_for(serial) if isinstance(serial, str) else None
+    if model is None:
+        return _unclassified(f"aucun modèle de {GRADING_FILE} ne correspond au numéro de série {serial}",
+                             None, rules.version)
+    capacity = _finite(summary.get("capacity_ah"))
+    if capacity is None or capacity <= 0:
+        return _unclassified("capacité jamais mesurée (pas de décharge en phase 3)", model.name, rules.version)
+
+    soh = _round(capacity / model.nominal_capacity_ah * 100.0, SOH_DECIMALS)
+    lowest = model.grades[-1].min_soh_pct
+    ri = _finite(summary.get("ri_discharge_average"))
+    ri_25 = None if ri is None else _round(correct_to_25c(ri, _finite(summary.get("ri_temperature_c"))), RI_DECIMALS)
+    spread = None if facts.cell_spread_mv is None else _round(facts.cell_spread_mv, SPREAD_DECIMALS)
+    heat = None if facts.temperature_max_c is None else _round(facts.temperature_max_c, TEMPERATURE_DECIMALS)
+    checks = [
+        _check(CHECK_SOH, soh, lowest, soh >= lowest),
+        _check(CHECK_RI, ri_25, model.ri_discharge_max_ohm, ri_25 is not None and ri_25 <= model.ri_discharge_max_ohm),
+        _check(CHECK_SPREAD, spread, model.cell_spread_max_mv, spread is not None and spread <= model.cell_spread_max_mv),
+        _check(CHECK_TEMPERATURE, heat, model.temperature_max_c, heat is not None and heat <= model.temperature_max_c),
+    ]
+    failed = [check for check in checks if not check["ok"]]
+    if failed:
+        verdict_grade = GRADE_REJECT
+        reason = "contrôle non passé : " + " ; ".join(check_text(check) for check in failed)
+    else:
+        band = next(band for band in model.grades if soh >= band.min_soh_pct)  # the lowest band is met: checked above
+        verdict_grade = band.grade
+        reason = (f"SOH {format_number(soh, SOH_DECIMALS, '%')} ≥ {format_limit(band.min_soh_pct, '%')}"
+                  " et tous les contrôles passés")
+    return {"grade": verdict_grade, "soh_pct": soh, "model": model.name, "grading_version": rules.version,
+            "checks": checks, "reason": reason}
+
