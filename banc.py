@@ -933,6 +933,8 @@ class BancProcess:
             deadline = time.monotonic() + WRITE_RETRY_INTERVAL_S
             while time.monotonic() < deadline:
                 self._network(TICK_S)
+        if step == protocol.STEP_FINISHED and self.stop_signal is None:
+            self._conclude()
         self.release_acks()
         lost = self.recorder.close()
         if self.recorder.ignored_after_end:
@@ -949,6 +951,33 @@ class BancProcess:
             logger.error("%d bytes of data could not be written", lost)
             return EXIT_ERROR
         return EXIT_OK
+
+    def _conclude(self) -> None:
+        """The test is finished and the bench free: record the verdict, then start the certificate's process.
+
+        Neither can undo the finish: a failure is logged and told to the kiosk, and whoever
+        next meets the finished test without a verdict or certificate concludes it.
+        """
+        import grading
+        import verdict  # numpy and the report's modules: only a test that finishes pays for them
+
+        try:
+            result = verdict.conclude(self.folder)
+        except grading.GradingError as exc:
+            logger.error("test finished without a verdict: %s", exc)
+            self.send_alert(f"Test terminé SANS classement : {exc}")
+            return
+        except Exception as exc:  # the finish stands; the kiosk retries the conclusion
+            logger.exception("verdict not recorded")
+            self.send_alert(f"Test terminé, verdict non enregistré ({describe_os_error(exc)}) : nouvel essai automatique")
+            return
+        logger.info("verdict %s: %s", result["grade"], result["reason"])
+        try:
+            child = verdict.start_certificate(self.folder)
+        except OSError as exc:
+            logger.error("certificate process not started: %s", exc)
+            return
+        logger.info("certificate being written by report.py (pid %d)", child.pid)
 
     def _close_views(self, step: int) -> bool:
         """Everything written, config.json shows the end and (after 5) the bench is free again."""

@@ -1,8 +1,12 @@
 """Charts, summary and Battery Data Format export of one test (contract §1, §4, §5).
 
-    python report.py TEST_FOLDER [--png FILE] [--bdf FILE]
+    python report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE]
+    python report.py --history SERIAL
+    python report.py --results FILE.csv
 
-Without an option it prints a plain-text summary. This file is the command line; the work
+Without an option it prints a plain-text summary. --certificate writes the certificate of a
+finished test (concluding it first when banc.py could not: its verdict is then recorded);
+--history lists every test of one battery, --results writes one CSV row per test of the lab. This file is the command line; the work
 is done by one module per concept, and every name they export is re-exported here:
   analysis.py      data.csv into numpy arrays, coulomb counting, phases, stops, the summary (pure numpy)
   summary_text.py  the summary as text (this printout, the panel beside the charts)
@@ -10,6 +14,8 @@ is done by one module per concept, and every name they export is re-exported her
   charts.py        the matplotlib figure and the PNG (matplotlib imported lazily)
   bdf.py           the Battery Data Format export and its metadata sidecar
   chart_window.py  the kiosk's window (`show_charts`, CustomTkinter; data loaded in a worker thread)
+  grading.py       grading.json and the grade (pure); verdict.py records it; certificate.py the PDF
+  history.py       the SQLite index of the test folders behind --history and --results
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+import grading
+import history
 import record
+import storage
 import utils
+import verdict as verdict_module
 from analysis import (
     CAPACITY_FLAG_PCT,
     DISCHARGE_PHASE,
@@ -68,7 +78,7 @@ from chart_data import (
     time_ticks,
 )
 from charts import PNG_DPI, PNG_SIZE_IN, FigureLayout, draw_figure, figure_layout, render_png
-from formatting import PHASE_COLORS, format_duration, format_milliohm
+from formatting import PHASE_COLORS, format_duration, format_milliohm, format_number
 from summary_text import (
     PANEL_GREY,
     PANEL_RED,
@@ -92,7 +102,7 @@ __all__ = [
     "TestData", "TimeAxis",
     "bdf_columns", "bdf_metadata", "bdf_metadata_path", "bdf_step_count", "capacity_flag_text", "compute_summary",
     "continuous_intervals", "coulomb_count", "decimate", "display_runs", "draw_figure", "figure_layout",
-    "find_segments", "format_duration", "format_milliohm", "format_summary", "format_time", "identity_from_folder",
+    "find_segments", "format_duration", "format_history", "format_milliohm", "format_summary", "format_time", "identity_from_folder",
     "load_plot_data", "load_report", "load_test_data", "main", "minmax_indices", "panel_lines", "parse_data_csv",
     "parse_iso_timestamps", "phase_name", "prepare_plot_data", "render_png", "show_charts", "split_trapezoid",
     "stop_gap_s", "time_axis", "time_ticks", "write_bdf",
@@ -111,17 +121,71 @@ def show_charts(master: Any, test_folder: Path) -> ChartWindow:
     return chart_window.show_charts(master, test_folder)
 
 
+def format_history(serial: str, rows: list[history.TestRow]) -> str:
+    """`--history`: one line per test of the battery, newest first (French)."""
+    if not rows:
+        return f"Aucun test pour {serial}\n"
+    lines = [f"Historique de {rows[0].serial} : {len(rows)} test(s), du plus récent au plus ancien", ""]
+    head = f"{'dossier':<32} {'début':<16} {'fin':<16} {'statut':<10} {'classe':<10} {'SOH':>8} {'capacité':>11}"
+    lines += [head, "-" * len(head)]
+    for row in rows:
+        lines.append(
+            f"{row.folder:<32} {_short_time(row.start):<16} {_short_time(row.end):<16} "
+            f"{STATUS_LABELS.get(row.status, row.status):<10} {row.grade or '—':<10} "
+            f"{format_number(row.soh_pct, 1, '%'):>8} {format_number(row.capacity_ah, 2, 'Ah'):>11}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _short_time(text: Optional[str]) -> str:
+    moment = record.parse_time(text)
+    return "—" if moment is None else moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
+
+
+def _write_certificate(folder: Path, path: Path) -> int:
+    """`--certificate`: conclude the test if needed, then write its PDF; the exit code."""
+    try:
+        verdict_module.conclude(folder)
+    except verdict_module.NotFinished as exc:
+        print(f"report.py : {exc}", file=sys.stderr)
+        return 2
+    except grading.GradingError as exc:
+        logger.error("%s: no verdict, no certificate: %s", folder, exc)
+        print(f"report.py : pas de verdict : {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        logger.error("%s: verdict not recorded: %s", folder, exc)
+        print(f"report.py : verdict non enregistré : {exc}", file=sys.stderr)
+        return 1
+    try:
+        import certificate
+
+        certificate.write_certificate(load_report(folder), path)
+    except (OSError, ValueError) as exc:
+        logger.error("%s: certificate not written to %s: %s", folder, path, exc)
+        print(f"report.py : certificat non écrit : {exc}", file=sys.stderr)
+        return 1
+    logger.info("%s: certificate written to %s", folder, path)
+    print(f"Certificat écrit : {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`report.py TEST_FOLDER [--png FILE] [--bdf FILE]`: summary on stdout, or the chart / the BDF export."""
+    """`report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE]`, `--history SERIAL`, `--results FILE.csv`."""
     parser = argparse.ArgumentParser(
         prog="report.py",
         description="Graphiques, résumé et export Battery Data Format d'un test (dossier data/bancN/JJMMAAAA-SERIAL).",
     )
-    parser.add_argument("test_folder", type=Path, help="dossier du test (contient data.csv et config.json)")
+    parser.add_argument("test_folder", type=Path, nargs="?", help="dossier du test (contient data.csv et config.json)")
     parser.add_argument("--png", type=Path, metavar="FILE", help="écrire les graphiques dans ce fichier PNG")
     parser.add_argument("--bdf", type=Path, metavar="FILE",
                         help="écrire l'export Battery Data Format (CSV) et son FILE.bdf.metadata.json")
+    parser.add_argument("--certificate", type=Path, metavar="FILE", help="écrire le certificat PDF d'un test terminé")
+    parser.add_argument("--history", metavar="SERIAL", help="tous les tests d'une batterie, du plus récent au plus ancien")
+    parser.add_argument("--results", type=Path, metavar="FILE.csv", help="écrire une ligne CSV par test du labo")
     args = parser.parse_args(argv)
+    if (args.history is None and args.results is None) == (args.test_folder is None):
+        parser.error("donner un dossier de test, ou --history SERIAL, ou --results FILE.csv")
     for stream in (sys.stdout, sys.stderr):
         if not isinstance(stream, io.TextIOWrapper):  # replaced (tests, pythonw): nothing to reconfigure
             continue
@@ -134,7 +198,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except utils.SettingsError as exc:
         print(f"report.py : configuration invalide : {exc}", file=sys.stderr)
         return 2
-    utils.setup_logging("report", level=logging.WARNING)
+    # INFO: a certificate written by banc.py's child leaves its outcome in logs.log.
+    utils.setup_logging("report", level=logging.INFO if args.certificate else logging.WARNING)
+
+    if args.history is not None:
+        try:
+            sys.stdout.write(format_history(args.history, history.battery_history(args.history)))
+        except (OSError, history.sqlite3.Error) as exc:
+            print(f"report.py : historique illisible : {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.results is not None:
+        try:
+            rows = history.all_results()
+            text = history.results_csv(rows).encode("utf-8")
+            storage.atomic_write(args.results, lambda fh: fh.write(text))
+        except (OSError, history.sqlite3.Error) as exc:
+            print(f"report.py : résultats non écrits : {exc}", file=sys.stderr)
+            return 1
+        print(f"Résultats écrits : {args.results} ({len(rows)} tests)")
+        return 0
+    if args.certificate is not None:
+        return _write_certificate(args.test_folder, args.certificate)
 
     try:
         report = load_report(args.test_folder)

@@ -1,0 +1,191 @@
+"""The certificate of a finished test (contract §7): an A4 PDF in French, the grade in large type, the charts, a QR code.
+
+Page 1: who and what (serial, model, bench, dates), the grade and SOH, the measured values
+at 25 °C, every check with its value and limit, the versions, the SHA-256 of data.csv and a
+QR code holding serial, grade, SOH and that hash. Page 2: the charts (charts.draw_figure).
+matplotlib writes the PDF (imported lazily); segno draws the QR code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+import grading
+import record
+import storage
+from analysis import Report
+from chart_data import prepare_plot_data
+from charts import draw_figure
+from formatting import darker, format_number, grade_color
+from summary_text import format_time
+
+A4_PORTRAIT_IN = (8.27, 11.69)
+A4_LANDSCAPE_IN = (11.69, 8.27)
+TEXT = "#212121"
+GREY = "#616161"
+OK_COLOR = "#2e7d32"
+FAIL_COLOR = "#c62828"
+
+
+def data_sha256(folder: Path) -> str:
+    """SHA-256 (hex) of the test's data.csv, read by chunks."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / record.DATA_CSV_FILE, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def qr_payload(serial: str, grade: str, soh_pct: Optional[float], sha256: str) -> str:
+    """What the QR code holds: one `key=value` per line (serial, grade, SOH with a decimal point, hash)."""
+    soh = "" if soh_pct is None else f"{soh_pct:.1f}"
+    return f"serial={serial}\ngrade={grade}\nsoh_pct={soh}\nsha256={sha256}"
+
+
+def qr_matrix(payload: str) -> np.ndarray:
+    """The QR code of `payload` as a boolean matrix (True = dark), quiet zone included."""
+    import segno
+
+    code = segno.make_qr(payload, error="m")
+    return np.array([[bool(cell) for cell in row] for row in code.matrix_iter(border=4)], dtype=bool)
+
+
+def _resistance_lines(report: Report) -> list[tuple[str, str]]:
+    lines = []
+    for resistance in report.summary.resistances:
+        value = resistance.at_25c_ohm if resistance.at_25c_ohm is not None else resistance.raw_ohm
+        shown = format_number(None if value is None else value * 1000, 2, "mΩ")
+        if resistance.at_25c_ohm is None and resistance.raw_ohm is not None:
+            shown += " (non corrigée)"
+        lines.append((f"{resistance.label} à 25 °C", shown))
+    return lines
+
+
+def _verdict_of(report: Report) -> dict[str, Any]:
+    verdict = report.config.get("verdict")
+    if not record.is_verdict(verdict):
+        raise ValueError("le test n'a pas de verdict : certificat impossible")
+    assert isinstance(verdict, dict)
+    return verdict
+
+
+def draw_first_page(figure: Any, report: Report, sha256: str, software_version: str) -> None:
+    """Page 1 of the certificate on an A4 portrait figure."""
+    verdict = _verdict_of(report)
+    summary = report.summary
+    grade = str(verdict["grade"])
+    color = grade_color(grade)
+    figure.set_facecolor("white")
+    text = figure.text
+
+    text(0.07, 0.955, "Certificat de test de batterie LFP", fontsize=20, fontweight="bold", color=TEXT)
+    text(0.07, 0.932, "Banc de test LFP — capacité, résistance interne, équilibre des cellules",
+         fontsize=9.5, color=GREY)
+
+    # The grade, large and in its colour, and the SOH beneath it.
+    box = figure.add_axes((0.62, 0.745, 0.31, 0.17))
+    box.set_axis_off()
+    box.add_patch(_rounded_box(box, color))
+    text_size = 64 if len(grade) <= 2 else 26
+    box.text(0.5, 0.60, grade, ha="center", va="center", fontsize=text_size, fontweight="bold", color="white",
+             transform=box.transAxes)
+    soh = verdict.get("soh_pct")
+    box.text(0.5, 0.17, f"SOH {format_number(soh, grading.SOH_DECIMALS, '%')}", ha="center", va="center",
+             fontsize=17, fontweight="bold", color="white", transform=box.transAxes)
+
+    identity = [
+        ("Numéro de série", summary.serial),
+        ("Modèle", str(verdict.get("model") or "—")),
+        ("Banc", summary.banc),
+        ("Début du test", format_time(summary.first_handle)),
+        ("Fin du test", format_time(summary.end_time)),
+    ]
+    y = _table(figure, 0.07, 0.885, identity, size=11.5, key_width=0.20)
+
+    y -= 0.03
+    text(0.07, y, "Mesures", fontsize=13, fontweight="bold", color=TEXT)
+    capacity = summary.esp_capacity_ah
+    measures = [
+        ("Capacité mesurée", f"{format_number(capacity, 2, 'Ah')}   ({format_number(summary.esp_capacity_wh, 0, 'Wh')})"),
+        *_resistance_lines(report),
+    ]
+    y = _table(figure, 0.07, y - 0.03, measures, size=11, key_width=0.30)
+
+    y -= 0.03
+    text(0.07, y, "Contrôles", fontsize=13, fontweight="bold", color=TEXT)
+    y -= 0.032
+    for label, x in (("contrôle", 0.07), ("valeur", 0.50), ("limite", 0.65), ("résultat", 0.80)):
+        text(x, y, label, fontsize=9.5, color=GREY)
+    for check in verdict.get("checks", []):
+        y -= 0.027
+        name = str(check.get("name"))
+        line = grading.check_text(check)
+        value_text, _, bound = line.partition(" : ")[2].rpartition(" (")
+        text(0.07, y, grading.CHECK_LABELS.get(name, name), fontsize=11, color=TEXT)
+        text(0.50, y, value_text, fontsize=11, color=TEXT)
+        text(0.65, y, bound.rstrip(")"), fontsize=11, color=TEXT)
+        ok = bool(check.get("ok"))
+        text(0.80, y, "conforme" if ok else "non conforme", fontsize=11, fontweight="bold",
+             color=OK_COLOR if ok else FAIL_COLOR)
+    y -= 0.04
+    text(0.07, y, "Motif : " + str(verdict.get("reason", "")), fontsize=10, color=darker(color), wrap=True)
+
+    # Footer: versions, the hash and the QR code that carries it.
+    footer = [
+        ("Logiciel", f"banc-lfp {software_version}"),
+        ("Règles de classement", f"grading.json version {verdict.get('grading_version') or '—'}"),
+        ("Empreinte SHA-256 de data.csv", ""),
+    ]
+    y_footer = _table(figure, 0.07, 0.215, footer, size=9.5, key_width=0.27)
+    text(0.07, y_footer + 0.005, sha256[:32], fontsize=9, family="monospace", color=TEXT)
+    text(0.07, y_footer - 0.015, sha256[32:], fontsize=9, family="monospace", color=TEXT)
+    text(0.07, 0.03, f"Dossier {report.folder.parent.name}/{report.folder.name} — certificat établi le "
+         f"{format_time(record.now_local())}", fontsize=8, color=GREY)
+
+    qr = figure.add_axes((0.70, 0.035, 0.23, 0.23 * A4_PORTRAIT_IN[0] / A4_PORTRAIT_IN[1] * 1.0))
+    qr.set_axis_off()
+    matrix = qr_matrix(qr_payload(summary.serial, grade, soh if isinstance(soh, (int, float)) else None, sha256))
+    qr.imshow(~matrix, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+    qr.set_aspect("equal")
+
+
+def _rounded_box(axes: Any, color: str) -> Any:
+    from matplotlib.patches import FancyBboxPatch
+
+    return FancyBboxPatch((0.02, 0.02), 0.96, 0.96, boxstyle="round,pad=0,rounding_size=0.08",
+                          facecolor=color, edgecolor="none", transform=axes.transAxes)
+
+
+def _table(figure: Any, x: float, y: float, rows: list[tuple[str, str]], size: float, key_width: float) -> float:
+    """Key / value lines from (x, y) down; returns the y below the last line."""
+    step = size / 72.0 / A4_PORTRAIT_IN[1] * 1.75
+    for key, value in rows:
+        figure.text(x, y, key, fontsize=size, color=GREY)
+        figure.text(x + key_width, y, value, fontsize=size, color=TEXT, fontweight="bold")
+        y -= step
+    return y
+
+
+def write_certificate(report: Report, path: Path, software_version: str = record.SOFTWARE_VERSION) -> None:
+    """Write the certificate of a finished, graded test as a PDF (atomic: a reader never sees half a file)."""
+    from matplotlib.backends.backend_pdf import FigureCanvasPdf, PdfPages
+    from matplotlib.figure import Figure
+
+    sha256 = data_sha256(report.folder)
+    first = Figure(figsize=A4_PORTRAIT_IN, dpi=100)
+    FigureCanvasPdf(first)
+    draw_first_page(first, report, sha256, software_version)
+    charts = Figure(figsize=A4_LANDSCAPE_IN, dpi=100)
+    FigureCanvasPdf(charts)
+    draw_figure(charts, prepare_plot_data(report.data, report.summary, folder=report.folder))
+
+    def write(fh: Any) -> None:
+        with PdfPages(fh, metadata={"Title": f"Certificat {report.summary.serial}", "Creator": "banc-lfp"}) as pdf:
+            pdf.savefig(first)
+            pdf.savefig(charts)
+
+    storage.atomic_write(Path(path), write)

@@ -1,0 +1,192 @@
+"""The verdict end to end: the real banc.py grades each test at step 5, writes the certificate, indexes the history."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import certificate
+import history
+import protocol
+import record
+import report
+import utils
+import verdict
+from testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
+from testkit.support import REPO_DIR, MosquittoBroker
+from testkit.synthetic import write_synthetic_test
+
+RULES = {
+    "version": "e2e-1",
+    "models": [{"name": "LFP 16S 100 Ah", "serial_pattern": "^RW-", "nominal_capacity_ah": 100.0,
+                "grades": [{"grade": "A", "min_soh_pct": 90}, {"grade": "B", "min_soh_pct": 80},
+                           {"grade": "C", "min_soh_pct": 70}],
+                "ri_discharge_max_ohm": 0.040, "cell_spread_max_mv": 300, "temperature_max_c": 50}],
+}
+
+# bench -> (serial, capacity measured in phase 3 (None: never discharged), Ri, expected grade)
+CASES: dict[str, tuple[str, Any, float, str]] = {
+    "banc1": ("RW-GRADEA01", 95.0, 0.020, "A"),
+    "banc2": ("RW-GRADEB01", 85.0, 0.020, "B"),
+    "banc3": ("RW-GRADEC01", 75.0, 0.020, "C"),
+    "banc4": ("RW-REJET001", 95.0, 0.055, "REJET"),
+    "banc5": ("RW-NONCLAS1", None, 0.020, "NON CLASSÉ"),
+}
+
+
+def play_test(probe: MqttProbe, banc: str, capacity_ah: Any, ri_ohm: float) -> None:
+    """The ESP's side of a whole test, phases 1 to 5, in a few messages."""
+    t = protocol.topics(banc)
+    messages: list[tuple[str, str]] = [
+        (t.step, "1"),
+        (t.ri_results, json.dumps({"ri_discharge": ri_ohm, "ri_charge": ri_ohm * 0.9, "temperature_c": 25.0})),
+        (t.step, "2"),
+        (t.bms_data, bms_line(0, current_a=50.0, voltage_v=56.0, cell_min_mv=3400, cell_max_mv=3480, temperature_c=31.0)),
+        (t.bms_data, bms_line(1, current_a=2.0, voltage_v=57.6, cell_min_mv=3450, cell_max_mv=3520, temperature_c=33.5)),
+    ]
+    if capacity_ah is not None:
+        messages += [
+            (t.step, "3"),
+            (t.bms_data, bms_line(2, current_a=-50.0, capacity_ah=capacity_ah / 2, energy_wh=capacity_ah * 25.6)),
+            (t.bms_data, bms_line(3, current_a=-50.0, capacity_ah=capacity_ah, energy_wh=capacity_ah * 51.2)),
+        ]
+    held = capacity_ah or 0.0  # the ESP holds its counters after phase 3
+    messages += [(t.step, "4"), (t.bms_data, bms_line(4, current_a=20.0, capacity_ah=held, energy_wh=held * 51.2)),
+                 (t.step, "5")]
+    probe.publish_many(messages)
+
+
+def test_a_full_test_per_grade_through_the_real_banc_py(
+    banc_home: Path, broker: MosquittoBroker, mqtt_env: dict[str, str], tmp_path: Path,
+) -> None:
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    fleet = BancFleet(banc_home, broker, BANC_NUM_BANCS="5")
+    probe = MqttProbe(broker, [protocol.topics(b).security for b in CASES]).start()
+    status = MqttProbe(broker, [protocol.topics(b).banc_status for b in CASES]).start()
+    try:
+        # Started together (each one's start-up is mostly imports): the suite stays short.
+        runners = {banc: fleet.runner(banc, serial).start(wait_online=False)
+                   for banc, (serial, _c, _r, _g) in CASES.items()}
+        for banc in CASES:
+            status.wait_for(protocol.topics(banc).banc_status, protocol.STATUS_ONLINE, live_only=False, timeout_s=20)
+        for banc, (_serial, capacity, ri, _grade) in CASES.items():
+            play_test(probe, banc, capacity, ri)
+        for runner in runners.values():
+            assert runner.wait_exit(30) == 0, runner.log_text()[-2000:]
+        folders = {banc: runner.folder() for banc, runner in runners.items()}
+        for banc, (_serial, _capacity, _ri, grade) in CASES.items():
+            summary = json.loads((folders[banc] / "config.json").read_text(encoding="utf-8"))
+            assert summary["status"] == "finished"
+            assert summary["verdict"]["grade"] == grade, (banc, summary["verdict"])
+            assert summary["verdict"]["grading_version"] == "e2e-1"
+            # The verdict is in the journal, so a rebuilt config.json keeps it.
+            events, _ = record.read_events(folders[banc])
+            assert [e["event"] for e in events][-2:] == ["step", "verdict"]
+        rejet = json.loads((folders["banc4"] / "config.json").read_text())["verdict"]
+        assert [c["name"] for c in rejet["checks"] if not c["ok"]] == ["ri_discharge"]
+        checks = {c["name"]: c["value"] for c in json.loads((folders["banc1"] / "config.json").read_text())["verdict"]["checks"]}
+        assert checks == {"soh": 95.0, "ri_discharge": 0.02, "cell_spread": 80.0, "temperature_max": 33.5}
+        # The certificates are written by report.py children, after banc.py has exited.
+        pdfs = [folders[banc] / verdict.CERTIFICATE_FILE for banc in CASES]
+        wait_until(lambda: all(pdf.exists() for pdf in pdfs), 60, 0.1, "the certificates")
+        assert not any(probe.texts(protocol.topics(b).security) for b in CASES), [probe.texts(protocol.topics(b).security) for b in CASES]
+        # Every battery's history comes from the index banc.py kept.
+        rows = {row.serial: row for row in history.all_results()}
+        assert {row.grade for row in rows.values()} == {grade for *_rest, grade in CASES.values()}
+    finally:
+        probe.stop()
+        status.stop()
+        fleet.stop_all()
+    pdf = folders["banc1"] / "certificate.pdf"
+    shutil.copy(pdf, tmp_path / "certificate-A.pdf")
+    check_certificate(pdf, "RW-GRADEA01", "A", "95,0", tmp_path)
+
+
+def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Path) -> None:
+    """pdftotext shows serial, grade, SOH and hash; the QR code on the rendered first page decodes to them."""
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = text.replace("\u00a0", " ")  # pdftotext gives the no-break spaces back as spaces
+    digest = certificate.data_sha256(pdf.parent)
+    assert serial in text and f"SOH {soh_text} %" in text
+    assert any(line.strip() == grade for line in text.splitlines()), "the grade stands alone, in large type"
+    flat = "".join(text.split())
+    assert digest in flat, "the SHA-256 of data.csv is printed"
+    subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", str(pdf), str(out / "page")], check=True)
+    page = next(out.glob("page*.png"))
+    decoded = subprocess.run(["zbarimg", "-q", "--raw", str(page)], capture_output=True, text=True, check=True).stdout
+    fields = dict(line.split("=", 1) for line in decoded.strip().splitlines())
+    assert fields["serial"] == serial and fields["grade"] == grade and fields["sha256"] == digest
+    assert fields["soh_pct"] == soh_text.replace(",", ".")
+
+
+def test_an_invalid_grading_json_grades_nothing_and_says_why(
+    banc_home: Path, broker: MosquittoBroker, mqtt_env: dict[str, str], fleet: BancFleet,
+) -> None:
+    (banc_home / "grading.json").write_text('{"version": "x", "models": [{"name": "m"}]}', encoding="utf-8")
+    t = protocol.topics(1)
+    with MqttProbe(broker, [t.security]) as probe:
+        runner = fleet.start("banc1", "RW-BADRULE1")
+        play_test(probe, "banc1", 95.0, 0.02)
+        assert runner.wait_exit(30) == 0
+        alert = probe.wait_for(t.security, timeout_s=10).text
+    assert "SANS classement" in alert and "grading.json" in alert and "serial_pattern" in alert
+    folder = runner.folder()
+    summary = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "finished" and summary["verdict"] is None
+    assert not (folder / "certificate.pdf").exists()
+    assert "test finished without a verdict" in runner.log_text() or "without a verdict" in (banc_home / "logs.log").read_text()
+    # report.py says the same, and writes no certificate.
+    done = subprocess.run([sys.executable, str(REPO_DIR / "report.py"), str(folder), "--certificate", str(folder / "c.pdf")],
+                          capture_output=True, text=True, env=mqtt_env, cwd=REPO_DIR)
+    assert done.returncode == 2 and "pas de verdict" in done.stderr and "serial_pattern" in done.stderr
+    assert not (folder / "c.pdf").exists()
+    # Once grading.json is repaired, the finished test is concluded (the kiosk's retry runs this).
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    assert verdict.conclude(folder)["grade"] == "A"
+    assert utils.read_test_config(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
+
+
+def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(banc_home: Path) -> None:
+    syn = write_synthetic_test(banc_home, rows=600)  # a folder of the earlier version: no journal
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    first = verdict.conclude(syn.folder)
+    events, _ = record.read_events(syn.folder)
+    assert [e["event"] for e in events] == ["migrate", "verdict"]
+    stricter = json.loads(json.dumps(RULES))
+    stricter["version"] = "e2e-2"
+    (banc_home / "grading.json").write_text(json.dumps(stricter), encoding="utf-8")
+    assert verdict.conclude(syn.folder) == first  # a later edit of the rules never re-grades a test
+    (syn.folder / "config.json").unlink()
+    assert record.load_summary(syn.folder)["verdict"] == first  # type: ignore[index]
+    assert record.load_summary(syn.folder)["status"] == "finished"  # type: ignore[index]
+
+
+def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    from datetime import datetime
+
+    old = write_synthetic_test(banc_home, rows=300, start=datetime(2024, 3, 4, 8, 0, tzinfo=utils.LOCAL_TZ))
+    new = write_synthetic_test(banc_home, rows=300, banc="banc2", start=datetime(2024, 4, 8, 8, 0, tzinfo=utils.LOCAL_TZ))
+    write_synthetic_test(banc_home, rows=300, serial="RW-OTHER001")
+    verdict.conclude(new.folder)
+    assert report.main(["--history", "rw-test0001"]) == 0  # any letter case
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("banc")]
+    assert [line.split()[0] for line in lines] == ["banc2/08042024-RW-TEST0001", "banc1/04032024-RW-TEST0001"]
+    assert lines[0].split()[6] == "REJET" and lines[1].split()[6] == "—"  # graded / not graded yet
+    # The folders are the truth: a removed folder leaves the history, a damaged index is rebuilt.
+    shutil.rmtree(old.folder)
+    (banc_home / history.INDEX_FILE).write_bytes(b"not a database" * 100)
+    rows = history.battery_history("RW-TEST0001")
+    assert [row.folder for row in rows] == ["banc2/08042024-RW-TEST0001"]
+    assert list(banc_home.glob(f"{history.INDEX_FILE}.corrupt-*"))
+    results = tmp_path / "results.csv"
+    assert report.main(["--results", str(results)]) == 0
+    lines = results.read_text(encoding="utf-8").splitlines()
+    assert lines[0].split(",") == list(history.RESULTS_HEADER) and len(lines) == 3

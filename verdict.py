@@ -1,0 +1,111 @@
+"""Conclude a finished test (contract §7): its verdict into the journal and config.json, the index, the certificate.
+
+The edge around grading.py (pure). The verdict is computed from what the folder holds
+(data.csv, the journal) and grading.json, appended to the journal (an `verdict` event
+after `step 5`, fsynced) and folded into config.json like every journal fact: config.json
+can always be rebuilt with it. A crash between step 5 and the verdict leaves a finished
+test without one; whoever meets it next (report.py --certificate, the kiosk's retry of
+missing certificates) concludes it with the same inputs.
+
+The certificate is written by a separate process (`report.py FOLDER --certificate`) that
+banc.py starts and does not wait for: a slow or failing certificate never delays the end
+of a test nor touches its verdict; the kiosk retries missing certificates.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import analysis
+import grading
+import history
+import record
+import storage
+import utils
+
+logger = logging.getLogger("banc.verdict")
+
+CERTIFICATE_FILE = "certificate.pdf"
+REPORT_SCRIPT = Path(__file__).resolve().parent / "report.py"
+
+
+class NotFinished(ValueError):
+    """The test has not reached step 5: it has no verdict yet."""
+
+
+def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The verdict of a finished test from its folder and grading.json (raises grading.GradingError)."""
+    rules = utils.load_grading_rules()
+    try:
+        facts = analysis.test_facts(analysis.load_test_data(Path(folder)))
+    except analysis.ReportError as exc:  # no data.csv: nothing measured, the checks say so
+        logger.warning("%s: %s", folder, exc)
+        facts = grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+    return grading.grade(summary, facts, rules, utils.correct_to_25c)
+
+
+def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
+    """The verdict of a finished test: the recorded one, else computed and recorded now (journal, config.json, index).
+
+    Raises NotFinished for an unfinished test, grading.GradingError for an invalid
+    grading.json (nothing is recorded: no grade rather than a wrong one), OSError when the
+    journal cannot be written.
+    """
+    folder = Path(folder)
+    summary = record.load_summary(folder)
+    if not record.summary_finished(summary):
+        raise NotFinished(f"{folder} : le test n'est pas terminé (pas d'étape 5)")
+    recorded = _journal_verdict(folder)
+    if recorded is not None:
+        if (record.read_summary_file(folder) or {}).get("verdict") != recorded:
+            utils.refresh_test_config(folder)  # a crash came between the journal and config.json
+        return recorded
+    assert summary is not None
+    computed = compute_verdict(folder, summary)
+    # Two concluders at once (banc.py and a retry): the second sees the first's verdict.
+    with storage.file_lock(folder / record.EVENTS_FILE):
+        recorded = _journal_verdict(folder)
+        if recorded is None:
+            at = now or record.now_local()
+            events, _ = record.read_events(folder)
+            if not events:
+                # A folder of the earlier version (no journal): the verdict needs the finished
+                # test it concludes before it, as banc.py would have migrated it.
+                counts = record.scan_data_csv(folder / record.DATA_CSV_FILE)
+                record.append_event(folder, record.EVENT_MIGRATE, at, serial=summary.get("battery_serial"),
+                                    banc=summary.get("banc"),
+                                    **record.migration_event_fields(summary, counts.last_step))
+            record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed)
+            recorded = computed
+            logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
+    utils.refresh_test_config(folder)
+    try:
+        history.index_folder(folder)
+    except Exception as exc:  # the index is a cache of the folders, rebuilt when behind
+        logger.warning("history index not updated for %s: %s", folder, exc)
+    return recorded
+
+
+def _journal_verdict(folder: Path) -> Optional[dict[str, Any]]:
+    events, _ = record.read_events(folder)
+    return record.fold_events(events).verdict
+
+
+def certificate_path(folder: Path) -> Path:
+    """Where a test's certificate lives."""
+    return Path(folder) / CERTIFICATE_FILE
+
+
+def start_certificate(folder: Path) -> subprocess.Popen:
+    """Start `report.py FOLDER --certificate FOLDER/certificate.pdf` in its own session, without waiting."""
+    folder = Path(folder)
+    return subprocess.Popen(
+        [sys.executable, str(REPORT_SCRIPT), str(folder), "--certificate", str(certificate_path(folder))],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True, env=utils.child_environment(), cwd=str(REPORT_SCRIPT.parent),
+    )
