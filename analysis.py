@@ -529,6 +529,7 @@ class Summary:
     temperature_range_c: Optional[tuple[float, float]]
     max_cell_spread_mv: Optional[float]
     notes: list[str] = field(default_factory=list)
+    verdict: Optional[dict[str, Any]] = None  # config.json's verdict (contract §7) once the test is concluded
 
     @property
     def stopped_s(self) -> float:
@@ -652,6 +653,7 @@ def compute_summary(
         temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
         max_cell_spread_mv=float(spread.max()) if spread is not None else None,
         notes=notes,
+        verdict=config["verdict"] if record.is_verdict(config.get("verdict")) else None,
     )
 
 

@@ -18,6 +18,8 @@ import customtkinter as ctk
 from analysis import ReportError, identity_from_folder
 from chart_data import DISPLAY_BUCKETS, PlotData, load_plot_data
 from charts import PNG_DPI, draw_figure
+from formatting import grade_color
+from summary_text import verdict_text
 
 logger = logging.getLogger("banc.chart_window")
 
@@ -151,10 +153,20 @@ class ChartWindow(ctk.CTkToplevel):
         self.refresh_button.configure(state="normal")
         if kind == "ok":
             figure, self._plot, self._layout_px = value
+            self._show_verdict(self._plot)
             self._show_figure(figure)
         else:
             self.status_label.configure(text=f"Impossible d'afficher ce test :\n{value}", text_color="#c0392b")
             self.status_label.lift()
+
+    def _show_verdict(self, plot: Optional[PlotData]) -> None:
+        """The test's verdict in the title bar, in the grade's colour."""
+        verdict = plot.summary.verdict if plot is not None else None
+        if verdict is None:
+            return
+        serial, banc = plot.summary.serial, plot.summary.banc  # type: ignore[union-attr]
+        self.title_label.configure(text=f"{serial} — {banc} — Verdict {verdict_text(verdict)}",
+                                   text_color=grade_color(str(verdict.get("grade"))))
 
     def _show_figure(self, figure: Any) -> None:
         from matplotlib.backends.backend_tkagg import FigureCanvasTkAgg

@@ -8,8 +8,9 @@ test folder, whether banc.py runs) and the MQTT messages (steps, BMS lines, link
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import protocol
@@ -91,6 +92,62 @@ def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Option
     )
 
 
+@dataclass(frozen=True)
+class ResultView:
+    """The result card of a bench whose last test is finished: its verdict and main figures."""
+
+    serial: str
+    grade: Optional[str]  # None: finished, but no verdict recorded (yet, or grading.json invalid)
+    soh_pct: Optional[float]
+    capacity_ah: Optional[float]
+    ri_25c_ohm: Optional[float]
+    reason: str = ""
+    certificate: bool = False  # certificate.pdf is in the folder
+
+
+def _positive(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def result_view_from_summary(summary: Optional[Mapping[str, Any]], certificate: bool,
+                             correct: Callable[[float, Optional[float]], float]) -> Optional[ResultView]:
+    """The result card of a finished test from its summary (None for a test that is not finished)."""
+    cfg = summary or {}
+    if cfg.get("status") != "finished" and cfg.get("current_step") != protocol.STEP_FINISHED:
+        return None
+    verdict = cfg.get("verdict") if isinstance(cfg.get("verdict"), dict) else {}
+    assert isinstance(verdict, dict)
+    ri_25 = next((_positive(c.get("value")) for c in verdict.get("checks", [])
+                  if isinstance(c, dict) and c.get("name") == "ri_discharge"), None)
+    if ri_25 is None:
+        ri = _positive(cfg.get("ri_discharge_average"))
+        temperature = cfg.get("ri_temperature_c")
+        ri_25 = None if ri is None else correct(ri, temperature if isinstance(temperature, (int, float)) else None)
+    grade = verdict.get("grade") if isinstance(verdict.get("grade"), str) else None
+    soh = verdict.get("soh_pct")
+    return ResultView(
+        serial=str(cfg.get("battery_serial") or "?"), grade=grade,
+        soh_pct=float(soh) if isinstance(soh, (int, float)) and not isinstance(soh, bool) else None,
+        capacity_ah=_positive(cfg.get("capacity_ah")), ri_25c_ohm=ri_25,
+        reason=str(verdict.get("reason") or ""), certificate=certificate,
+    )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One test of a battery in the kiosk's history list (`graph` + serial)."""
+
+    folder: Path
+    banc: str
+    start: Optional[str]  # ISO 8601
+    status: str
+    grade: Optional[str]
+    soh_pct: Optional[float]
+    capacity_ah: Optional[float]
+
+
 def status_display(
     occupied: bool, serial: Optional[str], step: Optional[int], running: bool, unfinished: bool,
     last_serial: Optional[str] = None, last_step: Optional[int] = None,
@@ -155,6 +212,7 @@ class BancSnapshot:
     running: bool  # a banc.py runs for this bench
     unfinished: bool  # occupied, not running, and its test is not finished: to resume
     ri_view: Optional[RiView] = None  # Ri/diffusion freshly read from the test's config.json, else None
+    result: Optional[ResultView] = None  # a free bench whose last test is finished: its result card
 
 
 # =========================================================================== one bench's state and its display

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,15 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import history
 import protocol
+import record
 import utils
 from kiosk_state import (
     KIND_CALIBRATION,
     KIND_OUTCOME,
     KIND_SNAPSHOT,
     BancSnapshot,
+    HistoryEntry,
     Inbound,
+    ResultView,
     RiView,
+    result_view_from_summary,
     ri_view_from_config,
 )
 from processes import BancSupervisor
@@ -40,6 +47,12 @@ log = logging.getLogger("banc.ui.worker")
 REFRESH_INTERVAL_S = 2.0  # bancs_config.json, running banc.py, exited children
 WORKFLOW_TICK_S = 0.5  # scan timeouts
 STOP_TIMEOUT_S = 5.0
+# A finished test without its certificate: banc.py's report.py child had this long to write it;
+# then the worker starts report.py --certificate again (it also records a missing verdict),
+# at most CERTIFICATE_ATTEMPTS times, CERTIFICATE_RETRY_S apart.
+CERTIFICATE_GRACE_S = 120.0
+CERTIFICATE_RETRY_S = 600.0
+CERTIFICATE_ATTEMPTS = 3
 
 
 # =========================================================================== requests (Tk thread -> worker)
@@ -93,6 +106,7 @@ class Outcome:
     done: bool = False  # the decision's side effect happened (test started, bench reset, folder found)
     folder: Optional[Path] = None  # GRAPH: the test to chart
     show_charts: Optional[Callable[..., Any]] = None  # GRAPH: report.show_charts, imported here
+    history: tuple[HistoryEntry, ...] = ()  # GRAPH of a serial: every test of that battery, newest first
     answers_scan: bool = True  # False for a notice nobody asked for (a banc.py that failed at start)
 
 
@@ -161,6 +175,10 @@ class KioskWorker:
         self._posted: dict[str, BancSnapshot] = {}
         self._ri_for: dict[str, Optional[str]] = {}
         self._unfinished_cache: dict[str, tuple[tuple[Optional[str], bool], bool]] = {}
+        self._latest_cache: dict[str, tuple[int, Optional[Path]]] = {}  # bench -> (its folder's mtime, latest test)
+        self._results: dict[str, tuple[Path, Optional[ResultView]]] = {}
+        self._certificate_tries: dict[Path, tuple[int, float]] = {}  # folder -> (attempts, last attempt)
+        self._certificate_children: list[subprocess.Popen] = []
 
     # ------------------------------------------------------------------ Tk thread side
 
@@ -324,8 +342,25 @@ class KioskWorker:
         show_charts = getattr(report, "show_charts", None)
         if not callable(show_charts):
             return self._error(outcome, "Graphiques non disponibles (module report absent).")
+        if serial:
+            entries = self.history_of(serial)
+            if entries:
+                return Outcome(Action.GRAPH, f"Historique de {serial} : {len(entries)} test(s). Touchez un test pour "
+                               "ses graphiques.", Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder,
+                               show_charts=show_charts, history=entries)
         return Outcome(Action.GRAPH, f"Graphiques de {target} ({folder.name}).", Level.INFO.value, banc=banc,
                        serial=serial, done=True, folder=folder, show_charts=show_charts)
+
+    def history_of(self, serial: str) -> tuple[HistoryEntry, ...]:
+        """Every test of a battery, newest first (the history index, brought in line with the folders)."""
+        try:
+            rows = history.battery_history(serial)
+        except (OSError, history.sqlite3.Error) as exc:
+            log.error("history of %s unavailable: %s", serial, exc)
+            return ()
+        root = utils.data_dir()
+        return tuple(HistoryEntry(root / row.folder, row.banc, row.start, row.status, row.grade, row.soh_pct,
+                                  row.capacity_ah) for row in rows)
 
     # ------------------------------------------------------------------ bench state
 
@@ -350,11 +385,74 @@ class KioskWorker:
         running = self.supervisor.is_running(banc)
         unfinished = occupied and not running and self._unfinished(banc, serial, running)
         ri_view = None
+        result = None if occupied else self._result(banc)
         # The panel shows Ri/diffusion from step 2 on (seed §4): read once per test, and again on request.
         if occupied and serial and (reload_ri or ((step or 0) >= 2 and self._ri_for.get(banc) != serial)):
             ri_view = ri_view_of_test(serial, banc)
             self._ri_for[banc] = serial
-        return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view)
+        return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view, result)
+
+    # ------------------------------------------------------------------ results and certificates
+
+    def latest_folder(self, banc: str) -> Optional[Path]:
+        """The bench's most recent test folder (by name: date, then rank), re-listed only when the bench folder changed."""
+        bench_dir = utils.data_dir() / banc
+        try:
+            mtime = bench_dir.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._latest_cache.get(banc)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        best: Optional[tuple[tuple[Any, ...], Path]] = None
+        with os.scandir(bench_dir) as entries:
+            for entry in entries:
+                name = record.parse_folder_name(entry.name)
+                if name is None or not entry.is_dir():
+                    continue
+                key = (name.day, name.index, entry.stat().st_mtime_ns)
+                if best is None or key > best[0]:
+                    best = (key, Path(entry.path))
+        latest = best[1] if best else None
+        self._latest_cache[banc] = (mtime, latest)
+        return latest
+
+    def _result(self, banc: str) -> Optional[ResultView]:
+        """The result card of a free bench: its last test's verdict when that test is finished."""
+        folder = self.latest_folder(banc)
+        if folder is None:
+            return None
+        cached = self._results.get(banc)
+        if cached is not None and cached[0] == folder and cached[1] is not None and cached[1].grade and cached[1].certificate:
+            return cached[1]  # concluded for good: nothing more to read
+        certificate = (folder / record.CERTIFICATE_FILE).exists()
+        view = result_view_from_summary(record.load_summary(folder), certificate, utils.correct_to_25c)
+        self._results[banc] = (folder, view)
+        if view is not None and not certificate:
+            self._retry_certificate(folder)
+        return view
+
+    def _retry_certificate(self, folder: Path) -> None:
+        """Start report.py --certificate for a finished test that still lacks it, after banc.py's own attempt."""
+        self._certificate_children = [child for child in self._certificate_children if child.poll() is None]
+        try:
+            age_s = time.time() - (folder / record.EVENTS_FILE).stat().st_mtime
+        except OSError:
+            return
+        attempts, last = self._certificate_tries.get(folder, (0, float("-inf")))
+        now = self.clock()
+        if age_s < CERTIFICATE_GRACE_S or attempts >= CERTIFICATE_ATTEMPTS or now - last < CERTIFICATE_RETRY_S:
+            return
+        self._certificate_tries[folder] = (attempts + 1, now)
+        import verdict  # numpy and matplotlib behind it: only when a certificate is missing
+
+        try:
+            self._certificate_children.append(verdict.start_certificate(folder))
+        except OSError as exc:
+            log.error("certificate of %s not started: %s", folder, exc)
+            return
+        log.warning("certificate of %s missing: report.py --certificate started (attempt %d/%d)", folder,
+                    attempts + 1, CERTIFICATE_ATTEMPTS)
 
     def _post_snapshot(self, snapshot: BancSnapshot, force: bool) -> None:
         # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.

@@ -50,6 +50,7 @@ TEST_CONFIG_FILE = "config.json"
 DATA_CSV_FILE = "data.csv"
 REJECTED_CSV_FILE = "rejected.csv"
 EVENTS_FILE = "events.jsonl"
+CERTIFICATE_FILE = "certificate.pdf"  # written after step 5 (verdict.py, report.py --certificate)
 
 DATA_CSV_HEADER_V1: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
 """data.csv of the earlier version: receipt time, phase, then the 10 BMS fields as the ESP sent them."""

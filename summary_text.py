@@ -9,7 +9,7 @@ from typing import Optional
 import protocol
 import record
 from analysis import CAPACITY_FLAG_PCT, Summary
-from formatting import PHASE_COLORS, darker, format_duration, format_milliohm
+from formatting import PHASE_COLORS, darker, format_duration, format_milliohm, format_number, grade_color
 
 STATUS_LABELS = {record.TEST_RUNNING: "en cours", record.TEST_FINISHED: "terminé", record.TEST_STOPPED: "arrêté",
                  record.TEST_ABANDONED: "abandonné"}
@@ -47,6 +47,8 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
     lines = [f"Test {summary.serial} — {summary.banc} — {status}"]
     if folder is not None:
         lines.append(f"Dossier : {folder}")
+    if summary.verdict is not None:
+        lines.append(f"Verdict             : {verdict_text(summary.verdict)} — {summary.verdict.get('reason', '')}")
     lines.append(f"Début (config.json) : {format_time(summary.first_handle)}")
     lines.append(f"Première mesure     : {format_time(summary.first_row_s)}")
     lines.append(f"Dernière mesure     : {format_time(summary.last_row_s)}")
@@ -114,10 +116,19 @@ _SHORT_PHASE = {4: "Recharge stock."}
 _SHORT_RESISTANCE = {"diffusion_discharge": "Diff. décharge", "diffusion_charge": "Diff. charge"}
 
 
+def verdict_text(verdict: dict) -> str:
+    """A verdict in a few words: "A, SOH 93,2 %" ("NON CLASSÉ" alone without a SOH)."""
+    soh = verdict.get("soh_pct")
+    grade = str(verdict.get("grade"))
+    return grade if not isinstance(soh, (int, float)) else f"{grade}, SOH {format_number(soh, 1, '%')}"
+
+
 def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     """(text, colour) lines of the results panel beside the charts (at most ~29 characters each)."""
     red, black, grey = PANEL_RED, PANEL_TEXT, PANEL_GREY
     out: list[tuple[str, str]] = [("Résultats", black)]
+    if summary.verdict is not None:
+        out.append((f"Verdict : {verdict_text(summary.verdict)}", grade_color(str(summary.verdict.get("grade")))))
     out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
     out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:.2f}'):>8}{_fmt(summary.esp_capacity_wh, '{:.0f}'):>8}",
                 black))

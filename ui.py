@@ -43,7 +43,9 @@ from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests a
     STORAGE_SOC_PCT,
     BancRuntime,
     BancSnapshot,
+    HistoryEntry,
     Inbound,
+    ResultView,
     RiView,
     banc_display,
     coalesce,
@@ -63,7 +65,7 @@ from kiosk_worker import (
 )
 from processes import BancSupervisor
 from scan_workflow import Action, ScanWorkflow
-from ui_components import BG_APP, BancPanel, Fonts, ScanBar
+from ui_components import BG_APP, BancPanel, Fonts, HistoryWindow, ResultCard, ScanBar
 
 __all__ = [
     "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
@@ -288,6 +290,8 @@ class App(ctk.CTk):
         self.grid_columnconfigure(tuple(range(cols)), weight=1, uniform="col")
         self.grid_rowconfigure(tuple(range(rows)), weight=1, uniform="row")
         self.panels: dict[str, BancPanel] = {}
+        self.result_cards: dict[str, ResultCard] = {}
+        self.history_window: Optional[HistoryWindow] = None
         for i, banc in enumerate(self.bancs):
             panel = BancPanel(self, banc, self.fonts, on_title_click=self.open_graph_for_banc)
             row, col = divmod(i, cols)
@@ -417,6 +421,10 @@ class App(ctk.CTk):
         elif outcome.action is Action.RESET and outcome.done:
             assert outcome.banc
             self.reset_banc(outcome.banc, outcome.message)
+        elif outcome.action is Action.GRAPH and outcome.done and outcome.history:
+            assert outcome.show_charts is not None
+            self.open_history(outcome.serial or "?", outcome.history, outcome.show_charts)
+            self.scan_bar.show_message(outcome.message, outcome.level)
         elif outcome.action is Action.GRAPH and outcome.done:
             assert outcome.folder is not None and outcome.show_charts is not None
             self.open_graph(outcome.folder, outcome.show_charts, outcome.message)
@@ -434,6 +442,7 @@ class App(ctk.CTk):
         panel = self.panels[banc]
         panel.reset()
         panel.hide_overlay_labels()
+        self.show_result(banc, None)  # the next test: the last one's card goes
         panel.show_step_quietly(start_step)
         rt.step, rt.phase_started_s = start_step, time.monotonic()
         rt.shown_stopped = False
@@ -477,6 +486,27 @@ class App(ctk.CTk):
 
     # ------------------------------------------------------------------ bench state
 
+    def show_result(self, banc: str, result: Optional[ResultView]) -> None:
+        """A finished bench's result card over its panel, until its next test starts (None hides it)."""
+        card = self.result_cards.get(banc)
+        if result is None:
+            if card is not None:
+                card.place_forget()
+            return
+        if card is None:
+            card = ResultCard(self.panels[banc], self.fonts, on_touch=lambda: self.open_graph_for_banc(banc))
+            self.result_cards[banc] = card
+        card.set_result(result)
+        card.place(relx=0.5, rely=0.64, anchor="center", relwidth=0.94, relheight=0.56)
+        card.lift()
+
+    def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any]) -> None:
+        """`graph` + a serial: every test of that battery; touching one opens its charts."""
+        window = HistoryWindow(self, serial, entries,
+                               lambda entry: self.open_graph(entry.folder, show_charts, f"Graphiques de {entry.folder.name}."))
+        self.route_keys_to_entry(window)
+        self.history_window = window
+
     def render_banc(self, banc: str) -> None:
         """Header and link pills of a bench, from banc_display (the one derivation)."""
         display = banc_display(self.runtime[banc])
@@ -502,6 +532,7 @@ class App(ctk.CTk):
         self.render_banc(banc)
         if snapshot.ri_view is not None:
             panel.update_ri_diffusion_widgets(snapshot.ri_view)
+        self.show_result(banc, None if rt.occupied else snapshot.result)
 
     def update_ri_diffusion_widgets(self, banc: str) -> None:
         """Seed §4: Ri/diffusion (diffusion at 25 °C) read again from the test's config.json, by the worker."""

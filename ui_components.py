@@ -16,8 +16,16 @@ import customtkinter as ctk
 
 import formatting
 import protocol
-from formatting import format_clock, format_milliohm
-from kiosk_state import STATUS_BUSY, STATUS_DONE, STATUS_FREE, STATUS_INTERRUPTED, RiView
+from formatting import format_clock, format_milliohm, format_number, grade_color
+from kiosk_state import (
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_FREE,
+    STATUS_INTERRUPTED,
+    HistoryEntry,
+    ResultView,
+    RiView,
+)
 
 # =========================================================================== colours
 
@@ -625,6 +633,117 @@ class BancPanel(ctk.CTkFrame):
         self.widgets["soc_gauge"].set_soc(None)
         self.widgets["progress_bar_nurse"].clear()
         self.update_ri_diffusion_widgets(None)
+
+
+# =========================================================================== result card and history
+
+
+def result_lines(result: ResultView) -> tuple[str, str, list[str]]:
+    """What a result card says (pure): the grade, its caption, and the figures, in French."""
+    ri = None if result.ri_25c_ohm is None else result.ri_25c_ohm * 1000
+    figures = [
+        f"SOH {format_number(result.soh_pct, 1, '%')}",
+        f"Capacité {format_number(result.capacity_ah, 2, 'Ah')}",
+        f"Ri 25 °C {format_number(ri, 2, 'mΩ')}",
+    ]
+    if result.grade is None:
+        return "…", "Verdict en attente", figures
+    certificate = "certificat prêt" if result.certificate else "certificat en cours"
+    return result.grade, f"Terminé — {result.serial} — {certificate}", figures
+
+
+class ResultCard(ctk.CTkFrame):
+    """A finished bench's result, kept on its panel until the bench's next test starts; a touch opens the charts."""
+
+    def __init__(self, master: Any, fonts: Fonts, on_touch: Optional[Callable[[], None]] = None) -> None:
+        super().__init__(master, fg_color="#2a2f34", corner_radius=10, border_width=2, border_color=COLOR_UNKNOWN)
+        self.labels = _CachedLabels()
+        self.result: Optional[ResultView] = None
+        self.grid_columnconfigure(1, weight=1)
+        self.grid_rowconfigure((1, 2, 3), weight=1)
+        self.grade = ctk.CTkLabel(self, text="", font=ctk.CTkFont(size=fonts.px(40), weight="bold"),
+                                  text_color="#ffffff", fg_color=COLOR_UNKNOWN, corner_radius=8, width=fonts.px(110))
+        self.grade.grid(row=0, column=0, rowspan=5, sticky="nsw", padx=8, pady=8)
+        self.caption = ctk.CTkLabel(self, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
+        self.caption.grid(row=0, column=1, sticky="ew", padx=(4, 8), pady=(8, 0))
+        self.figures = []
+        for row in range(1, 4):
+            label = ctk.CTkLabel(self, text="", font=fonts["value"], text_color=TEXT, anchor="w", height=1)
+            label.grid(row=row, column=1, sticky="ew", padx=(4, 8))
+            self.figures.append(label)
+        self.reason = ctk.CTkLabel(self, text="", font=fonts["small"], text_color=MUTED, anchor="w", justify="left",
+                                   wraplength=fonts.px(320), height=1)
+        self.reason.grid(row=4, column=1, sticky="ew", padx=(4, 8), pady=(0, 8))
+        if on_touch is not None:
+            for widget in (self, self.grade, self.caption, *self.figures, self.reason):
+                widget.bind("<Button-1>", lambda _e: on_touch())
+
+    def set_result(self, result: ResultView) -> None:
+        """Show a finished test's verdict: the grade in its colour, SOH, capacity, Ri at 25 °C."""
+        self.result = result
+        grade, caption, figures = result_lines(result)
+        color = grade_color(result.grade) if result.grade else COLOR_UNKNOWN
+        if self.grade.cget("text") != grade or self.grade.cget("fg_color") != color:
+            self.grade.configure(text=grade, fg_color=color)
+            self.configure(border_color=color)
+        self.labels.set(self.caption, caption)
+        for label, text in zip(self.figures, figures):
+            self.labels.set(label, text)
+        self.labels.set(self.reason, result.reason)
+
+    @property
+    def grade_text(self) -> str:
+        """The grade shown."""
+        return str(self.grade.cget("text"))
+
+
+def history_line(entry: HistoryEntry) -> str:
+    """One test of a battery's history for people (pure): date, bench, grade, SOH, capacity."""
+    start = (entry.start or "")[:16].replace("T", " ")
+    if len(start) == 16:
+        start = f"{start[8:10]}/{start[5:7]}/{start[0:4]} {start[11:16]}"
+    status = {"finished": "terminé", "running": "en cours", "stopped": "arrêté", "abandoned": "abandonné"}
+    return (f"{start or '—'}   Banc {entry.banc[4:] if entry.banc.startswith('banc') else entry.banc}   "
+            f"{status.get(entry.status, entry.status)}   {entry.grade or '—'}   "
+            f"SOH {format_number(entry.soh_pct, 1, '%')}   {format_number(entry.capacity_ah, 2, 'Ah')}")
+
+
+class HistoryWindow(ctk.CTkToplevel):
+    """Every test of one battery, newest first; touching a test opens its charts."""
+
+    def __init__(self, master: Any, serial: str, entries: list[HistoryEntry] | tuple[HistoryEntry, ...],
+                 on_open: Callable[[HistoryEntry], None]) -> None:
+        super().__init__(master)
+        self.title(f"Historique — {serial}")
+        self.configure(fg_color=BG_APP)
+        width, height = min(1100, self.winfo_screenwidth()), min(700, self.winfo_screenheight())
+        self.geometry(f"{width}x{height}+{(self.winfo_screenwidth() - width) // 2}+40")
+        self.bind("<Escape>", lambda _e: self.destroy())
+        bar = ctk.CTkFrame(self, fg_color="transparent")
+        bar.pack(side="top", fill="x", padx=12, pady=(10, 4))
+        ctk.CTkLabel(bar, text=f"Historique de {serial} — {len(entries)} test(s)", text_color=TEXT,
+                     font=ctk.CTkFont(size=24, weight="bold")).pack(side="left")
+        ctk.CTkButton(bar, text="Fermer", width=180, height=56, font=ctk.CTkFont(size=22, weight="bold"),
+                      command=self.destroy).pack(side="right")
+        body = ctk.CTkScrollableFrame(self, fg_color=BG_PANEL)
+        body.pack(side="top", fill="both", expand=True, padx=8, pady=(0, 8))
+        body.grid_columnconfigure(1, weight=1)
+        self.rows: list[ctk.CTkButton] = []
+        for row, entry in enumerate(entries):
+            swatch = ctk.CTkLabel(body, text=entry.grade or "—", width=120, height=48, corner_radius=8,
+                                  fg_color=grade_color(entry.grade) if entry.grade else COLOR_UNKNOWN,
+                                  text_color="#ffffff", font=ctk.CTkFont(size=20, weight="bold"))
+            swatch.grid(row=row, column=0, padx=(6, 8), pady=4)
+            button = ctk.CTkButton(body, text=history_line(entry), anchor="w", height=48, font=ctk.CTkFont(size=18),
+                                   fg_color="#2a2f34", hover_color="#3a3f44", text_color=TEXT,
+                                   command=lambda e=entry: on_open(e))
+            button.grid(row=row, column=1, sticky="ew", padx=(0, 6), pady=4)
+            self.rows.append(button)
+        self.after(10, self._raise)
+
+    def _raise(self) -> None:
+        self.attributes("-topmost", True)
+        self.lift()
 
 
 # =========================================================================== scan bar

@@ -30,7 +30,7 @@ import utils
 
 logger = logging.getLogger("banc.verdict")
 
-CERTIFICATE_FILE = "certificate.pdf"
+CERTIFICATE_FILE = record.CERTIFICATE_FILE
 REPORT_SCRIPT = Path(__file__).resolve().parent / "report.py"
 
 
