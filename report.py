@@ -102,7 +102,7 @@ __all__ = [
     "TestData", "TimeAxis",
     "bdf_columns", "bdf_metadata", "bdf_metadata_path", "bdf_step_count", "capacity_flag_text", "compute_summary",
     "continuous_intervals", "coulomb_count", "decimate", "display_runs", "draw_figure", "figure_layout",
-    "find_segments", "format_duration", "format_history", "format_milliohm", "format_summary", "format_time", "identity_from_folder",
+    "find_segments", "format_duration", "format_milliohm", "format_summary", "format_time", "identity_from_folder",
     "load_plot_data", "load_report", "load_test_data", "main", "minmax_indices", "panel_lines", "parse_data_csv",
     "parse_iso_timestamps", "phase_name", "prepare_plot_data", "render_png", "show_charts", "split_trapezoid",
     "stop_gap_s", "time_axis", "time_ticks", "write_bdf",

@@ -18,7 +18,7 @@ DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # What the kiosk and the scripts need; a superset of scripts/setup.sh's APT_PACKAGES, so
 # that setup.sh, run afterwards as the kiosk user, finds nothing left to install as root.
-APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils logrotate)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools logrotate)
 OLD_SEED_UNIT=/etc/systemd/system/banc_test_ui.service
 
 usage() {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -6,6 +6,7 @@ bench/bench_report.py times at scale.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,3 +151,35 @@ def write_synthetic_test(
     return Synthetic(folder=folder, rows=n, expected_discharge_ah=expected_ah, stop_s=stop_s, unix_s=unix)
 
 
+
+
+def write_finished_record(root: Path, banc: str, serial: str, start: datetime, duration_s: float,
+                          capacity_ah: float, grade: str, soh_pct: float) -> Path:
+    """A finished, graded test folder as banc.py leaves it, without its data.csv (journal + config.json).
+
+    Many thousands of them make the lab the history index is timed on: what --history and
+    --results read is the journal and the summary, never the rows. Plain writes (no fsync).
+    """
+    import record
+
+    folder = Path(root) / "data" / banc / record.folder_name(serial, start.date())
+    folder.mkdir(parents=True, exist_ok=True)
+    end = datetime.fromtimestamp(start.timestamp() + duration_s, tz=utils.LOCAL_TZ)
+    verdict = {"grade": grade, "soh_pct": soh_pct, "model": "LFP 16S 100 Ah", "grading_version": "bench",
+               "checks": [{"name": "soh", "value": soh_pct, "limit": 70.0, "ok": soh_pct >= 70.0},
+                          {"name": "ri_discharge", "value": 0.021, "limit": 0.04, "ok": True}],
+               "reason": "synthétique"}
+    journal = [
+        record.encode_event(record.EVENT_START, start, serial=serial, banc=banc, first_handle=record.iso(start),
+                            software_version=record.SOFTWARE_VERSION),
+        *(record.encode_event(record.EVENT_STEP, start, step=step) for step in (2, 3, 4)),
+        record.encode_event(record.EVENT_STEP, end, step=5),
+        record.encode_event(record.EVENT_VERDICT, end, verdict=verdict),
+    ]
+    (folder / record.EVENTS_FILE).write_bytes(b"".join(journal))
+    summary = record.apply_state(record.new_summary(banc, serial, record.iso(start)),
+                                 record.fold_events(record.parse_events(b"".join(journal))[0]))
+    summary.update(capacity_ah=capacity_ah, capacity_wh=round(capacity_ah * 51.2, 3), ri_discharge_average=0.021,
+                   ri_discharge_count=3, ri_temperature_c=25.0)
+    (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(summary), encoding="utf-8")
+    return folder

@@ -100,7 +100,7 @@ def test_package_boundaries(importer: str, forbidden: str) -> None:
     assert {name: targets for name, targets in offenders.items() if targets} == {}
 
 
-@pytest.mark.parametrize("module", ["kiosk_state", "scan_workflow", "record", "business_hours", "analysis"])
+@pytest.mark.parametrize("module", ["kiosk_state", "scan_workflow", "record", "business_hours", "analysis", "grading"])
 def test_pure_cores_import_no_toolkit_and_no_io_shell(module: str) -> None:
     """The pure modules never import Tk, the MQTT client, the kiosk or banc.py."""
     tree = ast.parse((REPO_DIR / f"{module}.py").read_text(encoding="utf-8"))
