@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,12 @@ import pytest
 
 import certificate
 import history
+import kiosk_state
+import kiosk_worker
 import protocol
 import record
 import report
+import ui_components as uic
 import utils
 import verdict
 from testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
@@ -190,3 +196,74 @@ def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path,
     assert report.main(["--results", str(results)]) == 0
     lines = results.read_text(encoding="utf-8").splitlines()
     assert lines[0].split(",") == list(history.RESULTS_HEADER) and len(lines) == 3
+
+
+# =========================================================================== the kiosk's side (pure, and the worker's retry)
+
+
+def half(ohm: float, temperature_c: Any) -> float:
+    return ohm / 2
+
+
+@pytest.mark.parametrize(
+    "summary, expected",
+    [
+        ({"status": "running", "current_step": 3}, None),
+        ({"status": "finished", "battery_serial": "RW-X0001", "capacity_ah": 93.5, "ri_discharge_average": 0.03,
+          "verdict": {"grade": "A", "soh_pct": 93.5, "reason": "ok",
+                      "checks": [{"name": "ri_discharge", "value": 0.0213, "limit": 0.04, "ok": True}]}},
+         kiosk_state.ResultView("RW-X0001", "A", 93.5, 93.5, 0.0213, "ok", True)),
+        # Finished, no verdict yet: the figures the summary has, Ri brought to 25 °C by the curve.
+        ({"status": "finished", "battery_serial": "RW-X0001", "capacity_ah": 93.5, "ri_discharge_average": 0.03,
+          "ri_temperature_c": 20.0, "verdict": None},
+         kiosk_state.ResultView("RW-X0001", None, None, 93.5, 0.015, "", True)),
+    ],
+)
+def test_result_view_of_a_summary(summary: dict[str, Any], expected: Any) -> None:
+    assert kiosk_state.result_view_from_summary(summary, True, half) == expected
+
+
+def test_result_card_text() -> None:
+    graded = kiosk_state.ResultView("RW-X0001", "B", 85.04, 85.04, 0.02134, "r", False)
+    assert uic.result_lines(graded) == (
+        "B", "Terminé — RW-X0001 — certificat en cours",
+        ["SOH 85,0\u00a0%", "Capacité 85,04\u00a0Ah", "Ri 25 °C 21,34\u00a0mΩ"])
+    pending = kiosk_state.ResultView("RW-X0001", None, None, 85.04, None, "", False)
+    assert uic.result_lines(pending)[:2] == ("…", "Verdict en attente")
+    assert uic.result_lines(pending)[2][2] == "Ri 25 °C —"
+
+
+def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
+    banc_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    syn = write_synthetic_test(banc_home, rows=300)
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    verdict.conclude(syn.folder)
+    started: list[Path] = []
+
+    class Done:
+        def poll(self) -> int:
+            return 0
+
+    def start(folder: Path) -> Done:
+        started.append(folder)
+        return Done()
+
+    monkeypatch.setattr(verdict, "start_certificate", start)
+    now = [1000.0]
+    worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
+    journal = syn.folder / record.EVENTS_FILE
+    assert worker._result("banc1") is not None and started == []  # just finished: banc.py's child is on it
+    old = time.time() - kiosk_worker.CERTIFICATE_GRACE_S - 1
+    os.utime(journal, (old, old))
+    attempts = []
+    for step_s in (0, 10, kiosk_worker.CERTIFICATE_RETRY_S, kiosk_worker.CERTIFICATE_RETRY_S,
+                   kiosk_worker.CERTIFICATE_RETRY_S):
+        now[0] += step_s
+        view = worker._result("banc1")
+        assert view is not None and view.grade == "REJET" and not view.certificate
+        attempts.append(len(started))
+    assert attempts == [1, 1, 2, 3, 3]  # once, then every 10 minutes, three times at most
+    (syn.folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
+    view = worker._result("banc1")
+    assert view is not None and view.certificate
