@@ -162,6 +162,8 @@ def _test_folders(data_dir: Path, serial: Optional[str]) -> Iterator[tuple[str, 
             continue
         with os.scandir(bench.path) as entries:
             for entry in entries:
+                if key is not None and key not in entry.name.upper():
+                    continue  # not this battery's: skipped before the name is parsed
                 name = record.parse_folder_name(entry.name)
                 if name is None or (key is not None and record.serial_key(name.serial) != key):
                     continue
