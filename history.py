@@ -3,7 +3,9 @@
 The folders stay the truth; `BANC_HOME/history.sqlite` is a cache of one row per test
 folder, each with the signature (size and mtime) of the files it was read from. Every query
 first brings the index in line with the folders: a folder that is new or whose journal or
-config.json changed is read again, a folder that is gone is forgotten. So the index is never
+config.json changed is read again, a folder that is gone is forgotten. A finished, graded
+test never changes again (its journal takes no more events and its first verdict stays):
+for those only the folder's presence is checked. So the index is never
 trusted over the folders, and a missing or damaged index is simply rebuilt (the damaged file
 kept aside). banc.py indexes its folder when a test concludes; a query costs one directory
 listing and two stats per folder, and re-reads only what changed.
@@ -30,7 +32,8 @@ import utils
 logger = logging.getLogger("banc.history")
 
 INDEX_FILE = "history.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FINAL = "final:"  # signature prefix of a finished, graded test: its folder never changes again
 _COLUMNS: tuple[str, ...] = (
     "folder", "serial", "serial_key", "banc", "start", "end", "status", "grade", "soh_pct",
     "capacity_ah", "capacity_wh", "ri_discharge_25c_ohm", "model", "grading_version", "reason", "signature",
@@ -101,6 +104,8 @@ def row_from_summary(relative: str, summary: dict[str, Any], signature: str) -> 
         except (ValueError, OSError):
             ri_25 = None
     serial = str(summary.get("battery_serial") or "")
+    if record.summary_finished(summary) and verdict:
+        signature = FINAL + signature
     return (
         relative, serial, record.serial_key(serial), str(summary.get("banc") or ""),
         summary.get("first_handle"), summary.get("end_time"), str(summary.get("status") or ""),
@@ -178,11 +183,16 @@ def sync(conn: sqlite3.Connection, data_dir: Path, serial: Optional[str] = None)
     seen: set[str] = set()
     changed = []
     for relative, path in _test_folders(data_dir, serial):
+        if known.get(relative, "").startswith(FINAL):
+            # Finished and graded: the journal takes nothing more (record.py) and the first
+            # verdict stays, so the row cannot be stale; only the folder's presence is checked.
+            seen.add(relative)
+            continue
         signature = _signature(path)
         if signature is None:
             continue  # not a test (yet)
         seen.add(relative)
-        if known.get(relative) != signature:
+        if known.get(relative) not in (signature, FINAL + signature):
             summary = record.load_summary(Path(path))
             if summary is not None:
                 changed.append(row_from_summary(relative, summary, signature))
@@ -226,6 +236,23 @@ def all_results(data_dir: Optional[Path] = None, path: Optional[Path] = None) ->
     with open_index(path) as conn:
         sync(conn, Path(data_dir or utils.data_dir()))
         return _rows(conn, "", ())
+
+
+def lab_results_csv(data_dir: Optional[Path] = None, path: Optional[Path] = None) -> tuple[str, int]:
+    """Every test of the lab as CSV text (RESULTS_HEADER), newest first, and the number of tests.
+
+    Straight from the index's rows to the csv module (None is written empty): the lab's
+    10,000 tests cost no Python object per field.
+    """
+    with open_index(path) as conn:
+        sync(conn, Path(data_dir or utils.data_dir()))
+        cursor = conn.execute(f"SELECT {', '.join(RESULTS_HEADER)} FROM tests ORDER BY start DESC, folder DESC")
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(RESULTS_HEADER)
+        writer.writerows(cursor)
+        count = conn.execute("SELECT count(*) FROM tests").fetchone()[0]
+    return out.getvalue(), int(count)
 
 
 def results_csv(rows: list[TestRow]) -> str:

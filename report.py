@@ -210,13 +210,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.results is not None:
         try:
-            rows = history.all_results()
-            text = history.results_csv(rows).encode("utf-8")
-            storage.atomic_write(args.results, lambda fh: fh.write(text))
+            text, count = history.lab_results_csv()
+            data = text.encode("utf-8")
+            storage.atomic_write(args.results, lambda fh: fh.write(data))
         except (OSError, history.sqlite3.Error) as exc:
             print(f"report.py : résultats non écrits : {exc}", file=sys.stderr)
             return 1
-        print(f"Résultats écrits : {args.results} ({len(rows)} tests)")
+        print(f"Résultats écrits : {args.results} ({count} tests)")
         return 0
     if args.certificate is not None:
         return _write_certificate(args.test_folder, args.certificate)

@@ -499,6 +499,8 @@ class App(ctk.CTk):
         card.set_result(result)
         card.place(relx=0.5, rely=0.64, anchor="center", relwidth=0.94, relheight=0.56)
         card.lift()
+        if self.panels[banc].security_visible:  # an alert (e.g. "terminé SANS classement") stays readable
+            self.panels[banc].widgets["security"].lift()
 
     def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any]) -> None:
         """`graph` + a serial: every test of that battery; touching one opens its charts."""

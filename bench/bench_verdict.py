@@ -9,6 +9,7 @@ benches and --tests/3 batteries), then times, in the same run, end to end (a new
   (b) `report.py --results FILE.csv` again: the index brought in line with the folders (stat only),
   (c) `report.py --history SERIAL` (one battery's tests, newest first),
   (d) (b) after one more test finished (one folder re-read),
+  (b') and (c') the same work in this process (the index alone, without Python's start-up and imports),
 and for one synthetic 48-hour test (--rows at 1 Hz, with data.csv):
   (e) `report.py FOLDER --png FILE` (baseline: the charts alone),
   (f) `report.py FOLDER --certificate FILE` (verdict, SHA-256, both pages, QR code).
@@ -65,6 +66,13 @@ def run_report(home: Path, *args: str) -> float:
     return elapsed
 
 
+def timed(action: Callable[[], object]) -> float:
+    """Seconds taken by `action()` in this process."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
 def best(repeat: int, action: Callable[[], float]) -> float:
     """The least noisy of `repeat` timings (the machine is shared)."""
     return min(action() for _ in range(repeat))
@@ -96,6 +104,10 @@ def main() -> int:
         b = best(args.repeat, lambda: run_report(home, "--results", str(results)))
         c = best(args.repeat, lambda: run_report(home, "--history", serials[len(serials) // 2]))
         rows = len(results.read_text(encoding="utf-8").splitlines()) - 1
+        os.environ["BANC_HOME"] = str(home)
+        utils.reload_settings()
+        b_in = best(args.repeat, lambda: timed(history.lab_results_csv))
+        c_in = best(args.repeat, lambda: timed(lambda: history.battery_history(serials[len(serials) // 2])))
 
         def one_more() -> float:
             write_finished_record(home, "banc3", "RW-BNEW0001", datetime.now(utils.LOCAL_TZ), 3600.0, 91.0, "A", 91.0)
@@ -105,6 +117,8 @@ def main() -> int:
         print(f"(a) --results, index rebuilt from {args.tests} folders : {a:7.3f} s   1.00")
         print(f"(b) --results, index up to date ({rows} rows)          : {b:7.3f} s   {b / a:.2f}")
         print(f"(c) --history SERIAL                                   : {c:7.3f} s   {c / a:.2f}")
+        print(f"(b') the index's work of (b), in process               : {b_in:7.3f} s   {b_in / a:.2f}")
+        print(f"(c') the index's work of (c), in process               : {c_in:7.3f} s   {c_in / a:.2f}")
         print(f"(d) --results after one more finished test             : {d:7.3f} s   {d / a:.2f}")
 
         print(f"48-hour test ({args.rows} rows) ...", flush=True)
