@@ -219,7 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"Résultats écrits : {args.results} ({count} tests)")
         return 0
     if args.certificate is not None:
-        return _write_certificate(args.test_folder, args.certificate)
+        code = _write_certificate(args.test_folder, args.certificate)
+        if code != 0 or (args.png is None and args.bdf is None):
+            return code
 
     try:
         report = load_report(args.test_folder)
