@@ -50,7 +50,8 @@ def qr_matrix(payload: str) -> np.ndarray:
     """The QR code of `payload` as a boolean matrix (True = dark), quiet zone included."""
     import segno
 
-    code = segno.make_qr(payload, error="m")
+    # UTF-8 ("NON CLASSÉ"): in QR's default Latin-1 readers such as zbar guess Shift-JIS and show "ﾉ".
+    code = segno.make_qr(payload, error="m", encoding="utf-8")
     return np.array([[bool(cell) for cell in row] for row in code.matrix_iter(border=4)], dtype=bool)
 
 
@@ -90,7 +91,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     box = figure.add_axes((0.62, 0.745, 0.31, 0.17))
     box.set_axis_off()
     box.add_patch(_rounded_box(box, color))
-    text_size = 64 if len(grade) <= 2 else 26
+    text_size = 64 if len(grade) <= 2 else 30 if len(grade) <= 5 else 20  # "NON CLASSÉ" fits the box
     box.text(0.5, 0.60, grade, ha="center", va="center", fontsize=text_size, fontweight="bold", color="white",
              transform=box.transAxes)
     soh = verdict.get("soh_pct")
@@ -120,6 +121,9 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     y -= 0.032
     for label, x in (("contrôle", 0.07), ("valeur", 0.50), ("limite", 0.65), ("résultat", 0.80)):
         text(x, y, label, fontsize=9.5, color=GREY)
+    if not verdict.get("checks"):
+        y -= 0.027
+        text(0.07, y, "aucun contrôle : le test n'a pas pu être classé (voir le motif)", fontsize=11, color=GREY)
     for check in verdict.get("checks", []):
         y -= 0.027
         name = str(check.get("name"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,8 @@ def test_a_full_test_per_grade_through_the_real_banc_py(
         fleet.stop_all()
     pdf = folders["banc1"] / "certificate.pdf"
     shutil.copy(pdf, tmp_path / "certificate-A.pdf")
-    check_certificate(pdf, "RW-GRADEA01", "A", "95,0", tmp_path)
+    check_certificate(pdf, "RW-GRADEA01", "A", "95,0 %", tmp_path / "a")
+    check_certificate(folders["banc5"] / "certificate.pdf", "RW-NONCLAS1", "NON CLASSÉ", "—", tmp_path / "nc")
 
 
 def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Path) -> None:
@@ -119,16 +121,18 @@ def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Pa
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     text = text.replace("\u00a0", " ")  # pdftotext gives the no-break spaces back as spaces
     digest = certificate.data_sha256(pdf.parent)
-    assert serial in text and f"SOH {soh_text} %" in text
-    assert any(line.strip() == grade for line in text.splitlines()), "the grade stands alone, in large type"
+    assert serial in text and f"SOH {soh_text}" in text
+    # The grade stands alone (its own box, in large type), not as a word of another line.
+    assert re.search(rf"(^|\s{{2,}}){re.escape(grade)}(\s{{2,}}|$)", text, re.M), text[:600]
     flat = "".join(text.split())
     assert digest in flat, "the SHA-256 of data.csv is printed"
+    out.mkdir()
     subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", str(pdf), str(out / "page")], check=True)
     page = next(out.glob("page*.png"))
     decoded = subprocess.run(["zbarimg", "-q", "--raw", str(page)], capture_output=True, text=True, check=True).stdout
     fields = dict(line.split("=", 1) for line in decoded.strip().splitlines())
     assert fields["serial"] == serial and fields["grade"] == grade and fields["sha256"] == digest
-    assert fields["soh_pct"] == soh_text.replace(",", ".")
+    assert fields["soh_pct"] == ("" if soh_text == "—" else soh_text.removesuffix(" %").replace(",", "."))
 
 
 def test_an_invalid_grading_json_grades_nothing_and_says_why(
