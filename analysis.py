@@ -661,7 +661,11 @@ def compute_summary(
 
 
 def row_times_s(data: TestData) -> np.ndarray:
-    """When each row was measured (Unix s): the one place that chooses the time column the verdict uses."""
+    """When each row was measured (Unix s): the one place that chooses the time column the verdict uses.
+
+    `unix_s` is measured_at (contract §3b; the receipt time for a 12-column data.csv), so phase
+    2's last 10 minutes are the ESP's, not bunched by a backlog delivered late.
+    """
     return data.unix_s
 
 

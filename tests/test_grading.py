@@ -187,7 +187,7 @@ def test_last_window_of_phase_2_by_row_time(times: list[float], steps: list[int]
 
 
 def test_test_facts_read_the_spread_at_full_charge_and_the_hottest_row() -> None:
-    header = ",".join(record.DATA_CSV_HEADER)
+    header = ",".join(record.DATA_CSV_HEADER_V1)
     rows = [  # spread 200 mV early in phase 2 (balancing not done), 60 mV in its last 10 minutes
         "2026-12-01T10:00:00.000+01:00,2,0,52.0,50.0,60.0,30.0,0,0,3300,3500,1",
         "2026-12-01T10:30:00.000+01:00,2,1,57.0,5.0,99.0,31.0,0,0,3400,3460,1",
@@ -198,3 +198,16 @@ def test_test_facts_read_the_spread_at_full_charge_and_the_hottest_row() -> None
     assert analysis.test_facts(data) == grading.TestFacts(cell_spread_mv=60.0, temperature_max_c=44.5)
     empty = analysis.parse_data_csv((header + "\n").encode())
     assert analysis.test_facts(empty) == grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+
+
+def test_the_full_charge_window_is_in_measurement_time() -> None:
+    """A phase-2 line measured early but delivered late (a backlog) is not "at full charge"."""
+    header = ",".join(record.DATA_CSV_HEADER)
+    rows = [  # timestamp (receipt), ..., uptime_ms, measured_at
+        "2026-12-01T10:30:00.000+01:00,2,1,57.0,5.0,99.0,31.0,0,0,3400,3460,1,1800000,2026-12-01T10:30:00.000+01:00",
+        "2026-12-01T10:35:00.000+01:00,2,2,57.6,2.0,100.0,32.0,0,0,3420,3450,0,2100000,2026-12-01T10:35:00.000+01:00",
+        # Measured at 10:00 (spread 200 mV), received at 10:36 with the backlog of a restarted banc.py.
+        "2026-12-01T10:36:00.000+01:00,2,0,52.0,50.0,60.0,30.0,0,0,3300,3500,1,0,2026-12-01T10:00:00.000+01:00",
+    ]
+    data = analysis.parse_data_csv(("\n".join([header, *rows]) + "\n").encode())
+    assert analysis.test_facts(data).cell_spread_mv == 60.0
