@@ -16,7 +16,7 @@ the journal (`offset_wall_ms`), which is what a restarted banc.py and the reader
 from __future__ import annotations
 
 import collections
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Optional
 
 WINDOW_S = 300.0
@@ -105,26 +105,55 @@ class OffsetEstimator:
         return len(self._window)
 
 
+WALL_STEP_S = 0.010
+"""A change of the wall clock against the monotonic clock beyond this is a clock step (or NTP's
+slew adding up): below it, it is the jitter between reading one clock and the other."""
+
+
+class WallAnchor:
+    """The wall clock minus the monotonic clock, held steady: moved only by a real step, not by read jitter."""
+
+    def __init__(self, step_s: float = WALL_STEP_S) -> None:
+        self.step_s = step_s
+        self.value_s: Optional[float] = None
+
+    def update(self, wall: datetime, mono_s: float) -> float:
+        """The anchor after one (wall, monotonic) reading, seconds."""
+        reading = wall_minus_mono_s(wall, mono_s)
+        if self.value_s is None or abs(reading - self.value_s) > self.step_s:
+            self.value_s = reading
+        return self.value_s
+
+
+def from_unix_ms(unix_ms: int, like: datetime) -> datetime:
+    """Unix milliseconds as a datetime in `like`'s timezone, exactly (no float rounding)."""
+    return (_EPOCH + timedelta(milliseconds=unix_ms)).astimezone(like.tzinfo)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def wall_minus_mono_s(wall: datetime, mono_s: float) -> float:
     """The wall clock minus the monotonic clock at one instant, seconds."""
     return wall.timestamp() - mono_s
 
 
-def offset_wall_ms(offset_mono_s: float, wall: datetime, mono_s: float) -> int:
-    """A monotonic offset as Unix milliseconds at uptime 0 (what the journal keeps)."""
-    return round((offset_mono_s + wall_minus_mono_s(wall, mono_s)) * 1000.0)
+def offset_wall_ms(offset_mono_s: float, anchor_s: float) -> int:
+    """A monotonic offset as Unix milliseconds at uptime 0 (what the journal keeps), given the wall anchor."""
+    return round((offset_mono_s + anchor_s) * 1000.0)
 
 
-def offset_mono_s(offset_wall_ms_value: int, wall: datetime, mono_s: float) -> float:
-    """The journal's offset (Unix ms at uptime 0) in monotonic seconds, at the instant (wall, mono_s)."""
-    return offset_wall_ms_value / 1000.0 - wall_minus_mono_s(wall, mono_s)
+def offset_mono_s(offset_wall_ms_value: int, anchor_s: float) -> float:
+    """The journal's offset (Unix ms at uptime 0) in monotonic seconds, given the wall anchor."""
+    return offset_wall_ms_value / 1000.0 - anchor_s
 
 
-def measured_wall(offset_mono: float, uptime_ms: int, wall: datetime, mono_s: float) -> datetime:
-    """When a line was measured, on the wall clock of the instant (wall, mono_s).
+def measured_wall(offset_mono: float, uptime_ms: int, anchor_s: float, like: datetime) -> datetime:
+    """When a line was measured, on the wall clock (`anchor_s` = wall minus monotonic), in `like`'s timezone.
 
+    In whole milliseconds: lines 1 000 ms apart on the ESP are stamped exactly 1.000 s apart.
     Not bounded by the receipt: a few milliseconds after it while the estimate catches up with a
     drift, and far after it for a simulator running faster than real time, whose lines are
     spaced by its own clock.
     """
-    return wall - timedelta(seconds=mono_s - (offset_mono + uptime_ms / 1000.0))
+    return from_unix_ms(offset_wall_ms(offset_mono, anchor_s) + uptime_ms, like)

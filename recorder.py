@@ -466,6 +466,7 @@ class RecorderCore:
         self.boots_seen = 0
         self.boot_uptime_ms: Optional[int] = None
         self.clock = esp_clock.OffsetEstimator()
+        self.wall_anchor = esp_clock.WallAnchor()
         self.saved_offset_ms: Optional[int] = None
         self.saved_offset_s = 0.0
         self.gaps = GapBook()
@@ -489,7 +490,8 @@ class RecorderCore:
             self.boot_uptime_ms = last_uptime_ms
             offset_ms = boots[-1].offset_ms
             if offset_ms is not None and now is not None:
-                self.clock.seed(now.mono_s, esp_clock.offset_mono_s(offset_ms, now.wall, now.mono_s))
+                anchor_s = self.wall_anchor.update(now.wall, now.mono_s)
+                self.clock.seed(now.mono_s, esp_clock.offset_mono_s(offset_ms, anchor_s))
                 self.saved_offset_ms, self.saved_offset_s = offset_ms, now.mono_s
         start_s = now.mono_s if now is not None else 0.0
         for first, last in holes:
@@ -607,7 +609,9 @@ class RecorderCore:
         measured = now.wall
         offset = self.clock.offset_s
         if line.uptime_ms is not None and offset is not None:
-            measured = esp_clock.measured_wall(offset, line.uptime_ms, now.wall, now.mono_s)
+            # From a steady wall anchor: the jitter between reading two clocks never moves a stamp.
+            measured = esp_clock.measured_wall(offset, line.uptime_ms, self.wall_anchor.update(now.wall, now.mono_s),
+                                               now.wall)
         return record.format_data_row(record.iso(now.wall, millis=True), step, bms_fields(payload),
                                       line.uptime_ms, record.iso(measured, millis=True), self.data_width)
 
@@ -631,7 +635,7 @@ class RecorderCore:
         self.clock.add(now.mono_s, uptime)
         offset_s = self.clock.offset_s
         assert offset_s is not None
-        offset_ms = esp_clock.offset_wall_ms(offset_s, now.wall, now.mono_s)
+        offset_ms = esp_clock.offset_wall_ms(offset_s, self.wall_anchor.update(now.wall, now.mono_s))
         saved = self.saved_offset_ms
         if saved is None or (abs(offset_ms - saved) >= CLOCK_SAVE_MIN_MS
                              and now.mono_s - self.saved_offset_s >= CLOCK_SAVE_INTERVAL_S):

@@ -77,14 +77,29 @@ def test_a_wall_clock_step_moves_the_journal_offset_not_the_estimate() -> None:
     offset = estimator.offset_s
     assert offset is not None
     mono = BOOT_S + 60
-    before = esp_clock.offset_wall_ms(offset, T0, mono)
+    before = esp_clock.offset_wall_ms(offset, esp_clock.wall_minus_mono_s(T0, mono))
     stepped = T0 + timedelta(hours=1)  # NTP sets the Pi's clock an hour later
-    assert esp_clock.offset_wall_ms(offset, stepped, mono) - before == 3600_000
+    anchor = esp_clock.WallAnchor()
+    anchor.update(T0, mono)
+    stepped_anchor = anchor.update(stepped, mono)  # a real step moves the anchor
+    assert esp_clock.offset_wall_ms(offset, stepped_anchor) - before == 3600_000
     # A line measured 2 s before receipt is 2 s before receipt on either clock.
     uptime_ms = round((mono - 2.0 - offset) * 1000)
-    assert esp_clock.measured_wall(offset, uptime_ms, stepped, mono) == stepped - timedelta(seconds=2)
-    assert esp_clock.offset_mono_s(esp_clock.offset_wall_ms(offset, stepped, mono), stepped, mono) == pytest.approx(
+    assert esp_clock.measured_wall(offset, uptime_ms, stepped_anchor, stepped) == pytest.approx(
+        stepped - timedelta(seconds=2), abs=timedelta(milliseconds=1))
+    assert esp_clock.offset_mono_s(esp_clock.offset_wall_ms(offset, stepped_anchor), stepped_anchor) == pytest.approx(
         offset, abs=1e-3)
+
+
+def test_the_wall_anchor_ignores_read_jitter_so_stamps_1000_ms_apart_stay_1000_ms_apart() -> None:
+    anchor = esp_clock.WallAnchor()
+    offset = BOOT_S
+    stamps = []
+    for i, jitter_s in enumerate([0.0, 0.0007, -0.0004, 0.0009, 0.0]):  # wall and monotonic read a little apart
+        mono = BOOT_S + 100 + i
+        wall = T0 + timedelta(seconds=100 + i + jitter_s)
+        stamps.append(esp_clock.measured_wall(offset, (100 + i) * 1000, anchor.update(wall, mono), wall))
+    assert [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])] == [1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("rate, kept", [(1.0, False), (400.0, True)])
