@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import record
 import storage
 from analysis import Summary
 from chart_data import PLOT_SERIES, SHORT_LABELS, PlotData, TimeAxis
-from formatting import PHASE_COLORS, darker, format_duration
+from formatting import PHASE_COLORS, darker, format_duration, format_number
 from summary_text import PANEL_RED, STATUS_LABELS, format_time, panel_lines
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time
@@ -85,12 +86,7 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
     chart_right = layout.right - layout.panel_fraction
     grid = figure.add_gridspec(len(PLOT_SERIES), 1, hspace=0.12, left=layout.left, right=chart_right,
                                top=layout.top, bottom=layout.bottom)
-    status = STATUS_LABELS.get(summary.status, summary.status)
-    figure.suptitle(
-        f"{summary.serial} — {summary.banc} — {status} — "
-        f"{format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}",
-        fontsize=layout.title_pt, fontweight="bold",
-    )
+    figure.suptitle(chart_title(summary), fontsize=layout.title_pt, fontweight="bold")
     axes: list[Axes] = []
     axes_height_pt = (layout.top - layout.bottom) * height_in * 72.0 / (len(PLOT_SERIES) + 0.5)
     for row, (name, label, color) in enumerate(PLOT_SERIES):
@@ -103,6 +99,7 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
         ax.set_ylabel(label, fontsize=layout.label_pt)
         ax.tick_params(labelsize=layout.tick_pt)
         ax.yaxis.set_major_locator(_y_locator())
+        ax.yaxis.set_major_formatter(_french_ticks())
         ax.grid(True, alpha=0.3)
         if name == "current_a":
             ax.axhline(0.0, color="#555555", linewidth=0.6)
@@ -110,7 +107,10 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
             ax.tick_params(labelbottom=False)
     figure.align_ylabels(axes)
     if plot.axis is None:
-        axes[0].text(0.5, 0.5, "Aucune mesure dans data.csv", transform=axes[0].transAxes,
+        for ax in axes:  # empty charts, not axes with made-up ticks
+            ax.set_yticks([])
+            ax.set_xticks([])
+        axes[0].text(0.5, 0.5, no_data_text(summary), transform=axes[0].transAxes,
                      ha="center", va="center", fontsize=layout.title_pt)
     else:
         _shade_phases(figure, axes, summary, plot.axis, layout)
@@ -129,6 +129,51 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
                     fontsize=layout.panel_pt * (1.2 if i == 0 else 1.0),
                     fontweight="bold" if i == 0 or color == PANEL_RED else "normal",
                     **_offset_points(figure, 0.0, -(i + 1) * layout.panel_line_pt))
+
+
+def chart_title(summary: Summary) -> str:
+    """The figure's title: battery, bench, status, and the span of the measures when there are any."""
+    status = STATUS_LABELS.get(summary.status, summary.status)
+    if summary.status == record.TEST_ABANDONED:
+        status = "abandonné (reset)"
+    head = f"{summary.serial} — {summary.banc} — {status}"
+    if summary.first_row_s is None:
+        return f"{head} — aucune mesure"
+    return f"{head} — {format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}"
+
+
+def no_data_text(summary: Summary) -> str:
+    """What the empty charts of a test without a measure say."""
+    if summary.status == record.TEST_ABANDONED:
+        return "Test abandonné (reset) avant toute mesure"
+    return "Aucune mesure dans data.csv"
+
+
+def tick_decimals(step: float) -> int:
+    """Decimals that write every multiple of a tick step exactly (2.5 -> 1, 0.25 -> 2, 20 -> 0)."""
+    for decimals in range(7):
+        scaled = step * 10**decimals
+        if abs(scaled - round(scaled)) < 1e-6 * max(1.0, abs(scaled)):
+            return decimals
+    return 6
+
+
+def _french_ticks() -> Any:
+    """A tick formatter writing French numbers (decimal comma, grouped thousands) with formatting.format_number."""
+    from matplotlib.ticker import Formatter
+
+    class FrenchTicks(Formatter):
+        decimals = 0
+
+        def set_locs(self, locs: Any) -> None:
+            steps = np.abs(np.diff(np.asarray(locs, dtype=float)))
+            step = float(steps.min()) if steps.size else 0.0
+            self.decimals = tick_decimals(step) if step > 0 else 0
+
+        def __call__(self, x: float, pos: Any = None) -> str:
+            return format_number(x, self.decimals)
+
+    return FrenchTicks()
 
 
 def _y_locator() -> Any:

@@ -6,12 +6,16 @@ Pure functions, no toolkit imported (the report's modules never import the UI).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Optional
 
 PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
 """The colour of each phase, on the kiosk's panels and on the charts."""
 
 UNKNOWN = "—"
+NBSP = "\u00a0"
+"""Between a number and its unit ("48 h" never wraps) and between groups of thousands."""
+ELLIPSIS = "…"
 
 
 def darker(color: str, factor: float = 0.72) -> str:
@@ -29,29 +33,25 @@ def format_clock(seconds: Optional[float]) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """A duration for people: "2 j 03 h 12 min", "3 h 05 min", "4 min 07 s", "12 s"."""
+    """A duration for people: "2 j 03 h 12 min", "3 h 05 min", "4 min 07 s", "12 s" (no-break space before units)."""
     total = int(round(max(0.0, float(seconds))))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:
-        return f"{days} j {hours:02d} h {minutes:02d} min"
+        return f"{days}{NBSP}j {hours:02d}{NBSP}h {minutes:02d}{NBSP}min"
     if hours:
-        return f"{hours} h {minutes:02d} min"
+        return f"{hours}{NBSP}h {minutes:02d}{NBSP}min"
     if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{total} s"
+        return f"{minutes}{NBSP}min {secs:02d}{NBSP}s"
+    return f"{total}{NBSP}s"
 
 
 def format_milliohm(value_ohm: Optional[float]) -> str:
-    """Ohms -> "1.23" milliohms ("—" when unknown)."""
+    """Ohms -> "1,23" milliohms, without the unit ("—" when unknown)."""
     if value_ohm is None or not math.isfinite(value_ohm):
         return UNKNOWN
-    return f"{value_ohm * 1000:.2f}"
-
-
-NBSP = "\u00a0"
-"""Between a number and its unit ("48 h" never wraps) and between groups of thousands."""
+    return format_number(value_ohm * 1000, 2)
 
 
 def format_number(value: Optional[float], decimals: int = 0, unit: str = "", *, group: bool = True) -> str:
@@ -83,3 +83,17 @@ def format_limit(value: Optional[float], unit: str = "") -> str:
         return UNKNOWN
     decimals = 0 if float(value).is_integer() else len(repr(float(value)).split(".")[1])
     return format_number(value, min(decimals, 4), unit)
+
+
+def elide(text: str, max_px: float, measure: Callable[[str], float]) -> str:
+    """`text` cut with an ellipsis so that measure(result) <= max_px (whole when it fits; "…" at worst)."""
+    if measure(text) <= max_px:
+        return text
+    low, high = 0, len(text)  # the longest prefix whose "prefix…" fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if measure(text[:middle].rstrip() + ELLIPSIS) <= max_px:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + ELLIPSIS

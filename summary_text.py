@@ -24,8 +24,10 @@ def format_time(moment: Optional[float | datetime]) -> str:
     return moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
-def _fmt(value: Optional[float], pattern: str, unit: str = "") -> str:
-    return "—" if value is None else f"{pattern.format(value)}{unit}"
+def _fmt(value: Optional[float], decimals: int, unit: str = "", signed: bool = False) -> str:
+    """A French number (formatting.format_number); `signed` writes "+" before a positive value."""
+    text = format_number(value, decimals, unit)
+    return f"+{text}" if signed and value is not None and round(value, decimals) > 0 else text
 
 
 def phase_name(step: int) -> str:
@@ -36,7 +38,8 @@ def phase_name(step: int) -> str:
 def capacity_flag_text(summary: Summary) -> str:
     """The warning line shown when the coulomb count and the ESP differ by more than 2 %."""
     return (
-        f"ATTENTION : écart de {summary.capacity_diff_pct:+.2f} % (> {CAPACITY_FLAG_PCT:g} %) entre le comptage "
+        f"ATTENTION : écart de {_fmt(summary.capacity_diff_pct, 2, '%', signed=True)} "
+        f"(> {format_number(CAPACITY_FLAG_PCT, 0, '%')}) entre le comptage "
         "coulométrique et la capacité de l'ESP"
     )
 
@@ -67,7 +70,7 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
         lines.append("  aucune mesure")
     for phase in sorted(summary.phase_active_s):
         lines.append(f"  {phase} {phase_name(phase):<20} {format_duration(summary.phase_active_s[phase])}")
-    lines.append(f"Arrêts (silences > {summary.gap_s:g} s) : {len(summary.stops)}")
+    lines.append(f"Arrêts (silences > {format_number(summary.gap_s, 0, 's')}) : {len(summary.stops)}")
     for stop in summary.stops:
         lines.append(
             f"  {format_time(stop.t0_s)} -> {format_time(stop.t1_s)} ({format_duration(stop.duration_s)}), "
@@ -76,34 +79,36 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
     lines.append("")
     lines.append("Capacité (décharge, phase 3)")
     lines.append(
-        f"  ESP (config.json)          : {_fmt(summary.esp_capacity_ah, '{:.3f}', ' Ah')}   "
-        f"{_fmt(summary.esp_capacity_wh, '{:.1f}', ' Wh')}"
+        f"  ESP (config.json)          : {_fmt(summary.esp_capacity_ah, 3, 'Ah')}   "
+        f"{_fmt(summary.esp_capacity_wh, 1, 'Wh')}"
     )
     lines.append(
-        f"  Comptage coulométrique     : {_fmt(summary.counted_capacity_ah, '{:.3f}', ' Ah')}   "
-        f"{_fmt(summary.counted_energy_wh, '{:.1f}', ' Wh')}"
+        f"  Comptage coulométrique     : {_fmt(summary.counted_capacity_ah, 3, 'Ah')}   "
+        f"{_fmt(summary.counted_energy_wh, 1, 'Wh')}"
     )
-    lines.append(f"  Écart                      : {_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %')}")
+    lines.append(f"  Écart                      : {_fmt(summary.capacity_diff_pct, 2, '%', signed=True)}")
     if summary.capacity_flag:
         lines.append(f"  {capacity_flag_text(summary)}")
     lines.append(
-        f"  Sur tout le test           : {summary.total_charge_ah:.3f} Ah chargés, "
-        f"{summary.total_discharge_ah:.3f} Ah déchargés"
+        f"  Sur tout le test           : {_fmt(summary.total_charge_ah, 3, 'Ah')} chargés, "
+        f"{_fmt(summary.total_discharge_ah, 3, 'Ah')} déchargés"
     )
     lines.append("")
-    temperature = "inconnue" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:g} °C"
+    temperature = "inconnue" if summary.ri_temperature_c is None else _fmt(summary.ri_temperature_c, 1, "°C")
     lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [mesure à {temperature}]")
     for item in summary.resistances:
         lines.append(f"  {item.label:<20} {format_milliohm(item.raw_ohm):>8} {format_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
     lines.append("")
     if summary.voltage_range_v:
-        lines.append(f"Tension             : {summary.voltage_range_v[0]:.2f} à {summary.voltage_range_v[1]:.2f} V")
+        lines.append(f"Tension             : {_fmt(summary.voltage_range_v[0], 2)} à "
+                     f"{_fmt(summary.voltage_range_v[1], 2, 'V')}")
     if summary.temperature_range_c:
         lines.append(
-            f"Température         : {summary.temperature_range_c[0]:.1f} à {summary.temperature_range_c[1]:.1f} °C"
+            f"Température         : {_fmt(summary.temperature_range_c[0], 1)} à "
+            f"{_fmt(summary.temperature_range_c[1], 1, '°C')}"
         )
     if summary.max_cell_spread_mv is not None:
-        lines.append(f"Écart cellules max  : {summary.max_cell_spread_mv:.0f} mV")
+        lines.append(f"Écart cellules max  : {_fmt(summary.max_cell_spread_mv, 0, 'mV')}")
     if summary.notes:
         lines.append("")
         lines.append("Remarques")
@@ -130,20 +135,19 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     if summary.verdict is not None:
         out.append((f"Verdict : {verdict_text(summary.verdict)}", grade_color(str(summary.verdict.get("grade")))))
     out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
-    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, '{:.2f}'):>8}{_fmt(summary.esp_capacity_wh, '{:.0f}'):>8}",
-                black))
-    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, '{:.2f}'):>8}"
-                f"{_fmt(summary.counted_energy_wh, '{:.0f}'):>8}", black))
-    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, '{:+.2f}', ' %'):>10}",
+    out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, 2):>8}{_fmt(summary.esp_capacity_wh, 0):>8}", black))
+    out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, 2):>8}"
+                f"{_fmt(summary.counted_energy_wh, 0):>8}", black))
+    out.append((f"{'Écart':<11}{_fmt(summary.capacity_diff_pct, 2, '%', signed=True):>10}",
                 red if summary.capacity_flag else black))
     if summary.capacity_flag:
-        out.append((f"ÉCART > {CAPACITY_FLAG_PCT:g} % : à vérifier", red))
+        out.append((f"ÉCART > {format_number(CAPACITY_FLAG_PCT, 0, '%')} : à vérifier", red))
     out.append(("", black))
     out.append((f"{'Résist. (mΩ)':<14}{'mes.':>6}{'25 °C':>7}", grey))
     for item in summary.resistances:
         label = _SHORT_RESISTANCE.get(item.key, item.label)
         out.append((f"{label:<14}{format_milliohm(item.raw_ohm):>6}{format_milliohm(item.at_25c_ohm):>7}", black))
-    temperature = "—" if summary.ri_temperature_c is None else f"{summary.ri_temperature_c:.1f} °C"
+    temperature = _fmt(summary.ri_temperature_c, 1, "°C")
     out.append((f"{'T mesure Ri':<14}{temperature:>13}", grey))
     out.append(("", black))
     out.append(("Durées (hors arrêts)", black))
@@ -159,5 +163,5 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     if summary.rejected_count:
         out.append((f"Messages rejetés : {summary.rejected_count}", grey))
     if summary.max_cell_spread_mv is not None:
-        out.append((f"Écart cellules max : {summary.max_cell_spread_mv:.0f} mV", grey))
+        out.append((f"Écart cellules max : {_fmt(summary.max_cell_spread_mv, 0, 'mV')}", grey))
     return out

@@ -7,7 +7,7 @@ from typing import Optional
 
 import pytest
 
-from formatting import NBSP, UNKNOWN, format_number
+from formatting import ELLIPSIS, NBSP, UNKNOWN, elide, format_duration, format_milliohm, format_number
 
 
 @pytest.mark.parametrize("value,decimals,unit,group,expected", [
@@ -27,3 +27,32 @@ from formatting import NBSP, UNKNOWN, format_number
 ])
 def test_format_number(value: Optional[float], decimals: int, unit: str, group: bool, expected: str) -> None:
     assert format_number(value, decimals, unit, group=group) == expected
+
+
+@pytest.mark.parametrize("seconds,expected", [
+    (0, f"0{NBSP}s"),
+    (59.6, f"1{NBSP}min 00{NBSP}s"),
+    (48 * 3600, f"2{NBSP}j 00{NBSP}h 00{NBSP}min"),
+    (3725, f"1{NBSP}h 02{NBSP}min"),  # "1 h" never wraps between the number and its unit
+])
+def test_format_duration_ties_units(seconds: float, expected: str) -> None:
+    assert format_duration(seconds) == expected
+
+
+@pytest.mark.parametrize("ohm,expected", [(0.01234, "12,34"), (0.004, "4,00"), (None, UNKNOWN), (math.nan, UNKNOWN)])
+def test_format_milliohm_decimal_comma(ohm: Optional[float], expected: str) -> None:
+    assert format_milliohm(ohm) == expected
+
+
+# A fixed-width font of 10 px per character: what fits is plain arithmetic.
+@pytest.mark.parametrize("text,max_px,expected", [
+    ("Libre", 50, "Libre"),  # fits exactly: untouched
+    ("Libre", 49, "Lib" + ELLIPSIS),
+    ("Interrompu - RW-LONG - scannez pour reprendre", 120, "Interrompu" + ELLIPSIS),  # no space before the ellipsis
+    ("abc", 5, ELLIPSIS),  # nothing fits: the ellipsis alone still says "cut"
+    ("", 0, ""),
+])
+def test_elide_never_cuts_without_an_ellipsis(text: str, max_px: float, expected: str) -> None:
+    result = elide(text, max_px, lambda s: 10.0 * len(s))
+    assert result == expected
+    assert result == text or result.endswith(ELLIPSIS)

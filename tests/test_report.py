@@ -139,7 +139,9 @@ def test_bdf_step_count_increases_at_each_phase_change(steps: list[int], expecte
     [(0, "0 s"), (59.6, "1 min 00 s"), (3725, "1 h 02 min"), (2 * 86400 + 3 * 3600 + 12 * 60, "2 j 03 h 12 min")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
-    assert report.format_duration(seconds) == text
+    # Written with plain spaces here for legibility: every number is tied to its unit by a no-break space.
+    assert report.format_duration(seconds) == text.replace(" ", "\u00a0").replace("\u00a0h\u00a0", "\u00a0h ").replace(
+        "\u00a0j\u00a0", "\u00a0j ").replace("\u00a0min\u00a0", "\u00a0min ")
 
 
 def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
@@ -292,8 +294,9 @@ def test_cli_summary(synthetic: Synthetic, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"Test {SERIAL} — banc1 — terminé" in out
-    assert "Arrêts (silences > 30 s) : 1" in out
-    assert "Comptage coulométrique" in out and f"{synthetic.expected_discharge_ah:.2f}" in out
+    # French numbers (issue 14): decimal comma, a no-break space before the unit.
+    assert "Arrêts (silences > 30\u00a0s) : 1" in out
+    assert "Comptage coulométrique" in out and f"{synthetic.expected_discharge_ah:.2f}".replace(".", ",") in out
     assert "ATTENTION" not in out
 
 
