@@ -9,6 +9,7 @@ queue the MQTT thread feeds (`kiosk_state.Inbound`), which the Tk thread drains.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
@@ -108,6 +109,7 @@ class Outcome:
     show_charts: Optional[Callable[..., Any]] = None  # GRAPH: report.show_charts, imported here
     history: tuple[HistoryEntry, ...] = ()  # GRAPH of a serial: every test of that battery, newest first
     answers_scan: bool = True  # False for a notice nobody asked for (a banc.py that failed at start)
+    prompt: str = ""  # what the workflow expects next, shown once the message has expired
 
 
 def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
@@ -150,8 +152,9 @@ def ri_view_of_test(serial: str, banc: str) -> Optional[RiView]:
     try:
         return ri_view_from_config(test.config, utils.correct_to_25c)
     except (utils.ConfigFileError, ValueError) as exc:
-        log.error("cannot correct diffusion to 25 °C: %s", exc)
-        return ri_view_from_config(test.config, lambda value, _t: value)
+        # A raw value under a "25 °C" label would be a wrong number: unknown ("—") until the coefficients are fixed.
+        log.error("cannot bring Ri/diffusion to 25 °C: %s", exc)
+        return RiView()
 
 
 class KioskWorker:
@@ -227,10 +230,12 @@ class KioskWorker:
             job()
         except Exception as exc:
             log.exception("kiosk worker: %s", what)
-            self._post_outcome(Outcome(Action.NONE, f"Erreur interne : {exc}. Réessayez.", Level.ERROR.value,
-                                       answers_scan=what in _ANSWERED))
+            self._post_outcome(Outcome(Action.NONE, f"Erreur interne : {exc}. Réessayez.", Level.ALARM.value,
+                                       answers_scan=what in _ANSWERED, prompt=self.workflow.prompt()))
 
     def _post_outcome(self, outcome: Outcome) -> None:
+        if not outcome.prompt:
+            outcome = dataclasses.replace(outcome, prompt=self.workflow.prompt())
         self.sink.put(Inbound(KIND_OUTCOME, outcome.banc, outcome))
 
     def _load_calibration(self) -> None:
@@ -244,20 +249,23 @@ class KioskWorker:
         self.sink.put(Inbound(KIND_CALIBRATION, None, utils.get_charge_duration))
 
     def _tick(self) -> None:
-        decision = self.workflow.tick(self.now())
+        decision = self.workflow.tick(self.clock())
         if decision is not None:
-            self._post_outcome(Outcome(decision.action, decision.message, decision.level.value, answers_scan=False))
+            self._post_outcome(Outcome(decision.action, decision.message, decision.level.value, banc=decision.banc,
+                                       answers_scan=False, prompt=self.workflow.prompt()))
 
     def handle(self, request: Request) -> None:
         """Serve one request from the Tk thread (run on the worker thread)."""
         if isinstance(request, ScanRequest):
-            decision = self.workflow.handle(request.text, self.now())
+            decision = self.workflow.handle(request.text, self.now(), self.clock())
             log.info("scan %r -> %s %s", request.text[:60], decision.action.value, decision.message)
-            self._post_outcome(self.perform(decision))
-            if decision.banc and decision.action in (Action.START, Action.RESET):
+            outcome = self.perform(decision)
+            if decision.banc and self._known(decision.banc):
+                # The bench's state first: the Tk thread ties the answer to the state it describes.
                 self.refresh(decision.banc, force=True)
+            self._post_outcome(outcome)
         elif isinstance(request, GraphButtonRequest):
-            self._post_outcome(self.perform(self.workflow.begin_graph(self.now())))
+            self._post_outcome(self.perform(self.workflow.begin_graph(self.now(), self.clock())))
         elif isinstance(request, OpenGraphRequest):
             label = protocol.banc_number(request.banc)
             decision = Decision(Action.GRAPH, f"Graphiques du banc {label}", Level.INFO, banc=request.banc)
@@ -266,6 +274,9 @@ class KioskWorker:
             self.refresh(request.banc, force=True, reload_ri=request.reload_ri)
 
     # ------------------------------------------------------------------ decisions
+
+    def _known(self, banc: str) -> bool:
+        return banc in self.bancs
 
     def perform(self, decision: Decision) -> Outcome:
         """The side effects of a workflow decision that touch files or processes; the rest is for the Tk thread."""
@@ -281,8 +292,9 @@ class KioskWorker:
             return self._graph(plain, decision.banc, decision.serial)
         return plain
 
-    def _error(self, outcome: Outcome, message: str) -> Outcome:
-        return Outcome(outcome.action, message, Level.ERROR.value, banc=outcome.banc, serial=outcome.serial)
+    def _error(self, outcome: Outcome, message: str, level: Level = Level.ALARM) -> Outcome:
+        """The decision could not be performed: an alarm (a file, a process failed), or a refusal."""
+        return Outcome(outcome.action, message, level.value, banc=outcome.banc, serial=outcome.serial)
 
     def _start_test(self, outcome: Outcome, banc: str, serial: str, start_step: int) -> Outcome:
         """Seed §2 success: bancs_config occupied, then banc.py started in its own session."""
@@ -305,7 +317,8 @@ class KioskWorker:
     def _reset(self, outcome: Outcome, banc: str) -> Outcome:
         """Clear a bench in bancs_config.json (the workflow refused it while its banc.py runs)."""
         if self.supervisor.is_running(banc):
-            return self._error(outcome, f"Reset refusé : un test tourne sur le banc {protocol.banc_number(banc)}.")
+            return self._error(outcome, f"Reset refusé : un test tourne sur le banc {protocol.banc_number(banc)}.",
+                               Level.ERROR)
         try:
             utils.abandon_banc(banc, self.now())
         except (OSError, ValueError) as exc:
@@ -333,7 +346,7 @@ class KioskWorker:
         target = serial or (f"banc {protocol.banc_number(banc)}" if banc else "?")
         folder = self.resolve_test_folder(banc, serial)
         if folder is None:
-            return self._error(outcome, f"Aucun test trouvé pour {target}.")
+            return self._error(outcome, f"Aucun test trouvé pour {target}.", Level.ERROR)
         try:
             report = importlib.import_module("report")
         except Exception as exc:  # report.py missing or broken: the kiosk goes on
@@ -479,7 +492,7 @@ class KioskWorker:
             if ended.early:
                 self._post_outcome(Outcome(
                     Action.NONE, f"banc.py du banc {protocol.banc_number(ended.banc)} s'est arrêté aussitôt "
-                    f"(code {ended.code}) : voir logs.log.", Level.ERROR.value, banc=ended.banc, answers_scan=False))
+                    f"(code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))
         entries = self._entries()
         for banc in self.bancs:
             try:

@@ -1,9 +1,12 @@
 """The operator's scan workflow (seed §2): bench -> serial -> same bench, plus the special scans.
 
 A pure state machine: it never touches files, processes, MQTT or widgets. Everything it
-needs to know about the world comes from the injected `ScanLookups` and the `now`
-argument; it answers each scan with a `Decision` (what to do, and the French message
-to show the operator). `ui.handle_prompt` drives it and performs the side effects.
+needs to know about the world comes from the injected `ScanLookups` and two clocks: `now`
+(the local date and time, for the 48 business hours rule) and `clock_s` (a monotonic
+clock, for the scan timeout: a wall-clock step during a scan neither cuts it short nor
+stretches it). It answers each scan with a `Decision` (what to do, and the French message
+to show the operator). The kiosk's worker thread (kiosk_worker.py) drives it and performs
+the side effects.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Optional
 
+import formatting
 import protocol
 import utils
 
@@ -35,11 +39,12 @@ class Action(str, Enum):
 
 
 class Level(str, Enum):
-    """How the message is shown."""
+    """How the message is shown (kiosk_messages gives each its lifetime)."""
 
     INFO = "info"
     SUCCESS = "success"
-    ERROR = "error"
+    ERROR = "error"  # a refusal: the scan was not accepted, the operator must act
+    ALARM = "alarm"  # something failed on the kiosk's side (a file, a process, the broker)
 
 
 class Stage(str, Enum):
@@ -116,7 +121,7 @@ def _resume_step(step: Optional[int]) -> int:
 
 @dataclass
 class ScanWorkflow:
-    """Seed §2 as a state machine. Call `handle(text, now)` per scan and `tick(now)` about once a second."""
+    """Seed §2 as a state machine. Call `handle(text, now, clock_s)` per scan and `tick(clock_s)` about once a second."""
 
     num_bancs: int
     timeout_s: float
@@ -124,10 +129,12 @@ class ScanWorkflow:
     stage: Stage = Stage.IDLE
     banc: Optional[str] = None
     serial: Optional[str] = None
-    started_at: Optional[datetime] = None
+    started_at_s: Optional[float] = None  # monotonic clock of the sequence's first scan
     start_step: Optional[int] = None
     resume: bool = False
     occupied: bool = False
+    # A confirmation the timeout abandoned: the late confirming scan is refused with it, not taken as a new start.
+    expired_confirm: Optional[tuple[str, str]] = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -154,26 +161,40 @@ class ScanWorkflow:
     def _clear(self) -> None:
         self.stage = Stage.IDLE
         self.banc = self.serial = None
-        self.started_at = None
+        self.started_at_s = None
         self.start_step = None
         self.resume = self.occupied = False
 
-    def _refuse(self, message: str) -> Decision:
-        """A refusal: the sequence is abandoned, the operator starts again from the bench."""
+    def _refuse(self, message: str, banc: Optional[str] = None) -> Decision:
+        """A refusal: the sequence is abandoned, the operator starts again (`banc`: the bench it is about)."""
         self._clear()
-        return Decision(Action.NONE, message, Level.ERROR)
+        return Decision(Action.NONE, message, Level.ERROR, banc=banc)
 
-    def expired(self, now: datetime) -> bool:
-        """True when a pending sequence is older than the scan timeout."""
-        if self.stage is Stage.IDLE or self.started_at is None:
+    def expired(self, clock_s: float) -> bool:
+        """True when a pending sequence is older than the scan timeout (monotonic clock)."""
+        if self.stage is Stage.IDLE or self.started_at_s is None:
             return False
-        return (now - self.started_at).total_seconds() > self.timeout_s
+        return clock_s - self.started_at_s > self.timeout_s
 
-    def remaining_s(self, now: datetime) -> Optional[float]:
+    def remaining_s(self, clock_s: float) -> Optional[float]:
         """Seconds left before the pending sequence expires (None when idle)."""
-        if self.stage is Stage.IDLE or self.started_at is None:
+        if self.stage is Stage.IDLE or self.started_at_s is None:
             return None
-        return max(0.0, self.timeout_s - (now - self.started_at).total_seconds())
+        return max(0.0, self.timeout_s - (clock_s - self.started_at_s))
+
+    def _timeout_text_s(self) -> str:
+        return formatting.format_number(self.timeout_s, 0 if float(self.timeout_s).is_integer() else 1, "s")
+
+    def _timeout_text(self, stage: Stage, banc: Optional[str]) -> str:
+        """The timeout refusal of a stage: what was lost, and the scan to start again with."""
+        delay = f"Délai de {self._timeout_text_s()} dépassé"
+        if stage is Stage.WAIT_CONFIRM and banc:
+            return f"{delay} : {banc} non confirmé, test non lancé. Recommencez par le banc."
+        if stage is Stage.WAIT_RESET_BANC:
+            return f"{delay} : reset annulé. Recommencez par reset."
+        if stage is Stage.WAIT_GRAPH_TARGET:
+            return f"{delay} : graphiques annulés. Recommencez par graph."
+        return f"{delay} : scan annulé. Recommencez par le banc."
 
     def prompt(self) -> str:
         """What the operator is expected to scan next."""
@@ -189,79 +210,83 @@ class ScanWorkflow:
 
     # ------------------------------------------------------------------ entry points
 
-    def tick(self, now: datetime) -> Optional[Decision]:
+    def tick(self, clock_s: float) -> Optional[Decision]:
         """Abandon a sequence whose timeout has passed; return the message to show once, else None."""
-        if not self.expired(now):
+        if not self.expired(clock_s):
             return None
-        stage, banc = self.stage, self.banc
+        stage, banc, serial = self.stage, self.banc, self.serial
         self._clear()
-        if stage is Stage.WAIT_CONFIRM and banc:
-            text = f"Délai de {self.timeout_s:g} s dépassé : {banc} non confirmé, test non lancé. Recommencez par le banc."
-        else:
-            text = f"Délai de {self.timeout_s:g} s dépassé : scan annulé. Recommencez par le banc."
-        return Decision(Action.NONE, text, Level.ERROR)
+        if stage is Stage.WAIT_CONFIRM and banc and serial:
+            self.expired_confirm = (banc, serial)
+        return Decision(Action.NONE, self._timeout_text(stage, banc), Level.ERROR, banc=banc)
 
-    def begin_graph(self, now: datetime) -> Decision:
+    def begin_graph(self, now: datetime, clock_s: float) -> Decision:
         """Same as scanning `graph` (the kiosk's Graphiques button)."""
-        return self.handle(SCAN_GRAPH, now)
+        return self.handle(SCAN_GRAPH, now, clock_s)
 
     def cancel(self) -> Decision:
         """Abandon any pending sequence."""
         self._clear()
         return Decision(Action.NONE, self.prompt(), Level.INFO)
 
-    def handle(self, text: str, now: datetime) -> Decision:
-        """Process one scan (the text typed by the scanner before Enter)."""
+    def handle(self, text: str, now: datetime, clock_s: float) -> Decision:
+        """Process one scan (the text typed by the scanner before Enter); `clock_s` is a monotonic clock."""
         text = (text or "").strip()
         if not text:
             return Decision(Action.NONE, "")
+        late_confirm, self.expired_confirm = self.expired_confirm, None
         word = text.lower()
         if word == SCAN_END:
             self._clear()
             return Decision(Action.END, "Fin de journée : « end » envoyé à tous les bancs.", Level.SUCCESS)
         if word == SCAN_RESET:
             self._clear()
-            self.stage, self.started_at = Stage.WAIT_RESET_BANC, now
+            self.stage, self.started_at_s = Stage.WAIT_RESET_BANC, clock_s
             return Decision(Action.NONE, "Reset : scannez le banc à libérer.", Level.INFO)
         if word == SCAN_GRAPH:
             self._clear()
-            self.stage, self.started_at = Stage.WAIT_GRAPH_TARGET, now
+            self.stage, self.started_at_s = Stage.WAIT_GRAPH_TARGET, clock_s
             return Decision(Action.NONE, "Graphiques : scannez un numéro de série ou un banc.", Level.INFO)
 
-        if self.stage is Stage.WAIT_CONFIRM and self.expired(now):
+        if self.stage is Stage.WAIT_CONFIRM and self.expired(clock_s):
             banc = self.banc
+            return self._refuse(self._timeout_text(Stage.WAIT_CONFIRM, banc), banc)
+        if late_confirm is not None and self.stage is Stage.IDLE and self.parse_banc(text) == late_confirm[0]:
+            # The confirming scan came after the timeout: say so again rather than start a new sequence silently.
+            banc, serial = late_confirm
             return self._refuse(
-                f"Délai de {self.timeout_s:g} s dépassé : {banc} non confirmé, test non lancé. Recommencez par le banc."
+                f"Délai de {self._timeout_text_s()} dépassé : {banc} non confirmé, test de {serial} NON lancé. "
+                f"Recommencez : {banc}, numéro de série, {banc}.", banc,
             )
-        expired_before = self.expired(now)
+        expired_before = self.expired(clock_s)
         if expired_before:
             self._clear()  # a stale bench/reset/graph scan: this scan starts afresh
 
         if self.stage is Stage.IDLE:
-            return self._idle(text, now, expired_before)
+            return self._idle(text, now, clock_s, expired_before)
         if self.stage is Stage.WAIT_SERIAL:
-            return self._wait_serial(text, now)
+            return self._wait_serial(text, now, clock_s)
         if self.stage is Stage.WAIT_CONFIRM:
-            return self._wait_confirm(text, now)
+            return self._wait_confirm(text)
         if self.stage is Stage.WAIT_RESET_BANC:
             return self._wait_reset(text)
         return self._wait_graph(text)
 
     # ------------------------------------------------------------------ stages
 
-    def _idle(self, text: str, now: datetime, after_timeout: bool = False) -> Decision:
+    def _idle(self, text: str, now: datetime, clock_s: float, after_timeout: bool = False) -> Decision:
         banc = self.parse_banc(text)
         if banc is None:
             if utils.is_valid_serial(text):
-                prefix = f"Délai de {self.timeout_s:g} s dépassé. " if after_timeout else ""
+                prefix = f"Délai de {self._timeout_text_s()} dépassé. " if after_timeout else ""
                 return self._refuse(f"{prefix}Scannez d'abord le banc, puis le numéro de série {text}.")
             return self._refuse(f"Code non reconnu : « {_echo(text)} ». Scannez un banc (ex. banc1).")
         if not self._known(banc):
             return self._unknown_banc(banc)
         if self.lookups.is_banc_running(banc):
-            return self._refuse(f"{banc_label(banc).capitalize()} : un test est déjà en cours (banc.py tourne).")
+            return self._refuse(f"{banc_label(banc).capitalize()} : un test est déjà en cours (banc.py tourne).", banc)
         info = self.lookups.banc_info(banc)
-        self.stage, self.banc, self.started_at = Stage.WAIT_SERIAL, banc, now
+        self.stage, self.banc, self.started_at_s = Stage.WAIT_SERIAL, banc, clock_s
         # An occupied entry without a usable serial is a damaged state file: treat the bench as free.
         self.occupied = info.occupied and utils.is_valid_serial(info.serial_pending)
         if self.occupied:
@@ -279,14 +304,14 @@ class ScanWorkflow:
             Level.INFO, banc=banc,
         )
 
-    def _wait_serial(self, text: str, now: datetime) -> Decision:
+    def _wait_serial(self, text: str, now: datetime, clock_s: float) -> Decision:
         assert self.banc is not None
         banc = self.parse_banc(text)
         if banc is not None:
             if banc == self.banc:
                 return Decision(Action.NONE, f"En attente du numéro de série pour le {banc_label(banc)}.", Level.INFO)
             self._clear()  # another bench: the operator changed their mind, start over with it
-            return self._idle(text, now)
+            return self._idle(text, now, clock_s)
         if not utils.is_valid_serial(text):
             # A misread serial keeps the bench selected (the timer keeps running): just rescan it.
             return Decision(
@@ -298,7 +323,7 @@ class ScanWorkflow:
         serial = text
         other = self.lookups.banc_for_serial(serial)
         if other is not None and other != self.banc:
-            return self._refuse(f"{serial} est déjà sur le {banc_label(other)} : un seul banc par batterie.")
+            return self._refuse(f"{serial} est déjà sur le {banc_label(other)} : un seul banc par batterie.", other)
         if self.occupied:
             pending = self.serial or ""
             if serial.upper() != pending.upper():
@@ -326,10 +351,11 @@ class ScanWorkflow:
             if ended is not None and not utils.is_past_business_hours(ended, now):
                 allowed = utils.add_business_hours(ended, utils.BUSINESS_HOURS_BEFORE_RETEST)
                 return self._refuse(
-                    f"{serial} : dernier test terminé le {_fmt_time(ended)}, il y a moins de 48 h ouvrées. "
+                    f"{serial} : dernier test terminé le {_fmt_time(ended)}, il y a moins de "
+                    f"{formatting.format_number(utils.BUSINESS_HOURS_BEFORE_RETEST, 0, 'h')} ouvrées. "
                     f"Nouveau test possible à partir du {_fmt_time(allowed)}."
                 )
-            note = "nouveau test (dernier test terminé il y a plus de 48 h ouvrées)"
+            note = f"nouveau test (dernier test terminé il y a plus de {formatting.format_number(utils.BUSINESS_HOURS_BEFORE_RETEST, 0, 'h')} ouvrées)"
         elif previous is not None and previous.banc == self.banc:
             self.start_step, self.resume = _resume_step(previous.current_step), True
             note = f"reprise du test inachevé à la phase {self.start_step}/5"
@@ -342,7 +368,7 @@ class ScanWorkflow:
             banc=self.banc, serial=serial,
         )
 
-    def _wait_confirm(self, text: str, now: datetime) -> Decision:
+    def _wait_confirm(self, text: str) -> Decision:
         assert self.banc is not None and self.serial is not None
         banc = self.parse_banc(text)
         if banc is None:
@@ -354,7 +380,7 @@ class ScanWorkflow:
         if banc != self.banc:
             return self._refuse(f"Confirmation attendue : {self.banc}, reçu {banc}. Test non lancé, recommencez.")
         if self.lookups.is_banc_running(banc):
-            return self._refuse(f"{banc_label(banc).capitalize()} : un test vient de démarrer (banc.py tourne déjà).")
+            return self._refuse(f"{banc_label(banc).capitalize()} : un test vient de démarrer (banc.py tourne déjà).", banc)
         decision = Decision(
             Action.START,
             f"Test {'repris' if self.resume else 'lancé'} sur le {banc_label(banc)} : {self.serial}"
@@ -372,8 +398,10 @@ class ScanWorkflow:
         if not self._known(banc):
             return self._unknown_banc(banc)
         if self.lookups.is_banc_running(banc):
+            # Never advise `end` here: it stops every bench of the lab, not this one.
             return self._refuse(
-                f"Reset refusé : un test tourne sur le {banc_label(banc)}. Scannez end (fin de journée) d'abord."
+                f"Reset refusé : un test tourne sur le {banc_label(banc)}. Un banc ne se libère qu'une fois son "
+                f"test terminé ou arrêté.", banc,
             )
         self._clear()
         return Decision(Action.RESET, f"{banc_label(banc).capitalize()} libéré (reset).", Level.SUCCESS, banc=banc)

@@ -49,7 +49,7 @@ def run(world: World, scans: list[tuple[float, str]]) -> tuple[list[Decision], S
         if text.startswith("!run "):
             world.running.add(text[5:])
             continue
-        decisions.append(flow.handle(text, T0 + timedelta(seconds=offset_s)))
+        decisions.append(flow.handle(text, T0 + timedelta(seconds=offset_s), offset_s))
     return decisions, flow
 
 
@@ -87,7 +87,7 @@ CASES = [
     ("other bench running while waiting serial", lambda: World(running={"banc2"}), [(0, "banc1"), (2, "banc2")], Action.NONE, Level.ERROR, "déjà en cours", Stage.IDLE),
     # 48 business hours: ended Thursday 12/06 10:00; the weekend does not count.
     ("retest too early", lambda: World(tests={SERIAL: finished("banc3", datetime(2025, 6, 12, 10, tzinfo=LOCAL_TZ))}),
-     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "moins de 48 h ouvrées", Stage.IDLE),
+     [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "moins de 48\u00a0h ouvrées", Stage.IDLE),
     ("retest too early names the date", lambda: World(tests={SERIAL: finished("banc3", T0 - timedelta(hours=30))}),
      [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.ERROR, "à partir du 12/06 à 04:00", Stage.IDLE),
     ("retest after 48 business hours", lambda: World(tests={SERIAL: finished("banc1", T0 - timedelta(days=7))}),
@@ -103,18 +103,20 @@ CASES = [
     ("occupied bench, bad state file", lambda: World(bancs={"banc1": BancInfo(True, None, 3)}),
      [(0, "banc1"), (2, SERIAL)], Action.NONE, Level.INFO, "nouveau test", Stage.WAIT_CONFIRM),
     ("confirm within timeout", FREE, [(0, "banc1"), (5, SERIAL), (15, "banc1")], Action.START, Level.SUCCESS, "lancé", Stage.IDLE),
-    ("confirm after timeout", FREE, [(0, "banc1"), (5, SERIAL), (15.5, "banc1")], Action.NONE, Level.ERROR, "Délai de 15 s dépassé", Stage.IDLE),
+    ("confirm after timeout", FREE, [(0, "banc1"), (5, SERIAL), (15.5, "banc1")], Action.NONE, Level.ERROR, "Délai de 15\u00a0s dépassé", Stage.IDLE),
     ("confirm other bench", FREE, [(0, "banc1"), (2, SERIAL), (4, "banc2")], Action.NONE, Level.ERROR, "Confirmation attendue : banc1, reçu banc2", Stage.IDLE),
     ("confirm re-checks running", FREE, [(0, "banc1"), (2, SERIAL), (3, "!run banc1"), (4, "banc1")], Action.NONE, Level.ERROR, "banc.py tourne déjà", Stage.IDLE),
     ("serial rescanned while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, SERIAL)], Action.NONE, Level.INFO, "Rescannez banc1", Stage.WAIT_CONFIRM),
     ("garbage while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, "oops")], Action.NONE, Level.ERROR, "Confirmation attendue", Stage.IDLE),
     ("stale bench scan then new bench", FREE, [(0, "banc1"), (20, "banc2")], Action.NONE, Level.INFO, "Banc 2 libre", Stage.WAIT_SERIAL),
-    ("stale bench scan then serial", FREE, [(0, "banc1"), (20, SERIAL)], Action.NONE, Level.ERROR, "Délai de 15 s dépassé. Scannez d'abord", Stage.IDLE),
+    ("stale bench scan then serial", FREE, [(0, "banc1"), (20, SERIAL)], Action.NONE, Level.ERROR, "Délai de 15\u00a0s dépassé. Scannez d'abord", Stage.IDLE),
     ("end", FREE, [(0, "end")], Action.END, Level.SUCCESS, "end", Stage.IDLE),
     ("END cancels a sequence", FREE, [(0, "banc1"), (2, SERIAL), (3, "END")], Action.END, Level.SUCCESS, "tous les bancs", Stage.IDLE),
     ("reset asks bench", FREE, [(0, "reset")], Action.NONE, Level.INFO, "scannez le banc à libérer", Stage.WAIT_RESET_BANC),
     ("reset bench", OCC1, [(0, "reset"), (2, "banc1")], Action.RESET, Level.SUCCESS, "libéré", Stage.IDLE),
     ("reset refused while running", lambda: World(running={"banc1"}), [(0, "reset"), (2, "banc1")], Action.NONE, Level.ERROR, "Reset refusé", Stage.IDLE),
+    # The refusal must not send the operator to `end`, which stops every bench of the lab.
+    ("reset refusal names no end", lambda: World(running={"banc1"}), [(0, "reset"), (2, "banc1")], Action.NONE, Level.ERROR, "terminé ou arrêté", Stage.IDLE),
     ("reset unknown bench", FREE, [(0, "reset"), (2, "banc7")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
     ("reset garbage", FREE, [(0, "reset"), (2, SERIAL)], Action.NONE, Level.ERROR, "Reset annulé", Stage.IDLE),
     ("stale reset then bench starts a test", FREE, [(0, "reset"), (30, "banc1")], Action.NONE, Level.INFO, "libre", Stage.WAIT_SERIAL),
@@ -168,19 +170,21 @@ def test_start_decision_fields(world_factory, scans, banc, serial, start_step, r
         ([(0, "banc1")], 15, None),
         ([(0, "banc1")], 15.1, "scan annulé"),
         ([(0, "banc1"), (3, SERIAL)], 16, "banc1 non confirmé"),
-        ([(0, "graph")], 16, "scan annulé"),
+        ([(0, "graph")], 16, "graphiques annulés. Recommencez par graph."),
+        ([(0, "reset")], 16, "reset annulé. Recommencez par reset."),
+        ([(0, "banc1")], 16, "Recommencez par le banc."),
         ([], 100, None),
     ],
 )
 def test_tick_expires_pending_sequence_once(first_scans, tick_at_s, expect_message) -> None:
     _, flow = run(World(), first_scans)
-    decision = flow.tick(T0 + timedelta(seconds=tick_at_s))
+    decision = flow.tick(tick_at_s)
     if expect_message is None:
         assert decision is None
     else:
         assert decision is not None and decision.level is Level.ERROR and expect_message in decision.message
         assert flow.stage is Stage.IDLE
-        assert flow.tick(T0 + timedelta(seconds=tick_at_s + 1)) is None
+        assert flow.tick(tick_at_s + 1) is None
 
 
 def test_business_hours_boundary_on_monday() -> None:
@@ -189,20 +193,61 @@ def test_business_hours_boundary_on_monday() -> None:
     world = World(tests={SERIAL: finished("banc1", ended)})
     flow = ScanWorkflow(4, TIMEOUT_S, world.lookups())
     monday_9 = datetime(2025, 6, 16, 9, tzinfo=LOCAL_TZ)
-    flow.handle("banc1", monday_9)
-    assert flow.handle(SERIAL, monday_9).level is Level.ERROR
+    flow.handle("banc1", monday_9, 0.0)
+    assert flow.handle(SERIAL, monday_9, 1.0).level is Level.ERROR
     monday_11 = datetime(2025, 6, 16, 11, tzinfo=LOCAL_TZ)
-    flow.handle("banc1", monday_11)
-    assert flow.handle(SERIAL, monday_11).level is Level.INFO
-    assert flow.handle("banc1", monday_11).action is Action.START
+    flow.handle("banc1", monday_11, 2.0)
+    assert flow.handle(SERIAL, monday_11, 3.0).level is Level.INFO
+    assert flow.handle("banc1", monday_11, 4.0).action is Action.START
 
 
 def test_prompt_follows_stage() -> None:
     flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
     assert "Scannez un banc" in flow.prompt()
-    flow.handle("banc2", T0)
-    assert "numéro de série" in flow.prompt() and flow.remaining_s(T0 + timedelta(seconds=5)) == 10
-    flow.handle(SERIAL, T0)
+    flow.handle("banc2", T0, 100.0)
+    assert "numéro de série" in flow.prompt() and flow.remaining_s(105.0) == 10
+    flow.handle(SERIAL, T0, 101.0)
     assert "Rescannez banc2" in flow.prompt()
     flow.cancel()
-    assert flow.stage is Stage.IDLE and flow.remaining_s(T0) is None
+    assert flow.stage is Stage.IDLE and flow.remaining_s(101.0) is None
+
+
+# (id, scans as (wall-clock offset s, monotonic s, text), expected action, fragment)
+CLOCK_STEP_CASES = [
+    # NTP sets the clock an hour ahead mid-scan: 4 real seconds passed, the test starts.
+    ("wall clock jumps ahead", [(0, 0, "banc1"), (2, 2, SERIAL), (3600 + 4, 4, "banc1")], Action.START, "lancé"),
+    # The clock is set back an hour: the 20 real seconds still exceed the 15 s timeout.
+    ("wall clock jumps back", [(0, 0, "banc1"), (2, 2, SERIAL), (-3600 + 20, 20, "banc1")], Action.NONE, "dépassé"),
+]
+
+
+@pytest.mark.parametrize("scans,action,fragment", [c[1:] for c in CLOCK_STEP_CASES], ids=[c[0] for c in CLOCK_STEP_CASES])
+def test_scan_timeout_follows_the_monotonic_clock(scans, action, fragment) -> None:
+    flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
+    decisions = [flow.handle(text, T0 + timedelta(seconds=wall_s), clock_s) for wall_s, clock_s, text in scans]
+    assert decisions[-1].action is action and fragment in decisions[-1].message
+
+
+@pytest.mark.parametrize(
+    "after_tick,expect_action,expect_fragment",
+    [
+        # The operator rescans the bench to confirm, unaware the timeout passed: refused, loudly, with the serial.
+        ("banc1", Action.NONE, "test de RW-ABCD1234 NON lancé"),
+        # Once said, the next scan of the bench starts a new sequence.
+        (None, Action.NONE, "Banc 1 libre"),
+        # Another bench is a new sequence at once.
+        ("banc2", Action.NONE, "Banc 2 libre"),
+    ],
+)
+def test_a_late_confirmation_is_refused_not_taken_as_a_new_start(after_tick, expect_action, expect_fragment) -> None:
+    flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
+    flow.handle("banc1", T0, 0.0)
+    flow.handle(SERIAL, T0, 3.0)
+    assert flow.tick(16.0) is not None  # the worker's tick abandons the confirmation
+    if after_tick is None:
+        refusal = flow.handle("banc1", T0, 20.0)
+        assert refusal.level is Level.ERROR and refusal.banc == "banc1"
+        decision = flow.handle("banc1", T0, 21.0)
+    else:
+        decision = flow.handle(after_tick, T0, 20.0)
+    assert decision.action is expect_action and expect_fragment in decision.message, decision.message
