@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import protocol
+from kiosk_messages import BenchFacts
 
 # Time-left estimates of the phases without a profile (phase 2 uses charge_profile.csv).
 PHASE1_DURATION_S = 15 * 60  # Ri/diffusion pulses: a fixed sequence of about 15 minutes
@@ -25,10 +26,14 @@ MIN_CURRENT_FOR_ESTIMATE_A = 0.5  # below this the pack is at rest: no meaningfu
 STATUS_FREE, STATUS_BUSY, STATUS_INTERRUPTED, STATUS_DONE = "free", "busy", "interrupted", "done"
 STATE_UNKNOWN_TEXT = "Lecture de l'état…"
 
+# What a link pill (ESP, banc) says: offline is an alarm only when something should be running.
+LINK_ONLINE, LINK_IDLE, LINK_ALARM, LINK_UNKNOWN = "online", "idle", "alarm", "unknown"
+_ENDED_STEPS = (protocol.STEP_FINISHED, protocol.STEP_STOP)  # after these, going offline is the normal course
+
 
 @dataclass(frozen=True)
 class RiView:
-    """Ri and diffusion of a test, ohms, diffusion already brought to 25 °C."""
+    """Ri and diffusion of a test, ohms, brought to 25 °C (the values the charts and the report give)."""
 
     ri_discharge: Optional[float] = None
     ri_charge: Optional[float] = None
@@ -69,7 +74,7 @@ def estimate_time_left_s(
 
 
 def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
-    """Ri and diffusion means of a test's config.json; diffusion brought to 25 °C with `correct`."""
+    """Ri and diffusion means of a test's config.json, all brought to 25 °C with `correct` (as the charts show them)."""
 
     def number(key: str) -> Optional[float]:
         value = config.get(key)
@@ -80,15 +85,15 @@ def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Option
     temperature = config.get("ri_temperature_c")
     temperature = float(temperature) if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) else None
 
-    def diffusion(key: str) -> Optional[float]:
+    def at_25c(key: str) -> Optional[float]:
         value = number(key)
         return None if value is None else correct(value, temperature)
 
     return RiView(
-        ri_discharge=number("ri_discharge_average"),
-        ri_charge=number("ri_charge_average"),
-        diffusion_discharge=diffusion("diffusion_discharge_average"),
-        diffusion_charge=diffusion("diffusion_charge_average"),
+        ri_discharge=at_25c("ri_discharge_average"),
+        ri_charge=at_25c("ri_charge_average"),
+        diffusion_discharge=at_25c("diffusion_discharge_average"),
+        diffusion_charge=at_25c("diffusion_charge_average"),
     )
 
 
@@ -237,6 +242,7 @@ class BancRuntime:
     last_bms: Optional[protocol.BmsLine] = None
     last_serial: Optional[str] = None
     shown_stopped: bool = False
+    seen_running: bool = False  # this kiosk saw the test's banc.py run: its disappearance without step 5/9 is a crash
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,31 @@ class BancDisplay:
     interrupted: bool  # occupied, banc.py not running, test unfinished
     esp_online: Optional[bool]
     banc_online: Optional[bool]
+    esp_link: str = LINK_UNKNOWN  # LINK_ONLINE, LINK_IDLE (offline, as expected), LINK_ALARM or LINK_UNKNOWN
+    banc_link: str = LINK_UNKNOWN
+
+
+def _esp_link(rt: BancRuntime) -> str:
+    if rt.esp_online is None:
+        return LINK_UNKNOWN
+    if rt.esp_online:
+        return LINK_ONLINE
+    # A free bench's or a stopped test's ESP may be switched off; during a test it must talk.
+    return LINK_ALARM if rt.running and rt.step not in _ENDED_STEPS else LINK_IDLE
+
+
+def _banc_link(rt: BancRuntime, banc_online: Optional[bool], interrupted: bool) -> str:
+    if banc_online:
+        return LINK_ONLINE
+    if not rt.known:
+        return LINK_UNKNOWN if banc_online is None else LINK_IDLE
+    if rt.step in _ENDED_STEPS:
+        return LINK_IDLE  # banc.py ends itself after step 5 and step 9
+    if rt.running:
+        return LINK_ALARM  # the process lives but lost the broker (its last will said offline)
+    # Gone without step 5 or 9 while this kiosk watched it run: a crash. Otherwise (free bench, a test
+    # stopped before the kiosk started) no banc.py is expected.
+    return LINK_ALARM if interrupted and rt.seen_running else LINK_IDLE
 
 
 def banc_display(rt: BancRuntime) -> BancDisplay:
@@ -262,7 +293,18 @@ def banc_display(rt: BancRuntime) -> BancDisplay:
         text, kind = STATE_UNKNOWN_TEXT, STATUS_FREE
     # Before banc.py's own status message arrives, a running process counts as online.
     banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
-    return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online)
+    return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online,
+                       _esp_link(rt), _banc_link(rt, banc_online, interrupted))
+
+
+def takes_steps(rt: BancRuntime) -> bool:
+    """Whether the panel follows the bench's steps: not on a bench known to be free (no test, no banc.py)."""
+    return not rt.known or rt.occupied or rt.running
+
+
+def message_facts(rt: BancRuntime) -> BenchFacts:
+    """The state of a bench an operator message describes (kiosk_messages withdraws it when this changes)."""
+    return BenchFacts(rt.occupied, rt.running, rt.step)
 
 
 def merge_snapshot(rt: BancRuntime, snapshot: BancSnapshot) -> None:
@@ -271,3 +313,7 @@ def merge_snapshot(rt: BancRuntime, snapshot: BancSnapshot) -> None:
         rt.last_serial = rt.serial
     rt.occupied, rt.serial, rt.file_step = snapshot.occupied, snapshot.serial, snapshot.file_step
     rt.running, rt.unfinished, rt.known = snapshot.running, snapshot.unfinished, True
+    if snapshot.running:
+        rt.seen_running = True
+    elif not snapshot.occupied:
+        rt.seen_running = False

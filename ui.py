@@ -32,6 +32,7 @@ import customtkinter as ctk
 
 import protocol
 import utils
+from kiosk_messages import Kind, MessageBoard, SecurityKind, classify_security, kind_of_level
 from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests and tools know it
     KIND_BROKER,
     KIND_CALIBRATION,
@@ -51,8 +52,10 @@ from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests a
     coalesce,
     estimate_time_left_s,
     merge_snapshot,
+    message_facts,
     ri_view_from_config,
     status_display,
+    takes_steps,
 )
 from kiosk_worker import (
     GraphButtonRequest,
@@ -65,7 +68,7 @@ from kiosk_worker import (
 )
 from processes import BancSupervisor
 from scan_workflow import Action, ScanWorkflow
-from ui_components import BG_APP, BancPanel, Fonts, HistoryWindow, ResultCard, ScanBar
+from ui_components import BG_APP, BancPanel, Fonts, HistoryWindow, ResultCard, ScanBar, ScanEcho
 
 __all__ = [
     "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
@@ -83,6 +86,7 @@ MAX_MESSAGES_PER_TICK = 500  # 10 000 msg/s of headroom; the rest waits for the 
 # numbers, and redrawing 16 panels 10 times a second would cost the Pi most of a core.
 BMS_DISPLAY_INTERVAL_S = 0.25
 ANIMATION_INTERVAL_MS = 125
+EXPIRY_INTERVAL_MS = 500  # messages and notices fade on time
 WATCHDOG_INTERVAL_MS = 5000  # systemd WatchdogSec must be at least 3 times this
 FOCUS_CHECK_MS = 1000
 BAD_PAYLOAD_LOG_INTERVAL_S = 60.0
@@ -93,6 +97,9 @@ WORKER_JOIN_S = 5.0  # at exit, after the window is gone: let a started test fin
 PANEL_DESIGN_W, PANEL_DESIGN_H = 420.0, 230.0
 SCAN_BAR_DESIGN_H = 56.0
 MIN_SCALE, MAX_SCALE = 0.7, 2.4
+WINDOWED_W, WINDOWED_H = 1280, 800  # --windowed without --geometry, on a screen that has room for it
+SCREEN_MARGIN_W, SCREEN_MARGIN_H = 16, 64  # a window manager's frame and panel
+MIN_WINDOW_W, MIN_WINDOW_H = 320, 240
 
 
 # =========================================================================== pure helpers
@@ -115,13 +122,28 @@ def grid_shape(num_bancs: int) -> tuple[int, int]:
     return cols, max(1, math.ceil(num_bancs / cols))
 
 
-def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
-    """Font scale so that a panel's content fits the panel at this window size."""
+def windowed_size(screen_w: int, screen_h: int) -> tuple[int, int]:
+    """The size of a --windowed kiosk: 1280 x 800, or less so that it fits the screen it opens on, frame included."""
+    return (max(MIN_WINDOW_W, min(WINDOWED_W, screen_w - SCREEN_MARGIN_W)),
+            max(MIN_WINDOW_H, min(WINDOWED_H, screen_h - SCREEN_MARGIN_H)))
+
+
+def _fitting_scale(width_px: float, height_px: float, num_bancs: int) -> float:
     cols, rows = grid_shape(num_bancs)
     # The scan bar grows with the scale too: solve h = rows * panel_h + scan_h for the scale.
     by_width = width_px / cols / PANEL_DESIGN_W
     by_height = height_px / (rows * PANEL_DESIGN_H + SCAN_BAR_DESIGN_H)
-    return max(MIN_SCALE, min(MAX_SCALE, by_width, by_height))
+    return min(by_width, by_height)
+
+
+def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
+    """Font scale so that a panel's content fits the panel at this window size."""
+    return max(MIN_SCALE, min(MAX_SCALE, _fitting_scale(width_px, height_px, num_bancs)))
+
+
+def compact_layout(width_px: float, height_px: float, num_bancs: int) -> bool:
+    """True when even the smallest legible fonts cannot hold a full panel: the panels show only the essentials."""
+    return _fitting_scale(width_px, height_px, num_bancs) < MIN_SCALE
 
 
 # =========================================================================== MQTT edge
@@ -225,6 +247,7 @@ class App(ctk.CTk):
                                 real_lookups(self.supervisor.is_running))
         self.worker = KioskWorker(self.bancs, workflow, self.supervisor, self.inbox)
         self.broker_connected = False
+        self.messages = MessageBoard(workflow.prompt())
         self.pending_requests = 0  # scans (and chart requests) the worker has not answered yet
         self.charge_duration: Optional[Callable[[float], float]] = None  # loaded by the worker
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
@@ -237,7 +260,7 @@ class App(ctk.CTk):
         self._pending_rescale: Optional[str] = None
         self.stats = {"messages": 0, "applied": 0, "ticks": 0}
 
-        width, height = self._initial_size(windowed, geometry)
+        width, height = self._size = self._initial_size(windowed, geometry)
         self.fonts = Fonts(font_scale(width, height, len(self.bancs)))
         self._build_layout()
         for banc in self.bancs:
@@ -253,7 +276,7 @@ class App(ctk.CTk):
         # A touch anywhere must not steal the scanner's keystrokes: give the focus back to the entry.
         self.bind_all("<ButtonRelease-1>", self._on_touch, add="+")
 
-        self.scan_bar.show_message(workflow.prompt(), "info")
+        self.refresh_message()
         self.scan_bar.set_broker(False)
         self.worker.start()  # its first job: every bench's state, shown as soon as it is read
         self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox)
@@ -262,6 +285,7 @@ class App(ctk.CTk):
 
         self._schedule(DRAIN_INTERVAL_MS, self.drain_queue)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
+        self._schedule(EXPIRY_INTERVAL_MS, self._expire)
         self._schedule(FOCUS_CHECK_MS, self._focus_loop)
         self._schedule(50, self._first_frame)
         self.focus_entry()
@@ -283,7 +307,7 @@ class App(ctk.CTk):
             except ValueError:
                 log.warning("ignoring bad --geometry %r", geometry)
         if windowed:
-            return 1280, 800
+            return windowed_size(self.winfo_screenwidth(), self.winfo_screenheight())
         return self.winfo_screenwidth(), self.winfo_screenheight()
     def _build_layout(self) -> None:
         cols, rows = grid_shape(len(self.bancs))
@@ -294,10 +318,12 @@ class App(ctk.CTk):
         self.history_window: Optional[HistoryWindow] = None
         for i, banc in enumerate(self.bancs):
             panel = BancPanel(self, banc, self.fonts, on_title_click=self.open_graph_for_banc)
+            panel.set_compact(compact_layout(self._size[0], self._size[1], len(self.bancs)))
             row, col = divmod(i, cols)
             panel.grid(row=row, column=col, sticky="nsew", padx=3, pady=3)
             self.panels[banc] = panel
-        self.scan_bar = ScanBar(self, self.fonts, on_scan=self.handle_prompt, on_graph=self.on_graph_button)
+        self.scan_bar = ScanBar(self, self.fonts, on_scan=self.handle_prompt, on_graph=self.on_graph_button,
+                                on_acknowledge=self.acknowledge_message)
         self.scan_bar.grid(row=rows, column=0, columnspan=cols, sticky="ew")
 
     def _on_root_configure(self, event: tk.Event) -> None:
@@ -309,10 +335,15 @@ class App(ctk.CTk):
 
     def _rescale(self) -> None:
         self._pending_rescale = None
+        compact = compact_layout(self.winfo_width(), self.winfo_height(), len(self.bancs))
+        for panel in self.panels.values():
+            panel.set_compact(compact)
         if self.fonts.rescale(font_scale(self.winfo_width(), self.winfo_height(), len(self.bancs))):
             for panel in self.panels.values():
                 for key in ("phase_bar", "soc_gauge", "progress_bar_nurse"):
                     panel.widgets[key].redraw()
+                panel.refit()
+            self.scan_bar.fit_message()
 
     # ------------------------------------------------------------------ focus, systemd
 
@@ -409,10 +440,32 @@ class App(ctk.CTk):
         self._submit(OpenGraphRequest(banc))
         self.focus_entry()
 
+    # ------------------------------------------------------------------ the operator message
+
+    def say(self, text: str, kind: Kind, banc: Optional[str] = None, prompt: Optional[str] = None) -> None:
+        """Show an operator message; one about a bench is withdrawn when that bench's state changes."""
+        facts = message_facts(self.runtime[banc]) if banc in self.runtime else None
+        self.messages.show(text, kind, time.monotonic(), banc=banc if facts else None, facts=facts, prompt=prompt)
+        self.refresh_message()
+
+    def refresh_message(self) -> None:
+        """The scan bar shows the board's current message (or the workflow's prompt)."""
+        text, kind = self.messages.current()
+        self.scan_bar.show_message(text, kind)
+
+    def acknowledge_message(self) -> None:
+        """The operator touched the message: an alarm is acknowledged."""
+        if self.messages.acknowledge():
+            self.refresh_message()
+
     def apply_outcome(self, outcome: Outcome) -> None:
         """Show a decision the worker performed: panel changes, charts, `end`, the operator's message."""
         if outcome.answers_scan:
             self.pending_requests = max(0, self.pending_requests - 1)
+            self.messages.scanned()
+        if outcome.prompt:
+            self.messages.prompt = outcome.prompt
+        kind = kind_of_level(outcome.level)
         if outcome.action is Action.START and outcome.done:
             assert outcome.banc and outcome.serial
             self.start_test(outcome.banc, outcome.serial, outcome.start_step or 1, outcome.message)
@@ -424,19 +477,19 @@ class App(ctk.CTk):
         elif outcome.action is Action.GRAPH and outcome.done and outcome.history:
             assert outcome.show_charts is not None
             self.open_history(outcome.serial or "?", outcome.history, outcome.show_charts)
-            self.scan_bar.show_message(outcome.message, outcome.level)
+            self.say(outcome.message, kind)
         elif outcome.action is Action.GRAPH and outcome.done:
             assert outcome.folder is not None and outcome.show_charts is not None
             self.open_graph(outcome.folder, outcome.show_charts, outcome.message)
-        elif outcome.message:
-            self.scan_bar.show_message(outcome.message, outcome.level)
+        else:
+            self.say(outcome.message, kind, outcome.banc)
         self.focus_entry()
 
     def start_test(self, banc: str, serial: str, start_step: int, message: str) -> None:
         """Seed §2 success, once the worker has marked the bench occupied and started banc.py: reset the panel."""
         rt = self.runtime[banc]
         rt.occupied, rt.serial, rt.file_step, rt.running, rt.unfinished = True, serial, start_step, True, False
-        rt.known = True
+        rt.known, rt.seen_running = True, True
         rt.step, rt.previous_step, rt.last_bms = None, None, None
         self.nurse_soc[banc] = [None] * protocol.NURSE_COUNT
         panel = self.panels[banc]
@@ -446,43 +499,53 @@ class App(ctk.CTk):
         panel.show_step_quietly(start_step)
         rt.step, rt.phase_started_s = start_step, time.monotonic()
         rt.shown_stopped = False
+        self.say(message, Kind.SUCCESS, banc)  # "phase 1/5": withdrawn once the bench is in another phase
         self.render_banc(banc)
-        self.scan_bar.show_message(message, "success")
 
     def send_end(self) -> None:
         """Seed §5: publish `end` on every bench's command topic."""
         if not self.broker_connected:
-            self.scan_bar.show_message(
-                "Broker déconnecté : « end » non envoyé. Réessayez quand le broker est revenu.", "error"
-            )
+            self.say("Broker déconnecté : « end » non envoyé. Réessayez quand le broker est revenu.", Kind.ALARM)
             return
         failed = self.mqtt.publish_command_all(self.bancs, protocol.COMMAND_END)
         if failed:
-            self.scan_bar.show_message(f"« end » non envoyé à : {', '.join(failed)}. Réessayez.", "error")
+            self.say(f"« end » non envoyé à : {', '.join(failed)}. Réessayez.", Kind.ALARM)
         else:
             log.info("end sent to %s", ", ".join(self.bancs))
-            self.scan_bar.show_message(f"Fin de journée : « end » envoyé aux {len(self.bancs)} bancs.", "success")
+            self.say(f"Fin de journée : « end » envoyé aux {len(self.bancs)} bancs.", Kind.SUCCESS)
 
     def reset_banc(self, banc: str, message: str) -> None:
         """A bench the worker has cleared in bancs_config.json: an empty panel."""
         rt = self.runtime[banc]
         rt.occupied, rt.serial, rt.file_step, rt.step, rt.previous_step = False, None, None, None, None
-        rt.last_serial, rt.shown_stopped, rt.unfinished = None, False, False
+        rt.last_serial, rt.shown_stopped, rt.unfinished, rt.seen_running = None, False, False, False
         self.panels[banc].reset()
+        self.say(message, Kind.SUCCESS, banc)
         self.render_banc(banc)
-        self.scan_bar.show_message(message, "success")
 
     def open_graph(self, folder: Path, show_charts: Callable[..., Any], message: str) -> None:
         """Open the report's charts of a test the worker found, or say clearly why not."""
         try:
             window = show_charts(self, folder)
             if isinstance(window, tk.Misc) and window.winfo_toplevel() is not self:
-                self.route_keys_to_entry(window.winfo_toplevel())
+                toplevel = window.winfo_toplevel()
+                self.route_keys_to_entry(toplevel)
+                self._add_scan_echo(toplevel)
         except Exception as exc:
             log.exception("show_charts(%s)", folder)
-            self.scan_bar.show_message(f"Graphiques non disponibles : {exc}", "error")
+            self.say(f"Graphiques non disponibles : {exc}", Kind.ALARM)
             return
-        self.scan_bar.show_message(message, "info")
+        self.say(message, Kind.INFO)
+
+    def _add_scan_echo(self, window: tk.Misc) -> None:
+        # The charts cover the scan bar: a scan typed meanwhile is answered at the bottom of the charts too.
+        echo = ScanEcho(window, self.fonts["message"])
+        slaves = window.pack_slaves()
+        if slaves:
+            echo.pack(side="bottom", fill="x", before=slaves[0])
+        else:
+            echo.pack(side="bottom", fill="x")
+        self.scan_bar.add_echo(echo)
 
     # ------------------------------------------------------------------ bench state
 
@@ -507,14 +570,18 @@ class App(ctk.CTk):
         window = HistoryWindow(self, serial, entries,
                                lambda entry: self.open_graph(entry.folder, show_charts, f"Graphiques de {entry.folder.name}."))
         self.route_keys_to_entry(window)
+        self._add_scan_echo(window)
         self.history_window = window
 
     def render_banc(self, banc: str) -> None:
         """Header and link pills of a bench, from banc_display (the one derivation)."""
-        display = banc_display(self.runtime[banc])
+        rt = self.runtime[banc]
+        display = banc_display(rt)
         panel = self.panels[banc]
         panel.set_status(display.status_text, display.status_kind)
-        panel.set_links(display.esp_online, display.banc_online)
+        panel.set_links(display.esp_link, display.esp_online, display.banc_link, display.banc_online)
+        if self.messages.bench_changed(banc, message_facts(rt)):
+            self.refresh_message()
 
     def apply_snapshot(self, snapshot: BancSnapshot) -> None:
         """The worker's view of a bench's files and banc.py, merged with what MQTT said."""
@@ -531,6 +598,10 @@ class App(ctk.CTk):
             rt.previous_step, rt.shown_stopped = rt.step, True
         if rt.running and rt.shown_stopped:
             rt.shown_stopped = False
+        if not takes_steps(rt) and rt.step in protocol.PHASES and rt.step != protocol.STEP_FINISHED:
+            # A phase animated before the state was read, on a bench with no test: nothing runs there.
+            rt.step = None
+            panel.clear_phase()
         self.render_banc(banc)
         if snapshot.ri_view is not None:
             panel.update_ri_diffusion_widgets(snapshot.ri_view)
@@ -601,7 +672,7 @@ class App(ctk.CTk):
             if callable(item.payload):
                 self.charge_duration = item.payload
             else:
-                self.scan_bar.show_message(f"Profil de charge inutilisable : {item.payload}", "error")
+                self.say(f"Profil de charge inutilisable : {item.payload}", Kind.ALARM)
             return
         banc = item.banc
         if banc not in self.panels:
@@ -632,6 +703,10 @@ class App(ctk.CTk):
         """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (seed §4)."""
         rt = self.runtime[banc]
         panel = self.panels[banc]
+        if not takes_steps(rt):
+            # No test on this bench (its ESP may be on the bench's own controls): no phase, no time left.
+            log.debug("%s: step %s ignored, the bench is free", banc, step)
+            return
         if step in protocol.PHASES:
             if step != rt.step:
                 rt.phase_started_s = time.monotonic()
@@ -651,16 +726,20 @@ class App(ctk.CTk):
         rt = self.runtime[banc]
         rt.last_bms = line
         elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
-        if rt.step == 2 and self.charge_duration is None:
+        if (rt.step == 2 and self.charge_duration is None) or not takes_steps(rt):
             time_left = None  # the charge profile is not loaded (yet, or it is unusable: said on screen)
         else:
             time_left = estimate_time_left_s(rt.step, line, elapsed, self.charge_duration or _no_profile)
         self.panels[banc].update_banc_data(line, time_left)
 
     def on_security(self, banc: str, message: str) -> None:
-        """bancX/security: red alert on the panel until the next step."""
-        log.warning("%s security alert: %s", banc, message)
-        self.panels[banc].update_banc_security(message)
+        """bancX/security: a red alarm (until touched or the next step), or a recovery notice (fades)."""
+        security = classify_security(message)
+        if security.kind is SecurityKind.ALARM:
+            log.warning("%s security alert: %s", banc, message)
+        else:
+            log.info("%s notice: %s", banc, message)
+        self.panels[banc].show_security(security, time.monotonic())
 
     def on_nurse(self, banc: str, index: int, soc_pct: int) -> None:
         """bancX/nJ: nurse battery J state of charge."""
@@ -670,11 +749,20 @@ class App(ctk.CTk):
 
     # ------------------------------------------------------------------ periodic
 
+    def _expire(self) -> None:
+        now = time.monotonic()
+        if self.messages.expire(now):
+            self.refresh_message()
+        for panel in self.panels.values():
+            panel.expire(now)
+        self._schedule(EXPIRY_INTERVAL_MS, self._expire)
+
     def _animate(self) -> None:
         now = time.monotonic()
         for panel in self.panels.values():
             panel.tick_animation(now)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
+        self._schedule(EXPIRY_INTERVAL_MS, self._expire)
 
     def request_stop(self, *_args: Any) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""

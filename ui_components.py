@@ -7,7 +7,9 @@ are tested without a display.
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
+import tkinter.font as tkfont
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -16,8 +18,13 @@ import customtkinter as ctk
 
 import formatting
 import protocol
-from formatting import format_clock, format_milliohm, format_number, grade_color
+from formatting import elide, format_clock, format_milliohm, format_number, grade_color
+from kiosk_messages import NOTICE_LIFETIME_S, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
+    LINK_ALARM,
+    LINK_IDLE,
+    LINK_ONLINE,
+    LINK_UNKNOWN,
     STATUS_BUSY,
     STATUS_DONE,
     STATUS_FREE,
@@ -41,6 +48,9 @@ COLOR_INFO = "#64b5f6"
 COLOR_UNKNOWN = "#5f6368"
 SEGMENT_EMPTY = "#3a3f44"
 ALERT_BG = "#c62828"
+NOTICE_BG = "#1e3a52"  # a recovery notice: informational blue, never the alarm's red
+ONLINE_BG = "#2e7d32"
+IDLE_BG = "#34393e"  # offline as expected (free bench, test ended or stopped): neutral
 
 # One colour per phase (1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished).
 PHASE_COLORS = formatting.PHASE_COLORS
@@ -48,8 +58,16 @@ PHASE_COLORS = formatting.PHASE_COLORS
 LEVEL_OK, LEVEL_WARN, LEVEL_ALARM = "ok", "warn", "alarm"
 LEVEL_COLORS = {LEVEL_OK: COLOR_OK, LEVEL_WARN: COLOR_WARN, LEVEL_ALARM: COLOR_ALARM}
 
-# Operator message levels (scan_workflow.Level values) -> text colour.
-MESSAGE_COLORS = {"info": TEXT, "success": COLOR_OK, "error": COLOR_ALARM}
+# Operator message kinds (kiosk_messages.Kind) -> (text colour, background); an alarm is white on red.
+MESSAGE_STYLES: dict[Kind, tuple[str, str]] = {
+    Kind.INFO: (TEXT, BG_SCANBAR),
+    Kind.SUCCESS: (COLOR_OK, BG_SCANBAR),
+    Kind.REFUSAL: (COLOR_ALARM, BG_SCANBAR),
+    Kind.ALARM: ("#ffffff", ALERT_BG),
+}
+
+# Link states (kiosk_state.LINK_*) -> pill colour.
+LINK_COLORS = {LINK_ONLINE: ONLINE_BG, LINK_IDLE: IDLE_BG, LINK_ALARM: ALERT_BG, LINK_UNKNOWN: COLOR_UNKNOWN}
 
 # Bench status kinds (kiosk_state) -> colour of the status text.
 STATUS_COLORS = {STATUS_FREE: MUTED, STATUS_BUSY: COLOR_INFO, STATUS_INTERRUPTED: COLOR_WARN, STATUS_DONE: COLOR_OK}
@@ -125,6 +143,19 @@ FONT_BASE_SIZES: dict[str, int] = {
     "message": 14,
 }
 MIN_FONT_PX = 8
+# Below these sizes an operator at arm's length cannot read the text: the layout elides rather than shrink further.
+FONT_MIN_PX: dict[str, int] = {
+    "title": 12,
+    "status": 11,
+    "phase": 11,
+    "value": 12,
+    "name": 10,
+    "small": 10,
+    "alert": 12,
+    "scan": 14,
+    "message": 16,  # the operator's main channel: always readable, whatever the number of benches
+}
+MIN_LEGIBLE_PX = 10  # canvas text (gauge, nurse values, captions)
 
 
 class Fonts:
@@ -132,14 +163,19 @@ class Fonts:
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
+        self._measure_fonts: dict[tuple[int, bool], tkfont.Font] = {}
         self._fonts: dict[str, ctk.CTkFont] = {}
-        for name, size in FONT_BASE_SIZES.items():
+        for name in FONT_BASE_SIZES:
             weight = "bold" if name in ("title", "value", "alert") else "normal"
-            self._fonts[name] = ctk.CTkFont(size=self.px(size), weight=weight)
+            self._fonts[name] = ctk.CTkFont(size=self.size_of(name), weight=weight)  # CTkFont sizes are pixels
 
-    def px(self, base: int) -> int:
-        """Pixel size of a base size at the current scale."""
-        return max(MIN_FONT_PX, int(round(base * self.scale)))
+    def px(self, base: int, minimum: int = MIN_FONT_PX) -> int:
+        """Pixel size of a base size at the current scale (never below `minimum`)."""
+        return max(minimum, int(round(base * self.scale)))
+
+    def size_of(self, name: str) -> int:
+        """Pixel size of a named font at the current scale, never below its legible minimum."""
+        return self.px(FONT_BASE_SIZES[name], FONT_MIN_PX[name])
 
     def __getitem__(self, name: str) -> ctk.CTkFont:
         return self._fonts[name]
@@ -150,12 +186,25 @@ class Fonts:
             return False
         self.scale = scale
         for name, font in self._fonts.items():
-            font.configure(size=self.px(FONT_BASE_SIZES[name]))
+            font.configure(size=self.size_of(name))
         return True
 
     def canvas_font(self, base: int, bold: bool = False) -> tuple:
         """A Tk font tuple for canvas text (negative size = pixels)."""
-        return ("TkDefaultFont", -self.px(base), "bold") if bold else ("TkDefaultFont", -self.px(base))
+        return self.canvas_font_px(self.px(base), bold)
+
+    @staticmethod
+    def canvas_font_px(px: int, bold: bool = False) -> tuple:
+        """A Tk font tuple of `px` pixels for canvas text."""
+        return ("TkDefaultFont", -px, "bold") if bold else ("TkDefaultFont", -px)
+
+    def measure(self, text: str, px: int, bold: bool = False) -> int:
+        """Width in pixels of `text` drawn with canvas_font_px(px, bold)."""
+        key = (px, bold)
+        font = self._measure_fonts.get(key)
+        if font is None:
+            font = self._measure_fonts[key] = tkfont.Font(font=self.canvas_font_px(px, bold))
+        return int(font.measure(text))
 
 
 class _CachedLabels:
@@ -169,22 +218,60 @@ class _CachedLabels:
         if self._cache.get(key) == (text, color):
             return
         self._cache[key] = (text, color)
-        if color is None:
+        if isinstance(label, ElidedLabel):
+            label.set_text(text, color)
+        elif color is None:
             label.configure(text=text)
         else:
             label.configure(text=text, text_color=color)
 
 
+class ElidedLabel(ctk.CTkLabel):
+    """A one-line label: its text whole when it fits, else cut with an ellipsis, never clipped mid-letter.
+
+    Grid it with sticky "ew": its width is the cell's, and the text adapts to it (not the reverse).
+    """
+
+    MARGIN_PX = 4
+
+    def __init__(self, master: Any, font: ctk.CTkFont, **kwargs: Any) -> None:
+        super().__init__(master, text="", font=font, **kwargs)
+        self.full_text = ""
+        self._measure_font = font
+        tk.Misc.bind(self, "<Configure>", self._fit, add="+")
+
+    def set_text(self, text: str, color: Optional[str] = None) -> None:
+        """Show `text` (elided to the label's width) in `color`."""
+        self.full_text = text
+        if color is not None:
+            self.configure(text_color=color)
+        self._fit()
+
+    def _fit(self, _event: Optional[tk.Event] = None) -> None:
+        width = self.winfo_width()
+        # Not laid out yet: the whole text (the first <Configure> fits it).
+        shown = self.full_text if width <= 1 else elide(self.full_text, width - self.MARGIN_PX,
+                                                        self._measure_font.measure)
+        if shown != self.cget("text"):
+            self.configure(text=shown)
+
+    @property
+    def elided(self) -> bool:
+        """True when the text shown is cut."""
+        return str(self.cget("text")) != self.full_text
+
+
 # =========================================================================== phase bar
 
 SEG_PENDING, SEG_RUNNING, SEG_DONE, SEG_STOPPED = "pending", "running", "done", "stopped"
+PHASE_BAR_PX, COMPACT_PHASE_BAR_PX = 14, 8
 ANIMATION_PERIOD_S = 2.0
 
 
 class PhaseBar(ctk.CTkFrame):
     """Five coloured segments: done phases full, the running one animated, the rest grey."""
 
-    def __init__(self, master: Any, fonts: Fonts, height: int = 14) -> None:
+    def __init__(self, master: Any, fonts: Fonts, height: int = PHASE_BAR_PX) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=0, height=height)
         self.fonts = fonts
         self.canvas = tk.Canvas(self, height=height, bg=BG_PANEL, highlightthickness=0, bd=0)
@@ -282,13 +369,26 @@ class SocGauge(_CanvasWidget):
 
     @property
     def text(self) -> str:
-        """The value drawn in the gauge."""
-        return "--%" if self.soc_pct is None else f"{self.soc_pct:.0f}%"
+        """The value the gauge shows ("67 %"; "— %" when unknown)."""
+        return f"{formatting.UNKNOWN}{formatting.NBSP}%" if self.soc_pct is None else format_number(self.soc_pct, 0, "%")
+
+    def label_fit(self, inner_width_px: float) -> tuple[str, int]:
+        """The text drawn in the gauge and its size: the largest that keeps clear of the border, unit dropped last."""
+        base = self.fonts.px(12)
+        for text in (self.text, self.text.split(formatting.NBSP)[0]):
+            for px in range(base, MIN_LEGIBLE_PX - 1, -1):
+                if self.fonts.measure(text, px, bold=True) <= inner_width_px:
+                    return text, px
+        return self.text.split(formatting.NBSP)[0], MIN_LEGIBLE_PX
+
+    def min_width_px(self) -> int:
+        """The narrowest gauge that still holds "100 %" at a legible size clear of its border."""
+        return self.fonts.measure(f"100{formatting.NBSP}%", MIN_LEGIBLE_PX, bold=True) + 2 * (3 + 2 + 3)
 
     def redraw(self) -> None:
         """Draw the battery outline, fill and value."""
         c = self.canvas
-        _fit_width(c, self.fonts.px(self.BASE_WIDTH))
+        _fit_width(c, max(self.fonts.px(self.BASE_WIDTH), self.min_width_px()))
         c.delete("all")
         width, height = max(c.winfo_width(), 20), max(c.winfo_height(), 30)
         nub_h = max(3, height // 18)
@@ -300,10 +400,10 @@ class SocGauge(_CanvasWidget):
             top = body[3] - 2 - inner_h * max(0.0, min(100.0, self.soc_pct)) / 100.0
             color = level_color(SOC_THRESHOLDS_PCT, self.soc_pct)
             c.create_rectangle(body[0] + 3, top, body[2] - 3, body[3] - 3, fill=color, outline="")
-        c.create_text(
-            width / 2, (body[1] + body[3]) / 2, text=self.text, fill=TEXT,
-            font=self.fonts.canvas_font(12, bold=True),
-        )
+        # Clear of the 2 px border by at least 3 px on each side.
+        text, px = self.label_fit(body[2] - body[0] - 10)
+        c.create_text(width / 2, (body[1] + body[3]) / 2, text=text, fill=TEXT, font=self.fonts.canvas_font_px(px, True),
+                      tags="value")
 
 
 def _fit_width(canvas: tk.Canvas, width_px: int) -> None:
@@ -316,12 +416,19 @@ def _fit_width(canvas: tk.Canvas, width_px: int) -> None:
 
 
 class NurseBars(_CanvasWidget):
-    """Six small bars: state of charge of the nurse batteries that absorb the discharge."""
+    """Six small bars: state of charge of the nurse batteries that absorb the discharge.
 
-    BASE_WIDTH = 66
+    The value of each bar is written under it when it fits its slot at a legible size;
+    otherwise one line under the bars gives the range ("33–37 %").
+    """
+
+    BASE_WIDTH = 80
+    CAPTION = "Nourrices"
 
     def __init__(self, master: Any, fonts: Fonts) -> None:
         self.values: list[Optional[int]] = [None] * protocol.NURSE_COUNT
+        self.caption_shown = ""
+        self.value_texts: list[str] = []  # what is written under the bars (six values, or one range)
         super().__init__(master, fonts)
 
     def set(self, index: int, soc_pct: Optional[int]) -> None:
@@ -335,20 +442,31 @@ class NurseBars(_CanvasWidget):
         self.values = [None] * protocol.NURSE_COUNT
         self.redraw()
 
+    def range_text(self) -> str:
+        """One line for all six: "100 %", "33–37 %", or "—" when none is known."""
+        known = [v for v in self.values if v is not None]
+        if not known:
+            return formatting.UNKNOWN
+        low, high = min(known), max(known)
+        return format_number(low, 0, "%") if low == high else f"{low}–{format_number(high, 0, '%')}"
+
     def redraw(self) -> None:
-        """Draw the title, the six bars and their values."""
+        """Draw the caption, the six bars and their values."""
         c = self.canvas
         _fit_width(c, self.fonts.px(self.BASE_WIDTH))
         c.delete("all")
         width, height = max(c.winfo_width(), 30), max(c.winfo_height(), 30)
-        small = self.fonts.px(FONT_BASE_SIZES["small"])
-        # The value under each bar must fit its slot ("100" in about 1.9 em).
-        tiny = int(max(MIN_FONT_PX - 2, min(small - 1, width / protocol.NURSE_COUNT / 1.7)))
-        c.create_text(width / 2, 1, text="Nourrices", fill=MUTED, anchor="n", font=("TkDefaultFont", -tiny))
-        top = small + 4
-        bottom = height - tiny - 3 if tiny >= MIN_FONT_PX - 1 else height - 2
+        px = max(MIN_LEGIBLE_PX, self.fonts.px(FONT_BASE_SIZES["small"]))
+        measure = functools.partial(self.fonts.measure, px=px)
+        self.caption_shown = elide(self.CAPTION, width - 2, measure)
+        c.create_text(width / 2, 1, text=self.caption_shown, fill=MUTED, anchor="n",
+                      font=self.fonts.canvas_font_px(px), tags="caption")
         n = protocol.NURSE_COUNT
         slot = width / n
+        labels = [formatting.UNKNOWN if v is None else str(v) for v in self.values]
+        each_fits = max(measure(label) for label in labels) <= slot - 2
+        self.value_texts = labels if each_fits else [elide(self.range_text(), width - 2, measure)]
+        top, bottom = px + 4, height - px - 3
         bar_w = max(4.0, slot * 0.62)
         for i, value in enumerate(self.values):
             x = slot * i + (slot - bar_w) / 2
@@ -356,33 +474,47 @@ class NurseBars(_CanvasWidget):
             if value is not None:
                 y = bottom - (bottom - top) * max(0, min(100, value)) / 100.0
                 c.create_rectangle(x, y, x + bar_w, bottom, fill=COLOR_INFO, outline="")
-            if tiny >= MIN_FONT_PX - 1:  # below that the numbers are unreadable: the bars alone tell
-                label = "–" if value is None else str(value)
-                c.create_text(x + bar_w / 2, height - 1, text=label, fill=MUTED, anchor="s",
-                              font=("TkDefaultFont", -tiny))
+            if each_fits:
+                c.create_text(x + bar_w / 2, height - 1, text=labels[i], fill=MUTED, anchor="s",
+                              font=self.fonts.canvas_font_px(px), tags="value")
+        if not each_fits:
+            c.create_text(width / 2, height - 1, text=self.value_texts[0], fill=MUTED, anchor="s",
+                          font=self.fonts.canvas_font_px(px), tags="value")
 
 
 # =========================================================================== link indicator
 
 
 class LinkPill(ctk.CTkLabel):
-    """A small coloured tag: green online, red offline, grey unknown."""
+    """A small coloured tag: green online, red when its absence is an alarm, neutral when expected, grey unknown."""
 
     def __init__(self, master: Any, text: str, fonts: Fonts) -> None:
         super().__init__(master, text=text, font=fonts["status"], fg_color=COLOR_UNKNOWN, text_color="#ffffff",
                          corner_radius=6, width=10, height=1, padx=4)
         self.online: Optional[bool] = None
+        self.state = LINK_UNKNOWN
 
-    def set_online(self, online: Optional[bool]) -> None:
-        """Colour for online (True), offline (False) or unknown (None)."""
-        if online is self.online:
-            return
+    def set_state(self, state: str, online: Optional[bool]) -> None:
+        """Show a link state (kiosk_state.LINK_*); `online` is the raw status, kept for who needs it."""
         self.online = online
-        color = COLOR_UNKNOWN if online is None else ("#2e7d32" if online else ALERT_BG)
-        self.configure(fg_color=color)
+        if state == self.state:
+            return
+        self.state = state
+        self.configure(fg_color=LINK_COLORS.get(state, COLOR_UNKNOWN),
+                       text_color=MUTED if state == LINK_IDLE else "#ffffff")
+
+    @property
+    def color(self) -> str:
+        """The pill's current colour."""
+        return str(self.cget("fg_color"))
 
 
 # =========================================================================== bench panel
+
+# A panel too small for everything (16 benches on 800 x 480) keeps what an operator must see at a glance:
+# header, status, phases, time left, voltage, current, SOC, temperature (their units name them). The rest
+# is on the charts.
+COMPACT_HIDDEN_MEASURES = frozenset({"capacity", "energy", "balance", "balancing"})
 
 MEASURES: tuple[tuple[str, str], ...] = (
     ("voltage", "Tension"),
@@ -425,7 +557,7 @@ class BancPanel(ctk.CTkFrame):
         proc = LinkPill(header, "banc", fonts)
         proc.grid(row=0, column=3, padx=(2, 0))
         # The status has a line of its own: "Interrompu - <35-character serial> - scannez pour reprendre" must fit.
-        status = ctk.CTkLabel(self, text="Libre", font=fonts["status"], text_color=MUTED, anchor="w", height=1)
+        status = ElidedLabel(self, font=fonts["status"], text_color=MUTED, anchor="w", height=1)
         status.grid(row=1, column=0, columnspan=3, sticky="ew", padx=pad)
 
         phase_bar = PhaseBar(self, fonts)
@@ -434,8 +566,7 @@ class BancPanel(ctk.CTkFrame):
         phase_row = ctk.CTkFrame(self, fg_color="transparent")
         phase_row.grid(row=3, column=0, columnspan=3, sticky="ew", padx=pad)
         phase_row.grid_columnconfigure(0, weight=1)
-        phase = ctk.CTkLabel(phase_row, text=get_phase_message(None), font=fonts["phase"], text_color=TEXT,
-                             anchor="w", height=1)
+        phase = ElidedLabel(phase_row, font=fonts["phase"], text_color=TEXT, anchor="w", height=1)
         phase.grid(row=0, column=0, sticky="ew")
         time_left = ctk.CTkLabel(phase_row, text="--:--:--", font=fonts["phase"], text_color=TEXT, anchor="e",
                                  height=1)
@@ -449,36 +580,52 @@ class BancPanel(ctk.CTkFrame):
         # Names and values each in a uniform group: the right half always starts mid-frame.
         measures.grid_columnconfigure((0, 2), weight=0, uniform="name")
         measures.grid_columnconfigure((1, 3), weight=1, uniform="value")
+        self._secondary: list[tk.Grid] = []  # hidden in the compact layout
         for i, (key, name) in enumerate(MEASURES):
             row, col = divmod(i, 2)
             measures.grid_rowconfigure(row, weight=1)
-            ctk.CTkLabel(measures, text=name, font=fonts["name"], text_color=MUTED, anchor="w", height=1).grid(
-                row=row, column=col * 2, sticky="w", padx=(0, 3)
-            )
-            value = ctk.CTkLabel(measures, text="—", font=fonts["value"], text_color=MUTED, anchor="w", height=1)
-            value.grid(row=row, column=col * 2 + 1, sticky="w", padx=(0, 4))
+            name_label = ctk.CTkLabel(measures, text=name, font=fonts["name"], text_color=MUTED, anchor="w", height=1)
+            name_label.grid(row=row, column=col * 2, sticky="w", padx=(0, 3))
+            value = ElidedLabel(measures, font=fonts["value"], text_color=MUTED, anchor="w", height=1)
+            value.grid(row=row, column=col * 2 + 1, sticky="ew", padx=(0, 4))
             self.widgets[key] = value
+            # In the compact layout the units say what each value is: the names give their room to the values.
+            self._secondary += [name_label, value] if key in COMPACT_HIDDEN_MEASURES else [name_label]
 
         nurses = NurseBars(self, fonts)
         nurses.grid(row=4, column=2, sticky="ns", padx=(2, pad), pady=2)
+        self._secondary += [gauge, nurses]
+        self.compact = False
 
         ri_row = ctk.CTkFrame(self, fg_color="transparent")
         ri_row.grid(row=5, column=0, columnspan=3, sticky="ew", padx=pad, pady=(0, pad - 2))
+        self._secondary.append(ri_row)
         ri_row.grid_columnconfigure((0, 1), weight=1, uniform="ri")
-        ri = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
-        ri.grid(row=0, column=0, sticky="w")
-        diffusion = ctk.CTkLabel(ri_row, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
-        diffusion.grid(row=0, column=1, sticky="w")
+        ri = ElidedLabel(ri_row, font=fonts["small"], text_color=MUTED, anchor="w", height=1)
+        ri.grid(row=0, column=0, sticky="ew")
+        diffusion = ElidedLabel(ri_row, font=fonts["small"], text_color=MUTED, anchor="w", height=1)
+        diffusion.grid(row=0, column=1, sticky="ew")
 
         alert = ctk.CTkLabel(self, text="", font=fonts["alert"], fg_color=ALERT_BG, text_color="#ffffff",
                              corner_radius=8, wraplength=300, justify="center")
-        alert.bind("<Button-1>", lambda _e: self.hide_overlay_labels())  # touch to acknowledge
+        # Touch to acknowledge, on the release: hidden on the press, the label would keep customtkinter's
+        # click focus while unmapped and take the keyboard from the scanner when the next alarm maps it.
+        alert.bind("<ButtonRelease-1>", lambda _e: self.hide_overlay_labels())
+        # A recovery notice: a blue strip over the Ri line (the least urgent), never over the measures.
+        notice = ElidedLabel(self, font=fonts["status"], fg_color=NOTICE_BG, text_color=COLOR_INFO, corner_radius=6,
+                             anchor="w", height=1)
+        self.alarm_subject: Optional[str] = None
+        self.notice_until_s: Optional[float] = None
 
         self.widgets.update(
             title=title, status=status, esp=esp, banc_process=proc, phase_bar=phase_bar, phase=phase,
             time_left=time_left, soc_gauge=gauge, progress_bar_nurse=nurses, ri=ri, diffusion=diffusion,
-            security=alert,
+            security=alert, notice=notice, ri_row=ri_row,
         )
+        self.labels.set(status, "Libre")
+        self.labels.set(phase, get_phase_message(None))
+        for key, _name in MEASURES:
+            self.labels.set(self.widgets[key], formatting.UNKNOWN)
         self.update_ri_diffusion_widgets(None)
         self.bind("<Configure>", self._on_resize)
 
@@ -487,16 +634,36 @@ class BancPanel(ctk.CTkFrame):
     def _on_resize(self, event: tk.Event) -> None:
         self.widgets["security"].configure(wraplength=max(120, int(event.width * 0.85)))
 
+    def set_compact(self, compact: bool) -> None:
+        """The compact layout (a small panel): only what matters at a glance, nothing squeezed."""
+        if compact == self.compact:
+            return
+        self.compact = compact
+        # A thinner phase bar leaves the measures a whole line each.
+        self.widgets["phase_bar"].canvas.configure(height=COMPACT_PHASE_BAR_PX if compact else PHASE_BAR_PX)
+        for widget in self._secondary:
+            if compact:
+                widget.grid_remove()
+            else:
+                widget.grid()
+
+    def refit(self) -> None:
+        """Elide every one-line text again (after a font rescale)."""
+        for widget in self.widgets.values():
+            if isinstance(widget, ElidedLabel):
+                widget.set_text(widget.full_text)
+
     # ------------------------------------------------------------------ status and links
 
     def set_status(self, text: str, kind: str) -> None:
         """Header status ("Libre", "Occupé - SERIAL - Phase X/5", "Interrompu…")."""
         self.labels.set(self.widgets["status"], text, STATUS_COLORS.get(kind, MUTED))
 
-    def set_links(self, esp_online: Optional[bool], banc_online: Optional[bool]) -> None:
-        """ESP and banc.py online/offline indicators."""
-        self.widgets["esp"].set_online(esp_online)
-        self.widgets["banc_process"].set_online(banc_online)
+    def set_links(self, esp_link: str, esp_online: Optional[bool], banc_link: str,
+                  banc_online: Optional[bool]) -> None:
+        """ESP and banc.py pills (states from kiosk_state.banc_display: offline is red only when it is an alarm)."""
+        self.widgets["esp"].set_state(esp_link, esp_online)
+        self.widgets["banc_process"].set_state(banc_link, banc_online)
 
     # ------------------------------------------------------------------ measures
 
@@ -504,14 +671,16 @@ class BancPanel(ctk.CTkFrame):
         """Show one BMS line: every measure with its colour, the SOC gauge and the time left."""
         set_ = self.labels.set
         w = self.widgets
-        set_(w["voltage"], f"{line.voltage_v:.2f} V", level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v))
-        set_(w["current"], f"{line.current_a:.1f} A", level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)))
-        set_(w["soc"], f"{line.soc_pct:.0f} %", level_color(SOC_THRESHOLDS_PCT, line.soc_pct))
-        set_(w["temperature"], f"{line.temperature_c:.1f} °C", level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c))
-        set_(w["capacity"], f"{line.capacity_ah:.2f} Ah", TEXT)
-        set_(w["energy"], f"{line.energy_wh:.0f} Wh", TEXT)
+        set_(w["voltage"], format_number(line.voltage_v, 2, "V"), level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v))
+        set_(w["current"], format_number(line.current_a, 1, "A"),
+             level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)))
+        set_(w["soc"], format_number(line.soc_pct, 0, "%"), level_color(SOC_THRESHOLDS_PCT, line.soc_pct))
+        set_(w["temperature"], format_number(line.temperature_c, 1, "°C"),
+             level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c))
+        set_(w["capacity"], format_number(line.capacity_ah, 2, "Ah"), TEXT)
+        set_(w["energy"], format_number(line.energy_wh, 0, "Wh"), TEXT)
         spread = line.cell_spread_mv
-        set_(w["balance"], f"{spread:.0f} mV", level_color(CELL_SPREAD_THRESHOLDS_MV, spread))
+        set_(w["balance"], format_number(spread, 0, "mV"), level_color(CELL_SPREAD_THRESHOLDS_MV, spread))
         set_(w["balancing"], "actif" if line.balancing else "non", COLOR_INFO if line.balancing else MUTED)
         w["soc_gauge"].set_soc(line.soc_pct)
         # The seed: the phase label follows the BMS only while the UI's step is a running phase.
@@ -528,14 +697,15 @@ class BancPanel(ctk.CTkFrame):
         self.widgets["progress_bar_nurse"].set(index, soc_pct)
 
     def update_ri_diffusion_widgets(self, ri: Optional[RiView]) -> None:
-        """Ri (discharge/charge) and diffusion at 25 °C, milliohms."""
+        """Ri and diffusion (discharge/charge), both brought to 25 °C like on the charts, milliohms."""
         ri = ri or RiView()
+        unit = f"{formatting.NBSP}mΩ"
         self.labels.set(
-            self.widgets["ri"], f"Ri d/c : {format_milliohm(ri.ri_discharge)} / {format_milliohm(ri.ri_charge)} mΩ"
+            self.widgets["ri"], f"Ri 25 °C d/c : {format_milliohm(ri.ri_discharge)} / {format_milliohm(ri.ri_charge)}{unit}"
         )
         self.labels.set(
             self.widgets["diffusion"],
-            f"Diff. 25 °C d/c : {format_milliohm(ri.diffusion_discharge)} / {format_milliohm(ri.diffusion_charge)} mΩ",
+            f"Diff. 25 °C d/c : {format_milliohm(ri.diffusion_discharge)} / {format_milliohm(ri.diffusion_charge)}{unit}",
         )
 
     # ------------------------------------------------------------------ phases
@@ -599,32 +769,71 @@ class BancPanel(ctk.CTkFrame):
                 self.animate_phase_segment(step)
             self.labels.set(self.widgets["phase"], get_phase_message(step))
 
+    def clear_phase(self) -> None:
+        """No phase shown (a free bench: whatever its ESP publishes, no test runs there)."""
+        self.current_step = None
+        self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
+        self.labels.set(self.widgets["phase"], get_phase_message(None))
+        self.set_time_left(None)
+
     def tick_animation(self, now_s: float) -> None:
         """Advance the running segment's animation."""
         self.widgets["phase_bar"].animate(now_s)
 
-    # ------------------------------------------------------------------ alert and reset
+    # ------------------------------------------------------------------ alarm, notice and reset
 
     def update_banc_security(self, message: str) -> None:
-        """Red alert over the panel until the next step (or a touch)."""
+        """A red alarm over the panel: it stays until touched, or cleared by the state (next step, reset)."""
         alert = self.widgets["security"]
         alert.configure(text=f"⚠ {message}")
         alert.place(relx=0.5, rely=0.58, anchor="center", relwidth=0.94)
         alert.lift()
 
+    def show_security(self, security: SecurityMessage, now_s: float) -> None:
+        """A bancX/security text: a recovery notice (blue strip, fades, ends its alarm) or a red alarm."""
+        if security.kind is SecurityKind.ALARM:
+            self.alarm_subject = security.subject
+            self.update_banc_security(security.text)
+            return
+        if self.security_visible and security.subject is not None and security.subject == self.alarm_subject:
+            self.hide_overlay_labels()  # what the alarm was about is back: the state clears it
+        notice = self.widgets["notice"]
+        self.labels.set(notice, f"✓ {security.text}")
+        # At the panel's foot, over the Ri line (or below the measures in the compact layout).
+        notice.place(relx=0.5, rely=1.0, y=-3, anchor="s", relwidth=0.96)
+        notice.lift()
+        self.notice_until_s = now_s + NOTICE_LIFETIME_S
+
+    def expire(self, now_s: float) -> None:
+        """Withdraw the notice once its lifetime is over (the app calls this about once a second)."""
+        if self.notice_until_s is not None and now_s >= self.notice_until_s:
+            self.hide_notice()
+
+    def hide_notice(self) -> None:
+        """Hide the recovery notice."""
+        self.notice_until_s = None
+        self.widgets["notice"].place_forget()
+
     @property
     def security_visible(self) -> bool:
-        """True while the red alert is shown."""
+        """True while the red alarm is shown."""
         return bool(self.widgets["security"].place_info())
 
+    @property
+    def notice_visible(self) -> bool:
+        """True while a recovery notice is shown."""
+        return bool(self.widgets["notice"].place_info())
+
     def hide_overlay_labels(self) -> None:
-        """Hide the security alert."""
+        """Hide the security alarm."""
+        self.alarm_subject = None
         self.widgets["security"].place_forget()
 
     def reset(self) -> None:
         """Blank panel for a new test: no step, no measures, bars empty."""
         self.current_step = None
         self.hide_overlay_labels()
+        self.hide_notice()
         self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
         self.labels.set(self.widgets["phase"], get_phase_message(None))
         self.set_time_left(None)
@@ -749,14 +958,23 @@ class HistoryWindow(ctk.CTkToplevel):
 # =========================================================================== scan bar
 
 
+MESSAGE_LINES = 2  # the operator message wraps onto at most this many lines, then is elided
+
+
 class ScanBar(ctk.CTkFrame):
-    """The scanner's entry (always focused), the operator message, the charts button, the broker state."""
+    """The scanner's entry (always focused), the operator message, the charts button, the broker state.
+
+    The message takes what the entry, button and broker tag leave, on at most MESSAGE_LINES
+    lines (its height is reserved, so the panels above never jump); a longer one ends with "…".
+    Touching an alarm acknowledges it (`on_acknowledge`).
+    """
 
     def __init__(
-        self, master: Any, fonts: Fonts, on_scan: Callable[[str], None], on_graph: Callable[[], None]
+        self, master: Any, fonts: Fonts, on_scan: Callable[[str], None], on_graph: Callable[[], None],
+        on_acknowledge: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__(master, fg_color=BG_SCANBAR, corner_radius=0)
-        self.labels = _CachedLabels()
+        self.fonts = fonts
         self._on_scan = on_scan
         self.grid_columnconfigure(1, weight=1)
         self.entry = ctk.CTkEntry(self, font=fonts["scan"], width=fonts.px(170), placeholder_text="Scan…")
@@ -764,8 +982,10 @@ class ScanBar(ctk.CTkFrame):
         self.entry.bind("<Return>", self.submit)
         self.entry.bind("<KP_Enter>", self.submit)
         self.message = ctk.CTkLabel(self, text="", font=fonts["message"], text_color=TEXT, anchor="w",
-                                    justify="left", wraplength=400)
-        self.message.grid(row=0, column=1, sticky="ew", padx=4)
+                                    justify="left", wraplength=400, corner_radius=6, fg_color=BG_SCANBAR, padx=6)
+        self.message.grid(row=0, column=1, sticky="ew", padx=4, pady=3)
+        if on_acknowledge is not None:
+            self.message.bind("<ButtonRelease-1>", lambda _e: on_acknowledge())
         self.graph_button = ctk.CTkButton(self, text="Graphiques", font=fonts["status"], width=fonts.px(100),
                                           command=on_graph)
         self.graph_button.grid(row=0, column=2, padx=4, pady=6, sticky="ns")
@@ -773,12 +993,29 @@ class ScanBar(ctk.CTkFrame):
                                    fg_color=COLOR_UNKNOWN, text_color="#ffffff")
         self.broker.grid(row=0, column=3, padx=(4, 6), pady=6, sticky="ns")
         self.broker_connected: Optional[bool] = None
+        self.full_message = ""
+        self.kind = Kind.INFO
+        self.echoes: list[ScanEcho] = []
         self.bind("<Configure>", self._on_resize)
+        self.fit_message()
 
     def _on_resize(self, event: tk.Event) -> None:
         # The message gets what the entry, button and broker tag leave.
-        used = self.entry.winfo_width() + self.graph_button.winfo_width() + self.broker.winfo_width() + 40
-        self.message.configure(wraplength=max(150, event.width - used))
+        used = self.entry.winfo_width() + self.graph_button.winfo_width() + self.broker.winfo_width() + 52
+        wrap = max(150, event.width - used)
+        if wrap != int(self.message.cget("wraplength")):
+            self.message.configure(wraplength=wrap)
+            self.fit_message()
+
+    def fit_message(self) -> None:
+        """Reserve MESSAGE_LINES lines of the message's font; elide a message that would need more."""
+        font = self.fonts["message"]
+        self.message.configure(height=MESSAGE_LINES * int(font.metrics("linespace")) + 6)
+        # Words wrap, they are not cut: a line holds somewhat less than the full wrap length.
+        budget = MESSAGE_LINES * int(self.message.cget("wraplength")) * 0.85
+        shown = elide(self.full_message, budget, font.measure)
+        if shown != self.message.cget("text"):
+            self.message.configure(text=shown)
 
     def submit(self, _event: Optional[tk.Event] = None) -> str:
         """Hand the typed text to on_scan and clear the entry (Return)."""
@@ -787,14 +1024,32 @@ class ScanBar(ctk.CTkFrame):
         self._on_scan(text)
         return "break"
 
-    def show_message(self, text: str, level: str = "info") -> None:
-        """Show the operator message with the colour of its level."""
-        self.labels.set(self.message, text, MESSAGE_COLORS.get(level, TEXT))
+    def show_message(self, text: str, kind: Kind = Kind.INFO) -> None:
+        """Show the operator message in the style of its kind (here and in every open echo)."""
+        if (text, kind) == (self.full_message, self.kind):
+            return
+        self.full_message, self.kind = text, kind
+        color, background = MESSAGE_STYLES[kind]
+        self.message.configure(text_color=color, fg_color=background)
+        self.fit_message()
+        self.echoes = [echo for echo in self.echoes if echo.winfo_exists()]
+        for echo in self.echoes:
+            echo.show(text, kind)
+
+    def add_echo(self, echo: ScanEcho) -> None:
+        """Repeat the operator message in another window (the charts) that covers the scan bar."""
+        self.echoes.append(echo)
+        echo.show(self.full_message, self.kind)
 
     @property
     def message_text(self) -> str:
         """The message currently shown."""
         return str(self.message.cget("text"))
+
+    @property
+    def message_color(self) -> str:
+        """The message's text colour."""
+        return str(self.message.cget("text_color"))
 
     def set_broker(self, connected: bool) -> None:
         """Broker connected (green) or disconnected (red, visible)."""
@@ -802,10 +1057,33 @@ class ScanBar(ctk.CTkFrame):
             return
         self.broker_connected = connected
         if connected:
-            self.broker.configure(text="Broker connecté", fg_color="#2e7d32")
+            self.broker.configure(text="Broker connecté", fg_color=ONLINE_BG)
         else:
             self.broker.configure(text="Broker déconnecté", fg_color=ALERT_BG)
 
     def focus_entry(self) -> None:
         """Give the keyboard focus to the entry (the scanner types there)."""
         self.entry.focus_set()
+
+
+class ScanEcho(ctk.CTkFrame):
+    """The operator message repeated at the bottom of a window that hides the scan bar (the charts)."""
+
+    def __init__(self, master: Any, font: ctk.CTkFont) -> None:
+        super().__init__(master, fg_color=BG_SCANBAR, corner_radius=0)
+        self.label = ctk.CTkLabel(self, text="", font=font, anchor="w", justify="left", corner_radius=6, padx=8,
+                                  wraplength=1200)
+        self.label.pack(fill="x", padx=8, pady=6)
+        self.kind = Kind.INFO
+        tk.Misc.bind(self, "<Configure>", lambda e: self.label.configure(wraplength=max(200, e.width - 40)), add="+")
+
+    def show(self, text: str, kind: Kind) -> None:
+        """Show the message in the style of its kind."""
+        color, background = MESSAGE_STYLES[kind]
+        self.kind = kind
+        self.label.configure(text=f"Scan : {text}", text_color=color, fg_color=background)
+
+    @property
+    def text(self) -> str:
+        """The text shown."""
+        return str(self.label.cget("text"))

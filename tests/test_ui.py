@@ -7,6 +7,7 @@ import pytest
 import protocol
 import ui
 import ui_components as uic
+from kiosk_state import LINK_ALARM, LINK_IDLE, LINK_ONLINE, LINK_UNKNOWN, BancRuntime, banc_display
 from ui import Inbound
 
 
@@ -68,7 +69,7 @@ def test_time_left_estimates(step, line, elapsed_s, expected) -> None:
         assert result == pytest.approx(expected)
 
 
-def test_ri_view_corrects_only_diffusion_to_25c() -> None:
+def test_ri_view_brings_ri_and_diffusion_to_25c_like_the_charts() -> None:
     config = {"ri_discharge_average": 0.012, "ri_charge_average": 0.011, "diffusion_discharge_average": 0.004,
               "diffusion_charge_average": 0.005, "ri_temperature_c": 35.0}
     seen = []
@@ -78,9 +79,10 @@ def test_ri_view_corrects_only_diffusion_to_25c() -> None:
         return value * 2
 
     view = ui.ri_view_from_config(config, correct)
-    assert (view.ri_discharge, view.ri_charge) == (0.012, 0.011)
+    # The kiosk used to show Ri raw beside the charts' 25 °C value: one number for one thing now.
+    assert (view.ri_discharge, view.ri_charge) == (0.024, 0.022)
     assert (view.diffusion_discharge, view.diffusion_charge) == (0.008, 0.010)
-    assert seen == [35.0, 35.0]
+    assert seen == [35.0] * 4
 
 
 @pytest.mark.parametrize("bad", [None, "0.01", float("nan"), -0.01, 0, True])
@@ -227,3 +229,50 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
             bridge.stop()
     finally:
         broker.stop()
+
+
+# =========================================================================== link pills (kiosk_state.banc_display)
+
+
+def _rt(**fields: object) -> BancRuntime:
+    rt = BancRuntime("banc1", known=True)
+    for name, value in fields.items():
+        setattr(rt, name, value)
+    return rt
+
+
+# (id, runtime, ESP pill, banc pill)
+LINK_CASES = [
+    ("reading the state", BancRuntime("banc1"), LINK_UNKNOWN, LINK_UNKNOWN),
+    ("free bench, nothing heard", _rt(), LINK_UNKNOWN, LINK_IDLE),
+    ("free bench, both offline", _rt(esp_online=False, banc_online=False), LINK_IDLE, LINK_IDLE),
+    ("test running, both online", _rt(occupied=True, running=True, step=3, esp_online=True, banc_online=True),
+     LINK_ONLINE, LINK_ONLINE),
+    ("banc.py started, its status not yet heard", _rt(occupied=True, running=True, step=1), LINK_UNKNOWN, LINK_ONLINE),
+    ("ESP lost during a test", _rt(occupied=True, running=True, step=3, esp_online=False), LINK_ALARM, LINK_ONLINE),
+    ("banc.py alive but off the broker", _rt(occupied=True, running=True, step=3, banc_online=False),
+     LINK_UNKNOWN, LINK_ALARM),
+    ("normal end: step 5, both gone", _rt(occupied=True, running=False, step=5, esp_online=False, banc_online=False),
+     LINK_IDLE, LINK_IDLE),
+    ("step 5 while banc.py finishes", _rt(occupied=True, running=True, step=5, esp_online=False, banc_online=False),
+     LINK_IDLE, LINK_IDLE),
+    ("stopped by step 9", _rt(occupied=True, running=False, unfinished=True, step=9, seen_running=True,
+                              esp_online=False, banc_online=False), LINK_IDLE, LINK_IDLE),
+    ("interrupted before this kiosk started", _rt(occupied=True, running=False, unfinished=True, step=3,
+                                                  banc_online=False), LINK_UNKNOWN, LINK_IDLE),
+    ("banc.py crashed mid-phase", _rt(occupied=True, running=False, unfinished=True, step=3, seen_running=True,
+                                      banc_online=False), LINK_UNKNOWN, LINK_ALARM),
+    ("bench just reset to Libre", _rt(esp_online=False, banc_online=False, seen_running=False), LINK_IDLE, LINK_IDLE),
+]
+
+
+@pytest.mark.parametrize("rt,esp,banc", [c[1:] for c in LINK_CASES], ids=[c[0] for c in LINK_CASES])
+def test_link_pills_alarm_only_when_something_should_run(rt: BancRuntime, esp: str, banc: str) -> None:
+    display = banc_display(rt)
+    assert (display.esp_link, display.banc_link) == (esp, banc)
+
+
+@pytest.mark.parametrize("screen,size", [((800, 480), (784, 416)), ((1280, 800), (1264, 736)),
+                                         ((1920, 1080), (1280, 800)), ((200, 100), (ui.MIN_WINDOW_W, ui.MIN_WINDOW_H))])
+def test_windowed_kiosk_fits_its_screen(screen: tuple[int, int], size: tuple[int, int]) -> None:
+    assert ui.windowed_size(*screen) == size

@@ -23,11 +23,13 @@ import protocol
 import ui
 import ui_components as uic
 import utils
+from formatting import ELLIPSIS
 from testkit.support import REPO_DIR, MosquittoBroker
 
 pytestmark = pytest.mark.gui
 
 ARTIFACTS = REPO_DIR / "tests" / "artifacts"
+NB = "\u00a0"  # the no-break space French numbers put between a number and its unit (formatting.format_number)
 WINDOW_TITLE = "Bancs de test LFP"
 
 
@@ -98,6 +100,62 @@ def text_of(panel: uic.BancPanel, key: str) -> str:
 
 def color_of(panel: uic.BancPanel, key: str) -> str:
     return str(panel.widgets[key].cget("text_color"))
+
+
+# =========================================================================== layout checks
+
+
+def assert_elided_not_cut(label: uic.ElidedLabel) -> None:
+    """The label shows its whole text, or a prefix ending with "…", and what it shows fits its width."""
+    shown = str(label.cget("text"))
+    assert shown == label.full_text or (shown.endswith(ELLIPSIS) and label.full_text.startswith(shown[:-1].rstrip()))
+    assert label._measure_font.measure(shown) <= label.winfo_width(), (shown, label.winfo_width())
+
+
+def assert_canvas_texts_apart(canvas: tk.Canvas, tag: str) -> None:
+    """Every text item with `tag` lies inside the canvas and no two of them overlap."""
+    boxes = [canvas.bbox(item) for item in canvas.find_withtag(tag)]
+    assert boxes, tag
+    width = canvas.winfo_width()
+    for x0, _y0, x1, _y1 in boxes:
+        assert x0 >= 0 and x1 <= width, (boxes, width)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def assert_gauge_text_clear_of_border(gauge: uic.SocGauge) -> None:
+    """The SOC value stays at least 2 px inside the gauge's 2 px border."""
+    c = gauge.canvas
+    (item,) = c.find_withtag("value")
+    x0, _y0, x1, _y1 = c.bbox(item)
+    body_x0, body_x1 = 3, c.winfo_width() - 3
+    assert x0 >= body_x0 + 2 + 2 and x1 <= body_x1 - 2 - 2, (x0, x1, c.winfo_width())
+
+
+def overlaps_vertically(a: tk.Misc, b: tk.Misc) -> bool:
+    top_a, top_b = a.winfo_rooty(), b.winfo_rooty()
+    return top_a < top_b + b.winfo_height() and top_b < top_a + a.winfo_height()
+
+
+def assert_panel_holds(panel: uic.BancPanel) -> None:
+    """Nothing on the panel is cut: one-line texts whole or elided, gauge and nurse texts clear, captions legible."""
+    bottom = panel.winfo_rooty() + panel.winfo_height()
+    for key, widget in panel.widgets.items():
+        if isinstance(widget, uic.ElidedLabel) and widget.winfo_ismapped():
+            assert_elided_not_cut(widget)
+            # Not squeezed: a whole line of its font, inside the panel.
+            assert widget.winfo_height() >= widget._measure_font.metrics("linespace"), (key, widget.winfo_height())
+            assert widget.winfo_rooty() + widget.winfo_height() <= bottom, key
+    gauge = panel.widgets["soc_gauge"]
+    if gauge.winfo_ismapped():
+        assert_gauge_text_clear_of_border(gauge)
+    nurses = panel.widgets["progress_bar_nurse"]
+    if nurses.winfo_ismapped():
+        assert_canvas_texts_apart(nurses.canvas, "value")
+        for item in nurses.canvas.find_withtag("caption") + nurses.canvas.find_withtag("value"):
+            size_px = -int(str(nurses.canvas.itemcget(item, "font")).split()[1])
+            assert size_px >= uic.MIN_LEGIBLE_PX, size_px
 
 
 class Esp:
@@ -255,19 +313,19 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     for seq in range(1, 4):
         esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0, soc_pct=67.5, temperature_c=24.8,
                 capacity_ah=0.0, energy_wh=0.0, balancing=1)
-    pump_until(app, lambda: text_of(panel, "voltage") == "53.10 V", what="BMS line shown")
-    assert text_of(panel, "current") == "48.0 A"
-    assert text_of(panel, "soc") == "68 %"
-    assert text_of(panel, "temperature") == "24.8 °C"
-    assert text_of(panel, "capacity") == "0.00 Ah"
-    assert text_of(panel, "balance") == "16 mV"
+    pump_until(app, lambda: text_of(panel, "voltage") == f"53,10{NB}V", what="BMS line shown")
+    assert text_of(panel, "current") == f"48,0{NB}A"
+    assert text_of(panel, "soc") == f"68{NB}%"
+    assert text_of(panel, "temperature") == f"24,8{NB}°C"
+    assert text_of(panel, "capacity") == f"0,00{NB}Ah"
+    assert text_of(panel, "balance") == f"16{NB}mV"
     assert text_of(panel, "balancing") == "actif"
-    assert panel.widgets["soc_gauge"].text == "68%"
+    assert panel.widgets["soc_gauge"].text == f"68{NB}%"
     assert color_of(panel, "voltage") == uic.COLOR_OK
     assert text_of(panel, "phase") == "Phase 2/5 : Charge"
     assert text_of(panel, "time_left") == uic.format_clock(utils.get_charge_duration(53.1))
-    assert text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ"
-    assert text_of(panel, "diffusion") == "Diff. 25 °C d/c : 4.00 / 5.00 mΩ"
+    assert text_of(panel, "ri") == f"Ri 25 °C d/c : 12,00 / 11,00{NB}mΩ"
+    assert text_of(panel, "diffusion") == f"Diff. 25 °C d/c : 4,00 / 5,00{NB}mΩ"
     assert panel.widgets["esp"].online is True and panel.widgets["banc_process"].online is True
     assert panel.widgets["phase_bar"].states == ["done", "running", "pending", "pending", "pending"]
 
@@ -277,7 +335,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
         esp.send(t.nurse(j), str(10 * j))
     esp.send(t.security, "Timeout BMS : aucune donnée depuis 30 s")
     pump_until(app, lambda: panel.security_visible, what="security alert")
-    pump_until(app, lambda: text_of(panel, "temperature") == "58.0 °C", what="hot line shown")
+    pump_until(app, lambda: text_of(panel, "temperature") == f"58,0{NB}°C", what="hot line shown")
     assert "Timeout BMS" in text_of(panel, "security")
     assert color_of(panel, "temperature") == uic.COLOR_ALARM
     assert color_of(panel, "balance") == uic.COLOR_ALARM
@@ -286,8 +344,8 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     esp.send(t.step, "3")
     pump_until(app, lambda: not panel.security_visible, what="alert hidden by the next step")
     esp.bms("banc1", 5, voltage_v=51.9, current_a=-50.0, soc_pct=60.0, capacity_ah=40.0, energy_wh=2050.0)
-    pump_until(app, lambda: text_of(panel, "capacity") == "40.00 Ah", what="phase 3 line")
-    assert text_of(panel, "energy") == "2050 Wh"
+    pump_until(app, lambda: text_of(panel, "capacity") == f"40,00{NB}Ah", what="phase 3 line")
+    assert text_of(panel, "energy") == f"2{NB}050{NB}Wh"
     assert text_of(panel, "time_left") == "01:12:00"  # 60 Ah left at 50 A
     assert panel.widgets["phase_bar"].states == ["done", "done", "running", "pending", "pending"]
     assert text_of(panel, "status") == "Occupé - RW-GUI00001 - Phase 3/5"
@@ -394,10 +452,15 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
     for topic, payload in [(t1.bms_data, "1,2,3"), (t1.bms_data, "x" * 600), (t1.step, "7"), (t1.nurse(1), "150"),
                            (t1.esp_status, "maybe"), (t1.bms_data, "1,nan,1,1,1,1,1,1,1,0")]:
         esp.send(topic, payload)
-    esp.send(t1.step, "3")
-    pump_until(app, lambda: text_of(p1, "phase") == "Phase 3/5 : Décharge", what="good step after bad ones")
+    esp.send(t1.esp_status, "online")
+    pump_until(app, lambda: p1.widgets["esp"].online is True, what="good status after bad payloads")
     pump(app, 2 * ui.BMS_DISPLAY_INTERVAL_S)  # the bad BMS lines have been through the display flush
     assert text_of(p1, "voltage") == "—" and p1.widgets["progress_bar_nurse"].values[0] is None
+    # banc1 is free: a step its ESP publishes is no test's phase (issue 14, item 13: it used to animate one).
+    esp.send(t1.step, "3")
+    pump(app, 0.3)
+    assert text_of(p1, "phase") == "Phase -/5" and p1.widgets["phase_bar"].running is None
+    assert text_of(p1, "time_left") == "--:--:--"
 
     # --- a realistic screen at 800x480, then look at it.
     esp.send(t1.esp_status, "online")
@@ -409,16 +472,23 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
     esp.send(t3.esp_status, "online")
     esp.send(t3.step, "1")
     esp.send(t3.step, "2")
-    esp.bms("banc3", 7, voltage_v=57.9, current_a=49.8, soc_pct=96.0, temperature_c=46.2, capacity_ah=0.0,
+    esp.bms("banc3", 7, voltage_v=57.9, current_a=49.8, soc_pct=100.0, temperature_c=46.2, capacity_ah=0.0,
             energy_wh=0.0, cell_min_mv=3600, cell_max_mv=3668, balancing=1)
+    for j in range(1, 7):
+        esp.send(t3.nurse(j), "100")
     t4 = protocol.topics("banc4")
     esp.send(t4.esp_status, "offline")
     esp.send(t4.security, "Timeout BMS : aucune donnée du banc 4 depuis 30 s")
-    pump_until(app, lambda: p4.security_visible and text_of(p3, "voltage") == "57.90 V"
-               and text_of(p1, "voltage") == "51.20 V", what="800x480 data")
+    pump_until(app, lambda: p4.security_visible and text_of(p3, "voltage") == f"57,90{NB}V"
+               and text_of(p1, "voltage") == f"51,20{NB}V", what="800x480 data")
     assert color_of(p3, "temperature") == uic.COLOR_WARN and color_of(p3, "balance") == uic.COLOR_WARN
     assert p4.widgets["esp"].online is False
+    pump_until(app, lambda: p3.widgets["progress_bar_nurse"].values == [100] * 6, what="banc3's nurses")
     pump(app, 0.3)
+    # Issue 14: "100 %" clear of the gauge's border, nurse values and caption legible and apart, nothing cut.
+    for panel in (p1, p2, p3, p4):
+        assert_panel_holds(panel)
+    assert app.fonts["message"].cget("size") >= 16
     screenshot(xvfb_display, app, "kiosk_800x480.png")
 
     # --- broker lost: visible state, `end` refused clearly; back when the broker returns.
@@ -487,13 +557,30 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
     # 16 benches x 20 lines as fast as the broker takes them: every panel ends on its last line.
     for seq in range(20):
         for n in range(1, 17):
-            line = protocol.BmsLine(seq, 50.0 + n / 10, -10.0, 50.0, 25.0, 1.0, 50.0, 3300, 3310, 0)
+            line = protocol.BmsLine(seq, 50.0 + n / 10, -10.0, 100.0, 25.0, 1.0, 50.0, 3300, 3310, 0)
             esp.client.publish(protocol.topics(n).bms_data, protocol.encode_bms_line(line), qos=1)
-    pump_until(app, lambda: all(text_of(app.panels[f"banc{n}"], "voltage") == f"{50.0 + n / 10:.2f} V"
+    pump_until(app, lambda: all(text_of(app.panels[f"banc{n}"], "voltage") == f"{50.0 + n / 10:.2f}{NB}V".replace(".", ",")
                                 for n in range(1, 17)), timeout_s=15, what="16 panels updated")
     pump_until(app, lambda: app.inbox.empty(), what="queue drained")
     assert app.stats["messages"] >= 320
+    for n in range(1, 17):
+        for j in range(1, 7):
+            esp.client.publish(protocol.topics(n).nurse(j), "100", qos=1)
+    pump_until(app, lambda: all(p.widgets["progress_bar_nurse"].values == [100] * 6 for p in app.panels.values()),
+               what="every nurse at 100 %")
+    # Issue 14: at 16 benches the operator message stays legible, and no panel cuts a text.
+    assert app.fonts["message"].cget("size") >= 16
+    for panel in app.panels.values():
+        assert_panel_holds(panel)
     screenshot(xvfb_display, app, "kiosk_1920x1080_16_bancs.png")
+    # The same 16 benches on the Pi's 800 x 480 screen.
+    app.geometry("800x480+0+0")
+    pump_until(app, lambda: app.winfo_width() == 800 and app.fonts.scale == ui.MIN_SCALE, what="rescaled")
+    pump(app, 0.5)
+    for panel in app.panels.values():
+        assert_panel_holds(panel)
+    assert app.fonts["message"].cget("size") >= 16
+    screenshot(xvfb_display, app, "kiosk_800x480_16_bancs.png")
 
 
 def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_env: dict[str, str],
@@ -549,8 +636,8 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
     assert panel.widgets["phase_bar"].states == ["done", "done", "running", "pending", "pending"]
     pump_until(app, lambda: panel.widgets["banc_process"].online is True, what="banc.py online (retained)")
     esp.bms("banc1", 4, voltage_v=51.7, current_a=-50.0, soc_pct=65.0, capacity_ah=35.0, energy_wh=1800.0)
-    pump_until(app, lambda: text_of(panel, "voltage") == "51.70 V", what="live data after the restart")
-    assert text_of(panel, "capacity") == "35.00 Ah"
+    pump_until(app, lambda: text_of(panel, "voltage") == f"51,70{NB}V", what="live data after the restart")
+    assert text_of(panel, "capacity") == f"35,00{NB}Ah"
     assert utils.banc_process_pid("banc1") == banc_pid
     screenshot(xvfb_display, app, "kiosk_1280x800_after_restart.png")
 
@@ -648,7 +735,7 @@ def test_the_tk_thread_never_waits_on_the_disk_or_the_process_table(
     phase_1_with_ri_then_step_2(esp, "banc1", "RW-TKIO0001")
     for seq in range(1, 4):
         esp.bms("banc1", seq, voltage_v=53.1, current_a=48.0)
-    pump_until(app, lambda: text_of(panel, "ri") == "Ri d/c : 12.00 / 11.00 mΩ", what="Ri read at step 2")
+    pump_until(app, lambda: text_of(panel, "ri") == f"Ri 25 °C d/c : 12,00 / 11,00{NB}mΩ", what="Ri read at step 2")
     pump_until(app, lambda: text_of(panel, "time_left") == uic.format_clock(utils.get_charge_duration(53.1)),
                what="phase-2 time left from the charge profile")
     for text in ("banc1", "reset", "banc1"):  # refusals: the bench is busy
