@@ -442,10 +442,10 @@ class App(ctk.CTk):
 
     # ------------------------------------------------------------------ the operator message
 
-    def say(self, text: str, kind: Kind, banc: Optional[str] = None, prompt: Optional[str] = None) -> None:
+    def say(self, text: str, kind: Kind, banc: Optional[str] = None) -> None:
         """Show an operator message; one about a bench is withdrawn when that bench's state changes."""
         facts = message_facts(self.runtime[banc]) if banc in self.runtime else None
-        self.messages.show(text, kind, time.monotonic(), banc=banc if facts else None, facts=facts, prompt=prompt)
+        self.messages.show(text, kind, time.monotonic(), banc=banc if facts else None, facts=facts)
         self.refresh_message()
 
     def refresh_message(self) -> None:

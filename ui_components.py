@@ -464,9 +464,13 @@ class NurseBars(_CanvasWidget):
         n = protocol.NURSE_COUNT
         slot = width / n
         labels = [formatting.UNKNOWN if v is None else str(v) for v in self.values]
-        each_fits = max(measure(label) for label in labels) <= slot - 2
+        # Under each bar at the largest legible size that fits its slot, else one range line at the caption's size.
+        value_px = next((size for size in range(px, MIN_LEGIBLE_PX - 1, -1)
+                         if max(self.fonts.measure(label, size) for label in labels) <= slot - 2), None)
+        each_fits = value_px is not None
         self.value_texts = labels if each_fits else [elide(self.range_text(), width - 2, measure)]
-        top, bottom = px + 4, height - px - 3
+        value_px = value_px or px
+        top, bottom = px + 4, height - value_px - 3
         bar_w = max(4.0, slot * 0.62)
         for i, value in enumerate(self.values):
             x = slot * i + (slot - bar_w) / 2
@@ -476,7 +480,7 @@ class NurseBars(_CanvasWidget):
                 c.create_rectangle(x, y, x + bar_w, bottom, fill=COLOR_INFO, outline="")
             if each_fits:
                 c.create_text(x + bar_w / 2, height - 1, text=labels[i], fill=MUTED, anchor="s",
-                              font=self.fonts.canvas_font_px(px), tags="value")
+                              font=self.fonts.canvas_font_px(value_px), tags="value")
         if not each_fits:
             c.create_text(width / 2, height - 1, text=self.value_texts[0], fill=MUTED, anchor="s",
                           font=self.fonts.canvas_font_px(px), tags="value")
@@ -799,8 +803,10 @@ class BancPanel(ctk.CTkFrame):
             self.hide_overlay_labels()  # what the alarm was about is back: the state clears it
         notice = self.widgets["notice"]
         self.labels.set(notice, f"✓ {security.text}")
-        # At the panel's foot, over the Ri line (or below the measures in the compact layout).
-        notice.place(relx=0.5, rely=1.0, y=-3, anchor="s", relwidth=0.96)
+        if self.compact:  # no Ri line: over the status line (the phase row still says the phase)
+            notice.place(in_=self.widgets["status"], relx=0, rely=0.5, anchor="w", relwidth=1.0)
+        else:  # at the panel's foot, over the Ri line: never over the measures
+            notice.place(relx=0.5, rely=1.0, y=-3, anchor="s", relwidth=0.96)
         notice.lift()
         self.notice_until_s = now_s + NOTICE_LIFETIME_S
 

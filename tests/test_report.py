@@ -22,6 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import pytest
 
+import charts
+import record
 import report
 import utils
 from testkit.synthetic import SERIAL, Synthetic, write_synthetic_test
@@ -764,3 +766,21 @@ def record_boot(row_t: str, seq: int, uptime_ms: int, estimated_t: str, offset_m
     boot = utils.record.EspBoot(row_t, seq, uptime_ms)
     boot.clock(estimated_t, offset_ms)
     return boot
+
+
+@pytest.mark.parametrize("step,decimals", [(20.0, 0), (1000.0, 0), (2.5, 1), (0.1, 1), (0.25, 2), (5e-05, 5)])
+def test_tick_labels_have_the_decimals_their_step_needs(step: float, decimals: int) -> None:
+    assert charts.tick_decimals(step) == decimals
+
+
+@pytest.mark.parametrize("status,first_s,title", [
+    (record.TEST_ABANDONED, None, "RW-T0001 — banc3 — abandonné (reset) — aucune mesure"),
+    (record.TEST_RUNNING, None, "RW-T0001 — banc3 — en cours — aucune mesure"),  # never "— → —"
+    (record.TEST_FINISHED, 0.0, "RW-T0001 — banc3 — terminé — 01/01/1970 01:00:00 → 01/01/1970 01:00:00"),
+])
+def test_chart_title_says_what_the_test_is(status: str, first_s: Optional[float], title: str) -> None:
+    from types import SimpleNamespace
+
+    summary: Any = SimpleNamespace(serial="RW-T0001", banc="banc3", status=status, first_row_s=first_s,
+                                   last_row_s=first_s)
+    assert charts.chart_title(summary) == title

@@ -341,6 +341,11 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     assert color_of(panel, "balance") == uic.COLOR_ALARM
     assert panel.widgets["progress_bar_nurse"].values == [10, 20, 30, 40, 50, 60]
     assert app.nurse_soc["banc1"] == [10, 20, 30, 40, 50, 60]
+    assert_canvas_texts_apart(panel.widgets["progress_bar_nurse"].canvas, "value")
+    for j in range(1, 7):  # issue 14, item 4: six nurses at 100 % once read "100100100100100100" here
+        esp.send(t.nurse(j), "100")
+    pump_until(app, lambda: panel.widgets["progress_bar_nurse"].values == [100] * 6, what="nurses at 100 %")
+    assert_canvas_texts_apart(panel.widgets["progress_bar_nurse"].canvas, "value")
     esp.send(t.step, "3")
     pump_until(app, lambda: not panel.security_visible, what="alert hidden by the next step")
     esp.bms("banc1", 5, voltage_v=51.9, current_a=-50.0, soc_pct=60.0, capacity_ah=40.0, energy_wh=2050.0)
@@ -563,11 +568,11 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
                                 for n in range(1, 17)), timeout_s=15, what="16 panels updated")
     pump_until(app, lambda: app.inbox.empty(), what="queue drained")
     assert app.stats["messages"] >= 320
-    for n in range(1, 17):
+    for n in range(1, 5):  # a row of benches with six nurses at 100 %: their values must not run together
         for j in range(1, 7):
             esp.client.publish(protocol.topics(n).nurse(j), "100", qos=1)
-    pump_until(app, lambda: all(p.widgets["progress_bar_nurse"].values == [100] * 6 for p in app.panels.values()),
-               what="every nurse at 100 %")
+    pump_until(app, lambda: all(app.panels[f"banc{n}"].widgets["progress_bar_nurse"].values == [100] * 6
+                                for n in range(1, 5)), what="nurses at 100 %")
     # Issue 14: at 16 benches the operator message stays legible, and no panel cuts a text.
     assert app.fonts["message"].cget("size") >= 16
     for panel in app.panels.values():

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 import analysis
+import kiosk_messages
 import protocol
 import ui
 import ui_components as uic
 import utils
 from chart_window import ChartWindow
 from formatting import format_milliohm
+from kiosk_messages import Kind
 from kiosk_state import LINK_IDLE
 from testkit.support import Xvfb
 from tests.test_ui_gui import (  # noqa: F401 - kiosk and esp are fixtures
@@ -77,7 +79,8 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
 ) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
     utils.reload_settings()
-    monkeypatch.setattr(uic, "NOTICE_LIFETIME_S", 1.5)  # 30 s in production
+    monkeypatch.setattr(uic, "NOTICE_LIFETIME_S", 1.0)  # 30 s in production
+    monkeypatch.setitem(kiosk_messages.LIFETIMES_S, Kind.INFO, 0.4)  # 30 s in production
     interrupted_test("banc2", LONG_SERIAL, 3)
     interrupted_test("banc3", "RW-ABAN0003", 1)
     app = kiosk("1280x800+0+0")
@@ -203,8 +206,8 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     type_scan("banc6", app)
     type_scan("RW-OPER0006", app)
     pump_until(app, lambda: "non confirmé" in app.scan_bar.message_text, timeout_s=4, what="timeout refusal")
-    pump(app, 1.0)
-    assert "banc6 non confirmé, test non lancé" in app.scan_bar.message_text  # still there: a refusal stays
+    pump(app, 0.6)  # longer than an information lives here: a refusal stays until the next scan
+    assert "banc6 non confirmé, test non lancé" in app.scan_bar.message_text
     type_scan("banc6", app)
     text, color = message_of(app)
     assert "test de RW-OPER0006 NON lancé" in text and color == uic.COLOR_ALARM
@@ -244,7 +247,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
                what="charts window focused")
     type_scan("banc9", app)
     echo = next(w for w in charts.winfo_children() if isinstance(w, uic.ScanEcho))
-    assert "Banc inconnu" in echo.text and echo.kind is uic.Kind.REFUSAL
+    assert "Banc inconnu" in echo.text and echo.kind is Kind.REFUSAL
     assert str(echo.label.cget("text_color")) == uic.COLOR_ALARM
     assert echo.winfo_ismapped() and echo.winfo_height() > 20
     assert echo.winfo_rooty() + echo.winfo_height() <= charts.winfo_rooty() + charts.winfo_height()
