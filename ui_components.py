@@ -156,6 +156,7 @@ FONT_MIN_PX: dict[str, int] = {
     "message": 16,  # the operator's main channel: always readable, whatever the number of benches
 }
 MIN_LEGIBLE_PX = 10  # canvas text (gauge, nurse values, captions)
+MEASURE_CACHE_SIZE = 4096  # canvas texts are few ("0".."100", "100 %"): their widths are measured once
 
 
 class Fonts:
@@ -164,6 +165,7 @@ class Fonts:
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
         self._measure_fonts: dict[tuple[int, bool], tkfont.Font] = {}
+        self._widths: dict[tuple[str, int, bool], int] = {}
         self._fonts: dict[str, ctk.CTkFont] = {}
         for name in FONT_BASE_SIZES:
             weight = "bold" if name in ("title", "value", "alert") else "normal"
@@ -199,12 +201,17 @@ class Fonts:
         return ("TkDefaultFont", -px, "bold") if bold else ("TkDefaultFont", -px)
 
     def measure(self, text: str, px: int, bold: bool = False) -> int:
-        """Width in pixels of `text` drawn with canvas_font_px(px, bold)."""
-        key = (px, bold)
-        font = self._measure_fonts.get(key)
+        """Width in pixels of `text` drawn with canvas_font_px(px, bold) (cached: gauges and nurses ask often)."""
+        cached = self._widths.get((text, px, bold))
+        if cached is not None:
+            return cached
+        font = self._measure_fonts.get((px, bold))
         if font is None:
-            font = self._measure_fonts[key] = tkfont.Font(font=self.canvas_font_px(px, bold))
-        return int(font.measure(text))
+            font = self._measure_fonts[(px, bold)] = tkfont.Font(font=self.canvas_font_px(px, bold))
+        if len(self._widths) >= MEASURE_CACHE_SIZE:
+            self._widths.clear()
+        width = self._widths[(text, px, bold)] = int(font.measure(text))
+        return width
 
 
 class _CachedLabels:
@@ -238,27 +245,69 @@ class ElidedLabel(ctk.CTkLabel):
         super().__init__(master, text="", font=font, **kwargs)
         self.full_text = ""
         self._measure_font = font
-        tk.Misc.bind(self, "<Configure>", self._fit, add="+")
+        self._shown = ""
+        self._color: Optional[str] = kwargs.get("text_color")
+        self._fitted: tuple[str, int] = ("", -1)  # (full text, width) the shown text was computed for
+        self._width = 0  # from <Configure>: asking Tk for it at every BMS line costs a round trip
+        self._widest_char_px: Optional[tuple[int, int]] = None  # (widest digit, widest glyph), measured once
+        # Request one character's width whatever the text: if the request followed the text, the grid would
+        # give a longer text more room, which changes the elision, which changes the request... a resize loop.
+        self._label.configure(width=1)
+        tk.Misc.bind(self, "<Configure>", self._on_configure, add="+")
+
+    def _on_configure(self, event: tk.Event) -> None:
+        self._width = int(event.width)
+        self._apply(None)
+
+    def _create_grid(self) -> None:
+        super()._create_grid()
+        self._label.grid_configure(sticky="ew")  # the inner label spans the cell (its text is left-aligned)
 
     def set_text(self, text: str, color: Optional[str] = None) -> None:
-        """Show `text` (elided to the label's width) in `color`."""
+        """Show `text` (elided to the label's width) in `color`, in one reconfiguration."""
         self.full_text = text
-        if color is not None:
-            self.configure(text_color=color)
-        self._fit()
+        self._apply(color)
 
-    def _fit(self, _event: Optional[tk.Event] = None) -> None:
-        width = self.winfo_width()
-        # Not laid out yet: the whole text (the first <Configure> fits it).
-        shown = self.full_text if width <= 1 else elide(self.full_text, width - self.MARGIN_PX,
-                                                        self._measure_font.measure)
-        if shown != self.cget("text"):
-            self.configure(text=shown)
+    def _fits_surely(self, text: str, width_px: int) -> bool:
+        # Most texts (a measure, "Phase 2/5 : Charge") are well within their label: an upper bound of their
+        # width (digits at the widest digit, anything else at the widest glyph) spares a round trip to Tk.
+        if self._widest_char_px is None:
+            measure = self._measure_font.measure
+            self._widest_char_px = (max(int(measure(d)) for d in "0123456789"),
+                                    max(int(measure(ch)) for ch in "WM@—%"))
+        digit_px, widest_px = self._widest_char_px
+        return sum(digit_px if ch.isdigit() else widest_px for ch in text) <= width_px
+
+    def _apply(self, color: Optional[str]) -> None:
+        width = self._width
+        if (self.full_text, width) != self._fitted:
+            room = width - self.MARGIN_PX
+            # Not laid out yet: the whole text (the first <Configure> fits it).
+            if width <= 1 or self._fits_surely(self.full_text, room):
+                shown = self.full_text
+            else:
+                shown = elide(self.full_text, room, self._measure_font.measure)
+            self._fitted = (self.full_text, width)
+        else:
+            shown = self._shown
+        changes: dict[str, Any] = {}
+        if shown != self._shown:
+            changes["text"] = self._shown = shown
+        if color is not None and color != self._color:
+            changes["text_color"] = self._color = color
+        if changes:  # one configure: a colour change redraws the whole customtkinter widget
+            self.configure(**changes)
+
+    def refit(self) -> None:
+        """Elide again (after a font change: the width is the same, the text's size is not)."""
+        self._fitted = ("", -1)
+        self._widest_char_px = None
+        self._apply(None)
 
     @property
     def elided(self) -> bool:
         """True when the text shown is cut."""
-        return str(self.cget("text")) != self.full_text
+        return self._shown != self.full_text
 
 
 # =========================================================================== phase bar
@@ -655,7 +704,7 @@ class BancPanel(ctk.CTkFrame):
         """Elide every one-line text again (after a font rescale)."""
         for widget in self.widgets.values():
             if isinstance(widget, ElidedLabel):
-                widget.set_text(widget.full_text)
+                widget.refit()
 
     # ------------------------------------------------------------------ status and links
 

@@ -585,6 +585,13 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
     for panel in app.panels.values():
         assert_panel_holds(panel)
     assert app.fonts["message"].cget("size") >= 16
+    # The compact layout has no Ri line: a recovery notice goes over the status line, never over the measures.
+    esp.send(protocol.topics("banc6").security, "Données BMS rétablies après 31 s de silence")
+    p6 = app.panels["banc6"]
+    pump_until(app, lambda: p6.notice_visible, what="notice in the compact layout")
+    pump(app, 0.1)
+    for key in ("voltage", "current", "soc", "temperature"):
+        assert not overlaps_vertically(p6.widgets["notice"], p6.widgets[key]), key
     screenshot(xvfb_display, app, "kiosk_800x480_16_bancs.png")
 
 
