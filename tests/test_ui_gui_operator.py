@@ -8,6 +8,9 @@ Each check asserts widget state: text, colour, geometry.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import tkinter as tk
 from pathlib import Path
 
@@ -23,9 +26,10 @@ from chart_window import ChartWindow
 from formatting import format_milliohm
 from kiosk_messages import Kind
 from kiosk_state import LINK_IDLE
-from testkit.support import Xvfb
+from testkit.support import REPO_DIR, Xvfb
 from tests.test_ui_gui import (  # noqa: F401 - kiosk and esp are fixtures
     NB,
+    WINDOW_TITLE,
     Esp,
     assert_canvas_texts_apart,
     assert_elided_not_cut,
@@ -231,7 +235,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     assert "Banc 3 libéré" in app.scan_bar.message_text
     before = {str(w) for w in app.winfo_children()}
     type_scan("graph", app)
-    type_scan("RW-ABAN0003", app)
+    type_scan("banc3", app)  # the bench's latest test (graph + a serial lists the battery's history)
     pump_until(app, lambda: any(str(w) not in before and isinstance(w, tk.Toplevel) for w in app.winfo_children()),
                what=f"charts window ({app.scan_bar.message_text})")
     charts = next(w for w in app.winfo_children() if str(w) not in before and isinstance(w, ChartWindow))
@@ -255,18 +259,33 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     charts.destroy()
 
 
-def test_windowed_kiosk_fits_an_800x480_screen(mqtt_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """5. `ui.py --windowed` on an 800 x 480 screen opens a window that fits it, not 1280 x 800 off-screen."""
+def test_windowed_kiosk_fits_an_800x480_screen(mqtt_env: dict[str, str]) -> None:
+    """5. `ui.py --windowed` on an 800 x 480 screen opens a window that fits it, not 1280 x 800 off-screen.
+
+    Run as a process of its own: Tk keeps its connection to a display after the window is gone, and
+    Xlib ends a process whose display server stops, so this test's private screen must not outlive it.
+    """
     with Xvfb(800, 480) as small:
-        monkeypatch.setenv("DISPLAY", small.display or "")
-        app = ui.App(windowed=True, start_mqtt=False)
+        env = dict(mqtt_env, DISPLAY=small.display or "")
+        kiosk_proc = subprocess.Popen([sys.executable, str(REPO_DIR / "ui.py"), "--windowed"], cwd=str(REPO_DIR),
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
         try:
-            pump_until(app, lambda: app.winfo_ismapped() and app.winfo_width() > 1, what="window mapped")
-            pump(app, 0.3)
-            assert app.winfo_screenwidth() == 800 and app.winfo_screenheight() == 480
-            x, y, w, h = app.winfo_rootx(), app.winfo_rooty(), app.winfo_width(), app.winfo_height()
-            assert (w, h) == ui.windowed_size(800, 480)
+            def run(*args: str) -> str:
+                return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True,
+                                      timeout=20, check=True).stdout
+
+            window = run("search", "--sync", "--onlyvisible", "--name", WINDOW_TITLE).split()[0]
+            expected = ui.windowed_size(800, 480)
+            deadline = time.monotonic() + 10
+            while True:
+                geometry = dict(line.split("=", 1) for line in run("getwindowgeometry", "--shell", window).split())
+                x, y, w, h = (int(geometry[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+                if (w, h) == expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert (w, h) == expected
             assert x >= 0 and x + w <= 800 and y >= 0 and y + h <= 480, (x, y, w, h)
         finally:
-            app.shutdown()
-            app.worker.stop()
+            kiosk_proc.terminate()
+            kiosk_proc.wait(10)
