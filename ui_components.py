@@ -855,7 +855,8 @@ class BancPanel(ctk.CTkFrame):
         if self.compact:  # no Ri line: over the status line (the phase row still says the phase)
             notice.place(in_=self.widgets["status"], relx=0, rely=0.5, anchor="w", relwidth=1.0)
         else:  # at the panel's foot, over the Ri line: never over the measures
-            notice.place(relx=0.5, rely=1.0, y=-3, anchor="s", relwidth=0.96)
+            # Over the whole Ri line: a strip narrower than the line let its first letter show at the edge.
+            notice.place(in_=self.widgets["ri_row"], relx=0, rely=0.5, anchor="w", relwidth=1.0)
         notice.lift()
         self.notice_until_s = now_s + NOTICE_LIFETIME_S
 
