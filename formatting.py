@@ -6,6 +6,7 @@ Pure functions, no toolkit imported (the report's modules never import the UI).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Optional
 
@@ -97,3 +98,11 @@ def elide(text: str, max_px: float, measure: Callable[[str], float]) -> str:
         else:
             high = middle - 1
     return text[:low].rstrip() + ELLIPSIS
+
+
+_NUMBER_UNIT_RE = re.compile(r"(\d) (s|min|h|j|ms|V|mV|A|Ah|Wh|%|°C|mΩ|Ω)(?=$|[\s.,;:)!?])")
+
+
+def keep_units_together(text: str) -> str:
+    """A text from elsewhere (a bench's alert) with a no-break space between each number and its unit."""
+    return _NUMBER_UNIT_RE.sub(lambda m: f"{m.group(1)}{NBSP}{m.group(2)}", text)

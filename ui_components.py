@@ -838,7 +838,7 @@ class BancPanel(ctk.CTkFrame):
     def update_banc_security(self, message: str) -> None:
         """A red alarm over the panel: it stays until touched, or cleared by the state (next step, reset)."""
         alert = self.widgets["security"]
-        alert.configure(text=f"⚠ {message}")
+        alert.configure(text=f"⚠ {formatting.keep_units_together(message)}")  # "30 s" never split over two lines
         alert.place(relx=0.5, rely=0.58, anchor="center", relwidth=0.94)
         alert.lift()
 

@@ -56,3 +56,15 @@ def test_elide_never_cuts_without_an_ellipsis(text: str, max_px: float, expected
     result = elide(text, max_px, lambda s: 10.0 * len(s))
     assert result == expected
     assert result == text or result.endswith(ELLIPSIS)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("aucune donnée du banc 4 depuis 30 s", f"aucune donnée du banc 4 depuis 30{NBSP}s"),
+    ("Température 58.0 °C, courant 120 A.", f"Température 58.0{NBSP}°C, courant 120{NBSP}A."),
+    ("banc 4 est arrêté", "banc 4 est arrêté"),  # "4 est": no unit
+    ("3 segments", "3 segments"),  # "s" only as a whole word
+])
+def test_keep_units_together(text: str, expected: str) -> None:
+    from formatting import keep_units_together
+
+    assert keep_units_together(text) == expected
