@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
-import tkinter as tk
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,41 +20,9 @@ import utils
 import verdict
 from testkit.support import REPO_DIR
 from testkit.synthetic import write_synthetic_test
+from tests.test_ui_gui import pump_until, screenshot, type_scan
 
 pytestmark = pytest.mark.gui
-ARTIFACTS = REPO_DIR / "tests" / "artifacts"
-
-
-def pump_until(app: ui.App, condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        app.update()
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timeout ({timeout_s} s) waiting for {what or condition}")
-        time.sleep(0.01)
-
-
-def type_scan(app: ui.App, text: str) -> None:
-    for command in (["xdotool", "type", "--delay", "3", text], ["xdotool", "key", "Return"]):
-        proc = subprocess.Popen(command)
-        while proc.poll() is None:
-            app.update()
-            time.sleep(0.01)
-        assert proc.returncode == 0
-    pump_until(app, lambda: app.pending_requests == 0, what=f"the answer to {text!r}")
-
-
-def screenshot(display: str, window: tk.Misc, name: str) -> Path:
-    from PIL import ImageGrab
-
-    window.update()
-    x, y, w, h = window.winfo_rootx(), window.winfo_rooty(), window.winfo_width(), window.winfo_height()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=display).save(path)
-    return path
 
 
 @pytest.fixture
@@ -115,8 +80,8 @@ def test_result_card_history_and_chart_verdict(app: ui.App, finished_tests: tupl
     assert shot.stat().st_size > 10_000
 
     # graph + serial: that battery's history, newest first; a touch opens that test's charts with its verdict.
-    type_scan(app, "graph")
-    type_scan(app, "RW-card0001")  # any letter case after the prefix
+    type_scan("graph", app)
+    type_scan("RW-card0001", app)  # any letter case after the prefix
     pump_until(app, lambda: app.history_window is not None and app.history_window.winfo_ismapped(),
                what=f"history window ({app.scan_bar.message_text})")
     window = app.history_window
@@ -137,6 +102,6 @@ def test_result_card_history_and_chart_verdict(app: ui.App, finished_tests: tupl
 
     # The next test on banc1 takes the card away.
     for text in ("banc1", "RW-NEXT0001", "banc1"):
-        type_scan(app, text)
+        type_scan(text, app)
     pump_until(app, lambda: not card.winfo_ismapped(), what="card hidden once the next test starts")
     assert isinstance(card, uic.ResultCard)
