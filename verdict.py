@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 import analysis
 import grading
 import history
@@ -38,15 +40,40 @@ class NotFinished(ValueError):
     """The test has not reached step 5: it has no verdict yet."""
 
 
+class InputUnreadable(OSError):
+    """What the verdict needs exists but cannot be read now: nothing is recorded, the conclusion is retried."""
+
+
 def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of a finished test from its folder and grading.json (raises grading.GradingError)."""
+    """The verdict of a finished test from its folder and grading.json.
+
+    Raises grading.GradingError (invalid grading.json) or InputUnreadable (data.csv or the
+    capacity unreadable): a verdict is final once recorded, so a passing read error must never
+    become a REJET or a NON CLASSÉ.
+    """
+    folder = Path(folder)
     rules = utils.load_grading_rules()
     try:
-        facts = analysis.test_facts(analysis.load_test_data(Path(folder)))
-    except analysis.ReportError as exc:  # no data.csv: nothing measured, the checks say so
-        logger.warning("%s: %s", folder, exc)
+        data: Optional[analysis.TestData] = analysis.load_test_data(folder)
+    except analysis.ReportError as exc:
+        if (folder / record.DATA_CSV_FILE).exists():
+            raise InputUnreadable(f"{folder / record.DATA_CSV_FILE} : {exc}") from exc
+        logger.warning("%s: %s", folder, exc)  # no data.csv at all: nothing measured, the checks say so
+        data = None
+    if data is None:
         facts = grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+    else:
+        facts = analysis.test_facts(data)
+        if summary.get("capacity_ah") is None and _measured_a_capacity(data):
+            # config.json unreadable or lost (the summary was rebuilt from the journal alone):
+            # the capacity the ESP measured is in the rows, not here. Wait for it rather than NON CLASSÉ.
+            raise InputUnreadable(f"{folder} : capacité mesurée absente de config.json (illisible ?)")
     return grading.grade(summary, facts, rules, utils.correct_to_25c)
+
+
+def _measured_a_capacity(data: analysis.TestData) -> bool:
+    """Whether the rows hold a discharge capacity counted by the ESP (phase 3 and after)."""
+    return bool(np.any((data.step >= 3) & (data["capacity_ah"] > 0)))
 
 
 def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:

@@ -276,3 +276,38 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     (syn.folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
     view = worker._result("banc1")
     assert view is not None and view.certificate
+
+
+def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path) -> None:
+    """A verdict is final once recorded: an unreadable config.json or data.csv records nothing, and the retry grades."""
+    syn = write_synthetic_test(banc_home, rows=600)
+    folder = syn.folder
+    start = record.parse_time(json.loads((folder / "config.json").read_text(encoding="utf-8"))["first_handle"])
+    assert start is not None
+    record.append_event(folder, record.EVENT_START, start, serial="RW-TEST0001", banc="banc1",
+                        first_handle=record.iso(start), software_version=record.SOFTWARE_VERSION)
+    for step in (1, 2, 3, 4, 5):
+        record.append_event(folder, record.EVENT_STEP, start, step=step)
+    config, data = folder / "config.json", folder / "data.csv"
+    good_config, good_data = config.read_bytes(), data.read_bytes()
+
+    def recorded() -> Any:
+        return record.fold_events(record.read_events(folder)[0]).verdict
+
+    # config.json unreadable: the summary is rebuilt from the journal, without the ESP's capacity.
+    config.write_bytes(b"\x00\x01 not json")
+    with pytest.raises(verdict.InputUnreadable):
+        verdict.conclude(folder)
+    assert recorded() is None  # not a NON CLASSÉ for good
+    config.write_bytes(good_config)
+    # data.csv unreadable (its header damaged): not a REJET for good.
+    data.write_bytes(b"\xff\xfe garbage\n" + good_data.split(b"\n", 1)[1])
+    with pytest.raises(verdict.InputUnreadable):
+        verdict.conclude(folder)
+    assert recorded() is None
+    data.write_bytes(good_data)
+    # Readable again: the retry grades, once.
+    given = verdict.conclude(folder)
+    assert given["grade"] not in ("NON CLASSÉ",) and recorded() == given
+    checks = {check["name"]: check for check in given["checks"]}
+    assert checks["cell_spread"]["value"] is not None and checks["temperature_max"]["value"] is not None
