@@ -118,10 +118,17 @@ def row_from_summary(relative: str, summary: dict[str, Any], signature: str) -> 
 # =========================================================================== the index
 
 
+BUSY_TIMEOUT_S = 30.0
+"""How long a reader or writer waits for another process's write to the index."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        # One creator at a time: a second process waits here, then finds the schema made.
+        conn.execute("BEGIN IMMEDIATE")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != SCHEMA_VERSION:
         conn.execute("DROP TABLE IF EXISTS tests")
         conn.execute(
@@ -131,8 +138,14 @@ def _connect(path: Path) -> sqlite3.Connection:
         )
         conn.execute("CREATE INDEX tests_serial ON tests (serial_key)")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if conn.in_transaction:
         conn.commit()
-    conn.execute("SELECT count(*) FROM tests").fetchone()  # a damaged file fails here, not mid-query
+    # Every page read (table and index), not just a count the index can answer: a damaged file
+    # fails here and is rebuilt, rather than failing every query after.
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        conn.close()
+        raise sqlite3.DatabaseError(f"quick_check: {'; '.join(problems[:3])}")
     return conn
 
 
@@ -142,6 +155,8 @@ def open_index(path: Optional[Path] = None) -> Iterator[sqlite3.Connection]:
     path = Path(path or index_path())
     try:
         conn = _connect(path)
+    except sqlite3.OperationalError:
+        raise  # busy (another process writes), or cannot be opened: not damage, nothing is thrown away
     except sqlite3.DatabaseError as exc:
         logger.error("%s damaged (%s): kept aside, rebuilt from the test folders", path, exc)
         storage.quarantine(path, str(exc))

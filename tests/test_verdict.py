@@ -311,3 +311,40 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path) -> No
     assert given["grade"] not in ("NON CLASSÉ",) and recorded() == given
     checks = {check["name"]: check for check in given["checks"]}
     assert checks["cell_spread"]["value"] is not None and checks["temperature_max"]["value"] is not None
+
+
+def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
+    banc_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A locked index is not 'damaged' (nothing thrown away); a corrupt table page is found and rebuilt."""
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    from testkit.synthetic import write_finished_record
+
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=utils.LOCAL_TZ)
+    for i in range(300):
+        write_finished_record(banc_home, f"banc{1 + i % 4}", f"RW-HIST{i:04d}", start + timedelta(days=i % 50),
+                              3600.0, 95.0, "A", 95.0)
+    assert len(history.battery_history("RW-HIST0007")) == 1
+    path = history.index_path()
+
+    monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.2)
+    writer = sqlite3.connect(str(path))
+    writer.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            history.battery_history("RW-HIST0007")
+    finally:
+        writer.rollback()
+        writer.close()
+    assert not list(path.parent.glob(path.name + ".corrupt*"))  # kept, not set aside
+    assert len(history.battery_history("RW-HIST0007")) == 1
+
+    # Garbage over the table's pages, the header left intact: the file still opens.
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(os.urandom(min(8192, size // 3)))
+    assert [row.serial for row in history.battery_history("RW-HIST0007")] == ["RW-HIST0007"]
+    assert list(path.parent.glob(path.name + ".corrupt*"))  # the damaged one kept aside
