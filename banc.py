@@ -483,7 +483,9 @@ class Recorder:
         boot = len(boots) - 1 if boots else None
         lost = [(first, last) for lost_boot, first, last in (state.seq_lost_spans if state is not None else ())
                 if lost_boot == boot]
-        holes = [(a, b) for a, b in counts.holes.holes if not any(first <= a and b <= last for first, last in lost)]
+        # Each with the phase it was measured in: a line replayed after a restart goes back to its own phase.
+        holes = [(a, b, counts.hole_steps.get(a)) for a, b in counts.holes.holes
+                 if not any(first <= a and b <= last for first, last in lost)]
         self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
                          rejected_rows=max(0, rejected_scan.lines - 1), last_seq=counts.last_seq,
                          now=self._now(), boots=boots, last_uptime_ms=counts.last_uptime_ms, holes=holes,
@@ -492,7 +494,7 @@ class Recorder:
             logger.info("data.csv of the earlier version (%d columns): its header is kept", width)
         if holes:
             logger.info("data.csv misses %d seqs of the current ESP boot: asked for again",
-                        sum(b - a + 1 for a, b in holes))
+                        sum(b - a + 1 for a, b, _step in holes))
         if data_scan.torn:
             now = self._now()
             self._apply(self.core.reject(now, self.core.topics.bms_data,

@@ -224,6 +224,8 @@ class DataCounts:
     last_uptime_ms: Optional[int] = None  # of the newest line (not a replayed one)
 
     holes: SeqHoles = field(default_factory=SeqHoles)
+    # The phase each hole was measured in: the step of the row just before its first seq.
+    hole_steps: dict[int, int] = field(default_factory=dict)
 
     def add(self, parts: Sequence[bytes]) -> None:
         """Fold one split data.csv row (pure); a replayed row (it fills a gap) counts neither a gap nor a restart."""
@@ -235,12 +237,17 @@ class DataCounts:
             self.bad_rows += 1
             return
         self.rows += 1
+        previous_step = self.last_step
         verdict = self.holes.see(seq)
         if verdict == "gap":
             self.seq_gaps += 1
+            if previous_step is not None:
+                self.hole_steps[self.holes.holes[-1][0]] = previous_step
         elif verdict == "restart":
             self.seq_restarts += 1
+            self.hole_steps.clear()
         if verdict == "fill":
+            self.hole_steps[seq + 1] = step  # a hole split by this line goes on after it, in its phase
             return  # measured earlier: the last values stay those of the newest line
         self.last_seq = seq
         uptime = parts[DATA_COLUMN["uptime_ms"]] if len(parts) > DATA_COLUMN["uptime_ms"] else b""

@@ -474,13 +474,15 @@ class RecorderCore:
     def resume(self, summary: Mapping[str, Any], recent_ri: Sequence[dict[str, Any]] = (),
                rows: int = 0, rejected_rows: int = 0, last_seq: Optional[int] = None, *,
                now: Optional[Instant] = None, boots: Sequence[record.EspBoot] = (),
-               last_uptime_ms: Optional[int] = None, holes: Sequence[Sequence[int]] = (),
+               last_uptime_ms: Optional[int] = None,
+               holes: Sequence[tuple[int, int, Optional[int]]] = (),
                data_width: int = len(record.DATA_CSV_HEADER)) -> None:
         """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files.
 
         `boots` are the journal's ESP boots (the last one is the current boot, its latest offset
         the clock's estimate until live lines refine it); `holes` the seqs still missing from
-        the current boot in data.csv, asked for again at the first tick.
+        the current boot in data.csv (first, last, the phase they were measured in when known),
+        asked for again at the first tick.
         """
         self.recent_ri.extend(recent_ri)
         self.data_width = data_width
@@ -494,8 +496,9 @@ class RecorderCore:
                 self.clock.seed(now.mono_s, esp_clock.offset_mono_s(offset_ms, anchor_s))
                 self.saved_offset_ms, self.saved_offset_s = offset_ms, now.mono_s
         start_s = now.mono_s if now is not None else 0.0
-        for first, last in holes:
-            self.gaps.open(first, last, self.step, start_s - REPLAY_RETRY_S)  # due at the first tick
+        for first, last, step in holes:
+            # A replayed line is written in the phase it was measured in, not the phase of the restart.
+            self.gaps.open(first, last, self.step if step is None else step, start_s - REPLAY_RETRY_S)
         self.counters = summary_counters(summary)
         # Counted from the files themselves: exact even when config.json lagged behind a crash.
         self.counters["rows_count"] = rows

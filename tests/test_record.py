@@ -181,3 +181,20 @@ def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage
     assert (state.step, config["current_step"], config["first_handle"]) == (3, 3, first)
     assert (config["ri_discharge_average"], config["ri_discharge_count"]) == (pytest.approx(0.04), 2)
     assert config["battery_serial"] == "RW-ab12cd"
+
+
+def test_data_counts_know_the_phase_each_hole_was_measured_in() -> None:
+    """A hole's phase is the step of the row just before it; a replayed line splitting it passes its own on."""
+    counts = record.DataCounts()
+
+    def row(seq: int, step: int) -> list[bytes]:
+        parts = [b"0"] * len(record.DATA_CSV_HEADER)
+        parts[record.DATA_COLUMN["seq"]], parts[record.DATA_COLUMN["step"]] = str(seq).encode(), str(step).encode()
+        return parts
+
+    for seq, step in [(0, 2), (1, 2), (6, 3), (7, 3), (3, 2), (10, 4)]:  # gap 2..5 in phase 2, 3 replayed, gap 8..9
+        counts.add(row(seq, step))
+    assert counts.holes.holes == [[2, 2], [4, 5], [8, 9]]
+    assert [counts.hole_steps.get(first) for first, _last in counts.holes.holes] == [2, 2, 3]
+    counts.add(row(0, 1))  # the ESP rebooted: its holes are forgotten, and their phases
+    assert counts.holes.holes == [] and counts.hole_steps == {}

@@ -613,10 +613,16 @@ def test_an_unanswered_gap_is_asked_every_minute_then_counted_lost_with_one_aler
 
 
 def test_a_resumed_core_asks_for_the_holes_data_csv_still_has() -> None:
-    core = new_core()
-    core.resume({}, last_seq=50, now=at(0), holes=[(20, 24)])
-    assert of_type(core.tick(at(0.2), 0.0), Command) == [Command("replay 20 24")]
-    assert len(row_times(core.on_replay(bms(22), False, at(1)))) == 1
+    core = new_core(step=3)
+    # A hole measured in phase 2 (the restart came in phase 3), and one whose phase is unknown.
+    core.resume({}, last_seq=50, now=at(0), holes=[(20, 24, 2), (30, 31, None)])
+    assert of_type(core.tick(at(0.2), 0.0), Command) == [Command("replay 20 24"), Command("replay 30 31")]
+    effects = core.on_replay(bms(22), False, at(1))
+    assert len(row_times(effects)) == 1
+    rows = [e.data for e in effects if isinstance(e, Append) and e.file == DATA]
+    assert [row.split(b",")[1] for row in rows] == [b"2"]  # written in the phase it was measured in
+    rows = [e.data for e in core.on_replay(bms(30), False, at(2)) if isinstance(e, Append) and e.file == DATA]
+    assert [row.split(b",")[1] for row in rows] == [b"3"]
 
 
 def test_a_gap_still_open_at_step_5_is_counted_lost() -> None:
