@@ -50,10 +50,12 @@ WORKFLOW_TICK_S = 0.5  # scan timeouts
 STOP_TIMEOUT_S = 5.0
 # A finished test without its certificate: banc.py's report.py child had this long to write it;
 # then the worker starts report.py --certificate again (it also records a missing verdict),
-# at most CERTIFICATE_ATTEMPTS times, CERTIFICATE_RETRY_S apart.
+# CERTIFICATE_ATTEMPTS times CERTIFICATE_RETRY_S apart, then every CERTIFICATE_SLOW_RETRY_S: a
+# grading.json or a disk repaired an hour later still gets its verdict without a kiosk restart.
 CERTIFICATE_GRACE_S = 120.0
 CERTIFICATE_RETRY_S = 600.0
 CERTIFICATE_ATTEMPTS = 3
+CERTIFICATE_SLOW_RETRY_S = 3600.0
 
 
 # =========================================================================== requests (Tk thread -> worker)
@@ -454,7 +456,8 @@ class KioskWorker:
             return
         attempts, last = self._certificate_tries.get(folder, (0, float("-inf")))
         now = self.clock()
-        if age_s < CERTIFICATE_GRACE_S or attempts >= CERTIFICATE_ATTEMPTS or now - last < CERTIFICATE_RETRY_S:
+        interval_s = CERTIFICATE_RETRY_S if attempts < CERTIFICATE_ATTEMPTS else CERTIFICATE_SLOW_RETRY_S
+        if age_s < CERTIFICATE_GRACE_S or now - last < interval_s:
             return
         self._certificate_tries[folder] = (attempts + 1, now)
         import verdict  # numpy and matplotlib behind it: only when a certificate is missing
@@ -464,8 +467,7 @@ class KioskWorker:
         except OSError as exc:
             log.error("certificate of %s not started: %s", folder, exc)
             return
-        log.warning("certificate of %s missing: report.py --certificate started (attempt %d/%d)", folder,
-                    attempts + 1, CERTIFICATE_ATTEMPTS)
+        log.warning("certificate of %s missing: report.py --certificate started (attempt %d)", folder, attempts + 1)
 
     def _post_snapshot(self, snapshot: BancSnapshot, force: bool) -> None:
         # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.

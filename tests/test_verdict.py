@@ -266,13 +266,14 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     old = time.time() - kiosk_worker.CERTIFICATE_GRACE_S - 1
     os.utime(journal, (old, old))
     attempts = []
-    for step_s in (0, 10, kiosk_worker.CERTIFICATE_RETRY_S, kiosk_worker.CERTIFICATE_RETRY_S,
-                   kiosk_worker.CERTIFICATE_RETRY_S):
+    retry_s, slow_s = kiosk_worker.CERTIFICATE_RETRY_S, kiosk_worker.CERTIFICATE_SLOW_RETRY_S
+    for step_s in (0, 10, retry_s, retry_s, retry_s, slow_s - retry_s - 1, 1):
         now[0] += step_s
         view = worker._result("banc1")
         assert view is not None and view.grade == "REJET" and not view.certificate
         attempts.append(len(started))
-    assert attempts == [1, 1, 2, 3, 3]  # once, then every 10 minutes, three times at most
+    # Once, then every 10 minutes three times, then hourly: never given up while the kiosk runs.
+    assert attempts == [1, 1, 2, 3, 3, 3, 4]
     (syn.folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
     view = worker._result("banc1")
     assert view is not None and view.certificate
