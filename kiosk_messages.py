@@ -150,6 +150,7 @@ class SecurityMessage(NamedTuple):
 
 # recorder.py's recovery texts: "Données BMS rétablies après 47 s de silence", "Écriture dans data.csv rétablie : …".
 _RECOVERY_RE = re.compile(r"\brétabli(e|s|es)?\b", re.IGNORECASE)
+_LOSS_RE = re.compile(r"\bperdu(e|s|es)?\b", re.IGNORECASE)
 _SUBJECTS = (
     (re.compile(r"donn[ée]es? BMS", re.IGNORECASE), "bms"),
     (re.compile(r"[ée]criture (?:impossible )?dans (\S+?)(?=[\s:(]|$)", re.IGNORECASE), "write"),
@@ -164,5 +165,8 @@ def classify_security(text: str) -> SecurityMessage:
         if match:
             subject = f"{name}:{match.group(1).lower()}" if match.groups() else name
             break
-    kind = SecurityKind.NOTICE if _RECOVERY_RE.search(text) else SecurityKind.ALARM
+    # A recovery that also reports a loss ("… rétablie : 40 lignes rattrapées, 3 perdues") stays an
+    # alarm: the operator must see how many measurements are gone, not watch it fade.
+    recovered = _RECOVERY_RE.search(text) and not _LOSS_RE.search(text)
+    kind = SecurityKind.NOTICE if recovered else SecurityKind.ALARM
     return SecurityMessage(text, kind, subject)

@@ -91,6 +91,9 @@ def test_kind_of_level(level: str, kind: Kind) -> None:
     ("Données BMS rétablies après 47 s de silence", SecurityKind.NOTICE, "bms"),
     ("Aucune donnée BMS valide depuis 30 s : vérifier l'ESP32 et le câble BMS", SecurityKind.ALARM, "bms"),
     ("Écriture dans data.csv rétablie : 12 lignes rattrapées", SecurityKind.NOTICE, "write:data.csv"),
+    # Back, but with measurements lost: the count must stay on screen until acknowledged.
+    ("Écriture dans data.csv rétablie : 40 lignes rattrapées, 3 perdues (mémoire pleine)", SecurityKind.ALARM,
+     "write:data.csv"),
     ("Écriture impossible dans data.csv ([Errno 28] No space left on device) : nouvel essai", SecurityKind.ALARM,
      "write:data.csv"),
     ("Écriture dans config.json rétablie", SecurityKind.NOTICE, "write:config.json"),
