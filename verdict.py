@@ -110,7 +110,10 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
             record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed)
             recorded = computed
             logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
-    utils.refresh_test_config(folder)
+    try:
+        utils.refresh_test_config(folder)
+    except OSError as exc:  # recorded all the same (the journal is the truth): config.json catches up later
+        logger.warning("%s: verdict recorded in the journal, config.json not updated yet: %s", folder, exc)
     try:
         history.index_folder(folder)
     except Exception as exc:  # the index is a cache of the folders, rebuilt when behind

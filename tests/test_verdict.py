@@ -349,3 +349,20 @@ def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
         fh.write(os.urandom(min(8192, size // 3)))
     assert [row.serial for row in history.battery_history("RW-HIST0007")] == ["RW-HIST0007"]
     assert list(path.parent.glob(path.name + ".corrupt*"))  # the damaged one kept aside
+
+
+def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.json refused after the verdict is journaled: conclude returns it (no false 'not recorded'); it catches up."""
+    syn = write_synthetic_test(banc_home, rows=300)
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    real = utils.refresh_test_config
+
+    def full(_folder: Path) -> dict[str, Any]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(utils, "refresh_test_config", full)
+    given = verdict.conclude(syn.folder)
+    assert record.fold_events(record.read_events(syn.folder)[0]).verdict == given
+    monkeypatch.setattr(utils, "refresh_test_config", real)
+    assert verdict.conclude(syn.folder) == given
+    assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
