@@ -256,13 +256,7 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
             if time.monotonic() - stable_since > 10.0:
                 break
             time.sleep(0.2)
-        for n in serials:
-            watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
-        for n, proc in procs.items():
-            try:
-                result.banc_exit_codes[n] = proc.wait(20)
-            except subprocess.TimeoutExpired:
-                result.banc_exit_codes[n] = group.stop(proc)
+        result.banc_exit_codes.update(common.end_of_day(watcher, group, serials, procs))
         if ui is not None:
             group.stop(ui, 10)
         lost_all: list[tuple[int, int]] = []

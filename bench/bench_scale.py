@@ -171,14 +171,7 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
             raise RuntimeError(f"banc.py died during the run: {dead}")
         total = sum_deltas(befores, afters)  # type: ignore[arg-type]
         gui = common.gui_libraries(next(iter(procs.values())).pid)
-        for n in serials:
-            watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
-        exit_codes = {}
-        for n, proc in procs.items():
-            try:
-                exit_codes[n] = proc.wait(20)
-            except subprocess.TimeoutExpired:
-                exit_codes[n] = group.stop(proc)
+        exit_codes = common.end_of_day(watcher, group, serials, procs)
         checks = {}
         for n in serials:
             _, acked = read_publisher_log(run_dir / "pub" / f"pub_banc{n}.txt")

@@ -16,7 +16,6 @@ bench/ui_probe.py adding one after(10 ms) timer to its Tk loop to measure how la
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -159,13 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 bancs_after[0].t_s - bancs_before[0].t_s) * 100
             common.screenshot(display, out / "kiosk-full.png")
             pub.communicate(timeout=120)
-            for n in serials:
-                watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
-            for proc in bancs.values():
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    group.stop(proc)
+            common.end_of_day(watcher, group, serials, bancs)
         results["ui_exit"] = group.stop(ui, 10)
 
     ss = results["startups"]

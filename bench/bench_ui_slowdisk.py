@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -208,13 +207,8 @@ def run_subject(label: str, checkout: Path, home: Path, run_dir: Path, display: 
             "ui_alive": ui.poll() is None,
         })
         pub.communicate(timeout=120)
-        for n in range(1, args.bancs + 1):
-            watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
-        for proc in bancs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                group.stop(proc)
+        # Every bench, those whose banc.py the kiosk started by scanning too.
+        common.end_of_day(watcher, group, range(1, args.bancs + 1), bancs, wait_s=30.0)
         group.stop(ui, 10)
         # The benches started by scanning belong to the kiosk's children, in their own sessions.
         result["strays_stopped"] = common.stop_home_processes(home)

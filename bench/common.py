@@ -938,6 +938,23 @@ def rev_label(rev: str, cwd: Path = REPO_DIR) -> str:
     return short
 
 
+def end_of_day(watcher: Any, group: ProcessGroup, numbers: Iterable[int], procs: dict[int, subprocess.Popen],
+               wait_s: float = 20.0) -> dict[int, Optional[int]]:
+    """Step 9 to every bench in `numbers`, then each banc.py of `procs` given `wait_s` to exit; stragglers stopped.
+
+    Returns the exit code of each banc.py (by bench number).
+    """
+    for n in numbers:
+        watcher.publish(protocol.topics(n).step, protocol.encode_step(protocol.STEP_STOP))
+    codes: dict[int, Optional[int]] = {}
+    for n, proc in procs.items():
+        try:
+            codes[n] = proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            codes[n] = group.stop(proc)
+    return codes
+
+
 def stop_home_processes(home: Path, timeout_s: float = 10.0) -> int:
     """SIGTERM (then SIGKILL) every process whose BANC_HOME is `home` (e.g. the banc.py a kiosk started); return how many."""
     import psutil
