@@ -435,8 +435,11 @@ class StatusWatcher:
         self.live_t: dict[tuple[str, str], float] = {}  # (topic, value) -> time of the last non-retained message
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        # A persistent session: what a bench publishes while the watcher is still reconnecting
+        # to a restarted broker is queued for it and arrives as a live (non-retained) message,
+        # where a clean session would only see the retained copy and wait for nothing.
         self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=True)
+                                  clean_session=False)
         subs: list[tuple[str, int]] = []
         for n in bancs:
             t = protocol.topics(n)
