@@ -13,13 +13,20 @@ fault during which it was published.
 
     .venv/bin/python bench/bench_faults.py [--quick] [--bancs 4] [--rate 10] [--duration 90] [--cycles 2]
     .venv/bin/python bench/bench_faults.py --faults overlap --no-ui [--replay]   # the double fault
+    .venv/bin/python bench/bench_faults.py --faults broker --no-ui --stall-s 3 [--replay]  # broker dies, banc.py behind
 
 --replay: the ESPs answer `replay FIRST LAST` (contract v2 §3a) from their last 3600 lines, as
 the firmware and the simulator do; without it they do not (older firmware).
+--stall-s: every banc.py is frozen (SIGSTOP) that long before each broker kill, as a banc.py held
+up by a slow disk would be, then the broker is killed half a second after it saved its
+persistence file: it dies holding lines it had neither delivered (beyond the 100 in flight) nor
+saved. banc.py sees the gap and asks for it; only
+firmware that answers replays gets those lines back.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -140,8 +147,13 @@ def banc_processes(home: Path) -> dict[str, int]:
 
 def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float = 90.0, cycles: int = 1,
                faults: Sequence[str] = FAULTS, use_ui: bool = True, down_s: float = 2.0,
-               verbose: bool = True, broker_conf: str = "", replay: bool = False) -> FaultRunResult:
-    """Run one fault scenario in `out` and return the counts (the processes are all stopped on return)."""
+               verbose: bool = True, broker_conf: str = "", replay: bool = False,
+               stall_s: float = 0.0) -> FaultRunResult:
+    """Run one fault scenario in `out` and return the counts (the processes are all stopped on return).
+
+    `stall_s`: before a broker fault every banc.py is frozen (SIGSTOP) that long, as a banc.py
+    held up by a slow disk would be, so the broker dies holding lines it has not delivered.
+    """
 
     def say(text: str) -> None:
         if verbose:
@@ -183,8 +195,17 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
             if delay > 0:
                 time.sleep(delay)
             if kind == "broker":
+                if stall_s > 0:
+                    for proc in procs.values():
+                        proc.send_signal(signal.SIGSTOP)
+                    time.sleep(stall_s)
+                    # Half an autosave after a save: the broker dies holding what came since.
+                    broker.wait_for_save()
+                    time.sleep(0.5)
                 event = FaultEvent("broker", "mosquitto", time.time())
                 broker.kill()
+                for proc in procs.values():
+                    proc.send_signal(signal.SIGCONT)
                 time.sleep(down_s)
                 broker.start()
                 event.restarted_t = time.time()
@@ -289,6 +310,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines (\\n separated)")
     parser.add_argument("--name", default="faults", help="output name under bench/out/")
     parser.add_argument("--replay", action="store_true", help="the ESPs answer replay requests (contract v2 §3a)")
+    parser.add_argument("--stall-s", type=float, default=0.0,
+                        help="freeze every banc.py this long before each broker kill (a banc.py held up by its disk)")
     args = parser.parse_args(argv)
     duration = args.duration or (30.0 if args.quick else 90.0)
     cycles = args.cycles or (1 if args.quick else 2)
@@ -301,7 +324,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{args.faults}{', ESPs answering replays' if args.replay else ''}{'; broker conf: ' + broker_conf if broker_conf else ''}; machine {info}", flush=True)
     out = common.fresh_dir(args.name)
     result = run_faults(out, args.bancs, args.rate, duration, cycles, [f for f in args.faults.split(",") if f],
-                        use_ui=not args.no_ui, broker_conf=broker_conf, replay=args.replay)
+                        use_ui=not args.no_ui, broker_conf=broker_conf, replay=args.replay,
+                        stall_s=args.stall_s)
     rows = [(f"banc{n}", c.expected, c.rows, c.lost, c.duplicated, c.unexpected,
              " ".join(f"{k}={v}" for k, v in result.attributed[f"banc{n}"].items()) or "-")
             for n, c in result.checks.items()]

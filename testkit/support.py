@@ -125,6 +125,24 @@ class MosquittoBroker:
                 if time.monotonic() > deadline:
                     raise
 
+    def wait_for_save(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the broker next rewrites its persistence file (every autosave_interval); False on timeout."""
+        db = self.workdir / "mosquitto.db"
+
+        def mtime_ns() -> int:
+            try:
+                return db.stat().st_mtime_ns
+            except FileNotFoundError:
+                return 0
+
+        before = mtime_ns()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if mtime_ns() != before:
+                return True
+            time.sleep(0.01)
+        return False
+
     def stop(self) -> None:
         """Stop cleanly (SIGTERM: the broker saves its persistence file)."""
         terminate(self.proc)

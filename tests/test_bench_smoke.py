@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import protocol
 import utils
 from bench import bench_faults
 from bench.bench_faults import FaultEvent, attribute, schedule
@@ -90,15 +91,50 @@ def test_percentile_nearest_rank(values, pct, expected):
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
 def test_tiny_fault_run_counts_every_row(tmp_path: Path):
-    """Broker and banc.py killed with SIGKILL during a short run: every acknowledged line is in data.csv once."""
-    result = bench_faults.run_faults(tmp_path, bancs=1, rate=20.0, duration_s=8.0, cycles=1,
-                                     faults=("broker", "banc"), use_ui=False, down_s=1.0, verbose=False)
+    """Broker (with banc.py behind) and banc.py killed with SIGKILL: every acknowledged line is in data.csv once.
+
+    banc.py is frozen 3 s (150 lines, 100 in flight) and the broker killed half a second
+    after a save, so it dies holding lines it had neither delivered nor saved: the ESPs
+    (contract v2 firmware) send them again when banc.py asks.
+    """
+    # 18 s: the ESP must still be there to answer when the restarted banc.py asks (~15 s).
+    result = bench_faults.run_faults(tmp_path, bancs=1, rate=50.0, duration_s=18.0, cycles=1,
+                                     faults=("broker", "banc"), use_ui=False, down_s=1.0, verbose=False,
+                                     replay=True, stall_s=3.0)
     check = result.checks[1]
     assert [e.kind for e in result.events] == ["broker", "banc"]
     assert result.published == result.acked > 100
     assert check.unexpected == 0
     assert check.rows - check.duplicated + check.lost == check.expected
     assert (result.lost, result.duplicated) == (0, 0), result.attributed
+    assert result.banc_exit_codes == {1: 0}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
+def test_a_broker_crash_with_firmware_that_cannot_replay_loses_only_what_banc_py_asks_for(tmp_path: Path):
+    """Older firmware, broker killed while banc.py is behind: what the broker held is gone, and banc.py names it.
+
+    Mosquitto keeps its queues in memory between two saves (autosave_interval): the lines
+    it had neither delivered nor saved die with it. banc.py sees the gap and asks the ESP
+    for exactly those seqs; firmware without replay cannot answer, so they stay missing.
+    """
+    # 12 s: the broker (fault at 6 s) is killed at ~10 s, while lines still come.
+    result = bench_faults.run_faults(tmp_path, bancs=1, rate=50.0, duration_s=12.0, cycles=1,
+                                     faults=("broker",), use_ui=False, down_s=1.0, verbose=False,
+                                     replay=False, stall_s=3.0)
+    check = result.checks[1]
+    assert result.published == result.acked > 100
+    assert check.unexpected == check.duplicated == 0
+    assert check.rows + check.lost == check.expected
+    assert result.attributed["banc1"] == {"lost@broker:mosquitto": check.lost} and check.lost > 0
+    asked: set[int] = set()
+    for line in (tmp_path / "home" / "proc" / "banc1.log").read_text().splitlines():
+        if "asked the ESP: " in line:
+            command = protocol.parse_command(line.split("asked the ESP: ", 1)[1].strip())
+            assert isinstance(command, protocol.ReplayCommand)
+            asked |= set(range(command.first, command.last + 1))
+    assert asked == set(check.lost_seqs)
     assert result.banc_exit_codes == {1: 0}
 
 
