@@ -16,12 +16,13 @@ fault during which it was published.
     .venv/bin/python bench/bench_faults.py --faults broker --no-ui --stall-s 3 [--replay]  # broker dies, banc.py behind
 
 --replay: the ESPs answer `replay FIRST LAST` (contract v2 §3a) from their last 3600 lines, as
-the firmware and the simulator do; without it they do not (older firmware).
+the firmware and the simulator do, and go on answering 15 s after their last line (a real ESP
+does not go away when the run ends); without it they do not (older firmware).
 --stall-s: every banc.py is frozen (SIGSTOP) that long before each broker kill, as a banc.py held
 up by a slow disk would be, then the broker is killed half a second after it saved its
 persistence file: it dies holding lines it had neither delivered (beyond the 100 in flight) nor
-saved. banc.py sees the gap and asks for it; only
-firmware that answers replays gets those lines back.
+saved. banc.py sees the gap and asks for it; only firmware that answers replays gets those
+lines back.
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ def banc_processes(home: Path) -> dict[str, int]:
 def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float = 90.0, cycles: int = 1,
                faults: Sequence[str] = FAULTS, use_ui: bool = True, down_s: float = 2.0,
                verbose: bool = True, broker_conf: str = "", replay: bool = False,
-               stall_s: float = 0.0) -> FaultRunResult:
+               stall_s: float = 0.0, linger_s: float = 0.0) -> FaultRunResult:
     """Run one fault scenario in `out` and return the counts (the processes are all stopped on return).
 
     `stall_s`: before a broker fault every banc.py is frozen (SIGSTOP) that long, as a banc.py
     held up by a slow disk would be, so the broker dies holding lines it has not delivered.
+    `linger_s`: with `replay`, the ESPs go on answering replays that long after their last line.
     """
 
     def say(text: str) -> None:
@@ -187,7 +189,7 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
         t0, t0_epoch = time.monotonic(), time.time()
         pub = common.start_capturing(group, common.publisher_args(
             f"1-{bancs}", rate, out / "pub", duration_s=duration_s,
-            extra=["--wait-ack-s", "180"] + (["--replay"] if replay else [])), env)
+            extra=["--wait-ack-s", "180"] + (["--replay", "--linger-s", f"{linger_s:g}"] if replay else [])), env)
         say(f"  publishing {bancs} x {rate:g} lines/s for {duration_s:g} s")
         victim = 0
         for offset, kind in schedule(faults, cycles, duration_s):
@@ -195,13 +197,16 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
             if delay > 0:
                 time.sleep(delay)
             if kind == "broker":
+                stalled = ""
                 if stall_s > 0:
                     for proc in procs.values():
                         proc.send_signal(signal.SIGSTOP)
                     time.sleep(stall_s)
                     # Half an autosave after a save: the broker dies holding what came since.
-                    broker.wait_for_save()
+                    saved = broker.wait_for_save()
                     time.sleep(0.5)
+                    stalled = f"banc.py frozen {stall_s:g} s, " + (
+                        "killed 0.5 s after a save; " if saved else "no save seen in 5 s; ")
                 event = FaultEvent("broker", "mosquitto", time.time())
                 broker.kill()
                 for proc in procs.values():
@@ -213,7 +218,7 @@ def run_faults(out: Path, bancs: int = 4, rate: float = 10.0, duration_s: float 
                 # retained copy the restarted broker replays does not count).
                 ok = all(watcher.wait_live(n, protocol.STATUS_ONLINE, event.killed_t, 60) for n in serials)
                 event.recovered_t = time.time()
-                event.note = "all banc.py reconnected" if ok else "some banc.py did not reconnect in 60 s"
+                event.note = stalled + ("all banc.py reconnected" if ok else "some banc.py did not reconnect in 60 s")
             elif kind == "banc":
                 victim = victim % bancs + 1
                 event = FaultEvent("banc", f"banc{victim}", time.time())
@@ -325,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = common.fresh_dir(args.name)
     result = run_faults(out, args.bancs, args.rate, duration, cycles, [f for f in args.faults.split(",") if f],
                         use_ui=not args.no_ui, broker_conf=broker_conf, replay=args.replay,
-                        stall_s=args.stall_s)
+                        stall_s=args.stall_s, linger_s=15.0)
     rows = [(f"banc{n}", c.expected, c.rows, c.lost, c.duplicated, c.unexpected,
              " ".join(f"{k}={v}" for k, v in result.attributed[f"banc{n}"].items()) or "-")
             for n, c in result.checks.items()]

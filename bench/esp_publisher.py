@@ -216,6 +216,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stop-file", type=Path, help="stop publishing when this file exists")
     parser.add_argument("--replay", action="store_true",
                         help="send uptime_ms, keep the last lines and answer `replay FIRST LAST` (contract v2 §3a)")
+    parser.add_argument("--linger-s", type=float, default=0.0,
+                        help="with --replay, go on answering replays this long after the last PUBACK (a real ESP stays)")
     args = parser.parse_args(argv)
     if not args.count and not args.duration:
         parser.error("give --count or --duration")
@@ -279,6 +281,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     deadline = time.monotonic() + args.wait_ack_s
     while any(b.outstanding() for b in benches) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if args.replay and args.linger_s > 0:
+        time.sleep(args.linger_s)  # the network threads answer the replays asked meanwhile
     for bench in benches:
         bench.flush()
         bench.client.disconnect()
