@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -58,6 +59,10 @@ DATA_CSV_HEADER: tuple[str, ...] = DATA_CSV_HEADER_V1 + ("uptime_ms", "measured_
 """data.csv columns (contract v2 §4): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
 DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
 DATA_CSV_WIDTHS: tuple[int, ...] = (len(DATA_CSV_HEADER_V1), len(DATA_CSV_HEADER))
+# The lines of the current ESP boot whose text is remembered (banc.py's recorder, and the
+# recount of data.csv that starts it): a copy of one of them is recognised by its text.
+RECENT_LINES_KEPT = 1000
+_BMS_TEXT = slice(DATA_COLUMN["seq"], DATA_COLUMN["seq"] + len(protocol.BMS_FIELDS))
 REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
 
 STATUS_AVAILABLE = "available"
@@ -226,6 +231,8 @@ class DataCounts:
     holes: SeqHoles = field(default_factory=SeqHoles)
     # The phase each hole was measured in: the step of the row just before its first seq.
     hole_steps: dict[int, int] = field(default_factory=dict)
+    # The split rows of the last RECENT_LINES_KEPT lines of the current boot (see recent_lines).
+    recent_rows: deque[Sequence[bytes]] = field(default_factory=lambda: deque(maxlen=RECENT_LINES_KEPT))
 
     def add(self, parts: Sequence[bytes]) -> None:
         """Fold one split data.csv row (pure); a replayed row (it fills a gap) counts neither a gap nor a restart."""
@@ -246,6 +253,8 @@ class DataCounts:
         elif verdict == "restart":
             self.seq_restarts += 1
             self.hole_steps.clear()
+            self.recent_rows.clear()
+        self.recent_rows.append(parts)
         if verdict == "fill":
             self.hole_steps[seq + 1] = step  # a hole split by this line goes on after it, in its phase
             return  # measured earlier: the last values stay those of the newest line
@@ -258,6 +267,15 @@ class DataCounts:
             self.phase3_capacity_ah, self.phase3_energy_wh = capacity, energy
         self.last_time = parts[DATA_COLUMN["timestamp"]].decode("ascii", "replace")
 
+    def recent_lines(self) -> dict[int, bytes]:
+        """seq -> the ESP's line as it sent it, for the last lines of the current boot (oldest first)."""
+        recent: dict[int, bytes] = {}
+        for parts in self.recent_rows:
+            uptime = parts[DATA_COLUMN["uptime_ms"]] if len(parts) > DATA_COLUMN["uptime_ms"] else b""
+            remember_line(recent, int(parts[DATA_COLUMN["seq"]]),
+                          b",".join(parts[_BMS_TEXT]) + (b"," + uptime if uptime else b""))
+        return recent
+
     def measured_capacity(self, step: int) -> tuple[Optional[float], Optional[float]]:
         """Capacity and energy to report at `step`: after phase 3 the counters are held, never lowered."""
         if step >= 4 and self.phase3_capacity_ah is not None and (
@@ -265,6 +283,14 @@ class DataCounts:
         ):
             return self.phase3_capacity_ah, self.phase3_energy_wh
         return self.capacity_ah, self.energy_wh
+
+
+def remember_line(recent: dict[int, bytes], seq: int, text: bytes) -> None:
+    """Keep a line's text under its seq, newest last, at most RECENT_LINES_KEPT of them."""
+    recent.pop(seq, None)
+    recent[seq] = text
+    if len(recent) > RECENT_LINES_KEPT:
+        del recent[next(iter(recent))]
 
 
 def count_data_lines(lines: Iterable[bytes]) -> DataCounts:

@@ -38,9 +38,10 @@ import record
 SUMMARY_SAVE_INTERVAL_S = 300.0
 WRITE_RETRY_INTERVAL_S = 1.0
 REJECT_PAYLOAD_MAX_CHARS = 200
-# A redelivered (DUP) message whose seq is at most this far behind the last accepted one
-# was already written before a crash; further back, or without DUP, it is an ESP reboot.
-SEQ_REDELIVERY_WINDOW = 1000
+# A redelivered (DUP) message whose text is not remembered and whose seq is at most this far
+# behind the last accepted one was written before; further back, or without DUP, it is an
+# ESP reboot.
+SEQ_REDELIVERY_WINDOW = record.RECENT_LINES_KEPT
 REJECT_LOG_PER_MINUTE = 10
 # Contract §3a: a gap is asked for once, then again at most every REPLAY_RETRY_S while lines
 # are missing, for REPLAY_GIVE_UP_S; what has not come back by then is lost.
@@ -69,15 +70,34 @@ SEQ_DUPLICATE = "duplicate"
 
 
 class SeqTracker:
-    """Classifies each BMS line by its seq against the last accepted one (docs/protocole.md §2)."""
+    """Classifies each BMS line by its seq against the last accepted one (docs/protocole.md §2).
+
+    It remembers the text of the last `window` lines of the current ESP boot. A lower seq
+    with another text than the one remembered is a new boot's line, DUP flag or not. A lower
+    seq with the same text is a copy when the line carries the ESP's clock (uptime_ms makes
+    each measurement's text unique): a broker restored from its file re-sends lines it had
+    delivered, with or without the DUP flag. A 10-field line at rest can repeat its text
+    across a reboot, so for those only the DUP flag tells a copy.
+    """
 
     def __init__(self, last: Optional[int] = None, window: int = SEQ_REDELIVERY_WINDOW) -> None:
         self.last = last
         self.window = window
+        self.recent: dict[int, bytes] = {}  # seq -> line text, oldest first (record.remember_line)
 
-    def classify(self, seq: int, redelivered: bool = False) -> str:
-        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one."""
+    def remember(self, seq: int, payload: bytes) -> None:
+        """Keep the text of a line written for this boot (a live line or one filling a gap)."""
+        record.remember_line(self.recent, seq, payload)
+
+    def is_written(self, seq: int) -> bool:
+        """Whether a line of the current boot with this seq is among the remembered ones."""
+        return seq in self.recent
+
+    def classify(self, seq: int, redelivered: bool = False, payload: Optional[bytes] = None,
+                 stamped: bool = False) -> str:
+        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one (`stamped`: has uptime_ms)."""
         last = self.last
+        known = self.recent.get(seq)
         if last is None:
             verdict = SEQ_FIRST
         elif seq == last:
@@ -86,13 +106,22 @@ class SeqTracker:
             verdict = SEQ_NEXT
         elif seq > last:
             verdict = SEQ_GAP
+        elif known is not None and payload is not None and known != payload:
+            verdict = SEQ_RESTART  # the same seq, another measurement: the ESP rebooted
+        elif known is not None and stamped:
+            return SEQ_DUPLICATE  # the same measurement, sent again
         elif redelivered and last - seq <= self.window:
-            # The broker re-sent (DUP flag) a message banc.py wrote but had not acknowledged.
+            # The broker re-sent (DUP flag) a message banc.py wrote but had not acknowledged
+            # (before this process started: its text is not remembered).
             return SEQ_DUPLICATE
         else:
             # Lower seq without DUP: the ESP rebooted (seq restarts at 0) — not a gap.
             verdict = SEQ_RESTART
+        if verdict == SEQ_RESTART:
+            self.recent.clear()
         self.last = seq
+        if payload is not None:
+            self.remember(seq, payload)
         return verdict
 
 
@@ -476,13 +505,14 @@ class RecorderCore:
                now: Optional[Instant] = None, boots: Sequence[record.EspBoot] = (),
                last_uptime_ms: Optional[int] = None,
                holes: Sequence[tuple[int, int, Optional[int]]] = (),
+               recent: Mapping[int, bytes] = {},
                data_width: int = len(record.DATA_CSV_HEADER)) -> None:
         """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files.
 
         `boots` are the journal's ESP boots (the last one is the current boot, its latest offset
         the clock's estimate until live lines refine it); `holes` the seqs still missing from
         the current boot in data.csv (first, last, the phase they were measured in when known),
-        asked for again at the first tick.
+        asked for again at the first tick; `recent` the text of its last lines, by seq.
         """
         self.recent_ri.extend(recent_ri)
         self.data_width = data_width
@@ -507,6 +537,7 @@ class RecorderCore:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 setattr(self, key, float(value))
         self.seq.last = last_seq
+        self.seq.recent = dict(recent)
 
     @property
     def blocked(self) -> bool:
@@ -543,9 +574,15 @@ class RecorderCore:
             return self.reject(now, self.topics.bms_data, str(exc), payload)
         if not self._admit():
             return []
-        effects: list[Effect] = []
         previous_seq = self.seq.last
-        verdict = self.seq.classify(line.seq, redelivered)
+        if previous_seq is not None and line.seq < previous_seq and not self.seq.is_written(line.seq):
+            # A line a gap misses, delivered late: a broker restored from its file sends what it
+            # had saved after lines that came in since. Not an ESP reboot.
+            gap = self.gaps.fill(line.seq)
+            if gap is not None:
+                return self._fill_gap(payload, line, gap, now, "by the broker, late") + self._fed(now)
+        effects: list[Effect] = []
+        verdict = self.seq.classify(line.seq, redelivered, payload, stamped=line.uptime_ms is not None)
         if verdict == SEQ_DUPLICATE:
             self.counters["duplicate_count"] += 1
             self.summary_dirty = True
@@ -582,11 +619,15 @@ class RecorderCore:
                 if log_it:
                     what = "ESP restart" if verdict == SEQ_RESTART else "gap"
                     effects.append(Log(logging.INFO, f"seq {line.seq} after {previous_seq}: {what}"))
+        return effects + self._fed(now)
+
+    def _fed(self, now: Instant) -> list[Effect]:
+        """A BMS line came: the watchdog is fed; a notice when it ends a silence."""
         recovered = self.watchdog.feed(now.mono_s)
-        if recovered is not None:
-            effects += [Log(logging.INFO, f"BMS data back after {recovered:.1f} s"),
-                        Alert(f"Données BMS rétablies après {recovered:.0f} s de silence")]
-        return effects
+        if recovered is None:
+            return []
+        return [Log(logging.INFO, f"BMS data back after {recovered:.1f} s"),
+                Alert(f"Données BMS rétablies après {recovered:.0f} s de silence")]
 
     def on_replay(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
         """A bancN/bms/replay message: a line re-sent on request, written once if a gap misses it."""
@@ -597,14 +638,20 @@ class RecorderCore:
         if not self._admit():
             return []
         gap = self.gaps.fill(line.seq)
-        self.summary_dirty = True
         if gap is None:
             self.counters["duplicate_count"] += 1  # already written (or not asked for): never twice
+            self.summary_dirty = True
             return []
+        return self._fill_gap(payload, line, gap, now, "by the ESP's replay")
+
+    def _fill_gap(self, payload: bytes, line: protocol.BmsLine, gap: Gap, now: Instant, how: str) -> list[Effect]:
+        """Write a line a gap missed (already taken out of it), in the phase it was measured in."""
+        self.seq.remember(line.seq, payload)
         self.counters["rows_count"] += 1
+        self.summary_dirty = True
         effects: list[Effect] = [Append(DATA, self._row(payload, line, gap.step, now))]
         if not gap.holes:
-            effects.append(Log(logging.INFO, f"seq {gap.first}..{gap.last}: gap filled by the ESP's replay"))
+            effects.append(Log(logging.INFO, f"seq {gap.first}..{gap.last}: gap filled {how}"))
         return effects
 
     def _row(self, payload: bytes, line: protocol.BmsLine, step: int, now: Instant) -> bytes:

@@ -119,6 +119,37 @@ def test_seq_classification_decides_rows_and_counters(last: Optional[int], messa
     assert not core.blocked
 
 
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_a_copy_of_a_line_of_this_boot_is_a_duplicate_with_or_without_the_dup_flag(redelivered: bool) -> None:
+    # A broker restored from its file re-sends lines it had already delivered, often without DUP.
+    core = new_core()
+    for seq in range(10, 20):
+        core.on_bms(bms11(seq, seq * 1000), False, at(seq))
+    assert of_type(core.on_bms(bms11(12, 12_000), redelivered, at(30)), Append) == []
+    assert of_type(core.on_bms(bms11(20, 20_000), False, at(31)), Command) == []  # goes on from 19
+    assert counters(core) == (11, 0, 1, 0, 0)
+
+
+@pytest.mark.parametrize("redelivered, written, restarts", [(True, 0, 0), (False, 1, 1)])
+def test_a_10_field_line_repeating_a_remembered_text_needs_the_dup_flag_to_be_a_copy(
+        redelivered: bool, written: int, restarts: int) -> None:
+    # At rest an ESP without a clock sends the same text after a reboot: only DUP tells a copy.
+    core = new_core()
+    for seq in range(10):
+        core.on_bms(bms(seq), False, at(seq))
+    assert len(of_type(core.on_bms(bms(3), redelivered, at(20)), Append)) == written
+    assert counters(core)[4] == restarts
+
+
+def test_a_lower_seq_with_another_measurement_is_a_new_boot_even_with_the_dup_flag() -> None:
+    core = new_core()
+    for seq in range(10):
+        core.on_bms(bms(seq, soc_pct=50.0), False, at(seq))
+    # The ESP rebooted; the broker re-sends (DUP) its new seq 3, which measured something else.
+    assert of_type(core.on_bms(bms(3, soc_pct=80.0), True, at(20)), Append) == [data_row(3, 20, soc_pct=80.0)]
+    assert counters(core) == (11, 0, 0, 0, 1)
+
+
 def test_a_bms_line_is_one_exact_row_and_anomalies_are_logged() -> None:
     core = new_core(step=2)
     assert core.on_bms(bms(7, capacity_ah=1.5), False, at(0.25)) == [
@@ -595,6 +626,26 @@ def test_a_gap_is_asked_for_filled_once_and_in_its_step() -> None:
     assert core.counters["seq_lost_count"] == 0
 
 
+def test_a_line_a_gap_misses_delivered_late_by_the_broker_fills_it_and_is_no_reboot() -> None:
+    # A broker killed and restored from its file delivers what it had saved after newer lines.
+    core = new_core(step=2)
+    core.backlog_received()
+    for seq in (10, 11):
+        core.on_bms(bms11(seq, seq * 1000), False, at(seq))
+    assert of_type(core.on_bms(bms11(15, 15_000), False, at(15.0)), Command) == [Command("replay 12 14")]
+    core.on_step(b"3", False, at(15.5))
+    late = core.on_bms(bms11(13, 13_000), False, at(16.0))  # no DUP flag: its first delivery
+    assert row_times(late) == [(13, iso_at(16.0), iso_at(13.0))]
+    assert of_type(late, Append)[0].data.decode().split(",")[1] == "2"  # the phase it was measured in
+    assert of_type(core.on_bms(bms11(13, 13_000), False, at(16.1)), Append) == []  # never twice
+    assert of_type(core.on_bms(bms11(16, 16_000), False, at(16.2)), Command) == []  # goes on from 15
+    core.on_replay(bms11(12, 12_000), False, at(16.3))
+    assert of_type(core.on_bms(bms11(14, 14_000), False, at(16.4)), Log) == [
+        Log(INFO, "seq 12..14: gap filled by the broker, late")]
+    assert counters(core) == (7, 0, 1, 1, 0)
+    assert of_type(core.tick(at(700), None), Alert) == [] and core.counters["seq_lost_count"] == 0
+
+
 def test_an_unanswered_gap_is_asked_every_minute_then_counted_lost_with_one_alert() -> None:
     core = new_core()
     core.on_bms(bms(0), False, at(0))
@@ -623,6 +674,26 @@ def test_a_resumed_core_asks_for_the_holes_data_csv_still_has() -> None:
     assert [row.split(b",")[1] for row in rows] == [b"2"]  # written in the phase it was measured in
     rows = [e.data for e in core.on_replay(bms(30), False, at(2)) if isinstance(e, Append) and e.file == DATA]
     assert [row.split(b",")[1] for row in rows] == [b"3"]
+
+
+def test_a_restarted_core_knows_the_last_lines_it_wrote_by_their_text() -> None:
+    """The recount of data.csv gives back the ESP's lines as sent (10 or 11 fields), so after a restart a
+    re-sent copy is a duplicate and a rebooted ESP's line under a remembered seq is a new boot, DUP or not."""
+    core = new_core()
+    core.backlog_received()
+    payloads = [bms11(seq, seq * 1000, soc_pct=float(seq)) for seq in range(5)] + [bms(5), bms(8), bms(6)]
+    rows = [e.data for i, p in enumerate(payloads) for e in core.on_bms(p, False, at(i))
+            if isinstance(e, Append) and e.file == DATA]
+    counts = record.count_data_lines(rows)
+    assert counts.recent_lines() == core.seq.recent == {protocol.parse_bms_line(p).seq: p for p in payloads}
+    restarted = new_core()
+    restarted.resume({}, last_seq=counts.last_seq, holes=[(7, 7, 1)], recent=counts.recent_lines())
+    assert of_type(restarted.on_bms(payloads[2], True, at(10)), Append) == []  # written before the crash
+    assert of_type(restarted.on_bms(bms(7), True, at(11)), Append) == [data_row(7, 11)]  # the hole, at last
+    # The ESP rebooted while banc.py was down: its seq 1 measured something else.
+    assert of_type(restarted.on_bms(bms(1, soc_pct=90.0), True, at(12)), Append) == [
+        data_row(1, 12, soc_pct=90.0)]
+    assert counters(restarted)[2:] == (1, 0, 1)
 
 
 def test_a_gap_still_open_at_step_5_is_counted_lost() -> None:
