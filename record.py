@@ -566,6 +566,20 @@ def migration_event_fields(config: dict[str, Any], data_step: Optional[int]) -> 
     return fields
 
 
+def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[int]) -> Optional[int]:
+    """The phase a journal that lost lines must be brought back to, or None (pure).
+
+    Steps are journaled (fsynced) before anything of their phase is written, so a config.json
+    or a data.csv row showing a later phase than the journal means the journal lost that
+    line: the test must not go back to an earlier phase (contract §4).
+    """
+    if state.finished:
+        return None
+    steps = [s for s in (config_step, data_step) if s in protocol.PHASES]
+    highest = max(steps, default=None)
+    return highest if highest is not None and highest > state.step else None
+
+
 # --------------------------------------------------------------------------- config.json, the summary
 
 

@@ -558,8 +558,17 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
             pass
         except (OSError, ValueError) as exc:
             _quarantine(path, str(exc))
-        events, _ = record.read_events(folder)
-        if not events:
+        events, bad_lines = record.read_events(folder)
+        if events:
+            # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
+            data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
+            step = record.step_to_restore(record.fold_events(events), (previous or {}).get("current_step"),
+                                          data_step)
+            if step is not None:
+                record.append_event(folder, record.EVENT_STEP, now, step=step, restored=True)
+                logger.warning("%s: journal has %d unreadable lines and phase %d is shown elsewhere: phase %d kept",
+                               folder.name, bad_lines, step, step)
+        else:
             counts = record.scan_data_csv(folder / DATA_CSV_FILE)
             seed = previous or {}
             fields = record.migration_event_fields(seed, counts.last_step)

@@ -198,3 +198,42 @@ def test_data_counts_know_the_phase_each_hole_was_measured_in() -> None:
     assert [counts.hole_steps.get(first) for first, _last in counts.holes.holes] == [2, 2, 3]
     counts.add(row(0, 1))  # the ESP rebooted: its holes are forgotten, and their phases
     assert counts.holes.holes == [] and counts.hole_steps == {}
+
+
+@pytest.mark.parametrize("journal_step, finished, config_step, data_step, expected", [
+    (2, False, 2, 2, None),
+    (2, False, 4, None, 4),  # config.json shows phase 4: the journal lost its line
+    (2, False, None, 4, 4),  # data.csv's rows do
+    (2, False, 3, 4, 4),
+    (4, False, 3, 2, None),  # the ESP went back a phase: the journal says so, it stays
+    (5, True, 9, 4, None),  # a finished test is never touched
+    (2, False, 9, "4", None),  # not phases
+])
+def test_the_phase_a_damaged_journal_is_brought_back_to(journal_step: int, finished: bool, config_step: object,
+                                                       data_step: object, expected: int | None) -> None:
+    events = [START, ev("step", 1, step=journal_step)]
+    assert record.fold_events(events).finished is finished
+    assert record.step_to_restore(record.fold_events(events), config_step, data_step) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config_damaged", [False, True])
+def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(banc_home: Path, config_damaged: bool) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    for step in (2, 3, 4):
+        utils.update_config(folder, step, T0)
+    utils.create_data_csv(folder)
+    with open(folder / record.DATA_CSV_FILE, "ab") as fh:
+        fh.write(row(0, 4, 10.0))
+    journal = folder / record.EVENTS_FILE
+    lines = journal.read_bytes().split(b"\n")
+    damaged = [i for i, line in enumerate(lines) if b'"step":3' in line or b'"step":4' in line]
+    for i in damaged:
+        lines[i] = lines[i][:10] + b"\xff" + lines[i][11:]  # a bad sector
+    journal.write_bytes(b"\n".join(lines))
+    if config_damaged:
+        (folder / record.TEST_CONFIG_FILE).write_bytes(b"{ not json")
+    state, config = utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
+    assert (state.step, config["current_step"]) == (4, 4)
+    assert utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))[0].step == 4
+    assert sum(b'"restored":true' in line for line in journal.read_bytes().split(b"\n")) == 1
