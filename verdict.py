@@ -26,6 +26,7 @@ import numpy as np
 import analysis
 import grading
 import history
+import protocol
 import record
 import storage
 import utils
@@ -65,15 +66,28 @@ def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     else:
         facts = analysis.test_facts(data)
         if summary.get("capacity_ah") is None and _measured_a_capacity(data):
-            # config.json unreadable or lost (the summary was rebuilt from the journal alone):
-            # the capacity the ESP measured is in the rows, not here. Wait for it rather than NON CLASSÉ.
-            raise InputUnreadable(f"{folder} : capacité mesurée absente de config.json (illisible ?)")
+            # config.json unreadable or lost (the summary was rebuilt from the journal alone): the
+            # capacity the ESP measured is in the rows. Nothing rebuilds config.json of a finished
+            # test, so waiting for it would never grade: take the rows' count, as that rebuild would.
+            summary = {**summary, "capacity_ah": _recounted_capacity_ah(folder)}
     return grading.grade(summary, facts, rules, utils.correct_to_25c)
 
 
 def _measured_a_capacity(data: analysis.TestData) -> bool:
     """Whether the rows hold a discharge capacity counted by the ESP (phase 3 and after)."""
     return bool(np.any((data.step >= 3) & (data["capacity_ah"] > 0)))
+
+
+def _recounted_capacity_ah(folder: Path) -> float:
+    """The finished test's capacity from the recount of data.csv (what config.json's rebuild holds); InputUnreadable if none."""
+    path = folder / record.DATA_CSV_FILE
+    try:
+        capacity_ah, _ = record.scan_data_csv(path).measured_capacity(protocol.STEP_FINISHED)
+    except OSError as exc:
+        raise InputUnreadable(f"{path} : {exc}") from exc
+    if capacity_ah is None:  # the rows just read show one: a read that went wrong, not a test without capacity
+        raise InputUnreadable(f"{path} : capacité mesurée introuvable au recomptage")
+    return round(capacity_ah, 4)  # as record.rebuild_summary writes it
 
 
 def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:

@@ -279,39 +279,75 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     assert view is not None and view.certificate
 
 
-def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path) -> None:
-    """A verdict is final once recorded: an unreadable config.json or data.csv records nothing, and the retry grades."""
-    syn = write_synthetic_test(banc_home, rows=600)
-    folder = syn.folder
+def _finished_with_journal(banc_home: Path) -> Path:
+    """A finished synthetic test whose journal reached step 5, not graded yet (banc.py died before the verdict)."""
+    folder = write_synthetic_test(banc_home, rows=600).folder
     start = record.parse_time(json.loads((folder / "config.json").read_text(encoding="utf-8"))["first_handle"])
     assert start is not None
     record.append_event(folder, record.EVENT_START, start, serial="RW-TEST0001", banc="banc1",
                         first_handle=record.iso(start), software_version=record.SOFTWARE_VERSION)
     for step in (1, 2, 3, 4, 5):
         record.append_event(folder, record.EVENT_STEP, start, step=step)
+    return folder
+
+
+def _journal_verdict(folder: Path) -> Any:
+    return record.fold_events(record.read_events(folder)[0]).verdict
+
+
+def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verdict is final once recorded: an unreadable data.csv records nothing, and the retry grades."""
+    folder = _finished_with_journal(banc_home)
     config, data = folder / "config.json", folder / "data.csv"
-    good_config, good_data = config.read_bytes(), data.read_bytes()
-
-    def recorded() -> Any:
-        return record.fold_events(record.read_events(folder)[0]).verdict
-
-    # config.json unreadable: the summary is rebuilt from the journal, without the ESP's capacity.
-    config.write_bytes(b"\x00\x01 not json")
-    with pytest.raises(verdict.InputUnreadable):
-        verdict.conclude(folder)
-    assert recorded() is None  # not a NON CLASSÉ for good
-    config.write_bytes(good_config)
-    # data.csv unreadable (its header damaged): not a REJET for good.
+    good_data = data.read_bytes()
+    # data.csv unreadable (its header damaged): not a REJET for good, config.json damaged or not.
     data.write_bytes(b"\xff\xfe garbage\n" + good_data.split(b"\n", 1)[1])
     with pytest.raises(verdict.InputUnreadable):
         verdict.conclude(folder)
-    assert recorded() is None
+    good_config = config.read_bytes()
+    config.write_bytes(b"\x00\x01 not json")
+    with pytest.raises(verdict.InputUnreadable):
+        verdict.conclude(folder)
+    assert _journal_verdict(folder) is None
     data.write_bytes(good_data)
+    # data.csv readable but its recount (for the capacity config.json lost) hits a read error: not a NON CLASSÉ.
+    def eio(path: Path, chunk_bytes: int = 0) -> Any:
+        raise OSError(5, "Input/output error", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(record, "scan_data_csv", eio)
+        with pytest.raises(verdict.InputUnreadable):
+            verdict.conclude(folder)
+    assert _journal_verdict(folder) is None
+    config.write_bytes(good_config)
     # Readable again: the retry grades, once.
     given = verdict.conclude(folder)
-    assert given["grade"] not in ("NON CLASSÉ",) and recorded() == given
+    assert given["grade"] not in ("NON CLASSÉ",) and _journal_verdict(folder) == given
     checks = {check["name"]: check for check in given["checks"]}
     assert checks["cell_spread"]["value"] is not None and checks["temperature_max"]["value"] is not None
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "without capacity_ah"])
+def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv(banc_home: Path, damage: str) -> None:
+    """Nothing rebuilds config.json of a finished test: waiting for its capacity would never grade it."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = _finished_with_journal(banc_home)
+    config = folder / "config.json"
+    if damage == "unreadable":
+        config.write_bytes(b"\x00garbage")
+    else:
+        summary = json.loads(config.read_text(encoding="utf-8"))
+        del summary["capacity_ah"]
+        config.write_text(json.dumps(summary), encoding="utf-8")
+    capacity_ah, _ = record.scan_data_csv(folder / "data.csv").measured_capacity(5)
+    assert capacity_ah is not None
+    given = verdict.conclude(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
+    assert given["grade"] != "NON CLASSÉ" and _journal_verdict(folder) == given
+    assert given["soh_pct"] == round(capacity_ah / RULES["models"][0]["nominal_capacity_ah"] * 100, 1)  # type: ignore[index]
+    rebuilt = json.loads(config.read_text(encoding="utf-8"))
+    assert rebuilt["verdict"] == given
+    if damage == "unreadable":  # rebuilt from the same recount
+        assert rebuilt["capacity_ah"] == round(capacity_ah, 4)
 
 
 def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
