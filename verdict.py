@@ -107,7 +107,10 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
             utils.refresh_test_config(folder)  # a crash came between the journal and config.json
         return recorded
     assert summary is not None
-    computed = compute_verdict(folder, summary)
+    kept: Any = summary.get("verdict")
+    # The journal's verdict line unreadable (a bad sector) while config.json still holds the
+    # verdict folded from it: that one was given and is final, whatever grading.json says now.
+    computed: dict[str, Any] = kept if record.is_verdict(kept) else compute_verdict(folder, summary)
     # Two concluders at once (banc.py and a retry): the second sees the first's verdict.
     with storage.file_lock(folder / record.EVENTS_FILE):
         recorded = _journal_verdict(folder)
@@ -123,7 +126,11 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
                                     **record.migration_event_fields(summary, counts.last_step))
             record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed)
             recorded = computed
-            logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
+            if computed is kept:
+                logger.warning("%s: verdict %s re-journaled from config.json (its journal line was unreadable)",
+                               folder, computed["grade"])
+            else:
+                logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
     try:
         utils.refresh_test_config(folder)
     except OSError as exc:  # recorded all the same (the journal is the truth): config.json catches up later

@@ -402,3 +402,25 @@ def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Pa
     monkeypatch.setattr(utils, "refresh_test_config", real)
     assert verdict.conclude(syn.folder) == given
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
+
+
+def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_home: Path) -> None:
+    """The verdict line of events.jsonl damaged (bad sector), config.json intact: the verdict given stays, re-journaled."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = write_synthetic_test(banc_home, rows=600).folder
+    first = verdict.conclude(folder)
+    assert first["grade"] == "REJET"
+    journal = folder / record.EVENTS_FILE
+    lines = journal.read_bytes().split(b"\n")
+    assert b'"verdict"' in lines[-2]
+    lines[-2] = lines[-2][:40] + b"\x00" + lines[-2][41:]
+    journal.write_bytes(b"\n".join(lines))
+    assert _journal_verdict(folder) is None
+    lax = json.loads(json.dumps(RULES))  # rules under which the same test would now be an A
+    lax["version"] = "e2e-2"
+    lax["models"][0].update(ri_discharge_max_ohm=1.0, cell_spread_max_mv=10000, temperature_max_c=150,
+                            grades=[{"grade": "A", "min_soh_pct": 1}])
+    (banc_home / "grading.json").write_text(json.dumps(lax), encoding="utf-8")
+    assert verdict.conclude(folder) == first  # e.g. the certificate printed again
+    assert _journal_verdict(folder) == first  # written again: the journal holds it anew
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == first
