@@ -153,6 +153,10 @@ def _write_certificate(folder: Path, path: Path) -> int:
         logger.error("%s: no verdict, no certificate: %s", folder, exc)
         print(f"report.py : pas de verdict : {exc}", file=sys.stderr)
         return 2
+    except utils.ConfigFileError as exc:  # temperature_coefficients.json: no Ri at 25 °C to grade, as for grading.json
+        logger.error("%s: no verdict, no certificate: cannot correct to 25 °C: %s", folder, exc)
+        print(f"report.py : pas de verdict : correction à 25 °C impossible : {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         logger.error("%s: verdict not recorded: %s", folder, exc)
         print(f"report.py : verdict non enregistré : {exc}", file=sys.stderr)

@@ -94,8 +94,9 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
     """The verdict of a finished test: the recorded one, else computed and recorded now (journal, config.json, index).
 
     Raises NotFinished for an unfinished test, grading.GradingError for an invalid
-    grading.json (nothing is recorded: no grade rather than a wrong one), OSError when the
-    journal cannot be written.
+    grading.json or calibration.ConfigFileError for a broken temperature_coefficients.json
+    (nothing is recorded: no grade rather than a wrong one), OSError when the journal cannot
+    be written.
     """
     folder = Path(folder)
     summary = record.load_summary(folder)

@@ -424,3 +424,22 @@ def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_h
     assert verdict.conclude(folder) == first  # e.g. the certificate printed again
     assert _journal_verdict(folder) == first  # written again: the journal holds it anew
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == first
+
+
+def test_a_broken_temperature_coefficients_file_grades_nothing_and_says_why(
+    banc_home: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Like an invalid grading.json: report.py --certificate exits 2 with the file named, records nothing (no traceback)."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    (banc_home / "temperature_coefficients.json").write_text("{ damaged", encoding="utf-8")
+    folder = write_synthetic_test(banc_home, rows=600).folder
+    summary = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    summary["ri_temperature_c"] = 30.0  # Ri measured away from 25 °C: the correction is needed
+    (folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
+    pdf = banc_home / "c.pdf"
+    assert report.main([str(folder), "--certificate", str(pdf)]) == 2
+    err = capsys.readouterr().err
+    assert "pas de verdict" in err and "temperature_coefficients.json" in err
+    assert any(r.levelname == "ERROR" and "temperature_coefficients.json" in r.getMessage() for r in caplog.records)
+    assert not pdf.exists() and _journal_verdict(folder) is None
+    assert record.read_events(folder)[0] == []  # nothing recorded, not even the migration
