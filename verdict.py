@@ -105,7 +105,7 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
     recorded = _journal_verdict(folder)
     if recorded is not None:
         if (record.read_summary_file(folder) or {}).get("verdict") != recorded:
-            utils.refresh_test_config(folder)  # a crash came between the journal and config.json
+            _refresh_config(folder)  # a crash came between the journal and config.json
         return recorded
     assert summary is not None
     kept: Any = summary.get("verdict")
@@ -132,15 +132,20 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
                                folder, computed["grade"])
             else:
                 logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
-    try:
-        utils.refresh_test_config(folder)
-    except OSError as exc:  # recorded all the same (the journal is the truth): config.json catches up later
-        logger.warning("%s: verdict recorded in the journal, config.json not updated yet: %s", folder, exc)
+    _refresh_config(folder)
     try:
         history.index_folder(folder)
     except Exception as exc:  # the index is a cache of the folders, rebuilt when behind
         logger.warning("history index not updated for %s: %s", folder, exc)
     return recorded
+
+
+def _refresh_config(folder: Path) -> None:
+    """config.json brought up to the journal's verdict; a refused write is only logged."""
+    try:
+        utils.refresh_test_config(folder)
+    except OSError as exc:  # recorded all the same (the journal is the truth): config.json catches up later
+        logger.warning("%s: verdict recorded in the journal, config.json not updated yet: %s", folder, exc)
 
 
 def _journal_verdict(folder: Path) -> Optional[dict[str, Any]]:

@@ -443,3 +443,24 @@ def test_a_broken_temperature_coefficients_file_grades_nothing_and_says_why(
     assert any(r.levelname == "ERROR" and "temperature_coefficients.json" in r.getMessage() for r in caplog.records)
     assert not pdf.exists() and _journal_verdict(folder) is None
     assert record.read_events(folder)[0] == []  # nothing recorded, not even the migration
+
+
+def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
+    banc_home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The verdict already journaled, config.json behind it and refused (full disk): still the verdict, not 'not recorded'."""
+    syn = write_synthetic_test(banc_home, rows=300)
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    given = verdict.conclude(syn.folder)
+    summary = json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))
+    summary["verdict"] = None  # a crash came between the journal and config.json
+    (syn.folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
+
+    def full(_folder: Path) -> dict[str, Any]:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(utils, "refresh_test_config", full)
+        assert verdict.conclude(syn.folder) == given
+    assert verdict.conclude(syn.folder) == given  # the disk back: config.json catches up
+    assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
