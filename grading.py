@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,8 +42,11 @@ CHECK_LABELS: dict[str, str] = {
 FULL_CHARGE_WINDOW_S = 600.0
 """Phase 2's last 10 minutes: the cells at full charge, after balancing."""
 
-# Each value is rounded once, as it is shown (SOH 0.1 %, Ri 0.01 mΩ, spread 1 mV, 0.1 °C), and
-# the rounded value is graded: a number on the certificate never contradicts its check.
+# Each check compares the value itself with its limit (contract §7); the verdict keeps the value
+# as it is shown (SOH 0.1 %, Ri 0.01 mΩ, spread 1 mV, 0.1 °C) rounded toward failing (down for a
+# minimum, up for a maximum), so that a number on the certificate never contradicts its check:
+# 69.951 % fails "min 70 %" and shows 69,9 %; 40.0041 mΩ fails "max 40 mΩ" and shows 40,01 mΩ.
+# (This holds for limits written with no more decimals than the value is shown with.)
 SOH_DECIMALS = 1
 RI_DECIMALS = 5
 SPREAD_DECIMALS = 0
@@ -182,9 +185,26 @@ def load_rules(path: Path) -> Rules:
 # =========================================================================== the grade
 
 
-def _round(value: float, decimals: int) -> float:
-    """Round half up on the decimal writing of `value` (89.95 -> 90.0, as people round)."""
-    return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+def _decimal(value: float) -> Decimal:
+    """`value` as it is written (config.json, grading.json): 89.95 is 89.95, not its binary neighbour."""
+    return Decimal(repr(float(value)))
+
+
+def _shown_at_least(value: Decimal, decimals: int) -> float:
+    """A value checked against a minimum, as shown: rounded down (never shown as meeting a minimum it misses)."""
+    return float(value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR))
+
+
+def _shown_at_most(value: float, decimals: int) -> float:
+    """A value checked against a maximum, as shown: rounded up (never shown within a maximum it exceeds)."""
+    return float(_decimal(value).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_CEILING))
+
+
+def _max_check(name: str, value: Optional[float], limit: float, decimals: int) -> dict[str, Any]:
+    """A check that `value` (unrounded) is at most `limit`; the value kept as shown."""
+    if value is None:
+        return _check(name, None, limit, False)  # never measured: the check cannot pass
+    return _check(name, _shown_at_most(value, decimals), limit, value <= limit)
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -235,24 +255,25 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
     if capacity is None or capacity <= 0:
         return _unclassified("capacité jamais mesurée (pas de décharge en phase 3)", model.name, rules.version)
 
-    soh = _round(capacity / model.nominal_capacity_ah * 100.0, SOH_DECIMALS)
+    # In decimal, from the numbers as written: a capacity of exactly 70 % of nominal is 70 %,
+    # not 69.99999999999999 %.
+    soh_exact = _decimal(capacity) * 100 / _decimal(model.nominal_capacity_ah)
+    soh = _shown_at_least(soh_exact, SOH_DECIMALS)
     lowest = model.grades[-1].min_soh_pct
     ri = _finite(summary.get("ri_discharge_average"))
-    ri_25 = None if ri is None else _round(correct_to_25c(ri, _finite(summary.get("ri_temperature_c"))), RI_DECIMALS)
-    spread = None if facts.cell_spread_mv is None else _round(facts.cell_spread_mv, SPREAD_DECIMALS)
-    heat = None if facts.temperature_max_c is None else _round(facts.temperature_max_c, TEMPERATURE_DECIMALS)
+    ri_25 = None if ri is None else correct_to_25c(ri, _finite(summary.get("ri_temperature_c")))
     checks = [
-        _check(CHECK_SOH, soh, lowest, soh >= lowest),
-        _check(CHECK_RI, ri_25, model.ri_discharge_max_ohm, ri_25 is not None and ri_25 <= model.ri_discharge_max_ohm),
-        _check(CHECK_SPREAD, spread, model.cell_spread_max_mv, spread is not None and spread <= model.cell_spread_max_mv),
-        _check(CHECK_TEMPERATURE, heat, model.temperature_max_c, heat is not None and heat <= model.temperature_max_c),
+        _check(CHECK_SOH, soh, lowest, soh_exact >= _decimal(lowest)),
+        _max_check(CHECK_RI, ri_25, model.ri_discharge_max_ohm, RI_DECIMALS),
+        _max_check(CHECK_SPREAD, facts.cell_spread_mv, model.cell_spread_max_mv, SPREAD_DECIMALS),
+        _max_check(CHECK_TEMPERATURE, facts.temperature_max_c, model.temperature_max_c, TEMPERATURE_DECIMALS),
     ]
     failed = [check for check in checks if not check["ok"]]
     if failed:
         verdict_grade = GRADE_REJECT
         reason = "contrôle non passé : " + " ; ".join(check_text(check) for check in failed)
     else:
-        band = next(band for band in model.grades if soh >= band.min_soh_pct)  # the lowest band is met: checked above
+        band = next(band for band in model.grades if soh_exact >= _decimal(band.min_soh_pct))  # the lowest is met
         verdict_grade = band.grade
         reason = (f"SOH {format_number(soh, SOH_DECIMALS, '%')} ≥ {format_limit(band.min_soh_pct, '%')}"
                   " et tous les contrôles passés")

@@ -44,17 +44,30 @@ def facts(spread: Optional[float] = 40.0, temperature: Optional[float] = 35.0) -
     return grading.TestFacts(cell_spread_mv=spread, temperature_max_c=temperature)
 
 
+def shown_agrees(verdict: dict[str, Any]) -> None:
+    """Each check's value as kept (and shown) gives the same result as the check: no "70,0 % (min 70 %) non conforme"."""
+    for check in verdict["checks"]:
+        if check["value"] is None:
+            continue
+        shown = float(grading.check_text(check).split(" : ")[1].split("\u00a0")[0].replace(",", "."))
+        limit = check["limit"] * 1000 if check["name"] == grading.CHECK_RI else check["limit"]
+        assert check["ok"] == (shown >= limit if check["name"] == grading.CHECK_SOH else shown <= limit), check
+
+
 @pytest.mark.parametrize(
     "capacity_ah, expected_grade, expected_soh",
     [
         (100.0, "A", 100.0),
         (90.0, "A", 90.0),
-        (89.95, "A", 90.0),  # rounded half up to 90,0 %: what is shown is what is graded
+        (89.95, "B", 89.9),  # below 90 %: a B, shown rounded down (never "90,0 %" beside a B)
+        (89.9999, "B", 89.9),
         (89.94, "B", 89.9),
+        (90.0001, "A", 90.0),
         (80.0, "B", 80.0),
-        (79.99, "B", 80.0),
+        (79.99, "C", 79.9),
         (79.94, "C", 79.9),
         (70.0, "C", 70.0),
+        (69.951, "REJET", 69.9),  # 69.951 % < 70 %: not a C, and not shown as 70,0 %
         (69.94, "REJET", 69.9),  # below the lowest band: the SOH check fails
         (120.0, "A", 120.0),  # more than nominal is still A
     ],
@@ -62,6 +75,7 @@ def facts(spread: Optional[float] = 40.0, temperature: Optional[float] = 35.0) -
 def test_grade_bands_at_their_boundaries(capacity_ah: float, expected_grade: str, expected_soh: float) -> None:
     verdict = grading.grade(summary(capacity_ah), facts(), RULES, no_correction)
     assert (verdict["grade"], verdict["soh_pct"]) == (expected_grade, expected_soh)
+    shown_agrees(verdict)
     assert verdict["model"] == "LFP 16S 100 Ah" and verdict["grading_version"] == "test-1"
     assert [check["name"] for check in verdict["checks"]] == list(grading.CHECK_NAMES)
 
@@ -70,14 +84,18 @@ def test_grade_bands_at_their_boundaries(capacity_ah: float, expected_grade: str
     "ri, ri_temperature, spread, temperature, failed",
     [
         (0.040, 25.0, 300.0, 50.0, []),  # every value exactly at its limit passes
-        (0.040004, 25.0, 300.0, 50.0, []),  # 40,00 mΩ once rounded as shown: passes
+        (0.040004, 25.0, 300.0, 50.0, ["ri_discharge"]),  # above 40 mΩ: fails, shown 40,01 mΩ (rounded up)
+        (0.0400049, 25.0, 300.0, 50.0, ["ri_discharge"]),
         (0.040005, 25.0, 300.0, 50.0, ["ri_discharge"]),  # 40,01 mΩ
+        (0.0399999, 25.0, 300.0, 50.0, []),  # within: shown 40,00 mΩ
         (0.021, 20.0, 40.0, 35.0, ["ri_discharge"]),  # 21 mΩ measured cold is 42 mΩ at 25 °C
         (0.021, 30.0, 40.0, 35.0, []),
-        (0.020, 25.0, 300.4, 35.0, []),  # 300 mV once rounded
+        (0.020, 25.0, 300.4, 35.0, ["cell_spread"]),  # above 300 mV: fails, shown 301 mV
         (0.020, 25.0, 300.5, 35.0, ["cell_spread"]),
-        (0.020, 25.0, 40.0, 50.04, []),
+        (0.020, 25.0, 299.6, 35.0, []),  # shown 300 mV
+        (0.020, 25.0, 40.0, 50.04, ["temperature_max"]),  # shown 50,1 °C
         (0.020, 25.0, 40.0, 50.05, ["temperature_max"]),
+        (0.020, 25.0, 40.0, 49.96, []),  # shown 50,0 °C
         (None, None, 40.0, 35.0, ["ri_discharge"]),  # never measured: the check cannot pass
         (0.020, 25.0, None, 35.0, ["cell_spread"]),  # no row in phase 2
         (0.080, 25.0, 900.0, 70.0, ["ri_discharge", "cell_spread", "temperature_max"]),
@@ -89,9 +107,19 @@ def test_checks_at_their_limits(ri: Optional[float], ri_temperature: Optional[fl
                             double_below_25)
     assert [check["name"] for check in verdict["checks"] if not check["ok"]] == failed
     assert verdict["grade"] == ("REJET" if failed else "A")
+    shown_agrees(verdict)
     if failed:
         assert verdict["reason"].startswith("contrôle non passé : ")
         assert all(grading.CHECK_LABELS[name] in verdict["reason"] for name in failed)
+
+
+@pytest.mark.parametrize("nominal_ah, capacity_ah", [(2.2, 1.98), (1.1, 0.99), (2.6, 2.34)])
+def test_a_capacity_of_exactly_a_band_s_minimum_meets_it(nominal_ah: float, capacity_ah: float) -> None:
+    """1.98 / 2.2 × 100 is 89.99999999999999 in binary floating point, 90 % as written: an A."""
+    rules = json.loads(json.dumps(RULES_JSON))
+    rules["models"][0]["nominal_capacity_ah"] = nominal_ah
+    verdict = grading.grade(summary(capacity_ah), facts(), grading.parse_rules(json.dumps(rules)), no_correction)
+    assert (verdict["grade"], verdict["soh_pct"]) == ("A", 90.0)
 
 
 def test_a_check_carries_value_limit_and_result_as_config_json_keeps_them() -> None:

@@ -343,7 +343,8 @@ def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv
     assert capacity_ah is not None
     given = verdict.conclude(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
     assert given["grade"] != "NON CLASSÉ" and _journal_verdict(folder) == given
-    assert given["soh_pct"] == round(capacity_ah / RULES["models"][0]["nominal_capacity_ah"] * 100, 1)  # type: ignore[index]
+    soh_check = next(check for check in given["checks"] if check["name"] == "soh")
+    assert given["soh_pct"] == soh_check["value"] == pytest.approx(capacity_ah, abs=0.1)  # nominal 100 Ah
     rebuilt = json.loads(config.read_text(encoding="utf-8"))
     assert rebuilt["verdict"] == given
     if damage == "unreadable":  # rebuilt from the same recount
