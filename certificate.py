@@ -55,12 +55,19 @@ def qr_matrix(payload: str) -> np.ndarray:
     return np.array([[bool(cell) for cell in row] for row in code.matrix_iter(border=4)], dtype=bool)
 
 
-def _resistance_lines(report: Report) -> list[tuple[str, str]]:
+def _resistance_lines(report: Report, verdict: dict[str, Any]) -> list[tuple[str, str]]:
+    # Ri décharge at 25 °C is the graded one (frozen in the verdict, as history.py and the kiosk
+    # show it): corrected again with today's coefficients it could contradict its check below.
+    graded = next((check.get("value") for check in verdict.get("checks", [])
+                   if isinstance(check, dict) and check.get("name") == grading.CHECK_RI), None)
     lines = []
     for resistance in report.summary.resistances:
-        value = resistance.at_25c_ohm if resistance.at_25c_ohm is not None else resistance.raw_ohm
+        at_25c = resistance.at_25c_ohm
+        if resistance.key == grading.CHECK_RI and isinstance(graded, (int, float)) and not isinstance(graded, bool):
+            at_25c = float(graded)
+        value = at_25c if at_25c is not None else resistance.raw_ohm
         shown = format_number(None if value is None else value * 1000, 2, "mΩ")
-        if resistance.at_25c_ohm is None and resistance.raw_ohm is not None:
+        if at_25c is None and resistance.raw_ohm is not None:
             shown += " (non corrigée)"
         lines.append((f"{resistance.label} à 25 °C", shown))
     return lines
@@ -112,7 +119,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     capacity = summary.esp_capacity_ah
     measures = [
         ("Capacité mesurée", f"{format_number(capacity, 2, 'Ah')}   ({format_number(summary.esp_capacity_wh, 0, 'Wh')})"),
-        *_resistance_lines(report),
+        *_resistance_lines(report, verdict),
     ]
     y = _table(figure, 0.07, y - 0.03, measures, size=11, key_width=0.30)
 

@@ -465,3 +465,25 @@ def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
         assert verdict.conclude(syn.folder) == given
     assert verdict.conclude(syn.folder) == given  # the disk back: config.json catches up
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
+
+
+def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> None:
+    """'Mesures' and 'Contrôles' show the same Ri at 25 °C: the graded one, even after the coefficients change."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = write_synthetic_test(banc_home, rows=600).folder
+    summary = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    summary.update(ri_discharge_average=0.040004, ri_temperature_c=25.0)  # just above the 40 mΩ limit
+    (folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
+    given = verdict.conclude(folder)
+    ri_check = next(check for check in given["checks"] if check["name"] == "ri_discharge")
+    assert not ri_check["ok"]
+    # The lab edits the coefficients afterwards: the certificate printed again keeps the graded value.
+    (banc_home / "temperature_coefficients.json").write_text(json.dumps(
+        {"coefficients": [{"temperature_c": 0, "multiplier": 0.9}, {"temperature_c": 50, "multiplier": 0.9}]}),
+        encoding="utf-8")
+    utils.reload_settings()
+    pdf = banc_home / "c.pdf"
+    assert report.main([str(folder), "--certificate", str(pdf)]) == 0
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    shown = re.findall(r"Ri décharge à 25 °C\s+([\d,]+)\s*mΩ", text.replace("\u00a0", " "))
+    assert len(shown) == 2 and set(shown) == {"40,01"}, shown
