@@ -269,12 +269,3 @@ def lab_results_csv(data_dir: Optional[Path] = None, path: Optional[Path] = None
         count = conn.execute("SELECT count(*) FROM tests").fetchone()[0]
     return out.getvalue(), int(count)
 
-
-def results_csv(rows: list[TestRow]) -> str:
-    """The lab's results as CSV text (RESULTS_HEADER), one row per test."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULTS_HEADER)
-    for row in rows:
-        writer.writerow(["" if getattr(row, name) is None else getattr(row, name) for name in RESULTS_HEADER])
-    return out.getvalue()
