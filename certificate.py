@@ -20,15 +20,16 @@ import storage
 from analysis import Report
 from chart_data import prepare_plot_data
 from charts import draw_figure
-from formatting import darker, format_number, grade_color
+from formatting import GRADE_COLORS, darker, format_number, grade_color
 from summary_text import format_time
 
 A4_PORTRAIT_IN = (8.27, 11.69)
 A4_LANDSCAPE_IN = (11.69, 8.27)
 TEXT = "#212121"
-GREY = "#616161"
-OK_COLOR = "#2e7d32"
-FAIL_COLOR = "#c62828"
+# The grades' colours (formatting.GRADE_COLORS), so the page matches the kiosk's card.
+GREY = GRADE_COLORS[grading.GRADE_UNCLASSIFIED]
+OK_COLOR = GRADE_COLORS["A"]  # "conforme": the best grade's green
+FAIL_COLOR = GRADE_COLORS[grading.GRADE_REJECT]
 
 
 def data_sha256(folder: Path) -> str:
