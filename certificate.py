@@ -20,7 +20,7 @@ import storage
 from analysis import Report
 from chart_data import prepare_plot_data
 from charts import draw_figure
-from formatting import GRADE_COLORS, darker, format_number, grade_color
+from formatting import GRADE_COLORS, darker, format_milliohm, format_number, grade_color
 from summary_text import format_time
 
 A4_PORTRAIT_IN = (8.27, 11.69)
@@ -67,7 +67,7 @@ def _resistance_lines(report: Report, verdict: dict[str, Any]) -> list[tuple[str
         if resistance.key == grading.CHECK_RI and isinstance(graded, (int, float)) and not isinstance(graded, bool):
             at_25c = float(graded)
         value = at_25c if at_25c is not None else resistance.raw_ohm
-        shown = format_number(None if value is None else value * 1000, 2, "mΩ")
+        shown = format_milliohm(value, "mΩ")
         if at_25c is None and resistance.raw_ohm is not None:
             shown += " (non corrigée)"
         lines.append((f"{resistance.label} à 25 °C", shown))

@@ -48,11 +48,11 @@ def format_duration(seconds: float) -> str:
     return f"{total}{NBSP}s"
 
 
-def format_milliohm(value_ohm: Optional[float]) -> str:
-    """Ohms -> "1,23" milliohms, without the unit ("—" when unknown)."""
+def format_milliohm(value_ohm: Optional[float], unit: str = "") -> str:
+    """Ohms -> "1,23" milliohms, followed by `unit` when given ("1,23 mΩ"; "—" when unknown)."""
     if value_ohm is None or not math.isfinite(value_ohm):
         return UNKNOWN
-    return format_number(value_ohm * 1000, 2)
+    return format_number(value_ohm * 1000, 2, unit)
 
 
 def format_number(value: Optional[float], decimals: int = 0, unit: str = "", *, group: bool = True) -> str:

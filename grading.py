@@ -18,7 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any, Optional
 
-from formatting import format_limit, format_number
+from formatting import format_limit, format_milliohm, format_number
 
 GRADING_FILE = "grading.json"
 
@@ -226,7 +226,7 @@ def check_text(check: Mapping[str, Any]) -> str:
     """One check for people: "Ri décharge à 25 °C : 21,40 mΩ (max 40,00 mΩ)"."""
     name, value, limit = check.get("name"), _finite(check.get("value")), _finite(check.get("limit"))
     if name == CHECK_RI:
-        shown = format_number(None if value is None else value * 1000, 2, "mΩ")
+        shown = format_milliohm(value, "mΩ")
         bound = f"max {format_limit(None if limit is None else round(limit * 1000, 6), 'mΩ')}"
     elif name == CHECK_SOH:
         shown, bound = format_number(value, SOH_DECIMALS, "%"), f"min {format_limit(limit, '%')}"

@@ -44,6 +44,13 @@ def test_format_milliohm_decimal_comma(ohm: Optional[float], expected: str) -> N
     assert format_milliohm(ohm) == expected
 
 
+@pytest.mark.parametrize("ohm,expected", [(0.01234, f"12,34{NBSP}mΩ"), (0.04001, f"40,01{NBSP}mΩ"), (None, UNKNOWN),
+                                          (math.inf, UNKNOWN)])
+def test_format_milliohm_with_its_unit(ohm: Optional[float], expected: str) -> None:
+    """With the unit as format_number puts it (none on "—"): the certificate and the checks' text use it."""
+    assert format_milliohm(ohm, "mΩ") == expected
+
+
 # A fixed-width font of 10 px per character: what fits is plain arithmetic.
 @pytest.mark.parametrize("text,max_px,expected", [
     ("Libre", 50, "Libre"),  # fits exactly: untouched
