@@ -291,10 +291,16 @@ class App(ctk.CTk):
         self.focus_entry()
 
     def _schedule(self, delay_ms: int, callback: Callable[[], None]) -> None:
-        """after() for the periodic loops, remembered so that shutdown can cancel them."""
+        """after() for the periodic loops: one pending timer per loop, remembered so that shutdown can cancel it."""
         if self._closed:
             return
-        self._after_ids[callback.__name__] = self.after(delay_ms, callback)
+        name = callback.__name__
+        previous = self._after_ids.get(name)
+        if previous is not None:
+            # A second chain of the same loop would never be cancelled (only the last id is kept):
+            # replace the pending timer (a no-op when it is the one running now).
+            self.after_cancel(previous)
+        self._after_ids[name] = self.after(delay_ms, callback)
 
     # ------------------------------------------------------------------ layout
 
@@ -762,7 +768,6 @@ class App(ctk.CTk):
         for panel in self.panels.values():
             panel.tick_animation(now)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
-        self._schedule(EXPIRY_INTERVAL_MS, self._expire)
 
     def request_stop(self, *_args: Any) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""

@@ -1,0 +1,82 @@
+"""The kiosk's own Tk loops and the worker's notices on the real kiosk (Xvfb), without a broker.
+
+Each kiosk here runs with start_mqtt=False: what is checked is the Tk main loop (its `after`
+timers) and what the worker thread hands it, not MQTT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import ui
+from tests.test_ui_gui import pump, pump_until
+
+pytestmark = pytest.mark.gui
+
+# The App methods that reschedule themselves with App._schedule: one pending timer each at most.
+KIOSK_LOOPS = ("drain_queue", "_animate", "_expire", "_focus_loop", "_watchdog", "_first_frame")
+
+
+def pending_timers(app: ui.App) -> list[str]:
+    """The Tcl command of every pending `after` timer ("<id><python name>", as tkinter registers it)."""
+    return [str(app.tk.splitlist(app.tk.call("after", "info", after_id))[0])
+            for after_id in app.tk.splitlist(app.tk.call("after", "info"))]
+
+
+def loop_timers(app: ui.App, name: str) -> int:
+    return sum(1 for script in pending_timers(app) if script.endswith(name))
+
+
+@pytest.fixture
+def bare_kiosk(banc_home: Path, xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ui.App]]:
+    """Factory of kiosks without MQTT (optionally with a fake banc.py); their children are stopped after the test."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    apps: list[ui.App] = []
+
+    def make(banc_script: Path = ui.BANC_SCRIPT) -> ui.App:
+        app = ui.App(windowed=True, geometry="1280x800+0+0", start_mqtt=False, banc_script=banc_script)
+        apps.append(app)
+        pump_until(app, app.winfo_ismapped, what="window mapped")
+        pump_until(app, app.state_known, what="every bench's state read by the worker")
+        return app
+
+    try:
+        yield make
+    finally:
+        for app in apps:
+            for proc, _started in app.supervisor.children.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            app.shutdown()
+
+
+def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_animate (8/s) used to schedule _expire too: 8 more _expire chains every second, never cancelled."""
+    calls = {"_expire": 0}
+    real_expire = ui.App._expire
+
+    def counted_expire(self: ui.App) -> None:
+        calls["_expire"] += 1
+        real_expire(self)
+
+    counted_expire.__name__ = "_expire"  # _schedule keys its timers by name, as for the real method
+    monkeypatch.setattr(ui.App, "_expire", counted_expire)
+    app = bare_kiosk()
+    pump(app, 2.0)
+    at_2s = len(pending_timers(app))
+    assert {name: loop_timers(app, name) for name in KIOSK_LOOPS if name != "_first_frame"} == {
+        "drain_queue": 1, "_animate": 1, "_expire": 1, "_focus_loop": 1, "_watchdog": 1}
+    calls["_expire"] = 0
+    pump(app, 3.0)
+    assert len(pending_timers(app)) <= at_2s, (at_2s, pending_timers(app))
+    assert loop_timers(app, "_expire") == 1
+    # Every EXPIRY_INTERVAL_MS (2/s): messages still fade on time, and no more often than that.
+    assert 4 <= calls["_expire"] <= 7, calls
+    app.shutdown()
+    assert [script for script in pending_timers(app) if script.endswith(KIOSK_LOOPS)] == []
