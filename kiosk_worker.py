@@ -489,15 +489,17 @@ class KioskWorker:
         self._post_snapshot(self.snapshot(banc, self._entries().get(banc, {}), reload_ri), force)
 
     def refresh_all(self) -> None:
-        """Reap exited children, then read every bench's state (bancs_config.json once)."""
-        for ended in self.supervisor.reap():
-            if ended.early:
-                self._post_outcome(Outcome(
-                    Action.NONE, f"banc.py du banc {protocol.banc_number(ended.banc)} s'est arrêté aussitôt "
-                    f"(code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))
+        """Reap exited children, read every bench's state (bancs_config.json once), then report early exits."""
+        failed = [ended for ended in self.supervisor.reap() if ended.early]
         entries = self._entries()
         for banc in self.bancs:
             try:
                 self._post_snapshot(self.snapshot(banc, entries.get(banc, {})), force=False)
             except Exception:
                 log.exception("refresh %s", banc)
+        # After the snapshots: an alarm describes the bench's state when it is shown. Posted before the
+        # snapshot saying its banc.py no longer runs, it was withdrawn by that snapshot in the same tick, unseen.
+        for ended in failed:
+            self._post_outcome(Outcome(
+                Action.NONE, f"banc.py du banc {protocol.banc_number(ended.banc)} s'est arrêté aussitôt "
+                f"(code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))

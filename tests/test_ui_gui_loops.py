@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import ui
+import ui_components as uic
+from kiosk_messages import Kind
 from tests.test_ui_gui import pump, pump_until
 
 pytestmark = pytest.mark.gui
@@ -80,3 +82,25 @@ def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk, monke
     assert 4 <= calls["_expire"] <= 7, calls
     app.shutdown()
     assert [script for script in pending_timers(app) if script.endswith(KIOSK_LOOPS)] == []
+
+
+def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk, tmp_path: Path) -> None:
+    """The "arrêté aussitôt" alarm came before the snapshot saying banc.py no longer runs: withdrawn unseen."""
+    failing = tmp_path / "banc.py"
+    failing.write_text("import sys, time\ntime.sleep(0.3)\nsys.exit(3)\n", encoding="utf-8")
+    app = bare_kiosk(failing)
+    for text in ("banc1", "RW-EXIT0001", "banc1"):
+        app.handle_prompt(text)
+        pump_until(app, lambda: app.pending_requests == 0, what=f"the kiosk's answer to {text!r}")
+    assert "Test lancé sur le banc 1" in app.scan_bar.message_text
+    panel = app.panels["banc1"]
+    # Reaped by the worker's refresh (every 2 s), which also reads the bench's state again.
+    pump_until(app, lambda: "banc1" not in app.supervisor.children, what="the failed banc.py reaped")
+    pump_until(app, lambda: panel.widgets["status"].full_text.startswith("Interrompu - RW-EXIT0001"),
+               what="the bench shown interrupted")
+    pump(app, 2.0)
+    assert app.scan_bar.message_text == "banc.py du banc 1 s'est arrêté aussitôt (code 3) : voir logs.log."
+    assert app.scan_bar.kind is Kind.ALARM  # white on red
+    assert str(app.scan_bar.message.cget("fg_color")) == uic.MESSAGE_STYLES[Kind.ALARM][1]
+    app.acknowledge_message()  # an alarm stays until touched
+    assert "aussitôt" not in app.scan_bar.message_text
