@@ -179,7 +179,7 @@ class KioskWorker:
         self._thread = threading.Thread(target=self._run, name="kiosk-worker", daemon=True)
         self._posted: dict[str, BancSnapshot] = {}
         self._ri_for: dict[str, Optional[str]] = {}
-        self._unfinished_cache: dict[str, tuple[tuple[Optional[str], bool], bool]] = {}
+        self._unfinished_cache: dict[str, tuple[Optional[str], bool]] = {}  # bench -> (serial, unfinished)
         self._latest_cache: dict[str, tuple[int, Optional[Path]]] = {}  # bench -> (its folder's mtime, latest test)
         self._results: dict[str, tuple[Path, Optional[ResultView]]] = {}
         self._certificate_tries: dict[Path, tuple[int, float]] = {}  # folder -> (attempts, last attempt)
@@ -379,16 +379,16 @@ class KioskWorker:
 
     # ------------------------------------------------------------------ bench state
 
-    def _unfinished(self, banc: str, serial: Optional[str], running: bool) -> bool:
-        # Reading the folders is only worth it when the serial or the process state changed.
-        key = (serial, running)
+    def _unfinished(self, banc: str, serial: Optional[str]) -> bool:
+        # Asked while banc.py is not running: its folders are read again only when the serial changed,
+        # or after banc.py was seen running (snapshot drops the entry: the test may have gone on, even finished).
         cached = self._unfinished_cache.get(banc)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == serial:
             return cached[1]
         test = utils.latest_test(serial, banc) if serial and utils.is_valid_serial(serial) else None
         # No folder yet (banc.py died before creating it) still means "to resume".
         unfinished = test is None or not test.finished
-        self._unfinished_cache[banc] = (key, unfinished)
+        self._unfinished_cache[banc] = (serial, unfinished)
         return unfinished
 
     def snapshot(self, banc: str, entry: dict[str, Any], reload_ri: bool = False) -> BancSnapshot:
@@ -398,7 +398,9 @@ class KioskWorker:
         serial = serial if isinstance(serial, str) else None
         step = entry.get("current_step") if isinstance(entry.get("current_step"), int) else None
         running = self.supervisor.is_running(banc)
-        unfinished = occupied and not running and self._unfinished(banc, serial, running)
+        if running:
+            self._unfinished_cache.pop(banc, None)
+        unfinished = occupied and not running and self._unfinished(banc, serial)
         ri_view = None
         result = None if occupied else self._result(banc)
         # The panel shows Ri/diffusion from step 2 on (seed §4): read once per test, and again on request.
