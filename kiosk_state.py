@@ -165,10 +165,11 @@ def status_display(
         if unfinished:
             return f"Interrompu - {serial} - scannez pour reprendre", STATUS_INTERRUPTED
         return f"Terminé - {serial} - scannez reset", STATUS_DONE
+    if last_serial and last_step == protocol.STEP_FINISHED:
+        # Before `running`: after step 5 banc.py frees the bench, then concludes the verdict before it exits.
+        return f"Libre - {last_serial} terminé", STATUS_DONE
     if running:
         return "Occupé (banc.py sans état)", STATUS_BUSY
-    if last_serial and last_step == protocol.STEP_FINISHED:
-        return f"Libre - {last_serial} terminé", STATUS_DONE
     return "Libre", STATUS_FREE
 
 

@@ -111,6 +111,9 @@ def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
         ((True, "RW-AB12", 5, False, False), "Terminé - RW-AB12 - scannez reset", uic.STATUS_DONE),
         ((False, None, None, True, False), "Occupé (banc.py sans état)", uic.STATUS_BUSY),
         ((False, None, None, False, False, "RW-AB12", 5), "Libre - RW-AB12 terminé", uic.STATUS_DONE),
+        # After step 5 banc.py frees the bench, then concludes the verdict (seconds) before it exits.
+        ((False, None, None, True, False, "RW-AB12", 5), "Libre - RW-AB12 terminé", uic.STATUS_DONE),
+        ((False, None, None, True, False, "RW-AB12", 3), "Occupé (banc.py sans état)", uic.STATUS_BUSY),
     ],
 )
 def test_status_display(args, text, kind) -> None:
