@@ -48,9 +48,13 @@ def test_interrupted_follows_the_test_across_a_resume(
 
 def test_an_interrupted_bench_reads_its_folders_once(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While nothing changes, a bench's test folders are not listed again at every refresh (every 2 s)."""
-    reads = []
-    monkeypatch.setattr(utils, "latest_test", lambda serial, banc=None: reads.append(serial) or SimpleNamespace(
-        finished=False, config=None, path=None))
+    reads: list[str] = []
+
+    def latest_test(serial: str, banc: Any = None) -> SimpleNamespace:
+        reads.append(serial)
+        return SimpleNamespace(finished=False, config=None, path=None)
+
+    monkeypatch.setattr(utils, "latest_test", latest_test)
     supervisor = SimpleNamespace(is_running=lambda banc: False, reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       queue.Queue())
