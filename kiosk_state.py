@@ -240,7 +240,6 @@ class BancRuntime:
     phase_started_s: Optional[float] = None  # monotonic time the UI saw the phase start
     esp_online: Optional[bool] = None
     banc_online: Optional[bool] = None
-    last_bms: Optional[protocol.BmsLine] = None
     last_serial: Optional[str] = None
     shown_stopped: bool = False
     seen_running: bool = False  # this kiosk saw the test's banc.py run: its disappearance without step 5/9 is a crash

@@ -496,7 +496,7 @@ class App(ctk.CTk):
         rt = self.runtime[banc]
         rt.occupied, rt.serial, rt.file_step, rt.running, rt.unfinished = True, serial, start_step, True, False
         rt.known, rt.seen_running = True, True
-        rt.step, rt.previous_step, rt.last_bms = None, None, None
+        rt.step, rt.previous_step = None, None
         self.nurse_soc[banc] = [None] * protocol.NURSE_COUNT
         panel = self.panels[banc]
         panel.reset()
@@ -730,7 +730,6 @@ class App(ctk.CTk):
     def on_bms(self, banc: str, line: protocol.BmsLine) -> None:
         """bancX/bms/data: every measure of the panel (the latest line of each display interval)."""
         rt = self.runtime[banc]
-        rt.last_bms = line
         elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
         if (rt.step == 2 and self.charge_duration is None) or not takes_steps(rt):
             time_left = None  # the charge profile is not loaded (yet, or it is unusable: said on screen)
