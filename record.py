@@ -72,6 +72,9 @@ TEST_RUNNING = "running"
 TEST_STOPPED = "stopped"
 TEST_FINISHED = "finished"
 TEST_ABANDONED = "abandoned"
+STATUS_LABELS = {TEST_RUNNING: "en cours", TEST_FINISHED: "terminé", TEST_STOPPED: "arrêté",
+                 TEST_ABANDONED: "abandonné"}
+"""A test's status as people read it (kiosk history, report, charts)."""
 
 COUNTER_KEYS: tuple[str, ...] = (
     "rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count", "seq_lost_count",

@@ -11,8 +11,7 @@ import record
 from analysis import CAPACITY_FLAG_PCT, Summary
 from formatting import PHASE_COLORS, darker, format_duration, format_milliohm, format_number, grade_color
 
-STATUS_LABELS = {record.TEST_RUNNING: "en cours", record.TEST_FINISHED: "terminé", record.TEST_STOPPED: "arrêté",
-                 record.TEST_ABANDONED: "abandonné"}
+STATUS_LABELS = record.STATUS_LABELS  # re-exported: charts and report take it from here
 
 
 def format_time(moment: Optional[float | datetime]) -> str:

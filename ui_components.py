@@ -18,6 +18,7 @@ import customtkinter as ctk
 
 import formatting
 import protocol
+import record
 from formatting import elide, format_clock, format_milliohm, format_number, grade_color
 from kiosk_messages import NOTICE_LIFETIME_S, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
@@ -905,11 +906,10 @@ class BancPanel(ctk.CTkFrame):
 
 def result_lines(result: ResultView) -> tuple[str, str, list[str]]:
     """What a result card says (pure): the grade, its caption, and the figures, in French."""
-    ri = None if result.ri_25c_ohm is None else result.ri_25c_ohm * 1000
     figures = [
         f"SOH {format_number(result.soh_pct, 1, '%')}",
         f"Capacité {format_number(result.capacity_ah, 2, 'Ah')}",
-        f"Ri 25 °C {format_number(ri, 2, 'mΩ')}",
+        f"Ri 25 °C {format_milliohm(result.ri_25c_ohm, 'mΩ')}",
     ]
     if result.grade is None:
         return "…", "Verdict en attente", figures
@@ -967,9 +967,12 @@ def history_line(entry: HistoryEntry) -> str:
     start = (entry.start or "")[:16].replace("T", " ")
     if len(start) == 16:
         start = f"{start[8:10]}/{start[5:7]}/{start[0:4]} {start[11:16]}"
-    status = {"finished": "terminé", "running": "en cours", "stopped": "arrêté", "abandoned": "abandonné"}
-    return (f"{start or '—'}   Banc {entry.banc[4:] if entry.banc.startswith('banc') else entry.banc}   "
-            f"{status.get(entry.status, entry.status)}   {entry.grade or '—'}   "
+    try:
+        banc = str(protocol.banc_number(entry.banc))
+    except ValueError:  # a history row with an odd bench name: shown as it is
+        banc = entry.banc
+    return (f"{start or '—'}   Banc {banc}   "
+            f"{record.STATUS_LABELS.get(entry.status, entry.status)}   {entry.grade or '—'}   "
             f"SOH {format_number(entry.soh_pct, 1, '%')}   {format_number(entry.capacity_ah, 2, 'Ah')}")
 
 

@@ -42,6 +42,7 @@ def test_format_duration_ties_units(seconds: float, expected: str) -> None:
 @pytest.mark.parametrize("ohm,expected", [(0.01234, "12,34"), (0.004, "4,00"), (None, UNKNOWN), (math.nan, UNKNOWN)])
 def test_format_milliohm_decimal_comma(ohm: Optional[float], expected: str) -> None:
     assert format_milliohm(ohm) == expected
+    assert format_milliohm(ohm, "mΩ") == (expected if expected == UNKNOWN else f"{expected}{NBSP}mΩ")
 
 
 @pytest.mark.parametrize("ohm,expected", [(0.01234, f"12,34{NBSP}mΩ"), (0.04001, f"40,01{NBSP}mΩ"), (None, UNKNOWN),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import protocol
 import ui
 import ui_components as uic
-from kiosk_state import LINK_ALARM, LINK_IDLE, LINK_ONLINE, LINK_UNKNOWN, BancRuntime, banc_display
+from kiosk_state import LINK_ALARM, LINK_IDLE, LINK_ONLINE, LINK_UNKNOWN, BancRuntime, HistoryEntry, banc_display
 from ui import Inbound
 
 
@@ -279,3 +281,14 @@ def test_link_pills_alarm_only_when_something_should_run(rt: BancRuntime, esp: s
                                          ((1920, 1080), (1280, 800)), ((200, 100), (ui.MIN_WINDOW_W, ui.MIN_WINDOW_H))])
 def test_windowed_kiosk_fits_its_screen(screen: tuple[int, int], size: tuple[int, int]) -> None:
     assert ui.windowed_size(*screen) == size
+
+
+@pytest.mark.parametrize("banc,status,expected_bench,expected_status", [
+    ("banc3", "finished", "Banc 3", "terminé"),
+    ("banc12", "abandoned", "Banc 12", "abandonné"),
+    ("?", "weird", "Banc ?", "weird"),  # a row the kiosk cannot read is shown as it is, not dropped
+])
+def test_history_line(banc: str, status: str, expected_bench: str, expected_status: str) -> None:
+    entry = HistoryEntry(Path("/x"), banc, "2025-06-12T08:05:00+02:00", status, "A", 96.04, 101.5)
+    assert uic.history_line(entry) == (f"12/06/2025 08:05   {expected_bench}   {expected_status}   A   "
+                                       f"SOH 96,0\u00a0%   101,50\u00a0Ah")
