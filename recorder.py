@@ -660,8 +660,11 @@ class RecorderCore:
         offset = self.clock.offset_s
         if line.uptime_ms is not None and offset is not None:
             # From a steady wall anchor: the jitter between reading two clocks never moves a stamp.
-            measured = esp_clock.measured_wall(offset, line.uptime_ms, self.wall_anchor.update(now.wall, now.mono_s),
-                                               now.wall)
+            try:
+                measured = esp_clock.measured_wall(offset, line.uptime_ms,
+                                                   self.wall_anchor.update(now.wall, now.mono_s), now.wall)
+            except (OverflowError, ValueError):  # an uptime (valid up to 2**63-1 ms) past any calendar
+                measured = now.wall
         return record.format_data_row(record.iso(now.wall, millis=True), step, bms_fields(payload),
                                       line.uptime_ms, record.iso(measured, millis=True), self.data_width)
 

@@ -585,6 +585,17 @@ def test_live_lines_estimate_the_offset_and_a_backlog_is_spaced_as_measured() ->
     assert core.counters["rows_count"] == 6 and counters(core)[3:] == (0, 0)
 
 
+def test_an_uptime_past_any_calendar_is_written_at_its_receipt_time() -> None:
+    core = new_core()
+    core.backlog_received()
+    for seq in range(20):  # past the estimator's warm-up: the offset no longer jumps
+        core.on_bms(bms11(seq, seq * 1000), False, at(seq))
+    effects = core.on_bms(bms11(20, 2**63 - 1), False, at(20))  # the contract's largest uptime_ms
+    assert row_times(effects) == [(20, iso_at(20), iso_at(20))]
+    assert row_times(core.on_bms(bms11(21, 21_000), False, at(21))) == [(21, iso_at(21), iso_at(21))]
+    assert core.seq.last == 21 and core.counters["rows_count"] == 22
+
+
 def test_a_restarted_core_stamps_the_backlog_from_the_journal_offset() -> None:
     boot = record.EspBoot("x", 0, 0)
     boot.clock("t", round(at(0).wall.timestamp() * 1000))  # the ESP booted at 0 s
