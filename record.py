@@ -59,6 +59,7 @@ DATA_CSV_HEADER: tuple[str, ...] = DATA_CSV_HEADER_V1 + ("uptime_ms", "measured_
 """data.csv columns (contract v2 §4): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
 DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
 DATA_CSV_WIDTHS: tuple[int, ...] = (len(DATA_CSV_HEADER_V1), len(DATA_CSV_HEADER))
+_SEQ_MIN, _SEQ_MAX = (int(bound) for bound in protocol.BMS_RANGES["seq"])
 # The lines of the current ESP boot whose text is remembered (banc.py's recorder, and the
 # recount of data.csv that starts it): a copy of one of them is recognised by its text.
 RECENT_LINES_KEPT = 1000
@@ -244,6 +245,9 @@ class DataCounts:
             step = int(parts[DATA_COLUMN["step"]])
             capacity, energy = float(parts[DATA_COLUMN["capacity_ah"]]), float(parts[DATA_COLUMN["energy_wh"]])
         except (ValueError, IndexError):
+            self.bad_rows += 1
+            return
+        if not _SEQ_MIN <= seq <= _SEQ_MAX:  # a damaged row: no line carries it (a replay could not name it)
             self.bad_rows += 1
             return
         self.rows += 1

@@ -237,3 +237,10 @@ def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(banc_home: Pa
     assert (state.step, config["current_step"]) == (4, 4)
     assert utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))[0].step == 4
     assert sum(b'"restored":true' in line for line in journal.read_bytes().split(b"\n")) == 1
+
+
+def test_a_row_whose_seq_no_line_can_carry_is_a_bad_row() -> None:
+    """A damaged seq (beyond 2**32 - 1, or negative) would leave a hole no replay can name: banc.py could not start."""
+    lines = [row(seq, 2) for seq in range(3)] + [row(99999999999, 2), row(-5, 2)] + [row(seq, 2) for seq in (4, 5)]
+    counts = record.count_data_lines(lines)
+    assert (counts.rows, counts.bad_rows, counts.last_seq, counts.holes.holes) == (5, 2, 5, [[3, 3]])
