@@ -559,6 +559,14 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
         except (OSError, ValueError) as exc:
             _quarantine(path, str(exc))
         events, bad_lines = record.read_events(folder)
+        if events and record.fold_events(events).serial is None:
+            # The start line is unreadable: who the test is for is journaled again, once.
+            seed = previous or {}
+            first = seed.get("first_handle") if isinstance(seed.get("first_handle"), str) else events[0].get("t")
+            record.append_event(folder, record.EVENT_START, now, serial=serial, banc=banc,
+                                first_handle=first if isinstance(first, str) else iso(now), restored=True)
+            logger.warning("%s: the journal's start line is unreadable: started again for %s", folder.name, serial)
+            events, bad_lines = record.read_events(folder)
         if events:
             # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
             data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
@@ -599,7 +607,8 @@ def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], 
         config = record.read_summary_file(folder)
         events, _ = record.read_events(folder)
         state = record.fold_events(events) if events else None
-        if config is None or (state is not None and not record.same_serial(config.get("battery_serial"), state.serial)):
+        if config is None or (state is not None and state.serial is not None
+                              and not record.same_serial(config.get("battery_serial"), state.serial)):
             if path.exists():
                 _quarantine(path, "unreadable or not this test's")
             if state is None:

@@ -244,3 +244,32 @@ def test_a_row_whose_seq_no_line_can_carry_is_a_bad_row() -> None:
     lines = [row(seq, 2) for seq in range(3)] + [row(99999999999, 2), row(-5, 2)] + [row(seq, 2) for seq in (4, 5)]
     counts = record.count_data_lines(lines)
     assert (counts.rows, counts.bad_rows, counts.last_seq, counts.holes.holes) == (5, 2, 5, [[3, 3]])
+
+
+def _lose_start_line(folder: Path) -> None:
+    journal = folder / record.EVENTS_FILE
+    raw = journal.read_bytes()
+    journal.write_bytes(b"#" + raw[1:])  # the first line (the start) unreadable
+
+
+def test_a_journal_that_lost_its_start_line_is_started_again_once(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    utils.update_config(folder, 2, T0)
+    _lose_start_line(folder)
+    state, config = utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
+    assert (state.serial, state.step, config["battery_serial"], config["banc"]) == ("RW-ab12cd", 2, "RW-ab12cd", "banc1")
+    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))
+    assert sum(b'"restored":true' in line for line in (folder / record.EVENTS_FILE).read_bytes().split(b"\n")) == 1
+
+
+def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    utils.update_config(folder, 2, T0)
+    _lose_start_line(folder)
+    for rows in range(3):
+        utils.update_config_counters(folder, {"rows_count": rows})
+    assert [p.name for p in folder.iterdir() if ".corrupt-" in p.name] == []
+    config = utils.read_test_config(folder)
+    assert config is not None and config["battery_serial"] == "RW-ab12cd" and config["rows_count"] == 2
