@@ -489,7 +489,8 @@ class Recorder:
         self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
                          rejected_rows=max(0, rejected_scan.lines - 1), last_seq=counts.last_seq,
                          now=self._now(), boots=boots, last_uptime_ms=counts.last_uptime_ms, holes=holes,
-                         recent=counts.recent_lines(), data_width=width)
+                         recent=counts.recent_lines(), last_row_step=counts.last_step,
+                         data_width=width)
         if width != len(record.DATA_CSV_HEADER):
             logger.info("data.csv of the earlier version (%d columns): its header is kept", width)
         if holes:

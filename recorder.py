@@ -465,6 +465,9 @@ class RecorderCore:
         self.step = step
         self.fsync_interval_s = fsync_interval_s
         self.seq = SeqTracker()
+        # The phase of the newest live row: a gap opened by the next line was measured in it
+        # (as record.DataCounts.hole_steps says when a restarted banc.py finds the hole).
+        self.last_row_step: Optional[int] = None
         self.counters = dict.fromkeys(record.COUNTER_KEYS, 0)
         self.capacity_ah: Optional[float] = None
         self.energy_wh: Optional[float] = None
@@ -505,14 +508,15 @@ class RecorderCore:
                now: Optional[Instant] = None, boots: Sequence[record.EspBoot] = (),
                last_uptime_ms: Optional[int] = None,
                holes: Sequence[tuple[int, int, Optional[int]]] = (),
-               recent: Mapping[int, bytes] = {},
+               recent: Mapping[int, bytes] = {}, last_row_step: Optional[int] = None,
                data_width: int = len(record.DATA_CSV_HEADER)) -> None:
         """Start from a test's rebuilt summary, the journal's latest Ri results and the recount of its CSV files.
 
         `boots` are the journal's ESP boots (the last one is the current boot, its latest offset
         the clock's estimate until live lines refine it); `holes` the seqs still missing from
         the current boot in data.csv (first, last, the phase they were measured in when known),
-        asked for again at the first tick; `recent` the text of its last lines, by seq.
+        asked for again at the first tick; `recent` the text of its last lines, by seq;
+        `last_row_step` the phase of its newest row.
         """
         self.recent_ri.extend(recent_ri)
         self.data_width = data_width
@@ -538,6 +542,7 @@ class RecorderCore:
                 setattr(self, key, float(value))
         self.seq.last = last_seq
         self.seq.recent = dict(recent)
+        self.last_row_step = last_row_step
 
     @property
     def blocked(self) -> bool:
@@ -594,7 +599,9 @@ class RecorderCore:
             effects.append(Append(DATA, self._row(payload, line, self.step, now)))
             self.counters["rows_count"] += 1
             if verdict == SEQ_GAP and previous_seq is not None:
-                effects.append(self.gaps.open(previous_seq + 1, line.seq - 1, self.step, now.mono_s))
+                gap_step = self.step if self.last_row_step is None else self.last_row_step
+                effects.append(self.gaps.open(previous_seq + 1, line.seq - 1, gap_step, now.mono_s))
+            self.last_row_step = self.step
             if verdict == SEQ_GAP:
                 self.counters["seq_gap_count"] += 1
             elif verdict == SEQ_RESTART:

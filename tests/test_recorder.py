@@ -657,6 +657,22 @@ def test_a_line_a_gap_misses_delivered_late_by_the_broker_fills_it_and_is_no_reb
     assert of_type(core.tick(at(700), None), Alert) == [] and core.counters["seq_lost_count"] == 0
 
 
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_gap_is_written_in_the_phase_of_the_row_before_it_restarted_or_not(restarted: bool) -> None:
+    # The step came between the last row of phase 2 and the line that shows the gap: the missing
+    # lines get phase 2 live, as the recount of data.csv gives them after a restart.
+    core = new_core(step=2)
+    rows = [e.data for e in core.on_bms(bms(10), False, at(10)) if isinstance(e, Append)]
+    core.on_step(b"3", False, at(10.5))
+    if restarted:
+        counts = record.count_data_lines(rows)
+        core = new_core(step=3)
+        core.resume({}, last_seq=counts.last_seq, recent=counts.recent_lines(), last_row_step=counts.last_step)
+    assert of_type(core.on_bms(bms(14), False, at(14)), Command) == [Command("replay 11 13")]
+    replayed = [e.data for e in core.on_replay(bms(12), False, at(15)) if isinstance(e, Append) and e.file == DATA]
+    assert [row.split(b",")[1] for row in replayed] == [b"2"]
+
+
 def test_an_unanswered_gap_is_asked_every_minute_then_counted_lost_with_one_alert() -> None:
     core = new_core()
     core.on_bms(bms(0), False, at(0))
