@@ -8,10 +8,12 @@ test folder, whether banc.py runs) and the MQTT messages (steps, BMS lines, link
 from __future__ import annotations
 
 import math
+import queue
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import protocol
 from kiosk_messages import BenchFacts
@@ -192,19 +194,36 @@ KIND_CALIBRATION = "calibration"  # payload: the charge-duration function, or th
 _COALESCED_KINDS = (protocol.KIND_BMS, protocol.KIND_NURSE)
 
 
-def coalesce(batch: list[Inbound]) -> list[Inbound]:
-    """Keep only the latest BMS line per bench and nurse value per nurse; the rest in order."""
-    seen: set[tuple] = set()
-    kept: list[Inbound] = []
-    for item in reversed(batch):
+class CoalescingQueue(queue.Queue):  # of Inbound
+    """The one queue the Tk thread drains, fed by the worker and the MQTT thread; bounded where the volume is.
+
+    A BMS line or nurse value replaces the one of the same bench (and nurse) still waiting,
+    in the place the first of them took: however long the Tk thread is held, at most one
+    per bench and nurse waits. Everything else (steps, statuses, alerts, the worker's
+    results: a few per minute) waits in order, every one of them.
+    """
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: deque[Union[Inbound, tuple[str, Optional[str], Optional[int]]]] = deque()
+        self.latest: dict[tuple[str, Optional[str], Optional[int]], Inbound] = {}
+        self.received = 0  # items put, replaced ones included
+
+    def _qsize(self) -> int:
+        return len(self.queue)
+
+    def _put(self, item: Inbound) -> None:
+        self.received += 1
         if item.kind in _COALESCED_KINDS:
             key = (item.kind, item.banc, item.nurse_index)
-            if key in seen:
-                continue
-            seen.add(key)
-        kept.append(item)
-    kept.reverse()
-    return kept
+            if key not in self.latest:
+                self.queue.append(key)
+            self.latest[key] = item
+        else:
+            self.queue.append(item)
+
+    def _get(self) -> Inbound:
+        entry = self.queue.popleft()
+        return entry if isinstance(entry, Inbound) else self.latest.pop(entry)
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,12 @@ from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests a
     STORAGE_SOC_PCT,
     BancRuntime,
     BancSnapshot,
+    CoalescingQueue,
     HistoryEntry,
     Inbound,
     ResultView,
     RiView,
     banc_display,
-    coalesce,
     estimate_time_left_s,
     merge_snapshot,
     message_facts,
@@ -72,7 +72,7 @@ from ui_components import BG_APP, BancPanel, Fonts, HistoryWindow, ResultCard, S
 
 __all__ = [
     "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
-    "Inbound", "MqttBridge", "RiView", "coalesce", "estimate_time_left_s", "font_scale", "grid_shape",
+    "CoalescingQueue", "Inbound", "MqttBridge", "RiView", "estimate_time_left_s", "font_scale", "grid_shape",
     "ri_view_from_config", "status_display",
 ]
 
@@ -234,7 +234,7 @@ class App(ctk.CTk):
         self.settings = utils.get_settings()
         self.bancs = utils.all_bancs()
         self.title("Bancs de test LFP")
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.inbox = CoalescingQueue()
         self.runtime = {banc: BancRuntime(banc) for banc in self.bancs}
         self.nurse_soc: dict[str, list[Optional[int]]] = {b: [None] * protocol.NURSE_COUNT for b in self.bancs}
         self.supervisor = BancSupervisor(
@@ -620,7 +620,7 @@ class App(ctk.CTk):
     # ------------------------------------------------------------------ queue -> widgets
 
     def drain_queue(self) -> None:
-        """Tk thread: apply at most MAX_MESSAGES_PER_TICK queued items, coalesced."""
+        """Tk thread: apply at most MAX_MESSAGES_PER_TICK queued items (the queue keeps one BMS line per bench)."""
         if self._stop_requested:
             self.shutdown()
             return
@@ -633,7 +633,7 @@ class App(ctk.CTk):
         if batch:
             self.stats["messages"] += len(batch)
             self.stats["ticks"] += 1
-            for item in coalesce(batch):
+            for item in batch:
                 if item.kind == protocol.KIND_BMS and item.banc in self.panels:
                     self._pending_bms[item.banc] = item  # shown below, latest line wins
                     continue

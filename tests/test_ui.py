@@ -122,8 +122,17 @@ def test_status_display(args, text, kind) -> None:
     assert ui.status_display(*args) == (text, kind)
 
 
-def test_coalesce_keeps_latest_bms_and_nurse_in_order() -> None:
-    batch = [
+def drained(inbox: ui.CoalescingQueue) -> list[Inbound]:
+    """Everything the queue gives, in order."""
+    items = []
+    while not inbox.empty():
+        items.append(inbox.get_nowait())
+    return items
+
+
+def test_the_queue_keeps_the_latest_bms_and_nurse_value_in_the_place_of_the_first() -> None:
+    inbox = ui.CoalescingQueue()
+    for item in [
         Inbound("bms/data", "banc1", b"a"),
         Inbound("step", "banc1", b"2"),
         Inbound("bms/data", "banc2", b"x"),
@@ -134,22 +143,31 @@ def test_coalesce_keeps_latest_bms_and_nurse_in_order() -> None:
         Inbound("security", "banc1", b"!"),
         Inbound("bms/data", "banc1", b"c"),
         Inbound("step", "banc1", b"3"),
-    ]
-    assert ui.coalesce(batch) == [
+    ]:
+        inbox.put(item)
+    assert drained(inbox) == [
+        Inbound("bms/data", "banc1", b"c"),
         Inbound("step", "banc1", b"2"),
         Inbound("bms/data", "banc2", b"x"),
-        Inbound("nurse", "banc1", b"20", 2),
         Inbound("nurse", "banc1", b"11", 1),
+        Inbound("nurse", "banc1", b"20", 2),
         Inbound("security", "banc1", b"!"),
-        Inbound("bms/data", "banc1", b"c"),
         Inbound("step", "banc1", b"3"),
     ]
+    inbox.put(Inbound("bms/data", "banc1", b"d"))  # taken: the next line waits again
+    assert drained(inbox) == [Inbound("bms/data", "banc1", b"d")]
 
 
-def test_coalesce_160_messages_per_tick_to_one_per_bench() -> None:
-    batch = [Inbound("bms/data", f"banc{b}", str(i).encode()) for i in range(10) for b in range(1, 17)]
-    kept = ui.coalesce(batch)
-    assert len(kept) == 16 and {item.payload for item in kept} == {b"9"}
+def test_the_queue_stays_bounded_however_long_the_tk_thread_is_held() -> None:
+    inbox = ui.CoalescingQueue()
+    for i in range(10_000):
+        for b in range(1, 17):
+            inbox.put(Inbound("bms/data", f"banc{b}", str(i).encode()))
+            inbox.put(Inbound("nurse", f"banc{b}", str(i).encode(), 1 + i % 6))
+    assert inbox.qsize() == 16 * 7
+    kept = drained(inbox)
+    assert {item.payload for item in kept if item.kind == "bms/data"} == {b"9999"}
+    assert len(kept) == 16 * 7
 
 
 @pytest.mark.parametrize(
