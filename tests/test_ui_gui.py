@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 import tkinter as tk
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import psutil
 import pytest
@@ -206,14 +206,13 @@ def stop_bancs() -> None:
             stop_pid(pid)
 
 
-@pytest.fixture
-def kiosk(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ui.App]]:
-    """Factory of in-process kiosks on the Xvfb display; everything they started is stopped after the test."""
+def kiosk_factory(xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Generator[Callable[..., ui.App], None, None]:
+    """Factory of in-process kiosks on the Xvfb display (options go to ui.App); everything they started is stopped."""
     monkeypatch.setenv("DISPLAY", xvfb_display)
     apps: list[ui.App] = []
 
-    def make(geometry: str = "1280x800+0+0") -> ui.App:
-        app = ui.App(windowed=True, geometry=geometry)
+    def make(geometry: str = "1280x800+0+0", **options: Any) -> ui.App:
+        app = ui.App(windowed=True, geometry=geometry, **options)
         apps.append(app)
         pump_until(app, lambda: app.winfo_ismapped(), what="window mapped")
         # The scanner types into whatever has the keyboard focus: wait until the kiosk took it.
@@ -234,6 +233,12 @@ def kiosk(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.Monke
             except Exception:
                 pass
         stop_bancs()
+
+
+@pytest.fixture
+def kiosk(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ui.App]]:
+    """Factory of in-process kiosks on the Xvfb display, with the test's broker."""
+    yield from kiosk_factory(xvfb_display, monkeypatch)
 
 
 @pytest.fixture

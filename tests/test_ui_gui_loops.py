@@ -6,8 +6,6 @@ timers) and what the worker thread hands it, not MQTT.
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import ui
 import ui_components as uic
 from kiosk_messages import Kind
-from tests.test_ui_gui import pump, pump_until
+from tests.test_ui_gui import kiosk_factory, pump, pump_until
 
 pytestmark = pytest.mark.gui
 
@@ -37,25 +35,12 @@ def loop_timers(app: ui.App, name: str) -> int:
 @pytest.fixture
 def bare_kiosk(banc_home: Path, xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ui.App]]:
     """Factory of kiosks without MQTT (optionally with a fake banc.py); their children are stopped after the test."""
-    monkeypatch.setenv("DISPLAY", xvfb_display)
-    apps: list[ui.App] = []
-
-    def make(banc_script: Path = ui.BANC_SCRIPT) -> ui.App:
-        app = ui.App(windowed=True, geometry="1280x800+0+0", start_mqtt=False, banc_script=banc_script)
-        apps.append(app)
-        pump_until(app, app.winfo_ismapped, what="window mapped")
-        pump_until(app, app.state_known, what="every bench's state read by the worker")
-        return app
-
+    factory = kiosk_factory(xvfb_display, monkeypatch)
+    make = next(factory)
     try:
-        yield make
+        yield lambda banc_script=ui.BANC_SCRIPT: make(start_mqtt=False, banc_script=banc_script)
     finally:
-        for app in apps:
-            for proc, _started in app.supervisor.children.values():
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            app.shutdown()
+        factory.close()
 
 
 def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk, monkeypatch: pytest.MonkeyPatch) -> None:
