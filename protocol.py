@@ -281,6 +281,8 @@ class BmsLine:
 
     `uptime_ms` is the ESP's clock (ms since its boot), the optional 11th wire field of
     the protocol (docs/protocole.md §2); firmware before it sends 10 fields and the line has None.
+    `esp_step` is the optional 12th field (it needs the 11th): the phase the ESP was running
+    when it measured the line, 0 (idle, waiting for a command), 1..5 or 9.
     """
 
     seq: int
@@ -294,6 +296,7 @@ class BmsLine:
     cell_max_mv: float
     balancing: int
     uptime_ms: Optional[int] = None
+    esp_step: Optional[int] = None
 
     @property
     def cell_spread_mv(self) -> float:
@@ -312,9 +315,15 @@ BMS_FIELDS: tuple[str, ...] = (
 )
 # Contract v2: the same, then the ESP's uptime as an optional 11th field.
 BMS_FIELDS_V2: tuple[str, ...] = BMS_FIELDS + ("uptime_ms",)
-assert tuple(f.name for f in fields(BmsLine)) == BMS_FIELDS_V2
+# Contract v3: then the phase the ESP was in when it measured the line, an optional 12th field.
+BMS_FIELDS_V3: tuple[str, ...] = BMS_FIELDS_V2 + ("esp_step",)
+assert tuple(f.name for f in fields(BmsLine)) == BMS_FIELDS_V3
 
-_INTEGER_FIELDS = frozenset(("seq", "balancing", "uptime_ms"))
+# The phases an ESP can report in field 12: 0 is idle (booted, waiting for a command).
+ESP_STEP_IDLE = 0
+ESP_STEPS: frozenset[int] = frozenset((ESP_STEP_IDLE, *VALID_STEPS))
+
+_INTEGER_FIELDS = frozenset(("seq", "balancing", "uptime_ms", "esp_step"))
 
 # Physically possible ranges: wider than a healthy 16S LFP pack on purpose, so that an
 # abnormal but real reading (an over-temperature, a deep discharge) is recorded and
@@ -331,18 +340,20 @@ BMS_RANGES: dict[str, tuple[float, float]] = {
     "cell_max_mv": (0.0, 5_000.0),
     "balancing": (0, 1),
     "uptime_ms": (0, 2**63 - 1),
+    "esp_step": (0, STEP_STOP),
 }
 
 
 _INT_GROUP = r"(0|[1-9][0-9]*)"
 _DECIMAL_GROUP = r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)"
 # The whole line in one match (the hot path of banc.py: one regex instead of ten).
-_BMS_LINE_RE = re.compile(",".join([_INT_GROUP] + [_DECIMAL_GROUP] * 8 + [_INT_GROUP]) + f"(?:,{_INT_GROUP})?")
-_RANGES_IN_ORDER = tuple(BMS_RANGES[name] for name in BMS_FIELDS_V2)
+_BMS_LINE_RE = re.compile(",".join([_INT_GROUP] + [_DECIMAL_GROUP] * 8 + [_INT_GROUP])
+                          + f"(?:,{_INT_GROUP}(?:,([0-59]))?)?")
+_RANGES_IN_ORDER = tuple(BMS_RANGES[name] for name in BMS_FIELDS_V3)
 
 
 def parse_bms_line(payload: Payload) -> BmsLine:
-    """Parse and validate a BMS line (10 fields, or 11 with uptime_ms); raise PayloadError with the reason.
+    """Parse and validate a BMS line (10 fields, 11 with uptime_ms, 12 with esp_step); raise PayloadError with the reason.
 
     Contract v2: ASCII, comma separated, no whitespace anywhere, every number in its plain form.
     """
@@ -351,7 +362,8 @@ def parse_bms_line(payload: Payload) -> BmsLine:
     if match is not None:
         groups = match.groups()
         values: list[Any] = [int(groups[0]), *map(float, groups[1:9]), int(groups[9]),
-                             None if groups[10] is None else int(groups[10])]
+                             None if groups[10] is None else int(groups[10]),
+                             None if groups[11] is None else int(groups[11])]
         if all(value is None or low <= value <= high for value, (low, high) in zip(values, _RANGES_IN_ORDER)) \
                 and values[7] <= values[8]:
             return BmsLine(*values)
@@ -361,10 +373,11 @@ def parse_bms_line(payload: Payload) -> BmsLine:
 def _parse_bms_line_checked(text: str) -> BmsLine:
     """Field by field, for the reason a line is refused."""
     parts = text.split(",")
-    if len(parts) not in (len(BMS_FIELDS), len(BMS_FIELDS_V2)):
-        raise PayloadError(f"expected {len(BMS_FIELDS)} or {len(BMS_FIELDS_V2)} fields, got {len(parts)}")
+    if len(parts) not in (len(BMS_FIELDS), len(BMS_FIELDS_V2), len(BMS_FIELDS_V3)):
+        raise PayloadError(f"expected {len(BMS_FIELDS)}, {len(BMS_FIELDS_V2)} or {len(BMS_FIELDS_V3)} fields, "
+                           f"got {len(parts)}")
     values: dict[str, Any] = {}
-    for name, part in zip(BMS_FIELDS_V2, parts):
+    for name, part in zip(BMS_FIELDS_V3, parts):
         if name in _INTEGER_FIELDS:
             values[name] = _int_field(part, name)
         else:
@@ -374,6 +387,8 @@ def _parse_bms_line_checked(text: str) -> BmsLine:
             raise PayloadError(f"{name} out of range: {values[name]} not in [{low}, {high}]")
     if values["cell_min_mv"] > values["cell_max_mv"]:
         raise PayloadError("cell_min_mv greater than cell_max_mv")
+    if values.get("esp_step", ESP_STEP_IDLE) not in ESP_STEPS:
+        raise PayloadError(f"esp_step not a phase: {values['esp_step']}")
     return BmsLine(**values)
 
 
@@ -383,7 +398,7 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 def encode_bms_line(line: BmsLine) -> str:
-    """Encode a BmsLine as the ESP sends it: 10 fields, 11 when uptime_ms is set."""
+    """Encode a BmsLine as the ESP sends it: 10 fields, 11 when uptime_ms is set, 12 when esp_step is too."""
     fields_text = [
         str(int(line.seq)),
         _fmt(line.voltage_v, 3),
@@ -400,6 +415,10 @@ def encode_bms_line(line: BmsLine) -> str:
         if isinstance(line.uptime_ms, bool) or not 0 <= line.uptime_ms <= BMS_RANGES["uptime_ms"][1]:
             raise ValueError(f"invalid uptime_ms: {line.uptime_ms!r}")
         fields_text.append(str(int(line.uptime_ms)))
+    if line.esp_step is not None:
+        if line.uptime_ms is None or isinstance(line.esp_step, bool) or line.esp_step not in ESP_STEPS:
+            raise ValueError(f"invalid esp_step: {line.esp_step!r} (needs uptime_ms)")
+        fields_text.append(str(int(line.esp_step)))
     return ",".join(fields_text)
 
 

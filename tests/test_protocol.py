@@ -94,7 +94,26 @@ def test_bms_fields_keep_the_data_csv_columns() -> None:
         "capacity_ah", "energy_wh", "cell_min_mv", "cell_max_mv", "balancing",
     )
     assert protocol.BMS_FIELDS_V2 == protocol.BMS_FIELDS + ("uptime_ms",)
-    assert set(protocol.BMS_RANGES) == set(protocol.BMS_FIELDS_V2)
+    assert protocol.BMS_FIELDS_V3 == protocol.BMS_FIELDS_V2 + ("esp_step",)
+    assert set(protocol.BMS_RANGES) == set(protocol.BMS_FIELDS_V3)
+
+
+def test_a_12_field_line_carries_the_esp_phase() -> None:
+    line = protocol.parse_bms_line("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0,6632145,3")
+    assert (line.uptime_ms, line.esp_step) == (6632145, 3)
+    assert protocol.parse_bms_line(protocol.encode_bms_line(line)) == line
+    assert protocol.encode_bms_line(line).endswith(",6632145,3")
+
+
+@pytest.mark.parametrize("field", ["6", "7", "8", "10", "03", "-1", "3.0", "", "+3"])
+def test_a_12th_field_that_is_no_esp_phase_is_refused(field: str) -> None:
+    with pytest.raises(protocol.PayloadError):
+        protocol.parse_bms_line(f"1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0,6632145,{field}")
+
+
+def test_esp_step_needs_the_clock_field() -> None:
+    with pytest.raises(ValueError):
+        protocol.encode_bms_line(BmsLine(1, 52.0, 0.0, 50.0, 25.0, 0.0, 0.0, 3300, 3310, 0, None, 2))
 
 
 FIELD_INDEX = {name: i for i, name in enumerate(protocol.BMS_FIELDS_V2)}
@@ -176,11 +195,11 @@ def test_bms_payload_size_boundary() -> None:
 @pytest.mark.parametrize(
     "payload, reason",
     [
-        ("", "expected 10 or 11 fields"),
-        ("garbage", "expected 10 or 11 fields"),
-        ("1,2,3", "expected 10 or 11 fields"),
-        (EXAMPLE + ",1,2", "expected 10 or 11 fields"),
-        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281", "expected 10 or 11 fields"),
+        ("", "expected 10, 11 or 12 fields"),
+        ("garbage", "expected 10, 11 or 12 fields"),
+        ("1,2,3", "expected 10, 11 or 12 fields"),
+        (EXAMPLE + ",1,2,3", "expected 10, 11 or 12 fields"),
+        ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281", "expected 10, 11 or 12 fields"),
         ("1842,nan,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0", "voltage_v: not a plain decimal"),
         ("1842,52.31,inf,67.5,24.8,45.123,2301.5,3265,3281,0", "current_a: not a plain decimal"),
         ("1842,52.31,-12.40,67.5,-Infinity,45.123,2301.5,3265,3281,0", "temperature_c: not a plain decimal"),
@@ -203,7 +222,7 @@ def test_bms_payload_size_boundary() -> None:
         (EXAMPLE + ",", "uptime_ms: not a plain integer"),
         (b"1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,\xff", "not ASCII"),
         ("1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281," + "0" * 600, "too large"),
-        (b"\x00" * 10, "expected 10 or 11 fields"),
+        (b"\x00" * 10, "expected 10, 11 or 12 fields"),
         # Whitespace anywhere: v1 stripped it, v2 rejects the line.
         (EXAMPLE + "\n", "balancing: not a plain integer"),
         (EXAMPLE + "\r\n", "balancing: not a plain integer"),

@@ -291,8 +291,8 @@ def test_rejected_messages_are_all_written_and_their_logs_rate_limited() -> None
     core = new_core()
     first = core.on_bms(b"hello", False, at(0))
     assert first == [
-        Append(REJECTED, b'2026-12-01T10:00:00.000+01:00,banc1/bms/data,"expected 10 or 11 fields, got 1",hello\n'),
-        Log(WARNING, "rejected on banc1/bms/data: expected 10 or 11 fields, got 1 (hello)"),
+        Append(REJECTED, b'2026-12-01T10:00:00.000+01:00,banc1/bms/data,"expected 10, 11 or 12 fields, got 1",hello\n'),
+        Log(WARNING, "rejected on banc1/bms/data: expected 10, 11 or 12 fields, got 1 (hello)"),
     ]
     effects = [first]
     for i in range(1, 15):
