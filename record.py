@@ -359,6 +359,11 @@ EVENT_ESP_BOOT = "esp_boot"
 EVENT_ESP_CLOCK = "esp_clock"
 # Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (contract §3a).
 EVENT_SEQ_LOST = "seq_lost"
+# A wall-clock step of the Pi: {"event": "clock_step", "delta_s": D} (D seconds, signed).
+EVENT_CLOCK_STEP = "clock_step"
+# A phase change the recorder recovered from the BMS lines (its step message never arrived):
+# {"event": "step", "step": N, "recovered": STEP_RECOVERED_FROM_LINES, "seq": S}.
+STEP_RECOVERED_FROM_LINES = "lines"
 EVENT_VERDICT = "verdict"  # after step 5: the grade (contract §7), kept once given
 
 
