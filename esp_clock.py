@@ -106,23 +106,57 @@ class OffsetEstimator:
 
 
 WALL_STEP_S = 0.010
-"""A change of the wall clock against the monotonic clock beyond this is a clock step (or NTP's
-slew adding up): below it, it is the jitter between reading one clock and the other."""
+"""A change of the wall clock against the monotonic clock beyond this, once steps are set aside, is
+NTP's slew adding up: the anchor follows it. Below it, it is the jitter between reading one clock
+and the other, which never moves a stamp."""
+CLOCK_STEP_S = 0.128
+"""A jump of the wall clock against the monotonic clock between two readings beyond this (plus
+SLEW_MAX times the time between them) is a step: NTP steps the clock beyond 128 ms, an operator
+sets the date by hand. A slew adds at most 500 ppm."""
+SLEW_MAX = 500e-6
 
 
 class WallAnchor:
-    """The wall clock minus the monotonic clock, held steady: moved only by a real step, not by read jitter."""
+    """The wall clock minus the monotonic clock, held steady: a step of the wall clock never moves it (contract §3c).
+
+    Read jitter (below `step_s`) is ignored; a slow slew is followed; a step (a jump between two
+    readings beyond CLOCK_STEP_S) is set aside, so that times keep the monotonic clock's
+    intervals, and is handed out once by `take_step` to be journaled.
+    """
 
     def __init__(self, step_s: float = WALL_STEP_S) -> None:
         self.step_s = step_s
         self.value_s: Optional[float] = None
+        self._last: Optional[tuple[float, float]] = None  # (mono_s, reading) of the previous reading
+        self._set_aside_s = 0.0  # the steps seen so far, added up
+        self._new_steps: list[float] = []
 
     def update(self, wall: datetime, mono_s: float) -> float:
         """The anchor after one (wall, monotonic) reading, seconds."""
         reading = wall_minus_mono_s(wall, mono_s)
-        if self.value_s is None or abs(reading - self.value_s) > self.step_s:
-            self.value_s = reading
+        if self._last is not None:
+            last_mono, last_reading = self._last
+            jump = reading - last_reading
+            if abs(jump) > CLOCK_STEP_S + SLEW_MAX * abs(mono_s - last_mono):
+                self._set_aside_s += jump
+                self._new_steps.append(jump)
+        self._last = (mono_s, reading)
+        steady = reading - self._set_aside_s
+        if self.value_s is None or abs(steady - self.value_s) > self.step_s:
+            self.value_s = steady
         return self.value_s
+
+    def take_step(self) -> Optional[float]:
+        """The wall clock's steps (seconds, added up) seen since the last call, or None."""
+        if not self._new_steps:
+            return None
+        total, self._new_steps = sum(self._new_steps), []
+        return total
+
+    def wall(self, mono_s: float, like: datetime) -> datetime:
+        """The steady wall time of a monotonic instant (in `like`'s timezone), in whole milliseconds."""
+        assert self.value_s is not None, "update() first"
+        return from_unix_ms(round((mono_s + self.value_s) * 1000.0), like)
 
 
 def from_unix_ms(unix_ms: int, like: datetime) -> datetime:

@@ -71,6 +71,17 @@ QOS: dict[str, int] = {
     KIND_SYNC: 1,
 }
 RETAINED: frozenset[str] = frozenset((KIND_ESP_STATUS, KIND_BANC_STATUS))
+# Topics that carry news from the ESP: a message on them delivered with the retain flag was stored
+# before the subscriber came (any client may have left it) and is never acted on (contract §2).
+NEWS_KINDS: frozenset[str] = frozenset((KIND_STEP, KIND_BMS, KIND_REPLAY, KIND_RI))
+
+
+def is_stale_retained(topic: str, retained: bool) -> bool:
+    """Whether a message delivered with `retained` on `topic` is an old stored copy that must not be acted on."""
+    if not retained:
+        return False
+    info = parse_topic(topic)
+    return info is not None and info.kind in NEWS_KINDS
 
 _TOPIC_RE = re.compile(r"^banc([1-9][0-9]*)/(step|bms/data|bms/replay|security|ri/results|command|esp/status|banc/status|banc/sync|n([1-6]))$")
 
@@ -463,23 +474,32 @@ def parse_ri_results(payload: Payload) -> dict[str, float]:
     for key in RI_KEYS:
         if key not in data:
             continue
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PayloadError(f"{key}: not a finite number")
+        value = _json_number(data[key], key)
         if not 0 < value <= RI_MAX_OHM:
             raise PayloadError(f"{key} out of range: {value}")
-        result[key] = float(value)
+        result[key] = value
     if not result:
         raise PayloadError("no Ri or diffusion value")
     if "temperature_c" in data:
-        temp = data["temperature_c"]
-        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp):
-            raise PayloadError("temperature_c: not a finite number")
+        temp = _json_number(data["temperature_c"], "temperature_c")
         low, high = BMS_RANGES["temperature_c"]
         if not low <= temp <= high:
             raise PayloadError(f"temperature_c out of range: {temp}")
         result["temperature_c"] = float(temp)
     return result
+
+
+def _json_number(value: Any, key: str) -> float:
+    """A JSON number as a finite float; an integer too large for a float is refused, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PayloadError(f"{key}: not a finite number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise PayloadError(f"{key}: not a finite number (too large)") from None
+    if not math.isfinite(number):
+        raise PayloadError(f"{key}: not a finite number")
+    return number
 
 
 def encode_ri_results(values: dict[str, float]) -> str:

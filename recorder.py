@@ -52,6 +52,34 @@ REPLAY_GIVE_UP_S = 600.0
 # banc.py to stamp a backlog within that, without a journal line a minute.
 CLOCK_SAVE_MIN_MS = 100
 CLOCK_SAVE_INTERVAL_S = 600.0
+# Plausibility of a BMS line against the previous one of the same ESP boot (contract §3c): its
+# `seq` counts lines and its `uptime_ms` counts time, one line per period (1 s by the firmware,
+# whatever the simulator's speed), so each field checks the other. Lines never come faster than
+# LINES_FASTEST of the period; the ESP's clock may run ahead of its lines (a loop held up by a
+# reconnection, a BMS that did not answer) by STALL_MAX_MS, never by years.
+ESP_PERIOD_MS = 1000.0
+ESP_PERIOD_BOUNDS_MS = (50.0, 60_000.0)
+PERIOD_SAMPLES = 15
+LINES_FASTEST = 0.75
+LINES_SLOWEST = 2.0
+STALL_MAX_MS = 120_000.0
+# A boot's first lines: seq counts from 0, uptime from about the boot's own delay.
+BOOT_YOUNG_MS = 60_000.0
+# Lines rejected as implausible that agree with each other, this many in a row: the reference
+# they were judged against was wrong (or the ESP really jumped); they are taken after all.
+REANCHOR_LINES = 3
+# 10-field lines (no uptime): a seq may jump ahead by at most this many lines plus twice what the
+# arrival rate allows in the time elapsed.
+SEQ_JUMP_SLACK = 10
+# A phase change seen in the lines (field 12) counts once this many consecutive lines agree: one
+# garbled field never moves the test.
+PHASE_CONFIRM_LINES = 2
+# After the backlog, banc.py waits this long for a live line that tells the ESP's phase before it
+# announces the step: an ESP already further than the journal must never be sent an older phase.
+ANNOUNCE_WAIT_S = 5.0
+# An ESP that reboots this often within BOOT_BURST_S is reported (each boot is journaled).
+BOOT_BURST_COUNT = 3
+BOOT_BURST_S = 600.0
 
 # The files effects name, in the order their retries are tried.
 JOURNAL = record.EVENTS_FILE
@@ -67,6 +95,117 @@ SEQ_NEXT = "next"
 SEQ_GAP = "gap"
 SEQ_RESTART = "restart"
 SEQ_DUPLICATE = "duplicate"
+
+# What EspTimeline.judge says of a line against the previous accepted one.
+TL_NONE = "none"  # nothing to judge against (first line, a 10-field line without a reference)
+TL_FORWARD = "forward"  # later in the same boot
+TL_SAME = "same"  # the same seq and uptime: a copy
+TL_BACK = "back"  # seq and uptime both earlier: an older line of this boot, or a new boot
+TL_BOOT = "boot"  # a new ESP boot
+TL_IMPLAUSIBLE = "implausible"
+
+
+@dataclass(frozen=True)
+class HeldLine:
+    """A live line rejected as implausible, kept in case the lines after it prove the reference wrong."""
+
+    payload: bytes
+    line: protocol.BmsLine
+    redelivered: bool
+
+
+class EspTimeline:
+    """Whether a BMS line is one the ESP could have sent after the previous accepted one (contract §3c).
+
+    Pure. `seq` counts lines and `uptime_ms` counts the ESP's time, one line a period: a jump of
+    one field that the other does not show is a garbled line, rejected as implausible, never a
+    gap, a replay or a new boot. A boot is told by its uptime going back (or being a boot's
+    first seconds), not by `seq` alone. 10-field lines have no uptime: a live line's seq jump is
+    checked against the time elapsed since the previous one instead.
+    """
+
+    def __init__(self) -> None:
+        self.ref: Optional[tuple[int, Optional[int]]] = None  # (seq, uptime_ms) of the last accepted line
+        self.ref_mono_s: Optional[float] = None  # when it came, if live
+        self.periods: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
+        self.period_ms = ESP_PERIOD_MS
+        self.arrivals: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
+        self.held: list[HeldLine] = []
+
+    def judge(self, line: protocol.BmsLine, now_s: float, live: bool) -> tuple[str, str]:
+        """(TL_*, the reason when implausible) for `line` received at monotonic `now_s`."""
+        if self.ref is None:
+            return TL_NONE, ""
+        ref_seq, ref_uptime = self.ref
+        ds = line.seq - ref_seq
+        if line.uptime_ms is None or ref_uptime is None:
+            return self._judge_unstamped(line.seq, ds, now_s, live)
+        du = line.uptime_ms - ref_uptime
+        p = self.period_ms
+        if ds >= 1:
+            if du < 0:
+                return TL_IMPLAUSIBLE, f"uptime_ms {line.uptime_ms} before the previous line's {ref_uptime}, seq {ref_seq} -> {line.seq}"
+            if du < (ds - 1) * LINES_FASTEST * p:
+                return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq}: {ds} lines in {du} ms"
+            if du > ds * LINES_SLOWEST * p + STALL_MAX_MS:
+                return TL_IMPLAUSIBLE, f"uptime_ms {ref_uptime} -> {line.uptime_ms} for {ds} line(s)"
+            return TL_FORWARD, ""
+        if ds == 0 and du == 0:
+            return TL_SAME, ""
+        if line.uptime_ms < (line.seq - 1) * LINES_FASTEST * p - p:
+            return TL_IMPLAUSIBLE, f"seq {line.seq} needs more time than uptime_ms {line.uptime_ms}"
+        if du < 0:
+            return (TL_BOOT if ds == 0 else TL_BACK), ""  # one seq never holds two measurements in a boot
+        if line.uptime_ms <= (line.seq + 1) * LINES_SLOWEST * p + BOOT_YOUNG_MS:
+            return TL_BOOT, ""  # seq back, uptime a boot's first seconds: the ESP rebooted since
+        return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq} while uptime_ms goes on ({ref_uptime} -> {line.uptime_ms})"
+
+    def _judge_unstamped(self, seq: int, ds: int, now_s: float, live: bool) -> tuple[str, str]:
+        if not live or self.ref_mono_s is None:
+            return TL_NONE, ""
+        allowed = SEQ_JUMP_SLACK + LINES_SLOWEST * self._rate() * max(0.0, now_s - self.ref_mono_s)
+        if ds > 1 and ds - 1 > allowed:
+            return TL_IMPLAUSIBLE, f"seq {seq - ds} -> {seq}: {ds} lines in {now_s - self.ref_mono_s:.1f} s"
+        if ds < 0 and seq > allowed + SEQ_JUMP_SLACK:
+            return TL_IMPLAUSIBLE, f"seq {seq - ds} -> {seq}: back, yet not a new boot's"
+        return TL_NONE, ""
+
+    def _rate(self) -> float:
+        """Lines per second of the live lines lately (1 until measured)."""
+        if len(self.arrivals) < 3 or self.arrivals[-1] <= self.arrivals[0]:
+            return 1.0
+        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
+
+    def accept(self, line: protocol.BmsLine, now_s: float, live: bool, judged: str) -> None:
+        """`line` was written as the newest of its boot: it is the reference from now on."""
+        if judged == TL_FORWARD and self.ref is not None and line.seq - self.ref[0] == 1 \
+                and line.uptime_ms is not None and self.ref[1] is not None:
+            self.periods.append(float(line.uptime_ms - self.ref[1]))
+            ordered = sorted(self.periods)
+            low, high = ESP_PERIOD_BOUNDS_MS
+            self.period_ms = min(max(ordered[len(ordered) // 2], low), high)
+        self.ref = (line.seq, line.uptime_ms)
+        self.ref_mono_s = now_s if live else None
+        if live:
+            self.arrivals.append(now_s)
+        self.held.clear()
+
+    def hold(self, held: HeldLine) -> list[HeldLine]:
+        """Keep a live line rejected as implausible; the held lines when REANCHOR_LINES of them agree."""
+        if self.held:
+            last = self.held[-1].line
+            line = held.line
+            agree = line.seq == last.seq + 1 and (
+                line.uptime_ms is None or last.uptime_ms is None
+                or 0 <= line.uptime_ms - last.uptime_ms <= LINES_SLOWEST * self.period_ms + STALL_MAX_MS)
+            if not agree:
+                self.held.clear()
+        self.held.append(held)
+        if len(self.held) < REANCHOR_LINES:
+            return []
+        taken, self.held = self.held, []
+        self.ref, self.ref_mono_s = None, None
+        return taken
 
 
 class SeqTracker:
@@ -94,12 +233,17 @@ class SeqTracker:
         return seq in self.recent
 
     def classify(self, seq: int, redelivered: bool = False, payload: Optional[bytes] = None,
-                 stamped: bool = False) -> str:
-        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one (`stamped`: has uptime_ms)."""
+                 stamped: bool = False, boot: bool = False) -> str:
+        """Return SEQ_*; every verdict but SEQ_DUPLICATE makes `seq` the last accepted one.
+
+        `stamped`: the line has uptime_ms; `boot`: its uptime says it is a new ESP boot's (EspTimeline).
+        """
         last = self.last
         known = self.recent.get(seq)
         if last is None:
             verdict = SEQ_FIRST
+        elif boot:
+            verdict = SEQ_RESTART
         elif seq == last:
             return SEQ_DUPLICATE
         elif seq == last + 1:
@@ -208,6 +352,16 @@ class Gap:
     opened_s: float
     next_ask_s: float
     holes: list[list[int]]
+    # The uptimes of the lines either side of the gap, when known: a line that fills it was measured between them.
+    uptime_after: Optional[int] = None
+    uptime_before: Optional[int] = None
+
+    def fits(self, uptime_ms: Optional[int]) -> bool:
+        """Whether a line with this uptime can be one the gap misses."""
+        if uptime_ms is None:
+            return True
+        return ((self.uptime_after is None or uptime_ms > self.uptime_after)
+                and (self.uptime_before is None or uptime_ms < self.uptime_before))
 
     def missing(self) -> int:
         """How many seqs are still missing."""
@@ -222,10 +376,18 @@ class GapBook:
         self.give_up_s = give_up_s
         self.gaps: list[Gap] = []
 
-    def open(self, first: int, last: int, step: int, now_s: float) -> Command:
-        """A new gap: ask for it now."""
-        self.gaps.append(Gap(first, last, step, now_s, now_s + self.retry_s, [[first, last]]))
+    def open(self, first: int, last: int, step: int, now_s: float,
+             uptimes: tuple[Optional[int], Optional[int]] = (None, None)) -> Command:
+        """A new gap (and the uptimes of the lines either side, when known): ask for it now."""
+        self.gaps.append(Gap(first, last, step, now_s, now_s + self.retry_s, [[first, last]], *uptimes))
         return Command(protocol.encode_replay(first, last))
+
+    def find(self, seq: int) -> Optional[Gap]:
+        """The gap that misses `seq`, or None."""
+        for gap in self.gaps:
+            if any(a <= seq <= b for a, b in gap.holes):
+                return gap
+        return None
 
     def fill(self, seq: int) -> Optional[Gap]:
         """Take `seq` out of the gap that misses it; that gap, or None when no gap misses it (a copy)."""
@@ -460,9 +622,17 @@ class RecorderCore:
     """
 
     def __init__(self, banc: str, step: int, *, fsync_interval_s: float, bms_timeout_s: float,
-                 start_s: float = 0.0) -> None:
+                 start_s: float = 0.0,
+                 ri_plausible_ohm: tuple[float, float] = record.RI_PLAUSIBLE_OHM_DEFAULT) -> None:
         self.topics = protocol.topics(banc)
         self.step = step
+        self.ri_plausible_ohm = ri_plausible_ohm
+        self.timeline = EspTimeline()
+        self.phase_candidate: Optional[tuple[int, int]] = None  # (a later phase the lines show, lines in a row)
+        self.esp_step_seen: Optional[int] = None  # field 12 of the latest line that had one
+        self.boot_times: collections.deque[float] = collections.deque()
+        self.live_since_s: Optional[float] = None  # when banc.py's marker came back
+        self.live_line_seen = False  # a live line since then
         self.fsync_interval_s = fsync_interval_s
         self.seq = SeqTracker()
         # The phase of the newest live row: a gap opened by the next line was measured in it
@@ -543,6 +713,8 @@ class RecorderCore:
         self.seq.last = last_seq
         self.seq.recent = dict(recent)
         self.last_row_step = last_row_step
+        if last_seq is not None:
+            self.timeline.ref = (last_seq, last_uptime_ms)
 
     @property
     def blocked(self) -> bool:
@@ -562,9 +734,10 @@ class RecorderCore:
             return False
         return True
 
-    def backlog_received(self) -> None:
+    def backlog_received(self, now: Optional[Instant] = None) -> None:
         """banc.py's marker came back: every line from now on is live, a sample of the ESP's clock."""
         self.live = True
+        self.live_since_s = now.mono_s if now is not None else 0.0
 
     def _event(self, kind: str, now: Instant, **fields: Any) -> Append:
         """One journal line; config.json shows it at the next save."""
@@ -572,61 +745,176 @@ class RecorderCore:
         return Append(JOURNAL, record.encode_event(kind, now.wall, **fields))
 
     def on_bms(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
-        """A bancN/bms/data message: validate, drop duplicates, append a data.csv row."""
+        """A bancN/bms/data message: validate, judge against the previous line, drop duplicates, append a data.csv row."""
         try:
             line = protocol.parse_bms_line(payload)
         except protocol.PayloadError as exc:
             return self.reject(now, self.topics.bms_data, str(exc), payload)
         if not self._admit():
             return []
+        effects = self._clock(now)
         previous_seq = self.seq.last
         if previous_seq is not None and line.seq < previous_seq and not self.seq.is_written(line.seq):
             # A line a gap misses, delivered late: a broker restored from its file sends what it
             # had saved after lines that came in since. Not an ESP reboot.
-            gap = self.gaps.fill(line.seq)
-            if gap is not None:
-                return self._fill_gap(payload, line, gap, now, "by the broker, late") + self._fed(now)
-        effects: list[Effect] = []
-        verdict = self.seq.classify(line.seq, redelivered, payload, stamped=line.uptime_ms is not None)
+            gap = self.gaps.find(line.seq)
+            if gap is not None and gap.fits(line.uptime_ms):
+                self.gaps.fill(line.seq)
+                return effects + self._fill_gap(payload, line, gap, now, "by the broker, late") + self._fed(now)
+        judged, why = self.timeline.judge(line, now.mono_s, self.live)
+        if judged == TL_IMPLAUSIBLE:
+            effects += self.reject(now, self.topics.bms_data, f"implausible: {why}", payload)
+            if self.live:
+                taken = self.timeline.hold(HeldLine(payload, line, redelivered))
+                if taken:
+                    effects += self._reanchor(taken, now)
+            return effects
+        return effects + self._accept(payload, line, redelivered, now, judged) + self._fed(now)
+
+    def _accept(self, payload: bytes, line: protocol.BmsLine, redelivered: bool, now: Instant,
+                judged: str) -> list[Effect]:
+        """A plausible line: a copy is counted, anything else written as the newest row of its boot."""
+        previous_seq = self.seq.last
+        verdict = self.seq.classify(line.seq, redelivered, payload, stamped=line.uptime_ms is not None,
+                                    boot=judged == TL_BOOT)
+        self.live_line_seen = self.live_line_seen or self.live
         if verdict == SEQ_DUPLICATE:
             self.counters["duplicate_count"] += 1
             self.summary_dirty = True
-        else:
-            if verdict == SEQ_RESTART:
-                effects += self._lost(self.gaps.drop_all(), now, "l'ESP a redémarré")
-            effects += self._esp_clock(line, verdict, now)
-            # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
-            effects.append(Append(DATA, self._row(payload, line, self.step, now)))
-            self.counters["rows_count"] += 1
-            if verdict == SEQ_GAP and previous_seq is not None:
-                gap_step = self.step if self.last_row_step is None else self.last_row_step
-                effects.append(self.gaps.open(previous_seq + 1, line.seq - 1, gap_step, now.mono_s))
-            self.last_row_step = self.step
-            if verdict == SEQ_GAP:
-                self.counters["seq_gap_count"] += 1
-            elif verdict == SEQ_RESTART:
-                self.counters["seq_restart_count"] += 1
-            self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
-                self.step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
-            )
-            self.last_row_at = now.wall
-            self.summary_dirty = True
-            if counter_lost and self.latch.raise_("capacity:held"):
-                held = self.capacity_ah or 0.0
-                effects += [
-                    Log(logging.WARNING, f"ESP capacity counter went back to {line.capacity_ah:.3f} Ah in phase 4; "
-                                         f"keeping {held:.3f} Ah"),
-                    Alert(f"Compteur de capacité de l'ESP remis à zéro en phase 4 : capacité mesurée "
-                          f"conservée ({held:.2f} Ah)"),
-                ]
-            if verdict in (SEQ_GAP, SEQ_RESTART):
-                log_it, suppressed = self.anomaly_log.allow(now.mono_s)
-                if suppressed:
-                    effects.append(Log(logging.INFO, f"{suppressed} more seq anomalies in the last minute"))
-                if log_it:
-                    what = "ESP restart" if verdict == SEQ_RESTART else "gap"
-                    effects.append(Log(logging.INFO, f"seq {line.seq} after {previous_seq}: {what}"))
-        return effects + self._fed(now)
+            return []
+        effects: list[Effect] = []
+        previous_uptime = self.timeline.ref[1] if self.timeline.ref is not None else None
+        if verdict == SEQ_RESTART:
+            effects += self._lost(self.gaps.drop_all(), now, "l'ESP a redémarré")
+            effects += self._boot_burst(now)
+        self.timeline.accept(line, now.mono_s, self.live, judged)
+        effects += self._esp_clock(line, verdict, now)
+        row_step = line.esp_step if line.esp_step in protocol.PHASES else self.step
+        # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
+        effects.append(Append(DATA, self._row(payload, line, row_step, now)))
+        self.counters["rows_count"] += 1
+        if verdict == SEQ_GAP and previous_seq is not None:
+            gap_step = self.step if self.last_row_step is None else self.last_row_step
+            effects.append(self.gaps.open(previous_seq + 1, line.seq - 1, gap_step, now.mono_s,
+                                          (previous_uptime, line.uptime_ms)))
+        self.last_row_step = row_step
+        if verdict == SEQ_GAP:
+            self.counters["seq_gap_count"] += 1
+        elif verdict == SEQ_RESTART:
+            self.counters["seq_restart_count"] += 1
+        self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
+            row_step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
+        )
+        self.last_row_at = now.wall
+        self.summary_dirty = True
+        if counter_lost and self.latch.raise_("capacity:held"):
+            held = self.capacity_ah or 0.0
+            effects += [
+                Log(logging.WARNING, f"ESP capacity counter went back to {line.capacity_ah:.3f} Ah in phase 4; "
+                                     f"keeping {held:.3f} Ah"),
+                Alert(f"Compteur de capacité de l'ESP remis à zéro en phase 4 : capacité mesurée "
+                      f"conservée ({held:.2f} Ah)"),
+            ]
+        if verdict in (SEQ_GAP, SEQ_RESTART):
+            log_it, suppressed = self.anomaly_log.allow(now.mono_s)
+            if suppressed:
+                effects.append(Log(logging.INFO, f"{suppressed} more seq anomalies in the last minute"))
+            if log_it:
+                what = "ESP restart" if verdict == SEQ_RESTART else "gap"
+                effects.append(Log(logging.INFO, f"seq {line.seq} after {previous_seq}: {what}"))
+        return effects + self._phase_from_line(line, now)
+
+    def _reanchor(self, taken: Sequence[HeldLine], now: Instant) -> list[Effect]:
+        """Lines rejected as implausible that agree with each other: the reference was wrong; they are written after all."""
+        first, last = taken[0].line.seq, taken[-1].line.seq
+        effects: list[Effect] = [
+            Log(logging.WARNING, f"{len(taken)} consecutive lines (seq {first}..{last}) contradicted the previous "
+                                 f"line (seq {self.seq.last}) and agree with each other: they are taken after all"),
+            Alert(f"Lignes BMS incohérentes avec la précédente (seq {self.seq.last}) : les {len(taken)} suivantes "
+                  f"(seq {first} à {last}) concordent, elles sont enregistrées ; vérifier l'ESP"),
+        ]
+        for held in taken:
+            judged = TL_NONE if held is taken[0] else TL_FORWARD
+            if held is taken[0] and held.line.uptime_ms is not None and self.boot_uptime_ms is not None \
+                    and held.line.uptime_ms < self.boot_uptime_ms:
+                judged = TL_BOOT  # its clock went back: a boot the previous line hid
+            effects += self._accept(held.payload, held.line, held.redelivered, now, judged)
+        return effects
+
+    def _phase_from_line(self, line: protocol.BmsLine, now: Instant) -> list[Effect]:
+        """A later phase that the lines show (field 12) and no step message announced: taken once confirmed.
+
+        PHASE_CONFIRM_LINES consecutive lines must say so (one garbled field never moves the
+        test); the phase is journaled as recovered from the lines, never moves backwards.
+        """
+        esp_step = line.esp_step
+        self.esp_step_seen = esp_step if esp_step is not None else self.esp_step_seen
+        if esp_step not in protocol.PHASES or esp_step <= self.step:
+            self.phase_candidate = None
+            return []
+        count = self.phase_candidate[1] + 1 if self.phase_candidate and self.phase_candidate[0] == esp_step else 1
+        self.phase_candidate = (esp_step, count)
+        if count < PHASE_CONFIRM_LINES:
+            return []
+        previous, self.phase_candidate = self.step, None
+        self.step = esp_step
+        self.bench_step_dirty = True
+        if esp_step == protocol.STEP_FINISHED:
+            self.ended = esp_step
+        return [self._event(record.EVENT_STEP, now, step=esp_step, recovered=record.STEP_RECOVERED_FROM_LINES,
+                            seq=line.seq),
+                Log(logging.WARNING, f"step {esp_step} recovered from the BMS lines (was {previous}): "
+                                     "its step message never arrived"),
+                Alert(f"Phase {esp_step} ({protocol.PHASE_NAMES[esp_step]}) déduite des lignes BMS : "
+                      "le message d'étape de l'ESP n'est pas arrivé")]
+
+    def _boot_burst(self, now: Instant) -> list[Effect]:
+        """Each ESP boot counted; an ESP that reboots again and again is reported once per burst."""
+        self.boot_times.append(now.mono_s)
+        while self.boot_times and self.boot_times[0] < now.mono_s - BOOT_BURST_S:
+            self.boot_times.popleft()
+        if len(self.boot_times) < BOOT_BURST_COUNT:
+            self.latch.clear("boots")
+            return []
+        if not self.latch.raise_("boots"):
+            return []
+        minutes = BOOT_BURST_S / 60
+        return [Log(logging.WARNING, f"the ESP rebooted {len(self.boot_times)} times within {minutes:.0f} min"),
+                Alert(f"L'ESP a redémarré {len(self.boot_times)} fois en moins de {minutes:.0f} min : "
+                      "vérifier son alimentation et son câblage")]
+
+    def _clock(self, now: Instant) -> list[Effect]:
+        """The wall anchor read at each event: a step of the Pi's clock is journaled, never followed (contract §3c)."""
+        self.wall_anchor.update(now.wall, now.mono_s)
+        step_s = self.wall_anchor.take_step()
+        if step_s is None:
+            return []
+        return [Append(JOURNAL, record.encode_event(record.EVENT_CLOCK_STEP, now.wall, delta_s=round(step_s, 3))),
+                Log(logging.WARNING, f"the Pi's wall clock stepped by {step_s:+.3f} s: measurement times keep "
+                                     "the monotonic clock")]
+
+    def on_retained(self, topic: str, payload: bytes, now: Instant) -> list[Effect]:
+        """A retained message on a topic the ESP publishes as news (contract §2): stored before we came, never acted on."""
+        return self.reject(now, topic, "retained: stored by the broker before this subscription, not news", payload)
+
+    def on_failure(self, topic: str, payload: bytes, error: BaseException, now: Instant) -> list[Effect]:
+        """A message whose handling raised: rejected as bad input (then acknowledged), never redelivered for ever."""
+        return [Log(logging.ERROR, f"handling a message on {safe_text(topic, 100)} failed: "
+                                   f"{type(error).__name__}: {safe_text(str(error), 200)}")] + \
+            self.reject(now, topic, f"not handled: {type(error).__name__}: {error}", payload)
+
+    def announce_step(self, now: Instant) -> Optional[int]:
+        """The step to announce to the ESP now that the backlog is in, or None to wait a little more.
+
+        Never an older phase than the ESP runs: banc.py waits up to ANNOUNCE_WAIT_S for a live line
+        telling the ESP's phase (field 12), and for a phase change seen once to be confirmed.
+        """
+        if self.ended is not None or self.live_since_s is None:
+            return None
+        waited = now.mono_s - self.live_since_s
+        if waited < ANNOUNCE_WAIT_S and (self.phase_candidate is not None or not self.live_line_seen):
+            return None
+        return self.step
 
     def _fed(self, now: Instant) -> list[Effect]:
         """A BMS line came: the watchdog is fed; a notice when it ends a silence."""
@@ -644,26 +932,37 @@ class RecorderCore:
             return self.reject(now, self.topics.bms_replay, str(exc), payload)
         if not self._admit():
             return []
-        gap = self.gaps.fill(line.seq)
+        effects = self._clock(now)
+        gap = self.gaps.find(line.seq)
+        if gap is not None and not gap.fits(line.uptime_ms):
+            return effects + self.reject(now, self.topics.bms_replay,
+                                         f"implausible: uptime_ms {line.uptime_ms} outside the gap it would fill",
+                                         payload)
         if gap is None:
             self.counters["duplicate_count"] += 1  # already written (or not asked for): never twice
             self.summary_dirty = True
-            return []
-        return self._fill_gap(payload, line, gap, now, "by the ESP's replay")
+            return effects
+        self.gaps.fill(line.seq)
+        return effects + self._fill_gap(payload, line, gap, now, "by the ESP's replay")
 
     def _fill_gap(self, payload: bytes, line: protocol.BmsLine, gap: Gap, now: Instant, how: str) -> list[Effect]:
         """Write a line a gap missed (already taken out of it), in the phase it was measured in."""
         self.seq.remember(line.seq, payload)
         self.counters["rows_count"] += 1
         self.summary_dirty = True
-        effects: list[Effect] = [Append(DATA, self._row(payload, line, gap.step, now))]
+        step = line.esp_step if line.esp_step in protocol.PHASES else gap.step
+        effects: list[Effect] = [Append(DATA, self._row(payload, line, step, now))]
         if not gap.holes:
             effects.append(Log(logging.INFO, f"seq {gap.first}..{gap.last}: gap filled {how}"))
         return effects
 
     def _row(self, payload: bytes, line: protocol.BmsLine, step: int, now: Instant) -> bytes:
-        """The data.csv row of a line: measured_at from the ESP's clock when its boot has an estimate, else the receipt."""
-        measured = now.wall
+        """The data.csv row of a line: measured_at from the ESP's clock when its boot has an estimate, else the receipt.
+
+        Both on the steady wall anchor: a step of the Pi's clock moves neither (contract §3c).
+        """
+        self.wall_anchor.update(now.wall, now.mono_s)
+        measured = self.wall_anchor.wall(now.mono_s, now.wall)
         offset = self.clock.offset_s
         if line.uptime_ms is not None and offset is not None:
             # From a steady wall anchor: the jitter between reading two clocks never moves a stamp.
@@ -671,7 +970,7 @@ class RecorderCore:
                 measured = esp_clock.measured_wall(offset, line.uptime_ms,
                                                    self.wall_anchor.update(now.wall, now.mono_s), now.wall)
             except (OverflowError, ValueError):  # an uptime (valid up to 2**63-1 ms) past any calendar
-                measured = now.wall
+                pass
         return record.format_data_row(record.iso(now.wall, millis=True), step, bms_fields(payload),
                                       line.uptime_ms, record.iso(measured, millis=True), self.data_width)
 
@@ -688,7 +987,7 @@ class RecorderCore:
             self.saved_offset_ms = None
             effects.append(Append(JOURNAL, record.encode_event(
                 record.EVENT_ESP_BOOT, now.wall, row_t=record.iso(now.wall, millis=True), seq=line.seq,
-                uptime_ms=uptime)))
+                uptime_ms=uptime, boot=self.boot)))
         self.boot_uptime_ms = uptime
         if not self.live:
             return effects
@@ -737,6 +1036,11 @@ class RecorderCore:
             return self.reject(now, self.topics.step, str(exc), payload)
         if not self._admit():
             return []
+        return self._clock(now) + self._step(step, redelivered, now)
+
+    def _step(self, step: int, redelivered: bool, now: Instant) -> list[Effect]:
+        if self.phase_candidate is not None and step >= self.phase_candidate[0]:
+            self.phase_candidate = None  # the message came after all
         previous = self.step
         if step == protocol.STEP_STOP:
             self.ended = step
@@ -765,6 +1069,12 @@ class RecorderCore:
             return self.reject(now, self.topics.ri_results, str(exc), payload)
         if not self._admit():
             return []
+        low, high = self.ri_plausible_ohm
+        absurd = [f"{key} {results[key]:g} Ω" for key in protocol.RI_KEYS
+                  if key in results and not record.ri_plausible(results[key], self.ri_plausible_ohm)]
+        if absurd:
+            return self.reject(now, self.topics.ri_results,
+                               f"implausible: {', '.join(absurd)} outside [{low:g}, {high:g}] Ω", payload)
         if redelivered and results in self.recent_ri:
             # The broker re-sent (DUP) a result this journal already holds: a kill or a lost
             # connection came between its fsync and its acknowledgement. Counting it again
@@ -796,7 +1106,7 @@ class RecorderCore:
 
     def tick(self, now: Instant, connected_since_s: Optional[float]) -> list[Effect]:
         """Periodic work: BMS watchdog, write retries (every WRITE_RETRY_INTERVAL_S), fsync, config.json saves."""
-        effects: list[Effect] = []
+        effects: list[Effect] = self._clock(now)
         silence = None if self.ended is not None else self.watchdog.check(now.mono_s, connected_since_s)
         if silence is not None:
             effects += [

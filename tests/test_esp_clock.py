@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+import analysis
 import esp_clock
 import record
 from esp_clock import OffsetEstimator
@@ -71,24 +72,33 @@ def test_a_seeded_offset_stamps_a_backlog_without_any_sample() -> None:
     assert estimator.offset_s == pytest.approx(BOOT_S, abs=1e-6)
 
 
-def test_a_wall_clock_step_moves_the_journal_offset_not_the_estimate() -> None:
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0, 0.5, -86400.0 * 365])
+def test_a_wall_clock_step_moves_neither_the_estimate_nor_the_stamps_and_is_reported_once(step_s: float) -> None:
+    # Contract v3 §3c (it used to move the anchor, and every stamp after it, by the step).
     estimator = OffsetEstimator()
     feed(estimator, 60, lambda t: 0.002)
     offset = estimator.offset_s
     assert offset is not None
     mono = BOOT_S + 60
-    before = esp_clock.offset_wall_ms(offset, esp_clock.wall_minus_mono_s(T0, mono))
-    stepped = T0 + timedelta(hours=1)  # NTP sets the Pi's clock an hour later
     anchor = esp_clock.WallAnchor()
-    anchor.update(T0, mono)
-    stepped_anchor = anchor.update(stepped, mono)  # a real step moves the anchor
-    assert esp_clock.offset_wall_ms(offset, stepped_anchor) - before == 3600_000
-    # A line measured 2 s before receipt is 2 s before receipt on either clock.
-    uptime_ms = round((mono - 2.0 - offset) * 1000)
-    assert esp_clock.measured_wall(offset, uptime_ms, stepped_anchor, stepped) == pytest.approx(
-        stepped - timedelta(seconds=2), abs=timedelta(milliseconds=1))
-    assert esp_clock.offset_mono_s(esp_clock.offset_wall_ms(offset, stepped_anchor), stepped_anchor) == pytest.approx(
-        offset, abs=1e-3)
+    before = anchor.update(T0, mono)
+    stepped = T0 + timedelta(seconds=1 + step_s)  # a second later, the clock set by NTP or by hand
+    assert anchor.update(stepped, mono + 1) == before
+    assert anchor.take_step() == pytest.approx(step_s, abs=1e-6)
+    assert anchor.take_step() is None  # reported once
+    uptime_ms = round((mono + 1 - 2.0 - offset) * 1000)  # measured 2 s before this receipt
+    assert esp_clock.measured_wall(offset, uptime_ms, before, stepped) == pytest.approx(
+        T0 + timedelta(seconds=1 - 2), abs=timedelta(milliseconds=1))
+    assert anchor.wall(mono + 1, stepped) == T0 + timedelta(seconds=1)
+
+
+def test_the_wall_anchor_follows_a_slew_but_not_read_jitter() -> None:
+    anchor = esp_clock.WallAnchor()
+    first = anchor.update(T0, BOOT_S)
+    for k in range(1, 101):  # NTP slews the clock 500 ppm for 100 s: 50 ms in all
+        anchor.update(T0 + timedelta(seconds=k * (1 + 500e-6)), BOOT_S + k)
+    assert anchor.take_step() is None
+    assert anchor.value_s == pytest.approx(first + 0.05, abs=esp_clock.WALL_STEP_S)
 
 
 def test_the_wall_anchor_ignores_read_jitter_so_stamps_1000_ms_apart_stay_1000_ms_apart() -> None:
@@ -116,3 +126,61 @@ def test_a_seed_contradicted_by_live_lines_is_dropped_unless_the_clock_runs_fast
         assert estimator.offset_s == pytest.approx(BOOT_S + 3600.0, abs=0.01)
     else:
         assert estimator.offset_s == pytest.approx(BOOT_S + 0.004, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- the journal's boots, read back
+
+UNIX0 = 1_700_000_000
+
+
+def at_s(s: float) -> datetime:
+    return datetime.fromtimestamp(UNIX0 + s, tz=record.LOCAL_TZ)
+
+
+def three_boots(numbered: bool) -> tuple[bytes, list[bytes]]:
+    """data.csv and journal lines of 3 ESP boots (at 7, 100 and 200 s): each a backlog of 2 lines stamped
+    at receipt, then a live line that gave the boot its offset."""
+    def stamp(s: float) -> str:
+        return record.iso(at_s(s), millis=True)
+
+    rows = [",".join(record.DATA_CSV_HEADER)]
+    journal = [record.encode_event(record.EVENT_START, at_s(0), serial="RW-ab12cd", banc="banc1",
+                                   first_handle=stamp(0))]
+    for k, booted in enumerate((7.0, 100.0, 200.0)):
+        received = booted + 10.0
+        for seq, uptime in ((0, 1000), (1, 2000)):  # the backlog: measured_at = receipt
+            t = received + seq / 1000
+            rows.append(f"{stamp(t)},3,{seq},52.1,-10.0,50.0,25.0,1.0,51.2,3250,3270,0,{uptime},{stamp(t)}")
+        live = received + 0.010
+        rows.append(f"{stamp(live)},3,2,52.1,-10.0,50.0,25.0,1.0,51.2,3250,3270,0,9000,{stamp(booted + 9.0)}")
+        number = {"boot": k} if numbered else {}
+        journal.append(record.encode_event(record.EVENT_ESP_BOOT, at_s(received), row_t=stamp(received), seq=0,
+                                           uptime_ms=1000, **number))
+        journal.append(record.encode_event(record.EVENT_ESP_CLOCK, at_s(live), boot=k,
+                                           offset_ms=round((UNIX0 + booted) * 1000)))
+    return ("\n".join(rows) + "\n").encode(), journal
+
+
+def measured_by_receipt(raw: bytes, journal: list[bytes]) -> dict[float, float]:
+    data = analysis.parse_data_csv(raw, record.fold_events(record.parse_events(b"".join(journal))[0]).esp_boots)
+    assert data.received_s is not None
+    return {round(float(r) - UNIX0, 3): round(float(m) - UNIX0, 3) for r, m in zip(data.received_s, data.unix_s)}
+
+
+def test_an_unreadable_boot_line_leaves_the_later_boots_offsets_on_their_own_rows() -> None:
+    raw, journal = three_boots(numbered=True)
+    journal[3] = b'{"t":"2023-11-14T23:15:\x00\x00\x00\n'  # boot 1's line, garbled
+    assert record.parse_events(b"".join(journal))[1] == 1
+    assert measured_by_receipt(raw, journal) == {
+        17.0: 8.0, 17.001: 9.0, 17.01: 16.0,  # boot 0: its backlog recomputed from its offset
+        110.0: 110.0, 110.001: 110.001, 110.01: 109.0,  # boot 1 (no line): its rows keep their stamps
+        210.0: 201.0, 210.001: 202.0, 210.01: 209.0,  # boot 2: its own offset, not boot 1's
+    }
+
+
+def test_a_journal_without_boot_numbers_still_recomputes_every_boot() -> None:
+    raw, old = three_boots(numbered=False)
+    expected = {17.0: 8.0, 17.001: 9.0, 17.01: 16.0, 110.0: 101.0, 110.001: 102.0, 110.01: 109.0,
+                210.0: 201.0, 210.001: 202.0, 210.01: 209.0}
+    assert measured_by_receipt(raw, old) == expected
+    assert measured_by_receipt(raw, three_boots(numbered=True)[1]) == expected

@@ -570,7 +570,7 @@ def test_live_lines_estimate_the_offset_and_a_backlog_is_spaced_as_measured() ->
     core = new_core()
     # Before the marker: the first line of a boot is journaled, stamped at receipt (no estimate yet).
     effects = core.on_bms(bms11(0, 5_000), False, at(10.0))
-    assert effects[0] == event(record.EVENT_ESP_BOOT, 10.0, row_t=iso_at(10.0), seq=0, uptime_ms=5_000)
+    assert effects[0] == event(record.EVENT_ESP_BOOT, 10.0, row_t=iso_at(10.0), seq=0, uptime_ms=5_000, boot=0)
     assert row_times(effects) == [(0, iso_at(10.0), iso_at(10.0))]
     core.backlog_received()
     # Live: uptime 6 s received at 11.02 s: the ESP booted at 5.02 s at the latest.
@@ -586,14 +586,26 @@ def test_live_lines_estimate_the_offset_and_a_backlog_is_spaced_as_measured() ->
 
 
 def test_an_uptime_past_any_calendar_is_written_at_its_receipt_time() -> None:
+    # The first line of a boot has nothing to be judged against: its measurement time (past any
+    # calendar) cannot be computed and the receipt stands in, without an OverflowError.
+    core = new_core()
+    effects = core.on_bms(bms11(0, 2**63 - 1), False, at(3))  # the contract's largest uptime_ms
+    assert row_times(effects) == [(0, iso_at(3), iso_at(3))]
+
+
+def test_an_uptime_years_ahead_of_the_previous_line_is_rejected_as_implausible() -> None:
+    # Contract v3 §3c: in a running boot such a line is garbled, not a measurement to stamp (it
+    # used to be written at its receipt time, and to start a spurious new ESP boot for the next line).
     core = new_core()
     core.backlog_received()
     for seq in range(20):  # past the estimator's warm-up: the offset no longer jumps
         core.on_bms(bms11(seq, seq * 1000), False, at(seq))
-    effects = core.on_bms(bms11(20, 2**63 - 1), False, at(20))  # the contract's largest uptime_ms
-    assert row_times(effects) == [(20, iso_at(20), iso_at(20))]
+    effects = core.on_bms(bms11(20, 2**63 - 1), False, at(20))
+    assert row_times(effects) == []
+    assert [e for e in of_type(effects, Append) if e.file == REJECTED][0].data.count(b"implausible") == 1
     assert row_times(core.on_bms(bms11(21, 21_000), False, at(21))) == [(21, iso_at(21), iso_at(21))]
-    assert core.seq.last == 21 and core.counters["rows_count"] == 22
+    assert core.seq.last == 21 and core.counters["rows_count"] == 21
+    assert core.counters["seq_restart_count"] == 0 and core.boots_seen == 1
 
 
 def test_a_restarted_core_stamps_the_backlog_from_the_journal_offset() -> None:
@@ -611,7 +623,7 @@ def test_an_esp_reboot_starts_a_new_boot_without_an_estimate() -> None:
     core.backlog_received()
     core.on_bms(bms11(40, 40_000), False, at(40.0))
     effects = core.on_bms(bms11(0, 900), False, at(50.0))  # seq and uptime restarted
-    assert effects[0] == event(record.EVENT_ESP_BOOT, 50.0, row_t=iso_at(50.0), seq=0, uptime_ms=900)
+    assert effects[0] == event(record.EVENT_ESP_BOOT, 50.0, row_t=iso_at(50.0), seq=0, uptime_ms=900, boot=1)
     assert effects[1] == event(record.EVENT_ESP_CLOCK, 50.0, boot=1, offset_ms=round(at(49.1).wall.timestamp() * 1000))
     assert counters(core)[4] == 1
 
