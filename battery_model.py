@@ -21,7 +21,7 @@ import bisect
 import collections
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import protocol
@@ -450,9 +450,14 @@ class StepChanged:
 
 @dataclass(frozen=True)
 class RiMeasured:
-    """One pulse's results: publish on bancX/ri/results."""
+    """One pulse's results: publish `payload()` on bancX/ri/results."""
 
     values: dict
+    text: Optional[str] = None  # the JSON as sent, when a fault makes it other than encode_ri_results(values)
+
+    def payload(self) -> str:
+        """The JSON text the firmware publishes."""
+        return protocol.encode_ri_results(self.values) if self.text is None else self.text
 
 
 @dataclass(frozen=True)
@@ -465,6 +470,22 @@ class SecurityAlert:
 Event = Union[StepChanged, RiMeasured, SecurityAlert]
 
 HISTORY_LINES = 3600  # BMS lines the firmware keeps in RAM for replays: one hour at 1 Hz (contract §3a)
+
+# Contract versions a firmware can speak (docs/protocole.md §2): v1 sends 10 fields and keeps no
+# lines for replays, v2 adds uptime_ms (11th field) and the replay ring, v3 adds esp_step (12th).
+CONTRACTS: tuple[int, ...] = (1, 2, 3)
+CONTRACT_LATEST = CONTRACTS[-1]
+
+# Fault injection, one line garbled on its way out (the ring keeps the line as measured):
+SEQ_BITFLIP = "seq-bitflip"  # seq with one high bit flipped
+UPTIME_GARBLED = "uptime-garbled"  # uptime_ms years ahead
+LINE_GLITCHES: tuple[str, ...] = (SEQ_BITFLIP, UPTIME_GARBLED)
+SEQ_BITFLIP_BIT = 20  # seq ^ 2**20: a million lines ahead, 12 days at 1 Hz
+UPTIME_GARBLED_BIT = 40  # uptime_ms ^ 2**40: about 35 years ahead
+# Pulse results no 16S pack gives, yet accepted by the contract's own range (0, RI_MAX_OHM]...
+ABSURD_RI_OHM: tuple[float, ...] = (1e-9, 10.0)
+# ...and one whose number is too large for a float: 1 followed by 400 zeros, written literally.
+OVERFLOW_RI_TEXT = '{"ri_discharge": 1' + "0" * 400 + "}"
 
 IDLE = "idle"  # powered, no test engaged
 RUNNING = "running"
@@ -540,8 +561,12 @@ class BenchFirmware:
     """
 
     def __init__(
-        self, pack_params: PackParams, sequence: Optional[SequenceParams] = None, connected: bool = True
+        self, pack_params: PackParams, sequence: Optional[SequenceParams] = None, connected: bool = True,
+        contract: int = CONTRACT_LATEST,
     ) -> None:
+        if contract not in CONTRACTS:
+            raise ValueError(f"unknown contract version: {contract!r} (one of {CONTRACTS})")
+        self.contract = contract  # what this firmware sends (CONTRACTS): an older one can be emulated
         self.pack_params = pack_params
         self.seq_params = (sequence or SequenceParams()).resolve(pack_params.capacity_ah)
         self.rng = random.Random(f"firmware:{pack_params.seed}")
@@ -554,6 +579,7 @@ class BenchFirmware:
         self.boot_clock_s = 0.0  # clock_s at the last boot: uptime_ms counts from it
         # The last HISTORY_LINES BMS lines, in RAM (lost at a reboot), for `replay` (contract §3a).
         self.history: collections.deque[protocol.BmsLine] = collections.deque(maxlen=HISTORY_LINES)
+        self._glitches: collections.deque[str] = collections.deque()  # LINE_GLITCHES for the next lines
         self.connected = connected
         self._lost_at_s: Optional[float] = None if connected else 0.0
         self._boot()
@@ -599,6 +625,23 @@ class BenchFirmware:
     def engaged(self) -> bool:
         """True while a test runs: BMS lines are published once per second."""
         return self.state == RUNNING
+
+    @property
+    def esp_step(self) -> int:
+        """The phase in force now, as field 12 reports it (protocol.ESP_STEPS).
+
+        0 idle: booted, no test engaged and none suspended (an `end` received while idle is
+        acknowledged with 9 on bancX/step but leaves the firmware idle); the running phase 1..4;
+        5 once the test is finished; 9 stopped with a test suspended (end of day, a safety
+        trip, a lost broker, a reboot during a phase), waiting for a command.
+        """
+        if self.state == RUNNING:
+            return self.phase
+        if self.state == FINISHED:
+            return protocol.STEP_FINISHED
+        if self.state == STOPPED:
+            return protocol.STEP_STOP
+        return protocol.ESP_STEP_IDLE
 
     def take_pending(self) -> list[Event]:
         """Events produced outside advance/command (e.g. after a reboot)."""
@@ -720,7 +763,12 @@ class BenchFirmware:
         return self._noisy(i, self.seq_params.current_noise_a + 0.001 * abs(i))
 
     def measure(self) -> protocol.BmsLine:
-        """The BMS line of this second; `seq` goes up by one per line."""
+        """The BMS line of this second; `seq` goes up by one per line.
+
+        The fields follow `contract`: uptime_ms from v2, esp_step (the phase in force at the
+        measurement) from v3. The ring keeps the line as measured; a glitch queued by
+        `garble_next_line` changes only the line returned, the one that goes on the wire.
+        """
         p = self.seq_params
         cells = [self._noisy(v * 1000.0, p.cell_noise_mv) for v in self.pack.cell_voltages()]
         line = protocol.BmsLine(
@@ -734,11 +782,50 @@ class BenchFirmware:
             cell_min_mv=min(cells),
             cell_max_mv=max(cells),
             balancing=1 if self.pack.balancing else 0,
-            uptime_ms=self.uptime_ms,
+            uptime_ms=self.uptime_ms if self.contract >= 2 else None,
+            esp_step=self.esp_step if self.contract >= 3 else None,
         )
         self.seq += 1
-        self.history.append(line)
+        if self.contract >= 2:  # the replay ring came with contract v2
+            self.history.append(line)
+        if self._glitches:
+            return self._garble(line, self._glitches.popleft())
         return line
+
+    def garble_next_line(self, kind: str) -> None:
+        """Fault injection: the next line measured leaves garbled once (`kind` in LINE_GLITCHES).
+
+        `seq-bitflip`: its seq has bit SEQ_BITFLIP_BIT flipped; `uptime-garbled`: its uptime_ms
+        has bit UPTIME_GARBLED_BIT flipped, decades ahead (needs contract v2). The counters are
+        untouched, so the lines after it are normal, and the ring holds the true line: a replay
+        of its real seq sends it right.
+        """
+        if kind not in LINE_GLITCHES:
+            raise ValueError(f"unknown line glitch: {kind!r}")
+        if kind == UPTIME_GARBLED and self.contract < 2:
+            raise ValueError("uptime-garbled needs uptime_ms (contract v2 or later)")
+        self._glitches.append(kind)
+
+    @staticmethod
+    def _garble(line: protocol.BmsLine, kind: str) -> protocol.BmsLine:
+        if kind == SEQ_BITFLIP:
+            return replace(line, seq=line.seq ^ (1 << SEQ_BITFLIP_BIT))
+        assert line.uptime_ms is not None  # checked by garble_next_line
+        return replace(line, uptime_ms=line.uptime_ms ^ (1 << UPTIME_GARBLED_BIT))
+
+    def absurd_ri_results(self) -> list[RiMeasured]:
+        """Fault injection: three pulse results to publish now, none a battery gives.
+
+        A discharge Ri of 1e-9 ohm and a charge Ri of 10 ohm (both inside the contract's range,
+        outside any plausible one), then OVERFLOW_RI_TEXT, a number too large for a float.
+        """
+        temperature_c = round(self.pack.temperature_c, 2)
+        low, high = ABSURD_RI_OHM
+        return [
+            RiMeasured({"ri_discharge": low, "temperature_c": temperature_c}),
+            RiMeasured({"ri_charge": high, "temperature_c": temperature_c}),
+            RiMeasured({"ri_discharge": 10**400}, text=OVERFLOW_RI_TEXT),
+        ]
 
     @property
     def uptime_ms(self) -> int:
@@ -746,7 +833,11 @@ class BenchFirmware:
         return round((self.clock_s - self.boot_clock_s) * 1000.0)
 
     def replay(self, first: int, last: int) -> list[protocol.BmsLine]:
-        """The lines `first`..`last` (seq, inclusive) still held in RAM, unchanged, oldest first."""
+        """The lines `first`..`last` (seq, inclusive) still held in RAM, unchanged, oldest first.
+
+        Unchanged means as measured, esp_step included: the phase of the line's measurement,
+        not the phase now. A contract v1 firmware keeps no lines: nothing comes back.
+        """
         return [line for line in self.history if first <= line.seq <= last]
 
     # ----------------------------------------------------------------- dynamics
@@ -899,6 +990,15 @@ def run_until(firmware: BenchFirmware, predicate, dt_s: float, limit_s: float) -
 
 
 __all__ = [
+    "ABSURD_RI_OHM",
+    "CONTRACTS",
+    "CONTRACT_LATEST",
+    "LINE_GLITCHES",
+    "OVERFLOW_RI_TEXT",
+    "SEQ_BITFLIP",
+    "SEQ_BITFLIP_BIT",
+    "UPTIME_GARBLED",
+    "UPTIME_GARBLED_BIT",
     "BenchFirmware",
     "Cell",
     "LfpPack",

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Simulated ESP32 benches: a physical 16S LFP model behind the real MQTT protocol.
 
-    python simulator.py [--bancs 1,2] [--speed 100] [--capacity-ah 100] [--ri-ohm 0.02]
-                        [--fault bms-silence|garbage|disconnect|over-temperature|reboot|drop]
+    python simulator.py [--bancs 1,2] [--speed 100] [--capacity-ah 100] [--ri-ohm 0.02] [--firmware v3|v2|v1]
+                        [--fault bms-silence|garbage|disconnect|over-temperature|reboot|drop|seq-bitflip
+                                 |uptime-garbled|reboot-loop|ri-absurd|retained-step]
 
 Each bench is its own MQTT client (client id `esp32_sim_bancN`, birth `online` / last
 will `offline` retained on bancN/esp/status), exactly like one ESP32 per bench. The
@@ -10,9 +11,16 @@ physics and the firmware's test sequence live in `battery_model.py` (pure, unit 
 this file only moves messages and paces the simulated clock: physics steps of `--dt`
 simulated seconds, one BMS line per simulated second, `--speed` simulated seconds per
 real second. Each line carries the ESP's `uptime_ms` on the simulated clock, so an
-accelerated test has its real durations; the firmware keeps its last 3600 lines and
-re-sends them on bancN/bms/replay when banc.py asks (`replay FIRST LAST`). The `drop` fault
-loses one line in DROP_EVERY on the way, for the replay to fill.
+accelerated test has its real durations, and `esp_step`, the phase the firmware was in when
+it measured the line (contract v3: 12 fields; `--firmware v2` sends 11 fields, `v1` 10
+fields and answers no replay); the firmware keeps its last 3600 lines and re-sends them on
+bancN/bms/replay when banc.py asks (`replay FIRST LAST`). The `drop` fault loses one line in
+DROP_EVERY on the way, for the replay to fill.
+
+Faults (`--fault`, FAULT_HELP): the single-line ones (`seq-bitflip`, `uptime-garbled`) and
+the absurd Ri results (`ri-absurd`) are made by BenchFirmware; `reboot-loop` and
+`retained-step` live here, in the shell: a real firmware sends no BMS line between a reboot
+and the next command, and never publishes a retained message on bancN/step.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import queue
 import signal
 import socket
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -33,6 +42,8 @@ from typing import Any, Optional
 import protocol
 import utils
 from battery_model import (
+    CONTRACTS,
+    LINE_GLITCHES,
     BenchFirmware,
     Event,
     PackParams,
@@ -44,7 +55,34 @@ from battery_model import (
 
 logger = logging.getLogger("simulator")
 
-FAULTS: tuple[str, ...] = ("bms-silence", "garbage", "disconnect", "over-temperature", "reboot", "drop")
+FAULTS: tuple[str, ...] = ("bms-silence", "garbage", "disconnect", "over-temperature", "reboot", "drop",
+                           *LINE_GLITCHES, "reboot-loop", "ri-absurd", "retained-step")
+# What each fault does, for --help (French, like the other options).
+FAULT_HELP: dict[str, str] = {
+    "bms-silence": "plus aucune ligne BMS envoyée pendant --fault-duration (le seq continue, le trou se voit)",
+    "garbage": "pendant --fault-duration : une ligne BMS illisible toutes les 3, un résultat Ri illisible tous les 10",
+    "disconnect": "lien MQTT coupé sans DISCONNECT pendant --fault-duration (dernière volonté ; état sûr après "
+                  "--safe-timeout-s)",
+    "over-temperature": "la batterie chauffe de 0,1 K/s jusqu'à la coupure de sécurité à 55 °C",
+    "reboot": "l'ESP redémarre : seq et uptime_ms repartent de 0, alerte et 9, attente d'une commande",
+    "drop": "pendant --fault-duration, une ligne sur 7 perdue en route (le renvoi la comble)",
+    "seq-bitflip": "une seule ligne dont le seq a le bit 20 inversé (seq ^ 2**20), puis des lignes normales ; "
+                   "l'anneau garde la vraie ligne, un renvoi de son seq la redonne",
+    "uptime-garbled": "une seule ligne dont uptime_ms a le bit 40 inversé (environ 35 ans d'avance), puis des "
+                      "lignes normales ; l'anneau garde la vraie (pas avec --firmware v1)",
+    "reboot-loop": "l'ESP redémarre --fault-count fois de suite ; chaque démarrage (alerte et 9 comme un "
+                   "redémarrage) envoie une seule ligne BMS (seq 0, champ 12 = 9) ; le dernier reste en attente "
+                   "d'une commande (fait par le simulateur : un vrai firmware n'envoie pas de ligne à l'arrêt)",
+    "ri-absurd": "trois résultats Ri aussitôt : 1e-9 ohm, 10 ohm, et un nombre trop grand pour un float "
+                 "({\"ri_discharge\": 1 suivi de 400 zéros})",
+    "retained-step": "avant le test, à la première connexion : un « 5 » publié une fois RETENU sur bancN/step "
+                     "(aucun ESP ne le fait ; il reste sur le broker ; lancer banc.py après pour qu'il le reçoive "
+                     "marqué retenu ; fait par le simulateur, pas par le firmware)",
+}
+assert set(FAULT_HELP) == set(FAULTS)
+REBOOT_LOOP_COUNT = 3  # reboots of the reboot-loop fault unless --fault-count says otherwise
+RETAINED_STEP = protocol.STEP_FINISHED  # the step of the retained-step fault: applied, it would close the test
+FIRMWARES: dict[str, int] = {f"v{n}": n for n in CONTRACTS}  # --firmware: the contract version emulated
 DROP_EVERY = 7  # the drop fault loses every 7th BMS line while it lasts
 KEEPALIVE_S = 15
 MIN_OFFLINE_REAL_S = 0.5  # a dropped link stays down at least this long, so the broker and observers see it
@@ -87,6 +125,7 @@ class FaultPlan:
     at_s: float
     duration_s: float
     bancs: frozenset[int]
+    count: int = REBOOT_LOOP_COUNT  # reboot-loop: reboots in a row, each boot sending one line
 
 
 class SimulatedEsp:
@@ -120,6 +159,7 @@ class SimulatedEsp:
         self.fault_state = "pending"  # pending -> active -> done
         self.fault_started_s = 0.0
         self.garbage_index = 0
+        self.boots_left = 0  # reboot-loop: boots still to send their one line
         self.nurse_published: list[Optional[int]] = [None] * protocol.NURSE_COUNT
         self.lines_published = 0
         self.seconds = 0  # simulated seconds ticked
@@ -207,6 +247,12 @@ class SimulatedEsp:
         self.firmware.set_connected(up)
         if up:
             logger.info("%s: connected to %s:%s", self.name, self.host, self.port)
+            if self.fault is not None and self.fault.mode == "retained-step" and self.fault_state == "pending":
+                # Not the firmware: a retained step left on the broker before the test (one publish).
+                self.fault_state = "done"
+                logger.warning("%s: injecting fault retained-step: %s retained on %s",
+                               self.name, RETAINED_STEP, self.topics.step)
+                self._send_raw(self.topics.step, protocol.encode_step(RETAINED_STEP).encode(), retain=True)
             self.nurse_published = [None] * protocol.NURSE_COUNT
             self._publish_events(self.firmware.take_pending())
             while self.outbox and self.link_up:
@@ -246,7 +292,7 @@ class SimulatedEsp:
                 topic, text = self.topics.step, protocol.encode_step(event.step)
                 logger.info("%s: step %s", self.name, event.step)
             elif isinstance(event, RiMeasured):
-                topic, text = self.topics.ri_results, protocol.encode_ri_results(event.values)
+                topic, text = self.topics.ri_results, event.payload()
                 logger.info("%s: Ri results %s", self.name, text)
             elif isinstance(event, SecurityAlert):
                 topic, text = self.topics.security, protocol.encode_security(event.message)
@@ -306,9 +352,16 @@ class SimulatedEsp:
                 self.drop_connection()
                 self.reconnect_at = now_real + max(fault.duration_s / self.speed, MIN_OFFLINE_REAL_S)
             elif fault.mode == "reboot":
-                self.drop_connection()
-                self.firmware.reboot()
-                self.reconnect_at = now_real + max(REBOOT_S / self.speed, MIN_OFFLINE_REAL_S)
+                self._reset(now_real)
+                self.fault_state = "done"
+            elif fault.mode == "reboot-loop":
+                self.boots_left = fault.count
+                self._reset(now_real)
+            elif fault.mode in LINE_GLITCHES:
+                self.firmware.garble_next_line(fault.mode)  # this second's line
+                self.fault_state = "done"
+            elif fault.mode == "ri-absurd":
+                self._publish_events(self.firmware.absurd_ri_results())
                 self.fault_state = "done"
             elif fault.mode == "over-temperature":
                 assert self.firmware.pack.params.heat_capacity_j_per_k is not None  # filled by __post_init__
@@ -322,6 +375,8 @@ class SimulatedEsp:
             elif fault.mode == "disconnect":
                 if self.reconnect_at is None:
                     self.fault_state = "done"
+            elif fault.mode == "reboot-loop":
+                self._reboot_loop_turn(now_real)
             elif clock - self.fault_started_s >= fault.duration_s:
                 self.fault_state = "done"
                 logger.warning("%s: fault %s over", self.name, fault.mode)
@@ -329,6 +384,26 @@ class SimulatedEsp:
         if self._fault_active("drop"):
             return self.firmware.seq % DROP_EVERY == DROP_EVERY - 1
         return self._fault_active("bms-silence")
+
+    def _reset(self, now_real: float) -> None:
+        """The ESP resets: the link drops without DISCONNECT, the firmware reboots, it reconnects later."""
+        self.drop_connection()
+        self.firmware.reboot()
+        self.reconnect_at = now_real + max(REBOOT_S / self.speed, MIN_OFFLINE_REAL_S)
+
+    def _reboot_loop_turn(self, now_real: float) -> None:
+        """reboot-loop: once a boot is back online (its alert and 9 sent), its one line, then the next reset."""
+        if self.reconnect_at is not None or not self.link_up:
+            return
+        line = self.firmware.measure()  # seq 0, esp_step 9: the firmware is stopped after the reboot
+        if self._send(self.topics.bms_data, protocol.encode_bms_line(line)):
+            self.lines_published += 1
+        self.boots_left -= 1
+        if self.boots_left > 0:
+            self._reset(now_real)
+        else:
+            self.fault_state = "done"
+            logger.warning("%s: fault reboot-loop over", self.name)
 
     def _send_garbage(self) -> None:
         """During the garbage fault: a malformed BMS payload every 3rd line, a bad Ri result every 10th."""
@@ -340,10 +415,10 @@ class SimulatedEsp:
         if k % 10 == 0:
             self._send_raw(self.topics.ri_results, GARBAGE_RI_PAYLOADS[(k // 10) % len(GARBAGE_RI_PAYLOADS)])
 
-    def _send_raw(self, topic: str, payload: bytes) -> None:
+    def _send_raw(self, topic: str, payload: bytes, retain: bool = False) -> None:
         client = self.client
         if client is not None and client.is_connected():
-            client.publish(topic, payload, qos=protocol.qos_for(topic))
+            client.publish(topic, payload, qos=protocol.qos_for(topic), retain=retain)
 
 
 class Simulator:
@@ -432,9 +507,17 @@ def _positive(kind: type) -> Any:
 
 def build_parser(settings: utils.Settings) -> argparse.ArgumentParser:
     """Command-line options (defaults from utils.get_settings())."""
+    width = max(map(len, FAULTS)) + 4
+    faults = "\n".join(
+        textwrap.fill(FAULT_HELP[name], 100, initial_indent=f"  {name:<{width - 2}}", subsequent_indent=" " * width)
+        for name in FAULTS
+    )
     parser = argparse.ArgumentParser(
         prog="simulator.py",
         description="ESP32 simulés : un modèle physique de batterie LFP 16S par banc, sur le protocole MQTT réel.",
+        epilog="pannes (--fault ; une fois par banc touché, --fault-at secondes simulées après le début du test) :\n"
+               + faults,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--bancs", default=None, help="bancs simulés, ex. 1,2 (défaut : tous)")
     parser.add_argument("--speed", type=_positive(float), default=1.0,
@@ -460,11 +543,16 @@ def build_parser(settings: utils.Settings) -> argparse.ArgumentParser:
                         help="pas d'intégration simulé (s), un diviseur de 1 (défaut 0.5)")
     parser.add_argument("--safe-timeout-s", type=_positive(float), default=30.0,
                         help="broker perdu depuis ce temps simulé : courant coupé (défaut 30)")
-    parser.add_argument("--fault", choices=FAULTS, default=None, help="panne à injecter")
+    parser.add_argument("--firmware", choices=tuple(FIRMWARES), default=f"v{CONTRACTS[-1]}",
+                        help="version du contrat imitée : v3 (défaut) 12 champs, avec la phase de l'ESP ; "
+                             "v2 11 champs, avec uptime_ms et le renvoi ; v1 10 champs, sans renvoi")
+    parser.add_argument("--fault", choices=FAULTS, default=None, help="panne à injecter (liste ci-dessous)")
     parser.add_argument("--fault-at", type=float, default=60.0,
                         help="secondes simulées après le début du test avant la panne (défaut 60)")
     parser.add_argument("--fault-duration", type=_positive(float), default=60.0,
-                        help="durée simulée de la panne (bms-silence, garbage, disconnect ; défaut 60)")
+                        help="durée simulée de la panne (bms-silence, garbage, disconnect, drop ; défaut 60)")
+    parser.add_argument("--fault-count", type=_positive(int), default=REBOOT_LOOP_COUNT,
+                        help=f"reboot-loop : redémarrages de suite (défaut {REBOOT_LOOP_COUNT})")
     parser.add_argument("--fault-bancs", default=None, help="bancs touchés par la panne (défaut : tous)")
     return parser
 
@@ -487,7 +575,7 @@ def make_firmware(number: int, args: argparse.Namespace, weak: bool, connected: 
         storage_soc_pct=args.storage_soc_pct,
         safe_timeout_s=args.safe_timeout_s,
     )
-    return BenchFirmware(pack, sequence, connected=connected)
+    return BenchFirmware(pack, sequence, connected=connected, contract=FIRMWARES[args.firmware])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -512,10 +600,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if substeps < 1 or abs(substeps * args.dt - 1.0) > 1e-9:
             raise ValueError("--dt must divide one second (1, 0.5, 0.25, 0.2, 0.1...)")
         firmwares = {n: make_firmware(n, args, n in weak) for n in numbers}
+        if args.fault == "uptime-garbled" and args.firmware == "v1":
+            raise ValueError("--fault uptime-garbled needs uptime_ms: not with --firmware v1")
     except ValueError as exc:
         parser.error(str(exc))
     utils.setup_logging("simulator")
-    fault = FaultPlan(args.fault, args.fault_at, args.fault_duration, frozenset(fault_bancs)) if args.fault else None
+    fault = (FaultPlan(args.fault, args.fault_at, args.fault_duration, frozenset(fault_bancs), args.fault_count)
+             if args.fault else None)
     inbox: queue.Queue[tuple[SimulatedEsp, str, Any]] = queue.Queue()
     benches = [
         SimulatedEsp(n, firmwares[n], args.host, args.port, inbox, args.speed, substeps,
@@ -532,8 +623,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ri_ohm = benches[0].firmware.pack_params.ri_ohm
     assert ri_ohm is not None  # filled by PackParams.__post_init__
     logger.info(
-        "simulating %s at x%g (capacity %.1f Ah, Ri %.4f ohm, seed %d%s) on %s:%s",
-        ", ".join(b.name for b in benches), args.speed, args.capacity_ah,
+        "simulating %s at x%g (firmware %s, capacity %.1f Ah, Ri %.4f ohm, seed %d%s) on %s:%s",
+        ", ".join(b.name for b in benches), args.speed, args.firmware, args.capacity_ah,
         float(ri_ohm), args.seed,
         f", fault {fault.mode} at {fault.at_s:g} s" if fault else "", args.host, args.port,
     )

@@ -16,6 +16,8 @@ address comes from the environment (utils.get_settings), like any project proces
 With --replay the ESP behaves like firmware of contract v2 §3a: its lines carry uptime_ms (the
 11th field), it keeps its last REPLAY_LINES lines and answers `replay FIRST LAST` on
 bancN/command by re-publishing them unchanged on bancN/bms/replay ("R seq epoch_s" in the log).
+With --esp-step P as well, it is firmware of contract v3: each line carries P as its 12th field
+(esp_step, the phase the ESP measured it in; the lines are a phase-3 discharge, so 3 fits them).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def parse_bancs(text: str) -> list[int]:
 REPLAY_LINES = 3600  # what the firmware keeps in RAM (one hour at 1 Hz)
 
 
-def bms_payload(seq: int, banc_number: int, uptime_ms: Optional[int] = None) -> str:
-    """A plausible BMS line (phase 3 discharge), as the ESP sends it."""
+def bms_payload(seq: int, banc_number: int, uptime_ms: Optional[int] = None, esp_step: Optional[int] = None) -> str:
+    """A plausible BMS line (phase 3 discharge), as the ESP sends it (esp_step needs uptime_ms)."""
     t = seq * 0.1
     soc = max(0.0, 95.0 - (seq % 9000) * 0.01)
     line = protocol.BmsLine(
@@ -68,6 +70,7 @@ def bms_payload(seq: int, banc_number: int, uptime_ms: Optional[int] = None) -> 
         cell_max_mv=3270 + (seq % 5),
         balancing=1 if seq % 50 == 0 else 0,
         uptime_ms=uptime_ms,
+        esp_step=esp_step,
     )
     return protocol.encode_bms_line(line)
 
@@ -76,9 +79,10 @@ class EspBench:
     """One simulated ESP: a paho client, its seq counter and its publish/ack log."""
 
     def __init__(self, number: int, prefix: str, log_dir: Path, start_seq: int, window: int,
-                 replay: bool = False) -> None:
+                 replay: bool = False, esp_step: Optional[int] = None) -> None:
         self.number = number
         self.replay = replay
+        self.esp_step = esp_step  # the 12th field of every line (contract v3), with replay only
         self.booted_at = time.monotonic()
         self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=REPLAY_LINES)
         self.replayed = 0
@@ -152,7 +156,7 @@ class EspBench:
         seq = self.seq
         self.seq += 1
         uptime_ms = round((time.monotonic() - self.booted_at) * 1000) if self.replay else None
-        payload = bms_payload(seq, self.number, uptime_ms)
+        payload = bms_payload(seq, self.number, uptime_ms, self.esp_step if self.replay else None)
         if self.replay:
             with self.lock:
                 self.history.append((seq, payload))
@@ -216,15 +220,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stop-file", type=Path, help="stop publishing when this file exists")
     parser.add_argument("--replay", action="store_true",
                         help="send uptime_ms, keep the last lines and answer `replay FIRST LAST` (contract v2 §3a)")
+    parser.add_argument("--esp-step", type=int, choices=sorted(protocol.ESP_STEPS), default=None,
+                        help="with --replay, send this phase as the 12th field esp_step (contract v3)")
     parser.add_argument("--linger-s", type=float, default=0.0,
                         help="with --replay, go on answering replays this long after the last PUBACK (a real ESP stays)")
     args = parser.parse_args(argv)
     if not args.count and not args.duration:
         parser.error("give --count or --duration")
+    if args.esp_step is not None and not args.replay:
+        parser.error("--esp-step needs --replay (the 12th field comes after uptime_ms)")
 
     settings = utils.get_settings()
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window, args.replay)
+    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window, args.replay, args.esp_step)
                for n in parse_bancs(args.bancs)]
     for bench in benches:
         bench.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,10 +12,15 @@ import protocol
 import utils
 from battery_model import (
     CELL_MAX_V,
+    FINISHED,
     HISTORY_LINES,
+    IDLE,
+    OVERFLOW_RI_TEXT,
     PACK_MIN_V,
     RUNNING,
+    SEQ_BITFLIP,
     STOPPED,
+    UPTIME_GARBLED,
     BenchFirmware,
     LfpPack,
     NurseBank,
@@ -455,3 +461,128 @@ def test_the_ring_holds_the_last_3600_lines() -> None:
         fw.measure()
     held = fw.replay(0, HISTORY_LINES + 10)
     assert (len(held), held[0].seq, held[-1].seq) == (HISTORY_LINES, 10, HISTORY_LINES + 9)
+
+
+# --------------------------------------------------------------------------- field 12: the phase of each line
+
+
+def test_each_line_carries_the_phase_in_force_when_it_was_measured() -> None:
+    fw = fresh(rest_s=10.0, pulse_pairs=1, pulse_rest_s=10.0, pulse_s=5.0)
+    assert (fw.state, fw.measure().esp_step) == (IDLE, protocol.ESP_STEP_IDLE)  # booted, no command yet
+    fw.handle_command(1)
+    seen: list[int] = []
+    while fw.state == RUNNING:
+        steps = steps_of(fw.advance(1.0))
+        line = fw.measure()
+        # The phase the firmware runs at the measurement: a change in this second is already in force.
+        assert line.esp_step == (fw.phase if fw.state == RUNNING else protocol.STEP_FINISHED)
+        if steps:
+            assert line.esp_step == steps[-1]
+        if not seen or seen[-1] != line.esp_step:
+            seen.append(line.esp_step)
+        assert protocol.encode_bms_line(line).count(",") == 11  # 12 fields on the wire
+    assert seen == [1, 2, 3, 4, 5]
+    assert (fw.state, fw.measure().esp_step) == (FINISHED, protocol.STEP_FINISHED)
+
+
+def test_field_12_is_the_phase_run_not_the_command_nor_the_last_step_sent() -> None:
+    fw = fresh(rest_s=10.0)
+    assert fw.handle_command(protocol.COMMAND_END) == [StepChanged(9)]  # acknowledged...
+    assert (fw.state, fw.measure().esp_step) == (IDLE, 0)  # ...but nothing was running: still idle
+    assert fw.handle_command(3) == [StepChanged(2)]  # no capacity run yet: it charges first
+    assert fw.measure().esp_step == 2
+    fw.advance(1.0)
+    assert fw.handle_command(protocol.COMMAND_END) == [StepChanged(9)]
+    assert (fw.state, fw.measure().esp_step) == (STOPPED, protocol.STEP_STOP)  # end of day, test suspended
+    fw.handle_command(2)
+    run_until(fw, lambda f: False, 1.0, 10.0)
+    fw.reboot()  # during a phase: stopped, waiting for a command
+    assert (fw.state, fw.measure().esp_step) == (STOPPED, protocol.STEP_STOP)
+    fw.handle_command(protocol.COMMAND_END)
+    fw.reboot()  # after an end: nothing suspended in flash, the ESP boots idle
+    assert (fw.state, fw.measure().esp_step) == (IDLE, protocol.ESP_STEP_IDLE)
+
+
+def test_a_replay_keeps_the_phase_each_line_was_measured_in() -> None:
+    fw = fresh(rest_s=10.0)
+    fw.handle_command(2)
+    sent = []
+    for _ in range(3):
+        fw.advance(1.0)
+        sent.append(protocol.encode_bms_line(fw.measure()))
+    fw.handle_command(4)
+    fw.advance(1.0)
+    later = fw.measure()
+    assert later.esp_step == 4
+    replayed = fw.replay(0, later.seq)
+    assert [protocol.encode_bms_line(line) for line in replayed[:3]] == sent
+    assert [line.esp_step for line in replayed] == [2, 2, 2, 4]
+
+
+@pytest.mark.parametrize(("contract", "fields", "ring"), [(3, 12, True), (2, 11, True), (1, 10, False)])
+def test_an_older_firmware_is_emulated_field_for_field(contract: int, fields: int, ring: bool) -> None:
+    fw = BenchFirmware(PackParams(capacity_ah=20.0, seed=9), contract=contract)
+    fw.handle_command(2)
+    fw.advance(1.0)
+    text = protocol.encode_bms_line(fw.measure())
+    assert len(text.split(",")) == fields
+    line = protocol.parse_bms_line(text)
+    assert (line.uptime_ms is not None, line.esp_step is not None) == (contract >= 2, contract >= 3)
+    # The replay ring came with contract v2: a v1 firmware has nothing to re-send.
+    assert [protocol.encode_bms_line(held) for held in fw.replay(0, 0)] == ([text] if ring else [])
+
+
+def test_an_unknown_contract_is_refused() -> None:
+    with pytest.raises(ValueError):
+        BenchFirmware(PackParams(seed=1), contract=4)
+
+
+# --------------------------------------------------------------------------- fault injection (pure)
+
+
+def test_seq_bitflip_garbles_one_line_on_the_way_out_and_the_ring_keeps_it_right() -> None:
+    fw = fresh()
+    fw.handle_command(2)
+    lines = [fw.measure() for _ in range(3)]
+    fw.garble_next_line(SEQ_BITFLIP)
+    flipped = fw.measure()
+    after = [fw.measure() for _ in range(2)]
+    assert flipped.seq == 3 ^ (1 << 20) == 3 + 2**20
+    assert protocol.parse_bms_line(protocol.encode_bms_line(flipped)).seq == flipped.seq  # valid, but not the ESP's
+    assert [line.seq for line in lines + after] == [0, 1, 2, 4, 5]  # the counter went on normally
+    (held,) = fw.replay(3, 3)
+    assert held.seq == 3 and held.uptime_ms == flipped.uptime_ms and held.esp_step == flipped.esp_step
+
+
+def test_uptime_garbled_puts_one_line_decades_ahead() -> None:
+    fw = fresh()
+    fw.handle_command(2)
+    fw.advance(1.0)
+    fw.measure()
+    fw.advance(1.0)
+    fw.garble_next_line(UPTIME_GARBLED)
+    garbled = fw.measure()
+    fw.advance(1.0)
+    normal = fw.measure()
+    assert garbled.uptime_ms == 2000 + 2**40  # bit 40 flipped: about 35 years ahead
+    assert garbled.uptime_ms - 2000 > 30 * 365 * 86_400_000
+    assert (garbled.seq, normal.seq, normal.uptime_ms) == (1, 2, 3000)
+    assert fw.replay(1, 1)[0].uptime_ms == 2000
+    with pytest.raises(ValueError):
+        fw.garble_next_line("meteor")
+    with pytest.raises(ValueError):  # a v1 firmware sends no uptime_ms to garble
+        BenchFirmware(PackParams(seed=1), contract=1).garble_next_line(UPTIME_GARBLED)
+
+
+def test_absurd_ri_results_are_what_the_fault_promises() -> None:
+    fw = fresh()
+    low, high, overflow = (event.payload() for event in fw.absurd_ri_results())
+    # Inside the contract's own range (the plausibility check is banc.py's), one each way.
+    assert protocol.parse_ri_results(low)["ri_discharge"] == 1e-9
+    assert protocol.parse_ri_results(high)["ri_charge"] == 10.0
+    assert overflow == OVERFLOW_RI_TEXT == '{"ri_discharge": 1' + "0" * 400 + "}"
+    number = json.loads(overflow)["ri_discharge"]
+    assert number == 10**400
+    with pytest.raises(OverflowError):
+        float(number)
+    assert fw.state == IDLE and fw.seq == 0  # nothing else moved

@@ -26,6 +26,7 @@ class Observer:
 
     def __init__(self, broker: MosquittoBroker, client_id: str = "test_observer", persistent: bool = False) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.retained: list[tuple[str, bytes]] = []  # the ones the broker delivered with the retain flag
         self.lock = threading.Lock()
         self.client = protocol.make_client(client_id, utils.get_settings(), persistent=persistent)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
@@ -38,6 +39,8 @@ class Observer:
         def on_message(client, userdata, message):
             with self.lock:
                 self.messages.append((message.topic, bytes(message.payload)))
+                if message.retain:
+                    self.retained.append((message.topic, bytes(message.payload)))
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
@@ -311,7 +314,8 @@ def test_fault_over_temperature(mqtt_env: dict[str, str], observer: Observer, tm
 @pytest.mark.parametrize(
     "args",
     [["--bancs", "9"], ["--bancs", "x"], ["--dt", "0.3"], ["--speed", "0"], ["--fault", "meteor"],
-     ["--storage-soc-pct", "120"]],
+     ["--storage-soc-pct", "120"], ["--firmware", "v4"], ["--fault-count", "0"],
+     ["--fault", "uptime-garbled", "--firmware", "v1"]],
 )
 def test_bad_options_exit_2(banc_home: Path, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -329,3 +333,126 @@ def test_options_build_the_configured_benches(banc_home: Path) -> None:
     assert fw.pack.temperature_c == 18
     healthy = simulator.make_firmware(1, args, weak=False)
     assert healthy.pack.params.ri_ohm == 0.03 and healthy.pack.params.seed != fw.pack.params.seed
+    assert fw.contract == 3  # the latest contract unless told
+    older = parser.parse_args(["--firmware", "v2"])
+    assert simulator.make_firmware(1, older, weak=False).contract == 2
+
+
+def test_help_describes_every_fault(banc_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        simulator.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for fault in simulator.FAULTS:
+        assert f"\n  {fault} " in text
+    assert "--firmware" in text and "--fault-count" in text
+
+
+# --------------------------------------------------------------------------- field 12, older firmware
+
+
+@pytest.mark.parametrize(("firmware", "fields"), [("v3", 12), ("v2", 11), ("v1", 10)])
+def test_lines_on_the_wire_follow_the_emulated_firmware(
+    mqtt_env: dict[str, str], observer: Observer, tmp_path: Path, firmware: str, fields: int
+) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--capacity-ah", "20", "--firmware", firmware):
+        observer.wait_payload(T.esp_status, b"online")
+        observer.publish(T.command, "3")
+        step = observer.wait_payload(T.step, b"2")  # no capacity run yet: the ESP charges first and says 2
+        observer.wait_for(lambda m: len(observer.on(T.bms_data, step)) >= 5)
+        raw = observer.on(T.bms_data, step)
+        assert {len(payload.split(b",")) for payload in raw} == {fields}
+        lines = [protocol.parse_bms_line(payload) for payload in raw]
+        if fields == 12:
+            assert {line.esp_step for line in lines} == {2}  # the phase it runs, not the command
+        # A replay sends the lines unchanged (field 12 included); a v1 firmware has none to send.
+        since = len(observer.snapshot())
+        observer.publish(T.command, "replay 0 2")
+        if firmware == "v1":
+            time.sleep(0.3)
+            assert observer.on(T.bms_replay, since) == []
+        else:
+            observer.wait_for(lambda m: len(observer.on(T.bms_replay, since)) == 3)
+            assert observer.on(T.bms_replay, since) == raw[:3]
+
+
+# --------------------------------------------------------------------------- single faults
+
+
+@pytest.mark.parametrize("fault", ["seq-bitflip", "uptime-garbled"])
+def test_fault_one_garbled_line_then_normal_ones(
+    mqtt_env: dict[str, str], observer: Observer, tmp_path: Path, fault: str
+) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--fault", fault, "--fault-at", "5"):
+        step = start_test(observer, "2")
+        observer.wait_for(lambda m: len(observer.bms_lines(step)) >= 15)
+        lines = observer.bms_lines(step)
+        clocks = [line.uptime_ms or 0 for line in lines]
+        assert all(clocks)  # every line has its clock (12 fields)
+        if fault == "seq-bitflip":
+            odd = [line for line in lines if line.seq >= 2**20]
+            assert len(odd) == 1
+            real = odd[0].seq ^ 2**20
+            assert seqs([line for line in lines if line.seq < 2**20]) == [n for n in range(len(lines)) if n != real]
+            assert clocks == sorted(clocks)
+        else:
+            odd = [line for line in lines if (line.uptime_ms or 0) >= 2**40]
+            assert len(odd) == 1
+            real = odd[0].seq
+            assert consecutive(seqs(lines))
+            normal = [clock for clock in clocks if clock < 2**40]
+            assert len(normal) == len(lines) - 1 and normal == sorted(normal)
+        # The ring kept the line as measured: a replay of its seq gives it right.
+        since = len(observer.snapshot())
+        observer.publish(T.command, f"replay {real} {real}")
+        observer.wait_for(lambda m: len(observer.on(T.bms_replay, since)) == 1)
+        held = protocol.parse_bms_line(observer.on(T.bms_replay, since)[0])
+        assert (held.seq, held.uptime_ms, held.esp_step) == (real, (odd[0].uptime_ms or 0) % 2**40, 2)
+
+
+def test_fault_ri_absurd(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--fault", "ri-absurd", "--fault-at", "5"):
+        step = start_test(observer, "2")  # phase 2: no pulse, only the fault's results
+        observer.wait_for(lambda m: len(observer.on(T.ri_results, step)) >= 3)
+        observer.wait_for(lambda m: len(observer.bms_lines(step)) >= 20)
+        results = observer.on(T.ri_results, step)
+    assert len(results) == 3
+    assert protocol.parse_ri_results(results[0])["ri_discharge"] == 1e-9
+    assert protocol.parse_ri_results(results[1])["ri_charge"] == 10.0
+    assert results[2] == b'{"ri_discharge": 1' + b"0" * 400 + b"}"
+
+
+def test_fault_reboot_loop(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
+    args = ("--speed", "100", "--fault", "reboot-loop", "--fault-at", "10", "--fault-count", "3")
+    with run_simulator(mqtt_env, tmp_path, *args):
+        step = start_test(observer, "2")
+        first_down = observer.wait_payload(T.esp_status, b"offline", step)
+        observer.wait_for(lambda m: len(observer.bms_lines(first_down)) >= 3, timeout_s=20)
+        time.sleep(0.5)  # the last boot stays up and quiet
+        boots = observer.bms_lines(first_down)
+        statuses = observer.on(T.esp_status, step)
+        stops = observer.on(T.step, first_down)
+        alerts = [protocol.parse_security(p) for p in observer.on(T.security, first_down)]
+    before = observer.bms_lines(step)[:-3]
+    assert consecutive(seqs(before)) and len(before) >= 8
+    # Three reboots in a row, each boot back online with its alert and 9, then exactly one line.
+    assert statuses == [b"offline", b"online"] * 3
+    assert stops == [b"9"] * 3 and sum("redémarré" in a for a in alerts) == 3
+    assert len(boots) == 3
+    assert all(line.seq == 0 and line.esp_step == 9 and line.current_a == 0 for line in boots)
+    assert all(line.uptime_ms is not None and line.uptime_ms < 600_000 for line in boots)
+
+
+def test_fault_retained_step(mqtt_env: dict[str, str], broker, observer: Observer, tmp_path: Path) -> None:
+    with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--fault", "retained-step"):
+        observer.wait_payload(T.esp_status, b"online")
+        observer.wait_payload(T.step, b"5")  # published once, before any test
+        late = Observer(broker, "test_observer_late")  # a banc.py starting now gets it, flagged retained
+        try:
+            late.wait_payload(T.step, b"5")
+            assert (T.step, b"5") in late.retained
+        finally:
+            late.close()
+        step = start_test(observer, "2")  # the test itself is untouched
+        observer.wait_for(lambda m: len(observer.bms_lines(step)) >= 3)
+    assert observer.on(T.step) == [b"5", b"2"]
