@@ -211,21 +211,34 @@ class AppendFile:
     is kept in memory, in order, behind anything already waiting; flush_pending() retries.
     The descriptor is opened read-write so that a file deleted under us can be put back
     from it (removed, restore).
+
+    A durable record counts as written only once its fsync succeeded. When the fsync (or
+    the write) fails and the bytes cannot be cut back either, they may still be in the
+    file, but an fsync that failed once cannot be trusted to push them later: the record
+    stays in memory, the file's tail is `unsure`, and nothing more is written until the
+    file is back at its last fsynced size (`size`): the retry cuts first, then writes the
+    record again, so it is on disk once and only once.
     """
 
     def __init__(self, path: Path, header: Sequence[str] = (), writer: Callable[[int, bytes], int] = os.write,
-                 max_pending_bytes: int = MAX_PENDING_BYTES, durable: bool = False) -> None:
+                 max_pending_bytes: int = MAX_PENDING_BYTES, durable: bool = False,
+                 fsync: Callable[[int], None] = os.fsync,
+                 truncate: Callable[[int, int], None] = os.ftruncate) -> None:
         self.path = Path(path)
         self.header_line = (",".join(header) + "\n").encode("ascii") if header else b""
         self.fd: Optional[int] = None
         self._write = writer
+        self._fsync = fsync
+        self._truncate = truncate
         self._pending: list[bytes] = []
         self.pending_bytes = 0
         self.max_pending_bytes = max_pending_bytes
         self.durable = durable
         self.dropped_rows = 0
         self.dirty = False
-        self.size = 0  # bytes known written: where a failed write is cut back to
+        self.size = 0  # bytes known written (fsynced when durable): where a failed write is cut back to
+        # Durable only: bytes past `size` may be in the file (neither fsynced nor cut); none is written until cut.
+        self.unsure = False
         self.error: Optional[OSError] = None
 
     def open(self) -> None:
@@ -235,7 +248,7 @@ class AppendFile:
             self.size = os.fstat(fd).st_size
             if self.size == 0 and self.header_line:
                 self._write_all(fd, self.header_line)
-                os.fsync(fd)
+                self._fsync(fd)
                 self.size = len(self.header_line)
         except BaseException:
             os.close(fd)
@@ -266,9 +279,30 @@ class AppendFile:
         """Complete lines waiting in memory."""
         return sum(chunk.count(b"\n") for chunk in self._pending)
 
+    def _settle(self) -> bool:
+        """Bring an `unsure` file back to its last fsynced size; False (error set) while it cannot be."""
+        assert self.fd is not None
+        try:
+            actual = os.fstat(self.fd).st_size
+            if actual > self.size:
+                self._truncate(self.fd, self.size)
+        except OSError as exc:
+            self.error = exc
+            return False
+        if actual < self.size:  # cut by someone else: nothing of ours is past its end
+            logger.error("%s is %d bytes shorter than what was fsynced", self.path.name, self.size - actual)
+            self.size = actual
+        elif actual > self.size:
+            logger.warning("%s: %d bytes never fsynced cut; their records are written again", self.path.name,
+                           actual - self.size)
+        self.unsure = False
+        return True
+
     def _put(self, data: bytes) -> int:
         """Write `data` at the end (fsynced when durable); on failure cut back and return the bytes kept, else 0."""
         assert self.fd is not None
+        if self.unsure and not self._settle():
+            return len(data)  # the tail is unknown: nothing is written after it
         first = 0
         try:
             # One os.write nearly always takes the whole record; _write_all only finishes a short write.
@@ -276,15 +310,22 @@ class AppendFile:
             if first < len(data):
                 self._write_all(self.fd, data[first:])
             if self.durable:
-                os.fsync(self.fd)
+                self._fsync(self.fd)
             self.error = None
         except OSError as exc:
             self.error = exc
             written = first + getattr(exc, "written", 0)
             if written or self.durable:
                 try:
-                    os.ftruncate(self.fd, self.size)  # no torn record left behind
-                except OSError:
+                    self._truncate(self.fd, self.size)  # no torn record left behind
+                except OSError as cut:
+                    if self.durable:
+                        # Maybe in the file, never fsynced: not written. The whole record waits; the
+                        # retry cuts first (never a second copy) and writes it again (a new fsync).
+                        self.unsure = True
+                        logger.error("%s: %s, and the record could not be cut (%s); nothing more is written "
+                                     "until it is", self.path.name, exc, cut)
+                        return len(data)
                     self.size += written  # could not cut: keep exactly the unwritten rest
                     return len(data) - written
             return len(data)
@@ -325,7 +366,7 @@ class AppendFile:
             return
         self.dirty = False
         try:
-            os.fsync(self.fd)
+            self._fsync(self.fd)
         except OSError as exc:
             logger.error("fsync of %s failed: %s", self.path.name, exc)
 
@@ -348,8 +389,12 @@ class AppendFile:
         return (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino)
 
     def restore(self) -> int:
-        """Put our content back at our path (folder recreated) and go on writing there; return its size."""
+        """Put our content back at our path (folder recreated) and go on writing there; return its size.
+
+        An `unsure` tail is left behind: only the fsynced bytes are copied, its records wait in memory.
+        """
         assert self.fd is not None
+        limit = self.size if self.unsure else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             storage.quarantine(self.path, "a file replaced the one banc.py writes")
@@ -357,13 +402,13 @@ class AppendFile:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             offset = 0
-            while True:
-                chunk = os.pread(self.fd, 1 << 20, offset)
+            while limit is None or offset < limit:
+                chunk = os.pread(self.fd, 1 << 20 if limit is None else min(1 << 20, limit - offset), offset)
                 if not chunk:
                     break
                 self._write_all(fd, chunk)
                 offset += len(chunk)
-            os.fsync(fd)
+            self._fsync(fd)
             os.replace(tmp, self.path)
             storage.fsync_dir(self.path.parent)
             new_fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
@@ -377,6 +422,7 @@ class AppendFile:
         os.close(self.fd)
         self.fd = new_fd
         self.size = offset
+        self.unsure = False
         return offset
 
     def close(self) -> int:
@@ -384,7 +430,7 @@ class AppendFile:
         self.flush_pending()
         if self.fd is not None:
             try:
-                os.fsync(self.fd)
+                self._fsync(self.fd)
             except OSError as exc:
                 logger.error("fsync of %s failed: %s", self.path.name, exc)
             os.close(self.fd)

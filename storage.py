@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -99,18 +100,44 @@ def quarantine(path: Path, reason: str) -> Optional[Path]:
     return target
 
 
-def append_durably(path: Path, data: bytes) -> None:
+# Appends whose write or fsync failed and whose bytes could not be cut back: (st_dev, st_ino) ->
+# (the size before them, the bytes). The next append to that file cuts them first, or writes nothing.
+_unsure_tails: dict[tuple[int, int], tuple[int, bytes]] = {}
+_unsure_lock = threading.Lock()
+
+
+def append_durably(path: Path, data: bytes, *, fsync: Callable[[int], None] = os.fsync,
+                   truncate: Callable[[int, int], None] = os.ftruncate) -> None:
     """Append the line(s) `data` to `path` and fsync before returning (raises OSError; a partial write is undone).
 
     A torn last line (a power cut mid-write) is cut first, so the new line never glues onto it.
+    Returning means the fsync succeeded; OSError means the line is not durable. When its bytes
+    could not be cut back after the failure they may stay in the file (never fsynced: an fsync
+    that failed once cannot be trusted with them): the next append to that file in this process
+    cuts them first, so a retry never leaves two copies, and raises without writing while it cannot.
+    `fsync` and `truncate` stand for os.fsync and os.ftruncate (tests).
     """
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        key, size = (stat.st_dev, stat.st_ino), stat.st_size
+        with _unsure_lock:
+            unsure = _unsure_tails.get(key)
+        if unsure is not None:
+            known, left = unsure
+            tail = os.pread(fd, size - known, known) if size > known else b""
+            if tail and left.startswith(tail):  # still our bytes, and nothing after them
+                truncate(fd, known)  # raises: nothing is written after an unknown tail
+                logger.warning("%s: %d bytes of an append never fsynced cut", path, len(tail))
+                size = known
+            elif tail:
+                logger.error("%s: an append never fsynced is followed by other bytes: kept", path)
+            with _unsure_lock:
+                _unsure_tails.pop(key, None)
         if size and os.pread(fd, 1, size - 1) != b"\n":
             content = os.pread(fd, size, 0)
             keep = content.rfind(b"\n") + 1
-            os.ftruncate(fd, keep)
+            truncate(fd, keep)
             logger.warning("%s: torn last line of %d bytes removed", path, size - keep)
             size = keep
         try:
@@ -120,11 +147,16 @@ def append_durably(path: Path, data: bytes) -> None:
                 if n <= 0:
                     raise OSError("write returned 0")
                 view = view[n:]
-            os.fsync(fd)
-        except OSError:
-            # A torn record must not stay in the journal: cut back to where it was.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
+            fsync(fd)
+        except OSError as exc:
+            # A torn or unsynced record must not stay in the journal: cut back to where it was.
+            try:
+                truncate(fd, size)
+            except OSError as cut:
+                with _unsure_lock:
+                    _unsure_tails[key] = (size, bytes(data))
+                logger.error("%s: %s, and the append could not be cut (%s): cut before the next one",
+                             path, exc, cut)
             raise
     finally:
         os.close(fd)

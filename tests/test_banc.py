@@ -22,6 +22,7 @@ import pytest
 import banc
 import protocol
 import record
+import storage
 import utils
 from testkit.banc_helpers import (
     BANC_SCRIPT,
@@ -217,6 +218,129 @@ def test_append_file_memory_cap_drops_and_counts(tmp_path: Path) -> None:
     assert target.flush_pending()
     target.close()
     assert (tmp_path / "f.csv").read_bytes() == b"a\n" + b"123456789\n" * 2
+
+
+class DiskFaults:
+    """os.fsync / os.ftruncate stand-ins that fail with EIO while their switch is on; the writes are counted."""
+
+    def __init__(self) -> None:
+        self.fsync_fails = False
+        self.truncate_fails = False
+        self.written: list[bytes] = []
+
+    def write(self, fd: int, data: bytes) -> int:
+        self.written.append(bytes(data))
+        return os.write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.fsync_fails:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        if self.truncate_fails:
+            raise OSError(errno.EIO, "Input/output error")
+        os.ftruncate(fd, size)
+
+
+@pytest.mark.parametrize("failure", ["fsync", "partial write", "nothing written"])
+def test_a_journal_line_that_could_not_be_cut_back_is_never_durable_nor_written_twice(tmp_path: Path,
+                                                                                   failure: str) -> None:
+    """fsync (or the write) fails and so does the cut: the bytes may stay, the record is not written;
+    nothing follows them until they are cut, then the record is written again, once, and fsynced."""
+    faults = DiskFaults()
+    path = tmp_path / record.EVENTS_FILE
+    target = banc.AppendFile(path, (), writer=faults.write, durable=True, fsync=faults.fsync,
+                             truncate=faults.truncate)
+    target.open()
+    assert target.append(b'{"event":"a"}\n')
+    faults.truncate_fails = True
+    if failure == "fsync":
+        faults.fsync_fails = True
+    else:
+        target._write = ScriptedWriter([5, "fail"] if failure == "partial write" else ["fail"])
+    assert not target.append(b'{"event":"ri"}\n')  # never reported written
+    assert target.failing and target.error is not None
+    left = {"fsync": b'{"event":"ri"}\n', "partial write": b'{"eve', "nothing written": b""}[failure]
+    assert path.read_bytes() == b'{"event":"a"}\n' + left  # what the OS kept, unsynced
+    assert target.unsure
+    assert not target.append(b'{"event":"b"}\n')  # in memory, behind it
+    target._write, faults.fsync_fails = faults.write, False
+    faults.written.clear()
+    if left:
+        assert not target.flush_pending()  # the tail cannot be cut yet: nothing is written after it
+        assert path.read_bytes() == b'{"event":"a"}\n' + left and faults.written == []
+        assert target.pending_rows == 2
+        faults.truncate_fails = False
+    assert target.flush_pending()  # cut, then the record written again: one copy, fsynced
+    assert faults.written == [b'{"event":"ri"}\n{"event":"b"}\n']
+    assert path.read_bytes() == b'{"event":"a"}\n{"event":"ri"}\n{"event":"b"}\n'
+    assert not target.unsure and target.size == path.stat().st_size and target.error is None
+    assert target.close() == 0
+
+
+def test_a_journal_deleted_while_its_tail_is_unsure_is_put_back_without_it(tmp_path: Path) -> None:
+    faults = DiskFaults()
+    path = tmp_path / record.EVENTS_FILE
+    target = banc.AppendFile(path, (), durable=True, fsync=faults.fsync, truncate=faults.truncate)
+    target.open()
+    assert target.append(b"one\n")
+    faults.fsync_fails = faults.truncate_fails = True
+    assert not target.append(b"two\n")
+    faults.fsync_fails = False
+    path.unlink()
+    assert target.removed()
+    assert target.restore() == len(b"one\n")  # only what was fsynced
+    assert path.read_bytes() == b"one\n" and not target.unsure
+    assert target.flush_pending()  # the new file needs no cut
+    assert path.read_bytes() == b"one\ntwo\n"
+    target.close()
+
+
+def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_records_it_once(
+        banc_home: Path) -> None:
+    """The Ri result is not acknowledged while its line is not fsynced; the means count it once."""
+    recorder = open_recorder(banc_home, [])
+    faults = DiskFaults()
+    recorder.journal._fsync, recorder.journal._truncate = faults.fsync, faults.truncate
+    faults.fsync_fails = faults.truncate_fails = True
+    recorder.handle_ri(b'{"ri_discharge": 0.030}')
+    assert recorder.blocked
+    faults.fsync_fails = False
+    assert not recorder.flush_all() and recorder.blocked  # fsync would work, but the line is still there uncut
+    faults.truncate_fails = False
+    assert recorder.flush_all() and not recorder.blocked
+    recorder.close()
+    events = record.read_events(recorder.folder)[0]
+    assert [e["values"] for e in events if e["event"] == "ri"] == [{"ri_discharge": 0.030}]
+    config = utils.read_test_config(recorder.folder)
+    assert config is not None and config["ri_discharge_count"] == 1
+
+
+def test_append_durably_never_leaves_two_copies_of_a_line_it_could_not_cut(tmp_path: Path) -> None:
+    faults = DiskFaults()
+    path = tmp_path / record.EVENTS_FILE
+    storage.append_durably(path, b"a\n")
+    faults.fsync_fails = faults.truncate_fails = True
+    with pytest.raises(OSError):
+        storage.append_durably(path, b"b\n", fsync=faults.fsync, truncate=faults.truncate)
+    assert path.read_bytes() == b"a\nb\n"  # left in the file, but the caller was told it is not durable
+    faults.fsync_fails = False
+    with pytest.raises(OSError):  # the retry: the line cannot be cut yet, so nothing is written
+        storage.append_durably(path, b"b\n", fsync=faults.fsync, truncate=faults.truncate)
+    assert path.read_bytes() == b"a\nb\n"
+    storage.append_durably(path, b"b\n", fsync=faults.fsync)  # cut, then written again and fsynced
+    assert path.read_bytes() == b"a\nb\n"
+    storage.append_durably(path, b"c\n")
+    assert path.read_bytes() == b"a\nb\nc\n"
+    # Bytes another writer put after the unsynced line are never cut with it.
+    faults.fsync_fails = True
+    with pytest.raises(OSError):
+        storage.append_durably(path, b"d\n", fsync=faults.fsync, truncate=faults.truncate)
+    with open(path, "ab") as fh:
+        fh.write(b"x\n")
+    storage.append_durably(path, b"e\n")
+    assert path.read_bytes() == b"a\nb\nc\nd\nx\ne\n"
 
 
 @pytest.mark.parametrize(
