@@ -215,11 +215,15 @@ def recompute_measured(unix_s: np.ndarray, received_s: np.ndarray, stamped_at_re
     Rows are in file order. Boot k starts at the row the journal names (its timestamp, seq and
     uptime) and runs until the next boot's; a row of boot k whose measured_at is its receipt
     time, received no later than the boot's first offset was estimated, gets that offset plus
-    its uptime (contract §3b). Returns the times and how many rows were recomputed.
+    its uptime (contract §3b). A boot whose journal line is unreadable (a hole in `boots`)
+    cannot be found: its rows keep their stamps (received after the previous boot's estimate,
+    none of them is taken for that boot's). Returns the times and how many rows were recomputed.
     """
     out = unix_s.copy()
     starts: list[tuple[int, record.EspBoot]] = []
     for boot in boots:
+        if boot.row_t is None or boot.seq is None or boot.uptime_ms is None:
+            continue  # a hole: no row is known to start it
         hits = np.flatnonzero((row_stamps == boot.row_t.encode("ascii", "replace")) & (seq == boot.seq)
                               & (uptime_ms == boot.uptime_ms))
         if hits.size:

@@ -353,8 +353,9 @@ EVENT_RESUME = "resume"
 EVENT_ABANDON = "abandon"
 EVENT_MIGRATE = "migrate"  # a folder of the earlier version: its config.json taken as the journal's start
 # The ESP's clock (contract §3b): a new ESP boot seen (the data.csv row that starts it: its
-# timestamp `row_t`, `seq`, `uptime_ms`), and the offset estimated for boot number `boot`
-# (0 = the first EVENT_ESP_BOOT of the journal): measured_at = offset_ms + uptime_ms (Unix ms).
+# timestamp `row_t`, `seq`, `uptime_ms`, and its number `boot`), and the offset estimated for
+# boot number `boot`: measured_at = offset_ms + uptime_ms (Unix ms). Boots are numbered 0, 1, 2...
+# in the journal's order; an EVENT_ESP_BOOT without `boot` (earlier journals) takes the next number.
 EVENT_ESP_BOOT = "esp_boot"
 EVENT_ESP_CLOCK = "esp_clock"
 # Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (contract §3a).
@@ -424,16 +425,29 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+# A boot number further than this past the journal's known ones is damage, not a boot (the event is ignored).
+ESP_BOOT_NUMBER_REACH = 1000
+
+
 @dataclass
 class EspBoot:
-    """One ESP boot as the journal holds it: the data.csv row that starts it, and its clock offsets."""
+    """One ESP boot as the journal holds it: the data.csv row that starts it, and its clock offsets.
 
-    row_t: str  # timestamp of its first data.csv row
-    seq: int
-    uptime_ms: int
+    A boot whose EVENT_ESP_BOOT line is unreadable is a hole (`located` False): it keeps its
+    number and the offsets journaled for it, but its rows cannot be found (they keep their stamps).
+    """
+
+    row_t: Optional[str]  # timestamp of its first data.csv row (None: a hole)
+    seq: Optional[int]
+    uptime_ms: Optional[int]
     first_offset_ms: Optional[int] = None  # the first estimate (Unix ms at uptime 0) and when it was made
     first_offset_t: Optional[str] = None
     offset_ms: Optional[int] = None  # the latest estimate
+
+    @property
+    def located(self) -> bool:
+        """True when the journal names the data.csv row that starts this boot (False: a hole)."""
+        return self.row_t is not None and self.seq is not None and self.uptime_ms is not None
 
     def clock(self, at: str, offset_ms: int) -> None:
         """Fold one EVENT_ESP_CLOCK of this boot."""
@@ -459,6 +473,8 @@ class RecordState:
     # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
     # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
     recent_ri: list[dict[str, Any]] = field(default_factory=list)
+    # Indexed by boot number (holes where a boot's EVENT_ESP_BOOT line is unreadable): the last
+    # is the current boot, len() the next boot's number (current_boot, next_boot_number).
     esp_boots: list[EspBoot] = field(default_factory=list)
     seq_lost_count: int = 0
     seq_lost_spans: list[tuple[Optional[int], int, int]] = field(default_factory=list)  # (boot, first, last)
@@ -466,15 +482,41 @@ class RecordState:
     # later edit of grading.json never changes a test already concluded.
     verdict: Optional[dict[str, Any]] = None
 
+    # The latest events, to fold a line written twice (same time to the ms, same fields) once.
+    _recent_events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32), repr=False,
+                                                  compare=False)
+
     @property
     def finished(self) -> bool:
         """True once step 5 is in the journal."""
         return self.status == TEST_FINISHED
 
+    @property
+    def current_boot(self) -> Optional[int]:
+        """The number of the ESP's latest boot the journal names (None before any)."""
+        return len(self.esp_boots) - 1 if self.esp_boots else None
+
+    @property
+    def next_boot_number(self) -> int:
+        """The number the ESP's next boot takes: one past every boot the journal names, even unreadable ones."""
+        return len(self.esp_boots)
+
+    def esp_boot(self, number: Any) -> Optional[EspBoot]:
+        """Boot `number`, holes added up to it; None when `number` is not a boot number within reach."""
+        if not _is_count(number) or number >= len(self.esp_boots) + ESP_BOOT_NUMBER_REACH:
+            return None
+        while len(self.esp_boots) <= number:
+            self.esp_boots.append(EspBoot(None, None, None))
+        return self.esp_boots[number]
+
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one journal event (pure; unknown or malformed events change nothing)."""
         kind = event.get("event")
         at = event.get("t") if isinstance(event.get("t"), str) else None
+        if kind in (EVENT_RI, EVENT_SEQ_LOST):  # the events that count: a copy of a line must not count twice
+            if at and event in self._recent_events:
+                return
+            self._recent_events.append(event)
         if kind in (EVENT_START, EVENT_MIGRATE):
             for key in ("serial", "banc", "first_handle"):
                 if isinstance(event.get(key), str):
@@ -523,16 +565,20 @@ class RecordState:
             self.status = TEST_ABANDONED
         elif kind == EVENT_ESP_BOOT:
             seq, uptime, row_t = event.get("seq"), event.get("uptime_ms"), event.get("row_t")
-            if isinstance(seq, int) and isinstance(uptime, int) and _is_count(seq) and _is_count(uptime) \
-                    and isinstance(row_t, str):
-                self.esp_boots.append(EspBoot(row_t, seq, uptime))
+            if _is_count(seq) and _is_count(uptime) and isinstance(row_t, str):
+                # Keyed by its own number: an unreadable boot line before it shifts nothing.
+                number = event.get("boot")
+                boot = self.esp_boot(number if _is_count(number) else len(self.esp_boots))
+                if boot is not None and not boot.located:  # a copy of a boot line changes nothing
+                    boot.row_t, boot.seq, boot.uptime_ms = row_t, seq, uptime
         elif kind == EVENT_ESP_CLOCK:
-            boot, offset = event.get("boot"), event.get("offset_ms")
-            if isinstance(boot, int) and 0 <= boot < len(self.esp_boots) and isinstance(offset, int) and at:
-                self.esp_boots[boot].clock(at, offset)
+            boot, offset = self.esp_boot(event.get("boot")), event.get("offset_ms")
+            if boot is not None and isinstance(offset, int) and not isinstance(offset, bool) and at:
+                boot.clock(at, offset)
         elif kind == EVENT_SEQ_LOST:
             self.seq_lost_count += _count(event.get("count"))
             boot, first, last = event.get("boot"), event.get("first"), event.get("last")
+            self.esp_boot(boot)  # a boot whose line is unreadable still takes its number
             if isinstance(first, int) and isinstance(last, int):
                 self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
         elif kind == EVENT_VERDICT and self.finished and self.verdict is None and is_verdict(event.get("verdict")):

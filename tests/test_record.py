@@ -273,3 +273,91 @@ def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(ba
     assert [p.name for p in folder.iterdir() if ".corrupt-" in p.name] == []
     config = utils.read_test_config(folder)
     assert config is not None and config["battery_serial"] == "RW-ab12cd" and config["rows_count"] == 2
+
+
+# --------------------------------------------------------------------------- ESP boots by number
+
+
+def boot_ev(minute: int, seq: int, number: int | None = None) -> dict:
+    """An EVENT_ESP_BOOT: its row at T0 + `minute`, numbered when `number` is given (the recorder from now on)."""
+    fields: dict = {"row_t": f"2026-11-24T10:{30 + minute:02d}:00.000+01:00", "seq": seq, "uptime_ms": 500 + seq}
+    if number is not None:
+        fields["boot"] = number
+    return ev(record.EVENT_ESP_BOOT, minute, **fields)
+
+
+def journal_of_three_boots(numbered: bool) -> list[bytes]:
+    """Journal lines: boots 0, 1, 2, each with an offset (and a lost span in boot 2)."""
+    events = [START]
+    for k in range(3):
+        events += [boot_ev(1 + 3 * k, 10 * k, k if numbered else None),
+                   ev(record.EVENT_ESP_CLOCK, 2 + 3 * k, boot=k, offset_ms=1_000_000 * (k + 1))]
+    events.append(ev(record.EVENT_SEQ_LOST, 9, boot=2, first=24, last=25, count=2))
+    return [json.dumps(event).encode() + b"\n" for event in events]
+
+
+def test_esp_boots_are_keyed_by_their_number_so_an_unreadable_boot_line_shifts_nothing() -> None:
+    lines = journal_of_three_boots(numbered=True)
+    lines[3] = lines[3][:25] + b"\x00garbled\n"  # boot 1's line
+    events, bad = record.parse_events(b"".join(lines))
+    assert bad == 1
+    state = record.fold_events(events)
+    assert [boot.located for boot in state.esp_boots] == [True, False, True]
+    assert [boot.offset_ms for boot in state.esp_boots] == [1_000_000, 2_000_000, 3_000_000]
+    assert (state.esp_boots[2].seq, state.esp_boots[2].uptime_ms) == (20, 520)  # boot 2's row, its own offset
+    assert state.esp_boots[1] == record.EspBoot(None, None, None, 2_000_000, state.esp_boots[1].first_offset_t,
+                                                2_000_000)  # a hole keeps its number and its offsets
+    assert (state.current_boot, state.next_boot_number) == (2, 3)
+    assert state.seq_lost_spans == [(2, 24, 25)]
+
+
+@pytest.mark.parametrize("damaged", [None, 1, 3, 5])
+def test_a_journal_without_boot_numbers_folds_as_before(damaged: int | None) -> None:
+    """Earlier journals number their boots by position; with the field or without, an intact journal folds the same."""
+    old, new = journal_of_three_boots(numbered=False), journal_of_three_boots(numbered=True)
+    if damaged is None:
+        assert record.fold_events(record.parse_events(b"".join(old))[0]).esp_boots == \
+            record.fold_events(record.parse_events(b"".join(new))[0]).esp_boots
+        boots = record.fold_events(record.parse_events(b"".join(old))[0]).esp_boots
+        assert [(b.seq, b.first_offset_ms, b.offset_ms) for b in boots] == [
+            (0, 1_000_000, 1_000_000), (10, 2_000_000, 2_000_000), (20, 3_000_000, 3_000_000)]
+        return
+    # A boot's line lost in an old journal (boot 0, 1 or 2): the clock lines still name their
+    # boots, so the offsets after it land on the boot they were estimated for.
+    del old[damaged]
+    state = record.fold_events(record.parse_events(b"".join(old))[0])
+    assert state.next_boot_number == 3
+    assert state.esp_boots[2].offset_ms == 3_000_000
+
+
+@pytest.mark.parametrize("last_line", ["clock", "seq_lost"])
+def test_the_current_boot_counts_a_boot_whose_line_is_unreadable(last_line: str) -> None:
+    """The newest boot's own line is lost, yet a later line names it: the next boot never reuses its number."""
+    events = [START, boot_ev(1, 0, 0), ev(record.EVENT_ESP_CLOCK, 2, boot=0, offset_ms=5)]
+    events.append(ev(record.EVENT_ESP_CLOCK, 4, boot=1, offset_ms=7) if last_line == "clock"
+                  else ev(record.EVENT_SEQ_LOST, 4, boot=1, first=3, last=3, count=1))
+    state = record.fold_events(events)
+    assert (state.current_boot, state.next_boot_number) == (1, 2)
+    assert not state.esp_boots[1].located
+    assert state.esp_boots[1].offset_ms == (7 if last_line == "clock" else None)
+
+
+def test_boot_numbers_out_of_reach_and_copies_of_a_boot_line_change_nothing() -> None:
+    events = [START, boot_ev(1, 0, 0), boot_ev(2, 5, 0),  # the same number again: the first line stays
+              ev(record.EVENT_ESP_CLOCK, 3, boot=10**9, offset_ms=1),  # damage, not a boot
+              ev(record.EVENT_ESP_CLOCK, 3, boot=True, offset_ms=1),
+              ev(record.EVENT_ESP_CLOCK, 3, boot=0, offset_ms=True)]
+    state = record.fold_events(events)
+    assert [(b.seq, b.offset_ms) for b in state.esp_boots] == [(0, None)]
+    assert (record.fold_events([START]).current_boot, record.fold_events([START]).next_boot_number) == (None, 0)
+
+
+def test_a_journal_line_written_twice_counts_once() -> None:
+    """A copy of a line (same time to the ms, same fields) never biases the Ri means nor the lost lines."""
+    ri = ev("ri", 1, values={"ri_discharge": 0.030})
+    lost = ev(record.EVENT_SEQ_LOST, 2, boot=0, first=3, last=4, count=2)
+    again = ev("ri", 3, values={"ri_discharge": 0.030})  # the same values at another time: another pulse
+    raw = b"".join(json.dumps(e).encode() + b"\n" for e in (START, ri, ri, lost, lost, again))
+    state = record.fold_events(record.parse_events(raw)[0])
+    assert (state.ri_counts["ri_discharge"], state.seq_lost_count, len(state.seq_lost_spans)) == (2, 2, 1)
+    assert state.ri_means["ri_discharge"] == pytest.approx(0.030)
