@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # banc-lfp — create (or change the password of) the MQTT account of a bench's ESP32,
 # then make mosquitto re-read its password file. The ACL needs no change: its line
-# "pattern readwrite %u/#" already confines account bancN to the bancN/ topics.
+# "pattern readwrite %u/#" already confines account bancN to the bancN/ topics; nor does
+# banc-lfp.conf: its retain guard and use_username_as_clientid hold for every account.
 #
 #   sudo deploy/add_bench_account.sh banc5                               # new random password
 #   sudo deploy/add_bench_account.sh --password-stdin banc5 <mdp.txt     # a given one (8+ chars)

@@ -18,7 +18,9 @@ DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # What the kiosk and the scripts need; a superset of scripts/setup.sh's APT_PACKAGES, so
 # that setup.sh, run afterwards as the kiosk user, finds nothing left to install as root.
-APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools logrotate)
+# gcc, libc6-dev, mosquitto-dev and libmosquitto-dev build the broker's retain guard
+# (deploy/mosquitto-retain-guard.c, step 3).
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools logrotate)
 OLD_SEED_UNIT=/etc/systemd/system/banc_test_ui.service
 
 usage() {
@@ -232,15 +234,40 @@ ensure_server_cert "$LAN_IP"
 if ((LAN_PLAINTEXT)); then
   LAN_PLAINTEXT_LISTENER="# --lan-plaintext: a clear-text LAN listener for old firmware without TLS. Everything on
 # it, passwords included, can be read by anyone on the LAN: remove it (re-run install.sh
-# without --lan-plaintext) once every ESP32 connects on @TLS_PORT@.
-listener $PORT $LAN_IP"
+# without --lan-plaintext) once every ESP32 connects on @TLS_PORT@. An ESP's listener: a
+# client's id is its account name, as on the TLS one.
+listener $PORT $LAN_IP
+use_username_as_clientid true"
   warn "--lan-plaintext : écoute en clair sur $LAN_IP:$PORT ; mots de passe et mesures y sont lisibles par tout le réseau. Relancer sans cette option dès que chaque ESP32 utilise TLS ($TLS_PORT)."
 else
   LAN_PLAINTEXT_LISTENER="# No clear-text LAN listener (install.sh --lan-plaintext adds one for old firmware)."
 fi
+
+# The retain guard, a Mosquitto plugin (why: deploy/mosquitto-retain-guard.c). Compiled on
+# every run into a temporary folder (the same source and compiler give the same bytes), then
+# installed only when it differs; a new one needs a restart (plugins load at start).
+# --dry-run compiles too when it can, to say whether the file would change.
+guard_build=$(mktemp -d)
+guard_cmd=(gcc -std=c99 -O2 -Wall -Wextra -fPIC -shared -s -o "$guard_build/guard.so" "$DEPLOY_DIR/mosquitto-retain-guard.c")
+((DRY_RUN)) || say "+ gcc : compiler deploy/mosquitto-retain-guard.c (module du broker), dans un dossier temporaire"
+if "${guard_cmd[@]}" >"$guard_build/log" 2>&1; then
+  install_content "$RETAIN_GUARD" 0644 root:root <"$guard_build/guard.so"
+  MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
+  rm -rf "$guard_build"
+elif ((DRY_RUN)); then
+  rm -rf "$guard_build"
+  say "[dry-run] gcc : compiler deploy/mosquitto-retain-guard.c -> $RETAIN_GUARD (une fois installés gcc, mosquitto-dev, libmosquitto-dev)"
+  note "module du broker (à faire) : $RETAIN_GUARD"
+  MOSQ_CHANGED=1
+else
+  cat "$guard_build/log" >&2
+  rm -rf "$guard_build"
+  die "compilation de deploy/mosquitto-retain-guard.c impossible (apt-get install gcc libc6-dev mosquitto-dev libmosquitto-dev)"
+fi
+
 render "$DEPLOY_DIR/mosquitto.conf" LAN_PLAINTEXT_LISTENER "$LAN_PLAINTEXT_LISTENER" PORT "$PORT" \
   TLS_PORT "$TLS_PORT" LAN_IP "$LAN_IP" SERVER_CERT "$SERVER_CERT" SERVER_KEY "$SERVER_KEY" \
-  PASSWORD_FILE "$MOSQ_PASSWD" ACL_FILE "$MOSQ_ACL" |
+  PASSWORD_FILE "$MOSQ_PASSWD" ACL_FILE "$MOSQ_ACL" RETAIN_GUARD "$RETAIN_GUARD" PI_ACCOUNT "$PI_ACCOUNT" |
   install_content "$MOSQ_CONF" 0644 root:root
 MOSQ_CHANGED=$((MOSQ_CHANGED | CHANGED))
 render "$DEPLOY_DIR/mosquitto.acl" PI_ACCOUNT "$PI_ACCOUNT" |

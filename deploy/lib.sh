@@ -27,6 +27,8 @@ MOSQ_CONF_DIR=/etc/mosquitto/conf.d
 MOSQ_CONF=/etc/mosquitto/conf.d/banc-lfp.conf
 MOSQ_PASSWD=/etc/mosquitto/banc-lfp.passwd
 MOSQ_ACL=/etc/mosquitto/banc-lfp.acl
+# The broker's retain guard (deploy/mosquitto-retain-guard.c), compiled by install.sh.
+RETAIN_GUARD=/usr/local/lib/banc-lfp/mosquitto-retain-guard.so
 MOSQ_DROPIN=/etc/systemd/system/mosquitto.service.d/banc-lfp.conf
 ETC_DIR=/etc/banc-lfp
 ENV_FILE=/etc/banc-lfp/banc.env

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools)
+# gcc, libc6-dev, mosquitto-dev, libmosquitto-dev: the broker's retain guard
+# (deploy/mosquitto-retain-guard.c), which deploy/install.sh compiles, in the tests too.
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

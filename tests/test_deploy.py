@@ -15,9 +15,11 @@ import os
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ listener 1883
 allow_anonymous true
 """
 OPEN_CONF_D = "listener 1883 0.0.0.0\nallow_anonymous true\n"
+RETAIN_GUARD = "usr/local/lib/banc-lfp/mosquitto-retain-guard.so"  # under the root, as install.sh writes it
 
 
 def run_script(script: Path, *args: str, check: bool = True, env: Optional[dict[str, str]] = None,
@@ -69,6 +72,19 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def assert_client_id_is_account_on_lan_listeners(conf: str) -> None:
+    """Contract v3 §8: use_username_as_clientid on every listener but the loopback one.
+
+    A listener option: it holds from its `listener` line to the next one (or the end).
+    """
+    blocks = re.split(r"^(?=listener )", conf, flags=re.M)[1:]
+    assert blocks
+    for block in blocks:
+        address = block.split("\n", 1)[0].split()[2]
+        option = re.findall(r"^use_username_as_clientid .*$", block, re.M)
+        assert option == ([] if address == "127.0.0.1" else ["use_username_as_clientid true"]), block
 
 
 def credentials(root: Path) -> dict[str, str]:
@@ -214,12 +230,14 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/systemd/system/banc-lfp-kiosk.service": 0o644,
         "etc/systemd/system/mosquitto.service.d/banc-lfp.conf": 0o644,
         "etc/logrotate.d/banc-lfp": 0o644,
+        RETAIN_GUARD: 0o644,  # the broker's plugin, compiled from deploy/mosquitto-retain-guard.c
     }
     for rel, mode in expected.items():
         path = root / rel
         assert path.is_file(), rel
         assert path.stat().st_mode & 0o777 == mode, rel
-        assert not re.search(r"@[A-Z_]+@", path.read_text()), f"placeholder left in {rel}"
+        if rel != RETAIN_GUARD:
+            assert not re.search(r"@[A-Z_]+@", path.read_text()), f"placeholder left in {rel}"
     assert (root / str(installed.home).lstrip("/")).is_dir()  # BANC_HOME, inside the throwaway root
     assert list(root.rglob("*banc-lfp-work*")) == []  # the folders where secrets were made are gone
 
@@ -244,6 +262,8 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
     listeners = re.findall(r"^listener .*$", conf, re.M)
     assert listeners == [f"listener {installed.port} 127.0.0.1", f"listener {installed.tls_port} {LAN_IP}"]
     assert re.findall(r"^max_packet_size .*$", conf, re.M) == ["max_packet_size 4096"]  # global: every listener
+    assert_client_id_is_account_on_lan_listeners(conf)
+    assert re.findall(r"^plugin.*$", conf, re.M) == [f"plugin /{RETAIN_GUARD}", f"plugin_opt_pi_account {PI_ACCOUNT}"]
     rotate = (root / "etc/logrotate.d/banc-lfp").read_text()
     assert f"{installed.home}/logs.log {{" in rotate
     assert "copytruncate" not in re.sub(r"#.*", "", rotate)
@@ -301,7 +321,7 @@ def test_install_is_idempotent(installed: Installed) -> None:
     assert "créé :" not in out and "mis à jour :" not in out and "mosquitto_passwd" not in out
     assert "systemctl restart mosquitto.service" not in out
     assert "systemctl --no-block start banc-lfp-kiosk.service" in out
-    assert out.count("inchangé :") == 9  # every file but the password and accounts files
+    assert out.count("inchangé :") == 10  # every file but the password and accounts files
     assert "+ openssl" not in out and "autorité de certification conservée" in out
     assert "certificat du serveur conservé" in out
 
@@ -355,6 +375,7 @@ def test_install_keeps_the_ca_and_renews_the_server_certificate_when_due(install
         f"listener {installed.port} 127.0.0.1", f"listener {installed.tls_port} 127.0.0.3",
         f"listener {installed.port} 127.0.0.3",
     ]
+    assert_client_id_is_account_on_lan_listeners(conf)  # the clear-text LAN listener is an ESPs' one too
 
 
 def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
@@ -369,6 +390,7 @@ def test_dry_run_prints_everything_and_writes_nothing(tmp_path: Path) -> None:
         "[dry-run] openssl : certificat du serveur pour 192.168.1.10",
         "[dry-run] systemctl enable banc-lfp-kiosk.service",
         "[dry-run] runuser -u pi -- env HOME=",
+        f"[dry-run] écrire /{RETAIN_GUARD} (mode 0644, root:root)",
     ):
         assert action in proc.stdout, action
 
@@ -454,6 +476,7 @@ class DeployedBroker(MosquittoBroker):
         super().__init__(workdir, installed.port)
         conf = (installed.root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
         conf = conf.replace(" /etc/mosquitto/", f" {installed.root}/etc/mosquitto/")
+        conf = conf.replace(f" /{RETAIN_GUARD}", f" {installed.root}/{RETAIN_GUARD}")
         # What Debian's main mosquitto.conf provides on the Pi; and as root, mosquitto
         # would drop to the mosquitto user, which cannot read the throwaway root.
         self.conf_text = "\n".join(
@@ -471,8 +494,10 @@ class Probe:
     """
 
     def __init__(self, port: int, username: Optional[str] = None, password: Optional[str] = None,
-                 host: str = "127.0.0.1", cafile: Optional[Path] = None) -> None:
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+                 host: str = "127.0.0.1", cafile: Optional[Path] = None, client_id: str = "",
+                 persistent: bool = False) -> None:
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
+                                  client_id=client_id, clean_session=not persistent)
         if username is not None:
             self.client.username_pw_set(username, password)
         if cafile is not None:
@@ -536,8 +561,8 @@ class Probe:
             assert self.suback_event.wait_for(lambda: mid in self.subacks, TIMEOUT_S), "no SUBACK"
         return not self.subacks[mid][0].is_failure
 
-    def publish(self, topic: str, payload: str) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(TIMEOUT_S)
+    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(TIMEOUT_S)
 
     def receive_until(self, topic: str) -> list[tuple[str, str]]:
         """Every message received up to and including the first one on `topic`."""
@@ -731,6 +756,130 @@ def test_bench_account_is_confined_to_its_own_topics(
         (banc1.command, "end"),
     ]
     assert pi.receive_until(banc1.command) == [(banc2.command, "1"), (banc2.security, "alerte"), (banc1.command, "end")]
+
+
+# Contract v3 §2: the topics banc.py reads as events, which an ESP publishes without retain.
+EVENT_KINDS = ("step", "bms/data", "bms/replay", "ri/results")
+
+
+def retained_now(installed: Installed, probes: list[Probe], *topics: str) -> list[tuple[str, str]]:
+    """What a new subscriber to `topics` (the next banc.py) receives at once: their retained messages.
+
+    The barrier: a message the Pi's account retains on banc9/banc/status, subscribed to last;
+    had a topic before it held a retained message, that message would have come first.
+    """
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    barrier = protocol.topics(9).banc_status
+    pi, reader = Probe(installed.port, PI_ACCOUNT, pi_password), Probe(installed.port, PI_ACCOUNT, pi_password)
+    probes.extend([pi, reader])
+    assert pi.connect() and reader.connect()
+    pi.publish(barrier, "barrier", retain=True)
+    for topic in (*topics, barrier):
+        assert reader.subscribe(topic)
+    return reader.receive_until(barrier)[:-1]
+
+
+@pytest.mark.parametrize("retain", [True, False], ids=["retained", "not-retained"])
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_esp_account_leaves_no_retained_message_on_event_topics(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], kind: str, retain: bool
+) -> None:
+    """Contract v3 §2: a retained publish of an ESP on an event topic is dropped (the retain guard plugin).
+
+    The next banc.py would otherwise take a stale step, line or Ri result for a new one. The
+    ESP's non-retained publishes go through, its retained esp/status too; the Pi's account
+    may still retain there (maintenance clears a retained message with it).
+    """
+    creds = credentials(installed.root)
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    banc1 = protocol.topics(1)
+    topic = f"{banc1.banc}/{kind}"
+    live = Probe(installed.port, PI_ACCOUNT, pi_password)  # a banc.py already running
+    esp = Probe(installed.tls_port, "banc1", creds["banc1"], host=LAN_IP, cafile=installed.ca)
+    probes.extend([live, esp])
+    assert live.connect() and live.subscribe(topic) and live.subscribe(banc1.esp_status)
+    assert esp.connect()
+
+    esp.publish(topic, "first", retain=retain)
+    esp.publish(topic, "second")
+    esp.publish(banc1.esp_status, protocol.STATUS_ONLINE, retain=True)  # its birth message
+    # A refused publish is dropped whole: the running banc.py does not get it either.
+    assert live.receive_until(banc1.esp_status) == [
+        *([] if retain else [(topic, "first")]), (topic, "second"), (banc1.esp_status, protocol.STATUS_ONLINE)
+    ]
+    assert retained_now(installed, probes, topic, banc1.esp_status) == [(banc1.esp_status, protocol.STATUS_ONLINE)]
+
+    # The check above does see a retained message on the topic: the Pi's account may leave one.
+    live.publish(topic, "from the Pi", retain=True)
+    assert retained_now(installed, probes, topic) == [(topic, "from the Pi")]
+
+
+@pytest.mark.parametrize("kind, kept", [("esp/status", True), ("step", False)])
+def test_esp_last_will_is_retained_on_esp_status_only(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], kind: str, kept: bool
+) -> None:
+    """The broker checks a last will like a publish: retained on esp/status (contract), refused on step."""
+    topic = f"banc1/{kind}"
+    esp = Probe(installed.tls_port, "banc1", credentials(installed.root)["banc1"], host=LAN_IP, cafile=installed.ca,
+                client_id="banc1")
+    probes.append(esp)
+    esp.client.will_set(topic, "9" if kind == "step" else protocol.STATUS_OFFLINE, qos=1, retain=True)
+    assert esp.connect()
+    sock = esp.client.socket()
+    assert isinstance(sock, socket.socket)  # an ssl.SSLSocket
+    log_start = deployed_broker.log_path.stat().st_size
+    # The connection is lost without DISCONNECT (power cut, Wi-Fi gone): the broker sends the
+    # will right after it logs the loss, before it reads anything else.
+    esp.client.loop_stop()
+    esp.started = False
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not re.search(r"client banc1|Client banc1 (?!already)", deployed_broker.log_path.read_bytes()[log_start:].decode()):
+        assert time.monotonic() < deadline, "the broker did not see the ESP's connection go"
+        time.sleep(0.02)
+    expected = [(topic, protocol.STATUS_OFFLINE)] if kept else []
+    assert retained_now(installed, probes, topic) == expected
+
+
+@pytest.mark.parametrize("holder_id", ["banc_script_banc1", "ui_kiosk", "banc2"])
+def test_esp_account_cannot_take_another_clients_id_on_the_lan(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], holder_id: str
+) -> None:
+    """Contract v3 §8: on the ESPs' listener a client's id is its account name (use_username_as_clientid).
+
+    ESP banc1 asking for the id of banc.py (persistent session), of the kiosk or of bench 2's
+    ESP connects as "banc1": the holder of that id stays connected, its session intact.
+    """
+    creds = credentials(installed.root)
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    if holder_id == "banc2":  # another bench's ESP, on the LAN
+        holder = Probe(installed.tls_port, "banc2", creds["banc2"], host=LAN_IP, cafile=installed.ca,
+                       client_id=holder_id)
+        topic = protocol.topics(2).command
+    else:  # banc.py or the kiosk, on the loopback listener with the Pi's account
+        holder = Probe(installed.port, PI_ACCOUNT, pi_password, client_id=holder_id,
+                       persistent=holder_id.startswith("banc_script_"))
+        topic = protocol.topics(1).step
+    pi = Probe(installed.port, PI_ACCOUNT, pi_password)
+    probes.extend([holder, pi])
+    assert holder.connect() and holder.subscribe(topic) and pi.connect()
+
+    log_start = deployed_broker.log_path.stat().st_size
+    intruder = Probe(installed.tls_port, "banc1", creds["banc1"], host=LAN_IP, cafile=installed.ca,
+                     client_id=holder_id)
+    probes.append(intruder)
+    assert intruder.connect()  # accepted...
+
+    # ...without kicking the holder off: still connected, its subscription still delivers.
+    pi.publish(topic, "after")
+    assert not holder.disconnected.wait(0.3), f"{holder_id} was kicked off by ESP banc1"
+    assert holder.receive_until(topic) == [(topic, "after")]
+    assert not holder.disconnected.is_set()
+    # ...because its id is its account's name, whatever it asked for.
+    log = deployed_broker.log_path.read_bytes()[log_start:].decode(errors="replace")
+    assert re.search(r"New client connected from \S+ as banc1 \(p\d, c\d, k\d+, u'banc1'\)", log), log
+    assert f" as {holder_id} (" not in log and "already connected" not in log, log
 
 
 def test_bridge_example_forwards_every_bench_under_the_site_prefix(
