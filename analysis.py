@@ -491,7 +491,7 @@ def find_segments(unix_s: np.ndarray, step: np.ndarray, gap_s: float) -> tuple[l
 
 @dataclass(frozen=True)
 class Resistance:
-    """One Ri/diffusion result: mean as measured and brought to 25 °C."""
+    """One Ri/diffusion result: mean as measured, and mean of its pulses each brought to 25 °C (record.ri_at_25c)."""
 
     key: str
     label: str
@@ -528,12 +528,14 @@ class Summary:
     total_charge_ah: float
     total_discharge_ah: float
     resistances: list[Resistance]
-    ri_temperature_c: Optional[float]
+    ri_temperature_c: Optional[float]  # the last Ri result's (config.json's seed key)
     voltage_range_v: Optional[tuple[float, float]]
     temperature_range_c: Optional[tuple[float, float]]
     max_cell_spread_mv: Optional[float]
     notes: list[str] = field(default_factory=list)
     verdict: Optional[dict[str, Any]] = None  # config.json's verdict (contract §7) once the test is concluded
+    # Lowest and highest temperature of the Ri pulses (each corrected to 25 °C with its own).
+    ri_temperature_range_c: Optional[tuple[float, float]] = None
 
     @property
     def stopped_s(self) -> float:
@@ -620,7 +622,7 @@ def compute_summary(
         at_25 = None
         if raw is not None:
             try:
-                at_25 = correct(raw, ri_temperature)
+                at_25 = record.ri_at_25c(config, key, correct)  # each pulse at its own temperature
             except (ValueError, OSError) as exc:  # a broken temperature_coefficients.json: say so, keep the raw value
                 notes.append(f"correction à 25 °C impossible : {exc}")
         resistances.append(Resistance(key, RESISTANCE_LABELS.get(key, key), raw, at_25, _count(config.get(f"{key}_count"))))
@@ -658,6 +660,7 @@ def compute_summary(
         max_cell_spread_mv=float(spread.max()) if spread is not None else None,
         notes=notes,
         verdict=config["verdict"] if record.is_verdict(config.get("verdict")) else None,
+        ri_temperature_range_c=record.ri_temperature_range(config),
     )
 
 

@@ -18,6 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any, Optional
 
+import record
 from formatting import format_limit, format_milliohm, format_number
 
 GRADING_FILE = "grading.json"
@@ -52,6 +53,10 @@ RI_DECIMALS = 5
 SPREAD_DECIMALS = 0
 TEMPERATURE_DECIMALS = 1
 
+RI_PLAUSIBLE_OHM_DEFAULT: tuple[float, float] = record.RI_PLAUSIBLE_OHM_DEFAULT
+"""A model's `ri_plausible_ohm` when grading.json leaves it out; defined once in record.py, whose
+fold of the journal skips any value outside it: a model's range can only narrow it."""
+
 
 class GradingError(ValueError):
     """grading.json is invalid; the message names the file and what is wrong (French, for the operator)."""
@@ -76,6 +81,8 @@ class Model:
     ri_discharge_max_ohm: float
     cell_spread_max_mv: float
     temperature_max_c: float
+    # [low, high] ohm: an Ri/diffusion result outside it is refused by the recorder (contract v3).
+    ri_plausible_ohm: tuple[float, float] = RI_PLAUSIBLE_OHM_DEFAULT
 
     def matches(self, serial: str) -> bool:
         """True when this model covers `serial` (its pattern searched case-insensitively)."""
@@ -119,6 +126,28 @@ def _text(value: Any, where: str, source: str) -> str:
     return value
 
 
+def _plausible_range(value: Any, where: str, source: str) -> tuple[float, float]:
+    """`ri_plausible_ohm`: absent -> the default; else [low, high] ohm within the default, 0 < low < high."""
+    if value is None:
+        return RI_PLAUSIBLE_OHM_DEFAULT
+    floor, ceiling = RI_PLAUSIBLE_OHM_DEFAULT
+    shown = json.dumps(value)
+    if not isinstance(value, list) or len(value) != 2:
+        raise GradingError(f"{source} : {where} : ri_plausible_ohm doit être une liste [min, max] en ohms "
+                           f"(trouvé {shown})")
+    low = _positive(value[0], f"{where} : ri_plausible_ohm[0]", source)
+    high = _positive(value[1], f"{where} : ri_plausible_ohm[1]", source)
+    if low >= high:
+        raise GradingError(f"{source} : {where} : ri_plausible_ohm : le min doit être inférieur au max "
+                           f"(trouvé {shown})")
+    if low < floor or high > ceiling:
+        # The journal's fold keeps only the default range (it cannot read grading.json): a wider one
+        # would accept results that no mean would ever hold.
+        raise GradingError(f"{source} : {where} : ri_plausible_ohm doit rester dans [{floor:g}, {ceiling:g}] Ω "
+                           f"(trouvé {shown})")
+    return low, high
+
+
 def _parse_model(data: Any, index: int, source: str) -> Model:
     where = f"models[{index}]"
     if not isinstance(data, dict):
@@ -154,6 +183,7 @@ def _parse_model(data: Any, index: int, source: str) -> Model:
         ri_discharge_max_ohm=_positive(data.get("ri_discharge_max_ohm"), f"{where} : ri_discharge_max_ohm", source),
         cell_spread_max_mv=_positive(data.get("cell_spread_max_mv"), f"{where} : cell_spread_max_mv", source),
         temperature_max_c=_positive(data.get("temperature_max_c"), f"{where} : temperature_max_c", source),
+        ri_plausible_ohm=_plausible_range(data.get("ri_plausible_ohm"), where, source),
     )
 
 
@@ -180,6 +210,12 @@ def load_rules(path: Path) -> Rules:
     except (OSError, UnicodeDecodeError) as exc:
         raise GradingError(f"{path} : lecture impossible ({exc})") from None
     return parse_rules(text, str(path))
+
+
+def ri_plausible_range(rules: Rules, serial: str) -> tuple[float, float]:
+    """[low, high] ohm of the Ri/diffusion values a battery of `serial` can give: its model's, else the default."""
+    model = rules.model_for(serial)
+    return RI_PLAUSIBLE_OHM_DEFAULT if model is None else model.ri_plausible_ohm
 
 
 # =========================================================================== the grade
@@ -243,8 +279,9 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
           correct_to_25c: Callable[[float, Optional[float]], float]) -> dict[str, Any]:
     """The verdict of a finished test (pure): grade, SOH, every check with value, limit and result, reason.
 
-    `summary` is the test's config.json (serial, capacity_ah, ri_discharge_average,
-    ri_temperature_c); `correct_to_25c(ohm, temperature_c)` brings a resistance to 25 °C.
+    `summary` is the test's config.json (serial, capacity_ah, the Ri décharge pulses or, for an
+    earlier version's, ri_discharge_average and ri_temperature_c); `correct_to_25c(ohm, temperature_c)`
+    brings a resistance to 25 °C: each pulse with its own temperature (record.ri_at_25c).
     """
     serial = summary.get("battery_serial")
     model = rules.model_for(serial) if isinstance(serial, str) else None
@@ -260,8 +297,7 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
     soh_exact = _decimal(capacity) * 100 / _decimal(model.nominal_capacity_ah)
     soh = _shown_at_least(soh_exact, SOH_DECIMALS)
     lowest = model.grades[-1].min_soh_pct
-    ri = _finite(summary.get("ri_discharge_average"))
-    ri_25 = None if ri is None else correct_to_25c(ri, _finite(summary.get("ri_temperature_c")))
+    ri_25 = record.ri_at_25c(summary, CHECK_RI, correct_to_25c)
     checks = [
         _check(CHECK_SOH, soh, lowest, soh_exact >= _decimal(lowest)),
         _max_check(CHECK_RI, ri_25, model.ri_discharge_max_ohm, RI_DECIMALS),

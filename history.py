@@ -100,7 +100,7 @@ def row_from_summary(relative: str, summary: dict[str, Any], signature: str) -> 
                   if isinstance(check, dict) and check.get("name") == grading.CHECK_RI), None)
     if ri_25 is None and _number(summary.get("ri_discharge_average")) is not None:
         try:
-            ri_25 = utils.correct_to_25c(summary["ri_discharge_average"], _number(summary.get("ri_temperature_c")))
+            ri_25 = record.ri_at_25c(summary, grading.CHECK_RI, utils.correct_to_25c)  # each pulse at its own temperature
         except (ValueError, OSError):
             ri_25 = None
     serial = str(summary.get("battery_serial") or "")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
 import protocol
+import record
 from kiosk_messages import BenchFacts
 
 # Time-left estimates of the phases without a profile (phase 2 uses charge_profile.csv).
@@ -76,26 +77,19 @@ def estimate_time_left_s(
 
 
 def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
-    """Ri and diffusion means of a test's config.json, all brought to 25 °C with `correct` (as the charts show them)."""
+    """Ri and diffusion means of a test's config.json, all brought to 25 °C with `correct` (as the charts show them).
 
-    def number(key: str) -> Optional[float]:
-        value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            return None
-        return float(value)
-
-    temperature = config.get("ri_temperature_c")
-    temperature = float(temperature) if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) else None
+    Each pulse is corrected with its own temperature (record.ri_at_25c).
+    """
 
     def at_25c(key: str) -> Optional[float]:
-        value = number(key)
-        return None if value is None else correct(value, temperature)
+        return None if _positive(config.get(f"{key}_average")) is None else record.ri_at_25c(config, key, correct)
 
     return RiView(
-        ri_discharge=at_25c("ri_discharge_average"),
-        ri_charge=at_25c("ri_charge_average"),
-        diffusion_discharge=at_25c("diffusion_discharge_average"),
-        diffusion_charge=at_25c("diffusion_charge_average"),
+        ri_discharge=at_25c("ri_discharge"),
+        ri_charge=at_25c("ri_charge"),
+        diffusion_discharge=at_25c("diffusion_discharge"),
+        diffusion_charge=at_25c("diffusion_charge"),
     )
 
 
@@ -128,10 +122,8 @@ def result_view_from_summary(summary: Optional[Mapping[str, Any]], certificate: 
     assert isinstance(verdict, dict)
     ri_25 = next((_positive(c.get("value")) for c in verdict.get("checks", [])
                   if isinstance(c, dict) and c.get("name") == "ri_discharge"), None)
-    if ri_25 is None:
-        ri = _positive(cfg.get("ri_discharge_average"))
-        temperature = cfg.get("ri_temperature_c")
-        ri_25 = None if ri is None else correct(ri, temperature if isinstance(temperature, (int, float)) else None)
+    if ri_25 is None and _positive(cfg.get("ri_discharge_average")) is not None:
+        ri_25 = record.ri_at_25c(cfg, "ri_discharge", correct)  # each pulse at its own temperature
     grade = verdict.get("grade") if isinstance(verdict.get("grade"), str) else None
     soh = verdict.get("soh_pct")
     return ResultView(

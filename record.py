@@ -13,7 +13,9 @@ A test folder `data/bancN/DDMMYYYY-SERIAL/` holds:
     The journal also holds the ESP's boots (`EVENT_ESP_BOOT`), the clock offset estimated for
     each (`EVENT_ESP_CLOCK`) and the lines that never came back (`EVENT_SEQ_LOST`).
   - `rejected.csv`: refused messages (`REJECTED_CSV_HEADER`).
-  - `config.json`: a summary, a view of the above with the seed's keys. When it is missing,
+  - `config.json`: a summary, a view of the above with the seed's keys (the Ri/diffusion
+    `<key>_average` are the raw means; `ri_pulses` holds each value with its pulse's temperature,
+    from which readers take the figures at 25 °C: `ri_at_25c`). When it is missing,
     unreadable or disagrees with the journal it is rebuilt (`rebuild_summary`), never trusted
     over the journal.
 `bancs_config.json` (the benches' state) is likewise rebuilt from the folders
@@ -29,7 +31,7 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -63,6 +65,8 @@ _SEQ_MIN, _SEQ_MAX = (int(bound) for bound in protocol.BMS_RANGES["seq"])
 # The lines of the current ESP boot whose text is remembered (banc.py's recorder, and the
 # recount of data.csv that starts it): a copy of one of them is recognised by its text.
 RECENT_LINES_KEPT = 1000
+RI_PULSES_KEY = "ri_pulses"
+"""config.json: per Ri/diffusion key, the [ohm, temperature_c, count] its mean is made of (RecordState.ri_pulses)."""
 _BMS_TEXT = slice(DATA_COLUMN["seq"], DATA_COLUMN["seq"] + len(protocol.BMS_FIELDS))
 REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
 
@@ -124,6 +128,18 @@ def serial_key(serial: str) -> str:
 def same_serial(a: Any, b: Any) -> bool:
     """True when `a` and `b` are the same battery's serial (any letter case)."""
     return isinstance(a, str) and isinstance(b, str) and serial_key(a) == serial_key(b)
+
+
+RI_PLAUSIBLE_OHM_DEFAULT: tuple[float, float] = (0.0005, 1.0)
+"""The Ri/diffusion values (ohm) a pack can give (contract v3): a 16S LFP pack's Ri is tens of mΩ,
+so 1e-9 Ω or 10 Ω is a garbled or broken measurement. grading.json's `ri_plausible_ohm` can only
+narrow it per model (grading.py); the journal's fold skips any value outside it, so a journal written
+before the recorder refused them never lets one into a mean."""
+
+
+def ri_plausible(value: float, plausible: tuple[float, float] = RI_PLAUSIBLE_OHM_DEFAULT) -> bool:
+    """True when `value` (ohm) is within `plausible` [low, high], bounds included."""
+    return plausible[0] <= value <= plausible[1]
 
 
 def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float, int]:
@@ -469,7 +485,13 @@ class RecordState:
     last_update: Optional[str] = None
     ri_means: dict[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
     ri_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
-    ri_temperature_c: Optional[float] = None
+    ri_temperature_c: Optional[float] = None  # the last result's (the seed's key; each pulse has its own below)
+    # What each mean is made of, to bring it to 25 °C pulse by pulse (ri_at_25c): per key, the
+    # values in journal order as (ohm, temperature_c, count). A result without a temperature was
+    # measured at the previous result's (pulses are minutes apart), none before it: at 25 °C
+    # (left uncorrected); a migrated mean is one entry of its count at its one temperature.
+    ri_pulses: dict[str, list[tuple[float, Optional[float], int]]] = field(
+        default_factory=lambda: {key: [] for key in protocol.RI_KEYS})
     # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
     # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
     recent_ri: list[dict[str, Any]] = field(default_factory=list)
@@ -531,12 +553,16 @@ class RecordState:
                 if step == protocol.STEP_FINISHED:
                     self.end_time = event.get("end_time") if isinstance(event.get("end_time"), str) else at
             ri = event.get("ri")
+            self.ri_temperature_c = _number(event.get("ri_temperature_c"))
             if isinstance(ri, dict):
                 for key in protocol.RI_KEYS:
                     pair = ri.get(key)
-                    if isinstance(pair, list) and len(pair) == 2 and _number(pair[0]) is not None:
-                        self.ri_means[key], self.ri_counts[key] = _number(pair[0]), _count(pair[1])
-            self.ri_temperature_c = _number(event.get("ri_temperature_c"))
+                    if not isinstance(pair, list) or len(pair) != 2:
+                        continue
+                    mean = _number(pair[0])
+                    if mean is not None and ri_plausible(mean):
+                        self.ri_means[key], self.ri_counts[key] = mean, max(1, _count(pair[1]))
+                        self.ri_pulses[key] = [(mean, self.ri_temperature_c, self.ri_counts[key])]
         elif kind == EVENT_STEP:
             step = event.get("step")
             if step in protocol.PHASES and not self.finished:
@@ -549,14 +575,7 @@ class RecordState:
             values = event.get("values")
             if isinstance(values, dict) and not self.finished:
                 self.recent_ri = [*self.recent_ri[-(protocol.RECEIVE_MAXIMUM - 1):], values]
-                for key in protocol.RI_KEYS:
-                    value = _number(values.get(key))
-                    if value is not None:
-                        self.ri_means[key], self.ri_counts[key] = running_mean(
-                            self.ri_means[key], self.ri_counts[key], value)
-                temperature = _number(values.get("temperature_c"))
-                if temperature is not None:
-                    self.ri_temperature_c = temperature
+                self._fold_ri(values)
         elif kind == EVENT_STOP and not self.finished:
             self.status = TEST_STOPPED
         elif kind == EVENT_RESUME and not self.finished:
@@ -585,6 +604,20 @@ class RecordState:
             self.verdict = event["verdict"]
         if at:
             self.last_update = at
+
+
+    def _fold_ri(self, values: dict[str, Any]) -> None:
+        """Fold one Ri result's plausible values into the means, each with its pulse's temperature."""
+        accepted = {key: value for key in protocol.RI_KEYS
+                    if (value := _number(values.get(key))) is not None and ri_plausible(value)}
+        if not accepted:
+            return  # nothing a pack can give (a journal written before the recorder refused it): as if never sent
+        temperature = _number(values.get("temperature_c"))
+        if temperature is not None:
+            self.ri_temperature_c = temperature
+        for key, value in accepted.items():
+            self.ri_means[key], self.ri_counts[key] = running_mean(self.ri_means[key], self.ri_counts[key], value)
+            self.ri_pulses[key].append((value, self.ri_temperature_c, 1))
 
 
 def is_verdict(value: Any) -> bool:
@@ -658,6 +691,7 @@ def new_summary(banc: str, serial: str, first_handle: str) -> dict[str, Any]:
         summary[f"{key}_average"] = None
         summary[f"{key}_count"] = 0
     summary["ri_temperature_c"] = None
+    summary[RI_PULSES_KEY] = {key: [] for key in protocol.RI_KEYS}
     summary.update(dict.fromkeys(COUNTER_KEYS, 0))
     summary["software_version"] = SOFTWARE_VERSION
     summary["verdict"] = None
@@ -680,6 +714,7 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
         out[f"{key}_average"] = state.ri_means[key]
         out[f"{key}_count"] = state.ri_counts[key]
     out["ri_temperature_c"] = state.ri_temperature_c
+    out[RI_PULSES_KEY] = {key: [list(pulse) for pulse in state.ri_pulses[key]] for key in protocol.RI_KEYS}
     out["seq_lost_count"] = max(state.seq_lost_count, _count(out.get("seq_lost_count")))
     if state.verdict is not None:
         out["verdict"] = state.verdict
@@ -693,6 +728,74 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
     if state.end_time and parse_time(state.end_time):
         out["end_time"] = iso(parse_time(state.end_time))  # type: ignore[arg-type]
     return out
+
+
+def mean_at_25c(pulses: Iterable[tuple[float, Optional[float], int]],
+                correct: Callable[[float, Optional[float]], float]) -> Optional[float]:
+    """The mean of the values each brought to 25 °C with its own temperature (weighted by count; None when empty).
+
+    `correct(ohm, temperature_c)` is utils.correct_to_25c (unchanged for an unknown temperature).
+    """
+    total = weight = 0.0
+    for ohm, temperature, count in pulses:
+        total += count * correct(ohm, temperature)
+        weight += count
+    return total / weight if weight > 0 else None
+
+
+def summary_pulses(summary: Mapping[str, Any], key: str) -> Optional[list[tuple[float, Optional[float], int]]]:
+    """The pulses `key`'s mean in `summary` is made of, or None when the summary does not hold them.
+
+    None for a config.json of an earlier version (no `ri_pulses`), or one whose `ri_pulses` are not
+    what its `<key>_average` and `<key>_count` were folded from (edited by hand): that mean is then
+    all there is.
+    """
+    table = summary.get(RI_PULSES_KEY)
+    entries = table.get(key) if isinstance(table, Mapping) else None
+    mean, count = _number(summary.get(f"{key}_average")), summary.get(f"{key}_count")
+    if not isinstance(entries, list) or not entries or mean is None:
+        return None
+    pulses: list[tuple[float, Optional[float], int]] = []
+    for entry in entries:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            return None
+        ohm, temperature, weight = _number(entry[0]), _number(entry[1]), entry[2]
+        if ohm is None or (entry[1] is not None and temperature is None) or not _is_count(weight) or weight < 1:
+            return None
+        pulses.append((ohm, temperature, weight))
+    weights = sum(weight for _, _, weight in pulses)
+    folded = sum(ohm * weight for ohm, _, weight in pulses) / weights
+    if weights != count or not math.isclose(folded, mean, rel_tol=1e-9):
+        return None
+    return pulses
+
+
+def ri_at_25c(summary: Mapping[str, Any], key: str,
+              correct: Callable[[float, Optional[float]], float]) -> Optional[float]:
+    """`key`'s mean in `summary` at 25 °C: each pulse corrected with its own temperature, then averaged.
+
+    The one reading of the Ri/diffusion figures at 25 °C (verdict, report, certificate, kiosk,
+    history). A summary without its pulses (`summary_pulses`) has its mean corrected with
+    `ri_temperature_c`, as the earlier version did. Errors of `correct` (a broken
+    temperature_coefficients.json) are raised.
+    """
+    mean = _number(summary.get(f"{key}_average"))
+    if mean is None:
+        return None
+    pulses = summary_pulses(summary, key)
+    if pulses is None:
+        return correct(mean, _number(summary.get("ri_temperature_c")))
+    return mean_at_25c(pulses, correct)
+
+
+def ri_temperature_range(summary: Mapping[str, Any]) -> Optional[tuple[float, float]]:
+    """The lowest and highest temperature of the pulses the summary's means are made of (None when unknown)."""
+    temperatures = [temperature for key in protocol.RI_KEYS for _, temperature, _ in summary_pulses(summary, key) or ()
+                    if temperature is not None]
+    if not temperatures:
+        temperature = _number(summary.get("ri_temperature_c"))
+        return None if temperature is None else (temperature, temperature)
+    return min(temperatures), max(temperatures)
 
 
 def read_summary_file(folder: Path) -> Optional[dict[str, Any]]:

@@ -34,6 +34,18 @@ def phase_name(step: int) -> str:
     return protocol.PHASE_NAMES.get(step, f"phase {step}")
 
 
+def ri_temperature_text(summary: Summary, unknown: str = "inconnue", between: str = " à ") -> str:
+    """The temperature(s) the Ri pulses were measured at: "25,3 °C", "24,8 à 27,3 °C" or `unknown`.
+
+    Each pulse is brought to 25 °C with its own temperature: a span says so better than the last one.
+    """
+    span = summary.ri_temperature_range_c
+    if span is None:
+        return unknown if summary.ri_temperature_c is None else _fmt(summary.ri_temperature_c, 1, "°C")
+    low, high = (_fmt(value, 1) for value in span)
+    return f"{high} °C" if low == high else f"{low}{between}{high} °C"
+
+
 def capacity_flag_text(summary: Summary) -> str:
     """The warning line shown when the coulomb count and the ESP differ by more than 2 %."""
     return (
@@ -93,8 +105,8 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
         f"{_fmt(summary.total_discharge_ah, 3, 'Ah')} déchargés"
     )
     lines.append("")
-    temperature = "inconnue" if summary.ri_temperature_c is None else _fmt(summary.ri_temperature_c, 1, "°C")
-    lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [mesure à {temperature}]")
+    lines.append(f"Résistances (mΩ)  mesurée à 25 °C  n   [température des mesures : {ri_temperature_text(summary)}, "
+                 "chacune corrigée avec la sienne]")
     for item in summary.resistances:
         lines.append(f"  {item.label:<20} {format_milliohm(item.raw_ohm):>8} {format_milliohm(item.at_25c_ohm):>8} {item.count:>3}")
     lines.append("")
@@ -146,8 +158,7 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     for item in summary.resistances:
         label = _SHORT_RESISTANCE.get(item.key, item.label)
         out.append((f"{label:<14}{format_milliohm(item.raw_ohm):>6}{format_milliohm(item.at_25c_ohm):>7}", black))
-    temperature = _fmt(summary.ri_temperature_c, 1, "°C")
-    out.append((f"{'T mesure Ri':<14}{temperature:>13}", grey))
+    out.append((f"{'T mesure Ri':<12}{ri_temperature_text(summary, '—', '-'):>15}", grey))
     out.append(("", black))
     out.append(("Durées (hors arrêts)", black))
     for phase in sorted(summary.phase_active_s):

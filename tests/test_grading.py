@@ -239,3 +239,147 @@ def test_the_full_charge_window_is_in_measurement_time() -> None:
     ]
     data = analysis.parse_data_csv(("\n".join([header, *rows]) + "\n").encode())
     assert analysis.test_facts(data).cell_spread_mv == 60.0
+
+
+# --------------------------------------------------------------------------- ri_plausible_ohm (contract v3)
+
+
+def _with_range(value: Any) -> str:
+    return _broken(lambda d: d["models"][0].update(ri_plausible_ohm=value))
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("0.0005-1", "ri_plausible_ohm doit être une liste [min, max] en ohms"),
+        ([0.001], "ri_plausible_ohm doit être une liste [min, max] en ohms"),
+        ([0.001, 0.5, 1.0], "ri_plausible_ohm doit être une liste [min, max] en ohms"),
+        ({"min": 0.001, "max": 0.5}, "ri_plausible_ohm doit être une liste [min, max] en ohms"),
+        ([0, 0.5], "ri_plausible_ohm[0] doit être un nombre > 0 (trouvé 0)"),
+        ([-0.001, 0.5], "ri_plausible_ohm[0] doit être un nombre > 0"),
+        (["0.001", 0.5], "ri_plausible_ohm[0] doit être un nombre > 0"),
+        ([0.001, True], "ri_plausible_ohm[1] doit être un nombre > 0"),
+        ([0.001, None], "ri_plausible_ohm[1] doit être un nombre > 0"),
+        ([0.5, 0.001], "le min doit être inférieur au max (trouvé [0.5, 0.001])"),
+        ([0.01, 0.01], "le min doit être inférieur au max"),
+        # Wider than the default: the journal's fold would drop what the recorder accepted.
+        ([0.0001, 0.5], "ri_plausible_ohm doit rester dans [0.0005, 1] Ω"),
+        ([0.001, 2.0], "ri_plausible_ohm doit rester dans [0.0005, 1] Ω"),
+    ],
+)
+def test_an_invalid_ri_plausible_ohm_is_a_clear_error(value: Any, message: str) -> None:
+    with pytest.raises(grading.GradingError) as caught:
+        grading.parse_rules(_with_range(value), "grading.json")
+    text = str(caught.value)
+    assert text.startswith("grading.json : modèle « LFP 16S 100 Ah » : ") and message in text, text
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, (0.0005, 1.0)),  # absent: the default
+        ([0.0005, 1.0], (0.0005, 1.0)),  # the default's own bounds are allowed
+        ([0.002, 0.2], (0.002, 0.2)),
+        ([0.001, 1], (0.001, 1.0)),  # an integer bound
+    ],
+)
+def test_a_valid_ri_plausible_ohm(value: Any, expected: tuple[float, float]) -> None:
+    data = json.loads(json.dumps(RULES_JSON))
+    if value is not None:
+        data["models"][0]["ri_plausible_ohm"] = value
+    model = grading.parse_rules(json.dumps(data)).models[0]
+    assert model.ri_plausible_ohm == expected
+    assert all(isinstance(bound, float) for bound in model.ri_plausible_ohm)
+
+
+def test_the_default_plausible_range_is_defined_once() -> None:
+    assert grading.RI_PLAUSIBLE_OHM_DEFAULT == record.RI_PLAUSIBLE_OHM_DEFAULT == (0.0005, 1.0)
+    assert RULES.models[0].ri_plausible_ohm == grading.RI_PLAUSIBLE_OHM_DEFAULT  # RULES_JSON leaves it out
+
+
+def _two_models() -> grading.Rules:
+    data = json.loads(json.dumps(RULES_JSON))
+    small = {**data["models"][0], "name": "LFP 8S 50 Ah", "serial_pattern": "^RW-S", "nominal_capacity_ah": 50.0,
+             "ri_plausible_ohm": [0.002, 0.5]}
+    data["models"].insert(0, small)
+    data["models"][1]["ri_plausible_ohm"] = [0.001, 0.2]
+    return grading.parse_rules(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "rules, serial, expected",
+    [
+        (_two_models(), "RW-S0001", (0.002, 0.5)),  # the first matching model's (file order)
+        (_two_models(), "rw-s0001", (0.002, 0.5)),  # serials match case-insensitively
+        (_two_models(), "RW-ABCD1234", (0.001, 0.2)),
+        (_two_models(), "XX-0001", (0.0005, 1.0)),  # no model: the default
+        (RULES, "RW-ABCD1234", (0.0005, 1.0)),  # a model without the key: the default
+        (RULES, "", (0.0005, 1.0)),
+    ],
+)
+def test_ri_plausible_range(rules: grading.Rules, serial: str, expected: tuple[float, float]) -> None:
+    assert grading.ri_plausible_range(rules, serial) == expected
+
+
+def test_the_project_grading_json_writes_the_plausible_range_out() -> None:
+    data = json.loads((REPO_DIR / "grading.json").read_text(encoding="utf-8"))
+    assert [model["ri_plausible_ohm"] for model in data["models"]] == [[0.0005, 1.0]]
+    rules = grading.load_rules(REPO_DIR / "grading.json")
+    assert grading.ri_plausible_range(rules, "RW-ANY0001") == grading.RI_PLAUSIBLE_OHM_DEFAULT
+
+
+# --------------------------------------------------------------------------- Ri at 25 °C, pulse by pulse
+
+
+def per_degree(ohm: float, temperature_c: Optional[float]) -> float:
+    """A stand-in correction: +1 % per degree above 25 °C (unchanged when the temperature is unknown)."""
+    return ohm if temperature_c is None else ohm * (1 + (temperature_c - 25.0) / 100)
+
+
+def pulses_summary(pulses: list[tuple[float, Optional[float]]], capacity_ah: float = 95.0) -> dict[str, Any]:
+    """A summary as record.apply_state writes it, from Ri décharge results (ohm, temperature)."""
+    events: list[dict[str, Any]] = [{"event": "start", "t": "2026-12-01T10:00:00+01:00", "serial": "RW-ABCD1234", "banc": "banc1"}]
+    for ohm, temperature in pulses:
+        values: dict[str, Any] = {"ri_discharge": ohm}
+        if temperature is not None:
+            values["temperature_c"] = temperature
+        events.append({"event": "ri", "t": "2026-12-01T10:05:00+01:00", "values": values})
+    out = record.apply_state(record.new_summary("banc1", "RW-ABCD1234", "2026-12-01T10:00:00+01:00"),
+                             record.fold_events(events))
+    out["capacity_ah"] = capacity_ah
+    return out
+
+
+@pytest.mark.parametrize(
+    "pulses, graded",
+    [
+        # Each pulse corrected with its own temperature, then averaged: (0.020 * 1.0 + 0.040 * 1.1) / 2,
+        # in any order (the mean corrected with the last temperature alone gave 0.033, then 0.030).
+        ([(0.020, 25.0), (0.040, 35.0)], 0.032),
+        ([(0.040, 35.0), (0.020, 25.0)], 0.032),
+        # A result without its temperature was measured at the previous one's.
+        ([(0.020, 35.0), (0.020, None)], 0.022),
+        ([(0.020, None), (0.020, 35.0)], 0.021),  # none before it: taken as at 25 °C
+        ([(0.039, 25.0), (0.041, 25.0)], 0.040),  # at the limit: passes
+    ],
+)
+def test_the_graded_ri_corrects_each_pulse_with_its_own_temperature(
+    pulses: list[tuple[float, Optional[float]]], graded: float,
+) -> None:
+    verdict = grading.grade(pulses_summary(pulses), facts(), RULES, per_degree)
+    check = next(check for check in verdict["checks"] if check["name"] == grading.CHECK_RI)
+    assert check["value"] == pytest.approx(graded, abs=1e-5) and check["ok"] == (graded <= 0.040 + 1e-12)
+    assert verdict["grade"] == ("A" if check["ok"] else "REJET")
+
+
+def test_a_summary_of_the_earlier_version_is_graded_from_its_mean_and_last_temperature() -> None:
+    """config.json without `ri_pulses` (an older folder): its mean corrected with ri_temperature_c, as before."""
+    old = summary(95.0, 0.030, ri_temperature_c=35.0)
+    assert "ri_pulses" not in old
+    check = grading.grade(old, facts(), RULES, per_degree)["checks"][1]
+    assert check["value"] == pytest.approx(0.033) and check["ok"]
+    # Pulses that are not what the mean was made of (the mean edited by hand) are not used either.
+    edited = {**pulses_summary([(0.020, 25.0), (0.040, 35.0)]), "ri_discharge_average": 0.030, "ri_temperature_c": 35.0}
+    assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.032)
+    edited["ri_discharge_average"] = 0.031
+    assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.0341, abs=2e-5)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+import calibration
 import record
 import utils
 
@@ -361,3 +364,142 @@ def test_a_journal_line_written_twice_counts_once() -> None:
     state = record.fold_events(record.parse_events(raw)[0])
     assert (state.ri_counts["ri_discharge"], state.seq_lost_count, len(state.seq_lost_spans)) == (2, 2, 1)
     assert state.ri_means["ri_discharge"] == pytest.approx(0.030)
+
+
+# --------------------------------------------------------------------------- Ri: plausible values, 25 °C pulse by pulse
+
+
+@pytest.mark.parametrize(
+    "value, folded",
+    [
+        (0.020, True),
+        (0.0005, True),  # the default range's bounds are plausible
+        (1.0, True),
+        (1e-9, False),  # garbled: nothing a 16S pack gives
+        (0.000499, False),
+        (1.000001, False),
+        (10.0, False),  # a broken connection (the contract's own maximum)
+    ],
+)
+def test_the_fold_skips_an_implausible_ri_of_a_journal_written_before_the_recorder_refused_it(
+    value: float, folded: bool,
+) -> None:
+    events = [START, ev("ri", 1, values={"ri_discharge": 0.020, "temperature_c": 20.0}),
+              ev("ri", 2, values={"ri_discharge": value, "temperature_c": 30.0})]
+    state = record.fold_events(events)
+    assert state.ri_counts["ri_discharge"] == (2 if folded else 1)
+    assert state.ri_means["ri_discharge"] == pytest.approx((0.020 + value) / 2 if folded else 0.020)
+    assert state.ri_temperature_c == (30.0 if folded else 20.0)  # a result wholly refused is as if never sent
+    assert [pulse[0] for pulse in state.ri_pulses["ri_discharge"]] == ([0.020, value] if folded else [0.020])
+    assert len(state.recent_ri) == 2  # still recognised as a copy if the broker sends it again
+
+
+def test_the_fold_keeps_the_plausible_values_of_a_result_and_their_temperature() -> None:
+    state = record.fold_events([START, ev("ri", 1, values={"ri_discharge": 1e-9, "diffusion_discharge": 0.006,
+                                                           "temperature_c": 27.0})])
+    assert state.ri_counts == {"ri_discharge": 0, "ri_charge": 0, "diffusion_discharge": 1, "diffusion_charge": 0}
+    assert state.ri_means["ri_discharge"] is None and state.ri_pulses["diffusion_discharge"] == [(0.006, 27.0, 1)]
+    assert state.ri_temperature_c == 27.0
+
+
+@pytest.mark.parametrize(
+    "ri, temperature, pulses",
+    [
+        ({"ri_discharge": [0.021, 3]}, 20.0, [(0.021, 20.0, 3)]),  # one block of 3 at its one temperature
+        ({"ri_discharge": [0.021, 3]}, None, [(0.021, None, 3)]),
+        ({"ri_discharge": [5.0, 3]}, 20.0, []),  # a mean no pack gives (an old config.json): skipped
+        ({"ri_discharge": [0.021, 0]}, 20.0, [(0.021, 20.0, 1)]),  # a mean is of one value at least
+    ],
+)
+def test_a_migrated_mean_is_one_block_at_its_temperature(ri: dict, temperature: object, pulses: list) -> None:
+    migrate = ev(record.EVENT_MIGRATE, serial="RW-ab12cd", banc="banc1", step=2, ri=ri, ri_temperature_c=temperature)
+    state = record.fold_events([migrate])
+    assert state.ri_pulses["ri_discharge"] == pulses
+    assert state.ri_counts["ri_discharge"] == sum(count for _, _, count in pulses)
+    summary = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), state)
+    expected = None if not pulses else pulses[0][0] * (2.0 if temperature == 20.0 else 1.0)
+    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == expected
+
+
+def cold_doubles(ohm: float, temperature_c: float | None) -> float:
+    return ohm * 2.0 if temperature_c is not None and temperature_c < 25.0 else ohm
+
+
+def project_curve() -> Callable[[float, float | None], float]:
+    """utils.correct_to_25c with the project's temperature_coefficients.json, without a BANC_HOME."""
+    curve = calibration.load_temp_coeffs(utils.PROJECT_DIR / utils.TEMP_COEFFS_FILE)
+    return lambda ohm, temperature_c: ohm if temperature_c is None else ohm * curve(temperature_c)
+
+
+CORRECT = project_curve()
+
+pulse_values = st.floats(min_value=0.0005, max_value=1.0, allow_nan=False)
+pulse_temperatures = st.one_of(st.none(), st.floats(min_value=-40.0, max_value=150.0, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(pulse_values, pulse_temperatures), min_size=1, max_size=40))
+def test_the_25c_mean_is_the_mean_of_each_pulse_corrected_with_its_own_temperature(
+    pulses: list[tuple[float, float | None]],
+) -> None:
+    """For any pulses: config.json's figure at 25 °C is the mean of the pulses each corrected with its temperature.
+
+    A pulse without a temperature was measured at the previous pulse's; none before it: at 25 °C (uncorrected).
+    """
+    events = [START]
+    for i, (ohm, temperature) in enumerate(pulses):
+        values: dict = {"ri_charge": ohm}
+        if temperature is not None:
+            values["temperature_c"] = temperature
+        events.append(ev("ri", i % 29, values=values))
+    summary = json.loads(json.dumps(record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"),
+                                                       record.fold_events(events))))  # as config.json holds it
+    corrected, known = [], None
+    for ohm, temperature in pulses:
+        known = temperature if temperature is not None else known
+        corrected.append(CORRECT(ohm, known))
+    assert summary["ri_charge_average"] == pytest.approx(sum(p[0] for p in pulses) / len(pulses), rel=1e-9)
+    assert summary["ri_charge_count"] == len(pulses)
+    assert record.ri_at_25c(summary, "ri_charge", CORRECT) == pytest.approx(sum(corrected) / len(corrected), rel=1e-9)
+    assert record.ri_at_25c(summary, "ri_discharge", CORRECT) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.pop("ri_pulses"),  # an earlier version's config.json
+        lambda s: s.update(ri_pulses="x"),
+        lambda s: s["ri_pulses"].update(ri_discharge=[[0.02, "warm", 1], [0.04, 35.0, 1]]),
+        lambda s: s["ri_pulses"].update(ri_discharge=[[0.02, 25.0, 1]]),  # not what the mean was made of
+        lambda s: s.update(ri_discharge_count=3),
+        lambda s: s.update(ri_discharge_average=0.031),  # the mean edited by hand
+    ],
+)
+def test_pulses_that_are_not_what_the_mean_is_made_of_give_way_to_the_mean(change: object) -> None:
+    """Then the mean is corrected with ri_temperature_c, as the earlier version did."""
+    state = record.fold_events([START, ev("ri", 1, values={"ri_discharge": 0.02, "temperature_c": 25.0}),
+                                ev("ri", 2, values={"ri_discharge": 0.04, "temperature_c": 35.0})])
+    summary = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), state)
+    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == pytest.approx(0.03)
+    assert record.ri_at_25c({**summary, "ri_temperature_c": 20.0}, "ri_discharge", cold_doubles) == pytest.approx(0.03)
+    assert callable(change)
+    change(summary)
+    summary["ri_temperature_c"] = 20.0
+    mean = summary["ri_discharge_average"]
+    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == pytest.approx(mean * 2.0)
+
+
+def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(banc_home: Path) -> None:
+    """A folder whose journal has its Ri results and whose config.json predates `ri_pulses`: read pulse by pulse."""
+    folder = banc_home / "data" / "banc1" / "24112026-RW-ab12cd"
+    folder.mkdir(parents=True)
+    events = [START, ev("ri", 1, values={"ri_discharge": 0.02, "temperature_c": 10.0}),
+              ev("ri", 2, values={"ri_discharge": 0.04, "temperature_c": 30.0})]
+    (folder / record.EVENTS_FILE).write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
+    old = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), record.fold_events(events))
+    del old["ri_pulses"]
+    (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(old), encoding="utf-8")
+    summary = record.load_summary(folder)
+    assert summary is not None and summary["ri_pulses"]["ri_discharge"] == [[0.02, 10.0, 1], [0.04, 30.0, 1]]
+    assert record.ri_at_25c(summary, "ri_discharge", utils.correct_to_25c) == pytest.approx(
+        (utils.correct_to_25c(0.02, 10.0) + utils.correct_to_25c(0.04, 30.0)) / 2)

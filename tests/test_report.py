@@ -784,3 +784,48 @@ def test_chart_title_says_what_the_test_is(status: str, first_s: Optional[float]
     summary: Any = SimpleNamespace(serial="RW-T0001", banc="banc3", status=status, first_row_s=first_s,
                                    last_row_s=first_s)
     assert charts.chart_title(summary) == title
+
+
+# --------------------------------------------------------------------------- Ri at 25 °C, pulse by pulse
+
+
+def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path) -> None:
+    """The simulated phase 1 of a 20.00 mΩ pack (it warms from 25.05 to 25.29 °C over its pulses), journaled as banc.py
+    does: the mean corrected with the last pulse's temperature said 20.15 mΩ; each pulse with its own says 20.01 mΩ."""
+    import battery_model
+    import grading
+
+    firmware = battery_model.BenchFirmware(battery_model.PackParams(capacity_ah=100.0, ri_ohm=0.020, seed=0))
+    events = firmware.handle_command(1) + battery_model.run_until(firmware, lambda f: f.phase >= 2, 2.0, 20_000.0)
+    results = [event.values for event in events if isinstance(event, battery_model.RiMeasured)]
+    assert len(results) == 6 and all("temperature_c" in values for values in results)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=utils.LOCAL_TZ)
+    folder, _ = utils.find_or_create_test_folder("banc1", SERIAL, now)
+    for values in results:
+        utils.update_config_ri_results(folder, values, now)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["ri_discharge_count"] == 3 and config["ri_temperature_c"] == results[-1]["temperature_c"]
+
+    # Before: config.json's raw mean (19.87 mΩ, at 25.05..25.24 °C) corrected with the last result's 25.29 °C.
+    before = utils.correct_to_25c(config["ri_discharge_average"], config["ri_temperature_c"])
+    pulses = [(values["ri_discharge"], values["temperature_c"]) for values in results if "ri_discharge" in values]
+    after = sum(utils.correct_to_25c(ohm, temperature) for ohm, temperature in pulses) / len(pulses)
+    assert (report.format_milliohm(before), report.format_milliohm(after)) == ("20,15", "20,01")
+    assert abs(after - 0.020) < abs(before - 0.020) / 10
+
+    # Every reader says 20.01 mΩ: the report (text and panel), the grade (kept rounded up, toward failing).
+    summary = utils.read_test_config(folder)
+    assert summary is not None and record.ri_at_25c(summary, "ri_discharge", utils.correct_to_25c) == pytest.approx(after)
+    header = (",".join(record.DATA_CSV_HEADER) + "\n").encode()
+    computed = report.compute_summary(report.parse_data_csv(header), summary, 30.0, utils.correct_to_25c, folder=folder)
+    ri = next(r for r in computed.resistances if r.key == "ri_discharge")
+    assert ri.at_25c_ohm == pytest.approx(after) and report.format_milliohm(ri.raw_ohm) == "19,87"
+    assert computed.ri_temperature_range_c == (results[0]["temperature_c"], results[-1]["temperature_c"])
+    text = report.format_summary(computed)
+    assert "[température des mesures : 25,1 à 25,3 °C," in text
+    assert any(line.split()[:2] == ["Ri", "décharge"] and line.split()[2:4] == ["19,87", "20,01"]
+               for line in text.splitlines()), text
+    rules = grading.load_rules(REPO_DIR / "grading.json")
+    facts = grading.TestFacts(cell_spread_mv=20.0, temperature_max_c=30.0)
+    checks = grading.grade({**summary, "capacity_ah": 95.0}, facts, rules, utils.correct_to_25c)["checks"]
+    assert next(check["value"] for check in checks if check["name"] == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up

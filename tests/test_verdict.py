@@ -22,6 +22,7 @@ import kiosk_worker
 import protocol
 import record
 import report
+import summary_text
 import ui_components as uic
 import utils
 import verdict
@@ -487,3 +488,68 @@ def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> N
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     shown = re.findall(r"Ri décharge à 25 °C\s+([\d,]+)\s*mΩ", text.replace("\u00a0", " "))
     assert len(shown) == 2 and set(shown) == {"40,01"}, shown
+
+
+# --------------------------------------------------------------------------- Ri at 25 °C pulse by pulse
+
+
+def ri_check_of(given: dict[str, Any]) -> dict[str, Any]:
+    return next(check for check in given["checks"] if check["name"] == "ri_discharge")
+
+
+def test_an_older_folder_without_the_pulses_is_still_graded_and_reported(banc_home: Path) -> None:
+    """config.json of the earlier version (one mean, one temperature, no journal): graded, reported, as before."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = write_synthetic_test(banc_home, rows=600).folder
+    on_disk = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert "ri_pulses" not in on_disk and (on_disk["ri_discharge_average"], on_disk["ri_temperature_c"]) == (0.012, 15.0)
+    expected = utils.correct_to_25c(0.012, 15.0)
+    given = verdict.conclude(folder)
+    assert given["grade"] == "REJET" and given["soh_pct"] == 1.8  # graded (600 rows discharge little)
+    assert ri_check_of(given)["value"] == pytest.approx(expected, abs=1e-5) and ri_check_of(given)["ok"]
+    # Migrated into the journal: the mean is one block of its 3 values at its one temperature.
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["ri_pulses"]["ri_discharge"] == [[0.012, 15.0, 3]]
+    assert record.ri_at_25c(config, "ri_discharge", utils.correct_to_25c) == pytest.approx(expected)
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    at_25c = {r.key: r.at_25c_ohm for r in loaded.summary.resistances}
+    assert at_25c["ri_discharge"] == pytest.approx(expected) and at_25c["ri_charge"] == pytest.approx(
+        utils.correct_to_25c(0.011, 15.0))
+    assert loaded.summary.ri_temperature_range_c == (15.0, 15.0)
+    assert "[température des mesures : 15,0 °C," in report.format_summary(loaded.summary)
+
+
+def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: Path) -> None:
+    """The verdict, the report, the kiosk and the history read the same Ri at 25 °C: the mean of the pulses corrected."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = write_synthetic_test(banc_home, rows=600).folder
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    pulses = [({"ri_discharge": 0.030, "temperature_c": 10.0}, 10.0), ({"ri_discharge": 0.016, "temperature_c": 35.0}, 35.0),
+              ({"ri_discharge": 0.017}, 35.0)]  # without its temperature: measured at the previous pulse's
+    start = record.parse_time(config["first_handle"])
+    assert start is not None
+    record.append_event(folder, record.EVENT_START, start, serial=config["battery_serial"], banc=config["banc"],
+                        first_handle=config["first_handle"])
+    for values, _ in pulses:
+        record.append_event(folder, record.EVENT_RI, start, values=values)
+    record.append_event(folder, record.EVENT_STEP, start, step=5)
+    per_pulse = sum(utils.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
+    last_temperature = utils.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
+    assert abs(per_pulse - last_temperature) > 0.004
+
+    given = verdict.conclude(folder)
+    assert ri_check_of(given)["value"] == pytest.approx(per_pulse, abs=1e-5)
+    summary = record.load_summary(folder)
+    assert summary is not None and summary["ri_discharge_average"] == pytest.approx(0.021)
+    assert kiosk_state.ri_view_from_config(summary, utils.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
+    no_verdict = {**summary, "verdict": None}
+    card = kiosk_state.result_view_from_summary(no_verdict, False, utils.correct_to_25c)
+    assert card is not None and card.ri_25c_ohm == pytest.approx(per_pulse)
+    row = history.row_from_summary("banc1/x", no_verdict, "sig")
+    assert per_pulse in [pytest.approx(value) for value in row if isinstance(value, float)]
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    ri = next(r for r in loaded.summary.resistances if r.key == "ri_discharge")
+    assert ri.raw_ohm == pytest.approx(0.021) and ri.count == 3 and ri.at_25c_ohm == pytest.approx(per_pulse)
+    assert loaded.summary.ri_temperature_range_c == (10.0, 35.0)
+    assert "[température des mesures : 10,0 à 35,0 °C," in report.format_summary(loaded.summary)
+    assert ("T mesure Ri    10,0-35,0 °C", summary_text.PANEL_GREY) in summary_text.panel_lines(loaded.summary)
