@@ -6,6 +6,7 @@ can run all of it in a worker thread. Only `load_test_data` and `load_report` to
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -72,6 +73,9 @@ class TestData:
     notes: list[str] = field(default_factory=list)
     received_s: Optional[np.ndarray] = None  # when banc.py received each row (timestamp)
     recomputed_rows: int = 0  # rows stamped at receipt before their ESP boot had an offset, recomputed
+    # Where each row is in data.csv (0 = its first valid row) when the rows were put in measurement
+    # order; None when they are in the file's order. The ESP's own order starts from the file's.
+    file_index: Optional[np.ndarray] = None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -328,6 +332,7 @@ def parse_data_csv(raw: bytes, boots: Sequence[record.EspBoot] = ()) -> TestData
     if bad.size:
         unix, received = unix[valid], received[valid]
     recomputed = 0
+    file_index: Optional[np.ndarray] = None
     if v2:
         row_stamps = np.concatenate(raw_stamps["timestamp"]) if stamps else np.zeros(0, dtype="S1")
         measured_stamps = np.concatenate(raw_stamps["measured_at"]) if stamps else np.zeros(0, dtype="S1")
@@ -341,10 +346,11 @@ def parse_data_csv(raw: bytes, boots: Sequence[record.EspBoot] = ()) -> TestData
             order = np.argsort(unix, kind="stable")
             unix, received = unix[order], received[order]
             columns = {name: column[order] for name, column in columns.items()}
+            file_index = order
     elif unix.size > 1 and np.any(np.diff(unix) < 0):
         notes.append(f"horodatage non croissant {int(np.sum(np.diff(unix) < 0))} fois (horloge remise à l'heure ?)")
     return TestData(unix_s=unix, columns=columns, skipped_lines=skipped, notes=notes, received_s=received,
-                    recomputed_rows=recomputed)
+                    recomputed_rows=recomputed, file_index=file_index)
 
 
 def load_test_data(folder: Path) -> TestData:
@@ -665,15 +671,171 @@ def compute_summary(
 
 
 # =========================================================================== what the verdict needs
+#
+# Contract v3: a fact of the verdict is never decided by one row. The rows are put in the ESP's
+# own order (`esp_order`): boot by boot, in the order data.csv received the boots, and by seq
+# within a boot; each row is timed on its boot's clock (uptime_ms; seq x the line period for a
+# firmware without it), never by measured_at, which a Pi clock step, a backlog or one garbled
+# uptime can move. The full-charge window is the last FULL_CHARGE_WINDOW_S of that clock in
+# the last boot that measured phase 2 (`full_charge_window`); a value counts when it holds for
+# two consecutive rows in that order (`held_max`). When the rows cannot support a fact (too few
+# rows in the window, lines lost in it, a phase recovered from the lines), `test_facts` says why
+# (grading.Doubt) and the verdict is À VÉRIFIER.
+
+MIN_WINDOW_SHARE = 0.5
+"""A full-charge window holding fewer rows than this share of what its line period gives cannot support a grade."""
+MIN_WINDOW_ROWS = 2
+"""Nor can one with fewer rows than this: a value must hold for two consecutive rows."""
+_SHOWN_SPANS = 3  # lost seq spans named in a reason
 
 
-def row_times_s(data: TestData) -> np.ndarray:
-    """When each row was measured (Unix s): the one place that chooses the time column the verdict uses.
+def split_boots(seq: np.ndarray, uptime_ms: np.ndarray, journal_starts: np.ndarray) -> np.ndarray:
+    """The ESP boot (0, 1, 2...) of each row, the rows in data.csv's order (pure).
 
-    `unix_s` is measured_at (contract §3b; the receipt time for a 12-column data.csv), so phase
-    2's last 10 minutes are the ESP's, not bunched by a backlog delivered late.
+    `journal_starts` marks the rows the journal names as a boot's first (EVENT_ESP_BOOT: its
+    row_t, seq and uptime_ms). How boots are told apart:
+      - a row with uptime_ms, when the journal names any boot's row: a boot starts at a row the
+        journal names, unless its seq continues the boot before (the next seq, or one filling a
+        hole: the recorder took an uptime garbled ahead, then the next one, for a reboot);
+      - otherwise (no journal, rows without uptime_ms): a boot starts where seq goes back outside
+        every hole of the boot (record.SeqHoles, as the recount of data.csv says "restart"), or
+        jumps ahead while uptime_ms goes back (the ESP rebooted while banc.py was away).
+    A replayed row (it fills a hole) stays in its boot, wherever it is in the file.
     """
-    return data.unix_s
+    n = int(seq.size)
+    boots = np.zeros(n, dtype=np.int64)
+    if n < 2 or (not journal_starts[1:].any() and bool(np.all(np.diff(seq) == 1))):
+        return boots  # one boot, every line in order: the common case, without the loop below
+    journal_mode = bool(journal_starts.any())
+    holes = record.SeqHoles()
+    boot = 0
+    last_uptime = math.nan  # of the newest row (not a replayed one)
+    for i, (s, u, named) in enumerate(zip(seq.astype(np.int64).tolist(), uptime_ms.tolist(),
+                                          journal_starts.tolist())):
+        verdict = holes.see(s)
+        if i:
+            if journal_mode and not math.isnan(u):  # a row with uptime_ms
+                new = named and verdict not in ("next", "fill")
+            else:
+                new = verdict == "restart" or (verdict == "gap" and u < last_uptime)
+            if new:
+                boot += 1
+                holes = record.SeqHoles(s)
+                last_uptime = math.nan
+        boots[i] = boot
+        if verdict != "fill" and not math.isnan(u):
+            last_uptime = u
+    return boots
+
+
+def monotone_keep(values: np.ndarray) -> np.ndarray:
+    """Mask of a longest non-decreasing run of `values` (not necessarily contiguous), ending as low as possible (pure).
+
+    The rows of one boot in seq order: a time garbled far ahead or far behind breaks the run and is
+    left out, wherever it is but last (a time ahead at the very end cannot be told from a pause).
+    """
+    n = int(values.size)
+    if n < 2 or bool(np.all(np.diff(values) >= 0)):
+        return np.ones(n, dtype=bool)
+    tails: list[float] = []  # the lowest last value of a run of each length
+    ends: list[int] = []
+    before = np.full(n, -1, dtype=np.int64)
+    for i, value in enumerate(values.tolist()):
+        k = bisect.bisect_right(tails, value)
+        if k:
+            before[i] = ends[k - 1]
+        if k == len(tails):
+            tails.append(value)
+            ends.append(i)
+        else:
+            tails[k], ends[k] = value, i
+    keep = np.zeros(n, dtype=bool)
+    i = ends[-1]
+    while i >= 0:
+        keep[i] = True
+        i = int(before[i])
+    return keep
+
+
+def line_period_s(seq: np.ndarray, times_s: np.ndarray) -> float:
+    """The ESP's line period: the median of time over seq steps between successive rows (NaN when none)."""
+    d_seq, d_t = np.diff(seq), np.diff(times_s)
+    ok = (d_seq >= 1) & (d_t > 0)
+    return float(np.median(d_t[ok] / d_seq[ok])) if ok.any() else math.nan
+
+
+def boot_clock_s(seq: np.ndarray, uptime_ms: np.ndarray, unix_s: np.ndarray) -> np.ndarray:
+    """Each row's time on its boot's clock (s), the boot's rows in seq order (pure); non-decreasing.
+
+    uptime_ms when the boot's rows have it, a garbled one (out of the longest non-decreasing run)
+    taking the time of the row before it; without uptime_ms, seq x the line period, which
+    measured_at only gives (its median: a clock step or a backlog moves no row).
+    """
+    has = np.isfinite(uptime_ms)
+    if not has.any():
+        period = line_period_s(seq, unix_s)
+        return (seq - seq[0]) * (period if math.isfinite(period) else 0.0)
+    keep = has.copy()
+    keep[has] = monotone_keep(uptime_ms[has])
+    index = np.maximum.accumulate(np.where(keep, np.arange(keep.size), -1))
+    index[index < 0] = int(np.argmax(keep))  # rows before the first sound one: its time
+    return uptime_ms[index] / 1000.0
+
+
+@dataclass(frozen=True)
+class EspOrder:
+    """A test's rows in the ESP's own order: boot by boot, seq within a boot, each with its time on its boot's clock."""
+
+    rows: np.ndarray  # TestData row indices
+    boot: np.ndarray  # each one's boot: 0, 1, 2... in the order data.csv received them
+    time_s: np.ndarray  # non-decreasing within a boot
+    journal_boots: tuple[frozenset[int], ...]  # per boot, the journal's numbers of the EVENT_ESP_BOOT it holds
+
+
+def esp_order(data: TestData, journal: Optional[record.RecordState] = None) -> EspOrder:
+    """Put the rows in the ESP's order (see split_boots for how boots are told apart)."""
+    n = len(data)
+    order = np.arange(n) if data.file_index is None else np.argsort(data.file_index, kind="stable")
+    seq = data["seq"][order]
+    uptime = data.columns["uptime_ms"][order] if "uptime_ms" in data.columns else np.full(n, math.nan)
+    received = (data.received_s if data.received_s is not None else data.unix_s)[order]
+    starts = np.zeros(n, dtype=bool)
+    numbers: dict[int, int] = {}  # file position -> journal boot number
+    for number, named_boot in enumerate(journal.esp_boots if journal is not None else ()):
+        if not named_boot.located or not n:
+            continue
+        assert named_boot.row_t is not None
+        at, valid = parse_iso_timestamps(np.array([named_boot.row_t.encode("ascii", "replace")[:_TS_WIDTH]]))
+        if not valid[0]:
+            continue
+        hits = np.flatnonzero((received == at[0]) & (seq == named_boot.seq) & (uptime == named_boot.uptime_ms))
+        if hits.size:
+            starts[hits[0]] = True
+            numbers.setdefault(int(hits[0]), number)
+    boots_in_file = split_boots(seq, uptime, starts)
+    by_esp = np.lexsort((seq, boots_in_file))  # stable: a copy of a line stays where it was
+    rows, boot, seq, uptime = order[by_esp], boots_in_file[by_esp], seq[by_esp], uptime[by_esp]
+    times = np.zeros(n)
+    edges = np.flatnonzero(np.diff(boot)) + 1
+    for start, stop in zip(np.concatenate(([0], edges)).tolist(), np.concatenate((edges, [n])).tolist()):
+        if stop > start:
+            times[start:stop] = boot_clock_s(seq[start:stop], uptime[start:stop], data.unix_s[rows[start:stop]])
+    count = int(boot[-1]) + 1 if n else 0
+    named: list[set[int]] = [set() for _ in range(count)]
+    for position, number in numbers.items():
+        named[int(boots_in_file[position])].add(number)
+    return EspOrder(rows, boot, times, tuple(frozenset(s) for s in named))
+
+
+def held_max(values: np.ndarray) -> Optional[float]:
+    """The largest value that two consecutive values both reach: max over i of min(v[i], v[i+1]) (None under 2).
+
+    One value alone, spike or dip, never decides it; a level that lasts is found whatever one
+    value among it says.
+    """
+    if values.size < 2:
+        return None
+    return float(np.max(np.minimum(values[:-1], values[1:])))
 
 
 def last_window_mask(times_s: np.ndarray, step: np.ndarray, phase: int, window_s: float) -> np.ndarray:
@@ -685,15 +847,118 @@ def last_window_mask(times_s: np.ndarray, step: np.ndarray, phase: int, window_s
     return in_phase & (times_s >= end - window_s)
 
 
-def test_facts(data: TestData) -> grading.TestFacts:
-    """What data.csv gives the grade: the largest cell spread at full charge and the hottest row."""
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count > 1 else ''}"
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(span for span in spans if span[0] <= span[1]):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def full_charge_window(data: TestData, order: EspOrder, journal: Optional[record.RecordState] = None,
+                       window_s: float = grading.FULL_CHARGE_WINDOW_S) -> tuple[np.ndarray, list[str]]:
+    """The full-charge window's rows (TestData indices, in the ESP's order) and why they cannot support a grade.
+
+    The window is phase 2's last `window_s` on the clock of the last ESP boot that measured
+    phase 2. It cannot support a grade when it holds fewer than MIN_WINDOW_ROWS rows or than
+    MIN_WINDOW_SHARE of what the line period gives over `window_s` (over phase 2 when it was
+    shorter in a boot that measured all of it; an ESP reboot in the window's time leaves its
+    earlier part on another clock), or when lines are missing in it: seq holes among its rows or
+    at its edges (a line lost at its end may have been phase 2's last), and the journal's lost
+    seq spans of that boot.
+    """
+    step = data.step[order.rows]
+    in_phase = step == CHARGE_PHASE
+    if not in_phase.any():
+        return np.zeros(0, dtype=np.int64), ["fenêtre de pleine charge : aucune ligne mesurée en phase 2"]
+    boot = int(order.boot[in_phase].max())
+    positions = np.flatnonzero(order.boot == boot)  # contiguous
+    times, steps = order.time_s[positions], step[positions]
+    seq = data["seq"][order.rows[positions]].astype(np.int64)
+    inside = np.flatnonzero(last_window_mask(times, steps, CHARGE_PHASE, window_s))
+    rows = order.rows[positions[inside]]
+    charge = steps == CHARGE_PHASE
+    end = float(times[charge].max())
+    period = line_period_s(seq[charge], times[charge])
+    span = end - float(times[charge].min())
+    earlier = bool(np.any(order.boot[in_phase] < boot))
+    covered = window_s if earlier else min(window_s, span)
+    expected = max(MIN_WINDOW_ROWS, int(covered / period + 1e-6) + 1) if math.isfinite(period) else MIN_WINDOW_ROWS
+    doubts = []
+    if rows.size < MIN_WINDOW_ROWS or rows.size < MIN_WINDOW_SHARE * expected:
+        doubts.append(f"fenêtre de pleine charge : {_plural(int(rows.size), 'ligne')} sur {expected} attendues")
+
+    first, last = int(inside[0]), int(inside[-1])
+    lost: list[tuple[int, int]] = []
+    window_seq = seq[first:last + 1]
+    for a, b in zip(window_seq[:-1].tolist(), window_seq[1:].tolist()):
+        if b > a + 1:
+            lost.append((a + 1, b - 1))
+    if first > 0 and seq[first] > seq[first - 1] + 1:
+        # A hole just before the window: its lines measured within the window's time count.
+        s0, s1, t0, t1 = int(seq[first - 1]), int(seq[first]), float(times[first - 1]), float(times[first])
+        missing = np.arange(s0 + 1, s1)
+        at = t0 + (missing - s0) * (t1 - t0) / (s1 - s0)
+        within = missing[at >= end - window_s]
+        if within.size:
+            lost.append((int(within[0]), int(within[-1])))
+    after = int(seq[last + 1]) - 1 if last + 1 < seq.size else None
+    if after is not None and after > seq[last]:
+        lost.append((int(seq[last]) + 1, after))
+    if journal is not None:
+        mapped = set().union(*order.journal_boots) if order.journal_boots else set()
+        ours = order.journal_boots[boot] if boot < len(order.journal_boots) else frozenset()
+        low = lost[0][0] if lost and lost[0][1] < seq[first] else int(seq[first])  # a leading hole's part
+        high = after if after is not None else math.inf
+        for number, a, b in journal.seq_lost_spans:
+            if number is not None and number in mapped and number not in ours:
+                continue  # another boot's (a span of an unknown boot may be this one's: it counts)
+            if b >= low and a <= high:
+                lost.append((max(a, low), int(min(b, high))))
+    spans = _merged(lost)
+    if spans:
+        count = sum(b - a + 1 for a, b in spans)
+        named = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in spans[:_SHOWN_SPANS])
+        more = ", …" if len(spans) > _SHOWN_SPANS else ""
+        doubts.append(f"fenêtre de pleine charge : {_plural(count, 'ligne')} "
+                      f"perdue{'s' if count > 1 else ''} (seq {named}{more})")
+    return rows, doubts
+
+
+def test_facts(data: TestData, journal: Optional[record.RecordState] = None) -> grading.TestFacts:
+    """What data.csv (and the test's journal) give the grade, each fact held by two consecutive rows.
+
+    The cell spread at full charge (phase 2's last 10 minutes of the ESP's clock) and the
+    highest temperature of the test; and what the data cannot support (grading.Doubt): the
+    window's rows too few or lines lost in it, a phase recovered from the lines.
+    """
+    spread_check, temperature_check = (grading.CHECK_SPREAD,), (grading.CHECK_TEMPERATURE,)
+    doubts: list[grading.Doubt] = []
+    if journal is not None:
+        for step, seq in dict.fromkeys(journal.recovered_steps):
+            at = "" if seq is None else f", seq {seq}"
+            doubts.append(grading.Doubt(
+                f"phase {step} reconstituée à partir des lignes BMS (son message d'étape n'est jamais arrivé{at})",
+                (grading.CHECK_SOH, grading.CHECK_SPREAD)))
     if not len(data):
-        return grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
-    full = last_window_mask(row_times_s(data), data.step, CHARGE_PHASE, grading.FULL_CHARGE_WINDOW_S)
-    spread = data["cell_max_mv"][full] - data["cell_min_mv"][full]
+        doubts.append(grading.Doubt("data.csv : aucune ligne mesurée", spread_check + temperature_check))
+        return grading.TestFacts(cell_spread_mv=None, temperature_max_c=None, doubts=tuple(doubts))
+    order = esp_order(data, journal)
+    window, window_doubts = full_charge_window(data, order, journal)
+    doubts += [grading.Doubt(reason, spread_check) for reason in window_doubts]
+    temperature = held_max(data["temperature_c"][order.rows])
+    if temperature is None:
+        doubts.append(grading.Doubt("température maximale : moins de deux lignes mesurées", temperature_check))
     return grading.TestFacts(
-        cell_spread_mv=float(spread.max()) if spread.size else None,
-        temperature_max_c=float(data["temperature_c"].max()),
+        cell_spread_mv=held_max(data["cell_max_mv"][window] - data["cell_min_mv"][window]),
+        temperature_max_c=temperature,
+        doubts=tuple(doubts),
     )
 
 

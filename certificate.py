@@ -9,6 +9,7 @@ matplotlib writes the PDF (imported lazily); segno draws the QR code.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +31,11 @@ TEXT = "#212121"
 GREY = GRADE_COLORS[grading.GRADE_UNCLASSIFIED]
 OK_COLOR = GRADE_COLORS["A"]  # "conforme": the best grade's green
 FAIL_COLOR = GRADE_COLORS[grading.GRADE_REJECT]
+TO_CHECK_COLOR = GRADE_COLORS[grading.GRADE_TO_CHECK]
+TO_CHECK_NOTICE = ("Aucune classe n'est attribuée à cette batterie tant qu'une personne n'a pas vérifié "
+                   "les données du test.")
+"""What a certificate À VÉRIFIER says beneath its reason (contract v3)."""
+MOTIF_CHARS_PER_LINE = 100  # 10 pt across the page's text width
 
 
 def data_sha256(folder: Path) -> str:
@@ -100,11 +106,17 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     box.set_axis_off()
     box.add_patch(_rounded_box(box, color))
     text_size = 64 if len(grade) <= 2 else 30 if len(grade) <= 5 else 20  # "NON CLASSÉ" fits the box
+    if grade == grading.GRADE_TO_CHECK:
+        text_size = 25  # as large as the box takes it: the first thing read
     box.text(0.5, 0.60, grade, ha="center", va="center", fontsize=text_size, fontweight="bold", color="white",
              transform=box.transAxes)
     soh = verdict.get("soh_pct")
     box.text(0.5, 0.17, f"SOH {format_number(soh, grading.SOH_DECIMALS, '%')}", ha="center", va="center",
              fontsize=17, fontweight="bold", color="white", transform=box.transAxes)
+    to_check = grade == grading.GRADE_TO_CHECK
+    if to_check:
+        text(0.775, 0.728, "aucune classe avant vérification", ha="center", fontsize=9.5, fontweight="bold",
+             color=darker(color))
 
     identity = [
         ("Numéro de série", summary.serial),
@@ -141,10 +153,20 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
         text(0.50, y, value_text, fontsize=11, color=TEXT)
         text(0.65, y, bound.rstrip(")"), fontsize=11, color=TEXT)
         ok = bool(check.get("ok"))
-        text(0.80, y, "conforme" if ok else "non conforme", fontsize=11, fontweight="bold",
-             color=OK_COLOR if ok else FAIL_COLOR)
+        result, result_color = ("conforme", OK_COLOR) if ok else ("non conforme", FAIL_COLOR)
+        if check.get("uncertain"):  # measured on data that cannot support it (contract v3)
+            result, result_color = "à vérifier", TO_CHECK_COLOR
+        text(0.80, y, result, fontsize=11, fontweight="bold", color=result_color)
     y -= 0.04
-    text(0.07, y, "Motif : " + str(verdict.get("reason", "")), fontsize=10, color=darker(color), wrap=True)
+    motif = "Motif : " + str(verdict.get("reason", ""))
+    if not to_check:
+        text(0.07, y, motif, fontsize=10, color=darker(color), wrap=True)
+    else:  # the reason in full, then the notice beneath it: wrapped here, so the notice knows where it goes
+        lines = textwrap.wrap(motif, MOTIF_CHARS_PER_LINE)
+        text(0.07, y, "\n".join(lines), fontsize=10, color=darker(color), va="top", linespacing=1.4)
+        notice = textwrap.wrap(TO_CHECK_NOTICE, MOTIF_CHARS_PER_LINE - 20)
+        text(0.07, y - 0.0175 * len(lines) - 0.012, "\n".join(notice), fontsize=11, fontweight="bold",
+             color=darker(color), va="top", linespacing=1.4)
 
     # Footer: versions, the hash and the QR code that carries it.
     footer = [

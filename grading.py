@@ -4,7 +4,8 @@ Pure: `parse_rules` validates the file's content (the loader only reads the text
 `grade` turns a test's summary (config.json's values), the facts measured in data.csv
 (`TestFacts`, from analysis.test_facts) and the rules into the verdict object that
 config.json keeps. An invalid grading.json raises GradingError naming the file and what is
-wrong: nothing is graded rather than graded wrongly.
+wrong: nothing is graded rather than graded wrongly. Facts the data cannot support
+(`TestFacts.doubts`) give GRADE_TO_CHECK rather than a grade (contract v3; precedence in `grade`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ GRADING_FILE = "grading.json"
 
 GRADE_REJECT = "REJET"
 GRADE_UNCLASSIFIED = "NON CLASSÉ"
+GRADE_TO_CHECK = "À VÉRIFIER"
+"""The data of the test cannot support a grade (contract v3): no grade until a person checks them."""
+RESERVED_GRADES: tuple[str, ...] = (GRADE_REJECT, GRADE_UNCLASSIFIED, GRADE_TO_CHECK)
+TO_CHECK_REASON = "données insuffisantes pour classer : "
+"""How the reason of a verdict À VÉRIFIER starts; what follows is each doubt's reason."""
 
 CHECK_SOH = "soh"
 CHECK_RI = "ri_discharge"
@@ -102,13 +108,25 @@ class Rules:
 
 
 @dataclass(frozen=True)
+class Doubt:
+    """Why the data cannot support some checks (contract v3): the reason for people, and the checks it leaves open."""
+
+    reason: str  # French, precise: "fenêtre de pleine charge : 12 lignes sur 601 attendues"
+    checks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TestFacts:
-    """What data.csv says that the grade needs (analysis.test_facts reads them)."""
+    """What data.csv says that the grade needs (analysis.test_facts reads them).
+
+    Each value holds for at least two consecutive rows in the ESP's order: one row never decides it.
+    """
 
     __test__ = False  # not a pytest class
 
-    cell_spread_mv: Optional[float]  # largest cell_max_mv - cell_min_mv over phase 2's last 10 minutes
-    temperature_max_c: Optional[float]  # largest temperature_c of the test
+    cell_spread_mv: Optional[float]  # cell_max_mv - cell_min_mv at full charge (phase 2's last 10 minutes)
+    temperature_max_c: Optional[float]  # highest temperature_c of the test
+    doubts: tuple[Doubt, ...] = ()  # what the data cannot support (empty: every fact is sound)
 
 
 # =========================================================================== grading.json
@@ -167,7 +185,7 @@ def _parse_model(data: Any, index: int, source: str) -> Model:
         if not isinstance(band, dict):
             raise GradingError(f"{source} : {where} : grades[{k}] doit être un objet")
         grade = _text(band.get("grade"), f"{where} : grades[{k}].grade", source)
-        if grade.upper() in (GRADE_REJECT, GRADE_UNCLASSIFIED) or any(b.grade == grade for b in bands):
+        if grade.upper() in RESERVED_GRADES or any(b.grade == grade for b in bands):
             raise GradingError(f"{source} : {where} : la classe « {grade} » est réservée ou en double")
         minimum = _positive(band.get("min_soh_pct"), f"{where} : grades[{k}].min_soh_pct", source)
         if bands and minimum >= bands[-1].min_soh_pct:
@@ -258,6 +276,11 @@ def _unclassified(reason: str, model: Optional[str], version: str) -> dict[str, 
             "checks": [], "reason": reason}
 
 
+def doubts_text(doubts: tuple[Doubt, ...]) -> str:
+    """The reasons of `doubts` for people, each once, in order."""
+    return " ; ".join(dict.fromkeys(doubt.reason for doubt in doubts))
+
+
 def check_text(check: Mapping[str, Any]) -> str:
     """One check for people: "Ri décharge à 25 °C : 21,40 mΩ (max 40,00 mΩ)"."""
     name, value, limit = check.get("name"), _finite(check.get("value")), _finite(check.get("limit"))
@@ -304,10 +327,25 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
         _max_check(CHECK_SPREAD, facts.cell_spread_mv, model.cell_spread_max_mv, SPREAD_DECIMALS),
         _max_check(CHECK_TEMPERATURE, facts.temperature_max_c, model.temperature_max_c, TEMPERATURE_DECIMALS),
     ]
+    # Precedence (contract v3): a check that fails on sound data rejects the battery whatever
+    # else is uncertain; otherwise any doubt gives À VÉRIFIER (a check that fails on data that
+    # cannot support it is no REJET, one that passes on such data no grade).
+    doubted = {name for doubt in facts.doubts for name in doubt.checks}
+    for check in checks:
+        if check["name"] in doubted:
+            check["uncertain"] = True
     failed = [check for check in checks if not check["ok"]]
-    if failed:
+    certain = [check for check in failed if check["name"] not in doubted]
+    if certain:
         verdict_grade = GRADE_REJECT
-        reason = "contrôle non passé : " + " ; ".join(check_text(check) for check in failed)
+        reason = "contrôle non passé : " + " ; ".join(check_text(check) for check in certain)
+        if facts.doubts:
+            reason += " (données incertaines par ailleurs : " + doubts_text(facts.doubts) + ")"
+    elif facts.doubts:
+        verdict_grade = GRADE_TO_CHECK
+        reason = TO_CHECK_REASON + doubts_text(facts.doubts)
+        if failed:
+            reason += " ; non conforme sur ces données : " + " ; ".join(check_text(check) for check in failed)
     else:
         band = next(band for band in model.grades if soh_exact >= _decimal(band.min_soh_pct))  # the lowest is met
         verdict_grade = band.grade

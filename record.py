@@ -500,6 +500,9 @@ class RecordState:
     esp_boots: list[EspBoot] = field(default_factory=list)
     seq_lost_count: int = 0
     seq_lost_spans: list[tuple[Optional[int], int, int]] = field(default_factory=list)  # (boot, first, last)
+    # The phases the recorder recovered from the BMS lines (their step message never arrived):
+    # (step, seq of the line that showed it or None). The verdict cannot rest on their boundaries.
+    recovered_steps: list[tuple[int, Optional[int]]] = field(default_factory=list)
     # The verdict given after step 5 (grading.grade): the first one recorded stays, so a
     # later edit of grading.json never changes a test already concluded.
     verdict: Optional[dict[str, Any]] = None
@@ -571,6 +574,9 @@ class RecordState:
                     self.status, self.end_time = TEST_FINISHED, at
                 else:
                     self.status = TEST_RUNNING
+                if event.get("recovered") == STEP_RECOVERED_FROM_LINES:
+                    seq = event.get("seq")
+                    self.recovered_steps.append((step, seq if _is_count(seq) else None))
         elif kind == EVENT_RI:
             values = event.get("values")
             if isinstance(values, dict) and not self.finished:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
+import grading
 import protocol
 import record
 from analysis import CAPACITY_FLAG_PCT, Summary
@@ -63,6 +64,8 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
         lines.append(f"Dossier : {folder}")
     if summary.verdict is not None:
         lines.append(f"Verdict             : {verdict_text(summary.verdict)} — {summary.verdict.get('reason', '')}")
+        if summary.verdict.get("grade") == grading.GRADE_TO_CHECK:
+            lines.append(f"                      {TO_CHECK_TEXT}")
     lines.append(f"Début (config.json) : {format_time(summary.first_handle)}")
     lines.append(f"Première mesure     : {format_time(summary.first_row_s)}")
     lines.append(f"Dernière mesure     : {format_time(summary.last_row_s)}")
@@ -133,10 +136,16 @@ _SHORT_RESISTANCE = {"diffusion_discharge": "Diff. décharge", "diffusion_charge
 
 
 def verdict_text(verdict: dict) -> str:
-    """A verdict in a few words: "A, SOH 93,2 %" ("NON CLASSÉ" alone without a SOH)."""
+    """A verdict in a few words: "A, SOH 93,2 %" ("NON CLASSÉ" alone without a SOH, "À VÉRIFIER" alone: no grade)."""
     soh = verdict.get("soh_pct")
     grade = str(verdict.get("grade"))
-    return grade if not isinstance(soh, (int, float)) else f"{grade}, SOH {format_number(soh, 1, '%')}"
+    if grade == grading.GRADE_TO_CHECK or not isinstance(soh, (int, float)):
+        return grade
+    return f"{grade}, SOH {format_number(soh, 1, '%')}"
+
+
+TO_CHECK_TEXT = "Aucune classe n'est attribuée tant qu'une personne n'a pas vérifié les données du test."
+"""What a verdict À VÉRIFIER means, beneath it (printout; the certificate says it too)."""
 
 
 def panel_lines(summary: Summary) -> list[tuple[str, str]]:
@@ -145,6 +154,8 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = [("Résultats", black)]
     if summary.verdict is not None:
         out.append((f"Verdict : {verdict_text(summary.verdict)}", grade_color(str(summary.verdict.get("grade")))))
+        if summary.verdict.get("grade") == grading.GRADE_TO_CHECK:
+            out.append(("Classe après vérification", grade_color(grading.GRADE_TO_CHECK)))
     out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
     out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, 2):>8}{_fmt(summary.esp_capacity_wh, 0):>8}", black))
     out.append((f"{'Compté ph.3':<11}{_fmt(summary.counted_capacity_ah, 2):>8}"

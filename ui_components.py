@@ -20,6 +20,7 @@ import formatting
 import protocol
 import record
 from formatting import elide, format_clock, format_milliohm, format_number, grade_color
+from grading import GRADE_TO_CHECK
 from kiosk_messages import NOTICE_LIFETIME_S, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
     LINK_ALARM,
@@ -914,6 +915,8 @@ def result_lines(result: ResultView) -> tuple[str, str, list[str]]:
     if result.grade is None:
         return "…", "Verdict en attente", figures
     certificate = "certificat prêt" if result.certificate else "certificat en cours"
+    if result.grade == GRADE_TO_CHECK:  # no grade: the data are for a person to check (the reason says why)
+        return "À\nVÉRIFIER", f"Terminé — {result.serial} — sans classe — {certificate}", figures
     return result.grade, f"Terminé — {result.serial} — {certificate}", figures
 
 
@@ -929,6 +932,7 @@ class ResultCard(ctk.CTkFrame):
         self.grade = ctk.CTkLabel(self, text="", font=ctk.CTkFont(size=fonts.px(40), weight="bold"),
                                   text_color="#ffffff", fg_color=COLOR_UNKNOWN, corner_radius=8, width=fonts.px(110))
         self.grade.grid(row=0, column=0, rowspan=5, sticky="nsw", padx=8, pady=8)
+        self._grade_px = (fonts.px(40), fonts.px(24))  # a grade of a letter or a word; a longer one ("À VÉRIFIER")
         self.caption = ctk.CTkLabel(self, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
         self.caption.grid(row=0, column=1, sticky="ew", padx=(4, 8), pady=(8, 0))
         self.figures = []
@@ -949,6 +953,7 @@ class ResultCard(ctk.CTkFrame):
         grade, caption, figures = result_lines(result)
         color = grade_color(result.grade) if result.grade else COLOR_UNKNOWN
         if self.grade.cget("text") != grade or self.grade.cget("fg_color") != color:
+            self.grade.cget("font").configure(size=self._grade_px[0 if len(grade) <= 5 else 1])
             self.grade.configure(text=grade, fg_color=color)
             self.configure(border_color=color)
         self.labels.set(self.caption, caption)

@@ -62,9 +62,13 @@ def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
         logger.warning("%s: %s", folder, exc)  # no data.csv at all: nothing measured, the checks say so
         data = None
     if data is None:
-        facts = grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+        # Nothing measured: no fact of the rows can be checked (contract v3: À VÉRIFIER, unless a
+        # check that needs no row fails).
+        facts = grading.TestFacts(cell_spread_mv=None, temperature_max_c=None, doubts=(grading.Doubt(
+            f"{record.DATA_CSV_FILE} absent : aucune mesure", (grading.CHECK_SPREAD, grading.CHECK_TEMPERATURE)),))
     else:
-        facts = analysis.test_facts(data)
+        events, _ = record.read_events(folder)  # the ESP's boots, the lines lost, the phases recovered from lines
+        facts = analysis.test_facts(data, record.fold_events(events))
         if summary.get("capacity_ah") is None and _measured_a_capacity(data):
             # config.json unreadable or lost (the summary was rebuilt from the journal alone): the
             # capacity the ESP measured is in the rows. Nothing rebuilds config.json of a finished

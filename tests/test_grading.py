@@ -216,29 +216,395 @@ def test_last_window_of_phase_2_by_row_time(times: list[float], steps: list[int]
 
 def test_test_facts_read_the_spread_at_full_charge_and_the_hottest_row() -> None:
     header = ",".join(record.DATA_CSV_HEADER_V1)
-    rows = [  # spread 200 mV early in phase 2 (balancing not done), 60 mV in its last 10 minutes
-        "2026-12-01T10:00:00.000+01:00,2,0,52.0,50.0,60.0,30.0,0,0,3300,3500,1",
-        "2026-12-01T10:30:00.000+01:00,2,1,57.0,5.0,99.0,31.0,0,0,3400,3460,1",
-        "2026-12-01T10:35:00.000+01:00,2,2,57.6,2.0,100.0,32.0,0,0,3420,3450,0",
-        "2026-12-01T11:00:00.000+01:00,3,3,52.0,-50.0,90.0,44.5,5.0,256.0,3300,3310,0",
-    ]
+    rows = []
+    for minute in range(37):  # phase 2 from 10:00 to 10:35, a line a minute, then two of phase 3
+        spread = 200 if minute < 20 else 60  # 200 mV early (balancing not done), 60 mV in its last 10 minutes
+        rows.append(f"2026-12-01T10:{minute:02d}:00.000+01:00,2,{minute},57.0,5.0,99.0,{30 + minute / 20:.1f},0,0,"
+                    f"3400,{3400 + spread},1")
+    rows[-1] = rows[-1].replace(",2,36,", ",3,36,").replace(",31.8,", ",44.5,")
+    rows.append("2026-12-01T10:37:00.000+01:00,3,37,52.0,-50.0,90.0,44.6,5.0,256.0,3300,3310,0")
     data = analysis.parse_data_csv(("\n".join([header, *rows]) + "\n").encode())
+    # The hottest value held by two consecutive lines: 44.5 °C (44.6 °C is one line's).
     assert analysis.test_facts(data) == grading.TestFacts(cell_spread_mv=60.0, temperature_max_c=44.5)
     empty = analysis.parse_data_csv((header + "\n").encode())
-    assert analysis.test_facts(empty) == grading.TestFacts(cell_spread_mv=None, temperature_max_c=None)
+    assert analysis.test_facts(empty) == grading.TestFacts(
+        cell_spread_mv=None, temperature_max_c=None,
+        doubts=(grading.Doubt("data.csv : aucune ligne mesurée", (grading.CHECK_SPREAD, grading.CHECK_TEMPERATURE)),))
+
+
+BACKLOG_ROWS = [  # timestamp (receipt), ..., uptime_ms, measured_at
+    "2026-12-01T10:30:00.000+01:00,2,1,57.0,5.0,99.0,31.0,0,0,3400,3460,1,1800000,2026-12-01T10:30:00.000+01:00",
+    "2026-12-01T10:35:00.000+01:00,2,2,57.6,2.0,100.0,32.0,0,0,3420,3480,0,2100000,2026-12-01T10:35:00.000+01:00",
+    # Measured at 10:00 (spread 200 mV), received at 10:36 with the backlog of a restarted banc.py.
+    "2026-12-01T10:36:00.000+01:00,2,0,52.0,50.0,60.0,30.0,0,0,3300,3500,1,0,2026-12-01T10:00:00.000+01:00",
+]
 
 
 def test_the_full_charge_window_is_in_measurement_time() -> None:
-    """A phase-2 line measured early but delivered late (a backlog) is not "at full charge"."""
+    """A phase-2 line measured early but delivered late (a backlog) is not "at full charge": in the ESP's order it comes first."""
     header = ",".join(record.DATA_CSV_HEADER)
-    rows = [  # timestamp (receipt), ..., uptime_ms, measured_at
-        "2026-12-01T10:30:00.000+01:00,2,1,57.0,5.0,99.0,31.0,0,0,3400,3460,1,1800000,2026-12-01T10:30:00.000+01:00",
-        "2026-12-01T10:35:00.000+01:00,2,2,57.6,2.0,100.0,32.0,0,0,3420,3450,0,2100000,2026-12-01T10:35:00.000+01:00",
-        # Measured at 10:00 (spread 200 mV), received at 10:36 with the backlog of a restarted banc.py.
-        "2026-12-01T10:36:00.000+01:00,2,0,52.0,50.0,60.0,30.0,0,0,3300,3500,1,0,2026-12-01T10:00:00.000+01:00",
-    ]
-    data = analysis.parse_data_csv(("\n".join([header, *rows]) + "\n").encode())
-    assert analysis.test_facts(data).cell_spread_mv == 60.0
+    data = analysis.parse_data_csv(("\n".join([header, *BACKLOG_ROWS]) + "\n").encode())
+    # The journal names the boot's first line banc.py saw (seq 1): seq 0 after it is a line of that boot.
+    boot = {"event": record.EVENT_ESP_BOOT, "t": "2026-12-01T10:30:00.000+01:00", "row_t": "2026-12-01T10:30:00.000+01:00",
+            "seq": 1, "uptime_ms": 1800000}
+    facts = analysis.test_facts(data, record.fold_events([boot]))
+    assert (facts.cell_spread_mv, facts.doubts) == (60.0, ())
+
+
+def test_a_seq_going_back_without_a_journal_is_a_reboot_and_its_window_too_short() -> None:
+    """Without the journal, a lower seq outside every hole is an ESP reboot (the recount's rule): one line of phase 2, no grade."""
+    header = ",".join(record.DATA_CSV_HEADER)
+    data = analysis.parse_data_csv(("\n".join([header, *BACKLOG_ROWS]) + "\n").encode())
+    facts = analysis.test_facts(data)
+    assert facts.cell_spread_mv is None
+    assert [doubt.reason for doubt in facts.doubts] == ["fenêtre de pleine charge : 1 ligne sur 2 attendues"]
+
+
+# --------------------------------------------------------------------------- one row never decides (contract v3)
+
+COLUMN = record.DATA_COLUMN
+SOUND_ROWS = 3000  # phase 2: 900 lines a second apart, its last 10 minutes 601 of them
+
+
+@pytest.fixture(scope="module")
+def sound_test(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[list[str]]]:
+    """A sound finished test in the contract format (testkit.synthetic): header and rows as fields."""
+    from testkit.synthetic import write_synthetic_test
+
+    folder = write_synthetic_test(tmp_path_factory.mktemp("sound"), rows=SOUND_ROWS).folder
+    header, *body = (folder / record.DATA_CSV_FILE).read_text(encoding="ascii").splitlines()
+    return header, [line.split(",") for line in body]
+
+
+def rows_of(sound: tuple[str, list[list[str]]]) -> list[list[str]]:
+    return [list(row) for row in sound[1]]
+
+
+def parse(header: str, rows: list[list[str]]) -> analysis.TestData:
+    return analysis.parse_data_csv(("\n".join([header, *(",".join(row) for row in rows)]) + "\n").encode("ascii"))
+
+
+def verdict_of(header: str, rows: list[list[str]], journal: Optional[record.RecordState] = None,
+               ri: float = 0.020, capacity_ah: Optional[float] = 95.0) -> dict[str, Any]:
+    return graded(analysis.test_facts(parse(header, rows), journal), ri, capacity_ah)
+
+
+def graded(facts: grading.TestFacts, ri: float = 0.020, capacity_ah: Optional[float] = 95.0) -> dict[str, Any]:
+    return grading.grade(summary(capacity_ah, ri), facts, RULES, no_correction)
+
+
+def phase_rows(rows: list[list[str]], phase: int) -> list[int]:
+    return [i for i, row in enumerate(rows) if int(row[COLUMN["step"]]) == phase]
+
+
+def window_rows(rows: list[list[str]]) -> list[int]:
+    """The row indices of phase 2's last 600 s on the ESP's clock (the synthetic test has one boot)."""
+    charge = phase_rows(rows, 2)
+    end = int(rows[charge[-1]][COLUMN["uptime_ms"]])
+    return [i for i in charge if int(rows[i][COLUMN["uptime_ms"]]) >= end - 600_000]
+
+
+def high_spread(rows: list[list[str]], mv: int = 350) -> list[list[str]]:
+    """The cells `mv` apart all through the full-charge window: a battery to reject."""
+    for i in window_rows(rows):
+        rows[i][COLUMN["cell_max_mv"]] = str(int(rows[i][COLUMN["cell_min_mv"]]) + mv)
+    return rows
+
+
+def _shift_iso(text: str, seconds: float) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.fromisoformat(text) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+def garble(rows: list[list[str]], i: int, kind: str) -> None:
+    """One row damaged in one way, as a line that passed every check could be."""
+    row = rows[i]
+    if kind == "uptime far ahead":
+        row[COLUMN["uptime_ms"]] = str(int(row[COLUMN["uptime_ms"]]) + 3 * 365 * 86_400_000)
+    elif kind == "uptime far ahead, measured_at with it":  # as the recorder stamps it from the uptime
+        row[COLUMN["uptime_ms"]] = str(int(row[COLUMN["uptime_ms"]]) + 3 * 365 * 86_400_000)
+        row[COLUMN["measured_at"]] = _shift_iso(row[COLUMN["measured_at"]], 3 * 365 * 86400)
+    elif kind == "uptime far behind":
+        row[COLUMN["uptime_ms"]] = "0"
+    elif kind == "measured_at far ahead":
+        row[COLUMN["measured_at"]] = _shift_iso(row[COLUMN["measured_at"]], 3 * 365 * 86400)
+    elif kind == "measured_at far behind":
+        row[COLUMN["measured_at"]] = _shift_iso(row[COLUMN["measured_at"]], -20 * 365 * 86400)
+    elif kind == "spread spike":
+        row[COLUMN["cell_max_mv"]] = str(int(row[COLUMN["cell_min_mv"]]) + 900)
+    elif kind == "spread dip":
+        row[COLUMN["cell_max_mv"]] = row[COLUMN["cell_min_mv"]]
+    elif kind == "temperature spike":
+        row[COLUMN["temperature_c"]] = "95.0"
+    else:
+        raise AssertionError(kind)
+
+
+GARBLINGS = ("uptime far ahead", "uptime far ahead, measured_at with it", "uptime far behind", "measured_at far ahead", "measured_at far behind",
+             "spread spike", "spread dip", "temperature spike")
+
+
+def positions(rows: list[list[str]], seed: int) -> list[int]:
+    """Where one damaged row is tried: the window's edges and neighbours, phase 2's end, the test's ends, and at random."""
+    window, charge = window_rows(rows), phase_rows(rows, 2)
+    edges = {0, 1, len(rows) - 2, len(rows) - 1, window[0] - 1, window[0], window[0] + 1, window[len(window) // 2],
+             window[-2], window[-1], window[-1] + 1, charge[0]}
+    rng = np.random.default_rng(seed)
+    return sorted(edges | set(rng.choice(window, 8, replace=False).tolist())
+                  | set(rng.integers(0, len(rows), 8).tolist()))
+
+
+@pytest.mark.parametrize("kind", GARBLINGS)
+@pytest.mark.parametrize("battery", ["sound", "cells apart"])
+def test_one_garbled_row_anywhere_never_changes_the_grade(sound_test: tuple[str, list[list[str]]], kind: str,
+                                                          battery: str) -> None:
+    header = sound_test[0]
+    base = rows_of(sound_test) if battery == "sound" else high_spread(rows_of(sound_test))
+    expected = verdict_of(header, base)
+    assert expected["grade"] == ("A" if battery == "sound" else "REJET")
+    if battery == "cells apart":  # held all through the window: a real spread is found
+        assert [c["value"] for c in expected["checks"] if c["name"] == "cell_spread"] == [350.0]
+    clean_facts = analysis.test_facts(parse(header, base))
+    for i in positions(base, seed=len(kind)):
+        rows = [list(row) for row in base]
+        garble(rows, i, kind)
+        facts = analysis.test_facts(parse(header, rows))
+        given = graded(facts)
+        assert (given["grade"], given["reason"]) == (expected["grade"], expected["reason"]), (kind, i, given)
+        if kind.startswith(("uptime", "measured_at")):  # a time alone moves no row in or out of the window
+            assert facts.doubts == () and facts.cell_spread_mv == clean_facts.cell_spread_mv, (kind, i, facts)
+
+
+@pytest.mark.parametrize("shift_s", [-3600.0, -86400.0, 3600.0, 86400.0])
+@pytest.mark.parametrize("battery", ["sound", "cells apart"])
+def test_a_pi_clock_step_never_changes_the_grade(sound_test: tuple[str, list[list[str]]], shift_s: float,
+                                                 battery: str) -> None:
+    """The Pi's clock stepped inside phase 2's last 10 minutes: every row after it is stamped `shift_s` off."""
+    header = sound_test[0]
+    base = rows_of(sound_test) if battery == "sound" else high_spread(rows_of(sound_test))
+    expected = verdict_of(header, base)
+    window = window_rows(base)
+    for at in (window[0] - 30, window[0] + 5, window[len(window) // 2], window[-1]):
+        rows = [list(row) for row in base]
+        for row in rows[at:]:
+            for column in ("timestamp", "measured_at"):
+                row[COLUMN[column]] = _shift_iso(row[COLUMN[column]], shift_s)
+        assert verdict_of(header, rows) == expected, (shift_s, at)
+
+
+def test_old_12_column_folders_are_graded_as_before_when_sound(tmp_path: Any) -> None:
+    from testkit.synthetic import write_synthetic_test
+
+    folder = write_synthetic_test(tmp_path, rows=SOUND_ROWS, v1=True).folder
+    header, *body = (folder / record.DATA_CSV_FILE).read_text(encoding="ascii").splitlines()
+    rows = [line.split(",") for line in body]
+    facts = analysis.test_facts(parse(header, rows))
+    assert facts.doubts == () and facts.cell_spread_mv is not None and facts.temperature_max_c is not None
+    assert verdict_of(header, rows)["grade"] == "A"
+    # Its window is phase 2's last 10 minutes of lines: the cells apart there are found, one line apart is not.
+    charge = phase_rows(rows, 2)
+    for i in charge[-300:]:
+        rows[i][COLUMN["cell_max_mv"]] = str(int(rows[i][COLUMN["cell_min_mv"]]) + 350)
+    assert verdict_of(header, rows)["grade"] == "REJET"
+    rows[charge[-1]][COLUMN["timestamp"]] = "2031-01-01T00:00:00.000+01:00"  # a receipt time garbled
+    assert verdict_of(header, rows)["grade"] == "REJET"
+
+
+def test_a_simulator_faster_than_real_time_is_graded(sound_test: tuple[str, list[list[str]]]) -> None:
+    """The ESP's clock at x100 (10 ms a line): phase 2 lasts 9 s of it, all of which is its window."""
+    header, rows = sound_test[0], rows_of(sound_test)
+    for i, row in enumerate(rows):
+        row[COLUMN["uptime_ms"]] = str(3_600_000 + 10 * i)
+    facts = analysis.test_facts(parse(header, rows))
+    assert facts.doubts == ()
+    assert verdict_of(header, rows)["grade"] == "A"
+
+
+# The causes of À VÉRIFIER, each with its reason.
+
+
+def test_an_esp_reboot_in_the_last_10_minutes_leaves_too_few_rows(sound_test: tuple[str, list[list[str]]]) -> None:
+    header, rows = sound_test[0], rows_of(sound_test)
+    rebooted_at = phase_rows(rows, 2)[-120]  # two minutes before the end of phase 2
+    for k, row in enumerate(rows[rebooted_at:]):
+        row[COLUMN["seq"]], row[COLUMN["uptime_ms"]] = str(k), str(1000 * k + 500)
+    given = verdict_of(header, rows)
+    assert given["grade"] == grading.GRADE_TO_CHECK
+    assert given["reason"] == ("données insuffisantes pour classer : "
+                               "fenêtre de pleine charge : 120 lignes sur 601 attendues")
+    assert [c["name"] for c in given["checks"] if c.get("uncertain")] == ["cell_spread"]
+    # Before the reboot's window, the same rows gave a grade.
+    assert verdict_of(header, rows_of(sound_test))["grade"] == "A"
+
+
+@pytest.mark.parametrize("battery", ["sound", "cells apart"])
+def test_lines_lost_in_the_window_give_to_check(sound_test: tuple[str, list[list[str]]], battery: str) -> None:
+    header = sound_test[0]
+    rows = rows_of(sound_test) if battery == "sound" else high_spread(rows_of(sound_test))
+    window = window_rows(rows)
+    middle = window[len(window) // 2]
+    lost = rows[middle:middle + 5]
+    del rows[middle:middle + 5]
+    first, last = lost[0][COLUMN["seq"]], lost[-1][COLUMN["seq"]]
+    given = verdict_of(header, rows)
+    # Not REJET either: the spread that fails is measured on a window that cannot support it.
+    assert given["grade"] == grading.GRADE_TO_CHECK, given
+    assert given["reason"].startswith("données insuffisantes pour classer : "
+                                      f"fenêtre de pleine charge : 5 lignes perdues (seq {first}..{last})")
+    if battery == "cells apart":
+        assert "non conforme sur ces données : Écart entre cellules à pleine charge : 350" in given["reason"]
+
+
+def test_lines_lost_at_the_end_of_phase_2_count(sound_test: tuple[str, list[list[str]]]) -> None:
+    """The last lines of phase 2 lost: the window's true end is unknown."""
+    header, rows = sound_test[0], rows_of(sound_test)
+    end = phase_rows(rows, 2)[-1]
+    seqs = [rows[i][COLUMN["seq"]] for i in (end - 1, end)]
+    del rows[end - 1:end + 1]
+    assert verdict_of(header, rows)["reason"].endswith(f"2 lignes perdues (seq {seqs[0]}..{seqs[1]})")
+
+
+def test_the_journal_s_lost_lines_in_the_window_give_to_check(sound_test: tuple[str, list[list[str]]]) -> None:
+    header, rows = sound_test[0], rows_of(sound_test)
+    window = window_rows(rows)
+    first = int(rows[window[10]][COLUMN["seq"]])
+    span = {"event": record.EVENT_SEQ_LOST, "t": "2024-03-04T10:00:00.000+01:00", "boot": 0, "first": first,
+            "last": first + 2, "count": 3}
+    boot = {"event": record.EVENT_ESP_BOOT, "t": "2024-03-04T08:00:00.000+01:00", "boot": 0,
+            "row_t": rows[0][COLUMN["timestamp"]], "seq": 0, "uptime_ms": int(rows[0][COLUMN["uptime_ms"]])}
+    given = verdict_of(header, rows, record.fold_events([boot, span]))
+    assert given["grade"] == grading.GRADE_TO_CHECK
+    assert given["reason"].endswith(f"3 lignes perdues (seq {first}..{first + 2})")
+    # Lost lines outside the window (phase 3) leave the grade alone.
+    far = {**span, "first": 2000, "last": 2010, "count": 11}
+    assert verdict_of(header, rows, record.fold_events([boot, far]))["grade"] == "A"
+
+
+@pytest.mark.parametrize("ri, expected", [(0.020, grading.GRADE_TO_CHECK), (0.080, grading.GRADE_REJECT)])
+def test_a_phase_recovered_from_lines_gives_to_check_unless_a_sound_check_fails(
+    sound_test: tuple[str, list[list[str]]], ri: float, expected: str,
+) -> None:
+    header, rows = sound_test[0], rows_of(sound_test)
+    seq = int(rows[phase_rows(rows, 3)[0]][COLUMN["seq"]])
+    journal = record.fold_events([
+        {"event": record.EVENT_STEP, "t": "2024-03-04T08:00:00.000+01:00", "step": 2},
+        {"event": record.EVENT_STEP, "t": "2024-03-04T09:00:00.000+01:00", "step": 3,
+         "recovered": record.STEP_RECOVERED_FROM_LINES, "seq": seq},
+    ])
+    given = verdict_of(header, rows, journal, ri=ri)
+    assert given["grade"] == expected
+    recovered = f"phase 3 reconstituée à partir des lignes BMS (son message d'étape n'est jamais arrivé, seq {seq})"
+    if expected == grading.GRADE_TO_CHECK:
+        assert given["reason"] == f"données insuffisantes pour classer : {recovered}"
+    else:  # the Ri fails whatever the phases: the battery is rejected, the doubt said
+        assert given["reason"].startswith("contrôle non passé : Ri décharge à 25 °C : 80,00")
+        assert recovered in given["reason"]
+    assert {c["name"] for c in given["checks"] if c.get("uncertain")} == {"soh", "cell_spread"}
+
+
+def test_no_phase_2_gives_to_check(sound_test: tuple[str, list[list[str]]]) -> None:
+    header, rows = sound_test[0], rows_of(sound_test)
+    rows = [row for row in rows if row[COLUMN["step"]] != "2"]
+    given = verdict_of(header, rows)
+    assert given["grade"] == grading.GRADE_TO_CHECK
+    assert given["reason"].startswith("données insuffisantes pour classer : "
+                                      "fenêtre de pleine charge : aucune ligne mesurée en phase 2")
+
+
+def test_no_model_or_no_capacity_stays_unclassified_whatever_the_doubts(
+    sound_test: tuple[str, list[list[str]]],
+) -> None:
+    header, rows = sound_test[0], rows_of(sound_test)
+    rows = [row for row in rows if row[COLUMN["step"]] != "2"]
+    assert verdict_of(header, rows, capacity_ah=None)["grade"] == grading.GRADE_UNCLASSIFIED
+
+
+DOUBT_SPREAD = grading.Doubt("fenêtre de pleine charge : 12 lignes sur 601 attendues", (grading.CHECK_SPREAD,))
+
+
+@pytest.mark.parametrize(
+    "spread, temperature, ri, doubts, grade_, reason",
+    [
+        (40.0, 35.0, 0.020, (), "A", "SOH 95,0\u00a0% ≥ 90\u00a0% et tous les contrôles passés"),
+        (40.0, 35.0, 0.020, (DOUBT_SPREAD,), "À VÉRIFIER",
+         "données insuffisantes pour classer : fenêtre de pleine charge : 12 lignes sur 601 attendues"),
+        # The doubted check fails: not a REJET, the data cannot support it.
+        (400.0, 35.0, 0.020, (DOUBT_SPREAD,), "À VÉRIFIER",
+         "données insuffisantes pour classer : fenêtre de pleine charge : 12 lignes sur 601 attendues ; "
+         "non conforme sur ces données : Écart entre cellules à pleine charge : 400\u00a0mV (max 300\u00a0mV)"),
+        # A check the doubt does not touch fails on sound data: REJET, the doubt said too.
+        (40.0, 70.0, 0.020, (DOUBT_SPREAD,), "REJET",
+         "contrôle non passé : Température maximale : 70,0\u00a0°C (max 50\u00a0°C) (données incertaines par "
+         "ailleurs : fenêtre de pleine charge : 12 lignes sur 601 attendues)"),
+        # The same doubt twice is said once.
+        (40.0, 35.0, 0.020, (DOUBT_SPREAD, DOUBT_SPREAD), "À VÉRIFIER",
+         "données insuffisantes pour classer : fenêtre de pleine charge : 12 lignes sur 601 attendues"),
+    ],
+)
+def test_precedence_of_to_check(spread: float, temperature: float, ri: float, doubts: tuple[grading.Doubt, ...],
+                                grade_: str, reason: str) -> None:
+    given = grading.grade(summary(95.0, ri), grading.TestFacts(spread, temperature, doubts), RULES, no_correction)
+    assert (given["grade"], given["reason"]) == (grade_, reason)
+    assert given["soh_pct"] == 95.0 and record.is_verdict(given)
+    assert [c["name"] for c in given["checks"] if c.get("uncertain")] == (["cell_spread"] if doubts else [])
+
+
+def test_to_check_is_a_reserved_grade_name() -> None:
+    with pytest.raises(grading.GradingError, match="réservée ou en double"):
+        grading.parse_rules(_broken(lambda d: d["models"][0]["grades"][1].update(grade="à vérifier")))
+
+
+@pytest.mark.parametrize(
+    "seq, uptime, named, expected",
+    [
+        ([0, 1, 2, 3], [1, 2, 3, 4], [], [0, 0, 0, 0]),
+        ([0, 1, 2, 0, 1], [1, 2, 3, 1, 2], [], [0, 0, 0, 1, 1]),  # seq back to 0: a reboot
+        ([0, 1, 3, 4, 2], [1, 2, 4, 5, 3], [], [0, 0, 0, 0, 0]),  # seq 2 replayed after 4: it fills a hole
+        ([5, 6, 9, 10], [5000, 6000, 200, 1200], [], [0, 0, 1, 1]),  # ahead, uptime back: rebooted while away
+        ([0, 1, 2, 3], [1, 2, 9**9, 4], [], [0, 0, 0, 0]),  # one uptime garbled ahead: not a boot
+        # The journal names rows: a boot there unless its seq goes on (the recorder misled by a garbled uptime).
+        ([0, 1, 2, 3, 4], [1, 2, 9**9, 4, 5], [0, 3], [0, 0, 0, 0, 0]),
+        ([0, 0, 1], [1, 1, 2], [0, 1], [0, 1, 1]),  # a boot that sent one line, then rebooted
+        ([1, 2, 0], [1800, 2100, 0], [0], [0, 0, 0]),  # with a journal, a lower seq it does not name is a late line
+        ([1, 2, 0], [1800, 2100, 0], [], [0, 0, 1]),  # without one, a reboot
+    ],
+)
+def test_how_boots_are_told_apart(seq: list[int], uptime: list[int], named: list[int], expected: list[int]) -> None:
+    starts = np.zeros(len(seq), dtype=bool)
+    starts[named] = True
+    boots = analysis.split_boots(np.array(seq, dtype=float), np.array(uptime, dtype=float), starts)
+    assert boots.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "values, kept",
+    [
+        ([1, 2, 3], [1, 2, 3]),
+        ([1, 2, 1000, 4, 5], [1, 2, 4, 5]),  # ahead
+        ([1, 2, 0, 4, 5], [1, 2, 4, 5]),  # behind
+        ([1000, 1, 2, 3], [1, 2, 3]),
+        ([1, 2, 3, 1000, 4], [1, 2, 3, 4]),  # ahead, one before the end: the lower end wins
+        ([1, 2, 3, 0], [1, 2, 3]),
+        ([3, 3, 3], [3, 3, 3]),
+    ],
+)
+def test_monotone_keep(values: list[float], kept: list[float]) -> None:
+    array = np.array(values, dtype=float)
+    assert array[analysis.monotone_keep(array)].tolist() == kept
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([], None), ([5.0], None), ([5.0, 7.0], 5.0),
+        ([10, 10, 900, 10, 10], 10.0),  # a spike: one row alone
+        ([350, 350, 0, 350, 350], 350.0),  # a dip hides nothing that lasts
+        ([10, 20, 30, 40], 30.0),
+    ],
+)
+def test_a_value_counts_when_two_consecutive_rows_hold_it(values: list[float], expected: Optional[float]) -> None:
+    assert analysis.held_max(np.array(values, dtype=float)) == expected
 
 
 # --------------------------------------------------------------------------- ri_plausible_ohm (contract v3)

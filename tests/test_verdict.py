@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import certificate
+import formatting
 import history
 import kiosk_state
 import kiosk_worker
@@ -101,7 +102,9 @@ def test_a_full_test_per_grade_through_the_real_banc_py(
         rejet = json.loads((folders["banc4"] / "config.json").read_text())["verdict"]
         assert [c["name"] for c in rejet["checks"] if not c["ok"]] == ["ri_discharge"]
         checks = {c["name"]: c["value"] for c in json.loads((folders["banc1"] / "config.json").read_text())["verdict"]["checks"]}
-        assert checks == {"soh": 95.0, "ri_discharge": 0.02, "cell_spread": 80.0, "temperature_max": 33.5}
+        # Each value as two consecutive lines hold it (contract v3): the spreads 80 then 70 mV give 70 mV,
+        # the temperatures 31 then 33.5 °C give 31 °C (33.5 °C is one line's).
+        assert checks == {"soh": 95.0, "ri_discharge": 0.02, "cell_spread": 70.0, "temperature_max": 31.0}
         # The certificates are written by report.py children, after banc.py has exited.
         pdfs = [folders[banc] / verdict.CERTIFICATE_FILE for banc in CASES]
         wait_until(lambda: all(pdf.exists() for pdf in pdfs), 60, 0.1, "the certificates")
@@ -119,7 +122,7 @@ def test_a_full_test_per_grade_through_the_real_banc_py(
     check_certificate(folders["banc5"] / "certificate.pdf", "RW-NONCLAS1", "NON CLASSÉ", "—", tmp_path / "nc")
 
 
-def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Path) -> None:
+def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Path) -> str:
     """pdftotext shows serial, grade, SOH and hash; the QR code on the rendered first page decodes to them."""
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     text = text.replace("\u00a0", " ")  # pdftotext gives the no-break spaces back as spaces
@@ -136,6 +139,7 @@ def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Pa
     fields = dict(line.split("=", 1) for line in decoded.strip().splitlines())
     assert fields["serial"] == serial and fields["grade"] == grade and fields["sha256"] == digest
     assert fields["soh_pct"] == ("" if soh_text == "—" else soh_text.removesuffix(" %").replace(",", "."))
+    return text
 
 
 def test_an_invalid_grading_json_grades_nothing_and_says_why(
@@ -488,6 +492,172 @@ def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> N
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     shown = re.findall(r"Ri décharge à 25 °C\s+([\d,]+)\s*mΩ", text.replace("\u00a0", " "))
     assert len(shown) == 2 and set(shown) == {"40,01"}, shown
+
+
+# --------------------------------------------------------------------------- À VÉRIFIER (contract v3)
+
+ARTIFACTS = REPO_DIR / "tests" / "artifacts"
+
+
+def to_check_folder(banc_home: Path, serial: str = "RW-CHECK001", banc: str = "banc1",
+                     lose_lines: bool = False) -> Path:
+    """A finished test of an A battery whose ESP rebooted two minutes before the end of phase 2.
+
+    Its full-charge window holds 120 lines where 601 are expected. `lose_lines`: also the cells
+    350 mV apart and 5 lines lost in that window, and its phase 3 recovered from the lines.
+    """
+    folder = write_synthetic_test(banc_home, rows=3000, serial=serial, banc=banc).folder
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.update(capacity_ah=95.0, ri_temperature_c=25.0)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    header, *body = (folder / "data.csv").read_text(encoding="ascii").splitlines()
+    rows = [line.split(",") for line in body]
+    column = record.DATA_COLUMN
+    charge = [i for i, row in enumerate(rows) if row[column["step"]] == "2"]
+    for k, row in enumerate(rows[charge[-120]:]):
+        row[column["seq"]], row[column["uptime_ms"]] = str(k), str(1000 * k + 500)
+        if lose_lines and row[column["step"]] == "2":
+            row[column["cell_max_mv"]] = str(int(row[column["cell_min_mv"]]) + 350)
+    if lose_lines:
+        del rows[charge[-60]:charge[-55]]
+        start = record.parse_time(config["first_handle"])
+        assert start is not None
+        record.append_event(folder, record.EVENT_START, start, serial=serial, banc=banc, first_handle=record.iso(start),
+                            software_version=record.SOFTWARE_VERSION)
+        record.append_event(folder, record.EVENT_RI, start, values={"ri_discharge": 0.012, "temperature_c": 25.0})
+        for step in (1, 2, 3, 4, 5):
+            recovered = {"recovered": record.STEP_RECOVERED_FROM_LINES, "seq": int(rows[charge[-1] - 4][column["seq"]])}
+            record.append_event(folder, record.EVENT_STEP, start, step=step, **(recovered if step == 3 else {}))
+    (folder / "data.csv").write_text("\n".join([header, *(",".join(row) for row in rows)]) + "\n", encoding="ascii")
+    return folder
+
+
+def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
+    banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The verdict, config.json, the history, --results, the printout and the certificate all say À VÉRIFIER, and why."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = to_check_folder(banc_home)
+    given = verdict.conclude(folder)
+    reason = "données insuffisantes pour classer : fenêtre de pleine charge : 120 lignes sur 601 attendues"
+    assert (given["grade"], given["reason"]) == ("À VÉRIFIER", reason)
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
+    assert verdict.conclude(folder) == given  # final, like any verdict
+
+    assert [(row.grade, row.reason) for row in history.battery_history("RW-CHECK001")] == [("À VÉRIFIER", reason)]
+    assert report.main(["--history", "RW-CHECK001"]) == 0
+    assert " À VÉRIFIER " in capsys.readouterr().out
+    results = tmp_path / "results.csv"
+    assert report.main(["--results", str(results)]) == 0
+    line = results.read_text(encoding="utf-8").splitlines()[1]
+    assert ",À VÉRIFIER," in line and reason in line
+
+    loaded = report.load_report(folder, min_gap_s=30.0)
+    printout = summary_text.format_summary(loaded.summary)
+    assert f"Verdict             : À VÉRIFIER — {reason}" in printout and summary_text.TO_CHECK_TEXT in printout
+    orange = formatting.grade_color("À VÉRIFIER")
+    assert orange not in {formatting.grade_color(g) for g in ("A", "B", "C", "REJET", "NON CLASSÉ", "X")}
+    assert ("Verdict : À VÉRIFIER", orange) in summary_text.panel_lines(loaded.summary)
+
+    pdf = folder / verdict.CERTIFICATE_FILE
+    assert report.main([str(folder), "--certificate", str(pdf)]) == 0
+    text = check_certificate(pdf, "RW-CHECK001", "À VÉRIFIER", "95,0 %", tmp_path / "page")
+    flat = " ".join(text.split())
+    assert "aucune classe avant vérification" in flat
+    assert certificate.TO_CHECK_NOTICE in flat and reason in flat
+    assert re.search(r"Écart entre cellules à pleine charge\s+\S+ mV\s+max 300 mV\s+à vérifier", flat), flat
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((tmp_path / "page").glob("page*.png")), ARTIFACTS / "certificate_to_check.png")
+
+
+def test_a_long_to_check_reason_fits_the_certificate(banc_home: Path, tmp_path: Path) -> None:
+    """Several causes at once (few rows, lines lost, a phase recovered, a spread that fails on them): all said."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = to_check_folder(banc_home, serial="RW-CHECK002", lose_lines=True)
+    given = verdict.conclude(folder)
+    assert given["grade"] == "À VÉRIFIER", given
+    for part in ("lignes sur 601 attendues", "5 lignes perdues (seq ", "phase 3 reconstituée à partir des lignes BMS",
+                 "non conforme sur ces données : Écart entre cellules à pleine charge : 350"):
+        assert part in given["reason"], (part, given["reason"])
+    assert {c["name"] for c in given["checks"] if c.get("uncertain")} == {"soh", "cell_spread"}
+    pdf = folder / verdict.CERTIFICATE_FILE
+    assert report.main([str(folder), "--certificate", str(pdf)]) == 0
+    text = " ".join(check_certificate(pdf, "RW-CHECK002", "À VÉRIFIER", "95,0 %", tmp_path / "page").split())
+    assert certificate.TO_CHECK_NOTICE in text and "5 lignes perdues" in text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((tmp_path / "page").glob("page*.png")), ARTIFACTS / "certificate_to_check_long.png")
+
+
+def test_a_verdict_to_check_is_final_for_the_kiosk_worker(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorded once, its certificate retried like any other's: the worker never concludes it again in a loop."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = to_check_folder(banc_home)
+    given = verdict.conclude(folder)
+    started: list[Path] = []
+
+    class Done:
+        def poll(self) -> int:
+            return 0
+
+    def start(folder: Path) -> Done:
+        started.append(folder)
+        return Done()
+
+    monkeypatch.setattr(verdict, "start_certificate", start)
+    monkeypatch.setattr(verdict, "conclude", lambda f, now=None: pytest.fail("concluded again"))
+    now = [1000.0]
+    worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
+    old = time.time() - kiosk_worker.CERTIFICATE_GRACE_S - 1
+    os.utime(folder / record.EVENTS_FILE, (old, old))
+    view = worker._result("banc1")
+    assert view is not None and view.grade == "À VÉRIFIER" and view.reason == given["reason"] and started == [folder]
+    (folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
+    for _ in range(3):
+        now[0] += kiosk_worker.CERTIFICATE_SLOW_RETRY_S
+        view = worker._result("banc1")
+        assert view is not None and view.grade == "À VÉRIFIER" and view.certificate
+    assert started == [folder]  # concluded for good: nothing more is started
+
+
+def test_result_card_text_to_check() -> None:
+    view = kiosk_state.ResultView("RW-X0001", "À VÉRIFIER", 95.0, 95.0, 0.02, "données insuffisantes…", True)
+    grade, caption, figures = uic.result_lines(view)
+    assert grade == "À\nVÉRIFIER"
+    assert caption == "Terminé — RW-X0001 — sans classe — certificat prêt"
+    assert figures[0] == "SOH 95,0\u00a0%"
+
+
+def test_banc_py_alerts_once_when_the_data_cannot_support_a_grade(
+    banc_home: Path, broker: MosquittoBroker, mqtt_env: dict[str, str], fleet: BancFleet,
+) -> None:
+    """Lines lost at full charge, never re-sent: the verdict is À VÉRIFIER and banc.py says so on bancN/security."""
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    t = protocol.topics(1)
+    with MqttProbe(broker, [t.security]) as probe:
+        runner = fleet.start("banc1", "RW-LOST0001")
+        full = dict(current_a=2.0, voltage_v=57.6, cell_min_mv=3450, cell_max_mv=3480, temperature_c=31.0)
+        probe.publish_many([
+            (t.step, "1"),
+            (t.ri_results, json.dumps({"ri_discharge": 0.02, "ri_charge": 0.018, "temperature_c": 25.0})),
+            (t.step, "2"),
+            (t.bms_data, bms_line(0, **full)), (t.bms_data, bms_line(1, **full)),
+            (t.bms_data, bms_line(5, **full)),  # 2..4 lost in the full-charge window: asked for, never re-sent
+            (t.step, "3"),
+            (t.bms_data, bms_line(6, current_a=-50.0, capacity_ah=47.5, energy_wh=2432.0)),
+            (t.bms_data, bms_line(7, current_a=-50.0, capacity_ah=95.0, energy_wh=4864.0)),
+            (t.step, "4"),
+            (t.bms_data, bms_line(8, current_a=20.0, capacity_ah=95.0, energy_wh=4864.0)),
+            (t.step, "5"),
+        ])
+        assert runner.wait_exit(30) == 0, runner.log_text()[-2000:]
+        wait_until(lambda: any("À VÉRIFIER" in text for text in probe.texts(t.security)), 10, 0.1, "the alert")
+        time.sleep(0.5)  # a second one would be there by now
+        texts = probe.texts(t.security)
+    to_check = [text for text in texts if "À VÉRIFIER" in text]
+    assert to_check == ["Test terminé À VÉRIFIER, aucune classe attribuée : "
+                        "fenêtre de pleine charge : 3 lignes perdues (seq 2..4)"], texts
+    given = json.loads((runner.folder() / "config.json").read_text(encoding="utf-8"))["verdict"]
+    assert given["grade"] == "À VÉRIFIER" and given["reason"].endswith("3 lignes perdues (seq 2..4)")
 
 
 # --------------------------------------------------------------------------- Ri at 25 °C pulse by pulse

@@ -105,3 +105,23 @@ def test_result_card_history_and_chart_verdict(app: ui.App, finished_tests: tupl
         type_scan(text, app)
     pump_until(app, lambda: not card.winfo_ismapped(), what="card hidden once the next test starts")
     assert isinstance(card, uic.ResultCard)
+
+
+def test_result_card_to_check(app: ui.App, banc_home: Path, xvfb_display: str) -> None:
+    """A verdict À VÉRIFIER: no grade on the card, its own colour, the reason beneath."""
+    from tests.test_verdict import RULES, to_check_folder
+
+    (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
+    folder = to_check_folder(banc_home, serial="RW-CARD0002")
+    given = verdict.conclude(folder)
+    assert given["grade"] == "À VÉRIFIER"
+    (folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
+    pump_until(app, lambda: "banc1" in app.result_cards and app.result_cards["banc1"].winfo_ismapped(),
+               what="banc1's result card")
+    card = app.result_cards["banc1"]
+    pump_until(app, lambda: card.grade_text == "À\nVÉRIFIER", what="the card's verdict")
+    assert card.grade.cget("fg_color") == formatting.grade_color("À VÉRIFIER") == formatting.GRADE_COLORS["À VÉRIFIER"]
+    assert "sans classe" in str(card.caption.cget("text"))
+    assert str(card.reason.cget("text")) == given["reason"]
+    shot = screenshot(xvfb_display, app, "kiosk_result_card_to_check.png")
+    assert shot.stat().st_size > 10_000
