@@ -1021,6 +1021,11 @@ class BancProcess:
             self.send_alert(f"Test terminé, verdict non enregistré ({describe_os_error(exc)}) : nouvel essai automatique")
             return
         logger.info("verdict %s: %s", result["grade"], result["reason"])
+        if result["grade"] == grading.GRADE_TO_CHECK:
+            # A final verdict (the kiosk retries nothing), but no grade: a person must look at the data.
+            logger.warning("the data of this test cannot support a grade: %s", result["reason"])
+            doubts = str(result["reason"]).removeprefix(grading.TO_CHECK_REASON)
+            self.send_alert(f"Test terminé {grading.GRADE_TO_CHECK}, aucune classe attribuée : {doubts}")
         try:
             child = verdict.start_certificate(self.folder)
         except OSError as exc:
