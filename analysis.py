@@ -893,6 +893,8 @@ def full_charge_window(data: TestData, order: EspOrder, journal: Optional[record
     doubts = []
     if rows.size < MIN_WINDOW_ROWS or rows.size < MIN_WINDOW_SHARE * expected:
         doubts.append(f"fenêtre de pleine charge : {_plural(int(rows.size), 'ligne')} sur {expected} attendues")
+    elif not math.isfinite(period):  # phase 2's rows all at one time: where its last 10 minutes begin is unknown
+        doubts.append("fenêtre de pleine charge : horloge immobile en phase 2, ses 10 dernières minutes sont inconnues")
 
     first, last = int(inside[0]), int(inside[-1])
     lost: list[tuple[int, int]] = []

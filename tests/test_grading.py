@@ -503,6 +503,25 @@ def test_a_phase_recovered_from_lines_gives_to_check_unless_a_sound_check_fails(
     assert {c["name"] for c in given["checks"] if c.get("uncertain")} == {"soh", "cell_spread"}
 
 
+@pytest.mark.parametrize("clock", ["uptime_ms", "measured_at"])
+def test_a_clock_that_never_moves_in_phase_2_gives_to_check(sound_test: tuple[str, list[list[str]]], clock: str) -> None:
+    """Every phase-2 row at one time: where its last 10 minutes begin cannot be told."""
+    header, rows = sound_test[0], rows_of(sound_test)
+    if clock == "measured_at":  # a firmware without uptime_ms: the rows' times give the line period
+        header = ",".join(record.DATA_CSV_HEADER_V1)
+        rows = [row[:len(record.DATA_CSV_HEADER_V1)] for row in rows]
+        for row in rows:
+            row[COLUMN["timestamp"]] = rows[0][COLUMN["timestamp"]]
+    else:
+        for i in phase_rows(rows, 2):
+            row = rows[i]
+            row[COLUMN["uptime_ms"]] = rows[phase_rows(rows, 2)[0]][COLUMN["uptime_ms"]]
+    given = verdict_of(header, rows)
+    assert given["grade"] == grading.GRADE_TO_CHECK
+    assert given["reason"].startswith("données insuffisantes pour classer : fenêtre de pleine charge : "
+                                      "horloge immobile en phase 2")
+
+
 def test_no_phase_2_gives_to_check(sound_test: tuple[str, list[list[str]]]) -> None:
     header, rows = sound_test[0], rows_of(sound_test)
     rows = [row for row in rows if row[COLUMN["step"]] != "2"]
