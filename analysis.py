@@ -902,21 +902,25 @@ def full_charge_window(data: TestData, order: EspOrder, journal: Optional[record
     for a, b in zip(window_seq[:-1].tolist(), window_seq[1:].tolist()):
         if b > a + 1:
             lost.append((a + 1, b - 1))
+    low = int(seq[first])  # the first seq that may be the window's
     if first > 0 and seq[first] > seq[first - 1] + 1:
-        # A hole just before the window: its lines measured within the window's time count.
+        # A hole just before the window: its lines measured within the window's time (spread
+        # evenly between the rows around it) count.
         s0, s1, t0, t1 = int(seq[first - 1]), int(seq[first]), float(times[first - 1]), float(times[first])
-        missing = np.arange(s0 + 1, s1)
-        at = t0 + (missing - s0) * (t1 - t0) / (s1 - s0)
-        within = missing[at >= end - window_s]
-        if within.size:
-            lost.append((int(within[0]), int(within[-1])))
+        start = end - window_s
+        if t1 > t0:
+            low = max(s0 + 1, math.ceil(s0 + (start - t0) * (s1 - s0) / (t1 - t0) - 1e-9))
+        elif t0 >= start:
+            low = s0 + 1
+        low = min(low, s1)
+        if low < s1:
+            lost.append((low, s1 - 1))
     after = int(seq[last + 1]) - 1 if last + 1 < seq.size else None
     if after is not None and after > seq[last]:
         lost.append((int(seq[last]) + 1, after))
     if journal is not None:
         mapped = set().union(*order.journal_boots) if order.journal_boots else set()
         ours = order.journal_boots[boot] if boot < len(order.journal_boots) else frozenset()
-        low = lost[0][0] if lost and lost[0][1] < seq[first] else int(seq[first])  # a leading hole's part
         high = after if after is not None else math.inf
         for number, a, b in journal.seq_lost_spans:
             if number is not None and number in mapped and number not in ours:

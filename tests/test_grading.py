@@ -465,6 +465,25 @@ def test_lines_lost_at_the_end_of_phase_2_count(sound_test: tuple[str, list[list
     assert verdict_of(header, rows)["reason"].endswith(f"2 lignes perdues (seq {seqs[0]}..{seqs[1]})")
 
 
+def test_lines_lost_across_the_window_s_start_count_for_their_part_in_it(
+    sound_test: tuple[str, list[list[str]]],
+) -> None:
+    """Six lines lost, three of them measured before the window: the three after its start count."""
+    header, rows = sound_test[0], rows_of(sound_test)
+    start = window_rows(rows)[0]
+    seqs = [rows[i][COLUMN["seq"]] for i in range(start - 3, start + 3)]
+    del rows[start - 3:start + 3]
+    reason = verdict_of(header, rows)["reason"]
+    # The lost lines' times are estimated evenly between the rows around the hole: the line just
+    # before the window's start (the rows jitter by up to 50 ms) may be taken for one of it.
+    assert reason.endswith((f"3 lignes perdues (seq {seqs[3]}..{seqs[5]})",
+                            f"4 lignes perdues (seq {seqs[2]}..{seqs[5]})")), reason
+    # Lost just before the window only: not in it.
+    rows = rows_of(sound_test)
+    del rows[start - 5:start]
+    assert verdict_of(header, rows)["grade"] == "A"
+
+
 def test_the_journal_s_lost_lines_in_the_window_give_to_check(sound_test: tuple[str, list[list[str]]]) -> None:
     header, rows = sound_test[0], rows_of(sound_test)
     window = window_rows(rows)
