@@ -470,6 +470,7 @@ class SecurityAlert:
 Event = Union[StepChanged, RiMeasured, SecurityAlert]
 
 HISTORY_LINES = 3600  # BMS lines the firmware keeps in RAM for replays: one hour at 1 Hz (contract §3a)
+REST_LINE_PERIOD_S = 10.0  # v3: one line every 10 s while finished (5) or stopped (9)
 
 # Contract versions a firmware can speak (docs/protocole.md §2): v1 sends 10 fields and keeps no
 # lines for replays, v2 adds uptime_ms (11th field) and the replay ring, v3 adds esp_step (12th).
@@ -577,6 +578,7 @@ class BenchFirmware:
         self.nvs = _Nvs()
         self.clock_s = 0.0
         self.boot_clock_s = 0.0  # clock_s at the last boot: uptime_ms counts from it
+        self._last_rest_line_s: Optional[float] = None  # clock_s of the last line sent while finished or stopped
         # The last HISTORY_LINES BMS lines, in RAM (lost at a reboot), for `replay` (contract §3a).
         self.history: collections.deque[protocol.BmsLine] = collections.deque(maxlen=HISTORY_LINES)
         self._glitches: collections.deque[str] = collections.deque()  # LINE_GLITCHES for the next lines
@@ -625,6 +627,20 @@ class BenchFirmware:
     def engaged(self) -> bool:
         """True while a test runs: BMS lines are published once per second."""
         return self.state == RUNNING
+
+    def line_due(self) -> bool:
+        """Whether a BMS line goes out this second: every second while a phase runs; from contract v3,
+        every REST_LINE_PERIOD_S while finished or stopped, so that the Pi always knows the phase
+        (field 12) even when a step message was lost."""
+        if self.state == RUNNING:
+            self._last_rest_line_s = None
+            return True
+        if self.contract < 3 or self.state not in (FINISHED, STOPPED):
+            return False
+        if self._last_rest_line_s is not None and self.clock_s - self._last_rest_line_s < REST_LINE_PERIOD_S - 1e-9:
+            return False
+        self._last_rest_line_s = self.clock_s
+        return True
 
     @property
     def esp_step(self) -> int:

@@ -323,8 +323,10 @@ class SimulatedEsp:
             events += self.firmware.advance(self.dt_s)
         self._publish_events(events)
         silent = self._run_fault(now_real)
-        if self.firmware.engaged:
-            line = self.firmware.measure()  # seq counts every measurement, sent or lost
+        if (self.firmware.engaged or self.link_up) and self.firmware.line_due():
+            # A running phase measures every second, sent or lost (seq counts them); a stopped or
+            # finished ESP sends its line every 10 s only to say so, not while it cannot.
+            line = self.firmware.measure()
             if not silent and self._send(self.topics.bms_data, protocol.encode_bms_line(line)):
                 self.lines_published += 1
                 if self._fault_active("garbage"):

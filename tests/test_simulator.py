@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import battery_model
 import protocol
 import simulator
 import utils
@@ -130,6 +131,14 @@ def consecutive(values: list[int]) -> bool:
     return all(b == a + 1 for a, b in zip(values, values[1:]))
 
 
+def rest_lines_only(payloads: list[bytes]) -> bool:
+    """Lines of a stopped ESP (contract v3): field 12 is 9, no current, at most one per REST_LINE_PERIOD_S of its clock."""
+    lines = [protocol.parse_bms_line(p) for p in payloads]
+    uptimes = [line.uptime_ms or 0 for line in lines]
+    return all(line.esp_step == protocol.STEP_STOP and line.current_a == 0 for line in lines) and all(
+        b - a >= battery_model.REST_LINE_PERIOD_S * 1000 - 1 for a, b in zip(uptimes, uptimes[1:]))
+
+
 def start_test(obs: Observer, command: str = "1", since: int = 0) -> int:
     """Wait until the ESP is online, send a command, wait for its step; return the step's message index."""
     obs.wait_payload(T.esp_status, b"online")
@@ -165,13 +174,13 @@ def test_esp_side_of_the_protocol(mqtt_env: dict[str, str], observer: Observer, 
         assert results[0]["ri_discharge"] == pytest.approx(2.0 / 20, rel=0.05)  # default Ri = 2.0 ohm.Ah / capacity
         assert "temperature_c" in results[0]
 
-        # end: current off, 9 on step, no more BMS lines.
+        # end: current off, 9 on step, then only a line every 10 s that says "stopped" (field 12 = 9).
         since = len(observer.snapshot())
         observer.publish(T.command, "end")
         stop = observer.wait_payload(T.step, b"9", since)
-        last_seq = observer.bms_lines()[-1].seq
         time.sleep(0.5)
-        assert observer.on(T.bms_data, stop + 1) == []
+        assert rest_lines_only(observer.on(T.bms_data, stop + 1))
+        last_seq = observer.bms_lines()[-1].seq
 
         # A new command resumes: seq goes on (no reboot), the phase restarts.
         again = start_test(observer, "2")
@@ -213,7 +222,7 @@ def test_broker_loss_leads_to_safe_state_and_resume_on_command(
             assert any("MQTT" in a and "courant coupé" in a for a in alerts)
             stop = obs.wait_payload(T.step, b"9", step + 1)
             time.sleep(0.5)
-            assert obs.on(T.bms_data, stop + 1) == []  # safe state: nothing runs until a command
+            assert rest_lines_only(obs.on(T.bms_data, stop + 1))  # safe state: nothing runs until a command
             again = start_test(obs, "2")
             obs.wait_for(lambda m: len(obs.bms_lines(again)) >= 3)
             assert obs.bms_lines(again)[-1].current_a > 5
@@ -265,9 +274,11 @@ def test_fault_reboot_restarts_seq(mqtt_env: dict[str, str], observer: Observer,
         observer.wait_payload(T.step, b"9", offline)
         alerts = [protocol.parse_security(p) for p in observer.on(T.security, offline)]
         assert any("redémarré" in a for a in alerts)
+        observer.wait_for(lambda m: len(observer.bms_lines(offline)) >= 1)
+        assert observer.bms_lines(offline)[0].seq == 0  # the new boot's first line (a stopped one, every 10 s)
         again = start_test(observer, "2")
         observer.wait_for(lambda m: len(observer.bms_lines(again)) >= 3)
-        assert seqs(observer.bms_lines(again))[:3] == [0, 1, 2]
+        assert consecutive(seqs(observer.bms_lines(offline)))
 
 
 def test_fault_disconnect_then_safe_state(mqtt_env: dict[str, str], observer: Observer, tmp_path: Path) -> None:
@@ -305,7 +316,7 @@ def test_fault_over_temperature(mqtt_env: dict[str, str], observer: Observer, tm
         lines = observer.bms_lines(step)
         assert lines[-1].temperature_c >= 54.5 and lines[0].temperature_c < 30
         time.sleep(0.3)
-        assert observer.on(T.bms_data, stop + 1) == []
+        assert rest_lines_only(observer.on(T.bms_data, stop + 1))
 
 
 # --------------------------------------------------------------------------- command line
@@ -433,7 +444,8 @@ def test_fault_reboot_loop(mqtt_env: dict[str, str], observer: Observer, tmp_pat
         statuses = observer.on(T.esp_status, step)
         stops = observer.on(T.step, first_down)
         alerts = [protocol.parse_security(p) for p in observer.on(T.security, first_down)]
-    before = observer.bms_lines(step)[:-3]
+    boots = [line for line in boots if line.seq == 0]  # each boot's first line (a stopped ESP then sends one every 10 s)
+    before = [line for line in observer.bms_lines(step)[:-3] if line.esp_step != protocol.STEP_STOP]
     assert consecutive(seqs(before)) and len(before) >= 8
     # Three reboots in a row, each boot back online with its alert and 9, then exactly one line.
     assert statuses == [b"offline", b"online"] * 3
