@@ -874,6 +874,13 @@ def full_charge_window(data: TestData, order: EspOrder, journal: Optional[record
     seq spans of that boot.
     """
     step = data.step[order.rows]
+    # A phase-2 row alone between rows of other phases (one garbled phase field) is not phase 2:
+    # the phase, like every fact of the verdict, counts from two consecutive rows.
+    charge_rows = step == CHARGE_PHASE
+    paired = np.zeros_like(charge_rows)
+    paired[1:] |= charge_rows[:-1]
+    paired[:-1] |= charge_rows[1:]
+    step = np.where(charge_rows & ~paired, -1, step)
     in_phase = step == CHARGE_PHASE
     if not in_phase.any():
         return np.zeros(0, dtype=np.int64), ["fenêtre de pleine charge : aucune ligne mesurée en phase 2"]

@@ -467,6 +467,7 @@ class Recorder:
         fsync_interval_s: Optional[float] = None,
         bms_timeout_s: Optional[float] = None,
         command: Callable[[str], None] = lambda text: None,
+        ri_plausible_ohm: tuple[float, float] = record.RI_PLAUSIBLE_OHM_DEFAULT,
     ) -> None:
         self.folder = Path(folder)
         self.banc = banc
@@ -480,7 +481,7 @@ class Recorder:
             fsync_interval_s = settings.fsync_interval_s if fsync_interval_s is None else fsync_interval_s
             bms_timeout_s = settings.bms_timeout_s if bms_timeout_s is None else bms_timeout_s
         self.core = RecorderCore(banc, step, fsync_interval_s=fsync_interval_s, bms_timeout_s=bms_timeout_s,
-                                 start_s=mono())
+                                 start_s=mono(), ri_plausible_ohm=ri_plausible_ohm)
         self.data = AppendFile(self.folder / utils.DATA_CSV_FILE, utils.DATA_CSV_HEADER, writer)
         self.rejected = AppendFile(self.folder / utils.REJECTED_CSV_FILE, utils.REJECTED_CSV_HEADER, writer)
         self.journal = AppendFile(self.folder / record.EVENTS_FILE, (), writer, durable=True)
@@ -585,7 +586,44 @@ class Recorder:
 
     def backlog_received(self) -> None:
         """The marker came back: lines from now on are live (samples of the ESP's clock)."""
-        self.core.backlog_received()
+        self.core.backlog_received(self._now())
+
+    def step_to_announce(self) -> Optional[int]:
+        """The step to announce to the ESP now, or None to wait (the core decides)."""
+        return self.core.announce_step(self._now())
+
+    def handle_message(self, topic: str, payload: bytes, redelivered: bool = False, retained: bool = False) -> bool:
+        """One message on one of the ESP's topics, handled whatever happens (then it can be acknowledged).
+
+        A retained copy on a news topic is rejected, never acted on; a message whose handling
+        raised is rejected as bad input. False when the topic is not one the recorder takes.
+        """
+        handler = {self.core.topics.bms_data: self.handle_bms, self.core.topics.bms_replay: self.handle_replay,
+                   self.core.topics.step: self.handle_step, self.core.topics.ri_results: self.handle_ri}.get(topic)
+        if handler is None:
+            return False
+        try:
+            if protocol.is_stale_retained(topic, retained):
+                self.handle_retained(topic, payload)
+            else:
+                handler(payload, redelivered)
+        except Exception as exc:
+            # One message the handler cannot take must never be redelivered for ever and stall the flow.
+            try:
+                self.handle_failure(topic, payload, exc)
+            except Exception:
+                logger.exception("message on %s not handled, and not recorded as rejected", safe_text(topic, 100))
+        return True
+
+    def handle_retained(self, topic: str, payload: bytes) -> None:
+        """A retained copy on a news topic: rejected, never acted on."""
+        now = self._now()
+        self._apply(self.core.on_retained(topic, payload, now), now)
+
+    def handle_failure(self, topic: str, payload: bytes, error: BaseException) -> None:
+        """A message whose handling raised: rejected as bad input."""
+        now = self._now()
+        self._apply(self.core.on_failure(topic, payload, error, now), now)
 
     def handle_step(self, payload: bytes, redelivered: bool = False) -> None:
         """A bancN/step message: a new step is in the journal, fsynced, before this returns."""
@@ -750,7 +788,8 @@ class BancProcess:
         self.client_id = f"banc_script_{banc}"
         self.recorder = Recorder(folder, banc, serial, step, self.send_alert,
                                  fsync_interval_s=self.settings.fsync_interval_s,
-                                 bms_timeout_s=self.settings.bms_timeout_s, command=self.send_command)
+                                 bms_timeout_s=self.settings.bms_timeout_s, command=self.send_command,
+                                 ri_plausible_ohm=ri_plausible_range(serial))
         self.client = protocol.make_client(self.client_id, self.settings, persistent=True, v5=True,
                                            will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
         self.client.manual_ack_set(True)
@@ -758,17 +797,11 @@ class BancProcess:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_unsubscribe = self._on_unsubscribe
-        self.handlers: dict[str, Callable[[bytes, bool], None]] = {
-            self.topics.bms_data: self.recorder.handle_bms,
-            self.topics.bms_replay: self.recorder.handle_replay,
-            self.topics.step: self.recorder.handle_step,
-            self.topics.ri_results: self.recorder.handle_ri,
-            self.topics.sync: self._handle_sync,
-        }
         self.held_acks: list[tuple[int, int]] = []  # (mid, qos) of messages whose record waits in memory
         self.connected_since: Optional[float] = None
         self.sync_token: Optional[str] = None
         self.announced = False
+        self.backlog_in = False  # our marker came back: the step is announced once the core says which
         self.unsubscribed = False
         self.stop_signal: Optional[int] = None
         self.next_connect_at = 0.0
@@ -801,7 +834,7 @@ class BancProcess:
             # Re-subscribe on every connection: a broker that lost its state forgets them.
             protocol.subscribe_all(client, protocol.banc_process_subscriptions(self.banc))
             protocol.publish(client, self.topics.banc_status, protocol.STATUS_ONLINE)
-            if not self.announced:
+            if not self.backlog_in:
                 # Comes back after everything the broker queued for us before it: the backlog.
                 self.sync_token = f"{os.getpid()}-{time.monotonic_ns()}"
                 protocol.publish(client, self.topics.sync, self.sync_token)
@@ -825,15 +858,16 @@ class BancProcess:
     def _on_message(self, client, userdata, message) -> None:
         self.messages_in += 1
         try:
-            handler = self.handlers.get(message.topic)
-            if handler is None:
+            if message.topic == self.topics.sync:
+                self._handle_sync(message.payload)
+            elif not self.recorder.handle_message(message.topic, bytes(message.payload), bool(message.dup),
+                                                  bool(message.retain)):
                 logger.warning("message on unexpected topic %s ignored", safe_text(message.topic, 100))
-            else:
-                handler(message.payload, bool(message.dup))
+            self._announce()
         except Exception:
-            # Not acknowledged: the broker delivers it again on the next connection.
-            logger.exception("message on %s not processed", safe_text(message.topic, 100))
-            return
+            # Never raise in a callback; the message is acknowledged all the same (handle_message
+            # already recorded any failure of the recorder's own).
+            logger.exception("message on %s: after-work failed", safe_text(message.topic, 100))
         try:
             self._acknowledge(message.mid, message.qos)
         except Exception:
@@ -860,14 +894,26 @@ class BancProcess:
 
     def _handle_sync(self, payload: bytes, redelivered: bool = False) -> None:
         """Our marker came back: the backlog is in; announce the step the test has really reached."""
-        if self.announced or payload.decode("ascii", "replace") != self.sync_token:
+        if self.backlog_in or payload.decode("ascii", "replace") != self.sync_token:
             return  # an older process's marker, or a second copy
-        self.announced = True
+        self.backlog_in = True
         self.recorder.backlog_received()
-        step = self.recorder.step
-        if step in protocol.PHASES and self.recorder.ended is None:
+        logger.info("backlog received at step %d", self.recorder.step)
+
+    def _announce(self) -> None:
+        """Once the backlog is in and the core knows the ESP's phase (or waited for it): announce the step, once."""
+        if self.announced or not self.backlog_in:
+            return
+        if self.recorder.ended is not None:
+            self.announced = True
+            return
+        step = self.recorder.step_to_announce()
+        if step is None:
+            return
+        self.announced = True
+        if step in protocol.PHASES:
             protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
-            logger.info("backlog received; announced step %d on %s", step, self.topics.command)
+            logger.info("announced step %d on %s", step, self.topics.command)
 
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self.unsubscribed = True
@@ -959,6 +1005,7 @@ class BancProcess:
                 try:
                     self.recorder.tick(self.connected_since)
                     self.release_acks()
+                    self._announce()
                 except Exception:
                     logger.exception("periodic work failed")
 
@@ -1021,11 +1068,11 @@ class BancProcess:
             self.send_alert(f"Test terminé, verdict non enregistré ({describe_os_error(exc)}) : nouvel essai automatique")
             return
         logger.info("verdict %s: %s", result["grade"], result["reason"])
-        if result["grade"] == grading.GRADE_TO_CHECK:
+        alert = verdict.alert_text(result)
+        if alert is not None:
             # A final verdict (the kiosk retries nothing), but no grade: a person must look at the data.
             logger.warning("the data of this test cannot support a grade: %s", result["reason"])
-            doubts = str(result["reason"]).removeprefix(grading.TO_CHECK_REASON)
-            self.send_alert(f"Test terminé {grading.GRADE_TO_CHECK}, aucune classe attribuée : {doubts}")
+            self.send_alert(alert)
         try:
             child = verdict.start_certificate(self.folder)
         except OSError as exc:
@@ -1063,6 +1110,17 @@ class BancProcess:
 
 
 # =========================================================================== entry point
+
+
+def ri_plausible_range(serial: str) -> tuple[float, float]:
+    """The Ri values a battery of this serial can give (grading.json's model); the default when the file is unusable."""
+    import grading
+
+    try:
+        return grading.ri_plausible_range(utils.load_grading_rules(), serial)
+    except grading.GradingError as exc:
+        logger.error("%s: Ri plausibility from the default range", exc)
+        return record.RI_PLAUSIBLE_OHM_DEFAULT
 
 
 def _fail(message: str, code: int) -> int:

@@ -130,9 +130,13 @@ class WallAnchor:
         self._last: Optional[tuple[float, float]] = None  # (mono_s, reading) of the previous reading
         self._set_aside_s = 0.0  # the steps seen so far, added up
         self._new_steps: list[float] = []
+        self._last_wall: Optional[datetime] = None
 
     def update(self, wall: datetime, mono_s: float) -> float:
         """The anchor after one (wall, monotonic) reading, seconds."""
+        if self.value_s is not None and self._last_wall is wall and self._last is not None and self._last[0] == mono_s:
+            return self.value_s  # the same reading again (one event reads the clocks once)
+        self._last_wall = wall
         reading = wall_minus_mono_s(wall, mono_s)
         if self._last is not None:
             last_mono, last_reading = self._last
@@ -153,10 +157,11 @@ class WallAnchor:
         total, self._new_steps = sum(self._new_steps), []
         return total
 
-    def wall(self, mono_s: float, like: datetime) -> datetime:
-        """The steady wall time of a monotonic instant (in `like`'s timezone), in whole milliseconds."""
-        assert self.value_s is not None, "update() first"
-        return from_unix_ms(round((mono_s + self.value_s) * 1000.0), like)
+    def unstepped(self, wall: datetime) -> datetime:
+        """A wall-clock reading with the steps seen so far taken out: the reading itself while there was none."""
+        if not self._set_aside_s:
+            return wall
+        return wall - timedelta(seconds=self._set_aside_s)
 
 
 def from_unix_ms(unix_ms: int, like: datetime) -> datetime:

@@ -58,12 +58,17 @@ CLOCK_SAVE_INTERVAL_S = 600.0
 # LINES_FASTEST of the period; the ESP's clock may run ahead of its lines (a loop held up by a
 # reconnection, a BMS that did not answer) by STALL_MAX_MS, never by years.
 ESP_PERIOD_MS = 1000.0
-ESP_PERIOD_BOUNDS_MS = (50.0, 60_000.0)
+ESP_PERIOD_MIN_MS = 50.0
 PERIOD_SAMPLES = 15
 LINES_FASTEST = 0.75
-LINES_SLOWEST = 2.0
-STALL_MAX_MS = 120_000.0
-# A boot's first lines: seq counts from 0, uptime from about the boot's own delay.
+# The longest a line may take after the previous one: a v3 firmware sends one every 10 s while
+# finished or stopped (battery_model.REST_LINE_PERIOD_S), with margin; plus a stall, which the
+# firmware bounds (a BMS silent for 10 s stops the phase).
+LINE_SLOWEST_MS = 15_000.0
+STALL_MAX_MS = 15_000.0
+# A line whose seq went back while its uptime did not is a new boot's only within the boot's first
+# minute (a reboot loop, each boot sending a line); later it is a garbled seq. A boot whose first
+# line comes later (the ESP waited for a command) is taken after REANCHOR_LINES agreeing lines.
 BOOT_YOUNG_MS = 60_000.0
 # Lines rejected as implausible that agree with each other, this many in a row: the reference
 # they were judged against was wrong (or the ESP really jumped); they are taken after all.
@@ -126,6 +131,7 @@ class EspTimeline:
 
     def __init__(self) -> None:
         self.ref: Optional[tuple[int, Optional[int]]] = None  # (seq, uptime_ms) of the last accepted line
+        self.before_ref: Optional[tuple[int, Optional[int]]] = None  # and of the one before it
         self.ref_mono_s: Optional[float] = None  # when it came, if live
         self.periods: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
         self.period_ms = ESP_PERIOD_MS
@@ -144,29 +150,47 @@ class EspTimeline:
         p = self.period_ms
         if ds >= 1:
             if du < 0:
-                return TL_IMPLAUSIBLE, f"uptime_ms {line.uptime_ms} before the previous line's {ref_uptime}, seq {ref_seq} -> {line.seq}"
+                return TL_IMPLAUSIBLE, (f"uptime_ms {line.uptime_ms} before the previous line's {ref_uptime}, "
+                                        f"seq {ref_seq} -> {line.seq}")
             if du < (ds - 1) * LINES_FASTEST * p:
                 return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq}: {ds} lines in {du} ms"
-            if du > ds * LINES_SLOWEST * p + STALL_MAX_MS:
+            if du > ds * LINE_SLOWEST_MS + STALL_MAX_MS:
                 return TL_IMPLAUSIBLE, f"uptime_ms {ref_uptime} -> {line.uptime_ms} for {ds} line(s)"
             return TL_FORWARD, ""
         if ds == 0 and du == 0:
             return TL_SAME, ""
-        if line.uptime_ms < (line.seq - 1) * LINES_FASTEST * p - p:
+        if line.uptime_ms < (line.seq - 1) * LINES_FASTEST * p - ESP_PERIOD_MS:
             return TL_IMPLAUSIBLE, f"seq {line.seq} needs more time than uptime_ms {line.uptime_ms}"
         if du < 0:
             return (TL_BOOT if ds == 0 else TL_BACK), ""  # one seq never holds two measurements in a boot
-        if line.uptime_ms <= (line.seq + 1) * LINES_SLOWEST * p + BOOT_YOUNG_MS:
+        if line.uptime_ms <= BOOT_YOUNG_MS:
             return TL_BOOT, ""  # seq back, uptime a boot's first seconds: the ESP rebooted since
         return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq} while uptime_ms goes on ({ref_uptime} -> {line.uptime_ms})"
+
+    def second_opinion(self, line: protocol.BmsLine, now_s: float, live: bool) -> bool:
+        """Whether a line the reference contradicts follows on from the line before the reference.
+
+        Then the reference is the odd one out (a clock garbled by less than the tolerance, a
+        seq off by one): the line is taken, and the ESP is asked for the reference's seq again.
+        """
+        if self.before_ref is None or self.ref is None or line.uptime_ms is None:
+            return False
+        if not self.before_ref[0] < self.ref[0] < line.seq:
+            return False
+        ref = self.ref
+        self.ref = self.before_ref
+        try:
+            return self.judge(line, now_s, live)[0] == TL_FORWARD
+        finally:
+            self.ref = ref
 
     def _judge_unstamped(self, seq: int, ds: int, now_s: float, live: bool) -> tuple[str, str]:
         if not live or self.ref_mono_s is None:
             return TL_NONE, ""
-        allowed = SEQ_JUMP_SLACK + LINES_SLOWEST * self._rate() * max(0.0, now_s - self.ref_mono_s)
+        allowed = SEQ_JUMP_SLACK + 2.0 * self._rate() * max(0.0, now_s - self.ref_mono_s)
         if ds > 1 and ds - 1 > allowed:
             return TL_IMPLAUSIBLE, f"seq {seq - ds} -> {seq}: {ds} lines in {now_s - self.ref_mono_s:.1f} s"
-        if ds < 0 and seq > allowed + SEQ_JUMP_SLACK:
+        if ds < -SEQ_JUMP_SLACK and seq > allowed + SEQ_JUMP_SLACK:
             return TL_IMPLAUSIBLE, f"seq {seq - ds} -> {seq}: back, yet not a new boot's"
         return TL_NONE, ""
 
@@ -180,10 +204,12 @@ class EspTimeline:
         """`line` was written as the newest of its boot: it is the reference from now on."""
         if judged == TL_FORWARD and self.ref is not None and line.seq - self.ref[0] == 1 \
                 and line.uptime_ms is not None and self.ref[1] is not None:
-            self.periods.append(float(line.uptime_ms - self.ref[1]))
-            ordered = sorted(self.periods)
-            low, high = ESP_PERIOD_BOUNDS_MS
-            self.period_ms = min(max(ordered[len(ordered) // 2], low), high)
+            # The period that bounds how fast lines come: the shortest lately, never above the
+            # firmware's 1 s (slower lines, at rest, must not make a real gap look too fast).
+            if line.uptime_ms > self.ref[1]:
+                self.periods.append(float(line.uptime_ms - self.ref[1]))
+                self.period_ms = max(ESP_PERIOD_MIN_MS, min(ESP_PERIOD_MS, min(self.periods)))
+        self.before_ref = self.ref if judged in (TL_FORWARD, TL_NONE) else None
         self.ref = (line.seq, line.uptime_ms)
         self.ref_mono_s = now_s if live else None
         if live:
@@ -197,14 +223,14 @@ class EspTimeline:
             line = held.line
             agree = line.seq == last.seq + 1 and (
                 line.uptime_ms is None or last.uptime_ms is None
-                or 0 <= line.uptime_ms - last.uptime_ms <= LINES_SLOWEST * self.period_ms + STALL_MAX_MS)
+                or 0 <= line.uptime_ms - last.uptime_ms <= LINE_SLOWEST_MS + STALL_MAX_MS)
             if not agree:
                 self.held.clear()
         self.held.append(held)
         if len(self.held) < REANCHOR_LINES:
             return []
         taken, self.held = self.held, []
-        self.ref, self.ref_mono_s = None, None
+        self.ref, self.before_ref, self.ref_mono_s = None, None, None
         return taken
 
 
@@ -226,7 +252,11 @@ class SeqTracker:
 
     def remember(self, seq: int, payload: bytes) -> None:
         """Keep the text of a line written for this boot (a live line or one filling a gap)."""
-        record.remember_line(self.recent, seq, payload)
+        record.remember_line(self.recent, seq, line_identity(payload))
+
+    def is_copy(self, seq: int, payload: bytes) -> bool:
+        """Whether this very line (same measurement) was written for the current boot and is remembered."""
+        return self.recent.get(seq) == line_identity(payload)
 
     def is_written(self, seq: int) -> bool:
         """Whether a line of the current boot with this seq is among the remembered ones."""
@@ -240,6 +270,8 @@ class SeqTracker:
         """
         last = self.last
         known = self.recent.get(seq)
+        if payload is not None:
+            payload = line_identity(payload)
         if last is None:
             verdict = SEQ_FIRST
         elif boot:
@@ -265,8 +297,15 @@ class SeqTracker:
             self.recent.clear()
         self.last = seq
         if payload is not None:
-            self.remember(seq, payload)
+            record.remember_line(self.recent, seq, payload)
         return verdict
+
+
+def line_identity(payload: bytes) -> bytes:
+    """What tells one measurement from another: the line without field 12, as data.csv keeps it (record.DataCounts.recent_lines)."""
+    if payload.count(b",") == len(protocol.BMS_FIELDS_V3) - 1:
+        return payload.rpartition(b",")[0]
+    return payload
 
 
 class AlertLatch:
@@ -360,8 +399,9 @@ class Gap:
         """Whether a line with this uptime can be one the gap misses."""
         if uptime_ms is None:
             return True
-        return ((self.uptime_after is None or uptime_ms > self.uptime_after)
-                and (self.uptime_before is None or uptime_ms < self.uptime_before))
+        # Bounds included: the line after the gap may be the one whose seq was garbled.
+        return ((self.uptime_after is None or uptime_ms >= self.uptime_after)
+                and (self.uptime_before is None or uptime_ms <= self.uptime_before))
 
     def missing(self) -> int:
         """How many seqs are still missing."""
@@ -762,8 +802,19 @@ class RecorderCore:
                 self.gaps.fill(line.seq)
                 return effects + self._fill_gap(payload, line, gap, now, "by the broker, late") + self._fed(now)
         judged, why = self.timeline.judge(line, now.mono_s, self.live)
+        if judged == TL_IMPLAUSIBLE and self.timeline.second_opinion(line, now.mono_s, self.live):
+            assert self.timeline.ref is not None
+            suspect = self.timeline.ref[0]
+            judged = TL_FORWARD
+            effects += [Log(logging.WARNING, f"seq {line.seq} contradicts the previous line (seq {suspect}) and follows "
+                                             f"the one before it: seq {suspect} asked for again"),
+                        self.gaps.open(suspect, suspect, self.last_row_step or self.step, now.mono_s)]
         if judged == TL_IMPLAUSIBLE:
             effects += self.reject(now, self.topics.bms_data, f"implausible: {why}", payload)
+            if self.timeline.ref is not None and line.seq == self.timeline.ref[0] and self.gaps.find(line.seq) is None:
+                # Two measurements under one seq: one of them is garbled. The ESP is asked for its
+                # own copy, written unless it is the one already in data.csv.
+                effects.append(self.gaps.open(line.seq, line.seq, self.last_row_step or self.step, now.mono_s))
             if self.live:
                 taken = self.timeline.hold(HeldLine(payload, line, redelivered))
                 if taken:
@@ -789,7 +840,7 @@ class RecorderCore:
             effects += self._boot_burst(now)
         self.timeline.accept(line, now.mono_s, self.live, judged)
         effects += self._esp_clock(line, verdict, now)
-        row_step = line.esp_step if line.esp_step in protocol.PHASES else self.step
+        row_step = self._row_step(line, self.step)
         # The row keeps the ESP's own (validated, plain decimal) text: no float round trip.
         effects.append(Append(DATA, self._row(payload, line, row_step, now)))
         self.counters["rows_count"] += 1
@@ -824,6 +875,12 @@ class RecorderCore:
                 effects.append(Log(logging.INFO, f"seq {line.seq} after {previous_seq}: {what}"))
         return effects + self._phase_from_line(line, now)
 
+    @staticmethod
+    def _row_step(line: protocol.BmsLine, otherwise: int) -> int:
+        """The phase a row was measured in: the ESP's own (field 12: a phase, or 9 stopped), else `otherwise`."""
+        esp_step = line.esp_step
+        return esp_step if esp_step is not None and esp_step in protocol.VALID_STEPS else otherwise
+
     def _reanchor(self, taken: Sequence[HeldLine], now: Instant) -> list[Effect]:
         """Lines rejected as implausible that agree with each other: the reference was wrong; they are written after all."""
         first, last = taken[0].line.seq, taken[-1].line.seq
@@ -833,12 +890,16 @@ class RecorderCore:
             Alert(f"Lignes BMS incohérentes avec la précédente (seq {self.seq.last}) : les {len(taken)} suivantes "
                   f"(seq {first} à {last}) concordent, elles sont enregistrées ; vérifier l'ESP"),
         ]
+        first_line, last_uptime = taken[0].line, self.boot_uptime_ms
+        # Their clock behind the previous line's: a boot (one whose seq went beyond the previous
+        # boot's while banc.py was away, or one that waited for a command before its first line).
+        # (A previous line garbled alone was already set aside by the second opinion.)
+        first_judged = TL_NONE
+        if first_line.uptime_ms is not None and last_uptime is not None and first_line.uptime_ms < last_uptime:
+            first_judged = TL_BOOT
         for held in taken:
-            judged = TL_NONE if held is taken[0] else TL_FORWARD
-            if held is taken[0] and held.line.uptime_ms is not None and self.boot_uptime_ms is not None \
-                    and held.line.uptime_ms < self.boot_uptime_ms:
-                judged = TL_BOOT  # its clock went back: a boot the previous line hid
-            effects += self._accept(held.payload, held.line, held.redelivered, now, judged)
+            effects += self._accept(held.payload, held.line, held.redelivered, now,
+                                    first_judged if held is taken[0] else TL_FORWARD)
         return effects
 
     def _phase_from_line(self, line: protocol.BmsLine, now: Instant) -> list[Effect]:
@@ -938,7 +999,9 @@ class RecorderCore:
             return effects + self.reject(now, self.topics.bms_replay,
                                          f"implausible: uptime_ms {line.uptime_ms} outside the gap it would fill",
                                          payload)
-        if gap is None:
+        if gap is None or self.seq.is_copy(line.seq, payload):
+            if gap is not None:
+                self.gaps.fill(line.seq)  # asked for again, and it is the line already written
             self.counters["duplicate_count"] += 1  # already written (or not asked for): never twice
             self.summary_dirty = True
             return effects
@@ -950,8 +1013,7 @@ class RecorderCore:
         self.seq.remember(line.seq, payload)
         self.counters["rows_count"] += 1
         self.summary_dirty = True
-        step = line.esp_step if line.esp_step in protocol.PHASES else gap.step
-        effects: list[Effect] = [Append(DATA, self._row(payload, line, step, now))]
+        effects: list[Effect] = [Append(DATA, self._row(payload, line, self._row_step(line, gap.step), now))]
         if not gap.holes:
             effects.append(Log(logging.INFO, f"seq {gap.first}..{gap.last}: gap filled {how}"))
         return effects
@@ -962,7 +1024,8 @@ class RecorderCore:
         Both on the steady wall anchor: a step of the Pi's clock moves neither (contract §3c).
         """
         self.wall_anchor.update(now.wall, now.mono_s)
-        measured = self.wall_anchor.wall(now.mono_s, now.wall)
+        # The receipt, as readers recognise it (measured_at == timestamp) until a step was set aside.
+        measured = self.wall_anchor.unstepped(now.wall)
         offset = self.clock.offset_s
         if line.uptime_ms is not None and offset is not None:
             # From a steady wall anchor: the jitter between reading two clocks never moves a stamp.
@@ -980,8 +1043,7 @@ class RecorderCore:
         if uptime is None:
             return []
         effects: list[Effect] = []
-        went_back = self.boot_uptime_ms is not None and uptime < self.boot_uptime_ms
-        if self.boot is None or verdict == SEQ_RESTART or went_back:
+        if self.boot is None or verdict == SEQ_RESTART:
             self.boot, self.boots_seen = self.boots_seen, self.boots_seen + 1
             self.clock = esp_clock.OffsetEstimator()
             self.saved_offset_ms = None

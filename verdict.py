@@ -157,6 +157,14 @@ def _journal_verdict(folder: Path) -> Optional[dict[str, Any]]:
     return record.fold_events(events).verdict
 
 
+def alert_text(result: dict[str, Any]) -> Optional[str]:
+    """The alert a concluded test raises on bancX/security: only a verdict À VÉRIFIER has one (no grade: a person must look)."""
+    if result.get("grade") != grading.GRADE_TO_CHECK:
+        return None
+    doubts = str(result.get("reason", "")).removeprefix(grading.TO_CHECK_REASON)
+    return f"Test terminé {grading.GRADE_TO_CHECK}, aucune classe attribuée : {doubts}"
+
+
 def certificate_path(folder: Path) -> Path:
     """Where a test's certificate lives."""
     return Path(folder) / CERTIFICATE_FILE

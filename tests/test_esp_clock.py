@@ -89,7 +89,8 @@ def test_a_wall_clock_step_moves_neither_the_estimate_nor_the_stamps_and_is_repo
     uptime_ms = round((mono + 1 - 2.0 - offset) * 1000)  # measured 2 s before this receipt
     assert esp_clock.measured_wall(offset, uptime_ms, before, stepped) == pytest.approx(
         T0 + timedelta(seconds=1 - 2), abs=timedelta(milliseconds=1))
-    assert anchor.wall(mono + 1, stepped) == T0 + timedelta(seconds=1)
+    assert anchor.unstepped(stepped) == T0 + timedelta(seconds=1)
+    assert esp_clock.WallAnchor().unstepped(stepped) is stepped  # no step seen: the reading itself
 
 
 def test_the_wall_anchor_follows_a_slew_but_not_read_jitter() -> None:

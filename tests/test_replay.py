@@ -34,6 +34,7 @@ class PlayedEsp:
         self.topics = protocol.topics(1)
         self.booted_at = time.monotonic() - uptime_at_boot_s
         self.seq = 0
+        self.last_uptime_ms: int | None = None
 
     def reboot(self, uptime_s: float) -> None:
         """The ESP restarts: seq from 0, uptime from `uptime_s` (its boot time)."""
@@ -43,8 +44,15 @@ class PlayedEsp:
         return f"{bms_line(seq)},{uptime_ms}"
 
     def measure(self, send: bool = True) -> tuple[int, int]:
-        """One line now (sent on bms/data unless lost on the way); its (seq, uptime_ms)."""
+        """One line now, or one period after the previous one, as the 1 Hz firmware (sent on bms/data unless lost on the way); its (seq, uptime_ms).
+
+        A line never comes sooner than a period after the previous one: banc.py rejects as
+        implausible lines that skip seqs faster than the ESP's period allows (contract v3 §3c).
+        """
+        if self.seq and self.last_uptime_ms is not None:
+            time.sleep(max(0.0, self.booted_at + (self.last_uptime_ms + 1000) / 1000 - time.monotonic()))
         uptime_ms = round((time.monotonic() - self.booted_at) * 1000)
+        self.last_uptime_ms = uptime_ms
         seq, self.seq = self.seq, self.seq + 1
         if send:
             self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
@@ -62,6 +70,7 @@ class PlayedEsp:
             if send:
                 self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
             out.append((seq, uptime_ms))
+            self.last_uptime_ms = uptime_ms
         return out
 
 

@@ -1,0 +1,349 @@
+"""The recorder's single-fault rules (contract v3 §2, §3, §3c), decided without I/O: tables and properties.
+
+The whole-test matrix (each fault at each position, graded) is tests/test_single_fault.py; this
+file pins each rule of RecorderCore and EspTimeline on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protocol
+import record
+from recorder import (
+    ANNOUNCE_WAIT_S,
+    DATA,
+    JOURNAL,
+    REJECTED,
+    TL_BACK,
+    TL_BOOT,
+    TL_FORWARD,
+    TL_IMPLAUSIBLE,
+    TL_NONE,
+    TL_SAME,
+    Alert,
+    Append,
+    Command,
+    Effect,
+    EspTimeline,
+    Instant,
+    RecorderCore,
+)
+from testkit.banc_helpers import bms_line
+
+T0 = datetime(2026, 12, 1, 10, 0, 0).astimezone()
+
+
+def at(s: float, wall_shift_s: float = 0.0) -> Instant:
+    return Instant(T0 + timedelta(seconds=s + wall_shift_s), s)
+
+
+def line(seq: int, uptime_ms: int, esp_step: Optional[int] = 2, **values: float) -> bytes:
+    text = f"{bms_line(seq, **values)},{uptime_ms}"
+    return (text if esp_step is None else f"{text},{esp_step}").encode()
+
+
+def core(step: int = 2) -> RecorderCore:
+    c = RecorderCore("banc1", step, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    c.backlog_received(at(0))
+    return c
+
+
+def rows(effects: list[Effect]) -> list[list[str]]:
+    return [e.data.decode().rstrip("\n").split(",") for e in effects if isinstance(e, Append) and e.file == DATA]
+
+
+def rejected(effects: list[Effect]) -> list[str]:
+    return [e.data.decode() for e in effects if isinstance(e, Append) and e.file == REJECTED]
+
+
+def journal(effects: list[Effect]) -> list[str]:
+    return [e.data.decode() for e in effects if isinstance(e, Append) and e.file == JOURNAL]
+
+
+def alerts(effects: list[Effect]) -> list[str]:
+    return [e.text for e in effects if isinstance(e, Alert)]
+
+
+def steady(c: RecorderCore, count: int, first_seq: int = 100, esp_step: int = 2) -> list[Effect]:
+    """`count` lines at 1 Hz from seq `first_seq` (uptime = seq s + 5 s)."""
+    out: list[Effect] = []
+    for seq in range(first_seq, first_seq + count):
+        out += c.on_bms(line(seq, (seq + 5) * 1000, esp_step), False, at(seq))
+    return out
+
+
+# =========================================================================== EspTimeline: one table
+
+
+@pytest.mark.parametrize(
+    "ref, seq, uptime_ms, verdict",
+    [
+        ((100, 105_000), 101, 106_000, TL_FORWARD),  # the next line
+        ((100, 105_000), 131, 136_000, TL_FORWARD),  # 30 lines lost on the way: a gap
+        ((100, 105_000), 110, 115_500, TL_FORWARD),  # a little jitter
+        ((100, 105_000), 101, 115_000, TL_FORWARD),  # a 10 s stop/rest line (one every 10 s)
+        ((100, 105_000), 100 ^ (1 << 20), 106_000, TL_IMPLAUSIBLE),  # seq bit flip: a million lines in 1 s
+        ((100, 105_000), 100 ^ (1 << 3), 106_000, TL_IMPLAUSIBLE),  # 8 lines in 1 s
+        ((100, 105_000), 101, 105_000 ^ (1 << 40), TL_IMPLAUSIBLE),  # a clock decades ahead
+        ((100, 105_000), 101, 105_000 + 65_536, TL_IMPLAUSIBLE),  # 65 s for one line
+        ((100, 105_000), 101, 90_000, TL_IMPLAUSIBLE),  # seq on, clock back
+        ((100, 105_000), 100, 105_000, TL_SAME),  # the same line
+        ((100, 105_000), 90, 95_000, TL_BACK),  # an older line of this boot (or a boot: text decides)
+        ((2, 3_000), 2, 1_500, TL_BOOT),  # the same seq, clock back: one seq never holds two lines
+        ((100, 105_000), 0, 1_500, TL_BACK),  # a reboot, or an older line: the text decides (SeqTracker)
+        ((5, 9_000), 0, 9_500, TL_BOOT),  # a reboot in the first minute (a reboot loop)
+        ((100, 105_000), 36, 106_000, TL_IMPLAUSIBLE),  # seq back (bit flip down), clock on
+        ((100, 105_000), 90_000, 50_000, TL_IMPLAUSIBLE),  # seq back, yet more lines than its clock allows
+        (None, 7, 8_000, TL_NONE),  # nothing to judge against
+    ],
+)
+def test_the_timeline_judges_seq_and_uptime_against_each_other(
+        ref: Optional[tuple[int, int]], seq: int, uptime_ms: int, verdict: str) -> None:
+    timeline = EspTimeline()
+    timeline.ref = ref
+    bms = protocol.parse_bms_line(line(seq, uptime_ms))
+    assert timeline.judge(bms, 0.0, live=True)[0] == verdict
+
+
+@pytest.mark.parametrize("jump, verdict", [(5, TL_NONE), (40, TL_IMPLAUSIBLE), (-3, TL_NONE), (-5000, TL_IMPLAUSIBLE),
+                                           (-10_004, TL_NONE)])
+def test_without_uptime_a_live_seq_jump_is_judged_against_the_time_elapsed(jump: int, verdict: str) -> None:
+    # -3: a copy, for the seq rules to tell; -10004: back to seq 0, a reboot.
+    timeline = EspTimeline()
+    for k in range(5):  # lines 1 s apart
+        timeline.accept(protocol.parse_bms_line(bms_line(10_000 + k)), float(k), True, TL_FORWARD)
+    nxt = protocol.parse_bms_line(bms_line(10_004 + jump))
+    assert timeline.judge(nxt, 5.0, live=True)[0] == verdict
+    assert timeline.judge(nxt, 5.0, live=False)[0] == TL_NONE  # a backlog arrives bunched: no judgement
+
+
+# =========================================================================== garbled lines
+
+
+def test_a_bit_flipped_seq_is_rejected_and_its_line_replayed_not_a_gap_of_a_million() -> None:
+    c = core()
+    steady(c, 20)
+    flipped = c.on_bms(line(120 ^ (1 << 20), 125_000), False, at(120))
+    assert rows(flipped) == [] and "implausible" in rejected(flipped)[0]
+    after = c.on_bms(line(121, 126_000), False, at(121))
+    assert [r[2] for r in rows(after)] == ["121"]
+    assert [e.text for e in after if isinstance(e, Command)] == ["replay 120 120"]  # only the one line
+    replayed = c.on_replay(line(120, 125_000), False, at(122))
+    assert [r[2] for r in rows(replayed)] == ["120"]
+    assert c.counters["seq_restart_count"] == 0 and c.counters["seq_gap_count"] == 1
+
+
+def test_a_line_whose_clock_is_65_s_ahead_is_rejected_and_replayed() -> None:
+    c = core()
+    steady(c, 20)
+    assert rows(c.on_bms(line(120, 125_000 + 65_536), False, at(120))) == []
+    assert [r[2] for r in rows(c.on_bms(line(121, 126_000), False, at(121)))] == ["121"]
+    assert c.boots_seen == 1
+
+
+def test_a_line_within_tolerance_but_contradicted_by_the_next_is_asked_for_again() -> None:
+    # The previous line's clock was garbled by less than the tolerance: it was written; the next
+    # line contradicts it and follows the one before: it is taken at once, and the ESP is asked
+    # for that previous seq again (its true line is written; a copy would not be).
+    c = core()
+    steady(c, 20)
+    c.on_bms(line(120, 125_000 + 14_000), False, at(120))  # 14 s ahead: within what a stall allows
+    effects = c.on_bms(line(121, 126_000), False, at(121))
+    assert [r[2] for r in rows(effects)] == ["121"] and rejected(effects) == []
+    assert [e.text for e in effects if isinstance(e, Command)] == ["replay 120 120"]
+    assert [r[2] for r in rows(c.on_replay(line(120, 125_000), False, at(122)))] == ["120"]
+    assert c.boots_seen == 1 and c.counters["seq_restart_count"] == 0
+
+
+def test_lines_that_agree_with_each_other_but_not_with_the_previous_ones_are_taken_after_three() -> None:
+    # An ESP that rebooted while banc.py was away and waited for a command: its seq went beyond
+    # the previous boot's, its clock did not. Three agreeing lines make it a boot.
+    c = core()
+    steady(c, 20)
+    effects: list[Effect] = []
+    for seq in (300, 301, 302):
+        effects += c.on_bms(line(seq, (seq - 200) * 1000), False, at(seq))
+    assert [r[2] for r in rows(effects)] == ["300", "301", "302"]
+    assert len(rejected(effects)) == 3 and any("incohérentes" in a for a in alerts(effects))
+    assert c.boots_seen == 2 and c.counters["seq_restart_count"] == 1
+
+
+def test_an_esp_rebooting_again_and_again_is_recorded_boot_by_boot_and_reported() -> None:
+    c = core()
+    steady(c, 5)
+    effects: list[Effect] = []
+    for k, uptime in enumerate((1_300, 1_250, 1_400, 1_350)):  # each boot sends one line, seq 0
+        effects += c.on_bms(line(0, uptime, 9, voltage_v=52.0 + k / 10), False, at(200 + 20 * k))
+    assert len(rows(effects)) == 4
+    assert sum('"esp_boot"' in j for j in journal(effects)) == 4
+    assert c.counters["seq_restart_count"] == 4 and c.counters["duplicate_count"] == 0
+    assert sum("redémarré" in a for a in alerts(effects)) == 1  # once per burst
+
+
+def test_a_redelivered_copy_of_a_12_field_line_is_still_a_copy_after_a_restart() -> None:
+    # data.csv keeps no field 12: the text remembered from it must match the line's without it.
+    c = core()
+    remembered = {119: line(119, 124_000).rpartition(b",")[0]}
+    c.resume({}, last_seq=119, last_uptime_ms=124_000, recent=remembered, boots=[record.EspBoot("x", 0, 0)],
+             now=at(0))
+    effects = c.on_bms(line(119, 124_000), True, at(1))
+    assert rows(effects) == [] and c.counters["duplicate_count"] == 1 and c.counters["seq_restart_count"] == 0
+
+
+# =========================================================================== the ESP's phase
+
+
+def test_rows_take_the_esp_phase_and_a_later_phase_is_recovered_from_two_lines() -> None:
+    c = core(step=2)
+    steady(c, 5, esp_step=2)
+    one = c.on_bms(line(105, 110_000, 3), False, at(105))
+    assert [r[1] for r in rows(one)] == ["3"] and c.step == 2  # one line alone moves nothing
+    two = c.on_bms(line(106, 111_000, 3), False, at(106))
+    assert c.step == 3 and c.bench_step_dirty
+    assert any('"recovered":"lines"' in j and '"step":3' in j for j in journal(two))
+    assert alerts(two) and "Phase 3" in alerts(two)[0]
+    assert c.on_step(b"3", False, at(107)) == []  # the step message, late: nothing more
+
+
+@pytest.mark.parametrize("esp_step, row_step", [(1, "1"), (4, "4"), (5, "5"), (9, "9"), (0, "3"), (None, "3")])
+def test_a_row_is_written_in_the_esp_phase_and_never_moves_the_test_backwards(
+        esp_step: Optional[int], row_step: str) -> None:
+    c = core(step=3)
+    steady(c, 3, esp_step=3)
+    effects: list[Effect] = []
+    for seq in (103, 104, 105):
+        effects += c.on_bms(line(seq, (seq + 5) * 1000, esp_step), False, at(seq))
+    assert {r[1] for r in rows(effects)} == {row_step}
+    assert c.step == (esp_step if esp_step in (4, 5) else 3)  # later phases recovered; never an earlier one
+    assert c.ended == (5 if esp_step == 5 else None)
+
+
+def test_a_later_phase_4_is_recovered_but_a_stop_is_not_taken_from_the_lines() -> None:
+    c = core(step=3)
+    steady(c, 3, esp_step=3)
+    steady(c, 2, first_seq=103, esp_step=4)
+    assert c.step == 4
+    steady(c, 3, first_seq=105, esp_step=9)  # a stopped ESP: its step message says it, or the kiosk
+    assert c.step == 4 and c.ended is None
+
+
+def test_the_step_is_announced_only_once_the_esp_phase_is_known_or_after_a_wait() -> None:
+    c = RecorderCore("banc1", 2, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    c.backlog_received(at(10))
+    assert c.announce_step(at(11)) is None  # no live line yet
+    c.on_bms(line(100, 105_000, 3), False, at(11))
+    assert c.announce_step(at(11.5)) is None  # the ESP seems further: wait for a second line
+    c.on_bms(line(101, 106_000, 3), False, at(12))
+    assert c.announce_step(at(12)) == 3  # never the older 2
+    stopped = RecorderCore("banc1", 2, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    stopped.backlog_received(at(10))
+    assert stopped.announce_step(at(10 + ANNOUNCE_WAIT_S - 0.1)) is None
+    assert stopped.announce_step(at(10 + ANNOUNCE_WAIT_S)) == 2  # an ESP that sends nothing: announce anyway
+
+
+# =========================================================================== other messages
+
+
+@pytest.mark.parametrize("kind", [protocol.KIND_STEP, protocol.KIND_BMS, protocol.KIND_REPLAY, protocol.KIND_RI])
+def test_a_retained_message_on_a_news_topic_is_rejected_never_acted_on(kind: str) -> None:
+    topic = f"banc1/{kind}"
+    assert protocol.is_stale_retained(topic, True) and not protocol.is_stale_retained(topic, False)
+    c = core()
+    effects = c.on_retained(topic, b"5", at(1))
+    assert rejected(effects) and "retained" in rejected(effects)[0] and c.step == 2 and c.ended is None
+
+
+@pytest.mark.parametrize("kind", [protocol.KIND_ESP_STATUS, protocol.KIND_BANC_STATUS, protocol.KIND_SECURITY])
+def test_retained_status_topics_are_news_as_always(kind: str) -> None:
+    assert not protocol.is_stale_retained(f"banc1/{kind}", True)
+
+
+def test_a_message_whose_handling_raised_is_rejected_with_its_error() -> None:
+    effects = core().on_failure("banc1/ri/results", b"{}", OverflowError("int too large"), at(1))
+    assert "OverflowError" in rejected(effects)[0]
+    assert any(isinstance(e, Effect.__args__[5]) and e.level == logging.ERROR for e in effects)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("payload, taken", [
+    (b'{"ri_discharge": 0.02}', True),
+    (b'{"ri_discharge": 0.0005}', True),
+    (b'{"ri_discharge": 1.0}', True),
+    (b'{"ri_discharge": 0.000000001}', False),
+    (b'{"ri_discharge": 10.0}', False),
+    (b'{"ri_charge": 0.02, "diffusion_charge": 5.0}', False),  # one absurd value: the pulse is not taken
+    (b'{"ri_discharge": 1' + b"0" * 400 + b"}", False),  # beyond a float: a clean reject, no OverflowError
+])
+def test_ri_outside_the_plausible_range_never_enters_a_mean(payload: bytes, taken: bool) -> None:
+    effects = core().on_ri(payload, False, at(1))
+    assert bool(journal(effects)) == taken and bool(rejected(effects)) != taken
+
+
+def test_a_step_of_the_pi_clock_is_journaled_and_moves_no_measurement_time() -> None:
+    c = core()
+    stamps = []
+    for k in range(30):
+        shift = -3600.0 if k >= 15 else 0.0  # NTP steps the clock back an hour
+        effects = c.on_bms(line(100 + k, (105 + k) * 1000), False, at(100 + k, shift))
+        stamps.append(datetime.fromisoformat(rows(effects)[0][13]))
+        if k == 15:
+            assert any('"clock_step"' in j and '"delta_s":-3600.0' in j for j in journal(effects))
+    assert {(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])} == {1.0}
+
+
+# =========================================================================== one garbled line, anywhere: a property
+
+FIELDS = st.sampled_from(["seq", "uptime_ms", "esp_step", "truncated"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(where=st.integers(min_value=12, max_value=180), field=FIELDS, bit=st.integers(min_value=0, max_value=62))
+def test_one_garbled_line_anywhere_never_loses_or_doubles_a_true_line(where: int, field: str, bit: int) -> None:
+    # A steady 1 Hz ESP; one line garbled on the way (one bit of one field, or cut); the ESP
+    # answers replays from its ring. Every true line ends up written once, no spurious boot.
+    c = core()
+    ring = {seq: line(seq, (seq + 5) * 1000) for seq in range(100, 300)}
+    written: list[tuple[int, int]] = []
+
+    def apply(effects: list[Effect], now: float) -> None:
+        for r in rows(effects):
+            written.append((int(r[2]), int(r[12])))
+        for command in [e.text for e in effects if isinstance(e, Command)]:
+            parsed = protocol.parse_command(command.encode())
+            assert isinstance(parsed, protocol.ReplayCommand)
+            for seq in range(parsed.first, parsed.last + 1):
+                if seq in ring:
+                    apply(c.on_replay(ring[seq], False, at(now)), now)
+
+    for seq in range(100, 300):
+        payload = ring[seq]
+        if seq == 100 + where:
+            bms = protocol.parse_bms_line(payload)
+            if field == "truncated":
+                payload = payload[: 5 + bit % 20]
+            elif field == "seq":
+                payload = protocol.encode_bms_line(bms.__class__(**{**bms.__dict__, "seq": bms.seq ^ (1 << (bit % 32))})).encode()
+            elif field == "uptime_ms":
+                garbled = (bms.uptime_ms or 0) ^ (1 << bit)
+                payload = protocol.encode_bms_line(bms.__class__(**{**bms.__dict__, "uptime_ms": garbled})).encode()
+            else:
+                payload = protocol.encode_bms_line(bms.__class__(**{**bms.__dict__, "esp_step": (1, 3, 4)[bit % 3]})).encode()
+        apply(c.on_bms(payload, False, at(float(seq))), float(seq))
+        apply(c.tick(at(float(seq)), 0.0), float(seq))
+    true = {(seq, (seq + 5) * 1000) for seq in ring}
+    missing = true - set(written)
+    # A garble the ESP could have measured (a clock off by a few ms or s, another plausible phase)
+    # cannot be told from the truth: that one line stands for itself, and only that one.
+    garbled_seq = 100 + where
+    assert missing <= {(garbled_seq, (garbled_seq + 5) * 1000)}, sorted(missing)[:5]
+    if missing:
+        assert [k for k in written if k[0] == garbled_seq and k not in true], "neither the line nor its garble"
+    assert len([k for k in written if k in true]) == len(true - missing)  # none twice
+    assert c.counters["seq_restart_count"] == 0
+    assert c.step == 2  # one garbled phase field never moves the test
