@@ -203,12 +203,11 @@ class EspTimeline:
     def accept(self, line: protocol.BmsLine, now_s: float, live: bool, judged: str) -> None:
         """`line` was written as the newest of its boot: it is the reference from now on."""
         if judged == TL_FORWARD and self.ref is not None and line.seq - self.ref[0] == 1 \
-                and line.uptime_ms is not None and self.ref[1] is not None:
+                and line.uptime_ms is not None and self.ref[1] is not None and line.uptime_ms > self.ref[1]:
             # The period that bounds how fast lines come: the shortest lately, never above the
             # firmware's 1 s (slower lines, at rest, must not make a real gap look too fast).
-            if line.uptime_ms > self.ref[1]:
-                self.periods.append(float(line.uptime_ms - self.ref[1]))
-                self.period_ms = max(ESP_PERIOD_MIN_MS, min(ESP_PERIOD_MS, min(self.periods)))
+            self.periods.append(float(line.uptime_ms - self.ref[1]))
+            self.period_ms = max(ESP_PERIOD_MIN_MS, min(ESP_PERIOD_MS, min(self.periods)))
         self.before_ref = self.ref if judged in (TL_FORWARD, TL_NONE) else None
         self.ref = (line.seq, line.uptime_ms)
         self.ref_mono_s = now_s if live else None
