@@ -79,9 +79,10 @@ SEQ_JUMP_SLACK = 10
 # A phase change seen in the lines (field 12) counts once this many consecutive lines agree: one
 # garbled field never moves the test.
 PHASE_CONFIRM_LINES = 2
-# After the backlog, banc.py waits this long for a live line that tells the ESP's phase before it
-# announces the step: an ESP already further than the journal must never be sent an older phase.
-ANNOUNCE_WAIT_S = 5.0
+# After the backlog, a resumed test's banc.py waits this long (3 periods) for a live line that tells
+# the ESP's phase before it announces the step: an ESP already further than the journal must never
+# be sent an older phase. A new test has nothing to wait for: it starts at phase 1.
+ANNOUNCE_WAIT_S = 3.0
 # An ESP that reboots this often within BOOT_BURST_S is reported (each boot is journaled).
 BOOT_BURST_COUNT = 3
 BOOT_BURST_S = 600.0
@@ -672,6 +673,7 @@ class RecorderCore:
         self.boot_times: collections.deque[float] = collections.deque()
         self.live_since_s: Optional[float] = None  # when banc.py's marker came back
         self.live_line_seen = False  # a live line since then
+        self.waits_for_esp_phase = False  # a test resumed with rows: the ESP may be further than its journal
         self.fsync_interval_s = fsync_interval_s
         self.seq = SeqTracker()
         # The phase of the newest live row: a gap opened by the next line was measured in it
@@ -746,6 +748,7 @@ class RecorderCore:
         # Counted from the files themselves: exact even when config.json lagged behind a crash.
         self.counters["rows_count"] = rows
         self.counters["rejected_count"] = rejected_rows
+        self.waits_for_esp_phase = rows > 0
         for key, value in (("capacity_ah", summary.get("capacity_ah")), ("energy_wh", summary.get("capacity_wh"))):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 setattr(self, key, float(value))
@@ -972,7 +975,8 @@ class RecorderCore:
         if self.ended is not None or self.live_since_s is None:
             return None
         waited = now.mono_s - self.live_since_s
-        if waited < ANNOUNCE_WAIT_S and (self.phase_candidate is not None or not self.live_line_seen):
+        if waited < ANNOUNCE_WAIT_S and (self.phase_candidate is not None
+                                         or (self.waits_for_esp_phase and not self.live_line_seen)):
             return None
         return self.step
 

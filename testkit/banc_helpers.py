@@ -174,6 +174,60 @@ class MqttProbe:
 # =========================================================================== banc.py process
 
 
+class PlayedEsp:
+    """The bench's ESP as the test plays it: one boot's clock (uptime_ms from the real monotonic clock) and seq."""
+
+    def __init__(self, probe: MqttProbe, uptime_at_boot_s: float = 100.0, esp_step: Optional[int] = None,
+                 banc: str = "banc1") -> None:
+        self.probe = probe
+        self.topics = protocol.topics(banc)
+        self.esp_step = esp_step  # field 12 (the phase it runs), or None for an 11-field firmware
+        self.booted_at = time.monotonic() - uptime_at_boot_s
+        self.seq = 0
+        self.last_uptime_ms: int | None = None
+
+    def reboot(self, uptime_s: float) -> None:
+        """The ESP restarts: seq from 0, uptime from `uptime_s` (its boot time)."""
+        self.booted_at, self.seq = time.monotonic() - uptime_s, 0
+
+    def line(self, seq: int, uptime_ms: int) -> str:
+        """The line it measured: 11 fields, 12 with its phase."""
+        text = f"{bms_line(seq)},{uptime_ms}"
+        return text if self.esp_step is None else f"{text},{self.esp_step}"
+
+    def measure(self, send: bool = True) -> tuple[int, int]:
+        """One line now, or one period after the previous one, as the 1 Hz firmware (sent on bms/data unless lost on the way); its (seq, uptime_ms).
+
+        A line never comes sooner than a period after the previous one: banc.py rejects as
+        implausible lines that skip seqs faster than the ESP's period allows (contract v3 §3c).
+        """
+        if self.seq and self.last_uptime_ms is not None:
+            time.sleep(max(0.0, self.booted_at + (self.last_uptime_ms + 1000) / 1000 - time.monotonic()))
+        uptime_ms = round((time.monotonic() - self.booted_at) * 1000)
+        self.last_uptime_ms = uptime_ms
+        seq, self.seq = self.seq, self.seq + 1
+        if send:
+            self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
+        return seq, uptime_ms
+
+    def at_1hz(self, count: int, send: bool = True) -> list[tuple[int, int]]:
+        """`count` lines one second apart on the ESP's clock (the first one now, or a period after the previous line)."""
+        out: list[tuple[int, int]] = []
+        if self.seq and self.last_uptime_ms is not None:
+            time.sleep(max(0.0, self.booted_at + (self.last_uptime_ms + 1000) / 1000 - time.monotonic()))
+        for k in range(count):
+            if k:
+                time.sleep(max(0.0, self.booted_at + (out[0][1] + 1000 * k) / 1000 - time.monotonic()))
+            seq = self.seq
+            self.seq += 1
+            uptime_ms = out[0][1] + 1000 * k if out else round((time.monotonic() - self.booted_at) * 1000)
+            if send:
+                self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
+            out.append((seq, uptime_ms))
+            self.last_uptime_ms = uptime_ms
+        return out
+
+
 class BancRunner:
     """One `python banc.py bancN SERIAL` process with its own log file."""
 

@@ -236,13 +236,18 @@ def test_a_later_phase_4_is_recovered_but_a_stop_is_not_taken_from_the_lines() -
 
 def test_the_step_is_announced_only_once_the_esp_phase_is_known_or_after_a_wait() -> None:
     c = RecorderCore("banc1", 2, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    c.resume({}, rows=500)
     c.backlog_received(at(10))
     assert c.announce_step(at(11)) is None  # no live line yet
     c.on_bms(line(100, 105_000, 3), False, at(11))
     assert c.announce_step(at(11.5)) is None  # the ESP seems further: wait for a second line
     c.on_bms(line(101, 106_000, 3), False, at(12))
     assert c.announce_step(at(12)) == 3  # never the older 2
+    fresh = RecorderCore("banc1", 1, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    fresh.backlog_received(at(10))
+    assert fresh.announce_step(at(10)) == 1  # a new test: nothing to wait for
     stopped = RecorderCore("banc1", 2, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    stopped.resume({}, rows=500)
     stopped.backlog_received(at(10))
     assert stopped.announce_step(at(10 + ANNOUNCE_WAIT_S - 0.1)) is None
     assert stopped.announce_step(at(10 + ANNOUNCE_WAIT_S)) == 2  # an ESP that sends nothing: announce anyway

@@ -10,7 +10,6 @@ A second test resumes a folder of the earlier version (12 columns).
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,58 +19,10 @@ import analysis
 import protocol
 import record
 import utils
-from testkit.banc_helpers import BancFleet, MqttProbe, bms_line, read_data_rows, wait_until
+from testkit.banc_helpers import BancFleet, MqttProbe, PlayedEsp, bms_line, read_data_rows, wait_until
 from testkit.support import MosquittoBroker
 
 SERIAL = "RW-REPLAY01"
-
-
-class PlayedEsp:
-    """The bench's ESP as the test plays it: one boot's clock (uptime_ms from the real monotonic clock) and seq."""
-
-    def __init__(self, probe: MqttProbe, uptime_at_boot_s: float = 100.0) -> None:
-        self.probe = probe
-        self.topics = protocol.topics(1)
-        self.booted_at = time.monotonic() - uptime_at_boot_s
-        self.seq = 0
-        self.last_uptime_ms: int | None = None
-
-    def reboot(self, uptime_s: float) -> None:
-        """The ESP restarts: seq from 0, uptime from `uptime_s` (its boot time)."""
-        self.booted_at, self.seq = time.monotonic() - uptime_s, 0
-
-    def line(self, seq: int, uptime_ms: int) -> str:
-        return f"{bms_line(seq)},{uptime_ms}"
-
-    def measure(self, send: bool = True) -> tuple[int, int]:
-        """One line now, or one period after the previous one, as the 1 Hz firmware (sent on bms/data unless lost on the way); its (seq, uptime_ms).
-
-        A line never comes sooner than a period after the previous one: banc.py rejects as
-        implausible lines that skip seqs faster than the ESP's period allows (contract v3 §3c).
-        """
-        if self.seq and self.last_uptime_ms is not None:
-            time.sleep(max(0.0, self.booted_at + (self.last_uptime_ms + 1000) / 1000 - time.monotonic()))
-        uptime_ms = round((time.monotonic() - self.booted_at) * 1000)
-        self.last_uptime_ms = uptime_ms
-        seq, self.seq = self.seq, self.seq + 1
-        if send:
-            self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
-        return seq, uptime_ms
-
-    def at_1hz(self, count: int, send: bool = True) -> list[tuple[int, int]]:
-        """`count` lines one second apart on the ESP's clock (the first one now)."""
-        out: list[tuple[int, int]] = []
-        for k in range(count):
-            if k:
-                time.sleep(max(0.0, self.booted_at + (out[0][1] + 1000 * k) / 1000 - time.monotonic()))
-            seq = self.seq
-            self.seq += 1
-            uptime_ms = out[0][1] + 1000 * k if out else round((time.monotonic() - self.booted_at) * 1000)
-            if send:
-                self.probe.publish(self.topics.bms_data, self.line(seq, uptime_ms))
-            out.append((seq, uptime_ms))
-            self.last_uptime_ms = uptime_ms
-        return out
 
 
 def rows_by(folder: Path) -> dict[tuple[int, int], dict[str, str]]:
