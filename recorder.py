@@ -58,7 +58,7 @@ CLOCK_SAVE_INTERVAL_S = 600.0
 # LINES_FASTEST of the period; the ESP's clock may run ahead of its lines (a loop held up by a
 # reconnection, a BMS that did not answer) by STALL_MAX_MS, never by years.
 ESP_PERIOD_MS = 1000.0
-ESP_PERIOD_MIN_MS = 50.0
+ESP_PERIOD_MIN_MS = 1.0  # a bench publisher runs at 50 lines/s; the estimate follows the data
 PERIOD_SAMPLES = 15
 LINES_FASTEST = 0.75
 # The longest a line may take after the previous one: a v3 firmware sends one every 10 s while
@@ -215,6 +215,19 @@ class EspTimeline:
         if live:
             self.arrivals.append(now_s)
         self.held.clear()
+
+    def learn_period(self, recent: Mapping[int, bytes]) -> None:
+        """The period from lines already written (seq -> text, as data.csv keeps them), at a restart."""
+        uptimes: dict[int, int] = {}
+        for seq, text in recent.items():
+            fields = text.split(b",")
+            if len(fields) > len(protocol.BMS_FIELDS) and fields[len(protocol.BMS_FIELDS)].isdigit():
+                uptimes[seq] = int(fields[len(protocol.BMS_FIELDS)])
+        for seq in sorted(uptimes):
+            if seq + 1 in uptimes and uptimes[seq + 1] > uptimes[seq]:
+                self.periods.append(float(uptimes[seq + 1] - uptimes[seq]))
+        if self.periods:
+            self.period_ms = max(ESP_PERIOD_MIN_MS, min(ESP_PERIOD_MS, min(self.periods)))
 
     def hold(self, held: HeldLine) -> list[HeldLine]:
         """Keep a live line rejected as implausible; the held lines when REANCHOR_LINES of them agree."""
@@ -757,6 +770,7 @@ class RecorderCore:
         self.last_row_step = last_row_step
         if last_seq is not None:
             self.timeline.ref = (last_seq, last_uptime_ms)
+        self.timeline.learn_period(recent)
 
     @property
     def blocked(self) -> bool:
@@ -1150,6 +1164,14 @@ class RecorderCore:
         self.recent_ri.append(results)
         return [self._event(record.EVENT_RI, now, values=results),
                 Log(logging.INFO, f"Ri results at step {self.step}: {results}")]
+
+    def on_security(self, payload: bytes, now: Instant) -> list[Effect]:
+        """A bancN/security message (this process's own alerts and the ESP's): one journal line, fsynced before
+        the message is acknowledged, from which a kiosk that starts shows the alarms still active."""
+        if self.ended is not None:
+            return []  # the test is over: its journal is closed, and nobody reads alarms of an ended test from it
+        text = protocol.parse_security(payload)  # any bytes: a text of 200 characters at most, never refused
+        return [Append(JOURNAL, record.encode_event(record.EVENT_ALERT, now.wall, text=text))]
 
     def reject(self, now: Instant, topic: str, reason: str, payload: bytes) -> list[Effect]:
         """Record a refused message in rejected.csv and count it (its log is rate-limited)."""

@@ -352,3 +352,16 @@ def test_one_garbled_line_anywhere_never_loses_or_doubles_a_true_line(where: int
     assert len([k for k in written if k in true]) == len(true - missing)  # none twice
     assert c.counters["seq_restart_count"] == 0
     assert c.step == 2  # one garbled phase field never moves the test
+
+
+def test_a_restarted_recorder_learns_the_esp_period_from_the_lines_already_written() -> None:
+    # A bench publisher at 50 lines/s: after a restart, a backlog that skipped lines is a gap
+    # (20 ms a line), not lines coming faster than the 1 s firmware period allows.
+    c = RecorderCore("banc1", 3, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    recent = {seq: f"{bms_line(seq)},{1000 + 20 * seq}".encode() for seq in range(50, 100)}
+    c.resume({}, rows=100, last_seq=99, last_uptime_ms=1000 + 20 * 99, recent=recent,
+             boots=[record.EspBoot("x", 0, 1000)], now=at(0))
+    assert c.timeline.period_ms == 20.0
+    effects = c.on_bms(f"{bms_line(150)},{1000 + 20 * 150}".encode(), False, at(1))
+    assert [r[2] for r in rows(effects)] == ["150"] and [e.text for e in effects if isinstance(e, Command)] == [
+        "replay 100 149"]
