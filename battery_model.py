@@ -688,6 +688,15 @@ class BenchFirmware:
             raise ValueError(f"invalid command: {command!r}")
         if self.state == RUNNING and step == self.phase:
             return [StepChanged(step)]  # a restarted banc.py re-sends its step: acknowledge, carry on
+        reached = self.nvs.phase
+        if self.contract >= 3 and step != 1 and reached in protocol.PHASES and step < reached:
+            # Never backwards (v3): a Pi that missed a step message announces an older phase;
+            # the phase reached is said again (and resumed when stopped), never restarted lower.
+            if self.state == FINISHED or reached == protocol.STEP_FINISHED:
+                return [StepChanged(protocol.STEP_FINISHED)]
+            if self.state == RUNNING:
+                return [StepChanged(self.phase)]
+            step = reached
         hot_limit = self.seq_params.over_temperature_c - self.seq_params.restart_margin_c
         if step != protocol.STEP_FINISHED and self.pack.temperature_c >= hot_limit:
             self._stop()

@@ -26,6 +26,9 @@ WARMUP_SAMPLES = 10
 RESEED_S = 1.0
 """A live line that would have been measured more than this after its receipt by a seeded offset
 proves the seed wrong (the Pi's clock was not yet set when banc.py started): estimate afresh."""
+RESEED_EARLY_S = 60.0
+"""A live line that a seeded offset puts more than this before its receipt (twice in a row) proves
+the seed wrong the other way: a live line is never a minute late."""
 MAX_SLEW = 200e-6
 """After the warm-up the offset moves by at most this per second (200 ppm): real crystals drift by
 tens of ppm, so the estimate follows them; a clock that runs at another pace altogether (a simulator
@@ -52,10 +55,21 @@ class OffsetEstimator:
         self._updated_s = 0.0
         self._seeded = False  # the offset came from the journal, not from live lines
         self._first_live: Optional[tuple[float, int]] = None  # (mono_s, uptime_ms) of the first live line since
+        self._early_lines = 0  # consecutive live lines the seed puts RESEED_EARLY_S before their receipt
 
     def add(self, mono_s: float, uptime_ms: int) -> None:
         """One live line received at monotonic time `mono_s` with the ESP's `uptime_ms`."""
         sample = mono_s - uptime_ms / 1000.0
+        if self._seeded and self._offset is not None and sample > self._offset + RESEED_EARLY_S:
+            # Live lines measured minutes before their receipt by the seed: the seed was journaled
+            # while the Pi's clock was wrong (no RTC, NTP not yet synchronised), and a clock step
+            # is set aside within a run. Twice in a row: estimate afresh from the live lines.
+            if self._early_lines >= 1:
+                self._window.clear()
+                self._offset, self.samples, self._seeded = None, 0, False
+            self._early_lines += 1
+        else:
+            self._early_lines = 0
         if self._seeded and self._offset is not None and sample < self._offset - RESEED_S:
             if self._first_live is None:
                 self._first_live = (mono_s, uptime_ms)

@@ -382,6 +382,9 @@ EVENT_CLOCK_STEP = "clock_step"
 # {"event": "step", "step": N, "recovered": STEP_RECOVERED_FROM_LINES, "seq": S}.
 STEP_RECOVERED_FROM_LINES = "lines"
 EVENT_VERDICT = "verdict"  # after step 5: the grade (contract §7), kept once given
+# A text received on bancN/security (banc.py's own alerts and the ESP's): {"event": "alert", "text": T}.
+# A kiosk that starts shows the alarms still active from them (kiosk_messages.replay_alerts).
+EVENT_ALERT = "alert"
 
 
 def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
@@ -577,6 +580,9 @@ class RecordState:
                 if event.get("recovered") == STEP_RECOVERED_FROM_LINES:
                     seq = event.get("seq")
                     self.recovered_steps.append((step, seq if _is_count(seq) else None))
+                else:
+                    # Its message came after all (later than the lines that showed the phase).
+                    self.recovered_steps = [(s, q) for s, q in self.recovered_steps if s != step]
         elif kind == EVENT_RI:
             values = event.get("values")
             if isinstance(values, dict) and not self.finished:

@@ -83,6 +83,11 @@ PHASE_CONFIRM_LINES = 2
 # the ESP's phase before it announces the step: an ESP already further than the journal must never
 # be sent an older phase. A new test has nothing to wait for: it starts at phase 1.
 ANNOUNCE_WAIT_S = 3.0
+# A later phase seen in one line is waited for up to two rest periods (a finished ESP sends a line
+# every 10 s), then the test's own phase is announced (the firmware never goes back on it).
+ANNOUNCE_CONFIRM_WAIT_S = 25.0
+# Lines of a stopped ESP (field 12 = 9) this long after the announcement mean it stopped.
+STOP_GRACE_S = 15.0
 # An ESP that reboots this often within BOOT_BURST_S is reported (each boot is journaled).
 BOOT_BURST_COUNT = 3
 BOOT_BURST_S = 600.0
@@ -109,6 +114,8 @@ TL_SAME = "same"  # the same seq and uptime: a copy
 TL_BACK = "back"  # seq and uptime both earlier: an older line of this boot, or a new boot
 TL_BOOT = "boot"  # a new ESP boot
 TL_IMPLAUSIBLE = "implausible"
+# Field 12 of an ESP that runs no phase: idle, finished, stopped.
+REST_STEPS: frozenset[int] = frozenset((protocol.ESP_STEP_IDLE, protocol.STEP_FINISHED, protocol.STEP_STOP))
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class EspTimeline:
     def __init__(self) -> None:
         self.ref: Optional[tuple[int, Optional[int]]] = None  # (seq, uptime_ms) of the last accepted line
         self.before_ref: Optional[tuple[int, Optional[int]]] = None  # and of the one before it
+        self.ref_at_rest = False  # the reference is a line of an idle, finished or stopped ESP
         self.ref_mono_s: Optional[float] = None  # when it came, if live
         self.periods: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
         self.period_ms = ESP_PERIOD_MS
@@ -155,7 +163,9 @@ class EspTimeline:
                                         f"seq {ref_seq} -> {line.seq}")
             if du < (ds - 1) * LINES_FASTEST * p:
                 return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq}: {ds} lines in {du} ms"
-            if du > ds * LINE_SLOWEST_MS + STALL_MAX_MS:
+            at_rest = self.ref_at_rest or line.esp_step in REST_STEPS
+            if du > ds * LINE_SLOWEST_MS + STALL_MAX_MS and not at_rest:
+                # (At rest the ESP sends a line every 10 s, and none while it cannot reach the broker.)
                 return TL_IMPLAUSIBLE, f"uptime_ms {ref_uptime} -> {line.uptime_ms} for {ds} line(s)"
             return TL_FORWARD, ""
         if ds == 0 and du == 0:
@@ -211,6 +221,7 @@ class EspTimeline:
             self.period_ms = max(ESP_PERIOD_MIN_MS, min(ESP_PERIOD_MS, min(self.periods)))
         self.before_ref = self.ref if judged in (TL_FORWARD, TL_NONE) else None
         self.ref = (line.seq, line.uptime_ms)
+        self.ref_at_rest = line.esp_step in REST_STEPS
         self.ref_mono_s = now_s if live else None
         if live:
             self.arrivals.append(now_s)
@@ -687,6 +698,9 @@ class RecorderCore:
         self.live_since_s: Optional[float] = None  # when banc.py's marker came back
         self.live_line_seen = False  # a live line since then
         self.waits_for_esp_phase = False  # a test resumed with rows: the ESP may be further than its journal
+        self.announced_s: Optional[float] = None  # when banc.py announced the step to the ESP
+        self.recovered_step: Optional[int] = None  # the phase last taken from the lines, until its message comes
+        self.stop_lines = 0  # consecutive lines of a stopped ESP after the announcement
         self.fsync_interval_s = fsync_interval_s
         self.seq = SeqTracker()
         # The phase of the newest live row: a gap opened by the next line was measured in it
@@ -831,10 +845,9 @@ class RecorderCore:
                 # Two measurements under one seq: one of them is garbled. The ESP is asked for its
                 # own copy, written unless it is the one already in data.csv.
                 effects.append(self.gaps.open(line.seq, line.seq, self.last_row_step or self.step, now.mono_s))
-            if self.live:
-                taken = self.timeline.hold(HeldLine(payload, line, redelivered))
-                if taken:
-                    effects += self._reanchor(taken, now)
+            taken = self.timeline.hold(HeldLine(payload, line, redelivered))
+            if taken:
+                effects += self._reanchor(taken, now)
             return effects
         return effects + self._accept(payload, line, redelivered, now, judged) + self._fed(now)
 
@@ -926,6 +939,9 @@ class RecorderCore:
         """
         esp_step = line.esp_step
         self.esp_step_seen = esp_step if esp_step is not None else self.esp_step_seen
+        if esp_step == protocol.STEP_STOP:
+            return self._stop_from_lines(line, now)
+        self.stop_lines = 0
         if esp_step not in protocol.PHASES or esp_step <= self.step:
             self.phase_candidate = None
             return []
@@ -934,7 +950,7 @@ class RecorderCore:
         if count < PHASE_CONFIRM_LINES:
             return []
         previous, self.phase_candidate = self.step, None
-        self.step = esp_step
+        self.step = self.recovered_step = esp_step
         self.bench_step_dirty = True
         if esp_step == protocol.STEP_FINISHED:
             self.ended = esp_step
@@ -944,6 +960,27 @@ class RecorderCore:
                                      "its step message never arrived"),
                 Alert(f"Phase {esp_step} ({protocol.PHASE_NAMES[esp_step]}) déduite des lignes BMS : "
                       "le message d'étape de l'ESP n'est pas arrivé")]
+
+    def _stop_from_lines(self, line: protocol.BmsLine, now: Instant) -> list[Effect]:
+        """An ESP whose lines say it is stopped (9) well after banc.py told it its phase: its 9 was lost.
+
+        Lines of a stopped ESP before the announcement are expected (it waits for the command);
+        PHASE_CONFIRM_LINES of them STOP_GRACE_S after it mean the ESP stopped and its step
+        message never came: the stop is recorded (journaled as recovered), with an alert.
+        """
+        self.phase_candidate = None
+        if self.announced_s is None or now.mono_s - self.announced_s < STOP_GRACE_S:
+            self.stop_lines = 0
+            return []
+        self.stop_lines += 1
+        if self.stop_lines < PHASE_CONFIRM_LINES:
+            return []
+        self.ended = protocol.STEP_STOP
+        return [self._event(record.EVENT_STOP, now, recovered=record.STEP_RECOVERED_FROM_LINES, seq=line.seq),
+                Log(logging.WARNING, f"stop recovered from the BMS lines at step {self.step}: "
+                                     "its step message never arrived"),
+                Alert(f"L'ESP s'est arrêté en phase {self.step} (lignes BMS) sans que son message d'arrêt "
+                      "arrive : vérifier le banc ; le test reprendra à cette phase")]
 
     def _boot_burst(self, now: Instant) -> list[Effect]:
         """Each ESP boot counted; an ESP that reboots again and again is reported once per burst."""
@@ -989,9 +1026,11 @@ class RecorderCore:
         if self.ended is not None or self.live_since_s is None:
             return None
         waited = now.mono_s - self.live_since_s
-        if waited < ANNOUNCE_WAIT_S and (self.phase_candidate is not None
-                                         or (self.waits_for_esp_phase and not self.live_line_seen)):
+        if self.phase_candidate is not None and waited < ANNOUNCE_CONFIRM_WAIT_S:
+            return None  # the lines show a later phase once: wait for the next (10 s apart at rest)
+        if waited < ANNOUNCE_WAIT_S and self.waits_for_esp_phase and not self.live_line_seen:
             return None
+        self.announced_s = now.mono_s
         return self.step
 
     def _fed(self, now: Instant) -> list[Effect]:
@@ -1125,6 +1164,12 @@ class RecorderCore:
             self.ended = step
             return [self._event(record.EVENT_STOP, now),
                     Log(logging.INFO, f"step 9: stop for the day at step {previous}")]
+        if step == previous and self.recovered_step == step:
+            # The message of a phase taken from the lines came after all (late, not lost): the
+            # journal says so, and the phase no longer counts as recovered.
+            self.recovered_step = None
+            return [self._event(record.EVENT_STEP, now, step=step),
+                    Log(logging.INFO, f"step {step}: its message came after the lines had shown it")]
         if step == previous or (redelivered and step < previous):
             # Equal: nothing to record. Lower and re-sent (DUP): a step this test has already
             # gone past, written before a crash and delivered again, not the ESP going back.
@@ -1149,11 +1194,19 @@ class RecorderCore:
         if not self._admit():
             return []
         low, high = self.ri_plausible_ohm
-        absurd = [f"{key} {results[key]:g} Ω" for key in protocol.RI_KEYS
+        absurd = [key for key in protocol.RI_KEYS
                   if key in results and not record.ri_plausible(results[key], self.ri_plausible_ohm)]
+        effects: list[Effect] = []
         if absurd:
-            return self.reject(now, self.topics.ri_results,
-                               f"implausible: {', '.join(absurd)} outside [{low:g}, {high:g}] Ω", payload)
+            # Each value on its own: an absurd diffusion does not take the pulse's Ri with it.
+            effects = self.reject(now, self.topics.ri_results, "implausible: " + ", ".join(
+                f"{key} {results[key]:g} Ω" for key in absurd) + f" outside [{low:g}, {high:g}] Ω", payload)
+            results = {key: value for key, value in results.items() if key not in absurd}
+            if not set(results) & set(protocol.RI_KEYS):
+                return effects
+        return effects + self._ri(results, redelivered, now)
+
+    def _ri(self, results: dict[str, float], redelivered: bool, now: Instant) -> list[Effect]:
         if redelivered and results in self.recent_ri:
             # The broker re-sent (DUP) a result this journal already holds: a kill or a lost
             # connection came between its fsync and its acknowledgement. Counting it again

@@ -586,3 +586,23 @@ def test_absurd_ri_results_are_what_the_fault_promises() -> None:
     with pytest.raises(OverflowError):
         float(number)
     assert fw.state == IDLE and fw.seq == 0  # nothing else moved
+
+
+@pytest.mark.parametrize("contract, answered", [(3, 3), (2, 2)])
+def test_a_v3_firmware_never_goes_back_to_an_older_phase(contract: int, answered: int) -> None:
+    # A Pi that missed the step message of phase 3 announces 2: a v3 ESP says 3 again and resumes
+    # it (counters kept); older firmware restarts phase 2, as its guide said.
+    fw = BenchFirmware(PackParams(capacity_ah=20.0), contract=contract)
+    fw.handle_command(1)
+    run_until(fw, lambda f: f.phase == 3 and f.capacity_ah > 1.0, 1.0, 20_000.0)
+    fw.handle_command(protocol.COMMAND_END)
+    assert fw.handle_command(2) == [StepChanged(answered)]
+    assert fw.phase == answered and (fw.capacity_ah > 1.0) == (contract == 3)
+
+
+def test_a_finished_v3_firmware_stays_finished_when_told_an_older_phase() -> None:
+    fw = BenchFirmware(PackParams(capacity_ah=20.0), SequenceParams(rest_s=60.0, pulse_pairs=1))
+    fw.handle_command(1)
+    run_until(fw, lambda f: f.state == "finished", 1.0, 40_000.0)
+    assert fw.handle_command(4) == [StepChanged(protocol.STEP_FINISHED)] and fw.state == "finished"
+    assert fw.handle_command(1) == [StepChanged(1)]  # a new battery: a new test

@@ -6,6 +6,7 @@ file pins each rule of RecorderCore and EspTimeline on its own.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Optional
@@ -209,7 +210,9 @@ def test_rows_take_the_esp_phase_and_a_later_phase_is_recovered_from_two_lines()
     assert c.step == 3 and c.bench_step_dirty
     assert any('"recovered":"lines"' in j and '"step":3' in j for j in journal(two))
     assert alerts(two) and "Phase 3" in alerts(two)[0]
-    assert c.on_step(b"3", False, at(107)) == []  # the step message, late: nothing more
+    late = c.on_step(b"3", False, at(107))  # the step message, late: journaled, the phase no longer "recovered"
+    assert journal(late) == [record.encode_event(record.EVENT_STEP, at(107).wall, step=3).decode()]
+    assert c.on_step(b"3", False, at(108)) == []  # and once only
 
 
 @pytest.mark.parametrize("esp_step, row_step", [(1, "1"), (4, "4"), (5, "5"), (9, "9"), (0, "3"), (None, "3")])
@@ -282,12 +285,14 @@ def test_a_message_whose_handling_raised_is_rejected_with_its_error() -> None:
     (b'{"ri_discharge": 1.0}', True),
     (b'{"ri_discharge": 0.000000001}', False),
     (b'{"ri_discharge": 10.0}', False),
-    (b'{"ri_charge": 0.02, "diffusion_charge": 5.0}', False),  # one absurd value: the pulse is not taken
+    (b'{"ri_charge": 0.02, "diffusion_charge": 5.0}', True),  # the absurd value alone is refused (below)
     (b'{"ri_discharge": 1' + b"0" * 400 + b"}", False),  # beyond a float: a clean reject, no OverflowError
 ])
 def test_ri_outside_the_plausible_range_never_enters_a_mean(payload: bytes, taken: bool) -> None:
     effects = core().on_ri(payload, False, at(1))
-    assert bool(journal(effects)) == taken and bool(rejected(effects)) != taken
+    assert bool(journal(effects)) == taken
+    assert bool(rejected(effects)) == (not taken or b"5.0" in payload)
+    assert all('"diffusion_charge"' not in j for j in journal(effects))
 
 
 def test_a_step_of_the_pi_clock_is_journaled_and_moves_no_measurement_time() -> None:
@@ -365,3 +370,128 @@ def test_a_restarted_recorder_learns_the_esp_period_from_the_lines_already_writt
     effects = c.on_bms(f"{bms_line(150)},{1000 + 20 * 150}".encode(), False, at(1))
     assert [r[2] for r in rows(effects)] == ["150"] and [e.text for e in effects if isinstance(e, Command)] == [
         "replay 100 149"]
+
+
+# =========================================================================== found in review
+
+
+def resumed(step: int, last_seq: int, last_uptime_ms: int) -> RecorderCore:
+    c = RecorderCore("banc1", step, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    c.resume({}, rows=500, last_seq=last_seq, last_uptime_ms=last_uptime_ms,
+             boots=[record.EspBoot("2026-12-01T09:00:00.000+01:00", 0, 5000, offset_ms=1_700_000_000_000,
+                                   first_offset_ms=1_700_000_000_000)], now=at(0))
+    return c
+
+
+def test_a_finished_esp_at_rest_is_never_announced_an_older_phase() -> None:
+    # The ESP finished (5) while banc.py was down and its step message was lost: the backlog
+    # holds one rest line (field 12 = 5), the next comes 10 s later. banc.py waits for it.
+    c = resumed(4, last_seq=999, last_uptime_ms=1_004_000)
+    c.on_bms(line(1000, 1_005_000, 5), False, at(1))
+    c.backlog_received(at(1.1))
+    announced, t = None, 1.1
+    while announced is None and t < 30 and c.ended is None:
+        if t >= 11.0 and c.seq.last == 1000:
+            c.on_bms(line(1001, 1_015_000, 5), False, at(t))
+        announced = c.announce_step(at(t))
+        t += 0.5
+    assert announced is None and c.ended == protocol.STEP_FINISHED
+
+
+def test_a_step_message_two_lines_late_leaves_no_recovered_phase() -> None:
+    c = core(2)
+    c.on_bms(line(100, 105_000, 2), False, at(100))
+    effects = c.on_bms(line(101, 106_000, 3), False, at(101))  # the phase changed; its step message is queued
+    effects += c.on_bms(line(102, 107_000, 3), False, at(102))
+    effects += c.on_step(b"3", False, at(102.2))  # ... and arrives 1.2 s later
+    state = record.fold_events(json.loads(text) for text in journal(effects))
+    assert state.step == 3 and state.recovered_steps == []
+
+
+def test_one_implausible_diffusion_value_does_not_lose_the_ri_of_the_same_pulse() -> None:
+    effects = core(1).on_ri(b'{"ri_discharge": 0.021, "diffusion_discharge": 0.0004, "temperature_c": 25.0}',
+                            False, at(1))
+    events = [json.loads(text) for text in journal(effects)]
+    assert [e["values"] for e in events] == [{"ri_discharge": 0.021, "temperature_c": 25.0}]
+    assert "diffusion_discharge" in rejected(effects)[0]
+
+
+def test_rest_lines_after_a_link_drop_at_rest_are_not_rejected_in_a_backlog() -> None:
+    # banc.py is down overnight; the stopped ESP sends a line every 10 s and none while its Wi-Fi
+    # is down for 2 min (its seq goes on by one, its clock by 160 s).
+    c = RecorderCore("banc1", 3, fsync_interval_s=1.0, bms_timeout_s=30.0)  # not live: a backlog
+    effects: list[Effect] = []
+    for k in range(5):
+        effects += c.on_bms(line(5000 + k, 50_000_000 + 10_000 * k, 9), False, at(k))
+    for k in range(30):
+        effects += c.on_bms(line(5005 + k, 50_160_000 + 10_000 * k, 9), False, at(10 + k))
+    assert rejected(effects) == [] and len(rows(effects)) == 35
+
+
+def test_a_reboot_while_banc_py_is_down_after_a_short_boot_is_a_new_boot() -> None:
+    # Boot A lived 40 s; the ESP rebooted while banc.py was down and its new boot, stopped, sends
+    # its first line 75 s after booting (the access point was still starting): a backlog.
+    c = RecorderCore("banc1", 3, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    for s in range(40):
+        c.on_bms(line(s, 1_000 + 1000 * s, 3), False, at(s))
+    effects: list[Effect] = []
+    for k in range(20):
+        effects += c.on_bms(line(k, 75_000 + 10_000 * k, 9), False, at(100 + k))
+    assert len(rows(effects)) == 20 and sum('"esp_boot"' in j for j in journal(effects)) == 1
+    assert c.counters["seq_restart_count"] == 1
+
+
+def test_an_esp_stopped_whose_9_was_lost_is_taken_as_stopped_from_its_lines() -> None:
+    # The ESP trips in phase 3 and publishes 9, which is lost; it then sends a line every 10 s
+    # with field 12 = 9 (its rest lines also keep the BMS watchdog fed).
+    c = core(3)
+    assert c.announce_step(at(0)) == 3
+    effects: list[Effect] = []
+    for s in range(100, 110):
+        effects += c.on_bms(line(s, (s + 5) * 1000, 3), False, at(s))
+    for k in range(3):
+        effects += c.on_bms(line(110 + k, (115 + 10 * k) * 1000, 9), False, at(110 + 10 * k))
+    assert c.ended == protocol.STEP_STOP and c.step == 3
+    assert any('"event":"stop"' in j and '"recovered":"lines"' in j for j in journal(effects))
+    assert any("arrêté" in a for a in alerts(effects))
+
+
+def test_lines_of_a_stopped_esp_before_the_announcement_are_expected() -> None:
+    c = resumed(3, last_seq=99, last_uptime_ms=104_000)
+    c.backlog_received(at(1))
+    for k in range(3):  # the ESP waits for its command, stopped
+        c.on_bms(line(100 + k, 114_000 + 10_000 * k, 9), False, at(1 + k))
+    assert c.ended is None
+
+
+def test_a_pi_clock_set_by_ntp_after_banc_py_started_is_not_carried_into_the_next_run() -> None:
+    # The Pi (no RTC) boots an hour behind; banc.py starts; NTP steps the clock +1 h. Within that
+    # run measurement times keep their steady clock (the step is set aside and journaled); the
+    # next morning's run, the clock right, re-estimates the offset from its live lines instead of
+    # carrying the seed an hour off.
+    behind = 3600.0
+
+    def instant(s: float, late: bool) -> Instant:
+        return Instant(T0 + timedelta(seconds=s - (behind if late else 0.0)), s)
+
+    c = RecorderCore("banc1", 3, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    c.backlog_received(instant(0, True))
+    effects: list[Effect] = []
+    for s in range(1, 700):
+        effects += c.on_bms(line(s, (s + 5) * 1000, 3), False, instant(s, s < 50))
+    run1 = [datetime.fromisoformat(r[13]) for r in rows(effects)]
+    assert {(b - a).total_seconds() for a, b in zip(run1, run1[1:])} == {1.0}
+    clocks = [json.loads(j) for j in journal(effects) if '"esp_clock"' in j]
+    boot = next(json.loads(j) for j in journal(effects) if '"esp_boot"' in j)
+    c2 = RecorderCore("banc1", 3, fsync_interval_s=1.0, bms_timeout_s=30.0)
+    s0 = 40_000.0
+    c2.resume({}, rows=699, last_seq=699, last_uptime_ms=704_000, now=instant(s0, False),
+              boots=[record.EspBoot(boot["row_t"], boot["seq"], boot["uptime_ms"], offset_ms=clocks[-1]["offset_ms"])])
+    c2.backlog_received(instant(s0, False))
+    effects2: list[Effect] = []
+    for k in range(1, 60):
+        s = s0 + k
+        effects2 += c2.on_bms(line(int(s), int((s + 5) * 1000), 3), False, instant(s, False))
+    last = rows(effects2)[-1]
+    true = T0 + timedelta(seconds=int(last[12]) / 1000 - 5)
+    assert abs((datetime.fromisoformat(last[13]) - true).total_seconds()) < 2

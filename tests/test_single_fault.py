@@ -275,12 +275,24 @@ def test_a_single_fault_never_changes_a_grade_in_silence(fault: str, where: str,
     wrong = [r for r in run.rows if phases.get((int(r["seq"]), int(r["uptime_ms"]))) != int(r["step"])]
     assert len(wrong) <= (1 if fault.startswith("esp_step") else 0), wrong[:3]
 
-    # The grade: the clean test's, or À VÉRIFIER with an alert that says so.
+    # The grade: the clean test's, or À VÉRIFIER with an alert that says so — and À VÉRIFIER only
+    # where the data really cannot support a grade (a test that turned everything into À VÉRIFIER
+    # would pass a weaker check).
     got = grades(home, run.folder, rules)
     for name, grade in got.items():
         if grade != clean_grades[name]:
             assert grade == GRADE_TO_CHECK, f"{name}: {clean_grades[name]} became {grade} ({fault} @ {where})"
             assert run.alerts, f"{name}: À VÉRIFIER without an alert"
+            assert may_need_a_check(fault, where, clean, at_s), f"{name}: À VÉRIFIER for a fault the data survives"
+
+
+def may_need_a_check(fault: str, where: str, clean: CleanTest, at_s: float) -> bool:
+    """Where a single fault leaves data that cannot support a grade (contract v3 §3c)."""
+    if fault == "30 lines lost for good":
+        return where == "phase 2, full-charge window"  # lines lost in the window
+    if fault == "step message lost":  # the charge or the discharge started without its message
+        return clean.phase_of(at_s) in (1, 2)
+    return False
 
 
 def test_the_matrix_covers_every_phase_and_both_sides_of_the_window(clean: CleanTest) -> None:
