@@ -116,6 +116,13 @@ class MessageBoard:
             return True
         return False
 
+    def withdraw(self, text: str) -> bool:
+        """Withdraw the message if it is still this text (one that a closed window made untrue). True when withdrawn."""
+        if self.message is not None and self.message.text == text:
+            self.message = None
+            return True
+        return False
+
     def expire(self, now_s: float) -> bool:
         """Withdraw the message once its lifetime is over. True when withdrawn."""
         if self.message is not None and self.message.expired(now_s):

@@ -162,8 +162,8 @@ def status_display(
     if last_serial and last_step == protocol.STEP_FINISHED:
         # Before `running`: after step 5 banc.py frees the bench, then concludes the verdict before it exits.
         return f"Libre - {last_serial} terminé", STATUS_DONE
-    if running:
-        return "Occupé (banc.py sans état)", STATUS_BUSY
+    if running:  # a test records while the bench's state file says free: the next reading will tell more
+        return "Occupé - test en cours d'enregistrement", STATUS_BUSY
     return "Libre", STATUS_FREE
 
 
@@ -306,6 +306,43 @@ def banc_display(rt: BancRuntime) -> BancDisplay:
     banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
     return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online,
                        _esp_link(rt), _banc_link(rt, banc_online, interrupted))
+
+
+# The two link pills of a bench's header: their labels (the compact layout's when the panel is small).
+LINK_ESP, LINK_RECORDING = "esp", "recording"
+LINK_LABELS = {LINK_ESP: ("ESP", "ESP"), LINK_RECORDING: ("Enregistrement", "Enreg.")}
+_LINK_COLOR_WORDS = {LINK_ONLINE: "verte", LINK_ALARM: "rouge", LINK_IDLE: "éteinte", LINK_UNKNOWN: "grise"}
+
+
+def link_explanation(rt: BancRuntime, link: str, broker_connected: bool = True) -> str:
+    """What a bench's link pill says now, in plain French, for the operator who touches it (pure)."""
+    display = banc_display(rt)
+    if not broker_connected:  # the kiosk hears nothing: the pills cannot say anything true
+        return (f"Banc {protocol.banc_number(rt.banc)}, pastille {LINK_LABELS[link][0]} : état inconnu, le kiosque "
+                "a perdu le broker (voir « Broker déconnecté » en bas à droite).")
+    if link == LINK_ESP:
+        state = display.esp_link
+        text = {
+            LINK_ONLINE: "l'ESP32 du banc (mesures et relais) est connecté.",
+            LINK_ALARM: "l'ESP32 du banc ne répond plus pendant un test : vérifiez son alimentation et son réseau.",
+            LINK_IDLE: "l'ESP32 du banc est hors ligne ; normal sans test en cours.",
+            LINK_UNKNOWN: "l'ESP32 du banc ne s'est pas encore annoncé.",
+        }[state]
+    else:
+        state = display.banc_link
+        if state == LINK_ALARM and rt.running:
+            text = ("le test s'enregistre mais ne reçoit plus les mesures (liaison au broker perdue) ; "
+                    "il reprend seul, sinon voir logs.log.")
+        elif state == LINK_ALARM:
+            text = ("l'enregistrement s'est arrêté avant la fin du test (voir logs.log). Pour reprendre : "
+                    f"{rt.banc}, le numéro de série, {rt.banc}.")
+        else:
+            text = {
+                LINK_ONLINE: "le test de ce banc est en cours d'enregistrement.",
+                LINK_IDLE: "aucun enregistrement en cours ; normal sans test, après la fin ou un arrêt.",
+                LINK_UNKNOWN: "état de l'enregistrement pas encore lu.",
+            }[state]
+    return f"Banc {protocol.banc_number(rt.banc)}, pastille {LINK_LABELS[link][0]} {_LINK_COLOR_WORDS[state]} : {text}"
 
 
 def takes_steps(rt: BancRuntime) -> bool:

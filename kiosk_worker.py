@@ -311,7 +311,7 @@ class KioskWorker:
             self.supervisor.spawn(banc, serial)
         except OSError as exc:
             log.error("cannot start banc.py for %s: %s", banc, exc)
-            return self._error(outcome, f"Impossible de lancer banc.py : {exc}")
+            return self._error(outcome, f"Impossible de lancer l'enregistrement du test (banc.py) : {exc}")
         self._ri_for.pop(banc, None)
         return Outcome(outcome.action, outcome.message, outcome.level, banc=banc, serial=serial,
                        start_step=start_step, done=True)
@@ -360,8 +360,9 @@ class KioskWorker:
         if serial:
             entries = self.history_of(serial)
             if entries:
-                return Outcome(Action.GRAPH, f"Historique de {serial} : {len(entries)} test(s). Touchez un test pour "
-                               "ses graphiques.", Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder,
+                count = f"{len(entries)} test{'s' if len(entries) > 1 else ''}"
+                return Outcome(Action.GRAPH, f"Historique de {serial} : {count}. Touchez un test pour "
+                               "voir ses graphiques.", Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder,
                                show_charts=show_charts, history=entries)
         return Outcome(Action.GRAPH, f"Graphiques de {target} ({folder.name}).", Level.INFO.value, banc=banc,
                        serial=serial, done=True, folder=folder, show_charts=show_charts)
@@ -503,5 +504,5 @@ class KioskWorker:
         # snapshot saying its banc.py no longer runs, it was withdrawn by that snapshot in the same tick, unseen.
         for ended in failed:
             self._post_outcome(Outcome(
-                Action.NONE, f"banc.py du banc {protocol.banc_number(ended.banc)} s'est arrêté aussitôt "
-                f"(code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))
+                Action.NONE, f"Banc {protocol.banc_number(ended.banc)} : l'enregistrement du test s'est arrêté "
+                f"aussitôt après son lancement (banc.py, code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))

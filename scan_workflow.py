@@ -1,4 +1,5 @@
-"""The operator's scan workflow (seed §2): bench -> serial -> same bench, plus the special scans.
+"""The operator's scan workflow (seed §2): bench -> serial -> same bench, plus the special scans
+(`end`, `stop` -> bench -> same bench, `reset` -> bench, `graph` -> serial or bench).
 
 A pure state machine: it never touches files, processes, MQTT or widgets. Everything it
 needs to know about the world comes from the injected `ScanLookups` and two clocks: `now`
@@ -22,8 +23,14 @@ import protocol
 import utils
 
 SCAN_END = "end"
+SCAN_STOP = "stop"
 SCAN_RESET = "reset"
 SCAN_GRAPH = "graph"
+# utils.SERIAL_PATTERN's fixed prefix. A scan is the same battery whatever its letter case (contract §4:
+# RW-ab12 and RW-AB12 are one battery), so `rw-ab12` is taken as RW-ab12: only the prefix is rewritten,
+# the rest keeps the scan's spelling like any other serial.
+SERIAL_PREFIX = "RW-"
+SERIAL_BODY_MIN, SERIAL_BODY_MAX = 4, 32  # utils.SERIAL_PATTERN's {4,32}
 
 MAX_ECHO_CHARS = 40  # a garbage scan is echoed back to the operator, cut to this length
 
@@ -34,6 +41,7 @@ class Action(str, Enum):
     NONE = "none"  # only show the message (or nothing when it is empty)
     START = "start"  # set_banc_status + reset the panel + spawn banc.py
     END = "end"  # publish "end" on every bench's command topic
+    STOP = "stop"  # publish "end" on one bench's command topic (`banc`): that bench's test stops
     RESET = "reset"  # clear the bench in bancs_config.json
     GRAPH = "graph"  # open the charts of a test (serial or bench)
 
@@ -55,6 +63,8 @@ class Stage(str, Enum):
     WAIT_CONFIRM = "wait_confirm"
     WAIT_RESET_BANC = "wait_reset_banc"
     WAIT_GRAPH_TARGET = "wait_graph_target"
+    WAIT_STOP_BANC = "wait_stop_banc"
+    WAIT_STOP_CONFIRM = "wait_stop_confirm"
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,35 @@ def _echo(text: str) -> str:
     return clean if len(clean) <= MAX_ECHO_CHARS else clean[: MAX_ECHO_CHARS - 1] + "…"
 
 
+def scanned_serial(text: str) -> Optional[str]:
+    """The serial a scan names (`rw-ab12` -> "RW-ab12"), or None when it is no valid serial in any letter case."""
+    if utils.is_valid_serial(text):
+        return text
+    if text[: len(SERIAL_PREFIX)].upper() == SERIAL_PREFIX:
+        fixed = SERIAL_PREFIX + text[len(SERIAL_PREFIX):]
+        if utils.is_valid_serial(fixed):
+            return fixed
+    return None
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count > 1 else ''}"
+
+
+def serial_problem(text: str) -> str:
+    """Why a scan is not a valid serial, in the operator's words (pure; `text` is not one)."""
+    if text[: len(SERIAL_PREFIX)].upper() != SERIAL_PREFIX:
+        return f"un numéro de série commence par {SERIAL_PREFIX}"
+    body = text[len(SERIAL_PREFIX):]
+    bad = [ch for ch in body if not (ch.isascii() and ch.isalnum())]
+    if bad:
+        shown = "espace" if bad[0].isspace() else f"« {_echo(bad[0])} »"
+        return (f"caractère non permis ({shown}) ; après {SERIAL_PREFIX}, seulement des lettres sans accent "
+                f"et des chiffres")
+    length = f"{_plural(len(body), 'caractère')} après {SERIAL_PREFIX}, il en faut de {SERIAL_BODY_MIN} à {SERIAL_BODY_MAX}"
+    return f"trop court ({length})" if len(body) < SERIAL_BODY_MIN else f"trop long ({length})"
+
+
 def _fmt_time(moment: datetime) -> str:
     return moment.astimezone(utils.LOCAL_TZ).strftime("%d/%m à %H:%M")
 
@@ -135,6 +174,7 @@ class ScanWorkflow:
     occupied: bool = False
     # A confirmation the timeout abandoned: the late confirming scan is refused with it, not taken as a new start.
     expired_confirm: Optional[tuple[str, str]] = None
+    expired_stop: Optional[str] = None  # the same for a stop's confirmation: the bench whose stop was not sent
 
     # ------------------------------------------------------------------ helpers
 
@@ -194,6 +234,10 @@ class ScanWorkflow:
             return f"{delay} : reset annulé. Recommencez par reset."
         if stage is Stage.WAIT_GRAPH_TARGET:
             return f"{delay} : graphiques annulés. Recommencez par graph."
+        if stage is Stage.WAIT_STOP_CONFIRM and banc:
+            return f"{delay} : arrêt du {banc_label(banc)} non confirmé, le test continue. Recommencez par stop."
+        if stage is Stage.WAIT_STOP_BANC:
+            return f"{delay} : arrêt annulé, aucun test arrêté. Recommencez par stop."
         return f"{delay} : scan annulé. Recommencez par le banc."
 
     def prompt(self) -> str:
@@ -206,6 +250,10 @@ class ScanWorkflow:
             return "Reset : scannez le banc à libérer"
         if self.stage is Stage.WAIT_GRAPH_TARGET:
             return "Graphiques : scannez un numéro de série ou un banc"
+        if self.stage is Stage.WAIT_STOP_BANC:
+            return "Arrêt : scannez le banc à arrêter"
+        if self.stage is Stage.WAIT_STOP_CONFIRM and self.banc:
+            return f"Rescannez {self.banc} pour confirmer l'arrêt de son test"
         return "Scannez un banc pour lancer un test"
 
     # ------------------------------------------------------------------ entry points
@@ -218,6 +266,8 @@ class ScanWorkflow:
         self._clear()
         if stage is Stage.WAIT_CONFIRM and banc and serial:
             self.expired_confirm = (banc, serial)
+        if stage is Stage.WAIT_STOP_CONFIRM and banc:
+            self.expired_stop = banc
         return Decision(Action.NONE, self._timeout_text(stage, banc), Level.ERROR, banc=banc)
 
     def begin_graph(self, now: datetime, clock_s: float) -> Decision:
@@ -235,6 +285,7 @@ class ScanWorkflow:
         if not text:
             return Decision(Action.NONE, "")
         late_confirm, self.expired_confirm = self.expired_confirm, None
+        late_stop, self.expired_stop = self.expired_stop, None
         word = text.lower()
         if word == SCAN_END:
             self._clear()
@@ -247,10 +298,23 @@ class ScanWorkflow:
             self._clear()
             self.stage, self.started_at_s = Stage.WAIT_GRAPH_TARGET, clock_s
             return Decision(Action.NONE, "Graphiques : scannez un numéro de série ou un banc.", Level.INFO)
+        if word == SCAN_STOP:
+            self._clear()
+            self.stage, self.started_at_s = Stage.WAIT_STOP_BANC, clock_s
+            return Decision(
+                Action.NONE, "Arrêt d'un seul banc : scannez le banc dont le test doit s'arrêter "
+                "(les autres bancs continuent).", Level.INFO,
+            )
 
-        if self.stage is Stage.WAIT_CONFIRM and self.expired(clock_s):
-            banc = self.banc
-            return self._refuse(self._timeout_text(Stage.WAIT_CONFIRM, banc), banc)
+        if self.stage in (Stage.WAIT_CONFIRM, Stage.WAIT_STOP_CONFIRM) and self.expired(clock_s):
+            stage, banc = self.stage, self.banc
+            return self._refuse(self._timeout_text(stage, banc), banc)
+        if late_stop is not None and self.stage is Stage.IDLE and self.parse_banc(text) == late_stop:
+            # The same for a stop: the late confirming scan must not read as the start of a new test.
+            return self._refuse(
+                f"Délai de {self._timeout_text_s()} dépassé : arrêt du {banc_label(late_stop)} NON envoyé, "
+                f"le test continue. Recommencez : stop, {late_stop}, {late_stop}.", late_stop,
+            )
         if late_confirm is not None and self.stage is Stage.IDLE and self.parse_banc(text) == late_confirm[0]:
             # The confirming scan came after the timeout: say so again rather than start a new sequence silently.
             banc, serial = late_confirm
@@ -270,6 +334,10 @@ class ScanWorkflow:
             return self._wait_confirm(text)
         if self.stage is Stage.WAIT_RESET_BANC:
             return self._wait_reset(text)
+        if self.stage is Stage.WAIT_STOP_BANC:
+            return self._wait_stop_banc(text, clock_s)
+        if self.stage is Stage.WAIT_STOP_CONFIRM:
+            return self._wait_stop_confirm(text)
         return self._wait_graph(text)
 
     # ------------------------------------------------------------------ stages
@@ -277,14 +345,18 @@ class ScanWorkflow:
     def _idle(self, text: str, now: datetime, clock_s: float, after_timeout: bool = False) -> Decision:
         banc = self.parse_banc(text)
         if banc is None:
-            if utils.is_valid_serial(text):
+            serial = scanned_serial(text)
+            if serial is not None:
                 prefix = f"Délai de {self._timeout_text_s()} dépassé. " if after_timeout else ""
-                return self._refuse(f"{prefix}Scannez d'abord le banc, puis le numéro de série {text}.")
+                return self._refuse(f"{prefix}Scannez d'abord le banc, puis le numéro de série {serial}.")
             return self._refuse(f"Code non reconnu : « {_echo(text)} ». Scannez un banc (ex. banc1).")
         if not self._known(banc):
             return self._unknown_banc(banc)
         if self.lookups.is_banc_running(banc):
-            return self._refuse(f"{banc_label(banc).capitalize()} : un test est déjà en cours (banc.py tourne).", banc)
+            return self._refuse(
+                f"{banc_label(banc).capitalize()} : un test y est déjà en cours d'enregistrement. "
+                f"Pour l'arrêter : stop, {banc}, {banc}.", banc,
+            )
         info = self.lookups.banc_info(banc)
         self.stage, self.banc, self.started_at_s = Stage.WAIT_SERIAL, banc, clock_s
         # An occupied entry without a usable serial is a damaged state file: treat the bench as free.
@@ -312,15 +384,16 @@ class ScanWorkflow:
                 return Decision(Action.NONE, f"En attente du numéro de série pour le {banc_label(banc)}.", Level.INFO)
             self._clear()  # another bench: the operator changed their mind, start over with it
             return self._idle(text, now, clock_s)
-        if not utils.is_valid_serial(text):
+        serial = scanned_serial(text)
+        if serial is None:
             # A misread serial keeps the bench selected (the timer keeps running): just rescan it.
             return Decision(
                 Action.NONE,
-                f"Numéro de série invalide : « {_echo(text)} ». Format attendu : RW- suivi de 4 à 32 lettres ou chiffres.",
+                f"Numéro de série invalide « {_echo(text)} » : {serial_problem(text)}. "
+                f"Rescannez le numéro de série.",
                 Level.ERROR,
                 banc=self.banc,
             )
-        serial = text
         other = self.lookups.banc_for_serial(serial)
         if other is not None and other != self.banc:
             return self._refuse(f"{serial} est déjà sur le {banc_label(other)} : un seul banc par batterie.", other)
@@ -380,7 +453,10 @@ class ScanWorkflow:
         if banc != self.banc:
             return self._refuse(f"Confirmation attendue : {self.banc}, reçu {banc}. Test non lancé, recommencez.")
         if self.lookups.is_banc_running(banc):
-            return self._refuse(f"{banc_label(banc).capitalize()} : un test vient de démarrer (banc.py tourne déjà).", banc)
+            return self._refuse(
+                f"{banc_label(banc).capitalize()} : un test vient d'y démarrer (enregistrement déjà en cours). "
+                f"Test de {self.serial} non lancé.", banc,
+            )
         decision = Decision(
             Action.START,
             f"Test {'repris' if self.resume else 'lancé'} sur le {banc_label(banc)} : {self.serial}"
@@ -401,7 +477,7 @@ class ScanWorkflow:
             # Never advise `end` here: it stops every bench of the lab, not this one.
             return self._refuse(
                 f"Reset refusé : un test tourne sur le {banc_label(banc)}. Un banc ne se libère qu'une fois son "
-                f"test terminé ou arrêté.", banc,
+                f"test terminé ou arrêté (pour l'arrêter : stop, {banc}, {banc}).", banc,
             )
         self._clear()
         return Decision(Action.RESET, f"{banc_label(banc).capitalize()} libéré (reset).", Level.SUCCESS, banc=banc)
@@ -413,7 +489,48 @@ class ScanWorkflow:
                 return self._unknown_banc(banc)
             self._clear()
             return Decision(Action.GRAPH, f"Graphiques du {banc_label(banc)}.", Level.INFO, banc=banc)
-        if utils.is_valid_serial(text):
+        serial = scanned_serial(text)
+        if serial is not None:
             self._clear()
-            return Decision(Action.GRAPH, f"Graphiques de {text}.", Level.INFO, serial=text)
+            return Decision(Action.GRAPH, f"Graphiques de {serial}.", Level.INFO, serial=serial)
         return self._refuse(f"Graphiques : scannez un numéro de série ou un banc (reçu « {_echo(text)} »).")
+
+    def _wait_stop_banc(self, text: str, clock_s: float) -> Decision:
+        banc = self.parse_banc(text)
+        if banc is None:
+            return self._refuse(f"Arrêt : scannez un banc (reçu « {_echo(text)} »). Arrêt annulé, aucun test arrêté.")
+        if not self._known(banc):
+            return self._unknown_banc(banc)
+        info = self.lookups.banc_info(banc)
+        serial = info.serial_pending if info.occupied and utils.is_valid_serial(info.serial_pending) else None
+        if not self.lookups.is_banc_running(banc):
+            state = (f"le test de {serial} n'est pas en cours (déjà arrêté ou terminé)" if serial
+                     else "aucun test n'y est en cours")
+            return self._refuse(f"Arrêt refusé : {banc_label(banc)}, {state}. Rien à arrêter.", banc)
+        # The timeout runs from this bench scan to the confirming one, as for a start.
+        self.stage, self.banc, self.serial, self.started_at_s = Stage.WAIT_STOP_CONFIRM, banc, serial, clock_s
+        test = f"le test de {serial}" if serial else "son test"
+        # What to scan first: on a small screen the end of a long message is elided.
+        return Decision(
+            Action.NONE,
+            f"Rescannez {banc} pour arrêter {test} (courant coupé ; il pourra reprendre à la phase atteinte).",
+            Level.INFO, banc=banc, serial=serial,
+        )
+
+    def _wait_stop_confirm(self, text: str) -> Decision:
+        assert self.banc is not None
+        banc, serial = self.parse_banc(text), self.serial
+        if banc is None:
+            return self._refuse(
+                f"Confirmation attendue : rescannez {self.banc} (reçu « {_echo(text)} »). Arrêt annulé, "
+                f"le test continue.", self.banc,
+            )
+        if banc != self.banc:
+            return self._refuse(
+                f"Confirmation attendue : {self.banc}, reçu {banc}. Arrêt annulé, le test du "
+                f"{banc_label(self.banc)} continue.", self.banc,
+            )
+        if not self.lookups.is_banc_running(banc):
+            return self._refuse(f"Arrêt inutile : le test du {banc_label(banc)} s'est arrêté entre-temps.", banc)
+        self._clear()
+        return Decision(Action.STOP, f"Arrêt du {banc_label(banc)} confirmé.", Level.SUCCESS, banc=banc, serial=serial)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The operator kiosk (seed §1, §2, §4, §5): one panel per bench, the scan workflow, the `end` scan.
+"""The operator kiosk (seed §1, §2, §4, §5): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
 the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
@@ -51,6 +51,7 @@ from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests a
     RiView,
     banc_display,
     estimate_time_left_s,
+    link_explanation,
     merge_snapshot,
     message_facts,
     ri_view_from_config,
@@ -206,17 +207,16 @@ class MqttBridge:
 
     def publish_command_all(self, bancs: list[str], command: str) -> list[str]:
         """Publish a command on every bench's command topic; return the benches where it failed."""
-        failed = []
-        payload = protocol.encode_command(command)
-        for banc in bancs:
-            try:
-                info = protocol.publish(self.client, protocol.topics(banc).command, payload)
-                if info.rc != 0:
-                    failed.append(banc)
-            except Exception:
-                log.exception("publish command to %s", banc)
-                failed.append(banc)
-        return failed
+        return [banc for banc in bancs if not self.publish_command(banc, command)]
+
+    def publish_command(self, banc: str, command: str) -> bool:
+        """Publish a command on one bench's command topic; False when it could not be handed to the client."""
+        try:
+            info = protocol.publish(self.client, protocol.topics(banc).command, protocol.encode_command(command))
+        except Exception:
+            log.exception("publish command to %s", banc)
+            return False
+        return bool(info.rc == 0)
 
 
 # =========================================================================== the app
@@ -323,7 +323,8 @@ class App(ctk.CTk):
         self.result_cards: dict[str, ResultCard] = {}
         self.history_window: Optional[HistoryWindow] = None
         for i, banc in enumerate(self.bancs):
-            panel = BancPanel(self, banc, self.fonts, on_title_click=self.open_graph_for_banc)
+            panel = BancPanel(self, banc, self.fonts, on_title_click=self.open_graph_for_banc,
+                              on_link_click=self.explain_link)
             panel.set_compact(compact_layout(self._size[0], self._size[1], len(self.bancs)))
             row, col = divmod(i, cols)
             panel.grid(row=row, column=col, sticky="nsew", padx=3, pady=3)
@@ -446,6 +447,11 @@ class App(ctk.CTk):
         self._submit(OpenGraphRequest(banc))
         self.focus_entry()
 
+    def explain_link(self, banc: str, link: str) -> None:
+        """A link pill touched: what its colour means now, in the scan bar (a touch screen has no tooltip)."""
+        self.say(link_explanation(self.runtime[banc], link, self.broker_connected), Kind.INFO, banc)
+        self.focus_entry()
+
     # ------------------------------------------------------------------ the operator message
 
     def say(self, text: str, kind: Kind, banc: Optional[str] = None) -> None:
@@ -477,13 +483,15 @@ class App(ctk.CTk):
             self.start_test(outcome.banc, outcome.serial, outcome.start_step or 1, outcome.message)
         elif outcome.action is Action.END:
             self.send_end()
+        elif outcome.action is Action.STOP:
+            assert outcome.banc
+            self.send_stop(outcome.banc, outcome.serial)
         elif outcome.action is Action.RESET and outcome.done:
             assert outcome.banc
             self.reset_banc(outcome.banc, outcome.message)
         elif outcome.action is Action.GRAPH and outcome.done and outcome.history:
             assert outcome.show_charts is not None
-            self.open_history(outcome.serial or "?", outcome.history, outcome.show_charts)
-            self.say(outcome.message, kind)
+            self.open_history(outcome.serial or "?", outcome.history, outcome.show_charts, outcome.message, kind)
         elif outcome.action is Action.GRAPH and outcome.done:
             assert outcome.folder is not None and outcome.show_charts is not None
             self.open_graph(outcome.folder, outcome.show_charts, outcome.message)
@@ -519,6 +527,22 @@ class App(ctk.CTk):
         else:
             log.info("end sent to %s", ", ".join(self.bancs))
             self.say(f"Fin de journée : « end » envoyé aux {len(self.bancs)} bancs.", Kind.SUCCESS)
+
+    def send_stop(self, banc: str, serial: Optional[str]) -> None:
+        """`stop` + bench + bench: publish `end` on that bench's command topic only; the others go on."""
+        label = f"banc {protocol.banc_number(banc)}"
+        if not self.broker_connected:
+            self.say(f"Broker déconnecté : arrêt du {label} NON envoyé, le test continue. Réessayez quand le "
+                     "broker est revenu.", Kind.ALARM)
+            return
+        if not self.mqtt.publish_command(banc, protocol.COMMAND_END):
+            self.say(f"Arrêt du {label} NON envoyé (erreur MQTT, voir logs.log), le test continue. Réessayez.",
+                     Kind.ALARM)
+            return
+        log.info("end sent to %s (stop scanned)", banc)
+        resume = f" Reprise plus tard : {banc}, {serial}, {banc}." if serial else ""
+        # Not tied to the bench: the step 9 that follows must not withdraw the answer before it is read.
+        self.say(f"Arrêt envoyé au {label} : {serial or 'son test'} s'arrête (courant coupé).{resume}", Kind.SUCCESS)
 
     def reset_banc(self, banc: str, message: str) -> None:
         """A bench the worker has cleared in bancs_config.json: an empty panel."""
@@ -571,13 +595,32 @@ class App(ctk.CTk):
         if self.panels[banc].security_visible:  # an alert (e.g. "terminé SANS classement") stays readable
             self.panels[banc].widgets["security"].lift()
 
-    def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any]) -> None:
-        """`graph` + a serial: every test of that battery; touching one opens its charts."""
+    def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any],
+                     message: str = "", kind: Kind = Kind.INFO) -> None:
+        """`graph` + a serial: every test of that battery; touching one opens its charts.
+
+        `message` ("… Touchez un test …") is shown while the window is open and withdrawn when it closes:
+        once the list is gone there is nothing left to touch.
+        """
         window = HistoryWindow(self, serial, entries,
                                lambda entry: self.open_graph(entry.folder, show_charts, f"Graphiques de {entry.folder.name}."))
         self.route_keys_to_entry(window)
         self._add_scan_echo(window)
         self.history_window = window
+        window.bind("<Destroy>", lambda event: self.history_closed(window, message) if event.widget is window else None,
+                    add="+")
+        if message:
+            self.say(message, kind)
+
+    def history_closed(self, window: tk.Misc, message: str) -> None:
+        """The history window closed (Fermer, Escape, the window manager): its prompt goes with it."""
+        if self.history_window is not window:
+            return  # an older window: the newer one's message stays
+        self.history_window = None
+        if self._closed:
+            return
+        if message and self.messages.withdraw(message):
+            self.refresh_message()
 
     def render_banc(self, banc: str) -> None:
         """Header and link pills of a bench, from banc_display (the one derivation)."""

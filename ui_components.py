@@ -24,8 +24,11 @@ from grading import GRADE_TO_CHECK
 from kiosk_messages import NOTICE_LIFETIME_S, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
     LINK_ALARM,
+    LINK_ESP,
     LINK_IDLE,
+    LINK_LABELS,
     LINK_ONLINE,
+    LINK_RECORDING,
     LINK_UNKNOWN,
     STATUS_BUSY,
     STATUS_DONE,
@@ -587,7 +590,8 @@ class BancPanel(ctk.CTkFrame):
     """Everything about one bench: status, phase bar, measures, SOC gauge, Ri/diffusion, nurses, alert."""
 
     def __init__(
-        self, master: Any, banc: str, fonts: Fonts, on_title_click: Optional[Callable[[str], None]] = None
+        self, master: Any, banc: str, fonts: Fonts, on_title_click: Optional[Callable[[str], None]] = None,
+        on_link_click: Optional[Callable[[str, str], None]] = None,
     ) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=10)
         self.banc = banc
@@ -607,10 +611,14 @@ class BancPanel(ctk.CTkFrame):
         title.grid(row=0, column=0, sticky="w")
         if on_title_click is not None:
             title.bind("<Button-1>", lambda _e: on_title_click(banc))
-        esp = LinkPill(header, "ESP", fonts)
+        # The pills say what they watch; touching one says what its colour means now (on_link_click).
+        esp = LinkPill(header, LINK_LABELS[LINK_ESP][0], fonts)
         esp.grid(row=0, column=2, padx=2)
-        proc = LinkPill(header, "banc", fonts)
+        proc = LinkPill(header, LINK_LABELS[LINK_RECORDING][0], fonts)
         proc.grid(row=0, column=3, padx=(2, 0))
+        if on_link_click is not None:
+            for pill, link in ((esp, LINK_ESP), (proc, LINK_RECORDING)):
+                pill.bind("<ButtonRelease-1>", lambda _e, link=link: on_link_click(banc, link))
         # The status has a line of its own: "Interrompu - <35-character serial> - scannez pour reprendre" must fit.
         status = ElidedLabel(self, font=fonts["status"], text_color=MUTED, anchor="w", height=1)
         status.grid(row=1, column=0, columnspan=3, sticky="ew", padx=pad)
@@ -694,6 +702,8 @@ class BancPanel(ctk.CTkFrame):
         if compact == self.compact:
             return
         self.compact = compact
+        for key, link in (("esp", LINK_ESP), ("banc_process", LINK_RECORDING)):
+            self.widgets[key].configure(text=LINK_LABELS[link][1 if compact else 0])
         # A thinner phase bar leaves the measures a whole line each.
         self.widgets["phase_bar"].canvas.configure(height=COMPACT_PHASE_BAR_PX if compact else PHASE_BAR_PX)
         for widget in self._secondary:
@@ -716,7 +726,8 @@ class BancPanel(ctk.CTkFrame):
 
     def set_links(self, esp_link: str, esp_online: Optional[bool], banc_link: str,
                   banc_online: Optional[bool]) -> None:
-        """ESP and banc.py pills (states from kiosk_state.banc_display: offline is red only when it is an alarm)."""
+        """ESP and Enregistrement (banc.py) pills (states from kiosk_state.banc_display: offline is red only when
+        it is an alarm)."""
         self.widgets["esp"].set_state(esp_link, esp_online)
         self.widgets["banc_process"].set_state(banc_link, banc_online)
 

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Set up everything, then run the demo: a broker (a private one when none answers),
-# the simulator for every bench, and the kiosk in a window. Ctrl+C stops it all.
+# Set up everything, then run the demo: a private broker of its own (never the machine's:
+# on an installed Pi the simulated benches would mix with the real ones), the simulator for
+# every bench, and the kiosk in a window. Ctrl+C stops it all.
+# Another broker only when named: BANC_DEMO_BROKER=HOST[:PORT] (testkit/demo_broker.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 # The demo keeps its state apart from a production install in the same folder.
 export BANC_HOME=${BANC_HOME:-$PWD/.demo}
-export BANC_MQTT_HOST=${BANC_MQTT_HOST:-localhost}
-# With BANC_MQTT_CAFILE (a PC reaching an installed Pi over TLS), utils picks the TLS port.
-if [ -z "${BANC_MQTT_CAFILE:-}" ]; then export BANC_MQTT_PORT=${BANC_MQTT_PORT:-1883}; fi
 mkdir -p "$BANC_HOME"
 PY=.venv/bin/python
+
+# The broker: private (a free loopback port, config and persistence in $BANC_HOME/mosquitto),
+# unless BANC_DEMO_BROKER names one. An inherited BANC_MQTT_HOST/PORT is not asking (banc.env).
+choice=$($PY -m testkit.demo_broker) || exit 2
+read -r broker_mode BANC_MQTT_HOST BANC_MQTT_PORT <<<"$choice"
+export BANC_MQTT_HOST BANC_MQTT_PORT
 
 pids=()
 cleanup() {
@@ -21,47 +26,30 @@ cleanup() {
     kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Gone before the prompt returns: the private broker writes its persistence on the way out.
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
 
-# Use the machine's broker only if it accepts our connection (an installed Pi refuses
-# anonymous clients); otherwise start a private one on a free loopback port.
-if ! $PY - <<'PY' 2>/dev/null
-import sys, threading
-import protocol
-from utils import get_settings
-ok = threading.Event()
-client = protocol.make_client("banc_demo_probe", get_settings())
-client.on_connect = lambda c, u, f, rc, p: ok.set() if not rc.is_failure else None
-try:
-    client.connect(get_settings().mqtt_host, get_settings().mqtt_port, 5)
-except OSError:
-    sys.exit(1)
-client.loop_start()
-accepted = ok.wait(3)
-client.loop_stop()
-sys.exit(0 if accepted else 1)
-PY
-then
+if [ "$broker_mode" = private ]; then
+  # Clear text and anonymous, on loopback only: the accounts and CA of an installed Pi do not apply.
+  unset BANC_MQTT_USERNAME BANC_MQTT_PASSWORD BANC_MQTT_CAFILE
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-  BANC_MQTT_HOST=127.0.0.1
-  BANC_MQTT_PORT=$($PY -c "from testkit.support import free_port; print(free_port())")
-  export BANC_MQTT_PORT
-  unset BANC_MQTT_CAFILE  # the private broker speaks clear text, on loopback only
-  echo "demo: pas de broker utilisable, démarrage d'un Mosquitto privé sur $BANC_MQTT_HOST:$BANC_MQTT_PORT"
-  mkdir -p "$BANC_HOME/mosquitto"
-  cat > "$BANC_HOME/mosquitto/mosquitto.conf" <<CONF
-listener $BANC_MQTT_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $BANC_HOME/mosquitto/
-max_queued_messages 1000000
-max_packet_size 4096
-CONF
-  if [ "$(id -u)" -eq 0 ]; then echo "user root" >> "$BANC_HOME/mosquitto/mosquitto.conf"; fi
+  echo "demo: Mosquitto privé sur $BANC_MQTT_HOST:$BANC_MQTT_PORT ($BANC_HOME/mosquitto)"
   "$MOSQUITTO" -c "$BANC_HOME/mosquitto/mosquitto.conf" >"$BANC_HOME/mosquitto/mosquitto.log" 2>&1 &
   pids+=($!)
-  $PY -c "from testkit.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)"
+  if ! $PY -c "from testkit.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)" \
+      || ! kill -0 "${pids[-1]}" 2>/dev/null; then
+    echo "demo: le Mosquitto privé n'a pas démarré (voir $BANC_HOME/mosquitto/mosquitto.log)" >&2
+    exit 1
+  fi
+else
+  echo "demo: broker demandé $BANC_MQTT_HOST:$BANC_MQTT_PORT (BANC_DEMO_BROKER) : les bancs simulés y publient"
+  if ! $PY -m testkit.demo_broker probe 2>/dev/null; then
+    echo "demo: le broker $BANC_MQTT_HOST:$BANC_MQTT_PORT ne répond pas ou refuse la connexion" \
+         "(compte : BANC_MQTT_USERNAME/BANC_MQTT_PASSWORD ; TLS : BANC_MQTT_CAFILE)" >&2
+    exit 1
+  fi
 fi
 
 if [ -f simulator.py ]; then

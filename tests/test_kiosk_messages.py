@@ -40,7 +40,7 @@ CASES = [
     # "Test lancé … (phase 1/5)" is wrong once the bench is in phase 2, even 2 s later.
     ("success withdrawn at the next phase", Kind.SUCCESS, RUNNING_P1, [("at", 2.0), ("bench", RUNNING_P2)], PROMPT),
     ("success kept while the state holds", Kind.SUCCESS, RUNNING_P1, [("at", 2.0), ("bench", RUNNING_P1)], "MSG"),
-    # "un test est déjà en cours (banc.py tourne)": wrong once step 9 has stopped that banc.py.
+    # "un test y est déjà en cours d'enregistrement": wrong once step 9 has stopped that banc.py.
     ("refusal withdrawn when banc.py stops", Kind.REFUSAL, RUNNING_P3, [("at", 50.0), ("bench", STOPPED)], PROMPT),
     # ...but a phase change does not make "a test runs there" wrong.
     ("refusal kept across a phase change", Kind.REFUSAL, RUNNING_P2, [("bench", RUNNING_P3)], "MSG"),
@@ -78,6 +78,18 @@ def test_a_new_message_replaces_the_old_and_the_prompt_follows_the_workflow() ->
     assert board.current() == ("Banc 2 : scannez le numéro de série", Kind.INFO)
     board.show("", Kind.INFO, 2.0)  # an empty answer (a blank scan) shows the prompt
     assert board.current()[0] == "Banc 2 : scannez le numéro de série"
+
+
+def test_a_closed_window_withdraws_its_own_message_only() -> None:
+    """The history's "Touchez un test …" goes with its window; a newer message is not the window's to withdraw."""
+    board = MessageBoard(PROMPT)
+    history = "Historique de RW-AB12 : 2 tests. Touchez un test pour voir ses graphiques."
+    board.show(history, Kind.INFO, 0.0)
+    assert board.withdraw(history) and board.current() == (PROMPT, Kind.INFO)
+    board.show(history, Kind.INFO, 1.0)
+    board.show("Banc inconnu : « banc9 ».", Kind.REFUSAL, 2.0)
+    assert not board.withdraw(history)
+    assert board.current()[0] == "Banc inconnu : « banc9 »."
 
 
 @pytest.mark.parametrize("level,kind", [("info", Kind.INFO), ("success", Kind.SUCCESS), ("error", Kind.REFUSAL),

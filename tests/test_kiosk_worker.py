@@ -61,3 +61,34 @@ def test_an_interrupted_bench_reads_its_folders_once(banc_home: Path, monkeypatc
     in_phase_1 = dict(ENTRY, current_step=1)  # from phase 2 on, the Ri is read once too (also by latest_test)
     assert all(worker.snapshot("banc1", in_phase_1).unfinished for _ in range(5))
     assert reads == [SERIAL]
+
+
+def _bare_worker() -> kiosk_worker.KioskWorker:
+    supervisor = SimpleNamespace(is_running=lambda banc: True, reap=lambda: [])
+    return kiosk_worker.KioskWorker(["banc1", "banc2"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
+                                    queue.Queue())
+
+
+def test_a_stop_is_handed_to_the_kiosk_for_its_bench_only() -> None:
+    """`stop`, bench, bench: the worker touches no file or process; the Tk thread publishes `end` on that bench."""
+    decision = kiosk_worker.Decision(kiosk_worker.Action.STOP, "Arrêt du banc 2 confirmé.", kiosk_worker.Level.SUCCESS,
+                                     banc="banc2", serial=SERIAL)
+    outcome = _bare_worker().perform(decision)
+    assert (outcome.action, outcome.banc, outcome.serial, outcome.level) == (
+        kiosk_worker.Action.STOP, "banc2", SERIAL, "success")
+
+
+@pytest.mark.parametrize("count,text", [(1, "Historique de RW-ABCD1234 : 1 test. Touchez"),
+                                        (3, "Historique de RW-ABCD1234 : 3 tests. Touchez")])
+def test_history_message_counts_in_plain_french(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int,
+                                                text: str) -> None:
+    worker = _bare_worker()
+    entry = kiosk_worker.HistoryEntry(tmp_path, "banc1", None, "finished", "A", 95.0, 95.0)
+    monkeypatch.setattr(worker, "resolve_test_folder", lambda banc=None, serial=None: tmp_path)
+    monkeypatch.setattr(worker, "history_of", lambda serial: (entry,) * count)
+    monkeypatch.setattr(kiosk_worker, "importlib", SimpleNamespace(
+        import_module=lambda name: SimpleNamespace(show_charts=lambda *args: None)))
+    plain = kiosk_worker.Outcome(kiosk_worker.Action.GRAPH, "", "info", serial=SERIAL)
+    outcome = worker._graph(plain, None, SERIAL)
+    assert outcome.message.startswith(text) and "(s)" not in outcome.message
+    assert len(outcome.history) == count

@@ -8,7 +8,22 @@ from typing import Optional
 
 import pytest
 
-from scan_workflow import Action, BancInfo, Decision, Level, PreviousTest, ScanLookups, ScanWorkflow, Stage
+import utils
+from scan_workflow import (
+    SERIAL_BODY_MAX,
+    SERIAL_BODY_MIN,
+    SERIAL_PREFIX,
+    Action,
+    BancInfo,
+    Decision,
+    Level,
+    PreviousTest,
+    ScanLookups,
+    ScanWorkflow,
+    Stage,
+    scanned_serial,
+    serial_problem,
+)
 from utils import LOCAL_TZ
 
 # Wednesday 11 June 2025, 10:00 Paris: an ordinary business day.
@@ -42,12 +57,15 @@ class World:
 
 
 def run(world: World, scans: list[tuple[float, str]]) -> tuple[list[Decision], ScanWorkflow]:
-    """Feed scans (seconds after T0, text); a text "!run bancN" makes that bench's banc.py appear."""
+    """Feed scans (seconds after T0, text); "!run bancN" / "!stop bancN" makes that bench's banc.py appear / end."""
     flow = ScanWorkflow(num_bancs=4, timeout_s=TIMEOUT_S, lookups=world.lookups())
     decisions = []
     for offset_s, text in scans:
         if text.startswith("!run "):
             world.running.add(text[5:])
+            continue
+        if text.startswith("!stop "):
+            world.running.discard(text[6:])
             continue
         decisions.append(flow.handle(text, T0 + timedelta(seconds=offset_s), offset_s))
     return decisions, flow
@@ -105,7 +123,7 @@ CASES = [
     ("confirm within timeout", FREE, [(0, "banc1"), (5, SERIAL), (15, "banc1")], Action.START, Level.SUCCESS, "lancé", Stage.IDLE),
     ("confirm after timeout", FREE, [(0, "banc1"), (5, SERIAL), (15.5, "banc1")], Action.NONE, Level.ERROR, "Délai de 15\u00a0s dépassé", Stage.IDLE),
     ("confirm other bench", FREE, [(0, "banc1"), (2, SERIAL), (4, "banc2")], Action.NONE, Level.ERROR, "Confirmation attendue : banc1, reçu banc2", Stage.IDLE),
-    ("confirm re-checks running", FREE, [(0, "banc1"), (2, SERIAL), (3, "!run banc1"), (4, "banc1")], Action.NONE, Level.ERROR, "banc.py tourne déjà", Stage.IDLE),
+    ("confirm re-checks running", FREE, [(0, "banc1"), (2, SERIAL), (3, "!run banc1"), (4, "banc1")], Action.NONE, Level.ERROR, "enregistrement déjà en cours", Stage.IDLE),
     ("serial rescanned while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, SERIAL)], Action.NONE, Level.INFO, "Rescannez banc1", Stage.WAIT_CONFIRM),
     ("garbage while confirming", FREE, [(0, "banc1"), (2, SERIAL), (4, "oops")], Action.NONE, Level.ERROR, "Confirmation attendue", Stage.IDLE),
     ("stale bench scan then new bench", FREE, [(0, "banc1"), (20, "banc2")], Action.NONE, Level.INFO, "Banc 2 libre", Stage.WAIT_SERIAL),
@@ -125,6 +143,46 @@ CASES = [
     ("graph of a bench", FREE, [(0, "GRAPH"), (2, "banc3")], Action.GRAPH, Level.INFO, "banc 3", Stage.IDLE),
     ("graph of an unknown bench", FREE, [(0, "graph"), (2, "banc12")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
     ("graph garbage", FREE, [(0, "graph"), (2, "???")], Action.NONE, Level.ERROR, "Graphiques", Stage.IDLE),
+    # A running bench's refusal says what runs, in the operator's words, and how to stop it (not `end`).
+    ("running bench refusal in plain words", lambda: World(running={"banc1"}), [(0, "banc1")], Action.NONE, Level.ERROR,
+     "un test y est déjà en cours d'enregistrement. Pour l'arrêter : stop, banc1, banc1.", Stage.IDLE),
+    # Contract §4: a scan is one battery whatever its letter case; a lowercase prefix is the same serial.
+    ("lowercase prefix accepted", FREE, [(0, "banc1"), (2, "rw-ab12"), (4, "banc1")], Action.START, Level.SUCCESS, "RW-ab12", Stage.IDLE),
+    ("lowercase prefix asks confirmation", FREE, [(0, "banc1"), (2, "rw-AB12")], Action.NONE, Level.INFO, "RW-AB12 : nouveau test", Stage.WAIT_CONFIRM),
+    ("lowercase serial first", FREE, [(0, "rw-ab12")], Action.NONE, Level.ERROR, "puis le numéro de série RW-ab12", Stage.IDLE),
+    ("graph of a lowercase serial", FREE, [(0, "graph"), (2, "rw-abcd1234")], Action.GRAPH, Level.INFO, "RW-abcd1234", Stage.IDLE),
+    ("invalid serial says why: short", FREE, [(0, "banc1"), (2, "RW-1")], Action.NONE, Level.ERROR, "trop court (1 caractère après RW-, il en faut de 4 à 32)", Stage.WAIT_SERIAL),
+    ("invalid serial says why: prefix", FREE, [(0, "banc1"), (2, "RX-AB12")], Action.NONE, Level.ERROR, "un numéro de série commence par RW-", Stage.WAIT_SERIAL),
+    ("invalid serial says why: character", FREE, [(0, "banc1"), (2, "RW-AB_12")], Action.NONE, Level.ERROR, "caractère non permis (« _ »)", Stage.WAIT_SERIAL),
+    # stop -> bench -> same bench: `end` on that bench only.
+    ("stop asks bench", FREE, [(0, "stop")], Action.NONE, Level.INFO, "scannez le banc dont le test doit s'arrêter", Stage.WAIT_STOP_BANC),
+    ("stop asks confirmation", lambda: World(running={"banc1"}, bancs={"banc1": BancInfo(True, SERIAL, 3)}),
+     [(0, "stop"), (2, "banc1")], Action.NONE, Level.INFO, f"Rescannez banc1 pour arrêter le test de {SERIAL} (courant coupé", Stage.WAIT_STOP_CONFIRM),
+    ("stop confirmation names the scan", lambda: World(running={"banc1"}),
+     [(0, "STOP"), (2, "banc1")], Action.NONE, Level.INFO, "Rescannez banc1 pour arrêter son test", Stage.WAIT_STOP_CONFIRM),
+    ("stop confirmed", lambda: World(running={"banc1"}, bancs={"banc1": BancInfo(True, SERIAL, 3)}),
+     [(0, "stop"), (2, "banc1"), (4, "Banc1")], Action.STOP, Level.SUCCESS, "Arrêt du banc 1 confirmé", Stage.IDLE),
+    ("stop refused: no test running", FREE, [(0, "stop"), (2, "banc2")], Action.NONE, Level.ERROR,
+     "Arrêt refusé : banc 2, aucun test n'y est en cours. Rien à arrêter.", Stage.IDLE),
+    ("stop refused: interrupted test", OCC1, [(0, "stop"), (2, "banc1")], Action.NONE, Level.ERROR,
+     f"le test de {SERIAL} n'est pas en cours", Stage.IDLE),
+    ("stop unknown bench", FREE, [(0, "stop"), (2, "banc9")], Action.NONE, Level.ERROR, "Banc inconnu", Stage.IDLE),
+    ("stop garbage", FREE, [(0, "stop"), (2, SERIAL)], Action.NONE, Level.ERROR, "Arrêt annulé, aucun test arrêté", Stage.IDLE),
+    ("stop confirmed by another bench", lambda: World(running={"banc1", "banc2"}),
+     [(0, "stop"), (2, "banc1"), (4, "banc2")], Action.NONE, Level.ERROR, "Confirmation attendue : banc1, reçu banc2. Arrêt annulé", Stage.IDLE),
+    ("stop confirmed by garbage", lambda: World(running={"banc1"}),
+     [(0, "stop"), (2, "banc1"), (4, SERIAL)], Action.NONE, Level.ERROR, "Arrêt annulé, le test continue", Stage.IDLE),
+    ("stop: test ended meanwhile", lambda: World(running={"banc1"}),
+     [(0, "stop"), (2, "banc1"), (3, "!stop banc1"), (4, "banc1")], Action.NONE, Level.ERROR, "s'est arrêté entre-temps", Stage.IDLE),
+    # The timeout runs from the bench scan to its confirmation (as for a start), not from `stop`.
+    ("stop confirm within timeout of the bench scan", lambda: World(running={"banc1"}),
+     [(0, "stop"), (10, "banc1"), (24, "banc1")], Action.STOP, Level.SUCCESS, "confirmé", Stage.IDLE),
+    ("stop confirm after timeout", lambda: World(running={"banc1"}),
+     [(0, "stop"), (2, "banc1"), (17.5, "banc1")], Action.NONE, Level.ERROR, "arrêt du banc 1 non confirmé, le test continue", Stage.IDLE),
+    ("stale stop then bench starts nothing", lambda: World(running={"banc1"}),
+     [(0, "stop"), (30, "banc1")], Action.NONE, Level.ERROR, "déjà en cours", Stage.IDLE),
+    ("end cancels a stop", lambda: World(running={"banc1"}), [(0, "stop"), (2, "banc1"), (3, "end")], Action.END, Level.SUCCESS, "tous les bancs", Stage.IDLE),
+    ("stop cancels a start", FREE, [(0, "banc1"), (2, SERIAL), (3, "stop")], Action.NONE, Level.INFO, "Arrêt d'un seul banc", Stage.WAIT_STOP_BANC),
 ]
 
 
@@ -142,6 +200,8 @@ def test_scan_sequences(world_factory, scans, action, level, fragment, stage) ->
     assert flow.stage is stage
     # Only the confirming scan may start a test, and only one decision per sequence does.
     assert sum(d.action is Action.START for d in decisions) == (1 if action is Action.START else 0)
+    # Only a confirmed stop stops a bench, and only the one scanned twice.
+    assert sum(d.action is Action.STOP for d in decisions) == (1 if action is Action.STOP else 0)
 
 
 @pytest.mark.parametrize(
@@ -251,3 +311,102 @@ def test_a_late_confirmation_is_refused_not_taken_as_a_new_start(after_tick, exp
     else:
         decision = flow.handle(after_tick, T0, 20.0)
     assert decision.action is expect_action and expect_fragment in decision.message, decision.message
+
+
+# =========================================================================== stop: one bench, by scan
+
+
+def test_stop_decision_names_the_bench_and_its_serial() -> None:
+    world = World(running={"banc1", "banc3"}, bancs={"banc3": BancInfo(True, SERIAL, 2), "banc1": BancInfo(True, OTHER, 4)})
+    decisions, flow = run(world, [(0, "stop"), (2, "banc3"), (4, "banc3")])
+    stop = decisions[-1]
+    assert (stop.action, stop.banc, stop.serial) == (Action.STOP, "banc3", SERIAL)
+    assert [d.banc for d in decisions] == [None, "banc3", "banc3"]  # never banc1, whose test goes on
+    assert flow.stage is Stage.IDLE and flow.prompt() == "Scannez un banc pour lancer un test"
+
+
+@pytest.mark.parametrize(
+    "first_scans,tick_at_s,expect_message",
+    [
+        ([(0, "stop")], 16, "arrêt annulé, aucun test arrêté. Recommencez par stop."),
+        ([(0, "stop"), (5, "banc1")], 16, None),  # 11 s after the bench scan: still pending
+        ([(0, "stop"), (5, "banc1")], 20.5, "arrêt du banc 1 non confirmé, le test continue. Recommencez par stop."),
+    ],
+)
+def test_tick_expires_a_pending_stop_once(first_scans, tick_at_s, expect_message) -> None:
+    _, flow = run(World(running={"banc1"}), first_scans)
+    decision = flow.tick(tick_at_s)
+    if expect_message is None:
+        assert decision is None and flow.stage is Stage.WAIT_STOP_CONFIRM
+        return
+    assert decision is not None and decision.level is Level.ERROR and expect_message in decision.message
+    assert decision.action is Action.NONE and flow.stage is Stage.IDLE
+    assert flow.tick(tick_at_s + 1) is None
+
+
+def test_a_late_stop_confirmation_is_refused_not_taken_as_a_bench_scan() -> None:
+    flow = ScanWorkflow(4, TIMEOUT_S, World(running={"banc2"}).lookups())
+    flow.handle("stop", T0, 0.0)
+    flow.handle("banc2", T0, 1.0)
+    assert flow.tick(17.0) is not None
+    late = flow.handle("banc2", T0, 18.0)
+    assert late.action is Action.NONE and late.level is Level.ERROR
+    assert "arrêt du banc 2 NON envoyé, le test continue. Recommencez : stop, banc2, banc2." in late.message
+    # Said once: the next scan of that bench is an ordinary one (a running bench: refused, with the way to stop it).
+    again = flow.handle("banc2", T0, 19.0)
+    assert "Pour l'arrêter : stop, banc2, banc2." in again.message
+
+
+def test_prompts_of_the_stop_sequence() -> None:
+    flow = ScanWorkflow(4, TIMEOUT_S, World(running={"banc4"}).lookups())
+    flow.handle("stop", T0, 0.0)
+    assert flow.prompt() == "Arrêt : scannez le banc à arrêter"
+    flow.handle("banc4", T0, 1.0)
+    assert flow.prompt() == "Rescannez banc4 pour confirmer l'arrêt de son test"
+
+
+# =========================================================================== serials as scanned
+
+
+def test_serial_prefix_is_the_pattern_s() -> None:
+    assert f"^{SERIAL_PREFIX}[A-Za-z0-9]{{{SERIAL_BODY_MIN},{SERIAL_BODY_MAX}}}$" == utils.SERIAL_PATTERN
+
+
+@pytest.mark.parametrize(
+    "text,serial",
+    [
+        ("RW-AB12", "RW-AB12"),
+        ("RW-ab12", "RW-ab12"),  # the rest keeps the scan's spelling: same battery anyway (contract §4)
+        ("rw-ab12", "RW-ab12"),
+        ("Rw-AB12", "RW-AB12"),
+        ("rW-" + "x" * 32, "RW-" + "x" * 32),
+        ("rw-ab1", None),
+        ("rw-ab/12", None),
+        ("rwab12", None),
+        ("", None),
+        ("banc1", None),
+    ],
+)
+def test_scanned_serial(text, serial) -> None:
+    assert scanned_serial(text) == serial
+    if serial is not None:
+        assert utils.is_valid_serial(serial)
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("AB12345", "un numéro de série commence par RW-"),
+        ("RW_AB12", "un numéro de série commence par RW-"),
+        ("RW-", "trop court (0 caractère après RW-, il en faut de 4 à 32)"),
+        ("RW-AB1", "trop court (3 caractères après RW-, il en faut de 4 à 32)"),
+        ("RW-" + "A" * 33, "trop long (33 caractères après RW-, il en faut de 4 à 32)"),
+        ("RW-AB 12", "caractère non permis (espace)"),
+        ("RW-ÉCRAN1", "caractère non permis (« É »)"),
+        ("RW-AB-12", "caractère non permis (« - »)"),
+        ("rw-ab/../x", "caractère non permis (« / »)"),
+    ],
+)
+def test_serial_problem_says_why(text, reason) -> None:
+    assert scanned_serial(text) is None
+    assert serial_problem(text).startswith(reason)

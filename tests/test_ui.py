@@ -9,7 +9,19 @@ import pytest
 import protocol
 import ui
 import ui_components as uic
-from kiosk_state import LINK_ALARM, LINK_IDLE, LINK_ONLINE, LINK_UNKNOWN, BancRuntime, HistoryEntry, banc_display
+from kiosk_state import (
+    LINK_ALARM,
+    LINK_ESP,
+    LINK_IDLE,
+    LINK_LABELS,
+    LINK_ONLINE,
+    LINK_RECORDING,
+    LINK_UNKNOWN,
+    BancRuntime,
+    HistoryEntry,
+    banc_display,
+    link_explanation,
+)
 from ui import Inbound
 
 
@@ -111,11 +123,11 @@ def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
         ((True, "RW-AB12", None, True, False), "Occupé - RW-AB12", uic.STATUS_BUSY),
         ((True, "RW-AB12", 2, False, True), "Interrompu - RW-AB12 - scannez pour reprendre", uic.STATUS_INTERRUPTED),
         ((True, "RW-AB12", 5, False, False), "Terminé - RW-AB12 - scannez reset", uic.STATUS_DONE),
-        ((False, None, None, True, False), "Occupé (banc.py sans état)", uic.STATUS_BUSY),
+        ((False, None, None, True, False), "Occupé - test en cours d'enregistrement", uic.STATUS_BUSY),
         ((False, None, None, False, False, "RW-AB12", 5), "Libre - RW-AB12 terminé", uic.STATUS_DONE),
         # After step 5 banc.py frees the bench, then concludes the verdict (seconds) before it exits.
         ((False, None, None, True, False, "RW-AB12", 5), "Libre - RW-AB12 terminé", uic.STATUS_DONE),
-        ((False, None, None, True, False, "RW-AB12", 3), "Occupé (banc.py sans état)", uic.STATUS_BUSY),
+        ((False, None, None, True, False, "RW-AB12", 3), "Occupé - test en cours d'enregistrement", uic.STATUS_BUSY),
     ],
 )
 def test_status_display(args, text, kind) -> None:
@@ -293,6 +305,41 @@ LINK_CASES = [
 def test_link_pills_alarm_only_when_something_should_run(rt: BancRuntime, esp: str, banc: str) -> None:
     display = banc_display(rt)
     assert (display.esp_link, display.banc_link) == (esp, banc)
+
+
+# (id, runtime, pill, what touching it says)
+EXPLANATION_CASES = [
+    ("ESP red during a test", _rt(occupied=True, running=True, step=3, esp_online=False), LINK_ESP,
+     "Banc 1, pastille ESP rouge : l'ESP32 du banc ne répond plus pendant un test"),
+    ("ESP off on a free bench", _rt(esp_online=False), LINK_ESP, "pastille ESP éteinte : l'ESP32 du banc est hors ligne ; normal"),
+    ("recording", _rt(occupied=True, running=True, step=3, banc_online=True), LINK_RECORDING,
+     "Banc 1, pastille Enregistrement verte : le test de ce banc est en cours d'enregistrement."),
+    ("recording off the broker", _rt(occupied=True, running=True, step=3, banc_online=False), LINK_RECORDING,
+     "pastille Enregistrement rouge : le test s'enregistre mais ne reçoit plus les mesures"),
+    ("recording crashed", _rt(occupied=True, running=False, unfinished=True, step=3, seen_running=True, banc_online=False),
+     LINK_RECORDING, "rouge : l'enregistrement s'est arrêté avant la fin du test (voir logs.log). Pour reprendre : banc1,"),
+    ("stopped by step 9", _rt(occupied=True, running=False, unfinished=True, step=9, seen_running=True, banc_online=False),
+     LINK_RECORDING, "éteinte : aucun enregistrement en cours ; normal sans test, après la fin ou un arrêt."),
+    ("state not read yet", BancRuntime("banc1"), LINK_RECORDING, "grise : état de l'enregistrement pas encore lu."),
+]
+
+
+@pytest.mark.parametrize("rt,link,fragment", [c[1:] for c in EXPLANATION_CASES], ids=[c[0] for c in EXPLANATION_CASES])
+def test_a_touched_pill_says_what_its_colour_means(rt: BancRuntime, link: str, fragment: str) -> None:
+    text = link_explanation(rt, link)
+    assert fragment in text
+    assert "banc.py" not in text  # the operator's words, not the program's name
+
+
+def test_a_touched_pill_without_the_broker_says_nothing_is_known() -> None:
+    rt = _rt(occupied=True, running=True, step=3, esp_online=True, banc_online=True)
+    text = link_explanation(rt, LINK_RECORDING, broker_connected=False)
+    assert text.startswith("Banc 1, pastille Enregistrement : état inconnu, le kiosque a perdu le broker")
+
+
+def test_pill_labels_name_what_they_watch() -> None:
+    assert LINK_LABELS[LINK_ESP] == ("ESP", "ESP")
+    assert LINK_LABELS[LINK_RECORDING] == ("Enregistrement", "Enreg.")
 
 
 @pytest.mark.parametrize("screen,size", [((800, 480), (784, 416)), ((1280, 800), (1264, 736)),

@@ -84,7 +84,8 @@ def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk, tmp
     pump_until(app, lambda: panel.widgets["status"].full_text.startswith("Interrompu - RW-EXIT0001"),
                what="the bench shown interrupted")
     pump(app, 2.0)
-    assert app.scan_bar.message_text == "banc.py du banc 1 s'est arrêté aussitôt (code 3) : voir logs.log."
+    assert app.scan_bar.message_text == ("Banc 1 : l'enregistrement du test s'est arrêté aussitôt après son "
+                                         "lancement (banc.py, code 3) : voir logs.log.")
     assert app.scan_bar.kind is Kind.ALARM  # white on red
     assert str(app.scan_bar.message.cget("fg_color")) == uic.MESSAGE_STYLES[Kind.ALARM][1]
     app.acknowledge_message()  # an alarm stays until touched

@@ -178,9 +178,10 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     assert "Reset refusé" in text and color == uic.COLOR_ALARM
     assert "end" not in text.lower().replace(",", " ").replace(".", " ").split()
 
-    # --- 1. "un test est déjà en cours (banc.py tourne)" is withdrawn once step 9 has stopped that banc.py.
+    # --- 1. "un test y est déjà en cours d'enregistrement" is withdrawn once step 9 has stopped that banc.py.
     type_scan("banc1", app)
-    assert message_of(app) == ("Banc 1 : un test est déjà en cours (banc.py tourne).", uic.COLOR_ALARM)
+    assert message_of(app) == ("Banc 1 : un test y est déjà en cours d'enregistrement. Pour l'arrêter : stop, banc1, "
+                               "banc1.", uic.COLOR_ALARM)
     proc1, _ = app.supervisor.children["banc1"]
     esp.send(t1.step, "9")
     assert proc1.wait(10) == 0
@@ -289,3 +290,66 @@ def test_windowed_kiosk_fits_an_800x480_screen(mqtt_env: dict[str, str]) -> None
         finally:
             kiosk_proc.terminate()
             kiosk_proc.wait(10)
+
+
+def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(
+    kiosk, esp: Esp  # noqa: F811 - fixtures
+) -> None:
+    """`stop`, bench, bench publishes `end` on that bench only (issue: the kiosk shows only what is true now);
+    a stop on a bench without a running test is refused; the history's "Touchez un test" leaves with its window."""
+    app = kiosk("1280x800+0+0")
+    pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
+    p1, p2 = app.panels["banc1"], app.panels["banc2"]
+    assert text_of(p1, "banc_process") == "Enregistrement" and text_of(p1, "esp") == "ESP"
+
+    # A lowercase prefix is the same battery (contract §4): accepted, written with RW-.
+    start_by_scans(app, "banc1", "rw-stop0001")
+    assert "RW-stop0001" in app.scan_bar.message_text
+    start_by_scans(app, "banc2", "RW-STOP0002")
+    pump_until(app, lambda: {("banc1/command", "1"), ("banc2/command", "1")} <= set(esp.commands),
+               what="both banc.py announce step 1")
+    for banc in ("banc1", "banc2"):
+        esp.send(protocol.topics(banc).step, "1")
+
+    # A touched pill says what its colour means (a touch screen has no tooltip).
+    xdotool("mousemove", str(p1.widgets["banc_process"].winfo_rootx() + 5),
+            str(p1.widgets["banc_process"].winfo_rooty() + 5), "click", "1", app=app)
+    pump_until(app, lambda: "pastille Enregistrement" in app.scan_bar.message_text, what="pill explained")
+    assert app.focus_get() is app.scan_bar.entry._entry
+
+    # stop on a free bench: refused, on screen, nothing published.
+    type_scan("stop", app)
+    assert "scannez le banc dont le test doit s'arrêter" in app.scan_bar.message_text
+    type_scan("banc3", app)
+    text, color = message_of(app)
+    assert text == "Arrêt refusé : banc 3, aucun test n'y est en cours. Rien à arrêter." and color == uic.COLOR_ALARM
+
+    # stop banc1: asked, confirmed, `end` on banc1/command only.
+    type_scan("stop", app)
+    type_scan("banc1", app)
+    assert app.scan_bar.message_text.startswith("Rescannez banc1 pour arrêter le test de RW-stop0001 (courant coupé")
+    assert not any(payload == "end" for _topic, payload in esp.commands)  # nothing before the confirmation
+    type_scan("banc1", app)
+    text, color = message_of(app)
+    assert text == "Arrêt envoyé au banc 1 : RW-stop0001 s'arrête (courant coupé). Reprise plus tard : banc1, RW-stop0001, banc1."
+    assert color == uic.COLOR_OK
+    pump_until(app, lambda: ("banc1/command", "end") in esp.commands, what="end on banc1/command")
+    pump(app, 0.5)
+    assert [topic for topic, payload in esp.commands if payload == "end"] == ["banc1/command"]
+    proc1, _ = app.supervisor.children["banc1"]
+    esp.send(protocol.topics("banc1").step, "9")  # the ESP stops and says so; banc.py ends with the test resumable
+    assert proc1.wait(10) == 0
+    pump_until(app, lambda: text_of(p1, "status").startswith("Interrompu - RW-stop0001"), timeout_s=6,
+               what="banc1 interrupted")
+    assert utils.is_banc_running("banc2") and text_of(p2, "status").startswith("Occupé - RW-STOP0002")
+
+    # The history of a battery: its prompt is withdrawn when the window closes, not 30 s later.
+    type_scan("graph", app)
+    type_scan("RW-STOP0001", app)
+    pump_until(app, lambda: app.history_window is not None and app.history_window.winfo_ismapped(),
+               what=f"history window ({app.scan_bar.message_text})")
+    assert app.scan_bar.message_text.startswith("Historique de RW-STOP0001 : 1 test. Touchez un test")
+    app.history_window.destroy()
+    pump(app, 0.2)
+    assert app.history_window is None
+    assert app.scan_bar.message_text == PROMPT
