@@ -33,7 +33,7 @@ wrongly (a retained 3, an older phase after a restart) is shown in its column; a
 would run that phase, which the other columns of that row do not show.
 
 The pack, the sequence and the grading.json rule sets are those of tests/test_single_fault.py
-(PACK, SEQUENCE, rules_for; copied here: bench/ never imports tests/).
+(PACK, SEQUENCE, rules_for and the positions come from testkit/fault_run, as for tests/test_single_fault.py).
 """
 
 from __future__ import annotations
@@ -64,10 +64,7 @@ from testkit.support import MosquittoBroker
 BANC = "banc1"
 T = protocol.topics(BANC)
 SERIAL = fault_run.SERIAL
-# As tests/test_single_fault.py (PACK, SEQUENCE): a 20 Ah pack, 1 C, one pulse pair: 8 403 lines.
-PACK = battery_model.PackParams(capacity_ah=20.0, seed=3)
-SEQUENCE: dict[str, Any] = dict(charge_current_a=20.0, discharge_current_a=20.0, rest_s=120.0, pulse_pairs=1,
-                                pulse_rest_s=60.0)
+PACK, SEQUENCE = fault_run.PACK, fault_run.SEQUENCE
 LIBFAKETIME_PATHS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                      "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
                      "/usr/lib/faketime/libfaketime.so.1", "/usr/local/lib/faketime/libfaketime.so.1")
@@ -84,32 +81,13 @@ EXIT_WAIT_S = 120.0
 
 
 def rules_for(clean: fault_run.CleanTest) -> dict[str, dict]:
-    """grading.json contents (tests/test_single_fault.py's): "A" grades the clean test A, "spread" REJET on the cell spread."""
-    lines = [protocol.parse_bms_line(m.payload) for m in clean.lines()]
-    charge = [line for line in lines if line.esp_step == 2]
-    spread = max(line.cell_spread_mv for line in charge[-600:])
-    hottest = max(line.temperature_c for line in lines)
-
-    def model(spread_max: float, temperature_max: float) -> dict:
-        return {"version": "single-fault", "models": [{
-            "name": "LFP 16S 20 Ah", "serial_pattern": "^RW-", "nominal_capacity_ah": 20.0,
-            "grades": [{"grade": "A", "min_soh_pct": 90}, {"grade": "B", "min_soh_pct": 80},
-                       {"grade": "C", "min_soh_pct": 70}],
-            "ri_discharge_max_ohm": 0.2, "cell_spread_max_mv": spread_max, "temperature_max_c": temperature_max}]}
-
-    return {"A": model(spread + 40, hottest + 3), "spread": model(spread - 25, hottest + 3)}
+    """grading.json contents: "A" grades the clean test A, "spread" REJET on the cell spread (fault_run's)."""
+    rules = fault_run.rules_for(clean)
+    return {"A": rules["A"], "spread": rules["spread"]}
 
 
-def positions(clean: fault_run.CleanTest) -> dict[str, float]:
-    """Seconds of ESP time where faults go (tests/test_single_fault.py's positions)."""
-    start = clean.phase_start_s
-    return {"phase 1": (start[1] + start[2]) / 2, "phase 2": (start[2] + start[3]) / 2,
-            "phase 2, full-charge window": start[3] - 200}
-
-
-def index_at(messages: Sequence[fault_run.Message], at_s: float, kind: str = protocol.KIND_BMS) -> int:
-    """Index of the first message of `kind` at or after second `at_s`."""
-    return next(i for i, m in enumerate(messages) if m.kind == kind and m.at_s >= at_s)
+positions = fault_run.positions
+index_at = fault_run.index_at
 
 
 def line_key(payload: bytes) -> tuple[int, int]:

@@ -103,6 +103,55 @@ def play_clean_test(pack: battery_model.PackParams, sequence: battery_model.Sequ
     return CleanTest(messages, ring, starts, end_s)
 
 
+# The test the single-fault matrix and its benchmark play: a 20 Ah pack at 2 C (three times the
+# default thermal mass, so that it stays below its 55 °C trip), one pulse pair: 4,473 lines,
+# 1 h 15 min of ESP time, phase 2 twice as long as the full-charge window.
+PACK = battery_model.PackParams(capacity_ah=20.0, seed=3, heat_capacity_j_per_k=3 * 21.0 * 20.0 * 16)
+SEQUENCE: dict[str, Any] = dict(charge_current_a=40.0, discharge_current_a=40.0, rest_s=120.0, pulse_pairs=1,
+                                pulse_rest_s=60.0)
+
+
+def play_reference_test() -> CleanTest:
+    """The clean reference test (PACK, SEQUENCE)."""
+    return play_clean_test(PACK, battery_model.SequenceParams(**SEQUENCE))
+
+
+def rules_for(clean: CleanTest) -> dict[str, dict]:
+    """Three grading.json contents: the clean test gets A, REJET by cell spread, REJET by temperature."""
+    lines = [protocol.parse_bms_line(m.payload) for m in clean.lines()]
+    charge = [line for line in lines if line.esp_step == 2]
+    spread = max(line.cell_spread_mv for line in charge[-600:])
+    hottest = max(line.temperature_c for line in lines)
+
+    def model(spread_max: float, temperature_max: float) -> dict:
+        return {"version": "fault-matrix", "models": [{
+            "name": "LFP 16S 20 Ah", "serial_pattern": "^RW-", "nominal_capacity_ah": 20.0,
+            "grades": [{"grade": "A", "min_soh_pct": 90}, {"grade": "B", "min_soh_pct": 80},
+                       {"grade": "C", "min_soh_pct": 70}],
+            "ri_discharge_max_ohm": 0.2, "cell_spread_max_mv": spread_max, "temperature_max_c": temperature_max}]}
+
+    return {"A": model(spread + 40, hottest + 3), "spread": model(spread - 25, hottest + 3),
+            "temperature": model(spread + 40, round(hottest - 0.8, 1))}
+
+
+def positions(clean: CleanTest) -> dict[str, float]:
+    """Seconds into the test where a fault goes: each phase, inside and just outside phase 2's full-charge window."""
+    start = clean.phase_start_s
+    return {
+        "phase 1": (start[1] + start[2]) / 2,
+        "phase 2": (start[2] + start[3]) / 2,
+        "phase 2, full-charge window": start[3] - 200,
+        "phase 2, before the window": start[3] - 900,
+        "phase 3": (start[3] + start[4]) / 2,
+        "phase 4": (start[4] + start[5]) / 2,
+    }
+
+
+def index_at(messages: Sequence[Message], at_s: float, kind: str = protocol.KIND_BMS) -> int:
+    """Index of the first message of `kind` at or after second `at_s`."""
+    return next(i for i, m in enumerate(messages) if m.kind == kind and m.at_s >= at_s)
+
+
 @dataclass
 class Run:
     """What one played test left: its folder, verdict, alerts, commands to the ESP and the Pi's clock shift."""

@@ -490,8 +490,8 @@ def test_a_pi_clock_set_by_ntp_after_banc_py_started_is_not_carried_into_the_nex
     c2.backlog_received(instant(s0, False))
     effects2: list[Effect] = []
     for k in range(1, 60):
-        s = s0 + k
-        effects2 += c2.on_bms(line(int(s), int((s + 5) * 1000), 3), False, instant(s, False))
+        t = s0 + k
+        effects2 += c2.on_bms(line(int(t), int((t + 5) * 1000), 3), False, instant(t, False))
     last = rows(effects2)[-1]
     true = T0 + timedelta(seconds=int(last[12]) / 1000 - 5)
     assert abs((datetime.fromisoformat(last[13]) - true).total_seconds()) < 2

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-import battery_model
 import grading
 import protocol
 import record
@@ -31,33 +30,18 @@ import verdict
 from testkit import fault_run
 from testkit.fault_run import CleanTest, Conditions, Message
 
-PACK = battery_model.PackParams(capacity_ah=20.0, seed=3)
-SEQUENCE = dict(charge_current_a=20.0, discharge_current_a=20.0, rest_s=120.0, pulse_pairs=1, pulse_rest_s=60.0)
-GRADE_TO_CHECK = getattr(grading, "GRADE_TO_CHECK", "À VÉRIFIER")
+GRADE_TO_CHECK = grading.GRADE_TO_CHECK
 
 
 @pytest.fixture(scope="module")
 def clean() -> CleanTest:
     """The clean test, played once per worker (about 8,400 lines)."""
-    return fault_run.play_clean_test(PACK, battery_model.SequenceParams(**SEQUENCE))  # type: ignore[arg-type]
+    return fault_run.play_reference_test()
 
 
-def rules_for(clean: CleanTest) -> dict[str, dict]:
-    """Three grading.json contents: the clean test gets A, REJET by cell spread, REJET by temperature."""
-    lines = [protocol.parse_bms_line(m.payload) for m in clean.lines()]
-    charge = [line for line in lines if line.esp_step == 2]
-    spread = max(line.cell_spread_mv for line in charge[-600:])
-    hottest = max(line.temperature_c for line in lines)
-
-    def model(spread_max: float, temperature_max: float) -> dict:
-        return {"version": "fault-matrix", "models": [{
-            "name": "LFP 16S 20 Ah", "serial_pattern": "^RW-", "nominal_capacity_ah": 20.0,
-            "grades": [{"grade": "A", "min_soh_pct": 90}, {"grade": "B", "min_soh_pct": 80},
-                       {"grade": "C", "min_soh_pct": 70}],
-            "ri_discharge_max_ohm": 0.2, "cell_spread_max_mv": spread_max, "temperature_max_c": temperature_max}]}
-
-    return {"A": model(spread + 40, hottest + 3), "spread": model(spread - 25, hottest + 3),
-            "temperature": model(spread + 40, round(hottest - 0.8, 1))}
+rules_for = fault_run.rules_for
+positions = fault_run.positions
+index_at = fault_run.index_at
 
 
 def grades(home: Path, folder: Path, rules: dict[str, dict]) -> dict[str, str]:
@@ -108,11 +92,6 @@ class Faulted:
     messages: list[Message]
     conditions: Conditions = dataclasses.field(default_factory=Conditions)
     unrecoverable: frozenset[int] = frozenset()  # seqs the ESP cannot re-send
-
-
-def index_at(messages: list[Message], at_s: float, kind: str = protocol.KIND_BMS) -> int:
-    """Index of the first message of `kind` at or after second `at_s`."""
-    return next(i for i, m in enumerate(messages) if m.kind == kind and m.at_s >= at_s)
 
 
 def with_line(fields: Callable[[protocol.BmsLine], dict]) -> Callable[[CleanTest, float], Faulted]:
@@ -225,19 +204,6 @@ POSITIONLESS: dict[str, Callable[[CleanTest, float], Faulted]] = {
     "retained step 9": retained_step(b"9"),
     "retained step 3": retained_step(b"3"),
 }
-
-
-def positions(clean: CleanTest) -> dict[str, float]:
-    """Seconds into the test: each phase, inside and just outside phase 2's full-charge window."""
-    start = clean.phase_start_s
-    return {
-        "phase 1": (start[1] + start[2]) / 2,
-        "phase 2": (start[2] + start[3]) / 2,
-        "phase 2, full-charge window": start[3] - 200,
-        "phase 2, before the window": start[3] - 900,
-        "phase 3": (start[3] + start[4]) / 2,
-        "phase 4": (start[4] + start[5]) / 2,
-    }
 
 
 POSITION_NAMES = ("phase 1", "phase 2", "phase 2, full-charge window", "phase 2, before the window", "phase 3",
