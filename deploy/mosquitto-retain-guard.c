@@ -1,11 +1,11 @@
 /*
- * banc-lfp — Mosquitto plugin: a bench ESP32 account leaves no retained message on
- * bancX/step, bancX/bms/data, bancX/bms/replay or bancX/ri/results (contract v3 §2, §8).
+ * banc-lfp — Mosquitto plugin: a bench ESP32 account leaves no retained message but its
+ * own bancX/esp/status (contract v3 §2, §8).
  *
- * Why: a retained message on one of those topics is delivered to the next banc.py that
- * subscribes, as if it were new: it can end a test (a stale "9" on step) or rewind it.
- * The ESP publishes them without retain; this guard makes sure a faulty or compromised
- * firmware cannot do otherwise.
+ * Why: a retained message on bancX/step, bms/data, bms/replay or ri/results is delivered to
+ * the next banc.py that subscribes, as if it were new: it can end a test (a stale "9" on
+ * step) or rewind it; one on bancX/banc/status would speak for banc.py to the kiosk. The ESP
+ * retains nothing else; this guard makes sure a faulty or compromised firmware cannot.
  *
  * Why a plugin: Mosquitto 2.0.11 (Debian 12) has no configuration option for this.
  * acl_file grants read/write per topic and never looks at the retain flag;
@@ -17,8 +17,8 @@
  * (check_retain_source, on by default: a retained message an ESP left before this guard
  * was installed is no longer delivered either).
  *
- * Rule: a write with retain set, on a topic matching +/step, +/bms/data, +/bms/replay or
- * +/ri/results, by any account but the Pi's (plugin_opt_pi_account), is denied: the broker
+ * Rule: a write with retain set, on any topic but +/esp/status, by any account but the Pi's
+ * (plugin_opt_pi_account), is denied: the broker
  * drops the message and acknowledges it as usual (reason code 0x87 "not authorised" to an
  * MQTT v5 client), the client stays connected. Every other check is deferred
  * (MOSQ_ERR_PLUGIN_DEFER) to acl_file, which decides exactly as before. The Pi's account
@@ -44,9 +44,13 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-/* The topics banc.py reads as events; "+" is the bench (an ESP account may only write
- * under its own name anyway: acl_file's "pattern readwrite %u/#"). */
-static const char *const GUARDED[] = {"+/step", "+/bms/data", "+/bms/replay", "+/ri/results"};
+/* The one topic an ESP retains on: its own status (birth and last will). Everywhere else a
+ * retained message from an ESP is refused: on the topics banc.py reads as events (step,
+ * bms/data, bms/replay, ri/results) it would be taken for news by the next banc.py, and on the
+ * others (banc/status, command, security, nJ...) it would speak for the Pi or stay on show.
+ * "+" is the bench (an ESP account may only write under its own name anyway: acl_file's
+ * "pattern readwrite %u/#"). */
+static const char *const RETAINED_BY_ESP = "+/esp/status";
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 static char *pi_account = NULL;
@@ -54,16 +58,12 @@ static time_t last_warning = 0;
 
 static bool guarded_topic(const char *topic)
 {
-	size_t i;
-	bool match;
+	bool match = false;
 
-	for(i = 0; i < sizeof(GUARDED) / sizeof(GUARDED[0]); i++){
-		match = false;
-		if(mosquitto_topic_matches_sub(GUARDED[i], topic, &match) == MOSQ_ERR_SUCCESS && match){
-			return true;
-		}
+	if(mosquitto_topic_matches_sub(RETAINED_BY_ESP, topic, &match) != MOSQ_ERR_SUCCESS){
+		return true;  /* not a topic we can read: refused rather than let through */
 	}
-	return false;
+	return !match;
 }
 
 static int acl_check(int event, void *event_data, void *userdata)
@@ -87,8 +87,8 @@ static int acl_check(int event, void *event_data, void *userdata)
 	if(now - last_warning >= 60){
 		last_warning = now;
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
-				"banc-lfp: retained message from account %s on %s refused: an ESP32 publishes "
-				"step, bms/data, bms/replay and ri/results without retain (deploy/FIRMWARE_ESP32.md)",
+				"banc-lfp: retained message from account %s on %s refused: an ESP32 retains "
+				"only its bancN/esp/status (deploy/FIRMWARE_ESP32.md)",
 				username ? username : "(none)", ed->topic);
 	}
 	return MOSQ_ERR_ACL_DENIED;

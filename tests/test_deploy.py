@@ -758,8 +758,9 @@ def test_bench_account_is_confined_to_its_own_topics(
     assert pi.receive_until(banc1.command) == [(banc2.command, "1"), (banc2.security, "alerte"), (banc1.command, "end")]
 
 
-# Contract v3 §2: the topics banc.py reads as events, which an ESP publishes without retain.
-EVENT_KINDS = ("step", "bms/data", "bms/replay", "ri/results")
+# Contract v3 §2: the topics banc.py reads as events, which an ESP publishes without retain; and
+# the others, where an ESP retains nothing either (its esp/status is the one it retains on).
+EVENT_KINDS = ("step", "bms/data", "bms/replay", "ri/results", "banc/status", "security", "command", "n1")
 
 
 def retained_now(installed: Installed, probes: list[Probe], *topics: str) -> list[tuple[str, str]]:
