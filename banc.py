@@ -599,7 +599,8 @@ class Recorder:
         raised is rejected as bad input. False when the topic is not one the recorder takes.
         """
         handler = {self.core.topics.bms_data: self.handle_bms, self.core.topics.bms_replay: self.handle_replay,
-                   self.core.topics.step: self.handle_step, self.core.topics.ri_results: self.handle_ri}.get(topic)
+                   self.core.topics.step: self.handle_step, self.core.topics.ri_results: self.handle_ri,
+                   self.core.topics.security: self.handle_security}.get(topic)
         if handler is None:
             return False
         try:
@@ -634,6 +635,11 @@ class Recorder:
         """A bancN/ri/results message: its journal line is fsynced before this returns."""
         now = self._now()
         self._apply(self.core.on_ri(payload, redelivered, now), now)
+
+    def handle_security(self, payload: bytes, redelivered: bool = False) -> None:
+        """A bancN/security message (ours or the ESP's): its journal line is fsynced before this returns."""
+        now = self._now()
+        self._apply(self.core.on_security(payload, now), now)
 
     def tick(self, connected_since: Optional[float]) -> None:
         """Periodic work (main thread): folder watch, then what the core's clock asks for."""

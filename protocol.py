@@ -208,10 +208,10 @@ def retained_for(topic: str) -> bool:
 
 
 def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
-    """(topic, qos) pairs banc.py subscribes to."""
+    """(topic, qos) pairs banc.py subscribes to (its own bancX/security too: every alert goes into the journal)."""
     t = topics(banc)
     return [(t.step, QOS[KIND_STEP]), (t.bms_data, QOS[KIND_BMS]), (t.bms_replay, QOS[KIND_REPLAY]),
-            (t.ri_results, QOS[KIND_RI]), (t.sync, QOS[KIND_SYNC])]
+            (t.ri_results, QOS[KIND_RI]), (t.security, QOS[KIND_SECURITY]), (t.sync, QOS[KIND_SYNC])]
 
 
 def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:

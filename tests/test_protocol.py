@@ -65,10 +65,11 @@ def test_subscriptions_cover_every_topic_with_its_qos() -> None:
     assert len(ui) == 2 * 12
     assert all(protocol.qos_for(topic) == qos for topic, qos in ui.items())
     assert "banc2/n6" in ui and "banc2/command" not in ui
-    # banc/sync: banc.py's own marker, received back once the backlog is in (contract v2 §2).
+    # banc/sync: banc.py's own marker, received back once the backlog is in (contract v2 §2); its own
+    # bancX/security too: every alert goes into the test's journal.
     assert protocol.banc_process_subscriptions("banc1") == [("banc1/step", 1), ("banc1/bms/data", 1), ("banc1/bms/replay", 1),
-                                                              ("banc1/ri/results", 1),
-                                                          ("banc1/banc/sync", 1)]
+                                                              ("banc1/ri/results", 1), ("banc1/security", 1),
+                                                              ("banc1/banc/sync", 1)]
     assert protocol.esp_subscriptions(1) == [("banc1/command", 1)]
 
 
