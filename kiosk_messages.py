@@ -15,9 +15,10 @@ or the notice that its subject is back).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 
 class Kind(str, Enum):
@@ -38,6 +39,9 @@ LIFETIMES_S: dict[Kind, Optional[float]] = {
     Kind.REFUSAL: None,  # until the next scan: an operator who looked away must still read it
     Kind.ALARM: None,  # until touched
 }
+
+# How every message about the kiosk's own broker link being down begins (withdrawn when it is back).
+BROKER_DOWN_PREFIX = "Broker déconnecté"
 
 # scan_workflow.Level values (carried by the worker's Outcome) -> kinds.
 _KIND_OF_LEVEL = {"info": Kind.INFO, "success": Kind.SUCCESS, "error": Kind.REFUSAL, "alarm": Kind.ALARM}
@@ -130,6 +134,14 @@ class MessageBoard:
             return True
         return False
 
+    def broker_back(self) -> bool:
+        """The kiosk's broker link is back: a message saying it is down ("Broker déconnecté : …") is no longer
+        true, and goes. True when withdrawn."""
+        if self.message is not None and self.message.text.startswith(BROKER_DOWN_PREFIX):
+            self.message = None
+            return True
+        return False
+
     def current(self) -> tuple[str, Kind]:
         """What the scan bar shows now: the message, else the prompt."""
         if self.message is None:
@@ -148,16 +160,20 @@ class SecurityKind(str, Enum):
 
 
 class SecurityMessage(NamedTuple):
-    """A bancX/security text, classified; `subject` ties a recovery notice to the alarm it ends."""
+    """A bancX/security text, classified; `subject` ties a recovery notice to the alarm it ends; `cuts_current`:
+    the alarm says the current is cut (the panel then never shows a current flowing from an older line)."""
 
     text: str
     kind: SecurityKind
     subject: Optional[str]
+    cuts_current: bool = False
 
 
 # recorder.py's recovery texts: "Données BMS rétablies après 47 s de silence", "Écriture dans data.csv rétablie : …".
 _RECOVERY_RE = re.compile(r"\brétabli(e|s|es)?\b", re.IGNORECASE)
 _LOSS_RE = re.compile(r"\bperdu(e|s|es)?\b", re.IGNORECASE)
+# The firmware's safety stops: "… courant coupé …", "courant 0" (deploy/FIRMWARE_ESP32.md, Protections).
+_CURRENT_CUT_RE = re.compile(r"\bcourant (?:coup[ée]|0\b)", re.IGNORECASE)
 _SUBJECTS = (
     (re.compile(r"donn[ée]es? BMS", re.IGNORECASE), "bms"),
     (re.compile(r"[ée]criture (?:impossible )?dans (\S+?)(?=[\s:(]|$)", re.IGNORECASE), "write"),
@@ -176,4 +192,51 @@ def classify_security(text: str) -> SecurityMessage:
     # alarm: the operator must see how many measurements are gone, not watch it fade.
     recovered = _RECOVERY_RE.search(text) and not _LOSS_RE.search(text)
     kind = SecurityKind.NOTICE if recovered else SecurityKind.ALARM
-    return SecurityMessage(text, kind, subject)
+    return SecurityMessage(text, kind, subject, kind is SecurityKind.ALARM and bool(_CURRENT_CUT_RE.search(text)))
+
+
+class BenchAlarm:
+    """The red alarm of one bench's panel (the rules; the panel draws what it holds).
+
+    An alarm stays until it is touched, the next phase, the bench reset or a new test, or the
+    recovery notice of the same subject; a newer alarm replaces it. The same rules run live
+    (the Tk thread) and over a test's journal when the kiosk starts (`replay_alerts`).
+    """
+
+    def __init__(self) -> None:
+        self.alarm: Optional[SecurityMessage] = None
+
+    def security(self, message: SecurityMessage) -> bool:
+        """A bancX/security text; True when it changed the alarm (shown, or ended by its recovery notice)."""
+        if message.kind is SecurityKind.ALARM:
+            self.alarm = message
+            return True
+        if self.alarm is not None and message.subject is not None and message.subject == self.alarm.subject:
+            self.alarm = None  # what the alarm was about is back
+            return True
+        return False
+
+    def clear(self) -> bool:
+        """Touched, the next phase, a reset or a new test: the alarm goes. True when there was one."""
+        had = self.alarm is not None
+        self.alarm = None
+        return had
+
+
+# The journal's events (record.EVENT_*) that end a panel's alarm as the live kiosk would: a new test or a
+# resumed one (the panel is reset), a new phase.
+_JOURNAL_CLEARS = frozenset(("start", "migrate", "resume", "abandon", "step"))
+_JOURNAL_ALERT = "alert"
+
+
+def replay_alerts(events: Iterable[Mapping[str, Any]]) -> Optional[SecurityMessage]:
+    """The alarm still active at the end of a test's journal (banc.py writes every bancX/security text in it),
+    through the rules the kiosk applies live (`BenchAlarm`): what a kiosk that starts shows (pure)."""
+    alarm = BenchAlarm()
+    for event in events:
+        kind = event.get("event")
+        if kind in _JOURNAL_CLEARS:
+            alarm.clear()
+        elif kind == _JOURNAL_ALERT and isinstance(event.get("text"), str) and event["text"].strip():
+            alarm.security(classify_security(event["text"]))
+    return alarm.alarm

@@ -2,7 +2,8 @@
 
 Two sources feed a bench's state: the worker thread's snapshots (bancs_config.json, the
 test folder, whether banc.py runs) and the MQTT messages (steps, BMS lines, link status).
-`banc_display` derives the header and the link pills from both, in one place.
+`banc_display` derives the header, the link pills and how the measures show (live, or greyed
+with their age; the current cut) from both, in one place, with the kiosk's clock passed in.
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ KIND_BROKER = "broker"  # payload: connected (bool)
 KIND_SNAPSHOT = "snapshot"  # payload: BancSnapshot
 KIND_OUTCOME = "outcome"  # payload: kiosk_worker.Outcome
 KIND_CALIBRATION = "calibration"  # payload: the charge-duration function, or the error text
+KIND_JOURNAL_ALARM = "journal_alarm"  # payload: the kiosk_messages.SecurityMessage still active in a test's journal
 _COALESCED_KINDS = (protocol.KIND_BMS, protocol.KIND_NURSE)
 
 
@@ -254,11 +256,90 @@ class BancRuntime:
     last_serial: Optional[str] = None
     shown_stopped: bool = False
     seen_running: bool = False  # this kiosk saw the test's banc.py run: its disappearance without step 5/9 is a crash
+    # The kiosk's own link to the broker: while it is down, nothing it shows of the bench's links is known.
+    broker_up: bool = True
+    # The latest BMS line and when the kiosk received it (its monotonic clock): `measures_view` says how it shows.
+    line: Optional[protocol.BmsLine] = None
+    line_received_s: Optional[float] = None
+    # When the current was last cut to the kiosk's knowledge (step 9 or 5, `end` sent, ESP offline): the
+    # current of a line received before that no longer flows.
+    current_cut_s: Optional[float] = None
+
+
+# =========================================================================== freshness of the measures
+
+# A value is shown as live only while its line is recent on the kiosk's monotonic clock: three periods of
+# the ESP, a line a second while a phase runs, one every 10 s once stopped (9) or finished (5) (contract v3,
+# field 12 says which: such a line is a real measurement at rest). After that it is greyed with its age.
+FRESH_S = 3.0
+REST_FRESH_S = 30.0
+_REST_STEPS = (protocol.STEP_FINISHED, protocol.STEP_STOP)
+_RUNNING_PHASES = (1, 2, 3, 4)
+
+
+def fresh_for_s(line: protocol.BmsLine) -> float:
+    """How long a line is shown as live: three of the periods its ESP sends lines at in the phase it reports."""
+    return REST_FRESH_S if line.esp_step in _REST_STEPS else FRESH_S
+
+
+def age_text(age_s: float) -> str:
+    """How old a measure is, for people: "il y a 12 s", "il y a 2 min", "il y a 1 h 05", "il y a 3 j"."""
+    nb = "\u00a0"
+    seconds = int(max(0.0, age_s))
+    if seconds < 60:
+        return f"il y a {seconds}{nb}s"
+    if seconds < 3600:
+        return f"il y a {seconds // 60}{nb}min"
+    if seconds < 86400:
+        return f"il y a {seconds // 3600}{nb}h{nb}{seconds % 3600 // 60:02d}"
+    return f"il y a {seconds // 86400}{nb}j"
+
+
+@dataclass(frozen=True)
+class MeasuresView:
+    """How a bench's measures are shown: the latest line, whether it is live, how old, whether its current flows."""
+
+    line: Optional[protocol.BmsLine] = None
+    fresh: bool = False
+    age_s: Optional[float] = None
+    current_cut: bool = False  # cut (stop, end, finish, ESP offline) after this line came: no current flows now
+
+    @property
+    def age_text(self) -> str:
+        """The age line ("Mesures il y a 2 min") once the line is no longer live; "" while it is, or without one."""
+        if self.line is None or self.fresh or self.age_s is None:
+            return ""
+        return f"Mesures {age_text(self.age_s)}"
+
+
+def measures_view(rt: BancRuntime, now_s: Optional[float]) -> MeasuresView:
+    """The one rule of freshness (pure): live within `fresh_for_s` of its reception, else aged; the current of
+    a line received before the latest cut no longer flows. `now_s` is the kiosk's monotonic clock (None:
+    as at the line's reception)."""
+    if rt.line is None or rt.line_received_s is None:
+        return MeasuresView()
+    age_s = 0.0 if now_s is None else max(0.0, now_s - rt.line_received_s)
+    cut = rt.current_cut_s is not None and rt.current_cut_s >= rt.line_received_s
+    return MeasuresView(rt.line, age_s <= fresh_for_s(rt.line), age_s, cut)
+
+
+def _unrecorded_phase(rt: BancRuntime, interrupted: bool, measures: MeasuresView, display_step: Optional[int]
+                      ) -> Optional[int]:
+    """The phase an ESP still runs while its test is not recorded (banc.py gone without 5 or 9), else None."""
+    line = measures.line
+    if not interrupted or line is None or not measures.fresh or measures.current_cut:
+        return None
+    if line.esp_step is not None:
+        return line.esp_step if line.esp_step in _RUNNING_PHASES else None
+    # A line without field 12 (firmware before v3): a current that flows says a phase runs.
+    if abs(line.current_a) >= MIN_CURRENT_FOR_ESTIMATE_A:
+        return display_step if display_step in _RUNNING_PHASES else 0
+    return None
 
 
 @dataclass(frozen=True)
 class BancDisplay:
-    """What a bench's header and link pills show."""
+    """What a bench's header, link pills and measures show."""
 
     status_text: str
     status_kind: str
@@ -268,6 +349,10 @@ class BancDisplay:
     banc_online: Optional[bool]
     esp_link: str = LINK_UNKNOWN  # LINK_ONLINE, LINK_IDLE (offline, as expected), LINK_ALARM or LINK_UNKNOWN
     banc_link: str = LINK_UNKNOWN
+    measures: MeasuresView = MeasuresView()
+    # Not None while the ESP runs a phase nobody records (banc.py gone): that phase (0 when its lines do not
+    # say which), shown instead of the stopped phase and its "(arrêt) 00:00:00".
+    unrecorded_phase: Optional[int] = None
 
 
 def _esp_link(rt: BancRuntime) -> str:
@@ -293,19 +378,33 @@ def _banc_link(rt: BancRuntime, banc_online: Optional[bool], interrupted: bool) 
     return LINK_ALARM if interrupted and rt.seen_running else LINK_IDLE
 
 
-def banc_display(rt: BancRuntime) -> BancDisplay:
-    """The one derivation of a bench's header and links from its file state and its live MQTT state."""
+UNRECORDED_TEXT = "Enregistrement arrêté — l'ESP continue"
+
+
+def banc_display(rt: BancRuntime, now_s: Optional[float] = None) -> BancDisplay:
+    """The one derivation of a bench's header, links and measures from its file state and its live MQTT state.
+
+    `now_s` is the kiosk's monotonic clock, for the freshness of the measures (`measures_view`).
+    """
     display_step = rt.step if rt.step in protocol.PHASES else (rt.previous_step or rt.file_step)
     interrupted = rt.occupied and not rt.running and rt.unfinished
+    measures = measures_view(rt, now_s)
+    unrecorded = _unrecorded_phase(rt, interrupted, measures, display_step)
     if rt.known:
         text, kind = status_display(rt.occupied, rt.serial, display_step, rt.running, interrupted, rt.last_serial,
                                     rt.step)
+        if unrecorded is not None:  # banc.py gone, the ESP still charging or discharging: say why the pill is red
+            text, kind = f"{UNRECORDED_TEXT} - {rt.serial or '?'} - scannez pour reprendre", STATUS_INTERRUPTED
     else:  # "Libre" before the state file is read could send an operator to a busy bench
         text, kind = STATE_UNKNOWN_TEXT, STATUS_FREE
+    if not rt.broker_up:  # the kiosk hears nothing: neither green nor red, whatever it heard before
+        return BancDisplay(text, kind, display_step, interrupted, None, None, LINK_UNKNOWN, LINK_UNKNOWN,
+                           measures, unrecorded)
     # Before banc.py's own status message arrives, a running process counts as online.
     banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
     return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online,
-                       _esp_link(rt), _banc_link(rt, banc_online, interrupted))
+                       _esp_link(rt), _banc_link(rt, banc_online, interrupted), measures, unrecorded)
+
 
 
 # The two link pills of a bench's header: their labels (the compact layout's when the panel is small).

@@ -28,8 +28,10 @@ import history
 import protocol
 import record
 import utils
+from kiosk_messages import replay_alerts
 from kiosk_state import (
     KIND_CALIBRATION,
+    KIND_JOURNAL_ALARM,
     KIND_OUTCOME,
     KIND_SNAPSHOT,
     BancSnapshot,
@@ -206,6 +208,7 @@ class KioskWorker:
     def _run(self) -> None:
         self._safely("calibration", self._load_calibration)
         self._safely("refresh", self.refresh_all)
+        self._safely("journal alarms", self.replay_journals)
         next_refresh = self.clock() + self.refresh_interval_s
         next_tick = self.clock() + self.tick_interval_s
         while True:
@@ -506,3 +509,24 @@ class KioskWorker:
             self._post_outcome(Outcome(
                 Action.NONE, f"Banc {protocol.banc_number(ended.banc)} : l'enregistrement du test s'est arrêté "
                 f"aussitôt après son lancement (banc.py, code {ended.code}) : voir logs.log.", Level.ALARM.value, banc=ended.banc, answers_scan=False))
+
+    def replay_journals(self) -> None:
+        """At start, after the first snapshots: the alarms still active in the journals of the tests under way.
+
+        banc.py writes every bancX/security text into its test's journal; a kiosk that was not running
+        when an alarm came (or whose session the broker lost) shows it from there, through the rules the
+        panel applies live (kiosk_messages.replay_alerts).
+        """
+        for banc in self.bancs:
+            snapshot = self._posted.get(banc)
+            if snapshot is None or not snapshot.occupied or not (snapshot.running or snapshot.unfinished):
+                continue
+            if not snapshot.serial or not utils.is_valid_serial(snapshot.serial):
+                continue
+            test = utils.latest_test(snapshot.serial, banc)
+            if test is None:
+                continue
+            alarm = replay_alerts(record.read_events(test.path)[0])
+            if alarm is not None:
+                log.info("%s: alarm still active in the journal of %s: %s", banc, test.path.name, alarm.text)
+                self.sink.put(Inbound(KIND_JOURNAL_ALARM, banc, alarm))

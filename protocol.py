@@ -214,6 +214,15 @@ def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
             (t.ri_results, QOS[KIND_RI]), (t.security, QOS[KIND_SECURITY]), (t.sync, QOS[KIND_SYNC])]
 
 
+# The kiosk's MQTT session (contract §5): one fixed id, kept by the broker while the kiosk or the broker
+# restarts, so that the alarms published meanwhile (QoS 1) reach the operator.
+KIOSK_CLIENT_ID = "ui_kiosk"
+KIOSK_SESSION_EXPIRY_S = 24 * 3600
+# What the kiosk only displays (BMS lines, Ri results) it takes at QoS 0: nothing of it is queued for the
+# kiosk while it is away (a line queued for an hour and shown on arrival would look live).
+KIOSK_DISPLAY_QOS = 0
+
+
 def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:
     """(topic, qos) pairs the kiosk subscribes to, for benches 1..num_bancs."""
     subs: list[tuple[str, int]] = []
@@ -221,9 +230,9 @@ def ui_subscriptions(num_bancs: int) -> list[tuple[str, int]]:
         t = topics(n)
         subs += [
             (t.step, QOS[KIND_STEP]),
-            (t.bms_data, QOS[KIND_BMS]),
+            (t.bms_data, KIOSK_DISPLAY_QOS),
             (t.security, QOS[KIND_SECURITY]),
-            (t.ri_results, QOS[KIND_RI]),
+            (t.ri_results, KIOSK_DISPLAY_QOS),
             (t.esp_status, QOS[KIND_ESP_STATUS]),
             (t.banc_status, QOS[KIND_BANC_STATUS]),
         ]
@@ -670,8 +679,11 @@ def make_client(client_id: str, account: BrokerAccount, *, persistent: bool = Fa
     return client
 
 
-def connect_options(*, persistent: bool) -> dict[str, Any]:
-    """Keyword arguments of connect()/connect_async() for a v5 client: packet size, flow control, session."""
+def connect_options(*, persistent: bool, session_expiry_s: int = SESSION_EXPIRY_S) -> dict[str, Any]:
+    """Keyword arguments of connect()/connect_async() for a v5 client: packet size, flow control, session.
+
+    A `persistent` session is kept `session_expiry_s` by the broker while the client is away.
+    """
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -679,7 +691,7 @@ def connect_options(*, persistent: bool) -> dict[str, Any]:
     properties.MaximumPacketSize = MAX_PACKET_BYTES
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
     if persistent:
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        properties.SessionExpiryInterval = session_expiry_s
     return {"clean_start": not persistent, "properties": properties}
 
 

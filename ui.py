@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import queue
 import signal
 import sys
@@ -36,6 +35,7 @@ from kiosk_messages import Kind, MessageBoard, SecurityKind, classify_security, 
 from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests and tools know it
     KIND_BROKER,
     KIND_CALIBRATION,
+    KIND_JOURNAL_ALARM,
     KIND_OUTCOME,
     KIND_SNAPSHOT,
     MIN_CURRENT_FOR_ESTIMATE_A,
@@ -151,13 +151,20 @@ def compact_layout(width_px: float, height_px: float, num_bancs: int) -> bool:
 
 
 class MqttBridge:
-    """paho client in its own thread; callbacks only put Inbound items on the queue."""
+    """paho client in its own thread; callbacks only put Inbound items on the queue.
 
-    def __init__(self, num_bancs: int, sink: queue.Queue[Inbound]) -> None:
+    A persistent session (contract §5) under one fixed id, `ui_kiosk`: what is published on
+    bancX/security (QoS 1) while the kiosk or the broker restarts is kept by the broker and
+    delivered when the kiosk is back. A second kiosk with the same id would take the session
+    (and disconnect the first): tests give each kiosk its own id.
+    """
+
+    def __init__(self, num_bancs: int, sink: queue.Queue[Inbound], client_id: str = protocol.KIOSK_CLIENT_ID) -> None:
         self.num_bancs = num_bancs
         self.sink = sink
+        self.client_id = client_id
         # MQTT v5: the kiosk announces the 4 KiB maximum packet size, so it is never handed a larger message.
-        self.client = protocol.make_client(f"ui_kiosk_{os.getpid()}", utils.get_settings(), v5=True)
+        self.client = protocol.make_client(client_id, utils.get_settings(), persistent=True, v5=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -166,7 +173,8 @@ class MqttBridge:
         """Connect in the background; paho retries forever (capped backoff) until the broker answers."""
         settings = utils.get_settings()
         self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15,
-                                  **protocol.connect_options(persistent=False))
+                                  **protocol.connect_options(persistent=True,
+                                                             session_expiry_s=protocol.KIOSK_SESSION_EXPIRY_S))
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -184,7 +192,8 @@ class MqttBridge:
                 self.sink.put(Inbound(KIND_BROKER, None, False))
                 return
             protocol.subscribe_all(client, protocol.ui_subscriptions(self.num_bancs))
-            log.info("connected to the broker")
+            log.info("connected to the broker as %s (session kept: %s)", self.client_id,
+                     getattr(_flags, "session_present", "?"))
             self.sink.put(Inbound(KIND_BROKER, None, True))
         except Exception:
             log.exception("on_connect")
@@ -227,7 +236,7 @@ class App(ctk.CTk):
 
     def __init__(
         self, *, windowed: bool = False, geometry: Optional[str] = None, banc_script: Path = BANC_SCRIPT,
-        start_mqtt: bool = True,
+        start_mqtt: bool = True, mqtt_client_id: str = protocol.KIOSK_CLIENT_ID,
     ) -> None:
         ctk.set_appearance_mode("dark")
         super().__init__(fg_color=BG_APP)
@@ -235,7 +244,7 @@ class App(ctk.CTk):
         self.bancs = utils.all_bancs()
         self.title("Bancs de test LFP")
         self.inbox = CoalescingQueue()
-        self.runtime = {banc: BancRuntime(banc) for banc in self.bancs}
+        self.runtime = {banc: BancRuntime(banc, broker_up=False) for banc in self.bancs}  # not connected yet
         self.nurse_soc: dict[str, list[Optional[int]]] = {b: [None] * protocol.NURSE_COUNT for b in self.bancs}
         self.supervisor = BancSupervisor(
             utils.home_dir(), Path(banc_script), cwd=utils.PROJECT_DIR, early_exit_s=EARLY_EXIT_S,
@@ -279,7 +288,7 @@ class App(ctk.CTk):
         self.refresh_message()
         self.scan_bar.set_broker(False)
         self.worker.start()  # its first job: every bench's state, shown as soon as it is read
-        self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox)
+        self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox, mqtt_client_id)
         if start_mqtt:
             self.mqtt.start()
 
@@ -502,6 +511,8 @@ class App(ctk.CTk):
     def start_test(self, banc: str, serial: str, start_step: int, message: str) -> None:
         """Seed §2 success, once the worker has marked the bench occupied and started banc.py: reset the panel."""
         rt = self.runtime[banc]
+        if rt.serial != serial:  # another battery: the last line's values were not its own
+            rt.line, rt.line_received_s = None, None
         rt.occupied, rt.serial, rt.file_step, rt.running, rt.unfinished = True, serial, start_step, True, False
         rt.known, rt.seen_running = True, True
         rt.step, rt.previous_step = None, None
@@ -522,6 +533,11 @@ class App(ctk.CTk):
             self.say("Broker déconnecté : « end » non envoyé. Réessayez quand le broker est revenu.", Kind.ALARM)
             return
         failed = self.mqtt.publish_command_all(self.bancs, protocol.COMMAND_END)
+        now = time.monotonic()
+        for banc in self.bancs:
+            if banc not in failed:  # `end` stops the ESP: the current of the lines received so far no longer flows
+                self.runtime[banc].current_cut_s = now
+                self.render_banc(banc)
         if failed:
             self.say(f"« end » non envoyé à : {', '.join(failed)}. Réessayez.", Kind.ALARM)
         else:
@@ -549,6 +565,7 @@ class App(ctk.CTk):
         rt = self.runtime[banc]
         rt.occupied, rt.serial, rt.file_step, rt.step, rt.previous_step = False, None, None, None, None
         rt.last_serial, rt.shown_stopped, rt.unfinished, rt.seen_running = None, False, False, False
+        rt.line, rt.line_received_s = None, None  # the battery goes: its measures with it
         self.panels[banc].reset()
         self.say(message, Kind.SUCCESS, banc)
         self.render_banc(banc)
@@ -623,13 +640,28 @@ class App(ctk.CTk):
             self.refresh_message()
 
     def render_banc(self, banc: str) -> None:
-        """Header and link pills of a bench, from banc_display (the one derivation)."""
+        """Header, link pills and measures of a bench, from banc_display (the one derivation), at the kiosk's time."""
         rt = self.runtime[banc]
-        display = banc_display(rt)
+        display = banc_display(rt, time.monotonic())
         panel = self.panels[banc]
         panel.set_status(display.status_text, display.status_kind)
         panel.set_links(display.esp_link, display.esp_online, display.banc_link, display.banc_online)
+        panel.show_measures(display.measures)
+        panel.show_unrecorded_phase(display.unrecorded_phase)
         if self.messages.bench_changed(banc, message_facts(rt)):
+            self.refresh_message()
+
+    def set_broker_link(self, connected: bool) -> None:
+        """The kiosk's own link to the broker: while it is down every link pill is unknown (grey), never green or
+        red, and the measures age; once it is back, a message saying it was down goes."""
+        self.broker_connected = connected
+        self.scan_bar.set_broker(connected)
+        for banc, rt in self.runtime.items():
+            rt.broker_up = connected
+            if not connected:  # what they said may have changed meanwhile: the retained ones come back with the link
+                rt.esp_online = rt.banc_online = None
+            self.render_banc(banc)
+        if connected and self.messages.broker_back():
             self.refresh_message()
 
     def apply_snapshot(self, snapshot: BancSnapshot) -> None:
@@ -714,8 +746,7 @@ class App(ctk.CTk):
             self.apply_outcome(item.payload)
             return
         if item.kind == KIND_BROKER:
-            self.broker_connected = bool(item.payload)
-            self.scan_bar.set_broker(self.broker_connected)
+            self.set_broker_link(bool(item.payload))
             return
         if item.kind == KIND_CALIBRATION:
             if callable(item.payload):
@@ -729,6 +760,9 @@ class App(ctk.CTk):
         if item.kind == KIND_SNAPSHOT:
             self.apply_snapshot(item.payload)
             return
+        if item.kind == KIND_JOURNAL_ALARM:  # the kiosk starts: an alarm of a test under way, from its journal
+            self.panels[banc].restore_alarm(item.payload)
+            return
         try:
             if item.kind == protocol.KIND_BMS:
                 self.on_bms(banc, protocol.parse_bms_line(item.payload))
@@ -739,7 +773,10 @@ class App(ctk.CTk):
             elif item.kind == protocol.KIND_NURSE:
                 self.on_nurse(banc, item.nurse_index or 0, protocol.parse_nurse_soc(item.payload))
             elif item.kind == protocol.KIND_ESP_STATUS:
-                self.runtime[banc].esp_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
+                online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
+                self.runtime[banc].esp_online = online
+                if not online:  # an ESP off the broker cuts its current (its firmware's rule)
+                    self.runtime[banc].current_cut_s = time.monotonic()
                 self.render_banc(banc)
             elif item.kind == protocol.KIND_BANC_STATUS:
                 self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
@@ -752,6 +789,8 @@ class App(ctk.CTk):
         """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (seed §4)."""
         rt = self.runtime[banc]
         panel = self.panels[banc]
+        if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
+            rt.current_cut_s = time.monotonic()  # finished or stopped: whatever the last line said, no current flows
         if not takes_steps(rt):
             # No test on this bench (its ESP may be on the bench's own controls): no phase, no time left.
             log.debug("%s: step %s ignored, the bench is free", banc, step)
@@ -773,21 +812,26 @@ class App(ctk.CTk):
     def on_bms(self, banc: str, line: protocol.BmsLine) -> None:
         """bancX/bms/data: every measure of the panel (the latest line of each display interval)."""
         rt = self.runtime[banc]
+        rt.line, rt.line_received_s = line, time.monotonic()  # how it shows from now on: kiosk_state's rule
         elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
         if (rt.step == 2 and self.charge_duration is None) or not takes_steps(rt):
             time_left = None  # the charge profile is not loaded (yet, or it is unusable: said on screen)
         else:
             time_left = estimate_time_left_s(rt.step, line, elapsed, self.charge_duration or _no_profile)
         self.panels[banc].update_banc_data(line, time_left)
+        self.render_banc(banc)
 
     def on_security(self, banc: str, message: str) -> None:
         """bancX/security: a red alarm (until touched or the next step), or a recovery notice (fades)."""
         security = classify_security(message)
+        if security.cuts_current:  # "… courant coupé": the banner and the current never say two things
+            self.runtime[banc].current_cut_s = time.monotonic()
         if security.kind is SecurityKind.ALARM:
             log.warning("%s security alert: %s", banc, message)
         else:
             log.info("%s notice: %s", banc, message)
         self.panels[banc].show_security(security, time.monotonic())
+        self.render_banc(banc)
 
     def on_nurse(self, banc: str, index: int, soc_pct: int) -> None:
         """bancX/nJ: nurse battery J state of charge."""
@@ -803,6 +847,8 @@ class App(ctk.CTk):
             self.refresh_message()
         for panel in self.panels.values():
             panel.expire(now)
+        for banc in self.bancs:  # measures age on the clock: greyed, their age said, without a message
+            self.render_banc(banc)
         self._schedule(EXPIRY_INTERVAL_MS, self._expire)
 
     def _animate(self) -> None:

@@ -21,7 +21,7 @@ import protocol
 import record
 from formatting import elide, format_clock, format_milliohm, format_number, grade_color
 from grading import GRADE_TO_CHECK
-from kiosk_messages import NOTICE_LIFETIME_S, Kind, SecurityKind, SecurityMessage
+from kiosk_messages import NOTICE_LIFETIME_S, BenchAlarm, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
     LINK_ALARM,
     LINK_ESP,
@@ -35,6 +35,7 @@ from kiosk_state import (
     STATUS_FREE,
     STATUS_INTERRUPTED,
     HistoryEntry,
+    MeasuresView,
     ResultView,
     RiView,
 )
@@ -411,13 +412,14 @@ class SocGauge(_CanvasWidget):
 
     def __init__(self, master: Any, fonts: Fonts) -> None:
         self.soc_pct: Optional[float] = None
+        self.fill_color: Optional[str] = None
         super().__init__(master, fonts)
 
-    def set_soc(self, soc_pct: Optional[float]) -> None:
-        """Show a new SOC (None: unknown)."""
+    def set_soc(self, soc_pct: Optional[float], fill_color: Optional[str] = None) -> None:
+        """Show a new SOC (None: unknown), its fill in `fill_color` (by the SOC's level when not given)."""
         rounded = None if soc_pct is None else round(soc_pct)
-        if rounded != (None if self.soc_pct is None else round(self.soc_pct)):
-            self.soc_pct = soc_pct
+        if rounded != (None if self.soc_pct is None else round(self.soc_pct)) or fill_color != self.fill_color:
+            self.soc_pct, self.fill_color = soc_pct, fill_color
             self.redraw()
         self.soc_pct = soc_pct
 
@@ -452,7 +454,7 @@ class SocGauge(_CanvasWidget):
         if self.soc_pct is not None:
             inner_h = body[3] - body[1] - 4
             top = body[3] - 2 - inner_h * max(0.0, min(100.0, self.soc_pct)) / 100.0
-            color = level_color(SOC_THRESHOLDS_PCT, self.soc_pct)
+            color = self.fill_color or level_color(SOC_THRESHOLDS_PCT, self.soc_pct)
             c.create_rectangle(body[0] + 3, top, body[2] - 3, body[3] - 3, fill=color, outline="")
         # Clear of the 2 px border by at least 3 px on each side.
         text, px = self.label_fit(body[2] - body[0] - 10)
@@ -586,6 +588,46 @@ MEASURES: tuple[tuple[str, str], ...] = (
 )
 
 
+# The red alarm's row in a panel (under the Ri line), and how many lines of text it may take there.
+ALARM_ROW = 6
+ALARM_LINES, COMPACT_ALARM_LINES = 3, 2
+
+# A measure no longer live (kiosk_state.measures_view decides) is greyed: its colour no longer says how things are.
+STALE_COLOR = MUTED
+# The current of a line received before a stop, an `end`, the finish or the ESP going offline: it no longer flows.
+CURRENT_CUT_TEXT = f"0{formatting.NBSP}A coupé"
+
+
+def measure_texts(line: protocol.BmsLine) -> dict[str, str]:
+    """The text of each measure of a BMS line (MEASURES' keys), French numbers with their units (pure)."""
+    return {
+        "voltage": format_number(line.voltage_v, 2, "V"),
+        "current": format_number(line.current_a, 1, "A"),
+        "soc": format_number(line.soc_pct, 0, "%"),
+        "temperature": format_number(line.temperature_c, 1, "°C"),
+        "capacity": format_number(line.capacity_ah, 2, "Ah"),
+        "energy": format_number(line.energy_wh, 0, "Wh"),
+        "balance": format_number(line.cell_spread_mv, 0, "mV"),
+        "balancing": "actif" if line.balancing else "non",
+    }
+
+
+def measure_cells(view: MeasuresView, live_colors: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """(text, colour) of each measure as kiosk_state says the bench's latest line is (pure).
+
+    Live: each value in its colour (`live_colors`, the colours of the line's values now). No longer
+    live: greyed (the panel's header says how old). Cut: the current says it no longer flows, the
+    other values stay readable. No line: "—".
+    """
+    if view.line is None:
+        return {key: (formatting.UNKNOWN, MUTED) for key, _name in MEASURES}
+    cells = {key: (text, live_colors.get(key, TEXT) if view.fresh else STALE_COLOR)
+             for key, text in measure_texts(view.line).items()}
+    if view.current_cut:
+        cells["current"] = (CURRENT_CUT_TEXT, STALE_COLOR)
+    return cells
+
+
 class BancPanel(ctk.CTkFrame):
     """Everything about one bench: status, phase bar, measures, SOC gauge, Ri/diffusion, nurses, alert."""
 
@@ -609,6 +651,9 @@ class BancPanel(ctk.CTkFrame):
         header.grid_columnconfigure(1, weight=1)
         title = ctk.CTkLabel(header, text=f"Banc {protocol.banc_number(banc)}", font=fonts["title"], text_color=TEXT, height=1)
         title.grid(row=0, column=0, sticky="w")
+        # How old the measures are once no longer live ("Mesures il y a 2 min"), next to the links that explain it.
+        age = ElidedLabel(header, font=fonts["status"], text_color=MUTED, anchor="e", height=1)
+        age.grid(row=0, column=1, sticky="ew", padx=(6, 4))
         if on_title_click is not None:
             title.bind("<Button-1>", lambda _e: on_title_click(banc))
         # The pills say what they watch; touching one says what its colour means now (on_link_click).
@@ -669,6 +714,8 @@ class BancPanel(ctk.CTkFrame):
         diffusion = ElidedLabel(ri_row, font=fonts["small"], text_color=MUTED, anchor="w", height=1)
         diffusion.grid(row=0, column=1, sticky="ew")
 
+        # The red alarm takes a row of its own under everything: the measures make room for it, never hide behind it
+        # (an over-temperature alarm over "Temp." left the operator blind to the very value it was about).
         alert = ctk.CTkLabel(self, text="", font=fonts["alert"], fg_color=ALERT_BG, text_color="#ffffff",
                              corner_radius=8, wraplength=300, justify="center")
         # Touch to acknowledge, on the release: hidden on the press, the label would keep customtkinter's
@@ -677,11 +724,15 @@ class BancPanel(ctk.CTkFrame):
         # A recovery notice: a blue strip over the Ri line (the least urgent), never over the measures.
         notice = ElidedLabel(self, font=fonts["status"], fg_color=NOTICE_BG, text_color=COLOR_INFO, corner_radius=6,
                              anchor="w", height=1)
-        self.alarm_subject: Optional[str] = None
+        self.alarm = BenchAlarm()  # what the red alarm shows (kiosk_messages: the rules, live and from the journal)
+        self.alarm_text = ""
+        self.alarm_over_status = False  # the smallest layouts: the alarm covers the status and phase lines
         self.notice_until_s: Optional[float] = None
+        self.unrecorded_phase: Optional[int] = None  # the ESP runs this phase while nobody records it (banc.py gone)
+        self.stopped_at: Optional[int] = None  # the phase a stop (9) was shown at
 
         self.widgets.update(
-            title=title, status=status, esp=esp, banc_process=proc, phase_bar=phase_bar, phase=phase,
+            title=title, age=age, status=status, esp=esp, banc_process=proc, phase_bar=phase_bar, phase=phase,
             time_left=time_left, soc_gauge=gauge, progress_bar_nurse=nurses, ri=ri, diffusion=diffusion,
             security=alert, notice=notice, ri_row=ri_row,
         )
@@ -695,7 +746,10 @@ class BancPanel(ctk.CTkFrame):
     # ------------------------------------------------------------------ layout
 
     def _on_resize(self, event: tk.Event) -> None:
-        self.widgets["security"].configure(wraplength=max(120, int(event.width * 0.85)))
+        wrap = max(120, int(event.width * 0.85))
+        if wrap != int(self.widgets["security"].cget("wraplength")):
+            self.widgets["security"].configure(wraplength=wrap)
+            self._fit_alarm()
 
     def set_compact(self, compact: bool) -> None:
         """The compact layout (a small panel): only what matters at a glance, nothing squeezed."""
@@ -734,25 +788,36 @@ class BancPanel(ctk.CTkFrame):
     # ------------------------------------------------------------------ measures
 
     def update_banc_data(self, line: protocol.BmsLine, time_left_s: Optional[float]) -> None:
-        """Show one BMS line: every measure with its colour, the SOC gauge and the time left."""
-        set_ = self.labels.set
-        w = self.widgets
-        set_(w["voltage"], format_number(line.voltage_v, 2, "V"), level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v))
-        set_(w["current"], format_number(line.current_a, 1, "A"),
-             level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)))
-        set_(w["soc"], format_number(line.soc_pct, 0, "%"), level_color(SOC_THRESHOLDS_PCT, line.soc_pct))
-        set_(w["temperature"], format_number(line.temperature_c, 1, "°C"),
-             level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c))
-        set_(w["capacity"], format_number(line.capacity_ah, 2, "Ah"), TEXT)
-        set_(w["energy"], format_number(line.energy_wh, 0, "Wh"), TEXT)
-        spread = line.cell_spread_mv
-        set_(w["balance"], format_number(spread, 0, "mV"), level_color(CELL_SPREAD_THRESHOLDS_MV, spread))
-        set_(w["balancing"], "actif" if line.balancing else "non", COLOR_INFO if line.balancing else MUTED)
-        w["soc_gauge"].set_soc(line.soc_pct)
+        """Show one BMS line just received (live: the kiosk then shows kiosk_state's view), and the time left."""
+        self.show_measures(MeasuresView(line, fresh=True, age_s=0.0))
         # The seed: the phase label follows the BMS only while the UI's step is a running phase.
-        if self.current_step in protocol.PHASES:
-            set_(w["phase"], get_phase_message(self.current_step))
+        if self.current_step in protocol.PHASES and self.unrecorded_phase is None:
+            self.labels.set(self.widgets["phase"], get_phase_message(self.current_step))
             self.set_time_left(time_left_s)
+
+    def measure_colors(self, line: protocol.BmsLine) -> dict[str, str]:
+        """The colour of each measure of a live line (MEASURES' keys)."""
+        spread = line.cell_spread_mv
+        return {
+            "voltage": level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v),
+            "current": level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)),
+            "soc": level_color(SOC_THRESHOLDS_PCT, line.soc_pct),
+            "temperature": level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c),
+            "capacity": TEXT,
+            "energy": TEXT,
+            "balance": level_color(CELL_SPREAD_THRESHOLDS_MV, spread),
+            "balancing": COLOR_INFO if line.balancing else MUTED,
+        }
+
+    def show_measures(self, view: MeasuresView) -> None:
+        """The measures as kiosk_state says they are (`measures_view`): live in their colours, or greyed with their
+        age in the header, the current cut; the SOC gauge likewise."""
+        line = view.line
+        for key, (text, color) in measure_cells(view, self.measure_colors(line) if line else {}).items():
+            self.labels.set(self.widgets[key], text, color)
+        soc = None if line is None else line.soc_pct
+        self.widgets["soc_gauge"].set_soc(soc, None if view.fresh else STALE_COLOR)
+        self.labels.set(self.widgets["age"], view.age_text)
 
     def set_time_left(self, seconds: Optional[float]) -> None:
         """Time left of the current phase."""
@@ -824,6 +889,22 @@ class BancPanel(ctk.CTkFrame):
             self.widgets["phase_bar"].set_states([SEG_PENDING] * 5)
             self.labels.set(self.widgets["phase"], get_phase_message(protocol.STEP_STOP))
         self.set_time_left(0)
+        self.stopped_at = previous_step
+        if self.unrecorded_phase is not None:
+            self.show_unrecorded_phase(self.unrecorded_phase)
+
+    def show_unrecorded_phase(self, phase: Optional[int]) -> None:
+        """The ESP still runs a phase nobody records (banc.py gone, kiosk_state says so): that phase and no clock,
+        not "(arrêt) 00:00:00"; None: the phase the test reached, as before."""
+        was, self.unrecorded_phase = self.unrecorded_phase, phase
+        if phase is not None:
+            running = get_phase_message(phase) if phase in protocol.PHASES else "L'ESP fait une phase"
+            self.labels.set(self.widgets["phase"], f"{running} — non enregistrée")
+            self.set_time_left(None)
+        elif was is not None and self.current_step == protocol.STEP_STOP:
+            self.stop_phase(self.stopped_at)
+        elif was is not None and self.current_step in protocol.PHASES:
+            self.labels.set(self.widgets["phase"], get_phase_message(self.current_step))
 
     def show_step_quietly(self, step: Optional[int]) -> None:
         """Show a step known from the state file (UI start) without touching the alert."""
@@ -849,20 +930,49 @@ class BancPanel(ctk.CTkFrame):
     # ------------------------------------------------------------------ alarm, notice and reset
 
     def update_banc_security(self, message: str) -> None:
-        """A red alarm over the panel: it stays until touched, or cleared by the state (next step, reset)."""
+        """The red alarm, in its own row at the panel's foot: it stays until touched, or cleared by the state (next
+        step, reset, its recovery notice); the measures above stay readable."""
+        self.alarm_text = f"⚠ {formatting.keep_units_together(message)}"  # "30 s" never split over two lines
+        self.alarm_over_status = False
+        self._fit_alarm()
+        self.place_alarm()
+
+    def place_alarm(self) -> None:
+        """The alarm's place: its own row under everything while the panel's layout leaves room for it there,
+        else (the smallest panels) over the status and phase lines. Never over the measures."""
         alert = self.widgets["security"]
-        alert.configure(text=f"⚠ {formatting.keep_units_together(message)}")  # "30 s" never split over two lines
-        alert.place(relx=0.5, rely=0.58, anchor="center", relwidth=0.94)
+        if not self.alarm_text or self.alarm.alarm is None:
+            return
+        room = getattr(self, "alarm_room_px", None)  # what the layout leaves under the measures (None: no limit)
+        over = room is not None and alert.winfo_reqheight() + 6 > room
+        if over != self.alarm_over_status or not alert.grid_info():
+            self.alarm_over_status = over
+            if over:
+                alert.grid(row=1, rowspan=3, column=0, columnspan=3, sticky="nsew", padx=6, pady=0)
+            else:
+                alert.grid(row=ALARM_ROW, rowspan=1, column=0, columnspan=3, sticky="ew", padx=6, pady=(0, 6))
+            self._fit_alarm()
         alert.lift()
+
+    def _fit_alarm(self) -> None:
+        """The alarm on ALARM_LINES lines at most (fewer in the compact layout), ended by "…" when longer."""
+        alert = self.widgets["security"]
+        font = self.fonts["alert"]
+        lines = COMPACT_ALARM_LINES if self.compact or getattr(self, "alarm_over_status", False) else ALARM_LINES
+        shown = elide(self.alarm_text, lines * int(alert.cget("wraplength")) * 0.85, font.measure)
+        if shown != alert.cget("text"):
+            alert.configure(text=shown)
 
     def show_security(self, security: SecurityMessage, now_s: float) -> None:
         """A bancX/security text: a recovery notice (blue strip, fades, ends its alarm) or a red alarm."""
+        visible = self.security_visible
+        if self.alarm.security(security) or visible:  # the rules (kiosk_messages.BenchAlarm) say what stays
+            if self.alarm.alarm is None:
+                self.hide_overlay_labels()  # what the alarm was about is back: the state clears it
+            else:
+                self.update_banc_security(self.alarm.alarm.text)
         if security.kind is SecurityKind.ALARM:
-            self.alarm_subject = security.subject
-            self.update_banc_security(security.text)
             return
-        if self.security_visible and security.subject is not None and security.subject == self.alarm_subject:
-            self.hide_overlay_labels()  # what the alarm was about is back: the state clears it
         notice = self.widgets["notice"]
         self.labels.set(notice, f"✓ {security.text}")
         if self.compact:  # no Ri line: over the status line (the phase row still says the phase)
@@ -883,10 +993,16 @@ class BancPanel(ctk.CTkFrame):
         self.notice_until_s = None
         self.widgets["notice"].place_forget()
 
+    def restore_alarm(self, alarm: SecurityMessage) -> None:
+        """An alarm still active in the test's journal (a kiosk that starts): shown unless one came live since."""
+        if self.alarm.alarm is None:
+            self.alarm.security(alarm)
+            self.update_banc_security(alarm.text)
+
     @property
     def security_visible(self) -> bool:
         """True while the red alarm is shown."""
-        return bool(self.widgets["security"].place_info())
+        return bool(self.widgets["security"].grid_info())
 
     @property
     def notice_visible(self) -> bool:
@@ -894,9 +1010,9 @@ class BancPanel(ctk.CTkFrame):
         return bool(self.widgets["notice"].place_info())
 
     def hide_overlay_labels(self) -> None:
-        """Hide the security alarm."""
-        self.alarm_subject = None
-        self.widgets["security"].place_forget()
+        """Hide the security alarm (touched, the next phase, a reset)."""
+        self.alarm.clear()
+        self.widgets["security"].grid_remove()
 
     def reset(self) -> None:
         """Blank panel for a new test: no step, no measures, bars empty."""

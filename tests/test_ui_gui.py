@@ -212,6 +212,9 @@ def kiosk_factory(xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Generat
     apps: list[ui.App] = []
 
     def make(geometry: str = "1280x800+0+0", **options: Any) -> ui.App:
+        # Each kiosk its own MQTT session: the product's fixed id (ui_kiosk) would make a second kiosk of the
+        # test take the first one's session. A test that restarts "the same" kiosk passes the same id.
+        options.setdefault("mqtt_client_id", f"ui_kiosk_test_{os.getpid()}_{len(apps)}")
         app = ui.App(windowed=True, geometry=geometry, **options)
         apps.append(app)
         pump_until(app, lambda: app.winfo_ismapped(), what="window mapped")
