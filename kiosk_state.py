@@ -12,18 +12,19 @@ import math
 import queue
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
 import protocol
 import record
+import time_left
 from kiosk_messages import BenchFacts
 
-# Time-left estimates of the phases without a profile (phase 2 uses charge_profile.csv).
-PHASE1_DURATION_S = 15 * 60  # Ri/diffusion pulses: a fixed sequence of about 15 minutes
-NOMINAL_CAPACITY_AH = 100.0  # the 16S packs tested here (charge_profile.csv assumes the same)
-STORAGE_SOC_PCT = 50.0  # phase 4 recharges to the storage level
+# The bench's sequence as time_left.Model knows it (deploy/FIRMWARE_ESP32.md §4).
+PHASE1_DURATION_S = time_left.Model().phase1_s  # Ri/diffusion pulses: 3 pairs of 30 s pulses, 120 s rests: 17 min
+NOMINAL_CAPACITY_AH = 100.0  # the 16S packs tested here, when no grading model covers the serial
+STORAGE_SOC_PCT = time_left.Model().storage_soc_pct  # phase 4 recharges to the storage level
 MIN_CURRENT_FOR_ESTIMATE_A = 0.5  # below this the pack is at rest: no meaningful estimate
 
 # Bench status kinds (the panel colours its header by kind).
@@ -49,32 +50,44 @@ def estimate_time_left_s(
     step: Optional[int],
     line: protocol.BmsLine,
     phase_elapsed_s: Optional[float],
-    charge_duration: Callable[[float], float],
+    charge_duration: Optional[Callable[[float], float]],
+    progress: Optional[time_left.Progress] = None,
 ) -> Optional[float]:
-    """Estimated time left of the running phase (None when it cannot be estimated)."""
-    amps = abs(line.current_a)
-    if step == 1:
-        return None if phase_elapsed_s is None else max(0.0, PHASE1_DURATION_S - phase_elapsed_s)
-    if step == 2:
-        return charge_duration(line.voltage_v)
-    if step == 3:
-        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
+    """Estimated time left of the running phase (None when it cannot be estimated): time_left.estimate_s.
+
+    The model is the lab's: the CV taper of charge_profile.csv (`charge_duration`; None: not
+    loaded, no phase-2 estimate), the nominal capacity of the battery's grading model (else
+    NOMINAL_CAPACITY_AH); `progress` is what the test folder told (the charge's facts).
+    """
+    capacity_ah = progress.capacity_ah if progress is not None and progress.capacity_ah else NOMINAL_CAPACITY_AH
+    if charge_duration is None:
+        if step == 2:
             return None
-        if line.capacity_ah > 1.0 and line.soc_pct < 99.0:
-            # What came out so far for (100 - soc) % tells what is left for the remaining soc %.
-            remaining_ah = line.capacity_ah * line.soc_pct / (100.0 - line.soc_pct)
-        else:
-            remaining_ah = NOMINAL_CAPACITY_AH * line.soc_pct / 100.0
-        return remaining_ah / amps * 3600.0
-    if step == 4:
-        if amps < MIN_CURRENT_FOR_ESTIMATE_A:
-            return None
-        full_ah = line.capacity_ah if line.capacity_ah > 1.0 else NOMINAL_CAPACITY_AH  # measured in phase 3
-        remaining_ah = max(0.0, STORAGE_SOC_PCT - line.soc_pct) / 100.0 * full_ah
-        return remaining_ah / amps * 3600.0
-    if step == 5:
-        return 0.0
+        model = time_left.Model(capacity_ah=capacity_ah)
+    else:
+        model = time_left.model_from_profile(charge_duration, capacity_ah)
+    return time_left.estimate_s(model, step, line, phase_elapsed_s, None if progress is None else progress.charge)
+
+
+def phase_elapsed_s(rt: BancRuntime, now_mono_s: float, now_unix_s: float) -> Optional[float]:
+    """Seconds since the bench's phase started: the test folder's journal says when (it outlives a kiosk
+    restart), else the transition this kiosk saw; None when neither knows."""
+    progress = rt.progress
+    if progress is not None and progress.step == rt.step and progress.phase_start_unix_s is not None:
+        return max(0.0, now_unix_s - progress.phase_start_unix_s)
+    if rt.phase_started_s is not None:
+        return max(0.0, now_mono_s - rt.phase_started_s)
     return None
+
+
+def bench_time_left_s(rt: BancRuntime, line: protocol.BmsLine, charge_duration: Optional[Callable[[float], float]],
+                      now_mono_s: float, now_unix_s: float) -> Optional[float]:
+    """The time left the bench's panel shows for this line: the estimate, its end averaged (time_left.Smoother)."""
+    estimate = None
+    if takes_steps(rt):
+        estimate = estimate_time_left_s(rt.step, line, phase_elapsed_s(rt, now_mono_s, now_unix_s), charge_duration,
+                                        rt.progress)
+    return rt.time_left_smoother.update(rt.step, now_mono_s, estimate)
 
 
 def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
@@ -232,6 +245,7 @@ class BancSnapshot:
     unfinished: bool  # occupied, not running, and its test is not finished: to resume
     ri_view: Optional[RiView] = None  # Ri/diffusion freshly read from the test's config.json, else None
     result: Optional[ResultView] = None  # a free bench whose last test is finished: its result card
+    progress: Optional[time_left.Progress] = None  # a running test's phase start and charge facts, for its time left
 
 
 # =========================================================================== one bench's state and its display
@@ -250,7 +264,9 @@ class BancRuntime:
     unfinished: bool = False
     step: Optional[int] = None  # last step seen on MQTT (or shown from the file)
     previous_step: Optional[int] = None
-    phase_started_s: Optional[float] = None  # monotonic time the UI saw the phase start
+    phase_started_s: Optional[float] = None  # monotonic time this kiosk saw the phase start (None: it did not)
+    progress: Optional[time_left.Progress] = None  # what the test folder tells of the phase and the charge
+    time_left_smoother: time_left.Smoother = field(default_factory=time_left.Smoother, repr=False, compare=False)
     esp_online: Optional[bool] = None
     banc_online: Optional[bool] = None
     last_serial: Optional[str] = None
@@ -460,6 +476,7 @@ def merge_snapshot(rt: BancRuntime, snapshot: BancSnapshot) -> None:
         rt.last_serial = rt.serial
     rt.occupied, rt.serial, rt.file_step = snapshot.occupied, snapshot.serial, snapshot.file_step
     rt.running, rt.unfinished, rt.known = snapshot.running, snapshot.unfinished, True
+    rt.progress = snapshot.progress
     if snapshot.running:
         rt.seen_running = True
     elif not snapshot.occupied:

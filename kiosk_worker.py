@@ -27,6 +27,7 @@ from typing import Any, Optional, Union
 import history
 import protocol
 import record
+import time_left
 import utils
 from kiosk_messages import replay_alerts
 from kiosk_state import (
@@ -161,6 +162,82 @@ def ri_view_of_test(serial: str, banc: str) -> Optional[RiView]:
         return RiView()
 
 
+_ROW_MEASURES = ("voltage_v", "current_a", "soc_pct", "temperature_c", "capacity_ah", "energy_wh", "cell_min_mv",
+                 "cell_max_mv")  # the BMS fields after seq, before balancing, in order
+
+
+class TestFolderReader:
+    """What a running test's folder tells its time left (time_left.Progress), read a little at a time (worker only).
+
+    The journal is read again when it changed (size, mtime): the running phase and when it
+    started. data.csv is read on from where the last read stopped, whole rows only, into a
+    time_left.ChargeFactsReader, until the charge's facts are final (its first row of phase 3):
+    a few rows per refresh while a test charges, nothing after.
+    """
+
+    CHUNK_BYTES = 1 << 20
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._journal_stamp: Optional[tuple[int, int]] = None
+        self._phase: tuple[Optional[int], Optional[float]] = (None, None)
+        self._offset = 0
+        self._partial = b""
+        self._facts = time_left.ChargeFactsReader()
+
+    def read(self, capacity_ah: Optional[float] = None) -> time_left.Progress:
+        """The folder's news: the phase and its start, the charge's facts (`capacity_ah`: the battery model's)."""
+        self._read_journal()
+        if not self._facts.final:
+            self._read_rows()
+        step, start = self._phase
+        return time_left.Progress(step, start, self._facts.facts, capacity_ah)
+
+    def _read_journal(self) -> None:
+        try:
+            stat = (self.folder / record.EVENTS_FILE).stat()
+        except OSError:
+            return
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if stamp == self._journal_stamp:
+            return
+        self._journal_stamp = stamp
+        step, start = time_left.phase_start(record.read_events(self.folder)[0])
+        moment = record.parse_time(start)
+        self._phase = (step, None if moment is None else moment.timestamp())
+
+    def _read_rows(self) -> None:
+        try:
+            with open(self.folder / record.DATA_CSV_FILE, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < self._offset:  # rewritten (a repair): from its start again
+                    self._offset, self._partial, self._facts = 0, b"", time_left.ChargeFactsReader()
+                fh.seek(self._offset)
+                while not self._facts.final:
+                    chunk = fh.read(self.CHUNK_BYTES)
+                    if not chunk:
+                        return
+                    self._offset += len(chunk)
+                    rows = (self._partial + chunk).split(b"\n")
+                    self._partial = rows.pop()  # a row still being written: its end comes with the next read
+                    for row in rows:
+                        self._feed(row)
+        except OSError as exc:
+            log.debug("time left: %s unreadable: %s", self.folder / record.DATA_CSV_FILE, exc)
+
+    def _feed(self, row: bytes) -> None:
+        parts = row.rstrip(b"\r").split(b",")
+        if len(parts) not in record.DATA_CSV_WIDTHS or parts[0] == b"timestamp":
+            return
+        column = record.DATA_COLUMN
+        try:
+            step = int(parts[column["step"]])
+            v = [float(parts[column[name]]) for name in _ROW_MEASURES]
+            line = protocol.BmsLine(int(parts[column["seq"]]), v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], 0)
+        except (ValueError, TypeError):
+            return
+        self._facts.feed(step, line)
+
+
 class KioskWorker:
     """One thread that owns the scan workflow, the banc.py supervisor and every read of the lab's files."""
 
@@ -179,6 +256,8 @@ class KioskWorker:
         self.tick_interval_s = tick_interval_s
         self.requests: queue.Queue[Optional[Request]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kiosk-worker", daemon=True)
+        self._folder_readers: dict[str, TestFolderReader] = {}  # bench -> its running test's folder, for its time left
+        self._capacities: dict[str, Optional[float]] = {}  # serial -> its grading model's nominal capacity
         self._posted: dict[str, BancSnapshot] = {}
         self._ri_for: dict[str, Optional[str]] = {}
         self._unfinished_cache: dict[str, tuple[Optional[str], bool]] = {}  # bench -> (serial, unfinished)
@@ -475,7 +554,28 @@ class KioskWorker:
             return
         log.warning("certificate of %s missing: report.py --certificate started (attempt %d)", folder, attempts + 1)
 
+    def progress_of(self, banc: str, serial: str) -> Optional[time_left.Progress]:
+        """What a running test's folder tells its time left (the bench's latest folder, if it is this battery's)."""
+        folder = self.latest_folder(banc)
+        name = None if folder is None else record.parse_folder_name(folder.name)
+        if folder is None or name is None or not record.same_serial(name.serial, serial):
+            self._folder_readers.pop(banc, None)
+            return None
+        reader = self._folder_readers.get(banc)
+        if reader is None or reader.folder != folder:
+            reader = self._folder_readers[banc] = TestFolderReader(folder)
+        if serial not in self._capacities:
+            try:
+                model = utils.load_grading_rules().model_for(serial)
+            except (OSError, ValueError) as exc:  # grading.GradingError is a ValueError
+                log.warning("time left without a grading model for %s: %s", serial, exc)
+                model = None
+            self._capacities[serial] = None if model is None else model.nominal_capacity_ah
+        return reader.read(self._capacities[serial])
+
     def _post_snapshot(self, snapshot: BancSnapshot, force: bool) -> None:
+        if snapshot.running and snapshot.occupied and snapshot.serial and utils.is_valid_serial(snapshot.serial):
+            snapshot = dataclasses.replace(snapshot, progress=self.progress_of(snapshot.banc, snapshot.serial))
         # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.
         if force or snapshot.ri_view is not None or self._posted.get(snapshot.banc) != snapshot:
             self._posted[snapshot.banc] = snapshot

@@ -50,6 +50,7 @@ from kiosk_state import (  # re-exported: the kiosk's pure state, as the tests a
     ResultView,
     RiView,
     banc_display,
+    bench_time_left_s,
     estimate_time_left_s,
     link_explanation,
     merge_snapshot,
@@ -797,7 +798,9 @@ class App(ctk.CTk):
             return
         if step in protocol.PHASES:
             if step != rt.step:
-                rt.phase_started_s = time.monotonic()
+                # Seen to start, unless this is the kiosk's first word of the bench (a retained step): the
+                # phase began before; the worker reads when from the test's journal (kiosk_state.phase_elapsed_s).
+                rt.phase_started_s = time.monotonic() if rt.step is not None else None
                 panel.set_step(step)  # hides the security alert, finalizes the previous phases
             rt.step, rt.shown_stopped = step, False
             if step == 2:
@@ -813,11 +816,8 @@ class App(ctk.CTk):
         """bancX/bms/data: every measure of the panel (the latest line of each display interval)."""
         rt = self.runtime[banc]
         rt.line, rt.line_received_s = line, time.monotonic()  # how it shows from now on: kiosk_state's rule
-        elapsed = None if rt.phase_started_s is None else time.monotonic() - rt.phase_started_s
-        if (rt.step == 2 and self.charge_duration is None) or not takes_steps(rt):
-            time_left = None  # the charge profile is not loaded (yet, or it is unusable: said on screen)
-        else:
-            time_left = estimate_time_left_s(rt.step, line, elapsed, self.charge_duration or _no_profile)
+        # No phase-2 estimate while the charge profile is not loaded (yet, or it is unusable: said on screen).
+        time_left = bench_time_left_s(rt, line, self.charge_duration, time.monotonic(), time.time())
         self.panels[banc].update_banc_data(line, time_left)
         self.render_banc(banc)
 
@@ -880,10 +880,6 @@ class App(ctk.CTk):
             self.destroy()
         except tk.TclError:
             pass
-
-
-def _no_profile(_voltage_v: float) -> float:
-    raise AssertionError("phase 2 estimates need the charge profile")  # on_bms checks before
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -57,19 +58,27 @@ def _charge_profile(voltage_v: float) -> float:
 @pytest.mark.parametrize(
     "step,line,elapsed_s,expected",
     [
-        (1, bms(), 60.0, ui.PHASE1_DURATION_S - 60),
+        (1, bms(), 60.0, ui.PHASE1_DURATION_S - 60),  # the pulse schedule: 3 x (120 + 30 + 120 + 30) + 120 s
         (1, bms(), 10_000.0, 0.0),
         (1, bms(), None, None),
-        (2, bms(voltage_v=54.4), 5.0, 1400.0),
+        # CC from 60 % to where the CV begins, at 50 A, then the profile's CV taper (its 1000 s at 58.4 V): that
+        # taper from 50 A to 5 A puts in tau x 45 A, tau = 1000 s / ln 10, so the CC ends that much below 100 %.
+        (2, bms(voltage_v=54.4, current_a=50.0), 5.0,
+         (100.0 - 1000 / math.log(10) * 45 / 3600 - 60.0) / 100 * 100 * 3600 / 50 + 1000),
+        # In CV (the cell at its limit), 25 A: the taper's rest, tau x ln(25 / 5).
+        (2, bms(voltage_v=58.4, current_a=25.0, soc_pct=100.0, cell_max_mv=3650), 5.0, 1000 / math.log(10) * math.log(5)),
         # 40 Ah out for 40 % of SOC: 60 % left = 60 Ah at 50 A = 4320 s.
         (3, bms(current_a=-50.0, soc_pct=60.0, capacity_ah=40.0), 5.0, 4320.0),
         # Nothing measured yet: nominal 100 Ah x 90 % at 45 A = 7200 s.
         (3, bms(current_a=-45.0, soc_pct=90.0, capacity_ah=0.0), 5.0, 7200.0),
-        (3, bms(current_a=0.1), 5.0, None),
-        # Storage at 50 %: from 10 % with the measured 98 Ah, at 49 A: 0.4 x 98 / 49 h = 2880 s.
-        (4, bms(current_a=49.0, soc_pct=10.0, capacity_ah=98.0), 5.0, 2880.0),
+        # At rest 5 s into the phase: 595 s of the 10 min rest, then the 60 Ah at the nominal 50 A.
+        (3, bms(current_a=0.1), 5.0, 595.0 + 4320.0),
+        (3, bms(current_a=0.1), None, None),  # at rest, the phase's start unknown
+        # Storage at 50 %: from 10 % of the BMS's scale (the rated 100 Ah, not the 98 Ah measured) at 49 A.
+        (4, bms(current_a=49.0, soc_pct=10.0, capacity_ah=98.0), 5.0, 0.4 * 100 / 49 * 3600),
         (4, bms(current_a=20.0, soc_pct=55.0, capacity_ah=98.0), 5.0, 0.0),
-        (4, bms(current_a=0.0), 5.0, None),
+        (4, bms(current_a=0.0, soc_pct=0.0), 5.0, 595.0 + 3600.0),  # the rest's 595 s, then 50 Ah at 50 A
+        (4, bms(current_a=0.0), None, None),
         (5, bms(), 5.0, 0.0),
         (9, bms(), 5.0, None),
         (None, bms(), None, None),
