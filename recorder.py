@@ -141,6 +141,7 @@ class EspTimeline:
         self.ref: Optional[tuple[int, Optional[int]]] = None  # (seq, uptime_ms) of the last accepted line
         self.before_ref: Optional[tuple[int, Optional[int]]] = None  # and of the one before it
         self.ref_at_rest = False  # the reference is a line of an idle, finished or stopped ESP
+        self.rate_anchor: Optional[tuple[float, int]] = None  # (mono_s, uptime_ms) of this boot's first live line
         self.ref_mono_s: Optional[float] = None  # when it came, if live
         self.periods: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
         self.period_ms = ESP_PERIOD_MS
@@ -174,9 +175,27 @@ class EspTimeline:
             return TL_IMPLAUSIBLE, f"seq {line.seq} needs more time than uptime_ms {line.uptime_ms}"
         if du < 0:
             return (TL_BOOT if ds == 0 else TL_BACK), ""  # one seq never holds two measurements in a boot
-        if line.uptime_ms <= BOOT_YOUNG_MS:
+        if line.uptime_ms <= BOOT_YOUNG_MS and not self._too_old_for_a_reboot(line.uptime_ms, now_s, live):
             return TL_BOOT, ""  # seq back, uptime a boot's first seconds: the ESP rebooted since
         return TL_IMPLAUSIBLE, f"seq {ref_seq} -> {line.seq} while uptime_ms goes on ({ref_uptime} -> {line.uptime_ms})"
+
+    def _too_old_for_a_reboot(self, uptime_ms: int, now_s: float, live: bool) -> bool:
+        """Whether a live line's uptime is more than the ESP's clock can have run since the previous line came.
+
+        A boot since then cannot be older than that: such a line is the current boot's, its seq garbled.
+        """
+        if not live or self.ref_mono_s is None:
+            return False
+        return uptime_ms > (now_s - self.ref_mono_s) * self.clock_rate_ms_per_s() * 1.5 + 2_000.0
+
+    def clock_rate_ms_per_s(self) -> float:
+        """The ESP's milliseconds per second of the Pi's monotonic clock, over this boot's live lines (1000 until measured)."""
+        if self.rate_anchor is None or self.ref is None or self.ref[1] is None or self.ref_mono_s is None:
+            return 1000.0
+        anchor_s, anchor_uptime = self.rate_anchor
+        if self.ref_mono_s - anchor_s < 1.0:
+            return 1000.0
+        return max(1000.0, (self.ref[1] - anchor_uptime) / (self.ref_mono_s - anchor_s))
 
     def second_opinion(self, line: protocol.BmsLine, now_s: float, live: bool) -> bool:
         """Whether a line the reference contradicts follows on from the line before the reference.
@@ -222,6 +241,10 @@ class EspTimeline:
         self.before_ref = self.ref if judged in (TL_FORWARD, TL_NONE) else None
         self.ref = (line.seq, line.uptime_ms)
         self.ref_at_rest = line.esp_step in REST_STEPS
+        if judged == TL_BOOT or not live or line.uptime_ms is None:
+            self.rate_anchor = None
+        if live and line.uptime_ms is not None and self.rate_anchor is None:
+            self.rate_anchor = (now_s, line.uptime_ms)
         self.ref_mono_s = now_s if live else None
         if live:
             self.arrivals.append(now_s)

@@ -787,3 +787,17 @@ def test_a_summary_of_the_earlier_version_is_graded_from_its_mean_and_last_tempe
     assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.032)
     edited["ri_discharge_average"] = 0.031
     assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.0341, abs=2e-5)
+
+
+@pytest.mark.parametrize("battery", ["sound", "cells apart"])
+def test_one_row_whose_phase_reads_2_after_the_charge_never_moves_the_window(
+        sound_test: tuple[str, list[list[str]]], battery: str) -> None:
+    header = sound_test[0]
+    base = rows_of(sound_test) if battery == "sound" else high_spread(rows_of(sound_test))
+    expected, clean = verdict_of(header, base), analysis.test_facts(parse(header, base))
+    after = [i for i, row in enumerate(base) if int(row[COLUMN["step"]]) > 2]
+    for i in (after[len(after) // 4], after[len(after) // 2], after[-2]):
+        rows = [list(row) for row in base]
+        rows[i][COLUMN["step"]] = "2"  # one garbled phase field, well after phase 2
+        assert analysis.test_facts(parse(header, rows)) == clean, i
+        assert verdict_of(header, rows) == expected, i

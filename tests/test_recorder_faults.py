@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Optional
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import banc
 import protocol
 import record
+import utils
 from recorder import (
     ANNOUNCE_WAIT_S,
     DATA,
@@ -495,3 +499,121 @@ def test_a_pi_clock_set_by_ntp_after_banc_py_started_is_not_carried_into_the_nex
     last = rows(effects2)[-1]
     true = T0 + timedelta(seconds=int(last[12]) / 1000 - 5)
     assert abs((datetime.fromisoformat(last[13]) - true).total_seconds()) < 2
+
+
+# =========================================================================== guards the mutation check found untested
+
+
+def test_a_clock_going_back_while_seq_goes_on_is_rejected_for_that_reason() -> None:
+    timeline = EspTimeline()
+    timeline.ref = (100, 105_000)
+    verdict, why = timeline.judge(protocol.parse_bms_line(line(101, 90_000)), 0.0, live=True)
+    assert verdict == TL_IMPLAUSIBLE and "before the previous line" in why, why
+
+
+# 1e: EspTimeline.judge, "seq needs more time than uptime".
+
+
+def test_a_new_boot_whose_first_line_has_a_garbled_seq_is_one_boot_not_two() -> None:
+    c = core()
+    effects = steady(c, 11)  # seq 100..110, uptime 105..115 s
+    # The ESP reboots; its first line (seq 0) comes with bit 6 of seq flipped: seq 64 at uptime 1 s.
+    effects += c.on_bms(line(64, 1_000), False, at(111))
+    for seq in range(1, 6):
+        effects += c.on_bms(line(seq, (seq + 1) * 1000), False, at(111 + seq))
+    assert sum('"esp_boot"' in j for j in journal(effects)) == 2  # the first boot, and the one reboot
+    assert c.counters["seq_restart_count"] == 1
+    assert "64" not in [r[2] for r in rows(effects)]  # the garbled line is not a row
+    assert any("implausible" in r for r in rejected(effects))
+
+
+# 2e: Gap.fits (uptime bounds of a line that would fill a gap).
+
+
+def test_a_live_line_garbled_into_an_open_gap_does_not_fill_it() -> None:
+    c = core()
+    ring = {seq: line(seq, (seq + 5) * 1000) for seq in range(100, 160)}
+    effects: list[Effect] = []
+    for seq in [*range(100, 110), *range(140, 150)]:  # 110..139 lost on the way: a gap, asked for again
+        effects += c.on_bms(ring[seq], False, at(seq))
+    # Line 150 with bit 4 of its seq flipped: seq 134, inside the gap, but measured after line 149.
+    effects += c.on_bms(line(150 ^ (1 << 4), 155_000), False, at(150))
+    for seq in range(151, 160):
+        effects += c.on_bms(ring[seq], False, at(seq))
+    written = [(int(r[2]), int(r[12])) for r in rows(effects)]
+    for command in [e.text for e in effects if isinstance(e, Command)]:  # the ESP answers the replays now
+        replay = protocol.parse_command(command.encode())
+        assert isinstance(replay, protocol.ReplayCommand)
+        for seq in range(replay.first, replay.last + 1):
+            written += [(int(r[2]), int(r[12])) for r in rows(c.on_replay(ring[seq], False, at(161)))]
+    assert sorted(written) == [(seq, (seq + 5) * 1000) for seq in range(100, 160)]
+
+
+# 2f: line_identity (field 12 left out of the remembered texts).
+
+
+def test_an_older_12_field_line_sent_again_after_a_restart_is_a_copy_not_a_reboot() -> None:
+    # data.csv keeps no field 12: the texts banc.py remembers after a restart have none.
+    c = core()
+    remembered = {seq: line(seq, (seq + 5) * 1000).rpartition(b",")[0] for seq in (118, 119)}
+    c.resume({}, last_seq=119, last_uptime_ms=124_000, recent=remembered, boots=[record.EspBoot("x", 0, 0)],
+             now=at(0))
+    effects = c.on_bms(line(118, 123_000), False, at(1))  # a broker restored from its file, no DUP flag
+    assert rows(effects) == [] and c.counters["duplicate_count"] == 1 and c.counters["seq_restart_count"] == 0
+
+
+# 4b: banc.Recorder.handle_message's on_failure path.
+
+
+def test_a_message_whose_handler_raises_is_rejected_and_the_flow_goes_on(banc_home: Path) -> None:
+    folder, _ = utils.find_or_create_test_folder("banc1", "RW-FAULT0001", T0)
+    state, config = utils.open_test_record(folder, "banc1", "RW-FAULT0001", T0)
+    utils.create_data_csv(folder)
+    clock_s = [0.0]
+    rec = banc.Recorder(folder, "banc1", "RW-FAULT0001", state.step, lambda text: None,
+                        clock=lambda: T0 + timedelta(seconds=clock_s[0]), mono=lambda: 1000.0 + clock_s[0],
+                        fsync_interval_s=3600.0, bms_timeout_s=30.0)
+    rec.open(config, state)
+    rec.backlog_received()
+    topics = protocol.topics("banc1")
+
+    def broken(*args: object) -> list[Effect]:
+        raise ValueError("a bug in a handler")
+
+    rec.core.on_ri = broken  # type: ignore[method-assign,assignment]
+    assert rec.handle_message(topics.ri_results, b'{"ri_discharge": 0.02}') is True  # never raises
+    clock_s[0] = 1.0
+    assert rec.handle_message(topics.bms_data, line(100, 105_000, 1)) is True
+    assert rec.flush_all()
+    rec.close()
+    assert "not handled: ValueError" in (folder / record.REJECTED_CSV_FILE).read_text()
+    assert (folder / record.DATA_CSV_FILE).read_text().count("\n") == 2  # header and the line
+
+
+def test_a_bit_flipped_seq_in_a_boot_s_first_minute_is_not_a_new_boot() -> None:
+    # A steady 1 Hz ESP just booted (uptime = seq + 5 s); line 50 arrives with bit 5 of its seq
+    # flipped (seq 18) while its uptime, 55 s, is still within BOOT_YOUNG_MS. The ESP answers
+    # replays from its ring. Every true line must be written once, and no boot added.
+    c = core()
+    ring = {seq: line(seq, (seq + 5) * 1000) for seq in range(0, 80)}
+    written: list[tuple[int, int]] = []
+    events: list[str] = []
+
+    def apply(effects: list[Effect], now: float) -> None:
+        written.extend((int(r[2]), int(r[12])) for r in rows(effects))
+        events.extend(journal(effects))
+        for command in [e.text for e in effects if isinstance(e, Command)]:
+            replay = protocol.parse_command(command.encode())
+            assert isinstance(replay, protocol.ReplayCommand)
+            for seq in range(replay.first, replay.last + 1):
+                if seq in ring:
+                    apply(c.on_replay(ring[seq], False, at(now)), now)
+
+    for seq in range(0, 80):
+        payload = line(seq ^ (1 << 5), (seq + 5) * 1000) if seq == 50 else ring[seq]
+        apply(c.on_bms(payload, False, at(float(seq))), float(seq))
+        apply(c.tick(at(float(seq)), 0.0), float(seq))
+    true = {(seq, (seq + 5) * 1000) for seq in ring}
+    assert sum('"esp_boot"' in e for e in events) == 1, "a garbled seq taken for a reboot"
+    assert not [k for k, n in Counter(written).items() if n > 1], "true lines written twice"
+    assert true <= set(written) and set(written) <= true | {(18, 55_000)}
