@@ -76,6 +76,30 @@ def alerts(effects: list[Effect]) -> list[str]:
     return [e.text for e in effects if isinstance(e, Alert)]
 
 
+class EspWithRing:
+    """Plays an ESP into a core, second by second, answering its replay requests from its ring at once."""
+
+    def __init__(self, c: RecorderCore, ring: dict[int, bytes]) -> None:
+        self.c, self.ring = c, ring
+        self.written: list[tuple[int, int]] = []  # (seq, uptime_ms) of every data.csv row
+        self.events: list[str] = []  # journal lines
+
+    def send(self, payload: bytes, now: float) -> None:
+        """One line at second `now` (then the core's tick)."""
+        self._apply(self.c.on_bms(payload, False, at(now)), now)
+        self._apply(self.c.tick(at(now), 0.0), now)
+
+    def _apply(self, effects: list[Effect], now: float) -> None:
+        self.written.extend((int(r[2]), int(r[12])) for r in rows(effects))
+        self.events.extend(journal(effects))
+        for command in [e.text for e in effects if isinstance(e, Command)]:
+            replay = protocol.parse_command(command.encode())
+            assert isinstance(replay, protocol.ReplayCommand)
+            for seq in range(replay.first, replay.last + 1):
+                if seq in self.ring:
+                    self._apply(self.c.on_replay(self.ring[seq], False, at(now)), now)
+
+
 def steady(c: RecorderCore, count: int, first_seq: int = 100, esp_step: int = 2) -> list[Effect]:
     """`count` lines at 1 Hz from seq `first_seq` (uptime = seq s + 5 s)."""
     out: list[Effect] = []
@@ -323,18 +347,7 @@ def test_one_garbled_line_anywhere_never_loses_or_doubles_a_true_line(where: int
     # answers replays from its ring. Every true line ends up written once, no spurious boot.
     c = core()
     ring = {seq: line(seq, (seq + 5) * 1000) for seq in range(100, 300)}
-    written: list[tuple[int, int]] = []
-
-    def apply(effects: list[Effect], now: float) -> None:
-        for r in rows(effects):
-            written.append((int(r[2]), int(r[12])))
-        for command in [e.text for e in effects if isinstance(e, Command)]:
-            parsed = protocol.parse_command(command.encode())
-            assert isinstance(parsed, protocol.ReplayCommand)
-            for seq in range(parsed.first, parsed.last + 1):
-                if seq in ring:
-                    apply(c.on_replay(ring[seq], False, at(now)), now)
-
+    esp = EspWithRing(c, ring)
     for seq in range(100, 300):
         payload = ring[seq]
         if seq == 100 + where:
@@ -348,8 +361,8 @@ def test_one_garbled_line_anywhere_never_loses_or_doubles_a_true_line(where: int
                 payload = protocol.encode_bms_line(bms.__class__(**{**bms.__dict__, "uptime_ms": garbled})).encode()
             else:
                 payload = protocol.encode_bms_line(bms.__class__(**{**bms.__dict__, "esp_step": (1, 3, 4)[bit % 3]})).encode()
-        apply(c.on_bms(payload, False, at(float(seq))), float(seq))
-        apply(c.tick(at(float(seq)), 0.0), float(seq))
+        esp.send(payload, float(seq))
+    written = esp.written
     true = {(seq, (seq + 5) * 1000) for seq in ring}
     missing = true - set(written)
     # A garble the ESP could have measured (a clock off by a few ms or s, another plausible phase)
@@ -594,26 +607,12 @@ def test_a_bit_flipped_seq_in_a_boot_s_first_minute_is_not_a_new_boot() -> None:
     # A steady 1 Hz ESP just booted (uptime = seq + 5 s); line 50 arrives with bit 5 of its seq
     # flipped (seq 18) while its uptime, 55 s, is still within BOOT_YOUNG_MS. The ESP answers
     # replays from its ring. Every true line must be written once, and no boot added.
-    c = core()
     ring = {seq: line(seq, (seq + 5) * 1000) for seq in range(0, 80)}
-    written: list[tuple[int, int]] = []
-    events: list[str] = []
-
-    def apply(effects: list[Effect], now: float) -> None:
-        written.extend((int(r[2]), int(r[12])) for r in rows(effects))
-        events.extend(journal(effects))
-        for command in [e.text for e in effects if isinstance(e, Command)]:
-            replay = protocol.parse_command(command.encode())
-            assert isinstance(replay, protocol.ReplayCommand)
-            for seq in range(replay.first, replay.last + 1):
-                if seq in ring:
-                    apply(c.on_replay(ring[seq], False, at(now)), now)
-
+    esp = EspWithRing(core(), ring)
     for seq in range(0, 80):
-        payload = line(seq ^ (1 << 5), (seq + 5) * 1000) if seq == 50 else ring[seq]
-        apply(c.on_bms(payload, False, at(float(seq))), float(seq))
-        apply(c.tick(at(float(seq)), 0.0), float(seq))
+        esp.send(line(seq ^ (1 << 5), (seq + 5) * 1000) if seq == 50 else ring[seq], float(seq))
+    written = esp.written
     true = {(seq, (seq + 5) * 1000) for seq in ring}
-    assert sum('"esp_boot"' in e for e in events) == 1, "a garbled seq taken for a reboot"
+    assert sum('"esp_boot"' in e for e in esp.events) == 1, "a garbled seq taken for a reboot"
     assert not [k for k, n in Counter(written).items() if n > 1], "true lines written twice"
     assert true <= set(written) and set(written) <= true | {(18, 55_000)}

@@ -9,16 +9,40 @@ install.sh configures, in tests/test_deploy.py.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import protocol
 import record
-from testkit.banc_helpers import BancFleet, MqttProbe, PlayedEsp, read_data_rows, read_rejected_rows, wait_until
+from testkit.banc_helpers import (
+    BancFleet,
+    BancRunner,
+    MqttProbe,
+    PlayedEsp,
+    read_data_rows,
+    read_rejected_rows,
+    wait_until,
+)
 from testkit.support import MosquittoBroker
 
 SERIAL = "RW-FAULTP01"
 T = protocol.topics(1)
+
+
+@contextlib.contextmanager
+def new_test(broker: MosquittoBroker, home: Path) -> Iterator[tuple[MqttProbe, BancFleet, BancRunner]]:
+    """A new test on banc1 (the real banc.py), announced at phase 1; the test's ESP probe; all stopped after."""
+    probe = MqttProbe(broker, [T.command, T.security]).start()
+    fleet = BancFleet(home, broker)
+    try:
+        runner = fleet.start("banc1", SERIAL)
+        probe.wait_for(T.command, "1")
+        yield probe, fleet, runner
+    finally:
+        fleet.stop_all()
+        probe.stop()
 
 
 def test_a_retained_step_left_on_the_broker_neither_ends_nor_moves_a_new_test(
@@ -52,11 +76,7 @@ def test_one_garbled_line_and_a_flood_of_numbers_beyond_a_float_neither_stall_no
         mqtt_env: dict[str, str], broker: MosquittoBroker, banc_home: Path) -> None:
     # 150 Ri results whose number is too large for a float (more than the Receive Maximum of
     # 100): each is rejected and acknowledged, and the lines after them are still recorded.
-    probe = MqttProbe(broker, [T.command, T.security]).start()
-    fleet = BancFleet(banc_home, broker)
-    try:
-        runner = fleet.start("banc1", SERIAL)
-        probe.wait_for(T.command, "1")
+    with new_test(broker, banc_home) as (probe, _fleet, runner):
         esp = PlayedEsp(probe, esp_step=1)
         before = esp.at_1hz(3)
         overflow = '{"ri_discharge": 1' + "0" * 400 + "}"
@@ -73,9 +93,6 @@ def test_one_garbled_line_and_a_flood_of_numbers_beyond_a_float_neither_stall_no
         wait_until(lambda: len(read_data_rows(folder)) == 6, message="6 rows", timeout_s=15)
         probe.publish(T.step, "9")
         assert runner.wait_exit(15) == 0
-    finally:
-        fleet.stop_all()
-        probe.stop()
     rows = read_data_rows(folder)
     assert sorted(int(r["seq"]) for r in rows) == [k for k, _ in before] + [seq] + [k for k, _ in after]
     reasons = [row["reason"] for row in read_rejected_rows(folder)]
@@ -86,11 +103,7 @@ def test_one_garbled_line_and_a_flood_of_numbers_beyond_a_float_neither_stall_no
 
 def test_a_phase_whose_step_message_was_lost_while_banc_py_was_down_is_never_announced_backwards(
         mqtt_env: dict[str, str], broker: MosquittoBroker, banc_home: Path) -> None:
-    probe = MqttProbe(broker, [T.command, T.security]).start()
-    fleet = BancFleet(banc_home, broker)
-    try:
-        runner = fleet.start("banc1", SERIAL)
-        probe.wait_for(T.command, "1")
+    with new_test(broker, banc_home) as (probe, fleet, runner):
         probe.publish(T.step, "2")
         esp = PlayedEsp(probe, esp_step=2)
         esp.at_1hz(3)
@@ -110,9 +123,6 @@ def test_a_phase_whose_step_message_was_lost_while_banc_py_was_down_is_never_ann
         time.sleep(0.5)
         probe.publish(T.step, "9")
         assert runner.wait_exit(15) == 0
-    finally:
-        fleet.stop_all()
-        probe.stop()
     events, _ = record.read_events(folder)
     recovered = [e for e in events if e["event"] == record.EVENT_STEP and e.get("recovered")]
     assert [e["step"] for e in recovered] == [3]
