@@ -78,7 +78,6 @@ from recorder import (
     Sync,
     bms_fields as bms_fields,
     format_rejected_row as format_rejected_row,
-    held_capacity as held_capacity,
     safe_text,
 )
 

@@ -231,6 +231,39 @@ class SeqHoles:
         self.holes[index : index + 1] = pieces
 
 
+CAPACITY_AGREE_AH_PER_LINE = 0.5
+"""How far two phase-3 lines of a real counter can be apart per line between them (500 A for one
+second is 0.14 Ah): further, one of them is garbled."""
+
+
+@dataclass
+class CapacityCounter:
+    """The ESP's discharge counters as a test keeps them (contract §3: 0 before phase 3, held after it).
+
+    A phase-3 value counts once the next phase-3 line agrees with it (contract §3c: no single
+    row decides), so one garbled line, even the phase's last, never becomes the capacity. After
+    phase 3 nothing moves it; a lower value there is a counter the ESP lost (`see` says so).
+    Used by the recorder for each line and by the recount of data.csv: one rule for both.
+    """
+
+    ah: Optional[float] = None
+    wh: Optional[float] = None
+    last: Optional[tuple[int, float, float]] = None  # (seq, ah, wh) of the newest phase-3 line, to be confirmed
+
+    def see(self, step: int, seq: int, ah: float, wh: float) -> bool:
+        """Fold one line measured in `step`; True when it shows the counter lost after phase 3."""
+        if step in (1, 2):
+            self.ah, self.wh, self.last = ah, wh, None
+            return False
+        if step == 3 or (step == 4 and self.ah is None):  # (resumed in phase 4 with nothing kept: count it)
+            last = self.last
+            if last is not None and abs(ah - last[1]) <= CAPACITY_AGREE_AH_PER_LINE * max(1, abs(seq - last[0])):
+                self.ah, self.wh = ah, wh
+            self.last = (seq, ah, wh)
+            return False
+        return step == 4 and self.ah is not None and ah < self.ah - CAPACITY_AGREE_AH_PER_LINE
+
+
 @dataclass
 class DataCounts:
     """What data.csv says about a test: counters recounted row by row, and its last values."""
@@ -243,8 +276,7 @@ class DataCounts:
     capacity_ah: Optional[float] = None
     energy_wh: Optional[float] = None
     last_time: Optional[str] = None
-    phase3_capacity_ah: Optional[float] = None  # last value measured in phase 3
-    phase3_energy_wh: Optional[float] = None
+    capacity: CapacityCounter = field(default_factory=CapacityCounter)  # the counters as the test keeps them
     bad_rows: int = 0
     last_uptime_ms: Optional[int] = None  # of the newest line (not a replayed one)
 
@@ -286,8 +318,7 @@ class DataCounts:
         self.last_uptime_ms = int(uptime) if uptime.isdigit() else None
         self.last_step = step
         self.capacity_ah, self.energy_wh = capacity, energy
-        if step == 3:
-            self.phase3_capacity_ah, self.phase3_energy_wh = capacity, energy
+        self.capacity.see(step, seq, capacity, energy)
         self.last_time = parts[DATA_COLUMN["timestamp"]].decode("ascii", "replace")
 
     def recent_lines(self) -> dict[int, bytes]:
@@ -300,12 +331,8 @@ class DataCounts:
         return recent
 
     def measured_capacity(self, step: int) -> tuple[Optional[float], Optional[float]]:
-        """Capacity and energy to report at `step`: after phase 3 the counters are held, never lowered."""
-        if step >= 4 and self.phase3_capacity_ah is not None and (
-            self.capacity_ah is None or self.capacity_ah < self.phase3_capacity_ah
-        ):
-            return self.phase3_capacity_ah, self.phase3_energy_wh
-        return self.capacity_ah, self.energy_wh
+        """Capacity and energy to report (CapacityCounter: confirmed in phase 3, held after it)."""
+        return self.capacity.ah, self.capacity.wh
 
 
 def remember_line(recent: dict[int, bytes], seq: int, text: bytes) -> None:

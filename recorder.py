@@ -511,22 +511,6 @@ def bms_fields(payload: bytes) -> list[str]:
     return payload.decode("ascii").split(",")[: len(protocol.BMS_FIELDS)]
 
 
-def held_capacity(
-    step: int, stored_ah: Optional[float], stored_wh: Optional[float], line_ah: float, line_wh: float
-) -> tuple[Optional[float], Optional[float], bool]:
-    """Capacity and energy to keep after a BMS line; the flag is True when the ESP's counter went backwards.
-
-    Contract §3: the counters run from the start of phase 3 and are held after it. In phase 4 a
-    lower value is a counter the ESP lost (a reboot without its saved counters), not a new
-    measurement: the measured result is kept rather than overwritten. After 5 or 9 nothing changes.
-    """
-    if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
-        return stored_ah, stored_wh, False
-    if step == 4 and stored_ah is not None and line_ah < stored_ah:
-        return stored_ah, stored_wh, True
-    return line_ah, line_wh, False
-
-
 def safe_text(raw: bytes | str, max_chars: int = REJECT_PAYLOAD_MAX_CHARS) -> str:
     """Printable one-line rendering of untrusted bytes: escapes, cut to `max_chars` (+ size note)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
@@ -731,6 +715,7 @@ class RecorderCore:
         self.last_row_step: Optional[int] = None
         self.counters = dict.fromkeys(record.COUNTER_KEYS, 0)
         self.capacity_ah: Optional[float] = None
+        self.capacity = record.CapacityCounter()
         self.energy_wh: Optional[float] = None
         self.last_row_at: Optional[datetime] = None
         self.summary_dirty = False  # counters or capacity not yet in config.json
@@ -802,6 +787,7 @@ class RecorderCore:
         for key, value in (("capacity_ah", summary.get("capacity_ah")), ("energy_wh", summary.get("capacity_wh"))):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 setattr(self, key, float(value))
+        self.capacity = record.CapacityCounter(self.capacity_ah, self.energy_wh)
         self.seq.last = last_seq
         self.seq.recent = dict(recent)
         self.last_row_step = last_row_step
@@ -905,9 +891,8 @@ class RecorderCore:
             self.counters["seq_gap_count"] += 1
         elif verdict == SEQ_RESTART:
             self.counters["seq_restart_count"] += 1
-        self.capacity_ah, self.energy_wh, counter_lost = held_capacity(
-            row_step, self.capacity_ah, self.energy_wh, line.capacity_ah, line.energy_wh
-        )
+        counter_lost = self.capacity.see(row_step, line.seq, line.capacity_ah, line.energy_wh)
+        self.capacity_ah, self.energy_wh = self.capacity.ah, self.capacity.wh
         self.last_row_at = now.wall
         self.summary_dirty = True
         if counter_lost and self.latch.raise_("capacity:held"):

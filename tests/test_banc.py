@@ -795,21 +795,27 @@ def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_4
 
 
 @pytest.mark.parametrize(
-    "step, stored, line, expected",
+    "step, stored, lines, expected",
     [
-        (3, (None, None), (0.0, 0.0), (0.0, 0.0, False)),  # phase 3 starts from 0
-        (3, (10.0, 500.0), (12.0, 600.0), (12.0, 600.0, False)),  # phase 3 counts up
-        (3, (10.0, 500.0), (0.0, 0.0), (0.0, 0.0, False)),  # phase 3 restarted after a re-charge: a new measurement
-        (4, (59.5, 3094.0), (59.5, 3094.0), (59.5, 3094.0, False)),  # held
-        (4, (59.5, 3094.0), (0.0, 0.0), (59.5, 3094.0, True)),  # the ESP lost its counter: keep the result
-        (4, (None, None), (59.5, 3094.0), (59.5, 3094.0, False)),  # resumed in phase 4 with nothing stored
-        (5, (59.5, 3094.0), (0.0, 0.0), (59.5, 3094.0, False)),
-        (9, (59.5, 3094.0), (1.0, 1.0), (59.5, 3094.0, False)),
-        (1, (None, None), (0.0, 0.0), (0.0, 0.0, False)),
+        (3, (None, None), [(0.0, 0.0), (0.01, 0.5)], (0.01, 0.5, False)),  # phase 3 starts from 0
+        (3, (10.0, 500.0), [(10.1, 505.0), (10.2, 510.0)], (10.2, 510.0, False)),  # phase 3 counts up
+        (3, (10.0, 500.0), [(0.0, 0.0), (0.01, 0.5)], (0.01, 0.5, False)),  # restarted after a re-charge: a new count
+        (3, (10.0, 500.0), [(10.1, 505.0), (18.1, 905.0)], (10.0, 500.0, False)),  # one garbled line: not the capacity
+        (3, (10.0, 500.0), [(10.1, 505.0), (2.1, 105.0), (10.3, 515.0)], (10.0, 500.0, False)),  # nor a dip
+        (3, (10.0, 500.0), [(10.1, 505.0), (2.1, 105.0), (10.3, 515.0), (10.4, 520.0)], (10.4, 520.0, False)),
+        (4, (59.5, 3094.0), [(59.5, 3094.0)], (59.5, 3094.0, False)),  # held
+        (4, (59.5, 3094.0), [(0.0, 0.0)], (59.5, 3094.0, True)),  # the ESP lost its counter: keep the result
+        (4, (59.5, 3094.0), [(67.5, 3494.0)], (59.5, 3094.0, False)),  # a garbled line after phase 3 moves nothing
+        (4, (None, None), [(59.5, 3094.0), (59.5, 3094.0)], (59.5, 3094.0, False)),  # resumed in phase 4, nothing kept
+        (5, (59.5, 3094.0), [(0.0, 0.0)], (59.5, 3094.0, False)),
+        (9, (59.5, 3094.0), [(1.0, 1.0)], (59.5, 3094.0, False)),
+        (1, (None, None), [(0.0, 0.0)], (0.0, 0.0, False)),
     ],
 )
-def test_held_capacity(step: int, stored: tuple, line: tuple, expected: tuple) -> None:
-    assert banc.held_capacity(step, *stored, *line) == expected
+def test_the_capacity_counter(step: int, stored: tuple, lines: list, expected: tuple) -> None:
+    counter = record.CapacityCounter(*stored)
+    lost = [counter.see(step, seq, ah, wh) for seq, (ah, wh) in enumerate(lines)]
+    assert (counter.ah, counter.wh, any(lost)) == expected
 
 
 def test_capacity_counter_lost_in_phase_4_keeps_the_measured_capacity(fleet: BancFleet, esp: MqttProbe) -> None:

@@ -101,17 +101,23 @@ def row(seq: int, step: int, capacity: float = 0.0) -> bytes:
 
 
 def test_count_data_lines_recounts_counters_and_holds_the_phase_3_capacity() -> None:
-    lines = [b"timestamp,step,seq\n", row(0, 3, 10.0), row(1, 3, 20.0), row(5, 3, 30.0),  # one gap
+    # (A real counter moves by at most 0.14 Ah a line: 0.5 Ah a line apart, the values agree.)
+    lines = [b"timestamp,step,seq\n", row(0, 3, 29.0), row(1, 3, 29.4), row(5, 3, 30.0),  # one gap
              row(0, 4, 0.0), row(1, 4, 0.0), b"garbage,1\n"]  # an ESP reboot in phase 4 (counters lost)
     counts = record.count_data_lines(lines)
     assert (counts.rows, counts.seq_gaps, counts.seq_restarts, counts.last_seq, counts.bad_rows) == (5, 1, 1, 1, 1)
     assert counts.measured_capacity(4) == (30.0, 1500.0)
-    assert counts.measured_capacity(3) == (0.0, 0.0)
+
+
+def test_the_recount_takes_no_capacity_from_one_garbled_row() -> None:
+    lines = [b"timestamp,step,seq\n", *(row(k, 3, 20.0 + k / 100) for k in range(10)),
+             row(10, 3, 28.1), row(11, 4, 28.1)]  # phase 3's last row garbled (+8 Ah), held into phase 4
+    assert record.count_data_lines(lines).measured_capacity(4) == (20.09, 20.09 * 50)
 
 
 def test_rebuild_summary_takes_the_journal_over_a_stale_config() -> None:
     state = record.fold_events([START, ev("step", 1, step=3), ev("ri", 2, values={"ri_charge": 0.02})])
-    counts = record.count_data_lines([row(0, 3, 1.5), row(1, 3, 2.5)])
+    counts = record.count_data_lines([row(0, 3, 2.3), row(1, 3, 2.5)])  # two rows that agree: the capacity
     stale = {"battery_serial": "RW-AB12CD", "current_step": 1, "duplicate_count": 4, "rows_count": 999,
              "ri_charge_average": 0.5, "ri_charge_count": 9}
     summary = record.rebuild_summary(stale, state, counts, rejected_rows=2)

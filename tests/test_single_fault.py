@@ -187,6 +187,9 @@ FAULTS: dict[str, Callable[[CleanTest, float], Faulted]] = {
     "temperature spike": with_line(lambda line: {"temperature_c": 140.0}),
     "cell spread spike": with_line(lambda line: {"cell_min_mv": 2000.0}),
     "cell spread dip": with_line(lambda line: {"cell_min_mv": line.cell_max_mv}),
+    "capacity 8 Ah too high": with_line(lambda line: {"capacity_ah": line.capacity_ah + 8.0,
+                                                      "energy_wh": line.energy_wh + 400.0}),
+    "capacity 8 Ah too low": with_line(lambda line: {"capacity_ah": max(0.0, line.capacity_ah - 8.0)}),
     "clock stepped back 1 h": clock_step(-3600.0),
     "clock stepped ahead 1 h": clock_step(3600.0),
     "step message lost": step_lost,
@@ -208,7 +211,8 @@ POSITIONLESS: dict[str, Callable[[CleanTest, float], Faulted]] = {
 
 POSITION_NAMES = ("phase 1", "phase 2", "phase 2, full-charge window", "phase 2, before the window", "phase 3",
                   "phase 4")
-CASES = [(fault, where) for fault in FAULTS for where in POSITION_NAMES] + [(fault, "start") for fault in POSITIONLESS]
+CASES = ([(fault, where) for fault in FAULTS for where in POSITION_NAMES] + [(fault, "start") for fault in POSITIONLESS]
+         + [(fault, "phase 3, its last line") for fault in ("capacity 8 Ah too high", "capacity 8 Ah too low")])
 
 
 @pytest.fixture
@@ -221,7 +225,8 @@ def test_a_single_fault_never_changes_a_grade_in_silence(fault: str, where: str,
                                                         clean_grades: dict[str, str], home: Path) -> None:
     rules = rules_for(clean)
     (home / grading.GRADING_FILE).write_text(json.dumps(rules["A"]))
-    at_s = 0.0 if where == "start" else positions(clean)[where]
+    at_s = 0.0 if where == "start" else clean.phase_start_s[4] - 1 if where.endswith("its last line") \
+        else positions(clean)[where]
     faulted = {**FAULTS, **POSITIONLESS}[fault](clean, at_s)
     run = fault_run.run_test(home, clean, faulted.messages, faulted.conditions)
 

@@ -62,7 +62,8 @@ def play_test(probe: MqttProbe, banc: str, capacity_ah: Any, ri_ohm: float) -> N
     if capacity_ah is not None:
         messages += [
             (t.step, "3"),
-            (t.bms_data, bms_line(2, current_a=-50.0, capacity_ah=capacity_ah / 2, energy_wh=capacity_ah * 25.6)),
+            # The last two lines of the discharge (a capacity counts once two consecutive lines agree).
+            (t.bms_data, bms_line(2, current_a=-50.0, capacity_ah=capacity_ah - 0.1, energy_wh=(capacity_ah - 0.1) * 51.2)),
             (t.bms_data, bms_line(3, current_a=-50.0, capacity_ah=capacity_ah, energy_wh=capacity_ah * 51.2)),
         ]
     held = capacity_ah or 0.0  # the ESP holds its counters after phase 3
@@ -643,7 +644,7 @@ def test_banc_py_alerts_once_when_the_data_cannot_support_a_grade(
             (t.bms_data, bms_line(0, **full)), (t.bms_data, bms_line(1, **full)),
             (t.bms_data, bms_line(5, **full)),  # 2..4 lost in the full-charge window: asked for, never re-sent
             (t.step, "3"),
-            (t.bms_data, bms_line(6, current_a=-50.0, capacity_ah=47.5, energy_wh=2432.0)),
+            (t.bms_data, bms_line(6, current_a=-50.0, capacity_ah=94.9, energy_wh=4859.0)),  # two agreeing lines
             (t.bms_data, bms_line(7, current_a=-50.0, capacity_ah=95.0, energy_wh=4864.0)),
             (t.step, "4"),
             (t.bms_data, bms_line(8, current_a=20.0, capacity_ah=95.0, energy_wh=4864.0)),
