@@ -107,3 +107,78 @@ _NUMBER_UNIT_RE = re.compile(r"(\d) (s|min|h|j|ms|V|mV|A|Ah|Wh|%|°C|mΩ|Ω)(?=$
 def keep_units_together(text: str) -> str:
     """A text from elsewhere (a bench's alert) with a no-break space between each number and its unit."""
     return _NUMBER_UNIT_RE.sub(lambda m: f"{m.group(1)}{NBSP}{m.group(2)}", text)
+
+
+def _longest_prefix(text: str, max_px: float, measure: Callable[[str], float]) -> int:
+    """The length of the longest prefix of `text` within max_px."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if measure(text[:middle]) <= max_px:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def wrap_lines(text: str, max_px: float, measure: Callable[[str], float]) -> list[str]:
+    """The lines Tk draws `text` on in a label of wraplength `max_px` (max_px <= 0: no wrapping).
+
+    As Tk's text layout does: a newline ends a line; a line breaks after the last space that
+    keeps it within max_px (a no-break space is not one, so "48 h" stays whole); a word wider
+    than max_px on its own is broken between characters.
+    """
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        if max_px <= 0 or measure(paragraph) <= max_px:
+            lines.append(paragraph)
+            continue
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if measure(candidate.rstrip(" ")) <= max_px:  # spaces at a line's end take no room (Tk's way)
+                current = candidate
+                continue
+            if current:
+                lines.append(current.rstrip(" "))
+            current = word
+            while measure(current) > max_px and len(current) > 1:  # a word longer than a line: cut between characters
+                cut = max(1, _longest_prefix(current, max_px, measure))
+                lines.append(current[:cut])
+                current = current[cut:]
+        lines.append(current.rstrip(" ") or current)
+    return lines
+
+
+def fit_text(text: str, part: Optional[str], max_px: float, lines: int, measure: Callable[[str], float]) -> str:
+    """`text` as it fits `lines` lines of max_px (wrapped as Tk wraps): whole, else with only `part` shortened at
+    its end (a long serial, keeping 6 characters), else, as a last resort for a text nobody foresaw, cut at its end
+    with an ellipsis."""
+
+    def fits(candidate: str) -> bool:
+        if measure(candidate) <= max_px:
+            return True
+        return lines > 1 and len(wrap_lines(candidate, max_px, measure)) <= lines
+
+    if fits(text):
+        return text
+    if part and part in text:
+        start = text.index(part)
+        head, tail = text[:start], text[start + len(part):]
+        low, high = min(6, len(part)), len(part) - 1
+        if low <= high and fits(f"{head}{part[:low]}{ELLIPSIS}{tail}"):
+            while low < high:  # the longest prefix of `part` that fits
+                middle = (low + high + 1) // 2
+                if fits(f"{head}{part[:middle]}{ELLIPSIS}{tail}"):
+                    low = middle
+                else:
+                    high = middle - 1
+            return f"{head}{part[:low]}{ELLIPSIS}{tail}"
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(text[:middle].rstrip() + ELLIPSIS):
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + ELLIPSIS

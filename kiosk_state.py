@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Optional, Union
 import protocol
 import record
 import time_left
+from display_colors import MeasureLimits
 from kiosk_messages import BenchFacts
 
 # The bench's sequence as time_left.Model knows it (deploy/FIRMWARE_ESP32.md §4).
@@ -245,6 +246,7 @@ class BancSnapshot:
     unfinished: bool  # occupied, not running, and its test is not finished: to resume
     ri_view: Optional[RiView] = None  # Ri/diffusion freshly read from the test's config.json, else None
     result: Optional[ResultView] = None  # a free bench whose last test is finished: its result card
+    limits: Optional[MeasureLimits] = None  # the grading model's limits for its battery (grading.json), None without
     progress: Optional[time_left.Progress] = None  # a running test's phase start and charge facts, for its time left
 
 

@@ -24,11 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import grading
 import history
 import protocol
 import record
 import time_left
 import utils
+from display_colors import MeasureLimits
 from kiosk_messages import replay_alerts
 from kiosk_state import (
     KIND_CALIBRATION,
@@ -265,6 +267,7 @@ class KioskWorker:
         self._results: dict[str, tuple[Path, Optional[ResultView]]] = {}
         self._certificate_tries: dict[Path, tuple[int, float]] = {}  # folder -> (attempts, last attempt)
         self._certificate_children: list[subprocess.Popen] = []
+        self._rules: Optional[tuple[tuple[str, int], Optional[grading.Rules]]] = None  # grading.json, by its mtime
 
     # ------------------------------------------------------------------ Tk thread side
 
@@ -490,7 +493,31 @@ class KioskWorker:
         if occupied and serial and (reload_ri or ((step or 0) >= 2 and self._ri_for.get(banc) != serial)):
             ri_view = ri_view_of_test(serial, banc)
             self._ri_for[banc] = serial
-        return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view, result)
+        return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view, result,
+                            self.limits_for(serial))
+
+    def limits_for(self, serial: Optional[str]) -> Optional[MeasureLimits]:
+        """The grading model's limits for a battery (the panel colours its spread and temperature by them).
+
+        grading.json is read again only when it changed (the lab may edit it between tests); without
+        a valid file or a model for the serial, None: the panel keeps its default thresholds.
+        """
+        if not serial:
+            return None
+        path = utils.static_file(grading.GRADING_FILE)
+        try:
+            stamp: tuple[str, int] = (str(path), path.stat().st_mtime_ns)
+        except OSError:
+            return None
+        if self._rules is None or self._rules[0] != stamp:
+            try:
+                rules: Optional[grading.Rules] = utils.load_grading_rules()
+            except grading.GradingError as exc:
+                log.warning("colours without a grading model: %s", exc)
+                rules = None
+            self._rules = (stamp, rules)
+        model = self._rules[1].model_for(serial) if self._rules[1] is not None else None
+        return None if model is None else MeasureLimits(model.cell_spread_max_mv, model.temperature_max_c)
 
     # ------------------------------------------------------------------ results and certificates
 

@@ -70,7 +70,7 @@ from kiosk_worker import (
 )
 from processes import BancSupervisor
 from scan_workflow import Action, ScanWorkflow
-from ui_components import BG_APP, BancPanel, Fonts, HistoryWindow, ResultCard, ScanBar, ScanEcho
+from ui_components import BG_APP, BancDetail, BancPanel, Fonts, HistoryWindow, ResultCard, ScanBar, ScanEcho
 
 __all__ = [
     "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
@@ -141,11 +141,6 @@ def _fitting_scale(width_px: float, height_px: float, num_bancs: int) -> float:
 def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
     """Font scale so that a panel's content fits the panel at this window size."""
     return max(MIN_SCALE, min(MAX_SCALE, _fitting_scale(width_px, height_px, num_bancs)))
-
-
-def compact_layout(width_px: float, height_px: float, num_bancs: int) -> bool:
-    """True when even the smallest legible fonts cannot hold a full panel: the panels show only the essentials."""
-    return _fitting_scale(width_px, height_px, num_bancs) < MIN_SCALE
 
 
 # =========================================================================== MQTT edge
@@ -332,10 +327,16 @@ class App(ctk.CTk):
         self.panels: dict[str, BancPanel] = {}
         self.result_cards: dict[str, ResultCard] = {}
         self.history_window: Optional[HistoryWindow] = None
+        self.detail: Optional[BancDetail] = None  # one bench's detail view, over the grid
+        # Off screen: each layout is measured on it (BancPanel.layout_needs); the last bench has the widest title.
+        probe = self.layout_probe = BancPanel(self, self.bancs[-1], self.fonts)
+        probe.measuring_only = True
+        probe.place(x=-4000, y=-4000)
         for i, banc in enumerate(self.bancs):
             panel = BancPanel(self, banc, self.fonts, on_title_click=self.open_graph_for_banc,
                               on_link_click=self.explain_link)
-            panel.set_compact(compact_layout(self._size[0], self._size[1], len(self.bancs)))
+            panel.on_detail = self.open_detail  # a panel too small to show everything: a touch shows the rest
+            panel.probe = probe
             row, col = divmod(i, cols)
             panel.grid(row=row, column=col, sticky="nsew", padx=3, pady=3)
             self.panels[banc] = panel
@@ -352,14 +353,15 @@ class App(ctk.CTk):
 
     def _rescale(self) -> None:
         self._pending_rescale = None
-        compact = compact_layout(self.winfo_width(), self.winfo_height(), len(self.bancs))
-        for panel in self.panels.values():
-            panel.set_compact(compact)
+        # Each panel chooses its layout from its own size (BancPanel.fit_layout); new font sizes, new choices.
         if self.fonts.rescale(font_scale(self.winfo_width(), self.winfo_height(), len(self.bancs))):
+            self.layout_probe.refit()  # first: the panels measure their layouts on it
             for panel in self.panels.values():
                 for key in ("phase_bar", "soc_gauge", "progress_bar_nurse"):
                     panel.widgets[key].redraw()
                 panel.refit()
+            for card in self.result_cards.values():
+                card.refit()
             self.scan_bar.fit_message()
 
     # ------------------------------------------------------------------ focus, systemd
@@ -598,20 +600,47 @@ class App(ctk.CTk):
     # ------------------------------------------------------------------ bench state
 
     def show_result(self, banc: str, result: Optional[ResultView]) -> None:
-        """A finished bench's result card over its panel, until its next test starts (None hides it)."""
+        """A finished bench's result card over its whole panel, until its next test starts (None hides it)."""
         card = self.result_cards.get(banc)
+        panel = self.panels[banc]
         if result is None:
             if card is not None:
                 card.place_forget()
+            panel.set_card(None)
             return
         if card is None:
-            card = ResultCard(self.panels[banc], self.fonts, on_touch=lambda: self.open_graph_for_banc(banc))
+            card = ResultCard(panel, self.fonts, on_touch=lambda: self.open_graph_for_banc(banc),
+                              title=f"Banc {protocol.banc_number(banc)}", on_detail=lambda: self.open_detail(banc))
             self.result_cards[banc] = card
         card.set_result(result)
-        card.place(relx=0.5, rely=0.64, anchor="center", relwidth=0.94, relheight=0.56)
-        card.lift()
-        if self.panels[banc].security_visible:  # an alert (e.g. "terminé SANS classement") stays readable
-            self.panels[banc].widgets["security"].lift()
+        panel.set_card(card)  # over everything but the alarm's row: an alert (e.g. "terminé SANS classement") stays
+        if panel.security_visible:
+            panel.widgets["security"].lift()
+
+    def open_detail(self, banc: str) -> None:
+        """Everything about one bench, over the grid (a panel or card too small to show it all was touched)."""
+        self.close_detail()
+        detail = BancDetail(self, self.panels[banc], on_close=self._detail_closed,
+                            on_graph=lambda: self._graph_from_detail(banc))
+        # tk's own place: customtkinter's refuses a height, here an offset (the scan bar stays visible)
+        tk.Place.place_configure(detail, in_=self, x=0, y=0, relwidth=1, relheight=1,
+                                 height=-self.scan_bar.winfo_height())
+        detail.lift()
+        self.detail = detail
+        self.focus_entry()
+
+    def close_detail(self) -> None:
+        """Take the detail view away, if one is open."""
+        if self.detail is not None:
+            self.detail.close()
+
+    def _detail_closed(self) -> None:
+        self.detail = None
+        self.focus_entry()
+
+    def _graph_from_detail(self, banc: str) -> None:
+        self.close_detail()
+        self.open_graph_for_banc(banc)
 
     def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any],
                      message: str = "", kind: Kind = Kind.INFO) -> None:
@@ -645,7 +674,7 @@ class App(ctk.CTk):
         rt = self.runtime[banc]
         display = banc_display(rt, time.monotonic())
         panel = self.panels[banc]
-        panel.set_status(display.status_text, display.status_kind)
+        panel.set_status(display.status_text, display.status_kind, rt.serial or rt.last_serial)
         panel.set_links(display.esp_link, display.esp_online, display.banc_link, display.banc_online)
         panel.show_measures(display.measures)
         panel.show_unrecorded_phase(display.unrecorded_phase)
@@ -671,6 +700,7 @@ class App(ctk.CTk):
         rt = self.runtime[banc]
         merge_snapshot(rt, snapshot)
         panel = self.panels[banc]
+        panel.set_limits(snapshot.limits)  # the battery's grading model: its spread and temperature colours
         if rt.occupied and rt.step is None and rt.file_step in protocol.PHASES:
             # Known only from the state file (kiosk just started): show it without an animation start.
             rt.step = rt.file_step

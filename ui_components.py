@@ -7,19 +7,23 @@ are tested without a display.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import re
 import tkinter as tk
 import tkinter.font as tkfont
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import customtkinter as ctk
 
+import display_colors
 import formatting
 import protocol
 import record
-from formatting import elide, format_clock, format_milliohm, format_number, grade_color
+from display_colors import MeasureLimits
+from formatting import elide, fit_text, format_clock, format_milliohm, format_number, grade_color, wrap_lines
 from grading import GRADE_TO_CHECK
 from kiosk_messages import NOTICE_LIFETIME_S, BenchAlarm, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
@@ -45,12 +49,10 @@ from kiosk_state import (
 BG_APP = "#121416"
 BG_PANEL = "#1f2327"
 BG_SCANBAR = "#181b1e"
-TEXT = "#e8eaed"
-MUTED = "#9aa0a6"
-COLOR_OK = "#66bb6a"
-COLOR_WARN = "#ffa726"
-COLOR_ALARM = "#ef5350"
-COLOR_INFO = "#64b5f6"
+# The measures' colours and levels come from display_colors (one place, by phase and grading model).
+TEXT, MUTED = display_colors.TEXT, display_colors.MUTED
+COLOR_OK, COLOR_WARN = display_colors.COLOR_OK, display_colors.COLOR_WARN
+COLOR_ALARM, COLOR_INFO = display_colors.COLOR_ALARM, display_colors.COLOR_INFO
 COLOR_UNKNOWN = "#5f6368"
 SEGMENT_EMPTY = "#3a3f44"
 ALERT_BG = "#c62828"
@@ -61,8 +63,8 @@ IDLE_BG = "#34393e"  # offline as expected (free bench, test ended or stopped): 
 # One colour per phase (1 Ri/diffusion, 2 charge, 3 discharge, 4 storage recharge, 5 finished).
 PHASE_COLORS = formatting.PHASE_COLORS
 
-LEVEL_OK, LEVEL_WARN, LEVEL_ALARM = "ok", "warn", "alarm"
-LEVEL_COLORS = {LEVEL_OK: COLOR_OK, LEVEL_WARN: COLOR_WARN, LEVEL_ALARM: COLOR_ALARM}
+LEVEL_OK, LEVEL_WARN, LEVEL_ALARM = display_colors.LEVEL_OK, display_colors.LEVEL_WARN, display_colors.LEVEL_ALARM
+LEVEL_COLORS = display_colors.LEVEL_COLORS
 
 # Operator message kinds (kiosk_messages.Kind) -> (text colour, background); an alarm is white on red.
 MESSAGE_STYLES: dict[Kind, tuple[str, str]] = {
@@ -81,48 +83,14 @@ STATUS_COLORS = {STATUS_FREE: MUTED, STATUS_BUSY: COLOR_INFO, STATUS_INTERRUPTED
 
 # =========================================================================== thresholds
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Colour limits of one measurement: below alarm_low or above alarm_high is an alarm, etc."""
-
-    alarm_low: Optional[float] = None
-    warn_low: Optional[float] = None
-    warn_high: Optional[float] = None
-    alarm_high: Optional[float] = None
-
-    def level(self, value: float) -> str:
-        """LEVEL_OK, LEVEL_WARN or LEVEL_ALARM for `value`."""
-        if (self.alarm_low is not None and value < self.alarm_low) or (
-            self.alarm_high is not None and value > self.alarm_high
-        ):
-            return LEVEL_ALARM
-        if (self.warn_low is not None and value < self.warn_low) or (
-            self.warn_high is not None and value > self.warn_high
-        ):
-            return LEVEL_WARN
-        return LEVEL_OK
-
-
-# 16S LFP pack (3.2 V nominal per cell). 2.5 V/cell = 40.0 V is the discharge cut-off,
-# 2.8 V/cell = 44.8 V is close to it; 3.65 V/cell = 58.4 V is the end-of-charge voltage
-# held during CV, so warn only just above it and alarm at 3.70 V/cell = 59.2 V.
-PACK_VOLTAGE_THRESHOLDS_V = Thresholds(alarm_low=40.0, warn_low=44.8, warn_high=58.5, alarm_high=59.2)
-# |current| for a 100 Ah pack: 0.6 C is above the 0.5 C test currents, 1 C is the BMS limit.
-CURRENT_ABS_THRESHOLDS_A = Thresholds(warn_high=60.0, alarm_high=100.0)
-# LFP: charge allowed 0..45 °C, discharge up to 60 °C; warn 10 °C inside those limits.
-TEMPERATURE_THRESHOLDS_C = Thresholds(alarm_low=0.0, warn_low=10.0, warn_high=45.0, alarm_high=55.0)
-# Spread between the highest and lowest cell: < 50 mV is a healthy, balanced LFP pack.
-CELL_SPREAD_THRESHOLDS_MV = Thresholds(warn_high=50.0, alarm_high=100.0)
-# SOC is not an alarm (phase 3 empties the pack on purpose): colour only, like a fuel gauge.
-SOC_THRESHOLDS_PCT = Thresholds(alarm_low=20.0, warn_low=50.0)
-
-
-def level_color(thresholds: Thresholds, value: Optional[float]) -> str:
-    """Text colour of a measurement (grey when unknown)."""
-    if value is None:
-        return MUTED
-    return LEVEL_COLORS[thresholds.level(value)]
+# Defined in display_colors (pure): the colour of each measure by phase and by the battery's grading model.
+Thresholds = display_colors.Thresholds
+PACK_VOLTAGE_THRESHOLDS_V = display_colors.PACK_VOLTAGE_THRESHOLDS_V
+CURRENT_ABS_THRESHOLDS_A = display_colors.CURRENT_ABS_THRESHOLDS_A
+TEMPERATURE_THRESHOLDS_C = display_colors.TEMPERATURE_THRESHOLDS_C
+CELL_SPREAD_THRESHOLDS_MV = display_colors.CELL_SPREAD_THRESHOLDS_MV
+SOC_THRESHOLDS_PCT = display_colors.SOC_THRESHOLDS_PCT
+level_color = display_colors.level_color
 
 
 def get_phase_message(step: Optional[int]) -> str:
@@ -145,11 +113,13 @@ FONT_BASE_SIZES: dict[str, int] = {
     "name": 11,
     "small": 10,
     "alert": 13,
+    "alert_small": 11,  # an alarm too long for its room at the alarm's size: smaller, never cut
     "scan": 15,
     "message": 14,
 }
 MIN_FONT_PX = 8
-# Below these sizes an operator at arm's length cannot read the text: the layout elides rather than shrink further.
+# Below these sizes an operator at arm's length cannot read the text: the layout shows less (the rest on a touch)
+# rather than shrink further.
 FONT_MIN_PX: dict[str, int] = {
     "title": 12,
     "status": 11,
@@ -158,9 +128,12 @@ FONT_MIN_PX: dict[str, int] = {
     "name": 10,
     "small": 10,
     "alert": 12,
+    "alert_small": 10,
     "scan": 14,
     "message": 16,  # the operator's main channel: always readable, whatever the number of benches
 }
+# The scan bar's texts stop growing here (one bench on a large screen): the message keeps its width, in lines.
+FONT_MAX_PX: dict[str, int] = {"scan": 24, "message": 24}
 MIN_LEGIBLE_PX = 10  # canvas text (gauge, nurse values, captions)
 MEASURE_CACHE_SIZE = 4096  # canvas texts are few ("0".."100", "100 %"): their widths are measured once
 
@@ -173,8 +146,10 @@ class Fonts:
         self._measure_fonts: dict[tuple[int, bool], tkfont.Font] = {}
         self._widths: dict[tuple[str, int, bool], int] = {}
         self._fonts: dict[str, ctk.CTkFont] = {}
+        # What was measured at these sizes (the room each panel layout needs): forgotten when they change.
+        self.cache: dict[Any, Any] = {}
         for name in FONT_BASE_SIZES:
-            weight = "bold" if name in ("title", "value", "alert") else "normal"
+            weight = "bold" if name in ("title", "value", "alert", "alert_small") else "normal"
             self._fonts[name] = ctk.CTkFont(size=self.size_of(name), weight=weight)  # CTkFont sizes are pixels
 
     def px(self, base: int, minimum: int = MIN_FONT_PX) -> int:
@@ -182,8 +157,8 @@ class Fonts:
         return max(minimum, int(round(base * self.scale)))
 
     def size_of(self, name: str) -> int:
-        """Pixel size of a named font at the current scale, never below its legible minimum."""
-        return self.px(FONT_BASE_SIZES[name], FONT_MIN_PX[name])
+        """Pixel size of a named font at the current scale, never below its legible minimum (nor above its cap)."""
+        return min(self.px(FONT_BASE_SIZES[name], FONT_MIN_PX[name]), FONT_MAX_PX.get(name, 1000))
 
     def __getitem__(self, name: str) -> ctk.CTkFont:
         return self._fonts[name]
@@ -193,6 +168,7 @@ class Fonts:
         if abs(scale - self.scale) < 0.02:
             return False
         self.scale = scale
+        self.cache.clear()
         for name, font in self._fonts.items():
             font.configure(size=self.size_of(name))
         return True
@@ -220,19 +196,40 @@ class Fonts:
         return width
 
 
+_MEASURED: dict[tuple[str, Any, str], int] = {}
+MEASURED_TEXTS = 8192  # widths remembered (the same statuses, values and phases on every panel): then all again
+
+
+def measurer(font: tkfont.Font) -> Callable[[str], int]:
+    """`font.measure`, remembered: the layouts measure the same texts again and again, and each asks the X server."""
+    name, size = str(font.name), getattr(font, "_size", None)  # a CTkFont's size, without a round trip to Tk
+
+    def measure(text: str) -> int:
+        key = (name, size, text)
+        width = _MEASURED.get(key)
+        if width is None:
+            if len(_MEASURED) >= MEASURED_TEXTS:
+                _MEASURED.clear()
+            width = _MEASURED[key] = int(font.measure(text))
+        return width
+
+    return measure
+
+
 class _CachedLabels:
     """Skip Tk reconfiguration when a label's text and colour did not change (16 benches x 10 Hz)."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[str, Optional[str]]] = {}
+        self._cache: dict[int, tuple[str, Optional[str], Optional[str]]] = {}
 
-    def set(self, label: ctk.CTkLabel, text: str, color: Optional[str] = None) -> None:
+    def set(self, label: ctk.CTkLabel, text: str, color: Optional[str] = None, part: Optional[str] = None) -> None:
+        """Show `text` in `color`; on an ElidedLabel, `part` (a serial) is the one part that may be shortened."""
         key = id(label)
-        if self._cache.get(key) == (text, color):
+        if self._cache.get(key) == (text, color, part):
             return
-        self._cache[key] = (text, color)
+        self._cache[key] = (text, color, part)
         if isinstance(label, ElidedLabel):
-            label.set_text(text, color)
+            label.set_text(text, color, part)
         elif color is None:
             label.configure(text=text)
         else:
@@ -240,26 +237,42 @@ class _CachedLabels:
 
 
 class ElidedLabel(ctk.CTkLabel):
-    """A one-line label: its text whole when it fits, else cut with an ellipsis, never clipped mid-letter.
+    """A label of `lines` lines whose text is fitted to its width, never clipped mid-letter.
+
+    The text is shown whole when it fits; otherwise only its `part` is shortened ("RW-LONGSE…": a
+    serial's end tells nothing its start does not), and a text with no such part is cut with "…"
+    only as a last resort (no layout of the kiosk lets that happen: tests/test_ui_display_matrix.py).
+    A `template` (the widest value the label will hold, "88,88 V") makes the label request that
+    width: the panel's layout gives it the room, the text never adapts to a smaller one.
 
     Grid it with sticky "ew": its width is the cell's, and the text adapts to it (not the reverse).
     """
 
     MARGIN_PX = 4
 
-    def __init__(self, master: Any, font: ctk.CTkFont, **kwargs: Any) -> None:
+    def __init__(self, master: Any, font: ctk.CTkFont, lines: int = 1, max_lines: int = 0, **kwargs: Any) -> None:
         super().__init__(master, text="", font=font, **kwargs)
         self.full_text = ""
+        self.part: Optional[str] = None
+        self.lines = lines
+        self.max_lines = max_lines  # > 0: take the lines the text needs at the label's width, up to this many
+        self.on_text: Optional[Callable[[], None]] = None  # called when the text changes
+        self.template: Optional[str] = None
+        # How the text is worded at this label's size ("3/5 Décharge" for "Phase 3/5 : Décharge"); refit() when
+        # the wording changes.
+        self.alias: Optional[Callable[[str], str]] = None
         self._measure_font = font
         self._shown = ""
         self._color: Optional[str] = kwargs.get("text_color")
-        self._fitted: tuple[str, int] = ("", -1)  # (full text, width) the shown text was computed for
+        self._fitted: tuple[str, Optional[str], int, int] = ("", None, -1, 0)  # what the shown text was computed for
         self._width = 0  # from <Configure>: asking Tk for it at every BMS line costs a round trip
         self._widest_char_px: Optional[tuple[int, int]] = None  # (widest digit, widest glyph), measured once
         # Request one character's width whatever the text: if the request followed the text, the grid would
         # give a longer text more room, which changes the elision, which changes the request... a resize loop.
         self._label.configure(width=1)
         tk.Misc.bind(self, "<Configure>", self._on_configure, add="+")
+        if lines > 1:
+            self._request_lines()
 
     def _on_configure(self, event: tk.Event) -> None:
         self._width = int(event.width)
@@ -269,31 +282,76 @@ class ElidedLabel(ctk.CTkLabel):
         super()._create_grid()
         self._label.grid_configure(sticky="ew")  # the inner label spans the cell (its text is left-aligned)
 
-    def set_text(self, text: str, color: Optional[str] = None) -> None:
-        """Show `text` (elided to the label's width) in `color`, in one reconfiguration."""
-        self.full_text = text
+    def set_text(self, text: str, color: Optional[str] = None, part: Optional[str] = None) -> None:
+        """Show `text` (fitted to the label) in `color`, in one reconfiguration; `part` may be shortened."""
+        changed = (text, part) != (self.full_text, self.part)
+        self.full_text, self.part = text, part
         self._apply(color)
+        if changed and self.on_text is not None:
+            self.on_text()
+
+    def set_lines(self, lines: int) -> None:
+        """Hold the text on `lines` lines (wrapped at the label's width), and request their height."""
+        if lines != self.lines:
+            self.lines = lines
+            self._request_lines()
+            self.refit()
+
+    def set_template(self, template: Optional[str]) -> None:
+        """Request the width of `template` (digits "8" count as the font's widest digit); None: one character."""
+        self.template = template
+        self._request_template()
+
+    def _request_template(self) -> None:
+        if self.template is None:
+            self.configure(width=0)
+            return
+        text = self.template.replace("8", self._widest_digit())
+        self.configure(width=measurer(self._measure_font)(text) + self.MARGIN_PX + 1)
+
+    def _request_lines(self) -> None:
+        self.configure(height=self.lines * int(self._measure_font.metrics("linespace")), justify="left")
+
+    def _widest_digit(self) -> str:
+        measure = measurer(self._measure_font)
+        return max("0123456789", key=lambda d: int(measure(d)))
 
     def _fits_surely(self, text: str, width_px: int) -> bool:
         # Most texts (a measure, "Phase 2/5 : Charge") are well within their label: an upper bound of their
         # width (digits at the widest digit, anything else at the widest glyph) spares a round trip to Tk.
         if self._widest_char_px is None:
-            measure = self._measure_font.measure
+            measure = measurer(self._measure_font)
             self._widest_char_px = (max(int(measure(d)) for d in "0123456789"),
                                     max(int(measure(ch)) for ch in "WM@—%"))
         digit_px, widest_px = self._widest_char_px
         return sum(digit_px if ch.isdigit() else widest_px for ch in text) <= width_px
 
+    @property
+    def text_room_px(self) -> int:
+        """The width the text is fitted to: the label's, less customtkinter's padding for its rounded corners."""
+        inset = 2 * min(int(self._corner_radius), round(self._current_height / 2))
+        return self._width - inset - self.MARGIN_PX
+
     def _apply(self, color: Optional[str]) -> None:
         width = self._width
-        if (self.full_text, width) != self._fitted:
-            room = width - self.MARGIN_PX
+        if (self.full_text, self.part, width, self.lines) != self._fitted:
+            room = self.text_room_px
+            text = self.alias(self.full_text) if self.alias is not None else self.full_text
+            if self.max_lines and width > 1:  # the lines it needs, its part at its shortest
+                part = self.part or ""
+                shortest = text.replace(part, part[:SERIAL_KEPT_CHARS] + formatting.ELLIPSIS) if part else text
+                needed = min(self.max_lines, len(wrap_lines(shortest, room, measurer(self._measure_font))))
+                if needed != self.lines:
+                    self.lines = needed
+                    self._request_lines()
             # Not laid out yet: the whole text (the first <Configure> fits it).
-            if width <= 1 or self._fits_surely(self.full_text, room):
-                shown = self.full_text
+            if width <= 1 or self._fits_surely(text, room):
+                shown = text
             else:
-                shown = elide(self.full_text, room, self._measure_font.measure)
-            self._fitted = (self.full_text, width)
+                shown = fit_text(text, self.part, room, self.lines, measurer(self._measure_font))
+            if self.lines > 1 and width > 1 and int(self.cget("wraplength")) != room:
+                self.configure(wraplength=room)  # Tk wraps where fit_text counted the lines
+            self._fitted = (self.full_text, self.part, width, self.lines)
         else:
             shown = self._shown
         changes: dict[str, Any] = {}
@@ -305,15 +363,19 @@ class ElidedLabel(ctk.CTkLabel):
             self.configure(**changes)
 
     def refit(self) -> None:
-        """Elide again (after a font change: the width is the same, the text's size is not)."""
-        self._fitted = ("", -1)
+        """Fit again (after a font change: the width is the same, the text's size is not)."""
+        self._fitted = ("", None, -1, 0)
         self._widest_char_px = None
+        if self.template is not None:
+            self._request_template()
+        if self.lines > 1:
+            self._request_lines()
         self._apply(None)
 
     @property
     def elided(self) -> bool:
-        """True when the text shown is cut."""
-        return self._shown != self.full_text
+        """True when the text shown is not the whole text (in its wording at this size)."""
+        return self._shown != (self.alias(self.full_text) if self.alias is not None else self.full_text)
 
 
 # =========================================================================== phase bar
@@ -329,7 +391,8 @@ class PhaseBar(ctk.CTkFrame):
     def __init__(self, master: Any, fonts: Fonts, height: int = PHASE_BAR_PX) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=0, height=height)
         self.fonts = fonts
-        self.canvas = tk.Canvas(self, height=height, bg=BG_PANEL, highlightthickness=0, bd=0)
+        # A small width request (a canvas asks for 10 cm by default): the bar takes the panel's width, never sets it.
+        self.canvas = tk.Canvas(self, width=50, height=height, bg=BG_PANEL, highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
         self.states: list[str] = [SEG_PENDING] * 5
         self.fraction = 0.0  # animated fill of the running segment
@@ -401,8 +464,18 @@ class _CanvasWidget(ctk.CTkFrame):
         self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
                                 highlightthickness=0, bd=0)
         self.canvas.pack(fill="both", expand=True)
+        self.request_height()
         # Each subclass defines redraw(): draw itself at the canvas's current size.
         self.canvas.bind("<Configure>", lambda _e: self.redraw())
+
+    def min_height_px(self) -> int:
+        """The lowest canvas that still draws everything legibly (the panel's layout gives it at least that)."""
+        return 20
+
+    def request_height(self) -> None:
+        """Request min_height_px (again after a font change)."""
+        if int(self.canvas.cget("height")) != self.min_height_px():
+            self.canvas.configure(height=self.min_height_px())
 
 
 class SocGauge(_CanvasWidget):
@@ -412,11 +485,13 @@ class SocGauge(_CanvasWidget):
 
     def __init__(self, master: Any, fonts: Fonts) -> None:
         self.soc_pct: Optional[float] = None
-        self.fill_color: Optional[str] = None
+        self.fill_color = display_colors.soc_fill_color(None, None)
+        self.color_step: Callable[[], Optional[int]] = lambda: None  # the phase its colour follows (the panel's)
         super().__init__(master, fonts)
 
     def set_soc(self, soc_pct: Optional[float], fill_color: Optional[str] = None) -> None:
-        """Show a new SOC (None: unknown), its fill in `fill_color` (by the SOC's level when not given)."""
+        """Show a new SOC (None: unknown), its fill in `fill_color`, else as display_colors says for the phase."""
+        fill_color = fill_color or display_colors.soc_fill_color(soc_pct, self.color_step())
         rounded = None if soc_pct is None else round(soc_pct)
         if rounded != (None if self.soc_pct is None else round(self.soc_pct)) or fill_color != self.fill_color:
             self.soc_pct, self.fill_color = soc_pct, fill_color
@@ -437,6 +512,10 @@ class SocGauge(_CanvasWidget):
                     return text, px
         return self.text.split(formatting.NBSP)[0], MIN_LEGIBLE_PX
 
+    def min_height_px(self) -> int:
+        """Room for the value's chip and some fill above and below it, inside the outline and its nub."""
+        return 3 * self.fonts.px(12, MIN_LEGIBLE_PX) + 16
+
     def min_width_px(self) -> int:
         """The narrowest gauge that still holds "100 %" at a legible size clear of its border."""
         return self.fonts.measure(f"100{formatting.NBSP}%", MIN_LEGIBLE_PX, bold=True) + 2 * (3 + 2 + 3)
@@ -454,12 +533,17 @@ class SocGauge(_CanvasWidget):
         if self.soc_pct is not None:
             inner_h = body[3] - body[1] - 4
             top = body[3] - 2 - inner_h * max(0.0, min(100.0, self.soc_pct)) / 100.0
-            color = self.fill_color or level_color(SOC_THRESHOLDS_PCT, self.soc_pct)
-            c.create_rectangle(body[0] + 3, top, body[2] - 3, body[3] - 3, fill=color, outline="")
+            c.create_rectangle(body[0] + 3, top, body[2] - 3, body[3] - 3, fill=self.fill_color, outline="")
         # Clear of the 2 px border by at least 3 px on each side.
         text, px = self.label_fit(body[2] - body[0] - 10)
-        c.create_text(width / 2, (body[1] + body[3]) / 2, text=text, fill=TEXT, font=self.fonts.canvas_font_px(px, True),
-                      tags="value")
+        center_y = (body[1] + body[3]) / 2
+        item = c.create_text(width / 2, center_y, text=text, fill=TEXT, font=self.fonts.canvas_font_px(px, True),
+                             tags="value")
+        # The digits on a chip of the panel's colour: readable over the fill, over its edge, or over nothing.
+        x0, y0, x1, y1 = c.bbox(item)
+        c.create_rectangle(max(body[0] + 3, x0 - 1), y0, min(body[2] - 3, x1 + 1), y1, fill=BG_PANEL, outline="",
+                           tags="chip")
+        c.tag_raise(item)
 
 
 def _fit_width(canvas: tk.Canvas, width_px: int) -> None:
@@ -497,6 +581,11 @@ class NurseBars(_CanvasWidget):
         """Forget every nurse value."""
         self.values = [None] * protocol.NURSE_COUNT
         self.redraw()
+
+    def min_height_px(self) -> int:
+        """The caption, bars of a few pixels, and the values under them, each at its legible size."""
+        px = max(MIN_LEGIBLE_PX, self.fonts.px(FONT_BASE_SIZES["small"]))
+        return 2 * px + 4 + 3 + 16
 
     def range_text(self) -> str:
         """One line for all six: "100 %", "33–37 %", or "—" when none is known."""
@@ -587,9 +676,118 @@ MEASURES: tuple[tuple[str, str], ...] = (
     ("balancing", "Équil."),
 )
 
+# =========================================================================== panel layouts
+
+_NB = formatting.NBSP
+# Each value requests the width of the widest it will hold ("8": the font's widest digit): a layout that shows
+# a value has room for every value it can take, so a value is never cut ("53,…" was the wrong way round).
+VALUE_TEMPLATES: dict[str, str] = {
+    "voltage": f"88,88{_NB}V", "current": f"-888,8{_NB}A", "soc": f"100{_NB}%", "temperature": f"-88,8{_NB}°C",
+    "capacity": f"888,88{_NB}Ah", "energy": f"88{_NB}888{_NB}Wh", "balance": f"8{_NB}888{_NB}mV", "balancing": "actif",
+}
+RI_TEMPLATES = {"ri": f"Ri 25 °C d/c : 888,88 / 888,88{_NB}mΩ", "diffusion": f"Diff. 25 °C d/c : 888,88 / 888,88{_NB}mΩ"}
+ALL_MEASURES = tuple(key for key, _name in MEASURES)
+ESSENTIAL_MEASURES = tuple(key for key in ALL_MEASURES if key not in COMPACT_HIDDEN_MEASURES)
+RI_SIDE, RI_STACKED, RI_NONE = "side", "stacked", "none"
+PANEL_PAD_PX = 6
+PHASE_SHORT_NAMES = {1: "Ri/diffusion", 2: "Charge", 3: "Décharge", 4: "Stockage", 5: "Terminé"}
+PHASE_SUFFIXES = ("", " (arrêt)")
+
+
+def short_phase(text: str) -> str:
+    """A phase row's text in a compact panel: "3/5 Décharge (arrêt)" for "Phase 3/5 : Décharge (arrêt)"."""
+    for step in protocol.PHASES:
+        full = get_phase_message(step)
+        if text.startswith(full):
+            return f"{step}/5 {PHASE_SHORT_NAMES[step]}{text[len(full):]}"
+    stop = get_phase_message(protocol.STEP_STOP)
+    if text.startswith(stop):
+        return protocol.PHASE_NAMES[protocol.STEP_STOP] + text[len(stop):]
+    return text
+
+
+_STATUS_PHASE = re.compile(r" - Phase \d/5$")
+
+
+def short_status(text: str) -> str:
+    """A status line in a compact panel: its phase is said by the phase row ("Occupé - RW-ABCD0001")."""
+    return _STATUS_PHASE.sub("", text)
+
+
+def phase_texts(short: bool) -> list[str]:
+    """Every text the phase row shows (its layout reserves the widest)."""
+    texts = [get_phase_message(step) + suffix for step in (None, protocol.STEP_STOP, *protocol.PHASES)
+             for suffix in PHASE_SUFFIXES]
+    return [short_phase(text) for text in texts] if short else texts
+
+
+TEXT_MAX_LINES = 3  # the status or the phase on more lines than this: the layout gives them up (detail view)
+LONG_SERIAL_CHARS = 16
+"""A serial longer than this may be shortened at its end where the room is short; a shorter one (RW-ABCD0001)
+is always whole: its end is what tells it from its neighbours'."""
+SERIAL_KEPT_CHARS = 6  # a shortened serial keeps "RW-ABC": enough to tell it from its neighbours' at a glance
+
+
+@dataclass(frozen=True)
+class PanelLayout:
+    """What a bench panel shows; BancPanel.fit_layout takes the first of PANEL_LAYOUTS whose content fits the panel.
+
+    Each widget requests the room its content needs (a value its widest, a text its lines), so whether
+    a layout fits is Tk's own geometry request, measured once per font size, never a guess from the
+    screen's size. What a layout leaves out is one touch away (BancDetail).
+    """
+
+    name: str
+    measures: tuple[str, ...]  # the measures shown, in reading order
+    names: bool  # each value after its name ("Tension 53,67 V"); without, its unit says what it is
+    pairs_per_row: int  # measures side by side (2) or one per row (1)
+    gauges: bool  # the SOC gauge and the nurse bars
+    ri: str  # RI_SIDE (Ri and diffusion on one line), RI_STACKED (on two) or RI_NONE
+    phase_bar_px: int  # 0: no phase bar (the phase row says the phase)
+    compact: bool  # short link pills and phase names
+    status: bool = True  # the status line
+    phase_row: bool = True  # the phase and its time left
+
+    @property
+    def complete(self) -> bool:
+        """Everything is on the panel (otherwise a touch on it shows the rest)."""
+        return self.measures == ALL_MEASURES and self.names and self.gauges and self.ri != RI_NONE
+
+
+_MEASURING: list[bool] = []  # non-empty while a layout is measured (update_idletasks calls <Configure> back)
+
+
+@contextlib.contextmanager
+def _measuring() -> Iterator[None]:
+    _MEASURING.append(True)
+    try:
+        yield
+    finally:
+        _MEASURING.pop()
+
+
+PANEL_LAYOUTS: tuple[PanelLayout, ...] = (
+    PanelLayout("full", ALL_MEASURES, True, 2, True, RI_SIDE, PHASE_BAR_PX, False),
+    PanelLayout("full-ri-stacked", ALL_MEASURES, True, 2, True, RI_STACKED, PHASE_BAR_PX, False),
+    PanelLayout("tall", ALL_MEASURES, True, 1, True, RI_STACKED, PHASE_BAR_PX, False),
+    PanelLayout("no-gauges", ALL_MEASURES, True, 2, False, RI_SIDE, PHASE_BAR_PX, False),
+    PanelLayout("no-gauges-ri-stacked", ALL_MEASURES, True, 2, False, RI_STACKED, PHASE_BAR_PX, False),
+    PanelLayout("measures", ALL_MEASURES, True, 2, False, RI_NONE, COMPACT_PHASE_BAR_PX, True),
+    PanelLayout("compact", ESSENTIAL_MEASURES, False, 2, False, RI_NONE, COMPACT_PHASE_BAR_PX, True),
+    PanelLayout("minimal", ESSENTIAL_MEASURES, False, 2, False, RI_NONE, 0, True),
+    # The state and the phase in words, the values one touch away (an interrupted test's long instruction).
+    PanelLayout("state", (), False, 2, False, RI_NONE, 0, True),
+)
+# Only for an alarm that no layout above leaves room for (16 benches on 800 x 480): the bench's name and the
+# alarm, whole; the rest is one touch away, and comes back when the alarm is acknowledged.
+ALARM_LAYOUT = PanelLayout("alarm", (), False, 2, False, RI_NONE, 0, True, status=False, phase_row=False)
+# Before it, for an alarm or a recovery notice: it takes the status's and the phase's lines, never the measures'.
+VALUES_LAYOUT = PanelLayout("values", ESSENTIAL_MEASURES, False, 2, False, RI_NONE, 0, True, status=False,
+                            phase_row=False)
 
 # The red alarm's row in a panel (under the Ri line), and how many lines of text it may take there.
 ALARM_ROW = 6
+NOTICE_ROW, NOTICE_MAX_LINES = ALARM_ROW + 1, 3  # a recovery notice's row, under the alarm's
 ALARM_LINES, COMPACT_ALARM_LINES = 3, 2
 
 # A measure no longer live (kiosk_state.measures_view decides) is greyed: its colour no longer says how things are.
@@ -689,6 +887,7 @@ class BancPanel(ctk.CTkFrame):
         measures.grid_columnconfigure((0, 2), weight=0, uniform="name")
         measures.grid_columnconfigure((1, 3), weight=1, uniform="value")
         self._secondary: list[tk.Grid] = []  # hidden in the compact layout
+        self.names: dict[str, ctk.CTkLabel] = {}  # each measure's name (shown by the layouts with names)
         for i, (key, name) in enumerate(MEASURES):
             row, col = divmod(i, 2)
             measures.grid_rowconfigure(row, weight=1)
@@ -697,6 +896,7 @@ class BancPanel(ctk.CTkFrame):
             value = ElidedLabel(measures, font=fonts["value"], text_color=MUTED, anchor="w", height=1)
             value.grid(row=row, column=col * 2 + 1, sticky="ew", padx=(0, 4))
             self.widgets[key] = value
+            self.names[key] = name_label
             # In the compact layout the units say what each value is: the names give their room to the values.
             self._secondary += [name_label, value] if key in COMPACT_HIDDEN_MEASURES else [name_label]
 
@@ -721,9 +921,10 @@ class BancPanel(ctk.CTkFrame):
         # Touch to acknowledge, on the release: hidden on the press, the label would keep customtkinter's
         # click focus while unmapped and take the keyboard from the scanner when the next alarm maps it.
         alert.bind("<ButtonRelease-1>", lambda _e: self.hide_overlay_labels())
-        # A recovery notice: a blue strip over the Ri line (the least urgent), never over the measures.
-        notice = ElidedLabel(self, font=fonts["status"], fg_color=NOTICE_BG, text_color=COLOR_INFO, corner_radius=6,
-                             anchor="w", height=1)
+        # A recovery notice: a blue strip in a row of its own at the panel's foot, on the lines it needs (the layout
+        # makes the room, as for the alarm), never over the measures.
+        notice = ElidedLabel(self, font=fonts["status"], max_lines=NOTICE_MAX_LINES, fg_color=NOTICE_BG,
+                             text_color=COLOR_INFO, corner_radius=6, anchor="w", height=1)
         self.alarm = BenchAlarm()  # what the red alarm shows (kiosk_messages: the rules, live and from the journal)
         self.alarm_text = ""
         self.alarm_over_status = False  # the smallest layouts: the alarm covers the status and phase lines
@@ -742,6 +943,7 @@ class BancPanel(ctk.CTkFrame):
             self.labels.set(self.widgets[key], formatting.UNKNOWN)
         self.update_ri_diffusion_widgets(None)
         self.bind("<Configure>", self._on_resize)
+        self._init_layouts(measures)
 
     # ------------------------------------------------------------------ layout
 
@@ -767,16 +969,313 @@ class BancPanel(ctk.CTkFrame):
                 widget.grid()
 
     def refit(self) -> None:
-        """Elide every one-line text again (after a font rescale)."""
+        """Fit every text again and choose the layout again (after a font rescale)."""
         for widget in self.widgets.values():
             if isinstance(widget, ElidedLabel):
                 widget.refit()
+        for key in ("soc_gauge", "progress_bar_nurse"):
+            self.widgets[key].request_height()
+        self.fit_layout()
+
+    # ------------------------------------------------------------------ layouts: what the panel shows at its size
+
+    def _init_layouts(self, measures: ctk.CTkFrame) -> None:
+        self.widgets["measures"] = measures
+        self.layout: Optional[PanelLayout] = None
+        self.limits: Optional[MeasureLimits] = None  # the battery's grading model (display_colors)
+        self.on_detail: Optional[Callable[[str], None]] = None  # a touch on a panel that does not show everything
+        self._size = (0, 0)
+        self._fit_pending: Optional[str] = None
+        self.alarm_room_px = 0  # the height the layout leaves for the alarm's row
+        self.alarm_font = "alert"  # the alarm's font there: "alert_small" when it would not fit at its own size
+        self.card_room_px = 0  # the height a result card keeps under an alarm (0: the alarm takes the panel)
+        self.card: Optional[ResultCard] = None  # a finished test's result, over the whole panel
+        self.probe: Optional[BancPanel] = None  # the kiosk's panel off screen, on which layouts are measured
+        self.measuring_only = False  # True for that probe
+        for key, template in {**VALUE_TEMPLATES, **RI_TEMPLATES}.items():
+            self.widgets[key].set_template(template)
+        self.widgets["phase"].alias = self._phase_wording
+        self.widgets["status"].alias = self._status_wording
+        for key in ("status", "phase"):  # their lines follow what they say: another wording, another layout maybe
+            self.widgets[key].on_text = self._check_lines
+        self.widgets["soc_gauge"].color_step = self.color_step
+        self.bind("<Configure>", self._fit_on_resize)
+        alert = self.widgets["security"]
+        # The alarm takes its room from the layout: shown, hidden or reworded, the layout is chosen again.
+        for sequence in ("<Map>", "<Unmap>", "<Configure>"):
+            tk.Misc.bind(alert, sequence, lambda _e: self._fit_soon(), add="+")
+        body = [measures, *(self.widgets[key] for key in ALL_MEASURES), *self.names.values(), self.widgets["status"],
+                self.widgets["phase"], self.widgets["time_left"]]
+        for widget in body:
+            widget.bind("<ButtonRelease-1>", self._touched, add="+")
+        for key in ("soc_gauge", "progress_bar_nurse"):
+            self.widgets[key].canvas.bind("<ButtonRelease-1>", self._touched, add="+")
+
+    def _fit_on_resize(self, event: tk.Event) -> None:
+        if self.measuring_only:
+            return  # the probe: layouts are tried on it one by one, it never chooses one for itself
+        size = (int(event.width), int(event.height))
+        if size != self._size:
+            self._size = size
+            self.fit_layout()
+
+    def _fit_soon(self) -> None:
+        # A timer, not an idle callback: a measure in progress runs the idle callbacks, and would run this one again.
+        if self._fit_pending is None:
+            self._fit_pending = self.after(1, self._fit_now)
+
+    def _fit_now(self) -> None:
+        self._fit_pending = None
+        self.fit_layout()
+
+    def _phase_wording(self, text: str) -> str:
+        return short_phase(text) if self.layout is not None and self.layout.compact else text
+
+    def _status_wording(self, text: str) -> str:
+        return short_status(text) if self.layout is not None and self.layout.compact else text
+
+    def color_step(self) -> Optional[int]:
+        """The phase the measures' colours follow: the running one, else the one a stop or an interruption reached."""
+        if self.current_step in protocol.PHASES:
+            return self.current_step
+        states = self.widgets["phase_bar"].states
+        reached = [index + 1 for index, state in enumerate(states) if state != SEG_PENDING]
+        return reached[-1] if reached else None
+
+    def set_limits(self, limits: Optional[MeasureLimits]) -> None:
+        """The battery's grading model (read by the worker thread): the spread and temperature colours follow it."""
+        self.limits = limits
+
+    def _text_lines(self, key: str, room: int, compact: bool = False) -> int:
+        """Lines the status or the phase needs at `room` px for what it says now (a serial at its shortest)."""
+        label = self.widgets[key]
+        text = label.full_text if not compact else short_phase(label.full_text) if key == "phase" \
+            else short_status(label.full_text)
+        part = label.part or ""
+        if part:
+            text = text.replace(part, part[:SERIAL_KEPT_CHARS] + formatting.ELLIPSIS)
+        return max(1, min(TEXT_MAX_LINES, len(wrap_lines(text, room, measurer(label._measure_font)))))
+
+    def _rooms(self, width: int) -> tuple[int, int]:
+        """The width the status and the phase are fitted to, in a panel `width` wide."""
+        room = width - 2 * PANEL_PAD_PX - ElidedLabel.MARGIN_PX
+        time_left = self.widgets["time_left"]
+        return room, room - int(self.fonts["phase"].measure(str(time_left.cget("text")))) - 2
+
+    def _check_lines(self) -> None:
+        # A new status or phase: when it needs another number of lines, the layout is chosen again.
+        width = self._size[0]
+        if width <= 1 or self.layout is None:
+            return
+        status_room, phase_room = self._rooms(width)
+        if (self._text_lines("status", status_room, self.layout.compact) != self.widgets["status"].lines
+                or self._text_lines("phase", phase_room, self.layout.compact) != self.widgets["phase"].lines):
+            self._fit_soon()
+
+    def layout_needs(self, status_lines: int, phase_lines: int) -> dict[str, tuple[int, int]]:
+        """The size each layout requests (Tk's geometry), measured once per font size on the `probe`.
+
+        The probe is a panel of the kiosk's placed off screen: what it requests while each layout is
+        tried moves nothing on screen (a panel on the grid would resize its neighbours), and, mapped,
+        it is laid out (Tk does not lay out an unmapped widget: its requests would be stale).
+        """
+        key = ("panel-needs", status_lines, phase_lines)
+        title_px = int(self.fonts["title"].measure(str(self.widgets["title"].cget("text"))))
+        if key not in self.fonts.cache:
+            probe = self.probe if self.probe is not None else self
+            probe.widgets["status"].set_lines(status_lines)
+            probe.widgets["phase"].set_lines(phase_lines)
+            needs = {}
+            with _measuring():
+                for layout in (*PANEL_LAYOUTS, VALUES_LAYOUT, ALARM_LAYOUT):
+                    probe.apply_layout(layout)
+                    probe.update_idletasks()
+                    needs[layout.name] = (probe.winfo_reqwidth(), probe.winfo_reqheight())
+            probe_title = str(probe.widgets["title"].cget("text"))
+            self.fonts.cache[key] = (needs, int(self.fonts["title"].measure(probe_title)))
+        needs, probe_title_px = self.fonts.cache[key]
+        extra = max(0, title_px - probe_title_px)  # measured on a panel of a shorter title ("Banc 1", not "Banc 16")
+        return {name: (width + extra, height) for name, (width, height) in needs.items()}
+
+    def alarm_text_shown(self) -> str:
+        """The red alarm's whole text ("" without an alarm on show)."""
+        alert = self.widgets["security"]
+        if not alert.grid_info() and not alert.place_info():
+            return ""
+        return str(getattr(self, "alarm_text", "") or alert.cget("text"))
+
+    def alarm_need_px(self, font_name: str = "alert") -> int:
+        """The height the red alarm's whole text takes in its row, in fonts[font_name] (0 without an alarm)."""
+        text = self.alarm_text_shown()
+        if not text:
+            return 0
+        alert = self.widgets["security"]
+        font = self.fonts[font_name]
+        lines = len(wrap_lines(text, int(alert.cget("wraplength")), measurer(font)))
+        return max(int(alert.cget("height")), lines * int(font.metrics("linespace"))) + PANEL_PAD_PX
+
+    def notice_need_px(self, width: int) -> int:
+        """The height the recovery notice's row takes, on the lines its text needs at the panel's width (0: none)."""
+        notice = self.widgets["notice"]
+        if not notice.grid_info():
+            return 0
+        room = width - 2 * PANEL_PAD_PX - 2 * 6 - ElidedLabel.MARGIN_PX  # its rounded edges
+        lines = min(NOTICE_MAX_LINES, len(wrap_lines(notice.full_text, room, measurer(notice._measure_font))))
+        return lines * int(notice._measure_font.metrics("linespace")) + PANEL_PAD_PX
+
+    def fit_layout(self) -> None:
+        """Show the richest layout whose content, the alarm's included (whole), fits the panel's size.
+
+        An alarm takes the room it needs: the layout gives up what it must for it (at the alarm's size,
+        else at the smallest legible one), down to the bench's name and the alarm alone. Under a result
+        card, the panel takes the alarm layout: the card shows the result, the alarm its row.
+        """
+        width, height = self._size
+        if width <= 1 or height <= 1:
+            return
+        if _MEASURING:  # called back by a resize while something is measured: once that is done
+            self._fit_soon()
+            return
+        status_room, phase_room = self._rooms(width)
+        status_lines = {compact: self._text_lines("status", status_room, compact) for compact in (False, True)}
+        phase_lines = {compact: self._text_lines("phase", phase_room, compact) for compact in (False, True)}
+        needs = {}  # each layout's, with the status and the phase on the lines they need in its wording
+        for compact, lines in phase_lines.items():
+            measured = self.layout_needs(status_lines[compact], lines)
+            needs.update({layout.name: measured[layout.name] for layout in (*PANEL_LAYOUTS, VALUES_LAYOUT, ALARM_LAYOUT)
+                          if layout.compact == compact})
+        layouts = (ALARM_LAYOUT,) if self.card is not None else PANEL_LAYOUTS
+        chosen: Optional[PanelLayout] = None
+        # With a card, the card's smallest layout, else (an alarm that needs the room) the alarm alone.
+        card_heights = (self.card.min_height_px(), 0) if self.card is not None else (0,)
+        notice_px = self.notice_need_px(width)
+        for card_px, font_name in ((c, f) for c in card_heights for f in ("alert", "alert_small")):
+            alarm_px = self.alarm_need_px(font_name) + notice_px
+            # With an alarm or a notice, the measures before the state's words; then the alarm alone.
+            candidates = (*layouts[:-1], VALUES_LAYOUT, layouts[-1], ALARM_LAYOUT) if alarm_px and self.card is None \
+                else layouts
+            chosen = next((layout for layout in candidates if needs[layout.name][0] <= width
+                           and max(needs[layout.name][1], card_px) + alarm_px <= height), None)
+            if chosen is not None or not alarm_px:
+                break
+        if chosen is None:  # nothing fits: the leanest, and the alarm at its smallest (fitted to what is left)
+            chosen = ALARM_LAYOUT if self.alarm_text_shown() else layouts[-1]
+        self.alarm_font, self.card_room_px = font_name, card_px
+        self.widgets["status"].set_lines(status_lines[chosen.compact])
+        self.widgets["phase"].set_lines(phase_lines[chosen.compact])
+        self.apply_layout(chosen)
+        self.alarm_room_px = height - max(needs[chosen.name][1], card_px)  # what the alarm's row may take
+        if self.alarm_text_shown():  # its row, its lines and its font, from the room left
+            for method in ("place_alarm", "_fit_alarm"):
+                getattr(self, method, lambda: None)()
+        self._place_card()
+
+    def set_card(self, card: Optional[ResultCard]) -> None:
+        """Cover the panel with a result card (None: take it away)."""
+        if self.card is not None and self.card is not card:
+            self.card.place_forget()
+        self.card = card
+        if card is None:
+            return
+        self._place_card()
+
+    def _place_card(self) -> None:
+        # Over everything but the alarm's row: a finished test's alarm ("À VÉRIFIER") stays readable beside it.
+        card = self.card
+        if card is None:
+            return
+        alarm_px = min(self.alarm_need_px(self.alarm_font), self._size[1] - self.card_room_px)
+        if self.card_room_px == 0 and alarm_px:  # the alarm needs the whole panel: the result is one touch away
+            card.place_forget()
+            return
+        # tk's own place: customtkinter's refuses a height, here an offset from the panel's (relheight=1)
+        tk.Place.place_configure(card, in_=self, x=0, y=0, relwidth=1, relheight=1, height=-alarm_px)
+        card.lift()
+        card.fit(self._size[0], self._size[1] - alarm_px)  # once placed: Tk lays out no unmapped widget
+
+    def apply_layout(self, layout: PanelLayout) -> None:
+        """Show what `layout` shows, where it shows it."""
+        if layout is self.layout:
+            return
+        wording_changes = self.layout is None or layout.compact != self.layout.compact
+        self.layout = layout
+        self.set_compact(layout.compact)  # the link pills' wording (and the compact layout's defaults, redone here)
+        w = self.widgets
+
+        def show(widget: Any, visible: bool) -> None:
+            if visible:
+                widget.grid()
+            else:
+                widget.grid_remove()
+
+        if layout.phase_bar_px:
+            w["phase_bar"].canvas.configure(height=layout.phase_bar_px)
+        show(w["phase_bar"], layout.phase_bar_px > 0)
+        show(w["status"], layout.status)
+        show(w["phase"].master, layout.phase_row)  # the phase row: the phase and its time left
+        show(w["measures"], bool(layout.measures))
+        show(w["soc_gauge"], layout.gauges)
+        show(w["progress_bar_nurse"], layout.gauges)
+        for key in ALL_MEASURES:
+            value, name = w[key], self.names[key]
+            if key not in layout.measures:
+                value.grid_remove()
+                name.grid_remove()
+                continue
+            row, column = divmod(layout.measures.index(key), layout.pairs_per_row)
+            value.grid(row=row, column=column * 2 + 1, sticky="ew", padx=(0, 4))
+            if layout.names:
+                name.grid(row=row, column=column * 2, sticky="w", padx=(0, 3))
+            else:
+                name.grid_remove()
+        rows = -(-len(layout.measures) // layout.pairs_per_row)
+        for row in range(len(ALL_MEASURES)):
+            w["measures"].grid_rowconfigure(row, weight=1 if row < rows else 0)
+        show(w["ri_row"], layout.ri != RI_NONE)
+        stacked = layout.ri == RI_STACKED
+        w["ri"].grid(row=0, column=0, columnspan=2 if stacked else 1, sticky="ew")
+        w["diffusion"].grid(row=1 if stacked else 0, column=0 if stacked else 1, columnspan=2 if stacked else 1,
+                            sticky="ew")
+        if wording_changes:
+            phase = w["phase"]
+            phase.set_template(max(phase_texts(layout.compact), key=self.fonts["phase"].measure))
+            phase.refit()
+            w["status"].refit()
+
+    def _touched(self, _event: tk.Event) -> None:
+        if self.on_detail is not None and self.layout is not None and not self.layout.complete:
+            self.on_detail(self.banc)
+
+    def detail_items(self) -> list[tuple[str, str, str]]:
+        """Everything the panel knows, as (name, text, colour) lines: what a small layout leaves out included."""
+        w = self.widgets
+
+        def color(label: ElidedLabel, default: str = TEXT) -> str:
+            return str(label._color or default)
+
+        items = [("État", w["status"].full_text, color(w["status"], MUTED)),
+                 ("Phase", f"{w['phase'].full_text}   {w['time_left'].cget('text')}", TEXT)]
+        items += [(name, w[key].full_text, color(w[key])) for key, name in MEASURES]
+        nurses = w["progress_bar_nurse"].values
+        items.append(("Nourrices", "   ".join(formatting.UNKNOWN if v is None else format_number(v, 0, "%")
+                                               for v in nurses), TEXT))
+        items += [("Ri", w["ri"].full_text, MUTED), ("Diffusion", w["diffusion"].full_text, MUTED)]
+        alarm = str(getattr(self, "alarm_text", "") or w["security"].cget("text"))
+        if self.security_visible and alarm:
+            items.append(("Alarme", alarm, COLOR_ALARM))
+        if self.notice_visible:
+            items.append(("Avis", w["notice"].full_text, COLOR_INFO))
+        if self.card is not None and self.card.winfo_ismapped():
+            items = items[:1] + self.card.detail_items() + items[1:]
+        return items
 
     # ------------------------------------------------------------------ status and links
 
-    def set_status(self, text: str, kind: str) -> None:
-        """Header status ("Libre", "Occupé - SERIAL - Phase X/5", "Interrompu…")."""
-        self.labels.set(self.widgets["status"], text, STATUS_COLORS.get(kind, MUTED))
+    def set_status(self, text: str, kind: str, serial: Optional[str] = None) -> None:
+        """Header status ("Libre", "Occupé - SERIAL - Phase X/5", "Interrompu…"); where it does not fit, only the
+        `serial`'s end is shortened (the words around it say what to do)."""
+        part = serial if serial and len(serial) > LONG_SERIAL_CHARS else None
+        self.labels.set(self.widgets["status"], text, STATUS_COLORS.get(kind, MUTED), part)
 
     def set_links(self, esp_link: str, esp_online: Optional[bool], banc_link: str,
                   banc_online: Optional[bool]) -> None:
@@ -796,18 +1295,9 @@ class BancPanel(ctk.CTkFrame):
             self.set_time_left(time_left_s)
 
     def measure_colors(self, line: protocol.BmsLine) -> dict[str, str]:
-        """The colour of each measure of a live line (MEASURES' keys)."""
-        spread = line.cell_spread_mv
-        return {
-            "voltage": level_color(PACK_VOLTAGE_THRESHOLDS_V, line.voltage_v),
-            "current": level_color(CURRENT_ABS_THRESHOLDS_A, abs(line.current_a)),
-            "soc": level_color(SOC_THRESHOLDS_PCT, line.soc_pct),
-            "temperature": level_color(TEMPERATURE_THRESHOLDS_C, line.temperature_c),
-            "capacity": TEXT,
-            "energy": TEXT,
-            "balance": level_color(CELL_SPREAD_THRESHOLDS_MV, spread),
-            "balancing": COLOR_INFO if line.balancing else MUTED,
-        }
+        """The colour of each measure of a live line (MEASURES' keys): display_colors', by the phase and the
+        battery's grading model."""
+        return display_colors.measure_colors(line, self.color_step(), self.limits)
 
     def show_measures(self, view: MeasuresView) -> None:
         """The measures as kiosk_state says they are (`measures_view`): live in their colours, or greyed with their
@@ -955,13 +1445,23 @@ class BancPanel(ctk.CTkFrame):
         alert.lift()
 
     def _fit_alarm(self) -> None:
-        """The alarm on ALARM_LINES lines at most (fewer in the compact layout), ended by "…" when longer."""
+        """The alarm whole, on the lines its row has: fit_layout makes that room (at the alarm's size, else at the
+        smallest legible one: `alarm_font`); over the status, on COMPACT_ALARM_LINES."""
         alert = self.widgets["security"]
-        font = self.fonts["alert"]
-        lines = COMPACT_ALARM_LINES if self.compact or getattr(self, "alarm_over_status", False) else ALARM_LINES
-        shown = elide(self.alarm_text, lines * int(alert.cget("wraplength")) * 0.85, font.measure)
+        font = self.fonts[getattr(self, "alarm_font", "alert")]
+        if getattr(self, "alarm_over_status", False):
+            lines = COMPACT_ALARM_LINES
+        else:
+            room = int(getattr(self, "alarm_room_px", 0)) - PANEL_PAD_PX
+            lines = max(1, room // int(font.metrics("linespace")))
+        shown = fit_text(self.alarm_text, None, int(alert.cget("wraplength")), lines, measurer(font))
+        changes: dict[str, Any] = {}
+        if alert.cget("font") is not font:
+            changes["font"] = font
         if shown != alert.cget("text"):
-            alert.configure(text=shown)
+            changes["text"] = shown
+        if changes:
+            alert.configure(**changes)
 
     def show_security(self, security: SecurityMessage, now_s: float) -> None:
         """A bancX/security text: a recovery notice (blue strip, fades, ends its alarm) or a red alarm."""
@@ -975,13 +1475,9 @@ class BancPanel(ctk.CTkFrame):
             return
         notice = self.widgets["notice"]
         self.labels.set(notice, f"✓ {security.text}")
-        if self.compact:  # no Ri line: over the status line (the phase row still says the phase)
-            notice.place(in_=self.widgets["status"], relx=0, rely=0.5, anchor="w", relwidth=1.0)
-        else:  # at the panel's foot, over the Ri line: never over the measures
-            # Over the whole Ri line: a strip narrower than the line let its first letter show at the edge.
-            notice.place(in_=self.widgets["ri_row"], relx=0, rely=0.5, anchor="w", relwidth=1.0)
-        notice.lift()
+        notice.grid(row=NOTICE_ROW, column=0, columnspan=3, sticky="ew", padx=PANEL_PAD_PX, pady=(0, PANEL_PAD_PX))
         self.notice_until_s = now_s + NOTICE_LIFETIME_S
+        self._fit_soon()  # its room, from the layout
 
     def expire(self, now_s: float) -> None:
         """Withdraw the notice once its lifetime is over (the app calls this about once a second)."""
@@ -991,7 +1487,9 @@ class BancPanel(ctk.CTkFrame):
     def hide_notice(self) -> None:
         """Hide the recovery notice."""
         self.notice_until_s = None
-        self.widgets["notice"].place_forget()
+        if self.widgets["notice"].grid_info():
+            self.widgets["notice"].grid_remove()
+            self._fit_soon()
 
     def restore_alarm(self, alarm: SecurityMessage) -> None:
         """An alarm still active in the test's journal (a kiosk that starts): shown unless one came live since."""
@@ -1007,7 +1505,7 @@ class BancPanel(ctk.CTkFrame):
     @property
     def notice_visible(self) -> bool:
         """True while a recovery notice is shown."""
-        return bool(self.widgets["notice"].place_info())
+        return bool(self.widgets["notice"].grid_info())
 
     def hide_overlay_labels(self) -> None:
         """Hide the security alarm (touched, the next phase, a reset)."""
@@ -1047,51 +1545,261 @@ def result_lines(result: ResultView) -> tuple[str, str, list[str]]:
     return result.grade, f"Terminé — {result.serial} — {certificate}", figures
 
 
-class ResultCard(ctk.CTkFrame):
-    """A finished bench's result, kept on its panel until the bench's next test starts; a touch opens the charts."""
+CARD_SIDE, CARD_STACKED, CARD_FIGURES, CARD_BRIEF, CARD_TINY = "side", "stacked", "figures", "brief", "tiny"
+# Richest first, the first that fits is shown; from CARD_FIGURES on, a touch shows the rest (caption, reason).
+CARD_LAYOUTS = (CARD_SIDE, CARD_STACKED, CARD_FIGURES, CARD_BRIEF, CARD_TINY)
+CARD_PAD_PX = 8
+CARD_CACHE_SIZE = 1000  # layouts remembered for (result, size): beyond, all are measured again
+FIGURE_TEMPLATES = (f"SOH 100,0{_NB}%", f"Capacité 888,88{_NB}Ah", f"Ri 25 °C 888,88{_NB}mΩ")
+DETAIL_HINT = "Touchez : tout le résultat"
 
-    def __init__(self, master: Any, fonts: Fonts, on_touch: Optional[Callable[[], None]] = None) -> None:
+
+class ResultCard(ctk.CTkFrame):
+    """A finished bench's result over its whole panel, until the bench's next test starts; a touch opens the charts.
+
+    Nothing of the panel shows through (BancPanel.set_card places it over everything but the alarm's
+    row). It takes the richest of CARD_LAYOUTS whose content fits, measured like the panel's: the grade
+    beside the figures, above them, or, in the smallest panels, the grade and the SOH with the rest one
+    touch away (the panel's detail view, `on_detail`).
+    """
+
+    def __init__(self, master: Any, fonts: Fonts, on_touch: Optional[Callable[[], None]] = None, title: str = "",
+                 on_detail: Optional[Callable[[], None]] = None) -> None:
         super().__init__(master, fg_color="#2a2f34", corner_radius=10, border_width=2, border_color=COLOR_UNKNOWN)
+        self.fonts = fonts
         self.labels = _CachedLabels()
         self.result: Optional[ResultView] = None
-        self.grid_columnconfigure(1, weight=1)
-        self.grid_rowconfigure((1, 2, 3), weight=1)
-        self.grade = ctk.CTkLabel(self, text="", font=ctk.CTkFont(size=fonts.px(40), weight="bold"),
-                                  text_color="#ffffff", fg_color=COLOR_UNKNOWN, corner_radius=8, width=fonts.px(110))
-        self.grade.grid(row=0, column=0, rowspan=5, sticky="nsw", padx=8, pady=8)
-        self._grade_px = (fonts.px(40), fonts.px(24))  # a grade of a letter or a word; a longer one ("À VÉRIFIER")
-        self.caption = ctk.CTkLabel(self, text="", font=fonts["small"], text_color=MUTED, anchor="w", height=1)
-        self.caption.grid(row=0, column=1, sticky="ew", padx=(4, 8), pady=(8, 0))
-        self.figures = []
-        for row in range(1, 4):
-            label = ctk.CTkLabel(self, text="", font=fonts["value"], text_color=TEXT, anchor="w", height=1)
-            label.grid(row=row, column=1, sticky="ew", padx=(4, 8))
-            self.figures.append(label)
+        self.layout: Optional[str] = None
+        self._fitted_for: Optional[tuple[Any, ...]] = None
+        self.on_touch, self.on_detail = on_touch, on_detail
+        self.title = ctk.CTkLabel(self, text=title, font=fonts["title"], text_color=TEXT, anchor="w", height=1)
+        self._grade_font = ctk.CTkFont(size=fonts.px(40), weight="bold")
+        self.grade = ctk.CTkLabel(self, text="", font=self._grade_font, text_color="#ffffff", fg_color=COLOR_UNKNOWN,
+                                  corner_radius=8, height=1, padx=6)
+        self.caption = ElidedLabel(self, font=fonts["small"], max_lines=2, text_color=MUTED, anchor="w", height=1)
+        self.figures = [ElidedLabel(self, font=fonts["value"], text_color=TEXT, anchor="w", height=1) for _ in range(3)]
+        for label, template in zip(self.figures, FIGURE_TEMPLATES):
+            label.set_template(template)
         self.reason = ctk.CTkLabel(self, text="", font=fonts["small"], text_color=MUTED, anchor="w", justify="left",
-                                   wraplength=fonts.px(320), height=1)
-        self.reason.grid(row=4, column=1, sticky="ew", padx=(4, 8), pady=(0, 8))
-        if on_touch is not None:
-            for widget in (self, self.grade, self.caption, *self.figures, self.reason):
-                widget.bind("<Button-1>", lambda _e: on_touch())
+                                   height=1)
+        self.hint = ctk.CTkLabel(self, text=DETAIL_HINT, font=fonts["small"], text_color=MUTED, anchor="w", height=1)
+        self.grid_columnconfigure(1, weight=1)
+        for widget in (self, self.title, self.grade, self.caption, *self.figures, self.reason, self.hint):
+            widget.bind("<Button-1>", self._touched)
+
+    def _touched(self, _event: tk.Event) -> None:
+        if self.layout in (CARD_FIGURES, CARD_BRIEF, CARD_TINY) and self.on_detail is not None:
+            self.on_detail()  # what the card leaves out, with a button to the charts
+        elif self.on_touch is not None:
+            self.on_touch()
 
     def set_result(self, result: ResultView) -> None:
         """Show a finished test's verdict: the grade in its colour, SOH, capacity, Ri at 25 °C."""
         self.result = result
-        grade, caption, figures = result_lines(result)
+        _grade, caption, figures = result_lines(result)
         color = grade_color(result.grade) if result.grade else COLOR_UNKNOWN
-        if self.grade.cget("text") != grade or self.grade.cget("fg_color") != color:
-            self.grade.cget("font").configure(size=self._grade_px[0 if len(grade) <= 5 else 1])
-            self.grade.configure(text=grade, fg_color=color)
+        if self.grade.cget("fg_color") != color:
+            self.grade.configure(fg_color=color)
             self.configure(border_color=color)
-        self.labels.set(self.caption, caption)
+        self.labels.set(self.caption, caption, None, result.serial if len(result.serial) > LONG_SERIAL_CHARS else None)
         for label, text in zip(self.figures, figures):
             self.labels.set(label, text)
         self.labels.set(self.reason, result.reason)
+        self._word_grade()
 
     @property
     def grade_text(self) -> str:
-        """The grade shown."""
-        return str(self.grade.cget("text"))
+        """The grade the card gives (result_lines' wording)."""
+        return result_lines(self.result)[0] if self.result is not None else ""
+
+    def _word_grade(self) -> None:
+        """The grade beside the figures in a big box ("À\\nVÉRIFIER" on two lines), or as a pill on the title's line."""
+        grade = self.grade_text
+        if self.layout in (None, CARD_SIDE):
+            text, px = grade, self.fonts.px(40) if len(grade) <= 5 else self.fonts.px(24)
+        else:
+            text, px = grade.replace("\n", " "), self.fonts.size_of("title")
+        if int(self._grade_font.cget("size")) != px:
+            self._grade_font.configure(size=px)
+        if self.grade.cget("text") != text:
+            self.grade.configure(text=text)
+
+    def fit(self, width: int, height: int) -> None:
+        """Take the richest layout whose content fits width x height (the panel's size, less the alarm's row)."""
+        key = (width, height, self.result, self.fonts.scale)
+        if key == self._fitted_for or width <= 1 or height <= 1:
+            return
+        self._fitted_for = key
+        known = self.fonts.cache.get(("card", key))  # the same result at the same size: the layout measured before
+        if known is not None:
+            self._apply(known, width)
+            return
+        with _measuring():  # placed, the card's requests move nothing around it
+            for layout in CARD_LAYOUTS:
+                self._apply(layout, width)
+                if self.winfo_reqwidth() <= width and self.winfo_reqheight() <= height:
+                    break
+        if len(self.fonts.cache) > CARD_CACHE_SIZE:
+            self.fonts.cache.clear()
+        self.fonts.cache[("card", key)] = self.layout
+
+    def _apply(self, layout: str, width: int) -> None:
+        self.layout = layout
+        self._word_grade()
+        for widget in (self.title, self.grade, self.caption, *self.figures, self.reason, self.hint):
+            widget.grid_forget()
+        pad = CARD_PAD_PX
+        side = layout == CARD_SIDE
+        self.title.grid(row=0, column=0, columnspan=2 if side else 1, sticky="w", padx=pad, pady=(pad, 2))
+        if side:
+            self.grade.grid(row=1, column=0, rowspan=5, sticky="nsw", padx=(pad, 6), pady=(2, pad))
+        else:
+            self.grade.grid(row=0, column=1, sticky="e", padx=pad, pady=(pad, 2))
+        text_column, span = (1, 1) if side else (0, 2)
+        padx = (0, pad) if side else (pad, pad)
+        rows: list[Any] = []
+        if layout in (CARD_SIDE, CARD_STACKED):
+            rows = [self.caption, *self.figures, self.reason]
+        elif layout == CARD_FIGURES:
+            rows = [*self.figures, self.hint]
+        elif layout == CARD_BRIEF:
+            rows = [self.figures[0], self.hint]
+        for row, widget in enumerate(rows, start=1):
+            widget.grid(row=row, column=text_column, columnspan=span, sticky="ew", padx=padx,
+                        pady=(0, pad) if row == len(rows) else 0)
+        self.update_idletasks()
+        # The text column's width, once the grade's box has its size: the reason wraps in it, the caption fits it.
+        room = width - 2 * pad - 4 - (self.grade.winfo_reqwidth() + 6 if side else 0)
+        if self.caption.winfo_width() > 1:
+            room = min(room, self.caption.winfo_width())
+        if layout in (CARD_SIDE, CARD_STACKED):
+            self.reason.configure(wraplength=max(40, room - 2))
+            self.update_idletasks()
+
+    def refit(self) -> None:
+        """After a font rescale: its values' widths, and its layout, again."""
+        for label in (self.caption, *self.figures):
+            label.refit()
+        self._fitted_for = None
+        panel = self.master
+        if isinstance(panel, BancPanel) and panel.card is self:
+            panel.fit_layout()
+
+    def min_height_px(self) -> int:
+        """The height of its smallest layout (the bench's name and the grade), border included."""
+        return int(self.fonts["title"].metrics("linespace")) + 2 * CARD_PAD_PX + 2 + 4
+
+    def detail_items(self) -> list[tuple[str, str, str]]:
+        """The whole result as (name, text, colour) lines, for the detail view."""
+        if self.result is None:
+            return []
+        grade, caption, figures = result_lines(self.result)
+        items = [("Résultat", grade.replace("\n", " "), grade_color(self.result.grade) if self.result.grade else TEXT),
+                 ("", caption, MUTED)]
+        items += [("", figure, TEXT) for figure in figures]
+        if self.result.reason:
+            items.append(("Motif", self.result.reason, MUTED))
+        return items
+
+
+DETAIL_LIFETIME_S = 60.0
+DETAIL_REFRESH_MS = 500
+DETAIL_FONT_PX = (20, 18, 16, 14, 13, 12)  # the largest that holds every line in the window is taken
+
+
+class BancDetail(ctk.CTkFrame):
+    """Everything about one bench at a readable size, over the bench grid: what a small panel or card leaves out.
+
+    Touching a panel (or a card) that does not show everything opens it; a touch on it closes it, as
+    do DETAIL_LIFETIME_S without one. It reads the panel again every DETAIL_REFRESH_MS: it shows what
+    the panel knows now, never a copy that ages.
+    """
+
+    def __init__(self, master: Any, panel: BancPanel, on_close: Callable[[], None],
+                 on_graph: Callable[[], None]) -> None:
+        super().__init__(master, fg_color=BG_PANEL, corner_radius=10, border_width=2, border_color=COLOR_INFO)
+        self.panel = panel
+        self._on_close = on_close
+        self._font = ctk.CTkFont(size=DETAIL_FONT_PX[0])
+        self._bold = ctk.CTkFont(size=DETAIL_FONT_PX[0], weight="bold")
+        self.grid_columnconfigure((1, 3), weight=1, uniform="detail")
+        header = ctk.CTkFrame(self, fg_color="transparent")
+        header.grid(row=0, column=0, columnspan=4, sticky="ew", padx=12, pady=(12, 6))
+        header.grid_columnconfigure(0, weight=1)
+        self.title = ctk.CTkLabel(header, text=f"Banc {protocol.banc_number(panel.banc)} — détail", font=self._bold,
+                                  text_color=TEXT, anchor="w")
+        self.title.grid(row=0, column=0, sticky="w")
+        self.title.bind("<ButtonRelease-1>", lambda _e: self.close())
+        self.graph_button = ctk.CTkButton(header, text="Graphiques", font=self._font, width=150, height=44,
+                                          command=on_graph)
+        self.graph_button.grid(row=0, column=1, padx=8)
+        self.close_button = ctk.CTkButton(header, text="Fermer", font=self._font, width=150, height=44,
+                                          command=self.close)
+        self.close_button.grid(row=0, column=2)
+        self.cells: list[tuple[ctk.CTkLabel, ctk.CTkLabel]] = []
+        self._items: list[tuple[str, str, str]] = []
+        self._fitted_for: Optional[tuple[Any, ...]] = None
+        self._closed = False
+        tk.Misc.bind(self, "<Configure>", lambda _e: self.fit(), add="+")
+        self.bind("<ButtonRelease-1>", lambda _e: self.close())
+        self._lifetime = self.after(int(DETAIL_LIFETIME_S * 1000), self.close)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the panel again (and again in DETAIL_REFRESH_MS)."""
+        if self._closed:
+            return
+        items = self.panel.detail_items()
+        if [name for name, _t, _c in items] != [name for name, _t, _c in self._items]:
+            for name_label, value_label in self.cells:
+                name_label.destroy()
+                value_label.destroy()
+            self.cells = []
+            half = -(-len(items) // 2)
+            for index, (name, _text, _color) in enumerate(items):
+                row, column = index % half + 1, 2 * (index // half)
+                name_label = ctk.CTkLabel(self, text=name, font=self._font, text_color=MUTED, anchor="nw", height=1)
+                name_label.grid(row=row, column=column, sticky="nw", padx=(12, 8), pady=2)
+                value_label = ctk.CTkLabel(self, text="", font=self._bold, anchor="nw", justify="left", height=1)
+                value_label.grid(row=row, column=column + 1, sticky="nw", padx=(0, 12), pady=2)
+                for label in (name_label, value_label):
+                    label.bind("<ButtonRelease-1>", lambda _e: self.close())
+                self.cells.append((name_label, value_label))
+        for (_name_label, value_label), (_name, text, color) in zip(self.cells, items):
+            if value_label.cget("text") != text or value_label.cget("text_color") != color:
+                value_label.configure(text=text, text_color=color)
+        self._items = items
+        self.fit()
+        self.after(DETAIL_REFRESH_MS, self.refresh)
+
+    def fit(self) -> None:
+        """The largest of DETAIL_FONT_PX at which every line, wrapped in its column, fits the view."""
+        width, height = self.winfo_width(), self.winfo_height()
+        key = (width, height, tuple(self._items))
+        if width <= 1 or height <= 1 or not self.cells or key == self._fitted_for:
+            return
+        self._fitted_for = key
+        for px in DETAIL_FONT_PX:
+            for font in (self._font, self._bold):
+                if int(font.cget("size")) != px:
+                    font.configure(size=px)
+            names_px = max(int(self._font.measure(str(name.cget("text")))) for name, _v in self.cells)
+            wrap = max(80, (width - 4 * 12 - 2 * (names_px + 8)) // 2 - 4)
+            for _name, value in self.cells:
+                if int(value.cget("wraplength")) != wrap:
+                    value.configure(wraplength=wrap)
+            self.update_idletasks()
+            if self.winfo_reqheight() <= height:
+                return
+
+    def close(self) -> None:
+        """Take the view away (a touch, Fermer, its lifetime)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.after_cancel(self._lifetime)
+        self._on_close()
+        self.destroy()
 
 
 def history_line(entry: HistoryEntry) -> str:
@@ -1149,15 +1857,19 @@ class HistoryWindow(ctk.CTkToplevel):
 # =========================================================================== scan bar
 
 
-MESSAGE_LINES = 2  # the operator message wraps onto at most this many lines, then is elided
+MESSAGE_LINES = 2  # the operator message always has room for this many lines: a short one never moves the panels
+MESSAGE_MAX_SHARE = 0.4  # a longer one takes the lines it needs, up to this share of the window's height
+MESSAGE_INSET_PX = 6 + 6 + 1  # the label's rounded edge and its text padding, on each side
+SCAN_ENTRY_SHARE, SCAN_BUTTON_SHARE = 0.18, 0.13  # of the bar's width, at most
 
 
 class ScanBar(ctk.CTkFrame):
     """The scanner's entry (always focused), the operator message, the charts button, the broker state.
 
-    The message takes what the entry, button and broker tag leave, on at most MESSAGE_LINES
-    lines (its height is reserved, so the panels above never jump); a longer one ends with "…".
-    Touching an alarm acknowledges it (`on_acknowledge`).
+    The message takes the width the entry, button and broker tag leave, wrapped at that width
+    (measured, again at every resize). MESSAGE_LINES lines are always reserved, so that a short
+    message never moves the panels; a longer one gets the lines it needs (the panels above make
+    room, choosing their layouts again), whole. Touching an alarm acknowledges it (`on_acknowledge`).
     """
 
     def __init__(
@@ -1187,24 +1899,45 @@ class ScanBar(ctk.CTkFrame):
         self.full_message = ""
         self.kind = Kind.INFO
         self.echoes: list[ScanEcho] = []
-        self.bind("<Configure>", self._on_resize)
+        # The message's own width (what the entry, button and broker tag leave) sets where it wraps.
+        tk.Misc.bind(self.message, "<Configure>", self._on_message_resize, add="+")
+        tk.Misc.bind(self, "<Configure>", self._on_resize, add="+")
         self.fit_message()
 
     def _on_resize(self, event: tk.Event) -> None:
-        # The message gets what the entry, button and broker tag leave.
-        used = self.entry.winfo_width() + self.graph_button.winfo_width() + self.broker.winfo_width() + 52
-        wrap = max(150, event.width - used)
+        # The entry, the button and the broker's tag never take more than their share: the message has the rest.
+        width = int(event.width)
+        entry_px = min(self.fonts.px(170), int(width * SCAN_ENTRY_SHARE))
+        button_px = min(self.fonts.px(100), int(width * SCAN_BUTTON_SHARE))
+        if int(self.entry.cget("width")) != entry_px:
+            self.entry.configure(width=entry_px)
+        if int(self.graph_button.cget("width")) != button_px:
+            self.graph_button.configure(width=button_px)
+        wrap = max(40, int(width * SCAN_BUTTON_SHARE))
+        if int(self.broker.cget("wraplength")) != wrap:
+            self.broker.configure(wraplength=wrap)  # "Broker déconnecté" on two lines rather than wider
+
+    def _on_message_resize(self, event: tk.Event) -> None:
+        wrap = max(60, int(event.width) - 2 * MESSAGE_INSET_PX)
         if wrap != int(self.message.cget("wraplength")):
             self.message.configure(wraplength=wrap)
             self.fit_message()
 
     def fit_message(self) -> None:
-        """Reserve MESSAGE_LINES lines of the message's font; elide a message that would need more."""
+        """The message whole, on the lines it needs at its width (MESSAGE_LINES at least, their height reserved).
+
+        Only a text longer than MESSAGE_MAX_SHARE of the window (an exception's text, not a message
+        of the kiosk's) would end with "…".
+        """
         font = self.fonts["message"]
-        self.message.configure(height=MESSAGE_LINES * int(font.metrics("linespace")) + 6)
-        # Words wrap, they are not cut: a line holds somewhat less than the full wrap length.
-        budget = MESSAGE_LINES * int(self.message.cget("wraplength")) * 0.85
-        shown = elide(self.full_message, budget, font.measure)
+        wrap = int(self.message.cget("wraplength"))
+        linespace = int(font.metrics("linespace"))
+        most = max(MESSAGE_LINES, int(self.winfo_toplevel().winfo_height() * MESSAGE_MAX_SHARE) // linespace)
+        shown = fit_text(self.full_message, None, wrap, most, measurer(font))
+        lines = max(MESSAGE_LINES, len(wrap_lines(shown, wrap, measurer(font))))
+        height = lines * linespace + 6
+        if int(self.message.cget("height")) != height:
+            self.message.configure(height=height)
         if shown != self.message.cget("text"):
             self.message.configure(text=shown)
 

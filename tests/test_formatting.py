@@ -76,3 +76,35 @@ def test_keep_units_together(text: str, expected: str) -> None:
     from formatting import keep_units_together
 
     assert keep_units_together(text) == expected
+
+
+# The same 10 px a character: where Tk wraps, and what a fitted text keeps.
+@pytest.mark.parametrize("text,max_px,expected", [
+    ("Nouveau test possible", 0, ["Nouveau test possible"]),  # no wraplength: one line
+    ("Nouveau test possible", 120, ["Nouveau test", "possible"]),  # a space at a line's end takes no room
+    (f"moins de 48{NBSP}h ouvrées", 100, ["moins de", f"48{NBSP}h", "ouvrées"]),  # "48 h" is one word
+    ("a\nbb", 100, ["a", "bb"]),
+    ("RW-ABCDEFGHIJ", 50, ["RW-AB", "CDEFG", "HIJ"]),  # a word longer than a line: between characters
+])
+def test_wrap_lines_as_tk_wraps(text: str, max_px: float, expected: list[str]) -> None:
+    from formatting import wrap_lines
+
+    assert wrap_lines(text, max_px, lambda s: 10.0 * len(s)) == expected
+
+
+@pytest.mark.parametrize("text,part,max_px,lines,expected", [
+    ("Interrompu - RW-LONG0123456789 - scannez", "RW-LONG0123456789", 400, 1,
+     "Interrompu - RW-LONG0123456789 - scannez"),  # it fits: whole
+    ("Interrompu - RW-LONG0123456789 - scannez", "RW-LONG0123456789", 330, 1,
+     f"Interrompu - RW-LONG01{ELLIPSIS} - scannez"),  # only the serial's end goes: the instruction stays
+    ("Interrompu - RW-LONG0123456789 - scannez", "RW-LONG0123456789", 300, 2,
+     "Interrompu - RW-LONG0123456789 - scannez"),  # two lines hold it whole
+    ("Nouveau test possible à partir du 04/01", None, 100, 2, f"Nouveau test poss{ELLIPSIS}"),  # last resort only
+])
+def test_fit_text_shortens_the_serial_before_anything(text: str, part: Optional[str], max_px: float, lines: int,
+                                                      expected: str) -> None:
+    from formatting import fit_text, wrap_lines
+
+    fitted = fit_text(text, part, max_px, lines, lambda s: 10.0 * len(s))
+    assert fitted == expected
+    assert len(wrap_lines(fitted, max_px, lambda s: 10.0 * len(s))) <= lines

@@ -91,7 +91,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
     p1, p2, p4, p6 = (app.panels[b] for b in ("banc1", "banc2", "banc4", "banc6"))
 
-    # --- 6. A long serial: the status line is elided with "…", never cut mid-word without saying so.
+    # --- 6. A long serial: only the serial is shortened with "…", the instruction after it stays whole.
     status2 = p2.widgets["status"]
     assert status2.full_text == f"Interrompu - {LONG_SERIAL} - scannez pour reprendre"
     assert status2.elided
