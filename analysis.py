@@ -613,9 +613,15 @@ def compute_summary(
 
     esp_ah = _number(config.get("capacity_ah"))
     esp_wh = _number(config.get("capacity_wh"))
-    if esp_ah is None and n:
-        esp_ah = float(np.max(data["capacity_ah"]))  # config.json without it: the ESP's last word in data.csv
-        esp_wh = float(np.max(data["energy_wh"]))
+    if n and (esp_ah is None or config.get("status") != record.TEST_FINISHED):
+        # config.json without it, or a running test's (rewritten every 5 minutes): the ESP's counters
+        # as its rows give them now, by the same rule the recorder keeps them.
+        counter = record.CapacityCounter()
+        for step, seq, ah, wh in zip(data.step.tolist(), data["seq"].tolist(), data["capacity_ah"].tolist(),
+                                     data["energy_wh"].tolist()):
+            counter.see(int(step), int(seq), float(ah), float(wh))
+        if counter.ah is not None:
+            esp_ah, esp_wh = counter.ah, counter.wh
     diff_pct = None
     if counted_ah is not None and esp_ah:
         diff_pct = (counted_ah - esp_ah) / esp_ah * 100.0

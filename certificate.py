@@ -22,7 +22,7 @@ from analysis import Report
 from chart_data import prepare_plot_data
 from charts import draw_figure
 from formatting import GRADE_COLORS, darker, format_milliohm, format_number, grade_color
-from summary_text import format_time
+from summary_text import format_time, test_span
 
 A4_PORTRAIT_IN = (8.27, 11.69)
 A4_LANDSCAPE_IN = (11.69, 8.27)
@@ -122,8 +122,8 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
         ("Numéro de série", summary.serial),
         ("Modèle", str(verdict.get("model") or "—")),
         ("Banc", summary.banc),
-        ("Début du test", format_time(summary.first_handle)),
-        ("Fin du test", format_time(summary.end_time)),
+        ("Début du test", format_time(test_span(summary)[0])),
+        ("Fin du test", format_time(test_span(summary)[1])),
     ]
     y = _table(figure, 0.07, 0.885, identity, size=11.5, key_width=0.20)
 

@@ -18,7 +18,7 @@ import storage
 from analysis import Summary
 from chart_data import PLOT_SERIES, SHORT_LABELS, PlotData, TimeAxis
 from formatting import PHASE_COLORS, darker, format_duration, format_number
-from summary_text import PANEL_RED, STATUS_LABELS, format_time, panel_lines
+from summary_text import PANEL_RED, STATUS_LABELS, format_time, panel_lines, test_span
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time
     from matplotlib.axes import Axes
@@ -116,7 +116,7 @@ def draw_figure(figure: Any, plot: PlotData) -> None:
         _shade_phases(figure, axes, summary, plot.axis, layout)
         axes[-1].set_xticks([x for x, _ in plot.ticks], [label for _, label in plot.ticks])
         note = ", arrêts raccourcis" if summary.stops else ""
-        axes[-1].set_xlabel(f"Heure de Paris (réception des mesures{note})", fontsize=layout.label_pt)
+        axes[-1].set_xlabel(f"Heure de Paris (mesure{note})", fontsize=layout.label_pt)
         pad = max(plot.axis.width * 0.005, 1e-3)
         axes[-1].set_xlim(-pad, plot.axis.width + pad)
 
@@ -139,7 +139,8 @@ def chart_title(summary: Summary) -> str:
     head = f"{summary.serial} — {summary.banc} — {status}"
     if summary.first_row_s is None:
         return f"{head} — aucune mesure"
-    return f"{head} — {format_time(summary.first_row_s)} → {format_time(summary.last_row_s)}"
+    start, end = test_span(summary)
+    return f"{head} — {format_time(start)} → {format_time(end)}"
 
 
 def no_data_text(summary: Summary) -> str:

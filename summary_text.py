@@ -24,6 +24,15 @@ def format_time(moment: Optional[float | datetime]) -> str:
     return moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M:%S")
 
 
+def test_span(summary: Summary) -> tuple[Optional[float | datetime], Optional[float | datetime]]:
+    """When the test began and ended, as every page says it: its journal's start and phase 5 (the Pi's
+    clock), else its first and last measurements. One place, so that the certificate's pages agree even
+    when the ESP's clock ran faster (an accelerated simulator) than the Pi's."""
+    start = summary.first_handle if summary.first_handle is not None else summary.first_row_s
+    end = summary.end_time if summary.end_time is not None else summary.last_row_s
+    return start, end
+
+
 def _fmt(value: Optional[float], decimals: int, unit: str = "", signed: bool = False) -> str:
     """A French number (formatting.format_number); `signed` writes "+" before a positive value."""
     text = format_number(value, decimals, unit)

@@ -15,16 +15,18 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pytest
 
+import analysis
 import charts
 import record
 import report
+import summary_text
 import utils
 from testkit.synthetic import SERIAL, Synthetic, write_synthetic_test
 
@@ -782,8 +784,22 @@ def test_chart_title_says_what_the_test_is(status: str, first_s: Optional[float]
     from types import SimpleNamespace
 
     summary: Any = SimpleNamespace(serial="RW-T0001", banc="banc3", status=status, first_row_s=first_s,
-                                   last_row_s=first_s)
+                                   last_row_s=first_s, first_handle=None, end_time=None)
     assert charts.chart_title(summary) == title
+
+
+def test_every_page_of_a_certificate_gives_the_same_start_and_end() -> None:
+    # An accelerated simulator: its measurements run ahead of the Pi's clock. The chart's title
+    # (page 2) and page 1 both say the test's own start and end (its journal), not the measurements'.
+    from types import SimpleNamespace
+
+    start, end = datetime(2026, 12, 1, 8, 0, tzinfo=UTC), datetime(2026, 12, 1, 8, 10, tzinfo=UTC)
+    summary: Any = SimpleNamespace(serial="RW-T0001", banc="banc3", status=record.TEST_FINISHED,
+                                   first_row_s=start.timestamp(), last_row_s=start.timestamp() + 400 * 600,
+                                   first_handle=start, end_time=end)
+    assert summary_text.test_span(summary) == (start, end)
+    assert charts.chart_title(summary).endswith(
+        f"{summary_text.format_time(start)} → {summary_text.format_time(end)}")
 
 
 # --------------------------------------------------------------------------- Ri at 25 °C, pulse by pulse
@@ -829,3 +845,18 @@ def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path
     facts = grading.TestFacts(cell_spread_mv=20.0, temperature_max_c=30.0)
     checks = grading.grade({**summary, "capacity_ah": 95.0}, facts, rules, utils.correct_to_25c)["checks"]
     assert next(check["value"] for check in checks if check["name"] == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up
+
+
+@pytest.mark.parametrize("status, shown", [(record.TEST_RUNNING, 12.3), (record.TEST_FINISHED, 12.0)])
+def test_a_running_test_shows_the_esp_capacity_of_its_rows_not_a_config_json_minutes_old(
+        status: str, shown: float) -> None:
+    # config.json is rewritten every 5 minutes: the charts window of a running test showed "ESP 0,00 Ah"
+    # in the middle of its discharge. A finished test's config.json holds the final value.
+    header = ",".join(record.DATA_CSV_HEADER)
+    lines = [header] + [
+        f"2026-12-01T10:00:{k:02d}.000+01:00,3,{k},52.0,-40.0,60.0,25.0,{12.0 + k / 10:.1f},{600 + 5 * k},"
+        f"3300,3310,0,{1000 * k},2026-12-01T10:00:{k:02d}.000+01:00" for k in range(4)]
+    data = analysis.parse_data_csv(("\n".join(lines) + "\n").encode())
+    config = {"status": status, "capacity_ah": 12.0 if status == record.TEST_FINISHED else 0.0, "capacity_wh": 600.0}
+    summary = analysis.compute_summary(data, config, 30.0, lambda ohm, _t: ohm)
+    assert summary.esp_capacity_ah == shown
