@@ -1637,6 +1637,7 @@ class ResultCard(ctk.CTkFrame):
         with _measuring():  # placed, the card's requests move nothing around it
             for layout in CARD_LAYOUTS:
                 self._apply(layout, width)
+                self.update_idletasks()
                 if self.winfo_reqwidth() <= width and self.winfo_reqheight() <= height:
                     break
         if len(self.fonts.cache) > CARD_CACHE_SIZE:
@@ -1667,14 +1668,12 @@ class ResultCard(ctk.CTkFrame):
         for row, widget in enumerate(rows, start=1):
             widget.grid(row=row, column=text_column, columnspan=span, sticky="ew", padx=padx,
                         pady=(0, pad) if row == len(rows) else 0)
-        self.update_idletasks()
-        # The text column's width, once the grade's box has its size: the reason wraps in it, the caption fits it.
-        room = width - 2 * pad - 4 - (self.grade.winfo_reqwidth() + 6 if side else 0)
-        if self.caption.winfo_width() > 1:
-            room = min(room, self.caption.winfo_width())
+        # The text column's width beside the grade's box (its text's request, now, and its rounded edges): the reason
+        # wraps in it.
+        grade_px = self.grade._label.winfo_reqwidth() + 2 * int(self.grade.cget("corner_radius"))
+        room = width - 2 * pad - 4 - (grade_px + 6 if side else 0)
         if layout in (CARD_SIDE, CARD_STACKED):
             self.reason.configure(wraplength=max(40, room - 2))
-            self.update_idletasks()
 
     def refit(self) -> None:
         """After a font rescale: its values' widths, and its layout, again."""

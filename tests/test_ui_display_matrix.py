@@ -130,8 +130,7 @@ class Feed:
         self.snapshot(banc, occupied=True, serial=serial, file_step=step, running=True, ri_view=RI, limits=LIMITS)
         self.item(protocol.KIND_ESP_STATUS, banc, b"online")
         self.item(protocol.KIND_BANC_STATUS, banc, b"online")
-        for phase in range(1, step + 1):
-            self.item(protocol.KIND_STEP, banc, protocol.encode_step(phase).encode())
+        self.item(protocol.KIND_STEP, banc, protocol.encode_step(step).encode())  # the phases before it: done
         self.item(protocol.KIND_BMS, banc, protocol.encode_bms_line(LINES[min(step, 4)]).encode())
         for index, soc in enumerate(NURSES, start=1):
             self.item(protocol.KIND_NURSE, banc, str(soc).encode(), index)
@@ -179,8 +178,7 @@ def states(feed: Feed) -> Iterator[tuple[str, Callable[[], None]]]:
         feed.running(banc, 3, _serial(i))
         feed.alarm(banc, NOTICE)  # a recovery notice comes on bancX/security too
 
-    def refused() -> None:
-        each(lambda i, banc: feed.running(banc, 3, _serial(i)))()
+    def refused() -> None:  # over the benches as the notice left them (running, its row shown)
         feed.app.say(refusal, Kind.REFUSAL)
 
     def late_confirmation() -> None:
