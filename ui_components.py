@@ -785,10 +785,11 @@ ALARM_LAYOUT = PanelLayout("alarm", (), False, 2, False, RI_NONE, 0, True, statu
 VALUES_LAYOUT = PanelLayout("values", ESSENTIAL_MEASURES, False, 2, False, RI_NONE, 0, True, status=False,
                             phase_row=False)
 
-# The red alarm's row in a panel (under the Ri line), and how many lines of text it may take there.
+# The red alarm's row in a panel (under the Ri line): its lines are those the layout leaves it (fit_layout); over
+# the status and phase lines (nothing else fits), it has two.
 ALARM_ROW = 6
 NOTICE_ROW, NOTICE_MAX_LINES = ALARM_ROW + 1, 3  # a recovery notice's row, under the alarm's
-ALARM_LINES, COMPACT_ALARM_LINES = 3, 2
+COMPACT_ALARM_LINES = 2
 
 # A measure no longer live (kiosk_state.measures_view decides) is greyed: its colour no longer says how things are.
 STALE_COLOR = MUTED
