@@ -18,6 +18,7 @@ echo "test: ruff"
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"
-# Three workers on two cores: most tests wait on brokers, processes and the X server, not on
-# the CPU. Every test starts its own broker, BANC_HOME and (per worker) Xvfb, so they can run side by side.
-exec .venv/bin/python -m pytest -n 3 "$@"
+# Four workers on two cores: most tests wait on brokers, processes and the X server, not on
+# the CPU (2188 tests: 280 s with -n 3, 222 s with -n 4 on this machine's 2 cores). Every test
+# starts its own broker, BANC_HOME and (per worker) Xvfb, so they can run side by side.
+exec .venv/bin/python -m pytest -n 4 "$@"
