@@ -300,17 +300,20 @@ def fresh_for_s(line: protocol.BmsLine) -> float:
     return REST_FRESH_S if line.esp_step in _REST_STEPS else FRESH_S
 
 
+AGE_PREFIX, AGE_AGO = "Mesures ", "il y a "  # the header's age line: "Mesures il y a 2 min"
+
+
 def age_text(age_s: float) -> str:
     """How old a measure is, for people: "il y a 12 s", "il y a 2 min", "il y a 1 h 05", "il y a 3 j"."""
     nb = "\u00a0"
     seconds = int(max(0.0, age_s))
     if seconds < 60:
-        return f"il y a {seconds}{nb}s"
+        return f"{AGE_AGO}{seconds}{nb}s"
     if seconds < 3600:
-        return f"il y a {seconds // 60}{nb}min"
+        return f"{AGE_AGO}{seconds // 60}{nb}min"
     if seconds < 86400:
-        return f"il y a {seconds // 3600}{nb}h{nb}{seconds % 3600 // 60:02d}"
-    return f"il y a {seconds // 86400}{nb}j"
+        return f"{AGE_AGO}{seconds // 3600}{nb}h{nb}{seconds % 3600 // 60:02d}"
+    return f"{AGE_AGO}{seconds // 86400}{nb}j"
 
 
 @dataclass(frozen=True)
@@ -327,7 +330,7 @@ class MeasuresView:
         """The age line ("Mesures il y a 2 min") once the line is no longer live; "" while it is, or without one."""
         if self.line is None or self.fresh or self.age_s is None:
             return ""
-        return f"Mesures {age_text(self.age_s)}"
+        return f"{AGE_PREFIX}{age_text(self.age_s)}"
 
 
 def measures_view(rt: BancRuntime, now_s: Optional[float]) -> MeasuresView:
@@ -422,7 +425,6 @@ def banc_display(rt: BancRuntime, now_s: Optional[float] = None) -> BancDisplay:
     banc_online = rt.banc_online if rt.banc_online is not None else (rt.running or None)
     return BancDisplay(text, kind, display_step, interrupted, rt.esp_online, banc_online,
                        _esp_link(rt), _banc_link(rt, banc_online, interrupted), measures, unrecorded)
-
 
 
 # The two link pills of a bench's header: their labels (the compact layout's when the panel is small).

@@ -27,6 +27,8 @@ from formatting import elide, fit_text, format_clock, format_milliohm, format_nu
 from grading import GRADE_TO_CHECK
 from kiosk_messages import NOTICE_LIFETIME_S, BenchAlarm, Kind, SecurityKind, SecurityMessage
 from kiosk_state import (
+    AGE_AGO,
+    AGE_PREFIX,
     LINK_ALARM,
     LINK_ESP,
     LINK_IDLE,
@@ -42,6 +44,7 @@ from kiosk_state import (
     MeasuresView,
     ResultView,
     RiView,
+    age_text,
 )
 
 # =========================================================================== colours
@@ -349,8 +352,11 @@ class ElidedLabel(ctk.CTkLabel):
                 shown = text
             else:
                 shown = fit_text(text, self.part, room, self.lines, measurer(self._measure_font))
-            if self.lines > 1 and width > 1 and int(self.cget("wraplength")) != room:
-                self.configure(wraplength=room)  # Tk wraps where fit_text counted the lines
+            # Tk wraps where fit_text counted the lines; on one line, nowhere (a wrap kept from when the text had
+            # two would break "Occupé - RW-LONGSERIAL…" over a line the layout did not give it).
+            wrap = room if self.lines > 1 else 0
+            if width > 1 and int(self.cget("wraplength")) != wrap:
+                self.configure(wraplength=wrap)
             self._fitted = (self.full_text, self.part, width, self.lines)
         else:
             shown = self._shown
@@ -797,6 +803,19 @@ STALE_COLOR = MUTED
 CURRENT_CUT_TEXT = f"0{formatting.NBSP}A coupé"
 
 
+# The header's age of stale measures: while shown, it requests the width of the widest age ("88 h 88"), so every
+# layout gives it that room (as the values' templates do) and the age is always whole; with more room it says more
+# (age_wordings). Beside the greyed values, "3 h 59" alone says how old they are.
+AGE_WIDEST = max((re.sub(r"\d", "8", age_text(s).removeprefix(AGE_AGO))
+                  for s in (59, 59 * 60, 23 * 3600 + 59 * 60, 99 * 86400)), key=len)
+
+
+def age_wordings(text: str) -> list[str]:
+    """The header's age, longest first: "Mesures il y a 2 min", "il y a 2 min", "2 min" (pure)."""
+    ago = text.removeprefix(AGE_PREFIX)
+    return list(dict.fromkeys((text, ago, ago.removeprefix(AGE_AGO))))
+
+
 def measure_texts(line: protocol.BmsLine) -> dict[str, str]:
     """The text of each measure of a BMS line (MEASURES' keys), French numbers with their units (pure)."""
     return {
@@ -993,10 +1012,12 @@ class BancPanel(ctk.CTkFrame):
         self.card: Optional[ResultCard] = None  # a finished test's result, over the whole panel
         self.probe: Optional[BancPanel] = None  # the kiosk's panel off screen, on which layouts are measured
         self.measuring_only = False  # True for that probe
+        self.age_shown = False  # the header shows the measures' age (they are stale): it takes its room
         for key, template in {**VALUE_TEMPLATES, **RI_TEMPLATES}.items():
             self.widgets[key].set_template(template)
         self.widgets["phase"].alias = self._phase_wording
         self.widgets["status"].alias = self._status_wording
+        self.widgets["age"].alias = self._age_wording
         for key in ("status", "phase"):  # their lines follow what they say: another wording, another layout maybe
             self.widgets[key].on_text = self._check_lines
         self.widgets["soc_gauge"].color_step = self.color_step
@@ -1047,6 +1068,21 @@ class BancPanel(ctk.CTkFrame):
         """The battery's grading model (read by the worker thread): the spread and temperature colours follow it."""
         self.limits = limits
 
+    def _request_age(self) -> None:
+        """The age label requests the width of the widest age while it is shown, one character otherwise."""
+        template = AGE_WIDEST if self.age_shown else None
+        if template != self.widgets["age"].template:
+            self.widgets["age"].set_template(template)
+
+    def _age_wording(self, text: str) -> str:
+        """The longest wording of the age that fits its label (the shortest, "2 min", always does: its request)."""
+        label = self.widgets["age"]
+        wordings = age_wordings(text)
+        if label._width <= 1:
+            return wordings[0]
+        measure = measurer(label._measure_font)
+        return next((wording for wording in wordings if measure(wording) <= label.text_room_px), wordings[-1])
+
     def _text_lines(self, key: str, room: int, compact: bool = False) -> int:
         """Lines the status or the phase needs at `room` px for what it says now (a serial at its shortest)."""
         label = self.widgets[key]
@@ -1080,12 +1116,14 @@ class BancPanel(ctk.CTkFrame):
         tried moves nothing on screen (a panel on the grid would resize its neighbours), and, mapped,
         it is laid out (Tk does not lay out an unmapped widget: its requests would be stale).
         """
-        key = ("panel-needs", status_lines, phase_lines)
+        key = ("panel-needs", status_lines, phase_lines, self.age_shown)
         title_px = int(self.fonts["title"].measure(str(self.widgets["title"].cget("text"))))
         if key not in self.fonts.cache:
             probe = self.probe if self.probe is not None else self
             probe.widgets["status"].set_lines(status_lines)
             probe.widgets["phase"].set_lines(phase_lines)
+            probe.age_shown = self.age_shown
+            probe._request_age()
             needs = {}
             with _measuring():
                 for layout in (*PANEL_LAYOUTS, VALUES_LAYOUT, ALARM_LAYOUT):
@@ -1309,6 +1347,10 @@ class BancPanel(ctk.CTkFrame):
         soc = None if line is None else line.soc_pct
         self.widgets["soc_gauge"].set_soc(soc, None if view.fresh else STALE_COLOR)
         self.labels.set(self.widgets["age"], view.age_text)
+        if bool(view.age_text) != self.age_shown:  # the age takes its room in the header, or gives it back
+            self.age_shown = bool(view.age_text)
+            self._request_age()
+            self._fit_soon()
 
     def set_time_left(self, seconds: Optional[float]) -> None:
         """Time left of the current phase."""

@@ -13,7 +13,9 @@ scan workflow answers (App.say). In every state:
 - an ellipsis only ever shortens a serial (ElidedLabel.part), never a word that carries information;
 - no two visible widgets of a panel overlap; a result card covers its whole panel but the alarm's row, and
   nothing of the panel sticks out of it;
-- the SOC digits sit on their chip, over the gauge's fill and border.
+- the SOC digits sit on their chip, over the gauge's fill and border;
+- stale measures (2 min, 3 h 59, 23 h 48 old; after a stop, the current cut) are greyed and the header says how
+  old, whole.
 
 Screenshots of the worst cases (800x480 and 1280x800 with 16 benches: cards, alarms, the longest refusal, the
 detail view) go to tests/artifacts/display_*.png.
@@ -52,7 +54,7 @@ SIZES = ((800, 480), (1024, 600), (1280, 800), (1920, 1080))
 COUNTS = (1, 4, 6, 16)
 SCREENSHOTS = {((800, 480), 16), ((1280, 800), 16)}  # the worst cases, looked at by a person
 SHOT_STATES = ("mixed", "refusal 48 h", "late confirmation", "card À VÉRIFIER and its alarm", "alarm",
-               "recovery notice", "interrupted, long serial")
+               "recovery notice", "interrupted, long serial", "stale measures", "stopped, current cut, stale")
 
 LONG_SERIAL = "RW-" + "LONGSERIAL0123456789ABCDEFGHIJKLM"[:32]  # the longest serial the scanner accepts
 GRADES = ("A", "B", "C", "REJET", "NON CLASSÉ", "À VÉRIFIER")
@@ -71,6 +73,9 @@ LINES = {
     4: protocol.BmsLine(40, 51.87, 49.9, 48.0, 31.5, 100.12, 5120.4, 3240, 3262, 0),
 }
 NURSES = (35, 36, 34, 100, 33, 35)
+# The kiosk's freshness rule (kiosk_state), as it is before the run makes every measure live: the stale states'.
+FRESHNESS = {"FRESH_S": kiosk_state.FRESH_S, "REST_FRESH_S": kiosk_state.REST_FRESH_S}
+STALE_AGES_S = (2 * 60 + 5, 3 * 3600 + 59 * 60 + 5, 23 * 3600 + 48 * 60 + 5)  # "2 min", "3 h 59", "23 h 48"
 
 
 # =========================================================================== the messages, worded by the workflow
@@ -149,6 +154,19 @@ class Feed:
     def alarm(self, banc: str, text: str = LONGEST_ALARM) -> None:
         self.item(protocol.KIND_SECURITY, banc, text.encode())
 
+    def aged(self, banc: str, age_s: float) -> None:
+        """The bench's latest line received `age_s` ago (a silent BMS or broker): greyed, its age in the header."""
+        for name, value in FRESHNESS.items():  # the kiosk's own rule from here on (the stale states come last)
+            setattr(kiosk_state, name, value)
+        self.app.runtime[banc].line_received_s = time.monotonic() - age_s
+        self.app.render_banc(banc)
+
+    def stopped(self, banc: str, age_s: float) -> None:
+        """A test stopped (9) at phase 3, its last line `age_s` old: the current reads as cut, the values greyed."""
+        self.running(banc, 3, LONG_SERIAL)
+        self.item(protocol.KIND_STEP, banc, protocol.encode_step(protocol.STEP_STOP).encode())
+        self.aged(banc, age_s)
+
 
 def _serial(index: int) -> str:
     return f"RW-MATRIX{index:04d}"
@@ -184,6 +202,10 @@ def states(feed: Feed) -> Iterator[tuple[str, Callable[[], None]]]:
     def late_confirmation() -> None:
         feed.app.say(late, Kind.REFUSAL)
 
+    def stale(i: int, banc: str) -> None:
+        feed.running(banc, 2 + i % 3, _serial(i))
+        feed.aged(banc, STALE_AGES_S[i % len(STALE_AGES_S)])
+
     def mixed() -> None:
         for i, banc in enumerate(bancs):
             kind = i % 5
@@ -212,6 +234,9 @@ def states(feed: Feed) -> Iterator[tuple[str, Callable[[], None]]]:
     yield "refusal 48 h", refused
     yield "late confirmation", late_confirmation
     yield "mixed", mixed
+    # Last: from here on the measures age as on the kiosk (Feed.aged).
+    yield "stale measures", each(stale)
+    yield "stopped, current cut, stale", each(lambda i, banc: feed.stopped(banc, STALE_AGES_S[i % 2]))
 
 
 def slug(name: str) -> str:
@@ -416,6 +441,24 @@ def check_colors(app: ui.App, state: str) -> list[str]:
     return problems
 
 
+def check_stale(app: ui.App, state: str) -> list[str]:
+    """A stale state says its measures are old and how old (the age, whole), greyed; after a stop, the current cut."""
+    if "stale" not in state:
+        return []
+    problems = []
+    for banc, panel in app.panels.items():
+        view = kiosk_state.banc_display(app.runtime[banc], time.monotonic()).measures
+        age = panel.widgets["age"]
+        age_words = kiosk_state.age_text(view.age_s or 0.0).removeprefix("il y a ")
+        if view.fresh or not visible(age) or age_words not in str(age.cget("text")):
+            problems.append(f"{banc}: measures {view.age_s} s old, the header says {str(age.cget('text'))!r}")
+        if str(panel.widgets["voltage"].cget("text_color")) != uic.STALE_COLOR:
+            problems.append(f"{banc}: a stale voltage not greyed")
+        if "stopped" in state and panel.widgets["current"].full_text != uic.CURRENT_CUT_TEXT:
+            problems.append(f"{banc}: after a stop the current reads {panel.widgets['current'].full_text!r}")
+    return problems
+
+
 def check_window(app: ui.App) -> list[str]:
     """Every panel, the scan bar (its message whole) and an open detail view."""
     problems = []
@@ -452,7 +495,8 @@ def test_every_text_whole_and_apart(size: tuple[int, int], count: int, bare_kios
                                     monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", str(count))
     utils.reload_settings()
-    # Measures stay live through the run (freshness is tests/test_kiosk_freshness.py's): each state is what it says.
+    # Measures stay live through the run (freshness is tests/test_kiosk_freshness.py's): each state is what it says;
+    # the stale states, last, put the kiosk's own rule back (Feed.aged).
     monkeypatch.setattr(kiosk_state, "FRESH_S", 3600.0, raising=False)
     monkeypatch.setattr(kiosk_state, "REST_FRESH_S", 3600.0, raising=False)
     width, height = size
@@ -466,7 +510,7 @@ def test_every_text_whole_and_apart(size: tuple[int, int], count: int, bare_kios
     for name, put in states(feed):
         put()
         settle(app)
-        problems = check_window(app) + check_colors(app, name)
+        problems = check_window(app) + check_colors(app, name) + check_stale(app, name)
         if problems:
             failures[name] = problems
         if ((size, count) in SCREENSHOTS and name in SHOT_STATES) or (
