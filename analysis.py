@@ -219,7 +219,7 @@ def recompute_measured(unix_s: np.ndarray, received_s: np.ndarray, stamped_at_re
     Rows are in file order. Boot k starts at the row the journal names (its timestamp, seq and
     uptime) and runs until the next boot's; a row of boot k whose measured_at is its receipt
     time, received no later than the boot's first offset was estimated, gets that offset plus
-    its uptime (contract §3b). A boot whose journal line is unreadable (a hole in `boots`)
+    its uptime (docs/protocole.md §7). A boot whose journal line is unreadable (a hole in `boots`)
     cannot be found: its rows keep their stamps (received after the previous boot's estimate,
     none of them is taken for that boot's). Returns the times and how many rows were recomputed.
     """
@@ -539,7 +539,7 @@ class Summary:
     temperature_range_c: Optional[tuple[float, float]]
     max_cell_spread_mv: Optional[float]
     notes: list[str] = field(default_factory=list)
-    verdict: Optional[dict[str, Any]] = None  # config.json's verdict (contract §7) once the test is concluded
+    verdict: Optional[dict[str, Any]] = None  # config.json's verdict (the README's verdict section) once the test is concluded
     # Lowest and highest temperature of the Ri pulses (each corrected to 25 °C with its own).
     ri_temperature_range_c: Optional[tuple[float, float]] = None
 

@@ -469,7 +469,7 @@ class SecurityAlert:
 
 Event = Union[StepChanged, RiMeasured, SecurityAlert]
 
-HISTORY_LINES = 3600  # BMS lines the firmware keeps in RAM for replays: one hour at 1 Hz (contract §3a)
+HISTORY_LINES = 3600  # BMS lines the firmware keeps in RAM for replays: one hour at 1 Hz (docs/protocole.md §6)
 REST_LINE_PERIOD_S = 10.0  # v3: one line every 10 s while finished (5) or stopped (9)
 
 # Contract versions a firmware can speak (docs/protocole.md §2): v1 sends 10 fields and keeps no
@@ -579,7 +579,7 @@ class BenchFirmware:
         self.clock_s = 0.0
         self.boot_clock_s = 0.0  # clock_s at the last boot: uptime_ms counts from it
         self._last_rest_line_s: Optional[float] = None  # clock_s of the last line sent while finished or stopped
-        # The last HISTORY_LINES BMS lines, in RAM (lost at a reboot), for `replay` (contract §3a).
+        # The last HISTORY_LINES BMS lines, in RAM (lost at a reboot), for `replay` (docs/protocole.md §6).
         self.history: collections.deque[protocol.BmsLine] = collections.deque(maxlen=HISTORY_LINES)
         self._glitches: collections.deque[str] = collections.deque()  # LINE_GLITCHES for the next lines
         self.connected = connected
@@ -629,7 +629,7 @@ class BenchFirmware:
         return self.state == RUNNING
 
     def line_due(self) -> bool:
-        """Whether a BMS line goes out this second: every second while a phase runs; from contract v3,
+        """Whether a BMS line goes out this second: every second while a phase runs; from protocol v3,
         every REST_LINE_PERIOD_S while finished or stopped, so that the Pi always knows the phase
         (field 12) even when a step message was lost."""
         if self.state == RUNNING:
@@ -811,7 +811,7 @@ class BenchFirmware:
             esp_step=self.esp_step if self.contract >= 3 else None,
         )
         self.seq += 1
-        if self.contract >= 2:  # the replay ring came with contract v2
+        if self.contract >= 2:  # the replay ring came with protocol v2
             self.history.append(line)
         if self._glitches:
             return self._garble(line, self._glitches.popleft())
@@ -821,14 +821,14 @@ class BenchFirmware:
         """Fault injection: the next line measured leaves garbled once (`kind` in LINE_GLITCHES).
 
         `seq-bitflip`: its seq has bit SEQ_BITFLIP_BIT flipped; `uptime-garbled`: its uptime_ms
-        has bit UPTIME_GARBLED_BIT flipped, decades ahead (needs contract v2). The counters are
+        has bit UPTIME_GARBLED_BIT flipped, decades ahead (needs protocol v2). The counters are
         untouched, so the lines after it are normal, and the ring holds the true line: a replay
         of its real seq sends it right.
         """
         if kind not in LINE_GLITCHES:
             raise ValueError(f"unknown line glitch: {kind!r}")
         if kind == UPTIME_GARBLED and self.contract < 2:
-            raise ValueError("uptime-garbled needs uptime_ms (contract v2 or later)")
+            raise ValueError("uptime-garbled needs uptime_ms (protocol v2 or later)")
         self._glitches.append(kind)
 
     @staticmethod
@@ -861,7 +861,7 @@ class BenchFirmware:
         """The lines `first`..`last` (seq, inclusive) still held in RAM, unchanged, oldest first.
 
         Unchanged means as measured, esp_step included: the phase of the line's measurement,
-        not the phase now. A contract v1 firmware keeps no lines: nothing comes back.
+        not the phase now. A protocol v1 firmware keeps no lines: nothing comes back.
         """
         return [line for line in self.history if first <= line.seq <= last]
 

@@ -1,4 +1,4 @@
-"""The certificate of a finished test (contract §7): an A4 PDF in French, the grade in large type, the charts, a QR code.
+"""The certificate of a finished test (the README's verdict section): an A4 PDF in French, the grade in large type, the charts, a QR code.
 
 Page 1: who and what (serial, model, bench, dates), the grade and SOH, the measured values
 at 25 °C, every check with its value and limit, the versions, the SHA-256 of data.csv and a
@@ -34,7 +34,7 @@ FAIL_COLOR = GRADE_COLORS[grading.GRADE_REJECT]
 TO_CHECK_COLOR = GRADE_COLORS[grading.GRADE_TO_CHECK]
 TO_CHECK_NOTICE = ("Aucune classe n'est attribuée à cette batterie tant qu'une personne n'a pas vérifié "
                    "les données du test.")
-"""What a certificate À VÉRIFIER says beneath its reason (contract v3)."""
+"""What a certificate À VÉRIFIER says beneath its reason (protocol v3)."""
 MOTIF_CHARS_PER_LINE = 100  # 10 pt across the page's text width
 
 
@@ -154,7 +154,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
         text(0.65, y, bound.rstrip(")"), fontsize=11, color=TEXT)
         ok = bool(check.get("ok"))
         result, result_color = ("conforme", OK_COLOR) if ok else ("non conforme", FAIL_COLOR)
-        if check.get("uncertain"):  # measured on data that cannot support it (contract v3)
+        if check.get("uncertain"):  # measured on data that cannot support it (protocol v3)
             result, result_color = "à vérifier", TO_CHECK_COLOR
         text(0.80, y, result, fontsize=11, fontweight="bold", color=result_color)
     y -= 0.04

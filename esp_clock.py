@@ -1,4 +1,4 @@
-"""esp_clock.py — when a BMS line was measured, from the ESP's own clock (contract v2 §3b). Pure.
+"""esp_clock.py — when a BMS line was measured, from the ESP's own clock (docs/protocole.md §7). Pure.
 
 An 11-field BMS line carries `uptime_ms`, the ESP's milliseconds since its boot. The Pi
 estimates, per ESP boot, the offset between its clock and that uptime from the lines it
@@ -131,7 +131,7 @@ SLEW_MAX = 500e-6
 
 
 class WallAnchor:
-    """The wall clock minus the monotonic clock, held steady: a step of the wall clock never moves it (contract §3c).
+    """The wall clock minus the monotonic clock, held steady: a step of the wall clock never moves it (docs/protocole.md §8).
 
     Read jitter (below `step_s`) is ignored; a slow slew is followed; a step (a jump between two
     readings beyond CLOCK_STEP_S) is set aside, so that times keep the monotonic clock's

@@ -68,7 +68,7 @@ def format_number(value: Optional[float], decimals: int = 0, unit: str = "", *, 
 
 GRADE_COLORS: dict[str, str] = {
     "A": "#2e7d32", "B": "#7cb342", "C": "#f9a825", "REJET": "#c62828", "NON CLASSÉ": "#616161",
-    "À VÉRIFIER": "#e65100",  # deep orange: no grade until a person checks the data (contract v3)
+    "À VÉRIFIER": "#e65100",  # deep orange: no grade until a person checks the data (protocol v3)
 }
 """The colour of each grade (certificate, kiosk card); a grade of another name gets GRADE_OTHER_COLOR."""
 GRADE_OTHER_COLOR = "#1565c0"

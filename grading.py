@@ -1,11 +1,11 @@
-"""The verdict of a finished test (contract §7): grading.json's rules, and the grade they give.
+"""The verdict of a finished test (the README's verdict section): grading.json's rules, and the grade they give.
 
 Pure: `parse_rules` validates the file's content (the loader only reads the text), and
 `grade` turns a test's summary (config.json's values), the facts measured in data.csv
 (`TestFacts`, from analysis.test_facts) and the rules into the verdict object that
 config.json keeps. An invalid grading.json raises GradingError naming the file and what is
 wrong: nothing is graded rather than graded wrongly. Facts the data cannot support
-(`TestFacts.doubts`) give GRADE_TO_CHECK rather than a grade (contract v3; precedence in `grade`).
+(`TestFacts.doubts`) give GRADE_TO_CHECK rather than a grade (protocol v3; precedence in `grade`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ GRADING_FILE = "grading.json"
 GRADE_REJECT = "REJET"
 GRADE_UNCLASSIFIED = "NON CLASSÉ"
 GRADE_TO_CHECK = "À VÉRIFIER"
-"""The data of the test cannot support a grade (contract v3): no grade until a person checks them."""
+"""The data of the test cannot support a grade (protocol v3): no grade until a person checks them."""
 RESERVED_GRADES: tuple[str, ...] = (GRADE_REJECT, GRADE_UNCLASSIFIED, GRADE_TO_CHECK)
 TO_CHECK_REASON = "données insuffisantes pour classer : "
 """How the reason of a verdict À VÉRIFIER starts; what follows is each doubt's reason."""
@@ -49,7 +49,7 @@ CHECK_LABELS: dict[str, str] = {
 FULL_CHARGE_WINDOW_S = 600.0
 """Phase 2's last 10 minutes: the cells at full charge, after balancing."""
 
-# Each check compares the value itself with its limit (contract §7); the verdict keeps the value
+# Each check compares the value itself with its limit (the README's verdict section); the verdict keeps the value
 # as it is shown (SOH 0.1 %, Ri 0.01 mΩ, spread 1 mV, 0.1 °C) rounded toward failing (down for a
 # minimum, up for a maximum), so that a number on the certificate never contradicts its check:
 # 69.951 % fails "min 70 %" and shows 69,9 %; 40.0041 mΩ fails "max 40 mΩ" and shows 40,01 mΩ.
@@ -87,7 +87,7 @@ class Model:
     ri_discharge_max_ohm: float
     cell_spread_max_mv: float
     temperature_max_c: float
-    # [low, high] ohm: an Ri/diffusion result outside it is refused by the recorder (contract v3).
+    # [low, high] ohm: an Ri/diffusion result outside it is refused by the recorder (protocol v3).
     ri_plausible_ohm: tuple[float, float] = RI_PLAUSIBLE_OHM_DEFAULT
 
     def matches(self, serial: str) -> bool:
@@ -109,7 +109,7 @@ class Rules:
 
 @dataclass(frozen=True)
 class Doubt:
-    """Why the data cannot support some checks (contract v3): the reason for people, and the checks it leaves open."""
+    """Why the data cannot support some checks (protocol v3): the reason for people, and the checks it leaves open."""
 
     reason: str  # French, precise: "fenêtre de pleine charge : 12 lignes sur 601 attendues"
     checks: tuple[str, ...]
@@ -327,7 +327,7 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
         _max_check(CHECK_SPREAD, facts.cell_spread_mv, model.cell_spread_max_mv, SPREAD_DECIMALS),
         _max_check(CHECK_TEMPERATURE, facts.temperature_max_c, model.temperature_max_c, TEMPERATURE_DECIMALS),
     ]
-    # Precedence (contract v3): a check that fails on sound data rejects the battery whatever
+    # Precedence (protocol v3): a check that fails on sound data rejects the battery whatever
     # else is uncertain; otherwise any doubt gives À VÉRIFIER (a check that fails on data that
     # cannot support it is no REJET, one that passes on such data no grade).
     doubted = {name for doubt in facts.doubts for name in doubt.checks}

@@ -287,7 +287,7 @@ class BancRuntime:
 # =========================================================================== freshness of the measures
 
 # A value is shown as live only while its line is recent on the kiosk's monotonic clock: three periods of
-# the ESP, a line a second while a phase runs, one every 10 s once stopped (9) or finished (5) (contract v3,
+# the ESP, a line a second while a phase runs, one every 10 s once stopped (9) or finished (5) (protocol v3,
 # field 12 says which: such a line is a real measurement at rest). After that it is greyed with its age.
 FRESH_S = 3.0
 REST_FRESH_S = 30.0

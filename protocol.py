@@ -47,7 +47,7 @@ MAX_SECURITY_CHARS = 200
 # Topic kinds, the suffix after "bancX/".
 KIND_STEP = "step"
 KIND_BMS = "bms/data"
-KIND_REPLAY = "bms/replay"  # BMS lines the ESP re-sends on a `replay FIRST LAST` command (contract §3a)
+KIND_REPLAY = "bms/replay"  # BMS lines the ESP re-sends on a `replay FIRST LAST` command (docs/protocole.md §6)
 KIND_SECURITY = "security"
 KIND_RI = "ri/results"
 KIND_COMMAND = "command"
@@ -72,7 +72,7 @@ QOS: dict[str, int] = {
 }
 RETAINED: frozenset[str] = frozenset((KIND_ESP_STATUS, KIND_BANC_STATUS))
 # Topics that carry news from the ESP: a message on them delivered with the retain flag was stored
-# before the subscriber came (any client may have left it) and is never acted on (contract §2).
+# before the subscriber came (any client may have left it) and is never acted on (docs/protocole.md §5).
 NEWS_KINDS: frozenset[str] = frozenset((KIND_STEP, KIND_BMS, KIND_REPLAY, KIND_RI))
 
 
@@ -214,7 +214,7 @@ def banc_process_subscriptions(banc: Union[int, str]) -> list[tuple[str, int]]:
             (t.ri_results, QOS[KIND_RI]), (t.security, QOS[KIND_SECURITY]), (t.sync, QOS[KIND_SYNC])]
 
 
-# The kiosk's MQTT session (contract §5): one fixed id, kept by the broker while the kiosk or the broker
+# The kiosk's MQTT session (docs/protocole.md §5): one fixed id, kept by the broker while the kiosk or the broker
 # restarts, so that the alarms published meanwhile (QoS 1) reach the operator.
 KIOSK_CLIENT_ID = "ui_kiosk"
 KIOSK_SESSION_EXPIRY_S = 24 * 3600
@@ -622,7 +622,7 @@ RECEIVE_MAXIMUM = 100
 # How long the broker keeps a persistent session (and its queued messages) while the client
 # is away: a test stopped by a crash on Friday evening is resumed on Monday.
 SESSION_EXPIRY_S = 14 * 24 * 3600
-# The broker's TLS port (contract v2 §8): the ESP32s, and a simulator on a PC, reach the Pi
+# The broker's TLS port (the README's installation section): the ESP32s, and a simulator on a PC, reach the Pi
 # there; clear text stays on 127.0.0.1 (MQTT's usual 1883).
 MQTT_TLS_PORT = 8883
 

@@ -58,7 +58,7 @@ CERTIFICATE_FILE = "certificate.pdf"  # written after step 5 (verdict.py, report
 DATA_CSV_HEADER_V1: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
 """data.csv of the earlier version: receipt time, phase, then the 10 BMS fields as the ESP sent them."""
 DATA_CSV_HEADER: tuple[str, ...] = DATA_CSV_HEADER_V1 + ("uptime_ms", "measured_at")
-"""data.csv columns (contract v2 §4): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
+"""data.csv columns (docs/fichiers.md): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
 DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
 DATA_CSV_WIDTHS: tuple[int, ...] = (len(DATA_CSV_HEADER_V1), len(DATA_CSV_HEADER))
 _SEQ_MIN, _SEQ_MAX = (int(bound) for bound in protocol.BMS_RANGES["seq"])
@@ -131,7 +131,7 @@ def same_serial(a: Any, b: Any) -> bool:
 
 
 RI_PLAUSIBLE_OHM_DEFAULT: tuple[float, float] = (0.0005, 1.0)
-"""The Ri/diffusion values (ohm) a pack can give (contract v3): a 16S LFP pack's Ri is tens of mΩ,
+"""The Ri/diffusion values (ohm) a pack can give (protocol v3): a 16S LFP pack's Ri is tens of mΩ,
 so 1e-9 Ω or 10 Ω is a garbled or broken measurement. grading.json's `ri_plausible_ohm` can only
 narrow it per model (grading.py); the journal's fold skips any value outside it, so a journal written
 before the recorder refused them never lets one into a mean."""
@@ -238,9 +238,9 @@ second is 0.14 Ah): further, one of them is garbled."""
 
 @dataclass
 class CapacityCounter:
-    """The ESP's discharge counters as a test keeps them (contract §3: 0 before phase 3, held after it).
+    """The ESP's discharge counters as a test keeps them (docs/protocole.md §2: 0 before phase 3, held after it).
 
-    A phase-3 value counts once the next phase-3 line agrees with it (contract §3c: no single
+    A phase-3 value counts once the next phase-3 line agrees with it (docs/protocole.md §8: no single
     row decides), so one garbled line, even the phase's last, never becomes the capacity. After
     phase 3 nothing moves it; a lower value there is a counter the ESP lost (`see` says so).
     Used by the recorder for each line and by the recount of data.csv: one rule for both.
@@ -395,20 +395,20 @@ EVENT_STOP = "stop"
 EVENT_RESUME = "resume"
 EVENT_ABANDON = "abandon"
 EVENT_MIGRATE = "migrate"  # a folder of the earlier version: its config.json taken as the journal's start
-# The ESP's clock (contract §3b): a new ESP boot seen (the data.csv row that starts it: its
+# The ESP's clock (docs/protocole.md §7): a new ESP boot seen (the data.csv row that starts it: its
 # timestamp `row_t`, `seq`, `uptime_ms`, and its number `boot`), and the offset estimated for
 # boot number `boot`: measured_at = offset_ms + uptime_ms (Unix ms). Boots are numbered 0, 1, 2...
 # in the journal's order; an EVENT_ESP_BOOT without `boot` (earlier journals) takes the next number.
 EVENT_ESP_BOOT = "esp_boot"
 EVENT_ESP_CLOCK = "esp_clock"
-# Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (contract §3a).
+# Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (docs/protocole.md §6).
 EVENT_SEQ_LOST = "seq_lost"
 # A wall-clock step of the Pi: {"event": "clock_step", "delta_s": D} (D seconds, signed).
 EVENT_CLOCK_STEP = "clock_step"
 # A phase change the recorder recovered from the BMS lines (its step message never arrived):
 # {"event": "step", "step": N, "recovered": STEP_RECOVERED_FROM_LINES, "seq": S}.
 STEP_RECOVERED_FROM_LINES = "lines"
-EVENT_VERDICT = "verdict"  # after step 5: the grade (contract §7), kept once given
+EVENT_VERDICT = "verdict"  # after step 5: the grade (the README's verdict section), kept once given
 # A text received on bancN/security (banc.py's own alerts and the ESP's): {"event": "alert", "text": T}.
 # A kiosk that starts shows the alarms still active from them (kiosk_messages.replay_alerts).
 EVENT_ALERT = "alert"
@@ -701,7 +701,7 @@ def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[in
 
     Steps are journaled (fsynced) before anything of their phase is written, so a config.json
     or a data.csv row showing a later phase than the journal means the journal lost that
-    line: the test must not go back to an earlier phase (contract §4).
+    line: the test must not go back to an earlier phase (docs/fichiers.md).
     """
     if state.finished:
         return None

@@ -52,7 +52,7 @@ REPLAY_GIVE_UP_S = 600.0
 # banc.py to stamp a backlog within that, without a journal line a minute.
 CLOCK_SAVE_MIN_MS = 100
 CLOCK_SAVE_INTERVAL_S = 600.0
-# Plausibility of a BMS line against the previous one of the same ESP boot (contract §3c): its
+# Plausibility of a BMS line against the previous one of the same ESP boot (docs/protocole.md §8): its
 # `seq` counts lines and its `uptime_ms` counts time, one line per period (1 s by the firmware,
 # whatever the simulator's speed), so each field checks the other. Lines never come faster than
 # LINES_FASTEST of the period; the ESP's clock may run ahead of its lines (a loop held up by a
@@ -128,7 +128,7 @@ class HeldLine:
 
 
 class EspTimeline:
-    """Whether a BMS line is one the ESP could have sent after the previous accepted one (contract §3c).
+    """Whether a BMS line is one the ESP could have sent after the previous accepted one (docs/protocole.md §8).
 
     Pure. `seq` counts lines and `uptime_ms` counts the ESP's time, one line a period: a jump of
     one field that the other does not show is a garbled line, rejected as implausible, never a
@@ -430,7 +430,7 @@ class BmsWatchdog:
 
 @dataclass
 class Gap:
-    """Seqs `first`..`last` found missing (contract §3a), measured during `step`; `holes` still missing."""
+    """Seqs `first`..`last` found missing (docs/protocole.md §6), measured during `step`; `holes` still missing."""
 
     first: int
     last: int
@@ -737,7 +737,7 @@ class RecorderCore:
         self.anomaly_log = RateLimiter(REJECT_LOG_PER_MINUTE)
         # data.csv's width: 14 columns, or 12 for a folder of the earlier version (its header is kept).
         self.data_width = len(record.DATA_CSV_HEADER)
-        # The ESP's clock (contract §3b): lines are samples only once banc.py's marker came back
+        # The ESP's clock (docs/protocole.md §7): lines are samples only once banc.py's marker came back
         # (what arrives before it may be a backlog); `boot` is the current boot's number in the journal.
         self.live = False
         self.boot: Optional[int] = None
@@ -1006,7 +1006,7 @@ class RecorderCore:
                       "vérifier son alimentation et son câblage")]
 
     def _clock(self, now: Instant) -> list[Effect]:
-        """The wall anchor read at each event: a step of the Pi's clock is journaled, never followed (contract §3c)."""
+        """The wall anchor read at each event: a step of the Pi's clock is journaled, never followed (docs/protocole.md §8)."""
         self.wall_anchor.update(now.wall, now.mono_s)
         step_s = self.wall_anchor.take_step()
         if step_s is None:
@@ -1016,7 +1016,7 @@ class RecorderCore:
                                      "the monotonic clock")]
 
     def on_retained(self, topic: str, payload: bytes, now: Instant) -> list[Effect]:
-        """A retained message on a topic the ESP publishes as news (contract §2): stored before we came, never acted on."""
+        """A retained message on a topic the ESP publishes as news (docs/protocole.md §5): stored before we came, never acted on."""
         return self.reject(now, topic, "retained: stored by the broker before this subscription, not news", payload)
 
     def on_failure(self, topic: str, payload: bytes, error: BaseException, now: Instant) -> list[Effect]:
@@ -1085,7 +1085,7 @@ class RecorderCore:
     def _row(self, payload: bytes, line: protocol.BmsLine, step: int, now: Instant) -> bytes:
         """The data.csv row of a line: measured_at from the ESP's clock when its boot has an estimate, else the receipt.
 
-        Both on the steady wall anchor: a step of the Pi's clock moves neither (contract §3c).
+        Both on the steady wall anchor: a step of the Pi's clock moves neither (docs/protocole.md §8).
         """
         self.wall_anchor.update(now.wall, now.mono_s)
         # The receipt, as readers recognise it (measured_at == timestamp) until a step was set aside.

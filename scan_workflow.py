@@ -1,4 +1,4 @@
-"""The operator's scan workflow (seed §2): bench -> serial -> same bench, plus the special scans
+"""The operator's scan workflow (the README's scans section): bench -> serial -> same bench, plus the special scans
 (`end`, `stop` -> bench -> same bench, `reset` -> bench, `graph` -> serial or bench).
 
 A pure state machine: it never touches files, processes, MQTT or widgets. Everything it
@@ -26,7 +26,7 @@ SCAN_END = "end"
 SCAN_STOP = "stop"
 SCAN_RESET = "reset"
 SCAN_GRAPH = "graph"
-# utils.SERIAL_PATTERN's fixed prefix. A scan is the same battery whatever its letter case (contract §4:
+# utils.SERIAL_PATTERN's fixed prefix. A scan is the same battery whatever its letter case (docs/fichiers.md:
 # RW-ab12 and RW-AB12 are one battery), so `rw-ab12` is taken as RW-ab12: only the prefix is rewritten,
 # the rest keeps the scan's spelling like any other serial.
 SERIAL_PREFIX = "RW-"

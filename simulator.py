@@ -12,7 +12,7 @@ this file only moves messages and paces the simulated clock: physics steps of `-
 simulated seconds, one BMS line per simulated second, `--speed` simulated seconds per
 real second. Each line carries the ESP's `uptime_ms` on the simulated clock, so an
 accelerated test has its real durations, and `esp_step`, the phase the firmware was in when
-it measured the line (contract v3: 12 fields; `--firmware v2` sends 11 fields, `v1` 10
+it measured the line (protocol v3: 12 fields; `--firmware v2` sends 11 fields, `v1` 10
 fields and answers no replay); the firmware keeps its last 3600 lines and re-sends them on
 bancN/bms/replay when banc.py asks (`replay FIRST LAST`). The `drop` fault loses one line in
 DROP_EVERY on the way, for the replay to fill.
@@ -91,7 +91,7 @@ OUTBOX_SIZE = 100  # steps/alerts/results kept while the broker is unreachable
 OVERHEAT_RATE_K_PER_S = 0.1  # heating of the over-temperature fault (blocked fan + hot spot)
 NURSE_REPUBLISH_S = 60  # nurse SOCs (QoS 0, not retained) are re-sent this often for a kiosk that just started
 
-# Payloads a broken ESP or a noisy link could produce; none of them parses (contract §3).
+# Payloads a broken ESP or a noisy link could produce; none of them parses (docs/protocole.md §2).
 GARBAGE_BMS_PAYLOADS: tuple[bytes, ...] = (
     b"1,2,3",  # wrong field count
     b"hello world",

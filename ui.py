@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The operator kiosk (seed §1, §2, §4, §5): one panel per bench, the scan workflow, the `end` and `stop` scans.
+"""The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
 the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
@@ -149,7 +149,7 @@ def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
 class MqttBridge:
     """paho client in its own thread; callbacks only put Inbound items on the queue.
 
-    A persistent session (contract §5) under one fixed id, `ui_kiosk`: what is published on
+    A persistent session (docs/protocole.md §5) under one fixed id, `ui_kiosk`: what is published on
     bancX/security (QoS 1) while the kiosk or the broker restarts is kept by the broker and
     delivered when the kiosk is back. A second kiosk with the same id would take the session
     (and disconnect the first): tests give each kiosk its own id.
@@ -772,7 +772,7 @@ class App(ctk.CTk):
             self._bad_payload_log[key] = (last, count + 1)
 
     def apply_message(self, item: Inbound) -> None:
-        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (seed §4)."""
+        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (the README's panel section)."""
         if item.kind == KIND_OUTCOME:
             self.apply_outcome(item.payload)
             return
@@ -812,12 +812,12 @@ class App(ctk.CTk):
             elif item.kind == protocol.KIND_BANC_STATUS:
                 self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
                 self.render_banc(banc)
-            # ri/results: nothing here; read from config.json when step 2 arrives (seed §4).
+            # ri/results: nothing here; read from config.json when step 2 arrives (the README's panel section).
         except protocol.PayloadError as exc:
             self._bad_payload(banc, item.kind, exc, item.payload)
 
     def on_step(self, banc: str, step: int) -> None:
-        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (seed §4)."""
+        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (the README's panel section)."""
         rt = self.runtime[banc]
         panel = self.panels[banc]
         if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):

@@ -1,4 +1,4 @@
-"""Conclude a finished test (contract §7): its verdict into the journal and config.json, the index, the certificate.
+"""Conclude a finished test (the README's verdict section): its verdict into the journal and config.json, the index, the certificate.
 
 The edge around grading.py (pure). The verdict is computed from what the folder holds
 (data.csv, the journal) and grading.json, appended to the journal (an `verdict` event
@@ -62,7 +62,7 @@ def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
         logger.warning("%s: %s", folder, exc)  # no data.csv at all: nothing measured, the checks say so
         data = None
     if data is None:
-        # Nothing measured: no fact of the rows can be checked (contract v3: À VÉRIFIER, unless a
+        # Nothing measured: no fact of the rows can be checked (protocol v3: À VÉRIFIER, unless a
         # check that needs no row fails).
         facts = grading.TestFacts(cell_spread_mv=None, temperature_max_c=None, doubts=(grading.Doubt(
             f"{record.DATA_CSV_FILE} absent : aucune mesure", (grading.CHECK_SPREAD, grading.CHECK_TEMPERATURE)),))

@@ -15,7 +15,7 @@ fault during which it was published.
     .venv/bin/python bench/bench_faults.py --faults overlap --no-ui [--replay]   # the double fault
     .venv/bin/python bench/bench_faults.py --faults broker --no-ui --stall-s 3 [--replay]  # broker dies, banc.py behind
 
---replay: the ESPs answer `replay FIRST LAST` (contract v2 §3a) from their last 3600 lines, as
+--replay: the ESPs answer `replay FIRST LAST` (docs/protocole.md §6) from their last 3600 lines, as
 the firmware and the simulator do, and go on answering 15 s after their last line (a real ESP
 does not go away when the run ends); without it they do not (older firmware).
 --stall-s: every banc.py is frozen (SIGSTOP) that long before each broker kill, as a banc.py held
@@ -314,7 +314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-ui", action="store_true")
     parser.add_argument("--broker-conf", default="", help="extra mosquitto.conf lines (\\n separated)")
     parser.add_argument("--name", default="faults", help="output name under bench/out/")
-    parser.add_argument("--replay", action="store_true", help="the ESPs answer replay requests (contract v2 §3a)")
+    parser.add_argument("--replay", action="store_true", help="the ESPs answer replay requests (docs/protocole.md §6)")
     parser.add_argument("--stall-s", type=float, default=0.0,
                         help="freeze every banc.py this long before each broker kill (a banc.py held up by its disk)")
     args = parser.parse_args(argv)

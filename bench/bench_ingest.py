@@ -370,7 +370,7 @@ def report(summary: dict[str, Any], count: int) -> list[str]:
         verdicts.append(f"rate >= 60 % of bare paho (MQTT 3.1.1): {ratio * 100:.0f} % -> {verdict(ratio >= 0.6)}")
     paho5_b = summary.get("backlog_paho5")
     if banc_b and paho5_b:
-        # banc.py speaks MQTT v5 (contract v2: announced packet size, flow control): the same client, bare.
+        # banc.py speaks MQTT v5 (protocol v2: announced packet size, flow control): the same client, bare.
         ratio = banc_b["rate_per_s"] / paho5_b["rate_per_s"]
         verdicts.append(f"rate >= 60 % of bare paho (MQTT v5, banc.py's options): {ratio * 100:.0f} % -> "
                         f"{verdict(ratio >= 0.6)}")

@@ -19,7 +19,7 @@ the rest in the broker). A test of 2 h 20 min of ESP time takes a few seconds.
     .venv/bin/python bench/bench_single_fault.py --repo /tmp/before-wt --contract 2   # an older checkout
     .venv/bin/python bench/bench_single_fault.py --faults clean,seq_bitflip       # some rows only
 
---contract 2 plays an 11-field firmware (no field 12): a checkout older than contract v3
+--contract 2 plays an 11-field firmware (no field 12): a checkout older than protocol v3
 rejects 12-field lines. The Pi clock fault needs libfaketime (apt-get install libfaketime):
 banc.py runs under LD_PRELOAD with FAKETIME_DONT_FAKE_MONOTONIC=1, its wall clock read from
 a file this script rewrites (FAKETIME_NO_CACHE: the step takes effect at once); without the
@@ -630,7 +630,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=REPO_DIR, help="checkout whose banc.py runs (default: this one)")
     parser.add_argument("--contract", type=int, choices=(2, 3), default=3,
-                        help="the firmware's contract: 2 = 11-field lines (checkouts before contract v3), 3 = 12 fields")
+                        help="the firmware's contract: 2 = 11-field lines (checkouts before protocol v3), 3 = 12 fields")
     parser.add_argument("--faults", default=",".join(f.key for f in FAULTS),
                         help="comma-separated keys: " + ",".join(f.key for f in FAULTS))
     parser.add_argument("--name", default="", help="output folder bench/out/<name> (default single-fault-<commit>)")

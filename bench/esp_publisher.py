@@ -13,10 +13,10 @@ address comes from the environment (utils.get_settings), like any project proces
     python bench/esp_publisher.py --bancs 1-16 --rate 10 --duration 60 --log-dir OUT
     python bench/esp_publisher.py --bancs 1 --rate 0 --count 20000 --log-dir OUT   # as fast as acked
 
-With --replay the ESP behaves like firmware of contract v2 §3a: its lines carry uptime_ms (the
+With --replay the ESP behaves like firmware of docs/protocole.md §6: its lines carry uptime_ms (the
 11th field), it keeps its last REPLAY_LINES lines and answers `replay FIRST LAST` on
 bancN/command by re-publishing them unchanged on bancN/bms/replay ("R seq epoch_s" in the log).
-With --esp-step P as well, it is firmware of contract v3: each line carries P as its 12th field
+With --esp-step P as well, it is firmware of protocol v3: each line carries P as its 12th field
 (esp_step, the phase the ESP measured it in; the lines are a phase-3 discharge, so 3 fits them).
 """
 
@@ -82,7 +82,7 @@ class EspBench:
                  replay: bool = False, esp_step: Optional[int] = None) -> None:
         self.number = number
         self.replay = replay
-        self.esp_step = esp_step  # the 12th field of every line (contract v3), with replay only
+        self.esp_step = esp_step  # the 12th field of every line (protocol v3), with replay only
         self.booted_at = time.monotonic()
         self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=REPLAY_LINES)
         self.replayed = 0
@@ -219,9 +219,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--wait-ack-s", type=float, default=120.0, help="time allowed for the last PUBACKs")
     parser.add_argument("--stop-file", type=Path, help="stop publishing when this file exists")
     parser.add_argument("--replay", action="store_true",
-                        help="send uptime_ms, keep the last lines and answer `replay FIRST LAST` (contract v2 §3a)")
+                        help="send uptime_ms, keep the last lines and answer `replay FIRST LAST` (docs/protocole.md §6)")
     parser.add_argument("--esp-step", type=int, choices=sorted(protocol.ESP_STEPS), default=None,
-                        help="with --replay, send this phase as the 12th field esp_step (contract v3)")
+                        help="with --replay, send this phase as the 12th field esp_step (protocol v3)")
     parser.add_argument("--linger-s", type=float, default=0.0,
                         help="with --replay, go on answering replays this long after the last PUBACK (a real ESP stays)")
     args = parser.parse_args(argv)

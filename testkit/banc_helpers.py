@@ -47,7 +47,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s
 
 
 def bms_line(seq: int, **values: float) -> str:
-    """A valid BMS payload (contract §3) with plausible defaults; override any field by name."""
+    """A valid BMS payload (docs/protocole.md §2) with plausible defaults; override any field by name."""
     fields: dict[str, Any] = dict(  # int and float fields, checked by BmsLine
         seq=seq, voltage_v=52.0, current_a=-10.0, soc_pct=50.0, temperature_c=25.0, capacity_ah=0.0,
         energy_wh=0.0, cell_min_mv=3250, cell_max_mv=3262, balancing=0,
@@ -199,7 +199,7 @@ class PlayedEsp:
         """One line now, or one period after the previous one, as the 1 Hz firmware (sent on bms/data unless lost on the way); its (seq, uptime_ms).
 
         A line never comes sooner than a period after the previous one: banc.py rejects as
-        implausible lines that skip seqs faster than the ESP's period allows (contract v3 §3c).
+        implausible lines that skip seqs faster than the ESP's period allows (docs/protocole.md §8).
         """
         if self.seq and self.last_uptime_ms is not None:
             time.sleep(max(0.0, self.booted_at + (self.last_uptime_ms + 1000) / 1000 - time.monotonic()))

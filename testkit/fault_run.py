@@ -1,4 +1,4 @@
-"""A whole test played through banc.py's recorder without a broker, clean or with one fault (contract v3 §3c).
+"""A whole test played through banc.py's recorder without a broker, clean or with one fault (docs/protocole.md §8).
 
 `play_clean_test` runs battery_model.BenchFirmware (the ESP's logic, the simulator's core)
 through a complete test, second by second, and keeps what it publishes, in order, with the

@@ -618,7 +618,7 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     esp.publish_many(HOSTILE)
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(10)] + [(T.bms_data, bms_line(9))]  # a QoS 1 duplicate
                      + [(T.ri_results, '{"ri_charge": 0.02}'), (T.step, "2")]
-                     # contract v2 firmware: the same lines with the ESP's uptime_ms as an 11th field
+                     # protocol v2 firmware: the same lines with the ESP's uptime_ms as an 11th field
                      + [(T.bms_data, bms_line(i, uptime_ms=1000 * i)) for i in range(10, 20)])
     folder = runner.folder()
     wait_until(lambda: len(read_data_rows(folder)) == 20, message="good rows after the hostile ones")

@@ -528,7 +528,7 @@ def test_an_older_firmware_is_emulated_field_for_field(contract: int, fields: in
     assert len(text.split(",")) == fields
     line = protocol.parse_bms_line(text)
     assert (line.uptime_ms is not None, line.esp_step is not None) == (contract >= 2, contract >= 3)
-    # The replay ring came with contract v2: a v1 firmware has nothing to re-send.
+    # The replay ring came with protocol v2: a v1 firmware has nothing to re-send.
     assert [protocol.encode_bms_line(held) for held in fw.replay(0, 0)] == ([text] if ring else [])
 
 

@@ -95,7 +95,7 @@ def test_tiny_fault_run_counts_every_row(tmp_path: Path):
 
     banc.py is frozen 3 s (150 lines, 100 in flight) and the broker killed half a second
     after a save, so it dies holding lines it had neither delivered nor saved: the ESPs
-    (contract v2 firmware) send them again when banc.py asks.
+    (protocol v2 firmware) send them again when banc.py asks.
     """
     # 18 s: the ESP must still be there to answer when the restarted banc.py asks (~15 s).
     result = bench_faults.run_faults(tmp_path, bancs=1, rate=50.0, duration_s=18.0, cycles=1,

@@ -465,7 +465,7 @@ def test_backlog_then_step_2_is_announced_as_2(fleet: BancFleet, esp: MqttProbe,
     since = len(esp.messages(T.command))
     runner = fleet.start("banc1", SERIAL)
     # 40,000 lines to take in first, then up to 3 s for a live line telling the ESP's phase (a
-    # resumed test, contract v3: the phase is never announced older than the ESP's): on a loaded
+    # resumed test, protocol v3: the phase is never announced older than the ESP's): on a loaded
     # two-core machine that is more than 20 s.
     esp.wait_for(T.command, since=since, timeout_s=45)
     wait_quietly(lambda: row_count(folder) >= total, timeout_s=20, interval_s=0.5)

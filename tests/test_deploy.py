@@ -3,7 +3,7 @@
 The broker tests run the real Mosquitto with the configuration install.sh produced
 (only the /etc paths are moved into the throwaway root), on free ports, with both
 listeners: clear text on 127.0.0.1 (loopback) and TLS on 127.0.0.2, standing in for the
-Pi's LAN address, with the certificate install.sh made for it (contract v2 §8).
+Pi's LAN address, with the certificate install.sh made for it (the README's installation section).
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/mosquitto/banc-lfp.passwd": 0o600,
         "etc/banc-lfp/banc.env": 0o600,
         "etc/banc-lfp/bench-accounts.txt": 0o600,
-        "etc/banc-lfp/ca.key": 0o600,  # the CA's key: root only (contract v2 §8)
+        "etc/banc-lfp/ca.key": 0o600,  # the CA's key: root only (the README's installation section)
         "etc/banc-lfp/mosquitto_sub": 0o600,
         "etc/banc-lfp/mosquitto_pub": 0o600,
         "etc/mosquitto/banc-lfp-tls/ca.crt": 0o644,

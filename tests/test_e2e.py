@@ -1,6 +1,6 @@
 """End to end: simulator.py + the real banc.py + a real Mosquitto run a whole 5-phase test at high speed.
 
-The rows are timed by the ESP's own clock (measured_at, contract v2 §3b), which runs in
+The rows are timed by the ESP's own clock (measured_at, docs/protocole.md §7), which runs in
 simulated time: the report's coulomb count agrees with the ESP's capacity at x400.
 """
 

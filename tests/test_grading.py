@@ -260,7 +260,7 @@ def test_a_seq_going_back_without_a_journal_is_a_reboot_and_its_window_too_short
     assert [doubt.reason for doubt in facts.doubts] == ["fenêtre de pleine charge : 1 ligne sur 2 attendues"]
 
 
-# --------------------------------------------------------------------------- one row never decides (contract v3)
+# --------------------------------------------------------------------------- one row never decides (protocol v3)
 
 COLUMN = record.DATA_COLUMN
 SOUND_ROWS = 3000  # phase 2: 900 lines a second apart, its last 10 minutes 601 of them
@@ -645,7 +645,7 @@ def test_a_value_counts_when_two_consecutive_rows_hold_it(values: list[float], e
     assert analysis.held_max(np.array(values, dtype=float)) == expected
 
 
-# --------------------------------------------------------------------------- ri_plausible_ohm (contract v3)
+# --------------------------------------------------------------------------- ri_plausible_ohm (protocol v3)
 
 
 def _with_range(value: Any) -> str:

@@ -45,7 +45,7 @@ OVERHEAT = "Surchauffe batterie : 56.2 °C >= 55 °C, courant coupé"
 
 
 def bms(seq: int, esp_step: int, current_a: float = 49.9, temperature_c: float = 41.5) -> str:
-    """A contract v3 line (12 fields: the ESP's clock and phase)."""
+    """A protocol v3 line (12 fields: the ESP's clock and phase)."""
     return protocol.encode_bms_line(protocol.BmsLine(seq, 57.9, current_a, 96.0, temperature_c, 0.0, 0.0, 3600, 3630,
                                                      1, 60_000 + seq * 1000, esp_step))
 

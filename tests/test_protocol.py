@@ -1,4 +1,4 @@
-"""Tests of protocol.py: topics, QoS, and every payload codec (contract §2, §3)."""
+"""Tests of protocol.py: topics, QoS, and every payload codec (docs/protocole.md §1 to §3)."""
 
 from __future__ import annotations
 
@@ -63,13 +63,13 @@ def test_parse_topic(topic: str, parsed: tuple | None) -> None:
 def test_subscriptions_cover_every_topic_with_its_qos() -> None:
     ui = dict(protocol.ui_subscriptions(2))
     assert len(ui) == 2 * 12
-    # The kiosk keeps a session (contract §5): what it only displays is taken at QoS 0, never queued for it
+    # The kiosk keeps a session (docs/protocole.md §5): what it only displays is taken at QoS 0, never queued for it
     # while it is away (an hour of BMS lines shown on its return as if live); the rest at the contract's QoS.
     display_only = {"banc1/bms/data", "banc1/ri/results", "banc2/bms/data", "banc2/ri/results"}
     assert all(qos == (0 if topic in display_only else protocol.qos_for(topic)) for topic, qos in ui.items())
     assert ui["banc1/security"] == ui["banc1/step"] == ui["banc1/esp/status"] == 1
     assert "banc2/n6" in ui and "banc2/command" not in ui
-    # banc/sync: banc.py's own marker, received back once the backlog is in (contract v2 §2); its own
+    # banc/sync: banc.py's own marker, received back once the backlog is in (docs/protocole.md §5); its own
     # bancX/security too: every alert goes into the test's journal.
     assert protocol.banc_process_subscriptions("banc1") == [("banc1/step", 1), ("banc1/bms/data", 1), ("banc1/bms/replay", 1),
                                                               ("banc1/ri/results", 1), ("banc1/security", 1),
@@ -246,7 +246,7 @@ def test_bms_rejects(payload: str | bytes, reason: str) -> None:
 
 
 def test_bms_accepts_extreme_but_physical_values() -> None:
-    # v1 test also fed " 0, 38.5 ,...,1 \n" (whitespace stripped): contract v2 rejects that (see test_bms_rejects).
+    # v1 test also fed " 0, 38.5 ,...,1 \n" (whitespace stripped): protocol v2 rejects that (see test_bms_rejects).
     line = protocol.parse_bms_line("0,38.5,-250,0,85.0,0,0,2400,2650,1")
     assert (line.seq, line.voltage_v, line.temperature_c, line.balancing) == (0, 38.5, 85.0, 1)
 
@@ -270,7 +270,7 @@ def test_parse_step(payload: str | bytes, step: int) -> None:
     assert protocol.encode_step(step) == (payload if isinstance(payload, str) else payload.decode())
 
 
-# v1 accepted " 3\n" (stripped): contract v2 accepts exactly "1".."5" and "9", nothing around them.
+# v1 accepted " 3\n" (stripped): protocol v2 accepts exactly "1".."5" and "9", nothing around them.
 @pytest.mark.parametrize(
     "payload",
     ["0", "6", "7", "8", "10", "05", "09", "+5", "-5", " 5", "5 ", "5\n", "\n5", "5\r\n", " 3\n", "\t1", "5\x00",
@@ -354,7 +354,7 @@ def test_parse_command(payload: str | bytes, command: protocol.Command) -> None:
     assert protocol.parse_command(protocol.encode_command(command)) == command
 
 
-# v1 accepted " end\n" (stripped): contract v2 takes banc.py's exact payloads only.
+# v1 accepted " end\n" (stripped): protocol v2 takes banc.py's exact payloads only.
 @pytest.mark.parametrize(
     "payload",
     ["9", "0", "6", "01", "+1", "-1", "1.0", "1\n", " 1", "END", "End", "stop", "", " end\n", "end\n", "end ",

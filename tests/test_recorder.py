@@ -540,12 +540,12 @@ def test_resume_from_the_rebuilt_summary_and_the_recount() -> None:
     assert core.on_ri(b'{"ri_charge": 0.020}', True, at(1)) == [
         Log(INFO, "Ri results redelivered, already recorded: {'ri_charge': 0.02}")]
     assert not_logs(core.on_bms(bms(42), False, at(2))) == [data_row(42, 2, step=3)]
-    # One phase-3 line saying 0 Ah after 12.5 Ah is not confirmed (contract v3 §3c): the capacity stays.
+    # One phase-3 line saying 0 Ah after 12.5 Ah is not confirmed (docs/protocole.md §8): the capacity stays.
     assert core.flush(at(3))[0] == SaveSummary({"rows_count": 11, "rejected_count": 2, "duplicate_count": 6,
                                                 "seq_gap_count": 2, "seq_restart_count": 0, "seq_lost_count": 0}, 12.5, 640.0, at(2).wall)
 
 
-# =========================================================================== ESP clock and replay (contract §3a, §3b)
+# =========================================================================== ESP clock and replay (docs/protocole.md §6, §3b)
 
 
 def bms11(seq: int, uptime_ms: int, **values: float) -> bytes:

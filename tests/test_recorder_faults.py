@@ -1,4 +1,4 @@
-"""The recorder's single-fault rules (contract v3 §2, §3, §3c), decided without I/O: tables and properties.
+"""The recorder's single-fault rules (docs/protocole.md §2, §5, §8), decided without I/O: tables and properties.
 
 The whole-test matrix (each fault at each position, graded) is tests/test_single_fault.py; this
 file pins each rule of RecorderCore and EspTimeline on its own.

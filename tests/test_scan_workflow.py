@@ -1,4 +1,4 @@
-"""Pure tests of the scan state machine (seed §2): every branch, injected lookups and clock."""
+"""Pure tests of the scan state machine (the README's scans section): every branch, injected lookups and clock."""
 
 from __future__ import annotations
 
@@ -376,7 +376,7 @@ def test_serial_prefix_is_the_pattern_s() -> None:
     "text,serial",
     [
         ("RW-AB12", "RW-AB12"),
-        ("RW-ab12", "RW-ab12"),  # the rest keeps the scan's spelling: same battery anyway (contract §4)
+        ("RW-ab12", "RW-ab12"),  # the rest keeps the scan's spelling: same battery anyway (docs/fichiers.md)
         ("rw-ab12", "RW-ab12"),
         ("Rw-AB12", "RW-AB12"),
         ("rW-" + "x" * 32, "RW-" + "x" * 32),

@@ -132,7 +132,7 @@ def consecutive(values: list[int]) -> bool:
 
 
 def rest_lines_only(payloads: list[bytes]) -> bool:
-    """Lines of a stopped ESP (contract v3): field 12 is 9, no current, at most one per REST_LINE_PERIOD_S of its clock."""
+    """Lines of a stopped ESP (protocol v3): field 12 is 9, no current, at most one per REST_LINE_PERIOD_S of its clock."""
     lines = [protocol.parse_bms_line(p) for p in payloads]
     uptimes = [line.uptime_ms or 0 for line in lines]
     return all(line.esp_step == protocol.STEP_STOP and line.current_a == 0 for line in lines) and all(

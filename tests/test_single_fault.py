@@ -1,4 +1,4 @@
-"""No single fault changes a grade or rewinds a test (contract v3 §3c): the wide matrix, on the sans-I/O core.
+"""No single fault changes a grade or rewinds a test (docs/protocole.md §8): the wide matrix, on the sans-I/O core.
 
 One complete clean test is played by the firmware model (testkit.fault_run); then, for each
 fault and each position (each phase, inside and outside the full-charge window), the same
@@ -258,7 +258,7 @@ def test_a_single_fault_never_changes_a_grade_in_silence(fault: str, where: str,
 
 
 def may_need_a_check(fault: str, where: str, clean: CleanTest, at_s: float) -> bool:
-    """Where a single fault leaves data that cannot support a grade (contract v3 §3c)."""
+    """Where a single fault leaves data that cannot support a grade (docs/protocole.md §8)."""
     if fault == "30 lines lost for good":
         return where == "phase 2, full-charge window"  # lines lost in the window
     if fault == "step message lost":  # the charge or the discharge started without its message

@@ -1,4 +1,4 @@
-"""No single fault changes a grade or rewinds a test (contract v3 §2, §3c): a sample with the real broker and banc.py.
+"""No single fault changes a grade or rewinds a test (docs/protocole.md §5, §8): a sample with the real broker and banc.py.
 
 The wide matrix runs on the sans-I/O core (tests/test_single_fault.py); here a few faults go
 through the real processes: a private Mosquitto, the real banc.py, the test playing the ESP

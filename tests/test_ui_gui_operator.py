@@ -302,7 +302,7 @@ def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(
     p1, p2 = app.panels["banc1"], app.panels["banc2"]
     assert text_of(p1, "banc_process") == "Enregistrement" and text_of(p1, "esp") == "ESP"
 
-    # A lowercase prefix is the same battery (contract §4): accepted, written with RW-.
+    # A lowercase prefix is the same battery (docs/fichiers.md): accepted, written with RW-.
     start_by_scans(app, "banc1", "rw-stop0001")
     assert "RW-stop0001" in app.scan_bar.message_text
     start_by_scans(app, "banc2", "RW-STOP0002")

@@ -474,7 +474,7 @@ def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
 def test_create_data_csv_header_once(banc_home: Path) -> None:
     folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     path = utils.create_data_csv(folder)
-    header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing,uptime_ms,measured_at\n"  # contract v2 §4
+    header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing,uptime_ms,measured_at\n"  # docs/fichiers.md
     assert path.read_text() == header
     with open(path, "a") as fh:
         fh.write("row\n")

@@ -103,7 +103,7 @@ def test_a_full_test_per_grade_through_the_real_banc_py(
         rejet = json.loads((folders["banc4"] / "config.json").read_text())["verdict"]
         assert [c["name"] for c in rejet["checks"] if not c["ok"]] == ["ri_discharge"]
         checks = {c["name"]: c["value"] for c in json.loads((folders["banc1"] / "config.json").read_text())["verdict"]["checks"]}
-        # Each value as two consecutive lines hold it (contract v3): the spreads 80 then 70 mV give 70 mV,
+        # Each value as two consecutive lines hold it (protocol v3): the spreads 80 then 70 mV give 70 mV,
         # the temperatures 31 then 33.5 °C give 31 °C (33.5 °C is one line's).
         assert checks == {"soh": 95.0, "ri_discharge": 0.02, "cell_spread": 70.0, "temperature_max": 31.0}
         # The certificates are written by report.py children, after banc.py has exited.
@@ -495,7 +495,7 @@ def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> N
     assert len(shown) == 2 and set(shown) == {"40,01"}, shown
 
 
-# --------------------------------------------------------------------------- À VÉRIFIER (contract v3)
+# --------------------------------------------------------------------------- À VÉRIFIER (protocol v3)
 
 ARTIFACTS = REPO_DIR / "tests" / "artifacts"
 
