@@ -148,11 +148,13 @@ class EspTimeline:
         self.arrivals: collections.deque[float] = collections.deque(maxlen=PERIOD_SAMPLES)
         self.held: list[HeldLine] = []
 
-    def judge(self, line: protocol.BmsLine, now_s: float, live: bool) -> tuple[str, str]:
-        """(TL_*, the reason when implausible) for `line` received at monotonic `now_s`."""
-        if self.ref is None:
+    def judge(self, line: protocol.BmsLine, now_s: float, live: bool,
+              ref: Optional[tuple[int, Optional[int]]] = None) -> tuple[str, str]:
+        """(TL_*, the reason when implausible) for `line` received at monotonic `now_s`, against `ref` (default the reference)."""
+        ref = self.ref if ref is None else ref
+        if ref is None:
             return TL_NONE, ""
-        ref_seq, ref_uptime = self.ref
+        ref_seq, ref_uptime = ref
         ds = line.seq - ref_seq
         if line.uptime_ms is None or ref_uptime is None:
             return self._judge_unstamped(line.seq, ds, now_s, live)
@@ -207,12 +209,7 @@ class EspTimeline:
             return False
         if not self.before_ref[0] < self.ref[0] < line.seq:
             return False
-        ref = self.ref
-        self.ref = self.before_ref
-        try:
-            return self.judge(line, now_s, live)[0] == TL_FORWARD
-        finally:
-            self.ref = ref
+        return self.judge(line, now_s, live, ref=self.before_ref)[0] == TL_FORWARD
 
     def _judge_unstamped(self, seq: int, ds: int, now_s: float, live: bool) -> tuple[str, str]:
         if not live or self.ref_mono_s is None:
@@ -700,7 +697,6 @@ class RecorderCore:
         self.ri_plausible_ohm = ri_plausible_ohm
         self.timeline = EspTimeline()
         self.phase_candidate: Optional[tuple[int, int]] = None  # (a later phase the lines show, lines in a row)
-        self.esp_step_seen: Optional[int] = None  # field 12 of the latest line that had one
         self.boot_times: collections.deque[float] = collections.deque()
         self.live_since_s: Optional[float] = None  # when banc.py's marker came back
         self.live_line_seen = False  # a live line since then
@@ -946,7 +942,6 @@ class RecorderCore:
         test); the phase is journaled as recovered from the lines, never moves backwards.
         """
         esp_step = line.esp_step
-        self.esp_step_seen = esp_step if esp_step is not None else self.esp_step_seen
         if esp_step == protocol.STEP_STOP:
             return self._stop_from_lines(line, now)
         self.stop_lines = 0

@@ -24,6 +24,7 @@ import protocol
 import record
 import utils
 import verdict as verdict_module
+from recorder import REPLAY_GIVE_UP_S
 
 BANC = "banc1"
 SERIAL = "RW-FAULT0001"
@@ -214,7 +215,7 @@ def run_test(home: Path, clean: CleanTest, messages: Optional[Sequence[Message]]
                         recorder.handle_message(topics.bms_replay, clean.ring[seq])
         if recorder.ended is not None:
             break
-    for _ in range(int(recorder_give_up_s()) + 2):  # let open gaps be asked again, then given up
+    for _ in range(int(REPLAY_GIVE_UP_S) + 2):  # let open gaps be asked again, then given up
         if recorder.ended is not None:
             break
         clock_s[0] += 1.0
@@ -229,13 +230,6 @@ def run_test(home: Path, clean: CleanTest, messages: Optional[Sequence[Message]]
     from testkit.banc_helpers import read_data_rows  # local: banc_helpers pulls in paho
 
     return Run(folder, result, alerts, commands, step_reached, read_data_rows(folder))
-
-
-def recorder_give_up_s() -> float:
-    """How long the recorder asks again for missing lines before counting them lost."""
-    import recorder
-
-    return recorder.REPLAY_GIVE_UP_S
 
 
 def replace_payload(message: Message, payload: bytes) -> Message:

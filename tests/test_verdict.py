@@ -248,23 +248,32 @@ def test_result_card_text() -> None:
     assert uic.result_lines(pending)[2][2] == "Ri 25 °C —"
 
 
+class _Finished:
+    """A certificate process that has already exited well."""
+
+    def poll(self) -> int:
+        return 0
+
+
+def certificates_started(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """verdict.start_certificate replaced by a process that ends at once; the folders it was started for."""
+    started: list[Path] = []
+
+    def start(folder: Path) -> _Finished:
+        started.append(folder)
+        return _Finished()
+
+    monkeypatch.setattr(verdict, "start_certificate", start)
+    return started
+
+
 def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     banc_home: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     verdict.conclude(syn.folder)
-    started: list[Path] = []
-
-    class Done:
-        def poll(self) -> int:
-            return 0
-
-    def start(folder: Path) -> Done:
-        started.append(folder)
-        return Done()
-
-    monkeypatch.setattr(verdict, "start_certificate", start)
+    started = certificates_started(monkeypatch)
     now = [1000.0]
     worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
     journal = syn.folder / record.EVENTS_FILE
@@ -594,17 +603,7 @@ def test_a_verdict_to_check_is_final_for_the_kiosk_worker(banc_home: Path, monke
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home)
     given = verdict.conclude(folder)
-    started: list[Path] = []
-
-    class Done:
-        def poll(self) -> int:
-            return 0
-
-    def start(folder: Path) -> Done:
-        started.append(folder)
-        return Done()
-
-    monkeypatch.setattr(verdict, "start_certificate", start)
+    started = certificates_started(monkeypatch)
     monkeypatch.setattr(verdict, "conclude", lambda f, now=None: pytest.fail("concluded again"))
     now = [1000.0]
     worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
