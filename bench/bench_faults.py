@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
+from banclfp.testkit.support import Xvfb
+from banclfp.wire import protocol
 from bench import common
 from bench.common import (
     REPO_DIR,
@@ -52,7 +51,6 @@ from bench.common import (
     read_publisher_times,
     verdict,
 )
-from testkit.support import Xvfb
 
 FAULTS = ("broker", "banc", "ui")
 # Beyond the scenario: the broker killed while a banc.py is down, i.e. while the

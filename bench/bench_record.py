@@ -43,10 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
-import utils
+from banclfp.recording import record
+from banclfp.testkit.banc_helpers import MqttProbe, bms_line
+from banclfp.wire import protocol
 from bench import common
 from bench.common import (
     PYTHON,
@@ -63,7 +62,6 @@ from bench.common import (
     try_sample,
     verdict,
 )
-from testkit.banc_helpers import MqttProbe, bms_line
 
 BANC = 1
 TOPICS = protocol.topics(BANC)
@@ -106,12 +104,12 @@ def wait_seq(home: Path, seq: int, timeout_s: float, proc: Optional[subprocess.P
 
 def count_rejected(home: Path) -> int:
     """Rows of rejected.csv of banc1 (all test folders)."""
-    return sum(common.count_rows_fast(p) for p in (home / "data" / f"banc{BANC}").glob(f"*/{utils.REJECTED_CSV_FILE}"))
+    return sum(common.count_rows_fast(p) for p in (home / "data" / f"banc{BANC}").glob(f"*/{record.REJECTED_CSV_FILE}"))
 
 
 def current_step(home: Path) -> Any:
     """current_step of banc1's config.json (None when unreadable)."""
-    for path in (home / "data" / f"banc{BANC}").glob(f"*/{utils.TEST_CONFIG_FILE}"):
+    for path in (home / "data" / f"banc{BANC}").glob(f"*/{record.TEST_CONFIG_FILE}"):
         try:
             return json.loads(path.read_text()).get("current_step")
         except (OSError, ValueError):

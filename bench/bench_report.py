@@ -31,16 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-if str(REPO_DIR) not in sys.path:
-    sys.path.insert(0, str(REPO_DIR))
+from banclfp.analysis import bdf, measures as analysis
+from banclfp.charts import chart_data, figure as charts
+from banclfp.testkit.support import Xvfb
+from banclfp.testkit.synthetic import write_synthetic_test
 
-import analysis  # noqa: E402
-import bdf  # noqa: E402
-import chart_data  # noqa: E402
-import charts  # noqa: E402
-from testkit.support import Xvfb  # noqa: E402
-from testkit.synthetic import write_synthetic_test  # noqa: E402
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:  # matplotlib is imported lazily at run time
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -81,7 +77,7 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
     os.environ["DISPLAY"] = display
     import customtkinter as ctk
 
-    import chart_window
+    from banclfp.kiosk import chart_window
 
     root = ctk.CTk()
     root.geometry("1280x800")

@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
+from banclfp.wire import protocol
 from bench import common
 from bench.common import (
     PYTHON,

@@ -51,15 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import battery_model
-import protocol
+from banclfp.simulation import battery_model
+from banclfp.testkit import fault_run
+from banclfp.testkit.banc_helpers import MqttProbe, battery_folders, read_csv, read_data_rows
+from banclfp.testkit.support import MosquittoBroker
+from banclfp.wire import protocol
 from bench import common
 from bench.common import REPO_DIR, ProcessGroup, count_rows_fast
-from testkit import fault_run
-from testkit.banc_helpers import MqttProbe, battery_folders, read_csv, read_data_rows
-from testkit.support import MosquittoBroker
 
 BANC = "banc1"
 T = protocol.topics(BANC)

@@ -24,13 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-if str(REPO_DIR) not in sys.path:
-    sys.path.insert(0, str(REPO_DIR))
+from banclfp.analysis import calibration
+from banclfp.testkit import time_left_runs
+from banclfp.wire import protocol
 
-import calibration  # noqa: E402
-import protocol  # noqa: E402
-from testkit import time_left_runs  # noqa: E402
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 PHASE_TITLES = {1: "Phase 1 — Ri (impulsions)", 2: "Phase 2 — charge CC-CV jusqu'au plein",
                 3: "Phase 3 — repos puis décharge", 4: "Phase 4 — repos puis recharge de stockage"}

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
+from banclfp.testkit.support import Xvfb
+from banclfp.wire import protocol
 from bench import common
 from bench.common import (
     REPO_DIR,
@@ -35,7 +34,6 @@ from bench.common import (
     sample,
     verdict,
 )
-from testkit.support import Xvfb
 
 
 def measure_startups(run_dir: Path, display: str, broker: Any, home: Path, bancs: int, starts: int) -> list[dict]:

@@ -55,13 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
+from banclfp.testkit.support import Xvfb
+from banclfp.wire import protocol
 from bench import common
 from bench.common import REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, fmt, percentile, verdict
 from bench.ui_probe import TICK_MS
-from testkit.support import Xvfb
 
 SHIM_DIR = common.BENCH_DIR / "fsync_shim"
 TARGET_MS = 20.0

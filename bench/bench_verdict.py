@@ -30,13 +30,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-if str(REPO_DIR) not in sys.path:
-    sys.path.insert(0, str(REPO_DIR))
+from banclfp.history import index as history
+from banclfp.infra import environment
+from banclfp.recording import record
+from banclfp.testkit.synthetic import write_finished_record, write_synthetic_test
 
-import history  # noqa: E402
-import utils  # noqa: E402
-from testkit.synthetic import write_finished_record, write_synthetic_test  # noqa: E402
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 GRADES = (("A", 95.0), ("B", 85.0), ("C", 75.0), ("REJET", 60.0))
 
@@ -45,7 +44,7 @@ def write_lab(home: Path, tests: int, seed: int = 1) -> list[str]:
     """`tests` finished, graded folders over 16 benches; returns the serials (three tests each on average)."""
     rng = random.Random(seed)
     serials = [f"RW-B{n:07d}" for n in range(max(1, tests // 3))]
-    start = datetime(2024, 1, 8, 8, 0, tzinfo=utils.LOCAL_TZ)
+    start = datetime(2024, 1, 8, 8, 0, tzinfo=record.LOCAL_TZ)
     for n in range(tests):
         serial = serials[n % len(serials)]
         grade, soh = GRADES[rng.randrange(len(GRADES))]
@@ -105,7 +104,7 @@ def main() -> int:
         c = best(args.repeat, lambda: run_report(home, "--history", serials[len(serials) // 2]))
         rows = len(results.read_text(encoding="utf-8").splitlines()) - 1
         os.environ["BANC_HOME"] = str(home)
-        utils.reload_settings()
+        environment.reload_settings()
         b_in = best(args.repeat, lambda: timed(history.lab_results_csv))
         c_in = best(args.repeat, lambda: timed(lambda: history.battery_history(serials[len(serials) // 2])))
 
@@ -113,7 +112,7 @@ def main() -> int:
 
         def one_more() -> float:
             serial = f"RW-BNEW{next(added):04d}"
-            write_finished_record(home, "banc3", serial, datetime.now(utils.LOCAL_TZ), 3600.0, 91.0, "A", 91.0)
+            write_finished_record(home, "banc3", serial, datetime.now(record.LOCAL_TZ), 3600.0, 91.0, "A", 91.0)
             return run_report(home, "--results", str(results))
 
         d = best(args.repeat, one_more)

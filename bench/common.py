@@ -25,13 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-if str(REPO_DIR) not in sys.path:
-    sys.path.insert(0, str(REPO_DIR))
+from banclfp.recording import record
+from banclfp.testkit.support import MosquittoBroker, project_env
+from banclfp.wire import protocol
 
-import protocol  # noqa: E402
-import record  # noqa: E402
-from testkit.support import MosquittoBroker, project_env  # noqa: E402
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 BENCH_DIR = REPO_DIR / "bench"
 OUT_DIR = BENCH_DIR / "out"
@@ -372,7 +370,7 @@ def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) 
 @contextlib.contextmanager
 def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> Iterator[None]:
     """Point utils (in this process) at a bench BANC_HOME for a moment; the environment is restored after."""
-    import utils
+    from banclfp.infra import environment
 
     saved = dict(os.environ)
     try:
@@ -382,26 +380,26 @@ def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> I
         os.environ["BANC_NUM_BANCS"] = str(num_bancs)
         if broker is not None:
             os.environ.update(broker.env())
-        utils.reload_settings()
+        environment.reload_settings()
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        utils.reload_settings()
+        environment.reload_settings()
 
 
 def serial_for(banc_number: int, run: int = 0) -> str:
-    """A valid serial for bench n (utils.SERIAL_PATTERN)."""
+    """A valid serial for bench n (store.SERIAL_PATTERN)."""
     return f"{SERIAL_PREFIX}{run:02d}B{banc_number:02d}"
 
 
 def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, serials: dict[int, str]) -> None:
     """Mark benches occupied with their serial in bancs_config.json, as the kiosk does before it starts banc.py."""
-    import utils
+    from banclfp.recording import record, store
 
     with use_home(home, broker, num_bancs):
         for number, serial in serials.items():
-            utils.set_banc_status(number, utils.STATUS_OCCUPIED, serial, 1)
+            store.set_banc_status(number, record.STATUS_OCCUPIED, serial, 1)
 
 
 def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,

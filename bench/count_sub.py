@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import protocol
-import utils
+from banclfp.infra import environment
+from banclfp.wire import protocol
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -38,7 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="MQTT v5 with banc.py's connect options (4 KiB packets, Receive Maximum, session expiry)")
     args = parser.parse_args(argv)
 
-    settings = utils.get_settings()
+    settings = environment.get_settings()
     topic = args.topic or protocol.topics(args.banc).bms_data
     state: dict[str, Any] = {"count": 0, "first_t": None, "last_t": None}  # printed as JSON at the end
     subscribed = threading.Event()

@@ -2,7 +2,7 @@
 # Set up everything, then run the demo: a private broker of its own (never the machine's:
 # on an installed Pi the simulated benches would mix with the real ones), the simulator for
 # every bench, and the kiosk in a window. Ctrl+C stops it all.
-# Another broker only when named: BANC_DEMO_BROKER=HOST[:PORT] (testkit/demo_broker.py).
+# Another broker only when named: BANC_DEMO_BROKER=HOST[:PORT] (banclfp/testkit/demo_broker.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,7 +14,7 @@ PY=.venv/bin/python
 
 # The broker: private (a free loopback port, config and persistence in $BANC_HOME/mosquitto),
 # unless BANC_DEMO_BROKER names one. An inherited BANC_MQTT_HOST/PORT is not asking (banc.env).
-choice=$($PY -m testkit.demo_broker) || exit 2
+choice=$($PY -m banclfp.testkit.demo_broker) || exit 2
 read -r broker_mode BANC_MQTT_HOST BANC_MQTT_PORT <<<"$choice"
 export BANC_MQTT_HOST BANC_MQTT_PORT
 
@@ -38,14 +38,14 @@ if [ "$broker_mode" = private ]; then
   echo "demo: Mosquitto privé sur $BANC_MQTT_HOST:$BANC_MQTT_PORT ($BANC_HOME/mosquitto)"
   "$MOSQUITTO" -c "$BANC_HOME/mosquitto/mosquitto.conf" >"$BANC_HOME/mosquitto/mosquitto.log" 2>&1 &
   pids+=($!)
-  if ! $PY -c "from testkit.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)" \
+  if ! $PY -c "from banclfp.testkit.support import wait_for_port; wait_for_port('$BANC_MQTT_HOST', $BANC_MQTT_PORT)" \
       || ! kill -0 "${pids[-1]}" 2>/dev/null; then
     echo "demo: le Mosquitto privé n'a pas démarré (voir $BANC_HOME/mosquitto/mosquitto.log)" >&2
     exit 1
   fi
 else
   echo "demo: broker demandé $BANC_MQTT_HOST:$BANC_MQTT_PORT (BANC_DEMO_BROKER) : les bancs simulés y publient"
-  if ! $PY -m testkit.demo_broker probe 2>/dev/null; then
+  if ! $PY -m banclfp.testkit.demo_broker probe 2>/dev/null; then
     echo "demo: le broker $BANC_MQTT_HOST:$BANC_MQTT_PORT ne répond pas ou refuse la connexion" \
          "(compte : BANC_MQTT_USERNAME/BANC_MQTT_PASSWORD ; TLS : BANC_MQTT_CAFILE)" >&2
     exit 1

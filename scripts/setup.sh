@@ -36,3 +36,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$wanted" > "$stamp"
 fi
+
+# The checkout on the virtualenv's import path, as an editable install would put it: the
+# package banclfp/ (and bench/, tests/) import from any script of the checkout, with no
+# sys.path edits. Rewritten each time: the checkout may have moved.
+site_dir=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+printf '%s\n' "$PWD" > "$site_dir/banc-lfp.pth"

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-if str(REPO_DIR) not in sys.path:
-    sys.path.insert(0, str(REPO_DIR))
-
-import utils  # noqa: E402
-from testkit.banc_helpers import BancFleet  # noqa: E402
-from testkit.support import MosquittoBroker, Xvfb, project_env  # noqa: E402
+from banclfp.infra import environment
+from banclfp.testkit.banc_helpers import BancFleet
+from banclfp.testkit.support import MosquittoBroker, Xvfb, project_env
 
 
 @pytest.fixture
@@ -25,10 +20,10 @@ def banc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     for key in [k for k in __import__("os").environ if k.startswith("BANC_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("BANC_HOME", str(home))
-    utils.reload_settings()
+    environment.reload_settings()
     yield home
     monkeypatch.undo()
-    utils.reload_settings()
+    environment.reload_settings()
 
 
 @pytest.fixture
@@ -45,7 +40,7 @@ def mqtt_env(banc_home: Path, broker: MosquittoBroker, monkeypatch: pytest.Monke
     """BANC_HOME + broker settings in this process, and the environment for child processes."""
     for key, value in broker.env().items():
         monkeypatch.setenv(key, value)
-    utils.reload_settings()
+    environment.reload_settings()
     return project_env(banc_home, broker)
 
 

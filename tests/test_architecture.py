@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-PACKAGES = ("bench", "tests", "testkit")
+PACKAGES = ("banclfp", "bench", "tests")
 
 
 def module_name(path: Path) -> str:
@@ -25,7 +25,7 @@ def project_modules() -> dict[str, Path]:
     """Every module of the project: the top-level ones and those of bench/, tests/, testkit/."""
     found = {module_name(p): p for p in REPO_DIR.glob("*.py")}
     for package in PACKAGES:
-        found.update({module_name(p): p for p in (REPO_DIR / package).glob("*.py") if p.name != "__init__.py"})
+        found.update({module_name(p): p for p in (REPO_DIR / package).rglob("*.py") if p.name != "__init__.py"})
     return found
 
 
@@ -90,9 +90,9 @@ def test_find_cycle_finds_cycles(graph: dict[str, set[str]], cycle: list[str]) -
 
 
 @pytest.mark.parametrize("importer,forbidden", [
-    ("bench", "tests"),  # benchmarks and tests share testkit/, never each other's files
-    ("testkit", "tests"),
-    ("testkit", "bench"),
+    ("bench", "tests"),  # benchmarks and tests share banclfp.testkit, never each other's files
+    ("banclfp", "tests"),
+    ("banclfp", "bench"),
 ])
 def test_package_boundaries(importer: str, forbidden: str) -> None:
     offenders = {name: sorted(t for t in targets if t.startswith(forbidden + "."))
@@ -100,7 +100,9 @@ def test_package_boundaries(importer: str, forbidden: str) -> None:
     assert {name: targets for name, targets in offenders.items() if targets} == {}
 
 
-@pytest.mark.parametrize("module", ["kiosk_state", "scan_workflow", "record", "business_hours", "analysis", "grading"])
+@pytest.mark.parametrize("module", ["banclfp/kiosk/state", "banclfp/kiosk/scan_workflow", "banclfp/recording/record",
+                                    "banclfp/history/business_hours", "banclfp/analysis/measures",
+                                    "banclfp/verdict/grading"])
 def test_pure_cores_import_no_toolkit_and_no_io_shell(module: str) -> None:
     """The pure modules never import Tk, the MQTT client, the kiosk or banc.py."""
     tree = ast.parse((REPO_DIR / f"{module}.py").read_text(encoding="utf-8"))

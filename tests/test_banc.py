@@ -19,12 +19,9 @@ from typing import Optional
 
 import pytest
 
-import banc
-import protocol
-import record
-import storage
-import utils
-from testkit.banc_helpers import (
+from banclfp.infra import environment, storage
+from banclfp.recording import bench_process as banc, record, store
+from banclfp.testkit.banc_helpers import (
     BANC_SCRIPT,
     DEFAULT_SERIAL,
     BancFleet,
@@ -37,7 +34,8 @@ from testkit.banc_helpers import (
     read_rejected_rows,
     wait_until,
 )
-from testkit.support import REPO_DIR, MosquittoBroker, project_env
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker, project_env
+from banclfp.wire import protocol
 
 T = protocol.topics(1)
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{2}:\d{2}$")
@@ -68,7 +66,7 @@ def test_seq_tracker(last: Optional[int], seq: int, redelivered: bool, verdict: 
     assert tracker.last == new_last
 
 
-HEADER = ",".join(utils.DATA_CSV_HEADER) + "\n"
+HEADER = ",".join(record.DATA_CSV_HEADER) + "\n"
 ROW7 = "2025-04-15T10:00:00.000+02:00,3,7,52.1,-10.0,60.0,25.0,12.5,640.2,3250,3262,0\n"
 ROW8 = "2025-04-15T10:00:01.000+02:00,3,8,52.1,-10.0,60.0,25.0,12.75,650.0,3250,3262,0\n"
 
@@ -161,7 +159,7 @@ def test_bms_fields_and_row(payload: bytes, expected: str, uptime: str) -> None:
     stamp, measured = "2025-04-15T10:00:00.000+02:00", "2025-04-15T09:59:59.990+02:00"
     row = record.format_data_row(stamp, 3, fields, int(uptime) if uptime else None, measured).decode()
     assert row == f"{stamp},3,{expected},{uptime},{measured}\n"
-    assert len(next(csv.reader([row]))) == len(utils.DATA_CSV_HEADER)
+    assert len(next(csv.reader([row]))) == len(record.DATA_CSV_HEADER)
     # A folder of the earlier version keeps its 12 columns.
     old = record.format_data_row(stamp, 3, fields, 5, measured, width=len(record.DATA_CSV_HEADER_V1)).decode()
     assert old == f"{stamp},3,{expected}\n"
@@ -313,7 +311,7 @@ def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_rec
     recorder.close()
     events = record.read_events(recorder.folder)[0]
     assert [e["values"] for e in events if e["event"] == "ri"] == [{"ri_discharge": 0.030}]
-    config = utils.read_test_config(recorder.folder)
+    config = store.read_test_config(recorder.folder)
     assert config is not None and config["ri_discharge_count"] == 1
 
 
@@ -383,10 +381,10 @@ def test_describe_os_error(exc: BaseException, text: str) -> None:
 
 
 def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
-    config = utils.load_or_create_config(folder, "banc1", DEFAULT_SERIAL, now)
-    utils.create_data_csv(folder)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    config = store.load_or_create_config(folder, "banc1", DEFAULT_SERIAL, now)
+    store.create_data_csv(folder)
     alerts: list[str] = []
     recorder = banc.Recorder(folder, "banc1", DEFAULT_SERIAL, 1, alerts.append)
     recorder.open(config)
@@ -394,7 +392,7 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
     (folder / "config.json").write_text("{ not json")
     recorder.handle_step(b"3")  # fails once, moves the corrupt file aside and rebuilds it
     assert recorder.flush_all()
-    rebuilt = utils.read_test_config(folder)
+    rebuilt = store.read_test_config(folder)
     assert rebuilt is not None
     assert rebuilt["current_step"] == 3 and rebuilt["capacity_ah"] == 1.5 and rebuilt["rows_count"] == 1
     assert any(p.name.startswith("config.json.corrupt-") for p in folder.iterdir())
@@ -453,7 +451,7 @@ def test_invalid_arguments_exit_2_and_create_nothing(banc_home: Path, args: list
 def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
     runner = fleet.start()
     esp.wait_for(T.command, "1")
-    assert utils.is_banc_running("banc1")
+    assert store.is_banc_running("banc1")
     ri_values = [0.0121, 0.0125, 0.0119]
     messages: list[tuple[str, str]] = [(T.step, "1")]
     expected_steps: list[int] = []
@@ -489,7 +487,7 @@ def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> 
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
     assert rows[-1]["capacity_ah"] == "59.500"
     config = config_of(folder)
-    assert config["current_step"] == 5 and config["status"] == utils.TEST_FINISHED and config["end_time"]
+    assert config["current_step"] == 5 and config["status"] == record.TEST_FINISHED and config["end_time"]
     assert config["capacity_ah"] == 59.5 and config["capacity_wh"] == 3094.0
     assert config["ri_discharge_average"] == pytest.approx(sum(ri_values) / 3)
     assert config["ri_charge_average"] == pytest.approx(sum(ri_values) / 3 * 0.9)
@@ -501,7 +499,7 @@ def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> 
     esp.wait_for(T.banc_status, protocol.STATUS_OFFLINE)
     assert esp.texts(T.command) == ["1"]
     assert esp.texts(T.security) == []
-    assert not utils.is_banc_running("banc1")
+    assert not store.is_banc_running("banc1")
 
 
 def test_stop_9_then_restart_resumes_in_the_same_folder(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
@@ -513,7 +511,7 @@ def test_stop_9_then_restart_resumes_in_the_same_folder(fleet: BancFleet, esp: M
     folder = runner.folder()
     config = config_of(folder)
     # The stop is a journal event: config.json says the test is stopped (resumable) at phase 2.
-    assert (config["current_step"], config["status"]) == (2, utils.TEST_STOPPED)
+    assert (config["current_step"], config["status"]) == (2, record.TEST_STOPPED)
     assert banc_entry(banc_home) == {"name": "Banc1", "status": "occupied", "serial-pending": DEFAULT_SERIAL,
                                      "current_step": 2}
     assert data_seqs(folder) == list(range(40))
@@ -547,7 +545,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(fleet: BancFleet
         info.wait_for_publish(10)
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(2000, 2100)])  # while banc.py is down
     esp.wait_for(T.banc_status, protocol.STATUS_OFFLINE)  # the last will
-    assert not utils.is_banc_running("banc1")
+    assert not store.is_banc_running("banc1")
     written = len(read_data_rows(folder))
     assert 200 <= written < 2000
     # A power cut can also leave a torn last row: it must be moved aside, not break the file.
@@ -559,7 +557,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(fleet: BancFleet
     time.sleep(0.3)  # nothing more may arrive: a duplicate would show up here
     assert data_seqs(folder) == list(range(2100))
     rows = read_data_rows(folder)
-    assert all(None not in r and len(r) == len(utils.DATA_CSV_HEADER) for r in rows)
+    assert all(None not in r and len(r) == len(record.DATA_CSV_HEADER) for r in rows)
     rejected = read_rejected_rows(folder)
     assert len(rejected) == 1 and "incomplète" in rejected[0]["reason"] and "2025-04-15T10" in rejected[0]["payload"]
     esp.publish(T.step, "9")
@@ -625,7 +623,7 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
     assert runner.alive()
     assert data_seqs(folder) == list(range(20))
     # data.csv keeps its header: every row, v1 or v2 line, has exactly the header's columns
-    assert all(None not in row and len(row) == len(utils.DATA_CSV_HEADER) and row["balancing"] == "0"
+    assert all(None not in row and len(row) == len(record.DATA_CSV_HEADER) and row["balancing"] == "0"
                for row in read_data_rows(folder))
     rejected = read_rejected_rows(folder)
     delivered = HOSTILE
@@ -649,7 +647,7 @@ def test_oversized_messages_never_reach_banc_py(banc_home: Path, tmp_path: Path,
     try:
         for key, value in open_broker.env().items():
             monkeypatch.setenv(key, value)
-        utils.reload_settings()
+        environment.reload_settings()
         fleet = BancFleet(banc_home, open_broker)
         with MqttProbe(open_broker, [T.command]) as esp:
             runner = fleet.start()
@@ -725,7 +723,7 @@ def test_sigterm_closes_cleanly_and_keeps_the_session(fleet: BancFleet, esp: Mqt
     assert runner.terminate() == 0
     esp.wait_for(T.banc_status, protocol.STATUS_OFFLINE, since=seen)
     config = config_of(folder)
-    assert (config["current_step"], config["status"], config["rows_count"]) == (2, utils.TEST_RUNNING, 30)
+    assert (config["current_step"], config["status"], config["rows_count"]) == (2, record.TEST_RUNNING, 30)
     assert banc_entry(banc_home)["status"] == "occupied"
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(30, 40)])  # queued in the kept session
     seen = len(esp.messages(T.command))
@@ -777,14 +775,14 @@ def test_second_instance_and_busy_bench_are_refused(fleet: BancFleet, esp: MqttP
 
 def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_48_h(fleet: BancFleet, banc_home: Path) -> None:
     """Step 5 is one journal line: a crash before the bench is freed leaves a finished test, and a restart finishes the transition."""
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
-    utils.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
-    utils.update_config(folder, 4, now)
-    utils.set_banc_status("banc1", utils.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    store.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
+    store.update_config(folder, 4, now)
+    store.set_banc_status("banc1", record.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
     record.append_event(folder, record.EVENT_STEP, now, step=5)  # ... and banc.py died here
-    finished = utils.read_test_config(folder)
-    assert finished is not None and finished["status"] == utils.TEST_FINISHED
+    finished = store.read_test_config(folder)
+    assert finished is not None and finished["status"] == record.TEST_FINISHED
     # The kiosk would offer to resume the bench: banc.py must not start a second test of it.
     again = fleet.runner("banc1", DEFAULT_SERIAL[:3] + DEFAULT_SERIAL[3:].lower())
     again.start(wait_online=False)
@@ -839,10 +837,10 @@ def test_capacity_counter_lost_in_phase_4_keeps_the_measured_capacity(fleet: Ban
 
 def open_recorder(banc_home: Path, alerts: list[str]) -> banc.Recorder:
     """A Recorder on a fresh test folder of banc1, opened as banc.py's main() does."""
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
-    state, config = utils.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
-    utils.create_data_csv(folder)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    state, config = store.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
+    store.create_data_csv(folder)
     recorder = banc.Recorder(folder, "banc1", DEFAULT_SERIAL, state.step, alerts.append,
                              fsync_interval_s=1.0, bms_timeout_s=30.0)
     recorder.open(config, state)
@@ -867,7 +865,7 @@ def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_hom
     again.handle_ri(r2, redelivered=True)
     again.handle_ri(b'{"ri_discharge": 0.032}')
     assert again.flush_all()
-    config = utils.read_test_config(again.folder)
+    config = store.read_test_config(again.folder)
     assert config is not None
     assert (config["ri_discharge_count"], config["ri_discharge_average"]) == (3, pytest.approx(0.032))
     assert config["current_step"] == 3
@@ -896,12 +894,12 @@ def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: 
     recorder.handle_bms(bms_line(4).encode())
     assert recorder.flush_all()
     assert data_seqs(folder) == [0, 1, 2, 3, 4]
-    assert (utils.read_test_config(folder) or {}).get("rows_count") == 5
+    assert (store.read_test_config(folder) or {}).get("rows_count") == 5
 
 
 def test_a_torn_journal_line_never_swallows_the_next_event(banc_home: Path) -> None:
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
     with open(folder / record.EVENTS_FILE, "ab") as fh:
         fh.write(b'{"t":"2026-12-01T10:00:00.000+01:00","event":"st')  # a power cut mid-line
     record.append_event(folder, record.EVENT_STEP, now, step=2)

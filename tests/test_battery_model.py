@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import protocol
-import utils
-from battery_model import (
+from banclfp.infra import environment
+from banclfp.simulation.battery_model import (
     CELL_MAX_V,
     FINISHED,
     HISTORY_LINES,
@@ -35,6 +34,7 @@ from battery_model import (
     run_until,
     soc_from_ocv,
 )
+from banclfp.wire import protocol
 
 # --------------------------------------------------------------------------- helpers
 
@@ -109,7 +109,7 @@ def test_ocv_integral_matches_numerical_integration(soc: float) -> None:
 def test_resistance_law_matches_the_project_temperature_coefficients(banc_home: Path, temperature_c: float) -> None:
     # A resistance measured at T and corrected with temperature_coefficients.json gives back R(25 °C).
     measured = 0.02 * arrhenius_factor(temperature_c)
-    assert utils.correct_to_25c(measured, temperature_c) == pytest.approx(0.02, rel=0.01)
+    assert environment.correct_to_25c(measured, temperature_c) == pytest.approx(0.02, rel=0.01)
 
 
 # --------------------------------------------------------------------------- physics
@@ -247,7 +247,7 @@ def test_ri_from_pulses_matches_the_configured_resistance(
         assert protocol.parse_ri_results(protocol.encode_ri_results(values))
         ri = values.get("ri_discharge", values.get("ri_charge"))
         assert ri is not None
-        corrected = utils.correct_to_25c(ri, values["temperature_c"])
+        corrected = environment.correct_to_25c(ri, values["temperature_c"])
         assert corrected == pytest.approx(ri_ohm, rel=0.05)
         if ambient_c == 25.0:
             assert ri == pytest.approx(ri_ohm, rel=0.05)

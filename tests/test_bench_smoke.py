@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import protocol
-import utils
+from banclfp.recording import record
+from banclfp.wire import protocol
 from bench import bench_faults
 from bench.bench_faults import FaultEvent, attribute, schedule
 from bench.common import check_csv, percentile, read_publisher_times
@@ -23,7 +23,7 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 def write_data_csv(path: Path, seqs: list[int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(utils.DATA_CSV_HEADER)]
+    lines = [",".join(record.DATA_CSV_HEADER)]
     for seq in seqs:
         lines.append(f"2026-01-05T10:00:00.000+01:00,3,{seq},51.2,-12.4,80.0,24.5,1.0,50.0,3250,3270,0")
     path.write_text("\n".join(lines) + "\n")

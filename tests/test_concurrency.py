@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import utils
+from banclfp.infra import environment
+from banclfp.recording import store
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 WRITERS = 8
@@ -22,17 +23,16 @@ UPDATES = 200
 WRITER = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {repo!r})
-    import utils
+    from banclfp.recording import store
     banc = sys.argv[1]
     n = int(sys.argv[2])
     for i in range(n):
         # alternate the two write paths banc.py and ui.py use
         if i % 2:
-            utils.update_bancs_config_current_step(banc, 1 + i % 5)
+            store.update_bancs_config_current_step(banc, 1 + i % 5)
         else:
-            utils.set_banc_status(banc, "occupied", "RW-%sN%04d" % (banc.upper(), i), 1 + i % 5)
-    utils.set_banc_status(banc, "occupied", "RW-%sLAST" % banc.upper(), 4)
+            store.set_banc_status(banc, "occupied", "RW-%sN%04d" % (banc.upper(), i), 1 + i % 5)
+    store.set_banc_status(banc, "occupied", "RW-%sLAST" % banc.upper(), 4)
     """
 )
 
@@ -42,8 +42,8 @@ def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(
     banc_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", str(WRITERS))
-    utils.reload_settings()
-    utils.load_bancs_config()
+    environment.reload_settings()
+    store.load_bancs_config()
     path = banc_home / "bancs_config.json"
 
     reads = {"ok": 0, "bad": 0}
@@ -63,7 +63,7 @@ def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(
     thread.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
     env.update(BANC_HOME=str(banc_home), BANC_NUM_BANCS=str(WRITERS))
-    script = WRITER.format(repo=str(REPO_DIR))
+    script = WRITER
     started = time.monotonic()
     procs = [
         subprocess.Popen([sys.executable, "-c", script, f"banc{n}", str(UPDATES)], env=env)
@@ -81,7 +81,7 @@ def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(
     assert codes == [0] * WRITERS
     assert reads["bad"] == 0, reads
     assert reads["ok"] > 10  # the reader really ran during the writes
-    final = utils.load_bancs_config()
+    final = store.load_bancs_config()
     for n in range(1, WRITERS + 1):
         entry = final["bancs"][n - 1]
         assert entry == {"name": f"Banc{n}", "status": "occupied", "serial-pending": f"RW-BANC{n}LAST", "current_step": 4}

@@ -33,7 +33,7 @@ Faults (numbers of the issue):
     the restart is 2 (at least one), every line recorded once, current_step 2.
  5. test_damaged_bancs_config_keeps_the_unfinished_test[truncated|garbage x banc2|get_banc_info]:
     bench 1 holds serial S stopped (9) at phase 3; bancs_config.json cut to half or garbage; then a
-    program reads it (banc.py banc2 with another serial, or utils.get_banc_info in a subprocess).
+    program reads it (banc.py banc2 with another serial, or store.get_banc_info in a subprocess).
     Asserted: bancs_config.json parses and says bench 1 occupied by S at step 3 (and so does
     get_banc_info), the damaged bytes are kept aside in a file bancs_config.json.* of BANC_HOME
     (not the .lock), and `banc.py banc1 RW-OTHER001` exits 4 creating no folder.
@@ -77,10 +77,10 @@ from typing import Optional
 
 import pytest
 
-import protocol
-import utils
-from testkit.banc_helpers import BancFleet, BancRunner, MqttProbe, bms_line, data_seqs, wait_until
-from testkit.support import REPO_DIR, project_env
+from banclfp.recording import record
+from banclfp.testkit.banc_helpers import BancFleet, BancRunner, MqttProbe, bms_line, data_seqs, wait_until
+from banclfp.testkit.support import REPO_DIR, project_env
+from banclfp.wire import protocol
 
 T = protocol.topics(1)
 T2 = protocol.topics(2)
@@ -135,7 +135,7 @@ def small_data_disk(banc_home: Path) -> Iterator[Path]:
 
 def read_config(folder: Path) -> dict:
     """config.json of a test folder (raises when missing or not JSON)."""
-    return json.loads((Path(folder) / utils.TEST_CONFIG_FILE).read_text(encoding="utf-8"))
+    return json.loads((Path(folder) / record.TEST_CONFIG_FILE).read_text(encoding="utf-8"))
 
 
 def config_step(folder: Path) -> Optional[int]:
@@ -149,7 +149,7 @@ def config_step(folder: Path) -> Optional[int]:
 
 def bench_entry(home: Path, number: int) -> dict:
     """One bench's entry in bancs_config.json."""
-    data = json.loads((Path(home) / utils.BANCS_CONFIG_FILE).read_text(encoding="utf-8"))
+    data = json.loads((Path(home) / record.BANCS_CONFIG_FILE).read_text(encoding="utf-8"))
     return next(e for e in data["bancs"] if e.get("name", "").lower() == f"banc{number}")
 
 
@@ -162,7 +162,7 @@ def bench_folders(home: Path, banc: str = "banc1") -> list[Path]:
 def row_count(folder: Path) -> int:
     """Lines of data.csv minus the header (cheap progress check; 0 when missing)."""
     try:
-        return max(0, (Path(folder) / utils.DATA_CSV_FILE).read_bytes().count(b"\n") - 1)
+        return max(0, (Path(folder) / record.DATA_CSV_FILE).read_bytes().count(b"\n") - 1)
     except OSError:
         return 0
 
@@ -205,8 +205,8 @@ def _ranges(values: list[int], limit: int = 6) -> str:
 def file_problems(home: Path, folder: Path) -> list[str]:
     """'Every file readable': data.csv, config.json exist and parse; rejected.csv, bancs_config.json parse."""
     problems = []
-    header = list(utils.DATA_CSV_HEADER)
-    data = Path(folder) / utils.DATA_CSV_FILE
+    header = list(record.DATA_CSV_HEADER)
+    data = Path(folder) / record.DATA_CSV_FILE
     try:
         with open(data, newline="", encoding="ascii") as fh:
             rows = list(csv.reader(fh))
@@ -217,16 +217,16 @@ def file_problems(home: Path, folder: Path) -> list[str]:
             problems.append(f"data.csv: {len(bad)} rows without {len(header)} fields (lines {bad[:5]})")
     except (OSError, ValueError) as exc:
         problems.append(f"data.csv unreadable: {exc!r}")
-    rejected = Path(folder) / utils.REJECTED_CSV_FILE
+    rejected = Path(folder) / record.REJECTED_CSV_FILE
     if rejected.exists():
         try:
             with open(rejected, newline="", encoding="utf-8") as fh:
                 rows = list(csv.reader(fh))
-            if rows and rows[0] != list(utils.REJECTED_CSV_HEADER):
+            if rows and rows[0] != list(record.REJECTED_CSV_HEADER):
                 problems.append(f"rejected.csv header is {rows[0]}")
         except (OSError, ValueError) as exc:
             problems.append(f"rejected.csv unreadable: {exc!r}")
-    for path in (Path(folder) / utils.TEST_CONFIG_FILE, Path(home) / utils.BANCS_CONFIG_FILE):
+    for path in (Path(folder) / record.TEST_CONFIG_FILE, Path(home) / record.BANCS_CONFIG_FILE):
         try:
             if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
                 problems.append(f"{path.name} is not a JSON object")
@@ -385,7 +385,7 @@ def test_damaged_config_json_is_recovered(fleet: BancFleet, esp: MqttProbe, banc
     assert runner.terminate() == 0
     before = read_config(folder)
     assert not ri_problems(folder, ri), "setup: Ri means not recorded before the damage"
-    _damage(folder / utils.TEST_CONFIG_FILE, damage)
+    _damage(folder / record.TEST_CONFIG_FILE, damage)
     time.sleep(1.1)  # first_handle has a 1 s resolution: a recreated one must differ
 
     since = len(esp.messages(T.command))
@@ -492,9 +492,9 @@ def test_damaged_bancs_config_keeps_the_unfinished_test(fleet: BancFleet, esp: M
     esp.publish_many([(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(20)] + [(T.step, "2"), (T.step, "3")]
                      + [(T.bms_data, bms_line(i, current_a=-50.0)) for i in range(20, 40)] + [(T.step, "9")])
     assert runner.wait_exit() == 0
-    expected = {"status": utils.STATUS_OCCUPIED, "serial-pending": SERIAL, "current_step": 3}
+    expected = {"status": record.STATUS_OCCUPIED, "serial-pending": SERIAL, "current_step": 3}
     assert {k: bench_entry(banc_home, 1).get(k) for k in expected} == expected, "setup: bench 1 not held at step 3"
-    config_path = banc_home / utils.BANCS_CONFIG_FILE
+    config_path = banc_home / record.BANCS_CONFIG_FILE
     damaged = _damage(config_path, damage)
 
     problems = []
@@ -519,7 +519,7 @@ def test_damaged_bancs_config_keeps_the_unfinished_test(fleet: BancFleet, esp: M
     except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError) as exc:
         problems.append(f"bancs_config.json unreadable: {exc!r}")
     aside = [p for p in banc_home.iterdir()
-             if p.name.startswith(utils.BANCS_CONFIG_FILE + ".") and p.name != utils.BANCS_CONFIG_FILE + ".lock"]
+             if p.name.startswith(record.BANCS_CONFIG_FILE + ".") and p.name != record.BANCS_CONFIG_FILE + ".lock"]
     if not any(p.read_bytes() == damaged for p in aside if p.is_file()):
         problems.append(f"damaged bancs_config.json not kept aside (files: {[p.name for p in aside]})")
 
@@ -551,7 +551,7 @@ def test_deleted_data_is_alerted_and_nothing_is_lost(fleet: BancFleet, esp: Mqtt
     alerts_before = len(esp.messages(T.security))
     deleted_at = time.monotonic()
     if target == "data.csv":
-        (folder / utils.DATA_CSV_FILE).unlink()
+        (folder / record.DATA_CSV_FILE).unlink()
     else:
         shutil.rmtree(folder)
     esp.publish_many([(T.bms_data, bms_line(i)) for i in range(500, 1000)])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import demo_broker
-from testkit.demo_broker import DemoBroker, choose_broker, ignored_settings, parse_broker, private_conf
-from testkit.support import REPO_DIR, MosquittoBroker, free_port
+from banclfp.testkit import demo_broker
+from banclfp.testkit.demo_broker import DemoBroker, choose_broker, ignored_settings, parse_broker, private_conf
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker, free_port
 
 PRODUCTION_ENV = {  # what a shell that sourced an installed Pi's banc.env carries
     "BANC_MQTT_HOST": "127.0.0.1", "BANC_MQTT_PORT": "1883", "BANC_MQTT_USERNAME": "pi", "BANC_MQTT_PASSWORD": "secret",

@@ -28,9 +28,9 @@ from typing import Optional
 import paho.mqtt.client as mqtt
 import pytest
 
-import protocol
-import utils
-from testkit.support import REPO_DIR, MosquittoBroker, free_port, mosquitto_binary
+from banclfp.infra import environment, logs
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker, free_port, mosquitto_binary
+from banclfp.wire import protocol
 
 DEPLOY = REPO_DIR / "deploy"
 INSTALL = DEPLOY / "install.sh"
@@ -249,7 +249,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
     assert env["BANC_NUM_BANCS"] == "2"
     assert re.fullmatch(r"[A-Za-z0-9]{20,}", env["BANC_MQTT_PASSWORD"])
     # The contract's settings parse from it exactly as the kiosk will see them.
-    settings = utils.load_settings(env)
+    settings = environment.load_settings(env)
     assert (settings.mqtt_username, settings.mqtt_port, settings.num_bancs) == (PI_ACCOUNT, installed.port, 2)
 
     creds = credentials(root)
@@ -644,7 +644,7 @@ def test_lan_listener_is_tls_only_with_the_pinned_ca(
     assert "CERTIFICATE_VERIFY_FAILED" in why, why
 
     # The product's own client (protocol.make_client from the settings), as a simulator on a PC.
-    settings = utils.load_settings({"BANC_MQTT_HOST": LAN_IP, "BANC_MQTT_CAFILE": str(installed.ca),
+    settings = environment.load_settings({"BANC_MQTT_HOST": LAN_IP, "BANC_MQTT_CAFILE": str(installed.ca),
                                     "BANC_MQTT_USERNAME": "banc1", "BANC_MQTT_PASSWORD": banc1,
                                     "BANC_MQTT_PORT": str(installed.tls_port)})
     connacks: queue.Queue = queue.Queue()
@@ -986,7 +986,7 @@ def test_logrotate_rotates_logs_while_the_handler_keeps_writing(installed: Insta
     logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
     installed.home.mkdir(exist_ok=True)  # install.sh created it inside the throwaway root
     log_path = installed.home / "logs.log"
-    handler = utils._FlushingWatchedFileHandler(log_path, encoding="utf-8")
+    handler = logs._FlushingWatchedFileHandler(log_path, encoding="utf-8")
     logger = logging.getLogger("test_deploy.logrotate")
     logger.propagate = False
     logger.addHandler(handler)
@@ -1016,6 +1016,6 @@ def test_child_environment_drops_systemd_notify_variables(monkeypatch: pytest.Mo
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", "1234")
     monkeypatch.setenv("BANC_MQTT_USERNAME", PI_ACCOUNT)
-    env = utils.child_environment()
+    env = environment.child_environment()
     assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(env)
     assert env["BANC_MQTT_USERNAME"] == PI_ACCOUNT and env["PATH"] == os.environ["PATH"]

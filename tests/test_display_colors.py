@@ -12,10 +12,10 @@ from typing import Optional
 
 import pytest
 
-import display_colors as dc
-import kiosk_worker
-import protocol
-from testkit.support import REPO_DIR
+from banclfp.kiosk import worker as kiosk_worker
+from banclfp.presentation import display_colors as dc
+from banclfp.testkit.support import REPO_DIR
+from banclfp.wire import protocol
 
 MODEL = dc.MeasureLimits(cell_spread_max_mv=300.0, temperature_max_c=50.0)  # grading.json's RW- model
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analysis
-import protocol
-import summary_text
-import utils
-from testkit.banc_helpers import BancFleet, MqttProbe, read_data_rows, read_rejected_rows
-from testkit.support import MosquittoBroker
+from banclfp.analysis import measures as analysis
+from banclfp.presentation import summary_text
+from banclfp.recording import record, store
+from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, read_data_rows, read_rejected_rows
+from banclfp.testkit.support import MosquittoBroker
+from banclfp.wire import protocol
 from tests.test_simulator import run_simulator
 
 CAPACITY_AH = 50.0
@@ -50,9 +50,9 @@ def test_whole_test_with_simulator_and_banc_py(
     assert len(probe.texts(t.ri_results)) == 6
 
     folder = runner.folder()
-    config = utils.read_test_config(folder)
+    config = store.read_test_config(folder)
     assert config is not None
-    assert config["current_step"] == 5 and config["status"] == utils.TEST_FINISHED
+    assert config["current_step"] == 5 and config["status"] == record.TEST_FINISHED
     # The measured capacity is the simulator's configuration, less what 0.5 C leaves in the pack.
     assert config["capacity_ah"] == pytest.approx(CAPACITY_AH, rel=0.015)
     assert config["capacity_ah"] <= CAPACITY_AH
@@ -70,7 +70,7 @@ def test_whole_test_with_simulator_and_banc_py(
     seqs = [int(r["seq"]) for r in rows]
     assert seqs == list(range(len(seqs)))  # nothing lost, nothing duplicated
     assert len(rows) > 9_000  # one line per simulated second of a ~2.8 h test
-    assert utils.get_banc_info("banc1")["status"] == utils.STATUS_AVAILABLE
+    assert store.get_banc_info("banc1")["status"] == record.STATUS_AVAILABLE
     # Measured where it was measured: one simulated second between rows, whatever the pace of delivery.
     assert all(r["uptime_ms"] for r in rows)
     report = analysis.load_report(folder)

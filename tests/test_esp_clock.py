@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-import analysis
-import esp_clock
-import record
-from esp_clock import OffsetEstimator
+from banclfp.analysis import measures as analysis
+from banclfp.recording import esp_clock, record
+from banclfp.recording.esp_clock import OffsetEstimator
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=record.LOCAL_TZ)
 BOOT_S = 1000.0  # monotonic time at which the ESP booted (the true offset)

@@ -7,7 +7,15 @@ from typing import Optional
 
 import pytest
 
-from formatting import ELLIPSIS, NBSP, UNKNOWN, elide, format_duration, format_milliohm, format_number
+from banclfp.presentation.formatting import (
+    ELLIPSIS,
+    NBSP,
+    UNKNOWN,
+    elide,
+    format_duration,
+    format_milliohm,
+    format_number,
+)
 
 
 @pytest.mark.parametrize("value,decimals,unit,group,expected", [
@@ -73,7 +81,7 @@ def test_elide_never_cuts_without_an_ellipsis(text: str, max_px: float, expected
     ("3 segments", "3 segments"),  # "s" only as a whole word
 ])
 def test_keep_units_together(text: str, expected: str) -> None:
-    from formatting import keep_units_together
+    from banclfp.presentation.formatting import keep_units_together
 
     assert keep_units_together(text) == expected
 
@@ -87,7 +95,7 @@ def test_keep_units_together(text: str, expected: str) -> None:
     ("RW-ABCDEFGHIJ", 50, ["RW-AB", "CDEFG", "HIJ"]),  # a word longer than a line: between characters
 ])
 def test_wrap_lines_as_tk_wraps(text: str, max_px: float, expected: list[str]) -> None:
-    from formatting import wrap_lines
+    from banclfp.presentation.formatting import wrap_lines
 
     assert wrap_lines(text, max_px, lambda s: 10.0 * len(s)) == expected
 
@@ -103,7 +111,7 @@ def test_wrap_lines_as_tk_wraps(text: str, max_px: float, expected: list[str]) -
 ])
 def test_fit_text_shortens_the_serial_before_anything(text: str, part: Optional[str], max_px: float, lines: int,
                                                       expected: str) -> None:
-    from formatting import fit_text, wrap_lines
+    from banclfp.presentation.formatting import fit_text, wrap_lines
 
     fitted = fit_text(text, part, max_px, lines, lambda s: 10.0 * len(s))
     assert fitted == expected

@@ -8,10 +8,10 @@ from typing import Any, Optional
 import numpy as np
 import pytest
 
-import analysis
-import grading
-import record
-from testkit.support import REPO_DIR
+from banclfp.analysis import measures as analysis
+from banclfp.recording import record
+from banclfp.testkit.support import REPO_DIR
+from banclfp.verdict import grading
 
 RULES_JSON: dict[str, Any] = {
     "version": "test-1",
@@ -269,7 +269,7 @@ SOUND_ROWS = 3000  # phase 2: 900 lines a second apart, its last 10 minutes 601 
 @pytest.fixture(scope="module")
 def sound_test(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[list[str]]]:
     """A sound finished test in the contract format (testkit.synthetic): header and rows as fields."""
-    from testkit.synthetic import write_synthetic_test
+    from banclfp.testkit.synthetic import write_synthetic_test
 
     folder = write_synthetic_test(tmp_path_factory.mktemp("sound"), rows=SOUND_ROWS).folder
     header, *body = (folder / record.DATA_CSV_FILE).read_text(encoding="ascii").splitlines()
@@ -394,7 +394,7 @@ def test_a_pi_clock_step_never_changes_the_grade(sound_test: tuple[str, list[lis
 
 
 def test_old_12_column_folders_are_graded_as_before_when_sound(tmp_path: Any) -> None:
-    from testkit.synthetic import write_synthetic_test
+    from banclfp.testkit.synthetic import write_synthetic_test
 
     folder = write_synthetic_test(tmp_path, rows=SOUND_ROWS, v1=True).folder
     header, *body = (folder / record.DATA_CSV_FILE).read_text(encoding="ascii").splitlines()

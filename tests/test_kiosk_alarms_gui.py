@@ -17,15 +17,13 @@ from typing import Optional
 
 import pytest
 
-import protocol
-import record
-import ui
-import ui_components as uic
-import utils
-from formatting import keep_units_together
-from kiosk_state import LINK_ONLINE, LINK_UNKNOWN, UNRECORDED_TEXT
-from testkit.banc_helpers import BancFleet, MqttProbe, wait_until
-from testkit.support import MosquittoBroker
+from banclfp.kiosk import app as ui, widgets as uic
+from banclfp.kiosk.state import LINK_ONLINE, LINK_UNKNOWN, UNRECORDED_TEXT
+from banclfp.presentation.formatting import keep_units_together
+from banclfp.recording import record, store
+from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, wait_until
+from banclfp.testkit.support import MosquittoBroker
+from banclfp.wire import protocol
 from tests.test_ui_gui import (  # noqa: F401 - kiosk and esp are fixtures
     NB,
     Esp,
@@ -69,7 +67,7 @@ def test_a_broker_restart_loses_no_alarm_and_the_outage_asserts_nothing(
     kiosk, esp: Esp, broker: MosquittoBroker, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     for n in (1, 2, 3):
-        utils.set_banc_status(f"banc{n}", utils.STATUS_OCCUPIED, f"RW-BRKR000{n}", 2)
+        store.set_banc_status(f"banc{n}", record.STATUS_OCCUPIED, f"RW-BRKR000{n}", 2)
     app = kiosk("1280x800+0+0")
     pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
     for n in (1, 2, 3):
@@ -124,14 +122,14 @@ def start_tests(fleet: BancFleet, broker: MosquittoBroker, benches: dict[str, st
     """banc.py for each bench (occupied in bancs_config.json, as the kiosk does), started together, subscribed."""
     with MqttProbe(broker, [protocol.topics(banc).banc_status for banc in benches]) as probe:
         for banc, serial in benches.items():
-            utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, 1)
+            store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, 1)
             fleet.runner(banc, serial).start(wait_online=False)
         for banc in benches:  # online is published after its SUBSCRIBE: from here on it journals bancX/security
             probe.wait_for(protocol.topics(banc).banc_status, protocol.STATUS_ONLINE, timeout_s=15)
 
 
 def journaled(banc: str, serial: str, text: str) -> bool:
-    test = utils.latest_test(serial, banc)
+    test = store.latest_test(serial, banc)
     return test is not None and any(e.get("event") == record.EVENT_ALERT and e.get("text") == text
                                     for e in record.read_events(test.path)[0])
 

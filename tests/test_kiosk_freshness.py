@@ -18,14 +18,9 @@ from typing import Any, Optional
 
 import pytest
 
-import kiosk_messages
-import kiosk_worker
-import protocol
-import record
-import ui_components as uic
-import utils
-from kiosk_messages import BenchAlarm, Kind, MessageBoard, classify_security, replay_alerts
-from kiosk_state import (
+from banclfp.kiosk import messages as kiosk_messages, widgets as uic, worker as kiosk_worker
+from banclfp.kiosk.messages import BenchAlarm, Kind, MessageBoard, classify_security, replay_alerts
+from banclfp.kiosk.state import (
     FRESH_S,
     KIND_JOURNAL_ALARM,
     LINK_ALARM,
@@ -38,7 +33,9 @@ from kiosk_state import (
     age_text,
     banc_display,
 )
-from recorder import JOURNAL, Append, Instant, RecorderCore
+from banclfp.recording import record, store
+from banclfp.recording.recorder import JOURNAL, Append, Instant, RecorderCore
+from banclfp.wire import protocol
 
 NB = "\u00a0"
 T0 = 1000.0  # the kiosk's monotonic clock when the line was received
@@ -283,11 +280,11 @@ def test_the_recorder_journals_every_security_text_and_nothing_after_the_end() -
 
 
 def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(banc_home: Path) -> None:
-    import banc
+    from banclfp.recording import bench_process as banc
 
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-JRNL0001", now)
-    config = utils.load_or_create_config(folder, "banc1", "RW-JRNL0001", now)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-JRNL0001", now)
+    config = store.load_or_create_config(folder, "banc1", "RW-JRNL0001", now)
     recorder = banc.Recorder(folder, "banc1", "RW-JRNL0001", 1, alert=lambda text: None, fsync_interval_s=1.0,
                              bms_timeout_s=30.0)
     recorder.open(config)
@@ -303,15 +300,15 @@ def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(banc
 
 
 def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(banc_home: Path) -> None:
-    now = utils.now_local()
+    now = record.now_local()
     for banc, serial, texts in (("banc1", "RW-RPLY0001", [MQTT_LOST]), ("banc2", "RW-RPLY0002", [BMS_SILENCE, BMS_BACK]),
                                 ("banc3", "RW-RPLY0003", [ALARM])):
-        folder, _ = utils.find_or_create_test_folder(banc, serial, now)
-        utils.load_or_create_config(folder, banc, serial, now)
+        folder, _ = store.find_or_create_test_folder(banc, serial, now)
+        store.load_or_create_config(folder, banc, serial, now)
         for text in texts:
             record.append_event(folder, record.EVENT_ALERT, now, text=text)
         if banc != "banc3":  # banc3's bench was freed: its test is nobody's concern now
-            utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, 2)
+            store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, 2)
     sink: queue.Queue = queue.Queue()
     supervisor = SimpleNamespace(is_running=lambda banc: banc == "banc1", reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1", "banc2", "banc3"], SimpleNamespace(prompt=lambda: ""),  # type: ignore[arg-type]

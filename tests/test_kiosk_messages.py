@@ -6,7 +6,7 @@ from typing import Optional
 
 import pytest
 
-from kiosk_messages import (
+from banclfp.kiosk.messages import (
     INFO_LIFETIME_S,
     SUCCESS_LIFETIME_S,
     BenchFacts,

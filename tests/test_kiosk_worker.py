@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-import kiosk_worker
-import utils
+from banclfp.kiosk import worker as kiosk_worker
+from banclfp.recording import record, store
 
 SERIAL = "RW-ABCD1234"
-ENTRY = {"status": utils.STATUS_OCCUPIED, "serial-pending": SERIAL, "current_step": 3}
+ENTRY = {"status": record.STATUS_OCCUPIED, "serial-pending": SERIAL, "current_step": 3}
 
 # (id, what the worker sees at each refresh: (banc.py running, its latest test finished), what it says each time)
 UNFINISHED_CASES = [
@@ -35,7 +35,7 @@ def test_interrupted_follows_the_test_across_a_resume(
     def latest_test(serial: str, banc: Any = None) -> SimpleNamespace:
         return SimpleNamespace(finished=state["finished"], config=None, path=None)
 
-    monkeypatch.setattr(utils, "latest_test", latest_test)
+    monkeypatch.setattr(store, "latest_test", latest_test)
     supervisor = SimpleNamespace(is_running=lambda banc: state["running"], reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       queue.Queue())
@@ -54,7 +54,7 @@ def test_an_interrupted_bench_reads_its_folders_once(banc_home: Path, monkeypatc
         reads.append(serial)
         return SimpleNamespace(finished=False, config=None, path=None)
 
-    monkeypatch.setattr(utils, "latest_test", latest_test)
+    monkeypatch.setattr(store, "latest_test", latest_test)
     supervisor = SimpleNamespace(is_running=lambda banc: False, reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       queue.Queue())

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-import protocol
-from protocol import BmsLine, PayloadError
+from banclfp.wire import protocol
+from banclfp.wire.protocol import BmsLine, PayloadError
 
 EXAMPLE = "1842,52.31,-12.40,67.5,24.8,45.123,2301.5,3265,3281,0"
 
@@ -401,8 +401,8 @@ def test_encode_rejects_invalid(bad: object) -> None:
 
 def test_the_repo_producers_send_strict_bms_lines() -> None:
     """Every BMS line the repo builds (test helper, bench publisher) passes the v2 parser."""
+    from banclfp.testkit.banc_helpers import bms_line
     from bench.esp_publisher import bms_payload
-    from testkit.banc_helpers import bms_line
 
     for seq in (0, 1, 49, 50, 99_999, 2**32 - 1):
         for number in (1, 4, 64):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import calibration
-import record
-import utils
+from banclfp.analysis import calibration
+from banclfp.infra import environment
+from banclfp.recording import record, store
 
 T0 = datetime(2026, 11, 24, 10, 30, tzinfo=record.LOCAL_TZ)
 
@@ -162,12 +162,12 @@ def test_rebuild_bancs_config_from_the_folders(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", [b"", b'{"bancs": [{"na', b"\x00\xff garbage", b'{"bancs": 3}'])
 def test_damaged_bancs_config_is_rebuilt_never_reset(banc_home: Path, damage: bytes) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc2", "RW-KEEP1234", T0)
-    utils.open_test_record(folder, "banc2", "RW-KEEP1234", T0)
-    utils.update_config(folder, 3, T0)
+    folder, _ = store.find_or_create_test_folder("banc2", "RW-KEEP1234", T0)
+    store.open_test_record(folder, "banc2", "RW-KEEP1234", T0)
+    store.update_config(folder, 3, T0)
     record.append_event(folder, record.EVENT_STOP, T0)
-    utils.bancs_config_path().write_bytes(damage)
-    info = utils.get_banc_info("banc2")
+    environment.bancs_config_path().write_bytes(damage)
+    info = store.get_banc_info("banc2")
     assert (info["status"], info["serial-pending"], info["current_step"]) == ("occupied", "RW-KEEP1234", 3)
     kept = [p for p in banc_home.iterdir() if p.name.startswith("bancs_config.json.corrupt-")]
     assert len(kept) == 1 and kept[0].read_bytes() == damage
@@ -175,18 +175,18 @@ def test_damaged_bancs_config_is_rebuilt_never_reset(banc_home: Path, damage: by
 
 @pytest.mark.parametrize("damage", [None, b"", b"{ not json", b'{"battery_serial": "RW-OTHER999"}'])
 def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage: bytes | None) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
-    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
-    utils.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
-    utils.update_config_ri_results(folder, {"ri_discharge": 0.05}, T0)
-    utils.update_config(folder, 3, T0)
-    written = utils.read_test_config(folder)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    store.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
+    store.update_config_ri_results(folder, {"ri_discharge": 0.05}, T0)
+    store.update_config(folder, 3, T0)
+    written = store.read_test_config(folder)
     assert written is not None
     first = written["first_handle"]
     path = folder / "config.json"
     path.unlink() if damage is None else path.write_bytes(damage)
     # The resume may come with the serial in another letter case: same battery, same test.
-    state, config = utils.open_test_record(folder, "banc1", "RW-AB12CD", T0.replace(hour=15))
+    state, config = store.open_test_record(folder, "banc1", "RW-AB12CD", T0.replace(hour=15))
     assert (state.step, config["current_step"], config["first_handle"]) == (3, 3, first)
     assert (config["ri_discharge_average"], config["ri_discharge_count"]) == (pytest.approx(0.04), 2)
     assert config["battery_serial"] == "RW-ab12cd"
@@ -227,11 +227,11 @@ def test_the_phase_a_damaged_journal_is_brought_back_to(journal_step: int, finis
 
 @pytest.mark.parametrize("config_damaged", [False, True])
 def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(banc_home: Path, config_damaged: bool) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
-    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     for step in (2, 3, 4):
-        utils.update_config(folder, step, T0)
-    utils.create_data_csv(folder)
+        store.update_config(folder, step, T0)
+    store.create_data_csv(folder)
     with open(folder / record.DATA_CSV_FILE, "ab") as fh:
         fh.write(row(0, 4, 10.0))
     journal = folder / record.EVENTS_FILE
@@ -242,9 +242,9 @@ def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(banc_home: Pa
     journal.write_bytes(b"\n".join(lines))
     if config_damaged:
         (folder / record.TEST_CONFIG_FILE).write_bytes(b"{ not json")
-    state, config = utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
+    state, config = store.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
     assert (state.step, config["current_step"]) == (4, 4)
-    assert utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))[0].step == 4
+    assert store.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))[0].step == 4
     assert sum(b'"restored":true' in line for line in journal.read_bytes().split(b"\n")) == 1
 
 
@@ -262,25 +262,25 @@ def _lose_start_line(folder: Path) -> None:
 
 
 def test_a_journal_that_lost_its_start_line_is_started_again_once(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
-    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
-    utils.update_config(folder, 2, T0)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    store.update_config(folder, 2, T0)
     _lose_start_line(folder)
-    state, config = utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
+    state, config = store.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=15))
     assert (state.serial, state.step, config["battery_serial"], config["banc"]) == ("RW-ab12cd", 2, "RW-ab12cd", "banc1")
-    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))
+    store.open_test_record(folder, "banc1", "RW-ab12cd", T0.replace(hour=16))
     assert sum(b'"restored":true' in line for line in (folder / record.EVENTS_FILE).read_bytes().split(b"\n")) == 1
 
 
 def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
-    utils.open_test_record(folder, "banc1", "RW-ab12cd", T0)
-    utils.update_config(folder, 2, T0)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
+    store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
+    store.update_config(folder, 2, T0)
     _lose_start_line(folder)
     for rows in range(3):
-        utils.update_config_counters(folder, {"rows_count": rows})
+        store.update_config_counters(folder, {"rows_count": rows})
     assert [p.name for p in folder.iterdir() if ".corrupt-" in p.name] == []
-    config = utils.read_test_config(folder)
+    config = store.read_test_config(folder)
     assert config is not None and config["battery_serial"] == "RW-ab12cd" and config["rows_count"] == 2
 
 
@@ -433,7 +433,7 @@ def cold_doubles(ohm: float, temperature_c: float | None) -> float:
 
 def project_curve() -> Callable[[float, float | None], float]:
     """utils.correct_to_25c with the project's temperature_coefficients.json, without a BANC_HOME."""
-    curve = calibration.load_temp_coeffs(utils.PROJECT_DIR / utils.TEMP_COEFFS_FILE)
+    curve = calibration.load_temp_coeffs(environment.PROJECT_DIR / environment.TEMP_COEFFS_FILE)
     return lambda ohm, temperature_c: ohm if temperature_c is None else ohm * curve(temperature_c)
 
 
@@ -507,5 +507,5 @@ def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(b
     (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(old), encoding="utf-8")
     summary = record.load_summary(folder)
     assert summary is not None and summary["ri_pulses"]["ri_discharge"] == [[0.02, 10.0, 1], [0.04, 30.0, 1]]
-    assert record.ri_at_25c(summary, "ri_discharge", utils.correct_to_25c) == pytest.approx(
-        (utils.correct_to_25c(0.02, 10.0) + utils.correct_to_25c(0.04, 30.0)) / 2)
+    assert record.ri_at_25c(summary, "ri_discharge", environment.correct_to_25c) == pytest.approx(
+        (environment.correct_to_25c(0.02, 10.0) + environment.correct_to_25c(0.04, 30.0)) / 2)

@@ -14,9 +14,8 @@ from typing import Any, Optional, TypeVar
 
 import pytest
 
-import protocol
-import record
-from recorder import (
+from banclfp.recording import record
+from banclfp.recording.recorder import (
     DATA,
     JOURNAL,
     REJECTED,
@@ -38,7 +37,8 @@ from recorder import (
     SummarySaved,
     Sync,
 )
-from testkit.banc_helpers import bms_line
+from banclfp.testkit.banc_helpers import bms_line
+from banclfp.wire import protocol
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=record.LOCAL_TZ)
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR

@@ -16,11 +16,8 @@ from typing import Optional
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import banc
-import protocol
-import record
-import utils
-from recorder import (
+from banclfp.recording import bench_process as banc, record, store
+from banclfp.recording.recorder import (
     ANNOUNCE_WAIT_S,
     DATA,
     JOURNAL,
@@ -40,7 +37,8 @@ from recorder import (
     Log,
     RecorderCore,
 )
-from testkit.banc_helpers import bms_line
+from banclfp.testkit.banc_helpers import bms_line
+from banclfp.wire import protocol
 
 T0 = datetime(2026, 12, 1, 10, 0, 0).astimezone()
 
@@ -579,9 +577,9 @@ def test_an_older_12_field_line_sent_again_after_a_restart_is_a_copy_not_a_reboo
 
 
 def test_a_message_whose_handler_raises_is_rejected_and_the_flow_goes_on(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-FAULT0001", T0)
-    state, config = utils.open_test_record(folder, "banc1", "RW-FAULT0001", T0)
-    utils.create_data_csv(folder)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-FAULT0001", T0)
+    state, config = store.open_test_record(folder, "banc1", "RW-FAULT0001", T0)
+    store.create_data_csv(folder)
     clock_s = [0.0]
     rec = banc.Recorder(folder, "banc1", "RW-FAULT0001", state.step, lambda text: None,
                         clock=lambda: T0 + timedelta(seconds=clock_s[0]), mono=lambda: 1000.0 + clock_s[0],

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
-import protocol
-import record
-import utils
-from testkit.banc_helpers import BancFleet, MqttProbe, PlayedEsp, bms_line, read_data_rows, wait_until
-from testkit.support import MosquittoBroker
+from banclfp.analysis import measures as analysis
+from banclfp.infra import storage
+from banclfp.recording import record, store
+from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, PlayedEsp, bms_line, read_data_rows, wait_until
+from banclfp.testkit.support import MosquittoBroker
+from banclfp.wire import protocol
 
 SERIAL = "RW-REPLAY01"
 
@@ -96,7 +96,7 @@ def test_outage_reboots_and_gaps_with_a_real_broker(mqtt_env: dict[str, str], br
     assert np.diff(times).round(3).tolist() == [1.0, round((after[0][1] - rebooted[1][1]) / 1000, 3)]
     assert np.all(np.diff(data.unix_s) >= 0)  # read in the order measured (the replayed line is in its place)
 
-    config = utils.read_test_config(folder)
+    config = store.read_test_config(folder)
     assert config is not None
     assert config["seq_lost_count"] == 1 and config["seq_restart_count"] == 2
     texts = probe.texts(t.security)[alerts_before:]
@@ -108,7 +108,7 @@ def test_outage_reboots_and_gaps_with_a_real_broker(mqtt_env: dict[str, str], br
 def test_a_folder_of_the_earlier_version_keeps_its_12_columns(mqtt_env: dict[str, str], broker: MosquittoBroker,
                                                              banc_home: Path) -> None:
     t = protocol.topics(1)
-    start = utils.now_local() - timedelta(hours=1)
+    start = record.now_local() - timedelta(hours=1)
     folder = banc_home / "data" / "banc1" / f"{start:%d%m%Y}-{SERIAL}"
     folder.mkdir(parents=True)
     header = ",".join(record.DATA_CSV_HEADER_V1)
@@ -117,8 +117,8 @@ def test_a_folder_of_the_earlier_version_keeps_its_12_columns(mqtt_env: dict[str
     (folder / record.DATA_CSV_FILE).write_text("\n".join([header] + old_rows) + "\n", encoding="ascii")
     config = record.new_summary("banc1", SERIAL, record.iso(start))
     config["current_step"] = 2
-    utils.atomic_write_json(folder / record.TEST_CONFIG_FILE, config)
-    utils.set_banc_status("banc1", utils.STATUS_OCCUPIED, SERIAL, 2)
+    storage.atomic_write_json(folder / record.TEST_CONFIG_FILE, config)
+    store.set_banc_status("banc1", record.STATUS_OCCUPIED, SERIAL, 2)
     probe = MqttProbe(broker, [t.command]).start()
     fleet = BancFleet(banc_home, broker)
     try:

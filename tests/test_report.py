@@ -22,13 +22,13 @@ from typing import Any, Optional
 import numpy as np
 import pytest
 
-import analysis
-import charts
-import record
-import report
-import summary_text
-import utils
-from testkit.synthetic import SERIAL, Synthetic, write_synthetic_test
+from banclfp.analysis import bdf as bdf_module, measures as analysis
+from banclfp.charts import chart_data, figure as charts
+from banclfp.infra import environment
+from banclfp.presentation import formatting, summary_text
+from banclfp.recording import record, store
+from banclfp.reporting import report
+from banclfp.testkit.synthetic import SERIAL, Synthetic, write_synthetic_test
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -42,9 +42,9 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
 
 
 @pytest.fixture(scope="module")
-def loaded(synthetic: Synthetic) -> report.Report:
+def loaded(synthetic: Synthetic) -> analysis.Report:
     """The synthetic test loaded by report.py (default stop threshold 30 s)."""
-    return report.load_report(synthetic.folder, min_gap_s=30.0)
+    return analysis.load_report(synthetic.folder, min_gap_s=30.0)
 
 
 def run_report(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -74,7 +74,7 @@ def run_report(*args: str, home: Path) -> subprocess.CompletedProcess:
     ],
 )
 def test_timestamps_match_fromisoformat(text: str) -> None:
-    unix, valid = report.parse_iso_timestamps(np.array([text.encode()]))
+    unix, valid = analysis.parse_iso_timestamps(np.array([text.encode()]))
     assert valid.tolist() == [True]
     if text.startswith("1999-12-31T23:59:60"):
         expected = datetime.fromisoformat("2000-01-01T00:00:00.000-05:30").timestamp()
@@ -89,13 +89,13 @@ def test_timestamps_match_fromisoformat(text: str) -> None:
      "2024-03-04T08:00:00.000+01:00" + "0" * 20],
 )
 def test_bad_timestamps_are_invalid(text: str) -> None:
-    _unix, valid = report.parse_iso_timestamps(np.array([text.encode()], dtype="S80"))
+    _unix, valid = analysis.parse_iso_timestamps(np.array([text.encode()], dtype="S80"))
     assert valid.tolist() == [False]
 
 
 def test_naive_timestamp_is_paris_time() -> None:
-    unix, valid = report.parse_iso_timestamps(np.array([b"2024-07-01T12:00:00"]))
-    assert valid[0] and unix[0] == datetime(2024, 7, 1, 12, tzinfo=utils.LOCAL_TZ).timestamp()
+    unix, valid = analysis.parse_iso_timestamps(np.array([b"2024-07-01T12:00:00"]))
+    assert valid[0] and unix[0] == datetime(2024, 7, 1, 12, tzinfo=record.LOCAL_TZ).timestamp()
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_naive_timestamp_is_paris_time() -> None:
     ],
 )
 def test_split_trapezoid(y: list[float], dt: list[float], positive: float, negative: float) -> None:
-    pos, neg = report.split_trapezoid(np.array(y), np.array(dt))
+    pos, neg = analysis.split_trapezoid(np.array(y), np.array(dt))
     assert pos.sum() == pytest.approx(positive)
     assert neg.sum() == pytest.approx(negative)
     assert (pos - neg).sum() == pytest.approx(float(np.sum((np.array(y[:-1]) + np.array(y[1:])) / 2 * np.array(dt))))
@@ -127,7 +127,7 @@ def test_split_trapezoid(y: list[float], dt: list[float], positive: float, negat
     ],
 )
 def test_bdf_metadata_path(tmp_path: Path, name: str, expected: str) -> None:
-    assert report.bdf_metadata_path(tmp_path / name) == tmp_path / expected
+    assert bdf_module.bdf_metadata_path(tmp_path / name) == tmp_path / expected
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_bdf_metadata_path(tmp_path: Path, name: str, expected: str) -> None:
     [([1, 1, 2, 2, 3, 3, 3, 4, 5], [1, 1, 2, 2, 3, 3, 3, 4, 5]), ([2, 2, 3, 2, 3], [1, 1, 2, 3, 4]), ([], [])],
 )
 def test_bdf_step_count_increases_at_each_phase_change(steps: list[int], expected: list[int]) -> None:
-    assert report.bdf_step_count(np.array(steps, dtype=np.int64)).tolist() == expected
+    assert bdf_module.bdf_step_count(np.array(steps, dtype=np.int64)).tolist() == expected
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_bdf_step_count_increases_at_each_phase_change(steps: list[int], expecte
 )
 def test_format_duration(seconds: float, text: str) -> None:
     # Written with plain spaces here for legibility: every number is tied to its unit by a no-break space.
-    assert report.format_duration(seconds) == text.replace(" ", "\u00a0").replace("\u00a0h\u00a0", "\u00a0h ").replace(
+    assert formatting.format_duration(seconds) == text.replace(" ", "\u00a0").replace("\u00a0h\u00a0", "\u00a0h ").replace(
         "\u00a0j\u00a0", "\u00a0j ").replace("\u00a0min\u00a0", "\u00a0min ")
 
 
@@ -155,9 +155,9 @@ def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
     y = np.sin(x / 5000.0)
     y[123_457] = 40.0
     y[777_777] = -40.0
-    runs = report.display_runs(x, gap_s=30.0)
+    runs = chart_data.display_runs(x, gap_s=30.0)
     assert runs == [(0, 600_000), (600_000, n)]
-    xd, yd = report.decimate(x, y, runs, buckets=1000)
+    xd, yd = chart_data.decimate(x, y, runs, buckets=1000)
     assert xd.size < 5000
     assert np.nanmax(yd) == 40.0 and np.nanmin(yd) == -40.0
     breaks = np.flatnonzero(np.isnan(yd))
@@ -167,7 +167,7 @@ def test_decimation_keeps_spikes_and_breaks_lines_at_stops() -> None:
 
 # --------------------------------------------------------------------------- loading data.csv
 
-HEADER = ",".join(utils.record.DATA_CSV_HEADER_V1)  # the earlier 12-column layout: every reader still reads it
+HEADER = ",".join(record.DATA_CSV_HEADER_V1)  # the earlier 12-column layout: every reader still reads it
 ROW = "2024-03-04T08:00:0{s}.000+01:00,3,{s},52.100,-10.000,50.0,25.0,1.000,51.2,3250,3270,0"
 
 
@@ -177,7 +177,7 @@ def rows_text(count: int) -> str:
 
 
 def test_torn_last_line_is_skipped_with_a_note() -> None:
-    data = report.parse_data_csv((HEADER + "\n" + rows_text(3) + "2024-03-04T08:00:03.000+01:00,3,3,52.1").encode())
+    data = analysis.parse_data_csv((HEADER + "\n" + rows_text(3) + "2024-03-04T08:00:03.000+01:00,3,3,52.1").encode())
     assert len(data) == 3
     assert data.skipped_lines == 1
     assert any("incomplète" in note for note in data.notes)
@@ -185,7 +185,7 @@ def test_torn_last_line_is_skipped_with_a_note() -> None:
 
 def test_last_line_without_newline_is_never_trusted() -> None:
     # Complete-looking, but a crash could have cut "3270" to "32": the newline is the proof.
-    data = report.parse_data_csv((HEADER + "\n" + rows_text(3) + ROW.format(s=3)).encode())
+    data = analysis.parse_data_csv((HEADER + "\n" + rows_text(3) + ROW.format(s=3)).encode())
     assert len(data) == 3 and data.skipped_lines == 1
 
 
@@ -194,7 +194,7 @@ def test_bad_lines_in_the_middle_are_skipped_with_their_line_numbers() -> None:
     lines[1] = lines[1][:30]  # a torn line followed by more rows (crash then resume)
     lines[3] = lines[3].replace("52.100", "abc")
     lines[4] = lines[4].replace("-10.000", "nan")
-    data = report.parse_data_csv((HEADER + "\n" + "\n".join(lines) + "\n").encode())
+    data = analysis.parse_data_csv((HEADER + "\n" + "\n".join(lines) + "\n").encode())
     assert len(data) == 3
     assert data.skipped_lines == 3
     assert data["seq"].tolist() == [0.0, 2.0, 5.0]
@@ -203,24 +203,24 @@ def test_bad_lines_in_the_middle_are_skipped_with_their_line_numbers() -> None:
 
 def test_crlf_and_blank_lines_are_accepted() -> None:
     text = HEADER + "\r\n" + rows_text(2).replace("\n", "\r\n") + "\r\n" + ROW.format(s=2) + "\r\n"
-    data = report.parse_data_csv(text.encode())
+    data = analysis.parse_data_csv(text.encode())
     assert len(data) == 3 and data.skipped_lines == 0
 
 
 def test_header_only_gives_no_rows() -> None:
-    data = report.parse_data_csv((HEADER + "\n").encode())
+    data = analysis.parse_data_csv((HEADER + "\n").encode())
     assert len(data) == 0 and data.notes == []
 
 
 @pytest.mark.parametrize("raw", [b"", b"a,b,c\n1,2,3\n", (HEADER.replace("soc_pct", "soc") + "\n").encode()])
 def test_wrong_header_is_a_report_error(raw: bytes) -> None:
-    with pytest.raises(report.ReportError):
-        report.parse_data_csv(raw)
+    with pytest.raises(analysis.ReportError):
+        analysis.parse_data_csv(raw)
 
 
 def test_loader_matches_the_csv_module(synthetic: Synthetic) -> None:
-    data = report.load_test_data(synthetic.folder)
-    with open(synthetic.folder / utils.DATA_CSV_FILE, newline="") as fh:
+    data = analysis.load_test_data(synthetic.folder)
+    with open(synthetic.folder / record.DATA_CSV_FILE, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(data) == len(rows) == synthetic.rows
     for name in ("voltage_v", "current_a", "cell_min_mv", "step"):
@@ -232,14 +232,14 @@ def test_loader_matches_the_csv_module(synthetic: Synthetic) -> None:
 # --------------------------------------------------------------------------- summary
 
 
-def test_coulomb_count_matches_the_known_profile(loaded: report.Report, synthetic: Synthetic) -> None:
+def test_coulomb_count_matches_the_known_profile(loaded: analysis.Report, synthetic: Synthetic) -> None:
     counted = loaded.summary.counted_capacity_ah
     assert counted == pytest.approx(synthetic.expected_discharge_ah, rel=1e-3)
     assert loaded.summary.capacity_diff_pct is not None and abs(loaded.summary.capacity_diff_pct) < 0.1
     assert loaded.summary.capacity_flag is False
 
 
-def test_stop_and_phases_are_found(loaded: report.Report, synthetic: Synthetic) -> None:
+def test_stop_and_phases_are_found(loaded: analysis.Report, synthetic: Synthetic) -> None:
     summary = loaded.summary
     assert len(summary.stops) == 1
     stop = summary.stops[0]
@@ -252,9 +252,9 @@ def test_stop_and_phases_are_found(loaded: report.Report, synthetic: Synthetic) 
     assert summary.wall_s == pytest.approx(synthetic.rows + synthetic.stop_s, rel=0.01)
 
 
-def test_resistances_are_corrected_to_25c(loaded: report.Report) -> None:
+def test_resistances_are_corrected_to_25c(loaded: analysis.Report) -> None:
     by_key = {r.key: r for r in loaded.summary.resistances}
-    factor = utils.get_temperature_coefficient(15.0)
+    factor = environment.get_temperature_coefficient(15.0)
     assert factor != 1.0
     assert by_key["ri_discharge"].raw_ohm == 0.012
     assert by_key["ri_discharge"].at_25c_ohm == pytest.approx(0.012 * factor)
@@ -264,8 +264,8 @@ def test_resistances_are_corrected_to_25c(loaded: report.Report) -> None:
 @pytest.mark.parametrize("esp_error, flagged", [(0.05, True), (-0.03, True), (0.015, False), (0.0, False)])
 def test_capacity_difference_flag(tmp_path: Path, esp_error: float, flagged: bool) -> None:
     folder = write_synthetic_test(tmp_path, rows=800, esp_error=esp_error).folder
-    loaded = report.load_report(folder, min_gap_s=30.0)
-    text = report.format_summary(loaded.summary, folder)
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    text = summary_text.format_summary(loaded.summary, folder)
     assert loaded.summary.capacity_flag is flagged
     assert ("ATTENTION : écart" in text) is flagged
     assert loaded.summary.capacity_diff_pct == pytest.approx(-esp_error / (1 + esp_error) * 100, abs=0.1)
@@ -273,8 +273,8 @@ def test_capacity_difference_flag(tmp_path: Path, esp_error: float, flagged: boo
 
 def test_summary_without_config_json(tmp_path: Path) -> None:
     folder = write_synthetic_test(tmp_path, rows=500).folder
-    (folder / utils.TEST_CONFIG_FILE).write_text("{ torn", encoding="utf-8")
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    (folder / record.TEST_CONFIG_FILE).write_text("{ torn", encoding="utf-8")
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     assert loaded.summary.serial == SERIAL and loaded.summary.banc == "banc1"
     assert loaded.summary.esp_capacity_ah == pytest.approx(loaded.summary.counted_capacity_ah, rel=0.01)
     assert any("config.json" in note for note in loaded.summary.notes)
@@ -282,11 +282,11 @@ def test_summary_without_config_json(tmp_path: Path) -> None:
 
 def test_rejected_count_without_config_json_counts_complete_lines_of_rejected_csv(tmp_path: Path) -> None:
     folder = write_synthetic_test(tmp_path, rows=50).folder
-    (folder / utils.TEST_CONFIG_FILE).unlink()
+    (folder / record.TEST_CONFIG_FILE).unlink()
     line = "2024-03-04T08:00:00.000+01:00,banc1/bms/data,champ manquant,1;2;3"
-    (folder / utils.REJECTED_CSV_FILE).write_text(
-        ",".join(utils.REJECTED_CSV_HEADER) + f"\n{line}\n{line}\n{line[:20]}", encoding="utf-8")
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    (folder / record.REJECTED_CSV_FILE).write_text(
+        ",".join(record.REJECTED_CSV_HEADER) + f"\n{line}\n{line}\n{line[:20]}", encoding="utf-8")
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     assert loaded.summary.rejected_count == 2  # a torn last line is not a message, as in config.json's count
 
 
@@ -342,7 +342,7 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
 
     with open(bdf, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == list(report.BDF_HEADER)
+    assert rows[0] == list(bdf_module.BDF_HEADER)
     for label in ("Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Step Count / 1",
                   "Surface Temperature T1 / degC", "Charging Capacity / Ah", "Discharging Capacity / Ah"):
         assert label in rows[0]
@@ -357,15 +357,15 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
     unix = [float(r[col["Unix Time / s"]]) for r in rows[1:]]
     assert unix == pytest.approx(synthetic.unix_s.tolist(), abs=1e-3)
 
-    meta = json.loads(report.bdf_metadata_path(bdf).read_text(encoding="utf-8"))
+    meta = json.loads(bdf_module.bdf_metadata_path(bdf).read_text(encoding="utf-8"))
     assert meta["battery_serial"] == SERIAL and meta["bench"] == "banc1"
-    assert meta["software"]["version"] == utils.SOFTWARE_VERSION
+    assert meta["software"]["version"] == record.SOFTWARE_VERSION
     assert meta["rows"] == synthetic.rows
     assert meta["start_time"].startswith("2024-03-04T08:00:00")
     assert meta["results"]["capacity_ah_coulomb_counting_phase3"] == pytest.approx(
         synthetic.expected_discharge_ah, rel=1e-3
     )
-    assert [c["label"] for c in meta["columns"]] == list(report.BDF_HEADER)
+    assert [c["label"] for c in meta["columns"]] == list(bdf_module.BDF_HEADER)
 
     # The Battery Data Alliance's own validator (batterydf, requirements-dev.txt) accepts it.
     validator = Path(sys.executable).with_name("bdf")
@@ -378,7 +378,7 @@ def test_cli_png_and_bdf(synthetic: Synthetic, tmp_path: Path) -> None:
 
 def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
     syn = write_synthetic_test(tmp_path, rows=700, finished=False)
-    with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
+    with open(syn.folder / record.DATA_CSV_FILE, "a", encoding="ascii") as fh:
         fh.write("2024-03-05T09:00:00.000+01:00,3,99999,51.0")  # banc.py was writing this line
     bdf = tmp_path / "running.csv"
     result = run_report(str(syn.folder), "--bdf", str(bdf), home=tmp_path)
@@ -394,12 +394,12 @@ def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
 def test_png_of_an_empty_test(tmp_path: Path) -> None:
     folder = tmp_path / "data" / "banc2" / "04032024-RW-EMPTY01"
     folder.mkdir(parents=True)
-    utils.create_data_csv(folder)
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    store.create_data_csv(folder)
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     assert loaded.summary.rows == 0 and loaded.summary.counted_capacity_ah is None
-    assert "aucune mesure" in report.format_summary(loaded.summary)
+    assert "aucune mesure" in summary_text.format_summary(loaded.summary)
     png = tmp_path / "empty.png"
-    report.render_png(report.prepare_plot_data(loaded.data, loaded.summary), png)
+    charts.render_png(chart_data.prepare_plot_data(loaded.data, loaded.summary), png)
     assert png.stat().st_size > 10_000
 
 
@@ -487,9 +487,9 @@ def test_refresh_shows_the_rows_a_running_test_added(
 
         assert "Mesures : 500" in wait_loaded()
         last = syn.unix_s[-1]
-        with open(syn.folder / utils.DATA_CSV_FILE, "a", encoding="ascii") as fh:
+        with open(syn.folder / record.DATA_CSV_FILE, "a", encoding="ascii") as fh:
             for i in range(1, 31):
-                moment = datetime.fromtimestamp(last + i, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds")
+                moment = datetime.fromtimestamp(last + i, tz=record.LOCAL_TZ).isoformat(timespec="milliseconds")
                 fh.write(f"{moment},5,{1000 + i},52.0,0.0,60.0,25.0,1.0,50.0,3300,3310,0,,{moment}\n")
         window.refresh_button.invoke()
         assert window.loading
@@ -531,15 +531,15 @@ def test_chart_window_draws_what_its_load_callback_gives(xvfb_display: str, monk
 
     import customtkinter as ctk
 
-    import chart_window
+    from banclfp.kiosk import chart_window
 
     data = _rows_at(1_709_535_600.0 + np.arange(120.0))
-    summary = report.compute_summary(data, {"battery_serial": "RW-CALLBK01"}, 30.0, utils.correct_to_25c)
+    summary = analysis.compute_summary(data, {"battery_serial": "RW-CALLBK01"}, 30.0, environment.correct_to_25c)
     calls: list[tuple[Path, int, bool]] = []
 
-    def load_plot(folder: Path, buckets: int) -> report.PlotData:
+    def load_plot(folder: Path, buckets: int) -> chart_data.PlotData:
         calls.append((folder, buckets, threading.current_thread() is threading.main_thread()))
-        return report.prepare_plot_data(data, summary, buckets=buckets)
+        return chart_data.prepare_plot_data(data, summary, buckets=buckets)
 
     root = ctk.CTk()
     try:
@@ -566,8 +566,8 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
     mqtt_env: dict[str, str], banc_home: Path, broker: Any, tmp_path: Path
 ) -> None:
     """banc.py records phases 1-4 with an end-of-day stop (9) and a resume inside phase 3; report.py reads it all."""
-    import protocol
-    from testkit.banc_helpers import BancFleet, MqttProbe, bms_line
+    from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, bms_line
+    from banclfp.wire import protocol
 
     t = protocol.topics(1)
     esp = MqttProbe(broker, [t.command]).start()
@@ -606,16 +606,16 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
         esp.stop()
 
     folder = runner.folder()
-    loaded = report.load_report(folder, min_gap_s=1.0)
+    loaded = analysis.load_report(folder, min_gap_s=1.0)
     summary = loaded.summary
     assert summary.rows == 140 and summary.skipped_lines == 0 and summary.notes == []
-    assert (summary.serial, summary.banc, summary.status) == (SERIAL, "banc1", utils.TEST_FINISHED)
+    assert (summary.serial, summary.banc, summary.status) == (SERIAL, "banc1", record.TEST_FINISHED)
     assert [s.step for s in summary.segments if s.step == 3] == [3, 3]
     assert any(s.step_before == s.step_after == 3 and s.duration_s >= 2.5 for s in summary.stops)
     assert summary.esp_capacity_ah == 20.0 and summary.counted_capacity_ah is not None
     ri = {r.key: r for r in summary.resistances}
     assert ri["ri_discharge"].raw_ohm == 0.0125 and ri["ri_discharge"].count == 1
-    assert ri["ri_discharge"].at_25c_ohm == pytest.approx(utils.correct_to_25c(0.0125, 20.0))
+    assert ri["ri_discharge"].at_25c_ohm == pytest.approx(environment.correct_to_25c(0.0125, 20.0))
 
     png, bdf = tmp_path / "real.png", tmp_path / "real.bdf.csv"
     result = run_report(str(folder), "--png", str(png), "--bdf", str(bdf), home=banc_home)
@@ -623,30 +623,30 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
     assert png.stat().st_size > 50_000
     with open(bdf, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == list(report.BDF_HEADER) and len(rows) == 141
+    assert rows[0] == list(bdf_module.BDF_HEADER) and len(rows) == 141
     assert [int(r[rows[0].index("Step Count / 1")]) for r in rows[1:]][-1] == 4  # 1, 2, 3 (resumed), 4
 
 
 # --------------------------------------------------------------------------- awkward time lines
 
 
-def _rows_at(unix_s: np.ndarray, step: Optional[np.ndarray] = None) -> report.TestData:
+def _rows_at(unix_s: np.ndarray, step: Optional[np.ndarray] = None) -> analysis.TestData:
     n = unix_s.size
-    columns = {name: np.zeros(n) for name in report.NUMERIC_COLUMNS}
+    columns = {name: np.zeros(n) for name in analysis.NUMERIC_COLUMNS}
     columns["step"] = np.full(n, 3.0) if step is None else step.astype(float)
     columns["voltage_v"] = np.full(n, 52.0)
     columns["current_a"] = np.full(n, -10.0)
     columns["cell_max_mv"] = np.full(n, 3300.0)
     columns["cell_min_mv"] = np.full(n, 3290.0)
-    return report.TestData(unix_s=unix_s, columns=columns)
+    return analysis.TestData(unix_s=unix_s, columns=columns)
 
 
 def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks() -> None:
     # A Raspberry Pi without a clock battery records in 1970 until NTP answers.
     unix = np.concatenate([np.arange(600.0), 1_709_535_600.0 + np.arange(3000.0)])
     data = _rows_at(unix)
-    summary = report.compute_summary(data, {}, 30.0, utils.correct_to_25c)
-    plot = report.prepare_plot_data(data, summary)
+    summary = analysis.compute_summary(data, {}, 30.0, environment.correct_to_25c)
+    plot = chart_data.prepare_plot_data(data, summary)
     assert len(summary.stops) == 1 and summary.stops[0].duration_s > 50 * 365 * 86400
     assert plot.axis is not None and plot.axis.width < 3600 * 1.05
     assert 3 <= len(plot.ticks) <= 12
@@ -658,43 +658,43 @@ def test_thousands_of_stops_still_render(tmp_path: Path) -> None:
     unix = np.cumsum(np.tile([1.0, 45.0], 3000))
     step = np.repeat([1, 2, 3, 4, 5], 1200)
     data = _rows_at(unix, step)
-    summary = report.compute_summary(data, {"capacity_ah": 1.0}, 30.0, utils.correct_to_25c)
+    summary = analysis.compute_summary(data, {"capacity_ah": 1.0}, 30.0, environment.correct_to_25c)
     assert len(summary.stops) == 3000
-    plot = report.prepare_plot_data(data, summary)
+    plot = chart_data.prepare_plot_data(data, summary)
     assert plot.axis is not None and plot.axis.width <= 3000 * 1.0 * 1.31 + 1
     png = tmp_path / "flapping.png"
-    report.render_png(plot, png)
+    charts.render_png(plot, png)
     assert png.stat().st_size > 30_000
 
 
 def test_non_increasing_timestamps_are_noted_and_not_integrated() -> None:
-    header = ",".join(utils.record.DATA_CSV_HEADER_V1)
+    header = ",".join(record.DATA_CSV_HEADER_V1)
     rows = [ROW.format(s=i) for i in range(5)]
     rows[3] = rows[3].replace("08:00:03", "07:59:00")  # the clock went back
-    data = report.parse_data_csv((header + "\n" + "\n".join(rows) + "\n").encode())
+    data = analysis.parse_data_csv((header + "\n" + "\n".join(rows) + "\n").encode())
     assert any("non croissant" in note for note in data.notes)
-    count = report.coulomb_count(data, 30.0)
+    count = analysis.coulomb_count(data, 30.0)
     assert count.discharge_ah[-1] == pytest.approx(10.0 * 2 / 3600)  # only 0->1, 1->2 (3->4 spans 64 s)
 
 
 @pytest.mark.parametrize(
     "start, hours, step_label",
     [
-        (datetime(2024, 3, 30, 20, 0, tzinfo=utils.LOCAL_TZ), 12, "%H:00"),  # clocks go forward at 02:00
-        (datetime(2024, 10, 26, 20, 0, tzinfo=utils.LOCAL_TZ), 12, "%H:00"),  # and back at 03:00
-        (datetime(2024, 5, 2, 9, 7, tzinfo=utils.LOCAL_TZ), 0.05, "%H:%M:%S"),
-        (datetime(2024, 5, 2, 9, 7, tzinfo=utils.LOCAL_TZ), 24 * 9, "%H:%M"),
+        (datetime(2024, 3, 30, 20, 0, tzinfo=record.LOCAL_TZ), 12, "%H:00"),  # clocks go forward at 02:00
+        (datetime(2024, 10, 26, 20, 0, tzinfo=record.LOCAL_TZ), 12, "%H:00"),  # and back at 03:00
+        (datetime(2024, 5, 2, 9, 7, tzinfo=record.LOCAL_TZ), 0.05, "%H:%M:%S"),
+        (datetime(2024, 5, 2, 9, 7, tzinfo=record.LOCAL_TZ), 24 * 9, "%H:%M"),
     ],
 )
 def test_time_ticks_are_round_paris_times_in_order(start: datetime, hours: float, step_label: str) -> None:
     first = start.timestamp()
-    axis = report.time_axis(first, first + hours * 3600, [])
-    ticks = report.time_ticks(axis)
+    axis = chart_data.time_axis(first, first + hours * 3600, [])
+    ticks = chart_data.time_ticks(axis)
     assert 3 <= len(ticks) <= 10
     xs = [x for x, _ in ticks]
     assert xs == sorted(xs) and xs[0] >= 0 and xs[-1] <= axis.width
     for x, label in ticks:
-        moment = datetime.fromtimestamp(first + x, tz=utils.LOCAL_TZ)
+        moment = datetime.fromtimestamp(first + x, tz=record.LOCAL_TZ)
         assert label.splitlines()[-1] == moment.strftime(step_label.replace("%H:00", "%H:%M"))
         if step_label == "%H:00":
             assert moment.minute == 0 and moment.second == 0
@@ -704,19 +704,8 @@ def test_time_ticks_are_round_paris_times_in_order(start: datetime, hours: float
 
 # --------------------------------------------------------------------------- the modules behind report.py
 
-REPORT_MODULES = ("analysis", "summary_text", "chart_data", "charts", "bdf", "chart_window")
-
-
-def test_report_reexports_every_name_from_its_module() -> None:
-    import importlib
-
-    modules = [importlib.import_module(name) for name in ("formatting", *REPORT_MODULES)]
-    for name in report.__all__:
-        value = getattr(report, name)
-        if name in ("main", "show_charts", "logger"):
-            continue  # report's own
-        homes = [m for m in modules if getattr(m, name, None) is value]
-        assert homes, f"report.{name} is not the object its module defines"
+REPORT_MODULES = ("banclfp/analysis/measures", "banclfp/presentation/summary_text", "banclfp/charts/chart_data",
+                  "banclfp/charts/figure", "banclfp/analysis/bdf", "banclfp/kiosk/chart_window")
 
 
 def test_the_report_modules_never_import_report() -> None:
@@ -726,13 +715,16 @@ def test_the_report_modules_never_import_report() -> None:
         tree = ast.parse((REPO_DIR / f"{name}.py").read_text(encoding="utf-8"))
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        assert "report" not in imported, f"{name}.py imports report.py: an import cycle"
+        assert not imported & {"report", "banclfp.reporting.report"}, f"{name}.py imports report.py: an import cycle"
 
 
 def test_the_command_line_and_the_core_import_no_toolkit() -> None:
     """Pure core, thin shell: matplotlib is imported only to draw, customtkinter only to open a window."""
     code = (
-        "import sys, analysis, chart_data, summary_text, bdf, charts, report\n"
+        "import sys, report\n"
+        "from banclfp.analysis import measures, bdf\n"
+        "from banclfp.charts import chart_data, figure\n"
+        "from banclfp.presentation import summary_text\n"
         "print(sorted(m for m in ('matplotlib', 'customtkinter', 'tkinter') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
@@ -742,7 +734,7 @@ def test_the_command_line_and_the_core_import_no_toolkit() -> None:
 
 def test_measured_at_orders_rows_and_rows_stamped_before_their_boot_estimate_are_recomputed() -> None:
     def stamp(s: float) -> str:
-        return datetime.fromtimestamp(1_700_000_000 + s, tz=utils.LOCAL_TZ).isoformat(timespec="milliseconds")
+        return datetime.fromtimestamp(1_700_000_000 + s, tz=record.LOCAL_TZ).isoformat(timespec="milliseconds")
 
     def row(received: float, seq: int, uptime: int, measured: float) -> str:
         return f"{stamp(received)},3,{seq},52.100,-10.000,50.0,25.0,1.000,51.2,3250,3270,0,{uptime},{stamp(measured)}"
@@ -755,17 +747,17 @@ def test_measured_at_orders_rows_and_rows_stamped_before_their_boot_estimate_are
              row(100.010, 3, 3500, 100.010)]  # ...and the first live line gives its boot an offset
     boots = [record_boot(stamp(0.02), 7, 7000, stamp(0.02), (1_700_000_000 - 7) * 1000),
              record_boot(stamp(100.000), 0, 500, stamp(100.010), round((1_700_000_000 + 96.51) * 1000))]
-    raw = ("\n".join([",".join(utils.DATA_CSV_HEADER)] + lines) + "\n").encode()
-    data = report.parse_data_csv(raw, boots)
+    raw = ("\n".join([",".join(record.DATA_CSV_HEADER)] + lines) + "\n").encode()
+    data = analysis.parse_data_csv(raw, boots)
     assert data["seq"].tolist() == [7, 8, 9, 10, 0, 1, 2, 3]
     assert (data.unix_s - 1_700_000_000).round(3).tolist() == [0.0, 1.0, 3.0, 4.0, 97.01, 98.01, 99.01, 100.01]
     assert data.recomputed_rows == 4  # the 3 of the backlog, and the live line that gave the offset (unchanged)
     # Without the journal the rows keep what data.csv says.
-    assert (report.parse_data_csv(raw).unix_s - 1_700_000_000).round(3).tolist()[4:] == [100.0, 100.001, 100.002, 100.01]
+    assert (analysis.parse_data_csv(raw).unix_s - 1_700_000_000).round(3).tolist()[4:] == [100.0, 100.001, 100.002, 100.01]
 
 
 def record_boot(row_t: str, seq: int, uptime_ms: int, estimated_t: str, offset_ms: int) -> Any:
-    boot = utils.record.EspBoot(row_t, seq, uptime_ms)
+    boot = record.EspBoot(row_t, seq, uptime_ms)
     boot.clock(estimated_t, offset_ms)
     return boot
 
@@ -808,42 +800,42 @@ def test_every_page_of_a_certificate_gives_the_same_start_and_end() -> None:
 def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path) -> None:
     """The simulated phase 1 of a 20.00 mΩ pack (it warms from 25.05 to 25.29 °C over its pulses), journaled as banc.py
     does: the mean corrected with the last pulse's temperature said 20.15 mΩ; each pulse with its own says 20.01 mΩ."""
-    import battery_model
-    import grading
+    from banclfp.simulation import battery_model
+    from banclfp.verdict import grading
 
     firmware = battery_model.BenchFirmware(battery_model.PackParams(capacity_ah=100.0, ri_ohm=0.020, seed=0))
     events = firmware.handle_command(1) + battery_model.run_until(firmware, lambda f: f.phase >= 2, 2.0, 20_000.0)
     results = [event.values for event in events if isinstance(event, battery_model.RiMeasured)]
     assert len(results) == 6 and all("temperature_c" in values for values in results)
-    now = datetime(2026, 12, 1, 9, 0, tzinfo=utils.LOCAL_TZ)
-    folder, _ = utils.find_or_create_test_folder("banc1", SERIAL, now)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=record.LOCAL_TZ)
+    folder, _ = store.find_or_create_test_folder("banc1", SERIAL, now)
     for values in results:
-        utils.update_config_ri_results(folder, values, now)
+        store.update_config_ri_results(folder, values, now)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["ri_discharge_count"] == 3 and config["ri_temperature_c"] == results[-1]["temperature_c"]
 
     # Before: config.json's raw mean (19.87 mΩ, at 25.05..25.24 °C) corrected with the last result's 25.29 °C.
-    before = utils.correct_to_25c(config["ri_discharge_average"], config["ri_temperature_c"])
+    before = environment.correct_to_25c(config["ri_discharge_average"], config["ri_temperature_c"])
     pulses = [(values["ri_discharge"], values["temperature_c"]) for values in results if "ri_discharge" in values]
-    after = sum(utils.correct_to_25c(ohm, temperature) for ohm, temperature in pulses) / len(pulses)
-    assert (report.format_milliohm(before), report.format_milliohm(after)) == ("20,15", "20,01")
+    after = sum(environment.correct_to_25c(ohm, temperature) for ohm, temperature in pulses) / len(pulses)
+    assert (formatting.format_milliohm(before), formatting.format_milliohm(after)) == ("20,15", "20,01")
     assert abs(after - 0.020) < abs(before - 0.020) / 10
 
     # Every reader says 20.01 mΩ: the report (text and panel), the grade (kept rounded up, toward failing).
-    summary = utils.read_test_config(folder)
-    assert summary is not None and record.ri_at_25c(summary, "ri_discharge", utils.correct_to_25c) == pytest.approx(after)
+    summary = store.read_test_config(folder)
+    assert summary is not None and record.ri_at_25c(summary, "ri_discharge", environment.correct_to_25c) == pytest.approx(after)
     header = (",".join(record.DATA_CSV_HEADER) + "\n").encode()
-    computed = report.compute_summary(report.parse_data_csv(header), summary, 30.0, utils.correct_to_25c, folder=folder)
+    computed = analysis.compute_summary(analysis.parse_data_csv(header), summary, 30.0, environment.correct_to_25c, folder=folder)
     ri = next(r for r in computed.resistances if r.key == "ri_discharge")
-    assert ri.at_25c_ohm == pytest.approx(after) and report.format_milliohm(ri.raw_ohm) == "19,87"
+    assert ri.at_25c_ohm == pytest.approx(after) and formatting.format_milliohm(ri.raw_ohm) == "19,87"
     assert computed.ri_temperature_range_c == (results[0]["temperature_c"], results[-1]["temperature_c"])
-    text = report.format_summary(computed)
+    text = summary_text.format_summary(computed)
     assert "[température des mesures : 25,1 à 25,3 °C," in text
     assert any(line.split()[:2] == ["Ri", "décharge"] and line.split()[2:4] == ["19,87", "20,01"]
                for line in text.splitlines()), text
     rules = grading.load_rules(REPO_DIR / "grading.json")
     facts = grading.TestFacts(cell_spread_mv=20.0, temperature_max_c=30.0)
-    checks = grading.grade({**summary, "capacity_ah": 95.0}, facts, rules, utils.correct_to_25c)["checks"]
+    checks = grading.grade({**summary, "capacity_ah": 95.0}, facts, rules, environment.correct_to_25c)["checks"]
     assert next(check["value"] for check in checks if check["name"] == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up
 
 

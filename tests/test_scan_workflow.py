@@ -8,8 +8,7 @@ from typing import Optional
 
 import pytest
 
-import utils
-from scan_workflow import (
+from banclfp.kiosk.scan_workflow import (
     SERIAL_BODY_MAX,
     SERIAL_BODY_MIN,
     SERIAL_PREFIX,
@@ -24,7 +23,8 @@ from scan_workflow import (
     scanned_serial,
     serial_problem,
 )
-from utils import LOCAL_TZ
+from banclfp.recording import store
+from banclfp.recording.record import LOCAL_TZ
 
 # Wednesday 11 June 2025, 10:00 Paris: an ordinary business day.
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=LOCAL_TZ)
@@ -369,7 +369,7 @@ def test_prompts_of_the_stop_sequence() -> None:
 
 
 def test_serial_prefix_is_the_pattern_s() -> None:
-    assert f"^{SERIAL_PREFIX}[A-Za-z0-9]{{{SERIAL_BODY_MIN},{SERIAL_BODY_MAX}}}$" == utils.SERIAL_PATTERN
+    assert f"^{SERIAL_PREFIX}[A-Za-z0-9]{{{SERIAL_BODY_MIN},{SERIAL_BODY_MAX}}}$" == store.SERIAL_PATTERN
 
 
 @pytest.mark.parametrize(
@@ -390,7 +390,7 @@ def test_serial_prefix_is_the_pattern_s() -> None:
 def test_scanned_serial(text, serial) -> None:
     assert scanned_serial(text) == serial
     if serial is not None:
-        assert utils.is_valid_serial(serial)
+        assert store.is_valid_serial(serial)
 
 
 @pytest.mark.parametrize(

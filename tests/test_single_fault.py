@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-import grading
-import protocol
-import record
-import utils
-import verdict
-from testkit import fault_run
-from testkit.fault_run import CleanTest, Conditions, Message
+from banclfp.infra import environment
+from banclfp.recording import record, store
+from banclfp.testkit import fault_run
+from banclfp.testkit.fault_run import CleanTest, Conditions, Message
+from banclfp.verdict import conclude as verdict, grading
+from banclfp.wire import protocol
 
 GRADE_TO_CHECK = grading.GRADE_TO_CHECK
 
@@ -46,7 +45,7 @@ index_at = fault_run.index_at
 
 def grades(home: Path, folder: Path, rules: dict[str, dict]) -> dict[str, str]:
     """The grade of the folder's test under each rule set."""
-    summary = utils.read_test_config(folder)
+    summary = store.read_test_config(folder)
     assert summary is not None
     out = {}
     for name, content in rules.items():
@@ -61,12 +60,12 @@ def clean_grades(clean: CleanTest, tmp_path_factory: pytest.TempPathFactory) -> 
     home = tmp_path_factory.mktemp("clean")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BANC_HOME", str(home))
-        utils.reload_settings()
+        environment.reload_settings()
         rules = rules_for(clean)
         (home / grading.GRADING_FILE).write_text(json.dumps(rules["A"]))
         run = fault_run.run_test(home, clean)
         out = grades(home, run.folder, rules)
-    utils.reload_settings()
+    environment.reload_settings()
     assert out == {"A": "A", "spread": grading.GRADE_REJECT, "temperature": grading.GRADE_REJECT}
     assert run.alerts == [] and sorted(run.row_keys()) == sorted(keys(clean.lines()))
     return out

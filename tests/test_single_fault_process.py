@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import protocol
-import record
-from testkit.banc_helpers import (
+from banclfp.recording import record
+from banclfp.testkit.banc_helpers import (
     BancFleet,
     BancRunner,
     MqttProbe,
@@ -25,7 +24,8 @@ from testkit.banc_helpers import (
     read_rejected_rows,
     wait_until,
 )
-from testkit.support import MosquittoBroker
+from banclfp.testkit.support import MosquittoBroker
+from banclfp.wire import protocol
 
 SERIAL = "RW-FAULTP01"
 T = protocol.topics(1)

@@ -17,15 +17,13 @@ from typing import Optional
 
 import pytest
 
-import battery_model
-import calibration
-import kiosk_state
-import kiosk_worker
-import protocol
-import record
-import time_left
-import utils
-from testkit import time_left_runs
+from banclfp.analysis import calibration, time_left
+from banclfp.infra import environment
+from banclfp.kiosk import state as kiosk_state, worker as kiosk_worker
+from banclfp.recording import record, store
+from banclfp.simulation import battery_model
+from banclfp.testkit import time_left_runs
+from banclfp.wire import protocol
 
 BOUND = 0.15
 DT_S, EVERY_S = 2.0, 10.0  # physics steps of 2 s, a line every 10 s: a whole test in about half a second
@@ -34,7 +32,7 @@ DT_S, EVERY_S = 2.0, 10.0  # physics steps of 2 s, a line every 10 s: a whole te
 # charge ends at the first cell's knee (their cells rested at unequal charge: the CC ends 5 to 8 % early).
 HELD = ("100 Ah", "20 Ah", "5 Ah", "100 Ah 10 °C", "déséquilibre 2 %", "déséquilibre 5 %")
 
-LAB_PROFILE = calibration.load_charge_profile(utils.PROJECT_DIR / "charge_profile.csv")
+LAB_PROFILE = calibration.load_charge_profile(environment.PROJECT_DIR / "charge_profile.csv")
 
 
 def line(voltage_v: float = 52.4, current_a: float = 0.0, soc_pct: float = 30.0, cell_min_mv: float = 3273.0,
@@ -165,9 +163,9 @@ def test_phase_start_from_the_journal_a_stop_and_a_resume() -> None:
 
 def write_test(home: Path, rows: list[tuple[float, int, protocol.BmsLine]], steps: list[tuple[float, int]]) -> Path:
     """A test folder of SERIAL on banc1 as banc.py writes it: journal (start, steps) and data.csv rows."""
-    folder, _ = utils.find_or_create_test_folder("banc1", SERIAL, T0)
-    utils.open_test_record(folder, "banc1", SERIAL, T0)
-    utils.create_data_csv(folder)
+    folder, _ = store.find_or_create_test_folder("banc1", SERIAL, T0)
+    store.open_test_record(folder, "banc1", SERIAL, T0)
+    store.create_data_csv(folder)
     for at_s, step in steps:
         record.append_event(folder, record.EVENT_STEP, T0 + timedelta(seconds=at_s), step=step)
     with open(folder / record.DATA_CSV_FILE, "ab") as fh:
@@ -207,7 +205,7 @@ def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_h
     pulse = [(120.0, 1, line(current_a=-50.0))]
     charge = [(1020.0 + s, 2, line(54.0, 50.0, 30.0 + s / 72, 3380.0, 3390.0)) for s in range(0, 600, 10)]
     folder = write_test(banc_home, rest + pulse + charge[:3], [(0.0, 1), (1020.0, 2)])
-    utils.set_banc_status("banc1", utils.STATUS_OCCUPIED, SERIAL, 2)
+    store.set_banc_status("banc1", record.STATUS_OCCUPIED, SERIAL, 2)
     sink: kiosk_state.CoalescingQueue = kiosk_state.CoalescingQueue()
     supervisor = SimpleNamespace(is_running=lambda banc: True, reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import protocol
-import ui
-import ui_components as uic
-from kiosk_state import (
+from banclfp.kiosk import app as ui, widgets as uic
+from banclfp.kiosk.app import Inbound
+from banclfp.kiosk.state import (
     LINK_ALARM,
     LINK_ESP,
     LINK_IDLE,
@@ -23,7 +22,7 @@ from kiosk_state import (
     banc_display,
     link_explanation,
 )
-from ui import Inbound
+from banclfp.wire import protocol
 
 
 def bms(**changes: float) -> protocol.BmsLine:
@@ -115,12 +114,12 @@ def test_ri_view_ignores_unusable_values(bad) -> None:
 
 
 def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
-    import utils
+    from banclfp.infra import environment
 
-    view = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}, utils.correct_to_25c)
+    view = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}, environment.correct_to_25c)
     assert view.diffusion_discharge == pytest.approx(0.004, rel=1e-3)
-    cold = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}, utils.correct_to_25c)
-    assert cold.diffusion_discharge == pytest.approx(0.004 * utils.get_temperature_coefficient(5.0))
+    cold = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}, environment.correct_to_25c)
+    assert cold.diffusion_discharge == pytest.approx(0.004 * environment.get_temperature_coefficient(5.0))
     assert cold.diffusion_discharge is not None and cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
 
 
@@ -244,15 +243,15 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
     import queue
     import time
 
-    import utils
-    from testkit.banc_helpers import MqttProbe, wait_until
-    from testkit.support import MosquittoBroker
+    from banclfp.infra import environment
+    from banclfp.testkit.banc_helpers import MqttProbe, wait_until
+    from banclfp.testkit.support import MosquittoBroker
 
     broker = MosquittoBroker(tmp_path / "open-broker", max_packet_size=None).start()
     try:
         for key, value in broker.env().items():
             monkeypatch.setenv(key, value)
-        utils.reload_settings()
+        environment.reload_settings()
         sink: queue.Queue[Inbound] = queue.Queue()
         bridge = ui.MqttBridge(1, sink)
         bridge.start()

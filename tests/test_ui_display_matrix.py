@@ -36,16 +36,14 @@ from typing import Any, Optional
 
 import pytest
 
-import display_colors
-import formatting
-import kiosk_state
-import protocol
-import ui
-import ui_components as uic
-import utils
-from kiosk_messages import Kind
-from kiosk_state import KIND_SNAPSHOT, BancSnapshot, Inbound, ResultView, RiView
-from scan_workflow import BancInfo, PreviousTest, ScanLookups, ScanWorkflow
+from banclfp.infra import environment
+from banclfp.kiosk import app as ui, state as kiosk_state, widgets as uic
+from banclfp.kiosk.messages import Kind
+from banclfp.kiosk.scan_workflow import BancInfo, PreviousTest, ScanLookups, ScanWorkflow
+from banclfp.kiosk.state import KIND_SNAPSHOT, BancSnapshot, Inbound, ResultView, RiView
+from banclfp.presentation import display_colors, formatting
+from banclfp.recording import record
+from banclfp.wire import protocol
 from tests.test_ui_gui import kiosk_factory, screenshot
 
 pytestmark = pytest.mark.gui
@@ -89,7 +87,7 @@ def _workflow(previous: Optional[PreviousTest] = None) -> ScanWorkflow:
 
 def longest_refusal_48h() -> str:
     """The 48-hour refusal with the longest serial, as the workflow words it."""
-    now = datetime(2026, 12, 30, 23, 58, tzinfo=utils.LOCAL_TZ)
+    now = datetime(2026, 12, 30, 23, 58, tzinfo=record.LOCAL_TZ)
     flow = _workflow(PreviousTest("banc16", True, now - timedelta(hours=1)))
     flow.handle("banc16", now, 0.0)
     text = flow.handle(LONG_SERIAL, now, 1.0).message
@@ -99,7 +97,7 @@ def longest_refusal_48h() -> str:
 
 def longest_late_confirm() -> str:
     """The late confirmation's refusal and instruction with the longest serial, as the workflow words it."""
-    now = datetime(2026, 12, 30, 23, 58, tzinfo=utils.LOCAL_TZ)
+    now = datetime(2026, 12, 30, 23, 58, tzinfo=record.LOCAL_TZ)
     flow = _workflow()
     flow.handle("banc16", now, 0.0)
     flow.handle(LONG_SERIAL, now, 1.0)
@@ -494,7 +492,7 @@ def bare_kiosk(banc_home: Path, xvfb_display: str, monkeypatch: pytest.MonkeyPat
 def test_every_text_whole_and_apart(size: tuple[int, int], count: int, bare_kiosk: Callable[..., ui.App],
                                     monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", str(count))
-    utils.reload_settings()
+    environment.reload_settings()
     # Measures stay live through the run (freshness is tests/test_kiosk_freshness.py's): each state is what it says;
     # the stale states, last, put the kiosk's own rule back (Feed.aged).
     monkeypatch.setattr(kiosk_state, "FRESH_S", 3600.0, raising=False)

@@ -19,12 +19,12 @@ from typing import Any, Optional
 import psutil
 import pytest
 
-import protocol
-import ui
-import ui_components as uic
-import utils
-from formatting import ELLIPSIS, wrap_lines
-from testkit.support import REPO_DIR, MosquittoBroker
+from banclfp.infra import environment
+from banclfp.kiosk import app as ui, widgets as uic
+from banclfp.presentation.formatting import ELLIPSIS, wrap_lines
+from banclfp.recording import record, store
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker
+from banclfp.wire import protocol
 
 pytestmark = pytest.mark.gui
 
@@ -110,7 +110,7 @@ def time_left_near(panel: uic.BancPanel, expected_s: float, within_s: float = 5.
 def phase2_left_s(soc_pct: float, current_a: float) -> float:
     """Time left of the lab's phase 2 for a 100 Ah pack with no rest read before its charge (time_left): the CC
     up to 100 % (charge_profile.csv: its whole charge less its CV is 0.5 C to 100 %) at this current, then its CV."""
-    return (100.0 - soc_pct) / 100 * 100 / current_a * 3600 + utils.get_charge_duration(58.4)
+    return (100.0 - soc_pct) / 100 * 100 / current_a * 3600 + environment.get_charge_duration(58.4)
 
 
 def color_of(panel: uic.BancPanel, key: str) -> str:
@@ -183,12 +183,12 @@ class Esp:
 
     def __init__(self, client_id: str = "test_esp") -> None:
         self.commands: list[tuple[str, str]] = []
-        self.client = protocol.make_client(client_id, utils.get_settings())
+        self.client = protocol.make_client(client_id, environment.get_settings())
         self.client.on_message = lambda _c, _u, msg: self.commands.append((msg.topic, msg.payload.decode()))
         self.client.on_connect = lambda c, *_a: protocol.subscribe_all(
-            c, [(protocol.topics(n).command, 1) for n in range(1, utils.get_settings().num_bancs + 1)]
+            c, [(protocol.topics(n).command, 1) for n in range(1, environment.get_settings().num_bancs + 1)]
         )
-        settings = utils.get_settings()
+        settings = environment.get_settings()
         self.client.connect(settings.mqtt_host, settings.mqtt_port)
         self.client.loop_start()
 
@@ -220,8 +220,8 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> None:
 
 def stop_bancs() -> None:
     """Stop every banc.py of this BANC_HOME (they run in their own session, so nobody else will)."""
-    for banc in utils.all_bancs():
-        pid = utils.banc_process_pid(banc)
+    for banc in store.all_bancs():
+        pid = store.banc_process_pid(banc)
         if pid is not None:
             stop_pid(pid)
 
@@ -281,7 +281,7 @@ def wait_file(condition: Callable[[], bool], timeout_s: float = 10.0, what: str 
 
 def latest_folder(serial: str, banc: str) -> Path:
     """The folder of the battery's latest test on this bench (the test must exist)."""
-    latest = utils.latest_test(serial, banc)
+    latest = store.latest_test(serial, banc)
     assert latest is not None, f"no test of {serial} on {banc}"
     return latest.path
 
@@ -294,7 +294,7 @@ def phase_1_with_ri_then_step_2(esp: Esp, banc: str, serial: str) -> Path:
         {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
          "temperature_c": 25.0}))
     folder = latest_folder(serial, banc)
-    wait_file(lambda: (utils.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
+    wait_file(lambda: (store.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
               what="banc.py records the Ri results")
     esp.send(t.step, "2")
     return folder
@@ -316,12 +316,12 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     assert "Rescannez banc1" in app.scan_bar.message_text
     type_scan("banc1", app)
     assert "Test lancé sur le banc 1" in app.scan_bar.message_text
-    pump_until(app, lambda: utils.is_banc_running("banc1"), what="banc.py running")
+    pump_until(app, lambda: store.is_banc_running("banc1"), what="banc.py running")
     proc, _ = app.supervisor.children["banc1"]
     assert proc.args == [sys.executable, str(ui.BANC_SCRIPT), "banc1", "RW-GUI00001"]
     assert os.getsid(proc.pid) == proc.pid  # own session: survives a restart of the kiosk
-    info = utils.get_banc_info("banc1")
-    assert (info["status"], info["serial-pending"]) == (utils.STATUS_OCCUPIED, "RW-GUI00001")
+    info = store.get_banc_info("banc1")
+    assert (info["status"], info["serial-pending"]) == (record.STATUS_OCCUPIED, "RW-GUI00001")
     pump_until(app, lambda: text_of(panel, "status") == "Occupé - RW-GUI00001 - Phase 1/5", what="occupied")
     pump_until(app, lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
 
@@ -332,7 +332,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     type_scan("reset", app)
     type_scan("banc1", app)
     assert "Reset refusé" in app.scan_bar.message_text
-    assert utils.get_banc_info("banc1")["status"] == utils.STATUS_OCCUPIED
+    assert store.get_banc_info("banc1")["status"] == record.STATUS_OCCUPIED
 
     # --- phase 1: Ri results go to banc.py; the panel reads them from config.json at step 2.
     t = protocol.topics("banc1")
@@ -444,7 +444,7 @@ def color_of_message(app: ui.App) -> str:
 
 def _report_module():
     try:
-        import report
+        from banclfp.reporting import report
     except Exception:
         return None
     return report
@@ -453,11 +453,11 @@ def _report_module():
 def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: MosquittoBroker,
                                                       xvfb_display: str) -> None:
     # banc2 holds an interrupted test (banc.py not running, test unfinished).
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc2", "RW-STOP0002", now)
-    utils.load_or_create_config(folder, "banc2", "RW-STOP0002", now)
-    utils.update_config(folder, 4, now)
-    utils.set_banc_status("banc2", utils.STATUS_OCCUPIED, "RW-STOP0002", 4)
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc2", "RW-STOP0002", now)
+    store.load_or_create_config(folder, "banc2", "RW-STOP0002", now)
+    store.update_config(folder, 4, now)
+    store.set_banc_status("banc2", record.STATUS_OCCUPIED, "RW-STOP0002", 4)
 
     app = kiosk("800x480+0+0")
     pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
@@ -479,8 +479,8 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
             type_scan(text, app)
         assert fragment in app.scan_bar.message_text, (scans, app.scan_bar.message_text)
         assert color_of_message(app) == uic.COLOR_ALARM
-    assert utils.get_banc_info("banc3")["status"] == utils.STATUS_AVAILABLE
-    assert not any(utils.is_banc_running(b) for b in utils.all_bancs())
+    assert store.get_banc_info("banc3")["status"] == record.STATUS_AVAILABLE
+    assert not any(store.is_banc_running(b) for b in store.all_bancs())
 
     # --- malformed payloads are ignored, the kiosk goes on.
     t1 = protocol.topics("banc1")
@@ -539,7 +539,7 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
     type_scan("reset", app)
     type_scan("banc2", app)
     assert "Banc 2 libéré" in app.scan_bar.message_text
-    assert utils.get_banc_info("banc2")["status"] == utils.STATUS_AVAILABLE
+    assert store.get_banc_info("banc2")["status"] == record.STATUS_AVAILABLE
     assert text_of(p2, "status") == "Libre"
     assert p2.widgets["phase_bar"].states == ["pending"] * 5
 
@@ -554,12 +554,12 @@ def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: p
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(0)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    utils.reload_settings()
+    environment.reload_settings()
 
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-GRAPH001", now)
-    utils.load_or_create_config(folder, "banc1", "RW-GRAPH001", now)
-    monkeypatch.setitem(sys.modules, "report", types.ModuleType("report"))
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-GRAPH001", now)
+    store.load_or_create_config(folder, "banc1", "RW-GRAPH001", now)
+    monkeypatch.setitem(sys.modules, "banclfp.reporting.report", types.ModuleType("banclfp.reporting.report"))
     app = kiosk("1280x800+0+0")
     received: list[bytes] = []
 
@@ -583,7 +583,7 @@ def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: p
 
 def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "16")
-    utils.reload_settings()
+    environment.reload_settings()
     app = kiosk("1920x1080+0+0")
     assert len(app.panels) == 16
     assert app.panels["banc16"].grid_info()["row"] == 3 and app.panels["banc16"].grid_info()["column"] == 3
@@ -644,10 +644,10 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
         time.sleep(0.3)
         for text in ("banc1", "RW-KILL0001", "banc1"):
             type_scan(text)
-        wait_file(lambda: utils.is_banc_running("banc1"), what="banc.py started by the first kiosk")
+        wait_file(lambda: store.is_banc_running("banc1"), what="banc.py started by the first kiosk")
         # Subscribed once it announces its start step (before that, what the ESP sends is not queued for it).
         wait_file(lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
-        banc_pid = utils.banc_process_pid("banc1")
+        banc_pid = store.banc_process_pid("banc1")
         assert banc_pid is not None
         child_env = Path(f"/proc/{banc_pid}/environ").read_bytes().split(b"\0")
         assert any(item.startswith(b"BANC_HOME=") for item in child_env)
@@ -668,9 +668,9 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
     esp.send(t.step, "3")
     for seq in range(1, 4):
         esp.bms("banc1", seq, voltage_v=52.0, current_a=-50.0, soc_pct=70.0, capacity_ah=30.0, energy_wh=1560.0)
-    wait_file(lambda: len((folder / utils.DATA_CSV_FILE).read_text().splitlines()) >= 4, what="rows in data.csv")
-    assert utils.banc_process_pid("banc1") == banc_pid
-    wait_file(lambda: utils.get_banc_info("banc1")["current_step"] == 3, what="step 3 in bancs_config.json")
+    wait_file(lambda: len((folder / record.DATA_CSV_FILE).read_text().splitlines()) >= 4, what="rows in data.csv")
+    assert store.banc_process_pid("banc1") == banc_pid
+    wait_file(lambda: store.get_banc_info("banc1")["current_step"] == 3, what="step 3 in bancs_config.json")
 
     # A new kiosk: the bench occupied, phase 3, and live data.
     app = kiosk("1280x800+0+0")
@@ -681,7 +681,7 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
     esp.bms("banc1", 4, voltage_v=51.7, current_a=-50.0, soc_pct=65.0, capacity_ah=35.0, energy_wh=1800.0)
     pump_until(app, lambda: text_of(panel, "voltage") == f"51,70{NB}V", what="live data after the restart")
     assert text_of(panel, "capacity") == f"35,00{NB}Ah"
-    assert utils.banc_process_pid("banc1") == banc_pid
+    assert store.banc_process_pid("banc1") == banc_pid
     screenshot(xvfb_display, app, "kiosk_1280x800_after_restart.png")
 
 

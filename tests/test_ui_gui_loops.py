@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import ui
-import ui_components as uic
-from kiosk_messages import Kind
+from banclfp.kiosk import app as ui, widgets as uic
+from banclfp.kiosk.messages import Kind
 from tests.test_ui_gui import kiosk_factory, pump, pump_until
 
 pytestmark = pytest.mark.gui

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import pytest
 
-import analysis
-import kiosk_messages
-import protocol
-import ui
-import ui_components as uic
-import utils
-from chart_window import ChartWindow
-from formatting import format_milliohm
-from kiosk_messages import Kind
-from kiosk_state import LINK_IDLE
-from testkit.support import REPO_DIR, Xvfb
+from banclfp.analysis import measures as analysis
+from banclfp.infra import environment
+from banclfp.kiosk import app as ui, messages as kiosk_messages, widgets as uic
+from banclfp.kiosk.chart_window import ChartWindow
+from banclfp.kiosk.messages import Kind
+from banclfp.kiosk.state import LINK_IDLE
+from banclfp.presentation.formatting import format_milliohm
+from banclfp.recording import record, store
+from banclfp.testkit.support import REPO_DIR, Xvfb
+from banclfp.wire import protocol
 from tests.test_ui_gui import (  # noqa: F401 - kiosk and esp are fixtures
     NB,
     WINDOW_TITLE,
@@ -65,13 +64,13 @@ def start_by_scans(app: ui.App, banc: str, serial: str) -> None:
 
 def interrupted_test(banc: str, serial: str, step: int) -> Path:
     """An unfinished test on `banc` whose banc.py is not running (as after a step 9), data.csv header only."""
-    now = utils.now_local()
-    folder, _ = utils.find_or_create_test_folder(banc, serial, now)
-    utils.load_or_create_config(folder, banc, serial, now)
-    (folder / utils.DATA_CSV_FILE).write_text(",".join(utils.DATA_CSV_HEADER) + "\n")
+    now = record.now_local()
+    folder, _ = store.find_or_create_test_folder(banc, serial, now)
+    store.load_or_create_config(folder, banc, serial, now)
+    (folder / record.DATA_CSV_FILE).write_text(",".join(record.DATA_CSV_HEADER) + "\n")
     for s in range(2, step + 1):
-        utils.update_config(folder, s, now)
-    utils.set_banc_status(banc, utils.STATUS_OCCUPIED, serial, step)
+        store.update_config(folder, s, now)
+    store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, step)
     return folder
 
 
@@ -82,7 +81,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    utils.reload_settings()
+    environment.reload_settings()
     monkeypatch.setattr(uic, "NOTICE_LIFETIME_S", 1.0)  # 30 s in production
     monkeypatch.setitem(kiosk_messages.LIFETIMES_S, Kind.INFO, 0.4)  # 30 s in production
     interrupted_test("banc2", LONG_SERIAL, 3)
@@ -118,13 +117,13 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
         {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
          "temperature_c": 35.0}))
     folder1 = latest_folder("RW-OPER0001", "banc1")
-    wait_file(lambda: (utils.read_test_config(folder1) or {}).get("ri_discharge_average") is not None,
+    wait_file(lambda: (store.read_test_config(folder1) or {}).get("ri_discharge_average") is not None,
               what="banc.py records the Ri results")
     pump(app, 0.3)
     assert app.scan_bar.message_text.startswith("Test lancé")  # phase 1 still: still true
     esp.send(t1.step, "2")
     pump_until(app, lambda: app.scan_bar.message_text == PROMPT, what="success withdrawn at phase 2")
-    ri_25 = format_milliohm(utils.correct_to_25c(0.012, 35.0))
+    ri_25 = format_milliohm(environment.correct_to_25c(0.012, 35.0))
     assert ri_25 != format_milliohm(0.012)
     pump_until(app, lambda: text_of(p1, "ri").startswith(f"Ri 25 °C d/c : {ri_25} / "), what="Ri at 25 °C")
     chart_ri = {r.key: r for r in analysis.load_report(folder1).summary.resistances}  # what the charts' panel shows
@@ -216,7 +215,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     type_scan("banc6", app)
     text, color = message_of(app)
     assert "test de RW-OPER0006 NON lancé" in text and color == uic.COLOR_ALARM
-    assert not utils.is_banc_running("banc6") and text_of(p6, "status") == "Libre"
+    assert not store.is_banc_running("banc6") and text_of(p6, "status") == "Libre"
 
     # --- 12. A reset that times out sends the operator back to `reset`, not to the bench.
     type_scan("reset", app)
@@ -341,7 +340,7 @@ def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(
     assert proc1.wait(10) == 0
     pump_until(app, lambda: text_of(p1, "status").startswith("Interrompu - RW-stop0001"), timeout_s=6,
                what="banc1 interrupted")
-    assert utils.is_banc_running("banc2") and text_of(p2, "status").startswith("Occupé - RW-STOP0002")
+    assert store.is_banc_running("banc2") and text_of(p2, "status").startswith("Occupé - RW-STOP0002")
 
     # The history of a battery: its prompt is withdrawn when the window closes, not 30 s later.
     type_scan("graph", app)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import protocol
-import utils
-from utils import LOCAL_TZ
+from banclfp.history import business_hours
+from banclfp.infra import environment, storage
+from banclfp.recording import record, store
+from banclfp.recording.record import LOCAL_TZ
+from banclfp.wire import protocol
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,17 +31,17 @@ def paris(year: int, month: int, day: int, hour: int = 0, minute: int = 0, secon
 
 
 def test_settings_defaults(tmp_path: Path) -> None:
-    settings = utils.load_settings({})
-    assert settings.home == utils.PROJECT_DIR
+    settings = environment.load_settings({})
+    assert settings.home == environment.PROJECT_DIR
     assert (settings.mqtt_host, settings.mqtt_port) == ("localhost", 1883)
     assert settings.mqtt_username is None and settings.mqtt_password is None
-    assert settings.num_bancs == utils.NUM_BANCS == 4
+    assert settings.num_bancs == environment.NUM_BANCS == 4
     assert (settings.bms_timeout_s, settings.scan_timeout_s) == (30.0, 15.0)
     assert settings.fsync_interval_s == 1.0  # issue 3: a power cut loses about one second at most
 
 
 def test_settings_from_environment(tmp_path: Path) -> None:
-    settings = utils.load_settings(
+    settings = environment.load_settings(
         {
             "BANC_HOME": str(tmp_path),
             "BANC_MQTT_HOST": "pi.local",
@@ -85,8 +87,8 @@ TIMEOUTS = ("BANC_BMS_TIMEOUT_S", "BANC_SCAN_TIMEOUT_S")
     ],
 )
 def test_settings_accept_values_in_range(name: str, value: str, expected: float | None) -> None:
-    settings = utils.load_settings({name: value})
-    default = getattr(utils.load_settings({}), SETTING_ATTRIBUTES[name])
+    settings = environment.load_settings({name: value})
+    default = getattr(environment.load_settings({}), SETTING_ATTRIBUTES[name])
     got = getattr(settings, SETTING_ATTRIBUTES[name])
     assert got == (default if expected is None else expected)
     assert type(got) is (int if name in ("BANC_MQTT_PORT", "BANC_NUM_BANCS") else float)
@@ -106,8 +108,8 @@ GARBAGE = ["nan", "NaN", "inf", "-inf", "Infinity", "abc", "soon", "30s", "1e3",
     ],
 )
 def test_settings_reject_bad_values(name: str, value: str) -> None:
-    with pytest.raises(utils.SettingsError, match=name) as info:
-        utils.load_settings({name: value})
+    with pytest.raises(environment.SettingsError, match=name) as info:
+        environment.load_settings({name: value})
     assert "\n" not in str(info.value)  # one line on stderr, whatever the value holds
 
 
@@ -137,7 +139,7 @@ def ca_cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_settings_ca_file_and_its_port(ca_cert: Path, env: dict[str, str], port: int, cafile: str | None) -> None:
     ca = ca_cert
-    settings = utils.load_settings({k: v.format(ca=ca) for k, v in env.items()})
+    settings = environment.load_settings({k: v.format(ca=ca) for k, v in env.items()})
     assert settings.mqtt_port == port
     assert settings.mqtt_cafile == (None if cafile is None else Path(cafile.format(ca=ca)))
 
@@ -160,17 +162,17 @@ def test_settings_reject_a_ca_file_that_is_not_a_certificate(
     path = Path(value.format(tmp=tmp_path))
     if content is not None:
         path.write_text(content)
-    with pytest.raises(utils.SettingsError, match="BANC_MQTT_CAFILE") as info:
-        utils.load_settings({"BANC_MQTT_CAFILE": str(path)})
+    with pytest.raises(environment.SettingsError, match="BANC_MQTT_CAFILE") as info:
+        environment.load_settings({"BANC_MQTT_CAFILE": str(path)})
     assert reason in str(info.value) and "\n" not in str(info.value)
 
 
 def test_settings_error_message_is_short_and_names_the_range() -> None:
-    with pytest.raises(utils.SettingsError) as info:
-        utils.load_settings({"BANC_MQTT_PORT": "65536"})
+    with pytest.raises(environment.SettingsError) as info:
+        environment.load_settings({"BANC_MQTT_PORT": "65536"})
     assert str(info.value) == "BANC_MQTT_PORT='65536' is out of range (expected 1..65535)"
-    with pytest.raises(utils.SettingsError) as info:
-        utils.load_settings({"BANC_BMS_TIMEOUT_S": "x" * 5000})
+    with pytest.raises(environment.SettingsError) as info:
+        environment.load_settings({"BANC_BMS_TIMEOUT_S": "x" * 5000})
     assert len(str(info.value)) < 200
 
 
@@ -208,14 +210,14 @@ def test_entry_points_exit_2_on_invalid_setting_and_create_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
-def test_only_utils_reads_the_environment() -> None:
+def test_only_the_environment_module_reads_the_environment() -> None:
     offenders = []
-    for path in REPO_DIR.glob("*.py"):
-        if path.name == "utils.py":
-            continue
+    for path in [*REPO_DIR.glob("*.py"), *(REPO_DIR / "banclfp").rglob("*.py")]:
+        if path.name == "environment.py" or "testkit" in path.parts:
+            continue  # the test kit builds the environments of the processes it starts
         text = path.read_text(encoding="utf-8")
         if "os.environ" in text or "os.getenv" in text:
-            offenders.append(path.name)
+            offenders.append(str(path.relative_to(REPO_DIR)))
     assert offenders == []
 
 
@@ -250,7 +252,7 @@ def test_only_utils_reads_the_environment() -> None:
     ],
 )
 def test_serial_validation(serial: object, valid: bool) -> None:
-    assert utils.is_valid_serial(serial) is valid
+    assert store.is_valid_serial(serial) is valid
 
 
 @pytest.mark.parametrize(
@@ -258,20 +260,20 @@ def test_serial_validation(serial: object, valid: bool) -> None:
     [("banc1", "banc1"), ("Banc2", "banc2"), ("BANC4", "banc4"), (3, "banc3"), (" banc1 ", "banc1")],
 )
 def test_normalize_banc(banc_home: Path, banc: int | str, expected: str) -> None:
-    assert utils.normalize_banc(banc) == expected
-    assert utils.is_valid_banc(banc)
+    assert store.normalize_banc(banc) == expected
+    assert store.is_valid_banc(banc)
 
 
 @pytest.mark.parametrize("banc", ["banc0", "banc5", "banc01", "banc-1", "bancX", "banc1/../x", "", "1", 0, None, 2.0, True])
 def test_invalid_bancs(banc_home: Path, banc: object) -> None:
-    assert not utils.is_valid_banc(banc)
+    assert not store.is_valid_banc(banc)
 
 
 def test_num_bancs_from_environment(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    utils.reload_settings()
-    assert utils.all_bancs() == [f"banc{n}" for n in range(1, 7)]
-    assert utils.is_valid_banc("banc6") and not utils.is_valid_banc("banc7")
+    environment.reload_settings()
+    assert store.all_bancs() == [f"banc{n}" for n in range(1, 7)]
+    assert store.is_valid_banc("banc6") and not store.is_valid_banc("banc7")
 
 
 # =========================================================================== bancs_config.json
@@ -282,14 +284,14 @@ def _read(path: Path) -> dict:
 
 
 def test_missing_bancs_config_is_created(banc_home: Path) -> None:
-    config = utils.load_bancs_config()
+    config = store.load_bancs_config()
     assert config == _read(banc_home / "bancs_config.json")
     assert [e["name"] for e in config["bancs"]] == ["Banc1", "Banc2", "Banc3", "Banc4"]
     assert all(e["status"] == "available" and e["serial-pending"] is None and e["current_step"] is None for e in config["bancs"])
 
 
 def test_create_default_config_with_count(banc_home: Path) -> None:
-    config = utils.create_default_config(6)
+    config = store.create_default_config(6)
     assert len(config["bancs"]) == 6
     assert _read(banc_home / "bancs_config.json") == config
 
@@ -303,7 +305,7 @@ def test_corrupt_bancs_config_is_kept_aside_and_recreated(
 ) -> None:
     (banc_home / "bancs_config.json").write_text(content, encoding="utf-8")
     with caplog.at_level(logging.ERROR):
-        config = utils.load_bancs_config()
+        config = store.load_bancs_config()
     assert len(config["bancs"]) == 4
     kept = list(banc_home.glob("bancs_config.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == content
@@ -312,26 +314,26 @@ def test_corrupt_bancs_config_is_kept_aside_and_recreated(
 
 
 def test_bench_count_growth_keeps_existing_state(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    utils.set_banc_status("banc2", "occupied", "RW-GROW0001", 3)
+    store.set_banc_status("banc2", "occupied", "RW-GROW0001", 3)
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    utils.reload_settings()
-    config = utils.load_bancs_config()
+    environment.reload_settings()
+    config = store.load_bancs_config()
     assert [e["name"] for e in config["bancs"]] == [f"Banc{n}" for n in range(1, 7)]
     assert config["bancs"][1]["serial-pending"] == "RW-GROW0001"
 
 
 def test_set_get_and_reset_banc(banc_home: Path) -> None:
-    entry = utils.set_banc_status("Banc3", "occupied", "RW-ABCD1234", 2)
+    entry = store.set_banc_status("Banc3", "occupied", "RW-ABCD1234", 2)
     assert entry == {"name": "Banc3", "status": "occupied", "serial-pending": "RW-ABCD1234", "current_step": 2}
-    assert utils.get_banc_info("banc3") == entry
-    assert utils.get_banc_for_serial("RW-ABCD1234") == "banc3"
-    assert utils.get_banc_for_serial("rw-abcd1234") == "banc3"
-    assert utils.get_banc_for_serial("RW-OTHER123") is None
-    utils.update_bancs_config_current_step("banc3", 4)
-    assert utils.get_banc_info("banc3")["current_step"] == 4
-    utils.reset_banc_config("banc3")
-    assert utils.get_banc_info("banc3") == {"name": "Banc3", "status": "available", "serial-pending": None, "current_step": None}
-    assert utils.get_banc_for_serial("RW-ABCD1234") is None
+    assert store.get_banc_info("banc3") == entry
+    assert store.get_banc_for_serial("RW-ABCD1234") == "banc3"
+    assert store.get_banc_for_serial("rw-abcd1234") == "banc3"
+    assert store.get_banc_for_serial("RW-OTHER123") is None
+    store.update_bancs_config_current_step("banc3", 4)
+    assert store.get_banc_info("banc3")["current_step"] == 4
+    store.reset_banc_config("banc3")
+    assert store.get_banc_info("banc3") == {"name": "Banc3", "status": "available", "serial-pending": None, "current_step": None}
+    assert store.get_banc_for_serial("RW-ABCD1234") is None
 
 
 @pytest.mark.parametrize(
@@ -341,21 +343,21 @@ def test_set_get_and_reset_banc(banc_home: Path) -> None:
 )
 def test_set_banc_status_rejects_bad_input(banc_home: Path, args: tuple, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        utils.set_banc_status(*args)
+        store.set_banc_status(*args)
 
 
 def test_save_bancs_config_refuses_invalid(banc_home: Path) -> None:
-    utils.load_bancs_config()
+    store.load_bancs_config()
     with pytest.raises(ValueError):
-        utils.save_bancs_config({"bancs": "nope"})
-    assert len(utils.load_bancs_config()["bancs"]) == 4
+        store.save_bancs_config({"bancs": "nope"})
+    assert len(store.load_bancs_config()["bancs"]) == 4
 
 
 def test_save_and_load_roundtrip(banc_home: Path) -> None:
-    config = utils.load_bancs_config()
+    config = store.load_bancs_config()
     config["bancs"][0].update({"status": "occupied", "serial-pending": "RW-SAVE0001", "current_step": 1})
-    utils.save_bancs_config(config)
-    assert utils.load_bancs_config() == config
+    store.save_bancs_config(config)
+    assert store.load_bancs_config() == config
 
 
 # =========================================================================== atomic writes
@@ -363,9 +365,9 @@ def test_save_and_load_roundtrip(banc_home: Path) -> None:
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    utils.atomic_write_json(path, {"a": 1})
+    storage.atomic_write_json(path, {"a": 1})
     with pytest.raises(TypeError):
-        utils.atomic_write_json(path, {"a": object()})
+        storage.atomic_write_json(path, {"a": object()})
     assert _read(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
 
@@ -374,16 +376,16 @@ def test_file_lock_excludes_other_processes(tmp_path: Path) -> None:
     target = tmp_path / "shared.json"
     script = textwrap.dedent(
         f"""
-        import sys, time; sys.path.insert(0, {str(REPO_DIR)!r})
-        import utils
+        import sys, time
+        from banclfp.infra import storage
         from pathlib import Path
         print("ready", flush=True)
         start = time.monotonic()
-        with utils.file_lock(Path({str(target)!r})):
+        with storage.file_lock(Path({str(target)!r})):
             print(round(time.monotonic() - start, 3))
         """
     )
-    with utils.file_lock(target):
+    with storage.file_lock(target):
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         # Held from the moment the child is ready to take it (its imports take a variable time on a busy machine).
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
@@ -400,31 +402,31 @@ NOW = paris(2026, 11, 24, 10, 30)
 
 
 def test_find_or_create_test_folder_new_then_resume(banc_home: Path) -> None:
-    folder, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    folder, resumed = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     assert (folder, resumed) == (banc_home / "data" / "banc1" / "24112026-RW-ABCD1234", False)
-    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
-    again, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(days=1))
+    store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    again, resumed = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(days=1))
     assert (again, resumed) == (folder, True)
-    assert utils.find_battery_folder("RW-ABCD1234") == folder
-    assert utils.find_battery_folder("RW-ABCD1234", "banc2") is None
+    assert store.find_battery_folder("RW-ABCD1234") == folder
+    assert store.find_battery_folder("RW-ABCD1234", "banc2") is None
 
 
 def test_finished_battery_gets_a_new_folder(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
-    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
-    utils.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
-    utils.update_config(folder, 5, NOW + timedelta(hours=5))
-    same_day, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    store.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
+    store.update_config(folder, 5, NOW + timedelta(hours=5))
+    same_day, resumed = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
     assert not resumed and same_day.name == "24112026-RW-ABCD1234-2"
     # a folder whose test never wrote its config (crash right after creation) is resumed, not duplicated
-    assert utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=7)) == (same_day, True)
-    utils.load_or_create_config(same_day, "banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
-    utils.update_config(same_day, 5, NOW + timedelta(hours=8))
-    later, resumed = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
+    assert store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW + timedelta(hours=7)) == (same_day, True)
+    store.load_or_create_config(same_day, "banc1", "RW-ABCD1234", NOW + timedelta(hours=6))
+    store.update_config(same_day, 5, NOW + timedelta(hours=8))
+    later, resumed = store.find_or_create_test_folder("banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
     assert not resumed and later.name == "01122026-RW-ABCD1234"
-    utils.load_or_create_config(later, "banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
-    assert utils.find_battery_folder("RW-ABCD1234") == later
-    latest = utils.latest_test("RW-ABCD1234")
+    store.load_or_create_config(later, "banc1", "RW-ABCD1234", paris(2026, 12, 1, 9, 0))
+    assert store.find_battery_folder("RW-ABCD1234") == later
+    latest = store.latest_test("RW-ABCD1234")
     assert latest is not None and latest.path == later and not latest.finished
 
 
@@ -432,9 +434,9 @@ def test_find_battery_folder_ignores_strangers(banc_home: Path) -> None:
     for name in ("notes", "24112026-RW-../x", "99999999-RW-ABCD1234", "24112026-XX-ABCD1234"):
         (banc_home / "data" / "banc1" / name).mkdir(parents=True, exist_ok=True)
     (banc_home / "data" / "misc").mkdir()
-    assert utils.find_battery_folder("RW-ABCD1234") is None
-    assert utils.find_battery_folder("RW-../x") is None
-    assert utils.list_test_folders() == []
+    assert store.find_battery_folder("RW-ABCD1234") is None
+    assert store.find_battery_folder("RW-../x") is None
+    assert store.list_test_folders() == []
 
 
 def test_find_battery_folder_across_benches_picks_latest(banc_home: Path) -> None:
@@ -442,12 +444,12 @@ def test_find_battery_folder_across_benches_picks_latest(banc_home: Path) -> Non
     new = banc_home / "data" / "banc4" / "03112026-RW-MOVE0001"
     for folder in (old, new):
         folder.mkdir(parents=True)
-    assert utils.find_battery_folder("RW-MOVE0001") == new
+    assert store.find_battery_folder("RW-MOVE0001") == new
 
 
 def test_load_or_create_config_contents(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc2", "RW-48v29155551", NOW)
-    config = utils.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW)
+    folder, _ = store.find_or_create_test_folder("banc2", "RW-48v29155551", NOW)
+    config = store.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW)
     seed_keys = {
         "battery_serial", "banc", "current_step", "first_handle", "timestamp_last_update", "capacity_ah",
         "capacity_wh", "ri_discharge_average", "ri_charge_average", "diffusion_discharge_average",
@@ -457,63 +459,63 @@ def test_load_or_create_config_contents(banc_home: Path) -> None:
     assert config["battery_serial"] == "RW-48v29155551" and config["banc"] == "banc2"
     assert config["current_step"] == 1 and config["status"] == "running"
     assert config["first_handle"] == "2026-11-24T10:30:00+01:00"
-    assert utils.read_test_config(folder) == config
+    assert store.read_test_config(folder) == config
     # loading again returns the stored file, not a new one
-    utils.update_config_bms(folder, 12.5, 640.0, NOW + timedelta(minutes=1))
-    assert utils.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW + timedelta(hours=1))["capacity_ah"] == 12.5
+    store.update_config_bms(folder, 12.5, 640.0, NOW + timedelta(minutes=1))
+    assert store.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW + timedelta(hours=1))["capacity_ah"] == 12.5
 
 
 def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     (folder / "config.json").write_text('{"battery_serial": "RW-ABCD12', encoding="utf-8")
-    config = utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    config = store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     assert config["current_step"] == 1
     assert len(list(folder.glob("config.json.corrupt-*"))) == 1
 
 
 def test_create_data_csv_header_once(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
-    path = utils.create_data_csv(folder)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    path = store.create_data_csv(folder)
     header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing,uptime_ms,measured_at\n"  # docs/fichiers.md
     assert path.read_text() == header
     with open(path, "a") as fh:
         fh.write("row\n")
-    utils.create_data_csv(folder)
+    store.create_data_csv(folder)
     assert path.read_text() == header + "row\n"
 
 
 def test_update_config_updates_both_files(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
-    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
-    utils.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
-    config = utils.update_config(folder, 3, NOW + timedelta(hours=2))
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    store.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
+    config = store.update_config(folder, 3, NOW + timedelta(hours=2))
     assert config["current_step"] == 3 and config["status"] == "running"
     assert config["timestamp_last_update"] == "2026-11-24T12:30:00+01:00"
-    assert utils.get_banc_info("banc1")["current_step"] == 3
-    config = utils.update_config(folder, 5, NOW + timedelta(hours=4))
+    assert store.get_banc_info("banc1")["current_step"] == 3
+    config = store.update_config(folder, 5, NOW + timedelta(hours=4))
     assert config["status"] == "finished" and config["end_time"] == "2026-11-24T14:30:00+01:00"
     with pytest.raises(ValueError):
-        utils.update_config(folder, 9, NOW)
+        store.update_config(folder, 9, NOW)
 
 
 def test_update_config_bms_and_counters(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
-    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
-    config = utils.update_config_bms(folder, 95.81234, 4905.4321, NOW, {"rows_count": 1000, "rejected_count": 2})
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    config = store.update_config_bms(folder, 95.81234, 4905.4321, NOW, {"rows_count": 1000, "rejected_count": 2})
     assert (config["capacity_ah"], config["capacity_wh"]) == (95.8123, 4905.432)
     assert (config["rows_count"], config["rejected_count"]) == (1000, 2)
 
 
 def test_update_config_ri_results_running_means(banc_home: Path) -> None:
-    folder, _ = utils.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
-    utils.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
+    folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
+    store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     pulses = [
         {"ri_discharge": 0.010, "diffusion_discharge": 0.004, "temperature_c": 24.0},
         {"ri_discharge": 0.012, "ri_charge": 0.009},
         {"ri_discharge": 0.014, "diffusion_charge": 0.005, "temperature_c": 26.0},
     ]
     for pulse in pulses:
-        config = utils.update_config_ri_results(folder, pulse, NOW)
+        config = store.update_config_ri_results(folder, pulse, NOW)
     assert config["ri_discharge_average"] == pytest.approx(0.012)
     assert config["ri_discharge_count"] == 3
     assert (config["ri_charge_average"], config["ri_charge_count"]) == (pytest.approx(0.009), 1)
@@ -529,7 +531,7 @@ def test_update_config_ri_results_running_means(banc_home: Path) -> None:
 def test_running_mean(values: list[float], expected: float) -> None:
     mean, count = None, 0
     for value in values:
-        mean, count = utils.running_mean(mean, count, value)
+        mean, count = record.running_mean(mean, count, value)
     assert count == len(values)
     assert mean == pytest.approx(expected)
 
@@ -543,14 +545,14 @@ def test_running_mean(values: list[float], expected: float) -> None:
     ],
 )
 def test_iso_has_offset(moment: datetime, millis: bool, expected: str) -> None:
-    assert utils.iso(moment, millis) == expected
-    assert utils.parse_time(expected) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert record.iso(moment, millis) == expected
+    assert record.parse_time(expected) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def test_parse_time_tolerates_junk() -> None:
-    assert utils.parse_time("not a time") is None
-    assert utils.parse_time(None) is None
-    assert utils.parse_time("2026-11-24T10:30:00") == paris(2026, 11, 24, 10, 30)
+    assert record.parse_time("not a time") is None
+    assert record.parse_time(None) is None
+    assert record.parse_time("2026-11-24T10:30:00") == paris(2026, 11, 24, 10, 30)
 
 
 # =========================================================================== business hours
@@ -577,13 +579,13 @@ BUSINESS_CASES = [
 
 @pytest.mark.parametrize("start, end, hours", BUSINESS_CASES)
 def test_business_hours_between(start: datetime, end: datetime, hours: float) -> None:
-    assert utils.business_hours_between(start, end) == pytest.approx(hours)
+    assert business_hours.business_hours_between(start, end) == pytest.approx(hours)
 
 
 @pytest.mark.parametrize("start, end, hours", [c for c in BUSINESS_CASES if c[2] > 0])
 def test_add_business_hours_is_the_inverse(start: datetime, end: datetime, hours: float) -> None:
-    result = utils.add_business_hours(start, hours)
-    assert utils.business_hours_between(start, result) == pytest.approx(hours)
+    result = business_hours.add_business_hours(start, hours)
+    assert business_hours.business_hours_between(start, result) == pytest.approx(hours)
     # the earliest such moment: when the span ends on a non-business day, the sum stops before it
     assert result <= end
 
@@ -600,7 +602,7 @@ def test_add_business_hours_is_the_inverse(start: datetime, end: datetime, hours
     ],
 )
 def test_add_business_hours(start: datetime, hours: float, expected: datetime) -> None:
-    assert utils.add_business_hours(start, hours) == expected
+    assert business_hours.add_business_hours(start, hours) == expected
 
 
 @pytest.mark.parametrize(
@@ -613,7 +615,7 @@ def test_add_business_hours(start: datetime, hours: float, expected: datetime) -
     ],
 )
 def test_is_past_business_hours_boundary(now: datetime, past: bool) -> None:
-    assert utils.is_past_business_hours(paris(2026, 11, 20, 12), now) is past
+    assert business_hours.is_past_business_hours(paris(2026, 11, 20, 12), now) is past
 
 
 def test_business_hours_accept_naive_and_utc_times() -> None:
@@ -621,9 +623,9 @@ def test_business_hours_accept_naive_and_utc_times() -> None:
 
     naive = datetime(2026, 11, 20, 12)
     utc = paris(2026, 11, 24, 12).astimezone(ZoneInfo("UTC"))
-    assert utils.business_hours_between(naive, utc) == pytest.approx(48.0)
+    assert business_hours.business_hours_between(naive, utc) == pytest.approx(48.0)
     with pytest.raises(ValueError):
-        utils.add_business_hours(naive, -1)
+        business_hours.add_business_hours(naive, -1)
 
 
 @pytest.mark.parametrize(
@@ -633,7 +635,7 @@ def test_business_hours_accept_naive_and_utc_times() -> None:
      (date(2026, 12, 24), True)],
 )
 def test_is_business_day(day: date, business: bool) -> None:
-    assert utils.is_business_day(day) is business
+    assert business_hours.is_business_day(day) is business
 
 
 # =========================================================================== static files
@@ -652,12 +654,12 @@ def test_is_business_day(day: date, business: bool) -> None:
     ],
 )
 def test_get_charge_duration(banc_home: Path, voltage_v: float, remaining_s: float) -> None:
-    assert utils.get_charge_duration(voltage_v) == pytest.approx(remaining_s)
+    assert environment.get_charge_duration(voltage_v) == pytest.approx(remaining_s)
 
 
 def test_charge_profile_is_monotonic(banc_home: Path) -> None:
     voltages = [40 + i * 0.05 for i in range(400)]
-    durations = [utils.get_charge_duration(v) for v in voltages]
+    durations = [environment.get_charge_duration(v) for v in voltages]
     assert all(a >= b for a, b in zip(durations, durations[1:]))
 
 
@@ -666,7 +668,7 @@ def test_charge_profile_is_monotonic(banc_home: Path) -> None:
     [(25.0, 1.0), (-20.0, 0.1008), (60.0, 3.8812), (-40.0, 0.1008), (80.0, 3.8812)],
 )
 def test_get_temperature_coefficient(banc_home: Path, temperature_c: float, multiplier: float) -> None:
-    assert utils.get_temperature_coefficient(temperature_c) == pytest.approx(multiplier, rel=1e-4)
+    assert environment.get_temperature_coefficient(temperature_c) == pytest.approx(multiplier, rel=1e-4)
 
 
 def test_temperature_coefficients_follow_arrhenius(banc_home: Path) -> None:
@@ -677,19 +679,19 @@ def test_temperature_coefficients_follow_arrhenius(banc_home: Path) -> None:
     assert 30000 <= ea <= 35000
     for t in (-12.5, 0.0, 17.0, 32.5, 47.0):  # between points: interpolation stays within 1 % of the law
         law = math.exp(-(ea / r) * (1 / (t + 273.15) - 1 / 298.15))
-        assert utils.get_temperature_coefficient(t) == pytest.approx(law, rel=0.01)
+        assert environment.get_temperature_coefficient(t) == pytest.approx(law, rel=0.01)
     # a colder measurement reads a higher resistance, brought down to 25 °C
-    assert utils.correct_to_25c(0.020, 10.0) < 0.020 < utils.correct_to_25c(0.020, 40.0)
-    assert utils.correct_to_25c(0.020, None) == 0.020
+    assert environment.correct_to_25c(0.020, 10.0) < 0.020 < environment.correct_to_25c(0.020, 40.0)
+    assert environment.correct_to_25c(0.020, None) == 0.020
 
 
 def test_static_files_are_loaded_lazily_and_from_home(banc_home: Path) -> None:
-    assert utils._load_charge_profile.cache_info().currsize == 0
-    assert utils._load_temp_coeffs.cache_info().currsize == 0
+    assert environment._load_charge_profile.cache_info().currsize == 0
+    assert environment._load_temp_coeffs.cache_info().currsize == 0
     (banc_home / "charge_profile.csv").write_text("voltage_v,remaining_s\n40,100\n60,0\n")
-    assert utils.get_charge_duration(50) == pytest.approx(50)
-    assert utils._load_charge_profile.cache_info().currsize == 1
-    assert utils._load_temp_coeffs.cache_info().currsize == 0
+    assert environment.get_charge_duration(50) == pytest.approx(50)
+    assert environment._load_charge_profile.cache_info().currsize == 1
+    assert environment._load_temp_coeffs.cache_info().currsize == 0
 
 
 @pytest.mark.parametrize(
@@ -706,8 +708,8 @@ def test_static_files_are_loaded_lazily_and_from_home(banc_home: Path) -> None:
 )
 def test_malformed_charge_profile_names_file_and_line(banc_home: Path, content: str, where: str) -> None:
     (banc_home / "charge_profile.csv").write_text(content)
-    with pytest.raises(utils.ConfigFileError) as err:
-        utils.get_charge_duration(50)
+    with pytest.raises(environment.ConfigFileError) as err:
+        environment.get_charge_duration(50)
     assert "charge_profile.csv" in str(err.value) and where in str(err.value)
 
 
@@ -723,8 +725,8 @@ def test_malformed_charge_profile_names_file_and_line(banc_home: Path, content: 
 )
 def test_malformed_temperature_coefficients_name_file_and_line(banc_home: Path, content: str, where: str) -> None:
     (banc_home / "temperature_coefficients.json").write_text(content)
-    with pytest.raises(utils.ConfigFileError) as err:
-        utils.get_temperature_coefficient(20)
+    with pytest.raises(environment.ConfigFileError) as err:
+        environment.get_temperature_coefficient(20)
     assert "temperature_coefficients.json" in str(err.value) and where in str(err.value)
 
 
@@ -733,12 +735,12 @@ def test_malformed_temperature_coefficients_name_file_and_line(banc_home: Path, 
 
 def test_logging_from_several_processes_keeps_whole_lines(banc_home: Path) -> None:
     script = textwrap.dedent(
-        f"""
-        import sys; sys.path.insert(0, {str(REPO_DIR)!r})
-        import logging, utils
-        utils.setup_logging(sys.argv[1])
+        """
+        import sys
+        from banclfp.infra import logs
+        logs.setup_logging(sys.argv[1])
         for i in range(300):
-            utils.log("message %d %s" % (i, "x" * 200), "warning")
+            logs.log("message %d %s" % (i, "x" * 200), "warning")
         """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
@@ -762,9 +764,8 @@ def test_logging_from_several_processes_keeps_whole_lines(banc_home: Path) -> No
 
 FAKE_BANC = """
 import sys, time
-sys.path.insert(0, {repo!r})
-import utils
-fd = utils.acquire_banc_lock(sys.argv[1])
+from banclfp.recording import store
+fd = store.acquire_banc_lock(sys.argv[1])
 print("locked" if fd is not None else "busy", flush=True)
 time.sleep(60)
 """
@@ -772,7 +773,7 @@ time.sleep(60)
 
 def _start_fake(tmp_path: Path, home: Path, script_name: str, banc: str) -> subprocess.Popen:
     script = tmp_path / script_name
-    script.write_text(FAKE_BANC.format(repo=str(REPO_DIR)))
+    script.write_text(FAKE_BANC)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
     env["BANC_HOME"] = str(home)
     proc = subprocess.Popen([sys.executable, str(script), banc, "RW-FAKE0001"], env=env, stdout=subprocess.PIPE, text=True)
@@ -782,18 +783,18 @@ def _start_fake(tmp_path: Path, home: Path, script_name: str, banc: str) -> subp
 
 
 def test_is_banc_running(banc_home: Path, tmp_path: Path) -> None:
-    assert not utils.is_banc_running("banc1")
+    assert not store.is_banc_running("banc1")
     proc = _start_fake(tmp_path, banc_home, "banc.py", "banc1")
     try:
         assert proc.first_line == "locked"  # type: ignore[attr-defined]
-        assert utils.is_banc_running("banc1") and utils.is_banc_running("Banc1")
-        assert utils.banc_process_pid("banc1") == proc.pid
-        assert not utils.is_banc_running("banc2")
-        assert utils.acquire_banc_lock("banc1") is None  # a second banc.py for banc1 is refused
+        assert store.is_banc_running("banc1") and store.is_banc_running("Banc1")
+        assert store.banc_process_pid("banc1") == proc.pid
+        assert not store.is_banc_running("banc2")
+        assert store.acquire_banc_lock("banc1") is None  # a second banc.py for banc1 is refused
         # another installation (another BANC_HOME) does not see it
         other = tmp_path / "other-home"
         other.mkdir()
-        script = f"import sys; sys.path.insert(0, {str(REPO_DIR)!r}); import utils; print(utils.is_banc_running('banc1'))"
+        script = "import utils; print(utils.is_banc_running('banc1'))"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BANC_")}
         env["BANC_HOME"] = str(other)
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
@@ -801,24 +802,24 @@ def test_is_banc_running(banc_home: Path, tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert not utils.is_banc_running("banc1")  # killed: the kernel released the lock
+    assert not store.is_banc_running("banc1")  # killed: the kernel released the lock
 
 
 def test_is_banc_running_ignores_other_programs(banc_home: Path, tmp_path: Path) -> None:
     proc = _start_fake(tmp_path, banc_home, "notbanc.py", "banc1")
     try:
         assert proc.first_line == "locked"  # type: ignore[attr-defined]
-        assert not utils.is_banc_running("banc1")  # the lock holder is not banc.py
+        assert not store.is_banc_running("banc1")  # the lock holder is not banc.py
     finally:
         proc.kill()
         proc.wait()
     # a stale pid file pointing at a live process that is not banc.py
-    utils.banc_lock_path("banc2").write_text(f"{os.getpid()}\n")
-    assert not utils.is_banc_running("banc2")
+    store.banc_lock_path("banc2").write_text(f"{os.getpid()}\n")
+    assert not store.is_banc_running("banc2")
 
 
 def test_sd_notify_without_systemd(banc_home: Path) -> None:
-    assert utils.sd_notify("WATCHDOG=1") is False
+    assert environment.sd_notify("WATCHDOG=1") is False
 
 
 def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -828,11 +829,11 @@ def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        utils.reload_settings()
-        assert utils.sd_notify("READY=1") is True
+        environment.reload_settings()
+        assert environment.sd_notify("READY=1") is True
         server.settimeout(2)
         assert server.recv(64) == b"READY=1"
 
 
 def test_protocol_and_utils_agree_on_csv_header() -> None:
-    assert utils.DATA_CSV_HEADER[2:] == protocol.BMS_FIELDS + ("uptime_ms", "measured_at")
+    assert record.DATA_CSV_HEADER[2:] == protocol.BMS_FIELDS + ("uptime_ms", "measured_at")

@@ -15,21 +15,18 @@ from typing import Any
 
 import pytest
 
-import certificate
-import formatting
-import history
-import kiosk_state
-import kiosk_worker
-import protocol
-import record
-import report
-import summary_text
-import ui_components as uic
-import utils
-import verdict
-from testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
-from testkit.support import REPO_DIR, MosquittoBroker
-from testkit.synthetic import write_synthetic_test
+from banclfp.analysis import measures as analysis
+from banclfp.history import index as history
+from banclfp.infra import environment
+from banclfp.kiosk import state as kiosk_state, widgets as uic, worker as kiosk_worker
+from banclfp.presentation import formatting, summary_text
+from banclfp.recording import record, store
+from banclfp.reporting import report
+from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker
+from banclfp.testkit.synthetic import write_synthetic_test
+from banclfp.verdict import certificate, conclude as verdict
+from banclfp.wire import protocol
 
 RULES = {
     "version": "e2e-1",
@@ -167,7 +164,7 @@ def test_an_invalid_grading_json_grades_nothing_and_says_why(
     # Once grading.json is repaired, the finished test is concluded (the kiosk's retry runs this).
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     assert verdict.conclude(folder)["grade"] == "A"
-    assert utils.read_test_config(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
+    assert store.read_test_config(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
 
 
 def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(banc_home: Path) -> None:
@@ -189,8 +186,8 @@ def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path,
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     from datetime import datetime
 
-    old = write_synthetic_test(banc_home, rows=300, start=datetime(2024, 3, 4, 8, 0, tzinfo=utils.LOCAL_TZ))
-    new = write_synthetic_test(banc_home, rows=300, banc="banc2", start=datetime(2024, 4, 8, 8, 0, tzinfo=utils.LOCAL_TZ))
+    old = write_synthetic_test(banc_home, rows=300, start=datetime(2024, 3, 4, 8, 0, tzinfo=record.LOCAL_TZ))
+    new = write_synthetic_test(banc_home, rows=300, banc="banc2", start=datetime(2024, 4, 8, 8, 0, tzinfo=record.LOCAL_TZ))
     write_synthetic_test(banc_home, rows=300, serial="RW-OTHER001")
     verdict.conclude(new.folder)
     assert report.main(["--history", "rw-test0001"]) == 0  # any letter case
@@ -373,9 +370,9 @@ def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
     import sqlite3
     from datetime import datetime, timedelta
 
-    from testkit.synthetic import write_finished_record
+    from banclfp.testkit.synthetic import write_finished_record
 
-    start = datetime(2026, 3, 2, 8, 0, tzinfo=utils.LOCAL_TZ)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=record.LOCAL_TZ)
     for i in range(300):
         write_finished_record(banc_home, f"banc{1 + i % 4}", f"RW-HIST{i:04d}", start + timedelta(days=i % 50),
                               3600.0, 95.0, "A", 95.0)
@@ -407,15 +404,15 @@ def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Pa
     """config.json refused after the verdict is journaled: conclude returns it (no false 'not recorded'); it catches up."""
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    real = utils.refresh_test_config
+    real = store.refresh_test_config
 
     def full(_folder: Path) -> dict[str, Any]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(utils, "refresh_test_config", full)
+    monkeypatch.setattr(store, "refresh_test_config", full)
     given = verdict.conclude(syn.folder)
     assert record.fold_events(record.read_events(syn.folder)[0]).verdict == given
-    monkeypatch.setattr(utils, "refresh_test_config", real)
+    monkeypatch.setattr(store, "refresh_test_config", real)
     assert verdict.conclude(syn.folder) == given
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
 
@@ -476,7 +473,7 @@ def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(utils, "refresh_test_config", full)
+        patch.setattr(store, "refresh_test_config", full)
         assert verdict.conclude(syn.folder) == given
     assert verdict.conclude(syn.folder) == given  # the disk back: config.json catches up
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
@@ -496,7 +493,7 @@ def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> N
     (banc_home / "temperature_coefficients.json").write_text(json.dumps(
         {"coefficients": [{"temperature_c": 0, "multiplier": 0.9}, {"temperature_c": 50, "multiplier": 0.9}]}),
         encoding="utf-8")
-    utils.reload_settings()
+    environment.reload_settings()
     pdf = banc_home / "c.pdf"
     assert report.main([str(folder), "--certificate", str(pdf)]) == 0
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
@@ -562,7 +559,7 @@ def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
     line = results.read_text(encoding="utf-8").splitlines()[1]
     assert ",À VÉRIFIER," in line and reason in line
 
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     printout = summary_text.format_summary(loaded.summary)
     assert f"Verdict             : À VÉRIFIER — {reason}" in printout and summary_text.TO_CHECK_TEXT in printout
     orange = formatting.grade_color("À VÉRIFIER")
@@ -673,20 +670,20 @@ def test_an_older_folder_without_the_pulses_is_still_graded_and_reported(banc_ho
     folder = write_synthetic_test(banc_home, rows=600).folder
     on_disk = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert "ri_pulses" not in on_disk and (on_disk["ri_discharge_average"], on_disk["ri_temperature_c"]) == (0.012, 15.0)
-    expected = utils.correct_to_25c(0.012, 15.0)
+    expected = environment.correct_to_25c(0.012, 15.0)
     given = verdict.conclude(folder)
     assert given["grade"] == "REJET" and given["soh_pct"] == 1.8  # graded (600 rows discharge little)
     assert ri_check_of(given)["value"] == pytest.approx(expected, abs=1e-5) and ri_check_of(given)["ok"]
     # Migrated into the journal: the mean is one block of its 3 values at its one temperature.
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["ri_pulses"]["ri_discharge"] == [[0.012, 15.0, 3]]
-    assert record.ri_at_25c(config, "ri_discharge", utils.correct_to_25c) == pytest.approx(expected)
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    assert record.ri_at_25c(config, "ri_discharge", environment.correct_to_25c) == pytest.approx(expected)
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     at_25c = {r.key: r.at_25c_ohm for r in loaded.summary.resistances}
     assert at_25c["ri_discharge"] == pytest.approx(expected) and at_25c["ri_charge"] == pytest.approx(
-        utils.correct_to_25c(0.011, 15.0))
+        environment.correct_to_25c(0.011, 15.0))
     assert loaded.summary.ri_temperature_range_c == (15.0, 15.0)
-    assert "[température des mesures : 15,0 °C," in report.format_summary(loaded.summary)
+    assert "[température des mesures : 15,0 °C," in summary_text.format_summary(loaded.summary)
 
 
 def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: Path) -> None:
@@ -703,23 +700,23 @@ def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: 
     for values, _ in pulses:
         record.append_event(folder, record.EVENT_RI, start, values=values)
     record.append_event(folder, record.EVENT_STEP, start, step=5)
-    per_pulse = sum(utils.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
-    last_temperature = utils.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
+    per_pulse = sum(environment.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
+    last_temperature = environment.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
     assert abs(per_pulse - last_temperature) > 0.004
 
     given = verdict.conclude(folder)
     assert ri_check_of(given)["value"] == pytest.approx(per_pulse, abs=1e-5)
     summary = record.load_summary(folder)
     assert summary is not None and summary["ri_discharge_average"] == pytest.approx(0.021)
-    assert kiosk_state.ri_view_from_config(summary, utils.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
+    assert kiosk_state.ri_view_from_config(summary, environment.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
     no_verdict = {**summary, "verdict": None}
-    card = kiosk_state.result_view_from_summary(no_verdict, False, utils.correct_to_25c)
+    card = kiosk_state.result_view_from_summary(no_verdict, False, environment.correct_to_25c)
     assert card is not None and card.ri_25c_ohm == pytest.approx(per_pulse)
     row = history.row_from_summary("banc1/x", no_verdict, "sig")
     assert per_pulse in [pytest.approx(value) for value in row if isinstance(value, float)]
-    loaded = report.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, min_gap_s=30.0)
     ri = next(r for r in loaded.summary.resistances if r.key == "ri_discharge")
     assert ri.raw_ohm == pytest.approx(0.021) and ri.count == 3 and ri.at_25c_ohm == pytest.approx(per_pulse)
     assert loaded.summary.ri_temperature_range_c == (10.0, 35.0)
-    assert "[température des mesures : 10,0 à 35,0 °C," in report.format_summary(loaded.summary)
+    assert "[température des mesures : 10,0 à 35,0 °C," in summary_text.format_summary(loaded.summary)
     assert ("T mesure Ri    10,0-35,0 °C", summary_text.PANEL_GREY) in summary_text.panel_lines(loaded.summary)

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import chart_window
-import formatting
-import record
-import ui
-import ui_components as uic
-import utils
-import verdict
-from testkit.support import REPO_DIR
-from testkit.synthetic import write_synthetic_test
+from banclfp.kiosk import app as ui, chart_window, widgets as uic
+from banclfp.presentation import formatting
+from banclfp.recording import record
+from banclfp.testkit.support import REPO_DIR
+from banclfp.testkit.synthetic import write_synthetic_test
+from banclfp.verdict import conclude as verdict
 from tests.test_ui_gui import pump_until, screenshot, type_scan
 
 pytestmark = pytest.mark.gui
@@ -45,9 +42,9 @@ def app(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.MonkeyP
 def finished_tests(banc_home: Path) -> tuple[Path, Path]:
     """Two finished, graded tests of RW-CARD0001: on banc2 in March, on banc1 in April (the latest)."""
     older = write_synthetic_test(banc_home, rows=600, banc="banc2", serial="RW-CARD0001",
-                                 start=datetime(2024, 3, 4, 8, 0, tzinfo=utils.LOCAL_TZ))
+                                 start=datetime(2024, 3, 4, 8, 0, tzinfo=record.LOCAL_TZ))
     newer = write_synthetic_test(banc_home, rows=600, banc="banc1", serial="RW-CARD0001",
-                                 start=datetime(2024, 4, 8, 8, 0, tzinfo=utils.LOCAL_TZ))
+                                 start=datetime(2024, 4, 8, 8, 0, tzinfo=record.LOCAL_TZ))
     # The lab's model for this pack: its measured capacity is 95 % of nominal (grade A).
     nominal = newer.expected_discharge_ah / 0.95
     rules = json.loads((REPO_DIR / "grading.json").read_text(encoding="utf-8"))

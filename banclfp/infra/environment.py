@@ -1,0 +1,185 @@
+"""The process's environment: the settings read once, BANC_HOME, the static files found and cached, systemd.
+
+Every environment variable is read here (`get_settings`, parsed by `settings.parse_settings`);
+the lab's static files (charge profile, temperature coefficients, grading model) are found in
+BANC_HOME first, then in the project folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+from banclfp.analysis import calibration
+from banclfp.infra import settings as settings_module
+from banclfp.recording.record import BANCS_CONFIG_FILE
+from banclfp.verdict import grading
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+
+CHARGE_PROFILE_FILE = "charge_profile.csv"
+TEMP_COEFFS_FILE = "temperature_coefficients.json"
+
+logger = logging.getLogger("banc.environment")
+
+# =========================================================================== settings (defined in settings.py)
+
+Settings = settings_module.Settings
+SettingsError = settings_module.SettingsError
+SETTING_RANGES = settings_module.SETTING_RANGES
+NUM_BANCS = settings_module.NUM_BANCS
+
+
+def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
+    """Read the contract's environment variables (the only place that reads os.environ).
+
+    SettingsError (one line, naming the variable) for a value settings.parse_settings refuses,
+    or a BANC_MQTT_CAFILE that is not a readable PEM certificate.
+    """
+    settings = settings_module.parse_settings(os.environ if environ is None else environ, PROJECT_DIR)
+    if settings.mqtt_cafile is not None:
+        _check_cafile(settings.mqtt_cafile)
+    return settings
+
+
+def _check_cafile(path: Path) -> None:
+    """SettingsError unless `path` loads as the MQTT client will load it (a PEM CA certificate)."""
+    shown = repr(str(path)[:80] + ("..." if len(str(path)) > 80 else ""))
+    if not path.is_file():
+        raise SettingsError(f"BANC_MQTT_CAFILE={shown} is not a file (expected the broker's CA certificate, PEM)")
+    try:
+        # A bad file stops the program now, with its name, rather than as a traceback from
+        # the network code.
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:80]
+        raise SettingsError(f"BANC_MQTT_CAFILE={shown} is not a readable PEM certificate ({reason})") from None
+
+
+_settings: Optional[Settings] = None
+_settings_lock = threading.Lock()
+
+
+def get_settings() -> Settings:
+    """Return the settings, read once per process."""
+    global _settings
+    with _settings_lock:
+        if _settings is None:
+            _settings = load_settings()
+        return _settings
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and static files (tests change the environment)."""
+    global _settings
+    with _settings_lock:
+        _settings = None
+    _load_charge_profile.cache_clear()
+    _load_temp_coeffs.cache_clear()
+    return get_settings()
+
+
+def home_dir() -> Path:
+    """Folder of the mutable state (BANC_HOME)."""
+    return get_settings().home
+
+
+def data_dir() -> Path:
+    """The data/ folder in BANC_HOME."""
+    return home_dir() / "data"
+
+
+def bancs_config_path() -> Path:
+    """Path of bancs_config.json in BANC_HOME."""
+    return home_dir() / BANCS_CONFIG_FILE
+
+
+def static_file(name: str) -> Path:
+    """A static file: from BANC_HOME when present there, else from the project folder."""
+    in_home = home_dir() / name
+    return in_home if in_home.exists() else PROJECT_DIR / name
+
+
+# =========================================================================== static files
+
+# The curves are defined and validated in calibration.py; here they are found and cached.
+ConfigFileError = calibration.ConfigFileError
+Curve = calibration.Curve
+
+
+@lru_cache(maxsize=1)
+def _load_charge_profile() -> Curve:
+    """charge_profile.csv (BANC_HOME first, else the project): pack voltage (V) -> remaining phase-2 time (s)."""
+    return calibration.load_charge_profile(static_file(CHARGE_PROFILE_FILE))
+
+
+@lru_cache(maxsize=1)
+def _load_temp_coeffs() -> Curve:
+    """temperature_coefficients.json (BANC_HOME first, else the project): temperature (°C) -> multiplier to 25 °C."""
+    return calibration.load_temp_coeffs(static_file(TEMP_COEFFS_FILE))
+
+
+def get_charge_duration(voltage_v: float) -> float:
+    """Estimated remaining phase-2 (charge) time in seconds at this pack voltage."""
+    return _load_charge_profile()(float(voltage_v))
+
+
+def get_temperature_coefficient(temperature_c: float) -> float:
+    """Multiplier that brings a resistance measured at `temperature_c` to 25 °C."""
+    return _load_temp_coeffs()(float(temperature_c))
+
+
+def load_grading_rules() -> grading.Rules:
+    """grading.json (BANC_HOME first, else the project), read afresh: the lab may edit it between tests.
+
+    Raises grading.GradingError naming the file and what is wrong.
+    """
+    return grading.load_rules(static_file(grading.GRADING_FILE))
+
+
+def correct_to_25c(resistance_ohm: float, temperature_c: Optional[float]) -> float:
+    """A resistance measured at `temperature_c` brought to 25 °C (unchanged when the temperature is unknown)."""
+    if temperature_c is None:
+        return resistance_ohm
+    return resistance_ohm * get_temperature_coefficient(temperature_c)
+
+
+# =========================================================================== systemd
+
+
+def sd_notify(state: str) -> bool:
+    """Send a systemd notification ("READY=1", "WATCHDOG=1"...); False when not run by systemd."""
+    import socket
+
+    address = get_settings().notify_socket
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract socket namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        return True
+    except OSError as exc:
+        logger.warning("sd_notify(%s) failed: %s", state, exc)
+        return False
+
+
+SYSTEMD_NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def child_environment() -> dict[str, str]:
+    """Environment for a child process (a banc.py started by the kiosk): ours without systemd's notify variables.
+
+    The kiosk unit only accepts notifications from ui.py (NotifyAccess=main): a child that
+    inherited NOTIFY_SOCKET would have every READY/WATCHDOG it sends refused by systemd,
+    with a warning in the journal each time.
+    """
+    return {key: value for key, value in os.environ.items() if key not in SYSTEMD_NOTIFY_VARIABLES}
+

@@ -1,0 +1,1 @@
+"""How numbers, colours and summaries are shown to a person (kiosk, certificate, reports)."""

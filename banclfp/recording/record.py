@@ -1,0 +1,991 @@
+"""The test record: the one definition of what a test folder and bancs_config.json hold.
+
+A test folder `data/bancN/DDMMYYYY-SERIAL/` holds:
+  - `events.jsonl`: the test's journal, append-only, each line fsynced before banc.py
+    acknowledges the message behind it: start, step changes, Ri results, stop (9),
+    resume, abandon (operator reset). It is the truth of the phase reached, the Ri and
+    diffusion means, `first_handle` and the end of the test. Step 5 is one line: a test
+    is finished exactly when that line is on disk.
+  - `data.csv`: one row per accepted BMS line (`DATA_CSV_HEADER`), the truth of the
+    measurements and of the counters (rows, seq gaps and restarts are recounted from it).
+    A replayed line comes after later ones: readers order rows by `measured_at`. A folder of
+    the earlier version keeps its 12 columns (`DATA_CSV_HEADER_V1`) when its test resumes.
+    The journal also holds the ESP's boots (`EVENT_ESP_BOOT`), the clock offset estimated for
+    each (`EVENT_ESP_CLOCK`) and the lines that never came back (`EVENT_SEQ_LOST`).
+  - `rejected.csv`: refused messages (`REJECTED_CSV_HEADER`).
+  - `config.json`: a summary, a view of the above with the seed's keys (the Ri/diffusion
+    `<key>_average` are the raw means; `ri_pulses` holds each value with its pulse's temperature,
+    from which readers take the figures at 25 °C: `ri_at_25c`). When it is missing,
+    unreadable or disagrees with the journal it is rebuilt (`rebuild_summary`), never trusted
+    over the journal.
+`bancs_config.json` (the benches' state) is likewise rebuilt from the folders
+(`rebuild_bancs_config`) when it is damaged.
+
+Everything here is pure except the functions that name a folder or a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
+
+from banclfp.infra import storage
+from banclfp.wire import protocol
+
+logger = logging.getLogger("banc.record")
+
+SOFTWARE_VERSION = "1.1.0"
+LOCAL_TZ = ZoneInfo("Europe/Paris")
+
+# --------------------------------------------------------------------------- file names
+
+BANCS_CONFIG_FILE = "bancs_config.json"
+TEST_CONFIG_FILE = "config.json"
+DATA_CSV_FILE = "data.csv"
+REJECTED_CSV_FILE = "rejected.csv"
+EVENTS_FILE = "events.jsonl"
+CERTIFICATE_FILE = "certificate.pdf"  # written after step 5 (verdict.py, report.py --certificate)
+
+DATA_CSV_HEADER_V1: tuple[str, ...] = ("timestamp", "step") + protocol.BMS_FIELDS
+"""data.csv of the earlier version: receipt time, phase, then the 10 BMS fields as the ESP sent them."""
+DATA_CSV_HEADER: tuple[str, ...] = DATA_CSV_HEADER_V1 + ("uptime_ms", "measured_at")
+"""data.csv columns (docs/fichiers.md): the 12 above, the ESP's clock (empty for a 10-field line), the measurement time."""
+DATA_COLUMN: dict[str, int] = {name: i for i, name in enumerate(DATA_CSV_HEADER)}
+DATA_CSV_WIDTHS: tuple[int, ...] = (len(DATA_CSV_HEADER_V1), len(DATA_CSV_HEADER))
+_SEQ_MIN, _SEQ_MAX = (int(bound) for bound in protocol.BMS_RANGES["seq"])
+# The lines of the current ESP boot whose text is remembered (banc.py's recorder, and the
+# recount of data.csv that starts it): a copy of one of them is recognised by its text.
+RECENT_LINES_KEPT = 1000
+RI_PULSES_KEY = "ri_pulses"
+"""config.json: per Ri/diffusion key, the [ohm, temperature_c, count] its mean is made of (RecordState.ri_pulses)."""
+_BMS_TEXT = slice(DATA_COLUMN["seq"], DATA_COLUMN["seq"] + len(protocol.BMS_FIELDS))
+REJECTED_CSV_HEADER: tuple[str, ...] = ("timestamp", "topic", "reason", "payload")
+
+STATUS_AVAILABLE = "available"
+STATUS_OCCUPIED = "occupied"
+
+TEST_RUNNING = "running"
+TEST_STOPPED = "stopped"
+TEST_FINISHED = "finished"
+TEST_ABANDONED = "abandoned"
+STATUS_LABELS = {TEST_RUNNING: "en cours", TEST_FINISHED: "terminé", TEST_STOPPED: "arrêté",
+                 TEST_ABANDONED: "abandonné"}
+"""A test's status as people read it (kiosk history, report, charts)."""
+
+COUNTER_KEYS: tuple[str, ...] = (
+    "rows_count", "rejected_count", "duplicate_count", "seq_gap_count", "seq_restart_count", "seq_lost_count",
+)
+
+FOLDER_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})-(RW-[A-Za-z0-9]{4,32})(?:-(\d+))?$")
+BANC_DIR_RE = re.compile(r"^banc[1-9][0-9]*$")
+
+
+# --------------------------------------------------------------------------- times and serials
+
+
+def now_local() -> datetime:
+    """Current time, timezone-aware in Europe/Paris."""
+    return datetime.now(LOCAL_TZ)
+
+
+def iso(moment: datetime, millis: bool = False) -> str:
+    """ISO 8601 with UTC offset (milliseconds optional)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.isoformat(timespec="milliseconds" if millis else "seconds")
+
+
+def as_local(moment: datetime) -> datetime:
+    """The same moment, timezone-aware: a naive time is taken as Paris local time (the lab's files)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+
+
+def parse_time(text: Any) -> Optional[datetime]:
+    """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return as_local(moment)
+
+
+def serial_key(serial: str) -> str:
+    """The identity of a battery: serials compare without regard to letter case."""
+    return serial.upper()
+
+
+def same_serial(a: Any, b: Any) -> bool:
+    """True when `a` and `b` are the same battery's serial (any letter case)."""
+    return isinstance(a, str) and isinstance(b, str) and serial_key(a) == serial_key(b)
+
+
+RI_PLAUSIBLE_OHM_DEFAULT: tuple[float, float] = (0.0005, 1.0)
+"""The Ri/diffusion values (ohm) a pack can give (protocol v3): a 16S LFP pack's Ri is tens of mΩ,
+so 1e-9 Ω or 10 Ω is a garbled or broken measurement. grading.json's `ri_plausible_ohm` can only
+narrow it per model (grading.py); the journal's fold skips any value outside it, so a journal written
+before the recorder refused them never lets one into a mean."""
+
+
+def ri_plausible(value: float, plausible: tuple[float, float] = RI_PLAUSIBLE_OHM_DEFAULT) -> bool:
+    """True when `value` (ohm) is within `plausible` [low, high], bounds included."""
+    return plausible[0] <= value <= plausible[1]
+
+
+def running_mean(mean: Optional[float], count: int, value: float) -> tuple[float, int]:
+    """Fold `value` into a mean of `count` values; return (new mean, new count)."""
+    if mean is None or count <= 0:
+        return float(value), 1
+    count += 1
+    return mean + (value - mean) / count, count
+
+
+# --------------------------------------------------------------------------- data.csv rows
+
+
+def format_data_row(timestamp: str, step: int, fields: Sequence[str], uptime_ms: Optional[int] = None,
+                    measured_at: Optional[str] = None, width: int = len(DATA_CSV_HEADER)) -> bytes:
+    """One data.csv row (timestamp, step, the 10 BMS fields as sent, then uptime_ms and measured_at), newline included.
+
+    `width` 12 writes a row of the earlier layout (a resumed folder keeps its header);
+    `measured_at` defaults to the receipt time.
+    """
+    row = f"{timestamp},{step}," + ",".join(fields[: len(protocol.BMS_FIELDS)])
+    if width == len(DATA_CSV_HEADER):
+        row += f",{'' if uptime_ms is None else uptime_ms},{measured_at or timestamp}"
+    return (row + "\n").encode("ascii")
+
+
+def header_width(header_line: bytes) -> Optional[int]:
+    """The width of a data.csv header line (12 or 14), or None when it is not one of ours."""
+    header = header_line.rstrip(b"\r\n").lstrip(b"\xef\xbb\xbf").decode("ascii", "replace")
+    for columns in (DATA_CSV_HEADER, DATA_CSV_HEADER_V1):
+        if header == ",".join(columns):
+            return len(columns)
+    return None
+
+
+class SeqHoles:
+    """The seqs missing within the current ESP boot (gaps), so that a replayed line fills one exactly once.
+
+    `see(seq)` folds a line in the order written: "next", "gap" (a hole opens), "fill" (a
+    replayed line inside a hole), "restart" (a lower seq outside every hole: the ESP
+    rebooted, the holes are forgotten) or "duplicate" (a seq already held). Holes are
+    ranges; at most `max_holes` are kept (the oldest are dropped: nothing can answer them).
+    """
+
+    def __init__(self, last: Optional[int] = None, max_holes: int = 1000) -> None:
+        self.last = last
+        self.holes: list[list[int]] = []  # [first, last] inclusive, oldest first
+        self.max_holes = max_holes
+
+    def missing(self) -> int:
+        """Number of seqs in the holes."""
+        return sum(b - a + 1 for a, b in self.holes)
+
+    def hole_of(self, seq: int) -> Optional[int]:
+        """Index of the hole holding `seq`, or None."""
+        for index, (a, b) in enumerate(self.holes):
+            if a <= seq <= b:
+                return index
+        return None
+
+    def see(self, seq: int) -> str:
+        """Classify `seq` and fold it in (see the class)."""
+        last = self.last
+        if last is None:
+            self.last = seq
+            return "next"
+        if seq == last + 1:
+            self.last = seq
+            return "next"
+        if seq > last:
+            self.holes.append([last + 1, seq - 1])
+            del self.holes[: max(0, len(self.holes) - self.max_holes)]
+            self.last = seq
+            return "gap"
+        index = self.hole_of(seq)
+        if index is not None:
+            self.fill(index, seq)
+            return "fill"
+        if seq == last:
+            return "duplicate"
+        self.holes = []
+        self.last = seq
+        return "restart"
+
+    def fill(self, index: int, seq: int) -> None:
+        """Take `seq` out of hole `index`."""
+        a, b = self.holes[index]
+        pieces = [piece for piece in ([a, seq - 1], [seq + 1, b]) if piece[0] <= piece[1]]
+        self.holes[index : index + 1] = pieces
+
+
+CAPACITY_AGREE_AH_PER_LINE = 0.5
+"""How far two phase-3 lines of a real counter can be apart per line between them (500 A for one
+second is 0.14 Ah): further, one of them is garbled."""
+
+
+@dataclass
+class CapacityCounter:
+    """The ESP's discharge counters as a test keeps them (docs/protocole.md §2: 0 before phase 3, held after it).
+
+    A phase-3 value counts once the next phase-3 line agrees with it (docs/protocole.md §8: no single
+    row decides), so one garbled line, even the phase's last, never becomes the capacity. After
+    phase 3 nothing moves it; a lower value there is a counter the ESP lost (`see` says so).
+    Used by the recorder for each line and by the recount of data.csv: one rule for both.
+    """
+
+    ah: Optional[float] = None
+    wh: Optional[float] = None
+    last: Optional[tuple[int, float, float]] = None  # (seq, ah, wh) of the newest phase-3 line, to be confirmed
+
+    def see(self, step: int, seq: int, ah: float, wh: float) -> bool:
+        """Fold one line measured in `step`; True when it shows the counter lost after phase 3."""
+        if step in (1, 2):
+            self.ah, self.wh, self.last = ah, wh, None
+            return False
+        if step == 3 or (step == 4 and self.ah is None):  # (resumed in phase 4 with nothing kept: count it)
+            last = self.last
+            if last is not None and abs(ah - last[1]) <= CAPACITY_AGREE_AH_PER_LINE * max(1, abs(seq - last[0])):
+                self.ah, self.wh = ah, wh
+            self.last = (seq, ah, wh)
+            return False
+        return step == 4 and self.ah is not None and ah < self.ah - CAPACITY_AGREE_AH_PER_LINE
+
+
+@dataclass
+class DataCounts:
+    """What data.csv says about a test: counters recounted row by row, and its last values."""
+
+    rows: int = 0
+    seq_gaps: int = 0
+    seq_restarts: int = 0
+    last_seq: Optional[int] = None
+    last_step: Optional[int] = None
+    capacity_ah: Optional[float] = None
+    energy_wh: Optional[float] = None
+    last_time: Optional[str] = None
+    capacity: CapacityCounter = field(default_factory=CapacityCounter)  # the counters as the test keeps them
+    bad_rows: int = 0
+    last_uptime_ms: Optional[int] = None  # of the newest line (not a replayed one)
+
+    holes: SeqHoles = field(default_factory=SeqHoles)
+    # The phase each hole was measured in: the step of the row just before its first seq.
+    hole_steps: dict[int, int] = field(default_factory=dict)
+    # The split rows of the last RECENT_LINES_KEPT lines of the current boot (see recent_lines).
+    recent_rows: deque[Sequence[bytes]] = field(default_factory=lambda: deque(maxlen=RECENT_LINES_KEPT))
+
+    def add(self, parts: Sequence[bytes]) -> None:
+        """Fold one split data.csv row (pure); a replayed row (it fills a gap) counts neither a gap nor a restart."""
+        try:
+            seq = int(parts[DATA_COLUMN["seq"]])
+            step = int(parts[DATA_COLUMN["step"]])
+            capacity, energy = float(parts[DATA_COLUMN["capacity_ah"]]), float(parts[DATA_COLUMN["energy_wh"]])
+        except (ValueError, IndexError):
+            self.bad_rows += 1
+            return
+        if not _SEQ_MIN <= seq <= _SEQ_MAX:  # a damaged row: no line carries it (a replay could not name it)
+            self.bad_rows += 1
+            return
+        self.rows += 1
+        previous_step = self.last_step
+        verdict = self.holes.see(seq)
+        if verdict == "gap":
+            self.seq_gaps += 1
+            if previous_step is not None:
+                self.hole_steps[self.holes.holes[-1][0]] = previous_step
+        elif verdict == "restart":
+            self.seq_restarts += 1
+            self.hole_steps.clear()
+            self.recent_rows.clear()
+        self.recent_rows.append(parts)
+        if verdict == "fill":
+            self.hole_steps[seq + 1] = step  # a hole split by this line goes on after it, in its phase
+            return  # measured earlier: the last values stay those of the newest line
+        self.last_seq = seq
+        uptime = parts[DATA_COLUMN["uptime_ms"]] if len(parts) > DATA_COLUMN["uptime_ms"] else b""
+        self.last_uptime_ms = int(uptime) if uptime.isdigit() else None
+        self.last_step = step
+        self.capacity_ah, self.energy_wh = capacity, energy
+        self.capacity.see(step, seq, capacity, energy)
+        self.last_time = parts[DATA_COLUMN["timestamp"]].decode("ascii", "replace")
+
+    def recent_lines(self) -> dict[int, bytes]:
+        """seq -> the ESP's line as it sent it, for the last lines of the current boot (oldest first)."""
+        recent: dict[int, bytes] = {}
+        for parts in self.recent_rows:
+            uptime = parts[DATA_COLUMN["uptime_ms"]] if len(parts) > DATA_COLUMN["uptime_ms"] else b""
+            remember_line(recent, int(parts[DATA_COLUMN["seq"]]),
+                          b",".join(parts[_BMS_TEXT]) + (b"," + uptime if uptime else b""))
+        return recent
+
+    def measured_capacity(self, step: int) -> tuple[Optional[float], Optional[float]]:
+        """Capacity and energy to report (CapacityCounter: confirmed in phase 3, held after it)."""
+        return self.capacity.ah, self.capacity.wh
+
+
+def remember_line(recent: dict[int, bytes], seq: int, text: bytes) -> None:
+    """Keep a line's text under its seq, newest last, at most RECENT_LINES_KEPT of them."""
+    recent.pop(seq, None)
+    recent[seq] = text
+    if len(recent) > RECENT_LINES_KEPT:
+        del recent[next(iter(recent))]
+
+
+def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
+    """Recount a test's rows from complete data.csv lines, header included or not (pure)."""
+    counts = DataCounts()
+    for line in lines:
+        parts = line.rstrip(b"\r\n").split(b",")
+        if parts[0] == b"timestamp":
+            continue  # the header
+        if len(parts) in DATA_CSV_WIDTHS:
+            counts.add(parts)
+        elif line.strip():
+            counts.bad_rows += 1
+    return counts
+
+
+def count_csv_rows(path: Path) -> int:
+    """Complete lines after the header of a CSV file, without parsing (0 when missing)."""
+    try:
+        with open(path, "rb") as fh:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+    return max(0, lines - 1)
+
+
+def _complete_lines(fh: Any, chunk_bytes: int) -> Iterator[bytes]:
+    """The newline-terminated lines of a binary file, read by chunks (a torn last line is left out)."""
+    rest = b""
+    for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+
+
+def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
+    """Recount data.csv (complete lines only; a missing file counts nothing)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return DataCounts()
+    with fh:
+        return count_data_lines(_complete_lines(fh, chunk_bytes))
+
+
+# --------------------------------------------------------------------------- the journal
+
+EVENT_START = "start"
+EVENT_STEP = "step"
+EVENT_RI = "ri"
+EVENT_STOP = "stop"
+EVENT_RESUME = "resume"
+EVENT_ABANDON = "abandon"
+EVENT_MIGRATE = "migrate"  # a folder of the earlier version: its config.json taken as the journal's start
+# The ESP's clock (docs/protocole.md §7): a new ESP boot seen (the data.csv row that starts it: its
+# timestamp `row_t`, `seq`, `uptime_ms`, and its number `boot`), and the offset estimated for
+# boot number `boot`: measured_at = offset_ms + uptime_ms (Unix ms). Boots are numbered 0, 1, 2...
+# in the journal's order; an EVENT_ESP_BOOT without `boot` (earlier journals) takes the next number.
+EVENT_ESP_BOOT = "esp_boot"
+EVENT_ESP_CLOCK = "esp_clock"
+# Seqs `first`..`last` asked for again and never re-sent: `count` lines lost (docs/protocole.md §6).
+EVENT_SEQ_LOST = "seq_lost"
+# A wall-clock step of the Pi: {"event": "clock_step", "delta_s": D} (D seconds, signed).
+EVENT_CLOCK_STEP = "clock_step"
+# A phase change the recorder recovered from the BMS lines (its step message never arrived):
+# {"event": "step", "step": N, "recovered": STEP_RECOVERED_FROM_LINES, "seq": S}.
+STEP_RECOVERED_FROM_LINES = "lines"
+EVENT_VERDICT = "verdict"  # after step 5: the grade (the README's verdict section), kept once given
+# A text received on bancN/security (banc.py's own alerts and the ESP's): {"event": "alert", "text": T}.
+# A kiosk that starts shows the alarms still active from them (kiosk_messages.replay_alerts).
+EVENT_ALERT = "alert"
+
+
+def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
+    """One journal line: {"t": ISO time, "event": kind, ...fields}, newline included."""
+    return (json.dumps({"t": iso(at, millis=True), "event": kind, **fields}, ensure_ascii=True,
+                       separators=(",", ":")) + "\n").encode("ascii")
+
+
+def parse_events(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Journal lines -> (events, number of unreadable lines); a torn last line is not an event (pure)."""
+    events: list[dict[str, Any]] = []
+    bad = 0
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # after the last newline: empty, or a line cut by a power loss
+    if torn.strip():
+        bad += 1
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            events.append(event)
+        else:
+            bad += 1
+    return events, bad
+
+
+def read_events(folder: Path) -> tuple[list[dict[str, Any]], int]:
+    """The journal of a test folder (empty when there is none)."""
+    try:
+        raw = (Path(folder) / EVENTS_FILE).read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    return parse_events(raw)
+
+
+def append_event(folder: Path, kind: str, at: datetime, **fields: Any) -> None:
+    """Append one event to the folder's journal, durably (fsynced) before returning (raises OSError)."""
+    storage.append_durably(Path(folder) / EVENTS_FILE, encode_event(kind, at, **fields))
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# A boot number further than this past the journal's known ones is damage, not a boot (the event is ignored).
+ESP_BOOT_NUMBER_REACH = 1000
+
+
+@dataclass
+class EspBoot:
+    """One ESP boot as the journal holds it: the data.csv row that starts it, and its clock offsets.
+
+    A boot whose EVENT_ESP_BOOT line is unreadable is a hole (`located` False): it keeps its
+    number and the offsets journaled for it, but its rows cannot be found (they keep their stamps).
+    """
+
+    row_t: Optional[str]  # timestamp of its first data.csv row (None: a hole)
+    seq: Optional[int]
+    uptime_ms: Optional[int]
+    first_offset_ms: Optional[int] = None  # the first estimate (Unix ms at uptime 0) and when it was made
+    first_offset_t: Optional[str] = None
+    offset_ms: Optional[int] = None  # the latest estimate
+
+    @property
+    def located(self) -> bool:
+        """True when the journal names the data.csv row that starts this boot (False: a hole)."""
+        return self.row_t is not None and self.seq is not None and self.uptime_ms is not None
+
+    def clock(self, at: str, offset_ms: int) -> None:
+        """Fold one EVENT_ESP_CLOCK of this boot."""
+        if self.first_offset_ms is None:
+            self.first_offset_ms, self.first_offset_t = offset_ms, at
+        self.offset_ms = offset_ms
+
+
+@dataclass
+class RecordState:
+    """What the journal says of a test (fold_events)."""
+
+    serial: Optional[str] = None
+    banc: Optional[str] = None
+    first_handle: Optional[str] = None
+    step: int = 1
+    status: str = TEST_RUNNING
+    end_time: Optional[str] = None
+    last_update: Optional[str] = None
+    ri_means: dict[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
+    ri_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
+    ri_temperature_c: Optional[float] = None  # the last result's (the seed's key; each pulse has its own below)
+    # What each mean is made of, to bring it to 25 °C pulse by pulse (ri_at_25c): per key, the
+    # values in journal order as (ohm, temperature_c, count). A result without a temperature was
+    # measured at the previous result's (pulses are minutes apart), none before it: at 25 °C
+    # (left uncorrected); a migrated mean is one entry of its count at its one temperature.
+    ri_pulses: dict[str, list[tuple[float, Optional[float], int]]] = field(
+        default_factory=lambda: {key: [] for key in protocol.RI_KEYS})
+    # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
+    # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
+    recent_ri: list[dict[str, Any]] = field(default_factory=list)
+    # Indexed by boot number (holes where a boot's EVENT_ESP_BOOT line is unreadable): the last
+    # is the current boot, len() the next boot's number (current_boot, next_boot_number).
+    esp_boots: list[EspBoot] = field(default_factory=list)
+    seq_lost_count: int = 0
+    seq_lost_spans: list[tuple[Optional[int], int, int]] = field(default_factory=list)  # (boot, first, last)
+    # The phases the recorder recovered from the BMS lines (their step message never arrived):
+    # (step, seq of the line that showed it or None). The verdict cannot rest on their boundaries.
+    recovered_steps: list[tuple[int, Optional[int]]] = field(default_factory=list)
+    # The verdict given after step 5 (grading.grade): the first one recorded stays, so a
+    # later edit of grading.json never changes a test already concluded.
+    verdict: Optional[dict[str, Any]] = None
+
+    # The latest events, to fold a line written twice (same time to the ms, same fields) once.
+    _recent_events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32), repr=False,
+                                                  compare=False)
+
+    @property
+    def finished(self) -> bool:
+        """True once step 5 is in the journal."""
+        return self.status == TEST_FINISHED
+
+    @property
+    def current_boot(self) -> Optional[int]:
+        """The number of the ESP's latest boot the journal names (None before any)."""
+        return len(self.esp_boots) - 1 if self.esp_boots else None
+
+    @property
+    def next_boot_number(self) -> int:
+        """The number the ESP's next boot takes: one past every boot the journal names, even unreadable ones."""
+        return len(self.esp_boots)
+
+    def esp_boot(self, number: Any) -> Optional[EspBoot]:
+        """Boot `number`, holes added up to it; None when `number` is not a boot number within reach."""
+        if not _is_count(number) or number >= len(self.esp_boots) + ESP_BOOT_NUMBER_REACH:
+            return None
+        while len(self.esp_boots) <= number:
+            self.esp_boots.append(EspBoot(None, None, None))
+        return self.esp_boots[number]
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one journal event (pure; unknown or malformed events change nothing)."""
+        kind = event.get("event")
+        at = event.get("t") if isinstance(event.get("t"), str) else None
+        if kind in (EVENT_RI, EVENT_SEQ_LOST):  # the events that count: a copy of a line must not count twice
+            if at and event in self._recent_events:
+                return
+            self._recent_events.append(event)
+        if kind in (EVENT_START, EVENT_MIGRATE):
+            for key in ("serial", "banc", "first_handle"):
+                if isinstance(event.get(key), str):
+                    setattr(self, key, event[key])
+            if self.first_handle is None and at:
+                self.first_handle = at
+        if kind == EVENT_MIGRATE:
+            step = event.get("step")
+            if step in protocol.PHASES:
+                self.step = step
+                self.status = TEST_FINISHED if step == protocol.STEP_FINISHED else self.status
+                if step == protocol.STEP_FINISHED:
+                    self.end_time = event.get("end_time") if isinstance(event.get("end_time"), str) else at
+            ri = event.get("ri")
+            self.ri_temperature_c = _number(event.get("ri_temperature_c"))
+            if isinstance(ri, dict):
+                for key in protocol.RI_KEYS:
+                    pair = ri.get(key)
+                    if not isinstance(pair, list) or len(pair) != 2:
+                        continue
+                    mean = _number(pair[0])
+                    if mean is not None and ri_plausible(mean):
+                        self.ri_means[key], self.ri_counts[key] = mean, max(1, _count(pair[1]))
+                        self.ri_pulses[key] = [(mean, self.ri_temperature_c, self.ri_counts[key])]
+        elif kind == EVENT_STEP:
+            step = event.get("step")
+            if step in protocol.PHASES and not self.finished:
+                self.step = step
+                if step == protocol.STEP_FINISHED:
+                    self.status, self.end_time = TEST_FINISHED, at
+                else:
+                    self.status = TEST_RUNNING
+                if event.get("recovered") == STEP_RECOVERED_FROM_LINES:
+                    seq = event.get("seq")
+                    self.recovered_steps.append((step, seq if _is_count(seq) else None))
+                else:
+                    # Its message came after all (later than the lines that showed the phase).
+                    self.recovered_steps = [(s, q) for s, q in self.recovered_steps if s != step]
+        elif kind == EVENT_RI:
+            values = event.get("values")
+            if isinstance(values, dict) and not self.finished:
+                self.recent_ri = [*self.recent_ri[-(protocol.RECEIVE_MAXIMUM - 1):], values]
+                self._fold_ri(values)
+        elif kind == EVENT_STOP and not self.finished:
+            self.status = TEST_STOPPED
+        elif kind == EVENT_RESUME and not self.finished:
+            self.status = TEST_RUNNING
+        elif kind == EVENT_ABANDON and not self.finished:
+            self.status = TEST_ABANDONED
+        elif kind == EVENT_ESP_BOOT:
+            seq, uptime, row_t = event.get("seq"), event.get("uptime_ms"), event.get("row_t")
+            if _is_count(seq) and _is_count(uptime) and isinstance(row_t, str):
+                # Keyed by its own number: an unreadable boot line before it shifts nothing.
+                number = event.get("boot")
+                boot = self.esp_boot(number if _is_count(number) else len(self.esp_boots))
+                if boot is not None and not boot.located:  # a copy of a boot line changes nothing
+                    boot.row_t, boot.seq, boot.uptime_ms = row_t, seq, uptime
+        elif kind == EVENT_ESP_CLOCK:
+            boot, offset = self.esp_boot(event.get("boot")), event.get("offset_ms")
+            if boot is not None and isinstance(offset, int) and not isinstance(offset, bool) and at:
+                boot.clock(at, offset)
+        elif kind == EVENT_SEQ_LOST:
+            self.seq_lost_count += _count(event.get("count"))
+            boot, first, last = event.get("boot"), event.get("first"), event.get("last")
+            self.esp_boot(boot)  # a boot whose line is unreadable still takes its number
+            if isinstance(first, int) and isinstance(last, int):
+                self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
+        elif kind == EVENT_VERDICT and self.finished and self.verdict is None and is_verdict(event.get("verdict")):
+            self.verdict = event["verdict"]
+        if at:
+            self.last_update = at
+
+
+    def _fold_ri(self, values: dict[str, Any]) -> None:
+        """Fold one Ri result's plausible values into the means, each with its pulse's temperature."""
+        accepted = {key: value for key in protocol.RI_KEYS
+                    if (value := _number(values.get(key))) is not None and ri_plausible(value)}
+        if not accepted:
+            return  # nothing a pack can give (a journal written before the recorder refused it): as if never sent
+        temperature = _number(values.get("temperature_c"))
+        if temperature is not None:
+            self.ri_temperature_c = temperature
+        for key, value in accepted.items():
+            self.ri_means[key], self.ri_counts[key] = running_mean(self.ri_means[key], self.ri_counts[key], value)
+            self.ri_pulses[key].append((value, self.ri_temperature_c, 1))
+
+
+def is_verdict(value: Any) -> bool:
+    """True when `value` has the shape of a verdict object (grade, checks, reason)."""
+    return (isinstance(value, dict) and isinstance(value.get("grade"), str) and isinstance(value.get("checks"), list)
+            and isinstance(value.get("reason"), str))
+
+
+def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
+    """The state of a test after its journal's events, in order (pure)."""
+    state = RecordState()
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def migration_event_fields(config: dict[str, Any], data_step: Optional[int]) -> dict[str, Any]:
+    """Fields of the EVENT_MIGRATE that starts the journal of an earlier version's folder (pure).
+
+    The phase is the highest that config.json or data.csv's step column shows: neither can
+    claim a phase the test did not reach, and a damaged config.json must not rewind it.
+    """
+    steps = [s for s in (config.get("current_step"), data_step) if s in protocol.PHASES]
+    fields: dict[str, Any] = {"step": max(steps) if steps else 1}
+    for key in ("first_handle", "end_time"):
+        if isinstance(config.get(key), str):
+            fields[key] = config[key]
+    ri = {}
+    for key in protocol.RI_KEYS:
+        mean = _number(config.get(f"{key}_average"))
+        if mean is not None:
+            ri[key] = [mean, max(1, _count(config.get(f"{key}_count")))]
+    if ri:
+        fields["ri"] = ri
+    if _number(config.get("ri_temperature_c")) is not None:
+        fields["ri_temperature_c"] = config["ri_temperature_c"]
+    return fields
+
+
+def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[int]) -> Optional[int]:
+    """The phase a journal that lost lines must be brought back to, or None (pure).
+
+    Steps are journaled (fsynced) before anything of their phase is written, so a config.json
+    or a data.csv row showing a later phase than the journal means the journal lost that
+    line: the test must not go back to an earlier phase (docs/fichiers.md).
+    """
+    if state.finished:
+        return None
+    steps = [s for s in (config_step, data_step) if s in protocol.PHASES]
+    highest = max(steps, default=None)
+    return highest if highest is not None and highest > state.step else None
+
+
+# --------------------------------------------------------------------------- config.json, the summary
+
+
+def new_summary(banc: str, serial: str, first_handle: str) -> dict[str, Any]:
+    """config.json of a test that starts now (the seed's keys first)."""
+    summary: dict[str, Any] = {
+        "battery_serial": serial,
+        "banc": banc,
+        "current_step": 1,
+        "first_handle": first_handle,
+        "timestamp_last_update": first_handle,
+        "status": TEST_RUNNING,
+        "end_time": None,
+        "capacity_ah": None,
+        "capacity_wh": None,
+    }
+    for key in protocol.RI_KEYS:
+        summary[f"{key}_average"] = None
+        summary[f"{key}_count"] = 0
+    summary["ri_temperature_c"] = None
+    summary[RI_PULSES_KEY] = {key: [] for key in protocol.RI_KEYS}
+    summary.update(dict.fromkeys(COUNTER_KEYS, 0))
+    summary["software_version"] = SOFTWARE_VERSION
+    summary["verdict"] = None
+    return summary
+
+
+def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
+    """The summary with what the journal says written over it (the journal wins; pure)."""
+    out = dict(summary)
+    if state.serial:
+        out["battery_serial"] = state.serial
+    if state.banc:
+        out["banc"] = state.banc
+    if state.first_handle:
+        out["first_handle"] = state.first_handle
+    out["current_step"] = state.step
+    out["status"] = state.status
+    out["end_time"] = state.end_time
+    for key in protocol.RI_KEYS:
+        out[f"{key}_average"] = state.ri_means[key]
+        out[f"{key}_count"] = state.ri_counts[key]
+    out["ri_temperature_c"] = state.ri_temperature_c
+    out[RI_PULSES_KEY] = {key: [list(pulse) for pulse in state.ri_pulses[key]] for key in protocol.RI_KEYS}
+    out["seq_lost_count"] = max(state.seq_lost_count, _count(out.get("seq_lost_count")))
+    if state.verdict is not None:
+        out["verdict"] = state.verdict
+    elif not state.finished:
+        out["verdict"] = None  # only a finished test has one
+    event_time = parse_time(state.last_update)
+    if event_time is not None:
+        summary_time = parse_time(out.get("timestamp_last_update"))
+        if summary_time is None or summary_time < event_time:
+            out["timestamp_last_update"] = iso(event_time)
+    if state.end_time and parse_time(state.end_time):
+        out["end_time"] = iso(parse_time(state.end_time))  # type: ignore[arg-type]
+    return out
+
+
+def mean_at_25c(pulses: Iterable[tuple[float, Optional[float], int]],
+                correct: Callable[[float, Optional[float]], float]) -> Optional[float]:
+    """The mean of the values each brought to 25 °C with its own temperature (weighted by count; None when empty).
+
+    `correct(ohm, temperature_c)` is environment.correct_to_25c (unchanged for an unknown temperature).
+    """
+    total = weight = 0.0
+    for ohm, temperature, count in pulses:
+        total += count * correct(ohm, temperature)
+        weight += count
+    return total / weight if weight > 0 else None
+
+
+def summary_pulses(summary: Mapping[str, Any], key: str) -> Optional[list[tuple[float, Optional[float], int]]]:
+    """The pulses `key`'s mean in `summary` is made of, or None when the summary does not hold them.
+
+    None for a config.json of an earlier version (no `ri_pulses`), or one whose `ri_pulses` are not
+    what its `<key>_average` and `<key>_count` were folded from (edited by hand): that mean is then
+    all there is.
+    """
+    table = summary.get(RI_PULSES_KEY)
+    entries = table.get(key) if isinstance(table, Mapping) else None
+    mean, count = _number(summary.get(f"{key}_average")), summary.get(f"{key}_count")
+    if not isinstance(entries, list) or not entries or mean is None:
+        return None
+    pulses: list[tuple[float, Optional[float], int]] = []
+    for entry in entries:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            return None
+        ohm, temperature, weight = _number(entry[0]), _number(entry[1]), entry[2]
+        if ohm is None or (entry[1] is not None and temperature is None) or not _is_count(weight) or weight < 1:
+            return None
+        pulses.append((ohm, temperature, weight))
+    weights = sum(weight for _, _, weight in pulses)
+    folded = sum(ohm * weight for ohm, _, weight in pulses) / weights
+    if weights != count or not math.isclose(folded, mean, rel_tol=1e-9):
+        return None
+    return pulses
+
+
+def ri_at_25c(summary: Mapping[str, Any], key: str,
+              correct: Callable[[float, Optional[float]], float]) -> Optional[float]:
+    """`key`'s mean in `summary` at 25 °C: each pulse corrected with its own temperature, then averaged.
+
+    The one reading of the Ri/diffusion figures at 25 °C (verdict, report, certificate, kiosk,
+    history). A summary without its pulses (`summary_pulses`) has its mean corrected with
+    `ri_temperature_c`, as the earlier version did. Errors of `correct` (a broken
+    temperature_coefficients.json) are raised.
+    """
+    mean = _number(summary.get(f"{key}_average"))
+    if mean is None:
+        return None
+    pulses = summary_pulses(summary, key)
+    if pulses is None:
+        return correct(mean, _number(summary.get("ri_temperature_c")))
+    return mean_at_25c(pulses, correct)
+
+
+def ri_temperature_range(summary: Mapping[str, Any]) -> Optional[tuple[float, float]]:
+    """The lowest and highest temperature of the pulses the summary's means are made of (None when unknown)."""
+    temperatures = [temperature for key in protocol.RI_KEYS for _, temperature, _ in summary_pulses(summary, key) or ()
+                    if temperature is not None]
+    if not temperatures:
+        temperature = _number(summary.get("ri_temperature_c"))
+        return None if temperature is None else (temperature, temperature)
+    return min(temperatures), max(temperatures)
+
+
+def read_summary_file(folder: Path) -> Optional[dict[str, Any]]:
+    """config.json as it is on disk, or None when missing or unreadable."""
+    try:
+        data = storage.read_json(Path(folder) / TEST_CONFIG_FILE)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_summary(folder: Path) -> Optional[dict[str, Any]]:
+    """A test's summary for readers (kiosk, report, history): config.json corrected by the journal.
+
+    Without a journal (a folder of the earlier version) config.json is taken as it is;
+    without either, None.
+    """
+    summary = read_summary_file(folder)
+    events, _ = read_events(folder)
+    if not events:
+        return summary
+    state = fold_events(events)
+    # A journal without its start (an older folder that was only marked abandoned) describes
+    # the test its config.json names.
+    matches = state.serial is None or same_serial((summary or {}).get("battery_serial"), state.serial)
+    base = summary if summary is not None and matches else None
+    if base is None:
+        base = new_summary(state.banc or "", state.serial or "", state.first_handle or "")
+    return apply_state(base, state)
+
+
+def summary_finished(summary: Optional[dict[str, Any]]) -> bool:
+    """True when a summary says the test reached step 5."""
+    cfg = summary or {}
+    return cfg.get("status") == TEST_FINISHED or cfg.get("current_step") == protocol.STEP_FINISHED
+
+
+def summary_abandoned(summary: Optional[dict[str, Any]]) -> bool:
+    """True when the operator reset the bench of this unfinished test."""
+    return (summary or {}).get("status") == TEST_ABANDONED
+
+
+def rebuild_summary(
+    previous: Optional[dict[str, Any]], state: RecordState, counts: DataCounts, rejected_rows: int
+) -> dict[str, Any]:
+    """config.json rebuilt from the journal and the recount of the CSV files (pure).
+
+    `previous` is the old config.json when readable: only what nothing else holds comes from
+    it (the number of QoS duplicates dropped, which no file records row by row).
+    """
+    summary = new_summary(state.banc or "", state.serial or "", state.first_handle or "")
+    if previous is not None:
+        summary["duplicate_count"] = _count(previous.get("duplicate_count"))
+        if isinstance(previous.get("timestamp_last_update"), str):
+            summary["timestamp_last_update"] = previous["timestamp_last_update"]
+    summary = apply_state(summary, state)
+    capacity_ah, energy_wh = counts.measured_capacity(state.step)
+    if capacity_ah is not None and energy_wh is not None:
+        summary["capacity_ah"] = round(capacity_ah, 4)
+        summary["capacity_wh"] = round(energy_wh, 3)
+    elif previous is not None:  # no row to recount from: keep what the summary knew
+        summary["capacity_ah"] = _number(previous.get("capacity_ah"))
+        summary["capacity_wh"] = _number(previous.get("capacity_wh"))
+    summary["rows_count"] = counts.rows
+    summary["seq_gap_count"] = counts.seq_gaps
+    summary["seq_restart_count"] = counts.seq_restarts
+    summary["seq_lost_count"] = state.seq_lost_count
+    summary["rejected_count"] = rejected_rows
+    row_time = parse_time(counts.last_time)
+    summary_time = parse_time(summary.get("timestamp_last_update"))
+    if row_time is not None and (summary_time is None or row_time > summary_time):
+        summary["timestamp_last_update"] = iso(row_time)
+    return summary
+
+
+# --------------------------------------------------------------------------- test folders
+
+
+@dataclass(frozen=True)
+class FolderName:
+    """The parts of a test folder's name DDMMYYYY-SERIAL[-K]."""
+
+    serial: str
+    day: date
+    index: int
+
+
+def parse_folder_name(name: str) -> Optional[FolderName]:
+    """Parse a test folder name; None when it is not one."""
+    match = FOLDER_RE.match(name)
+    if not match:
+        return None
+    try:
+        day = date(int(match.group(3)), int(match.group(2)), int(match.group(1)))
+    except ValueError:
+        return None
+    return FolderName(match.group(4), day, int(match.group(5) or 1))
+
+
+def folder_name(serial: str, day: date, index: int = 1) -> str:
+    """Folder name DDMMYYYY-SERIAL (with -K for the K-th test of the same battery the same day)."""
+    base = f"{day:%d%m%Y}-{serial}"
+    return base if index == 1 else f"{base}-{index}"
+
+
+# --------------------------------------------------------------------------- bancs_config.json
+
+
+def bench_entry(number: int, status: str = STATUS_AVAILABLE, serial: Optional[str] = None,
+                step: Optional[int] = None) -> dict[str, Any]:
+    """One bench of bancs_config.json, in the seed's shape."""
+    occupied = status == STATUS_OCCUPIED
+    return {"name": f"Banc{number}", "status": status, "serial-pending": serial if occupied else None,
+            "current_step": step if occupied else None}
+
+
+def valid_bancs_config(data: Any) -> bool:
+    """True when `data` has the shape of bancs_config.json."""
+    if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
+        return False
+    for entry in data["bancs"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            return False
+        if entry.get("status") not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+            return False
+    return True
+
+
+def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> dict[str, Any]:
+    """bancs_config.json rebuilt from the test folders: a bench whose latest test is unfinished holds it."""
+    entries = {n: bench_entry(n) for n in range(1, num_bancs + 1)}
+    for banc_dir in sorted(Path(data_dir).glob("banc*")):
+        if not BANC_DIR_RE.match(banc_dir.name) or not banc_dir.is_dir():
+            continue
+        number = int(banc_dir.name[4:])
+        latest: Optional[tuple[tuple[Any, ...], Path, dict[str, Any]]] = None
+        for folder in banc_dir.iterdir():
+            name = parse_folder_name(folder.name)
+            if name is None or not folder.is_dir():
+                continue
+            summary = load_summary(folder) or {}
+            first = parse_time(summary.get("first_handle"))
+            key = (name.day, name.index, first.timestamp() if first else 0.0)
+            if latest is None or key > latest[0]:
+                latest = (key, folder, {**summary, "_serial": name.serial})
+        if latest is None:
+            continue
+        summary = latest[2]
+        if summary_finished(summary) or summary_abandoned(summary):
+            continue
+        step = summary.get("current_step") if summary.get("current_step") in protocol.PHASES else 1
+        serial = summary.get("battery_serial") if isinstance(summary.get("battery_serial"), str) else summary["_serial"]
+        entries[number] = bench_entry(number, STATUS_OCCUPIED, serial, step)
+    return {"bancs": [entries[n] for n in sorted(entries)]}

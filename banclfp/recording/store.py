@@ -1,0 +1,521 @@
+"""The store: bancs_config.json (the benches' state) and the test folders under data/.
+
+Bench names of this installation, the bench state read and written under its lock, the test
+folders found, created and resumed, and the summaries (config.json) updated from the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from banclfp.infra import processes, storage
+from banclfp.infra.environment import bancs_config_path, data_dir, get_settings, home_dir
+from banclfp.infra.storage import atomic_write_json, file_lock, read_json
+from banclfp.recording import record
+from banclfp.recording.record import (
+    DATA_CSV_FILE,
+    DATA_CSV_HEADER,
+    LOCAL_TZ,
+    REJECTED_CSV_FILE,
+    SOFTWARE_VERSION,
+    STATUS_AVAILABLE,
+    STATUS_OCCUPIED,
+    TEST_CONFIG_FILE,
+    iso,
+    parse_time,
+)
+from banclfp.wire import protocol
+
+SERIAL_PATTERN = r"^RW-[A-Za-z0-9]{4,32}$"
+_SERIAL_RE = re.compile(SERIAL_PATTERN)
+
+logger = logging.getLogger("banc.store")
+
+# =========================================================================== atomic files
+
+_fsync_dir = storage.fsync_dir
+_quarantine = storage.quarantine
+
+
+# =========================================================================== benches and serials
+
+
+def normalize_banc(banc: Union[int, str]) -> str:
+    """Canonical bench id "bancN"; ValueError when not a bench of this installation."""
+    name = protocol.banc_id(banc)
+    if banc_number(name) > get_settings().num_bancs:
+        raise ValueError(f"no such bench: {banc!r} (this installation has {get_settings().num_bancs})")
+    return name
+
+
+banc_number = protocol.banc_number
+
+
+def is_valid_banc(banc: Any) -> bool:
+    """True when `banc` names a bench of this installation (bancN, case-insensitive)."""
+    if not isinstance(banc, (int, str)) or (isinstance(banc, str) and not re.fullmatch(r"(?i)\s*banc[0-9]+\s*", banc)):
+        return False
+    try:
+        normalize_banc(banc)
+    except ValueError:
+        return False
+    return True
+
+
+def is_valid_serial(serial: Any) -> bool:
+    """True when `serial` matches SERIAL_PATTERN (never a path, topic or command trick)."""
+    return isinstance(serial, str) and _SERIAL_RE.fullmatch(serial) is not None
+
+
+def all_bancs() -> list[str]:
+    """Bench ids of this installation: banc1..bancN."""
+    return [f"banc{n}" for n in range(1, get_settings().num_bancs + 1)]
+
+
+# =========================================================================== bancs_config.json
+
+
+def _default_entry(number: int) -> dict[str, Any]:
+    return record.bench_entry(number)
+
+
+def create_default_config(num_bancs: Optional[int] = None) -> dict[str, Any]:
+    """Write and return a bancs_config.json with every bench available."""
+    count = num_bancs or get_settings().num_bancs
+    config = {"bancs": [_default_entry(n) for n in range(1, count + 1)]}
+    atomic_write_json(bancs_config_path(), config)
+    logger.info("created %s with %d benches", bancs_config_path(), count)
+    return config
+
+
+def _valid_bancs_config(data: Any) -> bool:
+    return record.valid_bancs_config(data)
+
+
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """Make sure every bench 1..N has exactly one entry (added when the count grew)."""
+    by_number: dict[int, dict[str, Any]] = {}
+    for entry in config["bancs"]:
+        try:
+            by_number.setdefault(banc_number(entry["name"]), entry)
+        except ValueError:
+            continue
+    count = get_settings().num_bancs
+    bancs = [by_number.get(n) or _default_entry(n) for n in range(1, count + 1)]
+    # Entries above the configured count are kept: a bench taken out of service may still hold a test.
+    bancs += [by_number[n] for n in sorted(by_number) if n > count]
+    return {**config, "bancs": bancs}
+
+
+def rebuild_bancs_config(level: int = logging.WARNING) -> dict[str, Any]:
+    """Write and return bancs_config.json rebuilt from the test folders (caller holds the lock)."""
+    config = record.rebuild_bancs_config(data_dir(), get_settings().num_bancs)
+    atomic_write_json(bancs_config_path(), config)
+    held = [f"{e['name']}={e['serial-pending']}@{e['current_step']}" for e in config["bancs"] if e["status"] == STATUS_OCCUPIED]
+    logger.log(level, "%s rebuilt from the test folders (occupied: %s)", bancs_config_path(), ", ".join(held) or "none")
+    return config
+
+
+def _load_bancs_config_unlocked() -> dict[str, Any]:
+    path = bancs_config_path()
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        # A first start has no data/ either: the rebuild then gives every bench available.
+        return rebuild_bancs_config(logging.INFO)
+    except (OSError, ValueError) as exc:
+        _quarantine(path, str(exc))
+        return rebuild_bancs_config()
+    if not _valid_bancs_config(data):
+        _quarantine(path, "unexpected structure")
+        return rebuild_bancs_config()
+    return _normalized(data)
+
+
+def load_bancs_config() -> dict[str, Any]:
+    """Load bancs_config.json; create it when missing, move it aside and recreate it when corrupt."""
+    with file_lock(bancs_config_path()):
+        return _load_bancs_config_unlocked()
+
+
+def save_bancs_config(config: dict[str, Any]) -> None:
+    """Save bancs_config.json atomically (under its lock)."""
+    if not _valid_bancs_config(config):
+        raise ValueError("refusing to save an invalid bancs_config")
+    with file_lock(bancs_config_path()):
+        atomic_write_json(bancs_config_path(), config)
+
+
+@contextlib.contextmanager
+def _modify_bancs_config() -> Iterator[dict[str, Any]]:
+    """Locked read-modify-write of bancs_config.json; the yielded dict is saved on exit."""
+    with file_lock(bancs_config_path()):
+        config = _load_bancs_config_unlocked()
+        yield config
+        atomic_write_json(bancs_config_path(), config)
+
+
+def _entry(config: dict[str, Any], banc: Union[int, str]) -> dict[str, Any]:
+    number = banc_number(banc)
+    for entry in config["bancs"]:
+        if banc_number(entry["name"]) == number:
+            return entry
+    raise ValueError(f"no such bench: {banc!r}")
+
+
+def get_banc_info(banc: Union[int, str]) -> dict[str, Any]:
+    """Entry of one bench in bancs_config.json (a copy)."""
+    return dict(_entry(load_bancs_config(), normalize_banc(banc)))
+
+
+def get_banc_for_serial(serial: str, config: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """Bench id ("bancN") whose serial-pending is `serial` (case-insensitive), or None."""
+    config = config or load_bancs_config()
+    for entry in config["bancs"]:
+        if entry.get("status") == STATUS_OCCUPIED and record.same_serial(entry.get("serial-pending"), serial):
+            return protocol.banc_id(entry["name"])
+    return None
+
+
+def set_banc_status(
+    banc: Union[int, str], status: str, serial: Optional[str] = None, current_step: Optional[int] = None
+) -> dict[str, Any]:
+    """Set status/serial/step of one bench in bancs_config.json; return the new entry."""
+    banc = normalize_banc(banc)
+    if status not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+        raise ValueError(f"invalid status: {status!r}")
+    if serial is not None and not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    with _modify_bancs_config() as config:
+        entry = _entry(config, banc)
+        entry["status"] = status
+        entry["serial-pending"] = serial if status == STATUS_OCCUPIED else None
+        entry["current_step"] = current_step if status == STATUS_OCCUPIED else None
+        return dict(entry)
+
+
+def update_bancs_config_current_step(banc: Union[int, str], step: int) -> None:
+    """Update only current_step of one bench in bancs_config.json."""
+    banc = normalize_banc(banc)
+    with _modify_bancs_config() as config:
+        _entry(config, banc)["current_step"] = step
+
+
+def reset_banc_config(banc: Union[int, str]) -> None:
+    """Make one bench available again in bancs_config.json."""
+    set_banc_status(banc, STATUS_AVAILABLE)
+
+
+def abandon_banc(banc: Union[int, str], now: datetime) -> Optional[Path]:
+    """Operator reset: the bench's unfinished test is marked abandoned in its journal, then the bench is freed.
+
+    The journal line comes first, so a bancs_config.json rebuilt from the folders later never
+    gives the bench back to an abandoned test. Returns the abandoned test's folder, if any.
+    """
+    banc = normalize_banc(banc)
+    serial = get_banc_info(banc).get("serial-pending")
+    folder: Optional[Path] = None
+    if isinstance(serial, str) and is_valid_serial(serial):
+        test = latest_test(serial, banc)
+        if test is not None and not test.finished and not test.abandoned:
+            record.append_event(test.path, record.EVENT_ABANDON, now)
+            folder = test.path
+    reset_banc_config(banc)
+    return folder
+
+
+# =========================================================================== test folders
+
+
+@dataclass(frozen=True)
+class BatteryFolder:
+    """A test folder data/bancN/DDMMYYYY-SERIAL[-K] and its summary (config.json corrected by the journal)."""
+
+    path: Path
+    banc: str
+    serial: str
+    day: date
+    index: int
+    config: Optional[dict[str, Any]]
+
+    @property
+    def finished(self) -> bool:
+        """True when the test reached step 5."""
+        return record.summary_finished(self.config)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when the operator reset the bench of this unfinished test."""
+        return record.summary_abandoned(self.config)
+
+    @property
+    def last_activity(self) -> Optional[datetime]:
+        """End time of a finished test, else its last update."""
+        cfg = self.config or {}
+        for key in ("end_time", "timestamp_last_update", "first_handle"):
+            parsed = parse_time(cfg.get(key))
+            if parsed is not None:
+                return parsed
+        return None
+
+    @property
+    def sort_key(self) -> tuple[Any, ...]:
+        cfg = self.config or {}
+        first = parse_time(cfg.get("first_handle"))
+        return (self.day, self.index, first.timestamp() if first else 0.0)
+
+
+def battery_folder_name(serial: str, day: date, index: int = 1) -> str:
+    """Folder name DDMMYYYY-SERIAL (with -K for the K-th test of the same battery the same day)."""
+    if not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    return record.folder_name(serial, day, index)
+
+
+def list_test_folders(serial: Optional[str] = None, banc: Optional[Union[int, str]] = None) -> list[BatteryFolder]:
+    """Every test folder (of a serial, of a bench), oldest first."""
+    root = data_dir()
+    bancs = [protocol.banc_id(banc)] if banc is not None else None
+    found: list[BatteryFolder] = []
+    if not root.is_dir():
+        return found
+    for banc_dir in sorted(root.iterdir()):
+        if not banc_dir.is_dir() or not record.BANC_DIR_RE.match(banc_dir.name):
+            continue
+        if bancs is not None and banc_dir.name not in bancs:
+            continue
+        for folder in banc_dir.iterdir():
+            name = record.parse_folder_name(folder.name)
+            if name is None or not folder.is_dir():
+                continue
+            if serial is not None and not record.same_serial(name.serial, serial):
+                continue
+            found.append(BatteryFolder(folder, banc_dir.name, name.serial, name.day, name.index,
+                                       record.load_summary(folder)))
+    found.sort(key=lambda f: f.sort_key)
+    return found
+
+
+def find_battery_folder(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[Path]:
+    """Most recent test folder of a battery (on any bench, or on `banc`), or None."""
+    latest = latest_test(serial, banc)
+    return latest.path if latest else None
+
+
+def latest_test(serial: str, banc: Optional[Union[int, str]] = None) -> Optional[BatteryFolder]:
+    """Most recent BatteryFolder of a battery, or None."""
+    if not is_valid_serial(serial):
+        return None
+    folders = list_test_folders(serial, banc)
+    return folders[-1] if folders else None
+
+
+def find_or_create_test_folder(banc: Union[int, str], serial: str, now: datetime) -> tuple[Path, bool]:
+    """Folder for a test of `serial` on `banc`: its unfinished one (resume), else a new one.
+
+    Returns (path, resumed).
+    """
+    banc = normalize_banc(banc)
+    if not is_valid_serial(serial):
+        raise ValueError(f"invalid serial: {serial!r}")
+    latest = latest_test(serial, banc)
+    if latest is not None and not latest.finished:
+        return latest.path, True
+    day = now.astimezone(LOCAL_TZ).date()
+    parent = data_dir() / banc
+    index = 1
+    while (parent / battery_folder_name(serial, day, index)).exists():
+        index += 1
+    path = parent / battery_folder_name(serial, day, index)
+    path.mkdir(parents=True, exist_ok=False)
+    _fsync_dir(parent)
+    # The journal's first line makes the folder a test: serial, bench and first_handle.
+    record.append_event(path, record.EVENT_START, now, serial=serial, banc=banc, first_handle=iso(now),
+                        software_version=SOFTWARE_VERSION)
+    return path, False
+
+
+def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """config.json rebuilt from the journal and a recount of data.csv and rejected.csv."""
+    events, bad = record.read_events(folder)
+    if bad:
+        logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, bad)
+    state = record.fold_events(events)
+    counts = record.scan_data_csv(Path(folder) / DATA_CSV_FILE)
+    return record.rebuild_summary(previous, state, counts, record.count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
+
+
+def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> tuple[record.RecordState, dict[str, Any]]:
+    """Open a test's record for banc.py: journal made sure of, config.json rebuilt from the folder.
+
+    A folder of the earlier version (no journal) gets one, started from its config.json and
+    data.csv (the highest phase either shows). config.json is then always rewritten from the
+    journal and a recount of the CSV files: a missing, damaged or stale one (kept aside when
+    unreadable) can never rewind the test.
+    """
+    banc = normalize_banc(banc)
+    folder = Path(folder)
+    path = folder / TEST_CONFIG_FILE
+    with file_lock(path):
+        previous: Optional[dict[str, Any]] = None
+        try:
+            data = read_json(path)
+            if isinstance(data, dict) and record.same_serial(data.get("battery_serial"), serial):
+                previous = data
+            else:
+                _quarantine(path, "not this test's config.json")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            _quarantine(path, str(exc))
+        events, bad_lines = record.read_events(folder)
+        if events and record.fold_events(events).serial is None:
+            # The start line is unreadable: who the test is for is journaled again, once.
+            seed = previous or {}
+            first = seed.get("first_handle") if isinstance(seed.get("first_handle"), str) else events[0].get("t")
+            record.append_event(folder, record.EVENT_START, now, serial=serial, banc=banc,
+                                first_handle=first if isinstance(first, str) else iso(now), restored=True)
+            logger.warning("%s: the journal's start line is unreadable: started again for %s", folder.name, serial)
+            events, bad_lines = record.read_events(folder)
+        if events:
+            # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
+            data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
+            step = record.step_to_restore(record.fold_events(events), (previous or {}).get("current_step"),
+                                          data_step)
+            if step is not None:
+                record.append_event(folder, record.EVENT_STEP, now, step=step, restored=True)
+                logger.warning("%s: journal has %d unreadable lines and phase %d is shown elsewhere: phase %d kept",
+                               folder.name, bad_lines, step, step)
+        else:
+            counts = record.scan_data_csv(folder / DATA_CSV_FILE)
+            seed = previous or {}
+            fields = record.migration_event_fields(seed, counts.last_step)
+            fields.setdefault("first_handle", iso(now))
+            record.append_event(folder, record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
+            logger.warning("%s: journal started from %s (step %s)", folder.name,
+                           "config.json" if previous else "data.csv", fields["step"])
+        config = _rebuilt_summary(folder, previous)
+        atomic_write_json(path, config)
+        events, _ = record.read_events(folder)
+        return record.fold_events(events), config
+
+
+def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> dict[str, Any]:
+    """Load the test's config.json, or create it (step 1); a damaged one is kept aside and rebuilt from the folder."""
+    return open_test_record(folder, banc, serial, now)[1]
+
+
+def read_test_config(folder: Path) -> Optional[dict[str, Any]]:
+    """A test's summary (config.json corrected by its journal), or None when the folder holds neither."""
+    return record.load_summary(Path(folder))
+
+
+def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], fsync: bool = True) -> dict[str, Any]:
+    """Locked update of config.json; the journal's facts always win, a damaged file is rebuilt first."""
+    path = Path(folder) / TEST_CONFIG_FILE
+    with file_lock(path):
+        config = record.read_summary_file(folder)
+        events, _ = record.read_events(folder)
+        state = record.fold_events(events) if events else None
+        if config is None or (state is not None and state.serial is not None
+                              and not record.same_serial(config.get("battery_serial"), state.serial)):
+            if path.exists():
+                _quarantine(path, "unreadable or not this test's")
+            if state is None:
+                raise FileNotFoundError(f"{path}: no config.json and no journal")
+            config = _rebuilt_summary(folder, None)
+        change(config)
+        if state is not None:
+            config = record.apply_state(config, state)
+        atomic_write_json(path, config, fsync=fsync)
+        return config
+
+
+def refresh_test_config(folder: Path) -> dict[str, Any]:
+    """Rewrite config.json with what the journal says now (after a verdict event)."""
+    return _modify_test_config(folder, lambda config: None)
+
+
+def create_data_csv(folder: Path) -> Path:
+    """Create data.csv with its header if it does not exist; return its path."""
+    path = Path(folder) / DATA_CSV_FILE
+    if not path.exists() or path.stat().st_size == 0:
+        storage.append_durably(path, (",".join(DATA_CSV_HEADER) + "\n").encode("ascii"))
+    return path
+
+
+def update_config(folder: Path, step: int, now: datetime) -> dict[str, Any]:
+    """Record a new step: the journal first (durable), then config.json and bancs_config.json."""
+    if step not in protocol.PHASES:
+        raise ValueError(f"invalid step for update_config: {step}")
+    record.append_event(folder, record.EVENT_STEP, now, step=step)
+    config = _modify_test_config(folder, lambda config: None)
+    update_bancs_config_current_step(config["banc"], step)
+    return config
+
+
+def update_config_bms(
+    folder: Path, capacity_ah: float, capacity_wh: float, now: datetime, counters: Optional[dict[str, int]] = None,
+    fsync: bool = True,
+) -> dict[str, Any]:
+    """Record capacity, energy, the update time (and banc.py's counters) in config.json."""
+
+    def change(config: dict[str, Any]) -> None:
+        config["capacity_ah"] = round(float(capacity_ah), 4)
+        config["capacity_wh"] = round(float(capacity_wh), 3)
+        config["timestamp_last_update"] = iso(now)
+        for key, value in (counters or {}).items():
+            config[key] = int(value)
+
+    return _modify_test_config(folder, change, fsync=fsync)
+
+
+def update_config_counters(folder: Path, counters: dict[str, int], fsync: bool = True) -> dict[str, Any]:
+    """Record banc.py's counters (rows, rejects, duplicates...) in config.json, nothing else."""
+
+    def change(config: dict[str, Any]) -> None:
+        for key, value in counters.items():
+            config[key] = int(value)
+
+    return _modify_test_config(folder, change, fsync=fsync)
+
+
+def update_config_ri_results(folder: Path, results: dict[str, float], now: datetime) -> dict[str, Any]:
+    """Fold Ri/diffusion values into the running means: the journal first (durable), then config.json."""
+    values = {k: float(v) for k, v in results.items() if k in protocol.RI_KEYS or k == "temperature_c"}
+    record.append_event(folder, record.EVENT_RI, now, values=values)
+    return _modify_test_config(folder, lambda config: None)
+
+
+# =========================================================================== processes
+
+RUN_DIR = processes.RUN_DIR
+
+
+def banc_lock_path(banc: Union[int, str]) -> Path:
+    """Lock file banc.py holds for its whole life (run/bancN.lock in BANC_HOME); it contains the pid."""
+    return processes.banc_lock_path(home_dir(), banc)
+
+
+def acquire_banc_lock(banc: Union[int, str]) -> Optional[int]:
+    """Take the bench's lifetime lock and write our pid in it; return the fd, or None if held."""
+    return processes.acquire_banc_lock(home_dir(), banc)
+
+
+def is_banc_running(banc: Union[int, str]) -> bool:
+    """True when a live `banc.py bancN` process of this BANC_HOME runs (psutil)."""
+    return processes.is_banc_running(home_dir(), banc)
+
+
+def banc_process_pid(banc: Union[int, str]) -> Optional[int]:
+    """Pid of the live `banc.py bancN` process of this BANC_HOME, or None."""
+    return processes.banc_process_pid(home_dir(), banc)
+
+
