@@ -464,8 +464,8 @@ def test_the_25c_mean_is_the_mean_of_each_pulse_corrected_with_its_own_temperatu
     for ohm, temperature in pulses:
         known = temperature if temperature is not None else known
         corrected.append(CORRECT(ohm, known))
-    assert summary["ri_charge_average"] == pytest.approx(sum(p[0] for p in pulses) / len(pulses), rel=1e-9)
-    assert summary["ri_charge_count"] == len(pulses)
+    assert summary.ri_averages["ri_charge"] == pytest.approx(sum(p[0] for p in pulses) / len(pulses), rel=1e-9)
+    assert summary.ri_counts["ri_charge"] == len(pulses)
     assert record.ri_at_25c(summary, "ri_charge", CORRECT) == pytest.approx(sum(corrected) / len(corrected), rel=1e-9)
     assert record.ri_at_25c(summary, "ri_discharge", CORRECT) is None
 
