@@ -311,7 +311,7 @@ def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_rec
     recorder.close()
     events = record.read_events(recorder.folder)[0]
     assert [e["values"] for e in events if e["event"] == "ri"] == [{"ri_discharge": 0.030}]
-    config = store.read_test_config(recorder.folder)
+    config = record.corrected_summary_file(recorder.folder)
     assert config is not None and config["ri_discharge_count"] == 1
 
 
