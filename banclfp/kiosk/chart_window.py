@@ -166,7 +166,7 @@ class ChartWindow(ctk.CTkToplevel):
             return
         serial, banc = plot.summary.serial, plot.summary.banc  # type: ignore[union-attr]
         self.title_label.configure(text=f"{serial} — {banc} — Verdict {verdict_text(verdict)}",
-                                   text_color=grade_color(str(verdict.get("grade"))))
+                                   text_color=grade_color(verdict.grade))
 
     def _show_figure(self, figure: Any) -> None:
         from matplotlib.backends.backend_tkagg import FigureCanvasTkAgg
