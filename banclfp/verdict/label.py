@@ -21,7 +21,6 @@ from banclfp.infra import printing, storage
 from banclfp.infra.settings import LABEL_SIZE_MM
 from banclfp.presentation.formatting import format_number
 from banclfp.presentation.summary_text import format_time, test_span
-from banclfp.recording import record
 from banclfp.verdict import grading
 from banclfp.verdict.certificate import data_sha256, qr_matrix, qr_payload
 
@@ -56,14 +55,12 @@ class LabelContent:
 
 def label_content(report: Report, sha256: str) -> LabelContent:
     """The label of a concluded test (ValueError when it has no verdict yet)."""
-    verdict = report.config.get("verdict")
-    if not record.is_verdict(verdict):
+    verdict = report.config.verdict
+    if verdict is None:
         raise ValueError("le test n'a pas de verdict : étiquette impossible")
-    assert isinstance(verdict, dict)
     summary = report.summary
-    grade = str(verdict["grade"])
-    soh = verdict.get("soh_pct")
-    soh_pct = float(soh) if isinstance(soh, (int, float)) and not isinstance(soh, bool) else None
+    grade = verdict.grade
+    soh_pct = verdict.soh_pct
     return LabelContent(serial=summary.serial, grade=grade, soh_pct=soh_pct, capacity_ah=summary.esp_capacity_ah,
                         end=test_span(summary)[1], banc=summary.banc,
                         qr_payload=qr_payload(summary.serial, grade, soh_pct, sha256))
