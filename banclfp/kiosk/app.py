@@ -25,6 +25,7 @@ import time
 import tkinter as tk
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, Optional, Union, assert_never
 
 import customtkinter as ctk
@@ -906,7 +907,7 @@ class App(ctk.CTk):
             panel.tick_animation(now)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
 
-    def request_stop(self, *_args: Any) -> None:
+    def request_stop(self, _signum: int, _frame: Optional[FrameType]) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""
         self._stop_requested = True
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -247,7 +247,7 @@ class KioskWorker:
         self._latest_cache: dict[str, tuple[int, Optional[Path]]] = {}  # bench -> (its folder's mtime, latest test)
         self._results: dict[str, tuple[Path, Optional[ResultView]]] = {}
         self._certificate_tries: dict[Path, tuple[int, float]] = {}  # folder -> (attempts, last attempt)
-        self._certificate_children: list[subprocess.Popen] = []
+        self._certificate_children: list[subprocess.Popen[bytes]] = []
         self._rules: Optional[tuple[tuple[str, int], Optional[grading.Rules]]] = None  # grading.json, by its mtime
 
     # ------------------------------------------------------------------ Tk thread side
@@ -512,7 +512,7 @@ class KioskWorker:
         cached = self._latest_cache.get(banc)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        best: Optional[tuple[tuple[Any, ...], Path]] = None
+        best: Optional[tuple[tuple[date, int, int], Path]] = None  # ((day, rank, mtime), folder)
         with os.scandir(bench_dir) as entries:
             for entry in entries:
                 name = record.parse_folder_name(entry.name)
