@@ -2,7 +2,7 @@
 """The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
-the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
+the topic and puts a typed message (queue_messages) on a queue; the kiosk's worker thread
 (kiosk_worker.py) does every file read and write, lock, fsync and process check: scans
 submitted to it come back on the same queue as decisions performed, with the benches'
 file and process states. The Tk thread drains that queue with after(), a bounded batch

@@ -20,9 +20,9 @@ import pytest
 
 from banclfp.kiosk import messages as kiosk_messages, widgets as uic, worker as kiosk_worker
 from banclfp.kiosk.messages import BenchAlarm, Kind, MessageBoard, classify_security, replay_alerts
+from banclfp.kiosk.queue_messages import JournalAlarm
 from banclfp.kiosk.state import (
     FRESH_S,
-    KIND_JOURNAL_ALARM,
     LINK_ALARM,
     LINK_ONLINE,
     LINK_UNKNOWN,
@@ -316,5 +316,5 @@ def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(banc_home: Pa
     worker.refresh_all()
     worker.replay_journals()
     items = [sink.get_nowait() for _ in range(sink.qsize())]
-    alarms = [(item.banc, item.payload.text) for item in items if item.kind == KIND_JOURNAL_ALARM]
+    alarms = [(item.banc, item.alarm.text) for item in items if isinstance(item, JournalAlarm)]
     assert alarms == [("banc1", MQTT_LOST)]

@@ -20,6 +20,7 @@ import pytest
 from banclfp.analysis import calibration, time_left
 from banclfp.infra import environment
 from banclfp.kiosk import state as kiosk_state, worker as kiosk_worker
+from banclfp.kiosk.queue_messages import CoalescingQueue
 from banclfp.recording import record, store
 from banclfp.simulation import battery_model
 from banclfp.testkit import time_left_runs
@@ -206,7 +207,7 @@ def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_h
     charge = [(1020.0 + s, 2, line(54.0, 50.0, 30.0 + s / 72, 3380.0, 3390.0)) for s in range(0, 600, 10)]
     folder = write_test(banc_home, rest + pulse + charge[:3], [(0.0, 1), (1020.0, 2)])
     store.set_banc_status("banc1", record.STATUS_OCCUPIED, SERIAL, 2)
-    sink: kiosk_state.CoalescingQueue = kiosk_state.CoalescingQueue()
+    sink = CoalescingQueue()
     supervisor = SimpleNamespace(is_running=lambda banc: True, reap=lambda: [])
     worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       sink)
@@ -231,12 +232,12 @@ def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_h
     assert rt.progress == snapshot.progress
 
 
-def last_snapshot(sink: kiosk_state.CoalescingQueue) -> Optional[kiosk_state.BancSnapshot]:
+def last_snapshot(sink: CoalescingQueue) -> Optional[kiosk_state.BancSnapshot]:
     found = None
     while not sink.empty():
         item = sink.get_nowait()
-        if item.kind == kiosk_state.KIND_SNAPSHOT:
-            found = item.payload
+        if isinstance(item, kiosk_state.BancSnapshot):
+            found = item
     return found
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from banclfp.kiosk import app as ui, widgets as uic
-from banclfp.kiosk.app import Inbound
+from banclfp.kiosk.queue_messages import BrokerLink, KioskMessage, MqttBms, MqttNurse, MqttSecurity, MqttStep
 from banclfp.kiosk.state import (
     LINK_ALARM,
     LINK_ESP,
@@ -146,7 +146,7 @@ def test_status_display(args, text, kind) -> None:
     assert ui.status_display(*args) == (text, kind)
 
 
-def drained(inbox: ui.CoalescingQueue) -> list[Inbound]:
+def drained(inbox: ui.CoalescingQueue) -> list[KioskMessage]:
     """Everything the queue gives, in order."""
     items = []
     while not inbox.empty():
@@ -156,41 +156,42 @@ def drained(inbox: ui.CoalescingQueue) -> list[Inbound]:
 
 def test_the_queue_keeps_the_latest_bms_and_nurse_value_in_the_place_of_the_first() -> None:
     inbox = ui.CoalescingQueue()
-    for item in [
-        Inbound("bms/data", "banc1", b"a"),
-        Inbound("step", "banc1", b"2"),
-        Inbound("bms/data", "banc2", b"x"),
-        Inbound("bms/data", "banc1", b"b"),
-        Inbound("nurse", "banc1", b"10", 1),
-        Inbound("nurse", "banc1", b"20", 2),
-        Inbound("nurse", "banc1", b"11", 1),
-        Inbound("security", "banc1", b"!"),
-        Inbound("bms/data", "banc1", b"c"),
-        Inbound("step", "banc1", b"3"),
-    ]:
+    sent: list[KioskMessage] = [
+        MqttBms("banc1", b"a"),
+        MqttStep("banc1", b"2"),
+        MqttBms("banc2", b"x"),
+        MqttBms("banc1", b"b"),
+        MqttNurse("banc1", b"10", 1),
+        MqttNurse("banc1", b"20", 2),
+        MqttNurse("banc1", b"11", 1),
+        MqttSecurity("banc1", b"!"),
+        MqttBms("banc1", b"c"),
+        MqttStep("banc1", b"3"),
+    ]
+    for item in sent:
         inbox.put(item)
     assert drained(inbox) == [
-        Inbound("bms/data", "banc1", b"c"),
-        Inbound("step", "banc1", b"2"),
-        Inbound("bms/data", "banc2", b"x"),
-        Inbound("nurse", "banc1", b"11", 1),
-        Inbound("nurse", "banc1", b"20", 2),
-        Inbound("security", "banc1", b"!"),
-        Inbound("step", "banc1", b"3"),
+        MqttBms("banc1", b"c"),
+        MqttStep("banc1", b"2"),
+        MqttBms("banc2", b"x"),
+        MqttNurse("banc1", b"11", 1),
+        MqttNurse("banc1", b"20", 2),
+        MqttSecurity("banc1", b"!"),
+        MqttStep("banc1", b"3"),
     ]
-    inbox.put(Inbound("bms/data", "banc1", b"d"))  # taken: the next line waits again
-    assert drained(inbox) == [Inbound("bms/data", "banc1", b"d")]
+    inbox.put(MqttBms("banc1", b"d"))  # taken: the next line waits again
+    assert drained(inbox) == [MqttBms("banc1", b"d")]
 
 
 def test_the_queue_stays_bounded_however_long_the_tk_thread_is_held() -> None:
     inbox = ui.CoalescingQueue()
     for i in range(10_000):
         for b in range(1, 17):
-            inbox.put(Inbound("bms/data", f"banc{b}", str(i).encode()))
-            inbox.put(Inbound("nurse", f"banc{b}", str(i).encode(), 1 + i % 6))
+            inbox.put(MqttBms(f"banc{b}", str(i).encode()))
+            inbox.put(MqttNurse(f"banc{b}", str(i).encode(), 1 + i % 6))
     assert inbox.qsize() == 16 * 7
     kept = drained(inbox)
-    assert {item.payload for item in kept if item.kind == "bms/data"} == {b"9999"}
+    assert {item.payload for item in kept if isinstance(item, MqttBms)} == {b"9999"}
     assert len(kept) == 16 * 7
 
 
@@ -256,12 +257,12 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
         for key, value in broker.env().items():
             monkeypatch.setenv(key, value)
         environment.reload_settings()
-        sink: queue.Queue[Inbound] = queue.Queue()
+        sink: queue.Queue[KioskMessage] = queue.Queue()
         bridge = ui.MqttBridge(1, sink)
         bridge.start()
         try:
             # The bridge tells the Tk thread through the queue (its only channel) that it is connected.
-            assert sink.get(timeout=10) == Inbound(ui.KIND_BROKER, None, True)
+            assert sink.get(timeout=10) == BrokerLink(True)
             time.sleep(0.3)  # its SUBSCRIBE is processed
             with MqttProbe(broker) as esp:
                 esp.publish_many([("banc1/security", "x" * 300_000), ("banc1/security", "petite alerte")])
@@ -270,7 +271,7 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
             items = []
             while not sink.empty():
                 items.append(sink.get())
-            security = [item.payload for item in items if item.kind == protocol.KIND_SECURITY]
+            security = [item.payload for item in items if isinstance(item, MqttSecurity)]
             assert security == [b"petite alerte"]
         finally:
             bridge.stop()

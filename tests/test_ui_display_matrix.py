@@ -39,8 +39,9 @@ import pytest
 from banclfp.infra import environment
 from banclfp.kiosk import app as ui, state as kiosk_state, widgets as uic
 from banclfp.kiosk.messages import Kind
+from banclfp.kiosk.queue_messages import mqtt_message
 from banclfp.kiosk.scan_workflow import BancInfo, PreviousTest, ScanLookups, ScanWorkflow
-from banclfp.kiosk.state import KIND_SNAPSHOT, BancSnapshot, Inbound, ResultView, RiView
+from banclfp.kiosk.state import BancSnapshot, ResultView, RiView
 from banclfp.presentation import display_colors, formatting
 from banclfp.recording import record
 from banclfp.wire import protocol
@@ -116,13 +117,15 @@ class Feed:
 
     app: ui.App
 
-    def item(self, kind: str, banc: str, payload: Any, nurse: Optional[int] = None) -> None:
-        self.app.apply_message(Inbound(kind, banc, payload, nurse))
+    def item(self, kind: str, banc: str, payload: bytes, nurse: Optional[int] = None) -> None:
+        message = mqtt_message(protocol.TopicInfo(protocol.banc_number(banc), kind, nurse), payload)
+        assert message is not None, kind
+        self.app.apply_message(message)
 
     def snapshot(self, banc: str, **fields: Any) -> None:
         values: dict[str, Any] = dict(occupied=False, serial=None, file_step=None, running=False, unfinished=False)
         values.update(fields)
-        self.item(KIND_SNAPSHOT, banc, BancSnapshot(banc=banc, **values))
+        self.app.apply_message(BancSnapshot(banc=banc, **values))
 
     def free(self, banc: str) -> None:
         self.app.panels[banc].reset()

@@ -6,13 +6,31 @@ timers) and what the worker thread hands it, not MQTT.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from banclfp.kiosk import app as ui, widgets as uic
-from banclfp.kiosk.messages import Kind
+from banclfp.kiosk.messages import Kind, SecurityKind, SecurityMessage
+from banclfp.kiosk.queue_messages import (
+    BrokerLink,
+    ChargeProfileLoaded,
+    ChargeProfileUnusable,
+    JournalAlarm,
+    KioskMessage,
+    MqttBancStatus,
+    MqttBms,
+    MqttEspStatus,
+    MqttNurse,
+    MqttSecurity,
+    MqttStep,
+    Outcome,
+)
+from banclfp.kiosk.scan_workflow import Action
+from banclfp.kiosk.state import BancSnapshot
+from banclfp.wire import protocol
 from tests.test_ui_gui import kiosk_factory, pump, pump_until
 
 pytestmark = pytest.mark.gui
@@ -89,3 +107,64 @@ def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk, tmp
     assert str(app.scan_bar.message.cget("fg_color")) == uic.MESSAGE_STYLES[Kind.ALARM][1]
     app.acknowledge_message()  # an alarm stays until touched
     assert "aussitôt" not in app.scan_bar.message_text
+
+
+LINE = protocol.BmsLine(7, 52.3, -50.0, 60.0, 25.0, 40.0, 2000.0, 3265, 3281, 0)
+ALARM = SecurityMessage("Surchauffe : courant coupé", SecurityKind.ALARM, None, True)
+OUTCOME = Outcome(Action.NONE, "Réponse", "info", answers_scan=False)
+SNAPSHOT = BancSnapshot("banc1", occupied=False, serial=None, file_step=None, running=False, unfinished=False)
+
+
+def half_rate(soc_pct: float) -> float:
+    return soc_pct / 2
+
+
+# Every kind of queued message, and the one handler it must reach with these arguments (the panel's for "panel.").
+ROUTES: list[tuple[KioskMessage, str, tuple[object, ...]]] = [
+    (OUTCOME, "apply_outcome", (OUTCOME,)),
+    (BrokerLink(False), "set_broker_link", (False,)),
+    (ChargeProfileUnusable("colonne manquante"), "say", ("Profil de charge inutilisable : colonne manquante",
+                                                         Kind.ALARM)),
+    (SNAPSHOT, "apply_snapshot", (SNAPSHOT,)),
+    (JournalAlarm("banc1", ALARM), "panel.restore_alarm", (ALARM,)),
+    (MqttBms("banc1", protocol.encode_bms_line(LINE).encode()), "on_bms", ("banc1", LINE)),
+    (MqttStep("banc1", b"2"), "on_step", ("banc1", 2)),
+    (MqttSecurity("banc1", "Surchauffe détectée".encode()), "on_security", ("banc1", "Surchauffe détectée")),
+    (MqttNurse("banc1", b"55", 3), "on_nurse", ("banc1", 3, 55)),
+    (MqttEspStatus("banc1", b"online"), "render_banc", ("banc1",)),
+    (MqttBancStatus("banc1", b"offline"), "render_banc", ("banc1",)),
+]
+HANDLERS = sorted({name for _message, name, _args in ROUTES})
+
+
+def test_each_queued_message_reaches_its_handler_and_an_unknown_object_is_dropped(
+        bare_kiosk: Callable[..., ui.App], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """App.drain_queue dispatches on the message's class: each kind to its handler, once; anything else is logged
+    and dropped, and the messages after it are still applied (a Tk callback never raises)."""
+    app = bare_kiosk()
+    app.worker.stop(timeout_s=5)  # from here on only the test feeds the queue
+    app.drain_queue()
+    monkeypatch.setattr(ui, "BMS_DISPLAY_INTERVAL_S", 0.0)  # a BMS line is shown in the tick it is drained
+    calls: list[tuple[str, tuple[object, ...]]] = []
+    for name in HANDLERS:
+        owner, attribute = (app.panels["banc1"], name.split(".")[1]) if name.startswith("panel.") else (app, name)
+        monkeypatch.setattr(owner, attribute, lambda *args, _name=name: calls.append((_name, args)))
+    for message, handler, args in ROUTES:
+        calls.clear()
+        app.inbox.put(message)
+        app.drain_queue()  # called directly: no other Tk loop (_expire renders every bench) runs meanwhile
+        assert calls == [(handler, args)], message
+    assert app.runtime["banc1"].esp_online is True and app.runtime["banc1"].banc_online is False
+    app.inbox.put(ChargeProfileLoaded(half_rate))
+    app.drain_queue()
+    assert app.charge_duration is half_rate
+
+    calls.clear()
+    caplog.set_level(logging.ERROR, logger="banc.ui")
+    app.inbox.put(object())  # type: ignore[arg-type]  # what no thread may put: the drain must survive it
+    app.inbox.put(BrokerLink(True))
+    app.drain_queue()
+    assert calls == [("set_broker_link", (True,))]
+    dropped = [record for record in caplog.records if record.name == "banc.ui" and record.levelno == logging.ERROR]
+    assert [record.getMessage().split(" at ")[0] for record in dropped] == ["queued message <object object"]
+    assert dropped[0].exc_info is not None  # with its traceback, in logs.log

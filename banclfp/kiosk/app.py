@@ -2,7 +2,7 @@
 """The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
-the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
+the topic and puts a typed message (queue_messages) on a queue; the kiosk's worker thread
 (kiosk_worker.py) does every file read and write, lock, fsync and process check: scans
 submitted to it come back on the same queue as decisions performed, with the benches'
 file and process states. The Tk thread drains that queue with after(), a bounded batch
@@ -25,29 +25,41 @@ import time
 import tkinter as tk
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, Union
+from types import FrameType
+from typing import Any, Optional, Union, assert_never
 
 import customtkinter as ctk
 
 from banclfp.infra import environment, logs
 from banclfp.infra.processes import BancSupervisor
 from banclfp.kiosk.messages import Kind, MessageBoard, SecurityKind, classify_security, kind_of_level
+from banclfp.kiosk.queue_messages import (
+    BrokerLink,
+    ChargeProfileLoaded,
+    ChargeProfileUnusable,
+    CoalescingQueue,
+    JournalAlarm,
+    KioskMessage,
+    MqttBancStatus,
+    MqttBms,
+    MqttEspStatus,
+    MqttMessage,
+    MqttNurse,
+    MqttSecurity,
+    MqttStep,
+    Outcome,
+    ShowCharts,
+    mqtt_message,
+)
 from banclfp.kiosk.scan_workflow import Action, ScanWorkflow
 from banclfp.kiosk.state import (  # re-exported: the kiosk's pure state, as the tests and tools know it
-    KIND_BROKER,
-    KIND_CALIBRATION,
-    KIND_JOURNAL_ALARM,
-    KIND_OUTCOME,
-    KIND_SNAPSHOT,
     MIN_CURRENT_FOR_ESTIMATE_A,
     NOMINAL_CAPACITY_AH,
     PHASE1_DURATION_S,
     STORAGE_SOC_PCT,
     BancRuntime,
     BancSnapshot,
-    CoalescingQueue,
     HistoryEntry,
-    Inbound,
     ResultView,
     RiView,
     banc_display,
@@ -65,7 +77,6 @@ from banclfp.kiosk.worker import (
     GraphButtonRequest,
     KioskWorker,
     OpenGraphRequest,
-    Outcome,
     RefreshRequest,
     ScanRequest,
     real_lookups,
@@ -75,7 +86,7 @@ from banclfp.wire import protocol
 
 __all__ = [
     "MIN_CURRENT_FOR_ESTIMATE_A", "NOMINAL_CAPACITY_AH", "PHASE1_DURATION_S", "STORAGE_SOC_PCT", "App", "BancRuntime",
-    "CoalescingQueue", "Inbound", "MqttBridge", "RiView", "estimate_time_left_s", "font_scale", "grid_shape",
+    "CoalescingQueue", "MqttBridge", "RiView", "estimate_time_left_s", "font_scale", "grid_shape",
     "ri_view_from_config", "status_display",
 ]
 
@@ -148,7 +159,7 @@ def font_scale(width_px: float, height_px: float, num_bancs: int) -> float:
 
 
 class MqttBridge:
-    """paho client in its own thread; callbacks only put Inbound items on the queue.
+    """paho client in its own thread; callbacks only put typed messages (queue_messages) on the queue.
 
     A persistent session (docs/protocole.md §5) under one fixed id, `ui_kiosk`: what is published on
     bancX/security (QoS 1) while the kiosk or the broker restarts is kept by the broker and
@@ -156,7 +167,7 @@ class MqttBridge:
     (and disconnect the first): tests give each kiosk its own id.
     """
 
-    def __init__(self, num_bancs: int, sink: queue.Queue[Inbound], client_id: str = protocol.KIOSK_CLIENT_ID) -> None:
+    def __init__(self, num_bancs: int, sink: queue.Queue[KioskMessage], client_id: str = protocol.KIOSK_CLIENT_ID) -> None:
         self.num_bancs = num_bancs
         self.sink = sink
         self.client_id = client_id
@@ -186,19 +197,19 @@ class MqttBridge:
         try:
             if reason_code.is_failure:
                 log.warning("broker refused the connection: %s", reason_code)
-                self.sink.put(Inbound(KIND_BROKER, None, False))
+                self.sink.put(BrokerLink(False))
                 return
             protocol.subscribe_all(client, protocol.ui_subscriptions(self.num_bancs))
             log.info("connected to the broker as %s (session kept: %s)", self.client_id,
                      getattr(_flags, "session_present", "?"))
-            self.sink.put(Inbound(KIND_BROKER, None, True))
+            self.sink.put(BrokerLink(True))
         except Exception:
             log.exception("on_connect")
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any) -> None:
         try:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
-            self.sink.put(Inbound(KIND_BROKER, None, False))
+            self.sink.put(BrokerLink(False))
         except Exception:
             log.exception("on_disconnect")
 
@@ -207,7 +218,9 @@ class MqttBridge:
             info = protocol.parse_topic(msg.topic)
             if info is None or info.banc_number > self.num_bancs:
                 return
-            self.sink.put(Inbound(info.kind, info.banc, bytes(msg.payload), info.nurse_index))
+            message = mqtt_message(info, bytes(msg.payload))
+            if message is not None:
+                self.sink.put(message)
         except Exception:
             log.exception("on_message %r", getattr(msg, "topic", "?"))
 
@@ -258,7 +271,7 @@ class App(ctk.CTk):
         self.charge_duration: Optional[Callable[[float], float]] = None  # loaded by the worker
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._stop_requested = False
-        self._pending_bms: dict[str, Inbound] = {}
+        self._pending_bms: dict[str, MqttBms] = {}
         self._last_bms_flush = 0.0
         self._closed = False
         self._after_ids: dict[str, str] = {}
@@ -574,7 +587,7 @@ class App(ctk.CTk):
         self.say(message, Kind.SUCCESS, banc)
         self.render_banc(banc)
 
-    def open_graph(self, folder: Path, show_charts: Callable[..., Any], message: str) -> None:
+    def open_graph(self, folder: Path, show_charts: ShowCharts, message: str) -> None:
         """Open the report's charts of a test the worker found, or say clearly why not."""
         try:
             window = show_charts(self, folder)
@@ -643,7 +656,7 @@ class App(ctk.CTk):
         self.close_detail()
         self.open_graph_for_banc(banc)
 
-    def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: Callable[..., Any],
+    def open_history(self, serial: str, entries: tuple[HistoryEntry, ...], show_charts: ShowCharts,
                      message: str = "", kind: Kind = Kind.INFO) -> None:
         """`graph` + a serial: every test of that battery; touching one opens its charts.
 
@@ -731,7 +744,7 @@ class App(ctk.CTk):
         if self._stop_requested:
             self.shutdown()
             return
-        batch: list[Inbound] = []
+        batch: list[KioskMessage] = []
         try:
             while len(batch) < MAX_MESSAGES_PER_TICK:
                 batch.append(self.inbox.get_nowait())
@@ -741,7 +754,7 @@ class App(ctk.CTk):
             self.stats["messages"] += len(batch)
             self.stats["ticks"] += 1
             for item in batch:
-                if item.kind == protocol.KIND_BMS and item.banc in self.panels:
+                if isinstance(item, MqttBms) and item.banc in self.panels:
                     self._pending_bms[item.banc] = item  # shown below, latest line wins
                     continue
                 self._apply_safely(item)
@@ -753,67 +766,73 @@ class App(ctk.CTk):
                 self._apply_safely(item)
         self._schedule(DRAIN_INTERVAL_MS if self.inbox.empty() else 1, self.drain_queue)
 
-    def _apply_safely(self, item: Inbound) -> None:
+    def _apply_safely(self, item: KioskMessage) -> None:
+        # A callback of the Tk loop never raises: one bad message (or an object that is none) is logged and dropped.
         try:
             self.apply_message(item)
             self.stats["applied"] += 1
         except Exception:
-            log.exception("message %s for %s", item.kind, item.banc)
+            log.exception("queued message %.200r", item)
 
-    def _bad_payload(self, banc: str, kind: str, exc: Exception, payload: Any) -> None:
+    def _bad_payload(self, banc: str, kind: str, exc: Exception, payload: bytes) -> None:
         # Rate-limited: a bench spewing garbage at 10 Hz must not flood logs.log.
         key = (banc, kind)
         now = time.monotonic()
         last, count = self._bad_payload_log.get(key, (-math.inf, 0))
         if now - last >= BAD_PAYLOAD_LOG_INTERVAL_S:
             extra = f" ({count} more since the last report)" if count else ""
-            log.warning("%s %s: ignored malformed payload %r: %s%s", banc, kind, bytes(payload)[:80], exc, extra)
+            log.warning("%s %s: ignored malformed payload %r: %s%s", banc, kind, payload[:80], exc, extra)
             self._bad_payload_log[key] = (now, 0)
         else:
             self._bad_payload_log[key] = (last, count + 1)
 
-    def apply_message(self, item: Inbound) -> None:
-        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (the README's panel section)."""
-        if item.kind == KIND_OUTCOME:
-            self.apply_outcome(item.payload)
-            return
-        if item.kind == KIND_BROKER:
-            self.set_broker_link(bool(item.payload))
-            return
-        if item.kind == KIND_CALIBRATION:
-            if callable(item.payload):
-                self.charge_duration = item.payload
-            else:
-                self.say(f"Profil de charge inutilisable : {item.payload}", Kind.ALARM)
-            return
+    def apply_message(self, item: KioskMessage) -> None:
+        """Apply one queued message: a worker result, or an MQTT message to the bench's state and panel (the README's panel section)."""
+        match item:
+            case Outcome():
+                self.apply_outcome(item)
+            case BrokerLink():
+                self.set_broker_link(item.up)
+            case ChargeProfileLoaded():
+                self.charge_duration = item.charge_duration
+            case ChargeProfileUnusable():
+                self.say(f"Profil de charge inutilisable : {item.reason}", Kind.ALARM)
+            case BancSnapshot():
+                if item.banc in self.panels:
+                    self.apply_snapshot(item)
+            case JournalAlarm():  # the kiosk starts: an alarm of a test under way, from its journal
+                if item.banc in self.panels:
+                    self.panels[item.banc].restore_alarm(item.alarm)
+            case MqttBms() | MqttStep() | MqttSecurity() | MqttNurse() | MqttEspStatus() | MqttBancStatus():
+                if item.banc in self.panels:
+                    self.apply_mqtt(item)
+            case _:
+                assert_never(item)  # mypy: every kind of KioskMessage is handled above
+
+    def apply_mqtt(self, item: MqttMessage) -> None:
+        """Parse a bench topic's payload and apply it; a malformed one is logged (rate-limited) and ignored."""
         banc = item.banc
-        if banc not in self.panels:
-            return
-        if item.kind == KIND_SNAPSHOT:
-            self.apply_snapshot(item.payload)
-            return
-        if item.kind == KIND_JOURNAL_ALARM:  # the kiosk starts: an alarm of a test under way, from its journal
-            self.panels[banc].restore_alarm(item.payload)
-            return
         try:
-            if item.kind == protocol.KIND_BMS:
-                self.on_bms(banc, protocol.parse_bms_line(item.payload))
-            elif item.kind == protocol.KIND_STEP:
-                self.on_step(banc, protocol.parse_step(item.payload))
-            elif item.kind == protocol.KIND_SECURITY:
-                self.on_security(banc, protocol.parse_security(item.payload))
-            elif item.kind == protocol.KIND_NURSE:
-                self.on_nurse(banc, item.nurse_index or 0, protocol.parse_nurse_soc(item.payload))
-            elif item.kind == protocol.KIND_ESP_STATUS:
-                online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
-                self.runtime[banc].esp_online = online
-                if not online:  # an ESP off the broker cuts its current (its firmware's rule)
-                    self.runtime[banc].current_cut_s = time.monotonic()
-                self.render_banc(banc)
-            elif item.kind == protocol.KIND_BANC_STATUS:
-                self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
-                self.render_banc(banc)
-            # ri/results: nothing here; read from config.json when step 2 arrives (the README's panel section).
+            match item:
+                case MqttBms():
+                    self.on_bms(banc, protocol.parse_bms_line(item.payload))
+                case MqttStep():
+                    self.on_step(banc, protocol.parse_step(item.payload))
+                case MqttSecurity():
+                    self.on_security(banc, protocol.parse_security(item.payload))
+                case MqttNurse():
+                    self.on_nurse(banc, item.index, protocol.parse_nurse_soc(item.payload))
+                case MqttEspStatus():
+                    online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
+                    self.runtime[banc].esp_online = online
+                    if not online:  # an ESP off the broker cuts its current (its firmware's rule)
+                        self.runtime[banc].current_cut_s = time.monotonic()
+                    self.render_banc(banc)
+                case MqttBancStatus():
+                    self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
+                    self.render_banc(banc)
+                case _:
+                    assert_never(item)
         except protocol.PayloadError as exc:
             self._bad_payload(banc, item.kind, exc, item.payload)
 
@@ -888,7 +907,7 @@ class App(ctk.CTk):
             panel.tick_animation(now)
         self._schedule(ANIMATION_INTERVAL_MS, self._animate)
 
-    def request_stop(self, *_args: Any) -> None:
+    def request_stop(self, _signum: int, _frame: Optional[FrameType]) -> None:
         """Signal handler: stop at the next drain tick (never touch Tk from a handler)."""
         self._stop_requested = True
 

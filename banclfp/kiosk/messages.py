@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 
 class Kind(str, Enum):
@@ -229,14 +229,14 @@ _JOURNAL_CLEARS = frozenset(("start", "migrate", "resume", "abandon", "step"))
 _JOURNAL_ALERT = "alert"
 
 
-def replay_alerts(events: Iterable[Mapping[str, Any]]) -> Optional[SecurityMessage]:
+def replay_alerts(events: Iterable[Mapping[str, object]]) -> Optional[SecurityMessage]:
     """The alarm still active at the end of a test's journal (banc.py writes every bancX/security text in it),
     through the rules the kiosk applies live (`BenchAlarm`): what a kiosk that starts shows (pure)."""
     alarm = BenchAlarm()
     for event in events:
-        kind = event.get("event")
+        kind, text = event.get("event"), event.get("text")
         if kind in _JOURNAL_CLEARS:
             alarm.clear()
-        elif kind == _JOURNAL_ALERT and isinstance(event.get("text"), str) and event["text"].strip():
-            alarm.security(classify_security(event["text"]))
+        elif kind == _JOURNAL_ALERT and isinstance(text, str) and text.strip():
+            alarm.security(classify_security(text))
     return alarm.alarm

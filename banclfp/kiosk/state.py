@@ -9,12 +9,10 @@ with their age; the current cut) from both, in one place, with the kiosk's clock
 from __future__ import annotations
 
 import math
-import queue
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Optional
 
 from banclfp.analysis import time_left
 from banclfp.kiosk.messages import BenchFacts
@@ -121,7 +119,7 @@ class ResultView:
     certificate: bool = False  # certificate.pdf is in the folder
 
 
-def _positive(value: Any) -> Optional[float]:
+def _positive(value: object) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return None
     return float(value)
@@ -178,56 +176,7 @@ def status_display(
     return "Libre", STATUS_FREE
 
 
-# =========================================================================== what the threads hand the Tk thread
-
-
-class Inbound(NamedTuple):
-    """One item for the Tk thread: an MQTT message (from paho's thread) or a result of the kiosk's worker."""
-
-    kind: str
-    banc: Optional[str]
-    payload: Any
-    nurse_index: Optional[int] = None
-
-
-KIND_BROKER = "broker"  # payload: connected (bool)
-KIND_SNAPSHOT = "snapshot"  # payload: BancSnapshot
-KIND_OUTCOME = "outcome"  # payload: kiosk_worker.Outcome
-KIND_CALIBRATION = "calibration"  # payload: the charge-duration function, or the error text
-KIND_JOURNAL_ALARM = "journal_alarm"  # payload: the kiosk_messages.SecurityMessage still active in a test's journal
-_COALESCED_KINDS = (protocol.KIND_BMS, protocol.KIND_NURSE)
-
-
-class CoalescingQueue(queue.Queue):  # of Inbound
-    """The one queue the Tk thread drains, fed by the worker and the MQTT thread; bounded where the volume is.
-
-    A BMS line or nurse value replaces the one of the same bench (and nurse) still waiting,
-    in the place the first of them took: however long the Tk thread is held, at most one
-    per bench and nurse waits. Everything else (steps, statuses, alerts, the worker's
-    results: a few per minute) waits in order, every one of them.
-    """
-
-    def _init(self, maxsize: int) -> None:
-        self.queue: deque[Union[Inbound, tuple[str, Optional[str], Optional[int]]]] = deque()
-        self.latest: dict[tuple[str, Optional[str], Optional[int]], Inbound] = {}
-        self.received = 0  # items put, replaced ones included
-
-    def _qsize(self) -> int:
-        return len(self.queue)
-
-    def _put(self, item: Inbound) -> None:
-        self.received += 1
-        if item.kind in _COALESCED_KINDS:
-            key = (item.kind, item.banc, item.nurse_index)
-            if key not in self.latest:
-                self.queue.append(key)
-            self.latest[key] = item
-        else:
-            self.queue.append(item)
-
-    def _get(self) -> Inbound:
-        entry = self.queue.popleft()
-        return entry if isinstance(entry, Inbound) else self.latest.pop(entry)
+# =========================================================================== what the worker reads of a bench
 
 
 @dataclass(frozen=True)

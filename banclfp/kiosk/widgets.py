@@ -148,6 +148,10 @@ MIN_LEGIBLE_PX = 10  # canvas text (gauge, nurse values, captions)
 MEASURE_CACHE_SIZE = 4096  # canvas texts are few ("0".."100", "100 %"): their widths are measured once
 
 
+# A Tk font description for canvas text: (family, size) or (family, size, "bold").
+CanvasFont = tuple[str, int] | tuple[str, int, str]
+
+
 class Fonts:
     """Shared CTkFont objects; `rescale` resizes every widget using them at once."""
 
@@ -183,12 +187,12 @@ class Fonts:
             font.configure(size=self.size_of(name))
         return True
 
-    def canvas_font(self, base: int, bold: bool = False) -> tuple:
+    def canvas_font(self, base: int, bold: bool = False) -> CanvasFont:
         """A Tk font tuple for canvas text (negative size = pixels)."""
         return self.canvas_font_px(self.px(base), bold)
 
     @staticmethod
-    def canvas_font_px(px: int, bold: bool = False) -> tuple:
+    def canvas_font_px(px: int, bold: bool = False) -> CanvasFont:
         """A Tk font tuple of `px` pixels for canvas text."""
         return ("TkDefaultFont", -px, "bold") if bold else ("TkDefaultFont", -px)
 
@@ -206,7 +210,7 @@ class Fonts:
         return width
 
 
-_MEASURED: dict[tuple[str, Any, str], int] = {}
+_MEASURED: dict[tuple[str, object, str], int] = {}  # (font name, its size, text)
 MEASURED_TEXTS = 8192  # widths remembered (the same statuses, values and phases on every panel): then all again
 
 
@@ -260,7 +264,7 @@ class ElidedLabel(ctk.CTkLabel):
 
     MARGIN_PX = 4
 
-    def __init__(self, master: Any, font: ctk.CTkFont, lines: int = 1, max_lines: int = 0, **kwargs: Any) -> None:
+    def __init__(self, master: tk.Misc, font: ctk.CTkFont, lines: int = 1, max_lines: int = 0, **kwargs: Any) -> None:
         super().__init__(master, text="", font=font, **kwargs)
         self.full_text = ""
         self.part: Optional[str] = None
@@ -367,7 +371,7 @@ class ElidedLabel(ctk.CTkLabel):
             self._fitted = (self.full_text, self.part, width, self.lines)
         else:
             shown = self._shown
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}
         if shown != self._shown:
             changes["text"] = self._shown = shown
         if color is not None and color != self._color:
@@ -401,7 +405,7 @@ ANIMATION_PERIOD_S = 2.0
 class PhaseBar(ctk.CTkFrame):
     """Five coloured segments: done phases full, the running one animated, the rest grey."""
 
-    def __init__(self, master: Any, fonts: Fonts, height: int = PHASE_BAR_PX) -> None:
+    def __init__(self, master: tk.Misc, fonts: Fonts, height: int = PHASE_BAR_PX) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=0, height=height)
         self.fonts = fonts
         # A small width request (a canvas asks for 10 cm by default): the bar takes the panel's width, never sets it.
@@ -471,7 +475,7 @@ class _CanvasWidget(ctk.CTkFrame):
 
     BASE_WIDTH = 44
 
-    def __init__(self, master: Any, fonts: Fonts) -> None:
+    def __init__(self, master: tk.Misc, fonts: Fonts) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=0)
         self.fonts = fonts
         self.canvas = tk.Canvas(self, width=fonts.px(self.BASE_WIDTH), height=20, bg=BG_PANEL,
@@ -496,7 +500,7 @@ class SocGauge(_CanvasWidget):
 
     BASE_WIDTH = 44
 
-    def __init__(self, master: Any, fonts: Fonts) -> None:
+    def __init__(self, master: tk.Misc, fonts: Fonts) -> None:
         self.soc_pct: Optional[float] = None
         self.fill_color = display_colors.soc_fill_color(None, None)
         self.color_step: Callable[[], Optional[int]] = lambda: None  # the phase its colour follows (the panel's)
@@ -578,7 +582,7 @@ class NurseBars(_CanvasWidget):
     BASE_WIDTH = 80
     CAPTION = "Nourrices"
 
-    def __init__(self, master: Any, fonts: Fonts) -> None:
+    def __init__(self, master: tk.Misc, fonts: Fonts) -> None:
         self.values: list[Optional[int]] = [None] * protocol.NURSE_COUNT
         self.caption_shown = ""
         self.value_texts: list[str] = []  # what is written under the bars (six values, or one range)
@@ -650,7 +654,7 @@ class NurseBars(_CanvasWidget):
 class LinkPill(ctk.CTkLabel):
     """A small coloured tag: green online, red when its absence is an alarm, neutral when expected, grey unknown."""
 
-    def __init__(self, master: Any, text: str, fonts: Fonts) -> None:
+    def __init__(self, master: tk.Misc, text: str, fonts: Fonts) -> None:
         super().__init__(master, text=text, font=fonts["status"], fg_color=COLOR_UNKNOWN, text_color="#ffffff",
                          corner_radius=6, width=10, height=1, padx=4)
         self.online: Optional[bool] = None
@@ -857,7 +861,7 @@ class BancPanel(ctk.CTkFrame):
     """Everything about one bench: status, phase bar, measures, SOC gauge, Ri/diffusion, nurses, alert."""
 
     def __init__(
-        self, master: Any, banc: str, fonts: Fonts, on_title_click: Optional[Callable[[str], None]] = None,
+        self, master: tk.Misc, banc: str, fonts: Fonts, on_title_click: Optional[Callable[[str], None]] = None,
         on_link_click: Optional[Callable[[str, str], None]] = None,
     ) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=10)
@@ -1505,7 +1509,7 @@ class BancPanel(ctk.CTkFrame):
             room = int(getattr(self, "alarm_room_px", 0)) - PANEL_PAD_PX
             lines = max(1, room // int(font.metrics("linespace")))
         shown = fit_text(self.alarm_text, None, int(alert.cget("wraplength")), lines, measurer(font))
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}
         if alert.cget("font") is not font:
             changes["font"] = font
         if shown != alert.cget("text"):
@@ -1613,14 +1617,14 @@ class ResultCard(ctk.CTkFrame):
     touch away (the panel's detail view, `on_detail`).
     """
 
-    def __init__(self, master: Any, fonts: Fonts, on_touch: Optional[Callable[[], None]] = None, title: str = "",
+    def __init__(self, master: tk.Misc, fonts: Fonts, on_touch: Optional[Callable[[], None]] = None, title: str = "",
                  on_detail: Optional[Callable[[], None]] = None) -> None:
         super().__init__(master, fg_color="#2a2f34", corner_radius=10, border_width=2, border_color=COLOR_UNKNOWN)
         self.fonts = fonts
         self.labels = _CachedLabels()
         self.result: Optional[ResultView] = None
         self.layout: Optional[str] = None
-        self._fitted_for: Optional[tuple[Any, ...]] = None
+        self._fitted_for: Optional[tuple[int, int, Optional[ResultView], float]] = None
         self.on_touch, self.on_detail = on_touch, on_detail
         self.title = ctk.CTkLabel(self, text=title, font=fonts["title"], text_color=TEXT, anchor="w", height=1)
         self._grade_font = ctk.CTkFont(size=fonts.px(40), weight="bold")
@@ -1764,7 +1768,7 @@ class BancDetail(ctk.CTkFrame):
     the panel knows now, never a copy that ages.
     """
 
-    def __init__(self, master: Any, panel: BancPanel, on_close: Callable[[], None],
+    def __init__(self, master: tk.Misc, panel: BancPanel, on_close: Callable[[], None],
                  on_graph: Callable[[], None]) -> None:
         super().__init__(master, fg_color=BG_PANEL, corner_radius=10, border_width=2, border_color=COLOR_INFO)
         self.panel = panel
@@ -1787,7 +1791,7 @@ class BancDetail(ctk.CTkFrame):
         self.close_button.grid(row=0, column=2)
         self.cells: list[tuple[ctk.CTkLabel, ctk.CTkLabel]] = []
         self._items: list[tuple[str, str, str]] = []
-        self._fitted_for: Optional[tuple[Any, ...]] = None
+        self._fitted_for: Optional[tuple[int, int, tuple[tuple[str, str, str], ...]]] = None
         self._closed = False
         tk.Misc.bind(self, "<Configure>", lambda _e: self.fit(), add="+")
         self.bind("<ButtonRelease-1>", lambda _e: self.close())
@@ -1868,7 +1872,7 @@ def history_line(entry: HistoryEntry) -> str:
 class HistoryWindow(ctk.CTkToplevel):
     """Every test of one battery, newest first; touching a test opens its charts."""
 
-    def __init__(self, master: Any, serial: str, entries: list[HistoryEntry] | tuple[HistoryEntry, ...],
+    def __init__(self, master: tk.Misc, serial: str, entries: list[HistoryEntry] | tuple[HistoryEntry, ...],
                  on_open: Callable[[HistoryEntry], None]) -> None:
         super().__init__(master)
         self.title(f"Historique — {serial}")
@@ -1922,7 +1926,7 @@ class ScanBar(ctk.CTkFrame):
     """
 
     def __init__(
-        self, master: Any, fonts: Fonts, on_scan: Callable[[str], None], on_graph: Callable[[], None],
+        self, master: tk.Misc, fonts: Fonts, on_scan: Callable[[str], None], on_graph: Callable[[], None],
         on_acknowledge: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__(master, fg_color=BG_SCANBAR, corner_radius=0)
@@ -2042,7 +2046,7 @@ class ScanBar(ctk.CTkFrame):
 class ScanEcho(ctk.CTkFrame):
     """The operator message repeated at the bottom of a window that hides the scan bar (the charts)."""
 
-    def __init__(self, master: Any, font: ctk.CTkFont) -> None:
+    def __init__(self, master: tk.Misc, font: ctk.CTkFont) -> None:
         super().__init__(master, fg_color=BG_SCANBAR, corner_radius=0)
         self.label = ctk.CTkLabel(self, text="", font=font, anchor="w", justify="left", corner_radius=6, padx=8,
                                   wraplength=1200)

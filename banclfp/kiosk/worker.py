@@ -4,7 +4,7 @@ The Tk thread never waits on the disk: it `submit()`s requests (a scan, a refres
 opening) and goes on; this thread runs the scan workflow against the files and the
 process table, performs its decisions (bancs_config.json, starting or resetting a test),
 reads each bench's state every REFRESH_INTERVAL_S, and puts the results on the same
-queue the MQTT thread feeds (`kiosk_state.Inbound`), which the Tk thread drains.
+queue the MQTT thread feeds (`queue_messages.CoalescingQueue`), which the Tk thread drains.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -29,15 +29,17 @@ from banclfp.history import index as history
 from banclfp.infra import environment
 from banclfp.infra.processes import BancSupervisor
 from banclfp.kiosk.messages import replay_alerts
+from banclfp.kiosk.queue_messages import (
+    ChargeProfileLoaded,
+    ChargeProfileUnusable,
+    JournalAlarm,
+    KioskMessage,
+    Outcome,
+)
 from banclfp.kiosk.scan_workflow import Action, BancInfo, Decision, Level, PreviousTest, ScanLookups, ScanWorkflow
 from banclfp.kiosk.state import (
-    KIND_CALIBRATION,
-    KIND_JOURNAL_ALARM,
-    KIND_OUTCOME,
-    KIND_SNAPSHOT,
     BancSnapshot,
     HistoryEntry,
-    Inbound,
     ResultView,
     RiView,
     result_view_from_summary,
@@ -96,27 +98,6 @@ class RefreshRequest:
 Request = Union[ScanRequest, GraphButtonRequest, OpenGraphRequest, RefreshRequest]
 # Requests the operator waits an answer for: each gets exactly one Outcome with answers_scan set.
 _ANSWERED = frozenset(cls.__name__ for cls in (ScanRequest, GraphButtonRequest, OpenGraphRequest))
-
-
-# =========================================================================== results (worker -> Tk thread)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the Tk thread must show or do after a request: the workflow's decision, performed."""
-
-    action: Action
-    message: str
-    level: str
-    banc: Optional[str] = None
-    serial: Optional[str] = None
-    start_step: Optional[int] = None
-    done: bool = False  # the decision's side effect happened (test started, bench reset, folder found)
-    folder: Optional[Path] = None  # GRAPH: the test to chart
-    show_charts: Optional[Callable[..., Any]] = None  # GRAPH: report.show_charts, imported here
-    history: tuple[HistoryEntry, ...] = ()  # GRAPH of a serial: every test of that battery, newest first
-    answers_scan: bool = True  # False for a notice nobody asked for (a banc.py that failed at start)
-    prompt: str = ""  # what the workflow expects next, shown once the message has expired
 
 
 def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
@@ -243,7 +224,7 @@ class KioskWorker:
     """One thread that owns the scan workflow, the banc.py supervisor and every read of the lab's files."""
 
     def __init__(
-        self, bancs: list[str], workflow: ScanWorkflow, supervisor: BancSupervisor, sink: queue.Queue[Inbound], *,
+        self, bancs: list[str], workflow: ScanWorkflow, supervisor: BancSupervisor, sink: queue.Queue[KioskMessage], *,
         now: Callable[[], datetime] = record.now_local, clock: Callable[[], float] = time.monotonic,
         refresh_interval_s: float = REFRESH_INTERVAL_S, tick_interval_s: float = WORKFLOW_TICK_S,
     ) -> None:
@@ -265,7 +246,7 @@ class KioskWorker:
         self._latest_cache: dict[str, tuple[int, Optional[Path]]] = {}  # bench -> (its folder's mtime, latest test)
         self._results: dict[str, tuple[Path, Optional[ResultView]]] = {}
         self._certificate_tries: dict[Path, tuple[int, float]] = {}  # folder -> (attempts, last attempt)
-        self._certificate_children: list[subprocess.Popen] = []
+        self._certificate_children: list[subprocess.Popen[bytes]] = []
         self._rules: Optional[tuple[tuple[str, int], Optional[grading.Rules]]] = None  # grading.json, by its mtime
 
     # ------------------------------------------------------------------ Tk thread side
@@ -322,7 +303,7 @@ class KioskWorker:
     def _post_outcome(self, outcome: Outcome) -> None:
         if not outcome.prompt:
             outcome = dataclasses.replace(outcome, prompt=self.workflow.prompt())
-        self.sink.put(Inbound(KIND_OUTCOME, outcome.banc, outcome))
+        self.sink.put(outcome)
 
     def _load_calibration(self) -> None:
         # Loaded (and cached by utils) here so that the Tk thread's time-left estimates never read the file.
@@ -330,9 +311,9 @@ class KioskWorker:
             environment.get_charge_duration(50.0)
         except environment.ConfigFileError as exc:
             log.error("charge profile unusable: %s", exc)
-            self.sink.put(Inbound(KIND_CALIBRATION, None, str(exc)))
+            self.sink.put(ChargeProfileUnusable(str(exc)))
             return
-        self.sink.put(Inbound(KIND_CALIBRATION, None, environment.get_charge_duration))
+        self.sink.put(ChargeProfileLoaded(environment.get_charge_duration))
 
     def _tick(self) -> None:
         decision = self.workflow.tick(self.clock())
@@ -530,7 +511,7 @@ class KioskWorker:
         cached = self._latest_cache.get(banc)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        best: Optional[tuple[tuple[Any, ...], Path]] = None
+        best: Optional[tuple[tuple[date, int, int], Path]] = None  # ((day, rank, mtime), folder)
         with os.scandir(bench_dir) as entries:
             for entry in entries:
                 name = record.parse_folder_name(entry.name)
@@ -607,7 +588,7 @@ class KioskWorker:
         # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.
         if force or snapshot.ri_view is not None or self._posted.get(snapshot.banc) != snapshot:
             self._posted[snapshot.banc] = snapshot
-            self.sink.put(Inbound(KIND_SNAPSHOT, snapshot.banc, snapshot))
+            self.sink.put(snapshot)
 
     def _entries(self) -> dict[str, dict[str, Any]]:
         entries = {}
@@ -657,4 +638,4 @@ class KioskWorker:
             alarm = replay_alerts(record.read_events(test.path)[0])
             if alarm is not None:
                 log.info("%s: alarm still active in the journal of %s: %s", banc, test.path.name, alarm.text)
-                self.sink.put(Inbound(KIND_JOURNAL_ALARM, banc, alarm))
+                self.sink.put(JournalAlarm(banc, alarm))
