@@ -33,7 +33,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -42,7 +41,15 @@ from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from banclfp.history import business_hours
 from banclfp.infra import environment, logs, storage
-from banclfp.recording import record, recorder, store
+from banclfp.recording import datafile, record, recorder, store
+
+# What banc.py reads back at start; the names stay importable from banc (tests, bench).
+from banclfp.recording.datafile import (
+    CsvScan,
+    LastRow as LastRow,
+    last_data_row as last_data_row,
+    scan_csv,
+)
 
 # The core and its effects; the names marked "as" stay importable from banc (tests, bench).
 from banclfp.recording.recorder import (
@@ -125,76 +132,6 @@ def describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in _ERRNO_FR:
         return _ERRNO_FR[exc.errno]
     return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:60]
-
-
-# =========================================================================== reading back (start)
-
-
-@dataclass
-class CsvScan:
-    """What scan_csv found in a CSV file written by banc.py."""
-
-    size: int = 0
-    lines: int = 0  # complete lines, header included
-    valid_size: int = 0  # bytes up to and including the last newline
-    torn: bytes = b""  # bytes after the last newline: a row cut by a power loss
-    tail_lines: list[bytes] = field(default_factory=list)  # last complete lines, oldest first
-
-
-def scan_csv(path: Path, tail_bytes: int = 64 * 1024, chunk_bytes: int = 1 << 20) -> CsvScan:
-    """Count the complete lines of a CSV file and return its last lines and torn tail (missing file: empty)."""
-    scan = CsvScan()
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return scan
-    with fh:
-        tail = b""
-        offset = 0
-        last_nl = -1
-        while True:
-            chunk = fh.read(chunk_bytes)
-            if not chunk:
-                break
-            scan.lines += chunk.count(b"\n")
-            pos = chunk.rfind(b"\n")
-            if pos >= 0:
-                last_nl = offset + pos
-            offset += len(chunk)
-            tail = (tail + chunk)[-tail_bytes:]
-    scan.size = offset
-    scan.valid_size = last_nl + 1
-    torn_len = scan.size - scan.valid_size
-    scan.torn = tail[len(tail) - torn_len :] if torn_len else b""
-    body = tail[: len(tail) - torn_len] if torn_len else tail
-    lines = body.split(b"\n")[:-1]
-    if scan.valid_size > len(body):
-        lines = lines[1:]  # the first line of the tail window may be cut
-    scan.tail_lines = lines[-8:]
-    return scan
-
-
-@dataclass(frozen=True)
-class LastRow:
-    """What banc.py needs from the last row of data.csv to resume."""
-
-    seq: int
-    capacity_ah: float
-    energy_wh: float
-
-
-def last_data_row(lines: Sequence[bytes]) -> Optional[LastRow]:
-    """The last parseable data row among `lines` (oldest first), or None (header or garbage only)."""
-    for raw in reversed(lines):
-        parts = raw.decode("ascii", errors="replace").strip().split(",")
-        if len(parts) not in record.DATA_CSV_WIDTHS:
-            continue
-        try:
-            return LastRow(int(parts[record.DATA_COLUMN["seq"]]), float(parts[record.DATA_COLUMN["capacity_ah"]]),
-                           float(parts[record.DATA_COLUMN["energy_wh"]]))
-        except ValueError:
-            continue
-    return None
 
 
 # =========================================================================== files
@@ -522,7 +459,7 @@ class Recorder:
             target.open()
         # The whole file once: the last seq and uptime of the newest line (a replayed line may
         # be last in the file) and the seqs the current ESP boot still misses.
-        counts = record.scan_data_csv(self.data.path)
+        counts = datafile.scan_data_csv(self.data.path)
         width = self._data_width()
         boots = state.esp_boots if state is not None else []
         boot = len(boots) - 1 if boots else None

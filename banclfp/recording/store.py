@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 from banclfp.infra import processes, storage
 from banclfp.infra.environment import bancs_config_path, data_dir, get_settings, home_dir
 from banclfp.infra.storage import atomic_write_json, file_lock, read_json
-from banclfp.recording import record
+from banclfp.recording import datafile, record
 from banclfp.recording.record import (
     DATA_CSV_FILE,
     DATA_CSV_HEADER,
@@ -348,8 +348,8 @@ def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[s
     if bad:
         logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, bad)
     state = record.fold_events(events)
-    counts = record.scan_data_csv(Path(folder) / DATA_CSV_FILE)
-    return record.rebuild_summary(previous, state, counts, record.count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
+    counts = datafile.scan_data_csv(Path(folder) / DATA_CSV_FILE)
+    return record.rebuild_summary(previous, state, counts, datafile.count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
 
 
 def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> tuple[record.RecordState, dict[str, Any]]:
@@ -386,7 +386,7 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
             events, bad_lines = record.read_events(folder)
         if events:
             # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
-            data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
+            data_step = datafile.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
             step = record.step_to_restore(record.fold_events(events), (previous or {}).get("current_step"),
                                           data_step)
             if step is not None:
@@ -394,7 +394,7 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
                 logger.warning("%s: journal has %d unreadable lines and phase %d is shown elsewhere: phase %d kept",
                                folder.name, bad_lines, step, step)
         else:
-            counts = record.scan_data_csv(folder / DATA_CSV_FILE)
+            counts = datafile.scan_data_csv(folder / DATA_CSV_FILE)
             seed = previous or {}
             fields = record.migration_event_fields(seed, counts.last_step)
             fields.setdefault("first_handle", iso(now))
