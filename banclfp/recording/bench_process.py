@@ -45,10 +45,10 @@ from banclfp.infra import environment, logs
 from banclfp.infra.storage import MAX_PENDING_BYTES as MAX_PENDING_BYTES, AppendFile as AppendFile
 from banclfp.recording import datafile, record, recorder, store
 from banclfp.recording.datafile import (
-    CsvScan,
+    CsvScan as CsvScan,
     LastRow as LastRow,
     last_data_row as last_data_row,
-    scan_csv,
+    scan_csv as scan_csv,
 )
 
 # The core and its effects; the names marked "as" stay importable from banc (tests, bench).
@@ -208,17 +208,21 @@ class Recorder:
 
     # ------------------------------------------------------------------ start
 
-    def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None) -> None:
-        """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
-        data_scan = self._repair(self.data)
-        rejected_scan = self._repair(self.rejected)
-        journal_scan = self._repair(self.journal)
+    def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None,
+             snapshot: Optional[datafile.FolderSnapshot] = None) -> None:
+        """Open the files (torn tails cut) and restore seq and counters from the rebuilt summary (raises OSError).
+
+        `snapshot` is the folder as banc.py's start read it (read here when not given): data.csv
+        is not read again, only the end of each file is looked at when it is opened.
+        """
+        if snapshot is None:
+            snapshot = datafile.read_folder(self.folder)
         for target in self.files.values():
             target.open()
-        # The whole file once: the last seq and uptime of the newest line (a replayed line may
+        # The whole file, read once: the last seq and uptime of the newest line (a replayed line may
         # be last in the file) and the seqs the current ESP boot still misses.
-        counts = datafile.scan_data_csv(self.data.path)
-        width = self._data_width()
+        counts = snapshot.counts
+        width = snapshot.data.width or len(record.DATA_CSV_HEADER)
         boots = state.esp_boots if state is not None else []
         boot = len(boots) - 1 if boots else None
         lost = [(first, last) for lost_boot, first, last in (state.seq_lost_spans if state is not None else ())
@@ -226,8 +230,8 @@ class Recorder:
         # Each with the phase it was measured in: a line replayed after a restart goes back to its own phase.
         holes = [(a, b, counts.hole_steps.get(a)) for a, b in counts.holes.holes
                  if not any(first <= a and b <= last for first, last in lost)]
-        self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
-                         rejected_rows=max(0, rejected_scan.lines - 1), last_seq=counts.last_seq,
+        self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, snapshot.data.lines - 1),
+                         rejected_rows=snapshot.rejected_rows, last_seq=counts.last_seq,
                          now=self._now(), boots=boots, last_uptime_ms=counts.last_uptime_ms, holes=holes,
                          recent=counts.recent_lines(), last_row_step=counts.last_step,
                          data_width=width)
@@ -236,34 +240,16 @@ class Recorder:
         if holes:
             logger.info("data.csv misses %d seqs of the current ESP boot: asked for again",
                         sum(b - a + 1 for a, b, _step in holes))
-        if data_scan.torn:
+        if self.data.torn:
             now = self._now()
             self._apply(self.core.reject(now, self.core.topics.bms_data,
-                                         "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn), now)
-        if rejected_scan.torn:
-            logger.warning("torn line removed from rejected.csv: %s", safe_text(rejected_scan.torn))
-        if journal_scan.torn:
-            logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(journal_scan.torn))
+                                         "ligne incomplète en fin de data.csv (arrêt brutal)", self.data.torn), now)
+        if self.rejected.torn:
+            logger.warning("torn line removed from rejected.csv: %s", safe_text(self.rejected.torn))
+        if self.journal.torn:
+            logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(self.journal.torn))
         logger.info("data.csv: %d rows, last seq %s; rejected.csv: %d rows", self.core.counters["rows_count"],
                     self.core.seq.last, self.core.counters["rejected_count"])
-
-    def _data_width(self) -> int:
-        """data.csv's width from its header: 12 for a folder of the earlier version, else 14."""
-        try:
-            with open(self.data.path, "rb") as fh:
-                width = record.header_width(fh.readline())
-        except OSError:
-            width = None
-        return width or len(record.DATA_CSV_HEADER)
-
-    @staticmethod
-    def _repair(target: AppendFile) -> CsvScan:
-        """Scan a file and cut a torn last line (power loss mid-write) so appends start on a fresh line."""
-        scan = scan_csv(target.path)
-        if scan.torn:
-            os.truncate(target.path, scan.valid_size)
-            logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
-        return scan
 
     # ------------------------------------------------------------------ messages and time
 
@@ -890,7 +876,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.error("refused: %s", refusal[0])
             return _fail(refusal[0], refusal[1])
         folder, resumed = store.find_or_create_test_folder(banc, serial, now)
-        state, config = store.open_test_record(folder, banc, serial, now)
+        snapshot = datafile.read_folder(folder)  # the folder read once: everything at start-up uses it
+        state, config = store.open_test_record(folder, banc, serial, now, snapshot)
         if state.serial:
             serial = state.serial  # the battery's serial as first scanned: one spelling in every file
         step = state.step if state.step in protocol.PHASES and not state.finished else 1
@@ -898,7 +885,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record.append_event(folder, record.EVENT_RESUME, now)
         store.create_data_csv(folder)
         process = BancProcess(banc, serial, folder, step, resumed, settings)
-        process.recorder.open(config, state)
+        process.recorder.open(config, state, snapshot)
         store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, step)
     except (OSError, ValueError) as exc:
         logger.exception("cannot start the test of %s on %s", serial, banc)

@@ -4,7 +4,8 @@ Every read of data.csv goes through here: `scan_csv` (one pass: line count, torn
 lines, and with a `record.DataCounts` the recount of the rows, the header's width and what
 the ESP timeline relearns from), `read_bytes` (the whole file for numpy's parser),
 `chunks` (its bytes in order, for a hash), `DataFollower` (the rows written since the last
-read, for a running test).
+read, for a running test). `read_folder` gives banc.py's start the journal and both CSV
+files in one `FolderSnapshot`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from banclfp.recording import record
 
@@ -159,3 +161,42 @@ class DataFollower:
                 lines = (self._partial + chunk).split(b"\n")
                 self._partial = lines.pop()
                 yield lines
+
+
+# --------------------------------------------------------------------------- a test folder at resume
+
+
+@dataclass
+class FolderSnapshot:
+    """A test folder read once at banc.py's start: the journal, data.csv's recount and rejected.csv's line count.
+
+    The events banc.py's start appends go through `append_event`, so the snapshot stays the
+    folder's journal without reading it again.
+    """
+
+    folder: Path
+    events: list[dict[str, Any]]
+    bad_events: int  # unreadable journal lines
+    data: CsvScan  # data.csv (width, lines, torn tail)
+    counts: record.DataCounts  # data.csv's rows recounted (also data.counts)
+    rejected: CsvScan  # rejected.csv (its lines)
+
+    @property
+    def rejected_rows(self) -> int:
+        """Complete lines of rejected.csv after its header."""
+        return max(0, self.rejected.lines - 1)
+
+    def append_event(self, kind: str, at: datetime, **fields: Any) -> None:
+        """Append one event to the folder's journal (durably, raises OSError), and to the snapshot's events."""
+        record.append_event(self.folder, kind, at, **fields)
+        self.events.extend(record.parse_events(record.encode_event(kind, at, **fields))[0])
+
+
+def read_folder(folder: Path) -> FolderSnapshot:
+    """Read a test folder once: its journal, data.csv (one pass) and rejected.csv."""
+    folder = Path(folder)
+    events, bad = record.read_events(folder)
+    counts = record.DataCounts()
+    data = scan_csv(folder / record.DATA_CSV_FILE, counts=counts)
+    rejected = scan_csv(folder / record.REJECTED_CSV_FILE)
+    return FolderSnapshot(folder, events, bad, data, counts, rejected)
