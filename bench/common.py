@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from banclfp.recording import record
+from banclfp.recording import datafile, record
 from banclfp.testkit.support import MosquittoBroker, project_env
 from banclfp.wire import protocol
 
@@ -511,7 +511,7 @@ def data_csv_paths(home: Path, number: int) -> list[Path]:
 def count_rows_fast(path: Path) -> int:
     """Data rows in a CSV (lines minus the header), without parsing; 0 when unreadable."""
     try:
-        return record.count_csv_rows(path)
+        return datafile.count_csv_rows(path)
     except OSError:
         return 0
 

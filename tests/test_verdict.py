@@ -21,7 +21,7 @@ from banclfp.history import index as history
 from banclfp.infra import environment
 from banclfp.kiosk import state as kiosk_state, widgets as uic, worker as kiosk_worker
 from banclfp.presentation import formatting, summary_text
-from banclfp.recording import record, store
+from banclfp.recording import datafile, record, store
 from banclfp.reporting import report
 from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
 from banclfp.testkit.support import REPO_DIR, MosquittoBroker
@@ -335,7 +335,7 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monke
         raise OSError(5, "Input/output error", str(path))
 
     with monkeypatch.context() as patch:
-        patch.setattr(record, "scan_data_csv", eio)
+        patch.setattr(datafile, "scan_data_csv", eio)
         with pytest.raises(verdict.InputUnreadable):
             concluded(folder)
     assert _journal_verdict(folder) is None
@@ -359,7 +359,7 @@ def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv
         summary = json.loads(config.read_text(encoding="utf-8"))
         del summary["capacity_ah"]
         config.write_text(json.dumps(summary), encoding="utf-8")
-    capacity_ah, _ = record.scan_data_csv(folder / "data.csv").measured_capacity(5)
+    capacity_ah, _ = datafile.scan_data_csv(folder / "data.csv").measured_capacity(5)
     assert capacity_ah is not None
     given = concluded(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
     assert given["grade"] != "NON CLASSÉ" and _journal_verdict(folder) == given

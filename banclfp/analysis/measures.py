@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from banclfp.infra import environment
-from banclfp.recording import record, store
+from banclfp.recording import datafile, record, store
 from banclfp.verdict import grading
 from banclfp.wire import protocol
 
@@ -357,7 +357,7 @@ def load_test_data(folder: Path) -> TestData:
     """Read and parse data.csv of a test folder (ReportError when missing or not a data.csv), with the journal's ESP boots."""
     path = Path(folder) / record.DATA_CSV_FILE
     try:
-        raw = path.read_bytes()
+        raw = datafile.read_bytes(path)
     except FileNotFoundError:
         raise ReportError(f"{path} n'existe pas") from None
     except OSError as exc:
@@ -1003,7 +1003,7 @@ def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
     rejected_csv = folder / record.REJECTED_CSV_FILE
     if config.rejected_count is None and rejected_csv.exists():
         try:
-            config = replace(config, rejected_count=record.count_csv_rows(rejected_csv))
+            config = replace(config, rejected_count=datafile.count_csv_rows(rejected_csv))
         except OSError:
             pass
     if min_gap_s is None:

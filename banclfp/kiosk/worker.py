@@ -46,7 +46,7 @@ from banclfp.kiosk.state import (
     ri_view_from_config,
 )
 from banclfp.presentation.display_colors import MeasureLimits
-from banclfp.recording import record, store
+from banclfp.recording import datafile, record, store
 from banclfp.verdict import grading
 from banclfp.wire import protocol
 
@@ -157,14 +157,11 @@ class TestFolderReader:
     a few rows per refresh while a test charges, nothing after.
     """
 
-    CHUNK_BYTES = 1 << 20
-
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._journal_stamp: Optional[tuple[int, int]] = None
         self._phase: tuple[Optional[int], Optional[float]] = (None, None)
-        self._offset = 0
-        self._partial = b""
+        self._rows = datafile.DataFollower(folder / record.DATA_CSV_FILE)
         self._facts = time_left.ChargeFactsReader()
 
     def read(self, capacity_ah: Optional[float] = None) -> time_left.Progress:
@@ -188,21 +185,16 @@ class TestFolderReader:
         moment = record.parse_time(start)
         self._phase = (step, None if moment is None else moment.timestamp())
 
+    def _restart_facts(self) -> None:
+        self._facts = time_left.ChargeFactsReader()
+
     def _read_rows(self) -> None:
         try:
-            with open(self.folder / record.DATA_CSV_FILE, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < self._offset:  # rewritten (a repair): from its start again
-                    self._offset, self._partial, self._facts = 0, b"", time_left.ChargeFactsReader()
-                fh.seek(self._offset)
-                while not self._facts.final:
-                    chunk = fh.read(self.CHUNK_BYTES)
-                    if not chunk:
-                        return
-                    self._offset += len(chunk)
-                    rows = (self._partial + chunk).split(b"\n")
-                    self._partial = rows.pop()  # a row still being written: its end comes with the next read
-                    for row in rows:
-                        self._feed(row)
+            for rows in self._rows.read_on(on_rewind=self._restart_facts):
+                for row in rows:
+                    self._feed(row)
+                if self._facts.final:
+                    return
         except OSError as exc:
             log.debug("time left: %s unreadable: %s", self.folder / record.DATA_CSV_FILE, exc)
 

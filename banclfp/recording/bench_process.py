@@ -14,7 +14,7 @@ Exit codes:
 
 What a message or the clock means for the test (rows, steps, counters, alerts, timers) is
 decided in recorder.py (RecorderCore, no I/O); this file carries it out: the files
-(AppendFile, config.json), MQTT and the process's life.
+(storage.AppendFile, config.json), MQTT and the process's life.
 
 One thread: paho's read loop runs the message callbacks (every row is written and handed to
 the OS there, before paho acknowledges the QoS 1 message); between reads a 0.2 s
@@ -24,7 +24,6 @@ tick runs the watchdog, fsync, config.json saves, write retries and shutdown.
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import logging
 import os
@@ -33,7 +32,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -41,8 +39,17 @@ from typing import Any, Optional
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from banclfp.history import business_hours
-from banclfp.infra import environment, logs, storage
-from banclfp.recording import record, recorder, store
+from banclfp.infra import environment, logs
+
+# The files' mechanism and their reading back; the names marked "as" stay importable from banc (tests, bench).
+from banclfp.infra.storage import MAX_PENDING_BYTES as MAX_PENDING_BYTES, AppendFile as AppendFile
+from banclfp.recording import datafile, record, recorder, store
+from banclfp.recording.datafile import (
+    CsvScan as CsvScan,
+    LastRow as LastRow,
+    last_data_row as last_data_row,
+    scan_csv as scan_csv,
+)
 
 # The core and its effects; the names marked "as" stay importable from banc (tests, bench).
 from banclfp.recording.recorder import (
@@ -99,9 +106,6 @@ TICK_S = 0.2
 # whatever the interval (the restarted banc.py asks the ESPs to replay the gap, docs/protocole.md §6);
 # a site whose benches stay powered when the Pi goes down may raise it (README).
 # When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S).
-# Rows kept in memory while the disk refuses them (about two days of 1 Hz rows); beyond
-# that new rows are dropped and counted rather than letting the Pi run out of memory.
-MAX_PENDING_BYTES = 16 * 1024 * 1024
 KEEPALIVE_S = 20
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
@@ -125,315 +129,6 @@ def describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in _ERRNO_FR:
         return _ERRNO_FR[exc.errno]
     return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:60]
-
-
-# =========================================================================== reading back (start)
-
-
-@dataclass
-class CsvScan:
-    """What scan_csv found in a CSV file written by banc.py."""
-
-    size: int = 0
-    lines: int = 0  # complete lines, header included
-    valid_size: int = 0  # bytes up to and including the last newline
-    torn: bytes = b""  # bytes after the last newline: a row cut by a power loss
-    tail_lines: list[bytes] = field(default_factory=list)  # last complete lines, oldest first
-
-
-def scan_csv(path: Path, tail_bytes: int = 64 * 1024, chunk_bytes: int = 1 << 20) -> CsvScan:
-    """Count the complete lines of a CSV file and return its last lines and torn tail (missing file: empty)."""
-    scan = CsvScan()
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return scan
-    with fh:
-        tail = b""
-        offset = 0
-        last_nl = -1
-        while True:
-            chunk = fh.read(chunk_bytes)
-            if not chunk:
-                break
-            scan.lines += chunk.count(b"\n")
-            pos = chunk.rfind(b"\n")
-            if pos >= 0:
-                last_nl = offset + pos
-            offset += len(chunk)
-            tail = (tail + chunk)[-tail_bytes:]
-    scan.size = offset
-    scan.valid_size = last_nl + 1
-    torn_len = scan.size - scan.valid_size
-    scan.torn = tail[len(tail) - torn_len :] if torn_len else b""
-    body = tail[: len(tail) - torn_len] if torn_len else tail
-    lines = body.split(b"\n")[:-1]
-    if scan.valid_size > len(body):
-        lines = lines[1:]  # the first line of the tail window may be cut
-    scan.tail_lines = lines[-8:]
-    return scan
-
-
-@dataclass(frozen=True)
-class LastRow:
-    """What banc.py needs from the last row of data.csv to resume."""
-
-    seq: int
-    capacity_ah: float
-    energy_wh: float
-
-
-def last_data_row(lines: Sequence[bytes]) -> Optional[LastRow]:
-    """The last parseable data row among `lines` (oldest first), or None (header or garbage only)."""
-    for raw in reversed(lines):
-        parts = raw.decode("ascii", errors="replace").strip().split(",")
-        if len(parts) not in record.DATA_CSV_WIDTHS:
-            continue
-        try:
-            return LastRow(int(parts[record.DATA_COLUMN["seq"]]), float(parts[record.DATA_COLUMN["capacity_ah"]]),
-                           float(parts[record.DATA_COLUMN["energy_wh"]]))
-        except ValueError:
-            continue
-    return None
-
-
-# =========================================================================== files
-
-
-class AppendFile:
-    """Append-only file written with os.write on an O_APPEND descriptor.
-
-    append() hands the bytes to the OS before returning (no user-space buffer to lose in a
-    kill); a `durable` file is also fsynced before append() returns. When the OS refuses
-    them (disk full, read-only, EFBIG...), a partial write is undone and the whole record
-    is kept in memory, in order, behind anything already waiting; flush_pending() retries.
-    The descriptor is opened read-write so that a file deleted under us can be put back
-    from it (removed, restore).
-
-    A durable record counts as written only once its fsync succeeded. When the fsync (or
-    the write) fails and the bytes cannot be cut back either, they may still be in the
-    file, but an fsync that failed once cannot be trusted to push them later: the record
-    stays in memory, the file's tail is `unsure`, and nothing more is written until the
-    file is back at its last fsynced size (`size`): the retry cuts first, then writes the
-    record again, so it is on disk once and only once.
-    """
-
-    def __init__(self, path: Path, header: Sequence[str] = (), writer: Callable[[int, bytes], int] = os.write,
-                 max_pending_bytes: int = MAX_PENDING_BYTES, durable: bool = False,
-                 fsync: Callable[[int], None] = os.fsync,
-                 truncate: Callable[[int, int], None] = os.ftruncate) -> None:
-        self.path = Path(path)
-        self.header_line = (",".join(header) + "\n").encode("ascii") if header else b""
-        self.fd: Optional[int] = None
-        self._write = writer
-        self._fsync = fsync
-        self._truncate = truncate
-        self._pending: list[bytes] = []
-        self.pending_bytes = 0
-        self.max_pending_bytes = max_pending_bytes
-        self.durable = durable
-        self.dropped_rows = 0
-        self.dirty = False
-        self.size = 0  # bytes known written (fsynced when durable): where a failed write is cut back to
-        # Durable only: bytes past `size` may be in the file (neither fsynced nor cut); none is written until cut.
-        self.unsure = False
-        self.error: Optional[OSError] = None
-
-    def open(self) -> None:
-        """Open for appending; write the header when the file is new or empty (raises OSError)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            self.size = os.fstat(fd).st_size
-            if self.size == 0 and self.header_line:
-                self._write_all(fd, self.header_line)
-                self._fsync(fd)
-                self.size = len(self.header_line)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-
-    def _write_all(self, fd: int, data: bytes) -> int:
-        written = 0
-        try:
-            while written < len(data):
-                # A slice copy: only a short write (a filling disk) comes here more than once.
-                n = self._write(fd, data[written:] if written else data)
-                if n <= 0:
-                    raise OSError(errno.EIO, "write returned 0")
-                written += n
-        except OSError as exc:
-            exc.written = written  # type: ignore[attr-defined]
-            raise
-        return written
-
-    @property
-    def failing(self) -> bool:
-        """True while some bytes wait in memory."""
-        return bool(self._pending)
-
-    @property
-    def pending_rows(self) -> int:
-        """Complete lines waiting in memory."""
-        return sum(chunk.count(b"\n") for chunk in self._pending)
-
-    def _settle(self) -> bool:
-        """Bring an `unsure` file back to its last fsynced size; False (error set) while it cannot be."""
-        assert self.fd is not None
-        try:
-            actual = os.fstat(self.fd).st_size
-            if actual > self.size:
-                self._truncate(self.fd, self.size)
-        except OSError as exc:
-            self.error = exc
-            return False
-        if actual < self.size:  # cut by someone else: nothing of ours is past its end
-            logger.error("%s is %d bytes shorter than what was fsynced", self.path.name, self.size - actual)
-            self.size = actual
-        elif actual > self.size:
-            logger.warning("%s: %d bytes never fsynced cut; their records are written again", self.path.name,
-                           actual - self.size)
-        self.unsure = False
-        return True
-
-    def _put(self, data: bytes) -> int:
-        """Write `data` at the end (fsynced when durable); on failure cut back and return the bytes kept, else 0."""
-        assert self.fd is not None
-        if self.unsure and not self._settle():
-            return len(data)  # the tail is unknown: nothing is written after it
-        first = 0
-        try:
-            # One os.write nearly always takes the whole record; _write_all only finishes a short write.
-            first = max(0, self._write(self.fd, data))
-            if first < len(data):
-                self._write_all(self.fd, data[first:])
-            if self.durable:
-                self._fsync(self.fd)
-            self.error = None
-        except OSError as exc:
-            self.error = exc
-            written = first + getattr(exc, "written", 0)
-            if written or self.durable:
-                try:
-                    self._truncate(self.fd, self.size)  # no torn record left behind
-                except OSError as cut:
-                    if self.durable:
-                        # Maybe in the file, never fsynced: not written. The whole record waits; the
-                        # retry cuts first (never a second copy) and writes it again (a new fsync).
-                        self.unsure = True
-                        logger.error("%s: %s, and the record could not be cut (%s); nothing more is written "
-                                     "until it is", self.path.name, exc, cut)
-                        return len(data)
-                    self.size += written  # could not cut: keep exactly the unwritten rest
-                    return len(data) - written
-            return len(data)
-        self.size += len(data)
-        self.dirty = not self.durable
-        return 0
-
-    def append(self, data: bytes) -> bool:
-        """Append one record; False when it was kept in memory (or dropped when memory is full)."""
-        if self._pending or self.fd is None:
-            if self.pending_bytes + len(data) > self.max_pending_bytes:
-                self.dropped_rows += 1
-                return False
-            self._pending.append(data)
-            self.pending_bytes += len(data)
-            return False
-        kept = self._put(data)
-        if kept:
-            self._pending.append(data[len(data) - kept:])
-            self.pending_bytes += kept
-            return False
-        return True
-
-    def flush_pending(self) -> bool:
-        """Try to write what waits in memory; True when nothing waits any more."""
-        if not self._pending or self.fd is None:
-            return not self._pending
-        data = b"".join(self._pending)
-        kept = self._put(data)
-        rest = data[len(data) - kept:] if kept else b""
-        self._pending = [rest] if rest else []
-        self.pending_bytes = len(rest)
-        return not rest
-
-    def sync(self) -> None:
-        """fsync when something was written since the last fsync."""
-        if self.fd is None or not self.dirty:
-            return
-        self.dirty = False
-        try:
-            self._fsync(self.fd)
-        except OSError as exc:
-            logger.error("fsync of %s failed: %s", self.path.name, exc)
-
-    def removed(self) -> bool:
-        """True when the file we write is no longer at its path (deleted, or its folder removed)."""
-        if self.fd is None:
-            return False
-        try:
-            ours = os.fstat(self.fd)
-        except OSError:
-            return False
-        if ours.st_nlink == 0:
-            return True
-        try:
-            there = os.stat(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return True
-        except OSError:
-            return False
-        return (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino)
-
-    def restore(self) -> int:
-        """Put our content back at our path (folder recreated) and go on writing there; return its size.
-
-        An `unsure` tail is left behind: only the fsynced bytes are copied, its records wait in memory.
-        """
-        assert self.fd is not None
-        limit = self.size if self.unsure else None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            storage.quarantine(self.path, "a file replaced the one banc.py writes")
-        tmp = self.path.with_name(f".{self.path.name}.restore")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            offset = 0
-            while limit is None or offset < limit:
-                chunk = os.pread(self.fd, 1 << 20 if limit is None else min(1 << 20, limit - offset), offset)
-                if not chunk:
-                    break
-                self._write_all(fd, chunk)
-                offset += len(chunk)
-            self._fsync(fd)
-            os.replace(tmp, self.path)
-            storage.fsync_dir(self.path.parent)
-            new_fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a half copy must not hold the last free space of the disk
-            raise
-        finally:
-            os.close(fd)
-        # The old descriptor is closed only once the new one exists: never a dangling fd.
-        os.close(self.fd)
-        self.fd = new_fd
-        self.size = offset
-        self.unsure = False
-        return offset
-
-    def close(self) -> int:
-        """Last write attempt, fsync and close; return the number of bytes that could not be written."""
-        self.flush_pending()
-        if self.fd is not None:
-            try:
-                self._fsync(self.fd)
-            except OSError as exc:
-                logger.error("fsync of %s failed: %s", self.path.name, exc)
-            os.close(self.fd)
-            self.fd = None
-        return self.pending_bytes
 
 
 # =========================================================================== recorder (the executor)
@@ -513,17 +208,21 @@ class Recorder:
 
     # ------------------------------------------------------------------ start
 
-    def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None) -> None:
-        """Repair torn tails, open the files and restore seq and counters from the rebuilt summary (raises OSError)."""
-        data_scan = self._repair(self.data)
-        rejected_scan = self._repair(self.rejected)
-        journal_scan = self._repair(self.journal)
+    def open(self, config: dict[str, Any], state: Optional[record.RecordState] = None,
+             snapshot: Optional[datafile.FolderSnapshot] = None) -> None:
+        """Open the files (torn tails cut) and restore seq and counters from the rebuilt summary (raises OSError).
+
+        `snapshot` is the folder as banc.py's start read it (read here when not given): data.csv
+        is not read again, only the end of each file is looked at when it is opened.
+        """
+        if snapshot is None:
+            snapshot = datafile.read_folder(self.folder)
         for target in self.files.values():
             target.open()
-        # The whole file once: the last seq and uptime of the newest line (a replayed line may
+        # The whole file, read once: the last seq and uptime of the newest line (a replayed line may
         # be last in the file) and the seqs the current ESP boot still misses.
-        counts = record.scan_data_csv(self.data.path)
-        width = self._data_width()
+        counts = snapshot.counts
+        width = snapshot.data.width or len(record.DATA_CSV_HEADER)
         boots = state.esp_boots if state is not None else []
         boot = len(boots) - 1 if boots else None
         lost = [(first, last) for lost_boot, first, last in (state.seq_lost_spans if state is not None else ())
@@ -531,8 +230,8 @@ class Recorder:
         # Each with the phase it was measured in: a line replayed after a restart goes back to its own phase.
         holes = [(a, b, counts.hole_steps.get(a)) for a, b in counts.holes.holes
                  if not any(first <= a and b <= last for first, last in lost)]
-        self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, data_scan.lines - 1),
-                         rejected_rows=max(0, rejected_scan.lines - 1), last_seq=counts.last_seq,
+        self.core.resume(config, state.recent_ri if state is not None else (), rows=max(0, snapshot.data.lines - 1),
+                         rejected_rows=snapshot.rejected_rows, last_seq=counts.last_seq,
                          now=self._now(), boots=boots, last_uptime_ms=counts.last_uptime_ms, holes=holes,
                          recent=counts.recent_lines(), last_row_step=counts.last_step,
                          data_width=width)
@@ -541,34 +240,16 @@ class Recorder:
         if holes:
             logger.info("data.csv misses %d seqs of the current ESP boot: asked for again",
                         sum(b - a + 1 for a, b, _step in holes))
-        if data_scan.torn:
+        if self.data.torn:
             now = self._now()
             self._apply(self.core.reject(now, self.core.topics.bms_data,
-                                         "ligne incomplète en fin de data.csv (arrêt brutal)", data_scan.torn), now)
-        if rejected_scan.torn:
-            logger.warning("torn line removed from rejected.csv: %s", safe_text(rejected_scan.torn))
-        if journal_scan.torn:
-            logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(journal_scan.torn))
+                                         "ligne incomplète en fin de data.csv (arrêt brutal)", self.data.torn), now)
+        if self.rejected.torn:
+            logger.warning("torn line removed from rejected.csv: %s", safe_text(self.rejected.torn))
+        if self.journal.torn:
+            logger.warning("torn line removed from %s: %s", record.EVENTS_FILE, safe_text(self.journal.torn))
         logger.info("data.csv: %d rows, last seq %s; rejected.csv: %d rows", self.core.counters["rows_count"],
                     self.core.seq.last, self.core.counters["rejected_count"])
-
-    def _data_width(self) -> int:
-        """data.csv's width from its header: 12 for a folder of the earlier version, else 14."""
-        try:
-            with open(self.data.path, "rb") as fh:
-                width = record.header_width(fh.readline())
-        except OSError:
-            width = None
-        return width or len(record.DATA_CSV_HEADER)
-
-    @staticmethod
-    def _repair(target: AppendFile) -> CsvScan:
-        """Scan a file and cut a torn last line (power loss mid-write) so appends start on a fresh line."""
-        scan = scan_csv(target.path)
-        if scan.torn:
-            os.truncate(target.path, scan.valid_size)
-            logger.warning("%s ended with a torn line of %d bytes; removed", target.path.name, len(scan.torn))
-        return scan
 
     # ------------------------------------------------------------------ messages and time
 
@@ -1195,7 +876,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.error("refused: %s", refusal[0])
             return _fail(refusal[0], refusal[1])
         folder, resumed = store.find_or_create_test_folder(banc, serial, now)
-        state, config = store.open_test_record(folder, banc, serial, now)
+        snapshot = datafile.read_folder(folder)  # the folder read once: everything at start-up uses it
+        state, config = store.open_test_record(folder, banc, serial, now, snapshot)
         if state.serial:
             serial = state.serial  # the battery's serial as first scanned: one spelling in every file
         step = state.step if state.step in protocol.PHASES and not state.finished else 1
@@ -1203,7 +885,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record.append_event(folder, record.EVENT_RESUME, now)
         store.create_data_csv(folder)
         process = BancProcess(banc, serial, folder, step, resumed, settings)
-        process.recorder.open(config, state)
+        process.recorder.open(config, state, snapshot)
         store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, step)
     except (OSError, ValueError) as exc:
         logger.exception("cannot start the test of %s on %s", serial, banc)

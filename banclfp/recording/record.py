@@ -31,7 +31,7 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -321,6 +321,16 @@ class DataCounts:
         self.capacity.see(step, seq, capacity, energy)
         self.last_time = parts[DATA_COLUMN["timestamp"]].decode("ascii", "replace")
 
+    def add_line(self, line: bytes) -> None:
+        """Fold one complete data.csv line (pure): the header is skipped, a line of another width is a bad row."""
+        parts = line.rstrip(b"\r\n").split(b",")
+        if parts[0] == b"timestamp":
+            return  # the header
+        if len(parts) in DATA_CSV_WIDTHS:
+            self.add(parts)
+        elif line.strip():
+            self.bad_rows += 1
+
     def recent_lines(self) -> dict[int, bytes]:
         """seq -> the ESP's line as it sent it, for the last lines of the current boot (oldest first)."""
         recent: dict[int, bytes] = {}
@@ -347,43 +357,8 @@ def count_data_lines(lines: Iterable[bytes]) -> DataCounts:
     """Recount a test's rows from complete data.csv lines, header included or not (pure)."""
     counts = DataCounts()
     for line in lines:
-        parts = line.rstrip(b"\r\n").split(b",")
-        if parts[0] == b"timestamp":
-            continue  # the header
-        if len(parts) in DATA_CSV_WIDTHS:
-            counts.add(parts)
-        elif line.strip():
-            counts.bad_rows += 1
+        counts.add_line(line)
     return counts
-
-
-def count_csv_rows(path: Path) -> int:
-    """Complete lines after the header of a CSV file, without parsing (0 when missing)."""
-    try:
-        with open(path, "rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-    return max(0, lines - 1)
-
-
-def _complete_lines(fh: Any, chunk_bytes: int) -> Iterator[bytes]:
-    """The newline-terminated lines of a binary file, read by chunks (a torn last line is left out)."""
-    rest = b""
-    for chunk in iter(lambda: fh.read(chunk_bytes), b""):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-
-
-def scan_data_csv(path: Path, chunk_bytes: int = 1 << 20) -> DataCounts:
-    """Recount data.csv (complete lines only; a missing file counts nothing)."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return DataCounts()
-    with fh:
-        return count_data_lines(_complete_lines(fh, chunk_bytes))
 
 
 # --------------------------------------------------------------------------- the journal

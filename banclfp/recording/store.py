@@ -18,12 +18,11 @@ from typing import Any, Optional, Union
 from banclfp.infra import processes, storage
 from banclfp.infra.environment import bancs_config_path, data_dir, get_settings, home_dir
 from banclfp.infra.storage import atomic_write_json, file_lock, read_json
-from banclfp.recording import record
+from banclfp.recording import datafile, record
 from banclfp.recording.record import (
     DATA_CSV_FILE,
     DATA_CSV_HEADER,
     LOCAL_TZ,
-    REJECTED_CSV_FILE,
     SOFTWARE_VERSION,
     STATUS_AVAILABLE,
     STATUS_OCCUPIED,
@@ -336,23 +335,26 @@ def find_or_create_test_folder(banc: Union[int, str], serial: str, now: datetime
     return path, False
 
 
-def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """config.json rebuilt from the journal and a recount of data.csv and rejected.csv."""
-    events, bad = record.read_events(folder)
-    if bad:
-        logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, bad)
-    state = record.fold_events(events)
-    counts = record.scan_data_csv(Path(folder) / DATA_CSV_FILE)
-    return record.rebuild_summary(previous, state, counts, record.count_csv_rows(Path(folder) / REJECTED_CSV_FILE))
+def _rebuilt_summary(folder: Path, previous: Optional[dict[str, Any]],
+                     snapshot: Optional[datafile.FolderSnapshot] = None) -> dict[str, Any]:
+    """config.json rebuilt from the journal and a recount of data.csv and rejected.csv (`snapshot`: read already)."""
+    if snapshot is None:
+        snapshot = datafile.read_folder(folder)
+    if snapshot.bad_events:
+        logger.error("%s: %d unreadable journal lines skipped", Path(folder) / record.EVENTS_FILE, snapshot.bad_events)
+    state = record.fold_events(snapshot.events)
+    return record.rebuild_summary(previous, state, snapshot.counts, snapshot.rejected_rows)
 
 
-def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> tuple[record.RecordState, dict[str, Any]]:
+def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: datetime,
+                     snapshot: Optional[datafile.FolderSnapshot] = None) -> tuple[record.RecordState, dict[str, Any]]:
     """Open a test's record for banc.py: journal made sure of, config.json rebuilt from the folder.
 
     A folder of the earlier version (no journal) gets one, started from its config.json and
     data.csv (the highest phase either shows). config.json is then always rewritten from the
     journal and a recount of the CSV files: a missing, damaged or stale one (kept aside when
-    unreadable) can never rewind the test.
+    unreadable) can never rewind the test. `snapshot` is the folder as banc.py's start read it
+    (read here when not given); the events written here are added to it.
     """
     banc = normalize_banc(banc)
     folder = Path(folder)
@@ -369,34 +371,34 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
             pass
         except (OSError, ValueError) as exc:
             _quarantine(path, str(exc))
-        events, bad_lines = record.read_events(folder)
+        if snapshot is None:
+            snapshot = datafile.read_folder(folder)
+        events, bad_lines = snapshot.events, snapshot.bad_events
         if events and record.fold_events(events).serial is None:
             # The start line is unreadable: who the test is for is journaled again, once.
             kept_first = record.TestSummary.from_json(previous).first_handle
             first = kept_first if kept_first is not None else events[0].get("t")
-            record.append_event(folder, record.EVENT_START, now, serial=serial, banc=banc,
-                                first_handle=first if isinstance(first, str) else iso(now), restored=True)
+            snapshot.append_event(record.EVENT_START, now, serial=serial, banc=banc,
+                                  first_handle=first if isinstance(first, str) else iso(now), restored=True)
             logger.warning("%s: the journal's start line is unreadable: started again for %s", folder.name, serial)
-            events, bad_lines = record.read_events(folder)
         if events:
             # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
-            data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
+            data_step = snapshot.counts.last_step if bad_lines else None
             step = record.step_to_restore(record.fold_events(events), record.TestSummary.from_json(previous).current_step,
                                           data_step)
             if step is not None:
-                record.append_event(folder, record.EVENT_STEP, now, step=step, restored=True)
+                snapshot.append_event(record.EVENT_STEP, now, step=step, restored=True)
                 logger.warning("%s: journal has %d unreadable lines and phase %d is shown elsewhere: phase %d kept",
                                folder.name, bad_lines, step, step)
         else:
-            counts = record.scan_data_csv(folder / DATA_CSV_FILE)
-            fields = record.migration_event_fields(record.TestSummary.from_json(previous), counts.last_step, iso(now))
-            record.append_event(folder, record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
+            fields = record.migration_event_fields(record.TestSummary.from_json(previous), snapshot.counts.last_step,
+                                                   iso(now))
+            snapshot.append_event(record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
             logger.warning("%s: journal started from %s (step %s)", folder.name,
                            "config.json" if previous else "data.csv", fields["step"])
-        config = _rebuilt_summary(folder, previous)
+        config = _rebuilt_summary(folder, previous, snapshot)
         atomic_write_json(path, config)
-        events, _ = record.read_events(folder)
-        return record.fold_events(events), config
+        return record.fold_events(snapshot.events), config
 
 
 def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now: datetime) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from banclfp.charts.figure import draw_figure
 from banclfp.infra import storage
 from banclfp.presentation.formatting import GRADE_COLORS, darker, format_milliohm, format_number, grade_color
 from banclfp.presentation.summary_text import format_time, test_span
-from banclfp.recording import record
+from banclfp.recording import datafile, record
 from banclfp.verdict import grading
 
 A4_PORTRAIT_IN = (8.27, 11.69)
@@ -41,9 +41,8 @@ MOTIF_CHARS_PER_LINE = 100  # 10 pt across the page's text width
 def data_sha256(folder: Path) -> str:
     """SHA-256 (hex) of the test's data.csv, read by chunks."""
     digest = hashlib.sha256()
-    with open(Path(folder) / record.DATA_CSV_FILE, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in datafile.chunks(Path(folder) / record.DATA_CSV_FILE):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

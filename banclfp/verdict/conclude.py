@@ -27,7 +27,7 @@ import numpy as np
 from banclfp.analysis import measures as analysis
 from banclfp.history import index as history
 from banclfp.infra import environment, storage
-from banclfp.recording import record, store
+from banclfp.recording import datafile, record, store
 from banclfp.verdict import grading
 from banclfp.wire import protocol
 
@@ -86,7 +86,7 @@ def _recounted_capacity_ah(folder: Path) -> float:
     """The finished test's capacity from the recount of data.csv (what config.json's rebuild holds); InputUnreadable if none."""
     path = folder / record.DATA_CSV_FILE
     try:
-        capacity_ah, _ = record.scan_data_csv(path).measured_capacity(protocol.STEP_FINISHED)
+        capacity_ah, _ = datafile.scan_data_csv(path).measured_capacity(protocol.STEP_FINISHED)
     except OSError as exc:
         raise InputUnreadable(f"{path} : {exc}") from exc
     if capacity_ah is None:  # the rows just read show one: a read that went wrong, not a test without capacity
@@ -125,7 +125,7 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> record.Verdict:
             if not events:
                 # A folder of the earlier version (no journal): the verdict needs the finished
                 # test it concludes before it, as banc.py would have migrated it.
-                counts = record.scan_data_csv(folder / record.DATA_CSV_FILE)
+                counts = datafile.scan_data_csv(folder / record.DATA_CSV_FILE)
                 record.append_event(folder, record.EVENT_MIGRATE, at, serial=summary.battery_serial,
                                     banc=summary.banc, **record.migration_event_fields(summary, counts.last_step))
             record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed.to_json())
