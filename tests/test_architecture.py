@@ -13,7 +13,7 @@ import ast
 import difflib
 import re
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -44,8 +44,9 @@ def project_modules() -> dict[str, Path]:
     return found
 
 
-def imported_names(path: Path) -> set[str]:
-    """Every dotted name a file imports, at any depth of the file (lazy imports count too)."""
+@cache
+def imported_names(path: Path) -> frozenset[str]:
+    """Every dotted name a file imports, at any depth of the file (lazy imports count too); each file parsed once."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -54,7 +55,7 @@ def imported_names(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+    return frozenset(names)
 
 
 def imports_of(path: Path, known: set[str]) -> set[str]:
