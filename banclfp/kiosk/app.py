@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
+"""The operator kiosk (docs/kiosque.md): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
 the topic and puts (kind, bench, payload) on a queue; the kiosk's worker thread
@@ -773,7 +773,7 @@ class App(ctk.CTk):
             self._bad_payload_log[key] = (last, count + 1)
 
     def apply_message(self, item: Inbound) -> None:
-        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (the README's panel section)."""
+        """Apply one queued item: a worker result, or an MQTT message to the bench's state and panel (docs/kiosque.md, « Un panneau par banc »)."""
         if item.kind == KIND_OUTCOME:
             self.apply_outcome(item.payload)
             return
@@ -813,12 +813,12 @@ class App(ctk.CTk):
             elif item.kind == protocol.KIND_BANC_STATUS:
                 self.runtime[banc].banc_online = protocol.parse_status(item.payload) == protocol.STATUS_ONLINE
                 self.render_banc(banc)
-            # ri/results: nothing here; read from config.json when step 2 arrives (the README's panel section).
+            # ri/results: nothing here; read from config.json when step 2 arrives (docs/kiosque.md, « Un panneau par banc »).
         except protocol.PayloadError as exc:
             self._bad_payload(banc, item.kind, exc, item.payload)
 
     def on_step(self, banc: str, step: int) -> None:
-        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (the README's panel section)."""
+        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (docs/kiosque.md, « Un panneau par banc »)."""
         rt = self.runtime[banc]
         panel = self.panels[banc]
         if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):
