@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""banc.py — one process per running test: records one bench's data and results (the README's banc.py section).
+"""banc.py — one process per running test: records one bench's data and results (docs/enregistrement.md).
 
 Usage: python banc.py bancN SERIAL
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Charts, summary and Battery Data Format export of one test (the README's report.py section, docs/fichiers.md).
+"""Charts, summary and Battery Data Format export of one test (docs/rapport.md, docs/fichiers.md).
 
     python report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE]
     python report.py --history SERIAL

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
+"""The operator kiosk (docs/kiosque.md): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
 the topic and puts a typed message (queue_messages) on a queue; the kiosk's worker thread

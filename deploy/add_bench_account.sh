@@ -10,7 +10,7 @@
 # The password is recorded in /etc/banc-lfp/bench-accounts.txt (root only) for
 # flashing the ESP32; it is never printed. An existing account keeps its password.
 # A given password is read from stdin, never from the command line: every local user
-# sees a process's arguments in ps (contract v2 §8).
+# sees a process's arguments in ps (docs/installation.md).
 set -euo pipefail
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -39,7 +39,7 @@ LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
 # The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
 # the password never goes on their command line.
 CLIENT_CONF_DIR=/etc/banc-lfp
-# TLS of the LAN listener (contract v2 §8). The CA key signs the server certificate and
+# TLS of the LAN listener (docs/installation.md, TLS). The CA key signs the server certificate and
 # nothing else: root only, never read by mosquitto. The public files sit with mosquitto.
 CA_KEY=/etc/banc-lfp/ca.key
 MOSQ_TLS_DIR=/etc/mosquitto/banc-lfp-tls
@@ -260,7 +260,7 @@ ensure_bench_account() {
   ensure_mqtt_account "$name" "$password" "$force"
 }
 
-# ------------------------------------------------------------------ TLS (contract v2 §8)
+# ------------------------------------------------------------------ TLS (docs/installation.md, TLS)
 
 # True when private key file $1 and certificate file $2 hold the same public key.
 same_public_key() {
@@ -302,7 +302,7 @@ ensure_ca() {
       note "droits corrigés (0600) : $CA_KEY"
     fi
     if ! openssl x509 -in "$crt" -noout -checkend $((365 * 86400)) >/dev/null; then
-      warn "l'autorité de certification expire le $(cert_end_date "$crt") : la remplacer avant (voir README, « Renouveler »), puis reflasher chaque ESP32"
+      warn "l'autorité de certification expire le $(cert_end_date "$crt") : la remplacer avant (voir docs/installation.md, « Renouvellement »), puis reflasher chaque ESP32"
     fi
     note "autorité de certification conservée : $CA_CERT (jusqu'au $(cert_end_date "$crt"))"
     return 0

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything, then run the lint (ruff), the type checks (mypy) and the whole test
 # suite (real Mosquitto and Xvfb started by the tests). Arguments go to pytest.
+#   bash scripts/test.sh --fast [ARGS]: only the pure tests (no broker, no Xvfb, no process;
+#   tests/conftest.py marks them), no lint nor types: the inner loop, in under 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0
+if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
 bash scripts/setup.sh
 
 stamp=.venv/.requirements-dev.sha256
@@ -11,6 +15,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "test: installation de requirements-dev.txt dans .venv (ruff, mypy)"
   .venv/bin/python -m pip install -q -r requirements-dev.txt
   echo "$wanted" > "$stamp"
+fi
+
+if [ "$fast" = 1 ]; then
+  echo "test: pytest --fast (les tests purs ; la suite complète : bash scripts/test.sh)"
+  # Two workers: these tests use the CPU (the two cores), they wait on nothing.
+  exec .venv/bin/python -m pytest --fast -n 2 -q -r fE "$@"
 fi
 
 echo "test: ruff"

@@ -642,7 +642,7 @@ def test_hostile_input_on_every_topic(fleet: BancFleet, esp: MqttProbe, banc_hom
 
 
 def test_oversized_messages_never_reach_banc_py(banc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Contract v2 §2: banc.py announces a 4 KiB maximum packet size, so even a broker without a limit never delivers it more."""
+    """docs/protocole.md §4: banc.py announces a 4 KiB maximum packet size, so even a broker without a limit never delivers it more."""
     open_broker = MosquittoBroker(tmp_path / "open-broker", max_packet_size=None).start()
     try:
         for key, value in open_broker.env().items():

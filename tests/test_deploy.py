@@ -3,7 +3,7 @@
 The broker tests run the real Mosquitto with the configuration install.sh produced
 (only the /etc paths are moved into the throwaway root), on free ports, with both
 listeners: clear text on 127.0.0.1 (loopback) and TLS on 127.0.0.2, standing in for the
-Pi's LAN address, with the certificate install.sh made for it (the README's installation section).
+Pi's LAN address, with the certificate install.sh made for it (docs/installation.md).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def assert_client_id_is_account_on_lan_listeners(conf: str) -> None:
-    """Contract v3 §8: use_username_as_clientid on every listener but the loopback one.
+    """docs/installation.md (MQTT accounts): use_username_as_clientid on every listener but the loopback one.
 
     A listener option: it holds from its `listener` line to the next one (or the end).
     """
@@ -221,7 +221,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/mosquitto/banc-lfp.passwd": 0o600,
         "etc/banc-lfp/banc.env": 0o600,
         "etc/banc-lfp/bench-accounts.txt": 0o600,
-        "etc/banc-lfp/ca.key": 0o600,  # the CA's key: root only (the README's installation section)
+        "etc/banc-lfp/ca.key": 0o600,  # the CA's key: root only (docs/installation.md)
         "etc/banc-lfp/mosquitto_sub": 0o600,
         "etc/banc-lfp/mosquitto_pub": 0o600,
         "etc/mosquitto/banc-lfp-tls/ca.crt": 0o644,
@@ -304,7 +304,7 @@ def test_install_prints_machine_actions_and_never_a_password(installed: Installe
 
 
 def test_no_password_in_the_process_list_during_installation(installed: Installed) -> None:
-    """Contract v2 §8: ps, sampled all along the first run, never shows a password."""
+    """docs/installation.md: ps, sampled all along the first run, never shows a password."""
     secrets = [env_file(installed.root)["BANC_MQTT_PASSWORD"], *credentials(installed.root).values()]
     # The sampler did see the moments that matter: each mosquitto_passwd (lingering 0.3 s).
     hashing = [argv for argv in installed.argv_seen if "mosquitto_passwd" in argv]
@@ -631,7 +631,7 @@ def other_ca(tmp_path: Path) -> Path:
 def test_lan_listener_is_tls_only_with_the_pinned_ca(
     installed: Installed, deployed_broker: DeployedBroker, tmp_path: Path
 ) -> None:
-    """Contract v2 §8: on the LAN, only TLS with the CA install.sh made; the product's client gets in."""
+    """docs/installation.md: on the LAN, only TLS with the CA install.sh made; the product's client gets in."""
     banc1 = credentials(installed.root)["banc1"]
     # An ESP32 account pinning the CA connects over TLS.
     assert Probe(installed.tls_port, "banc1", banc1, host=LAN_IP, cafile=installed.ca).refused() == ""
@@ -758,7 +758,7 @@ def test_bench_account_is_confined_to_its_own_topics(
     assert pi.receive_until(banc1.command) == [(banc2.command, "1"), (banc2.security, "alerte"), (banc1.command, "end")]
 
 
-# Contract v3 §2: the topics banc.py reads as events, which an ESP publishes without retain; and
+# docs/protocole.md §5: the topics banc.py reads as events, which an ESP publishes without retain; and
 # the others, where an ESP retains nothing either (its esp/status is the one it retains on).
 EVENT_KINDS = ("step", "bms/data", "bms/replay", "ri/results", "banc/status", "security", "command", "n1")
 
@@ -785,7 +785,7 @@ def retained_now(installed: Installed, probes: list[Probe], *topics: str) -> lis
 def test_esp_account_leaves_no_retained_message_on_event_topics(
     installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], kind: str, retain: bool
 ) -> None:
-    """Contract v3 §2: a retained publish of an ESP on an event topic is dropped (the retain guard plugin).
+    """docs/protocole.md §5: a retained publish of an ESP on an event topic is dropped (the retain guard plugin).
 
     The next banc.py would otherwise take a stale step, line or Ri result for a new one. The
     ESP's non-retained publishes go through, its retained esp/status too; the Pi's account
@@ -847,7 +847,7 @@ def test_esp_last_will_is_retained_on_esp_status_only(
 def test_esp_account_cannot_take_another_clients_id_on_the_lan(
     installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe], holder_id: str
 ) -> None:
-    """Contract v3 §8: on the ESPs' listener a client's id is its account name (use_username_as_clientid).
+    """docs/installation.md (MQTT accounts): on the ESPs' listener a client's id is its account name (use_username_as_clientid).
 
     ESP banc1 asking for the id of banc.py (persistent session), of the kiosk or of bench 2's
     ESP connects as "banc1": the holder of that id stays connected, its session intact.

@@ -73,7 +73,7 @@ def test_a_seeded_offset_stamps_a_backlog_without_any_sample() -> None:
 
 @pytest.mark.parametrize("step_s", [3600.0, -3600.0, 0.5, -86400.0 * 365])
 def test_a_wall_clock_step_moves_neither_the_estimate_nor_the_stamps_and_is_reported_once(step_s: float) -> None:
-    # Contract v3 §3c (it used to move the anchor, and every stamp after it, by the step).
+    # Protocol v3, docs/protocole.md §8 (it used to move the anchor, and every stamp after it, by the step).
     estimator = OffsetEstimator()
     feed(estimator, 60, lambda t: 0.002)
     offset = estimator.offset_s

@@ -545,7 +545,7 @@ def test_resume_from_the_rebuilt_summary_and_the_recount() -> None:
                                                 "seq_gap_count": 2, "seq_restart_count": 0, "seq_lost_count": 0}, 12.5, 640.0, at(2).wall)
 
 
-# =========================================================================== ESP clock and replay (docs/protocole.md §6, §3b)
+# =========================================================================== ESP clock and replay (docs/protocole.md §6, §7)
 
 
 def bms11(seq: int, uptime_ms: int, **values: float) -> bytes:
@@ -595,7 +595,7 @@ def test_an_uptime_past_any_calendar_is_written_at_its_receipt_time() -> None:
 
 
 def test_an_uptime_years_ahead_of_the_previous_line_is_rejected_as_implausible() -> None:
-    # Contract v3 §3c: in a running boot such a line is garbled, not a measurement to stamp (it
+    # Protocol v3, docs/protocole.md §8: in a running boot such a line is garbled, not a measurement to stamp (it
     # used to be written at its receipt time, and to start a spurious new ESP boot for the next line).
     core = new_core()
     core.backlog_received()

@@ -1,4 +1,4 @@
-"""Measured where it was measured (docs/protocole.md §6, §3b): the real banc.py, a real Mosquitto, the test playing the ESP.
+"""Measured where it was measured (docs/protocole.md §6, §7): the real banc.py, a real Mosquitto, the test playing the ESP.
 
 One run of a test goes through what the issue lists, in order: live lines give the ESP's clock
 offset; banc.py is killed while the ESP goes on at 1 Hz and reboots; the restarted banc.py

@@ -1,4 +1,4 @@
-"""Pure tests of the scan state machine (the README's scans section): every branch, injected lookups and clock."""
+"""Pure tests of the scan state machine (docs/kiosque.md, « Les scans »): every branch, injected lookups and clock."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ CASES = [
     # A running bench's refusal says what runs, in the operator's words, and how to stop it (not `end`).
     ("running bench refusal in plain words", lambda: World(running={"banc1"}), [(0, "banc1")], Action.NONE, Level.ERROR,
      "un test y est déjà en cours d'enregistrement. Pour l'arrêter : stop, banc1, banc1.", Stage.IDLE),
-    # Contract §4: a scan is one battery whatever its letter case; a lowercase prefix is the same serial.
+    # docs/fichiers.md §1: a scan is one battery whatever its letter case; a lowercase prefix is the same serial.
     ("lowercase prefix accepted", FREE, [(0, "banc1"), (2, "rw-ab12"), (4, "banc1")], Action.START, Level.SUCCESS, "RW-ab12", Stage.IDLE),
     ("lowercase prefix asks confirmation", FREE, [(0, "banc1"), (2, "rw-AB12")], Action.NONE, Level.INFO, "RW-AB12 : nouveau test", Stage.WAIT_CONFIRM),
     ("lowercase serial first", FREE, [(0, "rw-ab12")], Action.NONE, Level.ERROR, "puis le numéro de série RW-ab12", Stage.IDLE),

@@ -244,7 +244,7 @@ def test_get_phase_message(step, text) -> None:
 
 
 def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_home, monkeypatch) -> None:
-    """Contract v2 §2: the kiosk announces a 4 KiB MQTT v5 maximum packet size; even a broker without a limit respects it."""
+    """docs/protocole.md §4: the kiosk announces a 4 KiB MQTT v5 maximum packet size; even a broker without a limit respects it."""
     import queue
     import time
 

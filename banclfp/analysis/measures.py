@@ -539,7 +539,7 @@ class Summary:
     temperature_range_c: Optional[tuple[float, float]]
     max_cell_spread_mv: Optional[float]
     notes: list[str] = field(default_factory=list)
-    verdict: Optional[record.Verdict] = None  # config.json's verdict (the README's verdict section) once the test is concluded
+    verdict: Optional[record.Verdict] = None  # config.json's verdict (docs/verdict.md) once the test is concluded
     # Lowest and highest temperature of the Ri pulses (each corrected to 25 °C with its own).
     ri_temperature_range_c: Optional[tuple[float, float]] = None
 

@@ -1,4 +1,4 @@
-"""Every battery's history and the lab's results (the README's verdict section): an SQLite index of the test folders.
+"""Every battery's history and the lab's results (docs/verdict.md): an SQLite index of the test folders.
 
 The folders stay the truth; `BANC_HOME/history.sqlite` is a cache of one row per test
 folder, each with the signature (size and mtime) of the files it was read from. Every query

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The operator kiosk (the README's kiosk section): one panel per bench, the scan workflow, the `end` and `stop` scans.
+"""The operator kiosk (docs/kiosque.md): one panel per bench, the scan workflow, the `end` and `stop` scans.
 
 Threads: the Tk thread only touches widgets and never waits. paho's network thread parses
 the topic and puts a typed message (queue_messages) on a queue; the kiosk's worker thread
@@ -787,7 +787,7 @@ class App(ctk.CTk):
             self._bad_payload_log[key] = (last, count + 1)
 
     def apply_message(self, item: KioskMessage) -> None:
-        """Apply one queued message: a worker result, or an MQTT message to the bench's state and panel (the README's panel section)."""
+        """Apply one queued message: a worker result, or an MQTT message to the bench's state and panel (docs/kiosque.md, « Un panneau par banc »)."""
         match item:
             case Outcome():
                 self.apply_outcome(item)
@@ -837,7 +837,7 @@ class App(ctk.CTk):
             self._bad_payload(banc, item.kind, exc, item.payload)
 
     def on_step(self, banc: str, step: int) -> None:
-        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (the README's panel section)."""
+        """bancX/step: 1..5 phase (animate, finalize, hide the alert, Ri at 2), 9 stop (docs/kiosque.md, « Un panneau par banc »)."""
         rt = self.runtime[banc]
         panel = self.panels[banc]
         if step in (protocol.STEP_FINISHED, protocol.STEP_STOP):

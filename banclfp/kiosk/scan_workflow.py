@@ -1,4 +1,4 @@
-"""The operator's scan workflow (the README's scans section): bench -> serial -> same bench, plus the special scans
+"""The operator's scan workflow (docs/kiosque.md, « Les scans »): bench -> serial -> same bench, plus the special scans
 (`end`, `stop` -> bench -> same bench, `reset` -> bench, `graph` -> serial or bench).
 
 A pure state machine: it never touches files, processes, MQTT or widgets. Everything it

@@ -1405,7 +1405,7 @@ class BancPanel(ctk.CTkFrame):
         self.widgets["phase_bar"].set_states(self._segments_for(step, running=False))
 
     def set_step(self, step: int) -> None:
-        """A new step 1..5 from the bench (the README's panel section): phase bar, label, alert hidden."""
+        """A new step 1..5 from the bench (docs/kiosque.md, « Un panneau par banc »): phase bar, label, alert hidden."""
         previous = self.current_step
         self.current_step = step
         self.hide_overlay_labels()
@@ -1419,7 +1419,7 @@ class BancPanel(ctk.CTkFrame):
         self.labels.set(self.widgets["phase"], get_phase_message(step))
 
     def stop_phase(self, previous_step: Optional[int]) -> None:
-        """Step 9 (the README's panel section): finalize_previous_phase, time left 00:00:00, the label shows the step reached."""
+        """Step 9 (docs/kiosque.md, « Un panneau par banc »): finalize_previous_phase, time left 00:00:00, the label shows the step reached."""
         self.current_step = protocol.STEP_STOP
         if previous_step in protocol.PHASES:
             self.finalize_previous_phase(previous_step)

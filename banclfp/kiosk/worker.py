@@ -461,7 +461,7 @@ class KioskWorker:
         unfinished = occupied and not running and self._unfinished(banc, serial)
         ri_view = None
         result = None if occupied else self._result(banc)
-        # The panel shows Ri/diffusion from step 2 on (the README's panel section): read once per test, and again on request.
+        # The panel shows Ri/diffusion from step 2 on (docs/kiosque.md, « Un panneau par banc »): read once per test, and again on request.
         if occupied and serial and (reload_ri or ((step or 0) >= 2 and self._ri_for.get(banc) != serial)):
             ri_view = ri_view_of_test(serial, banc)
             self._ri_for[banc] = serial

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""banc.py — one process per running test: records one bench's data and results (the README's banc.py section).
+"""banc.py — one process per running test: records one bench's data and results (docs/enregistrement.md).
 
 Usage: python banc.py bancN SERIAL
 
@@ -104,7 +104,7 @@ TICK_S = 0.2
 # cap the ingest rate. The price on an SD card (bench/RESULTS.md): each fsync rewrites the
 # partly filled last page, ~4 KiB per bench per second. A cut of the Pi alone costs nothing
 # whatever the interval (the restarted banc.py asks the ESPs to replay the gap, docs/protocole.md §6);
-# a site whose benches stay powered when the Pi goes down may raise it (README).
+# a site whose benches stay powered when the Pi goes down may raise it (docs/configuration.md).
 # When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S).
 KEEPALIVE_S = 20
 RECONNECT_MIN_S = 1.0

@@ -383,7 +383,7 @@ EVENT_CLOCK_STEP = "clock_step"
 # A phase change the recorder recovered from the BMS lines (its step message never arrived):
 # {"event": "step", "step": N, "recovered": STEP_RECOVERED_FROM_LINES, "seq": S}.
 STEP_RECOVERED_FROM_LINES = "lines"
-EVENT_VERDICT = "verdict"  # after step 5: the grade (the README's verdict section), kept once given
+EVENT_VERDICT = "verdict"  # after step 5: the grade (docs/verdict.md), kept once given
 # A text received on bancN/security (banc.py's own alerts and the ESP's): {"event": "alert", "text": T}.
 # A kiosk that starts shows the alarms still active from them (kiosk_messages.replay_alerts).
 EVENT_ALERT = "alert"

@@ -42,7 +42,7 @@ REJECT_PAYLOAD_MAX_CHARS = 200
 # ESP reboot.
 SEQ_REDELIVERY_WINDOW = record.RECENT_LINES_KEPT
 REJECT_LOG_PER_MINUTE = 10
-# Contract §3a: a gap is asked for once, then again at most every REPLAY_RETRY_S while lines
+# docs/protocole.md §6: a gap is asked for once, then again at most every REPLAY_RETRY_S while lines
 # are missing, for REPLAY_GIVE_UP_S; what has not come back by then is lost.
 REPLAY_RETRY_S = 60.0
 REPLAY_GIVE_UP_S = 600.0

@@ -1,4 +1,4 @@
-"""Charts, summary and Battery Data Format export of one test (the README's report.py section, docs/fichiers.md).
+"""Charts, summary and Battery Data Format export of one test (docs/rapport.md, docs/fichiers.md).
 
     python report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE] [--label FILE.pdf]
     python report.py --history SERIAL

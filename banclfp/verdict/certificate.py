@@ -1,4 +1,4 @@
-"""The certificate of a finished test (the README's verdict section): an A4 PDF in French, the grade in large type, the charts, a QR code.
+"""The certificate of a finished test (docs/verdict.md): an A4 PDF in French, the grade in large type, the charts, a QR code.
 
 Page 1: who and what (serial, model, bench, dates), the grade and SOH, the measured values
 at 25 °C, every check with its value and limit, the versions, the SHA-256 of data.csv and a

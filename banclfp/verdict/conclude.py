@@ -1,4 +1,4 @@
-"""Conclude a finished test (the README's verdict section): its verdict into the journal and config.json, the index, the certificate.
+"""Conclude a finished test (docs/verdict.md): its verdict into the journal and config.json, the index, the certificate.
 
 The edge around grading.py (pure). The verdict is computed from what the folder holds
 (data.csv, the journal) and grading.json, appended to the journal (an `verdict` event

@@ -1,4 +1,4 @@
-"""The verdict of a finished test (the README's verdict section): grading.json's rules, and the grade they give.
+"""The verdict of a finished test (docs/verdict.md): grading.json's rules, and the grade they give.
 
 Pure: `parse_rules` validates the file's content (the loader only reads the text), and
 `grade` turns a test's summary (config.json's values), the facts measured in data.csv
@@ -49,7 +49,7 @@ CHECK_LABELS: dict[str, str] = {
 FULL_CHARGE_WINDOW_S = 600.0
 """Phase 2's last 10 minutes: the cells at full charge, after balancing."""
 
-# Each check compares the value itself with its limit (the README's verdict section); the verdict keeps the value
+# Each check compares the value itself with its limit (docs/verdict.md); the verdict keeps the value
 # as it is shown (SOH 0.1 %, Ri 0.01 mΩ, spread 1 mV, 0.1 °C) rounded toward failing (down for a
 # minimum, up for a maximum), so that a number on the certificate never contradicts its check:
 # 69.951 % fails "min 70 %" and shows 69,9 %; 40.0041 mΩ fails "max 40 mΩ" and shows 40,01 mΩ.

@@ -622,7 +622,7 @@ RECEIVE_MAXIMUM = 100
 # How long the broker keeps a persistent session (and its queued messages) while the client
 # is away: a test stopped by a crash on Friday evening is resumed on Monday.
 SESSION_EXPIRY_S = 14 * 24 * 3600
-# The broker's TLS port (the README's installation section): the ESP32s, and a simulator on a PC, reach the Pi
+# The broker's TLS port (docs/installation.md): the ESP32s, and a simulator on a PC, reach the Pi
 # there; clear text stays on 127.0.0.1 (MQTT's usual 1883).
 MQTT_TLS_PORT = 8883
 
