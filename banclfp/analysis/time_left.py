@@ -47,7 +47,7 @@ MIN_TRACK_PCT = 20.0  # the first cell must have gone this far from its rest bef
 # A cell at its end of life (cell datasheets, IEC 62620): 80 % of its rated capacity, or its resistance doubled.
 EOL_CAPACITY_LOSS = 0.20
 EOL_RESISTANCE_GAIN = 1.0
-CELL_RISE_SPREAD = 0.08  # two healthy cells' ohmic and diffusion rises may differ this much (a batch's +-4-5 % each)
+CELL_RISE_SPREAD = 0.05  # two healthy cells' ohmic and diffusion rises may differ this much (a batch's +-4-5 % each)
 AGED_PRIOR = 0.5  # before its pace is read, a cell of raised resistance is as likely aged as sound
 
 
@@ -318,9 +318,12 @@ def _low_soc_pct(rest: Rest) -> float:
 
 
 def _soc_sigma_pct(ocv_v: float, sigma_mv: float = VOLTAGE_SIGMA_MV) -> float:
-    """How well a cell's SOC is told by its open-circuit voltage read to `sigma_mv`: half the SOC span of +-1 sigma, %."""
+    """How well a cell's SOC is told by its open-circuit voltage read to `sigma_mv`: a quarter of the SOC span of +-2 sigma, %.
+
+    Two sigmas: a reading at the foot of a steep part of the curve may come from the plateau below it.
+    """
     sigma_v = sigma_mv / 1000.0
-    return max(50.0 * (soc_from_ocv(ocv_v + sigma_v) - soc_from_ocv(ocv_v - sigma_v)), 1e-3)
+    return max(25.0 * (soc_from_ocv(ocv_v + 2.0 * sigma_v) - soc_from_ocv(ocv_v - 2.0 * sigma_v)), 1e-3)
 
 
 def _ocv_sigma_mv(charge: ChargeFacts, cells: int = CELLS) -> float:
