@@ -9,7 +9,9 @@ Each phase has its own arithmetic (the bench's sequence, deploy/FIRMWARE_ESP32.m
                  the taper current whose length the charge profile (the lab's packs) or the pack
                  model (the simulator's) gives. In CV: tau x ln(I / I_end).
                  The CC ends when the *first* cell reaches its knee: a pack whose cells rested at
-                 unequal charge before the charge (cell_max above the mean) ends it earlier.
+                 unequal charge before the charge (cell_max above the mean) ends it earlier, and so does
+                 a smaller cell, which runs ahead (leading_pace: sound, or aged as far as its resistance
+                 says, weighed by the charge's first line, then by the pace the CC let read best).
 3 discharge      the rest before it, then the charge the pack still holds at the present current.
                  What it holds: the BMS's SOC x rated capacity, or less when the charge that just
                  ended showed a weaker pack (it filled before the BMS's 100 %, or its lowest cell
