@@ -1,6 +1,6 @@
 """The kiosk's time left (time_left.py) against the time really left, phase by phase, on the firmware model.
 
-    .venv/bin/python bench/bench_time_left.py [--every 10] [--seeds 1] [--packs NAME ...]
+    .venv/bin/python bench/bench_time_left.py [--every 10] [--seeds 1] [--first-seed 0] [--baseline 0d3a0e0] [--packs NAME ...]
 
 For each pack of testkit.time_left_runs.PACKS, battery_model.BenchFirmware runs a whole test
 second by second (phases 1 to 5); the estimator is fed a line every --every seconds, with what
@@ -8,7 +8,9 @@ the kiosk has (the phase's start from the journal, the charge's facts from data.
 time averaged by time_left.Smoother), and judged at 10, 25, 50, 75 and 90 % of each phase:
 estimate / actual time left in minutes, and the error (estimate - actual) / actual. One table per
 phase, then the median and the worst error per pack. With --seeds N, each pack runs with N
-seeds and a table gives the worst error over them (packs drawn again: other cells, other noise).
+seeds and a table gives the worst error over them (packs drawn again: other cells, other noise),
+with --first-seed the first draw (0: the pack's own seed; 8 and on: draws the tuning never saw), and
+the same runs through time_left.py as it is in --baseline's commit (git show), before -> after.
 Last, before -> after: the worst error of the kiosk's previous estimate (kiosk_state at 1868669:
 the lab's charge_profile.csv read at the pack's voltage, a 15-min phase 1 counted from when the
 kiosk saw it start, nothing at rest) on the same runs, "—" where it gave no estimate.
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -33,6 +37,7 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 PHASE_TITLES = {1: "Phase 1 — Ri (impulsions)", 2: "Phase 2 — charge CC-CV jusqu'au plein",
                 3: "Phase 3 — repos puis décharge", 4: "Phase 4 — repos puis recharge de stockage"}
 BOUND = 0.15
+BASELINE = "0d3a0e0"  # time_left.py before phase 2 weighed the leading cell's hypotheses
 
 
 def pct(value: float) -> str:
@@ -78,22 +83,42 @@ def previous_worst(played: time_left_runs.Played) -> dict[int, Optional[float]]:
     return worst
 
 
-def run(name: str, seed_offset: int, every_s: float) -> tuple[time_left_runs.Played, dict[int, time_left_runs.PhaseErrors]]:
+def baseline_module(revision: str) -> types.ModuleType:
+    """time_left.py as it is in `revision` (git show), loaded as a module of its own."""
+    source = subprocess.run(["git", "-C", str(REPO_DIR), "show", f"{revision}:banclfp/analysis/time_left.py"],
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"time_left_{revision}")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up
+    exec(compile(source, f"{revision}:banclfp/analysis/time_left.py", "exec"), module.__dict__)  # the project's own history
+    return module
+
+
+Errors = dict[int, time_left_runs.PhaseErrors]
+
+
+def run(name: str, seed_offset: int, every_s: float,
+        baseline: Optional[types.ModuleType] = None) -> tuple[time_left_runs.Played, Errors, Optional[Errors]]:
+    """One whole test of pack `name` drawn with seed + `seed_offset`: the lines, the errors, the baseline's errors."""
     pack = time_left_runs.PACKS[name]
     pack = replace(pack, seed=pack.seed + seed_offset)
     played = time_left_runs.play(pack, dt_s=1.0, every_s=every_s)
-    return played, time_left_runs.errors(played, time_left_runs.model_for(pack))
+    model = time_left_runs.model_for(pack)
+    before = None if baseline is None else time_left_runs.errors(played, model, estimator=baseline)
+    return played, time_left_runs.errors(played, model), before
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=float, default=10.0, help="une ligne au estimateur toutes les N s (10)")
     parser.add_argument("--seeds", type=int, default=1, help="tirages par pack (1 : la graine du pack seule)")
+    parser.add_argument("--first-seed", type=int, default=0, help="premier tirage (0 : la graine du pack)")
+    parser.add_argument("--baseline", default=BASELINE, help=f"révision de time_left.py pour l'avant ({BASELINE} ; '' : aucune)")
     parser.add_argument("--packs", nargs="*", default=list(time_left_runs.PACKS), help="packs (noms de PACKS)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    runs = {name: run(name, 0, args.every) for name in args.packs}
-    results = {name: errors for name, (_, errors) in runs.items()}
+    baseline = baseline_module(args.baseline) if args.baseline else None
+    runs = {name: run(name, args.first_seed, args.every, baseline) for name in args.packs}
+    results = {name: errors for name, (_, errors, _) in runs.items()}
     fractions = time_left_runs.FRACTIONS
     heads = " | ".join(f"à {f:.0%}".replace("%", " %") for f in fractions)
     for phase in time_left_runs.PHASES:
@@ -109,26 +134,37 @@ def main(argv: list[str] | None = None) -> int:
     worst_all = max(abs(r.worst) for by_phase in results.values() for r in by_phase.values())
     print(f"\nPire écart, tous packs et phases : {pct(worst_all)}")
     if args.seeds > 1:
-        print(f"\n#### Pire écart sur {args.seeds} tirages par pack (10–90 % de chaque phase)\n")
+        last = args.first_seed + args.seeds - 1
+        print(f"\n#### Pire écart sur {args.seeds} tirages par pack (graines +{args.first_seed} à +{last}, 10–90 % "
+              "de chaque phase)" + (f" : {args.baseline} → ce code" if baseline else "") + "\n")
         print("| pack | phase 1 | phase 2 | phase 3 | phase 4 | tirages hors ±15 % |")
         print("|---|---:|---:|---:|---:|---:|")
         for name in args.packs:
             worst = dict.fromkeys(time_left_runs.PHASES, 0.0)
-            outside = 0
-            for offset in range(args.seeds):
-                by_phase = results[name] if offset == 0 else run(name, offset, args.every)[1]
+            worst_before = dict.fromkeys(time_left_runs.PHASES, 0.0)
+            outside = outside_before = 0
+            for offset in range(args.first_seed, args.first_seed + args.seeds):
+                _, by_phase, before = runs[name] if offset == args.first_seed else run(name, offset, args.every, baseline)
                 outside += any(abs(r.worst) > BOUND for r in by_phase.values())
                 for phase, result in by_phase.items():
                     worst[phase] = max(worst[phase], result.worst, key=abs)
-            print(f"| {name} | " + " | ".join(pct(worst[p]) for p in time_left_runs.PHASES) + f" | {outside} |")
+                if before is not None:
+                    outside_before += any(abs(r.worst) > BOUND for r in before.values())
+                    for phase, result in before.items():
+                        worst_before[phase] = max(worst_before[phase], result.worst, key=abs)
+            if baseline is None:
+                print(f"| {name} | " + " | ".join(pct(worst[p]) for p in time_left_runs.PHASES) + f" | {outside} |")
+            else:
+                print(f"| {name} | " + " | ".join(f"{pct(worst_before[p])} → {pct(worst[p])}" for p in time_left_runs.PHASES)
+                      + f" | {outside_before} → {outside} |")
     print("\n#### Avant → après : pire écart sur 10–90 % de chaque phase\n")
     print("| pack | phase 1 | phase 2 | phase 3 | phase 4 |")
     print("|---|---:|---:|---:|---:|")
-    for name, (played, by_phase) in runs.items():
-        before = previous_worst(played)
+    for name, (played, by_phase, _) in runs.items():
+        kiosk_before = previous_worst(played)
         changes = []
         for phase in time_left_runs.PHASES:
-            was = before[phase]
+            was = kiosk_before[phase]
             changes.append(f"{'—' if was is None else pct(was)} → {pct(by_phase[phase].worst)}")
         print(f"| {name} | " + " | ".join(changes) + " |")
     medians = [abs(r.median) for by_phase in results.values() for r in by_phase.values()]

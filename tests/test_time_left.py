@@ -10,12 +10,14 @@ and the worker.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from banclfp.analysis import calibration, time_left
 from banclfp.infra import environment
@@ -30,8 +32,11 @@ BOUND = 0.15
 DT_S, EVERY_S = 2.0, 10.0  # physics steps of 2 s, a line every 10 s: a whole test in about half a second
 
 # The packs whose every phase is held to the bound: a nominal 100 Ah, small ones, a cold one, and packs whose
-# charge ends at the first cell's knee (their cells rested at unequal charge: the CC ends 5 to 8 % early).
-HELD = ("100 Ah", "20 Ah", "5 Ah", "100 Ah 10 °C", "déséquilibre 2 %", "déséquilibre 5 %")
+# charge ends at the first cell's knee (their cells rested at unequal charge: the CC ends 5 to 8 % early; one cell
+# of 80 % capacity and doubled resistance: 13 % early). The bench holds the whole matrix (8 packs x 8 seeds and more).
+HELD = ("100 Ah", "20 Ah", "5 Ah", "100 Ah 10 °C", "déséquilibre 2 %", "déséquilibre 5 %", "cellule faible")
+# Phase 2 again on other draws of the packs (other cells, other noise): the seeds' offsets (the bench's --first-seed).
+REDRAWN = (1, 5, 11)
 
 LAB_PROFILE = calibration.load_charge_profile(environment.PROJECT_DIR / "charge_profile.csv")
 
@@ -45,7 +50,7 @@ def line(voltage_v: float = 52.4, current_a: float = 0.0, soc_pct: float = 30.0,
 @pytest.fixture(scope="module")
 def runs() -> dict[str, tuple[time_left_runs.Played, time_left.Model]]:
     out = {}
-    for name in (*HELD, "cellule faible"):
+    for name in HELD:
         pack = time_left_runs.PACKS[name]
         out[name] = (time_left_runs.play(pack, dt_s=DT_S, every_s=EVERY_S), time_left_runs.model_for(pack))
     return out
@@ -61,23 +66,38 @@ def test_every_phase_within_15_percent(runs, name: str, phase: int) -> None:
     assert max(abs(e) for e in result.errors) <= BOUND, table
 
 
-@pytest.mark.parametrize("phase", (1, 3, 4))
-def test_a_weak_cell_pack_discharges_and_stores_within_15_percent(runs, phase: int) -> None:
-    """Its charge ends at the weak cell's knee, 13 % before the BMS's 100 %: the discharge that follows knows it
-    (the charge filled the pack short of its rated charge: that cell is what the pack holds)."""
-    played, model = runs["cellule faible"]
-    result = time_left_runs.errors(played, model, phases=(phase,))[phase]
-    assert max(abs(e) for e in result.errors) <= BOUND, result.points
+@pytest.mark.parametrize("name", HELD)
+@pytest.mark.parametrize("offset", REDRAWN)
+def test_the_charge_within_15_percent_on_other_draws(name: str, offset: int) -> None:
+    pack = time_left_runs.PACKS[name]
+    pack = replace(pack, seed=pack.seed + offset)
+    played = time_left_runs.play(pack, dt_s=DT_S, every_s=EVERY_S)
+    result = time_left_runs.errors(played, time_left_runs.model_for(pack), phases=(2,))[2]
+    assert max(abs(e) for e in result.errors) <= BOUND, [(f, round(est / 60, 1), round(act / 60, 1))
+                                                          for f, est, act in result.points]
 
 
-def test_a_weak_cell_charge_is_told_once_the_cell_nears_its_knee(runs) -> None:
-    """Before its knee a weak cell looks like the others (same rest voltage, same plateau): the charge's time left
-    is that of a sound pack, too long by a quarter; its knee (at 90 % of the phase) brings it within the bound."""
+def test_a_weak_cell_is_told_aged_from_the_charges_first_lines(runs) -> None:
+    """The weak cell's rise is twice the others' (resistance_ratio); at the charge's first line it is the same share of
+    its steady rise as theirs (its diffusion rose with its ohmic part: aged, not a connection). Before its pace can be
+    read, the charge is told at the pace of an aged cell: 80 % of the rated capacity, the CC ending near 86 %."""
     played, model = runs["cellule faible"]
-    result = time_left_runs.errors(played, model, fractions=(0.10, 0.90), phases=(2,))[2]
-    early, late = result.errors
-    assert 0.10 < early < 0.40
-    assert abs(late) <= BOUND
+    start, end = played.span(2)
+    reader = time_left.ChargeFactsReader()
+    for t_s, step, bms in played.samples:
+        reader.feed(step, bms)
+        if t_s >= start + 0.10 * (end - start):
+            break
+    facts = reader.facts
+    assert facts.pace is None  # on the plateau: no pace reading yet
+    ratio = time_left.resistance_ratio(facts)
+    assert ratio is not None and 1.8 < ratio < 2.2
+    assert time_left.aged_weight(facts) > 0.95
+    pace, _ = time_left.leading_pace(facts, bms)
+    assert pace == pytest.approx(time_left.aged_pace(ratio), abs=0.02)
+    assert time_left.cv_start_soc_pct(model, bms, facts) == pytest.approx(86.0, abs=2.5)
+    sound = time_left.cv_start_soc_pct(model, bms, replace(facts, first=None))  # without the first line: a hedge
+    assert time_left.cv_start_soc_pct(model, bms, facts) < sound < model.cv_start_soc_pct
 
 
 def test_the_charge_ends_earlier_when_the_cells_rested_unequal(runs) -> None:
@@ -87,6 +107,61 @@ def test_the_charge_ends_earlier_when_the_cells_rested_unequal(runs) -> None:
     unequal = time_left.ChargeFacts(time_left.Rest(30.0, 3241.0, 3290.0))  # one cell near 40 % when the mean is 30 %
     assert time_left.cv_start_soc_pct(model, None, balanced) == pytest.approx(model.cv_start_soc_pct, abs=0.5)
     assert time_left.cv_start_soc_pct(model, None, unequal) == pytest.approx(91.0, abs=1.5)
+
+
+def charge_with_a_high_cell(first_mv: float, steady_mv: float, others_first_mv: float = 65.0,
+                            others_mv: float = 87.5) -> time_left.ChargeFacts:
+    """A charge at 50 A from 30 %: the leading cell rises `first_mv` on the first line, `steady_mv` at the CC reading
+    (5 % on), the 15 others `others_first_mv` and `others_mv` (healthy 100 Ah cells: 62.5 mV ohmic, 25 mV diffusion)."""
+    ocv_mv = [1000.0 * battery_model.cell_ocv(soc) for soc in (0.30, 0.302, 0.35)]
+    rest = time_left.Rest(30.0, ocv_mv[0], ocv_mv[0], 16 * ocv_mv[0] / 1000.0)
+
+    def reading(soc_pct: float, ocv: float, lead_mv: float, others: float) -> time_left.CcReading:
+        return time_left.CcReading(soc_pct, ocv + lead_mv, 50.0, 25.0, (16 * ocv + lead_mv + 15 * others) / 1000.0)
+
+    return time_left.ChargeFacts(rest, reading(35.0, ocv_mv[2], steady_mv, others_mv), None, None,
+                                 reading(30.2, ocv_mv[1], first_mv, others_first_mv))
+
+
+@pytest.mark.parametrize(("ratio", "pace"), [(0.9, 1.0), (1.0, 1.0), (1.5, 0.9), (2.0, 0.8), (3.0, 0.6), (9.0, 0.5)])
+def test_an_aged_cell_holds_what_its_resistance_says(ratio: float, pace: float) -> None:
+    assert time_left.aged_pace(ratio) == pytest.approx(pace)
+
+
+@pytest.mark.parametrize(("first_mv", "steady_mv", "aged"), [
+    (130.0, 175.0, True),  # ohmic and diffusion both doubled: the others' share (65 / 87.5)
+    (152.5, 175.0, False),  # 87.5 mV more, all ohmic: a connection
+])
+def test_the_charges_first_line_tells_an_aged_cell_from_a_connection(first_mv: float, steady_mv: float,
+                                                                      aged: bool) -> None:
+    facts = charge_with_a_high_cell(first_mv, steady_mv)
+    assert time_left.resistance_ratio(facts) == pytest.approx(2.0, abs=0.02)
+    weight = time_left.aged_weight(facts)
+    assert weight > 0.99 if aged else weight < 0.01
+    pace, _ = time_left.leading_pace(facts)
+    assert pace == pytest.approx(0.8 if aged else 1.0, abs=0.01)
+    # Without the charge's first line nothing tells them apart: halfway.
+    assert time_left.leading_pace(replace(facts, first=None))[0] == pytest.approx(0.9, abs=0.01)
+
+
+def test_a_healthy_leading_cell_weighs_nothing_aged() -> None:
+    facts = charge_with_a_high_cell(67.0, 90.0)
+    assert time_left.resistance_ratio(facts) == pytest.approx(90.0 / 87.5, abs=0.01)
+    pace, sigma = time_left.leading_pace(facts)
+    assert pace == pytest.approx(1.0, abs=0.01) and sigma == pytest.approx(time_left.PACE_SIGMA, abs=0.005)
+
+
+@settings(max_examples=200, deadline=None)
+@given(aged=st.floats(0.0, 1.0), ratio=st.floats(1.0, 3.0), read=st.floats(0.5, 1.5), doubt=st.floats(0.001, 0.5))
+def test_the_pace_lies_between_its_hypotheses_and_its_reading(aged: float, ratio: float, read: float,
+                                                              doubt: float) -> None:
+    """Whatever the evidence, the pace is a weighted mean of the hypotheses moved toward the reading: never outside them."""
+    facts = charge_with_a_high_cell(65.0 * ratio, 87.5 * ratio)
+    facts = replace(facts, pace=time_left.PaceReading(read, doubt))
+    pace, sigma = time_left.leading_pace(facts)
+    low = min(read, time_left.aged_pace(time_left.resistance_ratio(facts) or 1.0), 1.0)
+    assert low - 1e-9 <= pace <= max(read, 1.0) + 1e-9
+    assert sigma > 0
 
 
 def test_the_seeds_voltage_lookup_was_half_the_time_at_46_percent(runs) -> None:
@@ -217,7 +292,9 @@ def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_h
     assert snapshot.progress.step == 2
     assert snapshot.progress.phase_start_unix_s == pytest.approx((T0 + timedelta(seconds=1020)).timestamp())
     assert snapshot.progress.capacity_ah == 100.0  # grading.json's model for RW- serials
-    assert snapshot.progress.charge.rest == time_left.Rest(30.0, 3273.0, 3277.0)  # the rest before the first pulse
+    rested = snapshot.progress.charge.rest  # the rest before the first pulse
+    assert rested is not None and (rested.soc_pct, rested.cell_min_mv, rested.cell_max_mv) == (30.0, 3273.0, 3277.0)
+    assert rested.voltage_v == pytest.approx(52.4)
     assert snapshot.progress.charge.cc is None  # not 5 % into the charge yet
     with open(folder / record.DATA_CSV_FILE, "ab") as fh:  # the charge goes on: banc.py appends its rows
         for at_s, step, bms in charge[3:]:

@@ -9,7 +9,9 @@ Each phase has its own arithmetic (the bench's sequence, deploy/FIRMWARE_ESP32.m
                  the taper current whose length the charge profile (the lab's packs) or the pack
                  model (the simulator's) gives. In CV: tau x ln(I / I_end).
                  The CC ends when the *first* cell reaches its knee: a pack whose cells rested at
-                 unequal charge before the charge (cell_max above the mean) ends it earlier.
+                 unequal charge before the charge (cell_max above the mean) ends it earlier, and so does
+                 a smaller cell, which runs ahead (leading_pace: sound, or aged as far as its resistance
+                 says, weighed by the charge's first line, then by the pace the CC let read best).
 3 discharge      the rest before it, then the charge the pack still holds at the present current.
                  What it holds: the BMS's SOC x rated capacity, or less when the charge that just
                  ended showed a weaker pack (it filled before the BMS's 100 %, or its lowest cell
@@ -43,7 +45,12 @@ CC_READING_PCT = 5.0  # the charge's reading of the first cell's ohmic and diffu
 VOLTAGE_SIGMA_MV = 2.0  # how well a cell's open-circuit voltage is told under current (noise, the resistance's drift)
 PRIOR_SIGMA_PCT = 1.5  # how well the rest before the charge tells where the CC ends (cells' capacities differ)
 PACE_SIGMA = 0.05  # how well the leading cell's pace is known, as a fraction of what it has to go
-MIN_TRACK_PCT = 20.0  # the first cell must have gone this far past the CC reading before its pace is trusted
+MIN_TRACK_PCT = 20.0  # the first cell must have gone this far from its rest before its pace is read
+# A cell at its end of life (cell datasheets, IEC 62620): 80 % of its rated capacity, or its resistance doubled.
+EOL_CAPACITY_LOSS = 0.20
+EOL_RESISTANCE_GAIN = 1.0
+CELL_RISE_SPREAD = 0.05  # two healthy cells' ohmic and diffusion rises may differ this much (a batch's +-4-5 % each)
+AGED_PRIOR = 0.5  # before its pace is read, a cell of raised resistance is as likely aged as sound
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ class Rest:
     soc_pct: float
     cell_min_mv: float
     cell_max_mv: float
+    voltage_v: Optional[float] = None  # the pack's: the mean cell's open-circuit voltage x cells
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,15 @@ class CcReading:
     cell_max_mv: float
     current_a: float
     temperature_c: float
+    voltage_v: Optional[float] = None  # the pack's: with the rest's, the other cells' mean rise
+
+
+@dataclass(frozen=True)
+class PaceReading:
+    """The leading cell's pace (BMS % per % of that cell) from the rest to one CC line, and how well that line told it."""
+
+    pace: float
+    doubt: float  # one sigma, in pace units: the cell's SOC read from its voltage over the distance it went
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,8 @@ class ChargeFacts:
     rest: Optional[Rest] = None  # the rest lines before the test's first current (else those just before the charge)
     cc: Optional[CcReading] = None
     full_soc_pct: Optional[float] = None  # the BMS's SOC on the charge's last line, before it recalibrates to 100
+    pace: Optional[PaceReading] = None  # the CC line that told the leading cell's pace best (the least doubt)
+    first: Optional[CcReading] = None  # the charge's first line under current: the rises before the diffusion builds
 
 
 class _Mean:
@@ -169,7 +188,9 @@ class ChargeFactsReader:
     The rest is the mean of the lines before the test's first pulse (the pack has rested since
     it arrived; a pulse's diffusion voltage still lingers on phase 1's last rest when the pack
     is cold); a test that starts at its charge takes the rest lines just before the charge. The
-    CC reading is the mean of the charge's lines from CC_READING_PCT to one % more.
+    CC reading is the mean of the charge's lines from CC_READING_PCT to one % more. Past it, each
+    CC line reads the leading cell's pace (pace_reading); the one that tells it best is kept: the
+    cell crosses its curve's steep parts (the step near 65 %, the knee) and then a plateau again.
     """
 
     def __init__(self) -> None:
@@ -180,6 +201,9 @@ class ChargeFactsReader:
         self._late_rest = _Mean()  # the last run of rest lines before the charge
         self._current_seen = False
         self._cc = _Mean()
+        self._cc_done = False  # the charge went past the CC reading's window: its mean is final
+        self._pace: Optional[PaceReading] = None
+        self._first: Optional[CcReading] = None
         self._charging = False  # a charging line of phase 2 was seen: the rest before it is kept
         self._full_soc: Optional[float] = None
         self._after_charge = False  # a line of phase 3 or 4 was seen: the charge's last SOC is kept
@@ -193,16 +217,24 @@ class ChargeFactsReader:
             if not at_rest:
                 self._late_rest = _Mean()
             else:
-                reading = (line.soc_pct, line.cell_min_mv, line.cell_max_mv)
+                reading = (line.soc_pct, line.cell_min_mv, line.cell_max_mv, line.voltage_v)
                 self._late_rest.add(*reading)
                 if not self._current_seen:
                     self._rest.add(*reading)
         self._current_seen = self._current_seen or not at_rest
         if step == 2 and line.current_a >= REST_CURRENT_A:
+            if not self._charging:
+                self._first = CcReading(line.soc_pct, line.cell_max_mv, line.current_a, line.temperature_c, line.voltage_v)
             self._charging = True
             rest = self._rest_reading()
             if rest is not None and rest.soc_pct + CC_READING_PCT <= line.soc_pct < rest.soc_pct + CC_READING_PCT + 1:
-                self._cc.add(line.soc_pct, line.cell_max_mv, line.current_a, line.temperature_c)
+                self._cc.add(line.soc_pct, line.cell_max_mv, line.current_a, line.temperature_c, line.voltage_v)
+            elif rest is not None and self._cc.count and line.soc_pct >= rest.soc_pct + CC_READING_PCT + 1:
+                self._cc_done = True
+            if self._cc_done and line.current_a >= CV_CURRENT_FRACTION * self._cc.means()[2]:  # still in CC
+                paced = pace_reading(ChargeFacts(rest, CcReading(*self._cc.means())), line)
+                if paced is not None and (self._pace is None or paced.doubt < self._pace.doubt):
+                    self._pace = paced
         if step == 2 and not self._after_charge:
             self._full_soc = line.soc_pct
         if step in (3, 4):
@@ -222,7 +254,8 @@ class ChargeFactsReader:
         charged = self._charging or self._after_charge
         return ChargeFacts(self._rest_reading() if charged else None,
                            CcReading(*self._cc.means()) if self._cc.count else None,
-                           self._full_soc if self._after_charge else None)
+                           self._full_soc if self._after_charge else None, self._pace,
+                           self._first if charged else None)
 
 
 @dataclass(frozen=True)
@@ -286,27 +319,175 @@ def _low_soc_pct(rest: Rest) -> float:
     return 100.0 * soc_from_ocv(rest.cell_min_mv / 1000.0)
 
 
-def _ocv_slope_mv_per_pct(soc_pct: float) -> float:
-    """How many mV a cell's open-circuit voltage moves per % of charge around `soc_pct`."""
-    s = min(max(soc_pct / 100.0, 0.005), 0.995)
-    return (cell_ocv(s + 0.005) - cell_ocv(s - 0.005)) * 1000.0
+def _soc_sigma_pct(ocv_v: float, sigma_mv: float = VOLTAGE_SIGMA_MV) -> float:
+    """How well a cell's SOC is told by its open-circuit voltage read to `sigma_mv`: a quarter of the SOC span of +-2 sigma, %.
+
+    Two sigmas: a reading at the foot of a steep part of the curve may come from the plateau below it.
+    """
+    sigma_v = sigma_mv / 1000.0
+    return max(25.0 * (soc_from_ocv(ocv_v + 2.0 * sigma_v) - soc_from_ocv(ocv_v - 2.0 * sigma_v)), 1e-3)
 
 
-def _first_cell_soc_pct(charge: ChargeFacts, line: protocol.BmsLine) -> Optional[float]:
-    """SOC of the cell that leads the charge, from its voltage less its ohmic and diffusion rise, %.
+def _ocv_sigma_mv(charge: ChargeFacts, cells: int = CELLS) -> float:
+    """How well the leading cell's open-circuit voltage is told under current (_first_cell_ocv_v), mV.
 
-    The rise is the CC reading's (its voltage over the rest voltage, less what its charge raised
-    its open-circuit voltage), scaled to the present current and temperature (Arrhenius, the law
-    of temperature_coefficients.json).
+    The line's noise and drift (VOLTAGE_SIGMA_MV); and, while the leading cell's rise is within
+    the healthy cells' spread (CELL_RISE_SPREAD), which cell is highest: on a plateau the cells'
+    voltages cross, and the one highest now may not be the one whose rise the CC reading measured.
+    A cell whose rise stands beyond twice that spread stays the highest: no other's is confused with it.
+    """
+    others_v = _others_rise_v(charge, cells)
+    rest, cc = charge.rest, charge.cc
+    if rest is None or cc is None:
+        return VOLTAGE_SIGMA_MV
+    lead_v = _lead_rise_v(rest, cc)
+    if others_v is None:
+        others_v = max(0.0, lead_v)
+    elif lead_v > (1.0 + 2.0 * CELL_RISE_SPREAD) * others_v:
+        return VOLTAGE_SIGMA_MV
+    return math.hypot(VOLTAGE_SIGMA_MV, CELL_RISE_SPREAD * others_v * 1000.0)
+
+
+def _ocv_rise_v(from_soc_pct: float, by_pct: float) -> float:
+    """How much a cell's open-circuit voltage rises when its charge goes `by_pct` further from `from_soc_pct`, V."""
+    return cell_ocv((from_soc_pct + by_pct) / 100.0) - cell_ocv(from_soc_pct / 100.0)
+
+
+def _lead_rise_v(rest: Rest, cc: CcReading) -> float:
+    """The leading cell's ohmic and diffusion rise at the CC reading: its voltage over its rest, less its charge's, V."""
+    return (cc.cell_max_mv - rest.cell_max_mv) / 1000.0 - _ocv_rise_v(_top_soc_pct(rest), cc.soc_pct - rest.soc_pct)
+
+
+def _first_cell_ocv_v(charge: ChargeFacts, line: protocol.BmsLine) -> Optional[float]:
+    """Open-circuit voltage of the cell that leads the charge: its voltage less its ohmic and diffusion rise, V.
+
+    The rise is the CC reading's (_lead_rise_v), scaled to the present current and temperature
+    (Arrhenius, the law of temperature_coefficients.json).
     """
     rest, cc = charge.rest, charge.cc
     if rest is None or cc is None or line.current_a < REST_CURRENT_A:
         return None
-    s_rest = soc_from_ocv(rest.cell_max_mv / 1000.0)
-    ocv_rise_v = cell_ocv(s_rest + (cc.soc_pct - rest.soc_pct) / 100.0) - cell_ocv(s_rest)
-    rise_v = (cc.cell_max_mv - rest.cell_max_mv) / 1000.0 - ocv_rise_v
+    rise_v = _lead_rise_v(rest, cc)
     rise_v *= line.current_a / cc.current_a * arrhenius_factor(line.temperature_c) / arrhenius_factor(cc.temperature_c)
-    return 100.0 * soc_from_ocv(line.cell_max_mv / 1000.0 - rise_v)
+    return line.cell_max_mv / 1000.0 - rise_v
+
+
+def _first_cell_soc_pct(charge: ChargeFacts, line: protocol.BmsLine) -> Optional[float]:
+    """SOC of the cell that leads the charge, from its open-circuit voltage (_first_cell_ocv_v), %."""
+    ocv_v = _first_cell_ocv_v(charge, line)
+    return None if ocv_v is None else 100.0 * soc_from_ocv(ocv_v)
+
+
+def pace_reading(charge: ChargeFacts, line: protocol.BmsLine, cells: int = CELLS) -> Optional[PaceReading]:
+    """The leading cell's pace from the rest to this CC line: the BMS's % over the cell's (None before MIN_TRACK_PCT).
+
+    The cell's SOC now is read from its voltage (_first_cell_ocv_v), at rest from its rest
+    voltage. On the plateau a few mV span many % (the reading's doubt is large); on the step near
+    65 % and near the knee, a % or less.
+    """
+    ocv_v = _first_cell_ocv_v(charge, line)
+    if ocv_v is None or charge.rest is None:
+        return None
+    track = 100.0 * soc_from_ocv(ocv_v) - _top_soc_pct(charge.rest)
+    if track < MIN_TRACK_PCT:
+        return None
+    pace = min(1.5, max(0.5, (line.soc_pct - charge.rest.soc_pct) / track))
+    return PaceReading(pace, _soc_sigma_pct(ocv_v, _ocv_sigma_mv(charge, cells)) / track * pace)
+
+
+def _others_rise_v(charge: ChargeFacts, cells: int = CELLS) -> Optional[float]:
+    """The other cells' mean rise at the CC reading: the pack's rise less the leading cell's (None without them), V."""
+    rest, cc = charge.rest, charge.cc
+    if rest is None or cc is None or rest.voltage_v is None or cc.voltage_v is None:
+        return None
+    mean_soc_pct = 100.0 * soc_from_ocv(rest.voltage_v / cells)
+    mean_rise_v = (cc.voltage_v - rest.voltage_v) / cells - _ocv_rise_v(mean_soc_pct, cc.soc_pct - rest.soc_pct)
+    others_v = (cells * mean_rise_v - _lead_rise_v(rest, cc)) / (cells - 1)
+    return others_v if others_v > 0 else None
+
+
+def resistance_ratio(charge: ChargeFacts, cells: int = CELLS) -> Optional[float]:
+    """The leading cell's rise at the CC reading over the other cells' mean rise (None without the pack's voltages).
+
+    Healthy cells of one batch are within a few % of each other; a cell far above them is aged
+    (or badly connected).
+    """
+    others_v = _others_rise_v(charge, cells)
+    lead_v = None if charge.rest is None or charge.cc is None else _lead_rise_v(charge.rest, charge.cc)
+    return None if others_v is None or lead_v is None or lead_v <= 0 else lead_v / others_v
+
+
+def aged_pace(ratio: float) -> float:
+    """The pace of a cell aged as far as its resistance says: capacity lost in step with resistance gained.
+
+    The end-of-life pair of cell datasheets and cyclers (IEC 62620's 80 % of rated capacity,
+    the resistance doubled) read as a line from the new cell: 20 % of capacity per 100 % of
+    resistance.
+    """
+    gained = max(0.0, ratio - 1.0)
+    return max(0.5, 1.0 - EOL_CAPACITY_LOSS * gained / EOL_RESISTANCE_GAIN)
+
+
+def aged_weight(charge: ChargeFacts, cells: int = CELLS) -> float:
+    """How likely the leading cell's raised resistance is its ageing rather than a connection, from the charge's start.
+
+    An aged cell's resistance rose in its ohmic and its diffusion parts alike: at the charge's
+    first line (the diffusion barely built) its rise is the same share of its steady rise as the
+    other cells'. A connection adds ohmic resistance only: its rise is there at once, a larger
+    share. Each hypothesis predicts that share; the line's voltages (VOLTAGE_SIGMA_MV) weigh
+    them against AGED_PRIOR. Without the charge's first line, or a leading cell like the others: AGED_PRIOR.
+    """
+    rest, cc, first = charge.rest, charge.cc, charge.first
+    if rest is None or cc is None or first is None or first.current_a < REST_CURRENT_A:
+        return AGED_PRIOR
+    lead_v, others_v = _lead_rise_v(rest, cc) / cc.current_a, _others_rise_v(charge, cells)
+    lead_first_v = _lead_rise_v(rest, first) / first.current_a
+    others_first_v = _others_rise_v(replace(charge, cc=first), cells)
+    if others_v is None or others_first_v is None or lead_v <= 0:
+        return AGED_PRIOR
+    others_v, others_first_v = others_v / cc.current_a, others_first_v / first.current_a
+    share = lead_first_v / lead_v
+    aged = others_first_v / others_v  # ohmic and diffusion scaled alike: the others' share
+    excess_v = lead_v - others_v
+    connection = (others_first_v + excess_v) / (others_v + excess_v)  # the excess all ohmic
+    sigma = share * math.hypot(VOLTAGE_SIGMA_MV / 1000.0 / first.current_a / max(lead_first_v, 1e-9),
+                               VOLTAGE_SIGMA_MV / 1000.0 / cc.current_a / lead_v)
+    odds = AGED_PRIOR / (1.0 - AGED_PRIOR) * math.exp(
+        max(-50.0, min(50.0, 0.5 * (((share - connection) / sigma) ** 2 - ((share - aged) / sigma) ** 2))))
+    return odds / (1.0 + odds)
+
+
+def leading_pace(charge: ChargeFacts, line: Optional[protocol.BmsLine] = None,
+                 cells: int = CELLS) -> tuple[float, float]:
+    """The leading cell's pace (BMS % per % of the cell) and its doubt (one sigma): two hypotheses weighed by evidence.
+
+    A sound cell holds its rated capacity (pace 1, PACE_SIGMA); an aged one holds what its
+    resistance says (aged_pace of resistance_ratio). The resistance alone does not tell which
+    (a connection raises it as well): each weighs AGED_PRIOR until the pace is read. The best
+    pace reading (the kept one, or this line's) then weighs each hypothesis by how likely it
+    made that reading, and moves each pace toward it as far as the reading is sure.
+    """
+    ratio = resistance_ratio(charge, cells)
+    aged = aged_weight(charge, cells)
+    hypotheses = [(1.0, 1.0)] if ratio is None else [(1.0 - aged, 1.0), (aged, aged_pace(ratio))]
+    readings = [r for r in (charge.pace, None if line is None else pace_reading(charge, line, cells)) if r is not None]
+    reading = min(readings, key=lambda r: r.doubt) if readings else None
+    weighed = []
+    for weight, pace in hypotheses:
+        sigma = PACE_SIGMA * pace
+        if reading is not None:
+            spread = math.hypot(sigma, reading.doubt)
+            weight *= math.exp(-0.5 * ((reading.pace - pace) / spread) ** 2) / spread
+            gain = sigma**2 / spread**2
+            pace, sigma = pace + gain * (reading.pace - pace), sigma * math.sqrt(1.0 - gain)
+        weighed.append((weight, pace, sigma))
+    total = sum(w for w, _, _ in weighed)
+    if total <= 0.0:  # a reading no hypothesis explains: the reading itself
+        assert reading is not None
+        return reading.pace, reading.doubt
+    mean = sum(w * p for w, p, _ in weighed) / total
+    variance = sum(w * (s**2 + (p - mean) ** 2) for w, p, s in weighed) / total
+    return mean, math.sqrt(variance)
 
 
 def cv_start_soc_pct(model: Model, line: Optional[protocol.BmsLine] = None,
@@ -316,31 +497,29 @@ def cv_start_soc_pct(model: Model, line: Optional[protocol.BmsLine] = None,
     Two readings, weighed by how well each tells it:
     - the rest before the charge: the cell that rested highest has (knee - its SOC) to go where
       a balanced pack has (knee - the BMS's SOC) (its capacity unknown: PRIOR_SIGMA_PCT);
-    - the leading cell's voltage now (_first_cell_soc_pct), the knee less its SOC to go, at the
-      pace it has kept against the BMS's SOC since the CC reading (a smaller cell runs ahead). On the
+    - the leading cell's voltage now (_first_cell_soc_pct), the knee less its SOC to go. On the
       plateau its voltage tells little (VOLTAGE_SIGMA_MV over a flat curve); near its knee, much.
+    Both at the leading cell's pace (leading_pace): a smaller cell runs ahead of the BMS's SOC.
+    The doubt between the pace's hypotheses widens both.
     """
     knee = model.cv_start_soc_pct
     if charge is None or charge.rest is None:
         return knee
     rest = charge.rest
-    s_top_rest = 100.0 * soc_from_ocv(rest.cell_max_mv / 1000.0)
-    headroom = knee - s_top_rest + model.cell_margin_pct
+    headroom = knee - _top_soc_pct(rest) + model.cell_margin_pct
+    pace, pace_sigma = leading_pace(charge, line, model.cells)
+    hedge = max(0.0, pace_sigma**2 - (PACE_SIGMA * pace) ** 2) ** 0.5  # the doubt beyond a sound cell's
+    prior = min(knee, rest.soc_pct + headroom * pace)
+    prior_sigma = math.hypot(PRIOR_SIGMA_PCT, hedge * headroom)
     s_now = None if line is None else _first_cell_soc_pct(charge, line)
     if s_now is None or charge.cc is None or line is None:
-        return min(knee, rest.soc_pct + headroom)
-    s_sigma = VOLTAGE_SIGMA_MV / max(_ocv_slope_mv_per_pct(s_now), 1e-3)
-    pace = 1.0  # BMS % per % of the leading cell: its capacity over the rated one
-    track = s_now - (s_top_rest + charge.cc.soc_pct - rest.soc_pct)  # how far it went since the CC reading
-    if track >= MIN_TRACK_PCT:
-        measured = min(1.5, max(0.5, (line.soc_pct - charge.cc.soc_pct) / track))
-        doubt = s_sigma / track * measured
-        pace = 1.0 + (measured - 1.0) * PACE_SIGMA**2 / (PACE_SIGMA**2 + doubt**2)  # trusted as far as it is told
-    prior = min(knee, rest.soc_pct + headroom * pace)
+        return prior
+    ocv_v = _first_cell_ocv_v(charge, line)
+    assert ocv_v is not None
     live = line.soc_pct + max(0.0, knee - s_now) * pace
     # The voltage's noise over the curve's slope, and the pace's own doubt over the distance to go.
-    live_sigma = math.hypot(s_sigma, PACE_SIGMA * (knee - s_now)) * pace
-    w_prior, w_live = 1.0 / PRIOR_SIGMA_PCT**2, 1.0 / live_sigma**2
+    live_sigma = math.hypot(_soc_sigma_pct(ocv_v, _ocv_sigma_mv(charge, model.cells)) * pace, pace_sigma * (knee - s_now))
+    w_prior, w_live = 1.0 / prior_sigma**2, 1.0 / max(live_sigma, 1e-6) ** 2
     return (prior * w_prior + live * w_live) / (w_prior + w_live)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Optional
 
 from banclfp.analysis import time_left
@@ -122,21 +123,23 @@ class PhaseErrors:
 
 
 def errors(played: Played, model: time_left.Model, fractions: Sequence[float] = FRACTIONS,
-           phases: Sequence[int] = PHASES) -> dict[int, PhaseErrors]:
+           phases: Sequence[int] = PHASES, estimator: ModuleType = time_left) -> dict[int, PhaseErrors]:
     """The estimate against the time really left, at each fraction of each phase.
 
     The estimator sees what the kiosk would: the latest line, the seconds since the phase's
     start (its step event in the journal), and the charge's facts from every line before.
+    `estimator`: a module with time_left's ChargeFactsReader, Smoother and estimate_s (an older
+    time_left, for a before -> after).
     """
     out = {phase: PhaseErrors(phase, played.span(phase)[1] - played.span(phase)[0]) for phase in phases}
     targets = sorted((played.span(p)[0] + f * out[p].duration_s, p, f) for p in phases for f in fractions)
-    reader = time_left.ChargeFactsReader()
-    smoother = time_left.Smoother()
+    reader = estimator.ChargeFactsReader()
+    smoother = estimator.Smoother()
     index = 0
     for t_s, phase, line in played.samples:
         reader.feed(phase, line)
         start = played.starts[phase]
-        shown = smoother.update(phase, t_s, time_left.estimate_s(model, phase, line, t_s - start, reader.facts))
+        shown = smoother.update(phase, t_s, estimator.estimate_s(model, phase, line, t_s - start, reader.facts))
         while index < len(targets) and targets[index][0] <= t_s + 1e-9:
             _, target_phase, fraction = targets[index]  # judged at the first kept line at or after it
             index += 1
