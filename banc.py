@@ -24,7 +24,7 @@ tick runs the watchdog, fsync, config.json saves, write retries and shutdown.
 import sys
 
 from banclfp.recording.bench_process import main
-from banclfp.recording.store import load_or_create_config
+from utils import load_or_create_config
 
 __all__ = ["load_or_create_config", "main"]
 

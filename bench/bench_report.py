@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
 import shutil
 import subprocess
@@ -33,8 +34,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from banclfp.analysis import bdf, measures as analysis
 from banclfp.charts import chart_data, figure as charts
+from banclfp.infra import environment
 from banclfp.testkit.support import Xvfb
 from banclfp.testkit.synthetic import write_synthetic_test
+
+PROJECT_FILES = environment.StaticFiles(environment.PROJECT_DIR)  # the project's curves (no BANC_HOME here)
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -91,7 +95,8 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
     for _ in range(20):
         root.update()
     start = time.perf_counter()
-    window = chart_window.show_charts(root, folder)
+    window = chart_window.show_charts(root, folder, functools.partial(
+        chart_data.load_plot_data, correct_to_25c=PROJECT_FILES.correct_to_25c, min_gap_s=30.0))
     shown = None
     while time.perf_counter() - start < 120:
         root.update()
@@ -115,7 +120,8 @@ def kiosk_view(folder: Path, display: str) -> tuple[float, float]:
 
 
 def _tiny(workdir: Path) -> tuple[analysis.TestData, analysis.Summary]:
-    loaded = analysis.load_report(write_synthetic_test(workdir / "tiny", rows=200).folder, min_gap_s=30.0)
+    loaded = analysis.load_report(write_synthetic_test(workdir / "tiny", rows=200).folder, PROJECT_FILES.correct_to_25c,
+                                  min_gap_s=30.0)
     return loaded.data, loaded.summary
 
 
@@ -137,7 +143,7 @@ def bench(rows: int, workdir: Path, display: str | None) -> list[tuple[str, floa
     load_s, data = timed(lambda: analysis.load_test_data(folder))
     assert len(data) == rows
     results.append(("(b) chargement report.py", load_s))
-    full_s, loaded = timed(lambda: analysis.load_report(folder, min_gap_s=30.0))
+    full_s, loaded = timed(lambda: analysis.load_report(folder, PROJECT_FILES.correct_to_25c, min_gap_s=30.0))
     results.append(("(b') chargement + résumé", full_s))
     png = workdir / f"n{rows}.png"
     png_s, _ = timed(lambda: charts.render_png(chart_data.prepare_plot_data(loaded.data, loaded.summary), png))

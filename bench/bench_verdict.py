@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from banclfp.history import index as history
-from banclfp.infra import environment
 from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.synthetic import write_finished_record, write_synthetic_test
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -103,10 +103,9 @@ def main() -> int:
         b = best(args.repeat, lambda: run_report(home, "--results", str(results)))
         c = best(args.repeat, lambda: run_report(home, "--history", serials[len(serials) // 2]))
         rows = len(results.read_text(encoding="utf-8").splitlines()) - 1
-        os.environ["BANC_HOME"] = str(home)
-        environment.reload_settings()
-        b_in = best(args.repeat, lambda: timed(history.lab_results_csv))
-        c_in = best(args.repeat, lambda: timed(lambda: history.battery_history(serials[len(serials) // 2])))
+        index_of_home = Store(home).history
+        b_in = best(args.repeat, lambda: timed(index_of_home.lab_results_csv))
+        c_in = best(args.repeat, lambda: timed(lambda: index_of_home.battery_history(serials[len(serials) // 2])))
 
         added = iter(range(1, 1000))
 

@@ -367,27 +367,6 @@ def banc_env(home: Path, broker: MosquittoBroker, num_bancs: int, **extra: str) 
     return project_env(home, broker, BANC_NUM_BANCS=str(num_bancs), **{**EXTRA_ENV, **extra})
 
 
-@contextlib.contextmanager
-def use_home(home: Path, broker: Optional[MosquittoBroker], num_bancs: int) -> Iterator[None]:
-    """Point utils (in this process) at a bench BANC_HOME for a moment; the environment is restored after."""
-    from banclfp.infra import environment
-
-    saved = dict(os.environ)
-    try:
-        for key in [k for k in os.environ if k.startswith("BANC_")]:
-            del os.environ[key]
-        os.environ["BANC_HOME"] = str(home)
-        os.environ["BANC_NUM_BANCS"] = str(num_bancs)
-        if broker is not None:
-            os.environ.update(broker.env())
-        environment.reload_settings()
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        environment.reload_settings()
-
-
 def serial_for(banc_number: int, run: int = 0) -> str:
     """A valid serial for bench n (store.SERIAL_PATTERN)."""
     return f"{SERIAL_PREFIX}{run:02d}B{banc_number:02d}"
@@ -395,11 +374,12 @@ def serial_for(banc_number: int, run: int = 0) -> str:
 
 def occupy_bancs(home: Path, broker: Optional[MosquittoBroker], num_bancs: int, serials: dict[int, str]) -> None:
     """Mark benches occupied with their serial in bancs_config.json, as the kiosk does before it starts banc.py."""
-    from banclfp.recording import record, store
+    from banclfp.recording import record
+    from banclfp.recording.store import Store
 
-    with use_home(home, broker, num_bancs):
-        for number, serial in serials.items():
-            store.set_banc_status(number, record.STATUS_OCCUPIED, serial, 1)
+    store = Store(home, num_bancs)
+    for number, serial in serials.items():
+        store.set_banc_status(number, record.STATUS_OCCUPIED, serial, 1)
 
 
 def start_banc(group: ProcessGroup, home: Path, broker: MosquittoBroker, num_bancs: int, number: int,

@@ -36,7 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="MQTT v5 with banc.py's connect options (4 KiB packets, Receive Maximum, session expiry)")
     args = parser.parse_args(argv)
 
-    settings = environment.get_settings()
+    settings = environment.load_settings()
     topic = args.topic or protocol.topics(args.banc).bms_data
     state: dict[str, Any] = {"count": 0, "first_t": None, "last_t": None}  # printed as JSON at the end
     subscribed = threading.Event()

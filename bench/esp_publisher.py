@@ -8,7 +8,7 @@ reconnect, as the ESP firmware does, so a broker restart loses nothing on this s
 
 Every published seq is logged as "P seq epoch_s" and every broker-acknowledged seq as
 "A seq epoch_s" in <log-dir>/pub_bancN.txt, so a run can be checked against data.csv afterwards. The broker
-address comes from the environment (environment.get_settings), like any project process.
+address comes from the environment (environment.load_settings), like any project process.
 
     python bench/esp_publisher.py --bancs 1-16 --rate 10 --duration 60 --log-dir OUT
     python bench/esp_publisher.py --bancs 1 --rate 0 --count 20000 --log-dir OUT   # as fast as acked
@@ -77,7 +77,7 @@ class EspBench:
     """One simulated ESP: a paho client, its seq counter and its publish/ack log."""
 
     def __init__(self, number: int, prefix: str, log_dir: Path, start_seq: int, window: int,
-                 replay: bool = False, esp_step: Optional[int] = None) -> None:
+                 settings: environment.Settings, replay: bool = False, esp_step: Optional[int] = None) -> None:
         self.number = number
         self.replay = replay
         self.esp_step = esp_step  # the 12th field of every line (protocol v3), with replay only
@@ -98,7 +98,7 @@ class EspBench:
         self.last_ack_t: Optional[float] = None
         self.log = open(log_dir / f"pub_banc{number}.txt", "a", buffering=1 << 16)
         self.client = protocol.make_client(
-            f"{prefix}_banc{number}", environment.get_settings(), persistent=True,
+            f"{prefix}_banc{number}", settings, persistent=True,
             will=(self.topics.esp_status, protocol.STATUS_OFFLINE),
         )
         # An ESP retries its Wi-Fi/MQTT connection every few seconds, not with a 30 s backoff.
@@ -228,9 +228,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.esp_step is not None and not args.replay:
         parser.error("--esp-step needs --replay (the 12th field comes after uptime_ms)")
 
-    settings = environment.get_settings()
+    settings = environment.load_settings()
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window, args.replay, args.esp_step)
+    benches = [EspBench(n, args.prefix, args.log_dir, args.start_seq, args.window, settings, args.replay,
+                        args.esp_step)
                for n in parse_bancs(args.bancs)]
     for bench in benches:
         bench.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15)

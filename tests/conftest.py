@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from banclfp.infra import environment
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import BancFleet
 from banclfp.testkit.support import MosquittoBroker, Xvfb, project_env
 
@@ -65,17 +66,20 @@ def _fast_runs_start_no_process(request: pytest.FixtureRequest) -> Iterator[None
 
 
 @pytest.fixture
-def banc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh BANC_HOME for this test, with the settings cache reloaded."""
+def banc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh BANC_HOME for this test (also in this process's environment, for entry points run in-process)."""
     home = tmp_path / "home"
     home.mkdir()
     for key in [k for k in __import__("os").environ if k.startswith("BANC_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("BANC_HOME", str(home))
-    environment.reload_settings()
-    yield home
-    monkeypatch.undo()
-    environment.reload_settings()
+    return home
+
+
+@pytest.fixture
+def store(banc_home: Path) -> Store:
+    """The store of this test's BANC_HOME (the default 4 benches)."""
+    return Store(banc_home)
 
 
 @pytest.fixture
@@ -92,8 +96,13 @@ def mqtt_env(banc_home: Path, broker: MosquittoBroker, monkeypatch: pytest.Monke
     """BANC_HOME + broker settings in this process, and the environment for child processes."""
     for key, value in broker.env().items():
         monkeypatch.setenv(key, value)
-    environment.reload_settings()
     return project_env(banc_home, broker)
+
+
+@pytest.fixture
+def settings(mqtt_env: dict[str, str]) -> environment.Settings:
+    """The settings of this test's BANC_HOME and broker, as an entry point reads them."""
+    return environment.load_settings(mqtt_env)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from typing import Optional
 
 import pytest
 
-from banclfp.infra import environment, storage
-from banclfp.recording import bench_process as banc, record, store
+from banclfp.infra import storage
+from banclfp.recording import bench_process as banc, record
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import (
     BANC_SCRIPT,
     DEFAULT_SERIAL,
@@ -295,7 +296,7 @@ def test_a_journal_deleted_while_its_tail_is_unsure_is_put_back_without_it(tmp_p
     target.close()
 
 
-def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_records_it_once(
+def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_records_it_once(store: Store,
         banc_home: Path) -> None:
     """The Ri result is not acknowledged while its line is not fsynced; the means count it once."""
     recorder = open_recorder(banc_home, [])
@@ -380,13 +381,13 @@ def test_describe_os_error(exc: BaseException, text: str) -> None:
     assert banc.describe_os_error(exc) == text
 
 
-def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
+def test_recorder_rebuilds_a_corrupt_config(store: Store, banc_home: Path) -> None:
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
     config = store.load_or_create_config(folder, "banc1", DEFAULT_SERIAL, now)
     store.create_data_csv(folder)
     alerts: list[str] = []
-    recorder = banc.Recorder(folder, "banc1", DEFAULT_SERIAL, 1, alerts.append)
+    recorder = banc.Recorder(store, folder, "banc1", DEFAULT_SERIAL, 1, alerts.append)
     recorder.open(config)
     recorder.handle_bms(bms_line(0, capacity_ah=1.5, energy_wh=75.0).encode())
     (folder / "config.json").write_text("{ not json")
@@ -448,7 +449,7 @@ def test_invalid_arguments_exit_2_and_create_nothing(banc_home: Path, args: list
     assert files_under(banc_home) == []
 
 
-def test_full_test_1_to_5(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
+def test_full_test_1_to_5(store: Store, fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
     runner = fleet.start()
     esp.wait_for(T.command, "1")
     assert store.is_banc_running("banc1")
@@ -532,7 +533,7 @@ def test_stop_9_then_restart_resumes_in_the_same_folder(fleet: BancFleet, esp: M
     assert runner.wait_exit() == 0
 
 
-def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
+def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(store: Store, fleet: BancFleet, esp: MqttProbe, banc_home: Path) -> None:
     runner = fleet.start()
     esp.wait_for(T.command, "1")
     esp.publish(T.step, "1")
@@ -647,7 +648,6 @@ def test_oversized_messages_never_reach_banc_py(banc_home: Path, tmp_path: Path,
     try:
         for key, value in open_broker.env().items():
             monkeypatch.setenv(key, value)
-        environment.reload_settings()
         fleet = BancFleet(banc_home, open_broker)
         with MqttProbe(open_broker, [T.command]) as esp:
             runner = fleet.start()
@@ -773,7 +773,7 @@ def test_second_instance_and_busy_bench_are_refused(fleet: BancFleet, esp: MqttP
     assert banc_entry(banc_home)["serial-pending"] == DEFAULT_SERIAL
 
 
-def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_48_h(fleet: BancFleet, banc_home: Path) -> None:
+def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_48_h(store: Store, fleet: BancFleet, banc_home: Path) -> None:
     """Step 5 is one journal line: a crash before the bench is freed leaves a finished test, and a restart finishes the transition."""
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
@@ -837,17 +837,18 @@ def test_capacity_counter_lost_in_phase_4_keeps_the_measured_capacity(fleet: Ban
 
 def open_recorder(banc_home: Path, alerts: list[str]) -> banc.Recorder:
     """A Recorder on a fresh test folder of banc1, opened as banc.py's main() does."""
+    store = Store(banc_home)
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
     state, config = store.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
     store.create_data_csv(folder)
-    recorder = banc.Recorder(folder, "banc1", DEFAULT_SERIAL, state.step, alerts.append,
+    recorder = banc.Recorder(store, folder, "banc1", DEFAULT_SERIAL, state.step, alerts.append,
                              fsync_interval_s=1.0, bms_timeout_s=30.0)
     recorder.open(config, state)
     return recorder
 
 
-def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_home: Path) -> None:
+def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(store: Store, banc_home: Path) -> None:
     """A crash between the journal's fsync and the acknowledgement: the DUP copies change nothing."""
     r1, r2 = b'{"ri_discharge": 0.030}', b'{"ri_discharge": 0.034}'
     recorder = open_recorder(banc_home, [])
@@ -873,7 +874,7 @@ def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_hom
     assert steps == [3]
 
 
-def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: Path) -> None:
+def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(store: Store, banc_home: Path) -> None:
     """Deleted test folder, and its place taken (a full or broken disk): alert once, hold, retry, then restore all."""
     alerts: list[str] = []
     recorder = open_recorder(banc_home, alerts)
@@ -897,7 +898,7 @@ def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: 
     assert (record.corrected_summary_file(folder) or {}).get("rows_count") == 5
 
 
-def test_a_torn_journal_line_never_swallows_the_next_event(banc_home: Path) -> None:
+def test_a_torn_journal_line_never_swallows_the_next_event(store: Store, banc_home: Path) -> None:
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
     with open(folder / record.EVENTS_FILE, "ab") as fh:

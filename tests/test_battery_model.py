@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from banclfp.infra import environment
+from banclfp.recording.store import Store
 from banclfp.simulation.battery_model import (
     CELL_MAX_V,
     FINISHED,
@@ -106,10 +106,10 @@ def test_ocv_integral_matches_numerical_integration(soc: float) -> None:
 
 
 @pytest.mark.parametrize("temperature_c", [-10.0, 0.0, 10.0, 25.0, 37.5, 45.0, 60.0])
-def test_resistance_law_matches_the_project_temperature_coefficients(banc_home: Path, temperature_c: float) -> None:
+def test_resistance_law_matches_the_project_temperature_coefficients(store: Store, banc_home: Path, temperature_c: float) -> None:
     # A resistance measured at T and corrected with temperature_coefficients.json gives back R(25 °C).
     measured = 0.02 * arrhenius_factor(temperature_c)
-    assert environment.correct_to_25c(measured, temperature_c) == pytest.approx(0.02, rel=0.01)
+    assert store.static.correct_to_25c(measured, temperature_c) == pytest.approx(0.02, rel=0.01)
 
 
 # --------------------------------------------------------------------------- physics
@@ -233,7 +233,7 @@ def test_weak_cell_limits_the_measured_capacity() -> None:
         (100.0, 0.020, 10.0, 5),  # cold lab: higher raw Ri, corrected to 25 °C by the project's coefficients
     ],
 )
-def test_ri_from_pulses_matches_the_configured_resistance(
+def test_ri_from_pulses_matches_the_configured_resistance(store: Store,
     banc_home: Path, capacity_ah: float, ri_ohm: float, ambient_c: float, seed: int
 ) -> None:
     fw = BenchFirmware(PackParams(capacity_ah=capacity_ah, ri_ohm=ri_ohm, ambient_c=ambient_c, seed=seed))
@@ -247,7 +247,7 @@ def test_ri_from_pulses_matches_the_configured_resistance(
         assert protocol.parse_ri_results(protocol.encode_ri_results(values))
         ri = values.get("ri_discharge", values.get("ri_charge"))
         assert ri is not None
-        corrected = environment.correct_to_25c(ri, values["temperature_c"])
+        corrected = store.static.correct_to_25c(ri, values["temperature_c"])
         assert corrected == pytest.approx(ri_ohm, rel=0.05)
         if ambient_c == 25.0:
             assert ri == pytest.approx(ri_ohm, rel=0.05)

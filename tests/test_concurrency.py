@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from banclfp.infra import environment
-from banclfp.recording import store
+from banclfp.recording.store import Store
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 WRITERS = 8
@@ -23,7 +22,9 @@ UPDATES = 200
 WRITER = textwrap.dedent(
     """
     import sys
-    from banclfp.recording import store
+    from banclfp.infra import environment
+    from banclfp.recording.store import Store
+    store = Store.from_settings(environment.load_settings())
     banc = sys.argv[1]
     n = int(sys.argv[2])
     for i in range(n):
@@ -38,11 +39,8 @@ WRITER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(
-    banc_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BANC_NUM_BANCS", str(WRITERS))
-    environment.reload_settings()
+def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(banc_home: Path) -> None:
+    store = Store(banc_home, WRITERS)
     store.load_bancs_config()
     path = banc_home / "bancs_config.json"
 
@@ -83,7 +81,7 @@ def test_parallel_writers_lose_nothing_and_reader_never_sees_invalid_json(
     assert reads["ok"] > 10  # the reader really ran during the writes
     final = store.load_bancs_config()
     for n in range(1, WRITERS + 1):
-        entry = final["bancs"][n - 1]
+        entry = final.bancs[n - 1].to_json()
         assert entry == {"name": f"Banc{n}", "status": "occupied", "serial-pending": f"RW-BANC{n}LAST", "current_step": 4}
     assert not list(banc_home.glob("bancs_config.json.corrupt-*"))
     assert not list(banc_home.glob(".bancs_config.json.*.tmp"))

@@ -14,6 +14,8 @@ import pytest
 
 from banclfp.kiosk import worker as kiosk_worker
 from banclfp.presentation import display_colors as dc
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.support import REPO_DIR
 from banclfp.wire import protocol
 
@@ -83,10 +85,10 @@ def test_unknown_values_and_plain_ones() -> None:
     assert dc.soc_color(None, 3) == dc.MUTED
 
 
-def test_the_worker_hands_the_model_limits_and_reads_grading_json_again_when_it_changes(banc_home: Path) -> None:
+def test_the_worker_hands_the_model_limits_and_reads_grading_json_again_when_it_changes(store: Store, banc_home: Path) -> None:
     """Read off the Tk thread (the worker's snapshot carries them); an edited grading.json counts at once."""
     supervisor = SimpleNamespace(is_running=lambda banc: False, reap=lambda: [])
-    worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
+    worker = kiosk_worker.KioskWorker(store, ["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       queue.Queue())
     assert worker.limits_for("RW-ABCD0001") == MODEL  # the project's grading.json
     assert worker.limits_for("XX-0001") is None and worker.limits_for(None) is None  # no model: default colours
@@ -98,6 +100,5 @@ def test_the_worker_hands_the_model_limits_and_reads_grading_json_again_when_it_
     path.write_text("{", encoding="utf-8")  # invalid: no model, the default colours, the kiosk goes on
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
     assert worker.limits_for("RW-ABCD0001") is None
-    snapshot = worker.snapshot("banc1", {"name": "banc1", "status": "occupied", "serial-pending": "RW-ABCD0001",
-                                         "current_step": 1})
+    snapshot = worker.snapshot("banc1", record.BenchEntry("banc1", "occupied", "RW-ABCD0001", 1))
     assert snapshot.limits is None

@@ -14,7 +14,8 @@ import pytest
 
 from banclfp.analysis import measures as analysis
 from banclfp.presentation import summary_text
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, read_data_rows, read_rejected_rows
 from banclfp.testkit.support import MosquittoBroker
 from banclfp.wire import protocol
@@ -26,7 +27,7 @@ SERIAL = "RW-E2E00001"
 
 
 @pytest.mark.slow
-def test_whole_test_with_simulator_and_banc_py(
+def test_whole_test_with_simulator_and_banc_py(store: Store,
     mqtt_env: dict[str, str], broker: MosquittoBroker, banc_home: Path, tmp_path: Path
 ) -> None:
     t = protocol.topics(1)
@@ -70,10 +71,10 @@ def test_whole_test_with_simulator_and_banc_py(
     seqs = [int(r["seq"]) for r in rows]
     assert seqs == list(range(len(seqs)))  # nothing lost, nothing duplicated
     assert len(rows) > 9_000  # one line per simulated second of a ~2.8 h test
-    assert store.get_banc_info("banc1")["status"] == record.STATUS_AVAILABLE
+    assert store.get_banc_info("banc1").status == record.STATUS_AVAILABLE
     # Measured where it was measured: one simulated second between rows, whatever the pace of delivery.
     assert all(r["uptime_ms"] for r in rows)
-    report = analysis.load_report(folder)
+    report = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     spacing = np.diff(report.data.unix_s)
     assert np.median(spacing) == pytest.approx(1.0, abs=0.002)
     counted = report.summary.counted_capacity_ah

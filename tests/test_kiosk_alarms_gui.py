@@ -17,10 +17,12 @@ from typing import Optional
 
 import pytest
 
+from banclfp.infra import environment
 from banclfp.kiosk import app as ui, widgets as uic
 from banclfp.kiosk.state import LINK_ONLINE, LINK_UNKNOWN, UNRECORDED_TEXT
 from banclfp.presentation.formatting import keep_units_together
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, wait_until
 from banclfp.testkit.support import MosquittoBroker
 from banclfp.wire import protocol
@@ -63,7 +65,7 @@ def alarm_text(app: ui.App, banc: str) -> Optional[str]:
     return panel.alarm_text if panel.security_visible else None
 
 
-def test_a_broker_restart_loses_no_alarm_and_the_outage_asserts_nothing(
+def test_a_broker_restart_loses_no_alarm_and_the_outage_asserts_nothing(store: Store,
     kiosk, esp: Esp, broker: MosquittoBroker, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     for n in (1, 2, 3):
@@ -120,6 +122,7 @@ def test_a_broker_restart_loses_no_alarm_and_the_outage_asserts_nothing(
 
 def start_tests(fleet: BancFleet, broker: MosquittoBroker, benches: dict[str, str]) -> None:
     """banc.py for each bench (occupied in bancs_config.json, as the kiosk does), started together, subscribed."""
+    store = Store.from_settings(environment.load_settings())
     with MqttProbe(broker, [protocol.topics(banc).banc_status for banc in benches]) as probe:
         for banc, serial in benches.items():
             store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, 1)
@@ -129,7 +132,7 @@ def start_tests(fleet: BancFleet, broker: MosquittoBroker, benches: dict[str, st
 
 
 def journaled(banc: str, serial: str, text: str) -> bool:
-    test = store.latest_test(serial, banc)
+    test = Store.from_settings(environment.load_settings()).latest_test(serial, banc)
     return test is not None and any(e.get("event") == record.EVENT_ALERT and e.get("text") == text
                                     for e in record.read_events(test.path)[0])
 

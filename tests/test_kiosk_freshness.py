@@ -33,8 +33,9 @@ from banclfp.kiosk.state import (
     age_text,
     banc_display,
 )
-from banclfp.recording import record, store
+from banclfp.recording import record
 from banclfp.recording.recorder import JOURNAL, Append, Instant, RecorderCore
+from banclfp.recording.store import Store
 from banclfp.wire import protocol
 
 NB = "\u00a0"
@@ -279,13 +280,13 @@ def test_the_recorder_journals_every_security_text_and_nothing_after_the_end() -
     assert core.on_security(ALARM.encode(), instant(2)) == []
 
 
-def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(banc_home: Path) -> None:
+def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(store: Store, banc_home: Path) -> None:
     from banclfp.recording import bench_process as banc
 
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", "RW-JRNL0001", now)
     config = store.load_or_create_config(folder, "banc1", "RW-JRNL0001", now)
-    recorder = banc.Recorder(folder, "banc1", "RW-JRNL0001", 1, alert=lambda text: None, fsync_interval_s=1.0,
+    recorder = banc.Recorder(store, folder, "banc1", "RW-JRNL0001", 1, alert=lambda text: None, fsync_interval_s=1.0,
                              bms_timeout_s=30.0)
     recorder.open(config)
     try:
@@ -299,7 +300,7 @@ def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(banc
 # =========================================================================== the kiosk's worker replays at start
 
 
-def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(banc_home: Path) -> None:
+def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(store: Store, banc_home: Path) -> None:
     now = record.now_local()
     for banc, serial, texts in (("banc1", "RW-RPLY0001", [MQTT_LOST]), ("banc2", "RW-RPLY0002", [BMS_SILENCE, BMS_BACK]),
                                 ("banc3", "RW-RPLY0003", [ALARM])):
@@ -311,7 +312,7 @@ def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(banc_home: Pa
             store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, 2)
     sink: queue.Queue = queue.Queue()
     supervisor = SimpleNamespace(is_running=lambda banc: banc == "banc1", reap=lambda: [])
-    worker = kiosk_worker.KioskWorker(["banc1", "banc2", "banc3"], SimpleNamespace(prompt=lambda: ""),  # type: ignore[arg-type]
+    worker = kiosk_worker.KioskWorker(store, ["banc1", "banc2", "banc3"], SimpleNamespace(prompt=lambda: ""),  # type: ignore[arg-type]
                                       supervisor, sink)  # type: ignore[arg-type]
     worker.refresh_all()
     worker.replay_journals()

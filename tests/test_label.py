@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from banclfp.analysis import measures
 from banclfp.infra import environment, printing
 from banclfp.infra.printing import PrintOutcome, RetryPolicy
+from banclfp.recording.store import Store
 from banclfp.reporting import report
 from banclfp.testkit.support import REPO_DIR, CupsServer
 from banclfp.testkit.synthetic import write_synthetic_test
@@ -40,8 +42,13 @@ def graded_folder(home: Path, serial: str = "RW-LABEL001", capacity_ah: float = 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config.update(capacity_ah=capacity_ah, ri_temperature_c=25.0)
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    conclude.conclude(folder)
+    conclude.conclude(Store(home), folder)
     return folder
+
+
+def loaded(home: Path, folder: Path) -> measures.Report:
+    """The test as the report and the label read it (this home's temperature coefficients, 30 s stops)."""
+    return measures.load_report(folder, Store(home).static.correct_to_25c, 30.0)
 
 
 def pdf_text(pdf: Path) -> str:
@@ -101,7 +108,7 @@ def test_the_label_is_black_on_white_only(banc_home: Path, tmp_path: Path) -> No
     """Rendered at 300 dpi without anti-aliasing, every pixel is black or white: no grey for a thermal head."""
     folder = graded_folder(banc_home, capacity_ah=85.0)
     pdf = tmp_path / "label.pdf"
-    label.write_label(report.load_report(folder), pdf)
+    label.write_label(loaded(banc_home, folder), pdf)
     image = Image.open(render_300dpi(pdf, tmp_path / "mono", antialias=False)).convert("L")
     assert abs(image.size[0] - 732) <= 1 and abs(image.size[1] - 342) <= 1  # 62 x 29 mm at 300 dpi
     colours = {value for _count, value in image.getcolors(maxcolors=256) or []}
@@ -117,7 +124,7 @@ def test_every_label_keeps_inside_its_page_and_its_qr_reads(
     """A long grade and the longest serial shrink to fit: pdftotext finds them whole, the QR still reads."""
     folder = graded_folder(banc_home, serial=serial, capacity_ah=capacity_ah)
     pdf = tmp_path / "label.pdf"
-    label.write_label(report.load_report(folder), pdf)
+    label.write_label(loaded(banc_home, folder), pdf)
     text = pdf_text(pdf)
     assert serial in text and re.search(rf"^\s*{grade}\s*$", text, re.M), text
     soh = json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"]["soh_pct"]
@@ -134,7 +141,6 @@ def test_banc_label_size_mm_sets_the_page(banc_home: Path, tmp_path: Path, monke
     """BANC_LABEL_SIZE_MM=62x100 (a portrait label): the page is that size and the QR still reads."""
     folder = graded_folder(banc_home)
     monkeypatch.setenv("BANC_LABEL_SIZE_MM", "62x100")
-    environment.reload_settings()
     pdf = tmp_path / "label.pdf"
     assert report.main([str(folder), "--label", str(pdf)]) == 0
     width, height = page_size_pt(pdf)
@@ -261,7 +267,7 @@ def test_a_label_printed_arrives_in_the_queue_as_the_pdf(banc_home: Path, tmp_pa
     folder = graded_folder(banc_home)
     out = tmp_path / "out"
     queue = cups.add_pdf_queue(out)
-    result = label.print_label(folder, queue, server=cups.server, timeout_s=PRINT_TIMEOUT_S)
+    result = label.print_label(Store(banc_home), folder, queue, server=cups.server, timeout_s=PRINT_TIMEOUT_S)
     assert result.outcome is PrintOutcome.PRINTED, (result, cups.error_log())
     assert result.job_id and result.job_id.startswith(queue)
     (printed,) = wait_for_pdfs(out, 1)
@@ -275,7 +281,7 @@ def test_cups_server_from_the_environment(banc_home: Path, tmp_path: Path, cups:
     out = tmp_path / "out"
     queue = cups.add_pdf_queue(out)
     monkeypatch.setenv("CUPS_SERVER", cups.server)
-    assert label.print_label(folder, queue, timeout_s=PRINT_TIMEOUT_S).printed
+    assert label.print_label(Store(banc_home), folder, queue, timeout_s=PRINT_TIMEOUT_S).printed
     wait_for_pdfs(out, 1)
 
 
@@ -311,7 +317,7 @@ def test_a_printer_that_cannot_print_says_why_in_time_and_a_reprint_works_once_b
     timeout_s = 3.0
     started = time.monotonic()
     try:
-        result = label.print_label(folder, asked, server=cups.server, timeout_s=timeout_s)
+        result = label.print_label(Store(banc_home), folder, asked, server=cups.server, timeout_s=timeout_s)
     finally:
         if fault == "cupsd hung" and cups.proc is not None:
             os.kill(cups.proc.pid, signal.SIGCONT)
@@ -331,7 +337,7 @@ def test_a_printer_that_cannot_print_says_why_in_time_and_a_reprint_works_once_b
         cups.admin("cupsaccept", queue)
     elif fault == "cupsdisable":
         cups.admin("cupsenable", queue)
-    again = label.print_label(folder, queue, server=cups.server, timeout_s=PRINT_TIMEOUT_S)
+    again = label.print_label(Store(banc_home), folder, queue, server=cups.server, timeout_s=PRINT_TIMEOUT_S)
     assert again.printed, (again, cups.error_log())
     (printed,) = wait_for_pdfs(out, 1)
     time.sleep(1.0)
@@ -343,7 +349,7 @@ def test_a_label_without_a_verdict_is_not_drawn_and_nothing_raises(banc_home: Pa
                                                                     tmp_path: Path) -> None:
     folder = write_synthetic_test(banc_home, rows=600, finished=False).folder
     queue = cups.add_pdf_queue(tmp_path / "out")
-    result = label.print_label(folder, queue, server=cups.server, timeout_s=5.0)
+    result = label.print_label(Store(banc_home), folder, queue, server=cups.server, timeout_s=5.0)
     assert result.outcome is PrintOutcome.NOT_DRAWN and "verdict" in result.detail
 
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 from banclfp.analysis import calibration
 from banclfp.infra import environment
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 
 T0 = datetime(2026, 11, 24, 10, 30, tzinfo=record.LOCAL_TZ)
 
@@ -152,7 +153,7 @@ def test_rebuild_bancs_config_from_the_folders(tmp_path: Path) -> None:
     make_test(data, "banc4", "20112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=5)])
     make_test(data, "banc4", "24112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=2)])
     config = record.rebuild_bancs_config(data, 5)
-    assert config["bancs"] == [
+    assert list(config.bancs) == [
         record.bench_entry(1, record.STATUS_OCCUPIED, "RW-aaaa1", 3),
         record.bench_entry(2), record.bench_entry(3),
         record.bench_entry(4, record.STATUS_OCCUPIED, "RW-dddd4", 2),
@@ -161,20 +162,20 @@ def test_rebuild_bancs_config_from_the_folders(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [b"", b'{"bancs": [{"na', b"\x00\xff garbage", b'{"bancs": 3}'])
-def test_damaged_bancs_config_is_rebuilt_never_reset(banc_home: Path, damage: bytes) -> None:
+def test_damaged_bancs_config_is_rebuilt_never_reset(store: Store, banc_home: Path, damage: bytes) -> None:
     folder, _ = store.find_or_create_test_folder("banc2", "RW-KEEP1234", T0)
     store.open_test_record(folder, "banc2", "RW-KEEP1234", T0)
     store.update_config(folder, 3, T0)
     record.append_event(folder, record.EVENT_STOP, T0)
-    environment.bancs_config_path().write_bytes(damage)
+    store.bancs_config_path.write_bytes(damage)
     info = store.get_banc_info("banc2")
-    assert (info["status"], info["serial-pending"], info["current_step"]) == ("occupied", "RW-KEEP1234", 3)
+    assert (info.status, info.serial_pending, info.current_step) == ("occupied", "RW-KEEP1234", 3)
     kept = [p for p in banc_home.iterdir() if p.name.startswith("bancs_config.json.corrupt-")]
     assert len(kept) == 1 and kept[0].read_bytes() == damage
 
 
 @pytest.mark.parametrize("damage", [None, b"", b"{ not json", b'{"battery_serial": "RW-OTHER999"}'])
-def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage: bytes | None) -> None:
+def test_damaged_config_json_is_rebuilt_from_the_journal(store: Store, banc_home: Path, damage: bytes | None) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
     store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     store.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
@@ -226,7 +227,7 @@ def test_the_phase_a_damaged_journal_is_brought_back_to(journal_step: int, finis
 
 
 @pytest.mark.parametrize("config_damaged", [False, True])
-def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(banc_home: Path, config_damaged: bool) -> None:
+def test_a_journal_that_lost_its_step_lines_never_rewinds_the_test(store: Store, banc_home: Path, config_damaged: bool) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
     store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     for step in (2, 3, 4):
@@ -261,7 +262,7 @@ def _lose_start_line(folder: Path) -> None:
     journal.write_bytes(b"#" + raw[1:])  # the first line (the start) unreadable
 
 
-def test_a_journal_that_lost_its_start_line_is_started_again_once(banc_home: Path) -> None:
+def test_a_journal_that_lost_its_start_line_is_started_again_once(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
     store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     store.update_config(folder, 2, T0)
@@ -272,7 +273,7 @@ def test_a_journal_that_lost_its_start_line_is_started_again_once(banc_home: Pat
     assert sum(b'"restored":true' in line for line in (folder / record.EVENTS_FILE).read_bytes().split(b"\n")) == 1
 
 
-def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(banc_home: Path) -> None:
+def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ab12cd", T0)
     store.open_test_record(folder, "banc1", "RW-ab12cd", T0)
     store.update_config(folder, 2, T0)
@@ -498,7 +499,7 @@ def test_pulses_that_are_not_what_the_mean_is_made_of_give_way_to_the_mean(chang
     assert at_25c(summary) == pytest.approx(mean * 2.0)
 
 
-def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(banc_home: Path) -> None:
+def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(store: Store, banc_home: Path) -> None:
     """A folder whose journal has its Ri results and whose config.json predates `ri_pulses`: read pulse by pulse."""
     folder = banc_home / "data" / "banc1" / "24112026-RW-ab12cd"
     folder.mkdir(parents=True)
@@ -510,5 +511,5 @@ def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(b
     (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(old), encoding="utf-8")
     summary = record.load_summary(folder)
     assert summary is not None and summary.ri_pulses["ri_discharge"] == ((0.02, 10.0, 1), (0.04, 30.0, 1))
-    assert record.ri_at_25c(summary, "ri_discharge", environment.correct_to_25c) == pytest.approx(
-        (environment.correct_to_25c(0.02, 10.0) + environment.correct_to_25c(0.04, 30.0)) / 2)
+    assert record.ri_at_25c(summary, "ri_discharge", store.static.correct_to_25c) == pytest.approx(
+        (store.static.correct_to_25c(0.02, 10.0) + store.static.correct_to_25c(0.04, 30.0)) / 2)

@@ -16,7 +16,7 @@ from typing import Optional
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from banclfp.recording import bench_process as banc, record, store
+from banclfp.recording import bench_process as banc, record
 from banclfp.recording.recorder import (
     ANNOUNCE_WAIT_S,
     DATA,
@@ -37,6 +37,7 @@ from banclfp.recording.recorder import (
     Log,
     RecorderCore,
 )
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import bms_line
 from banclfp.wire import protocol
 
@@ -576,12 +577,12 @@ def test_an_older_12_field_line_sent_again_after_a_restart_is_a_copy_not_a_reboo
 # 4b: banc.Recorder.handle_message's on_failure path.
 
 
-def test_a_message_whose_handler_raises_is_rejected_and_the_flow_goes_on(banc_home: Path) -> None:
+def test_a_message_whose_handler_raises_is_rejected_and_the_flow_goes_on(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-FAULT0001", T0)
     state, config = store.open_test_record(folder, "banc1", "RW-FAULT0001", T0)
     store.create_data_csv(folder)
     clock_s = [0.0]
-    rec = banc.Recorder(folder, "banc1", "RW-FAULT0001", state.step, lambda text: None,
+    rec = banc.Recorder(store, folder, "banc1", "RW-FAULT0001", state.step, lambda text: None,
                         clock=lambda: T0 + timedelta(seconds=clock_s[0]), mono=lambda: 1000.0 + clock_s[0],
                         fsync_interval_s=3600.0, bms_timeout_s=30.0)
     rec.open(config, state)

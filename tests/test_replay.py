@@ -17,7 +17,8 @@ import numpy as np
 
 from banclfp.analysis import measures as analysis
 from banclfp.infra import storage
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, PlayedEsp, bms_line, read_data_rows, wait_until
 from banclfp.testkit.support import MosquittoBroker
 from banclfp.wire import protocol
@@ -33,7 +34,7 @@ def seconds(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def test_outage_reboots_and_gaps_with_a_real_broker(mqtt_env: dict[str, str], broker: MosquittoBroker,
+def test_outage_reboots_and_gaps_with_a_real_broker(store: Store, mqtt_env: dict[str, str], broker: MosquittoBroker,
                                                     banc_home: Path) -> None:
     t = protocol.topics(1)
     probe = MqttProbe(broker, [t.command, t.security]).start()
@@ -105,7 +106,7 @@ def test_outage_reboots_and_gaps_with_a_real_broker(mqtt_env: dict[str, str], br
     assert [e["event"] for e in events].count(record.EVENT_ESP_BOOT) == 3
 
 
-def test_a_folder_of_the_earlier_version_keeps_its_12_columns(mqtt_env: dict[str, str], broker: MosquittoBroker,
+def test_a_folder_of_the_earlier_version_keeps_its_12_columns(store: Store, mqtt_env: dict[str, str], broker: MosquittoBroker,
                                                              banc_home: Path) -> None:
     t = protocol.topics(1)
     start = record.now_local() - timedelta(hours=1)
@@ -132,5 +133,5 @@ def test_a_folder_of_the_earlier_version_keeps_its_12_columns(mqtt_env: dict[str
     lines = (folder / record.DATA_CSV_FILE).read_text(encoding="ascii").splitlines()
     assert lines[0] == header and len(lines) == 6
     assert all(len(line.split(",")) == 12 for line in lines[1:])
-    report = analysis.load_report(folder)
+    report = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     assert report.data["seq"].tolist() == [0, 1, 2, 3, 4] and report.summary.rows == 5

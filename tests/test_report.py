@@ -27,7 +27,8 @@ from banclfp.analysis import bdf as bdf_module, measures as analysis
 from banclfp.charts import chart_data, figure as charts
 from banclfp.infra import environment
 from banclfp.presentation import formatting, summary_text
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.reporting import report
 from banclfp.testkit.synthetic import SERIAL, Synthetic, write_synthetic_test
 
@@ -45,7 +46,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
 @pytest.fixture(scope="module")
 def loaded(synthetic: Synthetic) -> analysis.Report:
     """The synthetic test loaded by report.py (default stop threshold 30 s)."""
-    return analysis.load_report(synthetic.folder, min_gap_s=30.0)
+    return analysis.load_report(synthetic.folder, environment.StaticFiles(environment.PROJECT_DIR).correct_to_25c,
+                                min_gap_s=30.0)
 
 
 def run_report(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -253,9 +255,9 @@ def test_stop_and_phases_are_found(loaded: analysis.Report, synthetic: Synthetic
     assert summary.wall_s == pytest.approx(synthetic.rows + synthetic.stop_s, rel=0.01)
 
 
-def test_resistances_are_corrected_to_25c(loaded: analysis.Report) -> None:
+def test_resistances_are_corrected_to_25c(store: Store, loaded: analysis.Report) -> None:
     by_key = {r.key: r for r in loaded.summary.resistances}
-    factor = environment.get_temperature_coefficient(15.0)
+    factor = store.static.get_temperature_coefficient(15.0)
     assert factor != 1.0
     assert by_key["ri_discharge"].raw_ohm == 0.012
     assert by_key["ri_discharge"].at_25c_ohm == pytest.approx(0.012 * factor)
@@ -263,31 +265,31 @@ def test_resistances_are_corrected_to_25c(loaded: analysis.Report) -> None:
 
 
 @pytest.mark.parametrize("esp_error, flagged", [(0.05, True), (-0.03, True), (0.015, False), (0.0, False)])
-def test_capacity_difference_flag(tmp_path: Path, esp_error: float, flagged: bool) -> None:
+def test_capacity_difference_flag(store: Store, tmp_path: Path, esp_error: float, flagged: bool) -> None:
     folder = write_synthetic_test(tmp_path, rows=800, esp_error=esp_error).folder
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     text = summary_text.format_summary(loaded.summary, folder)
     assert loaded.summary.capacity_flag is flagged
     assert ("ATTENTION : écart" in text) is flagged
     assert loaded.summary.capacity_diff_pct == pytest.approx(-esp_error / (1 + esp_error) * 100, abs=0.1)
 
 
-def test_summary_without_config_json(tmp_path: Path) -> None:
+def test_summary_without_config_json(store: Store, tmp_path: Path) -> None:
     folder = write_synthetic_test(tmp_path, rows=500).folder
     (folder / record.TEST_CONFIG_FILE).write_text("{ torn", encoding="utf-8")
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     assert loaded.summary.serial == SERIAL and loaded.summary.banc == "banc1"
     assert loaded.summary.esp_capacity_ah == pytest.approx(loaded.summary.counted_capacity_ah, rel=0.01)
     assert any("config.json" in note for note in loaded.summary.notes)
 
 
-def test_rejected_count_without_config_json_counts_complete_lines_of_rejected_csv(tmp_path: Path) -> None:
+def test_rejected_count_without_config_json_counts_complete_lines_of_rejected_csv(store: Store, tmp_path: Path) -> None:
     folder = write_synthetic_test(tmp_path, rows=50).folder
     (folder / record.TEST_CONFIG_FILE).unlink()
     line = "2024-03-04T08:00:00.000+01:00,banc1/bms/data,champ manquant,1;2;3"
     (folder / record.REJECTED_CSV_FILE).write_text(
         ",".join(record.REJECTED_CSV_HEADER) + f"\n{line}\n{line}\n{line[:20]}", encoding="utf-8")
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     assert loaded.summary.rejected_count == 2  # a torn last line is not a message, as in config.json's count
 
 
@@ -392,11 +394,11 @@ def test_bdf_of_a_running_test_with_a_torn_line(tmp_path: Path) -> None:
     assert "en cours" in summary.stdout and "dernière ligne incomplète ignorée" in summary.stdout
 
 
-def test_png_of_an_empty_test(tmp_path: Path) -> None:
+def test_png_of_an_empty_test(store: Store, tmp_path: Path) -> None:
     folder = tmp_path / "data" / "banc2" / "04032024-RW-EMPTY01"
     folder.mkdir(parents=True)
     store.create_data_csv(folder)
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     assert loaded.summary.rows == 0 and loaded.summary.counted_capacity_ah is None
     assert "aucune mesure" in summary_text.format_summary(loaded.summary)
     png = tmp_path / "empty.png"
@@ -420,7 +422,7 @@ def destroy_root(root: Any) -> None:
 
 
 @pytest.mark.gui
-def test_show_charts_opens_draws_and_closes(
+def test_show_charts_opens_draws_and_closes(store: Store,
     synthetic: Synthetic, xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DISPLAY", xvfb_display)
@@ -436,7 +438,7 @@ def test_show_charts_opens_draws_and_closes(
             root.after(20, heartbeat)
 
         heartbeat()
-        window = report.show_charts(root, synthetic.folder)
+        window = report.show_charts(root, synthetic.folder, store, 30.0)
         deadline = time.monotonic() + 30
         while window.canvas is None and time.monotonic() < deadline:
             root.update()
@@ -467,7 +469,7 @@ def test_show_charts_opens_draws_and_closes(
 
 
 @pytest.mark.gui
-def test_refresh_shows_the_rows_a_running_test_added(
+def test_refresh_shows_the_rows_a_running_test_added(store: Store,
     xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DISPLAY", xvfb_display)
@@ -476,7 +478,7 @@ def test_refresh_shows_the_rows_a_running_test_added(
     syn = write_synthetic_test(tmp_path, rows=500, finished=False)
     root = ctk.CTk()
     try:
-        window = report.show_charts(root, syn.folder)
+        window = report.show_charts(root, syn.folder, store, 30.0)
 
         def wait_loaded() -> list[str]:
             deadline = time.monotonic() + 20
@@ -502,13 +504,13 @@ def test_refresh_shows_the_rows_a_running_test_added(
 
 
 @pytest.mark.gui
-def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_show_charts_reports_a_bad_folder(store: Store, xvfb_display: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DISPLAY", xvfb_display)
     import customtkinter as ctk
 
     root = ctk.CTk()
     try:
-        window = report.show_charts(root, tmp_path / "nothing-here")
+        window = report.show_charts(root, tmp_path / "nothing-here", store, 30.0)
         deadline = time.monotonic() + 10
         while window.loading and time.monotonic() < deadline:
             root.update()
@@ -524,7 +526,7 @@ def test_show_charts_reports_a_bad_folder(xvfb_display: str, monkeypatch: pytest
 
 
 @pytest.mark.gui
-def test_chart_window_draws_what_its_load_callback_gives(xvfb_display: str, monkeypatch: pytest.MonkeyPatch,
+def test_chart_window_draws_what_its_load_callback_gives(store: Store, xvfb_display: str, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     """ChartWindow takes its loader as a callback: no folder on disk is needed, and it runs off the Tk thread."""
     monkeypatch.setenv("DISPLAY", xvfb_display)
@@ -535,7 +537,7 @@ def test_chart_window_draws_what_its_load_callback_gives(xvfb_display: str, monk
     from banclfp.kiosk import chart_window
 
     data = _rows_at(1_709_535_600.0 + np.arange(120.0))
-    summary = analysis.compute_summary(data, record.TestSummary(battery_serial="RW-CALLBK01"), 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(battery_serial="RW-CALLBK01"), 30.0, store.static.correct_to_25c)
     calls: list[tuple[Path, int, bool]] = []
 
     def load_plot(folder: Path, buckets: int) -> chart_data.PlotData:
@@ -563,7 +565,7 @@ def test_chart_window_draws_what_its_load_callback_gives(xvfb_display: str, monk
 # --------------------------------------------------------------------------- a folder written by the real banc.py
 
 
-def test_report_on_a_folder_written_by_the_real_banc_py(
+def test_report_on_a_folder_written_by_the_real_banc_py(store: Store,
     mqtt_env: dict[str, str], banc_home: Path, broker: Any, tmp_path: Path
 ) -> None:
     """banc.py records phases 1-4 with an end-of-day stop (9) and a resume inside phase 3; report.py reads it all."""
@@ -607,7 +609,7 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
         esp.stop()
 
     folder = runner.folder()
-    loaded = analysis.load_report(folder, min_gap_s=1.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=1.0)
     summary = loaded.summary
     assert summary.rows == 140 and summary.skipped_lines == 0 and summary.notes == []
     assert (summary.serial, summary.banc, summary.status) == (SERIAL, "banc1", record.TEST_FINISHED)
@@ -616,7 +618,7 @@ def test_report_on_a_folder_written_by_the_real_banc_py(
     assert summary.esp_capacity_ah == 20.0 and summary.counted_capacity_ah is not None
     ri = {r.key: r for r in summary.resistances}
     assert ri["ri_discharge"].raw_ohm == 0.0125 and ri["ri_discharge"].count == 1
-    assert ri["ri_discharge"].at_25c_ohm == pytest.approx(environment.correct_to_25c(0.0125, 20.0))
+    assert ri["ri_discharge"].at_25c_ohm == pytest.approx(store.static.correct_to_25c(0.0125, 20.0))
 
     png, bdf = tmp_path / "real.png", tmp_path / "real.bdf.csv"
     result = run_report(str(folder), "--png", str(png), "--bdf", str(bdf), home=banc_home)
@@ -642,11 +644,11 @@ def _rows_at(unix_s: np.ndarray, step: Optional[np.ndarray] = None) -> analysis.
     return analysis.TestData(unix_s=unix_s, columns=columns)
 
 
-def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks() -> None:
+def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks(store: Store) -> None:
     # A Raspberry Pi without a clock battery records in 1970 until NTP answers.
     unix = np.concatenate([np.arange(600.0), 1_709_535_600.0 + np.arange(3000.0)])
     data = _rows_at(unix)
-    summary = analysis.compute_summary(data, record.TestSummary(), 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(), 30.0, store.static.correct_to_25c)
     plot = chart_data.prepare_plot_data(data, summary)
     assert len(summary.stops) == 1 and summary.stops[0].duration_s > 50 * 365 * 86400
     assert plot.axis is not None and plot.axis.width < 3600 * 1.05
@@ -654,12 +656,12 @@ def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks() -> None:
     assert summary.counted_capacity_ah == pytest.approx(10.0 * (599 + 2999) / 3600)
 
 
-def test_thousands_of_stops_still_render(tmp_path: Path) -> None:
+def test_thousands_of_stops_still_render(store: Store, tmp_path: Path) -> None:
     # A flapping link: 3000 silences of 45 s. Each is a stop; the chart must still come out.
     unix = np.cumsum(np.tile([1.0, 45.0], 3000))
     step = np.repeat([1, 2, 3, 4, 5], 1200)
     data = _rows_at(unix, step)
-    summary = analysis.compute_summary(data, record.TestSummary(capacity_ah=1.0), 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(capacity_ah=1.0), 30.0, store.static.correct_to_25c)
     assert len(summary.stops) == 3000
     plot = chart_data.prepare_plot_data(data, summary)
     assert plot.axis is not None and plot.axis.width <= 3000 * 1.0 * 1.31 + 1
@@ -798,7 +800,7 @@ def test_every_page_of_a_certificate_gives_the_same_start_and_end() -> None:
 # --------------------------------------------------------------------------- Ri at 25 °C, pulse by pulse
 
 
-def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path) -> None:
+def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(store: Store, banc_home: Path) -> None:
     """The simulated phase 1 of a 20.00 mΩ pack (it warms from 25.05 to 25.29 °C over its pulses), journaled as banc.py
     does: the mean corrected with the last pulse's temperature said 20.15 mΩ; each pulse with its own says 20.01 mΩ."""
     from banclfp.simulation import battery_model
@@ -816,17 +818,17 @@ def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path
     assert config["ri_discharge_count"] == 3 and config["ri_temperature_c"] == results[-1]["temperature_c"]
 
     # Before: config.json's raw mean (19.87 mΩ, at 25.05..25.24 °C) corrected with the last result's 25.29 °C.
-    before = environment.correct_to_25c(config["ri_discharge_average"], config["ri_temperature_c"])
+    before = store.static.correct_to_25c(config["ri_discharge_average"], config["ri_temperature_c"])
     pulses = [(values["ri_discharge"], values["temperature_c"]) for values in results if "ri_discharge" in values]
-    after = sum(environment.correct_to_25c(ohm, temperature) for ohm, temperature in pulses) / len(pulses)
+    after = sum(store.static.correct_to_25c(ohm, temperature) for ohm, temperature in pulses) / len(pulses)
     assert (formatting.format_milliohm(before), formatting.format_milliohm(after)) == ("20,15", "20,01")
     assert abs(after - 0.020) < abs(before - 0.020) / 10
 
     # Every reader says 20.01 mΩ: the report (text and panel), the grade (kept rounded up, toward failing).
     summary = store.read_test_config(folder)
-    assert summary is not None and record.ri_at_25c(summary, "ri_discharge", environment.correct_to_25c) == pytest.approx(after)
+    assert summary is not None and record.ri_at_25c(summary, "ri_discharge", store.static.correct_to_25c) == pytest.approx(after)
     header = (",".join(record.DATA_CSV_HEADER) + "\n").encode()
-    computed = analysis.compute_summary(analysis.parse_data_csv(header), summary, 30.0, environment.correct_to_25c, folder=folder)
+    computed = analysis.compute_summary(analysis.parse_data_csv(header), summary, 30.0, store.static.correct_to_25c, folder=folder)
     ri = next(r for r in computed.resistances if r.key == "ri_discharge")
     assert ri.at_25c_ohm == pytest.approx(after) and formatting.format_milliohm(ri.raw_ohm) == "19,87"
     assert computed.ri_temperature_range_c == (results[0]["temperature_c"], results[-1]["temperature_c"])
@@ -836,7 +838,7 @@ def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path
                for line in text.splitlines()), text
     rules = grading.load_rules(REPO_DIR / "grading.json")
     facts = grading.TestFacts(cell_spread_mv=20.0, temperature_max_c=30.0)
-    checks = grading.grade(dataclasses.replace(summary, capacity_ah=95.0), facts, rules, environment.correct_to_25c).checks
+    checks = grading.grade(dataclasses.replace(summary, capacity_ah=95.0), facts, rules, store.static.correct_to_25c).checks
     assert next(check.value for check in checks if check.name == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up
 
 

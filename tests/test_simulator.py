@@ -28,7 +28,7 @@ class Observer:
         self.messages: list[tuple[str, bytes]] = []
         self.retained: list[tuple[str, bytes]] = []  # the ones the broker delivered with the retain flag
         self.lock = threading.Lock()
-        self.client = protocol.make_client(client_id, environment.get_settings(), persistent=persistent)
+        self.client = protocol.make_client(client_id, environment.load_settings(broker.env()), persistent=persistent)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
         self.connected = threading.Event()
 
@@ -335,7 +335,7 @@ def test_bad_options_exit_2(banc_home: Path, args: list[str], capsys: pytest.Cap
 
 
 def test_options_build_the_configured_benches(banc_home: Path) -> None:
-    parser = simulator.build_parser(environment.get_settings())
+    parser = simulator.build_parser(environment.load_settings())
     args = parser.parse_args(["--capacity-ah", "50", "--ri-ohm", "0.03", "--ambient-c", "18", "--weak-cell", "2"])
     assert args.weak_cell == "2"
     fw = simulator.make_firmware(2, args, weak=True)

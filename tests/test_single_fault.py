@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from banclfp.infra import environment
 from banclfp.recording import record, store
+from banclfp.recording.store import Store
 from banclfp.testkit import fault_run
 from banclfp.testkit.fault_run import CleanTest, Conditions, Message
 from banclfp.verdict import conclude as verdict, grading
@@ -50,7 +50,7 @@ def grades(home: Path, folder: Path, rules: dict[str, dict]) -> dict[str, str]:
     out = {}
     for name, content in rules.items():
         (home / grading.GRADING_FILE).write_text(json.dumps(content))
-        out[name] = verdict.compute_verdict(folder, summary).grade
+        out[name] = verdict.compute_verdict(Store(home), folder, summary).grade
     return out
 
 
@@ -60,12 +60,10 @@ def clean_grades(clean: CleanTest, tmp_path_factory: pytest.TempPathFactory) -> 
     home = tmp_path_factory.mktemp("clean")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BANC_HOME", str(home))
-        environment.reload_settings()
         rules = rules_for(clean)
         (home / grading.GRADING_FILE).write_text(json.dumps(rules["A"]))
         run = fault_run.run_test(home, clean)
         out = grades(home, run.folder, rules)
-    environment.reload_settings()
     assert out == {"A": "A", "spread": grading.GRADE_REJECT, "temperature": grading.GRADE_REJECT}
     assert run.alerts == [] and sorted(run.row_keys()) == sorted(keys(clean.lines()))
     return out

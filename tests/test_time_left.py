@@ -23,7 +23,8 @@ from banclfp.analysis import calibration, time_left
 from banclfp.infra import environment
 from banclfp.kiosk import state as kiosk_state, worker as kiosk_worker
 from banclfp.kiosk.queue_messages import CoalescingQueue
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.simulation import battery_model
 from banclfp.testkit import time_left_runs
 from banclfp.wire import protocol
@@ -239,6 +240,7 @@ def test_phase_start_from_the_journal_a_stop_and_a_resume() -> None:
 
 def write_test(home: Path, rows: list[tuple[float, int, protocol.BmsLine]], steps: list[tuple[float, int]]) -> Path:
     """A test folder of SERIAL on banc1 as banc.py writes it: journal (start, steps) and data.csv rows."""
+    store = Store(home)
     folder, _ = store.find_or_create_test_folder("banc1", SERIAL, T0)
     store.open_test_record(folder, "banc1", SERIAL, T0)
     store.create_data_csv(folder)
@@ -274,7 +276,7 @@ def test_the_folder_wins_over_a_start_the_kiosk_saw_late() -> None:
     assert kiosk_state.phase_elapsed_s(rt, 1100.0, 5000.0) == 100.0
 
 
-def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_home: Path) -> None:
+def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(store: Store, banc_home: Path) -> None:
     """Through the worker's snapshot (kiosk_worker → queue → merge_snapshot): the journal's phase and start, and
     the charge's facts from data.csv, read on from where the last refresh stopped."""
     rest = [(float(s), 1, line()) for s in range(0, 120, 10)]
@@ -284,7 +286,7 @@ def test_the_worker_hands_the_phase_start_and_the_charge_to_the_tk_thread(banc_h
     store.set_banc_status("banc1", record.STATUS_OCCUPIED, SERIAL, 2)
     sink = CoalescingQueue()
     supervisor = SimpleNamespace(is_running=lambda banc: True, reap=lambda: [])
-    worker = kiosk_worker.KioskWorker(["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
+    worker = kiosk_worker.KioskWorker(store, ["banc1"], SimpleNamespace(prompt=lambda: ""), supervisor,  # type: ignore[arg-type]
                                       sink)
     worker.refresh_all()
     snapshot = last_snapshot(sink)

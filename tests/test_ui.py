@@ -23,6 +23,7 @@ from banclfp.kiosk.state import (
     link_explanation,
 )
 from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.wire import protocol
 
 
@@ -115,15 +116,14 @@ def test_ri_view_ignores_unusable_values(bad) -> None:
     assert view.ri_discharge is None and view.diffusion_charge is None
 
 
-def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
-    from banclfp.infra import environment
+def test_ri_view_real_correction_uses_the_coefficients_file(store: Store) -> None:
 
     view = ui.ri_view_from_config(record.TestSummary.from_json({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}),
-                                environment.correct_to_25c)
+                                store.static.correct_to_25c)
     assert view.diffusion_discharge == pytest.approx(0.004, rel=1e-3)
     cold = ui.ri_view_from_config(record.TestSummary.from_json({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}),
-                                environment.correct_to_25c)
-    assert cold.diffusion_discharge == pytest.approx(0.004 * environment.get_temperature_coefficient(5.0))
+                                store.static.correct_to_25c)
+    assert cold.diffusion_discharge == pytest.approx(0.004 * store.static.get_temperature_coefficient(5.0))
     assert cold.diffusion_discharge is not None and cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
 
 
@@ -256,9 +256,8 @@ def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_h
     try:
         for key, value in broker.env().items():
             monkeypatch.setenv(key, value)
-        environment.reload_settings()
         sink: queue.Queue[KioskMessage] = queue.Queue()
-        bridge = ui.MqttBridge(1, sink)
+        bridge = ui.MqttBridge(environment.load_settings({**broker.env(), "BANC_NUM_BANCS": "1"}), sink)
         bridge.start()
         try:
             # The bridge tells the Tk thread through the queue (its only channel) that it is connected.

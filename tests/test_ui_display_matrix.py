@@ -36,7 +36,6 @@ from typing import Any, Optional
 
 import pytest
 
-from banclfp.infra import environment
 from banclfp.kiosk import app as ui, state as kiosk_state, widgets as uic
 from banclfp.kiosk.messages import Kind
 from banclfp.kiosk.queue_messages import mqtt_message
@@ -495,7 +494,6 @@ def bare_kiosk(banc_home: Path, xvfb_display: str, monkeypatch: pytest.MonkeyPat
 def test_every_text_whole_and_apart(size: tuple[int, int], count: int, bare_kiosk: Callable[..., ui.App],
                                     monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", str(count))
-    environment.reload_settings()
     # Measures stay live through the run (freshness is tests/test_kiosk_freshness.py's): each state is what it says;
     # the stale states, last, put the kiosk's own rule back (Feed.aged).
     monkeypatch.setattr(kiosk_state, "FRESH_S", 3600.0, raising=False)

@@ -22,7 +22,8 @@ import pytest
 from banclfp.infra import environment
 from banclfp.kiosk import app as ui, widgets as uic
 from banclfp.presentation.formatting import ELLIPSIS, wrap_lines
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.support import REPO_DIR, MosquittoBroker
 from banclfp.wire import protocol
 
@@ -110,7 +111,7 @@ def time_left_near(panel: uic.BancPanel, expected_s: float, within_s: float = 5.
 def phase2_left_s(soc_pct: float, current_a: float) -> float:
     """Time left of the lab's phase 2 for a 100 Ah pack with no rest read before its charge (time_left): the CC
     up to 100 % (charge_profile.csv: its whole charge less its CV is 0.5 C to 100 %) at this current, then its CV."""
-    return (100.0 - soc_pct) / 100 * 100 / current_a * 3600 + environment.get_charge_duration(58.4)
+    return (100.0 - soc_pct) / 100 * 100 / current_a * 3600 + home_store().static.get_charge_duration(58.4)
 
 
 def color_of(panel: uic.BancPanel, key: str) -> str:
@@ -183,12 +184,12 @@ class Esp:
 
     def __init__(self, client_id: str = "test_esp") -> None:
         self.commands: list[tuple[str, str]] = []
-        self.client = protocol.make_client(client_id, environment.get_settings())
+        settings = environment.load_settings()  # the test's broker and bench count, as a process of the lab reads them
+        self.client = protocol.make_client(client_id, settings)
         self.client.on_message = lambda _c, _u, msg: self.commands.append((msg.topic, msg.payload.decode()))
         self.client.on_connect = lambda c, *_a: protocol.subscribe_all(
-            c, [(protocol.topics(n).command, 1) for n in range(1, environment.get_settings().num_bancs + 1)]
+            c, [(protocol.topics(n).command, 1) for n in range(1, settings.num_bancs + 1)]
         )
-        settings = environment.get_settings()
         self.client.connect(settings.mqtt_host, settings.mqtt_port)
         self.client.loop_start()
 
@@ -218,8 +219,14 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> None:
         pass
 
 
+def home_store() -> Store:
+    """The store of the test's BANC_HOME and bench count (this process's environment, as the kiosk reads it)."""
+    return Store.from_settings(environment.load_settings())
+
+
 def stop_bancs() -> None:
     """Stop every banc.py of this BANC_HOME (they run in their own session, so nobody else will)."""
+    store = home_store()
     for banc in store.all_bancs():
         pid = store.banc_process_pid(banc)
         if pid is not None:
@@ -235,7 +242,7 @@ def kiosk_factory(xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Generat
         # Each kiosk its own MQTT session: the product's fixed id (ui_kiosk) would make a second kiosk of the
         # test take the first one's session. A test that restarts "the same" kiosk passes the same id.
         options.setdefault("mqtt_client_id", f"ui_kiosk_test_{os.getpid()}_{len(apps)}")
-        app = ui.App(windowed=True, geometry=geometry, **options)
+        app = ui.App(environment.load_settings(), windowed=True, geometry=geometry, **options)
         apps.append(app)
         pump_until(app, lambda: app.winfo_ismapped(), what="window mapped")
         # The scanner types into whatever has the keyboard focus: wait until the kiosk took it.
@@ -281,7 +288,7 @@ def wait_file(condition: Callable[[], bool], timeout_s: float = 10.0, what: str 
 
 def latest_folder(serial: str, banc: str) -> Path:
     """The folder of the battery's latest test on this bench (the test must exist)."""
-    latest = store.latest_test(serial, banc)
+    latest = home_store().latest_test(serial, banc)
     assert latest is not None, f"no test of {serial} on {banc}"
     return latest.path
 
@@ -303,7 +310,7 @@ def phase_1_with_ri_then_step_2(esp: Esp, banc: str, serial: str) -> Path:
 # =========================================================================== tests
 
 
-def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_display: str) -> None:
+def test_scan_starts_banc_py_and_panel_follows_the_bench(store: Store, kiosk, esp: Esp, xvfb_display: str) -> None:
     app = kiosk("1280x800+0+0")
     panel = app.panels["banc1"]
     pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
@@ -321,7 +328,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     assert proc.args == [sys.executable, str(ui.BANC_SCRIPT), "banc1", "RW-GUI00001"]
     assert os.getsid(proc.pid) == proc.pid  # own session: survives a restart of the kiosk
     info = store.get_banc_info("banc1")
-    assert (info["status"], info["serial-pending"]) == (record.STATUS_OCCUPIED, "RW-GUI00001")
+    assert (info.status, info.serial_pending) == (record.STATUS_OCCUPIED, "RW-GUI00001")
     pump_until(app, lambda: text_of(panel, "status") == "Occupé - RW-GUI00001 - Phase 1/5", what="occupied")
     pump_until(app, lambda: ("banc1/command", "1") in esp.commands, what="banc.py announces step 1")
 
@@ -332,7 +339,7 @@ def test_scan_starts_banc_py_and_panel_follows_the_bench(kiosk, esp: Esp, xvfb_d
     type_scan("reset", app)
     type_scan("banc1", app)
     assert "Reset refusé" in app.scan_bar.message_text
-    assert store.get_banc_info("banc1")["status"] == record.STATUS_OCCUPIED
+    assert store.get_banc_info("banc1").status == record.STATUS_OCCUPIED
 
     # --- phase 1: Ri results go to banc.py; the panel reads them from config.json at step 2.
     t = protocol.topics("banc1")
@@ -450,7 +457,7 @@ def _report_module():
     return report
 
 
-def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: MosquittoBroker,
+def test_refusals_bad_payloads_broker_loss_and_800x480(store: Store, kiosk, esp: Esp, broker: MosquittoBroker,
                                                       xvfb_display: str) -> None:
     # banc2 holds an interrupted test (banc.py not running, test unfinished).
     now = record.now_local()
@@ -479,7 +486,7 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
             type_scan(text, app)
         assert fragment in app.scan_bar.message_text, (scans, app.scan_bar.message_text)
         assert color_of_message(app) == uic.COLOR_ALARM
-    assert store.get_banc_info("banc3")["status"] == record.STATUS_AVAILABLE
+    assert store.get_banc_info("banc3").status == record.STATUS_AVAILABLE
     assert not any(store.is_banc_running(b) for b in store.all_bancs())
 
     # --- malformed payloads are ignored, the kiosk goes on.
@@ -539,12 +546,12 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(kiosk, esp: Esp, broker: 
     type_scan("reset", app)
     type_scan("banc2", app)
     assert "Banc 2 libéré" in app.scan_bar.message_text
-    assert store.get_banc_info("banc2")["status"] == record.STATUS_AVAILABLE
+    assert store.get_banc_info("banc2").status == record.STATUS_AVAILABLE
     assert text_of(p2, "status") == "Libre"
     assert p2.widgets["phase_bar"].states == ["pending"] * 5
 
 
-def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: pytest.MonkeyPatch,
+def test_graph_without_report_says_so_and_systemd_notified(store: Store, kiosk, monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
     """A report module without show_charts: a clear message. READY=1 then WATCHDOG=1 reach systemd's socket."""
     import socket
@@ -554,7 +561,6 @@ def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: p
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(0)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    environment.reload_settings()
 
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder("banc1", "RW-GRAPH001", now)
@@ -583,7 +589,6 @@ def test_graph_without_report_says_so_and_systemd_notified(kiosk, monkeypatch: p
 
 def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "16")
-    environment.reload_settings()
     app = kiosk("1920x1080+0+0")
     assert len(app.panels) == 16
     assert app.panels["banc16"].grid_info()["row"] == 3 and app.panels["banc16"].grid_info()["column"] == 3
@@ -626,7 +631,7 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
     screenshot(xvfb_display, app, "kiosk_800x480_16_bancs.png")
 
 
-def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_env: dict[str, str],
+def test_kiosk_killed_and_restarted_banc_py_keeps_going(store: Store, kiosk, esp: Esp, mqtt_env: dict[str, str],
                                                         xvfb_display: str, tmp_path: Path) -> None:
     import socket
 
@@ -670,7 +675,7 @@ def test_kiosk_killed_and_restarted_banc_py_keeps_going(kiosk, esp: Esp, mqtt_en
         esp.bms("banc1", seq, voltage_v=52.0, current_a=-50.0, soc_pct=70.0, capacity_ah=30.0, energy_wh=1560.0)
     wait_file(lambda: len((folder / record.DATA_CSV_FILE).read_text().splitlines()) >= 4, what="rows in data.csv")
     assert store.banc_process_pid("banc1") == banc_pid
-    wait_file(lambda: store.get_banc_info("banc1")["current_step"] == 3, what="step 3 in bancs_config.json")
+    wait_file(lambda: store.get_banc_info("banc1").current_step == 3, what="step 3 in bancs_config.json")
 
     # A new kiosk: the bench occupied, phase 3, and live data.
     app = kiosk("1280x800+0+0")

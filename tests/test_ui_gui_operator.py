@@ -23,7 +23,8 @@ from banclfp.kiosk.chart_window import ChartWindow
 from banclfp.kiosk.messages import Kind
 from banclfp.kiosk.state import LINK_IDLE
 from banclfp.presentation.formatting import format_milliohm
-from banclfp.recording import record, store
+from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.support import REPO_DIR, Xvfb
 from banclfp.wire import protocol
 from tests.test_ui_gui import (  # noqa: F401 - kiosk and esp are fixtures
@@ -64,6 +65,7 @@ def start_by_scans(app: ui.App, banc: str, serial: str) -> None:
 
 def interrupted_test(banc: str, serial: str, step: int) -> Path:
     """An unfinished test on `banc` whose banc.py is not running (as after a step 9), data.csv header only."""
+    store = Store.from_settings(environment.load_settings())
     now = record.now_local()
     folder, _ = store.find_or_create_test_folder(banc, serial, now)
     store.load_or_create_config(folder, banc, serial, now)
@@ -81,7 +83,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    environment.reload_settings()
+    store = Store.from_settings(environment.load_settings())  # the kiosk's store: the 6 benches
     monkeypatch.setattr(uic, "NOTICE_LIFETIME_S", 1.0)  # 30 s in production
     monkeypatch.setitem(kiosk_messages.LIFETIMES_S, Kind.INFO, 0.4)  # 30 s in production
     interrupted_test("banc2", LONG_SERIAL, 3)
@@ -123,10 +125,10 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
     assert app.scan_bar.message_text.startswith("Test lancé")  # phase 1 still: still true
     esp.send(t1.step, "2")
     pump_until(app, lambda: app.scan_bar.message_text == PROMPT, what="success withdrawn at phase 2")
-    ri_25 = format_milliohm(environment.correct_to_25c(0.012, 35.0))
+    ri_25 = format_milliohm(store.static.correct_to_25c(0.012, 35.0))
     assert ri_25 != format_milliohm(0.012)
     pump_until(app, lambda: text_of(p1, "ri").startswith(f"Ri 25 °C d/c : {ri_25} / "), what="Ri at 25 °C")
-    chart_ri = {r.key: r for r in analysis.load_report(folder1).summary.resistances}  # what the charts' panel shows
+    chart_ri = {r.key: r for r in analysis.load_report(folder1, store.static.correct_to_25c, min_gap_s=30.0).summary.resistances}  # what the charts' panel shows
     assert format_milliohm(chart_ri["ri_discharge"].at_25c_ohm) == ri_25
 
     # --- 4. Six nurses at 100 %: never "100100100…", every value clear of its neighbours.
@@ -291,7 +293,7 @@ def test_windowed_kiosk_fits_an_800x480_screen(mqtt_env: dict[str, str]) -> None
             kiosk_proc.wait(10)
 
 
-def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(
+def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(store: Store,
     kiosk, esp: Esp  # noqa: F811 - fixtures
 ) -> None:
     """`stop`, bench, bench publishes `end` on that bench only (issue: the kiosk shows only what is true now);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,8 +17,9 @@ import pytest
 
 from banclfp.history import business_hours
 from banclfp.infra import environment, storage
-from banclfp.recording import record, store
+from banclfp.recording import record
 from banclfp.recording.record import LOCAL_TZ
+from banclfp.recording.store import Store
 from banclfp.wire import protocol
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -251,7 +253,7 @@ def test_only_the_environment_module_reads_the_environment() -> None:
         (12345678, False),
     ],
 )
-def test_serial_validation(serial: object, valid: bool) -> None:
+def test_serial_validation(store: Store, serial: object, valid: bool) -> None:
     assert store.is_valid_serial(serial) is valid
 
 
@@ -259,19 +261,19 @@ def test_serial_validation(serial: object, valid: bool) -> None:
     "banc, expected",
     [("banc1", "banc1"), ("Banc2", "banc2"), ("BANC4", "banc4"), (3, "banc3"), (" banc1 ", "banc1")],
 )
-def test_normalize_banc(banc_home: Path, banc: int | str, expected: str) -> None:
+def test_normalize_banc(store: Store, banc_home: Path, banc: int | str, expected: str) -> None:
     assert store.normalize_banc(banc) == expected
     assert store.is_valid_banc(banc)
 
 
 @pytest.mark.parametrize("banc", ["banc0", "banc5", "banc01", "banc-1", "bancX", "banc1/../x", "", "1", 0, None, 2.0, True])
-def test_invalid_bancs(banc_home: Path, banc: object) -> None:
+def test_invalid_bancs(store: Store, banc_home: Path, banc: object) -> None:
     assert not store.is_valid_banc(banc)
 
 
-def test_num_bancs_from_environment(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_num_bancs_from_environment(store: Store, banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    environment.reload_settings()
+    store = Store.from_settings(environment.load_settings())
     assert store.all_bancs() == [f"banc{n}" for n in range(1, 7)]
     assert store.is_valid_banc("banc6") and not store.is_valid_banc("banc7")
 
@@ -283,56 +285,55 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_missing_bancs_config_is_created(banc_home: Path) -> None:
+def test_missing_bancs_config_is_created(store: Store, banc_home: Path) -> None:
     config = store.load_bancs_config()
-    assert config == _read(banc_home / "bancs_config.json")
-    assert [e["name"] for e in config["bancs"]] == ["Banc1", "Banc2", "Banc3", "Banc4"]
-    assert all(e["status"] == "available" and e["serial-pending"] is None and e["current_step"] is None for e in config["bancs"])
+    assert config.to_json() == _read(banc_home / "bancs_config.json")
+    assert [e.name for e in config.bancs] == ["Banc1", "Banc2", "Banc3", "Banc4"]
+    assert all(e.status == "available" and e.serial_pending is None and e.current_step is None for e in config.bancs)
 
 
-def test_create_default_config_with_count(banc_home: Path) -> None:
+def test_create_default_config_with_count(store: Store, banc_home: Path) -> None:
     config = store.create_default_config(6)
-    assert len(config["bancs"]) == 6
-    assert _read(banc_home / "bancs_config.json") == config
+    assert len(config.bancs) == 6
+    assert _read(banc_home / "bancs_config.json") == config.to_json()
 
 
 @pytest.mark.parametrize(
     "content",
     ["{not json", "", "[]", '{"bancs": 3}', '{"bancs": [{"name": "Banc1", "status": "weird"}]}', "\x00\x00\x00"],
 )
-def test_corrupt_bancs_config_is_kept_aside_and_recreated(
+def test_corrupt_bancs_config_is_kept_aside_and_recreated(store: Store,
     banc_home: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     (banc_home / "bancs_config.json").write_text(content, encoding="utf-8")
     with caplog.at_level(logging.ERROR):
         config = store.load_bancs_config()
-    assert len(config["bancs"]) == 4
+    assert len(config.bancs) == 4
     kept = list(banc_home.glob("bancs_config.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == content
-    assert _read(banc_home / "bancs_config.json") == config
+    assert _read(banc_home / "bancs_config.json") == config.to_json()
     assert any("corrupt" in r.message for r in caplog.records)
 
 
-def test_bench_count_growth_keeps_existing_state(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_count_growth_keeps_existing_state(store: Store, banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store.set_banc_status("banc2", "occupied", "RW-GROW0001", 3)
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
-    environment.reload_settings()
-    config = store.load_bancs_config()
-    assert [e["name"] for e in config["bancs"]] == [f"Banc{n}" for n in range(1, 7)]
-    assert config["bancs"][1]["serial-pending"] == "RW-GROW0001"
+    config = Store.from_settings(environment.load_settings()).load_bancs_config()
+    assert [e.name for e in config.bancs] == [f"Banc{n}" for n in range(1, 7)]
+    assert config.bancs[1].serial_pending == "RW-GROW0001"
 
 
-def test_set_get_and_reset_banc(banc_home: Path) -> None:
+def test_set_get_and_reset_banc(store: Store, banc_home: Path) -> None:
     entry = store.set_banc_status("Banc3", "occupied", "RW-ABCD1234", 2)
-    assert entry == {"name": "Banc3", "status": "occupied", "serial-pending": "RW-ABCD1234", "current_step": 2}
+    assert entry.to_json() == {"name": "Banc3", "status": "occupied", "serial-pending": "RW-ABCD1234", "current_step": 2}
     assert store.get_banc_info("banc3") == entry
     assert store.get_banc_for_serial("RW-ABCD1234") == "banc3"
     assert store.get_banc_for_serial("rw-abcd1234") == "banc3"
     assert store.get_banc_for_serial("RW-OTHER123") is None
     store.update_bancs_config_current_step("banc3", 4)
-    assert store.get_banc_info("banc3")["current_step"] == 4
+    assert store.get_banc_info("banc3").current_step == 4
     store.reset_banc_config("banc3")
-    assert store.get_banc_info("banc3") == {"name": "Banc3", "status": "available", "serial-pending": None, "current_step": None}
+    assert store.get_banc_info("banc3").to_json() == {"name": "Banc3", "status": "available", "serial-pending": None, "current_step": None}
     assert store.get_banc_for_serial("RW-ABCD1234") is None
 
 
@@ -341,21 +342,22 @@ def test_set_get_and_reset_banc(banc_home: Path) -> None:
     [(("banc9", "occupied", "RW-ABCD1234"), "no such bench"), (("banc1", "busy"), "invalid status"),
      (("banc1", "occupied", "RW-../x"), "invalid serial")],
 )
-def test_set_banc_status_rejects_bad_input(banc_home: Path, args: tuple, error: str) -> None:
+def test_set_banc_status_rejects_bad_input(store: Store, banc_home: Path, args: tuple, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         store.set_banc_status(*args)
 
 
-def test_save_bancs_config_refuses_invalid(banc_home: Path) -> None:
+def test_save_bancs_config_refuses_invalid(store: Store, banc_home: Path) -> None:
     store.load_bancs_config()
-    with pytest.raises(ValueError):
-        store.save_bancs_config({"bancs": "nope"})
-    assert len(store.load_bancs_config()["bancs"]) == 4
+    with pytest.raises(ValueError):  # the converter refuses what has not the file's shape: nothing is saved
+        store.save_bancs_config(record.BenchesState.from_json({"bancs": "nope"}))
+    assert len(store.load_bancs_config().bancs) == 4
 
 
-def test_save_and_load_roundtrip(banc_home: Path) -> None:
+def test_save_and_load_roundtrip(store: Store, banc_home: Path) -> None:
     config = store.load_bancs_config()
-    config["bancs"][0].update({"status": "occupied", "serial-pending": "RW-SAVE0001", "current_step": 1})
+    config = config.replaced(dataclasses.replace(config.bancs[0], status="occupied", serial_pending="RW-SAVE0001",
+                                                 current_step=1))
     store.save_bancs_config(config)
     assert store.load_bancs_config() == config
 
@@ -401,7 +403,7 @@ def test_file_lock_excludes_other_processes(tmp_path: Path) -> None:
 NOW = paris(2026, 11, 24, 10, 30)
 
 
-def test_find_or_create_test_folder_new_then_resume(banc_home: Path) -> None:
+def test_find_or_create_test_folder_new_then_resume(store: Store, banc_home: Path) -> None:
     folder, resumed = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     assert (folder, resumed) == (banc_home / "data" / "banc1" / "24112026-RW-ABCD1234", False)
     store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
@@ -411,7 +413,7 @@ def test_find_or_create_test_folder_new_then_resume(banc_home: Path) -> None:
     assert store.find_battery_folder("RW-ABCD1234", "banc2") is None
 
 
-def test_finished_battery_gets_a_new_folder(banc_home: Path) -> None:
+def test_finished_battery_gets_a_new_folder(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     store.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
@@ -430,7 +432,7 @@ def test_finished_battery_gets_a_new_folder(banc_home: Path) -> None:
     assert latest is not None and latest.path == later and not latest.finished
 
 
-def test_find_battery_folder_ignores_strangers(banc_home: Path) -> None:
+def test_find_battery_folder_ignores_strangers(store: Store, banc_home: Path) -> None:
     for name in ("notes", "24112026-RW-../x", "99999999-RW-ABCD1234", "24112026-XX-ABCD1234"):
         (banc_home / "data" / "banc1" / name).mkdir(parents=True, exist_ok=True)
     (banc_home / "data" / "misc").mkdir()
@@ -439,7 +441,7 @@ def test_find_battery_folder_ignores_strangers(banc_home: Path) -> None:
     assert store.list_test_folders() == []
 
 
-def test_find_battery_folder_across_benches_picks_latest(banc_home: Path) -> None:
+def test_find_battery_folder_across_benches_picks_latest(store: Store, banc_home: Path) -> None:
     old = banc_home / "data" / "banc2" / "01102026-RW-MOVE0001"
     new = banc_home / "data" / "banc4" / "03112026-RW-MOVE0001"
     for folder in (old, new):
@@ -447,7 +449,7 @@ def test_find_battery_folder_across_benches_picks_latest(banc_home: Path) -> Non
     assert store.find_battery_folder("RW-MOVE0001") == new
 
 
-def test_load_or_create_config_contents(banc_home: Path) -> None:
+def test_load_or_create_config_contents(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc2", "RW-48v29155551", NOW)
     config = store.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW)
     seed_keys = {
@@ -465,7 +467,7 @@ def test_load_or_create_config_contents(banc_home: Path) -> None:
     assert store.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW + timedelta(hours=1))["capacity_ah"] == 12.5
 
 
-def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
+def test_corrupt_test_config_is_kept_and_rebuilt(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     (folder / "config.json").write_text('{"battery_serial": "RW-ABCD12', encoding="utf-8")
     config = store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
@@ -473,7 +475,7 @@ def test_corrupt_test_config_is_kept_and_rebuilt(banc_home: Path) -> None:
     assert len(list(folder.glob("config.json.corrupt-*"))) == 1
 
 
-def test_create_data_csv_header_once(banc_home: Path) -> None:
+def test_create_data_csv_header_once(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     path = store.create_data_csv(folder)
     header = "timestamp,step,seq,voltage_v,current_a,soc_pct,temperature_c,capacity_ah,energy_wh,cell_min_mv,cell_max_mv,balancing,uptime_ms,measured_at\n"  # docs/fichiers.md
@@ -484,21 +486,21 @@ def test_create_data_csv_header_once(banc_home: Path) -> None:
     assert path.read_text() == header + "row\n"
 
 
-def test_update_config_updates_both_files(banc_home: Path) -> None:
+def test_update_config_updates_both_files(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     store.set_banc_status("banc1", "occupied", "RW-ABCD1234", 1)
     config = store.update_config(folder, 3, NOW + timedelta(hours=2))
     assert config["current_step"] == 3 and config["status"] == "running"
     assert config["timestamp_last_update"] == "2026-11-24T12:30:00+01:00"
-    assert store.get_banc_info("banc1")["current_step"] == 3
+    assert store.get_banc_info("banc1").current_step == 3
     config = store.update_config(folder, 5, NOW + timedelta(hours=4))
     assert config["status"] == "finished" and config["end_time"] == "2026-11-24T14:30:00+01:00"
     with pytest.raises(ValueError):
         store.update_config(folder, 9, NOW)
 
 
-def test_update_config_bms_and_counters(banc_home: Path) -> None:
+def test_update_config_bms_and_counters(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     config = store.update_config_bms(folder, 95.81234, 4905.4321, NOW, {"rows_count": 1000, "rejected_count": 2})
@@ -506,7 +508,7 @@ def test_update_config_bms_and_counters(banc_home: Path) -> None:
     assert (config["rows_count"], config["rejected_count"]) == (1000, 2)
 
 
-def test_update_config_ri_results_running_means(banc_home: Path) -> None:
+def test_update_config_ri_results_running_means(store: Store, banc_home: Path) -> None:
     folder, _ = store.find_or_create_test_folder("banc1", "RW-ABCD1234", NOW)
     store.load_or_create_config(folder, "banc1", "RW-ABCD1234", NOW)
     pulses = [
@@ -653,13 +655,13 @@ def test_is_business_day(day: date, business: bool) -> None:
         (60.0, 900.0),  # above: clamped
     ],
 )
-def test_get_charge_duration(banc_home: Path, voltage_v: float, remaining_s: float) -> None:
-    assert environment.get_charge_duration(voltage_v) == pytest.approx(remaining_s)
+def test_get_charge_duration(store: Store, banc_home: Path, voltage_v: float, remaining_s: float) -> None:
+    assert store.static.get_charge_duration(voltage_v) == pytest.approx(remaining_s)
 
 
-def test_charge_profile_is_monotonic(banc_home: Path) -> None:
+def test_charge_profile_is_monotonic(store: Store, banc_home: Path) -> None:
     voltages = [40 + i * 0.05 for i in range(400)]
-    durations = [environment.get_charge_duration(v) for v in voltages]
+    durations = [store.static.get_charge_duration(v) for v in voltages]
     assert all(a >= b for a, b in zip(durations, durations[1:]))
 
 
@@ -667,11 +669,11 @@ def test_charge_profile_is_monotonic(banc_home: Path) -> None:
     "temperature_c, multiplier",
     [(25.0, 1.0), (-20.0, 0.1008), (60.0, 3.8812), (-40.0, 0.1008), (80.0, 3.8812)],
 )
-def test_get_temperature_coefficient(banc_home: Path, temperature_c: float, multiplier: float) -> None:
-    assert environment.get_temperature_coefficient(temperature_c) == pytest.approx(multiplier, rel=1e-4)
+def test_get_temperature_coefficient(store: Store, banc_home: Path, temperature_c: float, multiplier: float) -> None:
+    assert store.static.get_temperature_coefficient(temperature_c) == pytest.approx(multiplier, rel=1e-4)
 
 
-def test_temperature_coefficients_follow_arrhenius(banc_home: Path) -> None:
+def test_temperature_coefficients_follow_arrhenius(store: Store, banc_home: Path) -> None:
     import math
 
     data = json.loads((REPO_DIR / "temperature_coefficients.json").read_text())
@@ -679,19 +681,17 @@ def test_temperature_coefficients_follow_arrhenius(banc_home: Path) -> None:
     assert 30000 <= ea <= 35000
     for t in (-12.5, 0.0, 17.0, 32.5, 47.0):  # between points: interpolation stays within 1 % of the law
         law = math.exp(-(ea / r) * (1 / (t + 273.15) - 1 / 298.15))
-        assert environment.get_temperature_coefficient(t) == pytest.approx(law, rel=0.01)
+        assert store.static.get_temperature_coefficient(t) == pytest.approx(law, rel=0.01)
     # a colder measurement reads a higher resistance, brought down to 25 °C
-    assert environment.correct_to_25c(0.020, 10.0) < 0.020 < environment.correct_to_25c(0.020, 40.0)
-    assert environment.correct_to_25c(0.020, None) == 0.020
+    assert store.static.correct_to_25c(0.020, 10.0) < 0.020 < store.static.correct_to_25c(0.020, 40.0)
+    assert store.static.correct_to_25c(0.020, None) == 0.020
 
 
-def test_static_files_are_loaded_lazily_and_from_home(banc_home: Path) -> None:
-    assert environment._load_charge_profile.cache_info().currsize == 0
-    assert environment._load_temp_coeffs.cache_info().currsize == 0
+def test_static_files_are_loaded_lazily_and_from_home(store: Store, banc_home: Path) -> None:
+    assert store.static.loaded() == frozenset()
     (banc_home / "charge_profile.csv").write_text("voltage_v,remaining_s\n40,100\n60,0\n")
-    assert environment.get_charge_duration(50) == pytest.approx(50)
-    assert environment._load_charge_profile.cache_info().currsize == 1
-    assert environment._load_temp_coeffs.cache_info().currsize == 0
+    assert store.static.get_charge_duration(50) == pytest.approx(50)
+    assert store.static.loaded() == {environment.CHARGE_PROFILE_FILE}
 
 
 @pytest.mark.parametrize(
@@ -706,10 +706,10 @@ def test_static_files_are_loaded_lazily_and_from_home(banc_home: Path) -> None:
         ("voltage_v,remaining_s\n40,100\n", "at least 2"),
     ],
 )
-def test_malformed_charge_profile_names_file_and_line(banc_home: Path, content: str, where: str) -> None:
+def test_malformed_charge_profile_names_file_and_line(store: Store, banc_home: Path, content: str, where: str) -> None:
     (banc_home / "charge_profile.csv").write_text(content)
     with pytest.raises(environment.ConfigFileError) as err:
-        environment.get_charge_duration(50)
+        store.static.get_charge_duration(50)
     assert "charge_profile.csv" in str(err.value) and where in str(err.value)
 
 
@@ -723,10 +723,10 @@ def test_malformed_charge_profile_names_file_and_line(banc_home: Path, content: 
         ('{\n"coefficients": [\n{"temperature_c": 0, "multiplier": 1},\n{"temperature_c": "hot", "multiplier": 2}\n]}', ":4:"),
     ],
 )
-def test_malformed_temperature_coefficients_name_file_and_line(banc_home: Path, content: str, where: str) -> None:
+def test_malformed_temperature_coefficients_name_file_and_line(store: Store, banc_home: Path, content: str, where: str) -> None:
     (banc_home / "temperature_coefficients.json").write_text(content)
     with pytest.raises(environment.ConfigFileError) as err:
-        environment.get_temperature_coefficient(20)
+        store.static.get_temperature_coefficient(20)
     assert "temperature_coefficients.json" in str(err.value) and where in str(err.value)
 
 
@@ -737,8 +737,8 @@ def test_logging_from_several_processes_keeps_whole_lines(banc_home: Path) -> No
     script = textwrap.dedent(
         """
         import sys
-        from banclfp.infra import logs
-        logs.setup_logging(sys.argv[1])
+        from banclfp.infra import environment, logs
+        logs.setup_logging(sys.argv[1], environment.load_settings().home)
         for i in range(300):
             logs.log("message %d %s" % (i, "x" * 200), "warning")
         """
@@ -782,7 +782,7 @@ def _start_fake(tmp_path: Path, home: Path, script_name: str, banc: str) -> subp
     return proc
 
 
-def test_is_banc_running(banc_home: Path, tmp_path: Path) -> None:
+def test_is_banc_running(store: Store, banc_home: Path, tmp_path: Path) -> None:
     assert not store.is_banc_running("banc1")
     proc = _start_fake(tmp_path, banc_home, "banc.py", "banc1")
     try:
@@ -805,7 +805,7 @@ def test_is_banc_running(banc_home: Path, tmp_path: Path) -> None:
     assert not store.is_banc_running("banc1")  # killed: the kernel released the lock
 
 
-def test_is_banc_running_ignores_other_programs(banc_home: Path, tmp_path: Path) -> None:
+def test_is_banc_running_ignores_other_programs(store: Store, banc_home: Path, tmp_path: Path) -> None:
     proc = _start_fake(tmp_path, banc_home, "notbanc.py", "banc1")
     try:
         assert proc.first_line == "locked"  # type: ignore[attr-defined]
@@ -819,7 +819,7 @@ def test_is_banc_running_ignores_other_programs(banc_home: Path, tmp_path: Path)
 
 
 def test_sd_notify_without_systemd(banc_home: Path) -> None:
-    assert environment.sd_notify("WATCHDOG=1") is False
+    assert environment.sd_notify("WATCHDOG=1", environment.load_settings().notify_socket) is False
 
 
 def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -829,8 +829,7 @@ def test_sd_notify_sends_datagram(banc_home: Path, tmp_path: Path, monkeypatch: 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        environment.reload_settings()
-        assert environment.sd_notify("READY=1") is True
+        assert environment.sd_notify("READY=1", environment.load_settings().notify_socket) is True
         server.settimeout(2)
         assert server.recv(64) == b"READY=1"
 

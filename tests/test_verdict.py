@@ -18,10 +18,10 @@ import pytest
 
 from banclfp.analysis import measures as analysis
 from banclfp.history import index as history
-from banclfp.infra import environment
 from banclfp.kiosk import state as kiosk_state, widgets as uic, worker as kiosk_worker
 from banclfp.presentation import formatting, summary_text
-from banclfp.recording import datafile, record, store
+from banclfp.recording import datafile, record
+from banclfp.recording.store import Store
 from banclfp.reporting import report
 from banclfp.testkit.banc_helpers import BancFleet, MqttProbe, bms_line, wait_until
 from banclfp.testkit.support import REPO_DIR, MosquittoBroker
@@ -71,7 +71,7 @@ def play_test(probe: MqttProbe, banc: str, capacity_ah: Any, ri_ohm: float) -> N
     probe.publish_many(messages)
 
 
-def test_a_full_test_per_grade_through_the_real_banc_py(
+def test_a_full_test_per_grade_through_the_real_banc_py(store: Store,
     banc_home: Path, broker: MosquittoBroker, mqtt_env: dict[str, str], tmp_path: Path,
 ) -> None:
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
@@ -109,7 +109,7 @@ def test_a_full_test_per_grade_through_the_real_banc_py(
         wait_until(lambda: all(pdf.exists() for pdf in pdfs), 60, 0.1, "the certificates")
         assert not any(probe.texts(protocol.topics(b).security) for b in CASES), [probe.texts(protocol.topics(b).security) for b in CASES]
         # Every battery's history comes from the index banc.py kept.
-        rows = {row.serial: row for row in history.all_results()}
+        rows = {row.serial: row for row in store.history.all_results()}
         assert {row.grade for row in rows.values()} == {grade for *_rest, grade in CASES.values()}
     finally:
         probe.stop()
@@ -141,7 +141,7 @@ def check_certificate(pdf: Path, serial: str, grade: str, soh_text: str, out: Pa
     return text
 
 
-def test_an_invalid_grading_json_grades_nothing_and_says_why(
+def test_an_invalid_grading_json_grades_nothing_and_says_why(store: Store,
     banc_home: Path, broker: MosquittoBroker, mqtt_env: dict[str, str], fleet: BancFleet,
 ) -> None:
     (banc_home / "grading.json").write_text('{"version": "x", "models": [{"name": "m"}]}', encoding="utf-8")
@@ -164,34 +164,34 @@ def test_an_invalid_grading_json_grades_nothing_and_says_why(
     assert not (folder / "c.pdf").exists()
     # Once grading.json is repaired, the finished test is concluded (the kiosk's retry runs this).
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    assert concluded(folder)["grade"] == "A"
+    assert concluded(store, folder)["grade"] == "A"
     assert record.corrected_summary_file(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
 
 
-def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(banc_home: Path) -> None:
+def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(store: Store, banc_home: Path) -> None:
     syn = write_synthetic_test(banc_home, rows=600)  # a folder of the earlier version: no journal
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    first = concluded(syn.folder)
+    first = concluded(store, syn.folder)
     events, _ = record.read_events(syn.folder)
     assert [e["event"] for e in events] == ["migrate", "verdict"]
     stricter = json.loads(json.dumps(RULES))
     stricter["version"] = "e2e-2"
     (banc_home / "grading.json").write_text(json.dumps(stricter), encoding="utf-8")
-    assert concluded(syn.folder) == first  # a later edit of the rules never re-grades a test
+    assert concluded(store, syn.folder) == first  # a later edit of the rules never re-grades a test
     (syn.folder / "config.json").unlink()
     summary = record.load_summary(syn.folder)
     assert summary is not None and summary.verdict == record.Verdict.from_json(first)
     assert summary.status == "finished"
 
 
-def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_history_and_results_follow_the_folders(store: Store, banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     from datetime import datetime
 
     old = write_synthetic_test(banc_home, rows=300, start=datetime(2024, 3, 4, 8, 0, tzinfo=record.LOCAL_TZ))
     new = write_synthetic_test(banc_home, rows=300, banc="banc2", start=datetime(2024, 4, 8, 8, 0, tzinfo=record.LOCAL_TZ))
     write_synthetic_test(banc_home, rows=300, serial="RW-OTHER001")
-    concluded(new.folder)
+    concluded(store, new.folder)
     assert report.main(["--history", "rw-test0001"]) == 0  # any letter case
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("banc")]
@@ -199,11 +199,11 @@ def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path,
     assert lines[0].split()[6] == "REJET" and lines[1].split()[6] == "—"  # graded / not graded yet
     # The folders are the truth: a test concluded since is read again (its journal changed),
     # a removed folder leaves the history, a damaged index is rebuilt.
-    concluded(old.folder)
-    assert [row.grade for row in history.battery_history("RW-TEST0001")] == ["REJET", "REJET"]
+    concluded(store, old.folder)
+    assert [row.grade for row in store.history.battery_history("RW-TEST0001")] == ["REJET", "REJET"]
     shutil.rmtree(old.folder)
     (banc_home / history.INDEX_FILE).write_bytes(b"not a database" * 100)
-    rows = history.battery_history("RW-TEST0001")
+    rows = store.history.battery_history("RW-TEST0001")
     assert [row.folder for row in rows] == ["banc2/08042024-RW-TEST0001"]
     assert list(banc_home.glob(f"{history.INDEX_FILE}.corrupt-*"))
     results = tmp_path / "results.csv"
@@ -266,15 +266,15 @@ def certificates_started(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return started
 
 
-def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
+def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(store: Store,
     banc_home: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    concluded(syn.folder)
+    concluded(store, syn.folder)
     started = certificates_started(monkeypatch)
     now = [1000.0]
-    worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
+    worker = kiosk_worker.KioskWorker(store, ["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
     journal = syn.folder / record.EVENTS_FILE
     assert worker._result("banc1") is not None and started == []  # just finished: banc.py's child is on it
     old = time.time() - kiosk_worker.CERTIFICATE_GRACE_S - 1
@@ -293,9 +293,9 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     assert view is not None and view.certificate
 
 
-def concluded(folder: Path) -> dict[str, Any]:
+def concluded(store: Store, folder: Path) -> dict[str, Any]:
     """verdict.conclude, its verdict as the journal writes it."""
-    return verdict.conclude(folder).to_json()
+    return verdict.conclude(store, folder).to_json()
 
 
 def _finished_with_journal(banc_home: Path) -> Path:
@@ -315,7 +315,7 @@ def _journal_verdict(folder: Path) -> Any:
     return None if given is None else given.to_json()
 
 
-def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_passing_read_error_never_becomes_a_final_grade(store: Store, banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A verdict is final once recorded: an unreadable data.csv records nothing, and the retry grades."""
     folder = _finished_with_journal(banc_home)
     config, data = folder / "config.json", folder / "data.csv"
@@ -323,11 +323,11 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monke
     # data.csv unreadable (its header damaged): not a REJET for good, config.json damaged or not.
     data.write_bytes(b"\xff\xfe garbage\n" + good_data.split(b"\n", 1)[1])
     with pytest.raises(verdict.InputUnreadable):
-        concluded(folder)
+        concluded(store, folder)
     good_config = config.read_bytes()
     config.write_bytes(b"\x00\x01 not json")
     with pytest.raises(verdict.InputUnreadable):
-        concluded(folder)
+        concluded(store, folder)
     assert _journal_verdict(folder) is None
     data.write_bytes(good_data)
     # data.csv readable but its recount (for the capacity config.json lost) hits a read error: not a NON CLASSÉ.
@@ -337,18 +337,18 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monke
     with monkeypatch.context() as patch:
         patch.setattr(datafile, "scan_data_csv", eio)
         with pytest.raises(verdict.InputUnreadable):
-            concluded(folder)
+            concluded(store, folder)
     assert _journal_verdict(folder) is None
     config.write_bytes(good_config)
     # Readable again: the retry grades, once.
-    given = concluded(folder)
+    given = concluded(store, folder)
     assert given["grade"] not in ("NON CLASSÉ",) and _journal_verdict(folder) == given
     checks = {check["name"]: check for check in given["checks"]}
     assert checks["cell_spread"]["value"] is not None and checks["temperature_max"]["value"] is not None
 
 
 @pytest.mark.parametrize("damage", ["unreadable", "without capacity_ah"])
-def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv(banc_home: Path, damage: str) -> None:
+def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv(store: Store, banc_home: Path, damage: str) -> None:
     """Nothing rebuilds config.json of a finished test: waiting for its capacity would never grade it."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = _finished_with_journal(banc_home)
@@ -361,7 +361,7 @@ def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv
         config.write_text(json.dumps(summary), encoding="utf-8")
     capacity_ah, _ = datafile.scan_data_csv(folder / "data.csv").measured_capacity(5)
     assert capacity_ah is not None
-    given = concluded(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
+    given = concluded(store, folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
     assert given["grade"] != "NON CLASSÉ" and _journal_verdict(folder) == given
     soh_check = next(check for check in given["checks"] if check["name"] == "soh")
     assert given["soh_pct"] == soh_check["value"] == pytest.approx(capacity_ah, abs=0.1)  # nominal 100 Ah
@@ -371,7 +371,7 @@ def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv
         assert rebuilt["capacity_ah"] == round(capacity_ah, 4)
 
 
-def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
+def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(store: Store,
     banc_home: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A locked index is not 'damaged' (nothing thrown away); a corrupt table page is found and rebuilt."""
@@ -384,31 +384,31 @@ def test_the_history_index_survives_a_busy_writer_and_rebuilds_real_damage(
     for i in range(300):
         write_finished_record(banc_home, f"banc{1 + i % 4}", f"RW-HIST{i:04d}", start + timedelta(days=i % 50),
                               3600.0, 95.0, "A", 95.0)
-    assert len(history.battery_history("RW-HIST0007")) == 1
-    path = history.index_path()
+    assert len(store.history.battery_history("RW-HIST0007")) == 1
+    path = store.home / history.INDEX_FILE
 
     monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.2)
     writer = sqlite3.connect(str(path))
     writer.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
     try:
         with pytest.raises(sqlite3.OperationalError):
-            history.battery_history("RW-HIST0007")
+            store.history.battery_history("RW-HIST0007")
     finally:
         writer.rollback()
         writer.close()
     assert not list(path.parent.glob(path.name + ".corrupt*"))  # kept, not set aside
-    assert len(history.battery_history("RW-HIST0007")) == 1
+    assert len(store.history.battery_history("RW-HIST0007")) == 1
 
     # Garbage over the table's pages, the header left intact: the file still opens.
     size = path.stat().st_size
     with open(path, "r+b") as fh:
         fh.seek(size // 2)
         fh.write(os.urandom(min(8192, size // 3)))
-    assert [row.serial for row in history.battery_history("RW-HIST0007")] == ["RW-HIST0007"]
+    assert [row.serial for row in store.history.battery_history("RW-HIST0007")] == ["RW-HIST0007"]
     assert list(path.parent.glob(path.name + ".corrupt*"))  # the damaged one kept aside
 
 
-def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(store: Store, banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.json refused after the verdict is journaled: conclude returns it (no false 'not recorded'); it catches up."""
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
@@ -418,18 +418,18 @@ def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store, "refresh_test_config", full)
-    given = concluded(syn.folder)
+    given = concluded(store, syn.folder)
     assert _journal_verdict(syn.folder) == given
     monkeypatch.setattr(store, "refresh_test_config", real)
-    assert concluded(syn.folder) == given
+    assert concluded(store, syn.folder) == given
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
 
 
-def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_home: Path) -> None:
+def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(store: Store, banc_home: Path) -> None:
     """The verdict line of events.jsonl damaged (bad sector), config.json intact: the verdict given stays, re-journaled."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = write_synthetic_test(banc_home, rows=600).folder
-    first = concluded(folder)
+    first = concluded(store, folder)
     assert first["grade"] == "REJET"
     journal = folder / record.EVENTS_FILE
     lines = journal.read_bytes().split(b"\n")
@@ -442,7 +442,7 @@ def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_h
     lax["models"][0].update(ri_discharge_max_ohm=1.0, cell_spread_max_mv=10000, temperature_max_c=150,
                             grades=[{"grade": "A", "min_soh_pct": 1}])
     (banc_home / "grading.json").write_text(json.dumps(lax), encoding="utf-8")
-    assert concluded(folder) == first  # e.g. the certificate printed again
+    assert concluded(store, folder) == first  # e.g. the certificate printed again
     assert _journal_verdict(folder) == first  # written again: the journal holds it anew
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == first
 
@@ -466,13 +466,13 @@ def test_a_broken_temperature_coefficients_file_grades_nothing_and_says_why(
     assert record.read_events(folder)[0] == []  # nothing recorded, not even the migration
 
 
-def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
+def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(store: Store,
     banc_home: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The verdict already journaled, config.json behind it and refused (full disk): still the verdict, not 'not recorded'."""
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    given = concluded(syn.folder)
+    given = concluded(store, syn.folder)
     summary = json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))
     summary["verdict"] = None  # a crash came between the journal and config.json
     (syn.folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
@@ -482,26 +482,25 @@ def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "refresh_test_config", full)
-        assert concluded(syn.folder) == given
-    assert concluded(syn.folder) == given  # the disk back: config.json catches up
+        assert concluded(store, syn.folder) == given
+    assert concluded(store, syn.folder) == given  # the disk back: config.json catches up
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
 
 
-def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> None:
+def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(store: Store, banc_home: Path) -> None:
     """'Mesures' and 'Contrôles' show the same Ri at 25 °C: the graded one, even after the coefficients change."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = write_synthetic_test(banc_home, rows=600).folder
     summary = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     summary.update(ri_discharge_average=0.040004, ri_temperature_c=25.0)  # just above the 40 mΩ limit
     (folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
-    given = concluded(folder)
+    given = concluded(store, folder)
     ri_check = next(check for check in given["checks"] if check["name"] == "ri_discharge")
     assert not ri_check["ok"]
     # The lab edits the coefficients afterwards: the certificate printed again keeps the graded value.
     (banc_home / "temperature_coefficients.json").write_text(json.dumps(
         {"coefficients": [{"temperature_c": 0, "multiplier": 0.9}, {"temperature_c": 50, "multiplier": 0.9}]}),
         encoding="utf-8")
-    environment.reload_settings()
     pdf = banc_home / "c.pdf"
     assert report.main([str(folder), "--certificate", str(pdf)]) == 0
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
@@ -547,19 +546,19 @@ def to_check_folder(banc_home: Path, serial: str = "RW-CHECK001", banc: str = "b
     return folder
 
 
-def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
+def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(store: Store,
     banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The verdict, config.json, the history, --results, the printout and the certificate all say À VÉRIFIER, and why."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home)
-    given = concluded(folder)
+    given = concluded(store, folder)
     reason = "données insuffisantes pour classer : fenêtre de pleine charge : 120 lignes sur 601 attendues"
     assert (given["grade"], given["reason"]) == ("À VÉRIFIER", reason)
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
-    assert concluded(folder) == given  # final, like any verdict
+    assert concluded(store, folder) == given  # final, like any verdict
 
-    assert [(row.grade, row.reason) for row in history.battery_history("RW-CHECK001")] == [("À VÉRIFIER", reason)]
+    assert [(row.grade, row.reason) for row in store.history.battery_history("RW-CHECK001")] == [("À VÉRIFIER", reason)]
     assert report.main(["--history", "RW-CHECK001"]) == 0
     assert " À VÉRIFIER " in capsys.readouterr().out
     results = tmp_path / "results.csv"
@@ -567,7 +566,7 @@ def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
     line = results.read_text(encoding="utf-8").splitlines()[1]
     assert ",À VÉRIFIER," in line and reason in line
 
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     printout = summary_text.format_summary(loaded.summary)
     assert f"Verdict             : À VÉRIFIER — {reason}" in printout and summary_text.TO_CHECK_TEXT in printout
     orange = formatting.grade_color("À VÉRIFIER")
@@ -585,11 +584,11 @@ def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
     shutil.copy(next((tmp_path / "page").glob("page*.png")), ARTIFACTS / "certificate_to_check.png")
 
 
-def test_a_long_to_check_reason_fits_the_certificate(banc_home: Path, tmp_path: Path) -> None:
+def test_a_long_to_check_reason_fits_the_certificate(store: Store, banc_home: Path, tmp_path: Path) -> None:
     """Several causes at once (few rows, lines lost, a phase recovered, a spread that fails on them): all said."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home, serial="RW-CHECK002", lose_lines=True)
-    given = concluded(folder)
+    given = concluded(store, folder)
     assert given["grade"] == "À VÉRIFIER", given
     for part in ("lignes sur 601 attendues", "5 lignes perdues (seq ", "phase 3 reconstituée à partir des lignes BMS",
                  "non conforme sur ces données : Écart entre cellules à pleine charge : 350"):
@@ -603,15 +602,15 @@ def test_a_long_to_check_reason_fits_the_certificate(banc_home: Path, tmp_path: 
     shutil.copy(next((tmp_path / "page").glob("page*.png")), ARTIFACTS / "certificate_to_check_long.png")
 
 
-def test_a_verdict_to_check_is_final_for_the_kiosk_worker(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verdict_to_check_is_final_for_the_kiosk_worker(store: Store, banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Recorded once, its certificate retried like any other's: the worker never concludes it again in a loop."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home)
-    given = concluded(folder)
+    given = concluded(store, folder)
     started = certificates_started(monkeypatch)
     monkeypatch.setattr(verdict, "conclude", lambda f, now=None: pytest.fail("concluded again"))
     now = [1000.0]
-    worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
+    worker = kiosk_worker.KioskWorker(store, ["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
     old = time.time() - kiosk_worker.CERTIFICATE_GRACE_S - 1
     os.utime(folder / record.EVENTS_FILE, (old, old))
     view = worker._result("banc1")
@@ -672,30 +671,30 @@ def ri_check_of(given: dict[str, Any]) -> dict[str, Any]:
     return next(check for check in given["checks"] if check["name"] == "ri_discharge")
 
 
-def test_an_older_folder_without_the_pulses_is_still_graded_and_reported(banc_home: Path) -> None:
+def test_an_older_folder_without_the_pulses_is_still_graded_and_reported(store: Store, banc_home: Path) -> None:
     """config.json of the earlier version (one mean, one temperature, no journal): graded, reported, as before."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = write_synthetic_test(banc_home, rows=600).folder
     on_disk = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert "ri_pulses" not in on_disk and (on_disk["ri_discharge_average"], on_disk["ri_temperature_c"]) == (0.012, 15.0)
-    expected = environment.correct_to_25c(0.012, 15.0)
-    given = concluded(folder)
+    expected = store.static.correct_to_25c(0.012, 15.0)
+    given = concluded(store, folder)
     assert given["grade"] == "REJET" and given["soh_pct"] == 1.8  # graded (600 rows discharge little)
     assert ri_check_of(given)["value"] == pytest.approx(expected, abs=1e-5) and ri_check_of(given)["ok"]
     # Migrated into the journal: the mean is one block of its 3 values at its one temperature.
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["ri_pulses"]["ri_discharge"] == [[0.012, 15.0, 3]]
     assert record.ri_at_25c(record.TestSummary.from_json(config), "ri_discharge",
-                            environment.correct_to_25c) == pytest.approx(expected)
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+                            store.static.correct_to_25c) == pytest.approx(expected)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     at_25c = {r.key: r.at_25c_ohm for r in loaded.summary.resistances}
     assert at_25c["ri_discharge"] == pytest.approx(expected) and at_25c["ri_charge"] == pytest.approx(
-        environment.correct_to_25c(0.011, 15.0))
+        store.static.correct_to_25c(0.011, 15.0))
     assert loaded.summary.ri_temperature_range_c == (15.0, 15.0)
     assert "[température des mesures : 15,0 °C," in summary_text.format_summary(loaded.summary)
 
 
-def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: Path) -> None:
+def test_pulses_at_different_temperatures_are_graded_each_at_its_own(store: Store, banc_home: Path) -> None:
     """The verdict, the report, the kiosk and the history read the same Ri at 25 °C: the mean of the pulses corrected."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = write_synthetic_test(banc_home, rows=600).folder
@@ -709,21 +708,21 @@ def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: 
     for values, _ in pulses:
         record.append_event(folder, record.EVENT_RI, start, values=values)
     record.append_event(folder, record.EVENT_STEP, start, step=5)
-    per_pulse = sum(environment.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
-    last_temperature = environment.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
+    per_pulse = sum(store.static.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
+    last_temperature = store.static.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
     assert abs(per_pulse - last_temperature) > 0.004
 
-    given = concluded(folder)
+    given = concluded(store, folder)
     assert ri_check_of(given)["value"] == pytest.approx(per_pulse, abs=1e-5)
     summary = record.load_summary(folder)
     assert summary is not None and summary.ri_averages["ri_discharge"] == pytest.approx(0.021)
-    assert kiosk_state.ri_view_from_config(summary, environment.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
+    assert kiosk_state.ri_view_from_config(summary, store.static.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
     no_verdict = dataclasses.replace(summary, verdict=None)
-    card = kiosk_state.result_view_from_summary(no_verdict, False, environment.correct_to_25c)
+    card = kiosk_state.result_view_from_summary(no_verdict, False, store.static.correct_to_25c)
     assert card is not None and card.ri_25c_ohm == pytest.approx(per_pulse)
-    row = history.row_from_summary("banc1/x", no_verdict, "sig")
+    row = history.row_from_summary("banc1/x", no_verdict, "sig", store.static.correct_to_25c)
     assert per_pulse in [pytest.approx(value) for value in row if isinstance(value, float)]
-    loaded = analysis.load_report(folder, min_gap_s=30.0)
+    loaded = analysis.load_report(folder, store.static.correct_to_25c, min_gap_s=30.0)
     ri = next(r for r in loaded.summary.resistances if r.key == "ri_discharge")
     assert ri.raw_ohm == pytest.approx(0.021) and ri.count == 3 and ri.at_25c_ohm == pytest.approx(per_pulse)
     assert loaded.summary.ri_temperature_range_c == (10.0, 35.0)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from banclfp.infra import environment
 from banclfp.kiosk import app as ui, chart_window, widgets as uic
 from banclfp.presentation import formatting
 from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.testkit.support import REPO_DIR
 from banclfp.testkit.synthetic import write_synthetic_test
 from banclfp.verdict import conclude as verdict
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def app(mqtt_env: dict[str, str], xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ui.App]:
     monkeypatch.setenv("DISPLAY", xvfb_display)
-    kiosk = ui.App(windowed=True, geometry="1280x800+0+0")
+    kiosk = ui.App(environment.load_settings(), windowed=True, geometry="1280x800+0+0")
     try:
         pump_until(kiosk, kiosk.winfo_ismapped, what="window mapped")
         pump_until(kiosk, lambda: kiosk.focus_get() is kiosk.scan_bar.entry._entry, what="entry focused")
@@ -51,7 +53,7 @@ def finished_tests(banc_home: Path) -> tuple[Path, Path]:
     rules["models"][0]["nominal_capacity_ah"] = round(nominal, 4)
     (banc_home / "grading.json").write_text(json.dumps(rules), encoding="utf-8")
     for synthetic in (older, newer):
-        verdict.conclude(synthetic.folder)
+        verdict.conclude(Store(banc_home), synthetic.folder)
     (newer.folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")  # what the card checks: the file is there
     return older.folder, newer.folder
 
@@ -104,13 +106,13 @@ def test_result_card_history_and_chart_verdict(app: ui.App, finished_tests: tupl
     assert isinstance(card, uic.ResultCard)
 
 
-def test_result_card_to_check(app: ui.App, banc_home: Path, xvfb_display: str) -> None:
+def test_result_card_to_check(store: Store, app: ui.App, banc_home: Path, xvfb_display: str) -> None:
     """A verdict À VÉRIFIER: no grade on the card, its own colour, the reason beneath."""
     from tests.test_verdict import RULES, to_check_folder
 
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home, serial="RW-CARD0002")
-    given = verdict.conclude(folder)
+    given = verdict.conclude(store, folder)
     assert given.grade == "À VÉRIFIER"
     (folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
     pump_until(app, lambda: "banc1" in app.result_cards and app.result_cards["banc1"].winfo_ismapped(),

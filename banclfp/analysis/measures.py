@@ -17,7 +17,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from banclfp.infra import environment
 from banclfp.recording import datafile, record, store
 from banclfp.verdict import grading
 from banclfp.wire import protocol
@@ -990,8 +989,12 @@ class Report:
     summary: Summary
 
 
-def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
-    """Load a test folder (data.csv, config.json tolerantly) and compute its summary."""
+def load_report(folder: Path, correct_to_25c: Callable[[float, Optional[float]], float], min_gap_s: float) -> Report:
+    """Load a test folder (data.csv, config.json tolerantly) and compute its summary.
+
+    `correct_to_25c` is the home's StaticFiles.correct_to_25c; `min_gap_s` the shortest silence
+    that is a stop (the settings' bms_timeout_s).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder} n'est pas un dossier de test")
@@ -1006,8 +1009,6 @@ def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
             config = replace(config, rejected_count=datafile.count_csv_rows(rejected_csv))
         except OSError:
             pass
-    if min_gap_s is None:
-        min_gap_s = environment.get_settings().bms_timeout_s
     gap = stop_gap_s(data.unix_s, min_gap_s)
-    summary = compute_summary(data, config, gap, environment.correct_to_25c, folder=folder)
+    summary = compute_summary(data, config, gap, correct_to_25c, folder=folder)
     return Report(folder=folder, data=data, config=config, summary=summary)

@@ -6,7 +6,7 @@ No matplotlib here: the kiosk prepares all of this in a worker thread, `charts.p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -205,7 +205,8 @@ def prepare_plot_data(data: TestData, summary: Summary, buckets: int = DISPLAY_B
     return PlotData(series, summary, axis, time_ticks(axis), folder)
 
 
-def load_plot_data(folder: Path, buckets: int = DISPLAY_BUCKETS) -> PlotData:
+def load_plot_data(folder: Path, buckets: int, *, correct_to_25c: Callable[[float, Optional[float]], float],
+                   min_gap_s: float) -> PlotData:
     """Load a test folder and prepare what its charts draw (files and numpy only: for a worker thread)."""
-    report = load_report(folder)
+    report = load_report(folder, correct_to_25c, min_gap_s)
     return prepare_plot_data(report.data, report.summary, buckets=buckets, folder=folder)

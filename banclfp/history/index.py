@@ -19,12 +19,12 @@ import io
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
-from banclfp.infra import environment, storage
+from banclfp.infra import storage
 from banclfp.recording import record
 from banclfp.verdict import grading
 
@@ -66,9 +66,8 @@ class TestRow:
     reason: Optional[str]
 
 
-def index_path() -> Path:
-    """Where the index lives (mutable state: BANC_HOME)."""
-    return environment.home_dir() / INDEX_FILE
+Correct = Callable[[float, Optional[float]], float]
+"""A resistance (Ω) measured at a temperature (°C) brought to 25 °C: StaticFiles.correct_to_25c."""
 
 
 # =========================================================================== reading one folder
@@ -91,14 +90,14 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def row_from_summary(relative: str, summary: record.TestSummary, signature: str) -> tuple[Any, ...]:
+def row_from_summary(relative: str, summary: record.TestSummary, signature: str, correct_to_25c: Correct) -> tuple[Any, ...]:
     """The index row of a test from its summary (pure but for the 25 °C correction's curve)."""
     verdict = summary.verdict
     ri_check = verdict.check(grading.CHECK_RI) if verdict is not None else None
     ri_25 = _number(ri_check.value) if ri_check is not None else None
     if ri_25 is None and _number(summary.ri_averages.get(grading.CHECK_RI)) is not None:
         try:
-            ri_25 = record.ri_at_25c(summary, grading.CHECK_RI, environment.correct_to_25c)  # each pulse at its own temperature
+            ri_25 = record.ri_at_25c(summary, grading.CHECK_RI, correct_to_25c)  # each pulse at its own temperature
         except (ValueError, OSError):
             ri_25 = None
     serial = summary.battery_serial or ""
@@ -151,9 +150,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 @contextlib.contextmanager
-def open_index(path: Optional[Path] = None) -> Iterator[sqlite3.Connection]:
+def open_index(path: Path) -> Iterator[sqlite3.Connection]:
     """The index, created when missing; a damaged one is kept aside and rebuilt from the folders."""
-    path = Path(path or index_path())
+    path = Path(path)
     try:
         conn = _connect(path)
     except sqlite3.OperationalError:
@@ -192,7 +191,7 @@ def _test_folders(data_dir: Path, serial: Optional[str]) -> Iterator[tuple[str, 
                     yield f"{bench.name}/{entry.name}", entry.path
 
 
-def sync(conn: sqlite3.Connection, data_dir: Path, serial: Optional[str] = None) -> int:
+def sync(conn: sqlite3.Connection, data_dir: Path, correct_to_25c: Correct, serial: Optional[str] = None) -> int:
     """Bring the index in line with the folders (all, or one battery's); return how many rows were (re)read."""
     where, args = ("WHERE serial_key = ?", (record.serial_key(serial),)) if serial else ("", ())
     known = dict(conn.execute(f"SELECT folder, signature FROM tests {where}", args).fetchall())
@@ -211,7 +210,7 @@ def sync(conn: sqlite3.Connection, data_dir: Path, serial: Optional[str] = None)
         if known.get(relative) not in (signature, FINAL + signature):
             summary = record.load_summary(Path(path))
             if summary is not None:
-                changed.append(row_from_summary(relative, summary, signature))
+                changed.append(row_from_summary(relative, summary, signature, correct_to_25c))
     gone = [(folder,) for folder in known if folder not in seen]
     if changed or gone:
         with conn:
@@ -221,52 +220,73 @@ def sync(conn: sqlite3.Connection, data_dir: Path, serial: Optional[str] = None)
     return len(changed)
 
 
-def index_folder(folder: Path, path: Optional[Path] = None) -> None:
-    """Index (or index again) one test folder now: banc.py's call when a test concludes."""
-    folder = Path(folder)
-    signature = _signature(str(folder))
-    summary = record.load_summary(folder)
-    if signature is None or summary is None:
-        return
-    relative = f"{folder.parent.name}/{folder.name}"
-    with open_index(path) as conn, conn:
-        conn.execute(f"INSERT OR REPLACE INTO tests ({', '.join(_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(_COLUMNS))})", row_from_summary(relative, summary, signature))
-
-
 def _rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[TestRow]:
     fields = ", ".join(_COLUMNS[:2] + _COLUMNS[3:-1])
     cursor = conn.execute(f"SELECT {fields} FROM tests {where} ORDER BY start DESC, folder DESC", args)
     return [TestRow(*row) for row in cursor.fetchall()]
 
 
-def battery_history(serial: str, data_dir: Optional[Path] = None, path: Optional[Path] = None) -> list[TestRow]:
-    """Every test of one battery on any bench, newest first."""
-    with open_index(path) as conn:
-        sync(conn, Path(data_dir or environment.data_dir()), serial)
-        return _rows(conn, "WHERE serial_key = ?", (record.serial_key(serial),))
+class TestIndex(Protocol):
+    """Every test of the lab, always in line with the test folders: the store's history backend."""
+
+    def index_folder(self, folder: Path) -> None:
+        """Index (or index again) one test folder now: banc.py's call when a test concludes."""
+
+    def battery_history(self, serial: str) -> list[TestRow]:
+        """Every test of one battery on any bench, newest first."""
+
+    def all_results(self) -> list[TestRow]:
+        """Every test of the lab, newest first."""
+
+    def lab_results_csv(self) -> tuple[str, int]:
+        """Every test of the lab as CSV text (RESULTS_HEADER), newest first, and the number of tests."""
 
 
-def all_results(data_dir: Optional[Path] = None, path: Optional[Path] = None) -> list[TestRow]:
-    """Every test of the lab, newest first."""
-    with open_index(path) as conn:
-        sync(conn, Path(data_dir or environment.data_dir()))
-        return _rows(conn, "", ())
+class SqliteIndex:
+    """The TestIndex of one BANC_HOME in an SQLite file (`path`), a cache of the folders under `data_dir`."""
 
+    def __init__(self, path: Path, data_dir: Path, correct_to_25c: Correct) -> None:
+        self.path = Path(path)
+        self.data_dir = Path(data_dir)
+        self.correct_to_25c = correct_to_25c
 
-def lab_results_csv(data_dir: Optional[Path] = None, path: Optional[Path] = None) -> tuple[str, int]:
-    """Every test of the lab as CSV text (RESULTS_HEADER), newest first, and the number of tests.
+    def index_folder(self, folder: Path) -> None:
+        """Index (or index again) one test folder now: banc.py's call when a test concludes."""
+        folder = Path(folder)
+        signature = _signature(str(folder))
+        summary = record.load_summary(folder)
+        if signature is None or summary is None:
+            return
+        relative = f"{folder.parent.name}/{folder.name}"
+        row = row_from_summary(relative, summary, signature, self.correct_to_25c)
+        with open_index(self.path) as conn, conn:
+            conn.execute(f"INSERT OR REPLACE INTO tests ({', '.join(_COLUMNS)}) "
+                         f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
 
-    Straight from the index's rows to the csv module (None is written empty): the lab's
-    10,000 tests cost no Python object per field.
-    """
-    with open_index(path) as conn:
-        sync(conn, Path(data_dir or environment.data_dir()))
-        cursor = conn.execute(f"SELECT {', '.join(RESULTS_HEADER)} FROM tests ORDER BY start DESC, folder DESC")
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(RESULTS_HEADER)
-        writer.writerows(cursor)
-        count = conn.execute("SELECT count(*) FROM tests").fetchone()[0]
-    return out.getvalue(), int(count)
+    def battery_history(self, serial: str) -> list[TestRow]:
+        """Every test of one battery on any bench, newest first."""
+        with open_index(self.path) as conn:
+            sync(conn, self.data_dir, self.correct_to_25c, serial)
+            return _rows(conn, "WHERE serial_key = ?", (record.serial_key(serial),))
 
+    def all_results(self) -> list[TestRow]:
+        """Every test of the lab, newest first."""
+        with open_index(self.path) as conn:
+            sync(conn, self.data_dir, self.correct_to_25c)
+            return _rows(conn, "", ())
+
+    def lab_results_csv(self) -> tuple[str, int]:
+        """Every test of the lab as CSV text (RESULTS_HEADER), newest first, and the number of tests.
+
+        Straight from the index's rows to the csv module (None is written empty): the lab's
+        10,000 tests cost no Python object per field.
+        """
+        with open_index(self.path) as conn:
+            sync(conn, self.data_dir, self.correct_to_25c)
+            cursor = conn.execute(f"SELECT {', '.join(RESULTS_HEADER)} FROM tests ORDER BY start DESC, folder DESC")
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(RESULTS_HEADER)
+            writer.writerows(cursor)
+            count = conn.execute("SELECT count(*) FROM tests").fetchone()[0]
+        return out.getvalue(), int(count)

@@ -1,8 +1,9 @@
-"""The process's environment: the settings read once, BANC_HOME, the static files found and cached, systemd.
+"""The process's environment: the settings, the static files found and cached, systemd.
 
-Every environment variable is read here (`get_settings`, parsed by `settings.parse_settings`);
-the lab's static files (charge profile, temperature coefficients, grading model) are found in
-BANC_HOME first, then in the project folder.
+Every environment variable is read here (`load_settings`, parsed by `settings.parse_settings`),
+once, by an entry point, which hands the Settings (and the store built from them) down; the
+lab's static files (charge profile, temperature coefficients, grading model) are found in
+BANC_HOME first, then in the project folder (`StaticFiles`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import threading
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
 from banclfp.analysis import calibration
 from banclfp.infra import settings as settings_module
-from banclfp.recording.record import BANCS_CONFIG_FILE
 from banclfp.verdict import grading
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
@@ -61,50 +60,6 @@ def _check_cafile(path: Path) -> None:
         raise SettingsError(f"BANC_MQTT_CAFILE={shown} is not a readable PEM certificate ({reason})") from None
 
 
-_settings: Optional[Settings] = None
-_settings_lock = threading.Lock()
-
-
-def get_settings() -> Settings:
-    """Return the settings, read once per process."""
-    global _settings
-    with _settings_lock:
-        if _settings is None:
-            _settings = load_settings()
-        return _settings
-
-
-def reload_settings() -> Settings:
-    """Forget the cached settings and static files (tests change the environment)."""
-    global _settings
-    with _settings_lock:
-        _settings = None
-    _load_charge_profile.cache_clear()
-    _load_temp_coeffs.cache_clear()
-    return get_settings()
-
-
-def home_dir() -> Path:
-    """Folder of the mutable state (BANC_HOME)."""
-    return get_settings().home
-
-
-def data_dir() -> Path:
-    """The data/ folder in BANC_HOME."""
-    return home_dir() / "data"
-
-
-def bancs_config_path() -> Path:
-    """Path of bancs_config.json in BANC_HOME."""
-    return home_dir() / BANCS_CONFIG_FILE
-
-
-def static_file(name: str) -> Path:
-    """A static file: from BANC_HOME when present there, else from the project folder."""
-    in_home = home_dir() / name
-    return in_home if in_home.exists() else PROJECT_DIR / name
-
-
 # =========================================================================== static files
 
 # The curves are defined and validated in calibration.py; here they are found and cached.
@@ -112,51 +67,70 @@ ConfigFileError = calibration.ConfigFileError
 Curve = calibration.Curve
 
 
-@lru_cache(maxsize=1)
-def _load_charge_profile() -> Curve:
-    """charge_profile.csv (BANC_HOME first, else the project): pack voltage (V) -> remaining phase-2 time (s)."""
-    return calibration.load_charge_profile(static_file(CHARGE_PROFILE_FILE))
+class StaticFiles:
+    """The lab's static files of one BANC_HOME: found there first, else in the project folder.
 
-
-@lru_cache(maxsize=1)
-def _load_temp_coeffs() -> Curve:
-    """temperature_coefficients.json (BANC_HOME first, else the project): temperature (°C) -> multiplier to 25 °C."""
-    return calibration.load_temp_coeffs(static_file(TEMP_COEFFS_FILE))
-
-
-def get_charge_duration(voltage_v: float) -> float:
-    """Estimated remaining phase-2 (charge) time in seconds at this pack voltage."""
-    return _load_charge_profile()(float(voltage_v))
-
-
-def get_temperature_coefficient(temperature_c: float) -> float:
-    """Multiplier that brings a resistance measured at `temperature_c` to 25 °C."""
-    return _load_temp_coeffs()(float(temperature_c))
-
-
-def load_grading_rules() -> grading.Rules:
-    """grading.json (BANC_HOME first, else the project), read afresh: the lab may edit it between tests.
-
-    Raises grading.GradingError naming the file and what is wrong.
+    The two curves are read once, on first use (a process that never needs them never reads
+    them); grading.json is read afresh each time (the lab may edit it between tests).
     """
-    return grading.load_rules(static_file(grading.GRADING_FILE))
 
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self._curves: dict[str, Curve] = {}
 
-def correct_to_25c(resistance_ohm: float, temperature_c: Optional[float]) -> float:
-    """A resistance measured at `temperature_c` brought to 25 °C (unchanged when the temperature is unknown)."""
-    if temperature_c is None:
-        return resistance_ohm
-    return resistance_ohm * get_temperature_coefficient(temperature_c)
+    def static_file(self, name: str) -> Path:
+        """A static file: from BANC_HOME when present there, else from the project folder."""
+        in_home = self.home / name
+        return in_home if in_home.exists() else PROJECT_DIR / name
+
+    def loaded(self) -> frozenset[str]:
+        """The names of the curves read so far."""
+        return frozenset(self._curves)
+
+    def _curve(self, name: str, load: Callable[[Path], Curve]) -> Curve:
+        curve = self._curves.get(name)
+        if curve is None:
+            # Two threads may both read the file once: the same curve, no lock needed.
+            curve = self._curves[name] = load(self.static_file(name))
+        return curve
+
+    def charge_profile(self) -> Curve:
+        """charge_profile.csv: pack voltage (V) -> remaining phase-2 time (s)."""
+        return self._curve(CHARGE_PROFILE_FILE, calibration.load_charge_profile)
+
+    def temp_coeffs(self) -> Curve:
+        """temperature_coefficients.json: temperature (°C) -> multiplier to 25 °C."""
+        return self._curve(TEMP_COEFFS_FILE, calibration.load_temp_coeffs)
+
+    def get_charge_duration(self, voltage_v: float) -> float:
+        """Estimated remaining phase-2 (charge) time in seconds at this pack voltage."""
+        return self.charge_profile()(float(voltage_v))
+
+    def get_temperature_coefficient(self, temperature_c: float) -> float:
+        """Multiplier that brings a resistance measured at `temperature_c` to 25 °C."""
+        return self.temp_coeffs()(float(temperature_c))
+
+    def correct_to_25c(self, resistance_ohm: float, temperature_c: Optional[float]) -> float:
+        """A resistance measured at `temperature_c` brought to 25 °C (unchanged when the temperature is unknown)."""
+        if temperature_c is None:
+            return resistance_ohm
+        return resistance_ohm * self.get_temperature_coefficient(temperature_c)
+
+    def load_grading_rules(self) -> grading.Rules:
+        """grading.json (BANC_HOME first, else the project), read afresh.
+
+        Raises grading.GradingError naming the file and what is wrong.
+        """
+        return grading.load_rules(self.static_file(grading.GRADING_FILE))
 
 
 # =========================================================================== systemd
 
 
-def sd_notify(state: str) -> bool:
-    """Send a systemd notification ("READY=1", "WATCHDOG=1"...); False when not run by systemd."""
+def sd_notify(state: str, address: Optional[str]) -> bool:
+    """Send a systemd notification ("READY=1", "WATCHDOG=1"...) to `address` (Settings.notify_socket); False without one."""
     import socket
 
-    address = get_settings().notify_socket
     if not address:
         return False
     if address.startswith("@"):

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from banclfp.infra.environment import home_dir
-
 LOG_FILE = "logs.log"
 
 # =========================================================================== logging
@@ -33,9 +31,9 @@ class _FlushingWatchedFileHandler(logging.handlers.WatchedFileHandler):
             self.handleError(record)
 
 
-def setup_logging(process_name: str, level: int = logging.INFO, log_file: Optional[Path] = None,
+def setup_logging(process_name: str, home: Path, level: int = logging.INFO, log_file: Optional[Path] = None,
                   background: bool = False) -> None:
-    """Configure the root logger once: console + logs.log in BANC_HOME, process name and pid in each line.
+    """Configure the root logger once: console + logs.log in `home` (BANC_HOME), process name and pid in each line.
 
     With `background`, records are handed to a thread that writes them (the kiosk: its Tk
     thread must never wait on the disk); `stop_logging()` flushes it at exit.
@@ -52,7 +50,7 @@ def setup_logging(process_name: str, level: int = logging.INFO, log_file: Option
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
     handlers: list[logging.Handler] = [console]
-    path = log_file or (home_dir() / LOG_FILE)
+    path = log_file or (Path(home) / LOG_FILE)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = _FlushingWatchedFileHandler(path, encoding="utf-8", delay=True)

@@ -1,7 +1,7 @@
 """The contract's settings (the BANC_* environment variables): their ranges, their parsing, one frozen object.
 
-Pure: `parse_settings` takes the environment as a mapping. environment.get_settings() reads the
-process's environment once and caches the result; the MQTT client, banc.py and the kiosk
+Pure: `parse_settings` takes the environment as a mapping. environment.load_settings() reads the
+process's environment, once, in each entry point; the MQTT client, banc.py and the kiosk
 are given the Settings object rather than reading anything themselves.
 """
 
@@ -20,6 +20,10 @@ NUM_BANCS = 4
 """Default number of benches; `BANC_NUM_BANCS` overrides it. Nothing else needs editing."""
 LABEL_SIZE_MM = (62.0, 29.0)
 """Default grade label (width, height) in mm (Brother DK-11209); `BANC_LABEL_SIZE_MM` overrides it."""
+BMS_TIMEOUT_S = 30.0
+"""Default silence (s) after which a bench's BMS is lost; `BANC_BMS_TIMEOUT_S` overrides it."""
+FSYNC_INTERVAL_S = 1.0
+"""Default interval (s) between fsyncs of data.csv; `BANC_FSYNC_INTERVAL_S` overrides it."""
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,7 +39,7 @@ class Settings:
     scan_timeout_s: float
     notify_socket: Optional[str] = None  # systemd's NOTIFY_SOCKET, set when run as a Type=notify unit
     # How often banc.py fsyncs data.csv: the most a power cut can cost (a kill costs nothing).
-    fsync_interval_s: float = 1.0
+    fsync_interval_s: float = FSYNC_INTERVAL_S
     # The CA certificate that signed the broker's (BANC_MQTT_CAFILE): set, the client speaks TLS.
     mqtt_cafile: Optional[Path] = None
     # The CUPS queue grade labels are printed on (BANC_LABEL_PRINTER); None: no label is printed.
@@ -59,9 +63,9 @@ class SettingsError(ValueError):
 SETTING_RANGES: dict[str, tuple[float, bool, float, float]] = {
     "BANC_MQTT_PORT": (1883, True, 1, 65535),
     "BANC_NUM_BANCS": (NUM_BANCS, True, 1, 64),
-    "BANC_BMS_TIMEOUT_S": (30.0, False, 1.0, 3600.0),
+    "BANC_BMS_TIMEOUT_S": (BMS_TIMEOUT_S, False, 1.0, 3600.0),
     "BANC_SCAN_TIMEOUT_S": (15.0, False, 1.0, 3600.0),
-    "BANC_FSYNC_INTERVAL_S": (1.0, False, 0.0, 300.0),
+    "BANC_FSYNC_INTERVAL_S": (FSYNC_INTERVAL_S, False, 0.0, 300.0),
 }
 
 

@@ -81,7 +81,7 @@ from banclfp.kiosk.worker import (
     ScanRequest,
     real_lookups,
 )
-from banclfp.recording import store
+from banclfp.recording.store import Store
 from banclfp.wire import protocol
 
 __all__ = [
@@ -167,19 +167,21 @@ class MqttBridge:
     (and disconnect the first): tests give each kiosk its own id.
     """
 
-    def __init__(self, num_bancs: int, sink: queue.Queue[KioskMessage], client_id: str = protocol.KIOSK_CLIENT_ID) -> None:
-        self.num_bancs = num_bancs
+    def __init__(self, settings: environment.Settings, sink: queue.Queue[KioskMessage],
+                 client_id: str = protocol.KIOSK_CLIENT_ID) -> None:
+        self.settings = settings
+        self.num_bancs = settings.num_bancs
         self.sink = sink
         self.client_id = client_id
         # MQTT v5: the kiosk announces the 4 KiB maximum packet size, so it is never handed a larger message.
-        self.client = protocol.make_client(client_id, environment.get_settings(), persistent=True, v5=True)
+        self.client = protocol.make_client(client_id, settings, persistent=True, v5=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def start(self) -> None:
         """Connect in the background; paho retries forever (capped backoff) until the broker answers."""
-        settings = environment.get_settings()
+        settings = self.settings
         self.client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=15,
                                   **protocol.connect_options(persistent=True,
                                                              session_expiry_s=protocol.KIOSK_SESSION_EXPIRY_S))
@@ -245,26 +247,28 @@ class App(ctk.CTk):
     """The kiosk window (Tk thread): widgets, focus, and what the MQTT and worker threads report."""
 
     def __init__(
-        self, *, windowed: bool = False, geometry: Optional[str] = None, banc_script: Path = BANC_SCRIPT,
-        start_mqtt: bool = True, mqtt_client_id: str = protocol.KIOSK_CLIENT_ID,
+        self, settings: environment.Settings, *, windowed: bool = False, geometry: Optional[str] = None,
+        banc_script: Path = BANC_SCRIPT, start_mqtt: bool = True, mqtt_client_id: str = protocol.KIOSK_CLIENT_ID,
     ) -> None:
         ctk.set_appearance_mode("dark")
         super().__init__(fg_color=BG_APP)
-        self.settings = environment.get_settings()
-        self.bancs = store.all_bancs()
+        self.settings = settings
+        self.store = Store.from_settings(settings)
+        self.bancs = self.store.all_bancs()
         self.title("Bancs de test LFP")
         self.inbox = CoalescingQueue()
         self.runtime = {banc: BancRuntime(banc, broker_up=False) for banc in self.bancs}  # not connected yet
         self.nurse_soc: dict[str, list[Optional[int]]] = {b: [None] * protocol.NURSE_COUNT for b in self.bancs}
         self.supervisor = BancSupervisor(
-            environment.home_dir(), Path(banc_script), cwd=environment.PROJECT_DIR, early_exit_s=EARLY_EXIT_S,
+            self.store.home, Path(banc_script), cwd=environment.PROJECT_DIR, early_exit_s=EARLY_EXIT_S,
             # Without systemd's NOTIFY_SOCKET: the kiosk unit accepts notifications from ui.py only.
             environment=environment.child_environment,
         )
         # The workflow belongs to the worker from here on: its lookups read files and scan processes.
         workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s,
-                                real_lookups(self.supervisor.is_running))
-        self.worker = KioskWorker(self.bancs, workflow, self.supervisor, self.inbox)
+                                real_lookups(self.store, self.supervisor.is_running))
+        self.worker = KioskWorker(self.store, self.bancs, workflow, self.supervisor, self.inbox,
+                                  bms_timeout_s=settings.bms_timeout_s)
         self.broker_connected = False
         self.messages = MessageBoard(workflow.prompt())
         self.pending_requests = 0  # scans (and chart requests) the worker has not answered yet
@@ -298,7 +302,7 @@ class App(ctk.CTk):
         self.refresh_message()
         self.scan_bar.set_broker(False)
         self.worker.start()  # its first job: every bench's state, shown as soon as it is read
-        self.mqtt = MqttBridge(self.settings.num_bancs, self.inbox, mqtt_client_id)
+        self.mqtt = MqttBridge(self.settings, self.inbox, mqtt_client_id)
         if start_mqtt:
             self.mqtt.start()
 
@@ -438,14 +442,14 @@ class App(ctk.CTk):
             pass
         if not self._ready_sent:
             self._ready_sent = True
-            environment.sd_notify("READY=1")
+            environment.sd_notify("READY=1", self.settings.notify_socket)
             log.info("kiosk ready: %d benches, broker %s:%d", len(self.bancs), self.settings.mqtt_host,
                      self.settings.mqtt_port)
         self._watchdog()
 
     def _watchdog(self) -> None:
         # Sent from the Tk loop on purpose: if the loop freezes, systemd restarts the kiosk.
-        environment.sd_notify("WATCHDOG=1")
+        environment.sd_notify("WATCHDOG=1", self.settings.notify_socket)
         self._schedule(WATCHDOG_INTERVAL_MS, self._watchdog)
 
     # ------------------------------------------------------------------ scans (answered by the worker)
@@ -939,14 +943,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--geometry", help="taille de la fenêtre, ex. 800x480 (avec --windowed)")
     args = parser.parse_args(argv)
     try:
-        environment.get_settings()
+        settings = environment.load_settings()
     except environment.SettingsError as exc:
         print(f"ui.py: configuration invalide : {exc}", file=sys.stderr)
         return 2
     # The log file is written by a background thread: a slow disk must not stall the Tk loop.
-    logs.setup_logging("ui", background=True)
+    logs.setup_logging("ui", settings.home, background=True)
     try:
-        app = App(windowed=args.windowed, geometry=args.geometry)
+        app = App(settings, windowed=args.windowed, geometry=args.geometry)
     except tk.TclError as exc:
         log.error("cannot open the display: %s", exc)
         return 1

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import customtkinter as ctk
 
 from banclfp.analysis.measures import ReportError, identity_from_folder
-from banclfp.charts.chart_data import DISPLAY_BUCKETS, PlotData, load_plot_data
+from banclfp.charts.chart_data import DISPLAY_BUCKETS, PlotData
 from banclfp.charts.figure import PNG_DPI, draw_figure
 from banclfp.presentation.formatting import grade_color
 from banclfp.presentation.summary_text import verdict_text
@@ -33,7 +33,7 @@ class ChartWindow(ctk.CTkToplevel):
         self,
         master: Any,
         folder: Path,
-        load_plot: Callable[[Path, int], PlotData] = load_plot_data,
+        load_plot: Callable[[Path, int], PlotData],
         draw: Callable[[Any, PlotData], None] = draw_figure,
     ) -> None:
         """Open the window and start loading.
@@ -193,6 +193,6 @@ class ChartWindow(ctk.CTkToplevel):
             self.destroy()
 
 
-def show_charts(master: Any, test_folder: Path) -> ChartWindow:
-    """Open the charts of a test in a kiosk window (non-blocking); returns the window."""
-    return ChartWindow(master, Path(test_folder))
+def show_charts(master: Any, test_folder: Path, load_plot: Callable[[Path, int], PlotData]) -> ChartWindow:
+    """Open the charts of a test in a kiosk window (non-blocking), loaded by `load_plot(folder, buckets)`; returns the window."""
+    return ChartWindow(master, Path(test_folder), load_plot)

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 from banclfp.analysis import time_left
 from banclfp.history import index as history
-from banclfp.infra import environment
+from banclfp.infra import environment, settings as settings_module
 from banclfp.infra.processes import BancSupervisor
 from banclfp.kiosk.messages import replay_alerts
 from banclfp.kiosk.queue_messages import (
@@ -46,7 +46,8 @@ from banclfp.kiosk.state import (
     ri_view_from_config,
 )
 from banclfp.presentation.display_colors import MeasureLimits
-from banclfp.recording import datafile, record, store
+from banclfp.recording import datafile, record
+from banclfp.recording.store import Store, is_valid_serial
 from banclfp.verdict import grading
 from banclfp.wire import protocol
 
@@ -100,17 +101,12 @@ Request = Union[ScanRequest, GraphButtonRequest, OpenGraphRequest, RefreshReques
 _ANSWERED = frozenset(cls.__name__ for cls in (ScanRequest, GraphButtonRequest, OpenGraphRequest))
 
 
-def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
-    """The scan workflow's lookups, backed by the files (utils) and the supervisor's process checks."""
+def real_lookups(store: Store, is_running: Callable[[str], bool]) -> ScanLookups:
+    """The scan workflow's lookups, backed by the store's files and the supervisor's process checks."""
 
     def banc_info(banc: str) -> BancInfo:
         entry = store.get_banc_info(banc)
-        step = entry.get("current_step")
-        return BancInfo(
-            occupied=entry.get("status") == record.STATUS_OCCUPIED,
-            serial_pending=entry.get("serial-pending"),
-            current_step=step if isinstance(step, int) else None,
-        )
+        return BancInfo(occupied=entry.occupied, serial_pending=entry.serial_pending, current_step=entry.current_step)
 
     def latest(serial: str) -> Optional[PreviousTest]:
         test = store.latest_test(serial)
@@ -129,15 +125,15 @@ def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
     )
 
 
-def ri_view_of_test(serial: str, banc: str) -> Optional[RiView]:
+def ri_view_of_test(store: Store, serial: str, banc: str) -> Optional[RiView]:
     """Ri and diffusion (at 25 °C) of the bench's test of this battery, from its config.json."""
-    if not store.is_valid_serial(serial):
+    if not is_valid_serial(serial):
         return None
     test = store.latest_test(serial, banc)
     if test is None or test.config is None:
         return None
     try:
-        return ri_view_from_config(test.config, environment.correct_to_25c)
+        return ri_view_from_config(test.config, store.static.correct_to_25c)
     except (environment.ConfigFileError, ValueError) as exc:
         # A raw value under a "25 °C" label would be a wrong number: unknown ("—") until the coefficients are fixed.
         log.error("cannot bring Ri/diffusion to 25 °C: %s", exc)
@@ -216,10 +212,14 @@ class KioskWorker:
     """One thread that owns the scan workflow, the banc.py supervisor and every read of the lab's files."""
 
     def __init__(
-        self, bancs: list[str], workflow: ScanWorkflow, supervisor: BancSupervisor, sink: queue.Queue[KioskMessage], *,
+        self, store: Store, bancs: list[str], workflow: ScanWorkflow, supervisor: BancSupervisor,
+        sink: queue.Queue[KioskMessage], *,
         now: Callable[[], datetime] = record.now_local, clock: Callable[[], float] = time.monotonic,
         refresh_interval_s: float = REFRESH_INTERVAL_S, tick_interval_s: float = WORKFLOW_TICK_S,
+        bms_timeout_s: float = settings_module.BMS_TIMEOUT_S,
     ) -> None:
+        self.store = store
+        self.bms_timeout_s = bms_timeout_s  # the charts draw a silence this long as a stop
         self.bancs = list(bancs)
         self.workflow = workflow
         self.supervisor = supervisor
@@ -300,12 +300,12 @@ class KioskWorker:
     def _load_calibration(self) -> None:
         # Loaded (and cached by utils) here so that the Tk thread's time-left estimates never read the file.
         try:
-            environment.get_charge_duration(50.0)
+            self.store.static.get_charge_duration(50.0)
         except environment.ConfigFileError as exc:
             log.error("charge profile unusable: %s", exc)
             self.sink.put(ChargeProfileUnusable(str(exc)))
             return
-        self.sink.put(ChargeProfileLoaded(environment.get_charge_duration))
+        self.sink.put(ChargeProfileLoaded(self.store.static.get_charge_duration))
 
     def _tick(self) -> None:
         decision = self.workflow.tick(self.clock())
@@ -357,10 +357,10 @@ class KioskWorker:
 
     def _start_test(self, outcome: Outcome, banc: str, serial: str, start_step: int) -> Outcome:
         """Seed §2 success: bancs_config occupied, then banc.py started in its own session."""
-        if not store.is_valid_serial(serial):  # never let a bad serial reach a command line
+        if not is_valid_serial(serial):  # never let a bad serial reach a command line
             return self._error(outcome, f"Numéro de série invalide : {serial!r}")
         try:
-            store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, start_step)
+            self.store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, start_step)
         except (OSError, ValueError) as exc:
             log.error("cannot mark %s occupied: %s", banc, exc)
             return self._error(outcome, f"Impossible d'écrire bancs_config.json : {exc}")
@@ -379,7 +379,7 @@ class KioskWorker:
             return self._error(outcome, f"Reset refusé : un test tourne sur le banc {protocol.banc_number(banc)}.",
                                Level.ERROR)
         try:
-            store.abandon_banc(banc, self.now())
+            self.store.abandon_banc(banc, self.now())
         except (OSError, ValueError) as exc:
             return self._error(outcome, f"Reset impossible : {exc}")
         log.info("%s reset by the operator", banc)
@@ -389,15 +389,15 @@ class KioskWorker:
     def resolve_test_folder(self, banc: Optional[str] = None, serial: Optional[str] = None) -> Optional[Path]:
         """The test folder of a serial (its latest test) or of a bench (its current, else its latest)."""
         if serial:
-            return store.find_battery_folder(serial)
+            return self.store.find_battery_folder(serial)
         if banc is None:
             return None
         current = self._posted.get(banc)
-        if current is not None and current.serial and store.is_valid_serial(current.serial):
-            test = store.latest_test(current.serial, banc)
+        if current is not None and current.serial and is_valid_serial(current.serial):
+            test = self.store.latest_test(current.serial, banc)
             if test is not None:
                 return test.path
-        folders = store.list_test_folders(banc=banc)
+        folders = self.store.list_test_folders(banc=banc)
         return folders[-1].path if folders else None
 
     def _graph(self, outcome: Outcome, banc: Optional[str], serial: Optional[str]) -> Outcome:
@@ -414,6 +414,7 @@ class KioskWorker:
         show_charts = getattr(report, "show_charts", None)
         if not callable(show_charts):
             return self._error(outcome, "Graphiques non disponibles (module report absent).")
+        show_charts = functools.partial(show_charts, store=self.store, min_gap_s=self.bms_timeout_s)
         if serial:
             entries = self.history_of(serial)
             if entries:
@@ -427,11 +428,11 @@ class KioskWorker:
     def history_of(self, serial: str) -> tuple[HistoryEntry, ...]:
         """Every test of a battery, newest first (the history index, brought in line with the folders)."""
         try:
-            rows = history.battery_history(serial)
+            rows = self.store.history.battery_history(serial)
         except (OSError, history.sqlite3.Error) as exc:
             log.error("history of %s unavailable: %s", serial, exc)
             return ()
-        root = environment.data_dir()
+        root = self.store.data_dir
         return tuple(HistoryEntry(root / row.folder, row.banc, row.start, row.status, row.grade, row.soh_pct,
                                   row.capacity_ah) for row in rows)
 
@@ -443,18 +444,17 @@ class KioskWorker:
         cached = self._unfinished_cache.get(banc)
         if cached is not None and cached[0] == serial:
             return cached[1]
-        test = store.latest_test(serial, banc) if serial and store.is_valid_serial(serial) else None
+        test = self.store.latest_test(serial, banc) if serial and is_valid_serial(serial) else None
         # No folder yet (banc.py died before creating it) still means "to resume".
         unfinished = test is None or not test.finished
         self._unfinished_cache[banc] = (serial, unfinished)
         return unfinished
 
-    def snapshot(self, banc: str, entry: dict[str, Any], reload_ri: bool = False) -> BancSnapshot:
-        """Read one bench's state: its bancs_config entry, its banc.py, its test folder."""
-        occupied = entry.get("status") == record.STATUS_OCCUPIED
-        serial = entry.get("serial-pending") if occupied else None
-        serial = serial if isinstance(serial, str) else None
-        step = entry.get("current_step") if isinstance(entry.get("current_step"), int) else None
+    def snapshot(self, banc: str, entry: Optional[record.BenchEntry], reload_ri: bool = False) -> BancSnapshot:
+        """Read one bench's state: its bancs_config entry (None: the file has none), its banc.py, its test folder."""
+        occupied = entry is not None and entry.occupied
+        serial = entry.serial_pending if entry is not None and occupied else None
+        step = entry.current_step if entry is not None else None
         running = self.supervisor.is_running(banc)
         if running:
             self._unfinished_cache.pop(banc, None)
@@ -463,7 +463,7 @@ class KioskWorker:
         result = None if occupied else self._result(banc)
         # The panel shows Ri/diffusion from step 2 on (docs/kiosque.md, « Un panneau par banc »): read once per test, and again on request.
         if occupied and serial and (reload_ri or ((step or 0) >= 2 and self._ri_for.get(banc) != serial)):
-            ri_view = ri_view_of_test(serial, banc)
+            ri_view = ri_view_of_test(self.store, serial, banc)
             self._ri_for[banc] = serial
         return BancSnapshot(banc, occupied, serial, step, running, unfinished, ri_view, result,
                             self.limits_for(serial))
@@ -476,14 +476,14 @@ class KioskWorker:
         """
         if not serial:
             return None
-        path = environment.static_file(grading.GRADING_FILE)
+        path = self.store.static.static_file(grading.GRADING_FILE)
         try:
             stamp: tuple[str, int] = (str(path), path.stat().st_mtime_ns)
         except OSError:
             return None
         if self._rules is None or self._rules[0] != stamp:
             try:
-                rules: Optional[grading.Rules] = environment.load_grading_rules()
+                rules: Optional[grading.Rules] = self.store.static.load_grading_rules()
             except grading.GradingError as exc:
                 log.warning("colours without a grading model: %s", exc)
                 rules = None
@@ -495,7 +495,7 @@ class KioskWorker:
 
     def latest_folder(self, banc: str) -> Optional[Path]:
         """The bench's most recent test folder (by name: date, then rank), re-listed only when the bench folder changed."""
-        bench_dir = environment.data_dir() / banc
+        bench_dir = self.store.data_dir / banc
         try:
             mtime = bench_dir.stat().st_mtime_ns
         except OSError:
@@ -525,7 +525,7 @@ class KioskWorker:
         if cached is not None and cached[0] == folder and cached[1] is not None and cached[1].grade and cached[1].certificate:
             return cached[1]  # concluded for good: nothing more to read
         certificate = (folder / record.CERTIFICATE_FILE).exists()
-        view = result_view_from_summary(record.load_summary(folder), certificate, environment.correct_to_25c)
+        view = result_view_from_summary(record.load_summary(folder), certificate, self.store.static.correct_to_25c)
         self._results[banc] = (folder, view)
         if view is not None and not certificate:
             self._retry_certificate(folder)
@@ -567,7 +567,7 @@ class KioskWorker:
             reader = self._folder_readers[banc] = TestFolderReader(folder)
         if serial not in self._capacities:
             try:
-                model = environment.load_grading_rules().model_for(serial)
+                model = self.store.static.load_grading_rules().model_for(serial)
             except (OSError, ValueError) as exc:  # grading.GradingError is a ValueError
                 log.warning("time left without a grading model for %s: %s", serial, exc)
                 model = None
@@ -575,25 +575,25 @@ class KioskWorker:
         return reader.read(self._capacities[serial])
 
     def _post_snapshot(self, snapshot: BancSnapshot, force: bool) -> None:
-        if snapshot.running and snapshot.occupied and snapshot.serial and store.is_valid_serial(snapshot.serial):
+        if snapshot.running and snapshot.occupied and snapshot.serial and is_valid_serial(snapshot.serial):
             snapshot = dataclasses.replace(snapshot, progress=self.progress_of(snapshot.banc, snapshot.serial))
         # Unchanged states are not sent: 16 benches every 2 s would otherwise redraw for nothing.
         if force or snapshot.ri_view is not None or self._posted.get(snapshot.banc) != snapshot:
             self._posted[snapshot.banc] = snapshot
             self.sink.put(snapshot)
 
-    def _entries(self) -> dict[str, dict[str, Any]]:
+    def _entries(self) -> dict[str, record.BenchEntry]:
         entries = {}
-        for entry in store.load_bancs_config()["bancs"]:
+        for entry in self.store.load_bancs_config().bancs:
             try:
-                entries[protocol.banc_id(entry["name"])] = entry
-            except (KeyError, TypeError, ValueError):
+                entries[entry.banc] = entry
+            except ValueError:
                 continue
         return entries
 
     def refresh(self, banc: str, force: bool = False, reload_ri: bool = False) -> None:
         """Read one bench's state and hand it to the Tk thread."""
-        self._post_snapshot(self.snapshot(banc, self._entries().get(banc, {}), reload_ri), force)
+        self._post_snapshot(self.snapshot(banc, self._entries().get(banc), reload_ri), force)
 
     def refresh_all(self) -> None:
         """Reap exited children, read every bench's state (bancs_config.json once), then report early exits."""
@@ -601,7 +601,7 @@ class KioskWorker:
         entries = self._entries()
         for banc in self.bancs:
             try:
-                self._post_snapshot(self.snapshot(banc, entries.get(banc, {})), force=False)
+                self._post_snapshot(self.snapshot(banc, entries.get(banc)), force=False)
             except Exception:
                 log.exception("refresh %s", banc)
         # After the snapshots: an alarm describes the bench's state when it is shown. Posted before the
@@ -622,9 +622,9 @@ class KioskWorker:
             snapshot = self._posted.get(banc)
             if snapshot is None or not snapshot.occupied or not (snapshot.running or snapshot.unfinished):
                 continue
-            if not snapshot.serial or not store.is_valid_serial(snapshot.serial):
+            if not snapshot.serial or not is_valid_serial(snapshot.serial):
                 continue
-            test = store.latest_test(snapshot.serial, banc)
+            test = self.store.latest_test(snapshot.serial, banc)
             if test is None:
                 continue
             alarm = replay_alerts(record.read_events(test.path)[0])

@@ -39,11 +39,11 @@ from typing import Any, Optional
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from banclfp.history import business_hours
-from banclfp.infra import environment, logs
+from banclfp.infra import environment, logs, settings as settings_module
 
 # The files' mechanism and their reading back; the names marked "as" stay importable from banc (tests, bench).
 from banclfp.infra.storage import MAX_PENDING_BYTES as MAX_PENDING_BYTES, AppendFile as AppendFile
-from banclfp.recording import datafile, record, recorder, store
+from banclfp.recording import datafile, record, recorder
 from banclfp.recording.datafile import (
     CsvScan as CsvScan,
     LastRow as LastRow,
@@ -85,6 +85,7 @@ from banclfp.recording.recorder import (
     format_rejected_row as format_rejected_row,
     safe_text,
 )
+from banclfp.recording.store import SERIAL_PATTERN, Store, is_valid_serial
 from banclfp.wire import protocol
 
 logger = logging.getLogger("banc")
@@ -149,6 +150,7 @@ class Recorder:
 
     def __init__(
         self,
+        store: Store,
         folder: Path,
         banc: str,
         serial: str,
@@ -157,11 +159,12 @@ class Recorder:
         clock: Callable[[], datetime] = record.now_local,
         mono: Callable[[], float] = time.monotonic,
         writer: Callable[[int, bytes], int] = os.write,
-        fsync_interval_s: Optional[float] = None,
-        bms_timeout_s: Optional[float] = None,
+        fsync_interval_s: float = settings_module.FSYNC_INTERVAL_S,
+        bms_timeout_s: float = settings_module.BMS_TIMEOUT_S,
         command: Callable[[str], None] = lambda text: None,
         ri_plausible_ohm: tuple[float, float] = record.RI_PLAUSIBLE_OHM_DEFAULT,
     ) -> None:
+        self.store = store
         self.folder = Path(folder)
         self.banc = banc
         self.serial = serial
@@ -169,10 +172,6 @@ class Recorder:
         self.command = command
         self.clock = clock
         self.mono = mono
-        if fsync_interval_s is None or bms_timeout_s is None:  # not given: the process's settings
-            settings = environment.get_settings()
-            fsync_interval_s = settings.fsync_interval_s if fsync_interval_s is None else fsync_interval_s
-            bms_timeout_s = settings.bms_timeout_s if bms_timeout_s is None else bms_timeout_s
         self.core = RecorderCore(banc, step, fsync_interval_s=fsync_interval_s, bms_timeout_s=bms_timeout_s,
                                  start_s=mono(), ri_plausible_ohm=ri_plausible_ohm)
         self.data = AppendFile(self.folder / record.DATA_CSV_FILE, record.DATA_CSV_HEADER, writer)
@@ -382,12 +381,12 @@ class Recorder:
         try:
             was_missing = record.read_summary_file(self.folder) is None
             if effect.capacity_ah is not None and effect.energy_wh is not None and effect.last_row_at is not None:
-                store.update_config_bms(self.folder, effect.capacity_ah, effect.energy_wh, effect.last_row_at,
+                self.store.update_config_bms(self.folder, effect.capacity_ah, effect.energy_wh, effect.last_row_at,
                                         effect.counters)
             else:
-                store.update_config_counters(self.folder, effect.counters)
+                self.store.update_config_counters(self.folder, effect.counters)
             if effect.bench_step is not None:
-                store.update_bancs_config_current_step(self.banc, effect.bench_step)
+                self.store.update_bancs_config_current_step(self.banc, effect.bench_step)
         except (OSError, ValueError) as exc:
             return SummaryRefused(describe_os_error(exc), str(exc))
         return SummarySaved(was_missing)
@@ -462,19 +461,20 @@ class BancProcess:
     loop reads within TICK_S.
     """
 
-    def __init__(self, banc: str, serial: str, folder: Path, step: int, resumed: bool,
-                 settings: Optional[environment.Settings] = None) -> None:
-        self.settings = settings or environment.get_settings()
+    def __init__(self, store: Store, banc: str, serial: str, folder: Path, step: int, resumed: bool,
+                 settings: environment.Settings) -> None:
+        self.store = store
+        self.settings = settings
         self.banc = banc
         self.serial = serial
         self.folder = folder
         self.resumed = resumed
         self.topics = protocol.topics(banc)
         self.client_id = f"banc_script_{banc}"
-        self.recorder = Recorder(folder, banc, serial, step, self.send_alert,
+        self.recorder = Recorder(store, folder, banc, serial, step, self.send_alert,
                                  fsync_interval_s=self.settings.fsync_interval_s,
                                  bms_timeout_s=self.settings.bms_timeout_s, command=self.send_command,
-                                 ri_plausible_ohm=ri_plausible_range(serial))
+                                 ri_plausible_ohm=ri_plausible_range(store, serial))
         self.client = protocol.make_client(self.client_id, self.settings, persistent=True, v5=True,
                                            will=(self.topics.banc_status, protocol.STATUS_OFFLINE))
         self.client.manual_ack_set(True)
@@ -745,7 +745,7 @@ class BancProcess:
         )
 
         try:
-            result = verdict.conclude(self.folder)
+            result = verdict.conclude(self.store, self.folder)
         except grading.GradingError as exc:
             logger.error("test finished without a verdict: %s", exc)
             self.send_alert(f"Test terminé SANS classement : {exc}")
@@ -773,7 +773,7 @@ class BancProcess:
             return False
         if step == protocol.STEP_FINISHED:
             try:
-                store.reset_banc_config(self.banc)
+                self.store.reset_banc_config(self.banc)
             except (OSError, ValueError) as exc:
                 logger.error("bench not freed in bancs_config.json: %s (retrying)", exc)
                 return False
@@ -799,12 +799,12 @@ class BancProcess:
 # =========================================================================== entry point
 
 
-def ri_plausible_range(serial: str) -> tuple[float, float]:
+def ri_plausible_range(store: Store, serial: str) -> tuple[float, float]:
     """The Ri values a battery of this serial can give (grading.json's model); the default when the file is unusable."""
     from banclfp.verdict import grading
 
     try:
-        return grading.ri_plausible_range(environment.load_grading_rules(), serial)
+        return grading.ri_plausible_range(store.static.load_grading_rules(), serial)
     except grading.GradingError as exc:
         logger.error("%s: Ri plausibility from the default range", exc)
         return record.RI_PLAUSIBLE_OHM_DEFAULT
@@ -815,34 +815,34 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def validate_args(argv: Sequence[str]) -> tuple[Optional[tuple[str, str]], str]:
+def validate_args(store: Store, argv: Sequence[str]) -> tuple[Optional[tuple[str, str]], str]:
     """((banc, serial), "") for valid arguments, else (None, one-line reason)."""
     if len(argv) != 2:
         return None, "usage: banc.py bancN SERIAL"
     banc_arg, serial = argv
     if not store.is_valid_banc(banc_arg):
-        return None, f"banc invalide: {safe_text(banc_arg, 40)} (attendu banc1..banc{environment.get_settings().num_bancs})"
-    if not store.is_valid_serial(serial):
-        return None, f"numéro de série invalide: {safe_text(serial, 40)} (motif {store.SERIAL_PATTERN})"
+        return None, f"banc invalide: {safe_text(banc_arg, 40)} (attendu banc1..banc{store.num_bancs})"
+    if not is_valid_serial(serial):
+        return None, f"numéro de série invalide: {safe_text(serial, 40)} (motif {SERIAL_PATTERN})"
     return (store.normalize_banc(banc_arg), serial), ""
 
 
-def check_bench(banc: str, serial: str, now: datetime) -> Optional[tuple[str, int]]:
+def check_bench(store: Store, banc: str, serial: str, now: datetime) -> Optional[tuple[str, int]]:
     """Why this test must not run here ((message, exit code)), or None (reads bancs_config.json and the folders)."""
-    config = store.load_bancs_config()
-    for entry in config["bancs"]:
-        if entry.get("status") != record.STATUS_OCCUPIED:
+    state = store.load_bancs_config()
+    for entry in state.bancs:
+        if not entry.occupied:
             continue
-        pending = entry.get("serial-pending")
-        name = protocol.banc_id(entry["name"])
-        if name == banc and isinstance(pending, str) and not record.same_serial(pending, serial):
+        pending = entry.serial_pending
+        name = entry.banc
+        if name == banc and pending is not None and not record.same_serial(pending, serial):
             return f"{banc} est occupé par {safe_text(pending, 40)}", EXIT_BENCH_BUSY
         if name != banc and record.same_serial(pending, serial):
             return f"{safe_text(serial, 40)} est déjà en test sur {name}", EXIT_BENCH_BUSY
     latest = store.latest_test(serial)
     if (latest is not None and latest.finished and latest.last_activity is not None
             and not business_hours.is_past_business_hours(latest.last_activity, now)):
-        if store.get_banc_for_serial(serial, config) == banc:
+        if store.get_banc_for_serial(serial, state) == banc:
             # Step 5 was recorded but the bench was not freed before a crash: finish the transition.
             store.reset_banc_config(banc)
         return (f"{safe_text(serial, 40)} a terminé un test le {latest.last_activity:%d/%m/%Y %H:%M} : "
@@ -854,10 +854,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one test: `banc.py bancN SERIAL`; return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = environment.get_settings()
+        settings = environment.load_settings()
     except environment.SettingsError as exc:
         return _fail(f"réglage invalide: {exc}", EXIT_USAGE)
-    valid, reason = validate_args(args)
+    store = Store.from_settings(settings)
+    valid, reason = validate_args(store, args)
     if valid is None:
         return _fail(reason, EXIT_USAGE)
     banc, serial = valid
@@ -868,10 +869,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if lock_fd is None:
         return _fail(f"un banc.py tourne déjà pour {banc}", EXIT_ALREADY_RUNNING)
 
-    logs.setup_logging("banc.py")
+    logs.setup_logging("banc.py", store.home)
     try:
         now = record.now_local()
-        refusal = check_bench(banc, serial, now)
+        refusal = check_bench(store, banc, serial, now)
         if refusal is not None:
             logger.error("refused: %s", refusal[0])
             return _fail(refusal[0], refusal[1])
@@ -884,7 +885,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if resumed:
             record.append_event(folder, record.EVENT_RESUME, now)
         store.create_data_csv(folder)
-        process = BancProcess(banc, serial, folder, step, resumed, settings)
+        process = BancProcess(store, banc, serial, folder, step, resumed, settings)
         process.recorder.open(config, state, snapshot)
         store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, step)
     except (OSError, ValueError) as exc:

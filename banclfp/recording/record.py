@@ -26,6 +26,7 @@ Everything here is pure except the functions that name a folder or a file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from zoneinfo import ZoneInfo
 
 from banclfp.infra import storage
@@ -1120,27 +1121,105 @@ def folder_name(serial: str, day: date, index: int = 1) -> str:
 # --------------------------------------------------------------------------- bancs_config.json
 
 
+# The keys of one bench's entry on disk (docs/fichiers.md §6): spelled here only.
+_BENCH_NAME, _BENCH_STATUS, _BENCH_SERIAL, _BENCH_STEP = "name", "status", "serial-pending", "current_step"
+
+
+@dataclass(frozen=True)
+class BenchEntry:
+    """One bench of bancs_config.json: free, or occupied by a battery at a phase."""
+
+    name: str  # as on disk ("Banc3"); `banc` is the canonical id
+    status: str = STATUS_AVAILABLE
+    serial_pending: Optional[str] = None
+    current_step: Optional[int] = None
+
+    @property
+    def banc(self) -> str:
+        """Canonical bench id ("banc3"); ValueError for a name that is no bench."""
+        return protocol.banc_id(self.name)
+
+    @property
+    def occupied(self) -> bool:
+        """True when a battery holds the bench."""
+        return self.status == STATUS_OCCUPIED
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as bancs_config.json holds it (the seed's keys)."""
+        return {_BENCH_NAME: self.name, _BENCH_STATUS: self.status, _BENCH_SERIAL: self.serial_pending,
+                _BENCH_STEP: self.current_step}
+
+    @classmethod
+    def from_json(cls, data: Any) -> BenchEntry:
+        """The entry of a bancs_config.json dict; ValueError when it has no name or an unknown status."""
+        if not isinstance(data, dict) or not isinstance(data.get(_BENCH_NAME), str):
+            raise ValueError(f"bench entry without a name: {data!r}")
+        if data.get(_BENCH_STATUS) not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
+            raise ValueError(f"bench entry with an unknown status: {data!r}")
+        serial, step = data.get(_BENCH_SERIAL), data.get(_BENCH_STEP)
+        # A value of the wrong type (a hand edit) reads as unknown, as every reader treated it.
+        return cls(data[_BENCH_NAME], data[_BENCH_STATUS], serial if isinstance(serial, str) else None,
+                   step if isinstance(step, int) and not isinstance(step, bool) else None)
+
+
 def bench_entry(number: int, status: str = STATUS_AVAILABLE, serial: Optional[str] = None,
-                step: Optional[int] = None) -> dict[str, Any]:
-    """One bench of bancs_config.json, in the seed's shape."""
+                step: Optional[int] = None) -> BenchEntry:
+    """One bench of bancs_config.json, in the seed's shape (serial and step only while occupied)."""
     occupied = status == STATUS_OCCUPIED
-    return {"name": f"Banc{number}", "status": status, "serial-pending": serial if occupied else None,
-            "current_step": step if occupied else None}
+    return BenchEntry(f"Banc{number}", status, serial if occupied else None, step if occupied else None)
+
+
+@dataclass(frozen=True)
+class BenchesState:
+    """bancs_config.json: every bench's entry (other top-level keys kept as they were)."""
+
+    bancs: tuple[BenchEntry, ...]
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's dict: {"bancs": [entry, ...]} (and the keys it held besides)."""
+        return {**dict(self.extra), "bancs": [entry.to_json() for entry in self.bancs]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> BenchesState:
+        """The state a bancs_config.json dict holds; ValueError when it has not the file's shape."""
+        if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
+            raise ValueError("bancs_config without a list of benches")
+        return cls(tuple(BenchEntry.from_json(entry) for entry in data["bancs"]),
+                   tuple((key, value) for key, value in data.items() if key != "bancs"))
+
+    def entry(self, banc: Union[int, str]) -> BenchEntry:
+        """The entry of one bench; ValueError when the file has none."""
+        number = protocol.banc_number(banc)
+        for entry in self.bancs:
+            if protocol.banc_number(entry.name) == number:
+                return entry
+        raise ValueError(f"no such bench: {banc!r}")
+
+    def replaced(self, new: BenchEntry) -> BenchesState:
+        """This state with the entry of `new`'s bench replaced by `new`."""
+        number = protocol.banc_number(new.name)
+        return dataclasses.replace(self, bancs=tuple(new if protocol.banc_number(e.name) == number else e
+                                                     for e in self.bancs))
+
+    def banc_for_serial(self, serial: str) -> Optional[str]:
+        """Bench id ("bancN") whose battery is `serial` (any case), or None."""
+        for entry in self.bancs:
+            if entry.occupied and same_serial(entry.serial_pending, serial):
+                return entry.banc
+        return None
 
 
 def valid_bancs_config(data: Any) -> bool:
     """True when `data` has the shape of bancs_config.json."""
-    if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
+    try:
+        BenchesState.from_json(data)
+    except ValueError:
         return False
-    for entry in data["bancs"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            return False
-        if entry.get("status") not in (STATUS_AVAILABLE, STATUS_OCCUPIED):
-            return False
     return True
 
 
-def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> dict[str, Any]:
+def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> BenchesState:
     """bancs_config.json rebuilt from the test folders: a bench whose latest test is unfinished holds it."""
     entries = {n: bench_entry(n) for n in range(1, num_bancs + 1)}
     for banc_dir in sorted(Path(data_dir).glob("banc*")):
@@ -1165,4 +1244,4 @@ def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> dict[str, Any]:
         step = summary.current_step if summary.current_step in protocol.PHASES else 1
         serial = summary.battery_serial if summary.battery_serial is not None else folder_serial
         entries[number] = bench_entry(number, STATUS_OCCUPIED, serial, step)
-    return {"bancs": [entries[n] for n in sorted(entries)]}
+    return BenchesState(tuple(entries[n] for n in sorted(entries)))

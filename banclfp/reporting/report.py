@@ -15,6 +15,7 @@ export), banclfp.presentation.summary_text, banclfp.charts, banclfp.verdict and 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import sys
@@ -30,11 +31,13 @@ from banclfp.analysis.measures import (
     load_report,
 )
 from banclfp.charts.chart_data import (
+    load_plot_data,
     prepare_plot_data,
 )
 from banclfp.charts.figure import render_png
 from banclfp.history import index as history
 from banclfp.infra import environment, logs, storage
+from banclfp.infra.settings import Settings
 from banclfp.presentation.formatting import format_number
 from banclfp.presentation.summary_text import (
     STATUS_LABELS,
@@ -42,6 +45,7 @@ from banclfp.presentation.summary_text import (
     format_summary,
 )
 from banclfp.recording import record
+from banclfp.recording.store import Store
 from banclfp.verdict import conclude as verdict_module, grading
 
 if TYPE_CHECKING:
@@ -52,14 +56,16 @@ __all__ = ["format_history", "main", "show_charts"]
 logger = logging.getLogger("banc.report")
 
 
-def show_charts(master: Any, test_folder: Path) -> ChartWindow:
-    """Open the charts of a test in a kiosk window (non-blocking); returns the window.
+def show_charts(master: Any, test_folder: Path, store: Store, min_gap_s: float) -> ChartWindow:
+    """Open the charts of a test of `store` in a kiosk window (non-blocking); returns the window.
 
+    `min_gap_s` is the shortest silence drawn as a stop (the settings' bms_timeout_s).
     customtkinter is imported only here, so that the command line never needs a display or Tk.
     """
     from banclfp.kiosk import chart_window
 
-    return chart_window.show_charts(master, test_folder)
+    return chart_window.show_charts(master, test_folder, functools.partial(
+        load_plot_data, correct_to_25c=store.static.correct_to_25c, min_gap_s=min_gap_s))
 
 
 def format_history(serial: str, rows: list[history.TestRow]) -> str:
@@ -83,10 +89,10 @@ def _short_time(text: Optional[str]) -> str:
     return "—" if moment is None else moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
 
 
-def _conclude(folder: Path, what: str) -> int:
+def _conclude(store: Store, folder: Path, what: str) -> int:
     """Conclude the test if needed (its verdict recorded) before its `what` is written; the exit code (0: go on)."""
     try:
-        verdict_module.conclude(folder)
+        verdict_module.conclude(store, folder)
     except verdict_module.NotFinished as exc:
         print(f"report.py : {exc}", file=sys.stderr)
         return 2
@@ -105,15 +111,15 @@ def _conclude(folder: Path, what: str) -> int:
     return 0
 
 
-def _write_certificate(folder: Path, path: Path) -> int:
+def _write_certificate(store: Store, folder: Path, path: Path, min_gap_s: float) -> int:
     """`--certificate`: conclude the test if needed, then write its PDF; the exit code."""
-    code = _conclude(folder, "certificate")
+    code = _conclude(store, folder, "certificate")
     if code != 0:
         return code
     try:
         from banclfp.verdict import certificate
 
-        certificate.write_certificate(load_report(folder), path)
+        certificate.write_certificate(load_report(folder, store.static.correct_to_25c, min_gap_s), path)
     except (OSError, ValueError) as exc:
         logger.error("%s: certificate not written to %s: %s", folder, path, exc)
         print(f"report.py : certificat non écrit : {exc}", file=sys.stderr)
@@ -123,15 +129,16 @@ def _write_certificate(folder: Path, path: Path) -> int:
     return 0
 
 
-def _write_label(folder: Path, path: Path) -> int:
+def _write_label(store: Store, folder: Path, path: Path, settings: Settings) -> int:
     """`--label`: conclude the test if needed, then write its grade label (PDF at BANC_LABEL_SIZE_MM); the exit code."""
-    code = _conclude(folder, "label")
+    code = _conclude(store, folder, "label")
     if code != 0:
         return code
     try:
         from banclfp.verdict import label
 
-        label.write_label(load_report(folder), path, environment.get_settings().label_size_mm)
+        label.write_label(load_report(folder, store.static.correct_to_25c, settings.bms_timeout_s), path,
+                          settings.label_size_mm)
     except (OSError, ValueError) as exc:
         logger.error("%s: label not written to %s: %s", folder, path, exc)
         print(f"report.py : étiquette non écrite : {exc}", file=sys.stderr)
@@ -166,23 +173,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ValueError:
             pass
     try:
-        environment.get_settings()
+        settings = environment.load_settings()
     except environment.SettingsError as exc:
         print(f"report.py : configuration invalide : {exc}", file=sys.stderr)
         return 2
+    store = Store.from_settings(settings)
     # INFO: a certificate written by banc.py's child leaves its outcome in logs.log.
-    logs.setup_logging("report", level=logging.INFO if args.certificate else logging.WARNING)
+    logs.setup_logging("report", store.home, level=logging.INFO if args.certificate else logging.WARNING)
 
     if args.history is not None:
         try:
-            sys.stdout.write(format_history(args.history, history.battery_history(args.history)))
+            sys.stdout.write(format_history(args.history, store.history.battery_history(args.history)))
         except (OSError, history.sqlite3.Error) as exc:
             print(f"report.py : historique illisible : {exc}", file=sys.stderr)
             return 1
         return 0
     if args.results is not None:
         try:
-            text, count = history.lab_results_csv()
+            text, count = store.history.lab_results_csv()
             data = text.encode("utf-8")
             storage.atomic_write(args.results, lambda fh: fh.write(data))
         except (OSError, history.sqlite3.Error) as exc:
@@ -191,16 +199,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"Résultats écrits : {args.results} ({count} tests)")
         return 0
     if args.certificate is not None:
-        code = _write_certificate(args.test_folder, args.certificate)
+        code = _write_certificate(store, args.test_folder, args.certificate, settings.bms_timeout_s)
         if code != 0 or (args.png is None and args.bdf is None and args.label is None):
             return code
     if args.label is not None:
-        code = _write_label(args.test_folder, args.label)
+        code = _write_label(store, args.test_folder, args.label, settings)
         if code != 0 or (args.png is None and args.bdf is None):
             return code
 
     try:
-        report = load_report(args.test_folder)
+        report = load_report(args.test_folder, store.static.correct_to_25c, settings.bms_timeout_s)
     except ReportError as exc:
         print(f"report.py : {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import logging
 import queue
 import signal
@@ -40,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from banclfp.infra import environment, logs
-from banclfp.recording import store
 from banclfp.simulation.battery_model import (
     CONTRACTS,
     LINE_GLITCHES,
@@ -136,8 +136,7 @@ class SimulatedEsp:
         self,
         number: int,
         firmware: BenchFirmware,
-        host: str,
-        port: int,
+        settings: environment.Settings,
         inbox: queue.Queue[tuple[SimulatedEsp, str, Any]],
         speed: float,
         substeps: int,
@@ -146,7 +145,8 @@ class SimulatedEsp:
         self.number = number
         self.topics = protocol.topics(number)
         self.firmware = firmware
-        self.host, self.port = host, port
+        self.settings = settings  # the broker to reach and how to log in
+        self.host, self.port = settings.mqtt_host, settings.mqtt_port
         self.inbox = inbox
         self.speed = speed
         self.substeps = substeps
@@ -173,7 +173,7 @@ class SimulatedEsp:
 
     def connect(self) -> None:
         """Create a fresh MQTT client and connect in the background (retries until the broker answers)."""
-        client = protocol.make_client(f"esp32_sim_{self.name}", environment.get_settings(),
+        client = protocol.make_client(f"esp32_sim_{self.name}", self.settings,
                                       will=(self.topics.esp_status, protocol.STATUS_OFFLINE))
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -488,7 +488,7 @@ def _bench_list(text: str, num_bancs: int) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        number = store.banc_number(part)  # accepts "2", "banc2", "Banc2"
+        number = protocol.banc_number(part)  # accepts "2", "banc2", "Banc2"
         if number > num_bancs:
             raise ValueError(f"no bench {number} (this installation has {num_bancs})")
         if number not in numbers:
@@ -509,7 +509,7 @@ def _positive(kind: type) -> Any:
 
 
 def build_parser(settings: environment.Settings) -> argparse.ArgumentParser:
-    """Command-line options (defaults from environment.get_settings())."""
+    """Command-line options (defaults from the settings)."""
     width = max(map(len, FAULTS)) + 4
     faults = "\n".join(
         textwrap.fill(FAULT_HELP[name], 100, initial_indent=f"  {name:<{width - 2}}", subsequent_indent=" " * width)
@@ -584,7 +584,7 @@ def make_firmware(number: int, args: argparse.Namespace, weak: bool, connected: 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: run the simulated benches until SIGINT/SIGTERM."""
     try:
-        settings = environment.get_settings()
+        settings = environment.load_settings()
     except environment.SettingsError as exc:
         print(f"simulator.py: {exc}", file=sys.stderr)
         return 2
@@ -607,12 +607,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError("--fault uptime-garbled needs uptime_ms: not with --firmware v1")
     except ValueError as exc:
         parser.error(str(exc))
-    logs.setup_logging("simulator")
+    logs.setup_logging("simulator", settings.home)
+    broker = dataclasses.replace(settings, mqtt_host=args.host, mqtt_port=args.port)
     fault = (FaultPlan(args.fault, args.fault_at, args.fault_duration, frozenset(fault_bancs), args.fault_count)
              if args.fault else None)
     inbox: queue.Queue[tuple[SimulatedEsp, str, Any]] = queue.Queue()
     benches = [
-        SimulatedEsp(n, firmwares[n], args.host, args.port, inbox, args.speed, substeps,
+        SimulatedEsp(n, firmwares[n], broker, inbox, args.speed, substeps,
                      fault if fault and n in fault.bancs else None)
         for n in numbers
     ]

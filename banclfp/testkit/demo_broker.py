@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from banclfp.infra.settings import Settings
 from banclfp.testkit.support import free_port
 
 DEMO_BROKER_VAR = "BANC_DEMO_BROKER"
@@ -106,12 +107,10 @@ def write_private_conf(home: Path, port: int) -> Path:
     return path
 
 
-def probe(timeout_s: float = 3.0) -> bool:
-    """True when the broker of the current settings (BANC_MQTT_*) accepts our connection."""
-    from banclfp.infra import environment
+def probe(settings: Settings, timeout_s: float = 3.0) -> bool:
+    """True when the broker of `settings` (BANC_MQTT_*) accepts our connection."""
     from banclfp.wire import protocol
 
-    settings = environment.get_settings()
     accepted = threading.Event()
     client = protocol.make_client("banc_demo_probe", settings)
     client.on_connect = lambda _c, _u, _f, rc, _p: accepted.set() if not rc.is_failure else None
@@ -129,7 +128,9 @@ def probe(timeout_s: float = 3.0) -> bool:
 
 def main(argv: list[str]) -> int:
     if argv == ["probe"]:
-        return 0 if probe() else 1
+        from banclfp.infra import environment
+
+        return 0 if probe(environment.load_settings()) else 1
     if argv:
         print("usage: python -m testkit.demo_broker [probe]", file=sys.stderr)
         return 2

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from banclfp.recording import bench_process as banc, record, store
+from banclfp.recording import bench_process as banc, record
 from banclfp.recording.recorder import REPLAY_GIVE_UP_S
+from banclfp.recording.store import Store
 from banclfp.simulation import battery_model
 from banclfp.verdict import conclude as verdict_module
 from banclfp.wire import protocol
@@ -180,17 +181,18 @@ def run_test(home: Path, clean: CleanTest, messages: Optional[Sequence[Message]]
     """Feed `messages` (default: the clean ones) to banc.py's recorder on a fresh folder under `home`; conclude it."""
     if messages is None:
         messages = clean.messages
-    folder, _ = store.find_or_create_test_folder(BANC, SERIAL, T0)
-    state, config = store.open_test_record(folder, BANC, SERIAL, T0)
-    store.create_data_csv(folder)
+    home_store = Store(home)
+    folder, _ = home_store.find_or_create_test_folder(BANC, SERIAL, T0)
+    state, config = home_store.open_test_record(folder, BANC, SERIAL, T0)
+    home_store.create_data_csv(folder)
     alerts: list[str] = []
     commands: list[str] = []
     clock_s = [0.0]
     recorder = banc.Recorder(
-        folder, BANC, SERIAL, state.step, alerts.append,
+        home_store, folder, BANC, SERIAL, state.step, alerts.append,
         clock=lambda: T0 + timedelta(seconds=clock_s[0] + conditions.wall_shift_s(clock_s[0])),
         mono=lambda: MONO0_S + clock_s[0], fsync_interval_s=3600.0, bms_timeout_s=30.0,
-        command=commands.append, ri_plausible_ohm=banc.ri_plausible_range(SERIAL))
+        command=commands.append, ri_plausible_ohm=banc.ri_plausible_range(home_store, SERIAL))
     recorder.open(config, state)
     recorder.backlog_received()
     topics = protocol.topics(BANC)
@@ -221,7 +223,7 @@ def run_test(home: Path, clean: CleanTest, messages: Optional[Sequence[Message]]
     assert recorder.flush_all(), "the recorder could not write everything"
     step_reached = recorder.step
     recorder.close()
-    result = verdict_module.conclude(folder) if record.fold_events(record.read_events(folder)[0]).finished else None
+    result = verdict_module.conclude(home_store, folder) if record.fold_events(record.read_events(folder)[0]).finished else None
     alert = verdict_module.alert_text(result)
     if alert is not None:  # what banc.py publishes when it concludes the test
         alerts.append(alert)

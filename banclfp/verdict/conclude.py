@@ -25,9 +25,9 @@ from typing import Optional
 import numpy as np
 
 from banclfp.analysis import measures as analysis
-from banclfp.history import index as history
 from banclfp.infra import environment, storage
-from banclfp.recording import datafile, record, store
+from banclfp.recording import datafile, record
+from banclfp.recording.store import Store
 from banclfp.verdict import grading
 from banclfp.wire import protocol
 
@@ -45,15 +45,15 @@ class InputUnreadable(OSError):
     """What the verdict needs exists but cannot be read now: nothing is recorded, the conclusion is retried."""
 
 
-def compute_verdict(folder: Path, summary: record.TestSummary) -> record.Verdict:
-    """The verdict of a finished test from its folder and grading.json.
+def compute_verdict(store: Store, folder: Path, summary: record.TestSummary) -> record.Verdict:
+    """The verdict of a finished test from its folder and the store's grading.json.
 
     Raises grading.GradingError (invalid grading.json) or InputUnreadable (data.csv or the
     capacity unreadable): a verdict is final once recorded, so a passing read error must never
     become a REJET or a NON CLASSÉ.
     """
     folder = Path(folder)
-    rules = environment.load_grading_rules()
+    rules = store.static.load_grading_rules()
     try:
         data: Optional[analysis.TestData] = analysis.load_test_data(folder)
     except analysis.ReportError as exc:
@@ -74,7 +74,7 @@ def compute_verdict(folder: Path, summary: record.TestSummary) -> record.Verdict
             # capacity the ESP measured is in the rows. Nothing rebuilds config.json of a finished
             # test, so waiting for it would never grade: take the rows' count, as that rebuild would.
             summary = replace(summary, capacity_ah=_recounted_capacity_ah(folder))
-    return grading.grade(summary, facts, rules, environment.correct_to_25c)
+    return grading.grade(summary, facts, rules, store.static.correct_to_25c)
 
 
 def _measured_a_capacity(data: analysis.TestData) -> bool:
@@ -94,7 +94,7 @@ def _recounted_capacity_ah(folder: Path) -> float:
     return round(capacity_ah, 4)  # as record.rebuild_summary writes it
 
 
-def conclude(folder: Path, now: Optional[datetime] = None) -> record.Verdict:
+def conclude(store: Store, folder: Path, now: Optional[datetime] = None) -> record.Verdict:
     """The verdict of a finished test: the recorded one, else computed and recorded now (journal, config.json, index).
 
     Raises NotFinished for an unfinished test, grading.GradingError for an invalid
@@ -109,13 +109,13 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> record.Verdict:
     recorded = _journal_verdict(folder)
     if recorded is not None:
         if record.TestSummary.from_json(record.read_summary_file(folder)).verdict != recorded:
-            _refresh_config(folder)  # a crash came between the journal and config.json
+            _refresh_config(store, folder)  # a crash came between the journal and config.json
         return recorded
     assert summary is not None
     kept = summary.verdict
     # The journal's verdict line unreadable (a bad sector) while config.json still holds the
     # verdict folded from it: that one was given and is final, whatever grading.json says now.
-    computed = kept if kept is not None else compute_verdict(folder, summary)
+    computed = kept if kept is not None else compute_verdict(store, folder, summary)
     # Two concluders at once (banc.py and a retry): the second sees the first's verdict.
     with storage.file_lock(folder / record.EVENTS_FILE):
         recorded = _journal_verdict(folder)
@@ -135,15 +135,15 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> record.Verdict:
                                folder, computed.grade)
             else:
                 logger.info("%s: verdict %s (%s)", folder, computed.grade, computed.reason)
-    _refresh_config(folder)
+    _refresh_config(store, folder)
     try:
-        history.index_folder(folder)
+        store.history.index_folder(folder)
     except Exception as exc:  # the index is a cache of the folders, rebuilt when behind
         logger.warning("history index not updated for %s: %s", folder, exc)
     return recorded
 
 
-def _refresh_config(folder: Path) -> None:
+def _refresh_config(store: Store, folder: Path) -> None:
     """config.json brought up to the journal's verdict; a refused write is only logged."""
     try:
         store.refresh_test_config(folder)

@@ -18,9 +18,10 @@ from typing import Any, Optional
 
 from banclfp.analysis.measures import Report, load_report
 from banclfp.infra import printing, storage
-from banclfp.infra.settings import LABEL_SIZE_MM
+from banclfp.infra.settings import BMS_TIMEOUT_S, LABEL_SIZE_MM
 from banclfp.presentation.formatting import format_number
 from banclfp.presentation.summary_text import format_time, test_span
+from banclfp.recording.store import Store
 from banclfp.verdict import grading
 from banclfp.verdict.certificate import data_sha256, qr_matrix, qr_payload
 
@@ -144,11 +145,15 @@ def write_label(report: Report, path: Path, size_mm: tuple[float, float] = LABEL
     storage.atomic_write(Path(path), write)
 
 
-def print_label(folder: Path, queue: str, size_mm: tuple[float, float] = LABEL_SIZE_MM,
-                server: Optional[str] = None, timeout_s: float = printing.PRINT_TIMEOUT_S) -> printing.PrintResult:
-    """Draw the label of a concluded test and send it to the CUPS `queue`; never raises (the result says why not)."""
+def print_label(store: Store, folder: Path, queue: str, min_gap_s: float = BMS_TIMEOUT_S,
+                size_mm: tuple[float, float] = LABEL_SIZE_MM, server: Optional[str] = None,
+                timeout_s: float = printing.PRINT_TIMEOUT_S) -> printing.PrintResult:
+    """Draw the label of a concluded test and send it to the CUPS `queue`; never raises (the result says why not).
+
+    `min_gap_s` is the shortest silence counted as a stop (the settings' bms_timeout_s), as for the certificate.
+    """
     try:
-        report = load_report(Path(folder))
+        report = load_report(Path(folder), store.static.correct_to_25c, min_gap_s)
         with tempfile.TemporaryDirectory(prefix="banc-label-") as scratch:
             pdf = Path(scratch) / "label.pdf"
             write_label(report, pdf, size_mm)
