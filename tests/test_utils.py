@@ -764,8 +764,9 @@ def test_logging_from_several_processes_keeps_whole_lines(banc_home: Path) -> No
 
 FAKE_BANC = """
 import sys, time
-from banclfp.recording import store
-fd = store.acquire_banc_lock(sys.argv[1])
+from banclfp.infra import environment
+from banclfp.recording.store import Store
+fd = Store.from_settings(environment.load_settings()).acquire_banc_lock(sys.argv[1])
 print("locked" if fd is not None else "busy", flush=True)
 time.sleep(60)
 """
