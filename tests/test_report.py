@@ -453,6 +453,23 @@ def test_show_charts_opens_draws_and_closes(
         texts = list(window.chart.texts)
         assert "Résultats" in texts and any(t.startswith("Compté ph.3") for t in texts)
         assert window.close_button.cget("text") == "Fermer"
+
+        def wait_drawn_at_canvas_size() -> tuple[int, int]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                root.update()
+                size = (widget.winfo_width(), widget.winfo_height())
+                if not window.loading and window.chart is not None and (
+                        window.chart.width_px, window.chart.height_px) == size:
+                    return size
+                time.sleep(0.01)
+            raise AssertionError(f"picture {window.chart} never drawn at the canvas' size {size}")
+
+        # The picture fits the canvas exactly (larger, it would be cut), and is drawn again when the window is resized.
+        first = wait_drawn_at_canvas_size()
+        window.geometry("900x700")
+        resized = wait_drawn_at_canvas_size()
+        assert resized[0] < first[0] and resized[0] < 900
         if os.environ.get("REPORT_SCREENSHOT"):
             from PIL import ImageGrab
 

@@ -30,6 +30,7 @@ class ChartWindow(ctk.CTkToplevel):
 
     POLL_MS = 50
     RESIZE_SETTLE_MS = 250
+    FIRST_SIZE_WAIT_MS = 500  # the body's first <Configure> gives its size; without it, draw for the estimate
 
     def __init__(
         self,
@@ -52,6 +53,8 @@ class ChartWindow(ctk.CTkToplevel):
         self._renderer = ChartRenderer()
         self._sent = 0  # requests sent and answered, by number: merged requests share their last one's reply
         self._answered = 0
+        self._started = False
+        self._drawn_px = (0, 0)  # the size the picture shown was asked for
         self._closed = False
         self._resize_pending: Optional[str] = None
         serial, banc = identity_from_folder(folder)
@@ -82,12 +85,16 @@ class ChartWindow(ctk.CTkToplevel):
         self._target_px = (max(400, width - 16), max(300, height - 100))
         self.body.bind("<Configure>", self._on_body_configure, add="+")
         self.after(10, self._raise)
-        self.reload()
+        # The child process starts now (its imports take a while); the first request waits for the
+        # body's real size, so that the picture fits it (the estimate above may be a few % off).
+        self.after(self.FIRST_SIZE_WAIT_MS, self._start)
 
     def _on_body_configure(self, event: Any) -> None:
         if event.width > 50 and event.height > 50:
             self._target_px = (event.width, event.height)
-            if self.chart is not None and self._resize_pending is None:
+            if not self._started:
+                self._start()
+            elif self.chart is not None and self._resize_pending is None:
                 # Fonts and margins are fitted to the size: draw again once resizing settles.
                 self._resize_pending = self.after(self.RESIZE_SETTLE_MS, self._redraw_at_size)
 
@@ -95,11 +102,13 @@ class ChartWindow(ctk.CTkToplevel):
         self._resize_pending = None
         if self._closed or self.chart is None:
             return
-        width, height = self._target_px
-        old_w, old_h = self.chart.width_px, self.chart.height_px
-        if abs(width - old_w) <= 0.05 * old_w and abs(height - old_h) <= 0.05 * old_h:
-            return
-        self._send(reload=False)
+        if self._target_px != self._drawn_px:  # a picture larger than the body would be cut
+            self._send(reload=False)
+
+    def _start(self) -> None:
+        if not self._started and not self._closed:
+            self._started = True
+            self.reload()
 
     def _raise(self) -> None:
         # Above the full-screen kiosk, with or without a window manager.
@@ -111,19 +120,19 @@ class ChartWindow(ctk.CTkToplevel):
 
     @property
     def loading(self) -> bool:
-        """True while the child process is loading or drawing."""
-        return self._answered < self._sent
+        """True until the picture (or the error) answering the latest request has arrived."""
+        return not self._started or self._answered < self._sent
 
     def reload(self) -> None:
         """Load (again) the test's data and draw it, in the child process; the picture is shown when it is ready."""
-        if self.loading or self._closed:
+        if self._answered < self._sent or self._closed:
             return
         self._send(reload=True)
 
     def _send(self, reload: bool) -> None:
         width, height = self._target_px
         buckets = max(400, min(DISPLAY_BUCKETS, self.winfo_screenwidth()))
-        polling = self.loading
+        polling = self._answered < self._sent
         self._sent += 1
         self._renderer.request(RenderRequest(self.folder, buckets, width, height, reload, self._load_plot, self._sent))
         self.refresh_button.configure(state="disabled")
@@ -150,7 +159,7 @@ class ChartWindow(ctk.CTkToplevel):
             return
         self.summary = reply.summary
         self._show_verdict(reply.summary)
-        self._show_chart(reply.chart)
+        self._show_chart(reply.chart, reply.request)
 
     def _show_verdict(self, summary: Optional[Summary]) -> None:
         """The test's verdict in the title bar, in the grade's colour."""
@@ -160,7 +169,7 @@ class ChartWindow(ctk.CTkToplevel):
         self.title_label.configure(text=f"{summary.serial} — {summary.banc} — Verdict {verdict_text(verdict)}",
                                    text_color=grade_color(str(verdict.get("grade"))))
 
-    def _show_chart(self, chart: RenderedChart) -> None:
+    def _show_chart(self, chart: RenderedChart, request: RenderRequest) -> None:
         if self.canvas is None:
             self.canvas = tk.Canvas(self.body, bg="white", highlightthickness=0, bd=0)
             self.canvas.pack(fill="both", expand=True)
@@ -170,9 +179,10 @@ class ChartWindow(ctk.CTkToplevel):
         self.canvas.create_image(0, 0, anchor="nw", image=photo, tags="chart")
         self._photo = photo  # the previous picture is freed here, on the Tk thread
         self.chart = chart
+        self._drawn_px = (request.width_px, request.height_px)
         self.status_label.place_forget()
         self._raise()
-        if (chart.width_px, chart.height_px) != self._target_px and self._resize_pending is None:
+        if self._drawn_px != self._target_px and self._resize_pending is None:
             # The body was resized while the child drew: catch up (at most once more).
             self._resize_pending = self.after(self.RESIZE_SETTLE_MS, self._redraw_at_size)
 
