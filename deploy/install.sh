@@ -19,8 +19,20 @@ DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # What the kiosk and the scripts need; a superset of scripts/setup.sh's APT_PACKAGES, so
 # that setup.sh, run afterwards as the kiosk user, finds nothing left to install as root.
 # gcc, libc6-dev, mosquitto-dev and libmosquitto-dev build the broker's retain guard
-# (deploy/mosquitto-retain-guard.c, step 3).
-APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools logrotate)
+# (deploy/mosquitto-retain-guard.c, step 3). cups and cups-client print the grade labels.
+#
+# Imprimante d'étiquettes (docs/etiquettes.md) : install.sh installe CUPS mais n'ajoute
+# aucune file d'impression ; on l'ajoute une fois, à la main, l'imprimante branchée :
+#   sudo apt-get install printer-driver-ptouch      # Brother QL (pilote CUPS de Debian)
+#   lpinfo -v                                       # l'adresse de l'imprimante, ex. usb://Brother/QL-800?serial=...
+#   lpinfo -m | grep -i -e 'QL-800' -e zebra        # son pilote (Zebra : drv:///sample.drv/zebra.ppd, ZPL)
+#   sudo lpadmin -p etiquettes -E -v 'usb://Brother/QL-800?serial=...' -m PILOTE -o media=Custom.62x29mm
+#   lp -d etiquettes -o media=Custom.62x29mm une-etiquette.pdf   # essai
+# puis, dans /etc/banc-lfp/banc.env : BANC_LABEL_PRINTER=etiquettes (et BANC_LABEL_SIZE_MM=62x29
+# si le rouleau a une autre taille), et sudo systemctl restart banc-lfp-kiosk.service.
+# Attention : install.sh réécrit banc.env à chaque exécution ; ces lignes sont à remettre
+# après chaque nouvelle exécution d'install.sh.
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools logrotate cups cups-client printer-driver-cups-pdf)
 OLD_SEED_UNIT=/etc/systemd/system/banc_test_ui.service
 
 usage() {

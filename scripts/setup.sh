@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # gcc, libc6-dev, mosquitto-dev, libmosquitto-dev: the broker's retain guard
 # (deploy/mosquitto-retain-guard.c), which deploy/install.sh compiles, in the tests too.
-APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools)
+# cups, cups-client: grade labels go to the label printer through CUPS (lp, lpstat, cancel);
+# printer-driver-cups-pdf: the tests' private cupsd prints into PDF files (docs/etiquettes.md).
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev openssl python3 python3-venv python3-tk xvfb xdotool x11-utils poppler-utils zbar-tools cups cups-client printer-driver-cups-pdf)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

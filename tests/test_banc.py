@@ -311,7 +311,7 @@ def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_rec
     recorder.close()
     events = record.read_events(recorder.folder)[0]
     assert [e["values"] for e in events if e["event"] == "ri"] == [{"ri_discharge": 0.030}]
-    config = store.read_test_config(recorder.folder)
+    config = record.corrected_summary_file(recorder.folder)
     assert config is not None and config["ri_discharge_count"] == 1
 
 
@@ -392,7 +392,7 @@ def test_recorder_rebuilds_a_corrupt_config(banc_home: Path) -> None:
     (folder / "config.json").write_text("{ not json")
     recorder.handle_step(b"3")  # fails once, moves the corrupt file aside and rebuilds it
     assert recorder.flush_all()
-    rebuilt = store.read_test_config(folder)
+    rebuilt = record.corrected_summary_file(folder)
     assert rebuilt is not None
     assert rebuilt["current_step"] == 3 and rebuilt["capacity_ah"] == 1.5 and rebuilt["rows_count"] == 1
     assert any(p.name.startswith("config.json.corrupt-") for p in folder.iterdir())
@@ -781,7 +781,7 @@ def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_4
     store.update_config(folder, 4, now)
     store.set_banc_status("banc1", record.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
     record.append_event(folder, record.EVENT_STEP, now, step=5)  # ... and banc.py died here
-    finished = store.read_test_config(folder)
+    finished = record.corrected_summary_file(folder)
     assert finished is not None and finished["status"] == record.TEST_FINISHED
     # The kiosk would offer to resume the bench: banc.py must not start a second test of it.
     again = fleet.runner("banc1", DEFAULT_SERIAL[:3] + DEFAULT_SERIAL[3:].lower())
@@ -865,7 +865,7 @@ def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(banc_hom
     again.handle_ri(r2, redelivered=True)
     again.handle_ri(b'{"ri_discharge": 0.032}')
     assert again.flush_all()
-    config = store.read_test_config(again.folder)
+    config = record.corrected_summary_file(again.folder)
     assert config is not None
     assert (config["ri_discharge_count"], config["ri_discharge_average"]) == (3, pytest.approx(0.032))
     assert config["current_step"] == 3
@@ -894,7 +894,7 @@ def test_a_folder_that_cannot_be_put_back_holds_the_acknowledgements(banc_home: 
     recorder.handle_bms(bms_line(4).encode())
     assert recorder.flush_all()
     assert data_seqs(folder) == [0, 1, 2, 3, 4]
-    assert (store.read_test_config(folder) or {}).get("rows_count") == 5
+    assert (record.corrected_summary_file(folder) or {}).get("rows_count") == 5
 
 
 def test_a_torn_journal_line_never_swallows_the_next_event(banc_home: Path) -> None:

@@ -50,7 +50,7 @@ def test_whole_test_with_simulator_and_banc_py(
     assert len(probe.texts(t.ri_results)) == 6
 
     folder = runner.folder()
-    config = store.read_test_config(folder)
+    config = record.corrected_summary_file(folder)
     assert config is not None
     assert config["current_step"] == 5 and config["status"] == record.TEST_FINISHED
     # The measured capacity is the simulator's configuration, less what 0.5 C leaves in the pack.

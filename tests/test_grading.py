@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
@@ -40,6 +41,12 @@ def summary(capacity_ah: Optional[float] = 95.0, ri: Optional[float] = 0.020, se
             "ri_temperature_c": ri_temperature_c}
 
 
+def grade_json(summary: dict[str, Any], test_facts: grading.TestFacts, rules: grading.Rules,
+               correct: Callable[[float, Optional[float]], float]) -> dict[str, Any]:
+    """grading.grade on a config.json object, its verdict as the journal writes it."""
+    return grading.grade(record.TestSummary.from_json(summary), test_facts, rules, correct).to_json()
+
+
 def facts(spread: Optional[float] = 40.0, temperature: Optional[float] = 35.0) -> grading.TestFacts:
     return grading.TestFacts(cell_spread_mv=spread, temperature_max_c=temperature)
 
@@ -49,7 +56,7 @@ def shown_agrees(verdict: dict[str, Any]) -> None:
     for check in verdict["checks"]:
         if check["value"] is None:
             continue
-        shown = float(grading.check_text(check).split(" : ")[1].split("\u00a0")[0].replace(",", "."))
+        shown = float(grading.check_text(record.Check(**check)).split(" : ")[1].split("\u00a0")[0].replace(",", "."))
         limit = check["limit"] * 1000 if check["name"] == grading.CHECK_RI else check["limit"]
         assert check["ok"] == (shown >= limit if check["name"] == grading.CHECK_SOH else shown <= limit), check
 
@@ -73,7 +80,7 @@ def shown_agrees(verdict: dict[str, Any]) -> None:
     ],
 )
 def test_grade_bands_at_their_boundaries(capacity_ah: float, expected_grade: str, expected_soh: float) -> None:
-    verdict = grading.grade(summary(capacity_ah), facts(), RULES, no_correction)
+    verdict = grade_json(summary(capacity_ah), facts(), RULES, no_correction)
     assert (verdict["grade"], verdict["soh_pct"]) == (expected_grade, expected_soh)
     shown_agrees(verdict)
     assert verdict["model"] == "LFP 16S 100 Ah" and verdict["grading_version"] == "test-1"
@@ -103,7 +110,7 @@ def test_grade_bands_at_their_boundaries(capacity_ah: float, expected_grade: str
 )
 def test_checks_at_their_limits(ri: Optional[float], ri_temperature: Optional[float], spread: Optional[float],
                                 temperature: Optional[float], failed: list[str]) -> None:
-    verdict = grading.grade(summary(95.0, ri, ri_temperature_c=ri_temperature), facts(spread, temperature), RULES,
+    verdict = grade_json(summary(95.0, ri, ri_temperature_c=ri_temperature), facts(spread, temperature), RULES,
                             double_below_25)
     assert [check["name"] for check in verdict["checks"] if not check["ok"]] == failed
     assert verdict["grade"] == ("REJET" if failed else "A")
@@ -118,12 +125,12 @@ def test_a_capacity_of_exactly_a_band_s_minimum_meets_it(nominal_ah: float, capa
     """1.98 / 2.2 × 100 is 89.99999999999999 in binary floating point, 90 % as written: an A."""
     rules = json.loads(json.dumps(RULES_JSON))
     rules["models"][0]["nominal_capacity_ah"] = nominal_ah
-    verdict = grading.grade(summary(capacity_ah), facts(), grading.parse_rules(json.dumps(rules)), no_correction)
+    verdict = grade_json(summary(capacity_ah), facts(), grading.parse_rules(json.dumps(rules)), no_correction)
     assert (verdict["grade"], verdict["soh_pct"]) == ("A", 90.0)
 
 
 def test_a_check_carries_value_limit_and_result_as_config_json_keeps_them() -> None:
-    verdict = grading.grade(summary(85.04, 0.0213), facts(120.0, 41.26), RULES, no_correction)
+    verdict = grade_json(summary(85.04, 0.0213), facts(120.0, 41.26), RULES, no_correction)
     assert verdict == {
         "grade": "B", "soh_pct": 85.0, "model": "LFP 16S 100 Ah", "grading_version": "test-1",
         "checks": [
@@ -147,7 +154,7 @@ def test_a_check_carries_value_limit_and_result_as_config_json_keeps_them() -> N
     ],
 )
 def test_unclassified(case: dict[str, Any], reason_part: str) -> None:
-    verdict = grading.grade(case, facts(), RULES, no_correction)
+    verdict = grade_json(case, facts(), RULES, no_correction)
     assert verdict["grade"] == grading.GRADE_UNCLASSIFIED and verdict["soh_pct"] is None
     assert reason_part in verdict["reason"]
 
@@ -157,9 +164,9 @@ def test_first_matching_model_applies_case_insensitively() -> None:
     small = {**rules["models"][0], "name": "LFP 8S 50 Ah", "serial_pattern": "^rw-s", "nominal_capacity_ah": 50.0}
     rules["models"].insert(0, small)
     parsed = grading.parse_rules(json.dumps(rules))
-    verdict = grading.grade(summary(47.5, serial="RW-S0001"), facts(), parsed, no_correction)
+    verdict = grade_json(summary(47.5, serial="RW-S0001"), facts(), parsed, no_correction)
     assert (verdict["model"], verdict["soh_pct"], verdict["grade"]) == ("LFP 8S 50 Ah", 95.0, "A")
-    assert grading.grade(summary(47.5), facts(), parsed, no_correction)["grade"] == "REJET"  # the 100 Ah model
+    assert grade_json(summary(47.5), facts(), parsed, no_correction)["grade"] == "REJET"  # the 100 Ah model
 
 
 def _broken(change: Any) -> str:
@@ -290,7 +297,7 @@ def verdict_of(header: str, rows: list[list[str]], journal: Optional[record.Reco
 
 
 def graded(facts: grading.TestFacts, ri: float = 0.020, capacity_ah: Optional[float] = 95.0) -> dict[str, Any]:
-    return grading.grade(summary(capacity_ah, ri), facts, RULES, no_correction)
+    return grade_json(summary(capacity_ah, ri), facts, RULES, no_correction)
 
 
 def phase_rows(rows: list[list[str]], phase: int) -> list[int]:
@@ -582,7 +589,7 @@ DOUBT_SPREAD = grading.Doubt("fenêtre de pleine charge : 12 lignes sur 601 atte
 )
 def test_precedence_of_to_check(spread: float, temperature: float, ri: float, doubts: tuple[grading.Doubt, ...],
                                 grade_: str, reason: str) -> None:
-    given = grading.grade(summary(95.0, ri), grading.TestFacts(spread, temperature, doubts), RULES, no_correction)
+    given = grade_json(summary(95.0, ri), grading.TestFacts(spread, temperature, doubts), RULES, no_correction)
     assert (given["grade"], given["reason"]) == (grade_, reason)
     assert given["soh_pct"] == 95.0 and record.is_verdict(given)
     assert [c["name"] for c in given["checks"] if c.get("uncertain")] == (["cell_spread"] if doubts else [])
@@ -770,7 +777,7 @@ def pulses_summary(pulses: list[tuple[float, Optional[float]]], capacity_ah: flo
 def test_the_graded_ri_corrects_each_pulse_with_its_own_temperature(
     pulses: list[tuple[float, Optional[float]]], graded: float,
 ) -> None:
-    verdict = grading.grade(pulses_summary(pulses), facts(), RULES, per_degree)
+    verdict = grade_json(pulses_summary(pulses), facts(), RULES, per_degree)
     check = next(check for check in verdict["checks"] if check["name"] == grading.CHECK_RI)
     assert check["value"] == pytest.approx(graded, abs=1e-5) and check["ok"] == (graded <= 0.040 + 1e-12)
     assert verdict["grade"] == ("A" if check["ok"] else "REJET")
@@ -780,13 +787,13 @@ def test_a_summary_of_the_earlier_version_is_graded_from_its_mean_and_last_tempe
     """config.json without `ri_pulses` (an older folder): its mean corrected with ri_temperature_c, as before."""
     old = summary(95.0, 0.030, ri_temperature_c=35.0)
     assert "ri_pulses" not in old
-    check = grading.grade(old, facts(), RULES, per_degree)["checks"][1]
+    check = grade_json(old, facts(), RULES, per_degree)["checks"][1]
     assert check["value"] == pytest.approx(0.033) and check["ok"]
     # Pulses that are not what the mean was made of (the mean edited by hand) are not used either.
     edited = {**pulses_summary([(0.020, 25.0), (0.040, 35.0)]), "ri_discharge_average": 0.030, "ri_temperature_c": 35.0}
-    assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.032)
+    assert grade_json(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.032)
     edited["ri_discharge_average"] = 0.031
-    assert grading.grade(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.0341, abs=2e-5)
+    assert grade_json(edited, facts(), RULES, per_degree)["checks"][1]["value"] == pytest.approx(0.0341, abs=2e-5)
 
 
 @pytest.mark.parametrize("battery", ["sound", "cells apart"])

@@ -82,14 +82,14 @@ def test_parse_events_skips_torn_and_damaged_lines(raw: bytes, count: int, bad: 
     ],
 )
 def test_migration_takes_the_highest_phase_shown(config: dict, data_step: int | None, step: int) -> None:
-    assert record.migration_event_fields(config, data_step)["step"] == step
+    assert record.migration_event_fields(record.TestSummary.from_json(config), data_step)["step"] == step
 
 
 def test_migration_keeps_ri_means_and_counts() -> None:
     config = {"current_step": 2, "first_handle": "2026-11-20T09:00:00+01:00", "ri_discharge_average": 0.03,
               "ri_discharge_count": 3, "ri_charge_average": None}
     state = record.fold_events([ev(record.EVENT_MIGRATE, serial="RW-ab12cd", banc="banc1",
-                                   **record.migration_event_fields(config, 2))])
+                                   **record.migration_event_fields(record.TestSummary.from_json(config), 2))])
     assert (state.step, state.first_handle) == (2, "2026-11-20T09:00:00+01:00")
     assert (state.ri_means["ri_discharge"], state.ri_counts["ri_discharge"]) == (0.03, 3)
     assert state.ri_means["ri_charge"] is None
@@ -180,7 +180,7 @@ def test_damaged_config_json_is_rebuilt_from_the_journal(banc_home: Path, damage
     store.update_config_ri_results(folder, {"ri_discharge": 0.03}, T0)
     store.update_config_ri_results(folder, {"ri_discharge": 0.05}, T0)
     store.update_config(folder, 3, T0)
-    written = store.read_test_config(folder)
+    written = record.corrected_summary_file(folder)
     assert written is not None
     first = written["first_handle"]
     path = folder / "config.json"
@@ -280,7 +280,7 @@ def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(ba
     for rows in range(3):
         store.update_config_counters(folder, {"rows_count": rows})
     assert [p.name for p in folder.iterdir() if ".corrupt-" in p.name] == []
-    config = store.read_test_config(folder)
+    config = record.corrected_summary_file(folder)
     assert config is not None and config["battery_serial"] == "RW-ab12cd" and config["rows_count"] == 2
 
 
@@ -424,7 +424,7 @@ def test_a_migrated_mean_is_one_block_at_its_temperature(ri: dict, temperature: 
     assert state.ri_counts["ri_discharge"] == sum(count for _, _, count in pulses)
     summary = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), state)
     expected = None if not pulses else pulses[0][0] * (2.0 if temperature == 20.0 else 1.0)
-    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == expected
+    assert record.ri_at_25c(record.TestSummary.from_json(summary), "ri_discharge", cold_doubles) == expected
 
 
 def cold_doubles(ohm: float, temperature_c: float | None) -> float:
@@ -458,14 +458,14 @@ def test_the_25c_mean_is_the_mean_of_each_pulse_corrected_with_its_own_temperatu
         if temperature is not None:
             values["temperature_c"] = temperature
         events.append(ev("ri", i % 29, values=values))
-    summary = json.loads(json.dumps(record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"),
-                                                       record.fold_events(events))))  # as config.json holds it
+    summary = record.TestSummary.from_json(json.loads(json.dumps(record.apply_state(
+        record.new_summary("banc1", "RW-ab12cd", "x"), record.fold_events(events)))))  # as config.json holds it
     corrected, known = [], None
     for ohm, temperature in pulses:
         known = temperature if temperature is not None else known
         corrected.append(CORRECT(ohm, known))
-    assert summary["ri_charge_average"] == pytest.approx(sum(p[0] for p in pulses) / len(pulses), rel=1e-9)
-    assert summary["ri_charge_count"] == len(pulses)
+    assert summary.ri_averages["ri_charge"] == pytest.approx(sum(p[0] for p in pulses) / len(pulses), rel=1e-9)
+    assert summary.ri_counts["ri_charge"] == len(pulses)
     assert record.ri_at_25c(summary, "ri_charge", CORRECT) == pytest.approx(sum(corrected) / len(corrected), rel=1e-9)
     assert record.ri_at_25c(summary, "ri_discharge", CORRECT) is None
 
@@ -486,13 +486,16 @@ def test_pulses_that_are_not_what_the_mean_is_made_of_give_way_to_the_mean(chang
     state = record.fold_events([START, ev("ri", 1, values={"ri_discharge": 0.02, "temperature_c": 25.0}),
                                 ev("ri", 2, values={"ri_discharge": 0.04, "temperature_c": 35.0})])
     summary = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), state)
-    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == pytest.approx(0.03)
-    assert record.ri_at_25c({**summary, "ri_temperature_c": 20.0}, "ri_discharge", cold_doubles) == pytest.approx(0.03)
+    def at_25c(config: dict) -> float | None:
+        return record.ri_at_25c(record.TestSummary.from_json(config), "ri_discharge", cold_doubles)
+
+    assert at_25c(summary) == pytest.approx(0.03)
+    assert at_25c({**summary, "ri_temperature_c": 20.0}) == pytest.approx(0.03)
     assert callable(change)
     change(summary)
     summary["ri_temperature_c"] = 20.0
     mean = summary["ri_discharge_average"]
-    assert record.ri_at_25c(summary, "ri_discharge", cold_doubles) == pytest.approx(mean * 2.0)
+    assert at_25c(summary) == pytest.approx(mean * 2.0)
 
 
 def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(banc_home: Path) -> None:
@@ -506,6 +509,6 @@ def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(b
     del old["ri_pulses"]
     (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(old), encoding="utf-8")
     summary = record.load_summary(folder)
-    assert summary is not None and summary["ri_pulses"]["ri_discharge"] == [[0.02, 10.0, 1], [0.04, 30.0, 1]]
+    assert summary is not None and summary.ri_pulses["ri_discharge"] == ((0.02, 10.0, 1), (0.04, 30.0, 1))
     assert record.ri_at_25c(summary, "ri_discharge", environment.correct_to_25c) == pytest.approx(
         (environment.correct_to_25c(0.02, 10.0) + environment.correct_to_25c(0.04, 30.0)) / 2)

@@ -96,7 +96,7 @@ def test_outage_reboots_and_gaps_with_a_real_broker(mqtt_env: dict[str, str], br
     assert np.diff(times).round(3).tolist() == [1.0, round((after[0][1] - rebooted[1][1]) / 1000, 3)]
     assert np.all(np.diff(data.unix_s) >= 0)  # read in the order measured (the replayed line is in its place)
 
-    config = store.read_test_config(folder)
+    config = record.corrected_summary_file(folder)
     assert config is not None
     assert config["seq_lost_count"] == 1 and config["seq_restart_count"] == 2
     texts = probe.texts(t.security)[alerts_before:]

@@ -10,6 +10,7 @@ which bench/bench_report.py also uses to build its large files.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -579,7 +580,8 @@ def _callback_plot(calls: Path, folder: Path, buckets: int) -> chart_data.PlotDa
     with open(calls, "a", encoding="utf-8") as fh:
         fh.write(f"{os.getpid()} {buckets} {folder}\n")
     data = _rows_at(1_709_535_600.0 + np.arange(120.0))
-    summary = analysis.compute_summary(data, {"battery_serial": "RW-CALLBK01"}, 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(battery_serial="RW-CALLBK01"), 30.0,
+                                       environment.correct_to_25c)
     return chart_data.prepare_plot_data(data, summary, buckets=buckets)
 
 
@@ -669,7 +671,7 @@ def test_clock_set_right_after_boot_gives_a_short_band_and_few_ticks() -> None:
     # A Raspberry Pi without a clock battery records in 1970 until NTP answers.
     unix = np.concatenate([np.arange(600.0), 1_709_535_600.0 + np.arange(3000.0)])
     data = _rows_at(unix)
-    summary = analysis.compute_summary(data, {}, 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(), 30.0, environment.correct_to_25c)
     plot = chart_data.prepare_plot_data(data, summary)
     assert len(summary.stops) == 1 and summary.stops[0].duration_s > 50 * 365 * 86400
     assert plot.axis is not None and plot.axis.width < 3600 * 1.05
@@ -682,7 +684,7 @@ def test_thousands_of_stops_still_render(tmp_path: Path) -> None:
     unix = np.cumsum(np.tile([1.0, 45.0], 3000))
     step = np.repeat([1, 2, 3, 4, 5], 1200)
     data = _rows_at(unix, step)
-    summary = analysis.compute_summary(data, {"capacity_ah": 1.0}, 30.0, environment.correct_to_25c)
+    summary = analysis.compute_summary(data, record.TestSummary(capacity_ah=1.0), 30.0, environment.correct_to_25c)
     assert len(summary.stops) == 3000
     plot = chart_data.prepare_plot_data(data, summary)
     assert plot.axis is not None and plot.axis.width <= 3000 * 1.0 * 1.31 + 1
@@ -859,8 +861,8 @@ def test_a_simulated_20_milliohm_pack_is_reported_at_20_milliohm(banc_home: Path
                for line in text.splitlines()), text
     rules = grading.load_rules(REPO_DIR / "grading.json")
     facts = grading.TestFacts(cell_spread_mv=20.0, temperature_max_c=30.0)
-    checks = grading.grade({**summary, "capacity_ah": 95.0}, facts, rules, environment.correct_to_25c)["checks"]
-    assert next(check["value"] for check in checks if check["name"] == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up
+    checks = grading.grade(dataclasses.replace(summary, capacity_ah=95.0), facts, rules, environment.correct_to_25c).checks
+    assert next(check.value for check in checks if check.name == grading.CHECK_RI) == 0.02002  # 20,011 mΩ, up
 
 
 @pytest.mark.parametrize("status, shown", [(record.TEST_RUNNING, 12.3), (record.TEST_FINISHED, 12.0)])
@@ -874,5 +876,5 @@ def test_a_running_test_shows_the_esp_capacity_of_its_rows_not_a_config_json_min
         f"3300,3310,0,{1000 * k},2026-12-01T10:00:{k:02d}.000+01:00" for k in range(4)]
     data = analysis.parse_data_csv(("\n".join(lines) + "\n").encode())
     config = {"status": status, "capacity_ah": 12.0 if status == record.TEST_FINISHED else 0.0, "capacity_wh": 600.0}
-    summary = analysis.compute_summary(data, config, 30.0, lambda ohm, _t: ohm)
+    summary = analysis.compute_summary(data, record.TestSummary.from_json(config), 30.0, lambda ohm, _t: ohm)
     assert summary.esp_capacity_ah == shown

@@ -50,7 +50,7 @@ def grades(home: Path, folder: Path, rules: dict[str, dict]) -> dict[str, str]:
     out = {}
     for name, content in rules.items():
         (home / grading.GRADING_FILE).write_text(json.dumps(content))
-        out[name] = verdict.compute_verdict(folder, summary)["grade"]
+        out[name] = verdict.compute_verdict(folder, summary).grade
     return out
 
 

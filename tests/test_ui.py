@@ -22,6 +22,7 @@ from banclfp.kiosk.state import (
     banc_display,
     link_explanation,
 )
+from banclfp.recording import record
 from banclfp.wire import protocol
 
 
@@ -100,7 +101,7 @@ def test_ri_view_brings_ri_and_diffusion_to_25c_like_the_charts() -> None:
         seen.append(temperature)
         return value * 2
 
-    view = ui.ri_view_from_config(config, correct)
+    view = ui.ri_view_from_config(record.TestSummary.from_json(config), correct)
     # The kiosk used to show Ri raw beside the charts' 25 °C value: one number for one thing now.
     assert (view.ri_discharge, view.ri_charge) == (0.024, 0.022)
     assert (view.diffusion_discharge, view.diffusion_charge) == (0.008, 0.010)
@@ -109,16 +110,19 @@ def test_ri_view_brings_ri_and_diffusion_to_25c_like_the_charts() -> None:
 
 @pytest.mark.parametrize("bad", [None, "0.01", float("nan"), -0.01, 0, True])
 def test_ri_view_ignores_unusable_values(bad) -> None:
-    view = ui.ri_view_from_config({"ri_discharge_average": bad, "diffusion_charge_average": bad}, lambda v, t: v)
+    view = ui.ri_view_from_config(record.TestSummary.from_json({"ri_discharge_average": bad, "diffusion_charge_average": bad}),
+                                lambda v, t: v)
     assert view.ri_discharge is None and view.diffusion_charge is None
 
 
 def test_ri_view_real_correction_uses_the_coefficients_file() -> None:
     from banclfp.infra import environment
 
-    view = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}, environment.correct_to_25c)
+    view = ui.ri_view_from_config(record.TestSummary.from_json({"diffusion_discharge_average": 0.004, "ri_temperature_c": 25.0}),
+                                environment.correct_to_25c)
     assert view.diffusion_discharge == pytest.approx(0.004, rel=1e-3)
-    cold = ui.ri_view_from_config({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}, environment.correct_to_25c)
+    cold = ui.ri_view_from_config(record.TestSummary.from_json({"diffusion_discharge_average": 0.004, "ri_temperature_c": 5.0}),
+                                environment.correct_to_25c)
     assert cold.diffusion_discharge == pytest.approx(0.004 * environment.get_temperature_coefficient(5.0))
     assert cold.diffusion_discharge is not None and cold.diffusion_discharge < 0.004  # a cold cell reads high: brought down to its 25 °C value
 

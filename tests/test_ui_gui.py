@@ -294,7 +294,7 @@ def phase_1_with_ri_then_step_2(esp: Esp, banc: str, serial: str) -> Path:
         {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
          "temperature_c": 25.0}))
     folder = latest_folder(serial, banc)
-    wait_file(lambda: (store.read_test_config(folder) or {}).get("ri_discharge_average") is not None,
+    wait_file(lambda: (record.corrected_summary_file(folder) or {}).get("ri_discharge_average") is not None,
               what="banc.py records the Ri results")
     esp.send(t.step, "2")
     return folder

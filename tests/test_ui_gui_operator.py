@@ -117,7 +117,7 @@ def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
         {"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004, "diffusion_charge": 0.005,
          "temperature_c": 35.0}))
     folder1 = latest_folder("RW-OPER0001", "banc1")
-    wait_file(lambda: (store.read_test_config(folder1) or {}).get("ri_discharge_average") is not None,
+    wait_file(lambda: (record.corrected_summary_file(folder1) or {}).get("ri_discharge_average") is not None,
               what="banc.py records the Ri results")
     pump(app, 0.3)
     assert app.scan_bar.message_text.startswith("Test lancé")  # phase 1 still: still true

@@ -459,7 +459,7 @@ def test_load_or_create_config_contents(banc_home: Path) -> None:
     assert config["battery_serial"] == "RW-48v29155551" and config["banc"] == "banc2"
     assert config["current_step"] == 1 and config["status"] == "running"
     assert config["first_handle"] == "2026-11-24T10:30:00+01:00"
-    assert store.read_test_config(folder) == config
+    assert store.read_test_config(folder) == record.TestSummary.from_json(config)
     # loading again returns the stored file, not a new one
     store.update_config_bms(folder, 12.5, 640.0, NOW + timedelta(minutes=1))
     assert store.load_or_create_config(folder, "banc2", "RW-48v29155551", NOW + timedelta(hours=1))["capacity_ah"] == 12.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -163,23 +164,24 @@ def test_an_invalid_grading_json_grades_nothing_and_says_why(
     assert not (folder / "c.pdf").exists()
     # Once grading.json is repaired, the finished test is concluded (the kiosk's retry runs this).
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    assert verdict.conclude(folder)["grade"] == "A"
-    assert store.read_test_config(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
+    assert concluded(folder)["grade"] == "A"
+    assert record.corrected_summary_file(folder)["verdict"]["grade"] == "A"  # type: ignore[index]
 
 
 def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(banc_home: Path) -> None:
     syn = write_synthetic_test(banc_home, rows=600)  # a folder of the earlier version: no journal
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    first = verdict.conclude(syn.folder)
+    first = concluded(syn.folder)
     events, _ = record.read_events(syn.folder)
     assert [e["event"] for e in events] == ["migrate", "verdict"]
     stricter = json.loads(json.dumps(RULES))
     stricter["version"] = "e2e-2"
     (banc_home / "grading.json").write_text(json.dumps(stricter), encoding="utf-8")
-    assert verdict.conclude(syn.folder) == first  # a later edit of the rules never re-grades a test
+    assert concluded(syn.folder) == first  # a later edit of the rules never re-grades a test
     (syn.folder / "config.json").unlink()
-    assert record.load_summary(syn.folder)["verdict"] == first  # type: ignore[index]
-    assert record.load_summary(syn.folder)["status"] == "finished"  # type: ignore[index]
+    summary = record.load_summary(syn.folder)
+    assert summary is not None and summary.verdict == record.Verdict.from_json(first)
+    assert summary.status == "finished"
 
 
 def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,7 +191,7 @@ def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path,
     old = write_synthetic_test(banc_home, rows=300, start=datetime(2024, 3, 4, 8, 0, tzinfo=record.LOCAL_TZ))
     new = write_synthetic_test(banc_home, rows=300, banc="banc2", start=datetime(2024, 4, 8, 8, 0, tzinfo=record.LOCAL_TZ))
     write_synthetic_test(banc_home, rows=300, serial="RW-OTHER001")
-    verdict.conclude(new.folder)
+    concluded(new.folder)
     assert report.main(["--history", "rw-test0001"]) == 0  # any letter case
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("banc")]
@@ -197,7 +199,7 @@ def test_history_and_results_follow_the_folders(banc_home: Path, tmp_path: Path,
     assert lines[0].split()[6] == "REJET" and lines[1].split()[6] == "—"  # graded / not graded yet
     # The folders are the truth: a test concluded since is read again (its journal changed),
     # a removed folder leaves the history, a damaged index is rebuilt.
-    verdict.conclude(old.folder)
+    concluded(old.folder)
     assert [row.grade for row in history.battery_history("RW-TEST0001")] == ["REJET", "REJET"]
     shutil.rmtree(old.folder)
     (banc_home / history.INDEX_FILE).write_bytes(b"not a database" * 100)
@@ -232,7 +234,7 @@ def half(ohm: float, temperature_c: Any) -> float:
     ],
 )
 def test_result_view_of_a_summary(summary: dict[str, Any], expected: Any) -> None:
-    assert kiosk_state.result_view_from_summary(summary, True, half) == expected
+    assert kiosk_state.result_view_from_summary(record.TestSummary.from_json(summary), True, half) == expected
 
 
 def test_result_card_text() -> None:
@@ -269,7 +271,7 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
 ) -> None:
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    verdict.conclude(syn.folder)
+    concluded(syn.folder)
     started = certificates_started(monkeypatch)
     now = [1000.0]
     worker = kiosk_worker.KioskWorker(["banc1"], None, None, queue.Queue(), clock=lambda: now[0])  # type: ignore[arg-type]
@@ -291,6 +293,11 @@ def test_the_worker_retries_a_missing_certificate_after_banc_py_had_its_chance(
     assert view is not None and view.certificate
 
 
+def concluded(folder: Path) -> dict[str, Any]:
+    """verdict.conclude, its verdict as the journal writes it."""
+    return verdict.conclude(folder).to_json()
+
+
 def _finished_with_journal(banc_home: Path) -> Path:
     """A finished synthetic test whose journal reached step 5, not graded yet (banc.py died before the verdict)."""
     folder = write_synthetic_test(banc_home, rows=600).folder
@@ -304,7 +311,8 @@ def _finished_with_journal(banc_home: Path) -> Path:
 
 
 def _journal_verdict(folder: Path) -> Any:
-    return record.fold_events(record.read_events(folder)[0]).verdict
+    given = record.fold_events(record.read_events(folder)[0]).verdict
+    return None if given is None else given.to_json()
 
 
 def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,11 +323,11 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monke
     # data.csv unreadable (its header damaged): not a REJET for good, config.json damaged or not.
     data.write_bytes(b"\xff\xfe garbage\n" + good_data.split(b"\n", 1)[1])
     with pytest.raises(verdict.InputUnreadable):
-        verdict.conclude(folder)
+        concluded(folder)
     good_config = config.read_bytes()
     config.write_bytes(b"\x00\x01 not json")
     with pytest.raises(verdict.InputUnreadable):
-        verdict.conclude(folder)
+        concluded(folder)
     assert _journal_verdict(folder) is None
     data.write_bytes(good_data)
     # data.csv readable but its recount (for the capacity config.json lost) hits a read error: not a NON CLASSÉ.
@@ -329,11 +337,11 @@ def test_a_passing_read_error_never_becomes_a_final_grade(banc_home: Path, monke
     with monkeypatch.context() as patch:
         patch.setattr(record, "scan_data_csv", eio)
         with pytest.raises(verdict.InputUnreadable):
-            verdict.conclude(folder)
+            concluded(folder)
     assert _journal_verdict(folder) is None
     config.write_bytes(good_config)
     # Readable again: the retry grades, once.
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     assert given["grade"] not in ("NON CLASSÉ",) and _journal_verdict(folder) == given
     checks = {check["name"]: check for check in given["checks"]}
     assert checks["cell_spread"]["value"] is not None and checks["temperature_max"]["value"] is not None
@@ -353,7 +361,7 @@ def test_a_config_json_lost_after_step_5_is_graded_with_the_capacity_of_data_csv
         config.write_text(json.dumps(summary), encoding="utf-8")
     capacity_ah, _ = record.scan_data_csv(folder / "data.csv").measured_capacity(5)
     assert capacity_ah is not None
-    given = verdict.conclude(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
+    given = concluded(folder)  # banc.py's conclusion: no InputUnreadable, no retry forever
     assert given["grade"] != "NON CLASSÉ" and _journal_verdict(folder) == given
     soh_check = next(check for check in given["checks"] if check["name"] == "soh")
     assert given["soh_pct"] == soh_check["value"] == pytest.approx(capacity_ah, abs=0.1)  # nominal 100 Ah
@@ -410,10 +418,10 @@ def test_a_verdict_journaled_then_a_full_disk_is_still_the_verdict(banc_home: Pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store, "refresh_test_config", full)
-    given = verdict.conclude(syn.folder)
-    assert record.fold_events(record.read_events(syn.folder)[0]).verdict == given
+    given = concluded(syn.folder)
+    assert _journal_verdict(syn.folder) == given
     monkeypatch.setattr(store, "refresh_test_config", real)
-    assert verdict.conclude(syn.folder) == given
+    assert concluded(syn.folder) == given
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
 
 
@@ -421,7 +429,7 @@ def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_h
     """The verdict line of events.jsonl damaged (bad sector), config.json intact: the verdict given stays, re-journaled."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = write_synthetic_test(banc_home, rows=600).folder
-    first = verdict.conclude(folder)
+    first = concluded(folder)
     assert first["grade"] == "REJET"
     journal = folder / record.EVENTS_FILE
     lines = journal.read_bytes().split(b"\n")
@@ -434,7 +442,7 @@ def test_a_verdict_whose_journal_line_is_damaged_is_kept_from_config_json(banc_h
     lax["models"][0].update(ri_discharge_max_ohm=1.0, cell_spread_max_mv=10000, temperature_max_c=150,
                             grades=[{"grade": "A", "min_soh_pct": 1}])
     (banc_home / "grading.json").write_text(json.dumps(lax), encoding="utf-8")
-    assert verdict.conclude(folder) == first  # e.g. the certificate printed again
+    assert concluded(folder) == first  # e.g. the certificate printed again
     assert _journal_verdict(folder) == first  # written again: the journal holds it anew
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == first
 
@@ -464,7 +472,7 @@ def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
     """The verdict already journaled, config.json behind it and refused (full disk): still the verdict, not 'not recorded'."""
     syn = write_synthetic_test(banc_home, rows=300)
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
-    given = verdict.conclude(syn.folder)
+    given = concluded(syn.folder)
     summary = json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))
     summary["verdict"] = None  # a crash came between the journal and config.json
     (syn.folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
@@ -474,8 +482,8 @@ def test_a_journaled_verdict_is_returned_when_config_json_cannot_catch_up(
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "refresh_test_config", full)
-        assert verdict.conclude(syn.folder) == given
-    assert verdict.conclude(syn.folder) == given  # the disk back: config.json catches up
+        assert concluded(syn.folder) == given
+    assert concluded(syn.folder) == given  # the disk back: config.json catches up
     assert json.loads((syn.folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
 
 
@@ -486,7 +494,7 @@ def test_the_certificate_shows_one_ri_at_25c_the_verdict_s(banc_home: Path) -> N
     summary = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     summary.update(ri_discharge_average=0.040004, ri_temperature_c=25.0)  # just above the 40 mΩ limit
     (folder / "config.json").write_text(json.dumps(summary), encoding="utf-8")
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     ri_check = next(check for check in given["checks"] if check["name"] == "ri_discharge")
     assert not ri_check["ok"]
     # The lab edits the coefficients afterwards: the certificate printed again keeps the graded value.
@@ -545,11 +553,11 @@ def test_a_test_whose_data_cannot_support_a_grade_is_to_check_everywhere(
     """The verdict, config.json, the history, --results, the printout and the certificate all say À VÉRIFIER, and why."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home)
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     reason = "données insuffisantes pour classer : fenêtre de pleine charge : 120 lignes sur 601 attendues"
     assert (given["grade"], given["reason"]) == ("À VÉRIFIER", reason)
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["verdict"] == given
-    assert verdict.conclude(folder) == given  # final, like any verdict
+    assert concluded(folder) == given  # final, like any verdict
 
     assert [(row.grade, row.reason) for row in history.battery_history("RW-CHECK001")] == [("À VÉRIFIER", reason)]
     assert report.main(["--history", "RW-CHECK001"]) == 0
@@ -581,7 +589,7 @@ def test_a_long_to_check_reason_fits_the_certificate(banc_home: Path, tmp_path: 
     """Several causes at once (few rows, lines lost, a phase recovered, a spread that fails on them): all said."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home, serial="RW-CHECK002", lose_lines=True)
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     assert given["grade"] == "À VÉRIFIER", given
     for part in ("lignes sur 601 attendues", "5 lignes perdues (seq ", "phase 3 reconstituée à partir des lignes BMS",
                  "non conforme sur ces données : Écart entre cellules à pleine charge : 350"):
@@ -599,7 +607,7 @@ def test_a_verdict_to_check_is_final_for_the_kiosk_worker(banc_home: Path, monke
     """Recorded once, its certificate retried like any other's: the worker never concludes it again in a loop."""
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home)
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     started = certificates_started(monkeypatch)
     monkeypatch.setattr(verdict, "conclude", lambda f, now=None: pytest.fail("concluded again"))
     now = [1000.0]
@@ -671,13 +679,14 @@ def test_an_older_folder_without_the_pulses_is_still_graded_and_reported(banc_ho
     on_disk = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert "ri_pulses" not in on_disk and (on_disk["ri_discharge_average"], on_disk["ri_temperature_c"]) == (0.012, 15.0)
     expected = environment.correct_to_25c(0.012, 15.0)
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     assert given["grade"] == "REJET" and given["soh_pct"] == 1.8  # graded (600 rows discharge little)
     assert ri_check_of(given)["value"] == pytest.approx(expected, abs=1e-5) and ri_check_of(given)["ok"]
     # Migrated into the journal: the mean is one block of its 3 values at its one temperature.
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["ri_pulses"]["ri_discharge"] == [[0.012, 15.0, 3]]
-    assert record.ri_at_25c(config, "ri_discharge", environment.correct_to_25c) == pytest.approx(expected)
+    assert record.ri_at_25c(record.TestSummary.from_json(config), "ri_discharge",
+                            environment.correct_to_25c) == pytest.approx(expected)
     loaded = analysis.load_report(folder, min_gap_s=30.0)
     at_25c = {r.key: r.at_25c_ohm for r in loaded.summary.resistances}
     assert at_25c["ri_discharge"] == pytest.approx(expected) and at_25c["ri_charge"] == pytest.approx(
@@ -704,12 +713,12 @@ def test_pulses_at_different_temperatures_are_graded_each_at_its_own(banc_home: 
     last_temperature = environment.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
     assert abs(per_pulse - last_temperature) > 0.004
 
-    given = verdict.conclude(folder)
+    given = concluded(folder)
     assert ri_check_of(given)["value"] == pytest.approx(per_pulse, abs=1e-5)
     summary = record.load_summary(folder)
-    assert summary is not None and summary["ri_discharge_average"] == pytest.approx(0.021)
+    assert summary is not None and summary.ri_averages["ri_discharge"] == pytest.approx(0.021)
     assert kiosk_state.ri_view_from_config(summary, environment.correct_to_25c).ri_discharge == pytest.approx(per_pulse)
-    no_verdict = {**summary, "verdict": None}
+    no_verdict = dataclasses.replace(summary, verdict=None)
     card = kiosk_state.result_view_from_summary(no_verdict, False, environment.correct_to_25c)
     assert card is not None and card.ri_25c_ohm == pytest.approx(per_pulse)
     row = history.row_from_summary("banc1/x", no_verdict, "sig")

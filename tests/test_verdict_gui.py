@@ -59,15 +59,15 @@ def finished_tests(banc_home: Path) -> tuple[Path, Path]:
 def test_result_card_history_and_chart_verdict(app: ui.App, finished_tests: tuple[Path, Path], xvfb_display: str) -> None:
     older, newer = finished_tests
     summary = record.load_summary(newer)
-    assert summary is not None and summary["verdict"]["grade"] == "A"
+    assert summary is not None and summary.verdict is not None and summary.verdict.grade == "A"
 
     pump_until(app, lambda: "banc1" in app.result_cards and app.result_cards["banc1"].winfo_ismapped(),
                what="banc1's result card")
     card = app.result_cards["banc1"]
     assert card.grade_text == "A" and card.grade.cget("fg_color") == formatting.grade_color("A")
     figures = [str(label.cget("text")) for label in card.figures]
-    assert figures[0] == f"SOH {formatting.format_number(summary['verdict']['soh_pct'], 1, '%')}"
-    assert figures[1] == f"Capacité {formatting.format_number(summary['capacity_ah'], 2, 'Ah')}"
+    assert figures[0] == f"SOH {formatting.format_number(summary.verdict.soh_pct, 1, '%')}"
+    assert figures[1] == f"Capacité {formatting.format_number(summary.capacity_ah, 2, 'Ah')}"
     assert figures[2].startswith("Ri 25 °C ") and figures[2].endswith("mΩ") and "—" not in figures[2]
     assert "certificat prêt" in str(card.caption.cget("text"))
     # banc2's last test is the older one, graded too; its certificate is not there yet.
@@ -111,7 +111,7 @@ def test_result_card_to_check(app: ui.App, banc_home: Path, xvfb_display: str) -
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     folder = to_check_folder(banc_home, serial="RW-CARD0002")
     given = verdict.conclude(folder)
-    assert given["grade"] == "À VÉRIFIER"
+    assert given.grade == "À VÉRIFIER"
     (folder / record.CERTIFICATE_FILE).write_bytes(b"%PDF-1.4\n")
     pump_until(app, lambda: "banc1" in app.result_cards and app.result_cards["banc1"].winfo_ismapped(),
                what="banc1's result card")
@@ -119,6 +119,6 @@ def test_result_card_to_check(app: ui.App, banc_home: Path, xvfb_display: str) -
     pump_until(app, lambda: card.grade_text == "À\nVÉRIFIER", what="the card's verdict")
     assert card.grade.cget("fg_color") == formatting.grade_color("À VÉRIFIER") == formatting.GRADE_COLORS["À VÉRIFIER"]
     assert "sans classe" in str(card.caption.cget("text"))
-    assert str(card.reason.cget("text")) == given["reason"]
+    assert str(card.reason.cget("text")) == given.reason
     shot = screenshot(xvfb_display, app, "kiosk_result_card_to_check.png")
     assert shot.stat().st_size > 10_000

@@ -10,7 +10,7 @@ import bisect
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -539,7 +539,7 @@ class Summary:
     temperature_range_c: Optional[tuple[float, float]]
     max_cell_spread_mv: Optional[float]
     notes: list[str] = field(default_factory=list)
-    verdict: Optional[dict[str, Any]] = None  # config.json's verdict (the README's verdict section) once the test is concluded
+    verdict: Optional[record.Verdict] = None  # config.json's verdict (the README's verdict section) once the test is concluded
     # Lowest and highest temperature of the Ri pulses (each corrected to 25 °C with its own).
     ri_temperature_range_c: Optional[tuple[float, float]] = None
 
@@ -563,11 +563,6 @@ def _number(value: Any) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def _count(value: Any) -> int:
-    number = _number(value)
-    return int(number) if number is not None else 0
-
-
 def identity_from_folder(folder: Path) -> tuple[str, str]:
     """Serial and bench guessed from data/bancN/DDMMYYYY-SERIAL (for a folder without config.json)."""
     folder = Path(folder)
@@ -581,14 +576,14 @@ def identity_from_folder(folder: Path) -> tuple[str, str]:
 
 
 def compute_summary(
-    data: TestData, config: dict[str, Any], gap_s: float, correct: Callable[[float, Optional[float]], float],
+    data: TestData, config: record.TestSummary, gap_s: float, correct: Callable[[float, Optional[float]], float],
     folder: Optional[Path] = None,
 ) -> Summary:
     """Summary of a test from its rows and its config.json (pure: `correct` brings an Ri to 25 °C)."""
     notes = list(data.notes)
     serial, banc = identity_from_folder(folder) if folder is not None else ("?", "?")
-    serial = str(config.get("battery_serial") or serial)
-    banc = str(config.get("banc") or banc)
+    serial = config.battery_serial or serial
+    banc = config.banc or banc
     n = len(data)
     step = data.step
     segments, stops = find_segments(data.unix_s, step, gap_s)
@@ -611,9 +606,9 @@ def compute_summary(
     elif n == 1:
         phase_active_s[int(step[0])] = 0.0
 
-    esp_ah = _number(config.get("capacity_ah"))
-    esp_wh = _number(config.get("capacity_wh"))
-    if n and (esp_ah is None or config.get("status") != record.TEST_FINISHED):
+    esp_ah = _number(config.capacity_ah)
+    esp_wh = _number(config.capacity_wh)
+    if n and (esp_ah is None or config.status != record.TEST_FINISHED):
         # config.json without it, or a running test's (rewritten every 5 minutes): the ESP's counters
         # as its rows give them now, by the same rule the recorder keeps them.
         counter = record.CapacityCounter()
@@ -627,32 +622,31 @@ def compute_summary(
         diff_pct = (counted_ah - esp_ah) / esp_ah * 100.0
     flag = diff_pct is not None and abs(diff_pct) > CAPACITY_FLAG_PCT
 
-    ri_temperature = _number(config.get("ri_temperature_c"))
+    ri_temperature = _number(config.ri_temperature_c)
     resistances = []
     for key in protocol.RI_KEYS:
-        raw = _number(config.get(f"{key}_average"))
+        raw = _number(config.ri_averages.get(key))
         at_25 = None
         if raw is not None:
             try:
                 at_25 = record.ri_at_25c(config, key, correct)  # each pulse at its own temperature
             except (ValueError, OSError) as exc:  # a broken temperature_coefficients.json: say so, keep the raw value
                 notes.append(f"correction à 25 °C impossible : {exc}")
-        resistances.append(Resistance(key, RESISTANCE_LABELS.get(key, key), raw, at_25, _count(config.get(f"{key}_count"))))
+        resistances.append(Resistance(key, RESISTANCE_LABELS.get(key, key), raw, at_25, config.ri_counts.get(key, 0)))
 
-    rejected = config.get("rejected_count")
     spread = data["cell_max_mv"] - data["cell_min_mv"] if n else None
     return Summary(
         serial=serial,
         banc=banc,
-        status=str(config.get("status") or "?"),
-        current_step=_count(config.get("current_step")) or None,
-        first_handle=record.parse_time(config.get("first_handle")),
-        end_time=record.parse_time(config.get("end_time")),
+        status=config.status or "?",
+        current_step=config.current_step or None,
+        first_handle=record.parse_time(config.first_handle),
+        end_time=record.parse_time(config.end_time),
         first_row_s=float(data.unix_s[0]) if n else None,
         last_row_s=float(data.unix_s[-1]) if n else None,
         rows=n,
         skipped_lines=data.skipped_lines,
-        rejected_count=_count(rejected) if _number(rejected) is not None else None,
+        rejected_count=config.rejected_count,
         gap_s=gap_s,
         phase_active_s=phase_active_s,
         segments=segments,
@@ -671,7 +665,7 @@ def compute_summary(
         temperature_range_c=(float(data["temperature_c"].min()), float(data["temperature_c"].max())) if n else None,
         max_cell_spread_mv=float(spread.max()) if spread is not None else None,
         notes=notes,
-        verdict=config["verdict"] if record.is_verdict(config.get("verdict")) else None,
+        verdict=config.verdict,
         ri_temperature_range_c=record.ri_temperature_range(config),
     )
 
@@ -992,7 +986,7 @@ class Report:
 
     folder: Path
     data: TestData
-    config: dict[str, Any]
+    config: record.TestSummary
     summary: Summary
 
 
@@ -1005,11 +999,11 @@ def load_report(folder: Path, min_gap_s: Optional[float] = None) -> Report:
     config = store.read_test_config(folder)
     if config is None:
         data.notes.append("config.json absent ou illisible : résultats de l'ESP inconnus")
-        config = {}
+        config = record.TestSummary()
     rejected_csv = folder / record.REJECTED_CSV_FILE
-    if config.get("rejected_count") is None and rejected_csv.exists():
+    if config.rejected_count is None and rejected_csv.exists():
         try:
-            config = {**config, "rejected_count": record.count_csv_rows(rejected_csv)}
+            config = replace(config, rejected_count=record.count_csv_rows(rejected_csv))
         except OSError:
             pass
     if min_gap_s is None:

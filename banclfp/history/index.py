@@ -91,26 +91,28 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def row_from_summary(relative: str, summary: dict[str, Any], signature: str) -> tuple[Any, ...]:
+def row_from_summary(relative: str, summary: record.TestSummary, signature: str) -> tuple[Any, ...]:
     """The index row of a test from its summary (pure but for the 25 °C correction's curve)."""
-    verdict = summary.get("verdict") if record.is_verdict(summary.get("verdict")) else {}
-    assert isinstance(verdict, dict)
-    ri_25 = next((_number(check.get("value")) for check in verdict.get("checks", [])
-                  if isinstance(check, dict) and check.get("name") == grading.CHECK_RI), None)
-    if ri_25 is None and _number(summary.get("ri_discharge_average")) is not None:
+    verdict = summary.verdict
+    ri_check = verdict.check(grading.CHECK_RI) if verdict is not None else None
+    ri_25 = _number(ri_check.value) if ri_check is not None else None
+    if ri_25 is None and _number(summary.ri_averages.get(grading.CHECK_RI)) is not None:
         try:
             ri_25 = record.ri_at_25c(summary, grading.CHECK_RI, environment.correct_to_25c)  # each pulse at its own temperature
         except (ValueError, OSError):
             ri_25 = None
-    serial = str(summary.get("battery_serial") or "")
-    if record.summary_finished(summary) and verdict:
-        signature = FINAL + signature
+    serial = summary.battery_serial or ""
+    grade = soh = model = version = reason = None
+    if verdict is not None:
+        grade, soh, model, version, reason = (verdict.grade, _number(verdict.soh_pct), verdict.model,
+                                              verdict.grading_version, verdict.reason)
+        if summary.finished:
+            signature = FINAL + signature
     return (
-        relative, serial, record.serial_key(serial), str(summary.get("banc") or ""),
-        summary.get("first_handle"), summary.get("end_time"), str(summary.get("status") or ""),
-        verdict.get("grade"), _number(verdict.get("soh_pct")),
-        _number(summary.get("capacity_ah")), _number(summary.get("capacity_wh")), ri_25,
-        verdict.get("model"), verdict.get("grading_version"), verdict.get("reason"), signature,
+        relative, serial, record.serial_key(serial), summary.banc or "",
+        summary.first_handle, summary.end_time, summary.status or "",
+        grade, soh, _number(summary.capacity_ah), _number(summary.capacity_wh), ri_25,
+        model, version, reason, signature,
     )
 
 

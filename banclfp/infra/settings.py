@@ -8,6 +8,7 @@ are given the Settings object rather than reading anything themselves.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from banclfp.wire import protocol
 
 NUM_BANCS = 4
 """Default number of benches; `BANC_NUM_BANCS` overrides it. Nothing else needs editing."""
+LABEL_SIZE_MM = (62.0, 29.0)
+"""Default grade label (width, height) in mm (Brother DK-11209); `BANC_LABEL_SIZE_MM` overrides it."""
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,6 +38,9 @@ class Settings:
     fsync_interval_s: float = 1.0
     # The CA certificate that signed the broker's (BANC_MQTT_CAFILE): set, the client speaks TLS.
     mqtt_cafile: Optional[Path] = None
+    # The CUPS queue grade labels are printed on (BANC_LABEL_PRINTER); None: no label is printed.
+    label_printer: Optional[str] = None
+    label_size_mm: tuple[float, float] = LABEL_SIZE_MM  # BANC_LABEL_SIZE_MM, (width, height)
 
 
 class SettingsError(ValueError):
@@ -81,11 +87,50 @@ def _env_number(env: Mapping[str, str], name: str) -> Any:
     return value
 
 
+LABEL_SIZE_RANGE_MM = (15.0, 200.0)
+"""Each side of BANC_LABEL_SIZE_MM, bounds included: from a small thermal label to a shipping label."""
+LABEL_SIZE_RE = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?[xX](0|[1-9][0-9]*)(\.[0-9]+)?")
+# A CUPS queue name as lpadmin makes them, never taken for an option of lp (no leading "-").
+LABEL_PRINTER_RE = re.compile(r"[A-Za-z0-9_.@][A-Za-z0-9_.@-]{0,126}")
+
+
+def _shown(raw: str) -> str:
+    return repr(raw[:40] + ("..." if len(raw) > 40 else ""))  # repr: one line whatever the value holds
+
+
+def _label_size_mm(env: Mapping[str, str]) -> tuple[float, float]:
+    """BANC_LABEL_SIZE_MM as (width, height) in mm ("62x29", the default when unset or blank)."""
+    raw = env.get("BANC_LABEL_SIZE_MM")
+    if raw is None or raw.strip() == "":
+        return LABEL_SIZE_MM
+    low, high = LABEL_SIZE_RANGE_MM
+    match = LABEL_SIZE_RE.fullmatch(raw.strip())
+    if not match:
+        raise SettingsError(f"BANC_LABEL_SIZE_MM={_shown(raw)} is not WIDTHxHEIGHT in mm (e.g. 62x29)")
+    width, _, height = raw.strip().lower().partition("x")
+    size = (float(width), float(height))
+    if not all(low <= side <= high for side in size):
+        raise SettingsError(f"BANC_LABEL_SIZE_MM={_shown(raw)} is out of range (each side {low:g}..{high:g} mm)")
+    return size
+
+
+def _label_printer(env: Mapping[str, str]) -> Optional[str]:
+    """BANC_LABEL_PRINTER, a CUPS queue name; None when unset or blank (no label printed)."""
+    raw = env.get("BANC_LABEL_PRINTER")
+    if raw is None or raw.strip() == "":
+        return None
+    if not LABEL_PRINTER_RE.fullmatch(raw.strip()):
+        raise SettingsError(f"BANC_LABEL_PRINTER={_shown(raw)} is not a CUPS queue name "
+                            "(letters, digits, _ . @ -, not starting with -)")
+    return raw.strip()
+
+
 def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
     """The settings an environment gives (BANC_HOME defaults to `default_home`).
 
     Raises SettingsError (one line, naming the variable) for a numeric setting that is not a
-    plain finite number inside its SETTING_RANGES range. Nothing is written anywhere.
+    plain finite number inside its SETTING_RANGES range, and for a label printer or size it cannot use.
+    Nothing is written anywhere.
     """
     home = Path(env.get("BANC_HOME") or default_home).expanduser().resolve()
     cafile_text = (env.get("BANC_MQTT_CAFILE") or "").strip()
@@ -104,4 +149,6 @@ def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
         notify_socket=env.get("NOTIFY_SOCKET") or None,
         fsync_interval_s=_env_number(env, "BANC_FSYNC_INTERVAL_S"),
         mqtt_cafile=cafile,
+        label_printer=_label_printer(env),
+        label_size_mm=_label_size_mm(env),
     )

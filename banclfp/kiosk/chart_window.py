@@ -167,7 +167,7 @@ class ChartWindow(ctk.CTkToplevel):
         if summary is None or verdict is None:
             return
         self.title_label.configure(text=f"{summary.serial} — {summary.banc} — Verdict {verdict_text(verdict)}",
-                                   text_color=grade_color(str(verdict.get("grade"))))
+                                   text_color=grade_color(verdict.grade))
 
     def _show_chart(self, chart: RenderedChart, request: RenderRequest) -> None:
         if self.canvas is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import queue
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
@@ -91,14 +91,14 @@ def bench_time_left_s(rt: BancRuntime, line: protocol.BmsLine, charge_duration: 
     return rt.time_left_smoother.update(rt.step, now_mono_s, estimate)
 
 
-def ri_view_from_config(config: dict[str, Any], correct: Callable[[float, Optional[float]], float]) -> RiView:
+def ri_view_from_config(config: record.TestSummary, correct: Callable[[float, Optional[float]], float]) -> RiView:
     """Ri and diffusion means of a test's config.json, all brought to 25 °C with `correct` (as the charts show them).
 
     Each pulse is corrected with its own temperature (record.ri_at_25c).
     """
 
     def at_25c(key: str) -> Optional[float]:
-        return None if _positive(config.get(f"{key}_average")) is None else record.ri_at_25c(config, key, correct)
+        return None if _positive(config.ri_averages.get(key)) is None else record.ri_at_25c(config, key, correct)
 
     return RiView(
         ri_discharge=at_25c("ri_discharge"),
@@ -127,25 +127,21 @@ def _positive(value: Any) -> Optional[float]:
     return float(value)
 
 
-def result_view_from_summary(summary: Optional[Mapping[str, Any]], certificate: bool,
+def result_view_from_summary(summary: Optional[record.TestSummary], certificate: bool,
                              correct: Callable[[float, Optional[float]], float]) -> Optional[ResultView]:
     """The result card of a finished test from its summary (None for a test that is not finished)."""
-    cfg = summary or {}
-    if cfg.get("status") != "finished" and cfg.get("current_step") != protocol.STEP_FINISHED:
+    if summary is None or not summary.finished:
         return None
-    verdict = cfg.get("verdict") if isinstance(cfg.get("verdict"), dict) else {}
-    assert isinstance(verdict, dict)
-    ri_25 = next((_positive(c.get("value")) for c in verdict.get("checks", [])
-                  if isinstance(c, dict) and c.get("name") == "ri_discharge"), None)
-    if ri_25 is None and _positive(cfg.get("ri_discharge_average")) is not None:
-        ri_25 = record.ri_at_25c(cfg, "ri_discharge", correct)  # each pulse at its own temperature
-    grade = verdict.get("grade") if isinstance(verdict.get("grade"), str) else None
-    soh = verdict.get("soh_pct")
+    verdict = summary.verdict
+    ri_check = verdict.check("ri_discharge") if verdict is not None else None
+    ri_25 = _positive(ri_check.value) if ri_check is not None else None
+    if ri_25 is None and _positive(summary.ri_averages.get("ri_discharge")) is not None:
+        ri_25 = record.ri_at_25c(summary, "ri_discharge", correct)  # each pulse at its own temperature
     return ResultView(
-        serial=str(cfg.get("battery_serial") or "?"), grade=grade,
-        soh_pct=float(soh) if isinstance(soh, (int, float)) and not isinstance(soh, bool) else None,
-        capacity_ah=_positive(cfg.get("capacity_ah")), ri_25c_ohm=ri_25,
-        reason=str(verdict.get("reason") or ""), certificate=certificate,
+        serial=summary.battery_serial or "?", grade=verdict.grade if verdict is not None else None,
+        soh_pct=float(verdict.soh_pct) if verdict is not None and verdict.soh_pct is not None else None,
+        capacity_ah=_positive(summary.capacity_ah), ri_25c_ohm=ri_25,
+        reason=verdict.reason if verdict is not None else "", certificate=certificate,
     )
 
 

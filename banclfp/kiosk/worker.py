@@ -135,10 +135,9 @@ def real_lookups(is_running: Callable[[str], bool]) -> ScanLookups:
         test = store.latest_test(serial)
         if test is None:
             return None
-        step = (test.config or {}).get("current_step")
         return PreviousTest(
             banc=test.banc, finished=test.finished, last_activity=test.last_activity,
-            current_step=step if isinstance(step, int) else None, first_day=test.day,
+            current_step=test.config.current_step if test.config is not None else None, first_day=test.day,
         )
 
     return ScanLookups(

@@ -79,8 +79,8 @@ def format_summary(summary: Summary, folder: Optional[Path] = None) -> str:
     if folder is not None:
         lines.append(f"Dossier : {folder}")
     if summary.verdict is not None:
-        lines.append(f"Verdict             : {verdict_text(summary.verdict)} — {summary.verdict.get('reason', '')}")
-        if summary.verdict.get("grade") == grading.GRADE_TO_CHECK:
+        lines.append(f"Verdict             : {verdict_text(summary.verdict)} — {summary.verdict.reason}")
+        if summary.verdict.grade == grading.GRADE_TO_CHECK:
             lines.append(f"                      {TO_CHECK_TEXT}")
     lines.append(f"Début (config.json) : {format_time(summary.first_handle)}")
     lines.append(f"Première mesure     : {format_time(summary.first_row_s)}")
@@ -151,13 +151,11 @@ _SHORT_PHASE = {4: "Recharge stock."}
 _SHORT_RESISTANCE = {"diffusion_discharge": "Diff. décharge", "diffusion_charge": "Diff. charge"}
 
 
-def verdict_text(verdict: dict) -> str:
+def verdict_text(verdict: record.Verdict) -> str:
     """A verdict in a few words: "A, SOH 93,2 %" ("NON CLASSÉ" alone without a SOH, "À VÉRIFIER" alone: no grade)."""
-    soh = verdict.get("soh_pct")
-    grade = str(verdict.get("grade"))
-    if grade == grading.GRADE_TO_CHECK or not isinstance(soh, (int, float)):
-        return grade
-    return f"{grade}, SOH {format_number(soh, 1, '%')}"
+    if verdict.grade == grading.GRADE_TO_CHECK or verdict.soh_pct is None:
+        return verdict.grade
+    return f"{verdict.grade}, SOH {format_number(verdict.soh_pct, 1, '%')}"
 
 
 TO_CHECK_TEXT = "Aucune classe n'est attribuée tant qu'une personne n'a pas vérifié les données du test."
@@ -169,8 +167,8 @@ def panel_lines(summary: Summary) -> list[tuple[str, str]]:
     red, black, grey = PANEL_RED, PANEL_TEXT, PANEL_GREY
     out: list[tuple[str, str]] = [("Résultats", black)]
     if summary.verdict is not None:
-        out.append((f"Verdict : {verdict_text(summary.verdict)}", grade_color(str(summary.verdict.get("grade")))))
-        if summary.verdict.get("grade") == grading.GRADE_TO_CHECK:
+        out.append((f"Verdict : {verdict_text(summary.verdict)}", grade_color(summary.verdict.grade)))
+        if summary.verdict.grade == grading.GRADE_TO_CHECK:
             out.append(("Classe après vérification", grade_color(grading.GRADE_TO_CHECK)))
     out.append((f"{'Capacité':<11}{'Ah':>8}{'Wh':>8}", grey))
     out.append((f"{'ESP':<11}{_fmt(summary.esp_capacity_ah, 2):>8}{_fmt(summary.esp_capacity_wh, 0):>8}", black))

@@ -1073,11 +1073,11 @@ class BancProcess:
             logger.exception("verdict not recorded")
             self.send_alert(f"Test terminé, verdict non enregistré ({describe_os_error(exc)}) : nouvel essai automatique")
             return
-        logger.info("verdict %s: %s", result["grade"], result["reason"])
+        logger.info("verdict %s: %s", result.grade, result.reason)
         alert = verdict.alert_text(result)
         if alert is not None:
             # A final verdict (the kiosk retries nothing), but no grade: a person must look at the data.
-            logger.warning("the data of this test cannot support a grade: %s", result["reason"])
+            logger.warning("the data of this test cannot support a grade: %s", result.reason)
             self.send_alert(alert)
         try:
             child = verdict.start_certificate(self.folder)

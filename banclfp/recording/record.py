@@ -535,7 +535,7 @@ class RecordState:
     recovered_steps: list[tuple[int, Optional[int]]] = field(default_factory=list)
     # The verdict given after step 5 (grading.grade): the first one recorded stays, so a
     # later edit of grading.json never changes a test already concluded.
-    verdict: Optional[dict[str, Any]] = None
+    verdict: Optional[Verdict] = None
 
     # The latest events, to fold a line written twice (same time to the ms, same fields) once.
     _recent_events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32), repr=False,
@@ -640,7 +640,7 @@ class RecordState:
             if isinstance(first, int) and isinstance(last, int):
                 self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
         elif kind == EVENT_VERDICT and self.finished and self.verdict is None and is_verdict(event.get("verdict")):
-            self.verdict = event["verdict"]
+            self.verdict = Verdict.from_json(event["verdict"])
         if at:
             self.last_update = at
 
@@ -665,6 +665,81 @@ def is_verdict(value: Any) -> bool:
             and isinstance(value.get("reason"), str))
 
 
+# --------------------------------------------------------------------------- the verdict, typed
+
+
+def _as_number(value: Any) -> Optional[float]:
+    """A finite number as the file holds it (an int stays an int, so that writing it back gives the same bytes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _as_text(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _as_count(value: Any) -> Optional[int]:
+    return value if _is_count(value) else None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a verdict (docs/fichiers.md §8): its name, the value as shown, the limit, passed or not."""
+
+    name: str
+    value: Optional[float]  # None: never measured (the check cannot pass)
+    limit: Optional[float]
+    ok: bool
+    uncertain: bool = False  # measured on data that cannot support it (protocol v3)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional[Check]:
+        """The check a journal or config.json object holds; None when it is not an object (tolerant of bad values)."""
+        if not isinstance(data, dict):
+            return None
+        return cls(name=str(data.get("name", "")), value=_as_number(data.get("value")),
+                   limit=_as_number(data.get("limit")), ok=bool(data.get("ok")), uncertain=bool(data.get("uncertain")))
+
+    def to_json(self) -> dict[str, Any]:
+        """The check as the journal and config.json write it (`uncertain` only when true)."""
+        out: dict[str, Any] = {"name": self.name, "value": self.value, "limit": self.limit, "ok": self.ok}
+        if self.uncertain:
+            out["uncertain"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict of a finished test (docs/fichiers.md §8), as the journal's `verdict` event and config.json hold it."""
+
+    grade: str
+    soh_pct: Optional[float]
+    model: Optional[str]
+    grading_version: Optional[str]
+    checks: tuple[Check, ...]
+    reason: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional[Verdict]:
+        """The verdict an object holds; None when it lacks a verdict's shape (is_verdict), as every reader took it."""
+        if not is_verdict(data):
+            return None
+        checks = tuple(check for check in map(Check.from_json, data["checks"]) if check is not None)
+        return cls(grade=data["grade"], soh_pct=_as_number(data.get("soh_pct")), model=_as_text(data.get("model")),
+                   grading_version=_as_text(data.get("grading_version")), checks=checks, reason=data["reason"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict object as the journal and config.json write it (keys in the documented order)."""
+        return {"grade": self.grade, "soh_pct": self.soh_pct, "model": self.model,
+                "grading_version": self.grading_version, "checks": [check.to_json() for check in self.checks],
+                "reason": self.reason}
+
+    def check(self, name: str) -> Optional[Check]:
+        """The check called `name`, or None."""
+        return next((check for check in self.checks if check.name == name), None)
+
+
 def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
     """The state of a test after its journal's events, in order (pure)."""
     state = RecordState()
@@ -673,26 +748,31 @@ def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
     return state
 
 
-def migration_event_fields(config: dict[str, Any], data_step: Optional[int]) -> dict[str, Any]:
+def migration_event_fields(config: TestSummary, data_step: Optional[int],
+                           first_handle: Optional[str] = None) -> dict[str, Any]:
     """Fields of the EVENT_MIGRATE that starts the journal of an earlier version's folder (pure).
 
     The phase is the highest that config.json or data.csv's step column shows: neither can
     claim a phase the test did not reach, and a damaged config.json must not rewind it.
+    `first_handle` is taken when config.json has none.
     """
-    steps = [s for s in (config.get("current_step"), data_step) if s in protocol.PHASES]
+    steps = [s for s in (config.current_step, data_step) if s in protocol.PHASES]
     fields: dict[str, Any] = {"step": max(steps) if steps else 1}
-    for key in ("first_handle", "end_time"):
-        if isinstance(config.get(key), str):
-            fields[key] = config[key]
+    if config.first_handle is not None:
+        fields["first_handle"] = config.first_handle
+    if config.end_time is not None:
+        fields["end_time"] = config.end_time
     ri = {}
     for key in protocol.RI_KEYS:
-        mean = _number(config.get(f"{key}_average"))
+        mean = _number(config.ri_averages.get(key))
         if mean is not None:
-            ri[key] = [mean, max(1, _count(config.get(f"{key}_count")))]
+            ri[key] = [mean, max(1, config.ri_counts.get(key, 0))]
     if ri:
         fields["ri"] = ri
-    if _number(config.get("ri_temperature_c")) is not None:
-        fields["ri_temperature_c"] = config["ri_temperature_c"]
+    if config.ri_temperature_c is not None:
+        fields["ri_temperature_c"] = config.ri_temperature_c
+    if first_handle is not None:
+        fields.setdefault("first_handle", first_handle)
     return fields
 
 
@@ -712,29 +792,149 @@ def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[in
 
 # --------------------------------------------------------------------------- config.json, the summary
 
+RiPulse = tuple[float, Optional[float], int]
+"""One entry of `ri_pulses`: a value (ohm), the temperature of its pulse (°C, None when unknown), how many it weighs."""
+
+
+def _pulses_of(entries: Any) -> Optional[tuple[RiPulse, ...]]:
+    """A key's `ri_pulses` entries, or None when they are missing or are not pulses (edited by hand, damaged)."""
+    if not isinstance(entries, list):
+        return None
+    pulses: list[RiPulse] = []
+    for entry in entries:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            return None
+        ohm, temperature, weight = _as_number(entry[0]), _as_number(entry[1]), entry[2]
+        if ohm is None or (entry[1] is not None and temperature is None) or not _is_count(weight) or weight < 1:
+            return None
+        pulses.append((ohm, temperature, weight))
+    return tuple(pulses)
+
+
+def _no_pulses() -> dict[str, Optional[tuple[RiPulse, ...]]]:
+    return dict.fromkeys(protocol.RI_KEYS)
+
+
+@dataclass(frozen=True)
+class TestSummary:
+    """config.json, typed (docs/fichiers.md §5): `from_json` reads any file, `to_json` writes today's.
+
+    `from_json` is as tolerant as the readers were: a missing or malformed value is None (a
+    count: 0), never an error, so a damaged or partial file loads what it can. Numbers keep the
+    type the file gave them (70 stays 70) so that `to_json(from_json(x))` gives `x` back.
+    """
+
+    __test__ = False  # a record, not a pytest class (its name starts with "Test")
+
+    battery_serial: Optional[str] = None
+    banc: Optional[str] = None
+    current_step: Optional[int] = None
+    first_handle: Optional[str] = None
+    timestamp_last_update: Optional[str] = None
+    status: Optional[str] = None  # TEST_RUNNING...; None in a config.json of the seed (it had none)
+    end_time: Optional[str] = None
+    capacity_ah: Optional[float] = None
+    capacity_wh: Optional[float] = None
+    # Per Ri/diffusion key (protocol.RI_KEYS): the raw mean (`<key>_average`), its count (`<key>_count`),
+    # and the pulses it is made of (`ri_pulses`; None when the file holds none that are readable).
+    ri_averages: Mapping[str, Optional[float]] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS))
+    ri_counts: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(protocol.RI_KEYS, 0))
+    ri_temperature_c: Optional[float] = None
+    ri_pulses: Mapping[str, Optional[tuple[RiPulse, ...]]] = field(default_factory=_no_pulses)
+    # The counters (COUNTER_KEYS); None when the file has none (the seed had none: unknown, not 0).
+    rows_count: Optional[int] = None
+    rejected_count: Optional[int] = None
+    duplicate_count: Optional[int] = None
+    seq_gap_count: Optional[int] = None
+    seq_restart_count: Optional[int] = None
+    seq_lost_count: Optional[int] = None
+    software_version: Optional[str] = None
+    verdict: Optional[Verdict] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> TestSummary:
+        """The summary a config.json object holds (anything else: an empty summary)."""
+        if not isinstance(data, dict):
+            return cls()
+        table = data.get(RI_PULSES_KEY)
+        return cls(
+            battery_serial=_as_text(data.get("battery_serial")),
+            banc=_as_text(data.get("banc")),
+            current_step=_as_count(data.get("current_step")),
+            first_handle=_as_text(data.get("first_handle")),
+            timestamp_last_update=_as_text(data.get("timestamp_last_update")),
+            status=_as_text(data.get("status")),
+            end_time=_as_text(data.get("end_time")),
+            capacity_ah=_as_number(data.get("capacity_ah")),
+            capacity_wh=_as_number(data.get("capacity_wh")),
+            ri_averages={key: _as_number(data.get(f"{key}_average")) for key in protocol.RI_KEYS},
+            ri_counts={key: _count(data.get(f"{key}_count")) for key in protocol.RI_KEYS},
+            ri_temperature_c=_as_number(data.get("ri_temperature_c")),
+            ri_pulses={key: _pulses_of(table.get(key)) if isinstance(table, dict) else None
+                       for key in protocol.RI_KEYS},
+            rows_count=_as_count(data.get("rows_count")),
+            rejected_count=_as_count(data.get("rejected_count")),
+            duplicate_count=_as_count(data.get("duplicate_count")),
+            seq_gap_count=_as_count(data.get("seq_gap_count")),
+            seq_restart_count=_as_count(data.get("seq_restart_count")),
+            seq_lost_count=_as_count(data.get("seq_lost_count")),
+            software_version=_as_text(data.get("software_version")),
+            verdict=Verdict.from_json(data.get("verdict")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """config.json as banc.py writes it: the seed's keys first, then ours (docs/fichiers.md §5)."""
+        out: dict[str, Any] = {
+            "battery_serial": self.battery_serial,
+            "banc": self.banc,
+            "current_step": self.current_step,
+            "first_handle": self.first_handle,
+            "timestamp_last_update": self.timestamp_last_update,
+            "status": self.status,
+            "end_time": self.end_time,
+            "capacity_ah": self.capacity_ah,
+            "capacity_wh": self.capacity_wh,
+        }
+        for key in protocol.RI_KEYS:
+            out[f"{key}_average"] = self.ri_averages.get(key)
+            out[f"{key}_count"] = self.ri_counts.get(key, 0)
+        out["ri_temperature_c"] = self.ri_temperature_c
+        out[RI_PULSES_KEY] = {key: [list(pulse) for pulse in self.ri_pulses.get(key) or ()] for key in protocol.RI_KEYS}
+        out.update({key: getattr(self, key) for key in COUNTER_KEYS})
+        out["software_version"] = self.software_version
+        out["verdict"] = None if self.verdict is None else self.verdict.to_json()
+        return out
+
+    @property
+    def finished(self) -> bool:
+        """True when the summary says the test reached step 5."""
+        return self.status == TEST_FINISHED or self.current_step == protocol.STEP_FINISHED
+
+    @property
+    def abandoned(self) -> bool:
+        """True when the operator reset the bench of this unfinished test."""
+        return self.status == TEST_ABANDONED
+
+    @property
+    def last_activity(self) -> Optional[datetime]:
+        """End time of a finished test, else its last update, else its start (None when none is readable)."""
+        for text in (self.end_time, self.timestamp_last_update, self.first_handle):
+            moment = parse_time(text)
+            if moment is not None:
+                return moment
+        return None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The counters (COUNTER_KEYS), a missing or malformed one 0."""
+        return {key: getattr(self, key) or 0 for key in COUNTER_KEYS}
+
 
 def new_summary(banc: str, serial: str, first_handle: str) -> dict[str, Any]:
     """config.json of a test that starts now (the seed's keys first)."""
-    summary: dict[str, Any] = {
-        "battery_serial": serial,
-        "banc": banc,
-        "current_step": 1,
-        "first_handle": first_handle,
-        "timestamp_last_update": first_handle,
-        "status": TEST_RUNNING,
-        "end_time": None,
-        "capacity_ah": None,
-        "capacity_wh": None,
-    }
-    for key in protocol.RI_KEYS:
-        summary[f"{key}_average"] = None
-        summary[f"{key}_count"] = 0
-    summary["ri_temperature_c"] = None
-    summary[RI_PULSES_KEY] = {key: [] for key in protocol.RI_KEYS}
-    summary.update(dict.fromkeys(COUNTER_KEYS, 0))
-    summary["software_version"] = SOFTWARE_VERSION
-    summary["verdict"] = None
-    return summary
+    return TestSummary(battery_serial=serial, banc=banc, current_step=1, first_handle=first_handle,
+                       timestamp_last_update=first_handle, status=TEST_RUNNING,
+                       software_version=SOFTWARE_VERSION).to_json()
 
 
 def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
@@ -756,7 +956,7 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
     out[RI_PULSES_KEY] = {key: [list(pulse) for pulse in state.ri_pulses[key]] for key in protocol.RI_KEYS}
     out["seq_lost_count"] = max(state.seq_lost_count, _count(out.get("seq_lost_count")))
     if state.verdict is not None:
-        out["verdict"] = state.verdict
+        out["verdict"] = state.verdict.to_json()
     elif not state.finished:
         out["verdict"] = None  # only a finished test has one
     event_time = parse_time(state.last_update)
@@ -767,6 +967,13 @@ def apply_state(summary: dict[str, Any], state: RecordState) -> dict[str, Any]:
     if state.end_time and parse_time(state.end_time):
         out["end_time"] = iso(parse_time(state.end_time))  # type: ignore[arg-type]
     return out
+
+
+def set_summary_measures(summary: dict[str, Any], capacity_ah: float, capacity_wh: float, now: datetime) -> None:
+    """Write the ESP's capacity and energy, and the time of that update, into a config.json object."""
+    summary["capacity_ah"] = round(float(capacity_ah), 4)
+    summary["capacity_wh"] = round(float(capacity_wh), 3)
+    summary["timestamp_last_update"] = iso(now)
 
 
 def mean_at_25c(pulses: Iterable[tuple[float, Optional[float], int]],
@@ -782,34 +989,25 @@ def mean_at_25c(pulses: Iterable[tuple[float, Optional[float], int]],
     return total / weight if weight > 0 else None
 
 
-def summary_pulses(summary: Mapping[str, Any], key: str) -> Optional[list[tuple[float, Optional[float], int]]]:
+def summary_pulses(summary: TestSummary, key: str) -> Optional[tuple[RiPulse, ...]]:
     """The pulses `key`'s mean in `summary` is made of, or None when the summary does not hold them.
 
     None for a config.json of an earlier version (no `ri_pulses`), or one whose `ri_pulses` are not
     what its `<key>_average` and `<key>_count` were folded from (edited by hand): that mean is then
     all there is.
     """
-    table = summary.get(RI_PULSES_KEY)
-    entries = table.get(key) if isinstance(table, Mapping) else None
-    mean, count = _number(summary.get(f"{key}_average")), summary.get(f"{key}_count")
-    if not isinstance(entries, list) or not entries or mean is None:
+    pulses = summary.ri_pulses.get(key)
+    mean = summary.ri_averages.get(key)
+    if not pulses or mean is None:
         return None
-    pulses: list[tuple[float, Optional[float], int]] = []
-    for entry in entries:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            return None
-        ohm, temperature, weight = _number(entry[0]), _number(entry[1]), entry[2]
-        if ohm is None or (entry[1] is not None and temperature is None) or not _is_count(weight) or weight < 1:
-            return None
-        pulses.append((ohm, temperature, weight))
     weights = sum(weight for _, _, weight in pulses)
     folded = sum(ohm * weight for ohm, _, weight in pulses) / weights
-    if weights != count or not math.isclose(folded, mean, rel_tol=1e-9):
+    if weights != summary.ri_counts.get(key) or not math.isclose(folded, mean, rel_tol=1e-9):
         return None
     return pulses
 
 
-def ri_at_25c(summary: Mapping[str, Any], key: str,
+def ri_at_25c(summary: TestSummary, key: str,
               correct: Callable[[float, Optional[float]], float]) -> Optional[float]:
     """`key`'s mean in `summary` at 25 °C: each pulse corrected with its own temperature, then averaged.
 
@@ -818,21 +1016,21 @@ def ri_at_25c(summary: Mapping[str, Any], key: str,
     `ri_temperature_c`, as the earlier version did. Errors of `correct` (a broken
     temperature_coefficients.json) are raised.
     """
-    mean = _number(summary.get(f"{key}_average"))
+    mean = _number(summary.ri_averages.get(key))
     if mean is None:
         return None
     pulses = summary_pulses(summary, key)
     if pulses is None:
-        return correct(mean, _number(summary.get("ri_temperature_c")))
+        return correct(mean, _number(summary.ri_temperature_c))
     return mean_at_25c(pulses, correct)
 
 
-def ri_temperature_range(summary: Mapping[str, Any]) -> Optional[tuple[float, float]]:
+def ri_temperature_range(summary: TestSummary) -> Optional[tuple[float, float]]:
     """The lowest and highest temperature of the pulses the summary's means are made of (None when unknown)."""
     temperatures = [temperature for key in protocol.RI_KEYS for _, temperature, _ in summary_pulses(summary, key) or ()
                     if temperature is not None]
     if not temperatures:
-        temperature = _number(summary.get("ri_temperature_c"))
+        temperature = _number(summary.ri_temperature_c)
         return None if temperature is None else (temperature, temperature)
     return min(temperatures), max(temperatures)
 
@@ -846,11 +1044,10 @@ def read_summary_file(folder: Path) -> Optional[dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def load_summary(folder: Path) -> Optional[dict[str, Any]]:
-    """A test's summary for readers (kiosk, report, history): config.json corrected by the journal.
+def corrected_summary_file(folder: Path) -> Optional[dict[str, Any]]:
+    """config.json corrected by the journal, as the file banc.py would write now (None without either).
 
-    Without a journal (a folder of the earlier version) config.json is taken as it is;
-    without either, None.
+    Without a journal (a folder of the earlier version) config.json is taken as it is.
     """
     summary = read_summary_file(folder)
     events, _ = read_events(folder)
@@ -866,15 +1063,20 @@ def load_summary(folder: Path) -> Optional[dict[str, Any]]:
     return apply_state(base, state)
 
 
-def summary_finished(summary: Optional[dict[str, Any]]) -> bool:
+def load_summary(folder: Path) -> Optional[TestSummary]:
+    """A test's summary for readers (kiosk, report, history): config.json corrected by the journal, typed."""
+    summary = corrected_summary_file(folder)
+    return None if summary is None else TestSummary.from_json(summary)
+
+
+def summary_finished(summary: Optional[TestSummary]) -> bool:
     """True when a summary says the test reached step 5."""
-    cfg = summary or {}
-    return cfg.get("status") == TEST_FINISHED or cfg.get("current_step") == protocol.STEP_FINISHED
+    return summary is not None and summary.finished
 
 
-def summary_abandoned(summary: Optional[dict[str, Any]]) -> bool:
+def summary_abandoned(summary: Optional[TestSummary]) -> bool:
     """True when the operator reset the bench of this unfinished test."""
-    return (summary or {}).get("status") == TEST_ABANDONED
+    return summary is not None and summary.abandoned
 
 
 def rebuild_summary(
@@ -970,22 +1172,22 @@ def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> dict[str, Any]:
         if not BANC_DIR_RE.match(banc_dir.name) or not banc_dir.is_dir():
             continue
         number = int(banc_dir.name[4:])
-        latest: Optional[tuple[tuple[Any, ...], Path, dict[str, Any]]] = None
+        latest: Optional[tuple[tuple[Any, ...], str, TestSummary]] = None
         for folder in banc_dir.iterdir():
             name = parse_folder_name(folder.name)
             if name is None or not folder.is_dir():
                 continue
-            summary = load_summary(folder) or {}
-            first = parse_time(summary.get("first_handle"))
+            summary = load_summary(folder) or TestSummary()
+            first = parse_time(summary.first_handle)
             key = (name.day, name.index, first.timestamp() if first else 0.0)
             if latest is None or key > latest[0]:
-                latest = (key, folder, {**summary, "_serial": name.serial})
+                latest = (key, name.serial, summary)
         if latest is None:
             continue
-        summary = latest[2]
-        if summary_finished(summary) or summary_abandoned(summary):
+        _, folder_serial, summary = latest
+        if summary.finished or summary.abandoned:
             continue
-        step = summary.get("current_step") if summary.get("current_step") in protocol.PHASES else 1
-        serial = summary.get("battery_serial") if isinstance(summary.get("battery_serial"), str) else summary["_serial"]
+        step = summary.current_step if summary.current_step in protocol.PHASES else 1
+        serial = summary.battery_serial if summary.battery_serial is not None else folder_serial
         entries[number] = bench_entry(number, STATUS_OCCUPIED, serial, step)
     return {"bancs": [entries[n] for n in sorted(entries)]}

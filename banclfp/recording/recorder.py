@@ -543,11 +543,7 @@ def format_rejected_row(timestamp: str, topic: str, reason: str, payload: bytes)
 
 def summary_counters(summary: Mapping[str, Any]) -> dict[str, int]:
     """The counters a config.json holds (a missing or malformed one is 0)."""
-    counters = {}
-    for key in record.COUNTER_KEYS:
-        value = summary.get(key)
-        counters[key] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-    return counters
+    return record.TestSummary.from_json(summary).counters
 
 
 # =========================================================================== inputs and effects
@@ -779,9 +775,11 @@ class RecorderCore:
         self.counters["rows_count"] = rows
         self.counters["rejected_count"] = rejected_rows
         self.waits_for_esp_phase = rows > 0
-        for key, value in (("capacity_ah", summary.get("capacity_ah")), ("energy_wh", summary.get("capacity_wh"))):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                setattr(self, key, float(value))
+        typed = record.TestSummary.from_json(summary)
+        if typed.capacity_ah is not None:
+            self.capacity_ah = float(typed.capacity_ah)
+        if typed.capacity_wh is not None:
+            self.energy_wh = float(typed.capacity_wh)
         self.capacity = record.CapacityCounter(self.capacity_ah, self.energy_wh)
         self.seq.last = last_seq
         self.seq.recent = dict(recent)

@@ -243,7 +243,7 @@ class BatteryFolder:
     serial: str
     day: date
     index: int
-    config: Optional[dict[str, Any]]
+    config: Optional[record.TestSummary]
 
     @property
     def finished(self) -> bool:
@@ -258,17 +258,11 @@ class BatteryFolder:
     @property
     def last_activity(self) -> Optional[datetime]:
         """End time of a finished test, else its last update."""
-        cfg = self.config or {}
-        for key in ("end_time", "timestamp_last_update", "first_handle"):
-            parsed = parse_time(cfg.get(key))
-            if parsed is not None:
-                return parsed
-        return None
+        return self.config.last_activity if self.config is not None else None
 
     @property
     def sort_key(self) -> tuple[Any, ...]:
-        cfg = self.config or {}
-        first = parse_time(cfg.get("first_handle"))
+        first = parse_time(self.config.first_handle) if self.config is not None else None
         return (self.day, self.index, first.timestamp() if first else 0.0)
 
 
@@ -367,7 +361,7 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
         previous: Optional[dict[str, Any]] = None
         try:
             data = read_json(path)
-            if isinstance(data, dict) and record.same_serial(data.get("battery_serial"), serial):
+            if isinstance(data, dict) and record.same_serial(record.TestSummary.from_json(data).battery_serial, serial):
                 previous = data
             else:
                 _quarantine(path, "not this test's config.json")
@@ -378,8 +372,8 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
         events, bad_lines = record.read_events(folder)
         if events and record.fold_events(events).serial is None:
             # The start line is unreadable: who the test is for is journaled again, once.
-            seed = previous or {}
-            first = seed.get("first_handle") if isinstance(seed.get("first_handle"), str) else events[0].get("t")
+            kept_first = record.TestSummary.from_json(previous).first_handle
+            first = kept_first if kept_first is not None else events[0].get("t")
             record.append_event(folder, record.EVENT_START, now, serial=serial, banc=banc,
                                 first_handle=first if isinstance(first, str) else iso(now), restored=True)
             logger.warning("%s: the journal's start line is unreadable: started again for %s", folder.name, serial)
@@ -387,7 +381,7 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
         if events:
             # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
             data_step = record.scan_data_csv(folder / DATA_CSV_FILE).last_step if bad_lines else None
-            step = record.step_to_restore(record.fold_events(events), (previous or {}).get("current_step"),
+            step = record.step_to_restore(record.fold_events(events), record.TestSummary.from_json(previous).current_step,
                                           data_step)
             if step is not None:
                 record.append_event(folder, record.EVENT_STEP, now, step=step, restored=True)
@@ -395,9 +389,7 @@ def open_test_record(folder: Path, banc: Union[int, str], serial: str, now: date
                                folder.name, bad_lines, step, step)
         else:
             counts = record.scan_data_csv(folder / DATA_CSV_FILE)
-            seed = previous or {}
-            fields = record.migration_event_fields(seed, counts.last_step)
-            fields.setdefault("first_handle", iso(now))
+            fields = record.migration_event_fields(record.TestSummary.from_json(previous), counts.last_step, iso(now))
             record.append_event(folder, record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
             logger.warning("%s: journal started from %s (step %s)", folder.name,
                            "config.json" if previous else "data.csv", fields["step"])
@@ -412,7 +404,7 @@ def load_or_create_config(folder: Path, banc: Union[int, str], serial: str, now:
     return open_test_record(folder, banc, serial, now)[1]
 
 
-def read_test_config(folder: Path) -> Optional[dict[str, Any]]:
+def read_test_config(folder: Path) -> Optional[record.TestSummary]:
     """A test's summary (config.json corrected by its journal), or None when the folder holds neither."""
     return record.load_summary(Path(folder))
 
@@ -425,7 +417,8 @@ def _modify_test_config(folder: Path, change: Callable[[dict[str, Any]], None], 
         events, _ = record.read_events(folder)
         state = record.fold_events(events) if events else None
         if config is None or (state is not None and state.serial is not None
-                              and not record.same_serial(config.get("battery_serial"), state.serial)):
+                              and not record.same_serial(record.TestSummary.from_json(config).battery_serial,
+                                                         state.serial)):
             if path.exists():
                 _quarantine(path, "unreadable or not this test's")
             if state is None:
@@ -468,9 +461,7 @@ def update_config_bms(
     """Record capacity, energy, the update time (and banc.py's counters) in config.json."""
 
     def change(config: dict[str, Any]) -> None:
-        config["capacity_ah"] = round(float(capacity_ah), 4)
-        config["capacity_wh"] = round(float(capacity_wh), 3)
-        config["timestamp_last_update"] = iso(now)
+        record.set_summary_measures(config, capacity_ah, capacity_wh, now)
         for key, value in (counters or {}).items():
             config[key] = int(value)
 

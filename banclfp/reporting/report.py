@@ -1,11 +1,12 @@
 """Charts, summary and Battery Data Format export of one test (the README's report.py section, docs/fichiers.md).
 
-    python report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE]
+    python report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE] [--label FILE.pdf]
     python report.py --history SERIAL
     python report.py --results FILE.csv
 
 Without an option it prints a plain-text summary. --certificate writes the certificate of a
-finished test (concluding it first when banc.py could not: its verdict is then recorded);
+finished test (concluding it first when banc.py could not: its verdict is then recorded), --label
+its grade label (docs/etiquettes.md);
 --history lists every test of one battery, --results writes one CSV row per test of the lab. This file is the command line; the work
 is done by one module per concept (docs/architecture.md): banclfp.analysis (data.csv, coulomb counting, the BDF
 export), banclfp.presentation.summary_text, banclfp.charts, banclfp.verdict and banclfp.history.
@@ -82,25 +83,33 @@ def _short_time(text: Optional[str]) -> str:
     return "—" if moment is None else moment.astimezone(record.LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
 
 
-def _write_certificate(folder: Path, path: Path) -> int:
-    """`--certificate`: conclude the test if needed, then write its PDF; the exit code."""
+def _conclude(folder: Path, what: str) -> int:
+    """Conclude the test if needed (its verdict recorded) before its `what` is written; the exit code (0: go on)."""
     try:
         verdict_module.conclude(folder)
     except verdict_module.NotFinished as exc:
         print(f"report.py : {exc}", file=sys.stderr)
         return 2
     except grading.GradingError as exc:
-        logger.error("%s: no verdict, no certificate: %s", folder, exc)
+        logger.error("%s: no verdict, no %s: %s", folder, what, exc)
         print(f"report.py : pas de verdict : {exc}", file=sys.stderr)
         return 2
     except environment.ConfigFileError as exc:  # temperature_coefficients.json: no Ri at 25 °C to grade, as for grading.json
-        logger.error("%s: no verdict, no certificate: cannot correct to 25 °C: %s", folder, exc)
+        logger.error("%s: no verdict, no %s: cannot correct to 25 °C: %s", folder, what, exc)
         print(f"report.py : pas de verdict : correction à 25 °C impossible : {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         logger.error("%s: verdict not recorded: %s", folder, exc)
         print(f"report.py : verdict non enregistré : {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _write_certificate(folder: Path, path: Path) -> int:
+    """`--certificate`: conclude the test if needed, then write its PDF; the exit code."""
+    code = _conclude(folder, "certificate")
+    if code != 0:
+        return code
     try:
         from banclfp.verdict import certificate
 
@@ -114,8 +123,25 @@ def _write_certificate(folder: Path, path: Path) -> int:
     return 0
 
 
+def _write_label(folder: Path, path: Path) -> int:
+    """`--label`: conclude the test if needed, then write its grade label (PDF at BANC_LABEL_SIZE_MM); the exit code."""
+    code = _conclude(folder, "label")
+    if code != 0:
+        return code
+    try:
+        from banclfp.verdict import label
+
+        label.write_label(load_report(folder), path, environment.get_settings().label_size_mm)
+    except (OSError, ValueError) as exc:
+        logger.error("%s: label not written to %s: %s", folder, path, exc)
+        print(f"report.py : étiquette non écrite : {exc}", file=sys.stderr)
+        return 1
+    print(f"Étiquette écrite : {path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE]`, `--history SERIAL`, `--results FILE.csv`."""
+    """`report.py TEST_FOLDER [--png FILE] [--bdf FILE] [--certificate FILE] [--label FILE.pdf]`, `--history SERIAL`, `--results FILE.csv`."""
     parser = argparse.ArgumentParser(
         prog="report.py",
         description="Graphiques, résumé et export Battery Data Format d'un test (dossier data/bancN/JJMMAAAA-SERIAL).",
@@ -125,6 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--bdf", type=Path, metavar="FILE",
                         help="écrire l'export Battery Data Format (CSV) et son FILE.bdf.metadata.json")
     parser.add_argument("--certificate", type=Path, metavar="FILE", help="écrire le certificat PDF d'un test terminé")
+    parser.add_argument("--label", type=Path, metavar="FILE.pdf",
+                        help="écrire l'étiquette de classement (PDF à la taille BANC_LABEL_SIZE_MM) d'un test terminé")
     parser.add_argument("--history", metavar="SERIAL", help="tous les tests d'une batterie, du plus récent au plus ancien")
     parser.add_argument("--results", type=Path, metavar="FILE.csv", help="écrire une ligne CSV par test du labo")
     args = parser.parse_args(argv)
@@ -164,6 +192,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.certificate is not None:
         code = _write_certificate(args.test_folder, args.certificate)
+        if code != 0 or (args.png is None and args.bdf is None and args.label is None):
+            return code
+    if args.label is not None:
+        code = _write_label(args.test_folder, args.label)
         if code != 0 or (args.png is None and args.bdf is None):
             return code
 

@@ -156,7 +156,7 @@ class Run:
     """What one played test left: its folder, verdict, alerts, commands to the ESP and the Pi's clock shift."""
 
     folder: Path
-    verdict: dict[str, Any]
+    verdict: Optional[record.Verdict]  # None: the test did not finish
     alerts: list[str]
     commands: list[str]
     step_reached: int
@@ -221,7 +221,7 @@ def run_test(home: Path, clean: CleanTest, messages: Optional[Sequence[Message]]
     assert recorder.flush_all(), "the recorder could not write everything"
     step_reached = recorder.step
     recorder.close()
-    result = verdict_module.conclude(folder) if record.fold_events(record.read_events(folder)[0]).finished else {}
+    result = verdict_module.conclude(folder) if record.fold_events(record.read_events(folder)[0]).finished else None
     alert = verdict_module.alert_text(result)
     if alert is not None:  # what banc.py publishes when it concludes the test
         alerts.append(alert)

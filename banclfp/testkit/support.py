@@ -1,10 +1,11 @@
-"""Real parts for tests and benchmarks: a private Mosquitto broker and an Xvfb display.
+"""Real parts for tests and benchmarks: a private Mosquitto broker, an Xvfb display and a private CUPS.
 
 Used by tests/conftest.py and by the scripts in bench/. Nothing here is mocked.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -215,3 +216,119 @@ def project_env(home: Path, broker: Optional[MosquittoBroker] = None, **extra: s
         env.update(broker.env())
     env.update(extra)
     return env
+
+
+CUPS_PDF_PPD_GLOB = "/usr/share/ppd/cups-pdf/CUPS-PDF_*.ppd"
+CUPS_PDF_CONF_DIR = Path("/etc/cups")  # cups-pdf reads cups-pdf-NAME.conf from here only (compiled in)
+
+
+def cupsd_binary() -> str:
+    """Path of the CUPS scheduler (in /usr/sbin, outside a user's PATH)."""
+    found = shutil.which("cupsd") or next((p for p in ("/usr/sbin/cupsd",) if os.path.exists(p)), None)
+    if not found:
+        raise RuntimeError("cupsd is not installed (apt-get install cups printer-driver-cups-pdf)")
+    return found
+
+
+class CupsServer:
+    """A private cupsd on its own socket, with its own config, spool, state and logs, and cups-pdf queues.
+
+    Never the machine's CUPS: `server` (a socket path) goes to every CUPS tool with `-h` or as
+    CUPS_SERVER. A cups-pdf queue NAME writes its PDFs where /etc/cups/cups-pdf-NAME.conf says
+    (cups-pdf reads that folder only): each queue gets a unique name and its file is removed by close().
+    """
+
+    _count = 0
+
+    def __init__(self) -> None:
+        # Short: a Unix socket path holds at most 107 bytes, and pytest's tmp_path can be longer.
+        self.workdir = Path(tempfile.mkdtemp(prefix="cups-"))
+        self.workdir.chmod(0o755)  # the filters run as user lp and read the spool under it
+        self.server = str(self.workdir / "cups.sock")
+        self.log_dir = self.workdir / "log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.queue_confs: list[Path] = []
+
+    def write_conf(self) -> None:
+        for sub in ("spool/tmp", "cache", "state", "log", "ppd"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        root = self.workdir
+        (root / "cups-files.conf").write_text("\n".join([
+            f"ServerRoot {root}", f"RequestRoot {root}/spool", f"TempDir {root}/spool/tmp", f"CacheDir {root}/cache",
+            f"StateDir {root}/state", f"AccessLog {root}/log/access_log", f"ErrorLog {root}/log/error_log",
+            f"PageLog {root}/log/page_log", f"Printcap {root}/printcap", "FileDevice No", ""]))
+        (root / "cupsd.conf").write_text("\n".join([
+            f"Listen {self.server}", "LogLevel info", "Browsing Off", "WebInterface No", "DefaultAuthType None",
+            "<Location />", "  Order allow,deny", "  Allow all", "</Location>",
+            "<Location /admin>", "  Order allow,deny", "  Allow all", "</Location>",
+            "<Policy default>", "  <Limit All>", "    Order deny,allow", "  </Limit>", "</Policy>", ""]))
+
+    def start(self, timeout_s: float = 15.0) -> CupsServer:
+        """Start (or restart, with the same queues) the scheduler and wait until it answers."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.write_conf()
+        with open(self.log_dir / "stderr", "ab") as log:
+            self.proc = subprocess.Popen(
+                [cupsd_binary(), "-f", "-c", str(self.workdir / "cupsd.conf"), "-s", str(self.workdir / "cups-files.conf")],
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            said = subprocess.run(["lpstat", "-h", self.server, "-r"], capture_output=True, text=True,
+                                  env=dict(os.environ, LC_ALL="C")).stdout
+            if "scheduler is running" in said:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cupsd exited: {self.error_log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"cupsd did not answer on {self.server} after {timeout_s} s")
+
+    def error_log(self) -> str:
+        """The end of the scheduler's error log (for a failing test's message)."""
+        try:
+            return (self.log_dir / "error_log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a CUPS tool (lpadmin, cupsreject, cupsdisable...) on this server; raises when it fails."""
+        tool, *rest = args
+        return subprocess.run([tool, "-h", self.server, *rest], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, LC_ALL="C"), timeout=30)
+
+    def add_pdf_queue(self, out_dir: Path) -> str:
+        """A new cups-pdf queue writing its PDFs into `out_dir`; its unique name."""
+        CupsServer._count += 1
+        name = f"banctest{os.getpid()}x{CupsServer._count}x{self.workdir.name[5:]}".replace("_", "")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        conf = CUPS_PDF_CONF_DIR / f"cups-pdf-{name}.conf"
+        conf.write_text("\n".join([f"Out {out_dir}", f"AnonDirName {out_dir}", f"Spool {self.workdir}/cups-pdf-spool",
+                                   f"Log {self.log_dir}", "Grp lp", "Label 0", "LogType 3", ""]))
+        self.queue_confs.append(conf)
+        ppd = sorted(glob.glob(CUPS_PDF_PPD_GLOB))
+        if not ppd:
+            raise RuntimeError("cups-pdf's PPD is missing (apt-get install printer-driver-cups-pdf)")
+        self.admin("lpadmin", "-p", name, "-E", "-v", f"cups-pdf:/{name}", "-P", ppd[0])
+        return name
+
+    def stop(self) -> None:
+        """Stop the scheduler (its queues stay configured for a restart)."""
+        terminate(self.proc)
+
+    def close(self) -> None:
+        """Stop, remove the queues' cups-pdf files from /etc/cups and the private folder."""
+        self.stop()
+        for conf in self.queue_confs:
+            conf.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing the CUPS tools at this scheduler."""
+        return {"CUPS_SERVER": self.server}
+
+    def __enter__(self) -> CupsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

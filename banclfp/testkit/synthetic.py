@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -125,30 +125,28 @@ def write_synthetic_test(
     (folder / record.DATA_CSV_FILE).write_text(",".join(header) + "\n" + body + "\n", encoding="ascii")
 
     end = datetime.fromtimestamp(unix[-1], tz=record.LOCAL_TZ)
-    config = {
-        "battery_serial": serial,
-        "banc": banc,
-        "current_step": 5 if finished else 3,
-        "first_handle": start.isoformat(timespec="seconds"),
-        "timestamp_last_update": end.isoformat(timespec="seconds"),
-        "status": record.TEST_FINISHED if finished else record.TEST_RUNNING,
-        "end_time": end.isoformat(timespec="seconds") if finished else None,
-        "capacity_ah": round(expected_ah * (1 + esp_error), 4),
-        "capacity_wh": round(expected_ah * (1 + esp_error) * 51.2, 3),
-        "ri_discharge_average": 0.012,
-        "ri_discharge_count": 3,
-        "ri_charge_average": 0.011,
-        "ri_charge_count": 3,
-        "diffusion_discharge_average": 0.004,
-        "diffusion_discharge_count": 2,
-        "diffusion_charge_average": None,
-        "diffusion_charge_count": 0,
-        "ri_temperature_c": 15.0,
-        "rows_count": n,
-        "rejected_count": 2,
-        "software_version": record.SOFTWARE_VERSION,
-    }
-    storage.atomic_write_json(folder / record.TEST_CONFIG_FILE, config)
+    # A config.json without a journal (as the earlier version left them): no pulses, the means alone.
+    config = record.TestSummary(
+        battery_serial=serial,
+        banc=banc,
+        current_step=5 if finished else 3,
+        first_handle=start.isoformat(timespec="seconds"),
+        timestamp_last_update=end.isoformat(timespec="seconds"),
+        status=record.TEST_FINISHED if finished else record.TEST_RUNNING,
+        end_time=end.isoformat(timespec="seconds") if finished else None,
+        capacity_ah=round(expected_ah * (1 + esp_error), 4),
+        capacity_wh=round(expected_ah * (1 + esp_error) * 51.2, 3),
+        ri_averages={"ri_discharge": 0.012, "ri_charge": 0.011, "diffusion_discharge": 0.004,
+                     "diffusion_charge": None},
+        ri_counts={"ri_discharge": 3, "ri_charge": 3, "diffusion_discharge": 2, "diffusion_charge": 0},
+        ri_temperature_c=15.0,
+        rows_count=n,
+        rejected_count=2,
+        software_version=record.SOFTWARE_VERSION,
+    )
+    written = config.to_json()
+    del written[record.RI_PULSES_KEY]  # the earlier version kept the means alone
+    storage.atomic_write_json(folder / record.TEST_CONFIG_FILE, written)
     return Synthetic(folder=folder, rows=n, expected_discharge_ah=expected_ah, stop_s=stop_s, unix_s=unix)
 
 
@@ -166,10 +164,9 @@ def write_finished_record(root: Path, banc: str, serial: str, start: datetime, d
     folder = Path(root) / "data" / banc / record.folder_name(serial, start.date())
     folder.mkdir(parents=True, exist_ok=True)
     end = datetime.fromtimestamp(start.timestamp() + duration_s, tz=record.LOCAL_TZ)
-    verdict = {"grade": grade, "soh_pct": soh_pct, "model": "LFP 16S 100 Ah", "grading_version": "bench",
-               "checks": [{"name": "soh", "value": soh_pct, "limit": 70.0, "ok": soh_pct >= 70.0},
-                          {"name": "ri_discharge", "value": 0.021, "limit": 0.04, "ok": True}],
-               "reason": "synthétique"}
+    verdict = record.Verdict(grade, soh_pct, "LFP 16S 100 Ah", "bench",
+                             (record.Check("soh", soh_pct, 70.0, soh_pct >= 70.0),
+                              record.Check("ri_discharge", 0.021, 0.04, True)), "synthétique").to_json()
     journal = [
         record.encode_event(record.EVENT_START, start, serial=serial, banc=banc, first_handle=record.iso(start),
                             software_version=record.SOFTWARE_VERSION),
@@ -178,9 +175,11 @@ def write_finished_record(root: Path, banc: str, serial: str, start: datetime, d
         record.encode_event(record.EVENT_VERDICT, end, verdict=verdict),
     ]
     (folder / record.EVENTS_FILE).write_bytes(b"".join(journal))
-    summary = record.apply_state(record.new_summary(banc, serial, record.iso(start)),
-                                 record.fold_events(record.parse_events(b"".join(journal))[0]))
-    summary.update(capacity_ah=capacity_ah, capacity_wh=round(capacity_ah * 51.2, 3), ri_discharge_average=0.021,
-                   ri_discharge_count=3, ri_temperature_c=25.0)
-    (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(summary), encoding="utf-8")
+    summary = record.TestSummary.from_json(record.apply_state(
+        record.new_summary(banc, serial, record.iso(start)),
+        record.fold_events(record.parse_events(b"".join(journal))[0])))
+    summary = replace(summary, capacity_ah=capacity_ah, capacity_wh=round(capacity_ah * 51.2, 3),
+                      ri_averages={**summary.ri_averages, "ri_discharge": 0.021},
+                      ri_counts={**summary.ri_counts, "ri_discharge": 3}, ri_temperature_c=25.0)
+    (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(summary.to_json()), encoding="utf-8")
     return folder

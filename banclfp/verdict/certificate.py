@@ -62,15 +62,15 @@ def qr_matrix(payload: str) -> np.ndarray:
     return np.array([[bool(cell) for cell in row] for row in code.matrix_iter(border=4)], dtype=bool)
 
 
-def _resistance_lines(report: Report, verdict: dict[str, Any]) -> list[tuple[str, str]]:
+def _resistance_lines(report: Report, verdict: record.Verdict) -> list[tuple[str, str]]:
     # Ri décharge at 25 °C is the graded one (frozen in the verdict, as history.py and the kiosk
     # show it): corrected again with today's coefficients it could contradict its check below.
-    graded = next((check.get("value") for check in verdict.get("checks", [])
-                   if isinstance(check, dict) and check.get("name") == grading.CHECK_RI), None)
+    graded_check = verdict.check(grading.CHECK_RI)
+    graded = graded_check.value if graded_check is not None else None
     lines = []
     for resistance in report.summary.resistances:
         at_25c = resistance.at_25c_ohm
-        if resistance.key == grading.CHECK_RI and isinstance(graded, (int, float)) and not isinstance(graded, bool):
+        if resistance.key == grading.CHECK_RI and graded is not None:
             at_25c = float(graded)
         value = at_25c if at_25c is not None else resistance.raw_ohm
         shown = format_milliohm(value, "mΩ")
@@ -80,11 +80,10 @@ def _resistance_lines(report: Report, verdict: dict[str, Any]) -> list[tuple[str
     return lines
 
 
-def _verdict_of(report: Report) -> dict[str, Any]:
-    verdict = report.config.get("verdict")
-    if not record.is_verdict(verdict):
+def _verdict_of(report: Report) -> record.Verdict:
+    verdict = report.config.verdict
+    if verdict is None:
         raise ValueError("le test n'a pas de verdict : certificat impossible")
-    assert isinstance(verdict, dict)
     return verdict
 
 
@@ -92,7 +91,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     """Page 1 of the certificate on an A4 portrait figure."""
     verdict = _verdict_of(report)
     summary = report.summary
-    grade = str(verdict["grade"])
+    grade = verdict.grade
     color = grade_color(grade)
     figure.set_facecolor("white")
     text = figure.text
@@ -110,7 +109,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
         text_size = 25  # as large as the box takes it: the first thing read
     box.text(0.5, 0.60, grade, ha="center", va="center", fontsize=text_size, fontweight="bold", color="white",
              transform=box.transAxes)
-    soh = verdict.get("soh_pct")
+    soh = verdict.soh_pct
     box.text(0.5, 0.17, f"SOH {format_number(soh, grading.SOH_DECIMALS, '%')}", ha="center", va="center",
              fontsize=17, fontweight="bold", color="white", transform=box.transAxes)
     to_check = grade == grading.GRADE_TO_CHECK
@@ -120,7 +119,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
 
     identity = [
         ("Numéro de série", summary.serial),
-        ("Modèle", str(verdict.get("model") or "—")),
+        ("Modèle", verdict.model or "—"),
         ("Banc", summary.banc),
         ("Début du test", format_time(test_span(summary)[0])),
         ("Fin du test", format_time(test_span(summary)[1])),
@@ -141,24 +140,23 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     y -= 0.032
     for label, x in (("contrôle", 0.07), ("valeur", 0.50), ("limite", 0.65), ("résultat", 0.80)):
         text(x, y, label, fontsize=9.5, color=GREY)
-    if not verdict.get("checks"):
+    if not verdict.checks:
         y -= 0.027
         text(0.07, y, "aucun contrôle : le test n'a pas pu être classé (voir le motif)", fontsize=11, color=GREY)
-    for check in verdict.get("checks", []):
+    for check in verdict.checks:
         y -= 0.027
-        name = str(check.get("name"))
+        name = check.name
         line = grading.check_text(check)
         value_text, _, bound = line.partition(" : ")[2].rpartition(" (")
         text(0.07, y, grading.CHECK_LABELS.get(name, name), fontsize=11, color=TEXT)
         text(0.50, y, value_text, fontsize=11, color=TEXT)
         text(0.65, y, bound.rstrip(")"), fontsize=11, color=TEXT)
-        ok = bool(check.get("ok"))
-        result, result_color = ("conforme", OK_COLOR) if ok else ("non conforme", FAIL_COLOR)
-        if check.get("uncertain"):  # measured on data that cannot support it (protocol v3)
+        result, result_color = ("conforme", OK_COLOR) if check.ok else ("non conforme", FAIL_COLOR)
+        if check.uncertain:  # measured on data that cannot support it (protocol v3)
             result, result_color = "à vérifier", TO_CHECK_COLOR
         text(0.80, y, result, fontsize=11, fontweight="bold", color=result_color)
     y -= 0.04
-    motif = "Motif : " + str(verdict.get("reason", ""))
+    motif = "Motif : " + verdict.reason
     if not to_check:
         text(0.07, y, motif, fontsize=10, color=darker(color), wrap=True)
     else:  # the reason in full, then the notice beneath it: wrapped here, so the notice knows where it goes
@@ -171,7 +169,7 @@ def draw_first_page(figure: Any, report: Report, sha256: str, software_version: 
     # Footer: versions, the hash and the QR code that carries it.
     footer = [
         ("Logiciel", f"banc-lfp {software_version}"),
-        ("Règles de classement", f"grading.json version {verdict.get('grading_version') or '—'}"),
+        ("Règles de classement", f"grading.json version {verdict.grading_version or '—'}"),
         ("Empreinte SHA-256 de data.csv", ""),
     ]
     y_footer = _table(figure, 0.07, 0.215, footer, size=9.5, key_width=0.27)

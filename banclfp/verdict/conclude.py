@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class InputUnreadable(OSError):
     """What the verdict needs exists but cannot be read now: nothing is recorded, the conclusion is retried."""
 
 
-def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
+def compute_verdict(folder: Path, summary: record.TestSummary) -> record.Verdict:
     """The verdict of a finished test from its folder and grading.json.
 
     Raises grading.GradingError (invalid grading.json) or InputUnreadable (data.csv or the
@@ -68,11 +69,11 @@ def compute_verdict(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     else:
         events, _ = record.read_events(folder)  # the ESP's boots, the lines lost, the phases recovered from lines
         facts = analysis.test_facts(data, record.fold_events(events))
-        if summary.get("capacity_ah") is None and _measured_a_capacity(data):
+        if summary.capacity_ah is None and _measured_a_capacity(data):
             # config.json unreadable or lost (the summary was rebuilt from the journal alone): the
             # capacity the ESP measured is in the rows. Nothing rebuilds config.json of a finished
             # test, so waiting for it would never grade: take the rows' count, as that rebuild would.
-            summary = {**summary, "capacity_ah": _recounted_capacity_ah(folder)}
+            summary = replace(summary, capacity_ah=_recounted_capacity_ah(folder))
     return grading.grade(summary, facts, rules, environment.correct_to_25c)
 
 
@@ -93,7 +94,7 @@ def _recounted_capacity_ah(folder: Path) -> float:
     return round(capacity_ah, 4)  # as record.rebuild_summary writes it
 
 
-def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
+def conclude(folder: Path, now: Optional[datetime] = None) -> record.Verdict:
     """The verdict of a finished test: the recorded one, else computed and recorded now (journal, config.json, index).
 
     Raises NotFinished for an unfinished test, grading.GradingError for an invalid
@@ -107,14 +108,14 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
         raise NotFinished(f"{folder} : le test n'est pas terminé (pas d'étape 5)")
     recorded = _journal_verdict(folder)
     if recorded is not None:
-        if (record.read_summary_file(folder) or {}).get("verdict") != recorded:
+        if record.TestSummary.from_json(record.read_summary_file(folder)).verdict != recorded:
             _refresh_config(folder)  # a crash came between the journal and config.json
         return recorded
     assert summary is not None
-    kept: Any = summary.get("verdict")
+    kept = summary.verdict
     # The journal's verdict line unreadable (a bad sector) while config.json still holds the
     # verdict folded from it: that one was given and is final, whatever grading.json says now.
-    computed: dict[str, Any] = kept if record.is_verdict(kept) else compute_verdict(folder, summary)
+    computed = kept if kept is not None else compute_verdict(folder, summary)
     # Two concluders at once (banc.py and a retry): the second sees the first's verdict.
     with storage.file_lock(folder / record.EVENTS_FILE):
         recorded = _journal_verdict(folder)
@@ -125,16 +126,15 @@ def conclude(folder: Path, now: Optional[datetime] = None) -> dict[str, Any]:
                 # A folder of the earlier version (no journal): the verdict needs the finished
                 # test it concludes before it, as banc.py would have migrated it.
                 counts = record.scan_data_csv(folder / record.DATA_CSV_FILE)
-                record.append_event(folder, record.EVENT_MIGRATE, at, serial=summary.get("battery_serial"),
-                                    banc=summary.get("banc"),
-                                    **record.migration_event_fields(summary, counts.last_step))
-            record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed)
+                record.append_event(folder, record.EVENT_MIGRATE, at, serial=summary.battery_serial,
+                                    banc=summary.banc, **record.migration_event_fields(summary, counts.last_step))
+            record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed.to_json())
             recorded = computed
             if computed is kept:
                 logger.warning("%s: verdict %s re-journaled from config.json (its journal line was unreadable)",
-                               folder, computed["grade"])
+                               folder, computed.grade)
             else:
-                logger.info("%s: verdict %s (%s)", folder, computed["grade"], computed["reason"])
+                logger.info("%s: verdict %s (%s)", folder, computed.grade, computed.reason)
     _refresh_config(folder)
     try:
         history.index_folder(folder)
@@ -151,16 +151,16 @@ def _refresh_config(folder: Path) -> None:
         logger.warning("%s: verdict recorded in the journal, config.json not updated yet: %s", folder, exc)
 
 
-def _journal_verdict(folder: Path) -> Optional[dict[str, Any]]:
+def _journal_verdict(folder: Path) -> Optional[record.Verdict]:
     events, _ = record.read_events(folder)
     return record.fold_events(events).verdict
 
 
-def alert_text(result: dict[str, Any]) -> Optional[str]:
+def alert_text(result: Optional[record.Verdict]) -> Optional[str]:
     """The alert a concluded test raises on bancX/security: only a verdict À VÉRIFIER has one (no grade: a person must look)."""
-    if result.get("grade") != grading.GRADE_TO_CHECK:
+    if result is None or result.grade != grading.GRADE_TO_CHECK:
         return None
-    doubts = str(result.get("reason", "")).removeprefix(grading.TO_CHECK_REASON)
+    doubts = result.reason.removeprefix(grading.TO_CHECK_REASON)
     return f"Test terminé {grading.GRADE_TO_CHECK}, aucune classe attribuée : {doubts}"
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any, Optional
@@ -254,7 +254,7 @@ def _shown_at_most(value: float, decimals: int) -> float:
     return float(_decimal(value).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_CEILING))
 
 
-def _max_check(name: str, value: Optional[float], limit: float, decimals: int) -> dict[str, Any]:
+def _max_check(name: str, value: Optional[float], limit: float, decimals: int) -> record.Check:
     """A check that `value` (unrounded) is at most `limit`; the value kept as shown."""
     if value is None:
         return _check(name, None, limit, False)  # never measured: the check cannot pass
@@ -267,13 +267,12 @@ def _finite(value: Any) -> Optional[float]:
     return float(value)
 
 
-def _check(name: str, value: Optional[float], limit: float, ok: bool) -> dict[str, Any]:
-    return {"name": name, "value": value, "limit": limit, "ok": ok}
+def _check(name: str, value: Optional[float], limit: float, ok: bool) -> record.Check:
+    return record.Check(name, value, limit, ok)
 
 
-def _unclassified(reason: str, model: Optional[str], version: str) -> dict[str, Any]:
-    return {"grade": GRADE_UNCLASSIFIED, "soh_pct": None, "model": model, "grading_version": version,
-            "checks": [], "reason": reason}
+def _unclassified(reason: str, model: Optional[str], version: str) -> record.Verdict:
+    return record.Verdict(GRADE_UNCLASSIFIED, None, model, version, (), reason)
 
 
 def doubts_text(doubts: tuple[Doubt, ...]) -> str:
@@ -281,9 +280,9 @@ def doubts_text(doubts: tuple[Doubt, ...]) -> str:
     return " ; ".join(dict.fromkeys(doubt.reason for doubt in doubts))
 
 
-def check_text(check: Mapping[str, Any]) -> str:
+def check_text(check: record.Check) -> str:
     """One check for people: "Ri décharge à 25 °C : 21,40 mΩ (max 40,00 mΩ)"."""
-    name, value, limit = check.get("name"), _finite(check.get("value")), _finite(check.get("limit"))
+    name, value, limit = check.name, _finite(check.value), _finite(check.limit)
     if name == CHECK_RI:
         shown = format_milliohm(value, "mΩ")
         bound = f"max {format_limit(None if limit is None else round(limit * 1000, 6), 'mΩ')}"
@@ -295,23 +294,23 @@ def check_text(check: Mapping[str, Any]) -> str:
         shown, bound = format_number(value, TEMPERATURE_DECIMALS, "°C"), f"max {format_limit(limit, '°C')}"
     if value is None:
         shown = "non mesuré"
-    return f"{CHECK_LABELS.get(str(name), str(name))} : {shown} ({bound})"
+    return f"{CHECK_LABELS.get(name, name)} : {shown} ({bound})"
 
 
-def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
-          correct_to_25c: Callable[[float, Optional[float]], float]) -> dict[str, Any]:
+def grade(summary: record.TestSummary, facts: TestFacts, rules: Rules,
+          correct_to_25c: Callable[[float, Optional[float]], float]) -> record.Verdict:
     """The verdict of a finished test (pure): grade, SOH, every check with value, limit and result, reason.
 
     `summary` is the test's config.json (serial, capacity_ah, the Ri décharge pulses or, for an
     earlier version's, ri_discharge_average and ri_temperature_c); `correct_to_25c(ohm, temperature_c)`
     brings a resistance to 25 °C: each pulse with its own temperature (record.ri_at_25c).
     """
-    serial = summary.get("battery_serial")
-    model = rules.model_for(serial) if isinstance(serial, str) else None
+    serial = summary.battery_serial
+    model = rules.model_for(serial) if serial is not None else None
     if model is None:
         return _unclassified(f"aucun modèle de {GRADING_FILE} ne correspond au numéro de série {serial}",
                              None, rules.version)
-    capacity = _finite(summary.get("capacity_ah"))
+    capacity = _finite(summary.capacity_ah)
     if capacity is None or capacity <= 0:
         return _unclassified("capacité jamais mesurée (pas de décharge en phase 3)", model.name, rules.version)
 
@@ -331,11 +330,9 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
     # else is uncertain; otherwise any doubt gives À VÉRIFIER (a check that fails on data that
     # cannot support it is no REJET, one that passes on such data no grade).
     doubted = {name for doubt in facts.doubts for name in doubt.checks}
-    for check in checks:
-        if check["name"] in doubted:
-            check["uncertain"] = True
-    failed = [check for check in checks if not check["ok"]]
-    certain = [check for check in failed if check["name"] not in doubted]
+    checks = [replace(check, uncertain=True) if check.name in doubted else check for check in checks]
+    failed = [check for check in checks if not check.ok]
+    certain = [check for check in failed if check.name not in doubted]
     if certain:
         verdict_grade = GRADE_REJECT
         reason = "contrôle non passé : " + " ; ".join(check_text(check) for check in certain)
@@ -351,6 +348,5 @@ def grade(summary: Mapping[str, Any], facts: TestFacts, rules: Rules,
         verdict_grade = band.grade
         reason = (f"SOH {format_number(soh, SOH_DECIMALS, '%')} ≥ {format_limit(band.min_soh_pct, '%')}"
                   " et tous les contrôles passés")
-    return {"grade": verdict_grade, "soh_pct": soh, "model": model.name, "grading_version": rules.version,
-            "checks": checks, "reason": reason}
+    return record.Verdict(verdict_grade, soh, model.name, rules.version, tuple(checks), reason)
 
