@@ -14,7 +14,7 @@ is done by one module per concept, and every name they export is re-exported her
   chart_data.py    what the charts draw: decimated series on a time axis with stops shortened
   charts.py        the matplotlib figure and the PNG (matplotlib imported lazily)
   bdf.py           the Battery Data Format export and its metadata sidecar
-  chart_window.py  the kiosk's window (`show_charts`, CustomTkinter; data loaded in a worker thread)
+  chart_window.py  the kiosk's window (`show_charts`, CustomTkinter; data drawn by a child process)
   grading.py       grading.json and the grade (pure); verdict.py records it; certificate.py the PDF
   history.py       the SQLite index of the test folders behind --history and --results
 """

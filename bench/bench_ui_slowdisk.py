@@ -36,26 +36,32 @@ window: --scans tests started by scanning as an operator does (xdotool: bench, s
 bench + Enter; the kiosk marks the bench and spawns banc.py, which ends with every bench
 recording), and every --step-every s a running bench moves to its next phase (its banc.py
 rewrites bancs_config.json under its lock: the contention the kiosk's flock meets).
---graph also opens a test's charts by scanning `graph` then a bench (off by default: the
-charts are drawn on the Tk thread, CPU the disk has nothing to do with).
+--graph also opens a running test's charts by scanning `graph` then a bench, at 30 % of the
+window, and closes them (Escape) at 70 % (off by default: charts are CPU, not disk);
+--graph-rows N gives that test N rows before its banc.py starts (a synthetic unfinished
+test it resumes: 172800 is 48 h at 1 Hz), so the charts are those of a long test.
 
     .venv/bin/python bench/bench_ui_slowdisk.py [--quick] [--baseline REV] [--disk shim|throttle]
-        [--slow-fsync-ms 200] [--write-iops 60] [--duration S] [--rounds N] [--graph]
+        [--slow-fsync-ms 200] [--write-iops 60] [--duration S] [--rounds N] [--graph] [--graph-rows N]
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
+from banclfp.recording import record
 from banclfp.testkit.support import Xvfb
+from banclfp.testkit.synthetic import write_synthetic_test
 from banclfp.wire import protocol
 from bench import common
 from bench.common import REPO_DIR, Cleanup, ProcessGroup, StatusWatcher, fmt, percentile, verdict
@@ -66,6 +72,7 @@ TARGET_MS = 20.0
 DEFAULT_BASELINE = "9790fb4"  # main before the kiosk's I/O leaves its Tk thread
 SCAN_PAUSE_S = 0.4  # between the three scans of one start: an operator's hand, not a script's
 STALL_MS = 100.0  # the probe notes where the Tk thread is once it is this late (what a user sees as a freeze)
+CHARTS_TITLE = "Graphiques"  # the chart window's title starts with it
 
 
 @dataclass(frozen=True)
@@ -140,8 +147,27 @@ def schedule(duration_s: float, scanned: list[int], running: list[int], step_eve
             events.append((k * step_every_s, "step", running[(k - 1) % len(running)]))
             k += 1
     if graph and running:
-        events.append((duration_s * 0.8, "graph", running[0]))
+        events.append((duration_s * 0.3, "graph", running[0]))
+        events.append((duration_s * 0.7, "close_graph", running[0]))
     return sorted(events)
+
+
+def long_running_test(home: Path, banc: int, serial: str, rows: int) -> Path:
+    """A synthetic unfinished test of `rows` rows at 1 Hz ending now, which `banc.py bancN SERIAL` resumes."""
+    start = datetime.now(record.LOCAL_TZ) - timedelta(seconds=rows + 600.0)
+    return write_synthetic_test(home, rows=rows, stop_s=300.0, start=start, banc=f"banc{banc}", serial=serial,
+                                finished=False).folder
+
+
+def close_charts(display: str) -> bool:
+    """Close the chart window as an operator does with a keyboard: Escape on it; False if it was not open."""
+    env = {**os.environ, "DISPLAY": display}
+    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", CHARTS_TITLE], env=env,
+                           capture_output=True, text=True, timeout=10)
+    for window in found.stdout.split()[:1]:
+        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, capture_output=True, timeout=10)
+        subprocess.run(["xdotool", "key", "Escape"], env=env, capture_output=True, timeout=10)
+    return bool(found.stdout.split())
 
 
 def run_subject(label: str, checkout: Path, home: Path, run_dir: Path, display: str, args: Any,
@@ -159,6 +185,8 @@ def run_subject(label: str, checkout: Path, home: Path, run_dir: Path, display: 
         group = cleanup.add(ProcessGroup())
         watcher = cleanup.add(StatusWatcher(broker, range(1, args.bancs + 1), client_id=f"slow_watch_{label}"))
         common.occupy_bancs(home, broker, args.bancs, {n: serials[n] for n in running})
+        if args.graph and args.graph_rows and running:
+            long_running_test(home, running[0], serials[running[0]], args.graph_rows)
         bancs = {n: common.start_banc(group, home, broker, args.bancs, n, serials[n], run_dir / "proc",
                                       script=checkout / "banc.py", extra_env=extra) for n in running}
         for n in running:
@@ -193,6 +221,9 @@ def run_subject(label: str, checkout: Path, home: Path, run_dir: Path, display: 
                 for text in ("graph", f"banc{n}"):
                     common.type_scan(display, text)
                     time.sleep(SCAN_PAUSE_S)
+            elif action == "close_graph":
+                common.screenshot(display, run_dir / "charts.png")  # what the charts showed when closed
+                result["charts_open"] = close_charts(display)
         time.sleep(max(0.0, t0 + args.duration - time.time()))
         t1 = time.time()
         time.sleep(1.2)  # the probe flushes its lags every second
@@ -244,7 +275,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="lines/s per bench")
     parser.add_argument("--scans", type=int, default=3, help="tests started by scanning during the window")
     parser.add_argument("--step-every", type=float, default=2.0, help="s between two phase changes (0: none)")
-    parser.add_argument("--graph", action="store_true", help="also open a test's charts (scan graph + bench)")
+    parser.add_argument("--graph", action="store_true", help="also open a test's charts (scan graph + bench), then close them")
+    parser.add_argument("--graph-rows", type=int, default=0,
+                        help="--graph: rows the charted test already has (0: those of the run; 172800: 48 h at 1 Hz)")
     args = parser.parse_args(argv)
     args.duration = args.duration or (20.0 if args.quick else 60.0)
     rounds = args.rounds or (1 if args.quick else 2)
@@ -279,7 +312,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 lag = res["lag"]
                 print(f"    lag p50 {fmt(lag['p50_ms'])} / p99 {fmt(lag['p99_ms'])} / max {fmt(lag['max_ms'])} ms; "
                       f"starts by scan {res['scanned_online']}/{res['scanned']}; kiosk fsyncs "
-                      f"{res['fsync']['ui']['calls_window']}", flush=True)
+                      f"{res['fsync']['ui']['calls_window']}"
+                      + (f"; charts open when closed: {res.get('charts_open')}" if args.graph else ""), flush=True)
                 runs[label].append(res)
     results["runs"] = runs
     return report(results, runs, args, mode, delay_ms)

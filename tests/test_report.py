@@ -448,14 +448,31 @@ def test_show_charts_opens_draws_and_closes(store: Store,
             root.update()
             time.sleep(0.01)
         assert len(ticks) > 5
-        widget = window.canvas.get_tk_widget()
+        widget = window.canvas
         assert widget.winfo_ismapped() and widget.winfo_width() > 400
         # Laid out at the window's size (fonts fitted to it), not drawn at 1600x1000 and squeezed.
-        width_px = window.figure.get_size_inches()[0] * window.figure.dpi
-        assert abs(width_px - widget.winfo_width()) < 0.06 * widget.winfo_width()
-        texts = [t.get_text() for t in window.figure.texts]
+        assert window.chart is not None
+        assert abs(window.chart.width_px - widget.winfo_width()) < 0.06 * widget.winfo_width()
+        texts = list(window.chart.texts)
         assert "Résultats" in texts and any(t.startswith("Compté ph.3") for t in texts)
         assert window.close_button.cget("text") == "Fermer"
+
+        def wait_drawn_at_canvas_size() -> tuple[int, int]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                root.update()
+                size = (widget.winfo_width(), widget.winfo_height())
+                if not window.loading and window.chart is not None and (
+                        window.chart.width_px, window.chart.height_px) == size:
+                    return size
+                time.sleep(0.01)
+            raise AssertionError(f"picture {window.chart} never drawn at the canvas' size {size}")
+
+        # The picture fits the canvas exactly (larger, it would be cut), and is drawn again when the window is resized.
+        first = wait_drawn_at_canvas_size()
+        window.geometry("900x700")
+        resized = wait_drawn_at_canvas_size()
+        assert resized[0] < first[0] and resized[0] < 900
         if os.environ.get("REPORT_SCREENSHOT"):
             from PIL import ImageGrab
 
@@ -486,7 +503,8 @@ def test_refresh_shows_the_rows_a_running_test_added(store: Store,
                 root.update()
                 time.sleep(0.01)
             root.update()
-            return [t.get_text() for t in window.figure.texts]
+            assert window.chart is not None
+            return list(window.chart.texts)
 
         assert "Mesures : 500" in wait_loaded()
         last = syn.unix_s[-1]
@@ -530,36 +548,43 @@ def test_chart_window_draws_what_its_load_callback_gives(store: Store, xvfb_disp
                                                          tmp_path: Path) -> None:
     """ChartWindow takes its loader as a callback: no folder on disk is needed, and it runs off the Tk thread."""
     monkeypatch.setenv("DISPLAY", xvfb_display)
-    import threading
+    import functools
 
     import customtkinter as ctk
 
     from banclfp.kiosk import chart_window
 
-    data = _rows_at(1_709_535_600.0 + np.arange(120.0))
-    summary = analysis.compute_summary(data, record.TestSummary(battery_serial="RW-CALLBK01"), 30.0, store.static.correct_to_25c)
-    calls: list[tuple[Path, int, bool]] = []
-
-    def load_plot(folder: Path, buckets: int) -> chart_data.PlotData:
-        calls.append((folder, buckets, threading.current_thread() is threading.main_thread()))
-        return chart_data.prepare_plot_data(data, summary, buckets=buckets)
-
+    calls = tmp_path / "calls.txt"
     root = ctk.CTk()
     try:
         folder = tmp_path / "banc2" / "04032024-RW-CALLBK01"  # never created
-        window = chart_window.ChartWindow(root, folder, load_plot=load_plot)
+        window = chart_window.ChartWindow(root, folder, load_plot=functools.partial(_callback_plot, calls))
         assert window.title_label.cget("text") == "RW-CALLBK01 — banc2"
         deadline = time.monotonic() + 20
         while window.canvas is None and time.monotonic() < deadline:
             root.update()
             time.sleep(0.01)
         assert window.canvas is not None, window.status_label.cget("text")
-        assert len(calls) == 1 and calls[0][0] == folder and calls[0][1] >= 400 and not calls[0][2]
-        assert "Mesures : 120" in [t.get_text() for t in window.figure.texts]
+        # Called once, with the folder and a bucket count, in the child process: off the kiosk's Tk thread.
+        lines = calls.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 1
+        pid, buckets, called_with = lines[0].split(" ", 2)
+        assert int(pid) != os.getpid() and Path(called_with) == folder and int(buckets) >= 400
+        assert window.chart is not None and "Mesures : 120" in window.chart.texts
         window.close()
         root.update()
     finally:
         destroy_root(root)
+
+
+def _callback_plot(calls: Path, folder: Path, buckets: int) -> chart_data.PlotData:
+    """A loader for ChartWindow that needs no folder: module-level, as the child process unpickles it by name."""
+    with open(calls, "a", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()} {buckets} {folder}\n")
+    data = _rows_at(1_709_535_600.0 + np.arange(120.0))
+    summary = analysis.compute_summary(data, record.TestSummary(battery_serial="RW-CALLBK01"), 30.0,
+                                       environment.StaticFiles(environment.PROJECT_DIR).correct_to_25c)
+    return chart_data.prepare_plot_data(data, summary, buckets=buckets)
 
 
 # --------------------------------------------------------------------------- a folder written by the real banc.py

@@ -1,6 +1,6 @@
 """What the charts draw, computed with numpy: decimated series on a time axis with the stops shortened, and its ticks.
 
-No matplotlib here: the kiosk prepares all of this in a worker thread, `charts.py` draws it.
+No matplotlib here: the kiosk's chart process (render_process) prepares all of this, figure.py draws it.
 """
 
 from __future__ import annotations

@@ -1,23 +1,24 @@
 """The kiosk's chart window: one test's figure full screen above the kiosk, with Actualiser and Fermer.
 
-Only the Tk thread touches widgets and it never waits on files: the data are loaded and the
-figure is built in a worker thread; the Tk thread polls for the result and only rasterises it.
+Only the Tk thread touches widgets and it never waits on files nor draws: the data are loaded
+and the figure drawn to a picture in a child process (charts.render_process); the Tk thread
+polls for the picture and shows it as a PhotoImage (about 5 ms at 1920x1080).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import tkinter as tk
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import customtkinter as ctk
 
-from banclfp.analysis.measures import ReportError, identity_from_folder
+from banclfp.analysis.measures import Summary, identity_from_folder
 from banclfp.charts.chart_data import DISPLAY_BUCKETS, PlotData
-from banclfp.charts.figure import PNG_DPI, draw_figure
+from banclfp.charts.figure import RenderedChart
+from banclfp.charts.render_process import ChartRenderer, RenderReply, RenderRequest
 from banclfp.presentation.formatting import grade_color
 from banclfp.presentation.summary_text import verdict_text
 
@@ -25,40 +26,45 @@ logger = logging.getLogger("banc.chart_window")
 
 
 class ChartWindow(ctk.CTkToplevel):
-    """Full-screen chart view of one test: data loaded in a thread, drawn on the Tk thread."""
+    """Full-screen chart view of one test: loaded and drawn in a child process, shown as a picture."""
 
     POLL_MS = 50
+    RESIZE_SETTLE_MS = 250
+    FIRST_SIZE_WAIT_MS = 500  # the body's first <Configure> gives its size; without it, draw for the estimate
 
     def __init__(
         self,
         master: Any,
         folder: Path,
         load_plot: Callable[[Path, int], PlotData],
-        draw: Callable[[Any, PlotData], None] = draw_figure,
     ) -> None:
         """Open the window and start loading.
 
-        `load_plot(folder, buckets)` runs in a worker thread (ReportError: its message is shown);
-        `draw(figure, plot)` lays the figure out, in that thread and again on the Tk thread on resize.
+        `load_plot(folder, buckets)` runs in the child process (ReportError: its message is shown),
+        so it must pickle by reference: a module-level function, or a functools.partial of one.
         """
         super().__init__(master)
-        self.folder = folder
+        self.folder = Path(folder).absolute()  # the child may not share the kiosk's working directory
         self._load_plot = load_plot
-        self._draw = draw
-        self.canvas: Any = None
-        self.figure: Any = None
-        self._results: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.canvas: Optional[tk.Canvas] = None
+        self.chart: Optional[RenderedChart] = None  # the picture shown, with the texts drawn in it
+        self.summary: Optional[Summary] = None
+        self._photo: Optional[tk.PhotoImage] = None
+        self._renderer = ChartRenderer()
+        self._sent = 0  # requests sent and answered, by number: merged requests share their last one's reply
+        self._answered = 0
+        self._started = False
+        self._drawn_px = (0, 0)  # the size the picture shown was asked for
         self._closed = False
-        self._loading = False
-        self._plot: Optional[PlotData] = None
-        self._layout_px = (0, 0)
-        self._relayout_pending: Optional[str] = None
+        self._resize_pending: Optional[str] = None
         serial, banc = identity_from_folder(folder)
         self.title(f"Graphiques — {serial}")
         width, height = self.winfo_screenwidth(), self.winfo_screenheight()
         self.geometry(f"{width}x{height}+0+0")
         self.protocol("WM_DELETE_WINDOW", self.close)
         self.bind("<Escape>", lambda _event: self.close())
+        # Destroyed without close() (the kiosk going away): the child must not outlive the window.
+        self.bind("<Destroy>", self._on_destroy, add="+")
 
         bar = ctk.CTkFrame(self, fg_color="transparent")
         bar.pack(side="top", fill="x", padx=12, pady=(10, 4))
@@ -75,30 +81,34 @@ class ChartWindow(ctk.CTkToplevel):
         self.status_label = ctk.CTkLabel(self.body, text="Chargement des données…", text_color="#333333",
                                          font=ctk.CTkFont(size=22))
         self.status_label.place(relx=0.5, rely=0.5, anchor="center")
-        # Read by the worker thread when it builds the figure: a tuple, replaced whole (no lock needed).
+        # Until the body is laid out: the screen less the bar, what the body will be on the kiosk.
         self._target_px = (max(400, width - 16), max(300, height - 100))
         self.body.bind("<Configure>", self._on_body_configure, add="+")
         self.after(10, self._raise)
-        self.reload()
+        # The child process starts now (its imports take a while); the first request waits for the
+        # body's real size, so that the picture fits it (the estimate above may be a few % off).
+        self.after(self.FIRST_SIZE_WAIT_MS, self._start)
 
     def _on_body_configure(self, event: Any) -> None:
         if event.width > 50 and event.height > 50:
             self._target_px = (event.width, event.height)
-            if self.canvas is not None and self._relayout_pending is None:
-                # Fonts and margins are fitted to the size: lay the figure out again once resizing settles.
-                self._relayout_pending = self.after(250, self._relayout)
+            if not self._started:
+                self._start()
+            elif self.chart is not None and self._resize_pending is None:
+                # Fonts and margins are fitted to the size: draw again once resizing settles.
+                self._resize_pending = self.after(self.RESIZE_SETTLE_MS, self._redraw_at_size)
 
-    def _relayout(self) -> None:
-        self._relayout_pending = None
-        if self._closed or self.canvas is None or self._plot is None:
+    def _redraw_at_size(self) -> None:
+        self._resize_pending = None
+        if self._closed or self.chart is None:
             return
-        width, height = self._target_px
-        old_w, old_h = self._layout_px
-        if abs(width - old_w) <= 0.05 * old_w and abs(height - old_h) <= 0.05 * old_h:
-            return
-        self._draw(self.figure, self._plot)
-        self._layout_px = (width, height)
-        self.canvas.draw_idle()
+        if self._target_px != self._drawn_px:  # a picture larger than the body would be cut
+            self._send(reload=False)
+
+    def _start(self) -> None:
+        if not self._started and not self._closed:
+            self._started = True
+            self.reload()
 
     def _raise(self) -> None:
         # Above the full-screen kiosk, with or without a window manager.
@@ -110,85 +120,87 @@ class ChartWindow(ctk.CTkToplevel):
 
     @property
     def loading(self) -> bool:
-        """True while a worker thread is loading the data."""
-        return self._loading
+        """True until the picture (or the error) answering the latest request has arrived."""
+        return not self._started or self._answered < self._sent
 
     def reload(self) -> None:
-        """Load (again) the test's data in a worker thread; the figure is redrawn when it is ready."""
-        if self._loading or self._closed:
+        """Load (again) the test's data and draw it, in the child process; the picture is shown when it is ready."""
+        if self._answered < self._sent or self._closed:
             return
-        self._loading = True
-        self.refresh_button.configure(state="disabled")
+        self._send(reload=True)
+
+    def _send(self, reload: bool) -> None:
+        width, height = self._target_px
         buckets = max(400, min(DISPLAY_BUCKETS, self.winfo_screenwidth()))
-        threading.Thread(target=self._load, args=(buckets,), name="report-load", daemon=True).start()
-        self.after(self.POLL_MS, self._poll)
-
-    def _load(self, buckets: int) -> None:
-        # Worker thread: files and numpy only, never a widget.
-        try:
-            plot = self._load_plot(self.folder, buckets)
-            # Imported here rather than at the top: matplotlib's first import takes a while, and
-            # this module is imported on the Tk thread when the first window opens.
-            from matplotlib.figure import Figure
-
-            width, height = self._target_px
-            figure = Figure(figsize=(width / PNG_DPI, height / PNG_DPI), dpi=PNG_DPI)
-            self._draw(figure, plot)  # artists built here, at the window's size; the Tk thread only rasterises
-            self._results.put(("ok", (figure, plot, (width, height))))
-        except ReportError as exc:
-            self._results.put(("error", str(exc)))
-        except Exception as exc:  # shown to the operator rather than lost in a dead thread
-            logger.exception("chart loading failed for %s", self.folder)
-            self._results.put(("error", f"erreur inattendue : {exc}"))
+        polling = self._answered < self._sent
+        self._sent += 1
+        self._renderer.request(RenderRequest(self.folder, buckets, width, height, reload, self._load_plot, self._sent))
+        self.refresh_button.configure(state="disabled")
+        if not polling:
+            self.after(self.POLL_MS, self._poll)
 
     def _poll(self) -> None:
         if self._closed:
             return
-        try:
-            kind, value = self._results.get_nowait()
-        except queue.Empty:
+        reply = self._renderer.poll()
+        if reply is not None:
+            self._answered = max(self._answered, reply.request.number)
+            self._show_reply(reply)
+        if self.loading:
             self.after(self.POLL_MS, self._poll)
-            return
-        self._loading = False
-        self.refresh_button.configure(state="normal")
-        if kind == "ok":
-            figure, self._plot, self._layout_px = value
-            self._show_verdict(self._plot)
-            self._show_figure(figure)
         else:
-            self.status_label.configure(text=f"Impossible d'afficher ce test :\n{value}", text_color="#c0392b")
-            self.status_label.lift()
+            self.refresh_button.configure(state="normal")
 
-    def _show_verdict(self, plot: Optional[PlotData]) -> None:
-        """The test's verdict in the title bar, in the grade's colour."""
-        verdict = plot.summary.verdict if plot is not None else None
-        if verdict is None:
+    def _show_reply(self, reply: RenderReply) -> None:
+        if reply.chart is None:
+            self.status_label.configure(text=f"Impossible d'afficher ce test :\n{reply.error}", text_color="#c0392b")
+            self.status_label.place(relx=0.5, rely=0.5, anchor="center")
+            self.status_label.lift()
             return
-        serial, banc = plot.summary.serial, plot.summary.banc  # type: ignore[union-attr]
-        self.title_label.configure(text=f"{serial} — {banc} — Verdict {verdict_text(verdict)}",
+        self.summary = reply.summary
+        self._show_verdict(reply.summary)
+        self._show_chart(reply.chart, reply.request)
+
+    def _show_verdict(self, summary: Optional[Summary]) -> None:
+        """The test's verdict in the title bar, in the grade's colour."""
+        verdict = summary.verdict if summary is not None else None
+        if summary is None or verdict is None:
+            return
+        self.title_label.configure(text=f"{summary.serial} — {summary.banc} — Verdict {verdict_text(verdict)}",
                                    text_color=grade_color(verdict.grade))
 
-    def _show_figure(self, figure: Any) -> None:
-        from matplotlib.backends.backend_tkagg import FigureCanvasTkAgg
-
-        if self.canvas is not None:
-            self.canvas.get_tk_widget().destroy()
-        self.figure = figure
-        self.canvas = FigureCanvasTkAgg(figure, master=self.body)
-        self.canvas.get_tk_widget().configure(highlightthickness=0)
-        self.canvas.get_tk_widget().pack(fill="both", expand=True)
+    def _show_chart(self, chart: RenderedChart, request: RenderRequest) -> None:
+        if self.canvas is None:
+            self.canvas = tk.Canvas(self.body, bg="white", highlightthickness=0, bd=0)
+            self.canvas.pack(fill="both", expand=True)
+        # A PPM is copied, not decoded: a few ms for a full screen (a PNG would take about 57 ms).
+        photo = tk.PhotoImage(master=self.canvas, data=chart.ppm)
+        self.canvas.delete("chart")
+        self.canvas.create_image(0, 0, anchor="nw", image=photo, tags="chart")
+        self._photo = photo  # the previous picture is freed here, on the Tk thread
+        self.chart = chart
+        self._drawn_px = (request.width_px, request.height_px)
         self.status_label.place_forget()
-        self.canvas.draw_idle()
         self._raise()
+        if self._drawn_px != self._target_px and self._resize_pending is None:
+            # The body was resized while the child drew: catch up (at most once more).
+            self._resize_pending = self.after(self.RESIZE_SETTLE_MS, self._redraw_at_size)
+
+    def _on_destroy(self, event: Any) -> None:
+        if event.widget is self:
+            self._closed = True
+            self._renderer.close()
 
     def close(self) -> None:
-        """Close the window (the loading thread's result, if any, is dropped)."""
+        """Close the window (the child process is stopped; a picture still being drawn is dropped)."""
         if self._closed:
             return
         self._closed = True
+        self._renderer.close()
         try:
             if self.canvas is not None:
-                self.canvas.get_tk_widget().destroy()
+                self.canvas.destroy()
+            self._photo = None
         finally:
             self.destroy()
 
