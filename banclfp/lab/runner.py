@@ -8,10 +8,12 @@ time (at least once), and the database's keyed writes make a resend harmless.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -72,8 +74,12 @@ def _seen(site: str, folders: list[Path]) -> tuple[list[sync.Seen], dict[str, Pa
 
 
 def send_test(conn: psycopg.Connection, site: str, folder: Path, signature: str, previous: Optional[Sent],
-              report: PassReport) -> Optional[Sent]:
-    """Send one test folder (in bounded transactions); what the database now holds, or None if it holds no test."""
+              report: PassReport, progress: Optional[Callable[[Sent], None]] = None) -> Optional[Sent]:
+    """Send one test folder (in bounded transactions); what the database now holds, or None if it holds no test.
+
+    `progress` is told after each committed part of a long backlog (signature None: still
+    pending), so a link cut after an hour of catch-up resumes where it was, not at the start.
+    """
     test = payload.read_test(site, folder)
     if test is None:
         return None
@@ -103,6 +109,9 @@ def send_test(conn: psycopg.Connection, site: str, folder: Path, signature: str,
         offset = next_offset
         if not more:
             break
+        if progress is not None:
+            progress(Sent(None, offset, previous.content_sha256 if previous else None,
+                          previous.certificate_sha256 if previous else None, previous.graded if previous else False))
     report.tests += 1
     return Sent(signature, offset, test.content_sha256, cert_sha if certificate or previous is None
                 else previous.certificate_sha256, test.graded)
@@ -131,7 +140,8 @@ def sync_once(settings: Settings, stop: Optional[threading.Event] = None) -> Pas
                 for test_id in todo:
                     if stop is not None and stop.is_set():
                         break
-                    acked = send_test(conn, site, paths[test_id], signatures[test_id], sent.get(test_id), report)
+                    acked = send_test(conn, site, paths[test_id], signatures[test_id], sent.get(test_id), report,
+                                      functools.partial(outbox.mark, test_id))
                     if acked is not None:
                         outbox.mark(test_id, acked)
                     report.left -= 1

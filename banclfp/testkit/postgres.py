@@ -100,9 +100,12 @@ class PostgresServer:
             entry = pwd.getpwnam(self.user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def _cmd(self, *args: str) -> list[str]:
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return prefix + list(args)
+    def _server_cmd(self, *args: str) -> tuple[list[str], Optional[str]]:
+        """The server's command line and the user to start it as (in a namespace: root enters it, then runuser)."""
+        if not self.netns:
+            return list(args), self.user
+        drop = ["runuser", "-u", self.user, "--"] if self.user else []
+        return ["ip", "netns", "exec", self.netns, *drop, *args], None
 
     def start(self, timeout_s: float = 30.0) -> PostgresServer:
         """initdb (first time), then start the server and wait until it accepts connections."""
@@ -118,10 +121,8 @@ class PostgresServer:
                            check=True, capture_output=True, user=self.user)
             self._write_conf()
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self._cmd(str(self.bindir / "postgres"), "-D", str(self.datadir)),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, user=self.user,
-        )
+        command, user = self._server_cmd(str(self.bindir / "postgres"), "-D", str(self.datadir))
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, user=user)
         log.close()
         deadline = time.monotonic() + timeout_s
         while True:
@@ -137,7 +138,7 @@ class PostgresServer:
 
     def _write_conf(self) -> None:
         lines = [
-            f"listen_addresses = '{self.host}'",
+            f"listen_addresses = '{self.host}'",  # one address, or several separated by commas
             f"port = {self.port}",
             f"unix_socket_directories = '{self.socket_dir}'",
             "fsync = off",  # a test cluster: speed over durability
