@@ -102,7 +102,7 @@ def test_package_boundaries(importer: str, forbidden: str) -> None:
 
 @pytest.mark.parametrize("module", ["banclfp/kiosk/state", "banclfp/kiosk/scan_workflow", "banclfp/recording/record",
                                     "banclfp/history/business_hours", "banclfp/analysis/measures",
-                                    "banclfp/verdict/grading"])
+                                    "banclfp/verdict/grading", "banclfp/lab/sync"])
 def test_pure_cores_import_no_toolkit_and_no_io_shell(module: str) -> None:
     """The pure modules never import Tk, the MQTT client, the kiosk or banc.py."""
     tree = ast.parse((REPO_DIR / f"{module}.py").read_text(encoding="utf-8"))
