@@ -57,6 +57,11 @@ Usage : sudo deploy/install.sh --user UTILISATEUR [options]
   --no-start         activer le kiosque au démarrage sans le (re)lancer maintenant
   --dry-run          afficher chaque action sans rien faire
   --root DOSSIER     tout écrire sous DOSSIER (essai), sans apt/systemctl/chown
+  --lab-db URI       base du labo (PostgreSQL, docs/labo-serveur.md) : URI libpq SANS mot de passe,
+                     ex. 'postgresql://banc_pi1@labo.local/banc_lab?sslmode=verify-full&sslrootcert=/etc/banc-lfp-lab/lab-ca.crt' ;
+                     le mot de passe est lu sur l'entrée standard la première fois et rangé dans
+                     /etc/banc-lfp-lab/lab.pgpass (0600) ; installe le service banc-lfp-lab-sync
+  --site NOM         nom de ce Pi dans la base du labo (défaut : le nom d'hôte)
   -h, --help         cette aide
 EOF
 }
@@ -75,6 +80,8 @@ DISPLAY_NAME=:0
 XAUTH=""
 DESKTOP=1
 START=1
+LAB_DB=""
+SITE=""
 
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 attend une valeur (voir --help)"; }
 while (($#)); do
@@ -93,6 +100,8 @@ while (($#)); do
     --xauthority) need_value "$@"; XAUTH=$2; shift 2 ;;
     --no-desktop) DESKTOP=0; shift ;;
     --no-start) START=0; shift ;;
+    --lab-db) need_value "$@"; LAB_DB=$2; shift 2 ;;
+    --site) need_value "$@"; SITE=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --root) need_value "$@"; ROOT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -160,6 +169,17 @@ for part in "${ip_parts[@]}"; do ((10#$part <= 255)) || ip_ok=0; done
 if [ -z "$ROOT" ] && ! { ip -4 -o addr show 2>/dev/null | grep -qF " inet $LAN_IP/" ||
   hostname -I 2>/dev/null | tr ' ' '\n' | grep -qxF "$LAN_IP"; }; then
   die "--lan-ip $LAN_IP n'est pas une adresse de cette machine (voir « ip -4 addr ») ; fixez-la d'abord (réservation DHCP ou IP statique)"
+fi
+
+if [ -n "$LAB_DB" ]; then
+  [[ $LAB_DB =~ ^postgres(ql)?:// ]] || die "--lab-db doit être une URI postgresql://"
+  # A password in the URI would land in banc.env and in ps: it belongs in the password file.
+  if [[ $LAB_DB =~ ^[a-z]+://[^/@?]*:[^/@?]*@ ]] || [[ $LAB_DB =~ [?\&]password= ]]; then
+    die "--lab-db contient un mot de passe : donnez l'URI sans, le mot de passe est demandé à part"
+  fi
+  [[ $LAB_DB =~ ^[A-Za-z0-9._~:/?#@!\$\&\'()*+,\;=%-]+$ ]] || die "--lab-db : caractère inattendu dans l'URI"
+  SITE=${SITE:-$(hostname -s 2>/dev/null || hostname)}
+  [[ $SITE =~ ^[A-Za-z0-9-]{1,32}$ ]] || die "--site invalide (lettres, chiffres et -, 1 à 32) : $SITE"
 fi
 
 MODE_LABEL="machine réelle"
@@ -318,15 +338,43 @@ DROPIN_CHANGED=$CHANGED
 
 say ""
 say "== 4. Service du kiosque ($KIOSK_UNIT_NAME)"
-render "$DEPLOY_DIR/banc.env.in" HOME "$BANC_HOME_DIR" PORT "$PORT" PI_ACCOUNT "$PI_ACCOUNT" \
-  PI_PASSWORD "$pi_password" BANCS "$BANCS" |
-  install_content "$ENV_FILE" 0600 root:root
+{
+  render "$DEPLOY_DIR/banc.env.in" HOME "$BANC_HOME_DIR" PORT "$PORT" PI_ACCOUNT "$PI_ACCOUNT" \
+    PI_PASSWORD "$pi_password" BANCS "$BANCS"
+  # The lab database (--lab-db): the kiosk, banc.py and report.py read it too (48 h rule, history).
+  if [ -n "$LAB_DB" ]; then
+    printf 'BANC_LAB_DB=%s\nBANC_SITE=%s\nPGPASSFILE=%s\n' "$LAB_DB" "$SITE" "$LAB_PGPASS"
+  fi
+} | install_content "$ENV_FILE" 0600 root:root
 KIOSK_CHANGED=$CHANGED
 render "$DEPLOY_DIR/banc-lfp-kiosk.service.in" USER "$USER_NAME" GROUP "$GROUP_NAME" \
   PROJECT "$PROJECT" ENV_FILE "$ENV_FILE" DISPLAY "$DISPLAY_NAME" XAUTHORITY "$XAUTH" |
   install_content "$KIOSK_UNIT" 0644 root:root
 UNIT_CHANGED=$CHANGED
 KIOSK_CHANGED=$((KIOSK_CHANGED | UNIT_CHANGED))
+
+LAB_CHANGED=0
+if [ -n "$LAB_DB" ]; then
+  # The password file libpq reads (PGPASSFILE): owned by the kiosk user, who runs lab_sync.py,
+  # ui.py and banc.py; the password is read once on standard input, never from a command line.
+  ensure_dir "$LAB_DIR" 0750 "root:$GROUP_NAME"
+  if [ ! -s "$(target "$LAB_PGPASS")" ]; then
+    lab_user=$(printf '%s' "$LAB_DB" | sed -E 's|^[a-z]+://([^@/?]*)@.*|\1|; t; s|.*||')
+    [ -n "$lab_user" ] || die "--lab-db doit nommer le rôle de ce Pi (postgresql://ROLE@serveur/base)"
+    if [ -t 0 ]; then printf 'Mot de passe du rôle %s dans la base du labo : ' "$lab_user" >&2; fi
+    IFS= read -rs lab_password || true
+    [ -t 0 ] && printf '\n' >&2
+    [ -n "$lab_password" ] || die "mot de passe de la base du labo vide (à donner sur l'entrée standard)"
+    lab_password=${lab_password//\\/\\\\}
+    printf '*:*:*:%s:%s\n' "$lab_user" "${lab_password//:/\\:}" | install_content "$LAB_PGPASS" 0600 "$USER_NAME:$GROUP_NAME"
+    unset lab_password
+  fi
+  render "$DEPLOY_DIR/banc-lfp-lab-sync.service.in" USER "$USER_NAME" GROUP "$GROUP_NAME" PROJECT "$PROJECT" \
+    ENV_FILE "$ENV_FILE" | install_content "$LAB_UNIT" 0644 root:root
+  LAB_CHANGED=$((CHANGED | KIOSK_CHANGED))
+  UNIT_CHANGED=$((UNIT_CHANGED | CHANGED))
+  note "base du labo : site $SITE, service $LAB_UNIT_NAME, mot de passe dans $LAB_PGPASS"
+fi
 
 # ------------------------------------------------------------------ 5. log rotation
 
@@ -356,6 +404,10 @@ if [ -z "$ROOT" ] && ((!DRY_RUN)) && ! systemctl is-active --quiet mosquitto.ser
 fi
 
 sys_run systemctl enable "$KIOSK_UNIT_NAME"
+if [ -n "$LAB_DB" ]; then
+  sys_run systemctl enable "$LAB_UNIT_NAME"
+  if ((LAB_CHANGED)); then sys_run systemctl restart "$LAB_UNIT_NAME"; else sys_run systemctl start "$LAB_UNIT_NAME"; fi
+fi
 old_seed_active=0
 if [ -e "$(target "$OLD_SEED_UNIT")" ]; then
   # Disabled, not stopped: stopping it would kill the tests its UI started.

@@ -35,6 +35,11 @@ ENV_FILE=/etc/banc-lfp/banc.env
 BENCH_CREDS=/etc/banc-lfp/bench-accounts.txt
 KIOSK_UNIT_NAME=banc-lfp-kiosk.service
 KIOSK_UNIT=/etc/systemd/system/banc-lfp-kiosk.service
+LAB_UNIT_NAME=banc-lfp-lab-sync.service
+LAB_UNIT=/etc/systemd/system/banc-lfp-lab-sync.service
+# Readable by the kiosk user (ETC_DIR is root only): the password file and the lab's CA certificate.
+LAB_DIR=/etc/banc-lfp-lab
+LAB_PGPASS=/etc/banc-lfp-lab/lab.pgpass
 LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
 # The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
 # the password never goes on their command line.

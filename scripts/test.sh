@@ -9,6 +9,21 @@ fast=0
 if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
 bash scripts/setup.sh
 
+# The lab database's tests start their own PostgreSQL (initdb in a temp folder, docs/labo-serveur.md)
+# and put several Pis in network namespaces (ip netns, tc netem): Debian's server binaries and
+# iproute2, for the tests only (a Pi never runs a database: setup.sh and install.sh leave them out).
+# No machine cluster: Debian would otherwise create and start one on port 5432, which no test uses.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || ! command -v tc >/dev/null; then
+  echo "test: installation de postgresql et iproute2 (serveur de test, sans cluster de la machine)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO mkdir -p /etc/postgresql-common
+  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf ||
+    echo "create_main_cluster = false" | $SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -o Dpkg::Options::=--force-confold postgresql iproute2
+fi
+
 stamp=.venv/.requirements-dev.sha256
 wanted=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then

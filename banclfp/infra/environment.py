@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,8 @@ def load_settings(environ: Optional[dict[str, str]] = None) -> Settings:
     SettingsError (one line, naming the variable) for a value settings.parse_settings refuses,
     or a BANC_MQTT_CAFILE that is not a readable PEM certificate.
     """
-    settings = settings_module.parse_settings(os.environ if environ is None else environ, PROJECT_DIR)
+    settings = settings_module.parse_settings(os.environ if environ is None else environ, PROJECT_DIR,
+                                              socket.gethostname())
     if settings.mqtt_cafile is not None:
         _check_cafile(settings.mqtt_cafile)
     return settings

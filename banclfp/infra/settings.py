@@ -45,6 +45,9 @@ class Settings:
     # The CUPS queue grade labels are printed on (BANC_LABEL_PRINTER); None: no label is printed.
     label_printer: Optional[str] = None
     label_size_mm: tuple[float, float] = LABEL_SIZE_MM  # BANC_LABEL_SIZE_MM, (width, height)
+    # The lab database (BANC_LAB_DB, a libpq URI without password); None: this Pi stands alone.
+    lab_db: Optional[str] = None
+    lab_site: str = ""  # BANC_SITE: this Pi's name in the lab database (default: the host name)
 
 
 class SettingsError(ValueError):
@@ -129,7 +132,38 @@ def _label_printer(env: Mapping[str, str]) -> Optional[str]:
     return raw.strip()
 
 
-def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
+LAB_DB_SCHEMES = ("postgresql://", "postgres://")
+SITE_RE = re.compile(r"[A-Za-z0-9-]{1,32}")
+"""BANC_SITE: letters, digits and -, 1..32 characters (a host name's first label when unset)."""
+
+
+def _lab_db(env: Mapping[str, str]) -> Optional[str]:
+    """BANC_LAB_DB, a libpq URI; None when unset or blank. A password in it is refused (a password file holds it)."""
+    raw = env.get("BANC_LAB_DB")
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if not text.startswith(LAB_DB_SCHEMES):
+        raise SettingsError("BANC_LAB_DB is not a postgresql:// URI")
+    authority = text.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    # user:password@host, or password=... in the query: the password belongs in PGPASSFILE, never here
+    # (the value is not repeated: it holds a password).
+    if ":" in authority.rpartition("@")[0] or re.search(r"[?&]password=", text):
+        raise SettingsError("BANC_LAB_DB holds a password: put it in the libpq password file (PGPASSFILE), not the URI")
+    return text
+
+
+def _lab_site(env: Mapping[str, str], hostname: str) -> str:
+    """BANC_SITE, or the host name's first label; SettingsError when it is not 1..32 letters, digits or -."""
+    raw = (env.get("BANC_SITE") or "").strip()
+    site = raw or hostname.split(".")[0]
+    if not SITE_RE.fullmatch(site):
+        name = "BANC_SITE" if raw else "BANC_SITE (unset: the host name)"
+        raise SettingsError(f"{name}={_shown(site)} is not a site name (letters, digits and -, 1..32 characters)")
+    return site
+
+
+def parse_settings(env: Mapping[str, str], default_home: Path, hostname: str = "") -> Settings:
     """The settings an environment gives (BANC_HOME defaults to `default_home`).
 
     Raises SettingsError (one line, naming the variable) for a numeric setting that is not a
@@ -140,6 +174,7 @@ def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
     cafile_text = (env.get("BANC_MQTT_CAFILE") or "").strip()
     cafile = Path(cafile_text).expanduser().resolve() if cafile_text else None
     port_unset = (env.get("BANC_MQTT_PORT") or "").strip() == ""
+    lab_db = _lab_db(env)
     return Settings(
         home=home,
         mqtt_host=env.get("BANC_MQTT_HOST") or "localhost",
@@ -155,4 +190,7 @@ def parse_settings(env: Mapping[str, str], default_home: Path) -> Settings:
         mqtt_cafile=cafile,
         label_printer=_label_printer(env),
         label_size_mm=_label_size_mm(env),
+        lab_db=lab_db,
+        # The site only matters with a lab database: without one, a host name that is no site name stops nothing.
+        lab_site=_lab_site(env, hostname) if lab_db or (env.get("BANC_SITE") or "").strip() else "",
     )

@@ -38,6 +38,7 @@ from banclfp.charts.figure import render_png
 from banclfp.history import index as history
 from banclfp.infra import environment, logs, storage
 from banclfp.infra.settings import Settings
+from banclfp.lab import history as lab_history
 from banclfp.presentation.formatting import format_number
 from banclfp.presentation.summary_text import (
     STATUS_LABELS,
@@ -183,14 +184,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.history is not None:
         try:
-            sys.stdout.write(format_history(args.history, store.history.battery_history(args.history)))
+            rows, note = lab_history.battery_history(args.history, settings)
+            if note:
+                print(f"report.py : {note}", file=sys.stderr)
+            sys.stdout.write(format_history(args.history, rows))
         except (OSError, history.sqlite3.Error) as exc:
             print(f"report.py : historique illisible : {exc}", file=sys.stderr)
             return 1
         return 0
     if args.results is not None:
         try:
-            text, count = store.history.lab_results_csv()
+            text, count, note = lab_history.results_csv(settings)
+            if note:
+                print(f"report.py : {note}", file=sys.stderr)
             data = text.encode("utf-8")
             storage.atomic_write(args.results, lambda fh: fh.write(data))
         except (OSError, history.sqlite3.Error) as exc:

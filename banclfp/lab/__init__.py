@@ -1,0 +1,1 @@
+"""The lab database (docs/labo-serveur.md): every Pi's tests in one PostgreSQL, the folders staying the truth."""
