@@ -30,6 +30,7 @@ from typing import IO, Any, Optional
 from banclfp.analysis.measures import ReportError, Summary
 from banclfp.charts.chart_data import PlotData
 from banclfp.charts.figure import RenderedChart, render_image
+from banclfp.infra import environment
 
 logger = logging.getLogger("banc.chart_render")
 
@@ -128,9 +129,9 @@ def main() -> int:
 
 def child_env() -> dict[str, str]:
     """The kiosk's environment, with this checkout first on the path: the child runs the same code as its parent."""
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path}
+    env = environment.child_environment()
+    path = os.pathsep.join(p for p in (str(environment.PROJECT_DIR), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}
 
 
 class ChartRenderer:
