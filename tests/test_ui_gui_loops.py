@@ -20,6 +20,7 @@ from banclfp.kiosk.queue_messages import (
     ChargeProfileUnusable,
     JournalAlarm,
     KioskMessage,
+    LabelOutcome,
     MqttBancStatus,
     MqttBms,
     MqttEspStatus,
@@ -112,6 +113,7 @@ def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk, tmp
 LINE = protocol.BmsLine(7, 52.3, -50.0, 60.0, 25.0, 40.0, 2000.0, 3265, 3281, 0)
 ALARM = SecurityMessage("Surchauffe : courant coupé", SecurityKind.ALARM, None, True)
 OUTCOME = Outcome(Action.NONE, "Réponse", "info", answers_scan=False)
+LABEL_FAILED = LabelOutcome("banc1", "RW-LABEL001", False, "CUPS ne répond pas", 30.0)
 SNAPSHOT = BancSnapshot("banc1", occupied=False, serial=None, file_step=None, running=False, unfinished=False)
 
 
@@ -127,6 +129,7 @@ ROUTES: list[tuple[KioskMessage, str, tuple[object, ...]]] = [
                                                          Kind.ALARM)),
     (SNAPSHOT, "apply_snapshot", (SNAPSHOT,)),
     (JournalAlarm("banc1", ALARM), "panel.restore_alarm", (ALARM,)),
+    (LABEL_FAILED, "apply_label", (LABEL_FAILED,)),
     (MqttBms("banc1", protocol.encode_bms_line(LINE).encode()), "on_bms", ("banc1", LINE)),
     (MqttStep("banc1", b"2"), "on_step", ("banc1", 2)),
     (MqttSecurity("banc1", "Surchauffe détectée".encode()), "on_security", ("banc1", "Surchauffe détectée")),
@@ -168,3 +171,19 @@ def test_each_queued_message_reaches_its_handler_and_an_unknown_object_is_droppe
     dropped = [record for record in caplog.records if record.name == "banc.ui" and record.levelno == logging.ERROR]
     assert [record.getMessage().split(" at ")[0] for record in dropped] == ["queued message <object object"]
     assert dropped[0].exc_info is not None  # with its traceback, in logs.log
+
+
+def test_a_label_not_printed_is_an_alarm_that_says_why_and_how_to_print_it(bare_kiosk: Callable[..., ui.App]) -> None:
+    """The label of a verdict did not print: the operator reads it, its reason, the retry, and the scan that prints it."""
+    app = bare_kiosk()
+    app.worker.stop(timeout_s=5)
+    app.apply_label(LABEL_FAILED)
+    assert app.scan_bar.message_text == ("Étiquette non imprimée (RW-LABEL001, banc 1) : CUPS ne répond pas ; "
+                                         "nouvel essai dans 30\u00a0s. Pour l'imprimer : label, banc1.")
+    assert app.scan_bar.kind is Kind.ALARM
+    app.acknowledge_message()
+    app.apply_label(LabelOutcome("banc1", "RW-LABEL001", True))  # the retry printed it: said, as the failure was
+    assert app.scan_bar.message_text == "Étiquette imprimée (RW-LABEL001, banc 1)."
+    app.acknowledge_message()
+    app.apply_label(LabelOutcome("banc2", "RW-OTHER001", True))  # printed at the first try: nothing to say
+    assert "RW-OTHER001" not in app.scan_bar.message_text

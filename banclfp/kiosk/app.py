@@ -16,6 +16,7 @@ processes in their own session, so they outlive a restart of the kiosk.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import queue
@@ -32,6 +33,7 @@ import customtkinter as ctk
 
 from banclfp.infra import environment, logs
 from banclfp.infra.processes import BancSupervisor
+from banclfp.kiosk.labels import LabelPrinter
 from banclfp.kiosk.messages import Kind, MessageBoard, SecurityKind, classify_security, kind_of_level
 from banclfp.kiosk.queue_messages import (
     BrokerLink,
@@ -40,6 +42,7 @@ from banclfp.kiosk.queue_messages import (
     CoalescingQueue,
     JournalAlarm,
     KioskMessage,
+    LabelOutcome,
     MqttBancStatus,
     MqttBms,
     MqttEspStatus,
@@ -51,7 +54,7 @@ from banclfp.kiosk.queue_messages import (
     ShowCharts,
     mqtt_message,
 )
-from banclfp.kiosk.scan_workflow import Action, ScanWorkflow
+from banclfp.kiosk.scan_workflow import Action, ScanWorkflow, banc_label
 from banclfp.kiosk.state import (  # re-exported: the kiosk's pure state, as the tests and tools know it
     MIN_CURRENT_FOR_ESTIMATE_A,
     NOMINAL_CAPACITY_AH,
@@ -81,7 +84,9 @@ from banclfp.kiosk.worker import (
     ScanRequest,
     real_lookups,
 )
+from banclfp.presentation.formatting import format_duration
 from banclfp.recording.store import Store
+from banclfp.verdict import label
 from banclfp.wire import protocol
 
 __all__ = [
@@ -266,14 +271,20 @@ class App(ctk.CTk):
         )
         # The workflow belongs to the worker from here on: its lookups read files and scan processes.
         workflow = ScanWorkflow(self.settings.num_bancs, self.settings.scan_timeout_s,
-                                real_lookups(self.store, self.supervisor.is_running))
+                                real_lookups(self.store, self.supervisor.is_running, settings))
+        self.labels: Optional[LabelPrinter] = None
+        if settings.label_printer is not None:
+            self.labels = LabelPrinter(functools.partial(
+                label.print_label, self.store, queue=settings.label_printer, min_gap_s=settings.bms_timeout_s,
+                size_mm=settings.label_size_mm), self.inbox.put)
         self.worker = KioskWorker(self.store, self.bancs, workflow, self.supervisor, self.inbox,
-                                  bms_timeout_s=settings.bms_timeout_s)
+                                  bms_timeout_s=settings.bms_timeout_s, settings=settings, labels=self.labels)
         self.broker_connected = False
         self.messages = MessageBoard(workflow.prompt())
         self.pending_requests = 0  # scans (and chart requests) the worker has not answered yet
         self.charge_duration: Optional[Callable[[float], float]] = None  # loaded by the worker
         self._bad_payload_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self._label_failed: dict[str, bool] = {}  # serials whose label failed: its later print is said
         self._stop_requested = False
         self._pending_bms: dict[str, MqttBms] = {}
         self._last_bms_flush = 0.0
@@ -302,6 +313,8 @@ class App(ctk.CTk):
         self.refresh_message()
         self.scan_bar.set_broker(False)
         self.worker.start()  # its first job: every bench's state, shown as soon as it is read
+        if self.labels is not None:
+            self.labels.start()
         self.mqtt = MqttBridge(self.settings, self.inbox, mqtt_client_id)
         if start_mqtt:
             self.mqtt.start()
@@ -804,6 +817,8 @@ class App(ctk.CTk):
             case BancSnapshot():
                 if item.banc in self.panels:
                     self.apply_snapshot(item)
+            case LabelOutcome():
+                self.apply_label(item)
             case JournalAlarm():  # the kiosk starts: an alarm of a test under way, from its journal
                 if item.banc in self.panels:
                     self.panels[item.banc].restore_alarm(item.alarm)
@@ -812,6 +827,20 @@ class App(ctk.CTk):
                     self.apply_mqtt(item)
             case _:
                 assert_never(item)  # mypy: every kind of KioskMessage is handled above
+
+    def apply_label(self, item: LabelOutcome) -> None:
+        """Say what became of a grade label: always when it failed, when asked for by hand when it printed."""
+        where = f"{item.serial}, {banc_label(item.banc)}" if item.banc in self.runtime else item.serial
+        if item.printed:
+            if item.by_hand or self._label_failed.pop(item.serial, False):
+                self.say(f"Étiquette imprimée ({where}).", Kind.SUCCESS)
+            return
+        self._label_failed[item.serial] = True
+        again = (f"nouvel essai dans {format_duration(item.retry_in_s)}" if item.retry_in_s is not None
+                 else "plus d'essai automatique")
+        target = item.banc if item.banc in self.runtime else item.serial
+        self.say(f"Étiquette non imprimée ({where}) : {item.reason} ; {again}. "
+                 f"Pour l'imprimer : label, {target}.", Kind.ALARM)
 
     def apply_mqtt(self, item: MqttMessage) -> None:
         """Parse a bench topic's payload and apply it; a malformed one is logged (rate-limited) and ignored."""
@@ -929,6 +958,8 @@ class App(ctk.CTk):
         if self._pending_rescale is not None:
             self.after_cancel(self._pending_rescale)
         self.worker.stop(timeout_s=0)  # joined by main() once the window is gone
+        if self.labels is not None:
+            self.labels.stop(timeout_s=0)  # a print under way is CUPS's: never waited for
         self.mqtt.stop()
         try:
             self.destroy()

@@ -146,8 +146,20 @@ class JournalAlarm:
     alarm: SecurityMessage
 
 
+@dataclass(frozen=True)
+class LabelOutcome:
+    """What became of a grade label sent to the printer (after the verdict, or asked for by a `label` scan)."""
+
+    banc: str
+    serial: str
+    printed: bool
+    reason: str = ""  # in French, when not printed
+    retry_in_s: Optional[float] = None  # the next automatic attempt; None: only a `label` scan prints it now
+    by_hand: bool = False  # asked for by a `label` scan
+
+
 # BancSnapshot (kiosk_state) is a message as it is: a bench's files and banc.py, read by the worker.
-WorkerMessage = Union[Outcome, BancSnapshot, ChargeProfileLoaded, ChargeProfileUnusable, JournalAlarm]
+WorkerMessage = Union[Outcome, BancSnapshot, ChargeProfileLoaded, ChargeProfileUnusable, JournalAlarm, LabelOutcome]
 KioskMessage = Union[MqttMessage, BrokerLink, WorkerMessage]
 
 

@@ -1,5 +1,5 @@
 """The operator's scan workflow (docs/kiosque.md, « Les scans »): bench -> serial -> same bench, plus the special scans
-(`end`, `stop` -> bench -> same bench, `reset` -> bench, `graph` -> serial or bench).
+(`end`, `stop` -> bench -> same bench, `reset` -> bench, `graph` -> serial or bench, `label` -> serial or bench).
 
 A pure state machine: it never touches files, processes, MQTT or widgets. Everything it
 needs to know about the world comes from the injected `ScanLookups` and two clocks: `now`
@@ -27,6 +27,7 @@ SCAN_END = "end"
 SCAN_STOP = "stop"
 SCAN_RESET = "reset"
 SCAN_GRAPH = "graph"
+SCAN_LABEL = "label"
 # store.SERIAL_PATTERN's fixed prefix. A scan is the same battery whatever its letter case (docs/fichiers.md:
 # RW-ab12 and RW-AB12 are one battery), so `rw-ab12` is taken as RW-ab12: only the prefix is rewritten,
 # the rest keeps the scan's spelling like any other serial.
@@ -45,6 +46,7 @@ class Action(str, Enum):
     STOP = "stop"  # publish "end" on one bench's command topic (`banc`): that bench's test stops
     RESET = "reset"  # clear the bench in bancs_config.json
     GRAPH = "graph"  # open the charts of a test (serial or bench)
+    LABEL = "label"  # print the grade label of a finished test again (serial or bench)
 
 
 class Level(str, Enum):
@@ -66,6 +68,7 @@ class Stage(str, Enum):
     WAIT_GRAPH_TARGET = "wait_graph_target"
     WAIT_STOP_BANC = "wait_stop_banc"
     WAIT_STOP_CONFIRM = "wait_stop_confirm"
+    WAIT_LABEL_TARGET = "wait_label_target"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class PreviousTest:
     last_activity: Optional[datetime]  # end time of a finished test, else its last update
     current_step: Optional[int] = None
     first_day: Optional[date] = None
+    where: Optional[str] = None  # another Pi's test, from the lab database ("SITE:bancN/...")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class ScanLookups:
     banc_info: Callable[[str], BancInfo]
     banc_for_serial: Callable[[str], Optional[str]]
     latest_test: Callable[[str], Optional[PreviousTest]]
+    # What to say with the answer of latest_test for this serial: the lab database did not answer
+    # in time and only this Pi's tests were seen (None: nothing to say).
+    lab_note: Callable[[str], Optional[str]] = lambda _serial: None
 
 
 def banc_label(banc: str) -> str:
@@ -235,6 +242,8 @@ class ScanWorkflow:
             return f"{delay} : reset annulé. Recommencez par reset."
         if stage is Stage.WAIT_GRAPH_TARGET:
             return f"{delay} : graphiques annulés. Recommencez par graph."
+        if stage is Stage.WAIT_LABEL_TARGET:
+            return f"{delay} : étiquette non imprimée. Recommencez par label."
         if stage is Stage.WAIT_STOP_CONFIRM and banc:
             return f"{delay} : arrêt du {banc_label(banc)} non confirmé, le test continue. Recommencez par stop."
         if stage is Stage.WAIT_STOP_BANC:
@@ -251,6 +260,8 @@ class ScanWorkflow:
             return "Reset : scannez le banc à libérer"
         if self.stage is Stage.WAIT_GRAPH_TARGET:
             return "Graphiques : scannez un numéro de série ou un banc"
+        if self.stage is Stage.WAIT_LABEL_TARGET:
+            return "Étiquette : scannez un numéro de série ou un banc"
         if self.stage is Stage.WAIT_STOP_BANC:
             return "Arrêt : scannez le banc à arrêter"
         if self.stage is Stage.WAIT_STOP_CONFIRM and self.banc:
@@ -299,6 +310,11 @@ class ScanWorkflow:
             self._clear()
             self.stage, self.started_at_s = Stage.WAIT_GRAPH_TARGET, clock_s
             return Decision(Action.NONE, "Graphiques : scannez un numéro de série ou un banc.", Level.INFO)
+        if word == SCAN_LABEL:
+            self._clear()
+            self.stage, self.started_at_s = Stage.WAIT_LABEL_TARGET, clock_s
+            return Decision(Action.NONE, "Étiquette : scannez le numéro de série ou le banc du test à réimprimer.",
+                            Level.INFO)
         if word == SCAN_STOP:
             self._clear()
             self.stage, self.started_at_s = Stage.WAIT_STOP_BANC, clock_s
@@ -339,6 +355,8 @@ class ScanWorkflow:
             return self._wait_stop_banc(text, clock_s)
         if self.stage is Stage.WAIT_STOP_CONFIRM:
             return self._wait_stop_confirm(text)
+        if self.stage is Stage.WAIT_LABEL_TARGET:
+            return self._wait_label(text)
         return self._wait_graph(text)
 
     # ------------------------------------------------------------------ stages
@@ -418,16 +436,19 @@ class ScanWorkflow:
     def _free_banc_serial(self, serial: str, now: datetime) -> Decision:
         assert self.banc is not None
         previous = self.lookups.latest_test(serial)
+        lab_note = self.lookups.lab_note(serial)
+        said = f" ({lab_note})" if lab_note else ""
         note = "nouveau test"
         self.start_step, self.resume = 1, False
         if previous is not None and previous.finished:
             ended = previous.last_activity
             if ended is not None and not business_hours.is_past_business_hours(ended, now):
                 allowed = business_hours.add_business_hours(ended, business_hours.BUSINESS_HOURS_BEFORE_RETEST)
+                where = f" ({previous.where})" if previous.where else ""
                 return self._refuse(
-                    f"{serial} : dernier test terminé le {_fmt_time(ended)}, il y a moins de "
+                    f"{serial} : dernier test terminé le {_fmt_time(ended)}{where}, il y a moins de "
                     f"{formatting.format_number(business_hours.BUSINESS_HOURS_BEFORE_RETEST, 0, 'h')} ouvrées. "
-                    f"Nouveau test possible à partir du {_fmt_time(allowed)}."
+                    f"Nouveau test possible à partir du {_fmt_time(allowed)}." + said
                 )
             note = f"nouveau test (dernier test terminé il y a plus de {formatting.format_number(business_hours.BUSINESS_HOURS_BEFORE_RETEST, 0, 'h')} ouvrées)"
         elif previous is not None and previous.banc == self.banc:
@@ -438,7 +459,7 @@ class ScanWorkflow:
         self.serial = serial
         self.stage = Stage.WAIT_CONFIRM
         return Decision(
-            Action.NONE, f"{serial} : {note}. Rescannez {self.banc} pour confirmer.", Level.INFO,
+            Action.NONE, f"{serial} : {note}. Rescannez {self.banc} pour confirmer." + said, Level.INFO,
             banc=self.banc, serial=serial,
         )
 
@@ -495,6 +516,19 @@ class ScanWorkflow:
             self._clear()
             return Decision(Action.GRAPH, f"Graphiques de {serial}.", Level.INFO, serial=serial)
         return self._refuse(f"Graphiques : scannez un numéro de série ou un banc (reçu « {_echo(text)} »).")
+
+    def _wait_label(self, text: str) -> Decision:
+        banc = self.parse_banc(text)
+        if banc is not None:
+            if not self._known(banc):
+                return self._unknown_banc(banc)
+            self._clear()
+            return Decision(Action.LABEL, f"Étiquette du dernier test du {banc_label(banc)}…", Level.INFO, banc=banc)
+        serial = scanned_serial(text)
+        if serial is not None:
+            self._clear()
+            return Decision(Action.LABEL, f"Étiquette de {serial}…", Level.INFO, serial=serial)
+        return self._refuse(f"Étiquette : scannez un numéro de série ou un banc (reçu « {_echo(text)} »).")
 
     def _wait_stop_banc(self, text: str, clock_s: float) -> Decision:
         banc = self.parse_banc(text)

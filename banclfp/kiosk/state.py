@@ -154,6 +154,7 @@ class HistoryEntry:
     grade: Optional[str]
     soh_pct: Optional[float]
     capacity_ah: Optional[float]
+    site: Optional[str] = None  # another Pi of the lab (from the lab database): its charts are on that Pi
 
 
 def status_display(

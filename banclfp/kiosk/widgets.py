@@ -1864,7 +1864,8 @@ def history_line(entry: HistoryEntry) -> str:
         banc = str(protocol.banc_number(entry.banc))
     except ValueError:  # a history row with an odd bench name: shown as it is
         banc = entry.banc
-    return (f"{start or '—'}   Banc {banc}   "
+    where = f"{entry.site} : " if entry.site else ""  # another Pi of the lab
+    return (f"{start or '—'}   {where}Banc {banc}   "
             f"{record.STATUS_LABELS.get(entry.status, entry.status)}   {entry.grade or '—'}   "
             f"SOH {format_number(entry.soh_pct, 1, '%')}   {format_number(entry.capacity_ah, 2, 'Ah')}")
 
@@ -1895,8 +1896,10 @@ class HistoryWindow(ctk.CTkToplevel):
                                   fg_color=grade_color(entry.grade) if entry.grade else COLOR_UNKNOWN,
                                   text_color="#ffffff", font=ctk.CTkFont(size=20, weight="bold"))
             swatch.grid(row=row, column=0, padx=(6, 8), pady=4)
+            # Another Pi's test: listed (the 48 h rule and the grade count across the lab), charted on that Pi.
             button = ctk.CTkButton(body, text=history_line(entry), anchor="w", height=48, font=ctk.CTkFont(size=18),
                                    fg_color="#2a2f34", hover_color="#3a3f44", text_color=TEXT,
+                                   text_color_disabled=MUTED, state="disabled" if entry.site else "normal",
                                    command=lambda e=entry: on_open(e))
             button.grid(row=row, column=1, sticky="ew", padx=(0, 6), pady=4)
             self.rows.append(button)

@@ -28,6 +28,8 @@ from banclfp.analysis import time_left
 from banclfp.history import index as history
 from banclfp.infra import environment, settings as settings_module
 from banclfp.infra.processes import BancSupervisor
+from banclfp.infra.settings import Settings
+from banclfp.kiosk.labels import LabelJob, LabelPrinter
 from banclfp.kiosk.messages import replay_alerts
 from banclfp.kiosk.queue_messages import (
     ChargeProfileLoaded,
@@ -101,8 +103,14 @@ Request = Union[ScanRequest, GraphButtonRequest, OpenGraphRequest, RefreshReques
 _ANSWERED = frozenset(cls.__name__ for cls in (ScanRequest, GraphButtonRequest, OpenGraphRequest))
 
 
-def real_lookups(store: Store, is_running: Callable[[str], bool]) -> ScanLookups:
-    """The scan workflow's lookups, backed by the store's files and the supervisor's process checks."""
+def real_lookups(store: Store, is_running: Callable[[str], bool], settings: Optional[Settings] = None) -> ScanLookups:
+    """The scan workflow's lookups, backed by the store's files and the supervisor's process checks.
+
+    With a lab database (`settings.lab_db`), a battery's latest finished test is the lab's: a
+    test finished on another Pi counts for the 48 business hours; when the database does not
+    answer within 2 s, this Pi's tests answer and the decision says so (`lab_note`).
+    """
+    notes: dict[str, Optional[str]] = {}
 
     def banc_info(banc: str) -> BancInfo:
         entry = store.get_banc_info(banc)
@@ -110,18 +118,29 @@ def real_lookups(store: Store, is_running: Callable[[str], bool]) -> ScanLookups
 
     def latest(serial: str) -> Optional[PreviousTest]:
         test = store.latest_test(serial)
-        if test is None:
-            return None
-        return PreviousTest(
+        local = None if test is None else PreviousTest(
             banc=test.banc, finished=test.finished, last_activity=test.last_activity,
             current_step=test.config.current_step if test.config is not None else None, first_day=test.day,
         )
+        if settings is None or settings.lab_db is None:
+            return local
+        from banclfp.lab import history as lab_history  # psycopg only for a Pi of a lab
+
+        found, notes[serial] = lab_history.latest_finished(serial, settings)
+        site, _, where = found.where.rpartition(":") if found is not None else ("", "", "")
+        if found is None or not site or site == settings.lab_site:
+            return local  # this Pi's own test (sent to the lab or not): the folder says more
+        if local is not None and local.last_activity is not None and local.last_activity >= found.ended:
+            return local
+        return PreviousTest(banc=where.split("/")[0], finished=True, last_activity=found.ended,
+                            where=f"{site} : {where}")
 
     return ScanLookups(
         is_banc_running=is_running,
         banc_info=banc_info,
         banc_for_serial=lambda serial: store.get_banc_for_serial(serial),
         latest_test=latest,
+        lab_note=lambda serial: notes.pop(serial, None),
     )
 
 
@@ -216,9 +235,15 @@ class KioskWorker:
         sink: queue.Queue[KioskMessage], *,
         now: Callable[[], datetime] = record.now_local, clock: Callable[[], float] = time.monotonic,
         refresh_interval_s: float = REFRESH_INTERVAL_S, tick_interval_s: float = WORKFLOW_TICK_S,
-        bms_timeout_s: float = settings_module.BMS_TIMEOUT_S,
+        bms_timeout_s: float = settings_module.BMS_TIMEOUT_S, settings: Optional[Settings] = None,
+        labels: Optional[LabelPrinter] = None,
     ) -> None:
         self.store = store
+        self.settings = settings  # the lab database (history, 48 h) and the label printer, when set
+        self.labels = labels  # None: no BANC_LABEL_PRINTER, labels are only written by report.py --label
+        self._labels_seen: set[Path] = set()  # folders whose verdict was seen: a label is printed once, when it comes
+        self._labels_armed = False  # the verdicts already there when the kiosk starts are not printed again
+        self.history_note: Optional[str] = None  # the lab database did not answer the last history: said with it
         self.bms_timeout_s = bms_timeout_s  # the charts draw a silence this long as a stop
         self.bancs = list(bancs)
         self.workflow = workflow
@@ -263,6 +288,7 @@ class KioskWorker:
         self._safely("calibration", self._load_calibration)
         self._safely("refresh", self.refresh_all)
         self._safely("journal alarms", self.replay_journals)
+        self._labels_armed = True
         next_refresh = self.clock() + self.refresh_interval_s
         next_tick = self.clock() + self.tick_interval_s
         while True:
@@ -349,6 +375,8 @@ class KioskWorker:
             return self._reset(plain, decision.banc)
         if decision.action is Action.GRAPH:
             return self._graph(plain, decision.banc, decision.serial)
+        if decision.action is Action.LABEL:
+            return self._label(plain, decision.banc, decision.serial)
         return plain
 
     def _error(self, outcome: Outcome, message: str, level: Level = Level.ALARM) -> Outcome:
@@ -419,22 +447,53 @@ class KioskWorker:
             entries = self.history_of(serial)
             if entries:
                 count = f"{len(entries)} test{'s' if len(entries) > 1 else ''}"
+                said = f" ({self.history_note})" if self.history_note else ""
                 return Outcome(Action.GRAPH, f"Historique de {serial} : {count}. Touchez un test pour "
-                               "voir ses graphiques.", Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder,
+                               f"voir ses graphiques.{said}", Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder,
                                show_charts=show_charts, history=entries)
         return Outcome(Action.GRAPH, f"Graphiques de {target} ({folder.name}).", Level.INFO.value, banc=banc,
                        serial=serial, done=True, folder=folder, show_charts=show_charts)
 
+    def _label(self, outcome: Outcome, banc: Optional[str], serial: Optional[str]) -> Outcome:
+        """A `label` scan: the test's label goes to the printer thread (its outcome comes later, on its own)."""
+        target = serial or (f"banc {protocol.banc_number(banc)}" if banc else "?")
+        if self.labels is None:
+            return self._error(outcome, "Aucune imprimante d'étiquettes configurée (BANC_LABEL_PRINTER) : "
+                               "étiquette non imprimée.", Level.ERROR)
+        folder = self.resolve_test_folder(banc, serial)
+        summary = record.load_summary(folder) if folder is not None else None
+        if folder is None or summary is None:
+            return self._error(outcome, f"Aucun test trouvé pour {target} : étiquette non imprimée.", Level.ERROR)
+        if summary.verdict is None:
+            return self._error(outcome, f"Le test de {summary.battery_serial or target} n'a pas encore de verdict : "
+                               "pas d'étiquette.", Level.ERROR)
+        test_banc = summary.banc or banc or ""
+        self.labels.submit(LabelJob(test_banc, summary.battery_serial or target, folder, by_hand=True))
+        return Outcome(Action.LABEL, f"Étiquette de {summary.battery_serial or target} envoyée à l'imprimante…",
+                       Level.INFO.value, banc=banc, serial=serial, done=True, folder=folder)
+
     def history_of(self, serial: str) -> tuple[HistoryEntry, ...]:
-        """Every test of a battery, newest first (the history index, brought in line with the folders)."""
+        """Every test of a battery, newest first: the lab's with a lab database, else this Pi's history index."""
+        self.history_note = None
         try:
-            rows = self.store.history.battery_history(serial)
+            if self.settings is not None and self.settings.lab_db is not None:
+                from banclfp.lab import history as lab_history  # psycopg only for a Pi of a lab
+
+                rows, self.history_note = lab_history.battery_history(serial, self.settings)
+            else:
+                rows = self.store.history.battery_history(serial)
         except (OSError, history.sqlite3.Error) as exc:
             log.error("history of %s unavailable: %s", serial, exc)
             return ()
         root = self.store.data_dir
-        return tuple(HistoryEntry(root / row.folder, row.banc, row.start, row.status, row.grade, row.soh_pct,
-                                  row.capacity_ah) for row in rows)
+        own = self.settings.lab_site if self.settings is not None else None
+        entries = []
+        for row in rows:
+            site, _, folder = row.folder.rpartition(":")  # "SITE:bancN/..." from the lab database
+            local = not site or site == own
+            entries.append(HistoryEntry(root / folder if local else Path(folder), row.banc, row.start, row.status,
+                                        row.grade, row.soh_pct, row.capacity_ah, site=None if local else site))
+        return tuple(entries)
 
     # ------------------------------------------------------------------ bench state
 
@@ -527,6 +586,10 @@ class KioskWorker:
         certificate = (folder / record.CERTIFICATE_FILE).exists()
         view = result_view_from_summary(record.load_summary(folder), certificate, self.store.static.correct_to_25c)
         self._results[banc] = (folder, view)
+        if view is not None and view.grade and folder not in self._labels_seen:
+            self._labels_seen.add(folder)
+            if self.labels is not None and self._labels_armed:  # a verdict given while the kiosk runs
+                self.labels.submit(LabelJob(banc, view.serial, folder))
         if view is not None and not certificate:
             self._retry_certificate(folder)
         return view

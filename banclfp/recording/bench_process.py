@@ -827,7 +827,8 @@ def validate_args(store: Store, argv: Sequence[str]) -> tuple[Optional[tuple[str
     return (store.normalize_banc(banc_arg), serial), ""
 
 
-def check_bench(store: Store, banc: str, serial: str, now: datetime) -> Optional[tuple[str, int]]:
+def check_bench(store: Store, banc: str, serial: str, now: datetime,
+                settings: Optional[environment.Settings] = None) -> Optional[tuple[str, int]]:
     """Why this test must not run here ((message, exit code)), or None (reads bancs_config.json and the folders)."""
     state = store.load_bancs_config()
     for entry in state.bancs:
@@ -847,7 +848,29 @@ def check_bench(store: Store, banc: str, serial: str, now: datetime) -> Optional
             store.reset_banc_config(banc)
         return (f"{safe_text(serial, 40)} a terminé un test le {latest.last_activity:%d/%m/%Y %H:%M} : "
                     f"nouveau test après {business_hours.BUSINESS_HOURS_BEFORE_RETEST:g} h ouvrées", EXIT_TOO_EARLY)
+    if settings is not None and settings.lab_db is not None:
+        return _check_lab(settings, serial, now, latest.last_activity if latest is not None else None)
     return None
+
+
+def _check_lab(settings: environment.Settings, serial: str, now: datetime, local_s: Optional[datetime]) -> Optional[tuple[str, int]]:
+    """The 48 business hours across the lab: a test finished on another Pi refuses this one (2 s at most)."""
+    from banclfp.lab import history as lab_history  # psycopg only for a Pi of a lab
+
+    found, note = lab_history.latest_finished(serial, settings)
+    if note:
+        logger.warning("48 h rule: %s", note)
+        print(f"banc.py : {note}", file=sys.stderr)
+    site, _, where = found.where.rpartition(":") if found is not None else ("", "", "")
+    if found is None or not site or site == settings.lab_site:
+        return None  # this Pi's own tests were checked above
+    if local_s is not None and local_s >= found.ended:
+        return None
+    if business_hours.is_past_business_hours(found.ended, now):
+        return None
+    return (f"{safe_text(serial, 40)} a terminé un test le {found.ended.astimezone(record.LOCAL_TZ):%d/%m/%Y %H:%M} "
+            f"sur {site} ({where}) : nouveau test après {business_hours.BUSINESS_HOURS_BEFORE_RETEST:g} h ouvrées",
+            EXIT_TOO_EARLY)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -872,7 +895,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logs.setup_logging("banc.py", store.home)
     try:
         now = record.now_local()
-        refusal = check_bench(store, banc, serial, now)
+        refusal = check_bench(store, banc, serial, now, settings)
         if refusal is not None:
             logger.error("refused: %s", refusal[0])
             return _fail(refusal[0], refusal[1])
