@@ -454,3 +454,59 @@ def test_a_lab_that_does_not_answer_falls_back_within_2_s_and_says_so(lab: Lab, 
         assert note == lab_history.FALLBACK_NOTE and latest is not None and latest.where.startswith("banc1/")
         text, count, note = lab_history.results_csv(settings)
         assert note == lab_history.FALLBACK_NOTE and count == 1 and text.splitlines()[0].split(",") == list(index.RESULTS_HEADER)
+
+
+# =========================================================================== the 48 h rule at the kiosk and in banc.py
+
+
+def recently_tested_on_pi_b(lab: Lab, homes: dict[str, Path]) -> str:
+    """RW-RECENT01 finished on pi-b's banc2 an hour ago, synced: too early for a test anywhere in the lab."""
+    ended = record.now_local() - timedelta(hours=1)
+    write_finished_record(homes["pi-b"], "banc2", "RW-RECENT01", ended - timedelta(hours=6), 6 * 3600.0, 95.0, "A", 95.0)
+    assert runner.sync_once(pi_settings(homes["pi-b"], lab, "pi-b")).exit_code == 0
+    return "RW-RECENT01"
+
+
+def kiosk_scan(settings: settings_module.Settings, *scans: str) -> str:
+    """The kiosk's workflow with its real lookups (this Pi's folders and the lab database): the last answer."""
+    from banclfp.kiosk.scan_workflow import ScanWorkflow
+    from banclfp.kiosk.worker import real_lookups
+    from banclfp.recording.store import Store
+
+    flow = ScanWorkflow(4, 30.0, real_lookups(Store.from_settings(settings), lambda banc: False, settings))
+    answers = [flow.handle(scan, record.now_local(), float(i)).message for i, scan in enumerate(scans)]
+    return answers[-1]
+
+
+def test_a_battery_finished_on_another_pi_is_refused_at_the_kiosk_and_by_banc_py(lab: Lab, two_pis: dict[str, Path]) -> None:
+    serial = recently_tested_on_pi_b(lab, two_pis)
+    answer = kiosk_scan(pi_settings(two_pis["pi-a"], lab, "pi-a"), "banc1", serial)
+    assert answer.startswith(f"{serial} : dernier test terminé le ") and "(pi-b : banc2/" in answer, answer
+    assert "il y a moins de 48\u00a0h ouvrées" in answer
+    refused = run("banc.py", "banc1", serial, env=pi_env(two_pis["pi-a"], lab, "pi-a"))
+    assert refused.returncode == 5, refused.stderr  # EXIT_TOO_EARLY, nothing created
+    assert "sur pi-b (banc2/" in refused.stderr
+    assert not (two_pis["pi-a"] / "data" / "banc1" / record.folder_name(serial, record.now_local().date())).exists()
+    # A Pi alone knows nothing of pi-b: its own rule lets the test start.
+    alone = settings_module.parse_settings({"BANC_HOME": str(two_pis["pi-a"])}, two_pis["pi-a"], "x")
+    assert kiosk_scan(alone, "banc1", serial) == f"{serial} : nouveau test. Rescannez banc1 pour confirmer."
+
+
+def test_an_unreachable_lab_lets_the_kiosk_decide_on_this_pi_in_2_s_and_say_so(
+        lab: Lab, two_pis: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    serial = recently_tested_on_pi_b(lab, two_pis)
+    with _silent_server() as silent:
+        uri = f"postgresql://banc_pi_a@127.0.0.1:{silent.getsockname()[1]}/{DB}?sslmode=disable"
+        settings = settings_module.parse_settings({"BANC_HOME": str(two_pis["pi-a"]), "BANC_SITE": "pi-a",
+                                                   "BANC_LAB_DB": uri}, two_pis["pi-a"], "x")
+        started = time.monotonic()
+        answer = kiosk_scan(settings, "banc1", serial)
+        assert time.monotonic() - started < lab_history.LAB_DEADLINE_S + 1.0
+        assert answer == (f"{serial} : nouveau test. Rescannez banc1 pour confirmer. ({lab_history.FALLBACK_NOTE})")
+        # banc.py's own check (in-process: the whole banc.py would go on to wait for its broker).
+        from banclfp.recording import bench_process
+        from banclfp.recording.store import Store
+
+        assert bench_process.check_bench(Store.from_settings(settings), "banc1", serial, record.now_local(),
+                                         settings) is None
+        assert f"banc.py : {lab_history.FALLBACK_NOTE}" in capsys.readouterr().err
