@@ -511,7 +511,7 @@ class BancProcess:
         except Exception:
             logger.exception("command not published: %s", text)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
             if reason_code.is_failure:
                 logger.error("broker refused the connection: %s", reason_code)
@@ -530,7 +530,7 @@ class BancProcess:
         except Exception:
             logger.exception("on_connect failed")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
             self.connected_since = None
             # Their ids mean nothing on the next connection: the broker re-sends those messages.
@@ -540,7 +540,7 @@ class BancProcess:
         except Exception:
             logger.exception("on_disconnect failed")
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.messages_in += 1
         try:
             if message.topic == self.topics.sync:
@@ -600,7 +600,7 @@ class BancProcess:
             protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
             logger.info("announced step %d on %s", step, self.topics.command)
 
-    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         self.unsubscribed = True
 
     # ------------------------------------------------------------------ network

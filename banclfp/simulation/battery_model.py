@@ -21,6 +21,7 @@ import bisect
 import collections
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
@@ -1004,7 +1005,8 @@ class BenchFirmware:
         return results
 
 
-def run_until(firmware: BenchFirmware, predicate, dt_s: float, limit_s: float) -> list[Event]:
+def run_until(firmware: BenchFirmware, predicate: Callable[[BenchFirmware], bool], dt_s: float,
+              limit_s: float) -> list[Event]:
     """Advance `firmware` until `predicate(firmware)` is true or `limit_s` passed; return all events."""
     events: list[Event] = []
     elapsed = 0.0

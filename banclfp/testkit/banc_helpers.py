@@ -98,16 +98,16 @@ class MqttProbe:
         self._received: list[Received] = []
         self._subscribed = threading.Event()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self.subscriptions:
             client.subscribe([(topic, 1) for topic in self.subscriptions])
         else:
             self._subscribed.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         self._subscribed.set()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._lock:
             self._received.append(Received(message.topic, bytes(message.payload), bool(message.retain), time.monotonic()))
 

@@ -695,12 +695,12 @@ def connect_options(*, persistent: bool, session_expiry_s: int = SESSION_EXPIRY_
     return {"clean_start": not persistent, "properties": properties}
 
 
-def publish(client, topic: str, payload: str):
+def publish(client: Any, topic: str, payload: str) -> Any:
     """Publish with the topic's contract QoS and retain flag."""
     return client.publish(topic, payload, qos=qos_for(topic), retain=retained_for(topic))
 
 
-def subscribe_all(client, subscriptions: Iterable[tuple[str, int]]):
+def subscribe_all(client: Any, subscriptions: Iterable[tuple[str, int]]) -> Any:
     """Subscribe to a list of (topic, qos) pairs in one SUBSCRIBE."""
     subs = list(subscriptions)
     if subs:
