@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import paho.mqtt.client as mqtt
+
 from banclfp.simulation import battery_model
 from banclfp.testkit import fault_run
 from banclfp.testkit.banc_helpers import MqttProbe, battery_folders, read_csv, read_data_rows
@@ -124,7 +126,7 @@ class StreamedEsp(MqttProbe):
         self.measured = -1  # the highest seq measured so far (lines of the test's boot)
         self.replayed = 0
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         super()._on_message(client, userdata, message)
         if message.topic != T.command or message.retain:
             return

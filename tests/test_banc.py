@@ -404,7 +404,7 @@ def test_recorder_rebuilds_a_corrupt_config(store: Store, banc_home: Path) -> No
 # =========================================================================== the real process
 
 @pytest.fixture
-def esp(broker) -> Iterator[MqttProbe]:
+def esp(broker: MosquittoBroker) -> Iterator[MqttProbe]:
     """The test's ESP32: publishes like the ESP and watches command, security and banc/status."""
     probe = MqttProbe(broker, [T.command, T.security, T.banc_status]).start()
     yield probe
@@ -566,7 +566,7 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(store: Store, fl
     assert config_of(folder)["rows_count"] == 2100
 
 
-def test_broker_killed_and_restarted(fleet: BancFleet, esp: MqttProbe, broker) -> None:
+def test_broker_killed_and_restarted(fleet: BancFleet, esp: MqttProbe, broker: MosquittoBroker) -> None:
     runner = fleet.start()
     esp.publish_many([(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(50)])
     folder = runner.folder()
@@ -739,7 +739,7 @@ def test_sigterm_closes_cleanly_and_keeps_the_session(fleet: BancFleet, esp: Mqt
     assert (config["rows_count"], config["seq_restart_count"], config["seq_gap_count"]) == (45, 1, 0)
 
 
-def test_broker_down_at_start(fleet: BancFleet, broker, banc_home: Path) -> None:
+def test_broker_down_at_start(fleet: BancFleet, broker: MosquittoBroker, banc_home: Path) -> None:
     broker.stop()
     runner = fleet.runner()
     runner.start(wait_online=False)

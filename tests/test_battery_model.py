@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from banclfp.simulation.battery_model import (
     STOPPED,
     UPTIME_GARBLED,
     BenchFirmware,
+    Event,
     LfpPack,
     NurseBank,
     PackParams,
@@ -39,7 +42,8 @@ from banclfp.wire import protocol
 # --------------------------------------------------------------------------- helpers
 
 
-def run_test(fw: BenchFirmware, dt_s: float = 0.5, limit_s: float = 100_000.0, until_phase: int | None = None):
+def run_test(fw: BenchFirmware, dt_s: float = 0.5, limit_s: float = 100_000.0,
+             until_phase: int | None = None) -> tuple[list[Event], list[tuple[float, int, protocol.BmsLine]]]:
     """Command phase 1 and run; return (events, samples) with one (clock, phase, BmsLine) per simulated second."""
     events = fw.handle_command(1)
     samples = []
@@ -57,15 +61,15 @@ def run_test(fw: BenchFirmware, dt_s: float = 0.5, limit_s: float = 100_000.0, u
     return events, samples
 
 
-def steps_of(events) -> list[int]:
+def steps_of(events: Iterable[Event]) -> list[int]:
     return [e.step for e in events if isinstance(e, StepChanged)]
 
 
-def ri_of(events) -> list[dict]:
+def ri_of(events: Iterable[Event]) -> list[dict]:
     return [e.values for e in events if isinstance(e, RiMeasured)]
 
 
-def phase3_capacity(capacity_ah: float, c_rate: float, seed: int, dt_s: float, **pack) -> float:
+def phase3_capacity(capacity_ah: float, c_rate: float, seed: int, dt_s: float, **pack: Any) -> float:
     """Measured capacity (firmware counter at the end of phase 3) of a test at `c_rate`."""
     current = c_rate * capacity_ah
     fw = BenchFirmware(
@@ -329,7 +333,7 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
 # --------------------------------------------------------------------------- firmware: protocol duties
 
 
-def fresh(**sequence) -> BenchFirmware:
+def fresh(**sequence: Any) -> BenchFirmware:
     return BenchFirmware(PackParams(capacity_ah=20.0, seed=9), SequenceParams(**sequence))
 
 

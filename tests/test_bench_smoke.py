@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -41,20 +42,21 @@ def write_data_csv(path: Path, seqs: list[int]) -> Path:
         ([], range(3), 3, 0, 0),
     ],
 )
-def test_check_csv_counts_lost_and_duplicated_rows(tmp_path: Path, rows, expected, lost, duplicated, unexpected):
+def test_check_csv_counts_lost_and_duplicated_rows(tmp_path: Path, rows: list[int], expected: range, lost: int,
+                                                   duplicated: int, unexpected: int) -> None:
     path = write_data_csv(tmp_path / "data.csv", rows)
     check = check_csv([path], expected)
     assert (check.lost, check.duplicated, check.unexpected, check.rows) == (lost, duplicated, unexpected, len(rows))
 
 
-def test_check_csv_spans_resumed_test_folders(tmp_path: Path):
+def test_check_csv_spans_resumed_test_folders(tmp_path: Path) -> None:
     first = write_data_csv(tmp_path / "a" / "data.csv", [0, 1, 2])
     second = write_data_csv(tmp_path / "b" / "data.csv", [2, 3])
     check = check_csv([first, second], range(5))
     assert (check.lost, check.duplicated, check.lost_seqs, check.duplicated_seqs) == (1, 1, [4], [2])
 
 
-def test_publisher_log_keeps_published_and_acknowledged_apart(tmp_path: Path):
+def test_publisher_log_keeps_published_and_acknowledged_apart(tmp_path: Path) -> None:
     log = tmp_path / "pub_banc1.txt"
     log.write_text("P 0 10.0\nA 0 10.1\nP 1 10.2\nP 2 10.3\nA 2 10.4\nP 1 11.0\ngarbage\n")
     published, acked = read_publisher_times(log)
@@ -62,7 +64,7 @@ def test_publisher_log_keeps_published_and_acknowledged_apart(tmp_path: Path):
     assert acked == {0: 10.1, 2: 10.4}
 
 
-def test_losses_are_attributed_to_the_fault_they_happened_in():
+def test_losses_are_attributed_to_the_fault_they_happened_in() -> None:
     events = [FaultEvent("broker", "mosquitto", killed_t=100.0, restarted_t=102.0, recovered_t=103.0),
               FaultEvent("banc", "banc1", killed_t=200.0, restarted_t=203.0, recovered_t=204.0)]
     pub_times = {1: 50.0, 2: 101.0, 3: 104.5, 4: 199.0, 5: 300.0}
@@ -75,7 +77,8 @@ def test_losses_are_attributed_to_the_fault_they_happened_in():
     (("broker", "banc", "ui"), 1, 40.0, 10.0, 3),
     (("banc",), 3, 40.0, 10.0, 3),
 ])
-def test_faults_are_spread_over_the_run(faults, cycles, duration, first, count):
+def test_faults_are_spread_over_the_run(faults: tuple[str, ...], cycles: int, duration: float, first: float,
+                                        count: int) -> None:
     plan = schedule(faults, cycles, duration)
     assert len(plan) == count and plan[0][0] == first and plan[-1][0] < duration
 
@@ -83,14 +86,14 @@ def test_faults_are_spread_over_the_run(faults, cycles, duration, first, count):
 @pytest.mark.parametrize("values, pct, expected", [
     ([5.0], 99, 5.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.0), (list(range(1, 101)), 99, 99), ([], 50, None),
 ])
-def test_percentile_nearest_rank(values, pct, expected):
+def test_percentile_nearest_rank(values: list[float], pct: float, expected: Optional[float]) -> None:
     result = percentile(values, pct)
     assert (result != result) if expected is None else result == expected
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
-def test_tiny_fault_run_counts_every_row(tmp_path: Path):
+def test_tiny_fault_run_counts_every_row(tmp_path: Path) -> None:
     """Broker (with banc.py behind) and banc.py killed with SIGKILL: every acknowledged line is in data.csv once.
 
     banc.py is frozen 3 s (150 lines, 100 in flight) and the broker killed half a second
@@ -112,7 +115,7 @@ def test_tiny_fault_run_counts_every_row(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
-def test_a_broker_crash_with_firmware_that_cannot_replay_loses_only_what_banc_py_asks_for(tmp_path: Path):
+def test_a_broker_crash_with_firmware_that_cannot_replay_loses_only_what_banc_py_asks_for(tmp_path: Path) -> None:
     """Older firmware, broker killed while banc.py is behind: what the broker held is gone, and banc.py names it.
 
     Mosquitto keeps its queues in memory between two saves (autosave_interval): the lines
@@ -140,7 +143,7 @@ def test_a_broker_crash_with_firmware_that_cannot_replay_loses_only_what_banc_py
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_DIR / "banc.py").exists(), reason="banc.py is not there")
-def test_tiny_record_run_measures_memory_and_steps(tmp_path: Path):
+def test_tiny_record_run_measures_memory_and_steps(tmp_path: Path) -> None:
     """bench_record.py on a 1 MB message and 200 repeated steps: every figure is there, banc.py survives."""
     from bench import bench_record
 
@@ -158,14 +161,14 @@ def test_tiny_record_run_measures_memory_and_steps(tmp_path: Path):
     ([0.0] * 990 + [1000.0] * 10, 1000.0 - 0.01 * (990 * 10 + 10 * 1010) / 10),  # 10 one-second freezes
     ([], None),
 ])
-def test_input_wait_weighs_freezes_by_their_length(lags, expected):
+def test_input_wait_weighs_freezes_by_their_length(lags: list[float], expected: Optional[float]) -> None:
     from bench.common import input_wait_percentile
 
     result = input_wait_percentile(lags, 10.0, 99)
     assert (result != result) if expected is None else result == pytest.approx(expected, abs=0.01)
 
 
-def test_one_long_freeze_passes_the_tick_p99_but_not_the_input_wait():
+def test_one_long_freeze_passes_the_tick_p99_but_not_the_input_wait() -> None:
     from bench.common import input_wait_percentile
 
     lags = [0.3] * 1999 + [2000.0]  # 20 s of 10 ms ticks with one 2 s freeze
@@ -173,7 +176,7 @@ def test_one_long_freeze_passes_the_tick_p99_but_not_the_input_wait():
     assert input_wait_percentile(lags, 10.0, 99) > 1000.0
 
 
-def test_fsync_shim_is_active_in_a_child_and_logs_each_call(tmp_path: Path):
+def test_fsync_shim_is_active_in_a_child_and_logs_each_call(tmp_path: Path) -> None:
     """The sitecustomize shim slows and logs the fsyncs of a process started with its environment."""
     from bench.bench_ui_slowdisk import fsync_summary, read_fsyncs, shim_env
 
@@ -189,7 +192,7 @@ def test_fsync_shim_is_active_in_a_child_and_logs_each_call(tmp_path: Path):
     assert fsync_summary(calls, 0.0, 2e9)["banc"]["calls_total"] == 0
 
 
-def test_slow_disk_schedule_spreads_scans_and_phase_changes():
+def test_slow_disk_schedule_spreads_scans_and_phase_changes() -> None:
     from bench.bench_ui_slowdisk import schedule
 
     plan = schedule(20.0, [14, 15, 16], [1, 2], 2.0, graph=False)

@@ -71,7 +71,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -79,7 +79,7 @@ import pytest
 
 from banclfp.recording import record
 from banclfp.testkit.banc_helpers import BancFleet, BancRunner, MqttProbe, bms_line, data_seqs, wait_until
-from banclfp.testkit.support import REPO_DIR, project_env
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker, project_env
 from banclfp.wire import protocol
 
 T = protocol.topics(1)
@@ -107,7 +107,7 @@ DISK_FULL_LINES = 4000
 
 
 @pytest.fixture
-def esp(broker) -> Iterator[MqttProbe]:
+def esp(broker: MosquittoBroker) -> Iterator[MqttProbe]:
     """The ESP32 of bench 1 (one client for the whole test): publishes, and watches command/security/status."""
     probe = MqttProbe(broker, [T.command, T.security, T.banc_status, T2.command]).start()
     yield probe
@@ -269,7 +269,9 @@ def announce_problems(steps: list[str], expected: int, what: str = "after the re
     return [f"announced {steps} {what}, expected only {expected}"] if wrong else []
 
 
-def wait_quietly(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:
+# `predicate` is called with no argument; `...` because callers bind loop values as lambda defaults (mypy cannot
+# type such a lambda against Callable[[], object]).
+def wait_quietly(predicate: Callable[..., object], timeout_s: float, interval_s: float = 0.1) -> bool:
     """wait_until without the AssertionError: the caller reports the figures instead."""
     try:
         wait_until(predicate, timeout_s=timeout_s, interval_s=interval_s)
@@ -290,7 +292,7 @@ def ri_payloads(rng: random.Random, count: int) -> list[dict[str, float]]:
     return results
 
 
-def record_to_phase_3(esp: MqttProbe, runner: BancRunner, folder_of, ri: list[dict[str, float]]) -> Path:
+def record_to_phase_3(esp: MqttProbe, runner: BancRunner, folder_of: Callable[[], Path], ri: list[dict[str, float]]) -> Path:
     """Drive a running banc.py from phase 1 to 3: seqs 0..199, the Ri results in phase 1; return the folder."""
     esp.wait_for(T.command, "1", timeout_s=10)
     messages: list[tuple[str, str]] = [(T.step, "1")] + [(T.bms_data, bms_line(i)) for i in range(50)]

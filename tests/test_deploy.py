@@ -515,12 +515,14 @@ class Probe:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload.decode()))
 
-    def _on_connect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+    def _on_connect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.ConnectFlags,
+                    reason_code: mqtt.ReasonCode, _properties: Optional[mqtt.Properties]) -> None:
         if self.connack is None:
             self.connack = reason_code
             self.connack_event.set()
 
-    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _properties) -> None:
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, mid: int, reason_codes: list[mqtt.ReasonCode],
+                      _properties: Optional[mqtt.Properties]) -> None:
         with self.suback_event:
             self.subacks[mid] = list(reason_codes)
             self.suback_event.notify_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,7 +16,8 @@ T0 = datetime(2026, 12, 1, 10, 0, tzinfo=record.LOCAL_TZ)
 BOOT_S = 1000.0  # monotonic time at which the ESP booted (the true offset)
 
 
-def feed(estimator: OffsetEstimator, seconds: int, delay_s, rate: float = 1.0, start_s: float = 0.0) -> None:
+def feed(estimator: OffsetEstimator, seconds: int, delay_s: Callable[[int], float], rate: float = 1.0,
+         start_s: float = 0.0) -> None:
     """One line per second for `seconds`, measured at BOOT_S + t*rate on the ESP's clock, received `delay_s(t)` later."""
     for t in range(seconds):
         mono = BOOT_S + start_s + t
@@ -29,7 +31,7 @@ def feed(estimator: OffsetEstimator, seconds: int, delay_s, rate: float = 1.0, s
     ("jitter 5..300 ms", lambda t: 0.005 + 0.295 * random.Random(t).random(), 0.02),
     ("a 10 s stall every minute", lambda t: 10.0 if t % 60 == 30 else 0.004, 0.0041),
 ])
-def test_network_delay_never_pushes_the_estimate_late(name: str, delay_s, tolerance_s: float) -> None:
+def test_network_delay_never_pushes_the_estimate_late(name: str, delay_s: Callable[[int], float], tolerance_s: float) -> None:
     estimator = OffsetEstimator()
     feed(estimator, 900, delay_s)
     assert estimator.offset_s is not None

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Optional
 
 import pytest
@@ -66,7 +67,7 @@ def alarm_text(app: ui.App, banc: str) -> Optional[str]:
 
 
 def test_a_broker_restart_loses_no_alarm_and_the_outage_asserts_nothing(store: Store,
-    kiosk, esp: Esp, broker: MosquittoBroker, xvfb_display: str  # noqa: F811 - fixtures
+    kiosk: Callable[..., ui.App], esp: Esp, broker: MosquittoBroker, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     for n in (1, 2, 3):
         store.set_banc_status(f"banc{n}", record.STATUS_OCCUPIED, f"RW-BRKR000{n}", 2)
@@ -138,7 +139,7 @@ def journaled(banc: str, serial: str, text: str) -> bool:
 
 
 def test_a_restarted_kiosk_shows_every_running_tests_alarm_again(
-    kiosk, esp: Esp, broker: MosquittoBroker, fleet: BancFleet, xvfb_display: str  # noqa: F811 - fixtures
+    kiosk: Callable[..., ui.App], esp: Esp, broker: MosquittoBroker, fleet: BancFleet, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     serials = {"banc1": "RW-KRST0001", "banc2": "RW-KRST0002", "banc3": "RW-KRST0003"}
     start_tests(fleet, broker, serials)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Optional
@@ -191,7 +192,8 @@ CASES = [
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
 )
-def test_scan_sequences(world_factory, scans, action, level, fragment, stage) -> None:
+def test_scan_sequences(world_factory: Callable[[], World], scans: list[tuple[float, str]], action: Action, level: Level,
+                        fragment: str, stage: Stage) -> None:
     decisions, flow = run(world_factory(), scans)
     last = decisions[-1]
     assert last.action is action, last
@@ -215,7 +217,8 @@ def test_scan_sequences(world_factory, scans, action, level, fragment, stage) ->
     ],
     ids=["new", "resume unfinished folder", "resume keeps stored spelling", "unknown step", "finished step"],
 )
-def test_start_decision_fields(world_factory, scans, banc, serial, start_step, resume) -> None:
+def test_start_decision_fields(world_factory: Callable[[], World], scans: list[tuple[float, str]], banc: str, serial: str,
+                               start_step: int, resume: bool) -> None:
     decisions, _ = run(world_factory(), scans)
     start = decisions[-1]
     assert (start.action, start.banc, start.serial, start.start_step, start.resume) == (
@@ -236,7 +239,8 @@ def test_start_decision_fields(world_factory, scans, banc, serial, start_step, r
         ([], 100, None),
     ],
 )
-def test_tick_expires_pending_sequence_once(first_scans, tick_at_s, expect_message) -> None:
+def test_tick_expires_pending_sequence_once(first_scans: list[tuple[float, str]], tick_at_s: float,
+                                            expect_message: Optional[str]) -> None:
     _, flow = run(World(), first_scans)
     decision = flow.tick(tick_at_s)
     if expect_message is None:
@@ -282,7 +286,7 @@ CLOCK_STEP_CASES = [
 
 
 @pytest.mark.parametrize("scans,action,fragment", [c[1:] for c in CLOCK_STEP_CASES], ids=[c[0] for c in CLOCK_STEP_CASES])
-def test_scan_timeout_follows_the_monotonic_clock(scans, action, fragment) -> None:
+def test_scan_timeout_follows_the_monotonic_clock(scans: list[tuple[float, float, str]], action: Action, fragment: str) -> None:
     flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
     decisions = [flow.handle(text, T0 + timedelta(seconds=wall_s), clock_s) for wall_s, clock_s, text in scans]
     assert decisions[-1].action is action and fragment in decisions[-1].message
@@ -299,7 +303,8 @@ def test_scan_timeout_follows_the_monotonic_clock(scans, action, fragment) -> No
         ("banc2", Action.NONE, "Banc 2 libre"),
     ],
 )
-def test_a_late_confirmation_is_refused_not_taken_as_a_new_start(after_tick, expect_action, expect_fragment) -> None:
+def test_a_late_confirmation_is_refused_not_taken_as_a_new_start(after_tick: Optional[str], expect_action: Action,
+                                                                  expect_fragment: str) -> None:
     flow = ScanWorkflow(4, TIMEOUT_S, World().lookups())
     flow.handle("banc1", T0, 0.0)
     flow.handle(SERIAL, T0, 3.0)
@@ -333,7 +338,8 @@ def test_stop_decision_names_the_bench_and_its_serial() -> None:
         ([(0, "stop"), (5, "banc1")], 20.5, "arrêt du banc 1 non confirmé, le test continue. Recommencez par stop."),
     ],
 )
-def test_tick_expires_a_pending_stop_once(first_scans, tick_at_s, expect_message) -> None:
+def test_tick_expires_a_pending_stop_once(first_scans: list[tuple[float, str]], tick_at_s: float,
+                                          expect_message: Optional[str]) -> None:
     _, flow = run(World(running={"banc1"}), first_scans)
     decision = flow.tick(tick_at_s)
     if expect_message is None:
@@ -387,7 +393,7 @@ def test_serial_prefix_is_the_pattern_s() -> None:
         ("banc1", None),
     ],
 )
-def test_scanned_serial(text, serial) -> None:
+def test_scanned_serial(text: str, serial: Optional[str]) -> None:
     assert scanned_serial(text) == serial
     if serial is not None:
         assert store.is_valid_serial(serial)
@@ -407,6 +413,6 @@ def test_scanned_serial(text, serial) -> None:
         ("rw-ab/../x", "caractère non permis (« / »)"),
     ],
 )
-def test_serial_problem_says_why(text, reason) -> None:
+def test_serial_problem_says_why(text: str, reason: str) -> None:
     assert scanned_serial(text) is None
     assert serial_problem(text).startswith(reason)

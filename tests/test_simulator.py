@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Optional
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from banclfp.infra import environment
@@ -32,11 +34,12 @@ class Observer:
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=0.5)
         self.connected = threading.Event()
 
-        def on_connect(client, userdata, flags, reason_code, properties):
+        def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code: mqtt.ReasonCode,
+                       properties: Optional[mqtt.Properties]) -> None:
             client.subscribe("banc1/#", qos=1)
             self.connected.set()
 
-        def on_message(client, userdata, message):
+        def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
             with self.lock:
                 self.messages.append((message.topic, bytes(message.payload)))
                 if message.retain:
@@ -454,7 +457,7 @@ def test_fault_reboot_loop(mqtt_env: dict[str, str], observer: Observer, tmp_pat
     assert all(line.uptime_ms is not None and line.uptime_ms < 600_000 for line in boots)
 
 
-def test_fault_retained_step(mqtt_env: dict[str, str], broker, observer: Observer, tmp_path: Path) -> None:
+def test_fault_retained_step(mqtt_env: dict[str, str], broker: MosquittoBroker, observer: Observer, tmp_path: Path) -> None:
     with run_simulator(mqtt_env, tmp_path, "--speed", "100", "--fault", "retained-step"):
         observer.wait_payload(T.esp_status, b"online")
         observer.wait_payload(T.step, b"5")  # published once, before any test

@@ -59,7 +59,8 @@ def runs() -> dict[str, tuple[time_left_runs.Played, time_left.Model]]:
 
 @pytest.mark.parametrize("name", HELD)
 @pytest.mark.parametrize("phase", time_left_runs.PHASES)
-def test_every_phase_within_15_percent(runs, name: str, phase: int) -> None:
+def test_every_phase_within_15_percent(runs: dict[str, tuple[time_left_runs.Played, time_left.Model]], name: str,
+                                       phase: int) -> None:
     played, model = runs[name]
     result = time_left_runs.errors(played, model, phases=(phase,))[phase]
     assert [fraction for fraction, _, _ in result.points] == list(time_left_runs.FRACTIONS)
@@ -78,7 +79,9 @@ def test_the_charge_within_15_percent_on_other_draws(name: str, offset: int) -> 
                                                           for f, est, act in result.points]
 
 
-def test_a_weak_cell_is_told_aged_from_the_charges_first_lines(runs) -> None:
+def test_a_weak_cell_is_told_aged_from_the_charges_first_lines(
+    runs: dict[str, tuple[time_left_runs.Played, time_left.Model]],
+) -> None:
     """The weak cell's rise is twice the others' (resistance_ratio); at the charge's first line it is the same share of
     its steady rise as theirs (its diffusion rose with its ohmic part: aged, not a connection). Before its pace can be
     read, the charge is told at the pace of an aged cell: 80 % of the rated capacity, the CC ending near 86 %."""
@@ -101,7 +104,9 @@ def test_a_weak_cell_is_told_aged_from_the_charges_first_lines(runs) -> None:
     assert time_left.cv_start_soc_pct(model, bms, facts) < sound < model.cv_start_soc_pct
 
 
-def test_the_charge_ends_earlier_when_the_cells_rested_unequal(runs) -> None:
+def test_the_charge_ends_earlier_when_the_cells_rested_unequal(
+    runs: dict[str, tuple[time_left_runs.Played, time_left.Model]],
+) -> None:
     """A cell that rested higher reaches its knee first: the CC is expected to end that much earlier."""
     _, model = runs["100 Ah"]
     balanced = time_left.ChargeFacts(time_left.Rest(30.0, 3274.0, 3276.0))
@@ -165,7 +170,9 @@ def test_the_pace_lies_between_its_hypotheses_and_its_reading(aged: float, ratio
     assert sigma > 0
 
 
-def test_the_seeds_voltage_lookup_was_half_the_time_at_46_percent(runs) -> None:
+def test_the_seeds_voltage_lookup_was_half_the_time_at_46_percent(
+    runs: dict[str, tuple[time_left_runs.Played, time_left.Model]],
+) -> None:
     """The bug report: at 46 % in phase 2 the kiosk showed 36 min with 65 min left. The profile read the time
     from the voltage, and on an LFP plateau the voltage hardly moves; the SOC and the current tell it."""
     played, model = runs["100 Ah"]

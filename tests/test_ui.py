@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -85,7 +86,8 @@ def _charge_profile(voltage_v: float) -> float:
         (None, bms(), None, None),
     ],
 )
-def test_time_left_estimates(step, line, elapsed_s, expected) -> None:
+def test_time_left_estimates(step: Optional[int], line: protocol.BmsLine, elapsed_s: Optional[float],
+                             expected: Optional[float]) -> None:
     result = ui.estimate_time_left_s(step, line, elapsed_s, _charge_profile)
     if expected is None:
         assert result is None
@@ -110,7 +112,7 @@ def test_ri_view_brings_ri_and_diffusion_to_25c_like_the_charts() -> None:
 
 
 @pytest.mark.parametrize("bad", [None, "0.01", float("nan"), -0.01, 0, True])
-def test_ri_view_ignores_unusable_values(bad) -> None:
+def test_ri_view_ignores_unusable_values(bad: Optional[float | str]) -> None:
     view = ui.ri_view_from_config(record.TestSummary.from_json({"ri_discharge_average": bad, "diffusion_charge_average": bad}),
                                 lambda v, t: v)
     assert view.ri_discharge is None and view.diffusion_charge is None
@@ -142,7 +144,11 @@ def test_ri_view_real_correction_uses_the_coefficients_file(store: Store) -> Non
         ((False, None, None, True, False, "RW-AB12", 3), "Occupé - test en cours d'enregistrement", uic.STATUS_BUSY),
     ],
 )
-def test_status_display(args, text, kind) -> None:
+def test_status_display(
+    args: tuple[bool, Optional[str], Optional[int], bool, bool]
+    | tuple[bool, Optional[str], Optional[int], bool, bool, Optional[str], Optional[int]],
+    text: str, kind: str,
+) -> None:
     assert ui.status_display(*args) == (text, kind)
 
 
@@ -230,7 +236,7 @@ def test_colour_thresholds(thresholds: uic.Thresholds, value: float, level: str)
     [(None, "--:--:--"), (-1, "--:--:--"), (float("nan"), "--:--:--"), (0, "00:00:00"), (59.6, "00:01:00"),
      (3725, "01:02:05"), (1e9, "99:59:59")],
 )
-def test_format_duration(seconds, text) -> None:
+def test_format_duration(seconds: Optional[float], text: str) -> None:
     assert uic.format_clock(seconds) == text
 
 
@@ -239,11 +245,12 @@ def test_format_duration(seconds, text) -> None:
     [(1, "Phase 1/5 : Ri / diffusion"), (3, "Phase 3/5 : Décharge"), (5, "Phase 5/5 : Terminé"),
      (9, "Arrêt fin de journée"), (None, "Phase -/5")],
 )
-def test_get_phase_message(step, text) -> None:
+def test_get_phase_message(step: Optional[int], text: str) -> None:
     assert uic.get_phase_message(step) == text
 
 
-def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path, banc_home, monkeypatch) -> None:
+def test_kiosk_mqtt_bridge_is_never_handed_a_message_over_4_kib(tmp_path: Path, banc_home: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/protocole.md §4: the kiosk announces a 4 KiB MQTT v5 maximum packet size; even a broker without a limit respects it."""
     import queue
     import time

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tkinter as tk
+import types
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -310,7 +311,8 @@ def phase_1_with_ri_then_step_2(esp: Esp, banc: str, serial: str) -> Path:
 # =========================================================================== tests
 
 
-def test_scan_starts_banc_py_and_panel_follows_the_bench(store: Store, kiosk, esp: Esp, xvfb_display: str) -> None:
+def test_scan_starts_banc_py_and_panel_follows_the_bench(store: Store, kiosk: Callable[..., ui.App], esp: Esp,
+                                                         xvfb_display: str) -> None:
     app = kiosk("1280x800+0+0")
     panel = app.panels["banc1"]
     pump_until(app, lambda: app.scan_bar.broker_connected, what="broker connected")
@@ -449,7 +451,7 @@ def color_of_message(app: ui.App) -> str:
     return str(app.scan_bar.message.cget("text_color"))
 
 
-def _report_module():
+def _report_module() -> Optional[types.ModuleType]:
     try:
         from banclfp.reporting import report
     except Exception:
@@ -457,7 +459,8 @@ def _report_module():
     return report
 
 
-def test_refusals_bad_payloads_broker_loss_and_800x480(store: Store, kiosk, esp: Esp, broker: MosquittoBroker,
+def test_refusals_bad_payloads_broker_loss_and_800x480(store: Store, kiosk: Callable[..., ui.App], esp: Esp,
+                                                      broker: MosquittoBroker,
                                                       xvfb_display: str) -> None:
     # banc2 holds an interrupted test (banc.py not running, test unfinished).
     now = record.now_local()
@@ -551,7 +554,8 @@ def test_refusals_bad_payloads_broker_loss_and_800x480(store: Store, kiosk, esp:
     assert p2.widgets["phase_bar"].states == ["pending"] * 5
 
 
-def test_graph_without_report_says_so_and_systemd_notified(store: Store, kiosk, monkeypatch: pytest.MonkeyPatch,
+def test_graph_without_report_says_so_and_systemd_notified(store: Store, kiosk: Callable[..., ui.App],
+                                                           monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
     """A report module without show_charts: a clear message. READY=1 then WATCHDOG=1 reach systemd's socket."""
     import socket
@@ -587,7 +591,8 @@ def test_graph_without_report_says_so_and_systemd_notified(store: Store, kiosk, 
     assert "Aucun test trouvé pour RW-NONE0001" in app.scan_bar.message_text
 
 
-def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str) -> None:
+def test_sixteen_benches_grid_and_flood(kiosk: Callable[..., ui.App], esp: Esp, monkeypatch: pytest.MonkeyPatch,
+                                        xvfb_display: str) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "16")
     app = kiosk("1920x1080+0+0")
     assert len(app.panels) == 16
@@ -631,7 +636,8 @@ def test_sixteen_benches_grid_and_flood(kiosk, esp: Esp, monkeypatch: pytest.Mon
     screenshot(xvfb_display, app, "kiosk_800x480_16_bancs.png")
 
 
-def test_kiosk_killed_and_restarted_banc_py_keeps_going(store: Store, kiosk, esp: Esp, mqtt_env: dict[str, str],
+def test_kiosk_killed_and_restarted_banc_py_keeps_going(store: Store, kiosk: Callable[..., ui.App], esp: Esp,
+                                                        mqtt_env: dict[str, str],
                                                         xvfb_display: str, tmp_path: Path) -> None:
     import socket
 
@@ -765,7 +771,7 @@ def threading_current() -> object:
 
 
 def test_the_tk_thread_never_waits_on_the_disk_or_the_process_table(
-    kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str, banc_home: Path
+    kiosk: Callable[..., ui.App], esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str, banc_home: Path
 ) -> None:
     """Start, run, chart, stop and reset tests from the real kiosk: the Tk thread calls no fsync, flock, os.replace,
     os.open, open() of the lab's files, psutil scan or process spawn — the worker thread does all of it."""

@@ -61,7 +61,8 @@ def bare_kiosk(banc_home: Path, xvfb_display: str, monkeypatch: pytest.MonkeyPat
         factory.close()
 
 
-def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk: Callable[..., ui.App],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """_animate (8/s) used to schedule _expire too: 8 more _expire chains every second, never cancelled."""
     calls = {"_expire": 0}
     real_expire = ui.App._expire
@@ -87,7 +88,7 @@ def test_one_timer_chain_per_loop_and_none_left_after_shutdown(bare_kiosk, monke
     assert [script for script in pending_timers(app) if script.endswith(KIOSK_LOOPS)] == []
 
 
-def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk, tmp_path: Path) -> None:
+def test_a_banc_py_that_exits_at_once_leaves_its_alarm_on_screen(bare_kiosk: Callable[..., ui.App], tmp_path: Path) -> None:
     """The "arrêté aussitôt" alarm came before the snapshot saying banc.py no longer runs: withdrawn unseen."""
     failing = tmp_path / "banc.py"
     failing.write_text("import sys, time\ntime.sleep(0.3)\nsys.exit(3)\n", encoding="utf-8")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tkinter as tk
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def interrupted_test(banc: str, serial: str, step: int) -> Path:
 
 
 def test_operator_sees_nothing_stale_alarming_by_mistake_or_cut(
-    kiosk, esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str  # noqa: F811 - fixtures
+    kiosk: Callable[..., ui.App], esp: Esp, monkeypatch: pytest.MonkeyPatch, xvfb_display: str  # noqa: F811 - fixtures
 ) -> None:
     monkeypatch.setenv("BANC_NUM_BANCS", "6")
     store = Store.from_settings(environment.load_settings())  # the kiosk's store: the 6 benches
@@ -294,7 +295,7 @@ def test_windowed_kiosk_fits_an_800x480_screen(mqtt_env: dict[str, str]) -> None
 
 
 def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(store: Store,
-    kiosk, esp: Esp  # noqa: F811 - fixtures
+    kiosk: Callable[..., ui.App], esp: Esp  # noqa: F811 - fixtures
 ) -> None:
     """`stop`, bench, bench publishes `end` on that bench only (issue: the kiosk shows only what is true now);
     a stop on a bench without a running test is refused; the history's "Touchez un test" leaves with its window."""
@@ -350,7 +351,9 @@ def test_stop_one_bench_by_scan_and_the_history_prompt_goes_with_its_window(stor
     pump_until(app, lambda: app.history_window is not None and app.history_window.winfo_ismapped(),
                what=f"history window ({app.scan_bar.message_text})")
     assert app.scan_bar.message_text.startswith("Historique de RW-STOP0001 : 1 test. Touchez un test")
-    app.history_window.destroy()
+    window = app.history_window  # a local: narrowing app.history_window would hide the `is None` check below from mypy
+    assert window is not None  # what pump_until waited for (mypy does not see through its lambda)
+    window.destroy()
     pump(app, 0.2)
     assert app.history_window is None
     assert app.scan_bar.message_text == PROMPT
