@@ -86,7 +86,6 @@ from banclfp.kiosk.worker import (
 )
 from banclfp.presentation.formatting import format_duration
 from banclfp.recording.store import Store
-from banclfp.verdict import label
 from banclfp.wire import protocol
 
 __all__ = [
@@ -274,6 +273,8 @@ class App(ctk.CTk):
                                 real_lookups(self.store, self.supervisor.is_running, settings))
         self.labels: Optional[LabelPrinter] = None
         if settings.label_printer is not None:
+            from banclfp.verdict import label  # numpy and the certificate's QR: only for a kiosk with a label printer
+
             self.labels = LabelPrinter(functools.partial(
                 label.print_label, self.store, queue=settings.label_printer, min_gap_s=settings.bms_timeout_s,
                 size_mm=settings.label_size_mm), self.inbox.put)
