@@ -49,7 +49,7 @@ COOKIE = "banc_moniteur"
 LOGIN_PATHS = frozenset({"/login"})
 MAX_FORM_BYTES = 4096
 REFRESH_S = 5.0  # every open page gets every bench again this often: measures age without a message
-FILES_POLL_S = 5.0  # how often this Pi's bancs_config.json is read again (serials and phases on disk)
+FILES_POLL_S = 2.0  # how often this Pi's bancs_config.json is read again (serials and phases on disk)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'",
@@ -365,6 +365,7 @@ class Monitor:
         checks = [(check.text, check.ok) for check in sources.verdict_checks(report)]
         html = pages.test_page(request.scope["state"]["user"], folder.parent.name, folder.name,
                                report.summary.serial, verdict.grade if verdict else None,
+                               verdict.soh_pct if verdict else None,
                                sources.summary_lines(report), checks, verdict.reason if verdict else "",
                                sources.certificate_path(folder) is not None)
         return HTMLResponse(html)

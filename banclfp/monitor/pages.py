@@ -13,6 +13,8 @@ from urllib.parse import quote
 from banclfp.history.index import TestRow
 from banclfp.kiosk.state import LINK_ESP, LINK_LABELS, LINK_RECORDING
 from banclfp.presentation.formatting import format_number, grade_color
+from banclfp.presentation.summary_text import format_time
+from banclfp.recording import record
 
 APP_NAME = "Moniteur des bancs LFP"
 
@@ -100,6 +102,14 @@ def _grade(grade: Optional[str]) -> str:
     return f'<span class="grade" style="background:{_attr(grade_color(grade))}">{escape(grade)}</span>'
 
 
+HISTORY_COLUMNS = ("Dossier", "Début", "Fin", "État", "Classe", "SOH", "Capacité")  # report.py --history's
+
+
+def _time(text: Optional[str]) -> str:
+    """An ISO 8601 time of the history as the report writes times (dd/mm/yyyy HH:MM:SS, Paris)."""
+    return format_time(record.parse_time(text)) if text else "—"
+
+
 def test_link(folder: str) -> Optional[str]:
     """The page of a test of this Pi ("bancN/NAME"), None for another Pi's ("SITE:bancN/NAME")."""
     banc, _, name = folder.partition("/")
@@ -126,21 +136,23 @@ def history_page(user: str, serial: str, rows: list[TestRow], note: Optional[str
             for row in rows:
                 link = test_link(row.folder)
                 name = f'<a href="{_attr(link)}">{escape(row.folder)}</a>' if link else escape(row.folder)
-                items.append(
-                    f"<tr><td>{name}</td><td>{escape(row.start or '—')}</td><td>{escape(row.end or '—')}</td>"
-                    f"<td>{escape(row.status)}</td><td>{_grade(row.grade)}</td><td>{_cell(row.soh_pct, 1, '%')}</td>"
-                    f"<td>{_cell(row.capacity_ah, 2, 'Ah')}</td></tr>")
-            parts.append('<div class="scroll"><table class="history"><thead><tr><th>Dossier</th><th>Début</th>'
-                         '<th>Fin</th><th>État</th><th>Classe</th><th>SOH</th><th>Capacité</th></tr></thead>'
+                cells = (name, escape(_time(row.start)), escape(_time(row.end)),
+                         escape(record.STATUS_LABELS.get(row.status, row.status)), _grade(row.grade),
+                         _cell(row.soh_pct, 1, "%"), _cell(row.capacity_ah, 2, "Ah"))
+                items.append("<tr>" + "".join(f'<td data-label="{label}">{cell}</td>'
+                                              for label, cell in zip(HISTORY_COLUMNS, cells)) + "</tr>")
+            head = "".join(f"<th>{label}</th>" for label in HISTORY_COLUMNS)
+            parts.append(f'<div class="scroll"><table class="history"><thead><tr>{head}</tr></thead>'
                          f"<tbody>{''.join(items)}</tbody></table></div>")
     return layout("Historique", user, "".join(parts))
 
 
-def test_page(user: str, banc: str, name: str, serial: str, grade: Optional[str], lines: list[tuple[str, str]],
-              checks: list[tuple[str, bool]], reason: str, certificate: bool) -> str:
+def test_page(user: str, banc: str, name: str, serial: str, grade: Optional[str], soh_pct: Optional[float],
+              lines: list[tuple[str, str]], checks: list[tuple[str, bool]], reason: str, certificate: bool) -> str:
     """One test: its verdict and checks, the results panel, the charts, the certificate to download."""
     base = f"/test/{quote(banc)}/{quote(name)}"
-    verdict = (f'<p class="verdict">{_grade(grade)} <span>{escape(reason)}</span></p>' if grade
+    soh = f'<span class="soh">SOH {escape(format_number(soh_pct, 1, "%"))}</span>' if soh_pct is not None else ""
+    verdict = (f'<p class="verdict">{_grade(grade)}{soh}<span class="reason">{escape(reason)}</span></p>' if grade
                else '<p class="verdict">Pas de verdict (test en cours ou non conclu).</p>')
     check_items = "".join(f'<li class="{"ok" if ok else "ko"}">{"✔" if ok else "✘"} {escape(text)}</li>'
                           for text, ok in checks)

@@ -5,16 +5,20 @@
   const box = document.getElementById("charts");
   if (!box || typeof uPlot === "undefined") return;
 
-  function ticksFor(data) {
+  // The report's ticks, thinned to what the width holds (a phone has room for three or four labels).
+  function ticksFor(data, width) {
+    const room = Math.max(2, Math.floor((width - 60) / 90));
+    const every = Math.max(1, Math.ceil(data.ticks.length / room));
+    const kept = data.ticks.filter(function (_t, i) { return i % every === 0; });
     return {
-      splits: function () { return data.ticks.map(function (t) { return t.x; }); },
-      values: function () { return data.ticks.map(function (t) { return t.label; }); },
+      splits: function () { return kept.map(function (t) { return t.x; }); },
+      values: function () { return kept.map(function (t) { return t.label; }); },
     };
   }
 
   function draw(data) {
     const width = Math.max(240, box.clientWidth - 12);
-    const ticks = ticksFor(data);
+    const ticks = ticksFor(data, width);
     for (const s of data.series) {
       const holder = document.createElement("div");
       holder.className = "chart";
