@@ -62,6 +62,10 @@ Usage : sudo deploy/install.sh --user UTILISATEUR [options]
                      le mot de passe est lu sur l'entrée standard la première fois et rangé dans
                      /etc/banc-lfp-lab/lab.pgpass (0600) ; installe le service banc-lfp-lab-sync
   --site NOM         nom de ce Pi dans la base du labo (défaut : le nom d'hôte)
+  --monitor          installer aussi le moniteur web en lecture seule (docs/moniteur.md) : compte MQTT
+                     « moniteur » (lecture seule), certificat HTTPS signé par l'autorité locale pour
+                     --lan-ip, service banc-lfp-monitor ; comptes web : monitor.py --add-user NOM
+  --web-port PORT    port HTTPS du moniteur (défaut : 8443)
   -h, --help         cette aide
 EOF
 }
@@ -82,6 +86,8 @@ DESKTOP=1
 START=1
 LAB_DB=""
 SITE=""
+MONITOR=0
+WEB_PORT=8443
 
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 attend une valeur (voir --help)"; }
 while (($#)); do
@@ -102,6 +108,8 @@ while (($#)); do
     --no-start) START=0; shift ;;
     --lab-db) need_value "$@"; LAB_DB=$2; shift 2 ;;
     --site) need_value "$@"; SITE=$2; shift 2 ;;
+    --monitor) MONITOR=1; shift ;;
+    --web-port) need_value "$@"; WEB_PORT=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --root) need_value "$@"; ROOT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -181,6 +189,8 @@ if [ -n "$LAB_DB" ]; then
   SITE=${SITE:-$(hostname -s 2>/dev/null || hostname)}
   [[ $SITE =~ ^[A-Za-z0-9-]{1,32}$ ]] || die "--site invalide (lettres, chiffres et -, 1 à 32) : $SITE"
 fi
+
+[[ $WEB_PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((WEB_PORT <= 65535)) || die "--web-port invalide : $WEB_PORT"
 
 MODE_LABEL="machine réelle"
 ((DRY_RUN)) && MODE_LABEL="essai à blanc (--dry-run) : rien n'est modifié"
@@ -376,6 +386,43 @@ if [ -n "$LAB_DB" ]; then
   note "base du labo : site $SITE, service $LAB_UNIT_NAME, mot de passe dans $LAB_PGPASS"
 fi
 
+MONITOR_CHANGED=0
+if ((MONITOR)); then
+  # Le moniteur web : un compte MQTT qui ne peut que lire (mosquitto.acl), son mot de passe dans
+  # monitor.env (0600 root, lu par systemd) ; un certificat HTTPS pour l'adresse LAN, signé par
+  # l'autorité locale, sa clé lisible par le groupe du kiosque seulement.
+  monitor_password=""
+  if [ -f "$(target "$MONITOR_ENV_FILE")" ]; then
+    monitor_password=$(sed -n 's/^BANC_MQTT_PASSWORD=//p' "$(target "$MONITOR_ENV_FILE")" | head -n 1)
+  fi
+  monitor_force=0
+  if [ -z "$monitor_password" ]; then
+    monitor_password=$(gen_password)
+    monitor_force=1
+  fi
+  ensure_mqtt_account "$MONITOR_ACCOUNT" "$monitor_password" "$monitor_force"
+  secure_passwd_file
+  ((ACCOUNTS_CHANGED)) && MOSQ_CHANGED=1
+  ensure_dir "$WEB_TLS_DIR" 0750 "root:$GROUP_NAME"
+  ensure_server_cert "$LAN_IP" "$WEB_CERT" "$WEB_KEY" "root:$GROUP_NAME"
+  MONITOR_CHANGED=$TLS_CHANGED
+  {
+    printf 'BANC_HOME=%s\nBANC_MQTT_HOST=127.0.0.1\nBANC_MQTT_PORT=%s\nBANC_NUM_BANCS=%s\n' "$BANC_HOME_DIR" "$PORT" "$BANCS"
+    printf 'BANC_MQTT_USERNAME=%s\nBANC_MQTT_PASSWORD=%s\n' "$MONITOR_ACCOUNT" "$monitor_password"
+    printf 'BANC_WEB_HOST=%s\nBANC_WEB_PORT=%s\nBANC_WEB_CERT=%s\nBANC_WEB_KEY=%s\n' "$LAN_IP" "$WEB_PORT" "$WEB_CERT" "$WEB_KEY"
+    if [ -n "$LAB_DB" ]; then
+      printf 'BANC_LAB_DB=%s\nBANC_SITE=%s\nPGPASSFILE=%s\n' "$LAB_DB" "$SITE" "$LAB_PGPASS"
+    fi
+  } | install_content "$MONITOR_ENV_FILE" 0600 root:root
+  MONITOR_CHANGED=$((MONITOR_CHANGED | CHANGED))
+  unset monitor_password
+  render "$DEPLOY_DIR/banc-lfp-monitor.service.in" USER "$USER_NAME" GROUP "$GROUP_NAME" PROJECT "$PROJECT" \
+    ENV_FILE "$MONITOR_ENV_FILE" MONITOR_ACCOUNT "$MONITOR_ACCOUNT" | install_content "$MONITOR_UNIT" 0644 root:root
+  MONITOR_CHANGED=$((MONITOR_CHANGED | CHANGED))
+  UNIT_CHANGED=$((UNIT_CHANGED | CHANGED))
+  note "moniteur web : https://$LAN_IP:$WEB_PORT/ (service $MONITOR_UNIT_NAME) ; un compte : sudo -u $USER_NAME env BANC_HOME=$BANC_HOME_DIR $PROJECT/.venv/bin/python $PROJECT/monitor.py --add-user NOM"
+fi
+
 # ------------------------------------------------------------------ 5. log rotation
 
 say ""
@@ -407,6 +454,10 @@ sys_run systemctl enable "$KIOSK_UNIT_NAME"
 if [ -n "$LAB_DB" ]; then
   sys_run systemctl enable "$LAB_UNIT_NAME"
   if ((LAB_CHANGED)); then sys_run systemctl restart "$LAB_UNIT_NAME"; else sys_run systemctl start "$LAB_UNIT_NAME"; fi
+fi
+if ((MONITOR)); then
+  sys_run systemctl enable "$MONITOR_UNIT_NAME"
+  if ((MONITOR_CHANGED)); then sys_run systemctl restart "$MONITOR_UNIT_NAME"; else sys_run systemctl start "$MONITOR_UNIT_NAME"; fi
 fi
 old_seed_active=0
 if [ -e "$(target "$OLD_SEED_UNIT")" ]; then

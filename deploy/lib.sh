@@ -40,6 +40,15 @@ LAB_UNIT=/etc/systemd/system/banc-lfp-lab-sync.service
 # Readable by the kiosk user (ETC_DIR is root only): the password file and the lab's CA certificate.
 LAB_DIR=/etc/banc-lfp-lab
 LAB_PGPASS=/etc/banc-lfp-lab/lab.pgpass
+# Le moniteur web (--monitor, docs/moniteur.md) : son service, ses réglages (compte MQTT en lecture
+# seule), son certificat HTTPS signé par l'autorité locale, lisible par le groupe du kiosque seulement.
+MONITOR_UNIT_NAME=banc-lfp-monitor.service
+MONITOR_UNIT=/etc/systemd/system/banc-lfp-monitor.service
+MONITOR_ENV_FILE=/etc/banc-lfp/monitor.env
+MONITOR_ACCOUNT=moniteur
+WEB_TLS_DIR=/etc/banc-lfp-web
+WEB_CERT=/etc/banc-lfp-web/monitor.crt
+WEB_KEY=/etc/banc-lfp-web/monitor.key
 LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
 # The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
 # the password never goes on their command line.
@@ -347,10 +356,13 @@ ensure_ca() {
 # The server certificate of the LAN listener, for address $1, signed by the CA. Made again
 # when missing, when it expires within RENEW_BEFORE_DAYS, when it was made for another
 # address, or when the CA or its key changed; kept otherwise (a re-run changes nothing).
+# ensure_server_cert IP [CERT KEY OWNER]: the broker's certificate by default; the web monitor's with
+# its own paths and the owner of its key (user:group that may read it).
 ensure_server_cert() {
-  local ip=$1 crt key ca reason="" work
-  crt=$(target "$SERVER_CERT")
-  key=$(target "$SERVER_KEY")
+  local ip=$1 cert_path=${2:-$SERVER_CERT} key_path=${3:-$SERVER_KEY} owner=${4:-root:mosquitto}
+  local crt key ca reason="" work
+  crt=$(target "$cert_path")
+  key=$(target "$key_path")
   ca=$(target "$CA_CERT")
   if [ ! -f "$crt" ] || [ ! -f "$key" ]; then
     reason="absent"
@@ -366,17 +378,17 @@ ensure_server_cert() {
   if [ -z "$reason" ]; then
     if [ "$(stat -c %a "$key")" != 640 ]; then
       file_run chmod 0640 "$key"
-      note "droits corrigés (0640) : $SERVER_KEY"
+      note "droits corrigés (0640) : $key_path"
     fi
-    if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(stat -c %U:%G "$key")" != root:mosquitto ]; then
-      sys_run chown root:mosquitto "$key"
+    if [ -z "$ROOT" ] && ((!DRY_RUN)) && [ "$(stat -c %U:%G "$key")" != "$owner" ]; then
+      sys_run chown "$owner" "$key"
     fi
-    note "certificat du serveur conservé : $SERVER_CERT ($ip, jusqu'au $(cert_end_date "$crt"))"
+    note "certificat du serveur conservé : $cert_path ($ip, jusqu'au $(cert_end_date "$crt"))"
     return 0
   fi
   if ((DRY_RUN)); then
     say "[dry-run] openssl : certificat du serveur pour $ip ($reason), signé par l'autorité, $SERVER_DAYS jours"
-    note "certificat du serveur (à faire) : $SERVER_CERT"
+    note "certificat du serveur (à faire) : $cert_path"
     TLS_CHANGED=1
     return 0
   fi
@@ -396,9 +408,9 @@ authorityKeyIdentifier=keyid
 EXT
   run_openssl x509 -req -in "$work/server.csr" -CA "$ca" -CAkey "$(target "$CA_KEY")" \
     -set_serial "0x$(openssl rand -hex 16)" -days "$SERVER_DAYS" -sha256 -extfile "$work/ext" -out "$work/server.crt"
-  # mosquitto reads its key after dropping root: group mosquitto, nobody else.
-  install_content "$SERVER_KEY" 0640 root:mosquitto <"$work/server.key"
-  install_content "$SERVER_CERT" 0644 root:root <"$work/server.crt"
+  # mosquitto (or the monitor) reads its key after dropping root: its group, nobody else.
+  install_content "$key_path" 0640 "$owner" <"$work/server.key"
+  install_content "$cert_path" 0644 root:root <"$work/server.crt"
   rm -rf "$work"
   note "certificat du serveur pour $ip : valable jusqu'au $(cert_end_date "$crt") ; relancer install.sh avant (il le renouvelle)"
   TLS_CHANGED=1

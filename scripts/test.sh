@@ -24,6 +24,16 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || ! command -v tc
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -o Dpkg::Options::=--force-confold postgresql iproute2
 fi
 
+# The web monitor's browser tests (tests/test_monitor_browser.py): Playwright drives Debian's chromium
+# (it cannot download its own browsers here). For the tests only: a Pi never needs a browser.
+if ! command -v chromium >/dev/null; then
+  echo "test: installation de chromium (tests du moniteur web dans un vrai navigateur)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
+
 stamp=.venv/.requirements-dev.sha256
 wanted=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then

@@ -214,7 +214,7 @@ def test_nothing_in_the_package_imports_the_entry_points() -> None:
 
 PURE_MODULES = ["kiosk/state", "kiosk/scan_workflow", "kiosk/messages", "recording/record", "recording/recorder",
                 "recording/esp_clock", "history/business_hours", "analysis/measures", "analysis/time_left",
-                "analysis/calibration", "verdict/grading", "simulation/battery_model", "lab/sync",
+                "analysis/calibration", "verdict/grading", "simulation/battery_model", "lab/sync", "monitor/live", "monitor/pages",
                 *sorted(f"presentation/{p.stem}" for p in (REPO_DIR / "banclfp/presentation").glob("[!_]*.py"))]
 # The toolkit, the MQTT client, processes, and the project's shells that use them.
 SHELL_IMPORTS = {"tkinter", "customtkinter", "paho", "subprocess", "psutil", "matplotlib", *ENTRY_POINTS,

@@ -202,7 +202,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (root / "etc/mosquitto/conf.d/local.conf").write_text(OPEN_CONF_D)
     port, tls_port, user = free_port(), free_port(), getpass.getuser()
     args = ("--root", str(root), "--user", user, "--project", str(REPO_DIR), "--home", str(home),
-            "--bancs", "2", "--lan-ip", LAN_IP, "--port", str(port), "--tls-port", str(tls_port))
+            "--bancs", "2", "--lan-ip", LAN_IP, "--port", str(port), "--tls-port", str(tls_port), "--monitor")
     with ArgvSampler() as sampler:
         first = run_script(INSTALL, *args, env=slowed_path(base, "mosquitto_passwd"))
     after_first = snapshot(root)
@@ -230,6 +230,11 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/systemd/system/banc-lfp-kiosk.service": 0o644,
         "etc/systemd/system/mosquitto.service.d/banc-lfp.conf": 0o644,
         "etc/logrotate.d/banc-lfp": 0o644,
+        # --monitor: the web monitor's settings (its broker password), unit and HTTPS certificate.
+        "etc/banc-lfp/monitor.env": 0o600,
+        "etc/systemd/system/banc-lfp-monitor.service": 0o644,
+        "etc/banc-lfp-web/monitor.crt": 0o644,
+        "etc/banc-lfp-web/monitor.key": 0o640,
         RETAIN_GUARD: 0o644,  # the broker's plugin, compiled from deploy/mosquitto-retain-guard.c
     }
     for rel, mode in expected.items():
@@ -256,7 +261,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
     assert sorted(creds) == ["banc1", "banc2"]
     assert len(set(creds.values()) | {env["BANC_MQTT_PASSWORD"]}) == 3  # all different
     accounts = [line.split(":")[0] for line in (root / "etc/mosquitto/banc-lfp.passwd").read_text().splitlines()]
-    assert sorted(accounts) == ["banc1", "banc2", PI_ACCOUNT]
+    assert sorted(accounts) == ["banc1", "banc2", "moniteur", PI_ACCOUNT]  # moniteur: --monitor, read only
 
     conf = (root / "etc/mosquitto/conf.d/banc-lfp.conf").read_text()
     listeners = re.findall(r"^listener .*$", conf, re.M)
@@ -321,7 +326,8 @@ def test_install_is_idempotent(installed: Installed) -> None:
     assert "créé :" not in out and "mis à jour :" not in out and "mosquitto_passwd" not in out
     assert "systemctl restart mosquitto.service" not in out
     assert "systemctl --no-block start banc-lfp-kiosk.service" in out
-    assert out.count("inchangé :") == 10  # every file but the password and accounts files
+    # every file but the password and accounts files; 2 of them --monitor's (monitor.env, its unit)
+    assert out.count("inchangé :") == 12
     assert "+ openssl" not in out and "autorité de certification conservée" in out
     assert "certificat du serveur conservé" in out
 
@@ -760,6 +766,28 @@ def test_bench_account_is_confined_to_its_own_topics(
     assert pi.receive_until(banc1.command) == [(banc2.command, "1"), (banc2.security, "alerte"), (banc1.command, "end")]
 
 
+def test_monitor_account_reads_every_bench_and_publishes_nothing(
+    installed: Installed, deployed_broker: DeployedBroker, probes: list[Probe]
+) -> None:
+    """install.sh --monitor: the web monitor's account (docs/moniteur.md) can read, never write."""
+    monitor_env = dict(line.split("=", 1) for line in
+                       (installed.root / "etc/banc-lfp/monitor.env").read_text().splitlines() if "=" in line)
+    assert monitor_env["BANC_MQTT_USERNAME"] == "moniteur" and monitor_env["BANC_WEB_HOST"] == LAN_IP
+    assert Path(monitor_env["BANC_WEB_CERT"]).name == "monitor.crt"
+    pi_password = env_file(installed.root)["BANC_MQTT_PASSWORD"]
+    banc1 = protocol.topics(1)
+    pi = Probe(installed.port, PI_ACCOUNT, pi_password)
+    watcher = Probe(installed.port, "moniteur", monitor_env["BANC_MQTT_PASSWORD"])
+    probes.extend([pi, watcher])
+    assert pi.connect() and watcher.connect()
+    assert pi.subscribe("#") and watcher.subscribe("+/bms/data")
+    watcher.publish(banc1.command, "1")  # dropped by the broker: the monitor cannot drive a bench
+    watcher.publish(banc1.step, "9")
+    pi.publish(banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0")
+    assert pi.receive_until(banc1.bms_data) == [(banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0")]
+    assert watcher.receive_until(banc1.bms_data) == [(banc1.bms_data, "7,52.1,0,50,25,0,0,3250,3260,0")]
+
+
 # docs/protocole.md §5: the topics banc.py reads as events, which an ESP publishes without retain; and
 # the others, where an ESP retains nothing either (its esp/status is the one it retains on).
 EVENT_KINDS = ("step", "bms/data", "bms/replay", "ri/results", "banc/status", "security", "command", "n1")
@@ -948,8 +976,9 @@ def test_kiosk_unit_keys(installed: Installed) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_units_pass_systemd_analyze_verify(installed: Installed, tmp_path: Path) -> None:
-    """systemd's own parser accepts every line of the kiosk unit and of the mosquitto drop-in."""
+    """systemd's own parser accepts every line of the kiosk unit, the monitor's and the mosquitto drop-in."""
     kiosk = installed.root / "etc/systemd/system/banc-lfp-kiosk.service"
+    monitor = installed.root / "etc/systemd/system/banc-lfp-monitor.service"
     if not (REPO_DIR / ".venv/bin/python").exists():
         pytest.skip("no .venv: ExecStart would point at a missing interpreter")
     # The drop-in is verified on Debian's mosquitto.service (or a stand-in), next to it.
@@ -961,7 +990,7 @@ def test_units_pass_systemd_analyze_verify(installed: Installed, tmp_path: Path)
     )
     (tmp_path / "mosquitto.service.d").mkdir()
     shutil.copy(installed.root / "etc/systemd/system/mosquitto.service.d/banc-lfp.conf", tmp_path / "mosquitto.service.d")
-    for unit in (kiosk, mosquitto_unit):
+    for unit in (kiosk, monitor, mosquitto_unit):
         proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
         complaints = [line for line in (proc.stdout + proc.stderr).splitlines() if str(unit.parent) in line]
         assert proc.returncode == 0 and complaints == [], proc.stdout + proc.stderr

@@ -25,6 +25,12 @@ BMS_TIMEOUT_S = 30.0
 FSYNC_INTERVAL_S = 1.0
 """Default interval (s) between fsyncs of data.csv; `BANC_FSYNC_INTERVAL_S` overrides it."""
 
+WEB_HOST = "127.0.0.1"
+"""Default address of the web monitor (`BANC_WEB_HOST`): the Pi itself, where clear HTTP is allowed."""
+WEB_PORT = 8443
+"""Default port of the web monitor (`BANC_WEB_PORT`)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process configuration from the contract's environment variables."""
@@ -48,6 +54,12 @@ class Settings:
     # The lab database (BANC_LAB_DB, a libpq URI without password); None: this Pi stands alone.
     lab_db: Optional[str] = None
     lab_site: str = ""  # BANC_SITE: this Pi's name in the lab database (default: the host name)
+    # The web monitor (monitor.py, docs/moniteur.md): where it listens, and its HTTPS certificate and key
+    # (both set, or neither: clear HTTP, allowed on the loopback address only).
+    web_host: str = WEB_HOST
+    web_port: int = WEB_PORT
+    web_cert: Optional[Path] = None
+    web_key: Optional[Path] = None
 
 
 class SettingsError(ValueError):
@@ -69,6 +81,7 @@ SETTING_RANGES: dict[str, tuple[float, bool, float, float]] = {
     "BANC_BMS_TIMEOUT_S": (BMS_TIMEOUT_S, False, 1.0, 3600.0),
     "BANC_SCAN_TIMEOUT_S": (15.0, False, 1.0, 3600.0),
     "BANC_FSYNC_INTERVAL_S": (FSYNC_INTERVAL_S, False, 0.0, 300.0),
+    "BANC_WEB_PORT": (WEB_PORT, True, 1, 65535),
 }
 
 
@@ -163,6 +176,32 @@ def _lab_site(env: Mapping[str, str], hostname: str) -> str:
     return site
 
 
+WEB_HOST_RE = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+"""BANC_WEB_HOST: an address or a host name to listen on (no spaces, no scheme, no port)."""
+
+
+def _web_host(env: Mapping[str, str]) -> str:
+    """BANC_WEB_HOST, the address the monitor listens on (WEB_HOST when unset or blank)."""
+    raw = env.get("BANC_WEB_HOST")
+    if raw is None or raw.strip() == "":
+        return WEB_HOST
+    if not WEB_HOST_RE.fullmatch(raw.strip()):
+        raise SettingsError(f"BANC_WEB_HOST={_shown(raw)} is not an address to listen on (e.g. 192.168.1.20)")
+    return raw.strip()
+
+
+def _web_tls(env: Mapping[str, str]) -> tuple[Optional[Path], Optional[Path]]:
+    """BANC_WEB_CERT and BANC_WEB_KEY as paths: both set, or neither (a certificate is useless without its key)."""
+    cert, key = ((env.get(name) or "").strip() for name in ("BANC_WEB_CERT", "BANC_WEB_KEY"))
+    if bool(cert) != bool(key):
+        missing = "BANC_WEB_KEY" if cert else "BANC_WEB_CERT"
+        raise SettingsError(f"{missing} is unset while {'BANC_WEB_CERT' if cert else 'BANC_WEB_KEY'} is set "
+                            "(HTTPS needs the certificate and its key)")
+    if not cert:
+        return None, None
+    return Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
+
+
 def parse_settings(env: Mapping[str, str], default_home: Path, hostname: str = "") -> Settings:
     """The settings an environment gives (BANC_HOME defaults to `default_home`).
 
@@ -175,6 +214,7 @@ def parse_settings(env: Mapping[str, str], default_home: Path, hostname: str = "
     cafile = Path(cafile_text).expanduser().resolve() if cafile_text else None
     port_unset = (env.get("BANC_MQTT_PORT") or "").strip() == ""
     lab_db = _lab_db(env)
+    web_cert, web_key = _web_tls(env)
     return Settings(
         home=home,
         mqtt_host=env.get("BANC_MQTT_HOST") or "localhost",
@@ -193,4 +233,8 @@ def parse_settings(env: Mapping[str, str], default_home: Path, hostname: str = "
         lab_db=lab_db,
         # The site only matters with a lab database: without one, a host name that is no site name stops nothing.
         lab_site=_lab_site(env, hostname) if lab_db or (env.get("BANC_SITE") or "").strip() else "",
+        web_host=_web_host(env),
+        web_port=_env_number(env, "BANC_WEB_PORT"),
+        web_cert=web_cert,
+        web_key=web_key,
     )

@@ -40,13 +40,19 @@ from banclfp.kiosk.state import (
     age_text,
 )
 from banclfp.presentation import display_colors, formatting
-from banclfp.presentation.display_colors import MeasureLimits
+from banclfp.presentation.display_colors import (
+    MEASURES,
+    STALE_COLOR,
+    MeasureLimits,
+    measure_cells,
+)
 from banclfp.presentation.formatting import (
     elide,
     fit_text,
     format_clock,
     format_milliohm,
     format_number,
+    get_phase_message,
     grade_color,
     wrap_lines,
 )
@@ -101,15 +107,7 @@ TEMPERATURE_THRESHOLDS_C = display_colors.TEMPERATURE_THRESHOLDS_C
 CELL_SPREAD_THRESHOLDS_MV = display_colors.CELL_SPREAD_THRESHOLDS_MV
 SOC_THRESHOLDS_PCT = display_colors.SOC_THRESHOLDS_PCT
 level_color = display_colors.level_color
-
-
-def get_phase_message(step: Optional[int]) -> str:
-    """Phase label text: "Phase 3/5 : Décharge"."""
-    if step in protocol.PHASES:
-        return f"Phase {step}/5 : {protocol.PHASE_NAMES[step]}"
-    if step == protocol.STEP_STOP:
-        return "Arrêt fin de journée"
-    return "Phase -/5"
+CURRENT_CUT_TEXT = display_colors.CURRENT_CUT_TEXT  # the panel's current once cut (display_colors.measure_cells)
 
 
 # =========================================================================== fonts
@@ -682,17 +680,6 @@ class LinkPill(ctk.CTkLabel):
 # is on the charts.
 COMPACT_HIDDEN_MEASURES = frozenset({"capacity", "energy", "balance", "balancing"})
 
-MEASURES: tuple[tuple[str, str], ...] = (
-    ("voltage", "Tension"),
-    ("current", "Courant"),
-    ("soc", "SOC"),
-    ("temperature", "Temp."),
-    ("capacity", "Capacité"),
-    ("energy", "Énergie"),
-    ("balance", "Écart cell."),
-    ("balancing", "Équil."),
-)
-
 # =========================================================================== panel layouts
 
 _NB = formatting.NBSP
@@ -808,10 +795,6 @@ ALARM_ROW = 6
 NOTICE_ROW, NOTICE_MAX_LINES = ALARM_ROW + 1, 3  # a recovery notice's row, under the alarm's
 COMPACT_ALARM_LINES = 2
 
-# A measure no longer live (kiosk_state.measures_view decides) is greyed: its colour no longer says how things are.
-STALE_COLOR = MUTED
-# The current of a line received before a stop, an `end`, the finish or the ESP going offline: it no longer flows.
-CURRENT_CUT_TEXT = f"0{formatting.NBSP}A coupé"
 
 
 # The header's age of stale measures: while shown, it requests the width of the widest age ("88 h 88"), so every
@@ -825,36 +808,6 @@ def age_wordings(text: str) -> list[str]:
     """The header's age, longest first: "Mesures il y a 2 min", "il y a 2 min", "2 min" (pure)."""
     ago = text.removeprefix(AGE_PREFIX)
     return list(dict.fromkeys((text, ago, ago.removeprefix(AGE_AGO))))
-
-
-def measure_texts(line: protocol.BmsLine) -> dict[str, str]:
-    """The text of each measure of a BMS line (MEASURES' keys), French numbers with their units (pure)."""
-    return {
-        "voltage": format_number(line.voltage_v, 2, "V"),
-        "current": format_number(line.current_a, 1, "A"),
-        "soc": format_number(line.soc_pct, 0, "%"),
-        "temperature": format_number(line.temperature_c, 1, "°C"),
-        "capacity": format_number(line.capacity_ah, 2, "Ah"),
-        "energy": format_number(line.energy_wh, 0, "Wh"),
-        "balance": format_number(line.cell_spread_mv, 0, "mV"),
-        "balancing": "actif" if line.balancing else "non",
-    }
-
-
-def measure_cells(view: MeasuresView, live_colors: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """(text, colour) of each measure as kiosk_state says the bench's latest line is (pure).
-
-    Live: each value in its colour (`live_colors`, the colours of the line's values now). No longer
-    live: greyed (the panel's header says how old). Cut: the current says it no longer flows, the
-    other values stay readable. No line: "—".
-    """
-    if view.line is None:
-        return {key: (formatting.UNKNOWN, MUTED) for key, _name in MEASURES}
-    cells = {key: (text, live_colors.get(key, TEXT) if view.fresh else STALE_COLOR)
-             for key, text in measure_texts(view.line).items()}
-    if view.current_cut:
-        cells["current"] = (CURRENT_CUT_TEXT, STALE_COLOR)
-    return cells
 
 
 class BancPanel(ctk.CTkFrame):

@@ -10,8 +10,9 @@ and hands its limits here as `MeasureLimits`; the Tk thread only calls these fun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
+from banclfp.presentation.formatting import NBSP, UNKNOWN, measure_texts
 from banclfp.wire import protocol
 
 # =========================================================================== palette
@@ -149,3 +150,51 @@ def measure_colors(line: protocol.BmsLine, step: Optional[int], limits: Optional
         "balance": level_color(cell_spread_thresholds(limits, step), spread),
         "balancing": COLOR_INFO if line.balancing else MUTED,
     }
+
+
+# =========================================================================== a bench's measures as shown (kiosk, web monitor)
+
+MEASURES: tuple[tuple[str, str], ...] = (
+    ("voltage", "Tension"),
+    ("current", "Courant"),
+    ("soc", "SOC"),
+    ("temperature", "Temp."),
+    ("capacity", "Capacité"),
+    ("energy", "Énergie"),
+    ("balance", "Écart cell."),
+    ("balancing", "Équil."),
+)
+
+# A measure no longer live (kiosk_state.measures_view decides) is greyed: its colour no longer says how things are.
+STALE_COLOR = MUTED
+# The current of a line received before a stop, an `end`, the finish or the ESP going offline: it no longer flows.
+CURRENT_CUT_TEXT = f"0{NBSP}A coupé"
+
+
+class MeasuresShown(Protocol):
+    """What measure_cells needs of kiosk_state.MeasuresView (the latest line, live or not, its current cut)."""
+
+    @property
+    def line(self) -> Optional[protocol.BmsLine]: ...
+
+    @property
+    def fresh(self) -> bool: ...
+
+    @property
+    def current_cut(self) -> bool: ...
+
+
+def measure_cells(view: MeasuresShown, live_colors: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """(text, colour) of each measure as kiosk_state says the bench's latest line is (pure).
+
+    Live: each value in its colour (`live_colors`, the colours of the line's values now). No longer
+    live: greyed (the panel's header says how old). Cut: the current says it no longer flows, the
+    other values stay readable. No line: "—".
+    """
+    if view.line is None:
+        return {key: (UNKNOWN, MUTED) for key, _name in MEASURES}
+    cells = {key: (text, live_colors.get(key, TEXT) if view.fresh else STALE_COLOR)
+             for key, text in measure_texts(view.line).items()}
+    if view.current_cut:
+        cells["current"] = (CURRENT_CUT_TEXT, STALE_COLOR)
+    return cells

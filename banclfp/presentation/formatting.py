@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Optional
 
+from banclfp.wire import protocol
+
 PHASE_COLORS: dict[int, str] = {1: "#ab47bc", 2: "#42a5f5", 3: "#ff7043", 4: "#26a69a", 5: "#66bb6a"}
 """The colour of each phase, on the kiosk's panels and on the charts."""
 
@@ -182,3 +184,29 @@ def fit_text(text: str, part: Optional[str], max_px: float, lines: int, measure:
         else:
             high = middle - 1
     return text[:low].rstrip() + ELLIPSIS
+
+
+# =========================================================================== a bench's panel (kiosk and web monitor)
+
+
+def get_phase_message(step: Optional[int]) -> str:
+    """Phase label text: "Phase 3/5 : Décharge"."""
+    if step in protocol.PHASES:
+        return f"Phase {step}/5 : {protocol.PHASE_NAMES[step]}"
+    if step == protocol.STEP_STOP:
+        return "Arrêt fin de journée"
+    return "Phase -/5"
+
+
+def measure_texts(line: protocol.BmsLine) -> dict[str, str]:
+    """The text of each measure of a BMS line (MEASURES' keys), French numbers with their units (pure)."""
+    return {
+        "voltage": format_number(line.voltage_v, 2, "V"),
+        "current": format_number(line.current_a, 1, "A"),
+        "soc": format_number(line.soc_pct, 0, "%"),
+        "temperature": format_number(line.temperature_c, 1, "°C"),
+        "capacity": format_number(line.capacity_ah, 2, "Ah"),
+        "energy": format_number(line.energy_wh, 0, "Wh"),
+        "balance": format_number(line.cell_spread_mv, 0, "mV"),
+        "balancing": "actif" if line.balancing else "non",
+    }
