@@ -41,6 +41,7 @@ LAB_UNIT=/etc/systemd/system/banc-lfp-lab-sync.service
 LAB_DIR=/etc/banc-lfp-lab
 LAB_PGPASS=/etc/banc-lfp-lab/lab.pgpass
 LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
+JOURNALD_CONF=/etc/systemd/journald.conf.d/banc-lfp.conf
 # The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
 # the password never goes on their command line.
 CLIENT_CONF_DIR=/etc/banc-lfp
