@@ -10,6 +10,8 @@ acknowledged to the publisher (lost / duplicated rows).
 
     .venv/bin/python bench/bench_scale.py [--quick] [--duration S] [--bancs 16] [--rate 10]
     .venv/bin/python bench/bench_scale.py --rate 1 --skip-baseline --fsync-policies 1,30,300   # fsync policies
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_scale.py --rate 1 --skip-baseline --duration 60 \
+        --fsync-policies old@1,1,300,300/commit=60:lazytime --old-banc-script OLD/banc.py --trace-bancs 2   # issue 26
 """
 
 from __future__ import annotations
