@@ -10,10 +10,14 @@ acknowledged to the publisher (lost / duplicated rows).
 
     .venv/bin/python bench/bench_scale.py [--quick] [--duration S] [--bancs 16] [--rate 10]
     .venv/bin/python bench/bench_scale.py --rate 1 --skip-baseline --fsync-policies 1,30,300   # fsync policies
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_scale.py --rate 1 --skip-baseline --duration 60 \
+        --fsync-policies old@1,1,300,300/commit=60:lazytime --old-banc-script OLD/banc.py --trace-bancs 2   # issue 26
 """
 
 from __future__ import annotations
 
+import collections
+import re
 import subprocess
 import sys
 import time
@@ -94,6 +98,77 @@ def baseline_phase(run_dir: Path, bancs: int, rate: float, duration_s: float) ->
         }
 
 
+# strace -y prints a descriptor with its path: `write(5</home/data/banc1/x/data.csv>, "...", 113) = 113`.
+# With -f, a call that another traced process interrupts is printed in two parts: its start
+# `fsync(5</...data.csv> <unfinished ...>` (counted here, with a write's requested size) and
+# `<... fsync resumed>) = 0` (not matched).
+_STRACE_LINE = re.compile(r"^(?:\d+\s+)?(\w+)\((?:-?\d+<([^>]*)>|AT_FDCWD(?:<[^>]*>)?, \"([^\"]*)\"|\"([^\"]*)\")"
+                          r"(?:(.*)=\s*(-?\d+)|(.*?)(-?\d+)? <unfinished \.\.\.>)")
+_WRITES = ("write", "pwrite64", "writev")
+_SYNCS = ("fsync", "fdatasync")
+_RENAMES = ("rename", "renameat", "renameat2")
+# A temporary file of an atomic write (`.config.json.k3j2_x.tmp`) counts for the file it replaces.
+_TEMP_NAME = re.compile(r"^\.(.+?)\.[^.]+\.tmp$")
+
+
+def file_kind(path: str) -> str:
+    """The file a traced path stands for: its name, a temporary file counted for the one it replaces."""
+    name = Path(path).name
+    temp = _TEMP_NAME.match(name)
+    if temp:
+        return temp.group(1)
+    if name.endswith(".lock"):
+        return "*.lock"
+    return name or path
+
+
+def parse_strace(text: str, under: str) -> dict[str, collections.Counter[str]]:
+    """Per file (under `under`): write calls and bytes, fsyncs, atomic renames, opens, from `strace -y` output."""
+    files: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for raw in text.splitlines():
+        m = _STRACE_LINE.match(raw)
+        if not m:
+            continue
+        call, fd_path, at_path, plain_path, _, done, _, asked = m.groups()
+        result = done if done is not None else (asked or "0")
+        path = fd_path or at_path or plain_path or ""
+        if under not in path:
+            continue
+        kind = "(a folder: fsync_dir)" if Path(path).is_dir() else file_kind(path)
+        if call in _WRITES and int(result) > 0:
+            files[kind]["writes"] += 1
+            files[kind]["bytes"] += int(result)
+        elif call in _SYNCS:
+            files[kind]["fsyncs"] += 1
+        elif call in _RENAMES:
+            # rename(".config.json.x.tmp", "config.json"): counted for the target.
+            target = raw.rsplit('"', 2)[-2] if raw.count('"') >= 4 else path
+            files[file_kind(target)]["renames"] += 1
+        elif call == "openat" and "O_CREAT" in raw:
+            files[kind]["creates"] += 1
+    return files
+
+
+class SyscallTrace:
+    """strace attached to some banc.py during the load: what each file costs, in system calls."""
+
+    def __init__(self, pids: list[int], out: Path) -> None:
+        self.out = out
+        calls = ",".join(("openat",) + _WRITES + _SYNCS + _RENAMES)
+        self.proc = subprocess.Popen(
+            ["strace", "-qq", "-f", "-y", "-e", f"trace={calls}", "-e", "signal=none", "-s", "0",
+             "-o", str(out)] + [a for pid in pids for a in ("-p", str(pid))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before the load starts
+
+    def stop(self, under: Path) -> dict[str, dict[str, int]]:
+        """Detach and return the counts per file."""
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        text = self.out.read_text(errors="replace") if self.out.exists() else ""
+        return {kind: dict(c) for kind, c in sorted(parse_strace(text, str(under)).items())}
+
+
 def appender_phase(disk: common.LoopDisk, name: str, bancs: int, rate: float, duration_s: float,
                    fsync_s: float) -> dict[str, Any]:
     """The disk baseline: bench/append_baseline.py writing the same rows at the same rate, on the same disk."""
@@ -108,7 +183,8 @@ def appender_phase(disk: common.LoopDisk, name: str, bancs: int, rate: float, du
 
 
 def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
-               disk: Optional[common.LoopDisk] = None, broker_conf: str = "", home_name: str = "home") -> dict[str, Any]:
+               disk: Optional[common.LoopDisk] = None, broker_conf: str = "", home_name: str = "home",
+               trace_bancs: int = 0) -> dict[str, Any]:
     """16 banc.py under the load; then every data.csv checked against the acknowledged seqs."""
     home = (disk.mount_point if disk else run_dir) / home_name
     home.mkdir(parents=True, exist_ok=True)
@@ -135,6 +211,8 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
         idle = sum_deltas(idle_before, idle_after)
         idle["wall_s"] = idle_after[0].t_s - idle_before[0].t_s
 
+        trace = (SyscallTrace([p.pid for p in list(procs.values())[:trace_bancs]], run_dir / "strace.txt")
+                 if trace_bancs else None)
         sectors_before = disk.settle() if disk else 0
         befores = [sample(p.pid) for p in procs.values()]
         broker_before = sample(broker.proc.pid)
@@ -164,6 +242,7 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
         afters = [try_sample(p.pid) for p in procs.values()]
         broker_after = sample(broker.proc.pid)
         device_bytes = (disk.settle() - sectors_before) * 512 if disk else None
+        per_file = trace.stop(home) if trace else {}
         dead = [n for n, s in zip(procs, afters) if s is None]
         if dead:
             raise RuntimeError(f"banc.py died during the run: {dead}")
@@ -178,8 +257,61 @@ def banc_phase(run_dir: Path, bancs: int, rate: float, duration_s: float,
             "wall_s": wall_s, "startup_s": startup_s, "messages": wanted, "rows": rows, "bancs": total,
             "idle": idle, "broker": sum_deltas([broker_before], [broker_after]), "timeline": timeline,
             "publisher_all_acked": publisher["all_acked"], "checks": checks, "exit_codes": exit_codes,
-            "gui_libraries": gui, "device_bytes": device_bytes,
+            "gui_libraries": gui, "device_bytes": device_bytes, "per_file": per_file,
+            "traced_rows": min(trace_bancs, bancs) * per_bench,
         }
+
+
+# LoopDisk's own mount: noatime, ext4's default 5 s journal commit (Raspberry Pi OS's).
+DEFAULT_MOUNT_OPTIONS = "commit=5"
+
+
+def parse_policy(spec: str) -> tuple[str, float, str]:
+    """`[old@]INTERVAL[/OPT:OPT]` -> (label, BANC_FSYNC_INTERVAL_S, ext4 mount options for that phase)."""
+    script, _, rest = spec.rpartition("@")
+    interval, _, options = rest.partition("/")
+    label = f"{'old' if script else 'new'} banc.py, fsync {float(interval):g} s"
+    return label + (f", {options.replace(':', ' ')}" if options else ""), float(interval), options.replace(":", ",")
+
+
+def remount(disk: common.LoopDisk, options: str) -> None:
+    """Change the bench disk's ext4 options (e.g. commit=60) between phases: it is ours alone."""
+    disk.settle()
+    subprocess.run(["mount", "-o", f"remount,{options}", str(disk.mount_point)], check=True, capture_output=True,
+                   timeout=60)
+
+
+def print_policies(policies: list[tuple[str, float, dict[str, Any]]], bancs: int, rate: float) -> None:
+    """One line per policy: bytes per row, the ratio to the CSV row, GB per day for the Pi, lost/duplicated."""
+    table = []
+    for label, _, r in policies:
+        row_bytes = common.median(c.row_bytes_avg for c in r["checks"].values())
+        per_row = r["device_bytes"] / r["messages"]
+        per_day_gb = per_row * rate * 86400 * bancs / 1e9
+        lost = sum(c.lost for c in r["checks"].values())
+        dup = sum(c.duplicated for c in r["checks"].values())
+        table.append((label, fmt(r["rows"]), fmt(r["bancs"]["write_bytes"] / r["messages"], 0), fmt(per_row, 0),
+                      f"{per_row / row_bytes:.1f}x", f"{per_day_gb:.2f}", f"{lost}/{dup}"))
+    common.print_table(f"fsync policies, {bancs} benches x {rate:g} line/s (device bytes: journal and every file "
+                       "included)", table,
+                       ("policy", "rows", "write_bytes B/row", "device B/row", "vs CSV row",
+                        f"GB/day ({bancs} benches)", "lost/dup"))
+
+
+def print_per_file(label: str, result: dict[str, Any]) -> None:
+    """The traced benches' system calls per file, per row they recorded."""
+    per_file = result.get("per_file") or {}
+    rows_n = result.get("traced_rows") or 0
+    if not per_file or not rows_n:
+        return
+    table = []
+    for kind, c in per_file.items():
+        table.append((kind, fmt(c.get("writes", 0) / rows_n, 2), fmt(c.get("bytes", 0) / rows_n, 1),
+                      fmt(c.get("fsyncs", 0) / rows_n * 60, 2), fmt(c.get("renames", 0) / rows_n * 60, 2),
+                      fmt(c.get("creates", 0) / rows_n * 60, 2)))
+    common.print_table(f"Per file, {label} (strace of the traced benches; per row, or per 60 rows = a minute at 1 Hz)",
+                       table, ("file", "write calls/row", "bytes/row", "fsyncs/60 rows", "renames/60 rows",
+                               "creates/60 rows"))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -196,7 +328,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fsync-interval", type=float, help="BANC_FSYNC_INTERVAL_S for every banc.py (default: its own, 1 s)")
     parser.add_argument("--fsync-policies", default="",
                         help="comma-separated BANC_FSYNC_INTERVAL_S values: one banc phase each, on the same disk, "
-                             "in this run (e.g. 1,30,300: device bytes per row of each policy)")
+                             "in this run (e.g. 1,30,300: device bytes per row of each policy); "
+                             "old@1 runs --old-banc-script, 300/commit=60 remounts the disk with ext4 options "
+                             "(':' between them) for that phase")
+    parser.add_argument("--old-banc-script", type=Path,
+                        help="banc.py of another checkout (e.g. main's) for the policies written old@INTERVAL")
+    parser.add_argument("--trace-bancs", type=int, default=0,
+                        help="strace this many banc.py during each banc phase: write calls, bytes, fsyncs and "
+                             "atomic renames per file, per row")
     args = parser.parse_args(argv)
     if args.fsync_interval:
         common.EXTRA_ENV["BANC_FSYNC_INTERVAL_S"] = str(args.fsync_interval)
@@ -228,16 +367,31 @@ def main(argv: Optional[list[str]] = None) -> int:
                     a = appenders[-1]
                     print(f"  appender (fsync {'never' if not fsync_s else f'every {fsync_s:g} s'}): "
                           f"{a['device_bytes'] / a['rows']:.0f} B/row on the device", flush=True)
-        policies: list[tuple[float, dict[str, Any]]] = []
-        for interval in [float(x) for x in args.fsync_policies.split(",") if x.strip()]:
+        policies: list[tuple[str, float, dict[str, Any]]] = []
+        new_script = common.BANC_SCRIPT
+        for spec in [x.strip() for x in args.fsync_policies.split(",") if x.strip()]:
+            label, interval, mount_options = parse_policy(spec)
+            if label.startswith("old") and not args.old_banc_script:
+                parser.error(f"{spec}: needs --old-banc-script")
+            common.BANC_SCRIPT = args.old_banc_script.resolve() if label.startswith("old") else new_script
             common.EXTRA_ENV["BANC_FSYNC_INTERVAL_S"] = f"{interval:g}"
-            result = banc_phase(out / f"banc-fsync-{interval:g}", args.bancs, args.rate, duration, disk,
-                                args.broker_conf.replace("\\n", "\n"), home_name=f"home-fsync-{interval:g}")
-            policies.append((interval, result))
-            print(f"  banc.py, fsync every {interval:g} s: "
-                  f"{(result['device_bytes'] or 0) / result['messages']:.0f} B/row on the device", flush=True)
+            tag = spec.replace("@", "-").replace("/", "-").replace("=", "").replace(":", "-")
+            if disk and mount_options:
+                remount(disk, mount_options)
+            try:
+                result = banc_phase(out / f"banc-fsync-{tag}", args.bancs, args.rate, duration, disk,
+                                    args.broker_conf.replace("\\n", "\n"), home_name=f"home-fsync-{tag}",
+                                    trace_bancs=args.trace_bancs)
+            finally:
+                if disk and mount_options:
+                    remount(disk, DEFAULT_MOUNT_OPTIONS)
+            policies.append((label, interval, result))
+            print_per_file(label, result)
+            print(f"  {label}: {(result['device_bytes'] or 0) / result['messages']:.0f} B/row on the device",
+                  flush=True)
+        common.BANC_SCRIPT = new_script
         if policies:
-            banc = policies[0][1]
+            banc = policies[-1][2]
         else:
             banc = banc_phase(out / "banc", args.bancs, args.rate, duration, disk,
                               args.broker_conf.replace("\\n", "\n"))
@@ -273,19 +427,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             label = "never (kernel writeback)" if not a["fsync_s"] else f"every {a['fsync_s']:g} s"
             rows.append((f"minimal appender, fsync {label}", fmt(a["rows"]), fmt(a["write_bytes"] / a["rows"], 0),
                          fmt(a["device_bytes"] / a["rows"], 0)))
-        for interval, result in policies[1:]:
-            rows.append((f"{args.bancs} banc.py, fsync every {interval:g} s", fmt(result["rows"]),
-                         fmt(result["bancs"]["write_bytes"] / result["messages"], 0),
-                         fmt(result["device_bytes"] / result["messages"], 0)))
-        if policies:
-            rows[0] = (f"{args.bancs} banc.py, fsync every {policies[0][0]:g} s",) + rows[0][1:]
         common.print_table("Disk: bytes per row on a dedicated ext4 (journal included), same rows and rate",
                            rows, ("writer", "rows", "write_bytes B/row", "device B/row"))
-        if len(policies) > 1:
-            base_bytes = policies[0][1]["device_bytes"] / policies[0][1]["messages"]
-            for interval, result in policies[1:]:
-                ratio = result["device_bytes"] / result["messages"] / base_bytes
-                print(f"  fsync every {interval:g} s vs every {policies[0][0]:g} s: {ratio:.2f}x the device bytes")
+        if policies:
+            print_policies(policies, args.bancs, args.rate)
     idle = banc["idle"]
     print(f"\nIdle (no message): {args.bancs} banc.py use {idle['cpu_s'] / idle['wall_s'] * 100:.2f} % of one core")
     print(f"Start-up: {args.bancs} banc.py online in {banc['startup_s']:.1f} s")
@@ -310,10 +455,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.save_json(args.name, {"machine": info, "banc_script": str(common.BANC_SCRIPT), "bancs": args.bancs,
                                  "rate": args.rate, "duration_s": duration,
                                  "baseline": base, "appenders": appenders, "banc": banc, "verdicts": verdicts,
-                                 "fsync_policies": [{"interval_s": i, "rows": r["rows"], "messages": r["messages"],
-                                                     "device_bytes": r["device_bytes"],
-                                                     "write_bytes": r["bancs"]["write_bytes"]}
-                                                    for i, r in policies]})
+                                 "fsync_policies": [{"label": label, "interval_s": i, "rows": r["rows"],
+                                                     "messages": r["messages"], "device_bytes": r["device_bytes"],
+                                                     "write_bytes": r["bancs"]["write_bytes"],
+                                                     "per_file": r["per_file"], "traced_rows": r["traced_rows"],
+                                                     "lost": sum(c.lost for c in r["checks"].values()),
+                                                     "duplicated": sum(c.duplicated for c in r["checks"].values())}
+                                                    for label, i, r in policies]})
     return 0
 
 

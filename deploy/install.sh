@@ -429,6 +429,11 @@ say ""
 say "== 5. Rotation de $BANC_HOME_DIR/logs.log"
 render "$DEPLOY_DIR/logrotate.conf.in" HOME "$BANC_HOME_DIR" USER "$USER_NAME" GROUP "$GROUP_NAME" |
   install_content "$LOGROTATE_CONF" 0644 root:root
+# The system's journal in RAM: the card is spared its writes (deploy/journald-banc-lfp.conf).
+install_content "$JOURNALD_CONF" 0644 root:root <"$DEPLOY_DIR/journald-banc-lfp.conf"
+if ((CHANGED)); then
+  sys_run systemctl restart systemd-journald.service || warn "systemd-journald n'a pas redémarré : le réglage vaudra au prochain démarrage"
+fi
 
 # ------------------------------------------------------------------ 6. services
 

@@ -50,6 +50,7 @@ WEB_TLS_DIR=/etc/banc-lfp-web
 WEB_CERT=/etc/banc-lfp-web/monitor.crt
 WEB_KEY=/etc/banc-lfp-web/monitor.key
 LOGROTATE_CONF=/etc/logrotate.d/banc-lfp
+JOURNALD_CONF=/etc/systemd/journald.conf.d/banc-lfp.conf
 # The options file of mosquitto_sub/mosquitto_pub for the Pi's account (XDG_CONFIG_HOME):
 # the password never goes on their command line.
 CLIENT_CONF_DIR=/etc/banc-lfp

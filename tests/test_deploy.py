@@ -235,6 +235,7 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
         "etc/systemd/system/banc-lfp-monitor.service": 0o644,
         "etc/banc-lfp-web/monitor.crt": 0o644,
         "etc/banc-lfp-web/monitor.key": 0o640,
+        "etc/systemd/journald.conf.d/banc-lfp.conf": 0o644,  # the system's journal in RAM (SD-card writes)
         RETAIN_GUARD: 0o644,  # the broker's plugin, compiled from deploy/mosquitto-retain-guard.c
     }
     for rel, mode in expected.items():
@@ -272,6 +273,8 @@ def test_install_writes_every_file_with_safe_modes(installed: Installed) -> None
     rotate = (root / "etc/logrotate.d/banc-lfp").read_text()
     assert f"{installed.home}/logs.log {{" in rotate
     assert "copytruncate" not in re.sub(r"#.*", "", rotate)
+    journald = re.sub(r"#.*", "", (root / "etc/systemd/journald.conf.d/banc-lfp.conf").read_text())
+    assert re.findall(r"^Storage=.*$", journald, re.M) == ["Storage=volatile"]  # the card spared (issue 26)
 
 
 def test_install_closes_what_was_left_open(installed: Installed) -> None:
@@ -326,8 +329,9 @@ def test_install_is_idempotent(installed: Installed) -> None:
     assert "créé :" not in out and "mis à jour :" not in out and "mosquitto_passwd" not in out
     assert "systemctl restart mosquitto.service" not in out
     assert "systemctl --no-block start banc-lfp-kiosk.service" in out
-    # every file but the password and accounts files; 2 of them --monitor's (monitor.env, its unit)
-    assert out.count("inchangé :") == 12
+    # every file but the password and accounts files; 2 of them --monitor's (monitor.env, its unit), 1 the
+    # journald drop-in that keeps the system's journal in RAM
+    assert out.count("inchangé :") == 13
     assert "+ openssl" not in out and "autorité de certification conservée" in out
     assert "certificat du serveur conservé" in out
 

@@ -36,6 +36,7 @@ from banclfp.recording.recorder import (
     SummaryRefused,
     SummarySaved,
     Sync,
+    sync_due,
 )
 from banclfp.testkit.banc_helpers import bms_line
 from banclfp.wire import protocol
@@ -363,6 +364,17 @@ def test_the_silence_alert_is_logged_with_its_length() -> None:
 def test_csv_files_are_fsynced_every_interval(fsync_interval_s: float, ticks: list, synced: list) -> None:
     core = new_core(fsync_interval_s=fsync_interval_s)
     assert [s for s in ticks if Sync() in core.tick(at(s), 0.0)] == synced
+
+
+def test_fsyncs_of_every_bench_fall_on_one_grid_of_the_monotonic_clock() -> None:
+    """Issue 26: two banc.py started at different times fsync in the same instants (one journal commit)."""
+    early = RecorderCore("banc1", 1, fsync_interval_s=1.0, bms_timeout_s=30.0, start_s=0.3)
+    late = RecorderCore("banc2", 1, fsync_interval_s=1.0, bms_timeout_s=30.0, start_s=0.9)
+    ticks = [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2]
+    assert [s for s in ticks if Sync() in early.tick(at(s), 0.0)] == [1.0, 2.0]
+    assert [s for s in ticks if s > 0.9 and Sync() in late.tick(at(s), 0.0)] == [1.0, 2.0]
+    # The bound holds: no row waits more than one interval (plus a tick) for its fsync.
+    assert [sync_due(0.3, s, 5.0) for s in (4.9, 5.0, 9.9)] == [False, True, True]
 
 
 def test_counters_are_saved_every_summary_interval_and_journal_events_at_once() -> None:

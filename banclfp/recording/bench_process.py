@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import select
 import signal
@@ -106,7 +107,9 @@ TICK_S = 0.2
 # partly filled last page, ~4 KiB per bench per second. A cut of the Pi alone costs nothing
 # whatever the interval (the restarted banc.py asks the ESPs to replay the gap, docs/protocole.md §6);
 # a site whose benches stay powered when the Pi goes down may raise it (docs/configuration.md).
-# When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S).
+# When config.json is saved is the core's decision (recorder.SUMMARY_SAVE_INTERVAL_S). The
+# fsyncs of all the benches fall on one grid of the monotonic clock (recorder.sync_due), so
+# the file system batches them into one journal commit.
 KEEPALIVE_S = 20
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
@@ -679,14 +682,17 @@ class BancProcess:
         # notifying would feed the kiosk's systemd watchdog on its behalf.
         next_tick = 0.0
         while True:
-            self._network(TICK_S)
+            self._network(min(TICK_S, max(0.0, next_tick - time.monotonic())) if next_tick else TICK_S)
             if self.stop_signal is not None:
                 return self._shutdown_on_signal()
             if self.recorder.ended is not None and not self.recorder.blocked:
                 return self._finish(self.recorder.ended)
             now = time.monotonic()
             if now >= next_tick:
-                next_tick = now + TICK_S
+                # Ticks on the grid of the monotonic clock, the same in every banc.py of the Pi:
+                # their periodic fsyncs (recorder.sync_due) land in the same instant, one
+                # journal commit of the file system for all the benches.
+                next_tick = (math.floor(now / TICK_S) + 1) * TICK_S
                 try:
                     self.recorder.tick(self.connected_since)
                     self.release_acks()

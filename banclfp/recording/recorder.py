@@ -22,6 +22,7 @@ import collections
 import csv
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,20 @@ from banclfp.wire import protocol
 # with two fsyncs, ~0.8 kB) often would write more than the rows themselves: it is saved
 # every 5 minutes, and at once after a journal event (step, Ri result, stop) and at exit.
 SUMMARY_SAVE_INTERVAL_S = 300.0
+
+
+def sync_due(last_sync_s: float, now_s: float, interval_s: float) -> bool:
+    """True when the monotonic clock crossed a multiple of `interval_s` since the last fsync (0: every tick).
+
+    The fsyncs fall on a grid of the monotonic clock, which every process of the Pi shares,
+    rather than `interval_s` after each process's own last one: the benches' banc.py then
+    fsync in the same instant and the file system writes one journal commit for all of them
+    instead of one each (bench/RESULTS.md, issue 26). A row still waits at most `interval_s`
+    (plus a tick) for its fsync.
+    """
+    if interval_s <= 0:
+        return True
+    return math.floor(now_s / interval_s) > math.floor(last_sync_s / interval_s)
 WRITE_RETRY_INTERVAL_S = 1.0
 REJECT_PAYLOAD_MAX_CHARS = 200
 # A redelivered (DUP) message whose text is not remembered and whose seq is at most this far
@@ -1263,7 +1278,7 @@ class RecorderCore:
             self.next_retry_s = now.mono_s + WRITE_RETRY_INTERVAL_S
             effects += [Retry(name) for name in FILES if name in self.waiting]
             force = self.latch.is_raised("config")
-        if now.mono_s - self.last_fsync_s >= self.fsync_interval_s:
+        if sync_due(self.last_fsync_s, now.mono_s, self.fsync_interval_s):
             effects.append(self._sync(now))
         return effects + self._save_summary(now, force)
 
