@@ -8,13 +8,11 @@ of its own and a login role of its own, as on a real lab.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -25,77 +23,21 @@ from banclfp.infra import settings as settings_module, storage
 from banclfp.lab import db, history as lab_history, payload, runner, schema, sync
 from banclfp.lab.outbox import OUTBOX_FILE
 from banclfp.recording import record
-from banclfp.testkit.postgres import PostgresServer
 from banclfp.testkit.support import REPO_DIR, project_env
 from banclfp.testkit.synthetic import write_finished_record, write_synthetic_test
+from tests.conftest import (  # the lab server, whose fixtures lab_server, lab and two_pis are there too
+    DB,
+    OWNER,
+    OWNER_PW,
+    READER,
+    SITES,
+    START,
+    Lab,
+    graded_tests,
+    pi_settings,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-DB = "banc_lab"
-OWNER, OWNER_PW = "banc_owner", "owner-secret"
-READER, READER_PW = "monitor", "reader-secret"
-SITES = {"pi-a": ("banc_pi_a", "a-secret"), "pi-b": ("banc_pi_b", "b-secret")}
-START = datetime(2026, 3, 2, 8, 0, tzinfo=record.LOCAL_TZ)
-
-
-class Lab:
-    """The lab server of these tests: the cluster, its password file and each role's URI."""
-
-    def __init__(self, server: PostgresServer, passfile: Path) -> None:
-        self.server = server
-        self.passfile = passfile
-
-    def uri(self, user: str) -> str:
-        """`user`'s BANC_LAB_DB (host name 'localhost': verify-full checks it against the certificate)."""
-        return self.server.uri(user, DB, host="localhost")
-
-    def owner(self) -> psycopg.Connection:
-        """A connection as the database's owner."""
-        return db.connect(self.uri(OWNER))
-
-    def count(self, table: str) -> int:
-        """Rows of lab.`table` (superuser: RLS does not apply)."""
-        return int(self.server.sql(f"SELECT count(*) FROM lab.{table}", DB)[0][0])
-
-
-@pytest.fixture(scope="module")
-def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A private PostgreSQL with TLS, the lab database migrated by its owner, two Pis' roles and a reader."""
-    server = PostgresServer(tls=True, cert_hosts=("localhost",)).start()
-    try:
-        server.create_login(OWNER, OWNER_PW)
-        server.sql(f'ALTER ROLE "{OWNER}" CREATEROLE')
-        server.create_database(DB, OWNER)
-        lines = [(OWNER, OWNER_PW), (READER, READER_PW), *SITES.values()]
-        passfile = tmp_path_factory.mktemp("pgpass") / "lab.pgpass"
-        passfile.write_text("".join(f"{host}:{server.port}:{DB}:{u}:{p}\n" for u, p in lines
-                                    for host in ("localhost", "127.0.0.1")))
-        passfile.chmod(0o600)
-        os.environ["PGPASSFILE"] = str(passfile)  # libpq reads it, as on a Pi (the unit's Environment=)
-        lab = Lab(server, passfile)
-        assert db.migrate(lab.uri(OWNER)) == ["0001_lab_schema.sql"]
-        for site, (role, password) in SITES.items():
-            server.create_login(role, password, "banc_pi")
-            server.sql("INSERT INTO lab.sites (site, db_role) VALUES (%s, %s)", DB, (site, role))
-        server.create_login(READER, READER_PW, "banc_reader")
-        yield lab
-    finally:
-        os.environ.pop("PGPASSFILE", None)
-        server.close()
-
-
-@pytest.fixture
-def lab(lab_server: Lab) -> Lab:
-    """The lab server with no test in it."""
-    lab_server.server.sql("TRUNCATE lab.tests, lab.test_rows, lab.test_revisions", DB)
-    return lab_server
-
-
-def pi_settings(home: Path, lab: Lab, site: str, role: str = "") -> settings_module.Settings:
-    """A Pi's settings: its BANC_HOME, its site, its role's URI."""
-    env = {"BANC_HOME": str(home), "BANC_SITE": site, "BANC_LAB_DB": lab.uri(role or SITES[site][0])}
-    return settings_module.parse_settings(env, home, "ignored")
-
 
 def pi_env(home: Path, lab: Lab, site: str) -> dict[str, str]:
     """A Pi's environment for lab_sync.py / report.py as children."""
@@ -113,12 +55,6 @@ def snapshot(lab: Lab) -> tuple[list[tuple[object, ...]], list[tuple[object, ...
     tests = lab.server.sql("SELECT to_jsonb(t) - 'synced_at' FROM lab.tests t ORDER BY test_id", DB)
     rows = lab.server.sql("SELECT * FROM lab.test_rows ORDER BY test_id, bucket", DB)
     return tests, rows
-
-
-def graded_tests(home: Path, count: int, serial_base: str = "RW-LAB", days_apart: int = 3) -> list[Path]:
-    """`count` finished, graded test folders (journal + config.json) on banc1..banc4."""
-    return [write_finished_record(home, f"banc{1 + i % 4}", f"{serial_base}{i:04d}", START + timedelta(days=days_apart * i),
-                                  6 * 3600.0, 95.0 - i % 20, "A", 95.0 - i % 20) for i in range(count)]
 
 
 # =========================================================================== schema and migrations
@@ -388,18 +324,6 @@ def test_tls_is_verified_against_the_labs_ca(lab: Lab) -> None:
 
 
 # =========================================================================== the lab's readers
-
-
-@pytest.fixture
-def two_pis(lab: Lab, tmp_path: Path, banc_home: Path) -> dict[str, Path]:
-    """pi-a (this process's BANC_HOME) and pi-b, both with a test of RW-SHARED01, synced."""
-    homes = {"pi-a": banc_home, "pi-b": tmp_path / "pi-b"}
-    write_finished_record(homes["pi-a"], "banc1", "RW-SHARED01", START, 3600.0, 96.0, "A", 96.0)
-    write_finished_record(homes["pi-b"], "banc2", "RW-shared01", START + timedelta(days=10), 3600.0, 91.0, "A", 91.0)
-    graded_tests(homes["pi-b"], 3, serial_base="RW-OTHER")
-    for site, home in homes.items():
-        assert runner.sync_once(pi_settings(home, lab, site)).exit_code == 0
-    return homes
 
 
 def test_history_and_results_cover_the_lab_and_name_the_site(lab: Lab, two_pis: dict[str, Path],

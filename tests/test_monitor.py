@@ -9,6 +9,7 @@ without waiting.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -29,12 +31,16 @@ from banclfp.monitor.live import SUBSCRIPTIONS, BenchKey, Board, parse_lab_topic
 from banclfp.presentation import display_colors, formatting
 from banclfp.recording import record
 from banclfp.testkit.banc_helpers import bms_line
+from banclfp.testkit.postgres import make_ca_and_server_cert
+from banclfp.testkit.support import MosquittoBroker
 from banclfp.testkit.synthetic import write_finished_record, write_synthetic_test
+from banclfp.testkit.web import PASSWORD as WEB_PASSWORD, USER as WEB_USER, MonitorProcess, connect_address, lan_address
 from banclfp.wire import protocol
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 SERIAL = "RW-MON0001"
+LAN_ADDRESS = lan_address()  # this machine's address on its network (the lab's LAN on a Pi)
 
 
 class Clock:
@@ -384,8 +390,44 @@ def test_add_user_reads_the_password_on_stdin(banc_home: Path) -> None:
     assert short.returncode == 2 and "trop court" in short.stderr
 
 
-def test_clear_http_on_the_lan_is_refused_at_start(banc_home: Path) -> None:
-    env = {**os.environ, "BANC_HOME": str(banc_home), "BANC_WEB_HOST": "0.0.0.0"}
+LAN_HOSTS = ["0.0.0.0", *([LAN_ADDRESS] if LAN_ADDRESS else [])]
+
+
+@pytest.mark.parametrize("host", LAN_HOSTS)
+def test_clear_http_on_the_lan_is_refused_at_start(banc_home: Path, host: str) -> None:
+    env = {**os.environ, "BANC_HOME": str(banc_home), "BANC_WEB_HOST": host}
     done = subprocess.run([sys.executable, str(REPO / "monitor.py")], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=60)
     assert done.returncode == 2 and "BANC_WEB_CERT" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path) -> None:
+    ca, crt, _server_key = make_ca_and_server_cert(tmp_path, ("192.0.2.10",))
+    settings = environment.load_settings({"BANC_WEB_HOST": "192.0.2.10", "BANC_WEB_CERT": str(crt),
+                                          "BANC_WEB_KEY": str(ca.with_suffix(".key"))})  # the CA's key
+    assert "BANC_WEB_CERT/BANC_WEB_KEY illisibles" in (cli.serving_problem(settings) or "")
+
+
+@pytest.mark.parametrize("host", LAN_HOSTS)
+def test_on_the_lan_it_serves_https_with_the_labs_certificate_and_no_clear_http(
+        banc_home: Path, broker: MosquittoBroker, tmp_path: Path, host: str) -> None:
+    """The real monitor.py on an address of the network: HTTPS verified against the lab's CA, nothing in clear."""
+    address = connect_address(host)
+    ca, crt, key = make_ca_and_server_cert(tmp_path / "tls", (address,))
+    with MonitorProcess(banc_home, broker, host=host, BANC_WEB_CERT=str(crt), BANC_WEB_KEY=str(key)) as monitor:
+        monitor.add_user()
+        monitor.start()
+        assert monitor.url.startswith(f"https://{address}:")
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=10) as client:
+            page = client.get(monitor.url + "/", follow_redirects=True)
+            assert page.status_code == 200 and page.url.path == "/login" and 'name="password"' in page.text
+            logged = client.post(monitor.url + "/login", data={"user": WEB_USER, "password": WEB_PASSWORD})
+            assert logged.status_code == 303 and "secure" in logged.headers["set-cookie"].lower()
+            assert client.get(monitor.url + "/api/bancs").status_code == 200
+        # Clear HTTP on the same address and port gets no answer: the TLS server drops it.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://{address}:{monitor.port}/login", timeout=5)
+        # A client that does not trust the lab's CA refuses the certificate: it is the CA's, not any one.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(monitor.url + "/login", timeout=5)
+        assert monitor.proc is not None and monitor.proc.poll() is None, monitor.log_text()

@@ -113,3 +113,34 @@ def latest_end(conn: psycopg.Connection, serial_key: str) -> Optional[tuple[str,
     row = conn.execute("SELECT site, folder, end_at FROM lab.tests WHERE serial_key = %s AND status = %s "
                        "AND end_at IS NOT NULL ORDER BY end_at DESC LIMIT 1", (serial_key, record.TEST_FINISHED)).fetchone()
     return (row[0], row[1], row[2]) if row else None
+
+
+# --------------------------------------------------------------------------- one test, for the monitor's page
+
+LAB_TEST_FIELDS: tuple[str, ...] = (
+    "site", "banc", "folder", "serial", "status", "phase", "verdict", "capacity_ah", "capacity_wh",
+    "ri_discharge_25c_ohm", "ri_charge_25c_ohm", "diffusion_discharge_25c_ohm", "diffusion_charge_25c_ohm")
+"""What the monitor's page of another Pi's test reads of lab.tests, besides its times and whether it has a certificate."""
+LAB_ROW_FIELDS: tuple[str, ...] = ROW_COLUMNS[2:]
+"""A chart row's values after its time (step, voltage_v, ..., cell_max_mv)."""
+
+
+def test_fields(conn: psycopg.Connection, test_id: str) -> Optional[dict[str, Any]]:
+    """One test of the lab by its id: LAB_TEST_FIELDS, start/end (ISO 8601) and has_certificate; None when absent."""
+    select = ", ".join((*LAB_TEST_FIELDS, _ISO.format("start_at"), _ISO.format("end_at"), "certificate IS NOT NULL"))
+    row = conn.execute(f"SELECT {select} FROM lab.tests WHERE test_id = %s", (test_id,)).fetchone()
+    if row is None:
+        return None
+    return {**dict(zip(LAB_TEST_FIELDS, row)), "start": row[-3], "end": row[-2], "has_certificate": bool(row[-1])}
+
+
+def test_rows(conn: psycopg.Connection, test_id: str) -> list[tuple[Any, ...]]:
+    """A test's chart rows in measurement order: (unix seconds, *LAB_ROW_FIELDS)."""
+    return conn.execute(f"SELECT extract(epoch FROM measured_at)::float8, {', '.join(LAB_ROW_FIELDS)} "
+                        "FROM lab.test_rows WHERE test_id = %s ORDER BY measured_at, bucket", (test_id,)).fetchall()
+
+
+def certificate(conn: psycopg.Connection, test_id: str) -> Optional[bytes]:
+    """The certificate PDF the test's Pi sent, None when it sent none."""
+    row = conn.execute("SELECT certificate FROM lab.tests WHERE test_id = %s", (test_id,)).fetchone()
+    return bytes(row[0]) if row is not None and row[0] is not None else None

@@ -34,6 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from banclfp.analysis.measures import Summary
 from banclfp.infra.settings import Settings
 from banclfp.monitor import auth, pages, sources
 from banclfp.monitor.live import SUBSCRIPTIONS, BenchKey, Board
@@ -339,7 +340,7 @@ class Monitor:
         if not Store.is_valid_serial(serial):
             return HTMLResponse(pages.history_page(user, serial, [], None, "Numéro de série invalide."), status_code=400)
         rows, note = await run_in_threadpool(sources.battery_history, serial, self.settings)
-        return HTMLResponse(pages.history_page(user, serial, rows, note))
+        return HTMLResponse(pages.history_page(user, serial, rows, note, own_site=self.settings.lab_site))
 
     async def results(self, _request: Request) -> Response:
         """GET /resultats.csv: every test of the lab (report.py --results)."""
@@ -352,6 +353,19 @@ class Monitor:
     def _folder(self, request: Request) -> Optional[Path]:
         return sources.test_folder(self.store, request.path_params["banc"], request.path_params["name"])
 
+    def _lab_id(self, request: Request) -> Optional[str]:
+        params = request.path_params
+        return sources.lab_test_id(params["site"], params["banc"], params["name"])
+
+    def _test_html(self, request: Request, base: str, where: str, summary: Summary, certificate: bool,
+                   note: str = "") -> str:
+        verdict = summary.verdict
+        checks = [(check.text, check.ok) for check in sources.verdict_checks(summary)]
+        return pages.test_page(request.scope["state"]["user"], base, where, summary.serial,
+                               verdict.grade if verdict else None, verdict.soh_pct if verdict else None,
+                               sources.summary_lines(summary), checks, verdict.reason if verdict else "",
+                               certificate, note)
+
     async def test(self, request: Request) -> Response:
         """GET /test/BANC/NAME: a test's verdict, results panel and charts."""
         folder = self._folder(request)
@@ -361,12 +375,8 @@ class Monitor:
             report = await run_in_threadpool(sources.load, self.store, folder, self.settings)
         except sources.ReportError as exc:
             return PlainTextResponse(f"Test illisible : {exc}", status_code=404)
-        verdict = report.summary.verdict
-        checks = [(check.text, check.ok) for check in sources.verdict_checks(report)]
-        html = pages.test_page(request.scope["state"]["user"], folder.parent.name, folder.name,
-                               report.summary.serial, verdict.grade if verdict else None,
-                               verdict.soh_pct if verdict else None,
-                               sources.summary_lines(report), checks, verdict.reason if verdict else "",
+        base = pages.test_base(folder.parent.name, folder.name)
+        html = self._test_html(request, base, f"{folder.parent.name} · {folder.name}", report.summary,
                                sources.certificate_path(folder) is not None)
         return HTMLResponse(html)
 
@@ -377,7 +387,8 @@ class Monitor:
             return PlainTextResponse("Test introuvable.", status_code=404)
 
         def build() -> dict[str, Any]:
-            return sources.chart_json(sources.load(self.store, folder, self.settings))
+            report = sources.load(self.store, folder, self.settings)
+            return sources.chart_json(report.data, report.summary)
 
         try:
             return JSONResponse(await run_in_threadpool(build))
@@ -391,6 +402,52 @@ class Monitor:
         if folder is None or path is None:
             return PlainTextResponse("Pas de certificat.", status_code=404)
         return FileResponse(path, media_type="application/pdf", filename=f"certificat-{folder.name}.pdf")
+
+    async def _lab_test(self, request: Request) -> tuple[Optional[sources.LabTest], Optional[Response]]:
+        """Another Pi's test from the lab database, or the response that says why not (404, 503)."""
+        test_id = self._lab_id(request)
+        if test_id is None:
+            return None, PlainTextResponse("Test introuvable.", status_code=404)
+        try:
+            test = await run_in_threadpool(sources.load_lab_test, self.settings, test_id)
+        except sources.LabUnreachable as exc:
+            return None, PlainTextResponse(str(exc), status_code=503, headers={"Retry-After": "5"})
+        if test is None:
+            return None, PlainTextResponse("Test introuvable dans la base du labo.", status_code=404)
+        return test, None
+
+    async def lab_test(self, request: Request) -> Response:
+        """GET /labo/SITE/BANC/NAME: another Pi's test from the lab database, as a folder's page."""
+        test, refusal = await self._lab_test(request)
+        if test is None:
+            return refusal or PlainTextResponse("Test introuvable.", status_code=404)
+        params = request.path_params
+        base = pages.test_base(params["banc"], params["name"], params["site"])
+        where = f"{params['site']} · {params['banc']} · {params['name']}"
+        return HTMLResponse(self._test_html(request, base, where, test.summary, test.has_certificate,
+                                            sources.LAB_ROWS_NOTE))
+
+    async def lab_charts(self, request: Request) -> Response:
+        """GET /labo/SITE/BANC/NAME/graphiques.json: its charts from the lab's rows."""
+        test, refusal = await self._lab_test(request)
+        if test is None:
+            return refusal or PlainTextResponse("Test introuvable.", status_code=404)
+        return JSONResponse(await run_in_threadpool(sources.chart_json, test.data, test.summary))
+
+    async def lab_certificate(self, request: Request) -> Response:
+        """GET /labo/SITE/BANC/NAME/certificat.pdf: the certificate its Pi sent to the lab."""
+        test_id = self._lab_id(request)
+        if test_id is None:
+            return PlainTextResponse("Pas de certificat.", status_code=404)
+        try:
+            data = await run_in_threadpool(sources.lab_certificate, self.settings, test_id)
+        except sources.LabUnreachable as exc:
+            return PlainTextResponse(str(exc), status_code=503, headers={"Retry-After": "5"})
+        if data is None:
+            return PlainTextResponse("Pas de certificat.", status_code=404)
+        filename = f"certificat-{request.path_params['site']}-{request.path_params['name']}.pdf"
+        return Response(data, media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     # ------------------------------------------------------------------ assembly
 
@@ -408,6 +465,9 @@ class Monitor:
             Route("/test/{banc}/{name}", self.test, methods=["GET"]),
             Route("/test/{banc}/{name}/graphiques.json", self.charts, methods=["GET"]),
             Route("/test/{banc}/{name}/certificat.pdf", self.certificate, methods=["GET"]),
+            Route("/labo/{site}/{banc}/{name}", self.lab_test, methods=["GET"]),
+            Route("/labo/{site}/{banc}/{name}/graphiques.json", self.lab_charts, methods=["GET"]),
+            Route("/labo/{site}/{banc}/{name}/certificat.pdf", self.lab_certificate, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
         monitor = self

@@ -110,15 +110,23 @@ def _time(text: Optional[str]) -> str:
     return format_time(record.parse_time(text)) if text else "—"
 
 
-def test_link(folder: str) -> Optional[str]:
-    """The page of a test of this Pi ("bancN/NAME"), None for another Pi's ("SITE:bancN/NAME")."""
-    banc, _, name = folder.partition("/")
-    if ":" in banc or not name:
+def test_base(banc: str, name: str, site: Optional[str] = None) -> str:
+    """A test page's address: this Pi's folder (/test/bancN/NAME) or the lab's row of SITE (/labo/SITE/bancN/NAME)."""
+    where = f"/labo/{quote(site)}" if site is not None else "/test"
+    return f"{where}/{quote(banc)}/{quote(name)}"
+
+
+def test_link(folder: str, own_site: str = "") -> Optional[str]:
+    """The page of a history row's test: "bancN/NAME" and "OWN_SITE:bancN/NAME" on this Pi, "SITE:bancN/NAME" in the lab."""
+    site, colon, rest = folder.rpartition(":")
+    banc, _, name = rest.partition("/")
+    if not banc or not name or "/" in name:
         return None
-    return f"/test/{quote(banc)}/{quote(name)}"
+    return test_base(banc, name, site if colon and site != own_site else None)
 
 
-def history_page(user: str, serial: str, rows: list[TestRow], note: Optional[str], error: str = "") -> str:
+def history_page(user: str, serial: str, rows: list[TestRow], note: Optional[str], error: str = "",
+                 own_site: str = "") -> str:
     """A battery's history, newest first (report.py --history's columns)."""
     form = (f'<form class="search" method="get" action="/historique"><label for="serial">Numéro de série</label>'
             f'<input id="serial" name="serie" value="{_attr(serial)}" placeholder="RW-…" required>'
@@ -134,7 +142,7 @@ def history_page(user: str, serial: str, rows: list[TestRow], note: Optional[str
         else:
             items = []
             for row in rows:
-                link = test_link(row.folder)
+                link = test_link(row.folder, own_site)
                 name = f'<a href="{_attr(link)}">{escape(row.folder)}</a>' if link else escape(row.folder)
                 cells = (name, escape(_time(row.start)), escape(_time(row.end)),
                          escape(record.STATUS_LABELS.get(row.status, row.status)), _grade(row.grade),
@@ -147,10 +155,10 @@ def history_page(user: str, serial: str, rows: list[TestRow], note: Optional[str
     return layout("Historique", user, "".join(parts))
 
 
-def test_page(user: str, banc: str, name: str, serial: str, grade: Optional[str], soh_pct: Optional[float],
-              lines: list[tuple[str, str]], checks: list[tuple[str, bool]], reason: str, certificate: bool) -> str:
-    """One test: its verdict and checks, the results panel, the charts, the certificate to download."""
-    base = f"/test/{quote(banc)}/{quote(name)}"
+def test_page(user: str, base: str, where: str, serial: str, grade: Optional[str], soh_pct: Optional[float],
+              lines: list[tuple[str, str]], checks: list[tuple[str, bool]], reason: str, certificate: bool,
+              note: str = "") -> str:
+    """One test (at `base`, see test_base): its verdict and checks, the results panel, the charts, the certificate."""
     soh = f'<span class="soh">SOH {escape(format_number(soh_pct, 1, "%"))}</span>' if soh_pct is not None else ""
     verdict = (f'<p class="verdict">{_grade(grade)}{soh}<span class="reason">{escape(reason)}</span></p>' if grade
                else '<p class="verdict">Pas de verdict (test en cours ou non conclu).</p>')
@@ -159,8 +167,9 @@ def test_page(user: str, banc: str, name: str, serial: str, grade: Optional[str]
     panel = "".join(f'<div style="color:{_attr(color)}">{escape(text) or "&nbsp;"}</div>' for text, color in lines)
     download = (f'<p><a class="button" id="certificate" href="{base}/certificat.pdf" download>'
                 f"Télécharger le certificat (PDF)</a></p>" if certificate else "<p>Pas encore de certificat.</p>")
-    body = f"""<h1>{escape(serial)} <small>{escape(banc)} · {escape(name)}</small></h1>
-{verdict}<ul class="checks">{check_items}</ul>{download}
+    note_html = f'<p class="note">{escape(note)}</p>' if note else ""
+    body = f"""<h1>{escape(serial)} <small>{escape(where)}</small></h1>
+{verdict}<ul class="checks">{check_items}</ul>{download}{note_html}
 <div class="test"><div class="panel">{panel}</div>
 <div id="charts" class="charts" data-src="{base}/graphiques.json"></div></div>"""
     return layout(f"Test {serial}", user, body, ("uPlot.iife.min.js", "charts.js"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +18,48 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 USER, PASSWORD = "auditeur", "mot de passe du labo"
 
 
-class MonitorProcess:
-    """One `python monitor.py` on a free loopback port, with one account, its output in a log file."""
+def lan_address() -> Optional[str]:
+    """This machine's first IPv4 address on a network (not the loopback), None when it has none."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            return fields[fields.index("inet") + 1].split("/")[0]
+    return None
 
-    def __init__(self, home: Path, broker: Optional[MosquittoBroker], **env: str) -> None:
+
+def connect_address(host: str) -> str:
+    """Where a client reaches a server listening on `host` (every address: through the loopback)."""
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return host
+    return "127.0.0.1" if unspecified else host
+
+
+class MonitorProcess:
+    """One `python monitor.py` on a free port of `host`, with one account, its output in a log file.
+
+    Extra settings go in `env` (BANC_WEB_CERT and BANC_WEB_KEY serve it over HTTPS).
+    """
+
+    def __init__(self, home: Path, broker: Optional[MosquittoBroker], host: str = "127.0.0.1", **env: str) -> None:
         self.home, self.broker = Path(home), broker
+        self.address = connect_address(host)
         self.port = free_port()
-        self.env = project_env(self.home, broker, BANC_WEB_PORT=str(self.port), **env)
+        self.env = project_env(self.home, broker, BANC_WEB_HOST=host, BANC_WEB_PORT=str(self.port), **env)
         self.log_path = self.home.parent / f"monitor-{self.port}.log"
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def url(self) -> str:
-        """The monitor's base address."""
-        return f"http://127.0.0.1:{self.port}"
+        """The monitor's base address (https:// when it has a certificate)."""
+        scheme = "https" if self.env.get("BANC_WEB_CERT") else "http"
+        return f"{scheme}://{self.address}:{self.port}"
 
     def add_user(self, user: str = USER, password: str = PASSWORD) -> None:
         """`monitor.py --add-user USER`, the password on standard input."""
@@ -42,7 +71,7 @@ class MonitorProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, str(MONITOR_SCRIPT)], env=self.env, cwd=REPO_DIR,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", self.port, timeout_s)
+        wait_for_port(self.address, self.port, timeout_s)
         return self
 
     def stop(self) -> None:
