@@ -28,7 +28,7 @@ ended. `phase_start` reads when the running phase started from the test's journa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
@@ -281,7 +281,7 @@ def charge_facts(lines: Iterable[tuple[int, protocol.BmsLine]]) -> ChargeFacts:
     return reader.facts
 
 
-def phase_start(events: Iterable[Mapping[str, Any]]) -> tuple[Optional[int], Optional[str]]:
+def phase_start(events: Iterable[record.Event]) -> tuple[Optional[int], Optional[str]]:
     """(phase, ISO time it started) from a test's journal events (record.read_events), in order.
 
     A phase starts at the step event that enters it; a stopped test (its ESP at 9) that resumes
@@ -293,15 +293,15 @@ def phase_start(events: Iterable[Mapping[str, Any]]) -> tuple[Optional[int], Opt
     start: Optional[str] = None
     stopped = False
     for event in events:
-        kind, at = event.get("event"), event.get("t")
-        if not isinstance(at, str):
+        at = event.t
+        if at is None:
             continue
-        if kind == record.EVENT_STEP and event.get("step") in protocol.PHASES:
-            if event["step"] != step or stopped:
-                step, start, stopped = event["step"], at, False
-        elif kind == record.EVENT_STOP:
+        if isinstance(event, record.StepEvent) and event.step is not None and event.step in protocol.PHASES:
+            if event.step != step or stopped:
+                step, start, stopped = event.step, at, False
+        elif isinstance(event, record.StopEvent):
             stopped = True
-        elif kind == record.EVENT_RESUME and stopped:
+        elif isinstance(event, record.ResumeEvent) and stopped:
             start, stopped = at, False
     return step, None if stopped else start
 

@@ -883,7 +883,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             serial = state.serial  # the battery's serial as first scanned: one spelling in every file
         step = state.step if state.step in protocol.PHASES and not state.finished else 1
         if resumed:
-            record.append_event(folder, record.EVENT_RESUME, now)
+            record.append_event(folder, record.ResumeEvent(record.event_time(now)))
         store.create_data_csv(folder)
         process = BancProcess(store, banc, serial, folder, step, resumed, settings)
         process.recorder.open(config, state, snapshot)
