@@ -781,9 +781,8 @@ def append_event(folder: Path, event: Event) -> None:
 
 
 def _number(value: object) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    number = _as_number(value)
+    return None if number is None else float(number)
 
 
 def _count(value: object) -> int:
@@ -1005,11 +1004,15 @@ def is_verdict(value: Any) -> bool:
 # --------------------------------------------------------------------------- the verdict, typed
 
 
-def _as_number(value: Any) -> Optional[float]:
+def _as_number(value: object) -> Optional[float]:
     """A finite number as the file holds it (an int stays an int, so that writing it back gives the same bytes)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # a JSON integer no float holds: damage, not a measurement
+        return None
+    return value if finite else None
 
 
 def _as_text(value: Any) -> Optional[str]:
