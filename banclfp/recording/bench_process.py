@@ -36,7 +36,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from paho.mqtt.client import MQTT_ERR_SUCCESS
+from paho.mqtt.client import MQTT_ERR_SUCCESS, Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from banclfp.history import business_hours
 from banclfp.infra import environment, logs, settings as settings_module
@@ -511,7 +513,8 @@ class BancProcess:
         except Exception:
             logger.exception("command not published: %s", text)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Optional[Properties]) -> None:
         try:
             if reason_code.is_failure:
                 logger.error("broker refused the connection: %s", reason_code)
@@ -530,7 +533,8 @@ class BancProcess:
         except Exception:
             logger.exception("on_connect failed")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Optional[Properties]) -> None:
         try:
             self.connected_since = None
             # Their ids mean nothing on the next connection: the broker re-sends those messages.
@@ -540,11 +544,11 @@ class BancProcess:
         except Exception:
             logger.exception("on_disconnect failed")
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         self.messages_in += 1
         try:
             if message.topic == self.topics.sync:
-                self._handle_sync(message.payload)
+                self._handle_sync(bytes(message.payload))
             elif not self.recorder.handle_message(message.topic, bytes(message.payload), bool(message.dup),
                                                   bool(message.retain)):
                 logger.warning("message on unexpected topic %s ignored", safe_text(message.topic, 100))
@@ -600,7 +604,8 @@ class BancProcess:
             protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
             logger.info("announced step %d on %s", step, self.topics.command)
 
-    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_unsubscribe(self, client: Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                        properties: Optional[Properties]) -> None:
         self.unsubscribed = True
 
     # ------------------------------------------------------------------ network
