@@ -43,7 +43,8 @@ events = st.one_of(
               st.booleans()),
     st.builds(record.StepEvent, maybe_times, maybe_ints, maybe_texts, maybe_ints, st.one_of(st.none(), st.booleans())),
     st.builds(record.RiEvent, maybe_times,
-              st.one_of(st.none(), st.dictionaries(ri_keys, st.one_of(st.integers(), st.floats()), max_size=5))),
+              st.one_of(st.none(), st.dictionaries(ri_keys, st.one_of(st.integers(), st.floats(allow_nan=False)),
+                                                   max_size=5))),  # (NaN reads back, but is equal to nothing)
     st.builds(record.StopEvent, maybe_times, maybe_texts, maybe_ints),
     st.builds(record.ResumeEvent, maybe_times),
     st.builds(record.AbandonEvent, maybe_times),

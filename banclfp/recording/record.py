@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union, assert_never
+from typing import Any, ClassVar, Optional, TypeGuard, Union, assert_never
 from zoneinfo import ZoneInfo
 
 from banclfp.infra import storage
@@ -110,7 +110,7 @@ def as_local(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
 
 
-def parse_time(text: Any) -> Optional[datetime]:
+def parse_time(text: object) -> Optional[datetime]:
     """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
     if not isinstance(text, str):
         return None
@@ -126,7 +126,7 @@ def serial_key(serial: str) -> str:
     return serial.upper()
 
 
-def same_serial(a: Any, b: Any) -> bool:
+def same_serial(a: object, b: object) -> bool:
     """True when `a` and `b` are the same battery's serial (any letter case)."""
     return isinstance(a, str) and isinstance(b, str) and serial_key(a) == serial_key(b)
 
@@ -789,7 +789,7 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -995,7 +995,7 @@ class RecordState:
             self.ri_pulses[key].append((value, self.ri_temperature_c, 1))
 
 
-def is_verdict(value: Any) -> bool:
+def is_verdict(value: object) -> bool:
     """True when `value` has the shape of a verdict object (grade, checks, reason)."""
     return (isinstance(value, dict) and isinstance(value.get("grade"), str) and isinstance(value.get("checks"), list)
             and isinstance(value.get("reason"), str))
@@ -1015,11 +1015,11 @@ def _as_number(value: object) -> Optional[float]:
     return value if finite else None
 
 
-def _as_text(value: Any) -> Optional[str]:
+def _as_text(value: object) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _as_count(value: Any) -> Optional[int]:
+def _as_count(value: object) -> Optional[int]:
     return value if _is_count(value) else None
 
 
@@ -1034,16 +1034,16 @@ class Check:
     uncertain: bool = False  # measured on data that cannot support it (protocol v3)
 
     @classmethod
-    def from_json(cls, data: Any) -> Optional[Check]:
+    def from_json(cls, data: object) -> Optional[Check]:
         """The check a journal or config.json object holds; None when it is not an object (tolerant of bad values)."""
         if not isinstance(data, dict):
             return None
         return cls(name=str(data.get("name", "")), value=_as_number(data.get("value")),
                    limit=_as_number(data.get("limit")), ok=bool(data.get("ok")), uncertain=bool(data.get("uncertain")))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The check as the journal and config.json write it (`uncertain` only when true)."""
-        out: dict[str, Any] = {"name": self.name, "value": self.value, "limit": self.limit, "ok": self.ok}
+        out: dict[str, object] = {"name": self.name, "value": self.value, "limit": self.limit, "ok": self.ok}
         if self.uncertain:
             out["uncertain"] = True
         return out
@@ -1061,15 +1061,15 @@ class Verdict:
     reason: str
 
     @classmethod
-    def from_json(cls, data: Any) -> Optional[Verdict]:
+    def from_json(cls, data: object) -> Optional[Verdict]:
         """The verdict an object holds; None when it lacks a verdict's shape (is_verdict), as every reader took it."""
-        if not is_verdict(data):
+        if not isinstance(data, dict) or not is_verdict(data):
             return None
         checks = tuple(check for check in map(Check.from_json, data["checks"]) if check is not None)
         return cls(grade=data["grade"], soh_pct=_as_number(data.get("soh_pct")), model=_as_text(data.get("model")),
                    grading_version=_as_text(data.get("grading_version")), checks=checks, reason=data["reason"])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The verdict object as the journal and config.json write it (keys in the documented order)."""
         return {"grade": self.grade, "soh_pct": self.soh_pct, "model": self.model,
                 "grading_version": self.grading_version, "checks": [check.to_json() for check in self.checks],
@@ -1108,7 +1108,7 @@ def migration_event(config: TestSummary, data_step: Optional[int], at: datetime,
                         first_handle_defaulted=config.first_handle is None)
 
 
-def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[int]) -> Optional[int]:
+def step_to_restore(state: RecordState, config_step: object, data_step: Optional[int]) -> Optional[int]:
     """The phase a journal that lost lines must be brought back to, or None (pure).
 
     Steps are journaled (fsynced) before anything of their phase is written, so a config.json
@@ -1128,7 +1128,7 @@ RiPulse = tuple[float, Optional[float], int]
 """One entry of `ri_pulses`: a value (ohm), the temperature of its pulse (°C, None when unknown), how many it weighs."""
 
 
-def _pulses_of(entries: Any) -> Optional[tuple[RiPulse, ...]]:
+def _pulses_of(entries: object) -> Optional[tuple[RiPulse, ...]]:
     """A key's `ri_pulses` entries, or None when they are missing or are not pulses (edited by hand, damaged)."""
     if not isinstance(entries, list):
         return None
@@ -1184,7 +1184,7 @@ class TestSummary:
     verdict: Optional[Verdict] = None
 
     @classmethod
-    def from_json(cls, data: Any) -> TestSummary:
+    def from_json(cls, data: object) -> TestSummary:
         """The summary a config.json object holds (anything else: an empty summary)."""
         if not isinstance(data, dict):
             return cls()
@@ -1500,13 +1500,13 @@ class BenchEntry:
         """True when a battery holds the bench."""
         return self.status == STATUS_OCCUPIED
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The entry as bancs_config.json holds it (the seed's keys)."""
         return {_BENCH_NAME: self.name, _BENCH_STATUS: self.status, _BENCH_SERIAL: self.serial_pending,
                 _BENCH_STEP: self.current_step}
 
     @classmethod
-    def from_json(cls, data: Any) -> BenchEntry:
+    def from_json(cls, data: object) -> BenchEntry:
         """The entry of a bancs_config.json dict; ValueError when it has no name or an unknown status."""
         if not isinstance(data, dict) or not isinstance(data.get(_BENCH_NAME), str):
             raise ValueError(f"bench entry without a name: {data!r}")
@@ -1530,14 +1530,14 @@ class BenchesState:
     """bancs_config.json: every bench's entry (other top-level keys kept as they were)."""
 
     bancs: tuple[BenchEntry, ...]
-    extra: tuple[tuple[str, Any], ...] = ()
+    extra: tuple[tuple[str, object], ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The file's dict: {"bancs": [entry, ...]} (and the keys it held besides)."""
         return {**dict(self.extra), "bancs": [entry.to_json() for entry in self.bancs]}
 
     @classmethod
-    def from_json(cls, data: Any) -> BenchesState:
+    def from_json(cls, data: object) -> BenchesState:
         """The state a bancs_config.json dict holds; ValueError when it has not the file's shape."""
         if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
             raise ValueError("bancs_config without a list of benches")
@@ -1566,7 +1566,7 @@ class BenchesState:
         return None
 
 
-def valid_bancs_config(data: Any) -> bool:
+def valid_bancs_config(data: object) -> bool:
     """True when `data` has the shape of bancs_config.json."""
     try:
         BenchesState.from_json(data)
@@ -1582,7 +1582,7 @@ def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> BenchesState:
         if not BANC_DIR_RE.match(banc_dir.name) or not banc_dir.is_dir():
             continue
         number = int(banc_dir.name[4:])
-        latest: Optional[tuple[tuple[Any, ...], str, TestSummary]] = None
+        latest: Optional[tuple[tuple[date, int, float], str, TestSummary]] = None
         for folder in banc_dir.iterdir():
             name = parse_folder_name(folder.name)
             if name is None or not folder.is_dir():
