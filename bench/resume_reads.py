@@ -42,9 +42,9 @@ def make_home(home: Path, rows: int) -> Path:
     start = record.now_local() - timedelta(seconds=rows + 60)
     folder = home / "data" / "banc1" / record.folder_name(SERIAL, start.date())
     folder.mkdir(parents=True)
-    journal = record.encode_event(record.EVENT_START, start, serial=SERIAL, banc="banc1",
-                                  first_handle=record.iso(start), software_version=record.SOFTWARE_VERSION)
-    journal += record.encode_event(record.EVENT_STEP, start, step=2)
+    journal = record.encode_event(record.StartEvent(record.event_time(start), SERIAL, "banc1", record.iso(start),
+                                                    software_version=record.SOFTWARE_VERSION))
+    journal += record.encode_event(record.StepEvent(record.event_time(start), 2))
     (folder / record.EVENTS_FILE).write_bytes(journal)
     with open(folder / record.DATA_CSV_FILE, "wb") as fh:
         fh.write((",".join(record.DATA_CSV_HEADER) + "\n").encode("ascii"))

@@ -311,7 +311,7 @@ def test_a_recorder_whose_journal_cannot_be_cut_back_holds_the_ri_result_and_rec
     assert recorder.flush_all() and not recorder.blocked
     recorder.close()
     events = record.read_events(recorder.folder)[0]
-    assert [e["values"] for e in events if e["event"] == "ri"] == [{"ri_discharge": 0.030}]
+    assert [e.values for e in events if isinstance(e, record.RiEvent)] == [{"ri_discharge": 0.030}]
     config = record.corrected_summary_file(recorder.folder)
     assert config is not None and config["ri_discharge_count"] == 1
 
@@ -780,7 +780,7 @@ def test_crash_between_step_5_and_freeing_the_bench_neither_restarts_nor_skips_4
     store.open_test_record(folder, "banc1", DEFAULT_SERIAL, now)
     store.update_config(folder, 4, now)
     store.set_banc_status("banc1", record.STATUS_OCCUPIED, DEFAULT_SERIAL, 4)
-    record.append_event(folder, record.EVENT_STEP, now, step=5)  # ... and banc.py died here
+    record.append_event(folder, record.StepEvent(record.event_time(now), 5))  # ... and banc.py died here
     finished = record.corrected_summary_file(folder)
     assert finished is not None and finished["status"] == record.TEST_FINISHED
     # The kiosk would offer to resume the bench: banc.py must not start a second test of it.
@@ -870,7 +870,7 @@ def test_redelivered_ri_results_and_passed_steps_are_not_recorded_twice(store: S
     assert config is not None
     assert (config["ri_discharge_count"], config["ri_discharge_average"]) == (3, pytest.approx(0.032))
     assert config["current_step"] == 3
-    steps = [e.get("step") for e in record.read_events(again.folder)[0] if e["event"] == "step"]
+    steps = [e.step for e in record.read_events(again.folder)[0] if isinstance(e, record.StepEvent)]
     assert steps == [3]
 
 
@@ -903,6 +903,6 @@ def test_a_torn_journal_line_never_swallows_the_next_event(store: Store, banc_ho
     folder, _ = store.find_or_create_test_folder("banc1", DEFAULT_SERIAL, now)
     with open(folder / record.EVENTS_FILE, "ab") as fh:
         fh.write(b'{"t":"2026-12-01T10:00:00.000+01:00","event":"st')  # a power cut mid-line
-    record.append_event(folder, record.EVENT_STEP, now, step=2)
+    record.append_event(folder, record.StepEvent(record.event_time(now), 2))
     events, bad = record.read_events(folder)
-    assert [e["event"] for e in events] == ["start", "step"] and bad == 0
+    assert [e.kind for e in events] == ["start", "step"] and bad == 0

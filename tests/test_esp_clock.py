@@ -146,8 +146,7 @@ def three_boots(numbered: bool) -> tuple[bytes, list[bytes]]:
         return record.iso(at_s(s), millis=True)
 
     rows = [",".join(record.DATA_CSV_HEADER)]
-    journal = [record.encode_event(record.EVENT_START, at_s(0), serial="RW-ab12cd", banc="banc1",
-                                   first_handle=stamp(0))]
+    journal = [record.encode_event(record.StartEvent(stamp(0), "RW-ab12cd", "banc1", stamp(0)))]
     for k, booted in enumerate((7.0, 100.0, 200.0)):
         received = booted + 10.0
         for seq, uptime in ((0, 1000), (1, 2000)):  # the backlog: measured_at = receipt
@@ -155,11 +154,10 @@ def three_boots(numbered: bool) -> tuple[bytes, list[bytes]]:
             rows.append(f"{stamp(t)},3,{seq},52.1,-10.0,50.0,25.0,1.0,51.2,3250,3270,0,{uptime},{stamp(t)}")
         live = received + 0.010
         rows.append(f"{stamp(live)},3,2,52.1,-10.0,50.0,25.0,1.0,51.2,3250,3270,0,9000,{stamp(booted + 9.0)}")
-        number = {"boot": k} if numbered else {}
-        journal.append(record.encode_event(record.EVENT_ESP_BOOT, at_s(received), row_t=stamp(received), seq=0,
-                                           uptime_ms=1000, **number))
-        journal.append(record.encode_event(record.EVENT_ESP_CLOCK, at_s(live), boot=k,
-                                           offset_ms=round((UNIX0 + booted) * 1000)))
+        journal.append(record.encode_event(record.EspBootEvent(stamp(received), row_t=stamp(received), seq=0,
+                                                               uptime_ms=1000, boot=k if numbered else None)))
+        journal.append(record.encode_event(record.EspClockEvent(stamp(live), boot=k,
+                                                                offset_ms=round((UNIX0 + booted) * 1000))))
     return ("\n".join(rows) + "\n").encode(), journal
 
 

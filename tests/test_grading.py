@@ -254,7 +254,7 @@ def test_the_full_charge_window_is_in_measurement_time() -> None:
     # The journal names the boot's first line banc.py saw (seq 1): seq 0 after it is a line of that boot.
     boot = {"event": record.EVENT_ESP_BOOT, "t": "2026-12-01T10:30:00.000+01:00", "row_t": "2026-12-01T10:30:00.000+01:00",
             "seq": 1, "uptime_ms": 1800000}
-    facts = analysis.test_facts(data, record.fold_events([boot]))
+    facts = analysis.test_facts(data, record.fold_events(map(record.event_from_json, [boot])))
     assert (facts.cell_spread_mv, facts.doubts) == (60.0, ())
 
 
@@ -499,12 +499,12 @@ def test_the_journal_s_lost_lines_in_the_window_give_to_check(sound_test: tuple[
             "last": first + 2, "count": 3}
     boot = {"event": record.EVENT_ESP_BOOT, "t": "2024-03-04T08:00:00.000+01:00", "boot": 0,
             "row_t": rows[0][COLUMN["timestamp"]], "seq": 0, "uptime_ms": int(rows[0][COLUMN["uptime_ms"]])}
-    given = verdict_of(header, rows, record.fold_events([boot, span]))
+    given = verdict_of(header, rows, record.fold_events(map(record.event_from_json, [boot, span])))
     assert given["grade"] == grading.GRADE_TO_CHECK
     assert given["reason"].endswith(f"3 lignes perdues (seq {first}..{first + 2})")
     # Lost lines outside the window (phase 3) leave the grade alone.
     far = {**span, "first": 2000, "last": 2010, "count": 11}
-    assert verdict_of(header, rows, record.fold_events([boot, far]))["grade"] == "A"
+    assert verdict_of(header, rows, record.fold_events(map(record.event_from_json, [boot, far])))["grade"] == "A"
 
 
 @pytest.mark.parametrize("ri, expected", [(0.020, grading.GRADE_TO_CHECK), (0.080, grading.GRADE_REJECT)])
@@ -513,11 +513,11 @@ def test_a_phase_recovered_from_lines_gives_to_check_unless_a_sound_check_fails(
 ) -> None:
     header, rows = sound_test[0], rows_of(sound_test)
     seq = int(rows[phase_rows(rows, 3)[0]][COLUMN["seq"]])
-    journal = record.fold_events([
+    journal = record.fold_events(map(record.event_from_json, [
         {"event": record.EVENT_STEP, "t": "2024-03-04T08:00:00.000+01:00", "step": 2},
         {"event": record.EVENT_STEP, "t": "2024-03-04T09:00:00.000+01:00", "step": 3,
          "recovered": record.STEP_RECOVERED_FROM_LINES, "seq": seq},
-    ])
+    ]))
     given = verdict_of(header, rows, journal, ri=ri)
     assert given["grade"] == expected
     recovered = f"phase 3 reconstituée à partir des lignes BMS (son message d'étape n'est jamais arrivé, seq {seq})"
@@ -756,7 +756,7 @@ def pulses_summary(pulses: list[tuple[float, Optional[float]]], capacity_ah: flo
             values["temperature_c"] = temperature
         events.append({"event": "ri", "t": "2026-12-01T10:05:00+01:00", "values": values})
     out = record.apply_state(record.new_summary("banc1", "RW-ABCD1234", "2026-12-01T10:00:00+01:00"),
-                             record.fold_events(events))
+                             record.fold_events(map(record.event_from_json, events)))
     out["capacity_ah"] = capacity_ah
     return out
 

@@ -134,7 +134,7 @@ def start_tests(fleet: BancFleet, broker: MosquittoBroker, benches: dict[str, st
 
 def journaled(banc: str, serial: str, text: str) -> bool:
     test = Store.from_settings(environment.load_settings()).latest_test(serial, banc)
-    return test is not None and any(e.get("event") == record.EVENT_ALERT and e.get("text") == text
+    return test is not None and any(isinstance(e, record.AlertEvent) and e.text == text
                                     for e in record.read_events(test.path)[0])
 
 

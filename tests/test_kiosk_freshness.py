@@ -205,8 +205,13 @@ BMS_BACK = "Données BMS rétablies après 47 s de silence"
 MQTT_LOST = "Connexion MQTT perdue depuis 42 s : courant coupé par sécurité, en attente d'une commande"
 
 
-def ev(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"t": "2025-06-12T10:00:00.000+02:00", "event": kind, **fields}
+def ev(kind: str, **fields: Any) -> tuple[str, Optional[str]]:
+    """What replay_alerts reads of a journal line (its kind, an alert's text), the line read as the worker reads it."""
+    return replayed(record.event_from_json({"t": "2025-06-12T10:00:00.000+02:00", "event": kind, **fields}))
+
+
+def replayed(event: record.Event) -> tuple[str, Optional[str]]:
+    return event.kind, event.text if isinstance(event, record.AlertEvent) else None
 
 
 # (id, journal, the alarm a kiosk that starts shows)
@@ -274,8 +279,8 @@ def test_the_recorder_journals_every_security_text_and_nothing_after_the_end() -
     (effect,) = core.on_security(MQTT_LOST.encode(), instant())
     assert isinstance(effect, Append) and effect.file == JOURNAL
     events, bad = record.parse_events(effect.data)
-    assert bad == 0 and events[0]["event"] == record.EVENT_ALERT and events[0]["text"] == MQTT_LOST
-    assert replay_alerts(events) is not None
+    assert bad == 0 and isinstance(events[0], record.AlertEvent) and events[0].text == MQTT_LOST
+    assert replay_alerts(map(replayed, events)) is not None
     core.on_step(b"9", False, instant(1))
     assert core.on_security(ALARM.encode(), instant(2)) == []
 
@@ -292,7 +297,7 @@ def test_banc_py_writes_a_security_message_in_the_journal_before_it_returns(stor
     try:
         assert recorder.handle_message("banc1/security", MQTT_LOST.encode())
         events, _bad = record.read_events(folder)
-        assert [e["text"] for e in events if e["event"] == record.EVENT_ALERT] == [MQTT_LOST]
+        assert [e.text for e in events if isinstance(e, record.AlertEvent)] == [MQTT_LOST]
     finally:
         recorder.close()
 
@@ -307,7 +312,7 @@ def test_the_worker_hands_the_active_alarms_of_the_tests_under_way(store: Store,
         folder, _ = store.find_or_create_test_folder(banc, serial, now)
         store.load_or_create_config(folder, banc, serial, now)
         for text in texts:
-            record.append_event(folder, record.EVENT_ALERT, now, text=text)
+            record.append_event(folder, record.AlertEvent(record.event_time(now), text))
         if banc != "banc3":  # banc3's bench was freed: its test is nobody's concern now
             store.set_banc_status(banc, record.STATUS_OCCUPIED, serial, 2)
     sink: queue.Queue = queue.Queue()

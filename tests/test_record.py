@@ -18,9 +18,14 @@ from banclfp.recording.store import Store
 T0 = datetime(2026, 11, 24, 10, 30, tzinfo=record.LOCAL_TZ)
 
 
-def ev(kind: str, minute: int = 0, **fields: object) -> dict:
-    """A decoded journal event at T0 + `minute` minutes."""
-    return json.loads(record.encode_event(kind, T0.replace(minute=30 + minute), **fields))
+def ev(kind: str, minute: int = 0, **fields: object) -> record.Event:
+    """A journal event at T0 + `minute` minutes, read from its line's object (any fields: the reader's tolerance)."""
+    return record.event_from_json({"t": record.event_time(T0.replace(minute=30 + minute)), "event": kind, **fields})
+
+
+def line(kind: str, **fields: object) -> bytes:
+    """A journal line at T0."""
+    return record.encode_event(record.event_from_json({"t": record.event_time(T0), "event": kind, **fields}))
 
 
 START = ev(record.EVENT_START, serial="RW-ab12cd", banc="banc1", first_handle="2026-11-24T10:30:00+01:00")
@@ -62,9 +67,9 @@ def test_fold_events_ri_running_means_match_the_values_sent() -> None:
     "raw, count, bad",
     [
         (b"", 0, 0),
-        (record.encode_event("step", T0, step=2), 1, 0),
-        (record.encode_event("step", T0, step=2) + b'{"t":"x","event":"st', 1, 1),  # torn last line
-        (b"garbage\n" + record.encode_event("step", T0, step=2), 1, 1),
+        (line("step", step=2), 1, 0),
+        (line("step", step=2) + b'{"t":"x","event":"st', 1, 1),  # torn last line
+        (b"garbage\n" + line("step", step=2), 1, 1),
         (b'[1,2]\n{"no_event": 1}\n\n', 0, 2),
     ],
 )
@@ -83,14 +88,14 @@ def test_parse_events_skips_torn_and_damaged_lines(raw: bytes, count: int, bad: 
     ],
 )
 def test_migration_takes_the_highest_phase_shown(config: dict, data_step: int | None, step: int) -> None:
-    assert record.migration_event_fields(record.TestSummary.from_json(config), data_step)["step"] == step
+    assert record.migration_event(record.TestSummary.from_json(config), data_step, T0, "RW-ab12cd", "banc1").step == step
 
 
 def test_migration_keeps_ri_means_and_counts() -> None:
     config = {"current_step": 2, "first_handle": "2026-11-20T09:00:00+01:00", "ri_discharge_average": 0.03,
               "ri_discharge_count": 3, "ri_charge_average": None}
-    state = record.fold_events([ev(record.EVENT_MIGRATE, serial="RW-ab12cd", banc="banc1",
-                                   **record.migration_event_fields(record.TestSummary.from_json(config), 2))])
+    state = record.fold_events([record.migration_event(record.TestSummary.from_json(config), 2, T0, "RW-ab12cd",
+                                                       "banc1")])
     assert (state.step, state.first_handle) == (2, "2026-11-20T09:00:00+01:00")
     assert (state.ri_means["ri_discharge"], state.ri_counts["ri_discharge"]) == (0.03, 3)
     assert state.ri_means["ri_charge"] is None
@@ -144,14 +149,14 @@ def make_test(data: Path, banc: str, name: str, events: list[bytes]) -> Path:
 
 def test_rebuild_bancs_config_from_the_folders(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    start = record.encode_event("start", T0, serial="RW-aaaa1", banc="banc1", first_handle="2026-11-24T10:30:00+01:00")
-    make_test(data, "banc1", "24112026-RW-aaaa1", [start, record.encode_event("step", T0, step=3),
-                                                   record.encode_event("stop", T0)])
-    make_test(data, "banc2", "24112026-RW-bbbb2", [start.replace(b"aaaa1", b"bbbb2"), record.encode_event("step", T0, step=5)])
-    make_test(data, "banc3", "24112026-RW-cccc3", [start.replace(b"aaaa1", b"cccc3"), record.encode_event("abandon", T0)])
+    start = line("start", serial="RW-aaaa1", banc="banc1", first_handle="2026-11-24T10:30:00+01:00")
+    make_test(data, "banc1", "24112026-RW-aaaa1", [start, line("step", step=3),
+                                                   line("stop")])
+    make_test(data, "banc2", "24112026-RW-bbbb2", [start.replace(b"aaaa1", b"bbbb2"), line("step", step=5)])
+    make_test(data, "banc3", "24112026-RW-cccc3", [start.replace(b"aaaa1", b"cccc3"), line("abandon")])
     # banc4: an older finished test, then an unfinished one of the same battery (its latest)
-    make_test(data, "banc4", "20112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=5)])
-    make_test(data, "banc4", "24112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), record.encode_event("step", T0, step=2)])
+    make_test(data, "banc4", "20112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), line("step", step=5)])
+    make_test(data, "banc4", "24112026-RW-dddd4", [start.replace(b"aaaa1", b"dddd4"), line("step", step=2)])
     config = record.rebuild_bancs_config(data, 5)
     assert list(config.bancs) == [
         record.bench_entry(1, record.STATUS_OCCUPIED, "RW-aaaa1", 3),
@@ -166,7 +171,7 @@ def test_damaged_bancs_config_is_rebuilt_never_reset(store: Store, banc_home: Pa
     folder, _ = store.find_or_create_test_folder("banc2", "RW-KEEP1234", T0)
     store.open_test_record(folder, "banc2", "RW-KEEP1234", T0)
     store.update_config(folder, 3, T0)
-    record.append_event(folder, record.EVENT_STOP, T0)
+    record.append_event(folder, record.StopEvent(record.event_time(T0)))
     store.bancs_config_path.write_bytes(damage)
     info = store.get_banc_info("banc2")
     assert (info.status, info.serial_pending, info.current_step) == ("occupied", "RW-KEEP1234", 3)
@@ -288,7 +293,7 @@ def test_a_journal_without_its_start_line_never_makes_config_json_quarantined(st
 # --------------------------------------------------------------------------- ESP boots by number
 
 
-def boot_ev(minute: int, seq: int, number: int | None = None) -> dict:
+def boot_ev(minute: int, seq: int, number: int | None = None) -> record.Event:
     """An EVENT_ESP_BOOT: its row at T0 + `minute`, numbered when `number` is given (the recorder from now on)."""
     fields: dict = {"row_t": f"2026-11-24T10:{30 + minute:02d}:00.000+01:00", "seq": seq, "uptime_ms": 500 + seq}
     if number is not None:
@@ -303,7 +308,7 @@ def journal_of_three_boots(numbered: bool) -> list[bytes]:
         events += [boot_ev(1 + 3 * k, 10 * k, k if numbered else None),
                    ev(record.EVENT_ESP_CLOCK, 2 + 3 * k, boot=k, offset_ms=1_000_000 * (k + 1))]
     events.append(ev(record.EVENT_SEQ_LOST, 9, boot=2, first=24, last=25, count=2))
-    return [json.dumps(event).encode() + b"\n" for event in events]
+    return [record.encode_event(event) for event in events]
 
 
 def test_esp_boots_are_keyed_by_their_number_so_an_unreadable_boot_line_shifts_nothing() -> None:
@@ -367,7 +372,7 @@ def test_a_journal_line_written_twice_counts_once() -> None:
     ri = ev("ri", 1, values={"ri_discharge": 0.030})
     lost = ev(record.EVENT_SEQ_LOST, 2, boot=0, first=3, last=4, count=2)
     again = ev("ri", 3, values={"ri_discharge": 0.030})  # the same values at another time: another pulse
-    raw = b"".join(json.dumps(e).encode() + b"\n" for e in (START, ri, ri, lost, lost, again))
+    raw = b"".join(record.encode_event(e) for e in (START, ri, ri, lost, lost, again))
     state = record.fold_events(record.parse_events(raw)[0])
     assert (state.ri_counts["ri_discharge"], state.seq_lost_count, len(state.seq_lost_spans)) == (2, 2, 1)
     assert state.ri_means["ri_discharge"] == pytest.approx(0.030)
@@ -505,7 +510,7 @@ def test_load_summary_rebuilds_the_pulses_of_a_config_json_written_before_them(s
     folder.mkdir(parents=True)
     events = [START, ev("ri", 1, values={"ri_discharge": 0.02, "temperature_c": 10.0}),
               ev("ri", 2, values={"ri_discharge": 0.04, "temperature_c": 30.0})]
-    (folder / record.EVENTS_FILE).write_text("".join(json.dumps(event) + "\n" for event in events), encoding="utf-8")
+    (folder / record.EVENTS_FILE).write_bytes(b"".join(record.encode_event(event) for event in events))
     old = record.apply_state(record.new_summary("banc1", "RW-ab12cd", "x"), record.fold_events(events))
     del old["ri_pulses"]
     (folder / record.TEST_CONFIG_FILE).write_text(json.dumps(old), encoding="utf-8")

@@ -238,7 +238,7 @@ def test_rows_take_the_esp_phase_and_a_later_phase_is_recovered_from_two_lines()
     assert any('"recovered":"lines"' in j and '"step":3' in j for j in journal(two))
     assert alerts(two) and "Phase 3" in alerts(two)[0]
     late = c.on_step(b"3", False, at(107))  # the step message, late: journaled, the phase no longer "recovered"
-    assert journal(late) == [record.encode_event(record.EVENT_STEP, at(107).wall, step=3).decode()]
+    assert journal(late) == [f'{{"t":"{record.iso(at(107).wall, millis=True)}","event":"step","step":3}}\n']
     assert c.on_step(b"3", False, at(108)) == []  # and once only
 
 
@@ -420,7 +420,7 @@ def test_a_step_message_two_lines_late_leaves_no_recovered_phase() -> None:
     effects = c.on_bms(line(101, 106_000, 3), False, at(101))  # the phase changed; its step message is queued
     effects += c.on_bms(line(102, 107_000, 3), False, at(102))
     effects += c.on_step(b"3", False, at(102.2))  # ... and arrives 1.2 s later
-    state = record.fold_events(json.loads(text) for text in journal(effects))
+    state = record.fold_events(record.event_from_json(json.loads(text)) for text in journal(effects))
     assert state.step == 3 and state.recovered_steps == []
 
 

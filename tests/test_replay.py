@@ -103,7 +103,7 @@ def test_outage_reboots_and_gaps_with_a_real_broker(store: Store, mqtt_env: dict
     texts = probe.texts(t.security)[alerts_before:]
     assert [x for x in texts if "perdue" in x] == ["1 ligne BMS perdue (seq 2..2) : test terminé avant leur renvoi"]
     events, _ = record.read_events(folder)
-    assert [e["event"] for e in events].count(record.EVENT_ESP_BOOT) == 3
+    assert [e.kind for e in events].count(record.EVENT_ESP_BOOT) == 3
 
 
 def test_a_folder_of_the_earlier_version_keeps_its_12_columns(store: Store, mqtt_env: dict[str, str], broker: MosquittoBroker,

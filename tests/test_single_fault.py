@@ -230,7 +230,7 @@ def test_a_single_fault_never_changes_a_grade_in_silence(fault: str, where: str,
     # The test went through to its end: never stopped, ended or rewound by the fault.
     assert run.step_reached == protocol.STEP_FINISHED
     events, _ = record.read_events(run.folder)
-    steps = [e["step"] for e in events if e.get("event") == record.EVENT_STEP]
+    steps = [e.step for e in events if isinstance(e, record.StepEvent) and e.step is not None]
     assert steps == sorted(steps), f"the phase went back: {steps}"
     # Every line the ESP measured is in data.csv, once (but those it can no longer re-send).
     expected = Counter(key for key in keys(fault_run.CleanTest.lines(clean)) if key[0] not in faulted.unrecoverable)

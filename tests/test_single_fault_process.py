@@ -62,7 +62,7 @@ def test_a_retained_step_left_on_the_broker_neither_ends_nor_moves_a_new_test(
         reasons = [row["reason"] for row in read_rejected_rows(folder)]
         assert sum(reason.startswith("retained") for reason in reasons) == 2
         events, _ = record.read_events(folder)
-        assert not [e for e in events if e["event"] in (record.EVENT_STEP, record.EVENT_RI)]
+        assert not [e for e in events if isinstance(e, (record.StepEvent, record.RiEvent))]
         probe.publish(T.step, "9")
         assert runner.wait_exit(15) == 0
     finally:
@@ -124,7 +124,7 @@ def test_a_phase_whose_step_message_was_lost_while_banc_py_was_down_is_never_ann
         probe.publish(T.step, "9")
         assert runner.wait_exit(15) == 0
     events, _ = record.read_events(folder)
-    recovered = [e for e in events if e["event"] == record.EVENT_STEP and e.get("recovered")]
-    assert [e["step"] for e in recovered] == [3]
+    recovered = [e for e in events if isinstance(e, record.StepEvent) and e.recovered]
+    assert [e.step for e in recovered] == [3]
     assert {r["step"] for r in read_data_rows(folder)} == {"2", "3"}
     assert any("Phase 3" in text for text in probe.texts(T.security))

@@ -232,17 +232,18 @@ SERIAL = "RW-TLEFT001"
 
 
 def test_phase_start_from_the_journal_a_stop_and_a_resume() -> None:
-    def event(kind: str, minutes: float, **fields: object) -> dict[str, object]:
-        return {"event": kind, "t": record.iso(T0 + timedelta(minutes=minutes), millis=True), **fields}
+    def event(kind: str, minutes: float, **fields: object) -> record.Event:
+        return record.event_from_json({"event": kind, "t": record.event_time(T0 + timedelta(minutes=minutes)),
+                                       **fields})
 
     journal = [event("start", 0), event("step", 0, step=1), event("ri", 3, values={}), event("step", 17, step=2)]
-    assert time_left.phase_start(journal) == (2, journal[3]["t"])
+    assert time_left.phase_start(journal) == (2, journal[3].t)
     # banc.py restarted while the ESP ran: a resume without a stop restarts nothing.
-    assert time_left.phase_start([*journal, event("resume", 30)]) == (2, journal[3]["t"])
+    assert time_left.phase_start([*journal, event("resume", 30)]) == (2, journal[3].t)
     stopped = [*journal, event("stop", 40)]
     assert time_left.phase_start(stopped) == (2, None)  # stopped: the phase does not run
     resumed = [*stopped, event("resume", 24 * 60)]
-    assert time_left.phase_start(resumed) == (2, resumed[-1]["t"])  # the ESP restarts the phase on the command
+    assert time_left.phase_start(resumed) == (2, resumed[-1].t)  # the ESP restarts the phase on the command
 
 
 def write_test(home: Path, rows: list[tuple[float, int, protocol.BmsLine]], steps: list[tuple[float, int]]) -> Path:
@@ -252,7 +253,7 @@ def write_test(home: Path, rows: list[tuple[float, int, protocol.BmsLine]], step
     store.open_test_record(folder, "banc1", SERIAL, T0)
     store.create_data_csv(folder)
     for at_s, step in steps:
-        record.append_event(folder, record.EVENT_STEP, T0 + timedelta(seconds=at_s), step=step)
+        record.append_event(folder, record.StepEvent(record.event_time(T0 + timedelta(seconds=at_s)), step))
     with open(folder / record.DATA_CSV_FILE, "ab") as fh:
         for at_s, step, bms in rows:
             stamp = record.iso(T0 + timedelta(seconds=at_s), millis=True)

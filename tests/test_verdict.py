@@ -96,8 +96,10 @@ def test_a_full_test_per_grade_through_the_real_banc_py(store: Store,
             assert summary["verdict"]["grading_version"] == "e2e-1"
             # The verdict is in the journal, so a rebuilt config.json keeps it.
             events, _ = record.read_events(folders[banc])
-            kinds = [e["event"] for e in events]
-            assert kinds[-1] == "verdict" and kinds.index("verdict") > kinds.index("step") and events[-2]["step"] == 5
+            kinds = [e.kind for e in events]
+            before = events[-2]
+            assert kinds[-1] == "verdict" and kinds.index("verdict") > kinds.index("step")
+            assert isinstance(before, record.StepEvent) and before.step == 5
         rejet = json.loads((folders["banc4"] / "config.json").read_text())["verdict"]
         assert [c["name"] for c in rejet["checks"] if not c["ok"]] == ["ri_discharge"]
         checks = {c["name"]: c["value"] for c in json.loads((folders["banc1"] / "config.json").read_text())["verdict"]["checks"]}
@@ -173,7 +175,7 @@ def test_a_verdict_is_never_changed_once_given_and_survives_a_rebuilt_summary(st
     (banc_home / "grading.json").write_text(json.dumps(RULES), encoding="utf-8")
     first = concluded(store, syn.folder)
     events, _ = record.read_events(syn.folder)
-    assert [e["event"] for e in events] == ["migrate", "verdict"]
+    assert [e.kind for e in events] == ["migrate", "verdict"]
     stricter = json.loads(json.dumps(RULES))
     stricter["version"] = "e2e-2"
     (banc_home / "grading.json").write_text(json.dumps(stricter), encoding="utf-8")
@@ -303,10 +305,11 @@ def _finished_with_journal(banc_home: Path) -> Path:
     folder = write_synthetic_test(banc_home, rows=600).folder
     start = record.parse_time(json.loads((folder / "config.json").read_text(encoding="utf-8"))["first_handle"])
     assert start is not None
-    record.append_event(folder, record.EVENT_START, start, serial="RW-TEST0001", banc="banc1",
-                        first_handle=record.iso(start), software_version=record.SOFTWARE_VERSION)
+    at = record.event_time(start)
+    record.append_event(folder, record.StartEvent(at, "RW-TEST0001", "banc1", record.iso(start),
+                                                  software_version=record.SOFTWARE_VERSION))
     for step in (1, 2, 3, 4, 5):
-        record.append_event(folder, record.EVENT_STEP, start, step=step)
+        record.append_event(folder, record.StepEvent(at, step))
     return folder
 
 
@@ -536,12 +539,14 @@ def to_check_folder(banc_home: Path, serial: str = "RW-CHECK001", banc: str = "b
         del rows[charge[-60]:charge[-55]]
         start = record.parse_time(config["first_handle"])
         assert start is not None
-        record.append_event(folder, record.EVENT_START, start, serial=serial, banc=banc, first_handle=record.iso(start),
-                            software_version=record.SOFTWARE_VERSION)
-        record.append_event(folder, record.EVENT_RI, start, values={"ri_discharge": 0.012, "temperature_c": 25.0})
+        at = record.event_time(start)
+        record.append_event(folder, record.StartEvent(at, serial, banc, record.iso(start),
+                                                      software_version=record.SOFTWARE_VERSION))
+        record.append_event(folder, record.RiEvent(at, {"ri_discharge": 0.012, "temperature_c": 25.0}))
+        seq = int(rows[charge[-1] - 4][column["seq"]])
         for step in (1, 2, 3, 4, 5):
-            recovered = {"recovered": record.STEP_RECOVERED_FROM_LINES, "seq": int(rows[charge[-1] - 4][column["seq"]])}
-            record.append_event(folder, record.EVENT_STEP, start, step=step, **(recovered if step == 3 else {}))
+            record.append_event(folder, record.StepEvent(at, step, recovered=record.STEP_RECOVERED_FROM_LINES, seq=seq)
+                                if step == 3 else record.StepEvent(at, step))
     (folder / "data.csv").write_text("\n".join([header, *(",".join(row) for row in rows)]) + "\n", encoding="ascii")
     return folder
 
@@ -703,11 +708,11 @@ def test_pulses_at_different_temperatures_are_graded_each_at_its_own(store: Stor
               ({"ri_discharge": 0.017}, 35.0)]  # without its temperature: measured at the previous pulse's
     start = record.parse_time(config["first_handle"])
     assert start is not None
-    record.append_event(folder, record.EVENT_START, start, serial=config["battery_serial"], banc=config["banc"],
-                        first_handle=config["first_handle"])
+    at = record.event_time(start)
+    record.append_event(folder, record.StartEvent(at, config["battery_serial"], config["banc"], config["first_handle"]))
     for values, _ in pulses:
-        record.append_event(folder, record.EVENT_RI, start, values=values)
-    record.append_event(folder, record.EVENT_STEP, start, step=5)
+        record.append_event(folder, record.RiEvent(at, values))
+    record.append_event(folder, record.StepEvent(at, 5))
     per_pulse = sum(store.static.correct_to_25c(values["ri_discharge"], t) for values, t in pulses) / 3
     last_temperature = store.static.correct_to_25c(0.021, 35.0)  # the mean at the last pulse's temperature, as before
     assert abs(per_pulse - last_temperature) > 0.004

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import BinaryIO, Optional
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def _json_time(moment: Optional[float | datetime]) -> Optional[str]:
     return record.iso(moment, millis=True)
 
 
-def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, source: Optional[Path]) -> dict[str, Any]:
+def bdf_metadata(summary: Summary, bdf_path: Path, rows: int, sha256: str, source: Optional[Path]) -> dict[str, object]:
     """The sidecar's content: identity of the battery and test, results, and how the columns were made."""
     return {
         "format": "Battery Data Format (BDF), CSV",
@@ -136,7 +136,7 @@ def write_bdf(path: Path, data: TestData, summary: Summary, source: Optional[Pat
     values = [columns[label] for label in BDF_HEADER]
     digest = hashlib.sha256()
 
-    def write(fh: Any) -> None:
+    def write(fh: BinaryIO) -> None:
         head = (",".join(BDF_HEADER) + "\n").encode("utf-8")
         digest.update(head)
         fh.write(head)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -156,14 +156,14 @@ def parse_iso_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unix, valid
 
 
-def _parse_line(line: bytes, width: int = len(record.DATA_CSV_HEADER)) -> Optional[tuple[Any, ...]]:
+def _parse_line(line: bytes, width: int = len(record.DATA_CSV_HEADER)) -> Optional[tuple[Union[bytes, float], ...]]:
     """One data.csv line as a row of the dtype of its `width`, or None when it is not a valid row."""
     parts = line.split(b",")
     if len(parts) != width:
         return None
     numeric = len(NUMERIC_COLUMNS) + 1
     try:
-        row = (parts[0].strip(),) + tuple(float(part) for part in parts[1:numeric])
+        row: tuple[Union[bytes, float], ...] = (parts[0].strip(), *(float(part) for part in parts[1:numeric]))
     except ValueError:
         return None
     if width == len(record.DATA_CSV_HEADER):
@@ -555,8 +555,9 @@ class Summary:
         return self.last_row_s - self.first_row_s
 
 
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(value: Optional[float]) -> Optional[float]:
+    """A summary's number as a float (None when it has none or it is not finite)."""
+    if value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None

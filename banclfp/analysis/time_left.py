@@ -28,9 +28,9 @@ ended. `phase_start` reads when the running phase started from the test's journa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Optional
 
 from banclfp.recording import record
 from banclfp.simulation.battery_model import CELL_MAX_V, CELL_MIN_V, CELLS, arrhenius_factor, cell_ocv, soc_from_ocv
@@ -109,7 +109,8 @@ class Model:
         return 100.0 - 100.0 * cv_ah / self.capacity_ah
 
 
-def model_from_profile(charge_duration: Callable[[float], float], capacity_ah: float = 100.0, **sequence: Any) -> Model:
+def model_from_profile(charge_duration: Callable[[float], float], capacity_ah: float = 100.0,
+                       sequence: Model = Model()) -> Model:
     """The model of the lab's packs from charge_profile.csv (environment.get_charge_duration): its two ends.
 
     At the pack's limit voltage (CELLS x CELL_MAX_V) only the CV is left: the taper's length
@@ -119,7 +120,7 @@ def model_from_profile(charge_duration: Callable[[float], float], capacity_ah: f
     which on an LFP plateau tells little of its SOC: the estimator does not use them.
     """
     cv_taper_s = max(0.0, float(charge_duration(CELLS * CELL_MAX_V)))
-    model = Model(capacity_ah=capacity_ah, cv_taper_s=cv_taper_s, **sequence)
+    model = replace(sequence, capacity_ah=capacity_ah, cv_taper_s=cv_taper_s)  # `sequence`: the phases' other figures
     full_s = float(charge_duration(CELLS * CELL_MIN_V))
     cc_pct = max(0.0, full_s - cv_taper_s) * model.charge_c * 100.0 / 3600.0  # % of capacity per hour at charge_c
     if not 50.0 <= cc_pct <= 110.0:  # not a whole charge from empty: the taper alone tells where the CV begins
@@ -281,7 +282,7 @@ def charge_facts(lines: Iterable[tuple[int, protocol.BmsLine]]) -> ChargeFacts:
     return reader.facts
 
 
-def phase_start(events: Iterable[Mapping[str, Any]]) -> tuple[Optional[int], Optional[str]]:
+def phase_start(events: Iterable[record.Event]) -> tuple[Optional[int], Optional[str]]:
     """(phase, ISO time it started) from a test's journal events (record.read_events), in order.
 
     A phase starts at the step event that enters it; a stopped test (its ESP at 9) that resumes
@@ -293,15 +294,15 @@ def phase_start(events: Iterable[Mapping[str, Any]]) -> tuple[Optional[int], Opt
     start: Optional[str] = None
     stopped = False
     for event in events:
-        kind, at = event.get("event"), event.get("t")
-        if not isinstance(at, str):
+        at = event.t
+        if at is None:
             continue
-        if kind == record.EVENT_STEP and event.get("step") in protocol.PHASES:
-            if event["step"] != step or stopped:
-                step, start, stopped = event["step"], at, False
-        elif kind == record.EVENT_STOP:
+        if isinstance(event, record.StepEvent) and event.step is not None and event.step in protocol.PHASES:
+            if event.step != step or stopped:
+                step, start, stopped = event.step, at, False
+        elif isinstance(event, record.StopEvent):
             stopped = True
-        elif kind == record.EVENT_RESUME and stopped:
+        elif isinstance(event, record.ResumeEvent) and stopped:
             start, stopped = at, False
     return step, None if stopped else start
 

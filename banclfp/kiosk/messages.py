@@ -15,7 +15,7 @@ or the notice that its subject is back).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple, Optional
@@ -229,14 +229,16 @@ _JOURNAL_CLEARS = frozenset(("start", "migrate", "resume", "abandon", "step"))
 _JOURNAL_ALERT = "alert"
 
 
-def replay_alerts(events: Iterable[Mapping[str, object]]) -> Optional[SecurityMessage]:
+def replay_alerts(events: Iterable[tuple[str, Optional[str]]]) -> Optional[SecurityMessage]:
     """The alarm still active at the end of a test's journal (banc.py writes every bancX/security text in it),
-    through the rules the kiosk applies live (`BenchAlarm`): what a kiosk that starts shows (pure)."""
+    through the rules the kiosk applies live (`BenchAlarm`): what a kiosk that starts shows (pure).
+
+    `events` are the journal's (kind, text of an alert, else None), in order (KioskWorker.replay_journals).
+    """
     alarm = BenchAlarm()
-    for event in events:
-        kind, text = event.get("event"), event.get("text")
+    for kind, text in events:
         if kind in _JOURNAL_CLEARS:
             alarm.clear()
-        elif kind == _JOURNAL_ALERT and isinstance(text, str) and text.strip():
+        elif kind == _JOURNAL_ALERT and text is not None and text.strip():
             alarm.security(classify_security(text))
     return alarm.alarm

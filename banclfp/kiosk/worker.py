@@ -690,7 +690,9 @@ class KioskWorker:
             test = self.store.latest_test(snapshot.serial, banc)
             if test is None:
                 continue
-            alarm = replay_alerts(record.read_events(test.path)[0])
+            events, _ = record.read_events(test.path)
+            alarm = replay_alerts((event.kind, event.text if isinstance(event, record.AlertEvent) else None)
+                                  for event in events)
             if alarm is not None:
                 log.info("%s: alarm still active in the journal of %s: %s", banc, test.path.name, alarm.text)
                 self.sink.put(JournalAlarm(banc, alarm))

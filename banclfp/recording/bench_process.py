@@ -37,7 +37,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from paho.mqtt.client import MQTT_ERR_SUCCESS
+from paho.mqtt.client import MQTT_ERR_SUCCESS, Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from banclfp.history import business_hours
 from banclfp.infra import environment, logs, settings as settings_module
@@ -514,7 +516,8 @@ class BancProcess:
         except Exception:
             logger.exception("command not published: %s", text)
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Optional[Properties]) -> None:
         try:
             if reason_code.is_failure:
                 logger.error("broker refused the connection: %s", reason_code)
@@ -533,7 +536,8 @@ class BancProcess:
         except Exception:
             logger.exception("on_connect failed")
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Optional[Properties]) -> None:
         try:
             self.connected_since = None
             # Their ids mean nothing on the next connection: the broker re-sends those messages.
@@ -543,11 +547,11 @@ class BancProcess:
         except Exception:
             logger.exception("on_disconnect failed")
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         self.messages_in += 1
         try:
             if message.topic == self.topics.sync:
-                self._handle_sync(message.payload)
+                self._handle_sync(bytes(message.payload))
             elif not self.recorder.handle_message(message.topic, bytes(message.payload), bool(message.dup),
                                                   bool(message.retain)):
                 logger.warning("message on unexpected topic %s ignored", safe_text(message.topic, 100))
@@ -603,7 +607,8 @@ class BancProcess:
             protocol.publish(self.client, self.topics.command, protocol.encode_command(step))
             logger.info("announced step %d on %s", step, self.topics.command)
 
-    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+    def _on_unsubscribe(self, client: Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                        properties: Optional[Properties]) -> None:
         self.unsubscribed = True
 
     # ------------------------------------------------------------------ network
@@ -912,7 +917,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             serial = state.serial  # the battery's serial as first scanned: one spelling in every file
         step = state.step if state.step in protocol.PHASES and not state.finished else 1
         if resumed:
-            record.append_event(folder, record.EVENT_RESUME, now)
+            record.append_event(folder, record.ResumeEvent(record.event_time(now)))
         store.create_data_csv(folder)
         process = BancProcess(store, banc, serial, folder, step, resumed, settings)
         process.recorder.open(config, state, snapshot)

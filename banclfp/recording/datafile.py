@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from banclfp.recording import record
 
@@ -175,7 +174,7 @@ class FolderSnapshot:
     """
 
     folder: Path
-    events: list[dict[str, Any]]
+    events: list[record.Event]
     bad_events: int  # unreadable journal lines
     data: CsvScan  # data.csv (width, lines, torn tail)
     counts: record.DataCounts  # data.csv's rows recounted (also data.counts)
@@ -186,10 +185,10 @@ class FolderSnapshot:
         """Complete lines of rejected.csv after its header."""
         return max(0, self.rejected.lines - 1)
 
-    def append_event(self, kind: str, at: datetime, **fields: Any) -> None:
+    def append_event(self, event: record.Event) -> None:
         """Append one event to the folder's journal (durably, raises OSError), and to the snapshot's events."""
-        record.append_event(self.folder, kind, at, **fields)
-        self.events.extend(record.parse_events(record.encode_event(kind, at, **fields))[0])
+        record.append_event(self.folder, event)
+        self.events.append(event)  # as it reads back (record's round trip)
 
 
 def read_folder(folder: Path) -> FolderSnapshot:

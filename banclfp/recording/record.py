@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, TypeGuard, Union, assert_never
 from zoneinfo import ZoneInfo
 
 from banclfp.infra import storage
@@ -110,7 +110,7 @@ def as_local(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
 
 
-def parse_time(text: Any) -> Optional[datetime]:
+def parse_time(text: object) -> Optional[datetime]:
     """Parse an ISO 8601 time from a file; naive times are taken as Paris local time."""
     if not isinstance(text, str):
         return None
@@ -126,7 +126,7 @@ def serial_key(serial: str) -> str:
     return serial.upper()
 
 
-def same_serial(a: Any, b: Any) -> bool:
+def same_serial(a: object, b: object) -> bool:
     """True when `a` and `b` are the same battery's serial (any letter case)."""
     return isinstance(a, str) and isinstance(b, str) and serial_key(a) == serial_key(b)
 
@@ -390,15 +390,362 @@ EVENT_VERDICT = "verdict"  # after step 5: the grade (docs/verdict.md), kept onc
 EVENT_ALERT = "alert"
 
 
-def encode_event(kind: str, at: datetime, **fields: Any) -> bytes:
-    """One journal line: {"t": ISO time, "event": kind, ...fields}, newline included."""
-    return (json.dumps({"t": iso(at, millis=True), "event": kind, **fields}, ensure_ascii=True,
-                       separators=(",", ":")) + "\n").encode("ascii")
+# One dataclass per kind of journal line (docs/fichiers.md §2), each with `to_json` (the line's object,
+# keys in the order banc.py has always written them, so the file stays byte-identical) and one
+# reader, `event_from_json`, as tolerant as the fold always was: a value of the wrong type reads as
+# None (the fold then ignores it, as it ignored the dict's), an unknown kind is kept as UnknownEvent,
+# and keys a kind does not define are dropped (nothing read them). `t` is the line's time as written
+# (event_time), None when the line has none: such an event changes the state but not its time.
 
 
-def parse_events(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+def event_time(at: datetime) -> str:
+    """The `t` of a journal line written at `at` (ISO 8601, milliseconds and UTC offset)."""
+    return iso(at, millis=True)
+
+
+def _as_int(value: object) -> Optional[int]:
+    """An integer as the file holds it (a bool is not one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _as_flag(value: object) -> Optional[bool]:
+    return value if isinstance(value, bool) else None
+
+
+def _event_head(t: Optional[str], kind: str) -> dict[str, object]:
+    """The keys every journal line starts with: its time, then its kind."""
+    return {"event": kind} if t is None else {"t": t, "event": kind}
+
+
+def _put(out: dict[str, object], key: str, value: object) -> None:
+    """Write an optional key: absent when None (banc.py writes it only when it has it)."""
+    if value is not None:
+        out[key] = value
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    """`start`: the folder was created for a battery on a bench (`restored`: its unreadable start written again)."""
+
+    kind: ClassVar[str] = EVENT_START
+    t: Optional[str]
+    serial: Optional[str]
+    banc: Optional[str]
+    first_handle: Optional[str]
+    software_version: Optional[str] = None
+    restored: Optional[bool] = None
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out.update(serial=self.serial, banc=self.banc, first_handle=self.first_handle)
+        _put(out, "software_version", self.software_version)
+        _put(out, "restored", self.restored)
+        return out
+
+
+@dataclass(frozen=True)
+class MigrateEvent:
+    """`migrate`: a folder of the earlier version, its config.json (and data.csv's phase) taken as the journal's start.
+
+    `ri` holds per key [raw mean, count]. `first_handle_defaulted`: config.json had none, so the
+    migration's own time was taken; banc.py then wrote it last, after `ri_temperature_c`.
+    """
+
+    kind: ClassVar[str] = EVENT_MIGRATE
+    t: Optional[str]
+    serial: Optional[str]
+    banc: Optional[str]
+    step: Optional[int]
+    first_handle: Optional[str] = None
+    end_time: Optional[str] = None
+    ri: Optional[Mapping[str, tuple[float, int]]] = None
+    ri_temperature_c: Optional[float] = None
+    first_handle_defaulted: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out.update(serial=self.serial, banc=self.banc, step=self.step)
+        if not self.first_handle_defaulted:
+            _put(out, "first_handle", self.first_handle)
+        _put(out, "end_time", self.end_time)
+        if self.ri is not None:
+            out["ri"] = {key: [mean, count] for key, (mean, count) in self.ri.items()}
+        _put(out, "ri_temperature_c", self.ri_temperature_c)
+        if self.first_handle_defaulted:
+            _put(out, "first_handle", self.first_handle)
+        return out
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """`step`: a new phase; `recovered` (STEP_RECOVERED_FROM_LINES) with the `seq` of the line that showed it,
+    or `restored` when banc.py's start brought back a phase the journal had lost."""
+
+    kind: ClassVar[str] = EVENT_STEP
+    t: Optional[str]
+    step: Optional[int]
+    recovered: Optional[str] = None
+    seq: Optional[int] = None
+    restored: Optional[bool] = None
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out["step"] = self.step
+        _put(out, "recovered", self.recovered)
+        _put(out, "seq", self.seq)
+        _put(out, "restored", self.restored)
+        return out
+
+
+@dataclass(frozen=True)
+class RiEvent:
+    """`ri`: one Ri/diffusion result, its values (ohm, and `temperature_c` when sent) as banc.py received them."""
+
+    kind: ClassVar[str] = EVENT_RI
+    t: Optional[str]
+    values: Optional[Mapping[str, float]]  # None: the line's `values` is not an object
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out["values"] = None if self.values is None else dict(self.values)
+        return out
+
+
+@dataclass(frozen=True)
+class StopEvent:
+    """`stop`: the ESP stopped for the day (step 9); `recovered` with `seq` when only its lines showed it."""
+
+    kind: ClassVar[str] = EVENT_STOP
+    t: Optional[str]
+    recovered: Optional[str] = None
+    seq: Optional[int] = None
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        _put(out, "recovered", self.recovered)
+        _put(out, "seq", self.seq)
+        return out
+
+
+@dataclass(frozen=True)
+class ResumeEvent:
+    """`resume`: a new banc.py took the test up again."""
+
+    kind: ClassVar[str] = EVENT_RESUME
+    t: Optional[str]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        return _event_head(self.t, self.kind)
+
+
+@dataclass(frozen=True)
+class AbandonEvent:
+    """`abandon`: the operator reset the bench of this unfinished test."""
+
+    kind: ClassVar[str] = EVENT_ABANDON
+    t: Optional[str]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        return _event_head(self.t, self.kind)
+
+
+@dataclass(frozen=True)
+class EspBootEvent:
+    """`esp_boot`: a new ESP boot, the data.csv row that starts it (`row_t`, `seq`, `uptime_ms`) and its number
+    (`boot`; absent in earlier journals: the next one)."""
+
+    kind: ClassVar[str] = EVENT_ESP_BOOT
+    t: Optional[str]
+    row_t: Optional[str]
+    seq: Optional[int]
+    uptime_ms: Optional[int]
+    boot: Optional[int] = None
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out.update(row_t=self.row_t, seq=self.seq, uptime_ms=self.uptime_ms)
+        _put(out, "boot", self.boot)
+        return out
+
+
+@dataclass(frozen=True)
+class EspClockEvent:
+    """`esp_clock`: the clock offset of boot `boot`, Unix ms at uptime 0."""
+
+    kind: ClassVar[str] = EVENT_ESP_CLOCK
+    t: Optional[str]
+    boot: Optional[int]
+    offset_ms: Optional[int]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out.update(boot=self.boot, offset_ms=self.offset_ms)
+        return out
+
+
+@dataclass(frozen=True)
+class SeqLostEvent:
+    """`seq_lost`: seqs `first`..`last` of boot `boot` (None before any boot) asked for again and never re-sent."""
+
+    kind: ClassVar[str] = EVENT_SEQ_LOST
+    t: Optional[str]
+    boot: Optional[int]
+    first: Optional[int]
+    last: Optional[int]
+    count: Optional[int]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out.update(boot=self.boot, first=self.first, last=self.last, count=self.count)
+        return out
+
+
+@dataclass(frozen=True)
+class ClockStepEvent:
+    """`clock_step`: the Pi's wall clock stepped by `delta_s` seconds (signed)."""
+
+    kind: ClassVar[str] = EVENT_CLOCK_STEP
+    t: Optional[str]
+    delta_s: Optional[float]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out["delta_s"] = self.delta_s
+        return out
+
+
+@dataclass(frozen=True)
+class VerdictEvent:
+    """`verdict`: the grade given after step 5 (None when the line's object is not a verdict)."""
+
+    kind: ClassVar[str] = EVENT_VERDICT
+    t: Optional[str]
+    verdict: Optional[Verdict]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out["verdict"] = None if self.verdict is None else self.verdict.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """`alert`: a text received on bancN/security."""
+
+    kind: ClassVar[str] = EVENT_ALERT
+    t: Optional[str]
+    text: Optional[str]
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object."""
+        out = _event_head(self.t, self.kind)
+        out["text"] = self.text
+        return out
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """A journal line of a kind this version does not know (a later version's): kept as read, folded as nothing."""
+
+    t: Optional[str]
+    kind: str
+    fields: Mapping[str, object]  # the whole line's object, as parsed
+
+    def to_json(self) -> dict[str, object]:
+        """The journal line's object, as it was read."""
+        return dict(self.fields)
+
+
+KnownEvent = Union[StartEvent, MigrateEvent, StepEvent, RiEvent, StopEvent, ResumeEvent, AbandonEvent, EspBootEvent,
+                   EspClockEvent, SeqLostEvent, ClockStepEvent, VerdictEvent, AlertEvent]
+Event = Union[KnownEvent, UnknownEvent]
+"""One line of events.jsonl, typed (event_from_json reads one, encode_event writes one)."""
+
+
+def _migrated_ri(value: object) -> Optional[dict[str, tuple[float, int]]]:
+    """A migrate line's `ri`: per key [mean, count]; an entry that is not one is dropped (the fold skipped it)."""
+    if not isinstance(value, dict):
+        return None
+    ri: dict[str, tuple[float, int]] = {}
+    for key, pair in value.items():
+        mean = _as_number(pair[0]) if isinstance(pair, list) and len(pair) == 2 else None
+        if mean is not None:
+            ri[key] = (mean, _count(pair[1]))
+    return ri
+
+
+def _first_handle_defaulted(data: Mapping[str, object]) -> bool:
+    """True when a migrate line's `first_handle` was written after its config.json's keys (none was there)."""
+    keys = list(data)
+    if "first_handle" not in keys:
+        return False
+    after = keys[keys.index("first_handle") + 1:]
+    return not after and any(key in keys for key in ("end_time", "ri", "ri_temperature_c"))
+
+
+def event_from_json(data: Mapping[str, object]) -> Event:
+    """The event a journal line's object holds (never raises: see the section's comment)."""
+    kind, at = data.get("event"), _as_text(data.get("t"))
+    get = data.get
+    if kind == EVENT_START:
+        return StartEvent(at, _as_text(get("serial")), _as_text(get("banc")), _as_text(get("first_handle")),
+                          _as_text(get("software_version")), _as_flag(get("restored")))
+    if kind == EVENT_MIGRATE:
+        return MigrateEvent(at, _as_text(get("serial")), _as_text(get("banc")), _as_int(get("step")),
+                            _as_text(get("first_handle")), _as_text(get("end_time")), _migrated_ri(get("ri")),
+                            _as_number(get("ri_temperature_c")), _first_handle_defaulted(data))
+    if kind == EVENT_STEP:
+        return StepEvent(at, _as_int(get("step")), _as_text(get("recovered")), _as_int(get("seq")),
+                         _as_flag(get("restored")))
+    if kind == EVENT_RI:
+        values = get("values")
+        # Only numbers are values (the fold never read anything else); not an object: no values at all.
+        return RiEvent(at, {key: value for key, value in values.items()
+                            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+                       if isinstance(values, dict) else None)
+    if kind == EVENT_STOP:
+        return StopEvent(at, _as_text(get("recovered")), _as_int(get("seq")))
+    if kind == EVENT_RESUME:
+        return ResumeEvent(at)
+    if kind == EVENT_ABANDON:
+        return AbandonEvent(at)
+    if kind == EVENT_ESP_BOOT:
+        return EspBootEvent(at, _as_text(get("row_t")), _as_int(get("seq")), _as_int(get("uptime_ms")),
+                            _as_int(get("boot")))
+    if kind == EVENT_ESP_CLOCK:
+        return EspClockEvent(at, _as_int(get("boot")), _as_int(get("offset_ms")))
+    if kind == EVENT_SEQ_LOST:
+        return SeqLostEvent(at, _as_int(get("boot")), _as_int(get("first")), _as_int(get("last")),
+                            _as_int(get("count")))
+    if kind == EVENT_CLOCK_STEP:
+        return ClockStepEvent(at, _as_number(get("delta_s")))
+    if kind == EVENT_VERDICT:
+        return VerdictEvent(at, Verdict.from_json(get("verdict")))
+    if kind == EVENT_ALERT:
+        return AlertEvent(at, _as_text(get("text")))
+    return UnknownEvent(at, str(kind), dict(data))
+
+
+def encode_event(event: Event) -> bytes:
+    """One journal line: the event's object as compact ASCII JSON, newline included (the module's serializer)."""
+    return (json.dumps(event.to_json(), ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def parse_events(raw: bytes) -> tuple[list[Event], int]:
     """Journal lines -> (events, number of unreadable lines); a torn last line is not an event (pure)."""
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     bad = 0
     lines = raw.split(b"\n")
     torn = lines.pop()  # after the last newline: empty, or a line cut by a power loss
@@ -408,18 +755,18 @@ def parse_events(raw: bytes) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            event = json.loads(line)
+            data = json.loads(line)
         except ValueError:
             bad += 1
             continue
-        if isinstance(event, dict) and isinstance(event.get("event"), str):
-            events.append(event)
+        if isinstance(data, dict) and isinstance(data.get("event"), str):
+            events.append(event_from_json(data))
         else:
             bad += 1
     return events, bad
 
 
-def read_events(folder: Path) -> tuple[list[dict[str, Any]], int]:
+def read_events(folder: Path) -> tuple[list[Event], int]:
     """The journal of a test folder (empty when there is none)."""
     try:
         raw = (Path(folder) / EVENTS_FILE).read_bytes()
@@ -428,22 +775,21 @@ def read_events(folder: Path) -> tuple[list[dict[str, Any]], int]:
     return parse_events(raw)
 
 
-def append_event(folder: Path, kind: str, at: datetime, **fields: Any) -> None:
+def append_event(folder: Path, event: Event) -> None:
     """Append one event to the folder's journal, durably (fsynced) before returning (raises OSError)."""
-    storage.append_durably(Path(folder) / EVENTS_FILE, encode_event(kind, at, **fields))
+    storage.append_durably(Path(folder) / EVENTS_FILE, encode_event(event))
 
 
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+def _number(value: object) -> Optional[float]:
+    number = _as_number(value)
+    return None if number is None else float(number)
 
 
-def _count(value: Any) -> int:
+def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -500,7 +846,7 @@ class RecordState:
         default_factory=lambda: {key: [] for key in protocol.RI_KEYS})
     # The latest Ri results, to recognise a copy the broker re-sends after a crash (at most
     # protocol.RECEIVE_MAXIMUM messages can have been written but not yet acknowledged).
-    recent_ri: list[dict[str, Any]] = field(default_factory=list)
+    recent_ri: list[Mapping[str, float]] = field(default_factory=list)
     # Indexed by boot number (holes where a boot's EVENT_ESP_BOOT line is unreadable): the last
     # is the current boot, len() the next boot's number (current_boot, next_boot_number).
     esp_boots: list[EspBoot] = field(default_factory=list)
@@ -514,7 +860,7 @@ class RecordState:
     verdict: Optional[Verdict] = None
 
     # The latest events, to fold a line written twice (same time to the ms, same fields) once.
-    _recent_events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32), repr=False,
+    _recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=32), repr=False,
                                                   compare=False)
 
     @property
@@ -532,96 +878,110 @@ class RecordState:
         """The number the ESP's next boot takes: one past every boot the journal names, even unreadable ones."""
         return len(self.esp_boots)
 
-    def esp_boot(self, number: Any) -> Optional[EspBoot]:
+    def esp_boot(self, number: Optional[int]) -> Optional[EspBoot]:
         """Boot `number`, holes added up to it; None when `number` is not a boot number within reach."""
-        if not _is_count(number) or number >= len(self.esp_boots) + ESP_BOOT_NUMBER_REACH:
+        if number is None or not _is_count(number) or number >= len(self.esp_boots) + ESP_BOOT_NUMBER_REACH:
             return None
         while len(self.esp_boots) <= number:
             self.esp_boots.append(EspBoot(None, None, None))
         return self.esp_boots[number]
 
-    def apply(self, event: dict[str, Any]) -> None:
-        """Fold one journal event (pure; unknown or malformed events change nothing)."""
-        kind = event.get("event")
-        at = event.get("t") if isinstance(event.get("t"), str) else None
-        if kind in (EVENT_RI, EVENT_SEQ_LOST):  # the events that count: a copy of a line must not count twice
+    def apply(self, event: Event) -> None:
+        """Fold one journal event (pure; unknown events and malformed values change nothing)."""
+        at = event.t
+        if isinstance(event, (RiEvent, SeqLostEvent)):  # the events that count: a copy of a line must not count twice
             if at and event in self._recent_events:
                 return
             self._recent_events.append(event)
-        if kind in (EVENT_START, EVENT_MIGRATE):
-            for key in ("serial", "banc", "first_handle"):
-                if isinstance(event.get(key), str):
-                    setattr(self, key, event[key])
-            if self.first_handle is None and at:
-                self.first_handle = at
-        if kind == EVENT_MIGRATE:
-            step = event.get("step")
-            if step in protocol.PHASES:
-                self.step = step
-                self.status = TEST_FINISHED if step == protocol.STEP_FINISHED else self.status
-                if step == protocol.STEP_FINISHED:
-                    self.end_time = event.get("end_time") if isinstance(event.get("end_time"), str) else at
-            ri = event.get("ri")
-            self.ri_temperature_c = _number(event.get("ri_temperature_c"))
-            if isinstance(ri, dict):
-                for key in protocol.RI_KEYS:
-                    pair = ri.get(key)
-                    if not isinstance(pair, list) or len(pair) != 2:
-                        continue
-                    mean = _number(pair[0])
-                    if mean is not None and ri_plausible(mean):
-                        self.ri_means[key], self.ri_counts[key] = mean, max(1, _count(pair[1]))
-                        self.ri_pulses[key] = [(mean, self.ri_temperature_c, self.ri_counts[key])]
-        elif kind == EVENT_STEP:
-            step = event.get("step")
-            if step in protocol.PHASES and not self.finished:
-                self.step = step
-                if step == protocol.STEP_FINISHED:
-                    self.status, self.end_time = TEST_FINISHED, at
-                else:
+        match event:
+            case StartEvent():
+                self._start(event.serial, event.banc, event.first_handle, at)
+            case MigrateEvent():
+                self._start(event.serial, event.banc, event.first_handle, at)
+                self._migrate(event, at)
+            case StepEvent():
+                self._step(event, at)
+            case RiEvent():
+                if event.values is not None and not self.finished:
+                    self.recent_ri = [*self.recent_ri[-(protocol.RECEIVE_MAXIMUM - 1):], event.values]
+                    self._fold_ri(event.values)
+            case StopEvent():
+                if not self.finished:
+                    self.status = TEST_STOPPED
+            case ResumeEvent():
+                if not self.finished:
                     self.status = TEST_RUNNING
-                if event.get("recovered") == STEP_RECOVERED_FROM_LINES:
-                    seq = event.get("seq")
-                    self.recovered_steps.append((step, seq if _is_count(seq) else None))
-                else:
-                    # Its message came after all (later than the lines that showed the phase).
-                    self.recovered_steps = [(s, q) for s, q in self.recovered_steps if s != step]
-        elif kind == EVENT_RI:
-            values = event.get("values")
-            if isinstance(values, dict) and not self.finished:
-                self.recent_ri = [*self.recent_ri[-(protocol.RECEIVE_MAXIMUM - 1):], values]
-                self._fold_ri(values)
-        elif kind == EVENT_STOP and not self.finished:
-            self.status = TEST_STOPPED
-        elif kind == EVENT_RESUME and not self.finished:
-            self.status = TEST_RUNNING
-        elif kind == EVENT_ABANDON and not self.finished:
-            self.status = TEST_ABANDONED
-        elif kind == EVENT_ESP_BOOT:
-            seq, uptime, row_t = event.get("seq"), event.get("uptime_ms"), event.get("row_t")
-            if _is_count(seq) and _is_count(uptime) and isinstance(row_t, str):
-                # Keyed by its own number: an unreadable boot line before it shifts nothing.
-                number = event.get("boot")
-                boot = self.esp_boot(number if _is_count(number) else len(self.esp_boots))
-                if boot is not None and not boot.located:  # a copy of a boot line changes nothing
-                    boot.row_t, boot.seq, boot.uptime_ms = row_t, seq, uptime
-        elif kind == EVENT_ESP_CLOCK:
-            boot, offset = self.esp_boot(event.get("boot")), event.get("offset_ms")
-            if boot is not None and isinstance(offset, int) and not isinstance(offset, bool) and at:
-                boot.clock(at, offset)
-        elif kind == EVENT_SEQ_LOST:
-            self.seq_lost_count += _count(event.get("count"))
-            boot, first, last = event.get("boot"), event.get("first"), event.get("last")
-            self.esp_boot(boot)  # a boot whose line is unreadable still takes its number
-            if isinstance(first, int) and isinstance(last, int):
-                self.seq_lost_spans.append((boot if isinstance(boot, int) else None, first, last))
-        elif kind == EVENT_VERDICT and self.finished and self.verdict is None and is_verdict(event.get("verdict")):
-            self.verdict = Verdict.from_json(event["verdict"])
+            case AbandonEvent():
+                if not self.finished:
+                    self.status = TEST_ABANDONED
+            case EspBootEvent():
+                seq, uptime, row_t = event.seq, event.uptime_ms, event.row_t
+                if seq is not None and seq >= 0 and uptime is not None and uptime >= 0 and row_t is not None:
+                    # Keyed by its own number: an unreadable boot line before it shifts nothing.
+                    boot = self.esp_boot(event.boot if _is_count(event.boot) else len(self.esp_boots))
+                    if boot is not None and not boot.located:  # a copy of a boot line changes nothing
+                        boot.row_t, boot.seq, boot.uptime_ms = row_t, seq, uptime
+            case EspClockEvent():
+                clocked = self.esp_boot(event.boot)
+                if clocked is not None and event.offset_ms is not None and at:
+                    clocked.clock(at, event.offset_ms)
+            case SeqLostEvent():
+                self.seq_lost_count += _count(event.count)
+                self.esp_boot(event.boot)  # a boot whose line is unreadable still takes its number
+                if event.first is not None and event.last is not None:
+                    self.seq_lost_spans.append((event.boot, event.first, event.last))
+            case VerdictEvent():
+                if self.finished and self.verdict is None and event.verdict is not None:
+                    self.verdict = event.verdict
+            case ClockStepEvent() | AlertEvent() | UnknownEvent():
+                pass  # nothing of the test's state (the kiosk replays alerts: kiosk.messages.replay_alerts)
+            case _:
+                assert_never(event)
         if at:
             self.last_update = at
 
+    def _start(self, serial: Optional[str], banc: Optional[str], first_handle: Optional[str], at: Optional[str]) -> None:
+        """Fold who the test is for (a start or a migration); the first event's time is its start if none is said."""
+        self.serial = serial if serial is not None else self.serial
+        self.banc = banc if banc is not None else self.banc
+        self.first_handle = first_handle if first_handle is not None else self.first_handle
+        if self.first_handle is None and at:
+            self.first_handle = at
 
-    def _fold_ri(self, values: dict[str, Any]) -> None:
+    def _migrate(self, event: MigrateEvent, at: Optional[str]) -> None:
+        """Fold the phase, end and Ri means an earlier version's config.json held."""
+        step = event.step
+        if step is not None and step in protocol.PHASES:
+            self.step = step
+            if step == protocol.STEP_FINISHED:
+                self.status = TEST_FINISHED
+                self.end_time = event.end_time if event.end_time is not None else at
+        self.ri_temperature_c = _number(event.ri_temperature_c)
+        migrated = event.ri or {}
+        for key in protocol.RI_KEYS:
+            pair = migrated.get(key)
+            mean = None if pair is None else _number(pair[0])
+            if pair is not None and mean is not None and ri_plausible(mean):
+                self.ri_means[key], self.ri_counts[key] = mean, max(1, pair[1])
+                self.ri_pulses[key] = [(mean, self.ri_temperature_c, self.ri_counts[key])]
+
+    def _step(self, event: StepEvent, at: Optional[str]) -> None:
+        """Fold a phase change (none after step 5)."""
+        step = event.step
+        if step is None or step not in protocol.PHASES or self.finished:
+            return
+        self.step = step
+        if step == protocol.STEP_FINISHED:
+            self.status, self.end_time = TEST_FINISHED, at
+        else:
+            self.status = TEST_RUNNING
+        if event.recovered == STEP_RECOVERED_FROM_LINES:
+            self.recovered_steps.append((step, event.seq if _is_count(event.seq) else None))
+        else:
+            # Its message came after all (later than the lines that showed the phase).
+            self.recovered_steps = [(s, q) for s, q in self.recovered_steps if s != step]
+
+    def _fold_ri(self, values: Mapping[str, float]) -> None:
         """Fold one Ri result's plausible values into the means, each with its pulse's temperature."""
         accepted = {key: value for key in protocol.RI_KEYS
                     if (value := _number(values.get(key))) is not None and ri_plausible(value)}
@@ -635,7 +995,7 @@ class RecordState:
             self.ri_pulses[key].append((value, self.ri_temperature_c, 1))
 
 
-def is_verdict(value: Any) -> bool:
+def is_verdict(value: object) -> bool:
     """True when `value` has the shape of a verdict object (grade, checks, reason)."""
     return (isinstance(value, dict) and isinstance(value.get("grade"), str) and isinstance(value.get("checks"), list)
             and isinstance(value.get("reason"), str))
@@ -644,18 +1004,22 @@ def is_verdict(value: Any) -> bool:
 # --------------------------------------------------------------------------- the verdict, typed
 
 
-def _as_number(value: Any) -> Optional[float]:
+def _as_number(value: object) -> Optional[float]:
     """A finite number as the file holds it (an int stays an int, so that writing it back gives the same bytes)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # a JSON integer no float holds: damage, not a measurement
+        return None
+    return value if finite else None
 
 
-def _as_text(value: Any) -> Optional[str]:
+def _as_text(value: object) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _as_count(value: Any) -> Optional[int]:
+def _as_count(value: object) -> Optional[int]:
     return value if _is_count(value) else None
 
 
@@ -670,16 +1034,16 @@ class Check:
     uncertain: bool = False  # measured on data that cannot support it (protocol v3)
 
     @classmethod
-    def from_json(cls, data: Any) -> Optional[Check]:
+    def from_json(cls, data: object) -> Optional[Check]:
         """The check a journal or config.json object holds; None when it is not an object (tolerant of bad values)."""
         if not isinstance(data, dict):
             return None
         return cls(name=str(data.get("name", "")), value=_as_number(data.get("value")),
                    limit=_as_number(data.get("limit")), ok=bool(data.get("ok")), uncertain=bool(data.get("uncertain")))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The check as the journal and config.json write it (`uncertain` only when true)."""
-        out: dict[str, Any] = {"name": self.name, "value": self.value, "limit": self.limit, "ok": self.ok}
+        out: dict[str, object] = {"name": self.name, "value": self.value, "limit": self.limit, "ok": self.ok}
         if self.uncertain:
             out["uncertain"] = True
         return out
@@ -697,15 +1061,15 @@ class Verdict:
     reason: str
 
     @classmethod
-    def from_json(cls, data: Any) -> Optional[Verdict]:
+    def from_json(cls, data: object) -> Optional[Verdict]:
         """The verdict an object holds; None when it lacks a verdict's shape (is_verdict), as every reader took it."""
-        if not is_verdict(data):
+        if not isinstance(data, dict) or not is_verdict(data):
             return None
         checks = tuple(check for check in map(Check.from_json, data["checks"]) if check is not None)
         return cls(grade=data["grade"], soh_pct=_as_number(data.get("soh_pct")), model=_as_text(data.get("model")),
                    grading_version=_as_text(data.get("grading_version")), checks=checks, reason=data["reason"])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The verdict object as the journal and config.json write it (keys in the documented order)."""
         return {"grade": self.grade, "soh_pct": self.soh_pct, "model": self.model,
                 "grading_version": self.grading_version, "checks": [check.to_json() for check in self.checks],
@@ -716,7 +1080,7 @@ class Verdict:
         return next((check for check in self.checks if check.name == name), None)
 
 
-def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
+def fold_events(events: Iterable[Event]) -> RecordState:
     """The state of a test after its journal's events, in order (pure)."""
     state = RecordState()
     for event in events:
@@ -724,35 +1088,27 @@ def fold_events(events: Iterable[dict[str, Any]]) -> RecordState:
     return state
 
 
-def migration_event_fields(config: TestSummary, data_step: Optional[int],
-                           first_handle: Optional[str] = None) -> dict[str, Any]:
-    """Fields of the EVENT_MIGRATE that starts the journal of an earlier version's folder (pure).
+def migration_event(config: TestSummary, data_step: Optional[int], at: datetime, serial: Optional[str],
+                    banc: Optional[str], first_handle: Optional[str] = None) -> MigrateEvent:
+    """The EVENT_MIGRATE that starts the journal of an earlier version's folder, written at `at` (pure).
 
     The phase is the highest that config.json or data.csv's step column shows: neither can
     claim a phase the test did not reach, and a damaged config.json must not rewind it.
     `first_handle` is taken when config.json has none.
     """
     steps = [s for s in (config.current_step, data_step) if s in protocol.PHASES]
-    fields: dict[str, Any] = {"step": max(steps) if steps else 1}
-    if config.first_handle is not None:
-        fields["first_handle"] = config.first_handle
-    if config.end_time is not None:
-        fields["end_time"] = config.end_time
-    ri = {}
+    ri: dict[str, tuple[float, int]] = {}
     for key in protocol.RI_KEYS:
         mean = _number(config.ri_averages.get(key))
         if mean is not None:
-            ri[key] = [mean, max(1, config.ri_counts.get(key, 0))]
-    if ri:
-        fields["ri"] = ri
-    if config.ri_temperature_c is not None:
-        fields["ri_temperature_c"] = config.ri_temperature_c
-    if first_handle is not None:
-        fields.setdefault("first_handle", first_handle)
-    return fields
+            ri[key] = (mean, max(1, config.ri_counts.get(key, 0)))
+    return MigrateEvent(event_time(at), serial, banc, max(steps) if steps else 1,
+                        config.first_handle if config.first_handle is not None else first_handle,
+                        config.end_time, ri or None, config.ri_temperature_c,
+                        first_handle_defaulted=config.first_handle is None)
 
 
-def step_to_restore(state: RecordState, config_step: Any, data_step: Optional[int]) -> Optional[int]:
+def step_to_restore(state: RecordState, config_step: object, data_step: Optional[int]) -> Optional[int]:
     """The phase a journal that lost lines must be brought back to, or None (pure).
 
     Steps are journaled (fsynced) before anything of their phase is written, so a config.json
@@ -772,7 +1128,7 @@ RiPulse = tuple[float, Optional[float], int]
 """One entry of `ri_pulses`: a value (ohm), the temperature of its pulse (°C, None when unknown), how many it weighs."""
 
 
-def _pulses_of(entries: Any) -> Optional[tuple[RiPulse, ...]]:
+def _pulses_of(entries: object) -> Optional[tuple[RiPulse, ...]]:
     """A key's `ri_pulses` entries, or None when they are missing or are not pulses (edited by hand, damaged)."""
     if not isinstance(entries, list):
         return None
@@ -828,7 +1184,7 @@ class TestSummary:
     verdict: Optional[Verdict] = None
 
     @classmethod
-    def from_json(cls, data: Any) -> TestSummary:
+    def from_json(cls, data: object) -> TestSummary:
         """The summary a config.json object holds (anything else: an empty summary)."""
         if not isinstance(data, dict):
             return cls()
@@ -1144,13 +1500,13 @@ class BenchEntry:
         """True when a battery holds the bench."""
         return self.status == STATUS_OCCUPIED
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The entry as bancs_config.json holds it (the seed's keys)."""
         return {_BENCH_NAME: self.name, _BENCH_STATUS: self.status, _BENCH_SERIAL: self.serial_pending,
                 _BENCH_STEP: self.current_step}
 
     @classmethod
-    def from_json(cls, data: Any) -> BenchEntry:
+    def from_json(cls, data: object) -> BenchEntry:
         """The entry of a bancs_config.json dict; ValueError when it has no name or an unknown status."""
         if not isinstance(data, dict) or not isinstance(data.get(_BENCH_NAME), str):
             raise ValueError(f"bench entry without a name: {data!r}")
@@ -1174,14 +1530,14 @@ class BenchesState:
     """bancs_config.json: every bench's entry (other top-level keys kept as they were)."""
 
     bancs: tuple[BenchEntry, ...]
-    extra: tuple[tuple[str, Any], ...] = ()
+    extra: tuple[tuple[str, object], ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The file's dict: {"bancs": [entry, ...]} (and the keys it held besides)."""
         return {**dict(self.extra), "bancs": [entry.to_json() for entry in self.bancs]}
 
     @classmethod
-    def from_json(cls, data: Any) -> BenchesState:
+    def from_json(cls, data: object) -> BenchesState:
         """The state a bancs_config.json dict holds; ValueError when it has not the file's shape."""
         if not isinstance(data, dict) or not isinstance(data.get("bancs"), list):
             raise ValueError("bancs_config without a list of benches")
@@ -1210,7 +1566,7 @@ class BenchesState:
         return None
 
 
-def valid_bancs_config(data: Any) -> bool:
+def valid_bancs_config(data: object) -> bool:
     """True when `data` has the shape of bancs_config.json."""
     try:
         BenchesState.from_json(data)
@@ -1226,7 +1582,7 @@ def rebuild_bancs_config(data_dir: Path, num_bancs: int) -> BenchesState:
         if not BANC_DIR_RE.match(banc_dir.name) or not banc_dir.is_dir():
             continue
         number = int(banc_dir.name[4:])
-        latest: Optional[tuple[tuple[Any, ...], str, TestSummary]] = None
+        latest: Optional[tuple[tuple[date, int, float], str, TestSummary]] = None
         for folder in banc_dir.iterdir():
             name = parse_folder_name(folder.name)
             if name is None or not folder.is_dir():

@@ -736,7 +736,7 @@ class RecorderCore:
         self.ignored_after_end = 0
         self.repeated_steps = 0
         # Values of the latest Ri results in the journal: a redelivered copy is one of them.
-        self.recent_ri: collections.deque[dict[str, Any]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
+        self.recent_ri: collections.deque[Mapping[str, float]] = collections.deque(maxlen=protocol.RECEIVE_MAXIMUM)
         self.latch = AlertLatch()
         self.watchdog = BmsWatchdog(bms_timeout_s)
         self.reject_log = RateLimiter(REJECT_LOG_PER_MINUTE)
@@ -755,7 +755,7 @@ class RecorderCore:
         self.saved_offset_s = 0.0
         self.gaps = GapBook()
 
-    def resume(self, summary: Mapping[str, Any], recent_ri: Sequence[dict[str, Any]] = (),
+    def resume(self, summary: Mapping[str, Any], recent_ri: Sequence[Mapping[str, float]] = (),
                rows: int = 0, rejected_rows: int = 0, last_seq: Optional[int] = None, *,
                now: Optional[Instant] = None, boots: Sequence[record.EspBoot] = (),
                last_uptime_ms: Optional[int] = None,
@@ -826,10 +826,10 @@ class RecorderCore:
         self.live = True
         self.live_since_s = now.mono_s if now is not None else 0.0
 
-    def _event(self, kind: str, now: Instant, **fields: Any) -> Append:
+    def _event(self, event: record.Event) -> Append:
         """One journal line; config.json shows it at the next save."""
         self.view_dirty = True
-        return Append(JOURNAL, record.encode_event(kind, now.wall, **fields))
+        return Append(JOURNAL, record.encode_event(event))
 
     def on_bms(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
         """A bancN/bms/data message: validate, judge against the previous line, drop duplicates, append a data.csv row."""
@@ -969,8 +969,8 @@ class RecorderCore:
         self.bench_step_dirty = True
         if esp_step == protocol.STEP_FINISHED:
             self.ended = esp_step
-        return [self._event(record.EVENT_STEP, now, step=esp_step, recovered=record.STEP_RECOVERED_FROM_LINES,
-                            seq=line.seq),
+        return [self._event(record.StepEvent(record.event_time(now.wall), esp_step,
+                                             recovered=record.STEP_RECOVERED_FROM_LINES, seq=line.seq)),
                 Log(logging.WARNING, f"step {esp_step} recovered from the BMS lines (was {previous}): "
                                      "its step message never arrived"),
                 Alert(f"Phase {esp_step} ({protocol.PHASE_NAMES[esp_step]}) déduite des lignes BMS : "
@@ -991,7 +991,8 @@ class RecorderCore:
         if self.stop_lines < PHASE_CONFIRM_LINES:
             return []
         self.ended = protocol.STEP_STOP
-        return [self._event(record.EVENT_STOP, now, recovered=record.STEP_RECOVERED_FROM_LINES, seq=line.seq),
+        return [self._event(record.StopEvent(record.event_time(now.wall), recovered=record.STEP_RECOVERED_FROM_LINES,
+                                             seq=line.seq)),
                 Log(logging.WARNING, f"stop recovered from the BMS lines at step {self.step}: "
                                      "its step message never arrived"),
                 Alert(f"L'ESP s'est arrêté en phase {self.step} (lignes BMS) sans que son message d'arrêt "
@@ -1018,7 +1019,7 @@ class RecorderCore:
         step_s = self.wall_anchor.take_step()
         if step_s is None:
             return []
-        return [Append(JOURNAL, record.encode_event(record.EVENT_CLOCK_STEP, now.wall, delta_s=round(step_s, 3))),
+        return [Append(JOURNAL, record.encode_event(record.ClockStepEvent(record.event_time(now.wall), round(step_s, 3)))),
                 Log(logging.WARNING, f"the Pi's wall clock stepped by {step_s:+.3f} s: measurement times keep "
                                      "the monotonic clock")]
 
@@ -1118,9 +1119,9 @@ class RecorderCore:
             self.boot, self.boots_seen = self.boots_seen, self.boots_seen + 1
             self.clock = esp_clock.OffsetEstimator()
             self.saved_offset_ms = None
-            effects.append(Append(JOURNAL, record.encode_event(
-                record.EVENT_ESP_BOOT, now.wall, row_t=record.iso(now.wall, millis=True), seq=line.seq,
-                uptime_ms=uptime, boot=self.boot)))
+            effects.append(Append(JOURNAL, record.encode_event(record.EspBootEvent(
+                record.event_time(now.wall), row_t=record.event_time(now.wall), seq=line.seq, uptime_ms=uptime,
+                boot=self.boot))))
         self.boot_uptime_ms = uptime
         if not self.live:
             return effects
@@ -1132,8 +1133,8 @@ class RecorderCore:
         if saved is None or (abs(offset_ms - saved) >= CLOCK_SAVE_MIN_MS
                              and now.mono_s - self.saved_offset_s >= CLOCK_SAVE_INTERVAL_S):
             self.saved_offset_ms, self.saved_offset_s = offset_ms, now.mono_s
-            effects.append(Append(JOURNAL, record.encode_event(record.EVENT_ESP_CLOCK, now.wall, boot=self.boot,
-                                                               offset_ms=offset_ms)))
+            effects.append(Append(JOURNAL, record.encode_event(record.EspClockEvent(
+                record.event_time(now.wall), boot=self.boot, offset_ms=offset_ms))))
         return effects
 
     def _lost(self, gaps: Sequence[Gap], now: Instant, why: str) -> list[Effect]:
@@ -1145,8 +1146,8 @@ class RecorderCore:
             if not count:
                 continue
             total += count
-            effects.append(Append(JOURNAL, record.encode_event(record.EVENT_SEQ_LOST, now.wall, boot=self.boot,
-                                                               first=gap.first, last=gap.last, count=count)))
+            effects.append(Append(JOURNAL, record.encode_event(record.SeqLostEvent(
+                record.event_time(now.wall), boot=self.boot, first=gap.first, last=gap.last, count=count))))
         if not total:
             return []
         self.counters["seq_lost_count"] += total
@@ -1177,13 +1178,13 @@ class RecorderCore:
         previous = self.step
         if step == protocol.STEP_STOP:
             self.ended = step
-            return [self._event(record.EVENT_STOP, now),
+            return [self._event(record.StopEvent(record.event_time(now.wall))),
                     Log(logging.INFO, f"step 9: stop for the day at step {previous}")]
         if step == previous and self.recovered_step == step:
             # The message of a phase taken from the lines came after all (late, not lost): the
             # journal says so, and the phase no longer counts as recovered.
             self.recovered_step = None
-            return [self._event(record.EVENT_STEP, now, step=step),
+            return [self._event(record.StepEvent(record.event_time(now.wall), step)),
                     Log(logging.INFO, f"step {step}: its message came after the lines had shown it")]
         if step == previous or (redelivered and step < previous):
             # Equal: nothing to record. Lower and re-sent (DUP): a step this test has already
@@ -1198,7 +1199,7 @@ class RecorderCore:
             note = Log(logging.WARNING, f"step {step} after step {previous} (the ESP went back)")
         else:
             note = Log(logging.INFO, f"step {step} (was {previous})")
-        return [self._event(record.EVENT_STEP, now, step=step), note]
+        return [self._event(record.StepEvent(record.event_time(now.wall), step)), note]
 
     def on_ri(self, payload: bytes, redelivered: bool, now: Instant) -> list[Effect]:
         """A bancN/ri/results message: one journal line; config.json's running means follow from it."""
@@ -1230,7 +1231,7 @@ class RecorderCore:
             self.summary_dirty = True
             return [Log(logging.INFO, f"Ri results redelivered, already recorded: {results}")]
         self.recent_ri.append(results)
-        return [self._event(record.EVENT_RI, now, values=results),
+        return [self._event(record.RiEvent(record.event_time(now.wall), results)),
                 Log(logging.INFO, f"Ri results at step {self.step}: {results}")]
 
     def on_security(self, payload: bytes, now: Instant) -> list[Effect]:
@@ -1239,7 +1240,7 @@ class RecorderCore:
         if self.ended is not None:
             return []  # the test is over: its journal is closed, and nobody reads alarms of an ended test from it
         text = protocol.parse_security(payload)  # any bytes: a text of 200 characters at most, never refused
-        return [Append(JOURNAL, record.encode_event(record.EVENT_ALERT, now.wall, text=text))]
+        return [Append(JOURNAL, record.encode_event(record.AlertEvent(record.event_time(now.wall), text)))]
 
     def reject(self, now: Instant, topic: str, reason: str, payload: bytes) -> list[Effect]:
         """Record a refused message in rejected.csv and count it (its log is rate-limited)."""

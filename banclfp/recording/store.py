@@ -148,9 +148,9 @@ def open_test_record(folder: Path, banc: str, serial: str, now: datetime,
         if events and record.fold_events(events).serial is None:
             # The start line is unreadable: who the test is for is journaled again, once.
             kept_first = record.TestSummary.from_json(previous).first_handle
-            first = kept_first if kept_first is not None else events[0].get("t")
-            snapshot.append_event(record.EVENT_START, now, serial=serial, banc=banc,
-                                  first_handle=first if isinstance(first, str) else iso(now), restored=True)
+            first = kept_first if kept_first is not None else events[0].t
+            snapshot.append_event(record.StartEvent(record.event_time(now), serial, banc,
+                                                    first if first is not None else iso(now), restored=True))
             logger.warning("%s: the journal's start line is unreadable: started again for %s", folder.name, serial)
         if events:
             # A damaged journal line may be a step: what config.json or data.csv show wins over a rewind.
@@ -158,15 +158,15 @@ def open_test_record(folder: Path, banc: str, serial: str, now: datetime,
             step = record.step_to_restore(record.fold_events(events), record.TestSummary.from_json(previous).current_step,
                                           data_step)
             if step is not None:
-                snapshot.append_event(record.EVENT_STEP, now, step=step, restored=True)
+                snapshot.append_event(record.StepEvent(record.event_time(now), step, restored=True))
                 logger.warning("%s: journal has %d unreadable lines and phase %d is shown elsewhere: phase %d kept",
                                folder.name, bad_lines, step, step)
         else:
-            fields = record.migration_event_fields(record.TestSummary.from_json(previous), snapshot.counts.last_step,
-                                                   iso(now))
-            snapshot.append_event(record.EVENT_MIGRATE, now, serial=serial, banc=banc, **fields)
+            migration = record.migration_event(record.TestSummary.from_json(previous), snapshot.counts.last_step,
+                                               now, serial, banc, iso(now))
+            snapshot.append_event(migration)
             logger.warning("%s: journal started from %s (step %s)", folder.name,
-                           "config.json" if previous else "data.csv", fields["step"])
+                           "config.json" if previous else "data.csv", migration.step)
         config = _rebuilt_summary(folder, previous, snapshot)
         atomic_write_json(path, config)
         return record.fold_events(snapshot.events), config
@@ -239,7 +239,7 @@ def update_config_counters(folder: Path, counters: dict[str, int], fsync: bool =
 def update_config_ri_results(folder: Path, results: dict[str, float], now: datetime) -> dict[str, Any]:
     """Fold Ri/diffusion values into the running means: the journal first (durable), then config.json."""
     values = {k: float(v) for k, v in results.items() if k in protocol.RI_KEYS or k == "temperature_c"}
-    record.append_event(folder, record.EVENT_RI, now, values=values)
+    record.append_event(folder, record.RiEvent(record.event_time(now), values))
     return _modify_test_config(folder, lambda config: None)
 
 
@@ -419,7 +419,7 @@ class Store:
         if serial is not None and is_valid_serial(serial):
             test = self.latest_test(serial, banc)
             if test is not None and not test.finished and not test.abandoned:
-                record.append_event(test.path, record.EVENT_ABANDON, now)
+                record.append_event(test.path, record.AbandonEvent(record.event_time(now)))
                 folder = test.path
         self.reset_banc_config(banc)
         return folder
@@ -482,8 +482,8 @@ class Store:
         path.mkdir(parents=True, exist_ok=False)
         _fsync_dir(parent)
         # The journal's first line makes the folder a test: serial, bench and first_handle.
-        record.append_event(path, record.EVENT_START, now, serial=serial, banc=banc, first_handle=iso(now),
-                            software_version=SOFTWARE_VERSION)
+        record.append_event(path, record.StartEvent(record.event_time(now), serial, banc, iso(now),
+                                                    software_version=SOFTWARE_VERSION))
         return path, False
 
     def open_test_record(self, folder: Path, banc: Union[int, str], serial: str, now: datetime,
@@ -499,7 +499,7 @@ class Store:
         """Record a new step: the journal first (durable), then config.json and bancs_config.json."""
         if step not in protocol.PHASES:
             raise ValueError(f"invalid step for update_config: {step}")
-        record.append_event(folder, record.EVENT_STEP, now, step=step)
+        record.append_event(folder, record.StepEvent(record.event_time(now), step))
         config = _modify_test_config(folder, lambda config: None)
         self.update_bancs_config_current_step(config["banc"], step)
         return config

@@ -166,13 +166,14 @@ def write_finished_record(root: Path, banc: str, serial: str, start: datetime, d
     end = datetime.fromtimestamp(start.timestamp() + duration_s, tz=record.LOCAL_TZ)
     verdict = record.Verdict(grade, soh_pct, "LFP 16S 100 Ah", "bench",
                              (record.Check("soh", soh_pct, 70.0, soh_pct >= 70.0),
-                              record.Check("ri_discharge", 0.021, 0.04, True)), "synthétique").to_json()
+                              record.Check("ri_discharge", 0.021, 0.04, True)), "synthétique")
+    begun, ended = record.event_time(start), record.event_time(end)
     journal = [
-        record.encode_event(record.EVENT_START, start, serial=serial, banc=banc, first_handle=record.iso(start),
-                            software_version=record.SOFTWARE_VERSION),
-        *(record.encode_event(record.EVENT_STEP, start, step=step) for step in (2, 3, 4)),
-        record.encode_event(record.EVENT_STEP, end, step=5),
-        record.encode_event(record.EVENT_VERDICT, end, verdict=verdict),
+        record.encode_event(record.StartEvent(begun, serial, banc, record.iso(start),
+                                              software_version=record.SOFTWARE_VERSION)),
+        *(record.encode_event(record.StepEvent(begun, step)) for step in (2, 3, 4)),
+        record.encode_event(record.StepEvent(ended, 5)),
+        record.encode_event(record.VerdictEvent(ended, verdict)),
     ]
     (folder / record.EVENTS_FILE).write_bytes(b"".join(journal))
     summary = record.TestSummary.from_json(record.apply_state(

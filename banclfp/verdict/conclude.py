@@ -126,9 +126,9 @@ def conclude(store: Store, folder: Path, now: Optional[datetime] = None) -> reco
                 # A folder of the earlier version (no journal): the verdict needs the finished
                 # test it concludes before it, as banc.py would have migrated it.
                 counts = datafile.scan_data_csv(folder / record.DATA_CSV_FILE)
-                record.append_event(folder, record.EVENT_MIGRATE, at, serial=summary.battery_serial,
-                                    banc=summary.banc, **record.migration_event_fields(summary, counts.last_step))
-            record.append_event(folder, record.EVENT_VERDICT, at, verdict=computed.to_json())
+                record.append_event(folder, record.migration_event(summary, counts.last_step, at,
+                                                                   summary.battery_serial, summary.banc))
+            record.append_event(folder, record.VerdictEvent(record.event_time(at), computed))
             recorded = computed
             if computed is kept:
                 logger.warning("%s: verdict %s re-journaled from config.json (its journal line was unreadable)",
