@@ -89,6 +89,15 @@ class Observer:
                 lines.append(protocol.parse_bms_line(payload))
         return lines
 
+    def on_lines_before(self, index: int) -> list[protocol.BmsLine]:
+        """The BMS lines received before the message number `index` (a snapshot position)."""
+        lines = []
+        for topic, payload in self.snapshot()[:index]:
+            if topic == T.bms_data:
+                with contextlib.suppress(protocol.PayloadError):
+                    lines.append(protocol.parse_bms_line(payload))
+        return lines
+
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
 
@@ -182,11 +191,12 @@ def test_esp_side_of_the_protocol(mqtt_env: dict[str, str], observer: Observer, 
         stop = observer.wait_payload(T.step, b"9", since)
         time.sleep(0.5)
         assert rest_lines_only(observer.on(T.bms_data, stop + 1))
-        last_seq = observer.bms_lines()[-1].seq
 
-        # A new command resumes: seq goes on (no reboot), the phase restarts.
+        # A new command resumes: seq goes on (no reboot), the phase restarts. The last line before it
+        # is read once the command is sent: a rest line may still come (every 10 s, 0.1 s at --speed 100).
         again = start_test(observer, "2")
         observer.wait_for(lambda m: len(observer.bms_lines(again)) >= 5)
+        last_seq = observer.on_lines_before(again)[-1].seq
         resumed = observer.bms_lines(again)
         assert resumed[0].seq == last_seq + 1 and consecutive(seqs(resumed))
         assert resumed[-1].current_a > 5  # charging
