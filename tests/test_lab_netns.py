@@ -6,27 +6,41 @@ the server's end of the
 veth pair set down, so the Pi's packets vanish (the cable pulled, as TCP sees it). What must hold: every test
 arrives once, nothing is duplicated, the lab's history answers across Pis when the link is up
 and falls back to the Pi's own tests within 2 s when it is not.
+
+The first test works on synthetic folders and lab_sync.py --once; the second runs each Pi as it
+runs in the lab: its own Mosquitto, a simulated ESP32, a real banc.py test and lab_sync.py as a
+service, all in the Pi's namespace, while one link is cut and the other slowed. This kernel may
+have no sch_netem: a slow link is then a token bucket (tbf), without loss.
 """
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Optional
 
 import psycopg
 import pytest
 
+from banclfp.infra import logs, settings as settings_module
+from banclfp.infra.environment import StaticFiles
 from banclfp.lab import history as lab_history, payload, runner, schema
 from banclfp.lab.outbox import OUTBOX_FILE, Outbox
 from banclfp.recording import record
+from banclfp.testkit.banc_helpers import BancRunner, MqttProbe, read_data_rows, wait_until
 from banclfp.testkit.netns import LabNetwork, netns_unavailable
 from banclfp.testkit.postgres import PostgresServer
-from banclfp.testkit.support import REPO_DIR, project_env
+from banclfp.testkit.support import REPO_DIR, MosquittoBroker, project_env, terminate
 from banclfp.testkit.synthetic import write_finished_record, write_synthetic_test
+from banclfp.wire import protocol
+from tests.test_lab_db import kiosk_scan
+from tests.test_simulator import run_simulator
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,29 +59,42 @@ class Pi:
         self.home = root / self.site
         self.home.mkdir()
         uri = server.uri(self.role, DB, host=net.server_address(number))
-        self.env = project_env(self.home, BANC_SITE=self.site, BANC_LAB_DB=uri, PGPASSFILE=str(root / "lab.pgpass"))
+        self.lab_env = {"BANC_SITE": self.site, "BANC_LAB_DB": uri, "PGPASSFILE": str(root / "lab.pgpass")}
+        self.env = project_env(self.home, None, **self.lab_env)
 
     def run(self, script: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         """A command line of the project, on this Pi (in its namespace)."""
         return subprocess.run([*self.net.exec_prefix(self.number), sys.executable, str(REPO_DIR / script), *args],
                               env=self.env, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout_s)
 
-    def start(self, script: str, *args: str) -> subprocess.Popen[str]:
-        """A command line of the project on this Pi, in the background."""
-        return subprocess.Popen([*self.net.exec_prefix(self.number), sys.executable, str(REPO_DIR / script), *args],
-                                env=self.env, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start(self, script: str, *args: str, log: Optional[Path] = None) -> subprocess.Popen[str]:
+        """A command line of the project on this Pi, in the background (its output piped, or into `log` for a service)."""
+        out = open(log, "ab") if log is not None else subprocess.PIPE
+        try:
+            return subprocess.Popen([*self.net.exec_prefix(self.number), sys.executable, str(REPO_DIR / script), *args],
+                                    env=self.env, cwd=REPO_DIR, stdout=out, stderr=out, text=True)
+        finally:
+            if log is not None:
+                out.close()  # type: ignore[union-attr]
 
     def folders(self) -> list[Path]:
         """This Pi's test folders."""
         return runner.test_folders(self.home / "data")
 
+    def settings(self) -> settings_module.Settings:
+        """This Pi's settings, as the kiosk reads them (PGPASSFILE comes from the process's environment)."""
+        env = {"BANC_HOME": str(self.home), "BANC_SITE": self.site, "BANC_LAB_DB": self.lab_env["BANC_LAB_DB"]}
+        return settings_module.parse_settings(env, self.home, "ignored")
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabNetwork, PostgresServer, list[Pi]]]:
+
+# One lab per test: the synthetic test counts every test of the lab, the running one adds its own.
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[LabNetwork, PostgresServer, list[Pi]]]:
     """The lab server and two Pis, each on its own link; the schema migrated, one role per Pi."""
     if WHY_NOT:
         pytest.skip(f"network namespaces unavailable: {WHY_NOT}")
-    root = tmp_path_factory.mktemp("lab")
+    root = tmp_path / "lab"
+    root.mkdir()
     net = LabNetwork(2).start()
     server = PostgresServer(host=",".join(net.server_addresses), tls=True, cert_hosts=net.server_addresses,
                             netns=net.server_ns)
@@ -187,3 +214,174 @@ def test_partitions_lose_nothing_duplicate_nothing_and_the_history_falls_back(la
         assert done.returncode == 0, done.stderr
     assert lab_tests(server) == expected_tests([pi1, pi2])
     assert len(lab_tests(server)) == 8 + 8 + 2 + 5 + 1 + 1 + 4
+
+
+# A whole 5-phase test in about 35 s: x300 at 1 C (tests/test_e2e.py's pack), long enough for the cut to land inside.
+SIM_ARGS = ("--speed", "300", "--capacity-ah", "50", "--ri-ohm", "0.03", "--seed", "7",
+            "--charge-current-a", "50", "--discharge-current-a", "50")
+CUT_S = 18.0  # longer than lab_sync.py's POLL_INTERVAL_S (15 s): at least one pass meets the cut link
+SLOW_LINK = "tbf rate 512kbit burst 16kbit latency 2s"  # no netem here: slow, no loss
+
+
+LabRow = tuple[Optional[str], Optional[str], int]
+
+
+def lab_row(server: PostgresServer, test_id: str) -> Optional[LabRow]:
+    """(content_sha256, certificate_sha256, chart rows) of a test in the lab; None when it holds none."""
+    found = server.sql("SELECT t.content_sha256, t.certificate_sha256, "
+                       "(SELECT count(*) FROM lab.test_rows r WHERE r.test_id = t.test_id) "
+                       "FROM lab.tests t WHERE t.test_id = %s", DB, (test_id,))
+    return (found[0][0], found[0][1], int(found[0][2])) if found else None
+
+
+def lab_rows(server: PostgresServer, test_id: str) -> int:
+    """A test's chart rows in the lab (0 when it holds none)."""
+    row = lab_row(server, test_id)
+    return row[2] if row is not None else 0
+
+
+def disk_row(pi: Pi, folder: Path) -> LabRow:
+    """What the lab must hold of a test folder: its payload's hash, its certificate's, its 5 s rows."""
+    test = payload.read_test(pi.site, folder, StaticFiles(pi.home).correct_to_25c)
+    assert test is not None
+    rows, _ = payload.read_rows(folder / record.DATA_CSV_FILE, 0, chunk_bytes=1 << 30)
+    return test.content_sha256, payload.file_sha256(folder / record.CERTIFICATE_FILE), len(rows)
+
+
+def folder_id(pi: Pi, folder: Path) -> str:
+    """A folder's test_id in the lab."""
+    return payload.test_id(pi.site, f"{folder.parent.name}/{folder.name}")
+
+
+@pytest.mark.slow
+def test_running_tests_on_two_pis_reach_the_lab_once_through_a_cut_and_a_slow_link(
+        lab: tuple[LabNetwork, PostgresServer, list[Pi]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, server, pis = lab
+    pi1, pi2 = pis
+    serials = {pi.site: f"RW-NETNS{pi.number:03d}" for pi in pis}
+    monkeypatch.setenv("PGPASSFILE", pi1.lab_env["PGPASSFILE"])  # the kiosk's lookups run in this process
+    with ExitStack() as stack:
+        brokers, benches, services = {}, {}, {}
+        for pi in pis:
+            # Everything of a Pi in its namespace: its broker on its own 127.0.0.1, the ESP, banc.py, lab_sync.py.
+            broker = net.call_in(pi.number, MosquittoBroker(tmp_path / f"mosq-{pi.site}").start)
+            stack.callback(broker.stop)
+            brokers[pi.site] = broker
+            env = project_env(pi.home, broker)
+            simulator = run_simulator(env, tmp_path, *SIM_ARGS)
+            net.call_in(pi.number, functools.partial(stack.enter_context, simulator))
+            t = protocol.topics(1)
+            esp = net.call_in(pi.number, MqttProbe(broker, [t.esp_status]).start)
+            esp.wait_for(t.esp_status, protocol.STATUS_ONLINE, live_only=False)
+            esp.stop()
+        began = time.monotonic()
+        for pi in pis:
+            # As the kiosk starts it: `banc.py banc1 SERIAL` with the Pi's environment (its broker, its lab).
+            bench = BancRunner(pi.home, brokers[pi.site], "banc1", serials[pi.site], env=pi.lab_env)
+            stack.callback(bench.stop)
+            benches[pi.site] = net.call_in(pi.number, bench.start)
+        for pi in pis:
+            service = pi.start("lab_sync.py", log=tmp_path / f"lab_sync-{pi.site}.log")  # a service: no --once
+            stack.callback(terminate, service, 15.0)
+            services[pi.site] = service
+        folders = {pi.site: benches[pi.site].folder() for pi in pis}
+        ids = {pi.site: folder_id(pi, folders[pi.site]) for pi in pis}
+        # Both running tests reach the lab while the links are up.
+        wait_until(lambda: all(lab_row(server, ids[pi.site]) is not None for pi in pis), 20, 0.2, "running tests in the lab")
+
+        # pi-1's link pulled, pi-2's slowed to 256 kbit/s, while both tests run.
+        net.cut(1)
+        net.degrade(2, SLOW_LINK)
+        cut_at = time.monotonic()
+        lab_rows_at_cut = {pi.site: lab_rows(server, ids[pi.site]) for pi in pis}
+        try:
+            # pi-1's kiosk decides on its own within the deadline, and says so.
+            asked = time.monotonic()
+            answer = net.call_in(1, lambda: kiosk_scan(pi1.settings(), "banc2", serials[pi2.site]))
+            cut_decision_s = time.monotonic() - asked
+            assert lab_history.FALLBACK_NOTE in answer and cut_decision_s < lab_history.LAB_DEADLINE_S + 1.0, answer
+            time.sleep(max(0.0, cut_at + CUT_S - time.monotonic()))
+            assert all(bench.alive() for bench in benches.values())  # the cut lands inside the tests indeed
+            at_restore = {pi.site: len(read_data_rows(folders[pi.site])) for pi in pis}
+            lab_rows_at_restore = {pi.site: lab_rows(server, ids[pi.site]) for pi in pis}
+            rows_at_restore = {pi.site: len(payload.read_rows(folders[pi.site] / record.DATA_CSV_FILE, 0,
+                                                                chunk_bytes=1 << 30)[0]) for pi in pis}
+        finally:
+            net.restore(1)
+            net.restore(2)
+        restored_at = time.monotonic()
+        cut_s = restored_at - cut_at
+        # Nothing of pi-1 came through the cut; pi-2 went on syncing over its slow link.
+        assert lab_rows_at_restore[pi1.site] == lab_rows_at_cut[pi1.site]
+        assert lab_rows_at_restore[pi2.site] > lab_rows_at_cut[pi2.site]
+        # pi-1 catches up: the lab gets at least what its folder held when the link came back.
+        wait_until(lambda: lab_rows(server, ids[pi1.site]) >= rows_at_restore[pi1.site],
+                   45, 0.2, "pi-1's backlog after the cut")
+        caught_up_s = time.monotonic() - restored_at
+
+        for pi in pis:
+            code = benches[pi.site].wait_exit(90)
+            assert code == 0, benches[pi.site].log_text()[-3000:]
+        tests_s = time.monotonic() - began
+        ended_at = time.monotonic()
+
+        def settled(pi: Pi) -> bool:
+            folder = folders[pi.site]
+            summary = record.load_summary(folder)
+            graded = summary is not None and summary.verdict is not None and summary.verdict.grade is not None
+            if graded and not (folder / record.CERTIFICATE_FILE).exists():
+                return False  # report.py is still writing it: the lab will get it next
+            return lab_row(server, ids[pi.site]) == disk_row(pi, folder)
+
+        wait_until(lambda: all(settled(pi) for pi in pis), 45, 0.3, "the finished tests in the lab")
+        synced_s = time.monotonic() - ended_at
+
+        # With the link up, pi-2's battery, just finished, is refused on pi-1: at the kiosk and by banc.py.
+        serial2 = serials[pi2.site]
+        asked = time.monotonic()
+        answer = net.call_in(1, lambda: kiosk_scan(pi1.settings(), "banc2", serial2))
+        up_decision_s = time.monotonic() - asked
+        assert answer.startswith(f"{serial2} : dernier test terminé le ") and f"({pi2.site} : banc1/" in answer, answer
+        assert "il y a moins de 48\u00a0h ouvrées" in answer
+        refused = pi1.run("banc.py", "banc2", serial2)
+        assert refused.returncode == 5, refused.stderr  # EXIT_TOO_EARLY
+        assert f"sur {pi2.site} (banc1/" in refused.stderr
+        # Cut again: the same scan is decided on pi-1 alone within the deadline, and says so.
+        net.cut(1)
+        try:
+            asked = time.monotonic()
+            answer = net.call_in(1, lambda: kiosk_scan(pi1.settings(), "banc2", serial2))
+            fallback_s = time.monotonic() - asked
+        finally:
+            net.restore(1)
+        assert answer == f"{serial2} : nouveau test. Rescannez banc2 pour confirmer. ({lab_history.FALLBACK_NOTE})"
+        assert fallback_s < lab_history.LAB_DEADLINE_S + 1.0
+
+        # pi-1's service met the cut (a pass failed, nothing lost) and said so.
+        unreachable = (pi1.home / logs.LOG_FILE).read_text(errors="replace").count("lab database unreachable")
+        assert unreachable >= 1
+    # SIGTERM: the services end cleanly.
+    assert [services[pi.site].returncode for pi in pis] == [0, 0]
+
+    # Every test once, all its rows, its verdict; nothing else in the lab, nothing twice.
+    grades = {}
+    for pi in pis:
+        folder = folders[pi.site]
+        assert lab_row(server, ids[pi.site]) == disk_row(pi, folder)
+        summary = record.load_summary(folder)
+        assert summary is not None and summary.status == record.TEST_FINISHED
+        verdict = server.sql("SELECT grade, verdict FROM lab.tests WHERE test_id = %s", DB, (ids[pi.site],))[0]
+        expected = summary.verdict
+        assert verdict == ((expected.grade, expected.to_json()) if expected is not None else (None, None))
+        grades[pi.site] = verdict[0]
+    assert lab_tests(server) == expected_tests(pis)
+    assert server.sql("SELECT serial, count(*) FROM lab.tests GROUP BY serial ORDER BY serial", DB) == \
+        [(serials[pi1.site], 1), (serials[pi2.site], 1)]
+    keys = server.sql("SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                      "WHERE contype = 'p' AND conrelid::regclass::text IN ('lab.tests', 'lab.test_rows') ORDER BY 1", DB)
+    assert keys == [("lab.test_rows", "PRIMARY KEY (test_id, bucket)"), ("lab.tests", "PRIMARY KEY (test_id)")]
+    print(f"netns: tests {tests_s:.1f} s ({at_restore} data rows at the restore), {pi1.site} cut {cut_s:.1f} s "
+          f"and {pi2.site} at 512 kbit/s (lab rows during it {lab_rows_at_cut} -> {lab_rows_at_restore}), {pi1.site} caught up {caught_up_s:.1f} s after the restore, the lab complete "
+          f"{synced_s:.1f} s after the tests' end ({lab_tests(server)} rows); 48 h: refused in {up_decision_s:.2f} s "
+          f"with the link up, fallback in {cut_decision_s:.2f} / {fallback_s:.2f} s cut; "
+          f"{unreachable} failed pass(es) on {pi1.site}; grades {grades}")

@@ -3,14 +3,56 @@
 The lab server's namespace has one veth pair per Pi (10.77.N.1 on the server's side, 10.77.N.2
 on Pi N's), so cutting or degrading one Pi's link leaves the others alone. Needs root
 (CAP_SYS_ADMIN, CAP_NET_ADMIN): `netns_unavailable()` says why not, for a skip.
+
+`call_in_namespace` runs a function of the test in a thread that joined a namespace: what it
+starts (a broker, banc.py, a probe's sockets and threads) lives in that namespace, so the
+test kit's classes work on a Pi unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
+import threading
 import uuid
-from typing import Optional
+from collections.abc import Callable
+from typing import Optional, TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000  # <sched.h>: setns() joins a network namespace
+NETNS_DIR = "/run/netns"  # where `ip netns add` pins its namespaces
+
+
+def call_in_namespace(ns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a new thread joined to network namespace `ns` and return what it returns (or raise what it raises).
+
+    A network namespace belongs to a thread, and what the thread creates inherits it: its
+    sockets, its child processes (fork copies the calling thread's namespaces) and its threads.
+    Python 3.11 has no os.setns, hence libc's.
+    """
+    outcome: dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=body, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
 
 
 def _ip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -67,6 +109,10 @@ class LabNetwork:
     def exec_prefix(self, pi: int) -> list[str]:
         """The command prefix that runs a program on Pi `pi`."""
         return ["ip", "netns", "exec", self.pi_ns[pi - 1]]
+
+    def call_in(self, pi: int, fn: Callable[[], T]) -> T:
+        """Run `fn` on Pi `pi` (in its namespace); what it starts stays there."""
+        return call_in_namespace(self.pi_ns[pi - 1], fn)
 
     def cut(self, pi: int) -> None:
         """Cut Pi `pi`'s link silently: the server's end goes down, so the Pi's packets vanish (no error comes back).
