@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the HTTP client Starlette's TestClient uses (requirements-dev.txt)
 import pytest
 from starlette.testclient import TestClient
 
