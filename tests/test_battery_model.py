@@ -207,6 +207,7 @@ def test_nurse_bank_conserves_energy_and_switches_nurses() -> None:
 # --------------------------------------------------------------------------- firmware: measurements
 
 
+@pytest.mark.slow  # whole charges and discharges of four packs: the full suite's, not --fast's
 @pytest.mark.parametrize(
     "capacity_ah, c_rate, seed, tolerance",
     [

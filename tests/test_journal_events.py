@@ -66,6 +66,7 @@ def reread(line: bytes) -> record.Event:
     return event
 
 
+@pytest.mark.slow  # 1,500 examples: the full suite's, not the inner loop's (--fast)
 @settings(max_examples=1500, deadline=None)
 @given(events)
 def test_every_event_is_written_back_byte_for_byte(event: record.Event) -> None:
@@ -101,6 +102,7 @@ def test_the_lines_are_those_docs_fichiers_describes(event: record.Event, line: 
     assert reread((line + "\n").encode("ascii")) == event
 
 
+@pytest.mark.slow  # 1,500 examples: the full suite's, not the inner loop's (--fast)
 @settings(max_examples=1500, deadline=None)
 @given(st.sampled_from((*KINDS, "bogus")), st.dictionaries(
     st.one_of(st.sampled_from(("t", "serial", "banc", "first_handle", "step", "end_time", "ri", "ri_temperature_c",

@@ -57,6 +57,7 @@ def runs() -> dict[str, tuple[time_left_runs.Played, time_left.Model]]:
     return out
 
 
+@pytest.mark.slow  # whole tests of every pack, second by second: the full suite's, not --fast's
 @pytest.mark.parametrize("name", HELD)
 @pytest.mark.parametrize("phase", time_left_runs.PHASES)
 def test_every_phase_within_15_percent(runs: dict[str, tuple[time_left_runs.Played, time_left.Model]], name: str,
